@@ -1,0 +1,28 @@
+/**
+ * tfjs-fused-moe: vLLM's fused mixture-of-experts layer for TensorFlow.js.
+ *
+ *   [Router] selectExperts (fusedTopK | groupedTopK | custom, + EPLB)
+ *       → topkWeights, topkIds
+ *   [Experts] fusedExperts (permute → w13 GEMM + act → w2 GEMM → combine)
+ *       → out [T, H]
+ *
+ * Importing the package registers the cpu reference kernels. The webgpu and tensorflow kernels
+ * register from their own entry points (`tfjs-fused-moe/webgpu`, `tfjs-fused-moe/node`).
+ */
+import {registerCpuKernels} from './kernels/cpu/register';
+
+export * from './kernel_names';
+export {fusedTopK, FusedTopKOptions, RoutingResult} from './ops/fused_topk';
+export {groupedTopK, GroupedTopKOptions} from './ops/grouped_topk';
+export {selectExperts, SelectExpertsOptions, CustomRoutingFunction, BuiltinRouting, EplbState}
+  from './ops/select_experts';
+export {fusedExperts, FusedExpertsOptions} from './ops/fused_experts';
+export {fusedMoE, FusedMoEOptions} from './ops/fused_moe';
+export {determineExpertMap, localExpertRange} from './ops/expert_map';
+export {routingImpl, RoutingConfig} from './kernels/cpu/routing_impl';
+export {fusedExpertsImpl, FusedExpertsProblem, ExpertShard} from './kernels/cpu/fused_experts_impl';
+export {eplbMapIdsImpl, expertLoadImpl} from './kernels/cpu/eplb_impl';
+
+export {parseSafetensors, readSafetensors, SafetensorsEntry, SafetensorsFile, SafetensorsDtype} from './io/safetensors';
+
+registerCpuKernels();

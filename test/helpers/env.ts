@@ -1,0 +1,37 @@
+/**
+ * One test suite, every backend: `describeBackends` runs a block once per backend under test.
+ * Node reads the list from MOE_BACKENDS (set by the npm scripts; see setup_node.ts), the browser
+ * from karma's client config. A listed backend that cannot start fails the run: nothing is skipped.
+ */
+import * as tf from '@tensorflow/tfjs-core';
+
+declare const __karma__: {config: {args: string[]}} | undefined;
+
+export function backendsUnderTest(): string[] {
+  let list: string | undefined;
+  if (typeof process !== 'undefined' && process.env && process.env.MOE_BACKENDS) list = process.env.MOE_BACKENDS;
+  if (typeof __karma__ !== 'undefined') list = __karma__.config.args.find((a) => a.startsWith('backends='))?.slice(9);
+  return (list ?? 'cpu').split(',').map((s) => s.trim()).filter(Boolean);
+}
+
+export function describeBackends(title: string, fn: (backend: string) => void): void {
+  for (const backend of backendsUnderTest()) {
+    describe(`${title} [${backend}]`, function() {
+      // SwiftShader and first-time shader compiles are slow.
+      this.timeout(120000);
+      before(async () => {
+        if (!(await tf.setBackend(backend))) throw new Error(`backend '${backend}' could not be initialized`);
+        await tf.ready();
+      });
+      fn(backend);
+    });
+  }
+}
+
+/** Runs `fn` and checks that every tensor it made, except those it returns in `keep`, was disposed. */
+export async function expectNoLeaks(fn: () => Promise<void> | void): Promise<void> {
+  const before = tf.memory().numTensors;
+  await fn();
+  const after = tf.memory().numTensors;
+  if (after !== before) throw new Error(`leaked ${after - before} tensor(s): ${before} before, ${after} after`);
+}
