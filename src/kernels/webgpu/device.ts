@@ -1,0 +1,87 @@
+/**
+ * A tfjs `webgpu` backend whose device has the `subgroups` feature when the adapter offers it.
+ *
+ * tfjs-backend-webgpu 4.22 registers a factory that never requests 'subgroups', and its program
+ * compiler (webgpu_program.js `makeShader`) starts every module with its own structs and bindings,
+ * while WGSL requires `enable subgroups;` before any declaration. Rather than fork the compiler, we
+ * create the device ourselves (same adapter options, features and limits as tfjs's `base.ts`, plus
+ * 'subgroups'), and wrap that one device's `createShaderModule` so that `enable`/`requires`
+ * directives found anywhere in the code move to its top. Programs then simply begin their
+ * `getUserCode()` with `enable subgroups;`. The wrapper touches only devices made here, works for
+ * any tfjs header, and test/webgpu_device.test.ts checks it against the installed tfjs.
+ */
+import {engine, env, registerBackend, removeBackend} from '@tensorflow/tfjs-core';
+import {WebGPUBackend} from '@tensorflow/tfjs-backend-webgpu';
+import {markSubgroupDevice} from './capabilities';
+
+// @webgpu/types 0.1.38 predates the feature's name.
+const SUBGROUPS = 'subgroups' as GPUFeatureName;
+
+/** GPUAdapterInfo's subgroup sizes (Chrome 131+, Dawn), newer than @webgpu/types 0.1.38. */
+interface SubgroupSizes {
+  subgroupMinSize?: number;
+  subgroupMaxSize?: number;
+}
+
+/** Moves WGSL global directives (`enable ...;`, `requires ...;`) to the start of the module, once each. */
+export function hoistDirectives(code: string): string {
+  const directives: string[] = [];
+  const body = code.replace(/^[ \t]*(?:enable|requires)[ \t][^;\n]*;[ \t]*$/gm, (directive) => {
+    directives.push(directive.trim());
+    return '';
+  });
+  if (directives.length === 0) return code;
+  return `${[...new Set(directives)].join('\n')}\n${body}`;
+}
+
+/** Creates a WebGPUBackend as tfjs's own factory does, adding the 'subgroups' feature when offered. */
+export async function createWebGPUBackend(): Promise<WebGPUBackend> {
+  if (typeof navigator === 'undefined' || navigator.gpu == null) {
+    throw new Error('createWebGPUBackend: WebGPU is not available (navigator.gpu is undefined)');
+  }
+  const adapter = await navigator.gpu.requestAdapter(
+      {powerPreference: env().getBool('WEBGPU_USE_LOW_POWER_GPU') ? 'low-power' : 'high-performance'});
+  if (adapter == null) throw new Error('createWebGPUBackend: navigator.gpu.requestAdapter() found no adapter');
+
+  const wanted: GPUFeatureName[] = ['timestamp-query', 'bgra8unorm-storage', SUBGROUPS];
+  const requiredFeatures = wanted.filter((f) => adapter.features.has(f));
+  const l = adapter.limits;
+  const device = await adapter.requestDevice({
+    requiredFeatures,
+    requiredLimits: {
+      maxComputeWorkgroupStorageSize: l.maxComputeWorkgroupStorageSize,
+      maxComputeWorkgroupsPerDimension: l.maxComputeWorkgroupsPerDimension,
+      maxStorageBufferBindingSize: l.maxStorageBufferBindingSize,
+      maxBufferSize: l.maxBufferSize,
+      maxComputeWorkgroupSizeX: l.maxComputeWorkgroupSizeX,
+      maxComputeInvocationsPerWorkgroup: l.maxComputeInvocationsPerWorkgroup,
+    },
+  });
+  const info = adapter.info;
+  if (device.features.has(SUBGROUPS)) {
+    const createShaderModule = device.createShaderModule.bind(device);
+    device.createShaderModule = (descriptor: GPUShaderModuleDescriptor) =>
+      createShaderModule({...descriptor, code: hoistDirectives(descriptor.code)});
+    const sizes = info as GPUAdapterInfo & SubgroupSizes;
+    markSubgroupDevice(device, sizes.subgroupMinSize ?? 0, sizes.subgroupMaxSize ?? 0);
+  }
+  return new WebGPUBackend(device, info);
+}
+
+/**
+ * Replaces tfjs-backend-webgpu's factory for 'webgpu' with `createWebGPUBackend`, through tfjs's
+ * public registry. Returns false (and changes nothing) where WebGPU is absent or a 'webgpu'
+ * backend is already running: its device cannot gain a feature after the fact.
+ * tfjs-fused-moe/webgpu calls this when imported.
+ */
+export function registerWebGPUBackendWithSubgroups(priority = 3): boolean {
+  if (typeof navigator === 'undefined' || navigator.gpu == null) return false;
+  // `engine().registry` holds started backends (tf.findBackend would start one).
+  if ('webgpu' in engine().registry || engine().backendName === 'webgpu') return false;
+  try {
+    removeBackend('webgpu');
+  } catch {
+    // Not registered yet (tfjs-backend-webgpu found no navigator.gpu when it loaded): nothing to replace.
+  }
+  return registerBackend('webgpu', createWebGPUBackend, priority);
+}
