@@ -1,0 +1,170 @@
+/**
+ * The FusedMoE layer's configuration: vLLM `FusedMoE.__init__`'s arguments in camelCase, their
+ * defaults, and every check vLLM asserts (and a few it leaves to the kernels), made at construction.
+ */
+import type {serialization} from '@tensorflow/tfjs-core';
+import {Activation, ScoringFunc} from '../kernel_names';
+import {ACTIVATIONS} from '../ops/fused_experts';
+import {SCORING_FUNCS} from '../ops/fused_topk';
+import {BUILTIN_ROUTINGS, BuiltinRouting, CustomRoutingFunction} from '../ops/select_experts';
+import {finiteArg, intArg, oneOf} from '../ops/validate';
+
+export interface FusedMoEConfig {
+  /** E, the logical (checkpoint) experts. */
+  numExperts: number;
+  topK: number;
+  hiddenSize: number;
+  /** The full intermediate size I; each tensor-parallel rank holds I / tpSize. */
+  intermediateSize: number;
+  /** Default true, as in vLLM. */
+  renormalize?: boolean;
+  useGroupedTopk?: boolean;
+  numExpertGroup?: number | null;
+  topkGroup?: number | null;
+  scoringFunc?: ScoringFunc;
+  routedScalingFactor?: number;
+  activation?: Activation;
+  applyRouterWeightOnInput?: boolean;
+  /** A built-in routing by name ('llama4'), which serializes, or a function, which does not. */
+  customRoutingFunction?: CustomRoutingFunction | BuiltinRouting | null;
+  /** The layer owns an [E] correction-bias weight (DeepSeek-V3), loaded from `<prefix>.gate.e_score_correction_bias`. */
+  eScoreCorrectionBias?: boolean;
+  tpSize?: number;
+  tpRank?: number;
+  epSize?: number;
+  epRank?: number;
+  /** EPLB replicas beyond the E logical experts (needs enableEplb). */
+  numRedundantExperts?: number;
+  enableEplb?: boolean;
+  /** vLLM `reduce_results`: all-reduce the partial output over the tp/ep group (see `forwardAsync`). */
+  reduceResults?: boolean;
+  /**
+   * The largest weight tensor, in bytes; w13 and w2 are split by expert range beyond it. Default: the
+   * webgpu device's maxStorageBufferBindingSize when the active backend has one, else 1 GiB.
+   */
+  maxWeightBytes?: number | null;
+}
+
+export interface ResolvedFusedMoEConfig {
+  numExperts: number;
+  topK: number;
+  hiddenSize: number;
+  intermediateSize: number;
+  renormalize: boolean;
+  useGroupedTopk: boolean;
+  numExpertGroup: number | null;
+  topkGroup: number | null;
+  scoringFunc: ScoringFunc;
+  routedScalingFactor: number;
+  activation: Activation;
+  applyRouterWeightOnInput: boolean;
+  customRoutingFunction: CustomRoutingFunction | BuiltinRouting | null;
+  eScoreCorrectionBias: boolean;
+  tpSize: number;
+  tpRank: number;
+  epSize: number;
+  epRank: number;
+  numRedundantExperts: number;
+  enableEplb: boolean;
+  reduceResults: boolean;
+  maxWeightBytes: number | null;
+}
+
+const MAX_INT = 2 ** 31 - 1;
+const NAME = 'FusedMoE';
+
+function boolArg(value: unknown, name: string, fallback: boolean): boolean {
+  if (value == null) return fallback;
+  if (typeof value !== 'boolean') throw new Error(`${NAME}: '${name}' must be a boolean but got ${String(value)}`);
+  return value;
+}
+
+/** Applies vLLM's defaults and checks every field; errors name the field and what it must be. */
+export function resolveFusedMoEConfig(args: FusedMoEConfig): ResolvedFusedMoEConfig {
+  if (args == null) throw new Error(`${NAME}: a config {numExperts, topK, hiddenSize, intermediateSize, ...} is required`);
+  const numExperts = intArg(args.numExperts, 'numExperts', NAME, 1, MAX_INT);
+  const topK = intArg(args.topK, 'topK', NAME, 1, numExperts);
+  const hiddenSize = intArg(args.hiddenSize, 'hiddenSize', NAME, 1, MAX_INT);
+  const intermediateSize = intArg(args.intermediateSize, 'intermediateSize', NAME, 1, MAX_INT);
+  const tpSize = intArg(args.tpSize ?? 1, 'tpSize', NAME, 1, MAX_INT);
+  const tpRank = intArg(args.tpRank ?? 0, 'tpRank', NAME, 0, tpSize - 1);
+  if (intermediateSize % tpSize !== 0) {
+    throw new Error(`${NAME}: 'intermediateSize' = ${intermediateSize} must be divisible by 'tpSize' = ${tpSize}`);
+  }
+  const numRedundantExperts = intArg(args.numRedundantExperts ?? 0, 'numRedundantExperts', NAME, 0, MAX_INT);
+  const enableEplb = boolArg(args.enableEplb, 'enableEplb', false);
+  if (numRedundantExperts > 0 && !enableEplb) {
+    throw new Error(`${NAME}: 'numRedundantExperts' = ${numRedundantExperts} needs 'enableEplb: true' (redundant ` +
+        `experts are only supported with EPLB)`);
+  }
+  const physical = numExperts + numRedundantExperts;
+  const epSize = intArg(args.epSize ?? 1, 'epSize', NAME, 1, physical);
+  const epRank = intArg(args.epRank ?? 0, 'epRank', NAME, 0, epSize - 1);
+  if (enableEplb && epSize > 1 && physical % epSize !== 0) {
+    throw new Error(`${NAME}: with EPLB the ${physical} physical experts (numExperts + numRedundantExperts) must ` +
+        `divide evenly over 'epSize' = ${epSize}`);
+  }
+
+  const useGroupedTopk = boolArg(args.useGroupedTopk, 'useGroupedTopk', false);
+  let numExpertGroup: number | null = null;
+  let topkGroup: number | null = null;
+  if (useGroupedTopk) {
+    if (args.numExpertGroup == null || args.topkGroup == null) {
+      throw new Error(`${NAME}: 'useGroupedTopk' needs 'numExpertGroup' and 'topkGroup'`);
+    }
+    numExpertGroup = intArg(args.numExpertGroup, 'numExpertGroup', NAME, 1, numExperts);
+    if (numExperts % numExpertGroup !== 0) {
+      throw new Error(`${NAME}: 'numExperts' = ${numExperts} must divide evenly into 'numExpertGroup' = ` +
+          `${numExpertGroup} groups`);
+    }
+    topkGroup = intArg(args.topkGroup, 'topkGroup', NAME, 1, numExpertGroup);
+    const kept = topkGroup * (numExperts / numExpertGroup);
+    if (topK > kept) {
+      throw new Error(`${NAME}: 'topK' = ${topK} is more than the ${kept} experts in the 'topkGroup' = ${topkGroup} ` +
+          `kept groups`);
+    }
+  }
+  const scoringFunc = oneOf(args.scoringFunc ?? 'softmax', 'scoringFunc', NAME, SCORING_FUNCS);
+  const activation = oneOf(args.activation ?? 'silu', 'activation', NAME, ACTIVATIONS);
+  const routedScalingFactor = finiteArg(args.routedScalingFactor ?? 1, 'routedScalingFactor', NAME);
+  const applyRouterWeightOnInput = boolArg(args.applyRouterWeightOnInput, 'applyRouterWeightOnInput', false);
+  if (applyRouterWeightOnInput && topK !== 1) {
+    throw new Error(`${NAME}: 'applyRouterWeightOnInput' needs 'topK' = 1 (as in vLLM) but got ${topK}`);
+  }
+  const custom = args.customRoutingFunction ?? null;
+  if (custom != null && typeof custom !== 'function') oneOf(custom, 'customRoutingFunction', NAME, BUILTIN_ROUTINGS);
+  if (custom != null && useGroupedTopk) {
+    throw new Error(`${NAME}: 'customRoutingFunction' and 'useGroupedTopk' exclude each other (grouped top-k ` +
+        `would silently win)`);
+  }
+  const maxWeightBytes = args.maxWeightBytes == null ? null :
+    intArg(args.maxWeightBytes, 'maxWeightBytes', NAME, 1, Number.MAX_SAFE_INTEGER);
+  return {
+    numExperts, topK, hiddenSize, intermediateSize, renormalize: boolArg(args.renormalize, 'renormalize', true),
+    useGroupedTopk, numExpertGroup, topkGroup, scoringFunc, routedScalingFactor, activation, applyRouterWeightOnInput,
+    customRoutingFunction: custom, eScoreCorrectionBias: boolArg(args.eScoreCorrectionBias, 'eScoreCorrectionBias',
+        false),
+    tpSize, tpRank, epSize, epRank, numRedundantExperts, enableEplb,
+    reduceResults: boolArg(args.reduceResults, 'reduceResults', false), maxWeightBytes,
+  };
+}
+
+/** The JSON form (getConfig). A routing function cannot be serialized: that throws, naming the way out. */
+export function serializableConfig(c: ResolvedFusedMoEConfig, maxWeightBytes: number | null):
+    serialization.ConfigDict {
+  if (typeof c.customRoutingFunction === 'function') {
+    throw new Error(`${NAME}: a 'customRoutingFunction' given as a function cannot be serialized; use a built-in ` +
+        `name (${BUILTIN_ROUTINGS.map((r) => `'${r}'`).join(', ')})`);
+  }
+  return {
+    numExperts: c.numExperts, topK: c.topK, hiddenSize: c.hiddenSize, intermediateSize: c.intermediateSize,
+    renormalize: c.renormalize, useGroupedTopk: c.useGroupedTopk, numExpertGroup: c.numExpertGroup,
+    topkGroup: c.topkGroup, scoringFunc: c.scoringFunc, routedScalingFactor: c.routedScalingFactor,
+    activation: c.activation, applyRouterWeightOnInput: c.applyRouterWeightOnInput,
+    customRoutingFunction: c.customRoutingFunction, eScoreCorrectionBias: c.eScoreCorrectionBias,
+    tpSize: c.tpSize, tpRank: c.tpRank, epSize: c.epSize, epRank: c.epRank,
+    numRedundantExperts: c.numRedundantExperts, enableEplb: c.enableEplb, reduceResults: c.reduceResults,
+    // The split that was built, so that a reload finds the same weight names.
+    maxWeightBytes,
+  };
+}

@@ -1,0 +1,329 @@
+/**
+ * The `FusedMoE` layer (vLLM `FusedMoE`): a tf.layers.Layer holding one rank's expert weights, that
+ * routes tokens and runs the experts with the package's ops.
+ *
+ *   inputs [hiddenStates [.., H], routerLogits [.., E]]
+ *     → [Router: selectExperts (+ EPLB)] → [Experts: fusedExperts over this rank's w13/w2 shards]
+ *     → out [.., H]: the full output, or this rank's partial sum when tpSize or epSize > 1
+ *
+ * Modules: config checks (fused_moe_config.ts) → expert placement (expert_placement.ts) → this layer;
+ * checkpoints go through weight_loading.ts; files through src/io.
+ */
+import {Tensor, Tensor1D, Tensor2D, Tensor3D, backend, keep, reshape, serialization, tensor1d, tensor2d, tidy}
+  from '@tensorflow/tfjs-core';
+import {LayerVariable, Shape, SymbolicTensor, initializers, input, layers} from '@tensorflow/tfjs-layers';
+import {determineExpertMap, localExpertRange} from '../ops/expert_map';
+import {FusedMoEOptions, fusedMoE} from '../ops/fused_moe';
+import {EplbState} from '../ops/select_experts';
+import {FusedMoEConfig, ResolvedFusedMoEConfig, resolveFusedMoEConfig, serializableConfig} from './fused_moe_config';
+import {ExpertLayout, expertLayout, logicalToPhysical} from './expert_placement';
+import {LoadWeightsOptions, ExpertParamsMapping, makeExpertParamsMapping, materializeExpertLoad, planExpertLoad}
+  from './weight_loading';
+
+type LayerArgs = ConstructorParameters<typeof layers.Layer>[0];
+type Kwargs = Parameters<layers.Layer['call']>[1];
+
+/** Without a device limit, weights are split at 1 GiB (a common storage-binding ceiling). */
+export const DEFAULT_MAX_WEIGHT_BYTES = 2 ** 30;
+
+/**
+ * The largest single weight the current backend can bind: WebGPU's `maxStorageBufferBindingSize`
+ * when the active backend exposes its device, else DEFAULT_MAX_WEIGHT_BYTES.
+ */
+export function deviceMaxWeightBytes(): {bytes: number; source: string} {
+  const limits = (backend() as unknown as {device?: {limits?: {maxStorageBufferBindingSize?: number}}})
+      .device?.limits;
+  const bytes = limits?.maxStorageBufferBindingSize;
+  if (typeof bytes === 'number' && bytes > 0) return {bytes, source: 'the device maxStorageBufferBindingSize'};
+  return {bytes: DEFAULT_MAX_WEIGHT_BYTES, source: 'the 1 GiB default'};
+}
+
+/** All-reduce of a rank's partial output over its tensor- and expert-parallel group (e.g. NCCL, workers). */
+export type AllReduceHook = (partial: Tensor, group: {tpRank: number; tpSize: number; epRank: number;
+  epSize: number}) => Promise<Tensor>;
+
+export type FusedMoELayerArgs = FusedMoEConfig & LayerArgs & {
+  /** Not serialized: the all-reduce that `forwardAsync` awaits when reduceResults and tp or ep > 1. */
+  allReduce?: AllReduceHook;
+};
+
+/**
+ * ```js
+ * const moe = new FusedMoE({numExperts: 8, topK: 2, hiddenSize: 4096, intermediateSize: 14336});
+ * const out = moe.apply([hidden, routerLogits]);               // builds w13, w2
+ * moe.loadWeights(readSafetensors(bytes), {prefix: 'model.layers.0.block_sparse_moe',
+ *   ckptGateProjName: 'w1', ckptUpProjName: 'w3', ckptDownProjName: 'w2'});
+ * ```
+ */
+export class FusedMoE extends layers.Layer {
+  static className = 'FusedMoE';
+
+  readonly config: ResolvedFusedMoEConfig;
+  /** P = numExperts + numRedundantExperts (vLLM `global_num_experts`). */
+  readonly globalNumExperts: number;
+  readonly localNumExperts: number;
+  readonly intermediateSizePerPartition: number;
+  private allReduce: AllReduceHook | null;
+  private layout: ExpertLayout | null = null;
+  private maxWeightBytes: number | null;
+  private w13Weights: LayerVariable[] = [];
+  private w2Weights: LayerVariable[] = [];
+  private biasWeight: LayerVariable | null = null;
+  private expertLoadWeight: LayerVariable | null = null;
+  /** Tensors derived from the config, kept across calls, freed with the weights. */
+  private expertMap: Tensor1D | null = null;
+  private eplbTables: {logicalToPhysicalMap: Tensor2D; logicalReplicaCount: Tensor1D} | null = null;
+
+  constructor(args: FusedMoELayerArgs) {
+    const {allReduce, ...rest} = args ?? ({} as FusedMoELayerArgs);
+    super(rest);
+    this.config = resolveFusedMoEConfig(rest);
+    const c = this.config;
+    this.globalNumExperts = c.numExperts + c.numRedundantExperts;
+    this.localNumExperts = c.epSize === 1 ? this.globalNumExperts :
+      localExpertRange(c.epSize, c.epRank, this.globalNumExperts).count;
+    this.intermediateSizePerPartition = c.intermediateSize / c.tpSize;
+    this.maxWeightBytes = c.maxWeightBytes;
+    this.allReduce = allReduce ?? null;
+    this.supportsMasking = false;
+  }
+
+  /** vLLM's table of (param name, checkpoint name fragment, physical expert id, shard id). */
+  static makeExpertParamsMapping(ckptGateProjName: string, ckptDownProjName: string, ckptUpProjName: string,
+      numExperts: number, numRedundantExperts = 0): ExpertParamsMapping[] {
+    return makeExpertParamsMapping(ckptGateProjName, ckptDownProjName, ckptUpProjName, numExperts, numRedundantExperts);
+  }
+
+  override build(inputShape: Shape | Shape[]): void {
+    checkInputShapes(inputShape, this.config);
+    const c = this.config;
+    const limit = this.maxWeightBytes ?? deviceMaxWeightBytes().bytes;
+    this.maxWeightBytes = limit;
+    this.layout = expertLayout({
+      numExperts: c.numExperts, numRedundantExperts: c.numRedundantExperts, epSize: c.epSize, epRank: c.epRank,
+      hiddenSize: c.hiddenSize, intermediateSize: c.intermediateSize, tpSize: c.tpSize, tpRank: c.tpRank,
+      maxWeightBytes: limit, hasCorrectionBias: c.eScoreCorrectionBias,
+    });
+    const H = c.hiddenSize, Itp = this.intermediateSizePerPartition;
+    const one = this.layout.shards.length === 1;
+    // Expert weights are loaded from checkpoints, not trained from a random start: zeros until loaded.
+    for (const [i, s] of this.layout.shards.entries()) {
+      this.w13Weights.push(this.addWeight(one ? 'w13' : `w13_${i}`, [s.numExperts, 2 * Itp, H], 'float32',
+          initializers.zeros()));
+      this.w2Weights.push(this.addWeight(one ? 'w2' : `w2_${i}`, [s.numExperts, H, Itp], 'float32',
+          initializers.zeros()));
+    }
+    if (c.eScoreCorrectionBias) {
+      // Not trained by gradients (DeepSeek-V3 adjusts it by load, outside backprop), as vLLM's buffer.
+      this.biasWeight = this.addWeight('e_score_correction_bias', [c.numExperts], 'float32', initializers.zeros(),
+          undefined, false);
+    }
+    if (c.enableEplb) {
+      // vLLM `expert_load_view`: (token, slot) pairs per physical expert, counted on the rank that holds it.
+      this.expertLoadWeight = this.addWeight('expert_load', [this.globalNumExperts], 'int32', initializers.zeros(),
+          undefined, false);
+      const table = logicalToPhysical(this.layout.physicalToLogical, c.numExperts);
+      this.eplbTables = {
+        logicalToPhysicalMap: keep(tensor2d(table.map, [c.numExperts, table.maxReplicas], 'int32')),
+        logicalReplicaCount: keep(tensor1d(table.replicaCount, 'int32')),
+      };
+    }
+    const {expertMap} = determineExpertMap(c.epSize, c.epRank, this.globalNumExperts);
+    this.expertMap = expertMap ? keep(expertMap) : null;
+    this.built = true;
+  }
+
+  override computeOutputShape(inputShape: Shape | Shape[]): Shape {
+    const [hidden] = checkInputShapes(inputShape, this.config);
+    return hidden.slice();
+  }
+
+  /**
+   * Synchronous forward: this rank's output. With tpSize or epSize > 1 that is a partial sum, even when
+   * `reduceResults` is set; `forwardAsync` then all-reduces it through the `allReduce` hook.
+   */
+  override call(inputs: Tensor | Tensor[], kwargs: Kwargs): Tensor {
+    return tidy(() => {
+      this.invokeCallHook(inputs, kwargs);
+      const [hidden, logits] = checkInputs(inputs, this.config);
+      const lead = hidden.shape.slice(0, -1);
+      const out = fusedMoE(reshape(hidden, [-1, this.config.hiddenSize]) as Tensor2D,
+          reshape(logits, [-1, this.config.numExperts]) as Tensor2D,
+          this.w13Weights.map((w) => w.read() as Tensor3D), this.w2Weights.map((w) => w.read() as Tensor3D),
+          this.forwardOptions());
+      return lead.length === 1 ? out : reshape(out, [...lead, this.config.hiddenSize]);
+    });
+  }
+
+  /** True when this rank's output is a partial sum that `reduceResults` asks to all-reduce. */
+  get needsAllReduce(): boolean {
+    return this.config.reduceResults && (this.config.tpSize > 1 || this.config.epSize > 1);
+  }
+
+  setAllReduce(hook: AllReduceHook | null): void {
+    this.allReduce = hook;
+  }
+
+  /**
+   * Forward plus vLLM's `reduce_results`: when it is set and tp or ep > 1, awaits the `allReduce` hook
+   * on this rank's partial output and returns the reduced tensor. Without the hook that case throws
+   * rather than return a partial sum silently.
+   */
+  async forwardAsync(hiddenStates: Tensor, routerLogits: Tensor): Promise<Tensor> {
+    if (this.needsAllReduce && this.allReduce == null) {
+      throw new Error(`FusedMoE '${this.name}': reduceResults is set with tpSize ${this.config.tpSize} and epSize ` +
+          `${this.config.epSize}, but no 'allReduce' hook was given (constructor arg or setAllReduce)`);
+    }
+    const partial = this.apply([hiddenStates, routerLogits]) as Tensor;
+    if (!this.needsAllReduce) return partial;
+    const c = this.config;
+    let reduced: Tensor;
+    try {
+      reduced = await this.allReduce!(partial, {tpRank: c.tpRank, tpSize: c.tpSize, epRank: c.epRank, epSize: c.epSize});
+    } catch (e) {
+      partial.dispose();
+      throw e;
+    }
+    // The hook may return the partial itself (reduced in place) or a new tensor; then the partial is ours to free.
+    if (reduced !== partial) partial.dispose();
+    return reduced;
+  }
+
+  /**
+   * vLLM `weight_loader` for a whole layer: global → local experts (others skipped), TP narrowing,
+   * fused 3-D checkpoints and the correction bias. Checks everything first; on any problem it throws
+   * one Error naming each key with the expected and found shapes, and leaves the weights unchanged.
+   */
+  loadWeights(weights: Map<string, Tensor> | Iterable<[string, Tensor]>, options: LoadWeightsOptions = {}): void {
+    this.ensureBuilt();
+    const checkpoint = weights instanceof Map ? weights : new Map(weights);
+    const plan = planExpertLoad(this.layout!, checkpoint, options);
+    const {w13, w2} = materializeExpertLoad(this.layout!, plan);
+    try {
+      w13.forEach((t, i) => this.w13Weights[i].write(t));
+      w2.forEach((t, i) => this.w2Weights[i].write(t));
+      if (plan.bias) this.biasWeight!.write(plan.bias);
+    } finally {
+      w13.forEach((t) => t.dispose());
+      w2.forEach((t) => t.dispose());
+    }
+  }
+
+  /** EPLB: the per-physical-expert load counter (int32 [P]), or null without enableEplb. */
+  get expertLoad(): Tensor1D | null {
+    return this.expertLoadWeight ? this.expertLoadWeight.read() as Tensor1D : null;
+  }
+
+  /** EPLB: logical → physical replica table [E, maxReplicas] and replica counts [E]. */
+  get eplbState(): {logicalToPhysicalMap: Tensor2D; logicalReplicaCount: Tensor1D} | null {
+    return this.eplbTables;
+  }
+
+  /** The placement of this rank's experts and weight shards (plain data), once built. */
+  get expertLayout(): ExpertLayout | null {
+    return this.layout;
+  }
+
+  override getConfig(): serialization.ConfigDict {
+    const base = super.getConfig();
+    return {...base, ...serializableConfig(this.config, this.maxWeightBytes)};
+  }
+
+  /** The facts of vLLM's `FusedMoE.extra_repr`, in its words. */
+  extraRepr(): string {
+    const c = this.config;
+    const py = (b: boolean) => (b ? 'True' : 'False');
+    let s = `global_num_experts=${this.globalNumExperts}, local_num_experts=${this.localNumExperts}, ` +
+      `top_k=${c.topK}, intermediate_size_per_partition=${this.intermediateSizePerPartition}, tp_size=${c.tpSize},\n` +
+      `ep_size=${c.epSize}, reduce_results=${py(c.reduceResults)}, renormalize=${py(c.renormalize)}, ` +
+      `use_grouped_topk=${py(c.useGroupedTopk)}`;
+    if (c.useGroupedTopk) s += `, num_expert_group=${c.numExpertGroup}, topk_group=${c.topkGroup}`;
+    s += `, scoring_func='${c.scoringFunc}', activation='${c.activation}'`;
+    return s;
+  }
+
+  /** As PyTorch prints the module: `FusedMoE(` + extra_repr indented + `)`. */
+  override toString(): string {
+    return `FusedMoE(\n  ${this.extraRepr().split('\n').join('\n  ')}\n)`;
+  }
+
+  protected override disposeWeights(): number {
+    this.expertMap?.dispose();
+    this.expertMap = null;
+    if (this.eplbTables) {
+      this.eplbTables.logicalToPhysicalMap.dispose();
+      this.eplbTables.logicalReplicaCount.dispose();
+      this.eplbTables = null;
+    }
+    return super.disposeWeights();
+  }
+
+  /** Builds through a symbolic apply, so weight names get the layer's scope as in a model. */
+  private ensureBuilt(): void {
+    if (this.built) return;
+    const c = this.config;
+    this.apply([input({batchShape: [null, c.hiddenSize]}), input({batchShape: [null, c.numExperts]})] as
+        SymbolicTensor[]);
+  }
+
+  private forwardOptions(): FusedMoEOptions {
+    const c = this.config;
+    const o: FusedMoEOptions = {
+      topK: c.topK, renormalize: c.renormalize, useGroupedTopk: c.useGroupedTopk,
+      numExpertGroup: c.numExpertGroup ?? undefined, topkGroup: c.topkGroup ?? undefined,
+      scoringFunc: c.scoringFunc, routedScalingFactor: c.routedScalingFactor,
+      customRoutingFunction: c.customRoutingFunction ?? undefined, activation: c.activation,
+      applyRouterWeightOnInput: c.applyRouterWeightOnInput, globalNumExperts: this.globalNumExperts,
+    };
+    if (this.biasWeight) o.eScoreCorrectionBias = this.biasWeight.read() as Tensor1D;
+    if (this.expertMap) o.expertMap = this.expertMap;
+    if (this.eplbTables) {
+      const eplb: EplbState = {...this.eplbTables, expertLoad: this.expertLoadWeight!.read() as never};
+      o.eplb = eplb;
+    }
+    return o;
+  }
+}
+
+
+function shapeStr(s: ReadonlyArray<number | null>): string {
+  return `[${s.map((d) => (d == null ? 'null' : d)).join(', ')}]`;
+}
+
+/** [hiddenStates shape, routerLogits shape], checked against H and E where known. */
+function checkInputShapes(inputShape: Shape | Shape[], c: ResolvedFusedMoEConfig): [Shape, Shape] {
+  const shapes = inputShape as Shape[];
+  if (!Array.isArray(shapes) || shapes.length !== 2 || !Array.isArray(shapes[0])) {
+    throw new Error(`FusedMoE: inputs must be [hiddenStates [T, ${c.hiddenSize}], routerLogits [T, ` +
+        `${c.numExperts}]] but got shapes ${JSON.stringify(inputShape)}`);
+  }
+  const [hidden, logits] = shapes;
+  const fail = (what: string, dims: string, got: Shape) => {
+    throw new Error(`FusedMoE: '${what}' must have shape ${dims} but got ${shapeStr(got)}`);
+  };
+  if (hidden.length < 2 || (hidden[hidden.length - 1] != null && hidden[hidden.length - 1] !== c.hiddenSize)) {
+    fail('hiddenStates', `[T, ${c.hiddenSize}] (hiddenSize)`, hidden);
+  }
+  if (logits.length !== hidden.length ||
+      (logits[logits.length - 1] != null && logits[logits.length - 1] !== c.numExperts)) {
+    fail('routerLogits', `[T, ${c.numExperts}] (numExperts; same rank as hiddenStates)`, logits);
+  }
+  return [hidden, logits];
+}
+
+function checkInputs(inputs: Tensor | Tensor[], c: ResolvedFusedMoEConfig): [Tensor, Tensor] {
+  if (!Array.isArray(inputs) || inputs.length !== 2) {
+    throw new Error(`FusedMoE: call() takes [hiddenStates, routerLogits] but got ` +
+        `${Array.isArray(inputs) ? `${inputs.length} tensors` : 'one tensor'}`);
+  }
+  checkInputShapes([inputs[0].shape, inputs[1].shape], c);
+  for (let d = 0; d < inputs[0].rank - 1; d++) {
+    if (inputs[0].shape[d] !== inputs[1].shape[d]) {
+      throw new Error(`FusedMoE: 'routerLogits' shape ${shapeStr(inputs[1].shape)} must have the same tokens as ` +
+          `'hiddenStates' ${shapeStr(inputs[0].shape)}`);
+    }
+  }
+  return [inputs[0], inputs[1]];
+}
+
+serialization.registerClass(FusedMoE);
