@@ -26,3 +26,9 @@ export {eplbMapIdsImpl, expertLoadImpl} from './kernels/cpu/eplb_impl';
 export {parseSafetensors, readSafetensors, SafetensorsEntry, SafetensorsFile, SafetensorsDtype} from './io/safetensors';
 
 registerCpuKernels();
+
+export {FusedMoE, FusedMoELayerArgs, AllReduceHook, deviceMaxWeightBytes, DEFAULT_MAX_WEIGHT_BYTES}
+  from './layers/fused_moe_layer';
+export {FusedMoEConfig, ResolvedFusedMoEConfig} from './layers/fused_moe_config';
+export {ExpertLayout, WeightShard, initialPhysicalToLogical, logicalToPhysical} from './layers/expert_placement';
+export {makeExpertParamsMapping, ExpertParamsMapping, LoadWeightsOptions, ShardId} from './layers/weight_loading';
