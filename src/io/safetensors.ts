@@ -4,6 +4,7 @@
  * F32, F16, BF16 and I32 become float32 / int32 tensors; anything else is rejected by name.
  */
 import {Tensor, tensor} from '@tensorflow/tfjs-core';
+import {FetchBytesOptions, fetchBytes} from './fetch_bytes';
 
 export type SafetensorsDtype = 'F32' | 'F16' | 'BF16' | 'I32';
 export const SAFETENSORS_DTYPES: readonly SafetensorsDtype[] = ['F32', 'F16', 'BF16', 'I32'];
@@ -45,7 +46,12 @@ export function parseSafetensors(bytes: Uint8Array | ArrayBuffer): SafetensorsFi
   const entries = new Map<string, SafetensorsEntry>();
   for (const [name, info] of Object.entries(header)) {
     if (name === '__metadata__') continue;
-    const {dtype, shape, data_offsets: offsets} = info as {dtype: string; shape: number[]; data_offsets: number[]};
+    const {dtype, shape, data_offsets: offsets} = (info ?? {}) as {dtype: string; shape: number[]; data_offsets: number[]};
+    if (!Array.isArray(shape) || !shape.every((d) => Number.isInteger(d) && d >= 0) || !Array.isArray(offsets) ||
+        offsets.length !== 2 || !offsets.every((o) => Number.isInteger(o) && o >= 0) || offsets[0] > offsets[1]) {
+      fail(`tensor '${name}' has a malformed header entry ${JSON.stringify(info)}: expected {dtype, shape: ` +
+          `[non-negative integers], data_offsets: [begin, end]}`);
+    }
     if (!SAFETENSORS_DTYPES.includes(dtype as SafetensorsDtype)) {
       fail(`tensor '${name}' has dtype ${dtype}; supported are ${SAFETENSORS_DTYPES.join(', ')}`);
     }
@@ -101,4 +107,26 @@ function halfToFloat(h: number): number {
   if (exp === 0) return sign * frac * 2 ** -24;
   if (exp === 31) return frac ? NaN : sign * Infinity;
   return sign * (1 + frac / 1024) * 2 ** (exp - 15);
+}
+
+export interface LoadSafetensorsOptions extends FetchBytesOptions {}
+
+/**
+ * Reads a safetensors file into tensors: a path or file:// URL in Node (streamed from disk), or a URL
+ * fetched in browsers and Node, with `onProgress(loadedBytes, totalBytes)` as the bytes arrive.
+ *
+ * ```js
+ * const weights = await loadSafetensors('model-00001-of-00002.safetensors',
+ *     {onProgress: (n, total) => console.log(`${n} / ${total} bytes`)});
+ * moe.loadWeights(weights, {prefix: 'model.layers.0.mlp'});
+ * ```
+ */
+export async function loadSafetensors(pathOrUrl: string | URL, o: LoadSafetensorsOptions = {}):
+    Promise<Map<string, Tensor>> {
+  const bytes = await fetchBytes(pathOrUrl, o);
+  try {
+    return readSafetensors(bytes);
+  } catch (e) {
+    throw new Error(`${(e as Error).message} (in '${pathOrUrl}')`);
+  }
 }

@@ -1,0 +1,112 @@
+/**
+ * Weights from the tfjs converter's format: a model.json whose `weightsManifest` lists groups of
+ * shards (`group1-shard1of2.bin`, ...) and the weights packed in them, in order. Decoding (including
+ * the converter's uint8/uint16/float16 quantization) is tfjs-core's own `io.decodeWeights`.
+ *
+ *   model.json {weightsManifest: [{paths: [shard, ...], weights: [{name, shape, dtype, quantization?}, ...]}]}
+ *     → each group's shards, concatenated → io.decodeWeights → Map name → Tensor
+ */
+import {Tensor, dispose, io} from '@tensorflow/tfjs-core';
+import {FetchBytesOptions, fetchBytes} from './fetch_bytes';
+
+const BYTES_PER_DTYPE: Record<string, number> = {float32: 4, int32: 4, bool: 1, uint8: 1, uint16: 2, float16: 2};
+
+/** Bytes a manifest entry occupies in its shard, or null when it cannot be known (strings). */
+function entryBytes(w: io.WeightsManifestEntry): number | null {
+  const size = w.shape.reduce((a, b) => a * b, 1);
+  const dtype = w.quantization?.dtype ?? w.dtype;
+  const per = BYTES_PER_DTYPE[dtype];
+  return per == null ? null : size * per;
+}
+
+/** Decodes shards already in memory: `shards[g]` holds group g's shard buffers, in the manifest's order. */
+export function decodeTfjsWeights(manifest: io.WeightsManifestConfig, shards: ArrayBuffer[][]): Map<string, Tensor> {
+  const fail = (why: string): never => { throw new Error(`decodeTfjsWeights: ${why}`); };
+  if (!Array.isArray(manifest)) fail(`'weightsManifest' must be an array of {paths, weights} groups`);
+  if (shards.length !== manifest.length) fail(`the manifest has ${manifest.length} groups but ${shards.length} were given`);
+  const out = new Map<string, Tensor>();
+  try {
+    manifest.forEach((group, g) => {
+      if (shards[g].length !== group.paths.length) {
+        fail(`group ${g} lists ${group.paths.length} shards (${group.paths.join(', ')}) but ${shards[g].length} were given`);
+      }
+      const data = io.concatenateArrayBuffers(shards[g]);
+      let expected = 0;
+      for (const w of group.weights) {
+        const n = entryBytes(w);
+        expected = n == null || expected < 0 ? -1 : expected + n;
+      }
+      if (expected >= 0 && data.byteLength < expected) {
+        fail(`group ${g} (${group.paths.join(', ')}) holds ${data.byteLength} bytes but its weights need ${expected}: ` +
+            `a shard is truncated or missing`);
+      }
+      const decoded = io.decodeWeights(data, group.weights);
+      for (const [name, t] of Object.entries(decoded)) {
+        if (out.has(name)) {
+          t.dispose();
+          fail(`weight '${name}' appears twice in the manifest`);
+        }
+        out.set(name, t);
+      }
+    });
+  } catch (e) {
+    dispose([...out.values()]);
+    throw e;
+  }
+  return out;
+}
+
+function resolveShard(modelJson: string, shard: string): string {
+  if (/^[a-z][a-z0-9+.-]*:/i.test(shard) || shard.startsWith('/')) return shard;
+  if (/^[a-z][a-z0-9+.-]*:/i.test(modelJson)) return new URL(shard, modelJson).toString();
+  const slash = Math.max(modelJson.lastIndexOf('/'), modelJson.lastIndexOf('\\'));
+  return modelJson.slice(0, slash + 1) + shard;
+}
+
+/**
+ * Loads the weights of a tfjs converter model (model.json + shards) by path (Node) or URL, with
+ * `onProgress(loadedBytes, totalBytes)` over all shards.
+ *
+ * ```js
+ * const weights = await loadTfjsWeights('https://example.com/moe/model.json');
+ * moe.loadWeights(weights, {prefix: 'model.layers.0.mlp'});
+ * ```
+ */
+export async function loadTfjsWeights(modelJsonPathOrUrl: string | URL, o: FetchBytesOptions = {}):
+    Promise<Map<string, Tensor>> {
+  const modelJson = modelJsonPathOrUrl.toString();
+  let json: {weightsManifest?: io.WeightsManifestConfig};
+  try {
+    json = JSON.parse(new TextDecoder().decode(await fetchBytes(modelJson, {fetchFunc: o.fetchFunc})));
+  } catch (e) {
+    throw new Error(`loadTfjsWeights: cannot read '${modelJson}' as JSON: ${(e as Error).message}`);
+  }
+  const manifest = json.weightsManifest;
+  if (!Array.isArray(manifest)) throw new Error(`loadTfjsWeights: '${modelJson}' has no 'weightsManifest' array`);
+  let total: number | null = 0;
+  for (const group of manifest) {
+    for (const w of group.weights) {
+      const n = entryBytes(w);
+      total = n == null || total == null ? null : total + n;
+    }
+  }
+  let done = 0;
+  const shards: ArrayBuffer[][] = [];
+  for (const group of manifest) {
+    const buffers: ArrayBuffer[] = [];
+    for (const path of group.paths) {
+      const bytes = await fetchBytes(resolveShard(modelJson, path), {
+        fetchFunc: o.fetchFunc, onProgress: (loaded) => o.onProgress?.(done + loaded, total),
+      });
+      done += bytes.byteLength;
+      buffers.push(bytes.byteOffset === 0 && bytes.byteLength === bytes.buffer.byteLength ?
+        bytes.buffer as ArrayBuffer : bytes.slice().buffer);
+    }
+    shards.push(buffers);
+  }
+  try {
+    return decodeTfjsWeights(manifest, shards);
+  } catch (e) {
+    throw new Error(`${(e as Error).message} (model '${modelJson}')`);
+  }
+}
