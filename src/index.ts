@@ -32,3 +32,6 @@ export {FusedMoE, FusedMoELayerArgs, AllReduceHook, deviceMaxWeightBytes, DEFAUL
 export {FusedMoEConfig, ResolvedFusedMoEConfig} from './layers/fused_moe_config';
 export {ExpertLayout, WeightShard, initialPhysicalToLogical, logicalToPhysical} from './layers/expert_placement';
 export {makeExpertParamsMapping, ExpertParamsMapping, LoadWeightsOptions, ShardId} from './layers/weight_loading';
+export {loadSafetensors, LoadSafetensorsOptions} from './io/safetensors';
+export {fetchBytes, FetchBytesOptions, OnBytesProgress} from './io/fetch_bytes';
+export {loadTfjsWeights, decodeTfjsWeights} from './io/tfjs_weights';
