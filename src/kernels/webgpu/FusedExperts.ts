@@ -1,0 +1,146 @@
+/**
+ * webgpu kernel for FusedExperts (vLLM `fused_experts`), all on the GPU, no read-back:
+ *
+ *   decode  (T·k ≤ DECODE_MAX_PAIRS):  GEMV w13+act per pair → GEMV w2·weight per pair → combine
+ *   prefill (otherwise):               align (count, prefix-sum, scatter by expert) → grouped GEMM w13+act
+ *                                      → grouped GEMM w2·weight → combine
+ *
+ * Weights split into several tensors (inputs w13_0.., w2_0..) are run shard by shard: every GEMV/GEMM
+ * program binds one shard and handles only the pairs (or sorted tiles) of that shard's expert range, so
+ * no binding exceeds the device's maxStorageBufferBindingSize. The combine sums each token's k slots in
+ * slot order (no atomics); pairs whose expert this rank does not hold contribute exactly 0.
+ *
+ * No read-back: this file never calls backend.read/readSync; every size it needs comes from shapes and
+ * attributes (the ids and expertMap were validated by the op). test/experts_parity.test.ts checks it by
+ * counting GPUBuffer.mapAsync and backend.read/readSync calls during a forward pass.
+ */
+import {KernelConfig, KernelFunc, TensorInfo, util} from '@tensorflow/tfjs-core';
+import type {WebGPUBackend, WebGPUProgram} from '@tensorflow/tfjs-backend-webgpu';
+import {expertWeightShards, FusedExperts, FusedExpertsAttrs, FusedExpertsInputs} from '../../kernel_names';
+import {ALIGN_MAX_LOCAL_EXPERTS, ExpertsAlignProgram, maxPaddedRows} from './experts_align_webgpu';
+import {ExpertsCombineProgram} from './experts_combine_webgpu';
+import {ExpertsGemmProgram, GEMM_BLOCK_ROWS} from './experts_gemm_webgpu';
+import {ExpertsGemvProgram, ExpertsStage} from './experts_gemv_webgpu';
+
+export type ExpertsPath = 'decode' | 'prefill';
+
+/** Up to this many (token, slot) pairs the GEMV path is faster than tiling (measured on the H200). */
+export const DECODE_MAX_PAIRS = 32;
+
+let forcedPath: ExpertsPath | null = null;
+
+/** Forces the decode or prefill path (tests and benchmarks); null restores the automatic choice. */
+export function setFusedExpertsPath(path: ExpertsPath | null): void {
+  forcedPath = path;
+}
+
+/** Which path a call takes, and why (vLLM oracle style). */
+export function chooseExpertsPath(numPairs: number, numLocalExperts: number):
+    {path: ExpertsPath; reason: string} {
+  const prefillOk = numLocalExperts <= ALIGN_MAX_LOCAL_EXPERTS;
+  const prefillWhyNot = `the align program counts at most ${ALIGN_MAX_LOCAL_EXPERTS} local experts in workgroup ` +
+      `memory and this layer has ${numLocalExperts}`;
+  if (forcedPath === 'decode') return {path: 'decode', reason: 'forced by setFusedExpertsPath'};
+  if (forcedPath === 'prefill') {
+    if (!prefillOk) throw new Error(`fusedExperts (webgpu): cannot force the prefill path: ${prefillWhyNot}`);
+    return {path: 'prefill', reason: 'forced by setFusedExpertsPath'};
+  }
+  if (numPairs <= DECODE_MAX_PAIRS) {
+    return {path: 'decode', reason: `T·k = ${numPairs} ≤ ${DECODE_MAX_PAIRS}: per-pair GEMV reads each selected row once`};
+  }
+  if (!prefillOk) return {path: 'decode', reason: `T·k = ${numPairs} but ${prefillWhyNot}`};
+  return {path: 'prefill', reason: `T·k = ${numPairs} > ${DECODE_MAX_PAIRS}: grouped GEMM over expert-sorted rows`};
+}
+
+/** Rows per GEMM tile: the smallest tile that holds the average rows per used expert. */
+export function chooseBlockRows(numPairs: number, numLocalExperts: number): number {
+  const rowsPerExpert = numPairs / Math.max(1, Math.min(numLocalExperts, numPairs));
+  return GEMM_BLOCK_ROWS.find((b) => b >= rowsPerExpert) ?? GEMM_BLOCK_ROWS[GEMM_BLOCK_ROWS.length - 1];
+}
+
+function checkBinding(backend: WebGPUBackend, shape: number[], what: string, advice: string): void {
+  const bytes = util.sizeFromShape(shape) * 4;
+  const limit = backend.device.limits.maxStorageBufferBindingSize;
+  if (bytes > limit) {
+    throw new Error(`fusedExperts (webgpu): ${what} [${shape}] takes ${bytes} bytes, more than this device's ` +
+        `maxStorageBufferBindingSize (${limit}); ${advice}`);
+  }
+}
+
+export const fusedExpertsWebGPU: KernelFunc = ({inputs, attrs, backend: b}): TensorInfo => {
+  const backend = b as WebGPUBackend;
+  const ins = inputs as FusedExpertsInputs;
+  const a = attrs as unknown as FusedExpertsAttrs;
+  const {w13, w2} = expertWeightShards(ins, a);
+  const {hiddenStates, topkWeights, topkIds, expertMap} = ins;
+  const [T, H] = hiddenStates.shape;
+  const topK = topkIds.shape[1];
+  const I = w2[0].shape[2];
+  const P = T * topK;
+  const numLocalExperts = w13.reduce((n, w) => n + w.shape[0], 0);
+  const common = {
+    hiddenSize: H, intermediateSize: I, topK, numLocalExperts, globalNumExperts: a.globalNumExperts,
+    hasExpertMap: expertMap != null, activation: a.activation, applyRouterWeightOnInput: a.applyRouterWeightOnInput,
+  };
+  w13.forEach((w, s) => checkBinding(backend, w.shape, `w13 shard ${s}`,
+      'pass w13 and w2 as arrays of tensors over consecutive expert ranges'));
+  w2.forEach((w, s) => checkBinding(backend, w.shape, `w2 shard ${s}`,
+      'pass w13 and w2 as arrays of tensors over consecutive expert ranges'));
+  checkBinding(backend, [P, H], 'the per-pair output y', 'call it on fewer tokens at a time');
+
+  const combine = new ExpertsCombineProgram(common, T);
+  const ids = expertMap ? [topkIds, expertMap] : [topkIds];
+  if (P === 0) return backend.runWebGPUProgram(combine, [backend.makeTensorInfo([0, H], 'float32'), ...ids], 'float32');
+
+  const temps: TensorInfo[] = [];
+  const temp = (shape: number[], dtype: 'float32' | 'int32' = 'float32') => {
+    const t = backend.makeTensorInfo(shape, dtype);
+    temps.push(t);
+    return t;
+  };
+  // Runs one program per weight shard, each writing its rows into the shared output.
+  const perShard = (stage: ExpertsStage, out: TensorInfo, make: (s: number) => [WebGPUProgram, TensorInfo[]]) => {
+    let first = 0;
+    (stage === 'w13' ? w13 : w2).forEach((w, s) => {
+      const [program, programInputs] = make(s);
+      backend.runWebGPUProgram(program, [...programInputs, w], 'float32', [{type: 'int32', data: [first]}], out);
+      first += w.shape[0];
+    });
+  };
+  const weightsFor = (stage: ExpertsStage) =>
+      (stage === 'w13') === a.applyRouterWeightOnInput ? [topkWeights] : [];
+
+  try {
+    const {path} = chooseExpertsPath(P, numLocalExperts);
+    const y = temp([P, H]);
+    if (path === 'decode') {
+      const act = temp([P, I]);
+      const gemv13 = new ExpertsGemvProgram({...common, stage: 'w13'}, P);
+      perShard('w13', act, () => [gemv13, [hiddenStates, ...ids, ...weightsFor('w13')]]);
+      const gemv2 = new ExpertsGemvProgram({...common, stage: 'w2'}, P);
+      perShard('w2', y, () => [gemv2, [act, ...ids, ...weightsFor('w2')]]);
+    } else {
+      const blockRows = chooseBlockRows(P, numLocalExperts);
+      const rows = maxPaddedRows(P, numLocalExperts, blockRows);
+      checkBinding(backend, [rows, I], 'the expert-sorted activations', 'call it on fewer tokens at a time');
+      const align = backend.runWebGPUProgram(
+          new ExpertsAlignProgram({...common, blockRows}, P), ids, 'int32');
+      temps.push(align);
+      const act = temp([rows, I]);
+      const tiles = (s: number) => Math.ceil(P / blockRows) + w13[s].shape[0];
+      perShard('w13', act, (s) => [new ExpertsGemmProgram({...common, stage: 'w13', blockRows}, [rows, I], tiles(s)),
+        [hiddenStates, align, ...weightsFor('w13')]]);
+      perShard('w2', y, (s) => [new ExpertsGemmProgram({...common, stage: 'w2', blockRows}, [P, H], tiles(s)),
+        [act, align, ...weightsFor('w2')]]);
+    }
+    return backend.runWebGPUProgram(combine, [y, ...ids], 'float32');
+  } finally {
+    temps.forEach((t) => backend.disposeData(t.dataId));
+  }
+};
+
+export const fusedExpertsConfig: KernelConfig = {
+  kernelName: FusedExperts,
+  backendName: 'webgpu',
+  kernelFunc: fusedExpertsWebGPU,
+};

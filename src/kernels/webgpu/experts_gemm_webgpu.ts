@@ -1,0 +1,225 @@
+/**
+ * Prefill path: a grouped GEMM over the expert-sorted rows built by ExpertsAlignProgram (ggml-webgpu
+ * `mul_mat_id` / vLLM `fused_moe` style). Each workgroup takes one tile of `blockRows` sorted rows (all
+ * of one expert, thanks to the padding) and 128 weight rows, and finds its expert from the offsets.
+ *
+ * stage 'w13': act[row, i] = act(gate_i · x) · (up_i · x) for the 64 i of its tile; the 128 weight rows
+ *              are gate rows i0..i0+63 and up rows I+i0..I+i0+63, so the activation is fused.
+ *              x = hidden[pair / k] gathered through the sorted list (· w[pair] when applied on the input).
+ * stage 'w2':  y[pair, h] = (w2_h · act[row]) · w[pair] for 128 h; rows are scattered back to pair order
+ *              (padding rows dropped), so the combine reads y by pair.
+ *
+ * Tiling: 256 threads as 16 × 16; each computes blockRows/16 rows × 8 columns (4 gate + 4 up, or h and
+ * h + 64), from shared-memory tiles of 16 k; the next k tile is loaded into registers while the current
+ * one is multiplied. Weights are read [rows, K] with K contiguous, as vec4 where K % 4 == 0.
+ */
+import type {WebGPUProgram} from '@tensorflow/tfjs-backend-webgpu';
+import type {Activation} from '../../kernel_names';
+import {EXPERTS_WORKGROUP, activationSnippet} from './experts_wgsl';
+import type {ExpertsStage} from './experts_gemv_webgpu';
+
+export interface ExpertsGemmConfig {
+  stage: ExpertsStage;
+  hiddenSize: number;
+  intermediateSize: number;
+  topK: number;
+  numLocalExperts: number;
+  activation: Activation;
+  applyRouterWeightOnInput: boolean;
+  /** Rows per tile: 16, 32, 64 or 128 (the align program pads each expert to a multiple of it). */
+  blockRows: number;
+}
+
+export const GEMM_BLOCK_ROWS = [16, 32, 64, 128];
+const BK = 16;          // k per shared-memory tile
+const BN = 128;         // weight rows per tile
+const THREADS_X = 16;   // column groups; 16 row groups
+
+export class ExpertsGemmProgram implements WebGPUProgram {
+  outputShape: number[];
+  shaderKey: string;
+  dispatchLayout = {x: [0], y: [1]};
+  dispatch: [number, number, number];
+  variableNames: string[];
+  variableComponents: number[];
+  outputComponent: number;
+  workgroupSize: [number, number, number] = [EXPERTS_WORKGROUP, 1, 1];
+  uniforms = 'firstExpert : i32,';
+  private readonly c: ExpertsGemmConfig;
+  private readonly vec: number;
+
+  /**
+   * Inputs, in order: x (hidden [T, H] for w13, act [rows, I] for w2), align, topkWeights?, weights.
+   * `numTiles` bounds the row tiles of this shard: ceil(P / blockRows) + its experts.
+   */
+  constructor(c: ExpertsGemmConfig, outputShape: number[], numTiles: number) {
+    this.c = c;
+    const w13 = c.stage === 'w13';
+    const K = w13 ? c.hiddenSize : c.intermediateSize;
+    const N = w13 ? c.intermediateSize : c.hiddenSize;
+    this.vec = K % 4 === 0 ? 4 : 1;
+    this.outputComponent = N % 4 === 0 ? 4 : 1;
+    this.outputShape = outputShape;
+    this.dispatch = [numTiles, Math.ceil(N / (w13 ? BN / 2 : BN)), 1];
+    const usesWeights = w13 ? c.applyRouterWeightOnInput : !c.applyRouterWeightOnInput;
+    this.variableNames = ['x', 'align', ...(usesWeights ? ['topkWeights'] : []), 'weights'];
+    this.variableComponents = this.variableNames.map((n) => (n === 'x' || n === 'weights') ? this.vec : 1);
+    this.shaderKey = `moeExpertsGemm_${c.stage}_${c.hiddenSize}_${c.intermediateSize}_${c.topK}_` +
+        `${c.numLocalExperts}_${w13 ? c.activation : ''}_${c.applyRouterWeightOnInput}_${c.blockRows}_${this.vec}`;
+  }
+
+  getUserCode(): string {
+    const {stage, hiddenSize: H, intermediateSize: I, topK, numLocalExperts: E, blockRows: BM} = this.c;
+    const w13 = stage === 'w13';
+    const K = w13 ? H : I;
+    const N = w13 ? I : H;
+    const TM = BM / 16;
+    const BM4 = BM / 4;
+    const vec = this.vec;
+    const KV = K / vec;                 // row length in vector units
+    const kTiles = Math.ceil(K / BK);
+    const aLoads = Math.ceil(BM * 4 / EXPERTS_WORKGROUP);   // A: BM rows × 4 quads of k
+    const sorted = `align[${E + 1} + `;
+    const inScale = w13 && this.c.applyRouterWeightOnInput;
+    const outScale = !w13 && !this.c.applyRouterWeightOnInput;
+
+    // One quad (4 consecutive k) of a row, zero past K.
+    const quad = (buf: string, rowBase: string, k: string) => vec === 4 ?
+        `select(vec4<f32>(0.0), ${buf}[${rowBase} + u32(${k}) / 4u], ${k} < ${K})` :
+        `vec4<f32>(${[0, 1, 2, 3].map((d) =>
+            `select(0.0, ${buf}[${rowBase} + u32(min(${k} + ${d}, ${K - 1}))], ${k} + ${d} < ${K})`).join(', ')})`;
+
+    // B (weight) row r of the tile, r in [0, 128): its row in the shard, or -1 past N.
+    const bRow = w13 ?
+        `fn weightRow(e : i32, r : i32) -> i32 {
+          let i = n0 + (r % 64);
+          if (i >= ${I}) { return -1; }
+          return e * ${2 * I} + select(0, ${I}, r >= 64) + i;
+        }` :
+        `fn weightRow(e : i32, r : i32) -> i32 {
+          let h = n0 + r;
+          if (h >= ${H}) { return -1; }
+          return e * ${H} + h;
+        }`;
+
+    const aRows = Array.from({length: aLoads}, (_, q) => q);
+    const accDecl = Array.from({length: TM}, (_, r) =>
+        `var accA${r} = vec4<f32>(0.0); var accB${r} = vec4<f32>(0.0);`).join('\n        ');
+    const aRead = TM >= 4 ?
+        Array.from({length: TM / 4}, (_, q) => `let av${q} = As[kk * ${BM4}u + ty * ${TM / 4}u + ${q}u];`).join(' ') :
+        `let av = As[kk * ${BM4}u + (ty * ${TM}u) / 4u];`;
+    const aVal = (r: number) => TM >= 4 ? `av${Math.floor(r / 4)}[${r % 4}]` : `av[(ty * ${TM}u) % 4u + ${r}u]`;
+    const fmas = Array.from({length: TM}, (_, r) =>
+        `accA${r} += ${aVal(r)} * bA; accB${r} += ${aVal(r)} * bB;`).join('\n            ');
+
+    const epilogue = w13 ? Array.from({length: TM}, (_, r) => `
+        {
+          let row = rowStart + i32(ty) * ${TM} + ${r};
+          let i = n0 + i32(tx) * 4;
+          let v = vec4<f32>(expertAct(accA${r}.x) * accB${r}.x, expertAct(accA${r}.y) * accB${r}.y,
+                            expertAct(accA${r}.z) * accB${r}.z, expertAct(accA${r}.w) * accB${r}.w);
+          ${this.outputComponent === 4 ?
+            `if (i < ${I}) { result[(row * ${I} + i) / 4] = v; }` :
+            [0, 1, 2, 3].map((d) => `if (i + ${d} < ${I}) { result[row * ${I} + i + ${d}] = v[${d}]; }`).join('\n          ')}
+        }`).join('') :
+      Array.from({length: TM}, (_, r) => `
+        {
+          let pair = ${sorted}rowStart + i32(ty) * ${TM} + ${r}];
+          if (pair >= 0) {
+            let s = ${outScale ? 'topkWeights[pair]' : '1.0'};
+            let h = n0 + i32(tx) * 4;
+            ${[['accA', 0], ['accB', 64]].map(([acc, off]) => this.outputComponent === 4 ?
+              `if (h + ${off} < ${H}) { result[(pair * ${H} + h + ${off}) / 4] = ${acc}${r} * s; }` :
+              [0, 1, 2, 3].map((d) =>
+                `if (h + ${off} + ${d} < ${H}) { result[pair * ${H} + h + ${off} + ${d}] = ${acc}${r}[${d}] * s; }`)
+                .join('\n            ')).join('\n            ')}
+          }
+        }`).join('');
+
+    return `
+      ${w13 ? activationSnippet(this.c.activation) : ''}
+      var<workgroup> wgTile : vec2<i32>;
+      var<workgroup> As : array<vec4<f32>, ${BK * BM4}>;   // [k][m / 4]
+      var<workgroup> Bs : array<vec4<f32>, ${BK * BN / 4}>;   // [k][n / 4]
+      var<private> n0 : i32;
+      ${bRow}
+
+      // x: ${w13 ? 'hidden [T, H], rows gathered through the sorted pairs' : 'act [rows, I], in sorted order'};
+      // align: [E+1] offsets then the sorted pairs; weights: this shard's ${w13 ? 'w13 [n, 2I, H]' : 'w2 [n, H, I]'};
+      // result: ${w13 ? 'act [rows, I]' : 'y [P, H] by pair'}.
+      fn main() {
+        if (localIndex == 0u) {
+          let first = uniforms.firstExpert;
+          let segEnd = align[first + uniforms.weightsShape.x];
+          let rowStart = align[first] + i32(workgroupId.x) * ${BM};
+          var tile = vec2<i32>(-1, 0);
+          if (rowStart < segEnd) {
+            // The owner: the last expert whose segment starts at or before rowStart.
+            var lo = first;
+            var hi = first + uniforms.weightsShape.x - 1;
+            while (lo < hi) {
+              let mid = (lo + hi + 1) / 2;
+              if (align[mid] <= rowStart) { lo = mid; } else { hi = mid - 1; }
+            }
+            tile = vec2<i32>(rowStart, lo - first);
+          }
+          wgTile = tile;
+        }
+        let tile = workgroupUniformLoad(&wgTile);
+        if (tile.x < 0) { return; }
+        let rowStart = tile.x;
+        let e = tile.y;
+        n0 = i32(workgroupId.y) * ${w13 ? BN / 2 : BN};
+        let tx = localIndex % ${THREADS_X}u;
+        let ty = localIndex / ${THREADS_X}u;
+
+        // This thread's A rows (m) and B rows (r) for loading, with their bases in vector units.
+        let kq = i32(localIndex % 4u) * 4;
+        ${aRows.map((q) => `
+        let am${q} = i32(localIndex / 4u) + ${q * 64};
+        var aBase${q} = -1;
+        var aScale${q} = 1.0;
+        if (am${q} < ${BM}) {
+          ${w13 ? `let pair = ${sorted}rowStart + am${q}];
+          if (pair >= 0) {
+            aBase${q} = (pair / ${topK}) * ${KV};
+            ${inScale ? `aScale${q} = topkWeights[pair];` : ''}
+          }` : `aBase${q} = (rowStart + am${q}) * ${KV};`}
+        }`).join('')}
+        let br0 = i32(localIndex / 4u);
+        let br1 = br0 + 64;
+        let bRow0 = weightRow(e, br0);
+        let bRow1 = weightRow(e, br1);
+
+        ${aRows.map((q) => `var ra${q} = vec4<f32>(0.0);`).join(' ')}
+        var rb0 = vec4<f32>(0.0);
+        var rb1 = vec4<f32>(0.0);
+        ${accDecl}
+
+        for (var kt = 0; kt < ${kTiles}; kt++) {
+          let k = kt * ${BK} + kq;
+          ${aRows.map((q) => `if (aBase${q} >= 0) { ra${q} = ${quad('x', `u32(aBase${q})`, 'k')} * aScale${q}; } else { ra${q} = vec4<f32>(0.0); }`).join('\n          ')}
+          if (bRow0 >= 0) { rb0 = ${quad('weights', `u32(bRow0) * ${KV}u`, 'k')}; } else { rb0 = vec4<f32>(0.0); }
+          if (bRow1 >= 0) { rb1 = ${quad('weights', `u32(bRow1) * ${KV}u`, 'k')}; } else { rb1 = vec4<f32>(0.0); }
+          // Transpose into shared memory: As[k][m], Bs[k][n].
+          ${aRows.map((q) => `if (am${q} < ${BM}) {
+            for (var d = 0; d < 4; d++) { As[u32(kq + d) * ${BM4}u + u32(am${q}) / 4u][am${q} % 4] = ra${q}[d]; }
+          }`).join('\n          ')}
+          for (var d = 0; d < 4; d++) {
+            Bs[u32(kq + d) * ${BN / 4}u + u32(br0) / 4u][br0 % 4] = rb0[d];
+            Bs[u32(kq + d) * ${BN / 4}u + u32(br1) / 4u][br1 % 4] = rb1[d];
+          }
+          workgroupBarrier();
+          for (var kk = 0u; kk < ${BK}u; kk++) {
+            ${aRead}
+            let bA = Bs[kk * ${BN / 4}u + tx];
+            let bB = Bs[kk * ${BN / 4}u + 16u + tx];
+            ${fmas}
+          }
+          workgroupBarrier();
+        }
+        ${epilogue}
+      }
+    `;
+  }
+}

@@ -1,0 +1,133 @@
+/**
+ * Decode path (few (token, slot) pairs): a gather-GEMV per pair that reads only the rows of the
+ * pair's expert. Memory-bound, so every byte counts:
+ *   - 32 lanes share one weight row and read it as consecutive vec4s (512 contiguous bytes a step),
+ *     four steps unrolled, so each lane has several 16-byte loads in flight;
+ *   - 8 rows per workgroup and a grid of (pairs × rows/8) workgroups: for Mixtral at T = 1 that is
+ *     2 × 1792 workgroups for w13, enough to keep all 132 SMs loading;
+ *   - the pair index is the fastest grid dimension, so pairs that share an expert read the same rows at
+ *     about the same time and the second read comes from L2: DRAM sees each selected row about once.
+ *
+ * stage 'w13':  act[p, i] = act(gate_i · x) · (up_i · x),  x = hidden[p / k] (· w[p] on the input)
+ * stage 'w2':   y[p, h]   = (w2_h · act[p]) · w[p]           (weight 1 when applied on the input)
+ * Pairs whose expert is not in this weight shard (or is -1) are skipped; the combine ignores them.
+ */
+import type {WebGPUProgram} from '@tensorflow/tfjs-backend-webgpu';
+import type {Activation} from '../../kernel_names';
+import {EXPERTS_WORKGROUP, activationSnippet, localExpertSnippet} from './experts_wgsl';
+
+export type ExpertsStage = 'w13' | 'w2';
+
+export interface ExpertsGemvConfig {
+  stage: ExpertsStage;
+  hiddenSize: number;
+  intermediateSize: number;
+  topK: number;
+  numLocalExperts: number;
+  globalNumExperts: number;
+  hasExpertMap: boolean;
+  activation: Activation;
+  applyRouterWeightOnInput: boolean;
+}
+
+const LANES = 32;
+const ROWS = EXPERTS_WORKGROUP / LANES;
+const UNROLL = 4;
+
+export class ExpertsGemvProgram implements WebGPUProgram {
+  outputShape: number[];
+  shaderKey: string;
+  dispatchLayout = {x: [0], y: [1]};
+  dispatch: [number, number, number];
+  variableNames: string[];
+  variableComponents: number[];
+  workgroupSize: [number, number, number] = [EXPERTS_WORKGROUP, 1, 1];
+  uniforms = 'firstExpert : i32,';
+  private readonly c: ExpertsGemvConfig;
+  private readonly inner: number;    // K in vector units
+  private readonly vec: number;      // 4 when K % 4 == 0, else 1
+  private readonly usesWeights: boolean;
+
+  /** Inputs, in order: x (hidden [T, H] or act [P, I]), topkIds, expertMap?, topkWeights?, weights. */
+  constructor(c: ExpertsGemvConfig, numPairs: number) {
+    this.c = c;
+    const K = c.stage === 'w13' ? c.hiddenSize : c.intermediateSize;
+    const N = c.stage === 'w13' ? c.intermediateSize : c.hiddenSize;
+    this.vec = K % 4 === 0 ? 4 : 1;
+    this.inner = K / this.vec;
+    this.usesWeights = c.stage === 'w13' ? c.applyRouterWeightOnInput : !c.applyRouterWeightOnInput;
+    this.outputShape = [numPairs, N];
+    this.dispatch = [numPairs, Math.ceil(N / ROWS), 1];
+    this.variableNames = ['x', 'topkIds', ...(c.hasExpertMap ? ['expertMap'] : []),
+      ...(this.usesWeights ? ['topkWeights'] : []), 'weights'];
+    this.variableComponents = this.variableNames.map((n) => (n === 'x' || n === 'weights') ? this.vec : 1);
+    this.shaderKey = `moeExpertsGemv_${c.stage}_${c.hiddenSize}_${c.intermediateSize}_${c.topK}_` +
+        `${c.numLocalExperts}_${c.globalNumExperts}_${c.hasExpertMap}_${c.stage === 'w13' ? c.activation : ''}_` +
+        `${c.applyRouterWeightOnInput}_${this.vec}`;
+  }
+
+  getUserCode(): string {
+    const {stage, hiddenSize: H, intermediateSize: I, topK} = this.c;
+    const w13 = stage === 'w13';
+    const N = w13 ? I : H;
+    const K = this.inner;
+    const dot = this.vec === 4 ? 'dot' : 'mul1';
+    // Rows of this workgroup's expert, in vector units; w13 reads gate row n and up row I + n.
+    const rowA = w13 ? `(e * ${2 * I} + n) * ${K}` : `(e * ${H} + n) * ${K}`;
+    const xBase = w13 ? `(pair / ${topK}) * ${K}` : `pair * ${K}`;
+    const twoRows = w13;
+    const step = (c: string, u: number) => `
+          { let xv = x[xBase + ${c}];
+            a${u} += ${dot}(weights[rowA + ${c}], xv);${twoRows ? `
+            b${u} += ${dot}(weights[rowB + ${c}], xv);` : ''} }`;
+    const unrolled = Array.from({length: UNROLL}, (_, u) => step(`c + ${u * LANES}u`, u)).join('');
+    const scale = this.usesWeights ? 'topkWeights[pair]' : '1.0';
+    return `
+      ${w13 ? activationSnippet(this.c.activation) : ''}
+      ${localExpertSnippet(this.c.hasExpertMap, this.c.globalNumExperts, this.c.numLocalExperts)}
+      fn mul1(a : f32, b : f32) -> f32 { return a * b; }
+      var<workgroup> wgExpert : i32;
+      var<workgroup> partial : array<f32, ${(twoRows ? 2 : 1) * EXPERTS_WORKGROUP}>;
+
+      // x: ${w13 ? 'hidden [T, H]' : 'act [P, I]'}; weights: this shard's ${w13 ? 'w13 [n, 2I, H]' : 'w2 [n, H, I]'};
+      // result: ${w13 ? 'act [P, I]' : 'y [P, H]'}, row p written only when p's expert is in this shard.
+      fn main() {
+        let pair = i32(workgroupId.x);
+        if (localIndex == 0u) {
+          let local = localExpertOf(topkIds[pair]) - uniforms.firstExpert;
+          wgExpert = select(-1, local, local >= 0 && local < uniforms.weightsShape.x);
+        }
+        let e = workgroupUniformLoad(&wgExpert);
+        if (e < 0) { return; }
+        let lane = localIndex % ${LANES}u;
+        let g = localIndex / ${LANES}u;
+        let n = i32(workgroupId.y) * ${ROWS} + i32(g);
+        ${Array.from({length: UNROLL}, (_, u) => `var a${u} = 0.0;${twoRows ? ` var b${u} = 0.0;` : ''}`).join(' ')}
+        if (n < ${N}) {
+          let rowA = u32(${rowA});
+          ${twoRows ? `let rowB = rowA + ${I * K}u;` : ''}
+          let xBase = u32(${xBase});
+          var c = lane;
+          for (; c + ${(UNROLL - 1) * LANES}u < ${K}u; c += ${UNROLL * LANES}u) {${unrolled}
+          }
+          for (; c < ${K}u; c += ${LANES}u) {${step('c', 0)}
+          }
+        }
+        partial[localIndex] = ${Array.from({length: UNROLL}, (_, u) => `a${u}`).join(' + ')};
+        ${twoRows ? `partial[${EXPERTS_WORKGROUP}u + localIndex] = ${
+          Array.from({length: UNROLL}, (_, u) => `b${u}`).join(' + ')};` : ''}
+        workgroupBarrier();
+        if (lane == 0u && n < ${N}) {
+          var sumA = 0.0;${twoRows ? ' var sumB = 0.0;' : ''}
+          for (var l = 0u; l < ${LANES}u; l++) {
+            sumA += partial[localIndex + l];${twoRows ? `
+            sumB += partial[${EXPERTS_WORKGROUP}u + localIndex + l];` : ''}
+          }
+          let s = ${scale};
+          ${w13 ? `result[pair * ${N} + n] = expertAct(sumA * s) * (sumB * s);` :
+            `result[pair * ${N} + n] = sumA * s;`}
+        }
+      }
+    `;
+  }
+}

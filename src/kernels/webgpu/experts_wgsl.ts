@@ -1,0 +1,43 @@
+/**
+ * WGSL pieces shared by the expert programs (align, GEMV, GEMM, combine). Each returns code whose
+ * every baked constant is a parameter, so a program's shader key is built from the same values.
+ */
+import type {Activation} from '../../kernel_names';
+
+/** Threads per workgroup for every expert program (SwiftShader allows at most 256). */
+export const EXPERTS_WORKGROUP = 256;
+
+/**
+ * `fn expertAct(g) -> f32`: silu, or exact gelu 0.5·g·(1 + erf(g/√2)) with the erfc Chebyshev fit
+ * of src/math.ts (fractional error < 1.2e-7), since WGSL has no erf.
+ */
+export function activationSnippet(activation: Activation): string {
+  if (activation === 'silu') {
+    return `fn expertAct(g : f32) -> f32 { return g / (1.0 + exp(-g)); }`;
+  }
+  return `
+  fn expertErf(x : f32) -> f32 {
+    let z = abs(x);
+    let t = 1.0 / (1.0 + 0.5 * z);
+    let erfc = t * exp(-z * z - 1.26551223 + t * (1.00002368 + t * (0.37409196 + t * (0.09678418 +
+        t * (-0.18628806 + t * (0.27886807 + t * (-1.13520398 + t * (1.48851587 +
+        t * (-0.82215223 + t * 0.17087277)))))))));
+    return select(erfc - 1.0, 1.0 - erfc, x >= 0.0);
+  }
+  fn expertAct(g : f32) -> f32 { return 0.5 * g * (1.0 + expertErf(g * 0.70710678118654752)); }`;
+}
+
+/**
+ * `fn localExpertOf(id) -> i32`: the local expert a global id maps to, or -1 when the pair contributes
+ * nothing (expertMap -1, or an id outside [0, E) or a local id outside [0, E_local), defensively).
+ * Reads the binding `expertMap` when `hasExpertMap`.
+ */
+export function localExpertSnippet(hasExpertMap: boolean, globalNumExperts: number, numLocalExperts: number): string {
+  return `
+  fn localExpertOf(id : i32) -> i32 {
+    if (id < 0 || id >= ${globalNumExperts}) { return -1; }
+    let local = ${hasExpertMap ? 'expertMap[id]' : 'id'};
+    if (local < 0 || local >= ${numLocalExperts}) { return -1; }
+    return local;
+  }`;
+}
