@@ -1,0 +1,55 @@
+import {KernelConfig, TensorInfo} from '@tensorflow/tfjs-core';
+import type {WebGPUBackend} from '@tensorflow/tfjs-backend-webgpu';
+import {FusedTopK, FusedTopKAttrs, FusedTopKInputs, GroupedTopK, GroupedTopKAttrs} from '../../kernel_names';
+import {webgpuCapabilities} from './capabilities';
+import {RoutingProgram, routingTreeLanes} from './routing_webgpu';
+import {RoutingUnpackProgram} from './routing_unpack_webgpu';
+
+/** Workgroup memory RoutingProgram declares per expert: scores, and choices when grouped. */
+function routingSharedBytes(numExperts: number, grouped: boolean): number {
+  return numExperts * (grouped ? 8 : 4) + 3 * 256 * 4 + 64;
+}
+
+/** One routing dispatch (packed rows), then two small ones that split weights and ids. */
+function routing(numExpertGroup: number, topkGroup: number, inputs: FusedTopKInputs, attrs: FusedTopKAttrs,
+    backend: WebGPUBackend): TensorInfo[] {
+  const {gatingOutput, eScoreCorrectionBias} = inputs;
+  const [T, E] = gatingOutput.shape;
+  const caps = webgpuCapabilities(backend);
+  const sharedBytes = routingSharedBytes(E, numExpertGroup > 1);
+  if (sharedBytes > caps.maxComputeWorkgroupStorageSize) {
+    throw new Error(`webgpu routing: 'gatingOutput' has E = ${E} experts, whose per-row scores need ${sharedBytes} ` +
+        `bytes of workgroup memory; this device allows ${caps.maxComputeWorkgroupStorageSize}`);
+  }
+  // A workgroup of one subgroup needs the subgroup size fixed and known.
+  const subgroupSize = caps.subgroups && caps.subgroupSize > 0 &&
+      caps.subgroupSize <= caps.maxComputeInvocationsPerWorkgroup ? caps.subgroupSize : 0;
+  const program = new RoutingProgram({
+    numTokens: T, numExperts: E, topK: attrs.topK, numExpertGroup, topkGroup,
+    scoringFunc: attrs.scoringFunc, renormalize: attrs.renormalize, routedScalingFactor: attrs.routedScalingFactor,
+    hasBias: eScoreCorrectionBias != null, subgroupSize,
+    treeLanes: routingTreeLanes(E, caps.maxComputeInvocationsPerWorkgroup),
+  });
+  const packed = backend.runWebGPUProgram(program,
+      eScoreCorrectionBias ? [gatingOutput, eScoreCorrectionBias] : [gatingOutput], 'int32');
+  const weights = backend.runWebGPUProgram(new RoutingUnpackProgram(T, attrs.topK, 'weights'), [packed], 'float32');
+  const ids = backend.runWebGPUProgram(new RoutingUnpackProgram(T, attrs.topK, 'ids'), [packed], 'int32');
+  backend.disposeData(packed.dataId);
+  return [weights, ids];
+}
+
+export const fusedTopKConfig: KernelConfig = {
+  kernelName: FusedTopK,
+  backendName: 'webgpu',
+  kernelFunc: ({inputs, attrs, backend}) =>
+    routing(1, 1, inputs as FusedTopKInputs, attrs as unknown as FusedTopKAttrs, backend as WebGPUBackend),
+};
+
+export const groupedTopKConfig: KernelConfig = {
+  kernelName: GroupedTopK,
+  backendName: 'webgpu',
+  kernelFunc: ({inputs, attrs, backend}) => {
+    const a = attrs as unknown as GroupedTopKAttrs;
+    return routing(a.numExpertGroup, a.topkGroup, inputs as FusedTopKInputs, a, backend as WebGPUBackend);
+  },
+};

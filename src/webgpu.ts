@@ -1,0 +1,24 @@
+/**
+ * tfjs-fused-moe/webgpu: this package's kernels for tfjs's `webgpu` backend.
+ *
+ * Importing it registers the WGSL kernels and, where WebGPU exists and no 'webgpu' backend has
+ * started yet, replaces tfjs-backend-webgpu's backend factory with one whose device also has the
+ * 'subgroups' feature when the adapter offers it (see kernels/webgpu/device.ts). Use
+ * `webgpuCapabilities(backend)` to see what the device gives the kernels and why a path is off.
+ *
+ * ```js
+ * import '@tensorflow/tfjs-backend-webgpu';
+ * import {fusedMoE} from 'tfjs-fused-moe';
+ * import 'tfjs-fused-moe/webgpu';
+ * await tf.setBackend('webgpu');
+ * ```
+ */
+import {registerWebGPUKernels} from './kernels/webgpu/register';
+import {registerWebGPUBackendWithSubgroups} from './kernels/webgpu/device';
+
+export {SUBGROUPS_FLAG, WebGPUCapabilities, webgpuCapabilities} from './kernels/webgpu/capabilities';
+export {createWebGPUBackend, registerWebGPUBackendWithSubgroups} from './kernels/webgpu/device';
+export {registerWebGPUKernels};
+
+registerWebGPUKernels();
+registerWebGPUBackendWithSubgroups();

@@ -1,0 +1,16 @@
+/**
+ * Node setup for the 'webgpu' backend (required by setup_node.ts when MOE_BACKENDS names it):
+ * Dawn from the npm package `webgpu` becomes `navigator.gpu` before tfjs-backend-webgpu loads,
+ * since tfjs decides at import time whether WebGPU exists. Without a GPU, Dawn runs on SwiftShader's
+ * Vulkan: `npm run test:webgpu` sets VK_ICD_FILENAMES and XDG_RUNTIME_DIR for that; on a machine
+ * with a GPU, leave them unset and Dawn takes the real adapter.
+ */
+/* eslint-disable @typescript-eslint/no-var-requires */
+const {create, globals} = require('webgpu') as {create: (flags: string[]) => GPU; globals: object};
+
+// tfjs uses the WebGPU globals (GPUBufferUsage, GPUBuffer for instanceof, ...) as a browser has them.
+Object.assign(globalThis, globals);
+Object.defineProperty(globalThis, 'navigator', {value: {gpu: create([])}, configurable: true, writable: true});
+
+require('@tensorflow/tfjs-backend-webgpu');
+require('../src/webgpu');
