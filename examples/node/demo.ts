@@ -69,7 +69,7 @@ async function pickBackend(requested: string | undefined): Promise<{backend: str
   }
   // Only now that navigator.gpu exists may the webgpu backend and our kernels for it load.
   await import('@tensorflow/tfjs-backend-webgpu');
-  await import('../../src/webgpu' as string);  // lands with the webgpu kernels
+  await import('../../src/webgpu');
   const kind = dawn.adapter.software ? 'software adapter: correct but slow, no hardware GPU found' : 'hardware';
   return {backend: 'webgpu', note: `webgpu via Dawn, adapter ${dawn.adapter.description} [${kind}]`};
 }

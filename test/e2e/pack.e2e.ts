@@ -40,21 +40,25 @@ const logits = tf.tensor2d(c.logits, [c.T, c.E]);
 const w13 = tf.tensor3d(c.w13, [c.E, 2 * c.I, c.H]);
 const w2 = tf.tensor3d(c.w2, [c.E, c.H, c.I]);
 const out = moe.fusedMoE(hidden, logits, w13, w2, {topK: c.k, renormalize: true});
-const result = {shape: out.shape, output: Array.from(await out.data()), exports: Object.keys(moe).sort()};
+const result = {shape: out.shape, output: Array.from(await out.data()), exports: {'tfjs-fused-moe': Object.keys(moe).sort()}};
 tf.dispose([hidden, logits, w13, w2, out]);
 result.leaked = tf.memory().numTensors - before;
+// The webgpu entry registers its kernels even where WebGPU is absent (it runs nothing until setBackend).
+result.exports['tfjs-fused-moe/webgpu'] = Object.keys(moeWebGPU).sort();
 console.log(JSON.stringify(result));
 `;
 
 const ESM_CONSUMER = `import * as tf from '@tensorflow/tfjs-core';
 import '@tensorflow/tfjs-backend-cpu';
 import * as moe from 'tfjs-fused-moe';
+import * as moeWebGPU from 'tfjs-fused-moe/webgpu';
 import * as fs from 'node:fs';
 ${consumerBody}`;
 
 const CJS_CONSUMER = `const tf = require('@tensorflow/tfjs-core');
 require('@tensorflow/tfjs-backend-cpu');
 const moe = require('tfjs-fused-moe');
+const moeWebGPU = require('tfjs-fused-moe/webgpu');
 const fs = require('fs');
 (async () => {${consumerBody}})().catch((e) => { console.error(e); process.exit(1); });
 `;
@@ -63,6 +67,7 @@ const fs = require('fs');
 const TS_CONSUMER = `import * as tf from '@tensorflow/tfjs-core';
 import {fusedMoE, fusedTopK, groupedTopK, selectExperts, fusedExperts, FusedMoEOptions, RoutingResult}
   from 'tfjs-fused-moe';
+import {webgpuCapabilities, WebGPUCapabilities} from 'tfjs-fused-moe/webgpu';
 
 const options: FusedMoEOptions = {topK: 2, renormalize: true, activation: 'silu'};
 const hidden: tf.Tensor2D = tf.zeros([3, 8]);
@@ -77,6 +82,8 @@ const experts: tf.Tensor2D = fusedExperts(hidden, w13, w2, selected.topkWeights,
 // @ts-expect-error: the options are typed, so a misspelt field is caught at compile time.
 fusedMoE(hidden, logits, w13, w2, {topK: 2, renormalise: true});
 export const shapes = [out.shape, routed.topkIds.shape, grouped.topkWeights.shape, experts.shape];
+export const capabilities: typeof webgpuCapabilities = webgpuCapabilities;
+export type Capabilities = WebGPUCapabilities;
 `;
 
 describe('npm pack → install → use, as a user', function() {
@@ -99,7 +106,8 @@ describe('npm pack → install → use, as a user', function() {
         JSON.stringify({name: 'moe-consumer', version: '1.0.0', private: true}, null, 2));
     // The peers come from the npm cache that `npm ci` filled (the registry only if the cache lacks them).
     run('npm', ['install', '--prefer-offline', '--no-audit', '--no-fund', tarball,
-      `@tensorflow/tfjs-core@${TFJS_VERSION}`, `@tensorflow/tfjs-backend-cpu@${TFJS_VERSION}`], consumer);
+      `@tensorflow/tfjs-core@${TFJS_VERSION}`, `@tensorflow/tfjs-layers@${TFJS_VERSION}`,
+      `@tensorflow/tfjs-backend-cpu@${TFJS_VERSION}`, `@tensorflow/tfjs-backend-webgpu@${TFJS_VERSION}`], consumer);
     fs.writeFileSync(path.join(consumer, 'case.json'), JSON.stringify({
       T: c.T, E: c.E, k: c.k, H: c.H, I: c.I, hidden: Array.from(c.hidden), logits: Array.from(c.logits),
       w13: Array.from(c.w13), w2: Array.from(c.w2)}));
@@ -112,13 +120,15 @@ describe('npm pack → install → use, as a user', function() {
   it('ships the build and its types, and no sources or tests', () => {
     const files: string[] = JSON.parse(run('npm', ['pack', '--dry-run', '--json', '--ignore-scripts'], ROOT))[0].files
         .map((f: {path: string}) => f.path);
-    for (const f of ['package.json', 'dist/index.js', 'dist/index.mjs', 'dist/index.d.ts', 'dist/index.d.mts']) {
-      expect(files, f).to.include(f);
+    for (const entry of ['index', 'webgpu']) {
+      for (const f of [`dist/${entry}.js`, `dist/${entry}.mjs`, `dist/${entry}.d.ts`, `dist/${entry}.d.mts`]) {
+        expect(files, f).to.include(f);
+      }
     }
     expect(files.filter((f) => /^(src|test|examples|bench)\//.test(f)), 'sources in the tarball').to.deep.equal([]);
   });
 
-  let esmExports: string[];
+  let esmExports: Record<string, string[]>;
   for (const [kind, file, source] of [['ESM import', 'consumer.mjs', ESM_CONSUMER],
     ['CommonJS require', 'consumer.cjs', CJS_CONSUMER]] as const) {
     it(`${kind}: fusedMoE on cpu equals the cpu reference, with no leaks`, () => {
@@ -131,8 +141,10 @@ describe('npm pack → install → use, as a user', function() {
         esmExports = result.exports;
       } else {
         // One CommonJS build behind both faces: import must see every name require sees.
-        expect(esmExports.filter((n) => n !== 'default' && n !== '__esModule'), 'ESM exports')
-            .to.deep.equal(result.exports);
+        for (const [entry, names] of Object.entries(result.exports)) {
+          expect(esmExports[entry].filter((n) => n !== 'default' && n !== '__esModule'), `ESM exports of ${entry}`)
+              .to.deep.equal(names);
+        }
       }
     });
   }
