@@ -1,0 +1,192 @@
+/**
+ * The browser example: load a MoE checkpoint with `loadSafetensors(url, {onProgress})`, build the
+ * FusedMoE layer from it, run it on WebGPU (cpu, with a visible notice, where WebGPU is missing),
+ * and show the expert load and the per-call latency. Bundled by `npm run build:browser`.
+ *
+ * URL parameters: `?ckpt=<name>` picks the checkpoint run on load; `?webgpu=off` runs as a browser
+ * without WebGPU would. Results are also published on `window.moeDemo` (read by test/e2e).
+ */
+import * as tf from '@tensorflow/tfjs-core';
+import '@tensorflow/tfjs-backend-cpu';
+import {loadSafetensors} from '../../src';
+import {CheckpointConfig, CheckpointLayer, runCheckpointLayer} from '../common/checkpoint_layer';
+
+const TIMED_CALLS = 3;
+
+interface RunResult {
+  name: string; backend: string; tokensPerExpert: number[]; firstCallMs: number; latenciesMs: number[];
+  maxError: number; tolerance: number; ok: boolean; output: number[]; leakedTensors: number;
+}
+
+/** What the page computed, for people (the DOM) and for the end-to-end test (this object). */
+interface DemoState {
+  status: 'starting' | 'loading' | 'running' | 'done' | 'error';
+  backend: string;
+  adapter: string | null;
+  fallbackReason: string | null;
+  subgroups: string | null;
+  progress: Array<[number, number | null]>;
+  runs: Record<string, RunResult>;
+  error: string | null;
+}
+
+const state: DemoState = {status: 'starting', backend: '', adapter: null, fallbackReason: null, subgroups: null,
+  progress: [], runs: {}, error: null};
+(window as unknown as {moeDemo: DemoState}).moeDemo = state;
+
+const $ = <T extends HTMLElement>(id: string) => document.getElementById(id) as T;
+const params = new URLSearchParams(location.search);
+
+/** webgpu when the browser has an adapter and tfjs starts on it; else cpu, saying why. */
+async function startBackend(): Promise<void> {
+  let reason: string;
+  if (params.get('webgpu') === 'off') {
+    reason = 'WebGPU was turned off with ?webgpu=off';
+  } else if (!('gpu' in navigator) || navigator.gpu == null) {
+    reason = 'this browser has no WebGPU (navigator.gpu is undefined)';
+  } else {
+    const adapter = await navigator.gpu.requestAdapter({powerPreference: 'high-performance'});
+    if (adapter == null) {
+      reason = 'navigator.gpu.requestAdapter() found no adapter (WebGPU is disabled, or the GPU is blocklisted)';
+    } else {
+      // Loaded only now: tfjs-backend-webgpu registers itself only when navigator.gpu exists.
+      await import('@tensorflow/tfjs-backend-webgpu');
+      const moeWebGPU = await import('../../src/webgpu');
+      if (await tf.setBackend('webgpu')) {
+        const info = (adapter as GPUAdapter & {info?: GPUAdapterInfo}).info;
+        state.adapter = info ? [info.vendor, info.architecture, info.description].filter(Boolean).join(' ') : 'unknown';
+        const caps = moeWebGPU.webgpuCapabilities(tf.backend() as Parameters<typeof moeWebGPU.webgpuCapabilities>[0]);
+        state.subgroups = caps.subgroups ? `on (size ${caps.subgroupSize || 'varies'})` : `off: ${caps.reason}`;
+        state.backend = 'webgpu';
+        return;
+      }
+      reason = 'tfjs could not start its webgpu backend on this adapter';
+    }
+  }
+  if (!(await tf.setBackend('cpu'))) throw new Error('tfjs could not start the cpu backend either');
+  state.backend = 'cpu';
+  state.fallbackReason = reason;
+}
+
+function showBackend(): void {
+  $('backend').textContent = state.backend === 'webgpu' ?
+    `webgpu · adapter: ${state.adapter} · subgroups ${state.subgroups}` : 'cpu';
+  if (state.fallbackReason) {
+    const notice = $('fallback');
+    notice.textContent = `WebGPU is not available: ${state.fallbackReason}. Running on the cpu backend instead ` +
+        '(the same results, more slowly).';
+    notice.classList.add('shown');
+  }
+}
+
+function showProgress(loaded: number, total: number | null): void {
+  state.progress.push([loaded, total]);
+  const bar = $<HTMLProgressElement>('progress');
+  bar.max = total ?? Math.max(loaded, 1);
+  bar.value = loaded;
+  $('progress-text').textContent = total != null ?
+    `${loaded.toLocaleString('en-US')} / ${total.toLocaleString('en-US')} bytes` :
+    `${loaded.toLocaleString('en-US')} bytes`;
+}
+
+/** A bar chart of tokens per expert, as inline SVG. */
+function expertLoadChart(counts: number[]): string {
+  const W = 860, H = 230, left = 36, bottom = 28, top = 18;
+  const max = Math.max(...counts, 1);
+  const slot = (W - left) / counts.length;
+  const barW = Math.max(2, slot * 0.72);
+  const y = (v: number) => top + (H - top - bottom) * (1 - v / max);
+  const labelEvery = counts.length <= 16 ? 1 : counts.length <= 64 ? 4 : 16;
+  const parts: string[] = [];
+  for (const v of [0, Math.round(max / 2), max]) {
+    parts.push(`<line x1="${left}" x2="${W}" y1="${y(v)}" y2="${y(v)}" stroke="#e4e7ee"/>`,
+        `<text x="${left - 6}" y="${y(v) + 4}" text-anchor="end" font-size="11" fill="#5b6475">${v}</text>`);
+  }
+  counts.forEach((n, e) => {
+    const x = left + e * slot + (slot - barW) / 2;
+    parts.push(`<rect x="${x.toFixed(1)}" y="${y(n).toFixed(1)}" width="${barW.toFixed(1)}" ` +
+        `height="${(y(0) - y(n)).toFixed(1)}" fill="#3b6fd8"><title>expert ${e}: ${n}</title></rect>`);
+    if (counts.length <= 16) {
+      parts.push(`<text x="${(x + barW / 2).toFixed(1)}" y="${(y(n) - 4).toFixed(1)}" text-anchor="middle" ` +
+          `font-size="11">${n}</text>`);
+    }
+    if (e % labelEvery === 0) {
+      parts.push(`<text x="${(x + barW / 2).toFixed(1)}" y="${H - bottom + 15}" text-anchor="middle" font-size="11" ` +
+          `fill="#5b6475">${e}</text>`);
+    }
+  });
+  parts.push(`<text x="${W}" y="${H - 2}" text-anchor="end" font-size="11" fill="#5b6475">expert id</text>`);
+  return `<svg id="expert-load" width="${W}" height="${H}" viewBox="0 0 ${W} ${H}" role="img" ` +
+      `aria-label="tokens per expert">${parts.join('')}</svg>`;
+}
+
+function latencyTable(r: RunResult): string {
+  const sorted = [...r.latenciesMs].sort((a, b) => a - b);
+  const rows = [`<tr><td>1 (${r.backend === 'webgpu' ? 'setup + shader compiles' : 'setup'})</td><td>${r.firstCallMs.toFixed(1)} ms</td></tr>`,
+    ...r.latenciesMs.map((ms, i) => `<tr><td>${i + 2}</td><td>${ms.toFixed(2)} ms</td></tr>`)];
+  return `<table id="latency-table"><tr><th>call</th><th>latency (forward + read back)</th></tr>${rows.join('')}` +
+      `</table><p>median after the first call: <b id="latency-median">${sorted[sorted.length >> 1].toFixed(2)} ms` +
+      `</b> on ${r.backend}</p>`;
+}
+
+async function run(name: string): Promise<void> {
+  const button = $<HTMLButtonElement>('run');
+  button.disabled = true;
+  state.status = 'loading';
+  state.progress = [];
+  $('error').textContent = '';
+  try {
+    const configResponse = await fetch(`checkpoints/${name}.json`);
+    if (!configResponse.ok) throw new Error(`checkpoints/${name}.json: HTTP ${configResponse.status}`);
+    const config = await configResponse.json() as CheckpointConfig;
+    const before = tf.memory().numTensors;
+    const tensors = await loadSafetensors(`checkpoints/${name}.safetensors`, {onProgress: showProgress});
+    let layer: CheckpointLayer;
+    try {
+      layer = await CheckpointLayer.fromTensors(name, config, tensors);
+    } finally {
+      tf.dispose([...tensors.values()]);
+    }
+    $('layer').textContent = `${name}: ${layer.describe()}\n${layer.layer.toString()}`;
+    state.status = 'running';
+    const r = await runCheckpointLayer(layer, TIMED_CALLS);
+    layer.dispose();
+    const result: RunResult = {name, backend: state.backend, tokensPerExpert: r.tokensPerExpert,
+      firstCallMs: r.firstCallMs, latenciesMs: r.latenciesMs, maxError: r.maxError, tolerance: r.tolerance,
+      ok: r.ok, output: Array.from(r.output), leakedTensors: tf.memory().numTensors - before};
+    state.runs[name] = result;
+    $('chart').innerHTML = expertLoadChart(r.tokensPerExpert);
+    $('latency').innerHTML = latencyTable(result);
+    const check = $('check');
+    check.innerHTML = `Check against <code>expected.output</code>: max |difference| = ${r.maxError.toExponential(2)} ` +
+        `(tolerance ${r.tolerance.toExponential(2)}) <span class="${r.ok ? 'ok' : 'bad'}">${r.ok ? 'OK' : 'FAILED'}</span>`;
+    state.status = 'done';
+  } catch (e) {
+    state.status = 'error';
+    state.error = (e as Error).message;
+    $('error').textContent = `Error: ${(e as Error).message}`;
+    throw e;
+  } finally {
+    button.disabled = false;
+  }
+}
+
+async function main(): Promise<void> {
+  try {
+    await startBackend();
+  } catch (e) {
+    state.status = 'error';
+    state.error = (e as Error).message;
+    $('error').textContent = `Error: ${(e as Error).message}`;
+    return;
+  }
+  showBackend();
+  const select = $<HTMLSelectElement>('checkpoint');
+  const first = params.get('ckpt') ?? select.value;
+  if (![...select.options].some((o) => o.value === first)) select.add(new Option(first, first));
+  select.value = first;
+  $('run').addEventListener('click', () => { run(select.value).catch(console.error); });
+  await run(first).catch(console.error);
+}
+
+main();
