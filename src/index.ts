@@ -35,3 +35,4 @@ export {makeExpertParamsMapping, ExpertParamsMapping, LoadWeightsOptions, ShardI
 export {loadSafetensors, LoadSafetensorsOptions} from './io/safetensors';
 export {fetchBytes, FetchBytesOptions, OnBytesProgress} from './io/fetch_bytes';
 export {loadTfjsWeights, decodeTfjsWeights} from './io/tfjs_weights';
+export {registerGraphModelOps, ConverterLike, GraphNodeLike, FUSED_MOE_GRAPH_OP} from './layers/graph_model_ops';
