@@ -85,7 +85,7 @@ describeBackends('FusedMoE with EPLB', () => {
     await expectNoLeaks(async () => {
       const {hidden, logits} = fixtureInputs(fx);
       for (let call = 1; call <= 2; call++) {
-        tf.dispose(layer.apply([hidden, logits]));
+        tf.dispose(layer.apply([hidden, logits]) as tf.Tensor);
         const load = Array.from(await layer.expertLoad!.data());
         expect(load).to.deep.equal(expectedPhysicalLoad(fx, 3).map((n) => n * call));
       }

@@ -1,9 +1,9 @@
 /** Layer configs and load options that a golden fixture's vLLM config means (shared by the layer tests). */
 import * as tf from '@tensorflow/tfjs-core';
-import {FusedMoE, FusedMoEConfig, LoadWeightsOptions} from '../src';
+import {FusedMoE, FusedMoELayerArgs, LoadWeightsOptions} from '../src';
 import {Fixture, FixtureConfig, entry} from './helpers/fixtures';
 
-export function layerConfig(c: FixtureConfig, extra: Partial<FusedMoEConfig> = {}): FusedMoEConfig {
+export function layerConfig(c: FixtureConfig, extra: Partial<FusedMoELayerArgs> = {}): FusedMoELayerArgs {
   const bias = c.family === 'deepseekv3';
   return {
     numExperts: c.num_experts, topK: c.top_k, hiddenSize: c.hidden_size, intermediateSize: c.intermediate_size,
@@ -39,7 +39,7 @@ export function ranks(tp: number, ep: number): Array<{tpSize: number; tpRank: nu
 
 /** Builds each rank's layer, loads it from the checkpoint, runs it and returns the sum of the partials. */
 export async function shardedOutput(fx: Fixture, checkpoint: Map<string, tf.Tensor>, tp: number, ep: number,
-    extra: Partial<FusedMoEConfig> = {}): Promise<Float32Array> {
+    extra: Partial<FusedMoELayerArgs> = {}): Promise<Float32Array> {
   const {hidden, logits} = fixtureInputs(fx);
   const sum = new Float32Array(fx.config.tokens * fx.config.hidden_size);
   for (const rank of ranks(tp, ep)) {
