@@ -183,7 +183,7 @@ async function main(): Promise<void> {
   showBackend();
   const select = $<HTMLSelectElement>('checkpoint');
   const first = params.get('ckpt') ?? select.value;
-  if (![...select.options].some((o) => o.value === first)) select.add(new Option(first, first));
+  if (!Array.from(select.options).some((o) => o.value === first)) select.add(new Option(first, first));
   select.value = first;
   $('run').addEventListener('click', () => { run(select.value).catch(console.error); });
   await run(first).catch(console.error);

@@ -13,10 +13,13 @@
 import * as fs from 'fs';
 import * as path from 'path';
 import * as tf from '@tensorflow/tfjs-core';
-import '@tensorflow/tfjs-backend-cpu';
+// A named import, not a bare one: bundlers (esbuild --platform=node) drop `import '@tensorflow/tfjs-backend-cpu'`,
+// because tfjs-backend-cpu's package.json does not list its Node build among its side effects.
+import {version_cpu} from '@tensorflow/tfjs-backend-cpu';
 import {parseSafetensors} from '../../src';
 import {CheckpointLayer, LayerRun, runCheckpointLayer} from '../common/checkpoint_layer';
 import {installDawnWebGPU} from './dawn';
+import {loadTensorflowBackend} from './tensorflow_backend';
 
 const DEFAULT_FIXTURES = ['mixtral-t37', 'deepseekv3-t41'];
 const TIMED_CALLS = 5;
@@ -55,9 +58,9 @@ function findFixturesDir(): string {
 async function pickBackend(requested: string | undefined): Promise<{backend: string; note: string}> {
   if (requested === 'cpu') return {backend: 'cpu', note: 'cpu (asked for)'};
   if (requested === 'tensorflow') {
-    await import('@tensorflow/tfjs-node' as string);
-    await import('../../src/node' as string);
-    return {backend: 'tensorflow', note: 'tensorflow (tfjs-node, asked for)'};
+    const loaded = await loadTensorflowBackend();
+    if (loaded.name == null) throw new Error(`--backend tensorflow: ${loaded.reason}`);
+    return {backend: 'tensorflow', note: `tensorflow via ${loaded.name} (asked for)`};
   }
   if (requested != null && requested !== 'webgpu') {
     throw new Error(`--backend must be webgpu, cpu or tensorflow, but got '${requested}'`);
@@ -85,14 +88,15 @@ function formatRouting(tokensPerExpert: number[]): string {
   return `    load  |${spark}|\n` + rows.map((r) => `      ${r}`).join('\n');
 }
 
-function report(r: LayerRun): void {
+function report(r: LayerRun, backend: string): void {
   const c = r.layer.config;
   console.log(`\n${r.name}: ${r.layer.describe()}`);
   console.log(`  ${r.layer.layer.toString().split('\n').join('\n  ')}`);
   console.log(`  tokens per expert (${r.tokens} tokens × top-${c.topK} = ${r.tokens * c.topK} assignments):`);
   console.log(formatRouting(r.tokensPerExpert));
   const sorted = [...r.latenciesMs].sort((a, b) => a - b);
-  console.log(`  latency: first call ${r.firstCallMs.toFixed(1)} ms (includes shader/kernel setup), then median ` +
+  const setup = backend === 'webgpu' ? 'shader compiles, buffer uploads' : 'first-use setup';
+  console.log(`  latency: first call ${r.firstCallMs.toFixed(1)} ms (${setup}), then median ` +
       `${sorted[sorted.length >> 1].toFixed(2)} ms over ${sorted.length} calls (min ${sorted[0].toFixed(2)} ms)`);
   console.log(`  check: max |out - expected.output| = ${r.maxError.toExponential(2)}, tolerance ` +
       `${r.tolerance.toExponential(2)} (1e-4·max|expected| + 1e-5) → ${r.ok ? 'OK' : 'FAILED'}`);
@@ -118,7 +122,7 @@ async function main(): Promise<number> {
   const {backend, note} = await pickBackend(args.backend);
   if (!(await tf.setBackend(backend))) throw new Error(`tfjs could not initialize the '${backend}' backend`);
   await tf.ready();
-  console.log(`tfjs-fused-moe demo · tfjs ${tf.version_core} · backend: ${note}`);
+  console.log(`tfjs-fused-moe demo · tfjs-core ${tf.version_core} (cpu backend ${version_cpu}) · backend: ${note}`);
   console.log(`fixtures: ${args.fixturesDir}`);
 
   let failures = 0;
@@ -127,7 +131,7 @@ async function main(): Promise<number> {
     const before = tf.memory().numTensors;
     const layer = await loadCheckpoint(name, bytes);
     const run = await runCheckpointLayer(layer, TIMED_CALLS);
-    report(run);
+    report(run, backend);
     layer.dispose();
     const leaked = tf.memory().numTensors - before;
     if (leaked !== 0) console.log(`  leak check: ${leaked} tensor(s) left behind → FAILED`);
