@@ -1,0 +1,101 @@
+/**
+ * The tensors of one benchmark problem on the current backend: expert weights split by expert range
+ * (each w13 tensor within one storage binding), then per token count the hidden states, router
+ * logits and (DeepSeek) correction bias. Weights are filled on the device (FillUniformProgram) so
+ * that gigabytes of them cost no host time; logits are made on the host because the host also
+ * routes them to count the experts a call must read.
+ */
+import * as tf from '@tensorflow/tfjs-core';
+import type {WebGPUBackend} from '@tensorflow/tfjs-backend-webgpu';
+import type {FusedMoEOptions} from '../src';
+import {routingImpl} from '../src';
+import {FillUniformProgram, uniformHostValue} from './fill_uniform_webgpu';
+import {BenchShape, MoEShape, Routing, shardExpertCounts} from './shapes';
+
+/** A float32 tensor of uniform values in [-scale, scale), the same on every backend and run. */
+export function uniformTensor(shape: number[], seed: number, scale: number): tf.Tensor {
+  if (tf.getBackend() === 'webgpu') {
+    const b = tf.backend() as WebGPUBackend;
+    const info = b.runWebGPUProgram(new FillUniformProgram(shape), [], 'float32',
+        [{type: 'int32', data: [seed]}, {type: 'float32', data: [scale]}]);
+    return tf.engine().makeTensorFromTensorInfo(info);
+  }
+  return tf.tensor(uniformHostValues(tf.util.sizeFromShape(shape), seed, scale), shape, 'float32');
+}
+
+export function uniformHostValues(n: number, seed: number, scale: number): Float32Array {
+  const v = new Float32Array(n);
+  for (let i = 0; i < n; i++) v[i] = uniformHostValue(i, seed, scale);
+  return v;
+}
+
+export interface ExpertWeightShards {
+  w13: tf.Tensor3D[];
+  w2: tf.Tensor3D[];
+}
+
+/** Storage-binding limit of the current backend's device (no limit on cpu). */
+export function maxBindingBytes(): number {
+  return tf.getBackend() === 'webgpu' ?
+    (tf.backend() as WebGPUBackend).device.limits.maxStorageBufferBindingSize : Number.MAX_SAFE_INTEGER;
+}
+
+/** w13 [E_i, 2I, H] and w2 [E_i, H, I] per consecutive expert range; scaled so activations stay O(1). */
+export function makeExpertWeights(s: MoEShape): ExpertWeightShards {
+  const counts = shardExpertCounts(s, maxBindingBytes());
+  return {
+    w13: counts.map((n, i) => uniformTensor([n, 2 * s.I, s.H], 1000 + i, Math.sqrt(3 / s.H)) as tf.Tensor3D),
+    w2: counts.map((n, i) => uniformTensor([n, s.H, s.I], 2000 + i, Math.sqrt(3 / s.I)) as tf.Tensor3D),
+  };
+}
+
+export interface TokenInputs {
+  /** [M, H] for MoE problems; routing-alone problems have none. */
+  hidden: tf.Tensor2D | null;
+  logits: tf.Tensor2D;
+  /** DeepSeek's e_score_correction_bias [E], for grouped routing. */
+  bias: tf.Tensor1D | null;
+  logitsHost: Float32Array;
+  biasHost: Float32Array | null;
+  /** How many distinct experts the routing of these tokens selects (from the host reference). */
+  distinctExperts: number;
+}
+
+export function makeTokenInputs(s: BenchShape, M: number): TokenInputs {
+  const logitsHost = uniformHostValues(M * s.E, 3000 + M, 4);
+  const biasHost = s.routing.kind === 'grouped' ? uniformHostValues(s.E, 4000, 0.1) : null;
+  const routed = routingImpl(logitsHost, M, s.E, biasHost, routingConfig(s.routing, s.k));
+  return {
+    hidden: s.kind === 'moe' ? uniformTensor([M, s.H], 5000 + M, 1) as tf.Tensor2D : null,
+    logits: tf.tensor2d(logitsHost, [M, s.E]),
+    bias: biasHost ? tf.tensor1d(biasHost) : null,
+    logitsHost,
+    biasHost,
+    distinctExperts: new Set(routed.ids).size,
+  };
+}
+
+export function disposeInputs(x: TokenInputs): void {
+  x.hidden?.dispose();
+  x.logits.dispose();
+  x.bias?.dispose();
+}
+
+export function routingConfig(r: Routing, k: number) {
+  return r.kind === 'grouped' ?
+    {topK: k, renormalize: r.renormalize, scoringFunc: r.scoringFunc, routedScalingFactor: r.routedScalingFactor,
+      numExpertGroup: r.numExpertGroup, topkGroup: r.topkGroup} :
+    {topK: k, renormalize: r.renormalize, scoringFunc: r.scoringFunc, routedScalingFactor: 1,
+      numExpertGroup: 1, topkGroup: 1};
+}
+
+/** The fusedMoE / selectExperts options of a shape's routing. */
+export function moeOptions(s: BenchShape, bias: tf.Tensor1D | null): FusedMoEOptions {
+  const r = s.routing;
+  if (r.kind === 'topk') return {topK: s.k, renormalize: r.renormalize, scoringFunc: r.scoringFunc};
+  return {
+    topK: s.k, renormalize: r.renormalize, useGroupedTopk: true, numExpertGroup: r.numExpertGroup,
+    topkGroup: r.topkGroup, scoringFunc: r.scoringFunc, eScoreCorrectionBias: bias ?? undefined,
+    routedScalingFactor: r.routedScalingFactor,
+  };
+}

@@ -1,0 +1,376 @@
+/**
+ * The benchmark (issue 6): fusedMoE and routing alone ("ours") beside the naive tfjs way and the
+ * device's copy bandwidth, per backend, shape and token count M.
+ *
+ *   npm run bench                          cpu + webgpu (SwiftShader here), tiny shapes, a table
+ *   npm run bench -- --json --out F.jsonl  JSON lines, also appended to F as they come
+ *   npm run bench -- --backend webgpu --shapes real --tokens 1,16,256,4096     (the GPU machine)
+ *
+ * Per backend it first checks ours and naive against the cpu reference at the tiny shapes (a wrong
+ * impl is reported, not timed), then measures the copy bandwidth (webgpu), then every shape × M:
+ * warm-up, median wall time (call → GPU done) and median summed kernel time from timestamp-query
+ * with the per-program breakdown. `us` is the GPU time where timestamps exist, else the wall time.
+ * Decode rows report GB/s over the selected experts' weight bytes and its fraction of the copy
+ * bandwidth; prefill rows report TFLOP/s and the fraction of an assumed float32 peak.
+ */
+import * as os from 'os';
+import * as fs from 'fs';
+import * as tf from '@tensorflow/tfjs-core';
+import '@tensorflow/tfjs-backend-cpu';
+import type {WebGPUBackend} from '@tensorflow/tfjs-backend-webgpu';
+import {FusedExperts, FusedTopK, GroupedTopK, fusedMoE, fusedTopK, groupedTopK} from '../src';
+import {webgpuCapabilities} from '../src/kernels/webgpu/capabilities';
+import {CheckLine, parityChecks} from './check';
+import {copyBandwidth} from './copy_webgpu';
+import {NaiveExpertWeights, disposeNaiveWeights, naiveExpertWeights, naiveMoE, naiveRouting} from './naive_tfjs';
+import {TokenInputs, disposeInputs, makeExpertWeights, makeTokenInputs, moeOptions} from './problem';
+import {BenchShape, DEFAULT_TOKENS, MoEShape, RoutingShape, SHAPES, expertBytes, moeFlops, parseShapes} from './shapes';
+import {KernelTimer, Measured, TimeOptions, measure, round} from './timing';
+import {WebGPUSetup, releaseWebGPU, setupWebGPUNode, withGpuErrors} from './webgpu_node';
+
+const IMPLS = ['ours', 'naive-tfjs', 'copy'];
+
+interface Args {
+  backends: string[];
+  shapes: string;
+  tokens: number[] | null;
+  impls: string[];
+  json: boolean;
+  out: string | null;
+  time: TimeOptions;
+  copyMiB: number;
+  f32PeakTflops: number;
+  maxSeconds: number;
+  check: boolean;
+}
+
+const USAGE = `usage: npm run bench -- [--backend cpu,webgpu] [--shapes tiny|real|mixtral,qwen3,dsv3tp8,topk-e256,grouped-dsv3]
+  [--tokens 1,16,256,4096] [--impls ours,naive-tfjs,copy] [--reps 20] [--warmup 3] [--max-row-s 2]
+  [--copy-mib 1024] [--f32-peak-tflops 67] [--max-seconds N] [--no-check] [--json] [--out FILE]`;
+
+function parseArgs(argv: string[]): Args {
+  const a: Args = {
+    backends: ['cpu', 'webgpu'], shapes: 'tiny', tokens: null, impls: IMPLS, json: false, out: null,
+    time: {warmup: 3, reps: 20, maxRowSeconds: 2}, copyMiB: 1024, f32PeakTflops: 67, maxSeconds: Infinity,
+    check: true,
+  };
+  const list = (v: string) => v.split(',').map((s) => s.trim()).filter(Boolean);
+  const num = (flag: string, v: string | undefined) => {
+    const n = Number(v);
+    if (v == null || !Number.isFinite(n) || n <= 0) throw new Error(`${flag} needs a positive number but got ${v}\n${USAGE}`);
+    return n;
+  };
+  for (let i = 0; i < argv.length; i++) {
+    const flag = argv[i];
+    const value = () => argv[++i];
+    switch (flag) {
+      case '--backend': case '--backends': a.backends = list(value() ?? ''); break;
+      case '--shapes': a.shapes = value() ?? ''; break;
+      case '--tokens': a.tokens = list(value() ?? '').map((t) => num('--tokens', t)); break;
+      case '--impls': a.impls = list(value() ?? ''); break;
+      case '--reps': a.time.reps = num(flag, value()); break;
+      case '--warmup': a.time.warmup = Number(value()); break;
+      case '--max-row-s': a.time.maxRowSeconds = num(flag, value()); break;
+      case '--copy-mib': a.copyMiB = num(flag, value()); break;
+      case '--f32-peak-tflops': a.f32PeakTflops = num(flag, value()); break;
+      case '--max-seconds': a.maxSeconds = num(flag, value()); break;
+      case '--no-check': a.check = false; break;
+      case '--json': a.json = true; break;
+      case '--out': a.out = value() ?? null; break;
+      case '-h': case '--help': console.log(USAGE); process.exit(0); break;
+      default: throw new Error(`unknown argument '${flag}'\n${USAGE}`);
+    }
+  }
+  for (const b of a.backends) {
+    if (b !== 'cpu' && b !== 'webgpu') throw new Error(`--backend: '${b}' is not one of cpu, webgpu`);
+  }
+  for (const impl of a.impls) {
+    if (!IMPLS.includes(impl)) throw new Error(`--impls: '${impl}' is not one of ${IMPLS.join(', ')}`);
+  }
+  return a;
+}
+
+type Line = {[field: string]: unknown};
+
+class Output {
+  readonly lines: Line[] = [];
+
+  constructor(private readonly json: boolean, private readonly file: string | null) {
+    if (file) fs.writeFileSync(file, '');
+  }
+
+  emit(line: Line): void {
+    this.lines.push(line);
+    const text = JSON.stringify(line);
+    if (this.json) process.stdout.write(text + '\n');
+    // Appended line by line, so that a run cut short by a time limit keeps what it measured.
+    if (this.file) fs.appendFileSync(this.file, text + '\n');
+  }
+}
+
+function log(msg: string): void {
+  process.stderr.write(msg + '\n');
+}
+
+/** What a row needs from the backend's kernel registry for `ours`, and why it cannot run. */
+function oursMissing(backend: string, s: BenchShape): string {
+  const needed = s.kind === 'routing' ?
+    [s.routing.kind === 'grouped' ? GroupedTopK : FusedTopK] :
+    [s.routing.kind === 'grouped' ? GroupedTopK : FusedTopK, FusedExperts];
+  const missing = needed.filter((k) => tf.getKernel(k, backend) == null);
+  if (missing.length === 0) return '';
+  return `no '${backend}' kernel registered for ${missing.join(', ')}`;
+}
+
+/** One shape per routing kind: ours is checked only when it has kernels for both. */
+const SHAPE_ROUTINGS = [SHAPES['tiny-mixtral'], SHAPES['tiny-dsv3']];
+
+function describeCheck(l: CheckLine): string {
+  return `${l.impl} ${l.check} ${l.shape ?? ''} M=${l.M ?? '-'}: ` +
+      (l.error ?? `max |err| ${l.max_abs_err} > tol ${l.tol}`);
+}
+
+async function deviceMeta(backend: string, setup: WebGPUSetup | null): Promise<Line> {
+  if (backend === 'cpu') return {device: `${os.cpus()[0]?.model ?? 'cpu'} (${os.cpus().length} cores)`};
+  const b = tf.backend() as WebGPUBackend;
+  const adapter = await navigator.gpu.requestAdapter({powerPreference: 'high-performance'});
+  const info = adapter?.info;
+  const caps = webgpuCapabilities(b);
+  return {
+    device: [info?.vendor, info?.architecture, info?.device, info?.description].filter(Boolean).join(' ') ||
+      'unknown adapter',
+    vulkan: setup?.vulkan,
+    timestamp_query: b.device.features.has('timestamp-query'),
+    subgroups: caps.subgroups,
+    subgroups_reason: caps.reason || undefined,
+    max_storage_binding_bytes: b.device.limits.maxStorageBufferBindingSize,
+    max_buffer_bytes: b.device.limits.maxBufferSize,
+  };
+}
+
+interface RowContext {
+  backend: string;
+  out: Output;
+  args: Args;
+  copyGbps: number | null;
+  deadline: number;
+  /** 'passed', 'failed: ...' or 'unchecked': ours' parity check on this backend. */
+  oursParity: string;
+}
+
+function timedRow(ctx: RowContext, impl: string, base: Line, m: Measured, flops: number | null,
+    bytes: number | null, extra: Line = {}): Line {
+  const us = m.gpuUs ?? m.wallUs;
+  const tflops = flops != null ? flops / us / 1e6 : null;
+  const gbps = bytes != null ? bytes / us / 1e3 : null;
+  return {
+    impl, ...base, us: round(us), us_from: m.gpuUs != null ? 'gpu-timestamps' : 'wall',
+    gpu_us: m.gpuUs != null ? round(m.gpuUs) : null, wall_us: round(m.wallUs),
+    tflops: tflops != null ? round(tflops) : null, gbps: gbps != null ? round(gbps) : null,
+    frac_copy_bw: gbps != null && ctx.copyGbps ? round(gbps / ctx.copyGbps) : null,
+    frac_f32_peak: tflops != null ? round(tflops / ctx.args.f32PeakTflops) : null,
+    reps: m.reps, dispatches: m.dispatches, kernels: m.kernels, ...extra,
+  };
+}
+
+async function runRow(ctx: RowContext, impl: string, base: Line, body: () => Promise<Line>): Promise<void> {
+  if (performance.now() > ctx.deadline) {
+    ctx.out.emit({impl, ...base, error: `skipped: the run's --max-seconds budget of ${ctx.args.maxSeconds} s is spent`});
+    return;
+  }
+  try {
+    const line = ctx.backend === 'webgpu' ?
+      await withGpuErrors((tf.backend() as WebGPUBackend).device, body) : await body();
+    ctx.out.emit(line);
+    const us = line.us as number;
+    log(`[${ctx.backend}] ${base.shape} M=${base.M} ${impl}: ${us} µs (${line.us_from}), wall ${line.wall_us} µs` +
+        (line.tflops != null ? `, ${line.tflops} TFLOP/s` : '') + (line.gbps != null ? `, ${line.gbps} GB/s` : ''));
+  } catch (e) {
+    const msg = (e as Error).message.split('\n')[0];
+    ctx.out.emit({impl, ...base, error: msg});
+    log(`[${ctx.backend}] ${base.shape} M=${base.M} ${impl}: ERROR ${msg}`);
+  }
+}
+
+/** Max |a - b| and the fixture tolerance against b, for ours against naive at the benchmark's own shapes. */
+async function agreement(a: tf.Tensor, b: tf.Tensor): Promise<{max_abs_diff_vs_naive: number; tol: number}> {
+  const [diff, scale] = tf.tidy(() => [tf.max(tf.abs(tf.sub(a, b))), tf.max(tf.abs(b))]);
+  const d = (await diff.data())[0], m = (await scale.data())[0];
+  tf.dispose([diff, scale]);
+  return {max_abs_diff_vs_naive: d, tol: 1e-5 + 1e-4 * m};
+}
+
+async function benchMoE(ctx: RowContext, s: MoEShape, tokens: number[], naiveOk: string, oursWhyNot: string):
+    Promise<void> {
+  const {args, backend} = ctx;
+  const weights = makeExpertWeights(s);
+  let naiveWeights: NaiveExpertWeights | null = null;
+  try {
+    if (args.impls.includes('naive-tfjs') && !naiveOk) naiveWeights = naiveExpertWeights(weights.w13, weights.w2);
+    for (const M of tokens) {
+      const x: TokenInputs = makeTokenInputs(s, M);
+      const flops = moeFlops(s, M);
+      const bytes = expertBytes(s, x.distinctExperts);
+      const base: Line = {backend, shape: s.name, E: s.E, k: s.k, H: s.H, I: s.I, M, dtype: 'float32',
+        weight_shards: weights.w13.length, distinct_experts: x.distinctExperts, flops, bytes};
+      const ours = () => fusedMoE(x.hidden!, x.logits, weights.w13, weights.w2, moeOptions(s, x.bias));
+      const naive = (timer?: KernelTimer) => naiveMoE(x.hidden!, x.logits, x.bias, naiveWeights!, s.routing, s.k, timer);
+      if (args.impls.includes('ours')) {
+        await runRow(ctx, 'ours', base, async () => {
+          if (oursWhyNot) throw new Error(oursWhyNot);
+          let extra: Line = {};
+          if (naiveWeights) {
+            const [a, b] = [ours(), await naive()];
+            extra = await agreement(a, b);
+            tf.dispose([a, b]);
+          }
+          const m = await measure(async (timer) => timer ? timer.time(ours) : ours(), args.time);
+          return timedRow(ctx, 'ours', base, m, flops, bytes, {...extra, parity: ctx.oursParity});
+        });
+      }
+      if (args.impls.includes('naive-tfjs')) {
+        await runRow(ctx, 'naive-tfjs', base, async () => {
+          if (naiveOk) throw new Error(naiveOk);
+          return timedRow(ctx, 'naive-tfjs', base, await measure(naive, args.time), flops, bytes);
+        });
+      }
+      disposeInputs(x);
+    }
+  } finally {
+    if (naiveWeights) disposeNaiveWeights(naiveWeights);
+    tf.dispose([...weights.w13, ...weights.w2]);
+  }
+}
+
+async function benchRouting(ctx: RowContext, s: RoutingShape, tokens: number[], naiveOk: string, oursWhyNot: string):
+    Promise<void> {
+  const {args, backend} = ctx;
+  const r = s.routing;
+  for (const M of tokens) {
+    const x = makeTokenInputs(s, M);
+    const base: Line = {backend, shape: s.name, E: s.E, k: s.k, H: null, I: null, M, dtype: 'float32'};
+    const ours = () => {
+      const out = r.kind === 'grouped' ?
+        groupedTopK(x.logits, {topK: s.k, renormalize: r.renormalize, numExpertGroup: r.numExpertGroup,
+          topkGroup: r.topkGroup, scoringFunc: r.scoringFunc, eScoreCorrectionBias: x.bias ?? undefined,
+          routedScalingFactor: r.routedScalingFactor}) :
+        fusedTopK(x.logits, s.k, r.renormalize, {scoringFunc: r.scoringFunc});
+      return [out.topkWeights, out.topkIds];
+    };
+    const naive = () => {
+      const out = naiveRouting(x.logits, x.bias, r, s.k);
+      return [out.weights, out.ids];
+    };
+    const entries: [string, () => tf.Tensor[], string][] =
+        [['ours', ours, oursWhyNot], ['naive-tfjs', naive, naiveOk]];
+    for (const [impl, f, whyNot] of entries) {
+      if (!args.impls.includes(impl)) continue;
+      await runRow(ctx, impl, base, async () => {
+        if (whyNot) throw new Error(whyNot);
+        return timedRow(ctx, impl, base, await measure(async (timer) => timer ? timer.time(f) : f(), args.time),
+            null, null, impl === 'ours' ? {parity: ctx.oursParity} : {});
+      });
+    }
+    disposeInputs(x);
+  }
+}
+
+async function benchBackend(backend: string, args: Args, out: Output, setup: WebGPUSetup | null,
+    deadline: number): Promise<void> {
+  if (!(await tf.setBackend(backend))) {
+    out.emit({impl: 'meta', backend, error: `backend '${backend}' could not be initialized`});
+    return;
+  }
+  await tf.ready();
+  const shapes = parseShapes(args.shapes);
+  const tiny = shapes.some((s) => s.name.startsWith('tiny-'));
+  const tokens = args.tokens ?? DEFAULT_TOKENS[tiny ? 'tiny' : 'real'];
+  out.emit({impl: 'meta', backend, date: new Date().toISOString(), host: os.hostname(), node: process.version,
+    ...(await deviceMeta(backend, setup)), shapes: shapes.map((s) => s.name), tokens,
+    f32_peak_tflops_assumed: args.f32PeakTflops,
+    notes: 'us = GPU time from timestamp-query where available (us_from), else wall; wall_us = call until the ' +
+      'GPU is done; gbps = selected experts\' weight bytes / us; copy gbps = 2 x bytes / time; ' +
+      `frac_f32_peak assumes a float32 (non-tensor-core) peak of ${args.f32PeakTflops} TFLOP/s (H200: about 67)` +
+      (tiny ? '; tiny shapes: a functional run, not a performance measurement' : '')});
+
+  let naiveOk = '';
+  // Ours is timed even when its check fails (the numbers still guide the kernel work), flagged so.
+  let oursParity = 'unchecked';
+  if (args.check) {
+    const withOurs = SHAPE_ROUTINGS.every((s) => oursMissing(backend, s) === '');
+    const lines = await parityChecks(backend, withOurs);
+    for (const line of lines) {
+      out.emit({...line});
+      if (!line.ok) log(`[${backend}] CHECK FAILED: ${describeCheck(line)}`);
+    }
+    const failed = (impl: string) => lines.find((l) => l.impl === impl && !l.ok);
+    const naiveFail = failed('naive-tfjs') ?? failed('fill');
+    if (naiveFail) naiveOk = `not timed: it disagrees with the cpu reference on ${backend}: ${describeCheck(naiveFail)}`;
+    const oursFail = failed('ours');
+    if (withOurs) oursParity = oursFail ? `failed: ${describeCheck(oursFail)}` : 'passed';
+  }
+
+  const ctx: RowContext = {backend, out, args, copyGbps: null, deadline, oursParity};
+  if (backend === 'webgpu' && args.impls.includes('copy')) {
+    const device = (tf.backend() as WebGPUBackend).device;
+    try {
+      const c = await copyBandwidth(device, args.copyMiB * 2 ** 20, Math.max(5, Math.min(args.time.reps, 10)));
+      ctx.copyGbps = c.gbps;
+      out.emit({impl: 'copy', backend, shape: 'copy', M: null, dtype: 'bytes', bytes: c.bytes, us: round(c.us),
+        us_from: 'wall', gbps: round(c.gbps), copies_per_submit: c.copiesPerSubmit, reps: c.reps});
+      log(`[${backend}] copy ${c.bytes / 2 ** 20} MiB: ${round(c.us)} µs, ${round(c.gbps)} GB/s (read + write)`);
+    } catch (e) {
+      out.emit({impl: 'copy', backend, shape: 'copy', error: (e as Error).message});
+    }
+  }
+
+  for (const s of shapes) {
+    const why = oursMissing(backend, s);
+    if (s.kind === 'moe') await benchMoE(ctx, s, tokens, naiveOk, why);
+    else await benchRouting(ctx, s, tokens, naiveOk, why);
+  }
+}
+
+function printTable(lines: Line[]): void {
+  const rows = lines.filter((l) => l.impl !== 'meta' && l.check == null);
+  const cols: [string, (l: Line) => unknown][] = [
+    ['impl', (l) => l.impl], ['backend', (l) => l.backend], ['shape', (l) => l.shape], ['M', (l) => l.M],
+    ['us', (l) => l.us], ['from', (l) => l.us_from === 'gpu-timestamps' ? 'gpu' : l.us_from],
+    ['wall_us', (l) => l.wall_us], ['TFLOP/s', (l) => l.tflops], ['GB/s', (l) => l.gbps],
+    ['%copy', (l) => l.frac_copy_bw != null ? round(100 * (l.frac_copy_bw as number)) : null],
+    ['note', (l) => l.error ?? (l.max_abs_diff_vs_naive != null ?
+      `|ours-naive| ${round(l.max_abs_diff_vs_naive as number, 2)}` : '')],
+  ];
+  const cells = rows.map((l) => cols.map(([, f]) => {
+    const v = f(l);
+    return v == null ? '' : String(v);
+  }));
+  const widths = cols.map(([h], i) => Math.min(60, Math.max(h.length, ...cells.map((c) => c[i].length))));
+  const fmt = (c: string[]) => c.map((v, i) => (v.length > 60 ? v.slice(0, 57) + '...' : v).padEnd(widths[i])).join('  ');
+  console.log(fmt(cols.map(([h]) => h)));
+  console.log(widths.map((w) => '-'.repeat(w)).join('  '));
+  for (const c of cells) console.log(fmt(c));
+  const checks = lines.filter((l) => l.check != null);
+  const failed = checks.filter((l) => !l.ok);
+  console.log(`\nparity checks against the cpu reference: ${checks.length - failed.length} passed, ${failed.length} failed`);
+  for (const l of failed) console.log(`  FAILED [${l.backend}] ${describeCheck(l as unknown as CheckLine)}`);
+}
+
+async function main(): Promise<void> {
+  const args = parseArgs(process.argv.slice(2));
+  const out = new Output(args.json, args.out);
+  const setup = args.backends.includes('webgpu') ? setupWebGPUNode() : null;
+  const deadline = performance.now() + args.maxSeconds * 1000;
+  for (const backend of args.backends) await benchBackend(backend, args, out, setup, deadline);
+  if (!args.json) printTable(out.lines);
+  if (args.out) log(`wrote ${out.lines.length} JSON lines to ${args.out}`);
+}
+
+main().then(() => {
+  releaseWebGPU();
+  process.exit(0);
+}, (e) => {
+  console.error(e instanceof Error ? e.message : e);
+  releaseWebGPU();
+  process.exit(1);
+});
