@@ -31,7 +31,7 @@ describeBackends('no leaks', () => {
     const count = tf.tensor1d([2, 2, 1, 1, 1, 1, 1, 1], 'int32');
     await run(() => selectExperts(t.hidden, t.logits, {topK: 2, renormalize: true,
       eplb: {logicalToPhysicalMap: map, logicalReplicaCount: count, expertLoad: load}}));
-    const total = (await load.data()).reduce((a, b) => a + b, 0);
+    const total = Array.from(await load.data()).reduce((a, b) => a + b, 0);
     if (total !== c.T * 2) throw new Error(`expert load sums to ${total}, expected T·k = ${c.T * 2}`);
     tf.dispose([load, map, count]);
   });
