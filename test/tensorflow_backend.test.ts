@@ -259,6 +259,9 @@ if (backendsUnderTest().includes('tensorflow')) {
     });
 
     it('reads nothing back to JavaScript in a forward pass (routing, decode and prefill experts)', async () => {
+      const probe = tf.tensor1d([1, 2]);
+      expect(await countReads(async () => { await probe.data(); }), 'the counter sees a read').to.be.at.least(1);
+      probe.dispose();
       for (const T of [1, 64]) {
         const p = randomProblem(300 + T, T, 8, 2);
         const t = {hidden: tf.tensor2d(p.hidden, [T, p.H]), logits: tf.tensor2d(randn(rng(T), T * 8), [T, 8]),
