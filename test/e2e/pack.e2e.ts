@@ -45,6 +45,8 @@ tf.dispose([hidden, logits, w13, w2, out]);
 result.leaked = tf.memory().numTensors - before;
 // The webgpu entry registers its kernels even where WebGPU is absent (it runs nothing until setBackend).
 result.exports['tfjs-fused-moe/webgpu'] = Object.keys(moeWebGPU).sort();
+// So does the tensorflow entry, without tfjs-node installed (both tfjs-node packages are optional peers).
+result.exports['tfjs-fused-moe/node'] = Object.keys(moeNode).sort();
 console.log(JSON.stringify(result));
 `;
 
@@ -52,6 +54,7 @@ const ESM_CONSUMER = `import * as tf from '@tensorflow/tfjs-core';
 import '@tensorflow/tfjs-backend-cpu';
 import * as moe from 'tfjs-fused-moe';
 import * as moeWebGPU from 'tfjs-fused-moe/webgpu';
+import * as moeNode from 'tfjs-fused-moe/node';
 import * as fs from 'node:fs';
 ${consumerBody}`;
 
@@ -59,6 +62,7 @@ const CJS_CONSUMER = `const tf = require('@tensorflow/tfjs-core');
 require('@tensorflow/tfjs-backend-cpu');
 const moe = require('tfjs-fused-moe');
 const moeWebGPU = require('tfjs-fused-moe/webgpu');
+const moeNode = require('tfjs-fused-moe/node');
 const fs = require('fs');
 (async () => {${consumerBody}})().catch((e) => { console.error(e); process.exit(1); });
 `;
@@ -68,6 +72,7 @@ const TS_CONSUMER = `import * as tf from '@tensorflow/tfjs-core';
 import {fusedMoE, fusedTopK, groupedTopK, selectExperts, fusedExperts, FusedMoEOptions, RoutingResult}
   from 'tfjs-fused-moe';
 import {webgpuCapabilities, WebGPUCapabilities} from 'tfjs-fused-moe/webgpu';
+import {chooseExpertsComposition} from 'tfjs-fused-moe/node';
 
 const options: FusedMoEOptions = {topK: 2, renormalize: true, activation: 'silu'};
 const hidden: tf.Tensor2D = tf.zeros([3, 8]);
@@ -84,6 +89,7 @@ fusedMoE(hidden, logits, w13, w2, {topK: 2, renormalise: true});
 export const shapes = [out.shape, routed.topkIds.shape, grouped.topkWeights.shape, experts.shape];
 export const capabilities: typeof webgpuCapabilities = webgpuCapabilities;
 export type Capabilities = WebGPUCapabilities;
+export const composition: typeof chooseExpertsComposition = chooseExpertsComposition;
 `;
 
 describe('npm pack → install → use, as a user', function() {
@@ -120,7 +126,7 @@ describe('npm pack → install → use, as a user', function() {
   it('ships the build and its types, and no sources or tests', () => {
     const files: string[] = JSON.parse(run('npm', ['pack', '--dry-run', '--json', '--ignore-scripts'], ROOT))[0].files
         .map((f: {path: string}) => f.path);
-    for (const entry of ['index', 'webgpu']) {
+    for (const entry of ['index', 'webgpu', 'node']) {
       for (const f of [`dist/${entry}.js`, `dist/${entry}.mjs`, `dist/${entry}.d.ts`, `dist/${entry}.d.mts`]) {
         expect(files, f).to.include(f);
       }
