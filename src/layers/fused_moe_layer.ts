@@ -194,9 +194,10 @@ export class FusedMoE extends layers.Layer {
    * fused 3-D checkpoints and the correction bias. Checks everything first; on any problem it throws
    * one Error naming each key with the expected and found shapes, and leaves the weights unchanged.
    */
-  loadWeights(weights: Map<string, Tensor> | Iterable<[string, Tensor]>, options: LoadWeightsOptions = {}): void {
+  loadWeights(weights: Map<string, Tensor> | Iterable<[string, Tensor]> | {[name: string]: Tensor},
+      options: LoadWeightsOptions = {}): void {
     this.ensureBuilt();
-    const checkpoint = weights instanceof Map ? weights : new Map(weights);
+    const checkpoint = checkpointMap(weights);
     const plan = planExpertLoad(this.layout!, checkpoint, options);
     const {w13, w2} = materializeExpertLoad(this.layout!, plan);
     try {
@@ -285,6 +286,27 @@ export class FusedMoE extends layers.Layer {
   }
 }
 
+
+/** A Map, an iterable of [name, tensor] pairs or a NamedTensorMap (what tf.io.decodeWeights returns), as a Map. */
+function checkpointMap(weights: Map<string, Tensor> | Iterable<[string, Tensor]> | {[name: string]: Tensor}):
+    Map<string, Tensor> {
+  if (weights instanceof Map) return weights;
+  if (weights == null || typeof weights !== 'object') {
+    throw new Error(`FusedMoE.loadWeights: 'weights' must be a Map, an iterable of [name, Tensor] pairs or an object ` +
+        `of tensors but got ${String(weights)}`);
+  }
+  const entries = Symbol.iterator in weights ? [...(weights as Iterable<[string, Tensor]>)] :
+    Object.entries(weights as {[name: string]: Tensor});
+  const map = new Map<string, Tensor>();
+  for (const entry of entries) {
+    if (!Array.isArray(entry) || typeof entry[0] !== 'string' || !(entry[1] instanceof Tensor)) {
+      throw new Error(`FusedMoE.loadWeights: every entry of 'weights' must be [name: string, Tensor] but got ` +
+          `${Array.isArray(entry) ? `['${String(entry[0])}', ${String(entry[1])}]` : String(entry)}`);
+    }
+    map.set(entry[0], entry[1]);
+  }
+  return map;
+}
 
 function shapeStr(s: ReadonlyArray<number | null>): string {
   return `[${s.map((d) => (d == null ? 'null' : d)).join(', ')}]`;
