@@ -89,6 +89,8 @@ describeBackends('FusedMoE with EPLB', () => {
         const load = Array.from(await layer.expertLoad!.data());
         expect(load).to.deep.equal(expectedPhysicalLoad(fx, 3).map((n) => n * call));
       }
+      layer.resetExpertLoad();
+      expect(Array.from(await layer.expertLoad!.data())).to.deep.equal(new Array(11).fill(0));
       tf.dispose([hidden, logits]);
     });
     layer.dispose();

@@ -9,8 +9,8 @@
  * Modules: config checks (fused_moe_config.ts) → expert placement (expert_placement.ts) → this layer;
  * checkpoints go through weight_loading.ts; files through src/io.
  */
-import {Tensor, Tensor1D, Tensor2D, Tensor3D, backend, keep, reshape, serialization, tensor1d, tensor2d, tidy}
-  from '@tensorflow/tfjs-core';
+import {Tensor, Tensor1D, Tensor2D, Tensor3D, Variable, backend, keep, reshape, serialization, tensor1d, tensor2d, tidy,
+  zeros} from '@tensorflow/tfjs-core';
 import {LayerVariable, Shape, SymbolicTensor, initializers, input, layers} from '@tensorflow/tfjs-layers';
 import {determineExpertMap, localExpertRange} from '../ops/expert_map';
 import {FusedMoEOptions, fusedMoE} from '../ops/fused_moe';
@@ -210,9 +210,20 @@ export class FusedMoE extends layers.Layer {
     }
   }
 
-  /** EPLB: the per-physical-expert load counter (int32 [P]), or null without enableEplb. */
+  /**
+   * EPLB: the live per-physical-expert load counter (int32 [P], vLLM `expert_load_view`), or null
+   * without enableEplb. Each forward adds its (token, slot) pairs; read it, then `resetExpertLoad()`.
+   */
   get expertLoad(): Tensor1D | null {
     return this.expertLoadWeight ? this.expertLoadWeight.read() as Tensor1D : null;
+  }
+
+  /** Zeroes the EPLB load counter (e.g. at the start of a rebalancing window). */
+  resetExpertLoad(): void {
+    if (!this.expertLoadWeight) throw new Error(`FusedMoE '${this.name}': resetExpertLoad needs enableEplb: true`);
+    const zero = zeros([this.globalNumExperts], 'int32');
+    this.expertLoadWeight.write(zero);
+    zero.dispose();
   }
 
   /** EPLB: logical → physical replica table [E, maxReplicas] and replica counts [E]. */
@@ -279,7 +290,8 @@ export class FusedMoE extends layers.Layer {
     if (this.biasWeight) o.eScoreCorrectionBias = this.biasWeight.read() as Tensor1D;
     if (this.expertMap) o.expertMap = this.expertMap;
     if (this.eplbTables) {
-      const eplb: EplbState = {...this.eplbTables, expertLoad: this.expertLoadWeight!.read() as never};
+      // LayerVariable.read() is the tf.Variable itself, which selectExperts increments in place.
+      const eplb: EplbState = {...this.eplbTables, expertLoad: this.expertLoadWeight!.read() as Variable};
       o.eplb = eplb;
     }
     return o;
