@@ -13,6 +13,7 @@ import {FusedExperts, eplbMapIdsImpl, expertLoadImpl, fusedExperts, fusedExperts
   groupedTopK, routingImpl, selectExperts} from '../src';
 import type {Activation, ExpertShard} from '../src';
 import {MAX_GATHERED_BYTES_FLAG, chooseExpertsComposition} from '../src/node';
+import {checkIndexRange} from '../src/kernels/tensorflow/Eplb';
 import {fusedExpertsConfig} from '../src/kernels/tensorflow/FusedExperts';
 import {expectClose, randn, rng} from './helpers/compare';
 import {backendsUnderTest, expectNoLeaks} from './helpers/env';
@@ -132,6 +133,17 @@ if (backendsUnderTest().includes('tensorflow')) {
       expect(tf.getKernel(FusedExperts, 'tensorflow')).to.equal(fusedExpertsConfig);
       const binding = (tf.backend() as unknown as {binding: {TF_Version: string}}).binding;
       expect(binding.TF_Version).to.match(/^2\.\d+/);
+    });
+
+    it('says what is wrong when the backend is not tfjs-node\'s, or a problem exceeds float32 index math', () => {
+      const inputs = {hiddenStates: tf.zeros([1, 4]), topkWeights: tf.ones([1, 1]), topkIds: tf.zeros([1, 1], 'int32'),
+        w13_0: tf.zeros([1, 4, 4]), w2_0: tf.zeros([1, 4, 2])};
+      const attrs = {activation: 'silu', applyRouterWeightOnInput: false, globalNumExperts: 1, numWeightShards: 1};
+      expect(() => fusedExpertsConfig.kernelFunc({inputs, attrs, backend: tf.findBackend('cpu')!}))
+          .to.throw(/MoeFusedExperts: the 'tensorflow' backend is not tfjs-node's NodeJSKernelBackend/);
+      tf.dispose(Object.values(inputs));
+      expect(() => checkIndexRange('MoeFusedExperts', 'rows', 2 ** 24 + 1)).to.throw(/rows = 16777217 exceeds 2\^24/);
+      expect(() => checkIndexRange('MoeFusedExperts', 'rows', 2 ** 24)).not.to.throw();
     });
 
     describe('composition choice', () => {
