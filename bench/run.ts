@@ -16,7 +16,9 @@
 import * as os from 'os';
 import * as fs from 'fs';
 import * as tf from '@tensorflow/tfjs-core';
-import '@tensorflow/tfjs-backend-cpu';
+// A named import: bundlers drop a bare `import '@tensorflow/tfjs-backend-cpu'` (its package.json does not list
+// its Node build among its side effects), and the packed device entry needs the cpu backend registered too.
+import {version_cpu} from '@tensorflow/tfjs-backend-cpu';
 import type {WebGPUBackend} from '@tensorflow/tfjs-backend-webgpu';
 import {FusedExperts, FusedTopK, GroupedTopK, fusedMoE, fusedTopK, groupedTopK} from '../src';
 import {webgpuCapabilities} from '../src/kernels/webgpu/capabilities';
@@ -286,6 +288,7 @@ async function benchBackend(backend: string, args: Args, out: Output, setup: Web
   const tiny = shapes.some((s) => s.name.startsWith('tiny-'));
   const tokens = args.tokens ?? DEFAULT_TOKENS[tiny ? 'tiny' : 'real'];
   out.emit({impl: 'meta', backend, date: new Date().toISOString(), host: os.hostname(), node: process.version,
+    tfjs: `core ${tf.version_core}, cpu ${version_cpu}`,
     ...(await deviceMeta(backend, setup)), shapes: shapes.map((s) => s.name), tokens,
     f32_peak_tflops_assumed: args.f32PeakTflops,
     notes: 'us = GPU time from timestamp-query where available (us_from), else wall; wall_us = call until the ' +
@@ -316,7 +319,8 @@ async function benchBackend(backend: string, args: Args, out: Output, setup: Web
     try {
       const c = await copyBandwidth(device, args.copyMiB * 2 ** 20, Math.max(5, Math.min(args.time.reps, 10)));
       ctx.copyGbps = c.gbps;
-      out.emit({impl: 'copy', backend, shape: 'copy', M: null, dtype: 'bytes', bytes: c.bytes, us: round(c.us),
+      out.emit({impl: 'copy', backend, via: 'copyBufferToBuffer', shape: 'copy', M: null, dtype: 'bytes', bytes: c.bytes,
+        us: round(c.us),
         us_from: 'wall', gbps: round(c.gbps), copies_per_submit: c.copiesPerSubmit, reps: c.reps});
       log(`[${backend}] copy ${c.bytes / 2 ** 20} MiB: ${round(c.us)} µs, ${round(c.gbps)} GB/s (read + write)`);
     } catch (e) {

@@ -1,0 +1,48 @@
+#!/usr/bin/env bash
+# The whole benchmark on the GPU machine in one command (docs/benchmarks.md says how to pack it):
+#   1. bench/run.ts packed as .gpu/run.mjs: checks, copy bandwidth, ours and naive tfjs on webgpu
+#      (Dawn on the NVIDIA Vulkan driver), the real shapes and M = 1, 16, 256, 4096;
+#   2. bench/torch_anchor.py: PyTorch eager f32/bf16, torch._grouped_mm bf16 and the CUDA copy;
+#   3. bench/report.ts packed as .gpu/report.mjs (if packed): the side-by-side table, .md and .svg.
+# $OUT receives 7 files (the device tool brings back at most 8): webgpu.jsonl, torch.jsonl, webgpu.log,
+# torch.log, nvidia-smi.txt, $NAME.md and $NAME.svg (NAME defaults to <date>-h200); the tables go to stdout.
+#
+#   bash .gpu/gpu_all.sh [all|node|torch]        (device tool, carry [".gpu"])
+#
+# Each part has a time limit (NODE_S, TORCH_S seconds; together under the device tool's 600 s) and
+# writes its JSON lines as it goes, so a part cut short keeps what it measured. Extra arguments for
+# either part: NODE_ARGS, TORCH_ARGS (e.g. NODE_ARGS="--shapes mixtral --tokens 1").
+set -u
+here=$(cd "$(dirname "$0")" && pwd)
+out=${OUT:-$here/out}
+mkdir -p "$out"
+part=${1:-all}
+NODE_S=${NODE_S:-330}
+TORCH_S=${TORCH_S:-210}
+name=${NAME:-$(date -u +%F)-h200}
+
+nvidia-smi > "$out/nvidia-smi.txt" 2>&1 || true
+
+if [ "$part" = all ] || [ "$part" = node ]; then
+  echo "== webgpu: ours, naive tfjs, copy (limit ${NODE_S}s)"
+  # shellcheck disable=SC2086
+  timeout -k 10 "$NODE_S" bash "$here/run.sh" "$here/run.mjs" --backend webgpu --shapes real \
+    --tokens 1,16,256,4096 --max-seconds $((NODE_S - 25)) --json --out "$out/webgpu.jsonl" ${NODE_ARGS:-} \
+    > /dev/null 2> "$out/webgpu.log"
+  echo "exit $?"; grep -v '^ -\|^$' "$out/webgpu.log" | tail -n 8
+fi
+
+if [ "$part" = all ] || [ "$part" = torch ]; then
+  echo "== torch: eager f32/bf16, grouped_mm bf16, copy (limit ${TORCH_S}s)"
+  # shellcheck disable=SC2086
+  timeout -k 10 "$TORCH_S" python3 "$here/torch_anchor.py" --shapes real --tokens 1,16,256,4096 \
+    --out "$out/torch.jsonl" ${TORCH_ARGS:-} > /dev/null 2> "$out/torch.log"
+  echo "exit $?"; tail -n 8 "$out/torch.log"
+fi
+
+results=()
+for f in "$out/webgpu.jsonl" "$out/torch.jsonl"; do [ -s "$f" ] && results+=("$f"); done
+if [ -f "$here/report.mjs" ] && [ ${#results[@]} -gt 0 ]; then
+  echo "== report $name (from ${results[*]})"
+  bash "$here/run.sh" "$here/report.mjs" "${results[@]}" --name "$name" --out-dir "$out"
+fi
