@@ -89,8 +89,8 @@ function showProgress(loaded: number, total: number | null): void {
     `${loaded.toLocaleString('en-US')} bytes`;
 }
 
-/** A bar chart of tokens per expert, as inline SVG. */
-function expertLoadChart(counts: number[]): string {
+/** A bar chart of tokens per expert, as inline SVG; grouped routing shades each expert group. */
+function expertLoadChart(counts: number[], numGroups: number): string {
   const W = 860, H = 230, left = 36, bottom = 28, top = 18;
   const max = Math.max(...counts, 1);
   const slot = (W - left) / counts.length;
@@ -98,13 +98,20 @@ function expertLoadChart(counts: number[]): string {
   const y = (v: number) => top + (H - top - bottom) * (1 - v / max);
   const labelEvery = counts.length <= 16 ? 1 : counts.length <= 64 ? 4 : 16;
   const parts: string[] = [];
+  const perGroup = counts.length / numGroups;
+  for (let g = 0; numGroups > 1 && g < numGroups; g++) {
+    parts.push(`<rect class="group" x="${(left + g * perGroup * slot).toFixed(1)}" y="0" ` +
+        `width="${(perGroup * slot).toFixed(1)}" height="${H - bottom}" fill="${g % 2 ? '#ffffff' : '#eef2fb'}"/>`,
+        `<text x="${(left + (g + 0.5) * perGroup * slot).toFixed(1)}" y="11" text-anchor="middle" font-size="11" ` +
+        `fill="#5b6475">group ${g}</text>`);
+  }
   for (const v of [0, Math.round(max / 2), max]) {
     parts.push(`<line x1="${left}" x2="${W}" y1="${y(v)}" y2="${y(v)}" stroke="#e4e7ee"/>`,
         `<text x="${left - 6}" y="${y(v) + 4}" text-anchor="end" font-size="11" fill="#5b6475">${v}</text>`);
   }
   counts.forEach((n, e) => {
     const x = left + e * slot + (slot - barW) / 2;
-    parts.push(`<rect x="${x.toFixed(1)}" y="${y(n).toFixed(1)}" width="${barW.toFixed(1)}" ` +
+    parts.push(`<rect class="bar" x="${x.toFixed(1)}" y="${y(n).toFixed(1)}" width="${barW.toFixed(1)}" ` +
         `height="${(y(0) - y(n)).toFixed(1)}" fill="#3b6fd8"><title>expert ${e}: ${n}</title></rect>`);
     if (counts.length <= 16) {
       parts.push(`<text x="${(x + barW / 2).toFixed(1)}" y="${(y(n) - 4).toFixed(1)}" text-anchor="middle" ` +
@@ -155,7 +162,8 @@ async function run(name: string): Promise<void> {
       firstCallMs: r.firstCallMs, latenciesMs: r.latenciesMs, maxError: r.maxError, tolerance: r.tolerance,
       ok: r.ok, output: Array.from(r.output), leakedTensors: tf.memory().numTensors - before};
     state.runs[name] = result;
-    $('chart').innerHTML = expertLoadChart(r.tokensPerExpert);
+    $('chart').innerHTML = expertLoadChart(r.tokensPerExpert,
+        layer.config.useGroupedTopk ? layer.config.numExpertGroup ?? 1 : 1);
     $('latency').innerHTML = latencyTable(result);
     const check = $('check');
     check.innerHTML = `Check against <code>expected.output</code>: max |difference| = ${r.maxError.toExponential(2)} ` +

@@ -13,6 +13,7 @@
 import * as fs from 'fs';
 import * as path from 'path';
 import * as tf from '@tensorflow/tfjs-core';
+import type {WebGPUBackend} from '@tensorflow/tfjs-backend-webgpu';
 // A named import, not a bare one: bundlers (esbuild --platform=node) drop `import '@tensorflow/tfjs-backend-cpu'`,
 // because tfjs-backend-cpu's package.json does not list its Node build among its side effects.
 import {version_cpu} from '@tensorflow/tfjs-backend-cpu';
@@ -123,6 +124,12 @@ async function main(): Promise<number> {
   if (!(await tf.setBackend(backend))) throw new Error(`tfjs could not initialize the '${backend}' backend`);
   await tf.ready();
   console.log(`tfjs-fused-moe demo · tfjs-core ${tf.version_core} (cpu backend ${version_cpu}) · backend: ${note}`);
+  if (backend === 'webgpu') {
+    const {webgpuCapabilities} = await import('../../src/webgpu');
+    const caps = webgpuCapabilities(tf.backend() as WebGPUBackend);
+    console.log(`webgpu device: subgroups ${caps.subgroups ? `on (size ${caps.subgroupSize || 'varies'})` :
+      `off (${caps.reason})`}, maxStorageBufferBindingSize ${(caps.maxStorageBufferBindingSize / 2 ** 20).toFixed(0)} MiB`);
+  }
   console.log(`fixtures: ${args.fixturesDir}`);
 
   let failures = 0;

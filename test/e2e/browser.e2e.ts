@@ -77,7 +77,7 @@ async function checkRun(page: Page, state: DemoState, name: string, backend: str
   expect(run.leakedTensors, 'tensors left after the run').to.equal(0);
 
   // The chart: one bar per expert, titled with the count the reference gives.
-  const bars = await page.$$eval('#expert-load rect', (rects) => rects.map((r) => r.querySelector('title')!.textContent));
+  const bars = await page.$$eval('#expert-load rect.bar', (rects) => rects.map((r) => r.querySelector('title')!.textContent));
   expect(bars).to.deep.equal(ref.tokensPerExpert.map((n, e) => `expert ${e}: ${n}`));
 
   // Progress: from 0 to the file's size, never backwards, with the size known up front.
