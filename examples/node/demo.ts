@@ -134,7 +134,9 @@ async function main(): Promise<number> {
 
   let failures = 0;
   for (const name of args.names) {
-    const bytes = new Uint8Array(fs.readFileSync(path.join(args.fixturesDir, `${name}.safetensors`)));
+    const file = path.join(args.fixturesDir, `${name}.safetensors`);
+    if (!fs.existsSync(file)) throw new Error(`no checkpoint ${file}: pass --fixtures DIR (or MOE_FIXTURES) and names`);
+    const bytes = new Uint8Array(fs.readFileSync(file));
     const before = tf.memory().numTensors;
     const layer = await loadCheckpoint(name, bytes);
     const run = await runCheckpointLayer(layer, TIMED_CALLS);
