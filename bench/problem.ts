@@ -67,12 +67,22 @@ export function makeTokenInputs(s: BenchShape, M: number): TokenInputs {
   const routed = routingImpl(logitsHost, M, s.E, biasHost, routingConfig(s.routing, s.k));
   return {
     hidden: s.kind === 'moe' ? uniformTensor([M, s.H], 5000 + M, 1) as tf.Tensor2D : null,
-    logits: tf.tensor2d(logitsHost, [M, s.E]),
-    bias: biasHost ? tf.tensor1d(biasHost) : null,
+    logits: onDevice(tf.tensor2d(logitsHost, [M, s.E])),
+    bias: biasHost ? onDevice(tf.tensor1d(biasHost)) : null,
     logitsHost,
     biasHost,
     distinctExperts: new Set(routed.ids).size,
   };
+}
+
+/**
+ * Uploads a host-made tensor now. In a model the router logits come out of a GPU matmul; left on the
+ * host, small ones would make tfjs-backend-webgpu run the naive way's first ops on the CPU
+ * (WEBGPU_CPU_FORWARD) and ours pay the upload inside its first timed call.
+ */
+function onDevice<T extends tf.Tensor>(t: T): T {
+  if (tf.getBackend() === 'webgpu') (tf.backend() as WebGPUBackend).uploadToGPU(t.dataId);
+  return t;
 }
 
 export function disposeInputs(x: TokenInputs): void {

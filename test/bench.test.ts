@@ -1,0 +1,87 @@
+/**
+ * The benchmark harness: what it times must compute the right thing on every backend under test
+ * (its own parity checks: the device fill, ours and the naive tfjs way against the cpu reference at
+ * the tiny shapes), and the report must judge the issue's targets as written.
+ */
+import {expect} from 'chai';
+import * as tf from '@tensorflow/tfjs-core';
+import {parityChecks} from '../bench/check';
+import {Row, markdown, svgChart, verdicts} from '../bench/report_lib';
+import {expertBytes, moeFlops, parseShapes, shardExpertCounts, SHAPES} from '../bench/shapes';
+import type {MoEShape} from '../bench/shapes';
+import {describeBackends} from './helpers/env';
+
+describeBackends('bench: parity checks before timing', () => {
+  it('passes the fill, ours and naive tfjs against the cpu reference at the tiny shapes, without leaks', async () => {
+    const before = tf.memory().numTensors;
+    const lines = await parityChecks(tf.getBackend(), true);
+    expect(tf.memory().numTensors).to.equal(before);
+    expect(lines.map((l) => l.impl)).to.include.members(['fill', 'ours', 'naive-tfjs']);
+    // 3 tiny shapes × 2 token counts × (ours, naive) + the fill.
+    expect(lines).to.have.length(13);
+    for (const l of lines) expect(l.ok, JSON.stringify(l)).to.equal(true);
+  });
+});
+
+describe('bench: shapes', () => {
+  it('counts Mixtral\'s work as the issue does', () => {
+    const mixtral = SHAPES['mixtral'] as MoEShape;
+    // 2·M·k·(2I·H + H·I) and 2 experts × 3·I·H float32 values at decode.
+    expect(moeFlops(mixtral, 4096)).to.equal(2 * 4096 * 2 * 3 * 14336 * 4096);
+    expect(expertBytes(mixtral, 2)).to.equal(2 * 3 * 14336 * 4096 * 4);
+  });
+
+  it('splits w13 by expert range to fit one storage binding', () => {
+    // Mixtral's w13 expert is 470 MB: 4 per 2 GiB binding, 2 per 1 GiB.
+    expect(shardExpertCounts(SHAPES['mixtral'] as MoEShape, 2 ** 31)).to.deep.equal([4, 4]);
+    expect(shardExpertCounts(SHAPES['mixtral'] as MoEShape, 2 ** 30)).to.deep.equal([2, 2, 2, 2]);
+    expect(shardExpertCounts(SHAPES['dsv3tp8'] as MoEShape, 2 ** 31)).to.deep.equal([146, 110]);
+    expect(shardExpertCounts(SHAPES['tiny-mixtral'] as MoEShape, 2 ** 31)).to.deep.equal([3, 3, 2]);
+    expect(() => shardExpertCounts(SHAPES['mixtral'] as MoEShape, 2 ** 28)).to.throw(/exceeds the storage binding/);
+  });
+
+  it('expands sets and rejects unknown names', () => {
+    expect(parseShapes('real,mixtral').map((s) => s.name))
+        .to.deep.equal(['mixtral', 'qwen3', 'dsv3tp8', 'topk-e256', 'grouped-dsv3']);
+    expect(() => parseShapes('mixtral,llama')).to.throw(/unknown shape 'llama'/);
+  });
+});
+
+describe('bench: report', () => {
+  const base = {backend: 'webgpu', shape: 'mixtral', E: 8, k: 2, H: 4096, I: 14336, dtype: 'float32'};
+  const rows: Row[] = [
+    {impl: 'meta', backend: 'webgpu', device: 'nvidia hopper', f32_peak_tflops_assumed: 67},
+    {impl: 'ours', ...base, M: 1, us: 400, gpu_us: 400, wall_us: 900, tflops: 1, gbps: 3500, frac_copy_bw: 0.8},
+    {impl: 'naive-tfjs', ...base, M: 1, us: 9000, gpu_us: 9000, wall_us: 15600},
+    {impl: 'torch-eager-f32', ...base, backend: 'cuda', M: 1, us: 760},
+    {impl: 'ours', ...base, M: 16, us: 700, gpu_us: 700, wall_us: 800, tflops: 4, gbps: 2000},
+    {impl: 'naive-tfjs', ...base, M: 16, us: 20000, gpu_us: 20000, wall_us: 30000},
+    {impl: 'torch-eager-f32', ...base, backend: 'cuda', M: 16, us: 800},
+    {impl: 'ours', ...base, M: 4096, us: 80000, gpu_us: 80000, wall_us: 81000, tflops: 36, gbps: 70},
+    {impl: 'naive-tfjs', ...base, M: 4096, error: 'not timed: it disagrees with the cpu reference'},
+    {impl: 'naive-tfjs', backend: 'webgpu', check: 'parity-vs-cpu-reference', shape: 'tiny-dsv3', M: 1, ok: false,
+      max_abs_err: 0.5, tol: 1e-4},
+  ];
+
+  it('judges decode, the wall/GPU ratio, torch and naive as the issue sets them', () => {
+    const at = (M: number) => verdicts(rows, rows.find((r) => r.impl === 'ours' && r.M === M)!, 'webgpu');
+    // M = 1: 400 µs ≤ 470; wall 900 > 2 × 400; naive 9000 / 400 = 22.5× ≥ 20.
+    expect(at(1).map((v) => v.met)).to.deep.equal([true, false, true]);
+    // M = 16: torch 800 / 700 ≥ 1 (Mixtral's bar); naive 20000 / 700 = 28.6×.
+    expect(at(16).map((v) => v.met)).to.deep.equal([true, true]);
+    // M = 4096: 36 < 40 TFLOP/s; naive was not timed: unknown, not passed.
+    expect(at(4096).map((v) => v.met)).to.deep.equal([false, null]);
+  });
+
+  it('writes the table with ratios, failures and the parity check, and a chart with one bar per timed row', () => {
+    const md = markdown(rows, 'unit');
+    expect(md).to.contain('| mixtral | 1 | 400 µs | 900 µs | 9 ms | 760 µs |');
+    expect(md).to.contain('| 23× | 17× | 1.9× |');  // vs naive on GPU time, on wall time, vs torch f32
+    expect(md).to.contain('**FAIL** ≥ 40 TFLOP/s');
+    expect(md).to.contain('0 passed, 1 failed');
+    const svg = svgChart(rows, 'unit');
+    expect(svg.startsWith('<svg')).to.equal(true);
+    // 7 timed MoE rows → 7 bars, plus the background and the legend's 3 swatches.
+    expect(svg.match(/<rect /g)).to.have.length(7 + 1 + 3);
+  });
+});
