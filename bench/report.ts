@@ -28,7 +28,9 @@ function main(): void {
   const rows = readRows(files);
   const md = markdown(rows, name);
   const device = rows.find((r) => r.impl === 'meta' && r.backend === 'webgpu')?.device ?? '';
-  const svg = svgChart(rows, `fusedMoE: ${name}${device ? ` (${device})` : ''}`);
+  const tiny = rows.some((r) => typeof r.shape === 'string' && r.shape.startsWith('tiny-'));
+  const svg = svgChart(rows, `fusedMoE: ${name}${device ? ` (${device})` : ''}` +
+      (tiny ? ': tiny shapes, a functional run, not a performance measurement' : ''));
   fs.mkdirSync(outDir, {recursive: true});
   fs.writeFileSync(path.join(outDir, `${name}.svg`), svg);
   fs.writeFileSync(path.join(outDir, `${name}.md`), `${md}\n![fusedMoE against the anchors](${name}.svg)\n`);
