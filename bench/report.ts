@@ -8,7 +8,19 @@
  */
 import * as fs from 'fs';
 import * as path from 'path';
-import {markdown, readRows, svgChart} from './report_lib';
+import {Row, markdown, svgChart} from './report_lib';
+
+/** Every line of the files, in order: meta, check, measurement and error lines. */
+function readRows(files: string[]): Row[] {
+  return files.flatMap((f) => fs.readFileSync(f, 'utf8').split('\n').filter((l) => l.trim())
+      .map((l, i) => {
+        try {
+          return JSON.parse(l) as Row;
+        } catch (e) {
+          throw new Error(`${f}:${i + 1}: not a JSON line: ${(e as Error).message}`);
+        }
+      }));
+}
 
 function main(): void {
   const argv = process.argv.slice(2);

@@ -5,9 +5,8 @@
  * Ratios use `us` on both sides: GPU time from timestamps for ours and naive where the adapter has
  * timestamp-query (the naive way's CPU round trip is then not counted against it, which favours it),
  * CUDA-event time for PyTorch. The wall-clock ratio against naive is given beside it.
+ * No Node built-ins here: the tests import this module in the browser too.
  */
-import * as fs from 'fs';
-
 export type Row = {[field: string]: any};  // eslint-disable-line @typescript-eslint/no-explicit-any
 
 /** The issue's targets (issue 6), for float32 weights on the H200, by shape. */
@@ -22,18 +21,6 @@ export const ROUTING_TARGET_TOKENS = 4096;
 export const WALL_OVER_GPU_AT_DECODE = 2;
 
 const TORCH_IMPLS = ['torch-eager-f32', 'torch-eager-bf16', 'torch-grouped-mm-bf16'];
-
-/** Every line of the files, in order: meta, check, measurement and error lines. */
-export function readRows(files: string[]): Row[] {
-  return files.flatMap((f) => fs.readFileSync(f, 'utf8').split('\n').filter((l) => l.trim())
-      .map((l, i) => {
-        try {
-          return JSON.parse(l) as Row;
-        } catch (e) {
-          throw new Error(`${f}:${i + 1}: not a JSON line: ${(e as Error).message}`);
-        }
-      }));
-}
 
 const isMeasurement = (r: Row) => r.impl !== 'meta' && r.check == null;
 const isTimed = (r: Row) => isMeasurement(r) && r.error == null && typeof r.us === 'number';
