@@ -154,7 +154,8 @@ export function markdown(rows: Row[], name: string): string {
         fmtRatio(ratio(torch[0]?.us, o.us)),
         o.tflops != null ? sig(o.tflops) : '–', o.gbps != null ? sig(o.gbps) : '–',
         o.M === 1 ? `${pct(o.frac_copy_bw)} of copy` : `${pct(o.frac_f32_peak)} of f32 peak`,
-        fmtVerdicts(verdicts(rows, o, backend), tiny) + (o.parity && o.parity !== 'passed' ? ` (parity ${o.parity})` : ''),
+        fmtVerdicts(verdicts(rows, o, backend), tiny) + (o.parity && o.parity !== 'passed' ? ` (parity ${o.parity})` : '') +
+          (o.agrees_with_naive === false ? ` (**differs from naive** by ${sig(o.max_abs_diff_vs_naive)})` : ''),
       ];
     });
     lines.push(table(['shape', 'M', 'ours', 'ours wall', 'naive tfjs', 'torch f32 eager', 'torch bf16 eager',

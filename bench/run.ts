@@ -195,11 +195,12 @@ async function runRow(ctx: RowContext, impl: string, base: Line, body: () => Pro
 }
 
 /** Max |a - b| and the fixture tolerance against b, for ours against naive at the benchmark's own shapes. */
-async function agreement(a: tf.Tensor, b: tf.Tensor): Promise<{max_abs_diff_vs_naive: number; tol: number}> {
+async function agreement(a: tf.Tensor, b: tf.Tensor): Promise<Line> {
   const [diff, scale] = tf.tidy(() => [tf.max(tf.abs(tf.sub(a, b))), tf.max(tf.abs(b))]);
   const d = (await diff.data())[0], m = (await scale.data())[0];
   tf.dispose([diff, scale]);
-  return {max_abs_diff_vs_naive: d, tol: 1e-5 + 1e-4 * m};
+  const tol = 1e-5 + 1e-4 * m;
+  return {max_abs_diff_vs_naive: d, tol, agrees_with_naive: d <= tol};
 }
 
 async function benchMoE(ctx: RowContext, s: MoEShape, tokens: number[], naiveOk: string, oursWhyNot: string):
@@ -225,6 +226,9 @@ async function benchMoE(ctx: RowContext, s: MoEShape, tokens: number[], naiveOk:
             const [a, b] = [ours(), await naive()];
             extra = await agreement(a, b);
             tf.dispose([a, b]);
+            if (!extra.agrees_with_naive) {
+              log(`[${backend}] ${s.name} M=${M}: ours and naive differ by ${extra.max_abs_diff_vs_naive} > ${extra.tol}`);
+            }
           }
           const m = await measure(async (timer) => timer ? timer.time(ours) : ours(), args.time);
           return timedRow(ctx, 'ours', base, m, flops, bytes, {...extra, parity: ctx.oursParity});
