@@ -1,7 +1,7 @@
 /**
  * webgpu kernel for FusedExperts (vLLM `fused_experts`), all on the GPU, no read-back:
  *
- *   decode  (T·k ≤ DECODE_MAX_PAIRS):  GEMV w13+act per pair → GEMV w2·weight per pair → combine
+ *   decode  (< DECODE_ROWS_PER_EXPERT pairs per used expert):  GEMV w13+act per pair → GEMV w2·weight per pair → combine
  *   prefill (otherwise):               align (count, prefix-sum, scatter by expert) → grouped GEMM w13+act
  *                                      → grouped GEMM w2·weight → combine
  *
@@ -19,37 +19,53 @@ import type {WebGPUBackend, WebGPUProgram} from '@tensorflow/tfjs-backend-webgpu
 import {expertWeightShards, FusedExperts, FusedExpertsAttrs, FusedExpertsInputs} from '../../kernel_names';
 import {ALIGN_MAX_LOCAL_EXPERTS, ExpertsAlignProgram, maxPaddedRows} from './experts_align_webgpu';
 import {ExpertsCombineProgram} from './experts_combine_webgpu';
-import {ExpertsGemmProgram, GEMM_BLOCK_ROWS} from './experts_gemm_webgpu';
-import {ExpertsGemvProgram, ExpertsStage} from './experts_gemv_webgpu';
+import {ExpertsW13GemmProgram, ExpertsW2GemmProgram, GEMM_BLOCK_ROWS} from './experts_gemm_webgpu';
+import {ExpertsW13GroupedGemvProgram, ExpertsW2GroupedGemvProgram} from './experts_grouped_gemv_webgpu';
+import {ExpertsStage, ExpertsW13GemvProgram, ExpertsW2GemvProgram} from './experts_gemv_webgpu';
 
-export type ExpertsPath = 'decode' | 'prefill';
+/**
+ * 'decode': a GEMV per (token, slot) pair, no grouping (best at T = 1, where the k experts differ);
+ * 'decode-grouped': pairs grouped by expert, then a GEMV per expert over all of its pairs (each row read
+ *   once however many tokens chose the expert); 'prefill': grouped, padded, tiled GEMMs.
+ */
+export type ExpertsPath = 'decode' | 'decode-grouped' | 'prefill';
 
-/** Up to this many (token, slot) pairs the GEMV path is faster than tiling (measured on the H200). */
-export const DECODE_MAX_PAIRS = 32;
+/**
+ * Below this many (token, slot) pairs per used expert the GEMV path beats the tiled GEMM. Measured on
+ * the H200 (bench/results): 1-4 pairs per expert (M = 16 for Mixtral, Qwen3, DSv3-TP8) GEMV wins by
+ * 3-16×; at 8-64 (M = 256) the GEMM wins.
+ */
+export const DECODE_ROWS_PER_EXPERT = 8;
 
 let forcedPath: ExpertsPath | null = null;
 
-/** Forces the decode or prefill path (tests and benchmarks); null restores the automatic choice. */
+/** Forces a path (tests and benchmarks); null restores the automatic choice. */
 export function setFusedExpertsPath(path: ExpertsPath | null): void {
   forcedPath = path;
 }
 
 /** Which path a call takes, and why (vLLM oracle style). */
-export function chooseExpertsPath(numPairs: number, numLocalExperts: number):
+export function chooseExpertsPath(numPairs: number, numLocalExperts: number, numTokens: number):
     {path: ExpertsPath; reason: string} {
   const prefillOk = numLocalExperts <= ALIGN_MAX_LOCAL_EXPERTS;
   const prefillWhyNot = `the align program counts at most ${ALIGN_MAX_LOCAL_EXPERTS} local experts in workgroup ` +
       `memory and this layer has ${numLocalExperts}`;
   if (forcedPath === 'decode') return {path: 'decode', reason: 'forced by setFusedExpertsPath'};
-  if (forcedPath === 'prefill') {
-    if (!prefillOk) throw new Error(`fusedExperts (webgpu): cannot force the prefill path: ${prefillWhyNot}`);
-    return {path: 'prefill', reason: 'forced by setFusedExpertsPath'};
+  if (forcedPath != null) {
+    if (!prefillOk) throw new Error(`fusedExperts (webgpu): cannot force the ${forcedPath} path: ${prefillWhyNot}`);
+    return {path: forcedPath, reason: 'forced by setFusedExpertsPath'};
   }
-  if (numPairs <= DECODE_MAX_PAIRS) {
-    return {path: 'decode', reason: `T·k = ${numPairs} ≤ ${DECODE_MAX_PAIRS}: per-pair GEMV reads each selected row once`};
+  const rowsPerExpert = numPairs / Math.max(1, Math.min(numLocalExperts, numPairs));
+  if (numTokens === 1 || !prefillOk) {
+    return {path: 'decode', reason: numTokens === 1 ? 'one token: its k experts differ, a GEMV per pair' :
+      `${rowsPerExpert.toFixed(1)} pairs per used expert, but ${prefillWhyNot}`};
   }
-  if (!prefillOk) return {path: 'decode', reason: `T·k = ${numPairs} but ${prefillWhyNot}`};
-  return {path: 'prefill', reason: `T·k = ${numPairs} > ${DECODE_MAX_PAIRS}: grouped GEMM over expert-sorted rows`};
+  if (rowsPerExpert < DECODE_ROWS_PER_EXPERT) {
+    return {path: 'decode-grouped', reason: `${rowsPerExpert.toFixed(1)} pairs per used expert < ` +
+        `${DECODE_ROWS_PER_EXPERT}: a GEMV per expert over its pairs`};
+  }
+  return {path: 'prefill', reason: `${rowsPerExpert.toFixed(1)} pairs per used expert ≥ ${DECODE_ROWS_PER_EXPERT}: ` +
+      'grouped GEMM over expert-sorted rows'};
 }
 
 /** Rows per GEMM tile: the smallest tile that holds the average rows per used expert. */
@@ -111,14 +127,23 @@ export const fusedExpertsWebGPU: KernelFunc = ({inputs, attrs, backend: b}): Ten
       (stage === 'w13') === a.applyRouterWeightOnInput ? [topkWeights] : [];
 
   try {
-    const {path} = chooseExpertsPath(P, numLocalExperts);
+    const {path} = chooseExpertsPath(P, numLocalExperts, T);
     const y = temp([P, H]);
     if (path === 'decode') {
       const act = temp([P, I]);
-      const gemv13 = new ExpertsGemvProgram({...common, stage: 'w13'}, P);
+      const gemv13 = new ExpertsW13GemvProgram({...common, stage: 'w13'}, P);
       perShard('w13', act, () => [gemv13, [hiddenStates, ...ids, ...weightsFor('w13')]]);
-      const gemv2 = new ExpertsGemvProgram({...common, stage: 'w2'}, P);
+      const gemv2 = new ExpertsW2GemvProgram({...common, stage: 'w2'}, P);
       perShard('w2', y, () => [gemv2, [act, ...ids, ...weightsFor('w2')]]);
+    } else if (path === 'decode-grouped') {
+      const align = backend.runWebGPUProgram(
+          new ExpertsAlignProgram({...common, blockRows: 1}, P), ids, 'int32');
+      temps.push(align);
+      const act = temp([P, I]);
+      perShard('w13', act, (s) => [new ExpertsW13GroupedGemvProgram({...common, stage: 'w13'}, P, w13[s].shape[0]),
+        [hiddenStates, align, ...weightsFor('w13')]]);
+      perShard('w2', y, (s) => [new ExpertsW2GroupedGemvProgram({...common, stage: 'w2'}, P, w2[s].shape[0]),
+        [act, align, ...weightsFor('w2')]]);
     } else {
       const blockRows = chooseBlockRows(P, numLocalExperts);
       const rows = maxPaddedRows(P, numLocalExperts, blockRows);
@@ -128,9 +153,9 @@ export const fusedExpertsWebGPU: KernelFunc = ({inputs, attrs, backend: b}): Ten
       temps.push(align);
       const act = temp([rows, I]);
       const tiles = (s: number) => Math.ceil(P / blockRows) + w13[s].shape[0];
-      perShard('w13', act, (s) => [new ExpertsGemmProgram({...common, stage: 'w13', blockRows}, [rows, I], tiles(s)),
+      perShard('w13', act, (s) => [new ExpertsW13GemmProgram({...common, stage: 'w13', blockRows}, [rows, I], tiles(s)),
         [hiddenStates, align, ...weightsFor('w13')]]);
-      perShard('w2', y, (s) => [new ExpertsGemmProgram({...common, stage: 'w2', blockRows}, [P, H], tiles(s)),
+      perShard('w2', y, (s) => [new ExpertsW2GemmProgram({...common, stage: 'w2', blockRows}, [P, H], tiles(s)),
         [act, align, ...weightsFor('w2')]]);
     }
     return backend.runWebGPUProgram(combine, [y, ...ids], 'float32');

@@ -131,3 +131,7 @@ export class ExpertsGemvProgram implements WebGPUProgram {
     `;
   }
 }
+
+/** The two stages under their own names, so that timestamp profiles (keyed by class name) tell them apart. */
+export class ExpertsW13GemvProgram extends ExpertsGemvProgram {}
+export class ExpertsW2GemvProgram extends ExpertsGemvProgram {}

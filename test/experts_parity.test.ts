@@ -1,0 +1,143 @@
+/**
+ * fusedExperts on every backend against the cpu reference (fusedExpertsImpl) on random shapes that are
+ * no tile's multiple, with the webgpu kernel's decode (GEMV) and prefill (align + grouped GEMM) paths
+ * each forced: T = 1, prime T, E = 1, k = E, expertMap with -1s, router weight on the input, gelu, and
+ * weights split into 2-3 tensors. On webgpu it also checks that a forward pass reads nothing back.
+ */
+import * as tf from '@tensorflow/tfjs-core';
+import {expect} from 'chai';
+import {Activation, fusedExperts, fusedExpertsImpl} from '../src';
+import {ExpertsPath, setFusedExpertsPath} from '../src/kernels/webgpu/FusedExperts';
+import {expectClose, randn, rng} from './helpers/compare';
+import {describeBackends, expectNoLeaks} from './helpers/env';
+
+interface ExpertsParityCase {
+  T: number; E: number; k: number; H: number; I: number;
+  /** Experts per weight tensor, summing to E. */
+  shards: number[];
+  /** Global experts when an expertMap is used (every 3rd id maps to -1). */
+  globalE?: number;
+  activation?: Activation;
+  onInput?: boolean;
+}
+
+function makeCase(seed: number, c: ExpertsParityCase) {
+  const rand = rng(seed);
+  const {T, k, H, I} = c;
+  const Eg = c.globalE ?? c.E;
+  const expertMap = c.globalE ? Int32Array.from({length: Eg}, (_, e) => e % 3 === 1 ? -1 : e % c.E) : null;
+  const ids = new Int32Array(T * k);
+  const weights = new Float32Array(T * k);
+  for (let t = 0; t < T; t++) {
+    const order = Array.from({length: Eg}, (_, e) => e).sort(() => rand() - 0.5);
+    for (let j = 0; j < k; j++) { ids[t * k + j] = order[j]; weights[t * k + j] = 0.1 + rand(); }
+  }
+  const hidden = randn(rand, T * H);
+  const shards = c.shards.map((n) => ({w13: randn(rand, n * 2 * I * H, 0.3), w2: randn(rand, n * H * I, 0.3), numExperts: n}));
+  const expected = fusedExpertsImpl({hidden, topkWeights: weights, topkIds: ids, expertMap, shards, numTokens: T,
+    topK: k, hiddenSize: H, intermediateSize: I, globalNumExperts: Eg, activation: c.activation ?? 'silu',
+    applyRouterWeightOnInput: !!c.onInput});
+  const tensors = () => ({
+    hidden: tf.tensor2d(hidden, [T, H]),
+    w13: shards.map((s) => tf.tensor3d(s.w13, [s.numExperts, 2 * I, H])),
+    w2: shards.map((s) => tf.tensor3d(s.w2, [s.numExperts, H, I])),
+    weights: tf.tensor2d(weights, [T, k]),
+    ids: tf.tensor2d(ids, [T, k], 'int32'),
+    map: expertMap ? tf.tensor1d(expertMap, 'int32') : undefined,
+  });
+  return {expected, tensors};
+}
+
+const CASES: {[name: string]: ExpertsParityCase} = {
+  'T=1, H=37, I=29': {T: 1, E: 4, k: 2, H: 37, I: 29, shards: [4]},
+  'T=13, H=37, I=29, 2 weight tensors': {T: 13, E: 4, k: 2, H: 37, I: 29, shards: [1, 3]},
+  'T=97, 3 weight tensors, expertMap with -1s': {T: 97, E: 5, k: 3, H: 20, I: 12, shards: [2, 1, 2], globalE: 8},
+  'E=1, k=1': {T: 13, E: 1, k: 1, H: 24, I: 17, shards: [1]},
+  'k=E': {T: 7, E: 4, k: 4, H: 36, I: 20, shards: [2, 2]},
+  'gelu, router weight on the input (k=1)': {T: 11, E: 3, k: 1, H: 28, I: 13, shards: [3], activation: 'gelu',
+    onInput: true},
+  'gelu, H and I multiples of 4 (vector loads)': {T: 5, E: 6, k: 2, H: 64, I: 32, shards: [3, 3], activation: 'gelu'},
+};
+
+describeBackends('fusedExperts parity with the cpu reference', (backend) => {
+  const paths: ExpertsPath[] = backend === 'webgpu' ? ['decode', 'decode-grouped', 'prefill'] : ['decode'];
+  afterEach(() => setFusedExpertsPath(null));
+
+  let seed = 100;
+  for (const [name, c] of Object.entries(CASES)) {
+    const caseSeed = seed++;
+    for (const path of paths) {
+      it(`${name}${backend === 'webgpu' ? ` (${path} path)` : ''}`, async () => {
+        const {expected, tensors} = makeCase(caseSeed, c);
+        const t = tensors();
+        setFusedExpertsPath(path);
+        await expectNoLeaks(async () => {
+          const out = fusedExperts(t.hidden, t.w13, t.w2, t.weights, t.ids,
+              {expertMap: t.map, activation: c.activation, applyRouterWeightOnInput: c.onInput});
+          expect(out.shape).to.deep.equal([c.T, c.H]);
+          expectClose(await out.data(), expected, `${name} ${path}`);
+          out.dispose();
+        });
+        tf.dispose([t.hidden, ...t.w13, ...t.w2, t.weights, t.ids, ...(t.map ? [t.map] : [])]);
+      });
+    }
+  }
+
+  if (backend === 'webgpu') {
+    it('gives bit-identical results on repeated prefill calls (no float atomics)', async () => {
+      const {tensors} = makeCase(7, CASES['T=97, 3 weight tensors, expertMap with -1s']);
+      const t = tensors();
+      setFusedExpertsPath('prefill');
+      const run = async () => {
+        const out = fusedExperts(t.hidden, t.w13, t.w2, t.weights, t.ids, {expertMap: t.map});
+        const v = await out.data();
+        out.dispose();
+        return v;
+      };
+      expect(Array.from(await run())).to.deep.equal(Array.from(await run()));
+      tf.dispose([t.hidden, ...t.w13, ...t.w2, t.weights, t.ids, ...(t.map ? [t.map] : [])]);
+    });
+
+    // How "no read-back" is checked: during the forward pass (inputs already uploaded by a first call),
+    // count backend.read/readSync calls and GPUBuffer.mapAsync calls (every GPU→CPU copy in tfjs's webgpu
+    // backend maps a staging buffer). Both must stay 0 until the caller asks for the output.
+    for (const path of ['decode', 'decode-grouped', 'prefill'] as ExpertsPath[]) {
+      it(`reads nothing back to the CPU during a forward pass (${path} path)`, async () => {
+        const {tensors} = makeCase(8, CASES['T=13, H=37, I=29, 2 weight tensors']);
+        const t = tensors();
+        setFusedExpertsPath(path);
+        const call = () => fusedExperts(t.hidden, t.w13, t.w2, t.weights, t.ids);
+        const warm = call();
+        await warm.data();
+        warm.dispose();
+
+        const b = tf.backend() as unknown as {read: (...a: unknown[]) => unknown; readSync: (...a: unknown[]) => unknown};
+        const proto = (globalThis as unknown as {GPUBuffer: {prototype: {mapAsync: (...a: unknown[]) => unknown}}})
+            .GPUBuffer.prototype;
+        const original = {read: b.read, readSync: b.readSync, mapAsync: proto.mapAsync};
+        let reads = 0;
+        let maps = 0;
+        b.read = function(...a: unknown[]) { reads++; return original.read.apply(this, a); };
+        b.readSync = function(...a: unknown[]) { reads++; return original.readSync.apply(this, a); };
+        proto.mapAsync = function(...a: unknown[]) { maps++; return original.mapAsync.apply(this, a); };
+        let out: tf.Tensor;
+        try {
+          out = call();
+          const backendImpl = tf.backend() as unknown as {ensureCommandEncoderReady: () => void;
+            endComputePassEncoder: () => void; submitQueue: () => void; queue: GPUQueue};
+          backendImpl.ensureCommandEncoderReady();
+          backendImpl.endComputePassEncoder();
+          backendImpl.submitQueue();
+          await backendImpl.queue.onSubmittedWorkDone();
+        } finally {
+          b.read = original.read;
+          b.readSync = original.readSync;
+          proto.mapAsync = original.mapAsync;
+        }
+        expect({reads, maps}).to.deep.equal({reads: 0, maps: 0});
+        out.dispose();
+        tf.dispose([t.hidden, ...t.w13, ...t.w2, t.weights, t.ids]);
+      });
+    }
+  }
+});
