@@ -28,7 +28,7 @@ import {NaiveExpertWeights, disposeNaiveWeights, naiveExpertWeights, naiveMoE, n
 import {TokenInputs, disposeInputs, makeExpertWeights, makeTokenInputs, moeOptions} from './problem';
 import {BenchShape, DEFAULT_TOKENS, MoEShape, RoutingShape, SHAPES, expertBytes, moeFlops, parseShapes} from './shapes';
 import {KernelTimer, Measured, TimeOptions, measure, round} from './timing';
-import {WebGPUSetup, releaseWebGPU, setupWebGPUNode, withGpuErrors} from './webgpu_node';
+import {TIMESTAMP_QUANTIZATION, WebGPUSetup, releaseWebGPU, setupWebGPUNode, withGpuErrors} from './webgpu_node';
 
 const IMPLS = ['ours', 'naive-tfjs', 'copy'];
 
@@ -143,6 +143,7 @@ async function deviceMeta(backend: string, setup: WebGPUSetup | null): Promise<L
       'unknown adapter',
     vulkan: setup?.vulkan,
     timestamp_query: b.device.features.has('timestamp-query'),
+    dawn_flags: `disable-dawn-features=${TIMESTAMP_QUANTIZATION}`,
     subgroups: caps.subgroups,
     subgroups_reason: caps.reason || undefined,
     max_storage_binding_bytes: b.device.limits.maxStorageBufferBindingSize,
