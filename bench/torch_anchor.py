@@ -186,8 +186,9 @@ def main():
     tokens = [int(t) for t in args.tokens.split(',')] if args.tokens else DEFAULT_TOKENS['tiny' if tiny else 'real']
     out_file = open(args.out, 'w') if args.out else None
     backend = device.type
-    torch.backends.cuda.matmul.allow_tf32 = False  # float32 means float32, as in the WebGPU kernels
-    torch.backends.cudnn.allow_tf32 = False
+    # float32 means float32 (no TF32), as in the WebGPU kernels.
+    torch.set_float32_matmul_precision('highest')
+    torch.backends.cuda.matmul.allow_tf32 = False
 
     def emit(line):
         text = json.dumps(line)
