@@ -5,9 +5,9 @@ import {webgpuCapabilities} from './capabilities';
 import {RoutingProgram, routingTreeLanes} from './routing_webgpu';
 import {RoutingUnpackProgram} from './routing_unpack_webgpu';
 
-/** Workgroup memory RoutingProgram declares per expert: scores, and choices when grouped. */
-function routingSharedBytes(numExperts: number, grouped: boolean): number {
-  return numExperts * (grouped ? 8 : 4) + 3 * 256 * 4 + 64;
+/** Workgroup memory RoutingProgram declares: scores (and choices when grouped) per expert, weights per slot. */
+function routingSharedBytes(numExperts: number, topK: number, grouped: boolean): number {
+  return numExperts * (grouped ? 8 : 4) + topK * 4 + 3 * 256 * 4 + 64;
 }
 
 /** One routing dispatch (packed rows), then two small ones that split weights and ids. */
@@ -16,7 +16,7 @@ function routing(numExpertGroup: number, topkGroup: number, inputs: FusedTopKInp
   const {gatingOutput, eScoreCorrectionBias} = inputs;
   const [T, E] = gatingOutput.shape;
   const caps = webgpuCapabilities(backend);
-  const sharedBytes = routingSharedBytes(E, numExpertGroup > 1);
+  const sharedBytes = routingSharedBytes(E, attrs.topK, numExpertGroup > 1);
   if (sharedBytes > caps.maxComputeWorkgroupStorageSize) {
     throw new Error(`webgpu routing: 'gatingOutput' has E = ${E} experts, whose per-row scores need ${sharedBytes} ` +
         `bytes of workgroup memory; this device allows ${caps.maxComputeWorkgroupStorageSize}`);

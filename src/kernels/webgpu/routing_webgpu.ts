@@ -93,6 +93,7 @@ const NO_ID = 0x7fffffff;
 
 var<workgroup> rowShared: i32;
 var<workgroup> scores: array<f32, E>;
+var<workgroup> finalWeights: array<f32, K>;
 ${grouped ? `var<workgroup> choices: array<f32, E>;
 var<workgroup> groupScores: array<f32, NUM_GROUPS>;
 var<workgroup> groupKept: array<u32, NUM_GROUPS>;` : ''}
@@ -187,16 +188,20 @@ ${grouped ? groupSelection(c.hasBias) : ''}
     if (winner % L == lane) { keys[winner / L] = 0u; }
   }
 
-  // Weights, then each lane places its slots by rank in (weight desc, id asc).
+  // Weights, computed once each and stored: ranks must compare the very same floats (a compiler may
+  // evaluate one expression differently in two places, e.g. contracting it into an FMA in one).
   var sum = 0.0;
   for (var j = 0; j < K; j++) { sum += scores[chosen[j]]; }
+  for (var j = lane; j < K; j += L) { finalWeights[j] = finalWeight(scores[chosen[j]], sum); }
+  workgroupBarrier();
+  // Each lane places its slots by rank in (weight desc, id asc).
   let outBase = row * 2 * K;
   for (var j = lane; j < K; j += L) {
-    let w = finalWeight(scores[chosen[j]], sum);
+    let w = finalWeights[j];
     var rank = 0;
     for (var i = 0; i < K; i++) {
-      let wi = finalWeight(scores[chosen[i]], sum);
-      if (wi > w || (wi == w && chosen[i] < chosen[j])) { rank++; }
+      let wi = finalWeights[i];
+      if (i != j && (wi > w || (wi == w && chosen[i] < chosen[j]))) { rank++; }
     }
     result[outBase + rank] = chosen[j];
     result[outBase + K + rank] = bitcast<i32>(w);
