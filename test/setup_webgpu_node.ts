@@ -10,7 +10,11 @@ const {create, globals} = require('webgpu') as {create: (flags: string[]) => GPU
 
 // tfjs uses the WebGPU globals (GPUBufferUsage, GPUBuffer for instanceof, ...) as a browser has them.
 Object.assign(globalThis, globals);
-Object.defineProperty(globalThis, 'navigator', {value: {gpu: create([])}, configurable: true, writable: true});
+// MOE_DAWN_FLAGS: Dawn instance flags, space-separated; the H200 benchmark passes
+// 'enable-dawn-features=allow_unsafe_apis disable-dawn-features=timestamp_quantization', since Dawn otherwise
+// rounds timestamp-query values to multiples of 65.5 µs (too coarse for 30-400 µs decode kernels).
+const dawnFlags = (process.env.MOE_DAWN_FLAGS ?? '').split(/\s+/).filter(Boolean);
+Object.defineProperty(globalThis, 'navigator', {value: {gpu: create(dawnFlags)}, configurable: true, writable: true});
 
 require('@tensorflow/tfjs-backend-webgpu');
 require('../src/webgpu');
