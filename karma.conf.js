@@ -1,7 +1,8 @@
 /**
  * The mocha suite (test/**\/*.test.ts) in headless Chromium with WebGPU on SwiftShader:
  * `npm run test:browser`. Backends come from MOE_BACKENDS (default cpu,webgpu) and reach the
- * tests as karma client args (test/helpers/env.ts).
+ * tests as karma client args (test/helpers/env.ts); MOE_TEST_FILES=routing,webgpu_device runs a
+ * subset.
  *
  * esbuild bundles test/browser/setup.ts, then every test file in name order, into one script, so
  * the backends and kernels register before any test module runs. Node built-ins that test helpers
@@ -15,15 +16,20 @@ const path = require('path');
 // Tests that exist for Node itself: files on disk, worker threads, tfjs-node.
 const NODE_ONLY_TESTS = ['loading.test.ts', 'layer_workers.test.ts', 'tensorflow_backend.test.ts'];
 
+/** Every test file but the Node-only ones; MOE_TEST_FILES=a,b keeps the files whose names contain a or b. */
 function testFiles() {
+  const only = (process.env.MOE_TEST_FILES || '').split(',').filter(Boolean);
   return fs.readdirSync(path.join(__dirname, 'test'), {recursive: true})
       .map((f) => f.split(path.sep).join('/'))
       .filter((f) => f.endsWith('.test.ts') && !NODE_ONLY_TESTS.includes(path.basename(f)))
+      .filter((f) => only.length === 0 || only.some((o) => f.includes(o)))
       .sort();
 }
 
 function bundleTests() {
-  const outfile = path.join(fs.mkdtempSync(path.join(os.tmpdir(), 'tfjs-fused-moe-karma-')), 'tests.js');
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'tfjs-fused-moe-karma-'));
+  process.on('exit', () => fs.rmSync(dir, {recursive: true, force: true}));
+  const outfile = path.join(dir, 'tests.js');
   const entry = ['./test/browser/setup', ...testFiles().map((f) => `./test/${f.replace(/\.ts$/, '')}`)];
   esbuild.buildSync({
     stdin: {contents: entry.map((f) => `import '${f}';`).join('\n'), resolveDir: __dirname, loader: 'ts'},
