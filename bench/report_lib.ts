@@ -114,7 +114,7 @@ export function markdown(rows: Row[], name: string): string {
   }
   for (const m of metas) {
     const what = [m.device, m.vulkan && `via ${m.vulkan}`, m.torch && `torch ${m.torch}`, m.cuda && `CUDA ${m.cuda}`,
-      m.tfjs && `tfjs ${m.tfjs}`, m.timestamp_query != null && `timestamp-query ${m.timestamp_query ? 'yes' : 'no'}`,
+      m.tfjs && `tfjs ${m.tfjs}`, m.commit && `commit ${m.commit}`, m.timestamp_query != null && `timestamp-query ${m.timestamp_query ? 'yes' : 'no'}`,
       m.subgroups != null && `subgroups ${m.subgroups ? 'yes' : `no (${m.subgroups_reason})`}`]
         .filter(Boolean).join(', ');
     lines.push(`- **${m.backend}** (${m.date ?? 'undated'}): ${what}`);

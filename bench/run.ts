@@ -15,6 +15,7 @@
  */
 import * as os from 'os';
 import * as fs from 'fs';
+import {execSync} from 'child_process';
 import * as tf from '@tensorflow/tfjs-core';
 // A named import: bundlers drop a bare `import '@tensorflow/tfjs-backend-cpu'` (its package.json does not list
 // its Node build among its side effects), and the packed device entry needs the cpu backend registered too.
@@ -28,7 +29,7 @@ import {NaiveExpertWeights, disposeNaiveWeights, naiveExpertWeights, naiveMoE, n
 import {TokenInputs, disposeInputs, makeExpertWeights, makeTokenInputs, moeOptions} from './problem';
 import {BenchShape, DEFAULT_TOKENS, MoEShape, RoutingShape, SHAPES, expertBytes, moeFlops, parseShapes} from './shapes';
 import {KernelTimer, Measured, TimeOptions, measure, round} from './timing';
-import {TIMESTAMP_QUANTIZATION, WebGPUSetup, releaseWebGPU, setupWebGPUNode, withGpuErrors} from './webgpu_node';
+import {WebGPUSetup, releaseWebGPU, setupWebGPUNode, withGpuErrors} from './webgpu_node';
 
 const IMPLS = ['ours', 'naive-tfjs', 'copy'];
 
@@ -110,6 +111,15 @@ class Output {
   }
 }
 
+/** The checkout's commit ('-dirty' with local changes), or null where there is no git (the GPU machine). */
+function gitCommit(): string | null {
+  try {
+    return execSync('git describe --always --dirty', {stdio: ['ignore', 'pipe', 'ignore']}).toString().trim();
+  } catch {
+    return null;
+  }
+}
+
 function log(msg: string): void {
   process.stderr.write(msg + '\n');
 }
@@ -143,7 +153,7 @@ async function deviceMeta(backend: string, setup: WebGPUSetup | null): Promise<L
       'unknown adapter',
     vulkan: setup?.vulkan,
     timestamp_query: b.device.features.has('timestamp-query'),
-    dawn_flags: `disable-dawn-features=${TIMESTAMP_QUANTIZATION}`,
+    dawn_flags: setup?.dawnFlags,
     subgroups: caps.subgroups,
     subgroups_reason: caps.reason || undefined,
     max_storage_binding_bytes: b.device.limits.maxStorageBufferBindingSize,
@@ -293,7 +303,7 @@ async function benchBackend(backend: string, args: Args, out: Output, setup: Web
   const tiny = shapes.some((s) => s.name.startsWith('tiny-'));
   const tokens = args.tokens ?? DEFAULT_TOKENS[tiny ? 'tiny' : 'real'];
   out.emit({impl: 'meta', backend, date: new Date().toISOString(), host: os.hostname(), node: process.version,
-    tfjs: `core ${tf.version_core}, cpu ${version_cpu}`,
+    tfjs: `core ${tf.version_core}, cpu ${version_cpu}`, commit: gitCommit(),
     ...(await deviceMeta(backend, setup)), shapes: shapes.map((s) => s.name), tokens,
     f32_peak_tflops_assumed: args.f32PeakTflops,
     notes: 'us = GPU time from timestamp-query where available (us_from), else wall; wall_us = call until the ' +
