@@ -7,8 +7,8 @@
  */
 import * as tf from '@tensorflow/tfjs-core';
 import {expect} from 'chai';
-import {RoutingConfig, eplbMapIdsImpl, expertLoadImpl, fusedTopK, groupedTopK, routingImpl, selectExperts}
-  from '../src';
+import {EplbMapIds, ExpertLoad, RoutingConfig, eplbMapIdsImpl, expertLoadImpl, fusedTopK, groupedTopK, routingImpl,
+  selectExperts} from '../src';
 import {expectWeightsById, randn, rng} from './helpers/compare';
 import {describeBackends, expectNoLeaks} from './helpers/env';
 
@@ -176,6 +176,40 @@ describeBackends('routing parity', (backend) => {
         expect(Array.from(await topkIds.data())).to.deep.equal(Array.from(ref.ids));
         tf.dispose([x, topkWeights, topkIds]);
       });
+
+      if (backend === 'webgpu') {
+        it('routing and the EPLB kernels read nothing back to the CPU', async () => {
+          // Count the backend's reads while the kernels run; the instance's own methods are removed after.
+          const b = tf.backend() as tf.KernelBackend;
+          const reads: string[] = [];
+          const {read, readSync} = b;
+          b.read = (dataId: object) => { reads.push('read'); return read.call(b, dataId); };
+          b.readSync = (dataId: object) => { reads.push('readSync'); return readSync.call(b, dataId); };
+          const made: tf.Tensor[] = [];
+          try {
+            const T = 33, E = 64, k = 6;
+            const x = tf.tensor2d(randn(rng(5), T * E, 2), [T, E]);
+            const bias = tf.tensor1d(randn(rng(6), E, 0.1));
+            made.push(x, bias);
+            const a = fusedTopK(x, k, true);
+            const g = groupedTopK(x, {topK: k, renormalize: true, numExpertGroup: 8, topkGroup: 4,
+              scoringFunc: 'sigmoid', eScoreCorrectionBias: bias, routedScalingFactor: 2.5});
+            const map = tf.tensor2d(Int32Array.from({length: E * 2}, (_, i) => i % E), [E, 2], 'int32');
+            const count = tf.ones([E], 'int32');
+            const physical = tf.engine().runKernel(EplbMapIds,
+                {topkIds: g.topkIds, logicalToPhysicalMap: map, logicalReplicaCount: count}) as tf.Tensor;
+            const load = tf.engine().runKernel(ExpertLoad, {topkIds: physical}, {numExperts: E}) as tf.Tensor;
+            made.push(a.topkWeights, a.topkIds, g.topkWeights, g.topkIds, map, count, physical, load);
+          } finally {
+            delete (b as Partial<tf.KernelBackend>).read;
+            delete (b as Partial<tf.KernelBackend>).readSync;
+          }
+          expect(reads, 'reads during the forward pass').to.deep.equal([]);
+          const load = await made[made.length - 1].data();
+          expect(Array.from(load).reduce((s, v) => s + v, 0), 'every (token, slot) counted').to.equal(33 * 6);
+          tf.dispose(made);
+        });
+      }
 
       it('EPLB maps ids to replicas and counts the load, with and without an expert map', async () => {
         const T = 33, E = 16, k = 4, maxReplicas = 3, P = 24;
