@@ -16,7 +16,8 @@
 import {registerWebGPUKernels} from './kernels/webgpu/register';
 import {registerWebGPUBackendWithSubgroups} from './kernels/webgpu/device';
 
-export {SUBGROUPS_FLAG, WebGPUCapabilities, webgpuCapabilities} from './kernels/webgpu/capabilities';
+export {SUBGROUPS_FLAG, webgpuCapabilities} from './kernels/webgpu/capabilities';
+export type {WebGPUCapabilities} from './kernels/webgpu/capabilities';
 export {createWebGPUBackend, registerWebGPUBackendWithSubgroups} from './kernels/webgpu/device';
 export {registerWebGPUKernels};
 
