@@ -1,10 +1,11 @@
 /**
  * The device entry for the webgpu FusedExperts kernel (packed with ../shared/gpu/pack.sh, run with
  * `bash .gpu/run.sh .gpu/gpu_experts.mjs [--fixtures DIR] [--shapes mixtral,qwen3,dsv3tp8] [--tokens 1,16]
- * [--no-naive] [--json FILE]`):
+ * [--no-naive] [--all-paths] [--tile-k] [--json FILE]`):
  *  1. the golden fixtures through fusedExperts on webgpu, decode and prefill paths forced, one and two
  *     weight shards, and through fusedMoE (routing kernels too): max |error| and pass/fail;
- *  2. timings of fusedExperts (auto path, and the other path at M = 16 and 256), fusedMoE, and the naive
+ *  2. timings of fusedExperts (auto path; --all-paths: each path forced at M = 16 and 256; --tile-k: 16- and
+ *     32-k GEMM tiles), fusedMoE, and the naive
  *     tfjs way (bench/naive_tfjs.ts), with the per-kernel GPU profile from timestamp queries.
  */
 import {webgpuSetup} from './gpu_setup';
@@ -13,7 +14,7 @@ import * as path from 'path';
 import * as tf from '@tensorflow/tfjs-core';
 import type {WebGPUBackend} from '@tensorflow/tfjs-backend-webgpu';
 import {fusedExperts, fusedMoE, parseSafetensors} from '../src';
-import {chooseExpertsPath, ExpertsPath, setFusedExpertsPath} from '../src/kernels/webgpu/FusedExperts';
+import {chooseExpertsPath, ExpertsPath, setFusedExpertsPath, setFusedExpertsTileK} from '../src/kernels/webgpu/FusedExperts';
 import {routingImpl} from '../src/kernels/cpu/routing_impl';
 import {Fixture, fixtureExpertWeights, fixtureOptions, FIXTURES} from '../test/helpers/fixtures';
 import {disposeNaiveWeights, naiveExpertWeights, naiveMoE} from './naive_tfjs';
@@ -120,7 +121,9 @@ async function timeShape(s: MoEShape, tokens: number[], naive: boolean): Promise
     };
     const auto = chooseExpertsPath(M * s.k, s.E, M);
     const paths: (ExpertsPath | null)[] = [null];
-    if (M === 16 || M === 256) paths.push(...(['decode', 'decode-grouped', 'prefill'] as ExpertsPath[]));
+    if (args.includes('--all-paths') && (M === 16 || M === 256)) {
+      paths.push(...(['decode', 'decode-grouped', 'prefill'] as ExpertsPath[]));
+    }
     for (const p of paths) {
       setFusedExpertsPath(p);
       const m = await measure(async (timer) => {
@@ -128,6 +131,19 @@ async function timeShape(s: MoEShape, tokens: number[], naive: boolean): Promise
         return timer ? timer.time(f) : f();
       }, opt);
       row(p == null ? 'ours-experts' : `ours-experts-${p}`, m, {path: p ?? auto.path});
+    }
+    if (args.includes('--tile-k') && M >= 256) {
+      // The GEMM's k per shared-memory tile, 16 (default) against 32.
+      for (const tileK of [16, 32]) {
+        setFusedExpertsPath('prefill');
+        setFusedExpertsTileK(tileK);
+        const m = await measure(async (timer) => {
+          const f = () => fusedExperts(x.hidden!, w.w13, w.w2, topkW, topkIds);
+          return timer ? timer.time(f) : f();
+        }, opt);
+        row(`ours-experts-prefill-k${tileK}`, m, {path: 'prefill', tileK});
+      }
+      setFusedExpertsTileK(null);
     }
     setFusedExpertsPath(null);
     try {

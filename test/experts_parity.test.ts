@@ -7,7 +7,7 @@
 import * as tf from '@tensorflow/tfjs-core';
 import {expect} from 'chai';
 import {Activation, fusedExperts, fusedExpertsImpl} from '../src';
-import {ExpertsPath, setFusedExpertsPath} from '../src/kernels/webgpu/FusedExperts';
+import {ExpertsPath, setFusedExpertsPath, setFusedExpertsTileK} from '../src/kernels/webgpu/FusedExperts';
 import {expectClose, randn, rng} from './helpers/compare';
 import {describeBackends, expectNoLeaks} from './helpers/env';
 
@@ -57,11 +57,14 @@ const CASES: {[name: string]: ExpertsParityCase} = {
   'gelu, router weight on the input (k=1)': {T: 11, E: 3, k: 1, H: 28, I: 13, shards: [3], activation: 'gelu',
     onInput: true},
   'gelu, H and I multiples of 4 (vector loads)': {T: 5, E: 6, k: 2, H: 64, I: 32, shards: [3, 3], activation: 'gelu'},
+  // T = 1 with 4 ≤ k ≤ 8 and one weight tensor: the decode path fuses w2 with the combine.
+  'T=1, k=6, expertMap with -1s, one weight tensor': {T: 1, E: 5, k: 6, H: 20, I: 13, shards: [5], globalE: 8},
+  'T=1, k=8, H and I multiples of 4, one weight tensor': {T: 1, E: 8, k: 8, H: 64, I: 32, shards: [8]},
 };
 
 describeBackends('fusedExperts parity with the cpu reference', (backend) => {
   const paths: ExpertsPath[] = backend === 'webgpu' ? ['decode', 'decode-grouped', 'prefill'] : ['decode'];
-  afterEach(() => setFusedExpertsPath(null));
+  afterEach(() => { setFusedExpertsPath(null); setFusedExpertsTileK(null); });
 
   let seed = 100;
   for (const [name, c] of Object.entries(CASES)) {
@@ -84,6 +87,22 @@ describeBackends('fusedExperts parity with the cpu reference', (backend) => {
   }
 
   if (backend === 'webgpu') {
+    for (const tileK of [16, 32]) {
+      for (const name of ['T=97, 3 weight tensors, expertMap with -1s', 'gelu, H and I multiples of 4 (vector loads)']) {
+        it(`${name} (prefill path, ${tileK}-k GEMM tiles)`, async () => {
+          const {expected, tensors} = makeCase(300 + tileK, CASES[name]);
+          const t = tensors();
+          setFusedExpertsPath('prefill');
+          setFusedExpertsTileK(tileK);
+          const c = CASES[name];
+          const out = fusedExperts(t.hidden, t.w13, t.w2, t.weights, t.ids,
+              {expertMap: t.map, activation: c.activation, applyRouterWeightOnInput: c.onInput});
+          expectClose(await out.data(), expected, `${name} tileK ${tileK}`);
+          tf.dispose([out, t.hidden, ...t.w13, ...t.w2, t.weights, t.ids, ...(t.map ? [t.map] : [])]);
+        });
+      }
+    }
+
     it('gives bit-identical results on repeated prefill calls (no float atomics)', async () => {
       const {tensors} = makeCase(7, CASES['T=97, 3 weight tensors, expertMap with -1s']);
       const t = tensors();

@@ -21,6 +21,7 @@ import {ALIGN_MAX_LOCAL_EXPERTS, ExpertsAlignProgram, maxPaddedRows} from './exp
 import {ExpertsCombineProgram} from './experts_combine_webgpu';
 import {ExpertsW13GemmProgram, ExpertsW2GemmProgram, GEMM_BLOCK_ROWS} from './experts_gemm_webgpu';
 import {ExpertsW13GroupedGemvProgram, ExpertsW2GroupedGemvProgram} from './experts_grouped_gemv_webgpu';
+import {ExpertsW2CombineGemvProgram, W2_COMBINE_TOPK} from './experts_w2_combine_gemv_webgpu';
 import {ExpertsStage, ExpertsW13GemvProgram, ExpertsW2GemvProgram} from './experts_gemv_webgpu';
 
 /**
@@ -31,11 +32,12 @@ import {ExpertsStage, ExpertsW13GemvProgram, ExpertsW2GemvProgram} from './exper
 export type ExpertsPath = 'decode' | 'decode-grouped' | 'prefill';
 
 /**
- * Below this many (token, slot) pairs per used expert the GEMV path beats the tiled GEMM. Measured on
- * the H200 (bench/results): 1-4 pairs per expert (M = 16 for Mixtral, Qwen3, DSv3-TP8) GEMV wins by
- * 3-16×; at 8-64 (M = 256) the GEMM wins.
+ * Below this many (token, slot) pairs per used expert the grouped GEMV beats the tiled GEMM. Measured
+ * on the H200 (2026-11-30, GPU time): M = 16 (1-4 pairs per expert) GEMV 0.41-2.2 ms vs GEMM 2.2-11 ms;
+ * M = 256: Qwen3 (16 per expert) 2.6 vs 3.0 ms and DSv3-TP8 (8-20) 3.9 vs 5.5 ms for the GEMV,
+ * Mixtral (64) 24.6 vs 10.5 ms for the GEMM.
  */
-export const DECODE_ROWS_PER_EXPERT = 8;
+export const DECODE_ROWS_PER_EXPERT = 32;
 
 let forcedPath: ExpertsPath | null = null;
 
@@ -66,6 +68,26 @@ export function chooseExpertsPath(numPairs: number, numLocalExperts: number, num
   }
   return {path: 'prefill', reason: `${rowsPerExpert.toFixed(1)} pairs per used expert ≥ ${DECODE_ROWS_PER_EXPERT}: ` +
       'grouped GEMM over expert-sorted rows'};
+}
+
+let forcedTileK: number | null = null;
+
+/** Forces the GEMM's k per shared-memory tile, 16 or 32 (benchmarks); null restores the choice. */
+export function setFusedExpertsTileK(tileK: number | null): void {
+  forcedTileK = tileK;
+}
+
+/**
+ * k per GEMM tile: 16. 32-k tiles were 25-35% slower on the H200 at every M (2026-11-30: Mixtral
+ * M=4096 24.1 vs 32.3 TFLOP/s), likely one workgroup per SM instead of two; they stay selectable.
+ */
+export function chooseTileK(blockRows: number, maxWorkgroupStorage: number): number {
+  const fits32 = (blockRows + 128) * 32 * 4 + 64 <= maxWorkgroupStorage;
+  if (forcedTileK === 32 && !fits32) {
+    throw new Error(`fusedExperts (webgpu): a 32-k GEMM tile of ${blockRows} rows needs more than this device's ` +
+        `${maxWorkgroupStorage} bytes of workgroup memory`);
+  }
+  return forcedTileK ?? 16;
 }
 
 /** Rows per GEMM tile: the smallest tile that holds the average rows per used expert. */
@@ -133,6 +155,11 @@ export const fusedExpertsWebGPU: KernelFunc = ({inputs, attrs, backend: b}): Ten
       const act = temp([P, I]);
       const gemv13 = new ExpertsW13GemvProgram({...common, stage: 'w13'}, P);
       perShard('w13', act, () => [gemv13, [hiddenStates, ...ids, ...weightsFor('w13')]]);
+      if (T === 1 && w2.length === 1 && topK >= W2_COMBINE_TOPK.min && topK <= W2_COMBINE_TOPK.max) {
+        // w2 and the combine in one program (saves a dispatch and the y buffer at T = 1).
+        const fused = new ExpertsW2CombineGemvProgram({...common, stage: 'w2'}, T);
+        return backend.runWebGPUProgram(fused, [act, ...ids, ...weightsFor('w2'), w2[0]], 'float32');
+      }
       const gemv2 = new ExpertsW2GemvProgram({...common, stage: 'w2'}, P);
       perShard('w2', y, () => [gemv2, [act, ...ids, ...weightsFor('w2')]]);
     } else if (path === 'decode-grouped') {
@@ -146,6 +173,7 @@ export const fusedExpertsWebGPU: KernelFunc = ({inputs, attrs, backend: b}): Ten
         [act, align, ...weightsFor('w2')]]);
     } else {
       const blockRows = chooseBlockRows(P, numLocalExperts);
+      const tileK = chooseTileK(blockRows, backend.device.limits.maxComputeWorkgroupStorageSize);
       const rows = maxPaddedRows(P, numLocalExperts, blockRows);
       checkBinding(backend, [rows, I], 'the expert-sorted activations', 'call it on fewer tokens at a time');
       const align = backend.runWebGPUProgram(
@@ -153,9 +181,9 @@ export const fusedExpertsWebGPU: KernelFunc = ({inputs, attrs, backend: b}): Ten
       temps.push(align);
       const act = temp([rows, I]);
       const tiles = (s: number) => Math.ceil(P / blockRows) + w13[s].shape[0];
-      perShard('w13', act, (s) => [new ExpertsW13GemmProgram({...common, stage: 'w13', blockRows}, [rows, I], tiles(s)),
+      perShard('w13', act, (s) => [new ExpertsW13GemmProgram({...common, stage: 'w13', blockRows, tileK}, [rows, I], tiles(s)),
         [hiddenStates, align, ...weightsFor('w13')]]);
-      perShard('w2', y, (s) => [new ExpertsW2GemmProgram({...common, stage: 'w2', blockRows}, [P, H], tiles(s)),
+      perShard('w2', y, (s) => [new ExpertsW2GemmProgram({...common, stage: 'w2', blockRows, tileK}, [P, H], tiles(s)),
         [act, align, ...weightsFor('w2')]]);
     }
     return backend.runWebGPUProgram(combine, [y, ...ids], 'float32');

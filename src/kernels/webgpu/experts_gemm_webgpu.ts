@@ -10,7 +10,7 @@
  *              (padding rows dropped), so the combine reads y by pair.
  *
  * Tiling: 256 threads as 16 × 16; each computes blockRows/16 rows × 8 columns (4 gate + 4 up, or h and
- * h + 64), from shared-memory tiles of 16 k; the next k tile is loaded into registers while the current
+ * h + 64), from shared-memory tiles of 16 or 32 k; the next k tile is loaded into registers while the current
  * one is multiplied. Weights are read [rows, K] with K contiguous, as vec4 where K % 4 == 0.
  */
 import type {WebGPUProgram} from '@tensorflow/tfjs-backend-webgpu';
@@ -28,10 +28,11 @@ export interface ExpertsGemmConfig {
   applyRouterWeightOnInput: boolean;
   /** Rows per tile: 16, 32, 64 or 128 (the align program pads each expert to a multiple of it). */
   blockRows: number;
+  /** k per shared-memory tile: 16 or 32 (32 needs (blockRows + 128)·32·4 bytes of workgroup memory). */
+  tileK: number;
 }
 
 export const GEMM_BLOCK_ROWS = [16, 32, 64, 128];
-const BK = 16;          // k per shared-memory tile
 const BN = 128;         // weight rows per tile
 const THREADS_X = 16;   // column groups; 16 row groups
 
@@ -65,7 +66,7 @@ export class ExpertsGemmProgram implements WebGPUProgram {
     this.variableNames = ['x', 'align', ...(usesWeights ? ['topkWeights'] : []), 'weights'];
     this.variableComponents = this.variableNames.map((n) => (n === 'x' || n === 'weights') ? this.vec : 1);
     this.shaderKey = `moeExpertsGemm_${c.stage}_${c.hiddenSize}_${c.intermediateSize}_${c.topK}_` +
-        `${c.numLocalExperts}_${w13 ? c.activation : ''}_${c.applyRouterWeightOnInput}_${c.blockRows}_${this.vec}`;
+        `${c.numLocalExperts}_${w13 ? c.activation : ''}_${c.applyRouterWeightOnInput}_${c.blockRows}_${c.tileK}_${this.vec}`;
   }
 
   getUserCode(): string {
@@ -77,8 +78,13 @@ export class ExpertsGemmProgram implements WebGPUProgram {
     const BM4 = BM / 4;
     const vec = this.vec;
     const KV = K / vec;                 // row length in vector units
+    const BK = this.c.tileK;
     const kTiles = Math.ceil(K / BK);
-    const aLoads = Math.ceil(BM * 4 / EXPERTS_WORKGROUP);   // A: BM rows × 4 quads of k
+    // Loads: quad u (4 consecutive k of one row) of a tile goes to thread u % 256; row u % rows, k quad
+    // u / rows. A warp then stores 32 consecutive rows of one k into shared memory (no bank conflicts).
+    const QPR = BK / 4;                                  // quads (4 k) per row of a tile
+    const aLoads = Math.ceil(BM * QPR / EXPERTS_WORKGROUP);
+    const bLoads = BN * QPR / EXPERTS_WORKGROUP;
     const sorted = `align[${E + 1} + `;
     const inScale = w13 && this.c.applyRouterWeightOnInput;
     const outScale = !w13 && !this.c.applyRouterWeightOnInput;
@@ -103,6 +109,10 @@ export class ExpertsGemmProgram implements WebGPUProgram {
         }`;
 
     const aRows = Array.from({length: aLoads}, (_, q) => q);
+    const bRowsList = Array.from({length: bLoads}, (_, j) => j);
+    const bLoad = bRowsList.map((j) =>
+        `if (bRow${j} >= 0) { rb${j} = ${quad('weights', `u32(bRow${j}) * ${KV}u`, `k0 + bkq${j}`)}; } else { rb${j} = vec4<f32>(0.0); }`)
+        .join('\n          ');
     const accDecl = Array.from({length: TM}, (_, r) =>
         `var accA${r} = vec4<f32>(0.0); var accB${r} = vec4<f32>(0.0);`).join('\n        ');
     const aRead = TM >= 4 ?
@@ -174,9 +184,10 @@ export class ExpertsGemmProgram implements WebGPUProgram {
         let ty = localIndex / ${THREADS_X}u;
 
         // This thread's A rows (m) and B rows (r) for loading, with their bases in vector units.
-        let kq = i32(localIndex % 4u) * 4;
         ${aRows.map((q) => `
-        let am${q} = i32(localIndex / 4u) + ${q * 64};
+        let aQuad${q} = i32(localIndex) + ${q * EXPERTS_WORKGROUP};
+        let am${q} = select(${BM}, aQuad${q} % ${BM}, aQuad${q} < ${BM * QPR});
+        let akq${q} = (aQuad${q} / ${BM}) * 4;
         var aBase${q} = -1;
         var aScale${q} = 1.0;
         if (am${q} < ${BM}) {
@@ -186,38 +197,33 @@ export class ExpertsGemmProgram implements WebGPUProgram {
             ${inScale ? `aScale${q} = topkWeights[pair];` : ''}
           }` : `aBase${q} = (rowStart + am${q}) * ${KV};`}
         }`).join('')}
-        let br0 = i32(localIndex / 4u);
-        let br1 = br0 + 64;
-        let bRow0 = weightRow(e, br0);
-        let bRow1 = weightRow(e, br1);
+        ${bRowsList.map((j) => `let br${j} = (i32(localIndex) + ${j * EXPERTS_WORKGROUP}) % ${BN};
+        let bkq${j} = ((i32(localIndex) + ${j * EXPERTS_WORKGROUP}) / ${BN}) * 4;
+        let bRow${j} = weightRow(e, br${j});`).join('\n        ')}
 
         ${aRows.map((q) => `var ra${q} = vec4<f32>(0.0);`).join(' ')}
-        var rb0 = vec4<f32>(0.0);
-        var rb1 = vec4<f32>(0.0);
+        ${bRowsList.map((j) => `var rb${j} = vec4<f32>(0.0);`).join(' ')}
         ${accDecl}
 
         {
-          let k = kq;
-          ${aRows.map((q) => `if (aBase${q} >= 0) { ra${q} = ${quad('x', `u32(aBase${q})`, 'k')} * aScale${q}; } else { ra${q} = vec4<f32>(0.0); }`).join('\n          ')}
-          if (bRow0 >= 0) { rb0 = ${quad('weights', `u32(bRow0) * ${KV}u`, 'k')}; } else { rb0 = vec4<f32>(0.0); }
-          if (bRow1 >= 0) { rb1 = ${quad('weights', `u32(bRow1) * ${KV}u`, 'k')}; } else { rb1 = vec4<f32>(0.0); }
+          let k0 = 0;
+          ${aRows.map((q) => `if (aBase${q} >= 0) { ra${q} = ${quad('x', `u32(aBase${q})`, `k0 + akq${q}`)} * aScale${q}; } else { ra${q} = vec4<f32>(0.0); }`).join('\n          ')}
+          ${bLoad}
         }
         for (var kt = 0; kt < ${kTiles}; kt++) {
           // Transpose into shared memory: As[k][m], Bs[k][n].
           ${aRows.map((q) => `if (am${q} < ${BM}) {
-            for (var d = 0; d < 4; d++) { As[u32(kq + d) * ${BM4}u + u32(am${q}) / 4u][am${q} % 4] = ra${q}[d]; }
+            for (var d = 0; d < 4; d++) { As[u32(akq${q} + d) * ${BM4}u + u32(am${q}) / 4u][am${q} % 4] = ra${q}[d]; }
           }`).join('\n          ')}
           for (var d = 0; d < 4; d++) {
-            Bs[u32(kq + d) * ${BN / 4}u + u32(br0) / 4u][br0 % 4] = rb0[d];
-            Bs[u32(kq + d) * ${BN / 4}u + u32(br1) / 4u][br1 % 4] = rb1[d];
+            ${bRowsList.map((j) => `Bs[u32(bkq${j} + d) * ${BN / 4}u + u32(br${j}) / 4u][br${j} % 4] = rb${j}[d];`).join('\n            ')}
           }
           workgroupBarrier();
           // Prefetch the next k tile into registers while this one is multiplied.
           if (kt + 1 < ${kTiles}) {
-            let k = (kt + 1) * ${BK} + kq;
-            ${aRows.map((q) => `if (aBase${q} >= 0) { ra${q} = ${quad('x', `u32(aBase${q})`, 'k')} * aScale${q}; } else { ra${q} = vec4<f32>(0.0); }`).join('\n            ')}
-            if (bRow0 >= 0) { rb0 = ${quad('weights', `u32(bRow0) * ${KV}u`, 'k')}; } else { rb0 = vec4<f32>(0.0); }
-            if (bRow1 >= 0) { rb1 = ${quad('weights', `u32(bRow1) * ${KV}u`, 'k')}; } else { rb1 = vec4<f32>(0.0); }
+            let k0 = (kt + 1) * ${BK};
+            ${aRows.map((q) => `if (aBase${q} >= 0) { ra${q} = ${quad('x', `u32(aBase${q})`, `k0 + akq${q}`)} * aScale${q}; } else { ra${q} = vec4<f32>(0.0); }`).join('\n            ')}
+            ${bLoad}
           }
           for (var kk = 0u; kk < ${BK}u; kk++) {
             ${aRead}

@@ -1,10 +1,10 @@
 /**
  * Decode path (few (token, slot) pairs): a gather-GEMV per pair that reads only the rows of the
  * pair's expert. Memory-bound, so every byte counts:
- *   - 32 lanes share one weight row and read it as consecutive vec4s (512 contiguous bytes a step),
- *     four steps unrolled, so each lane has several 16-byte loads in flight;
- *   - 8 rows per workgroup and a grid of (pairs × rows/8) workgroups: for Mixtral at T = 1 that is
- *     2 × 1792 workgroups for w13, enough to keep all 132 SMs loading;
+ *   - 32 to 256 lanes share one weight row and read it as consecutive vec4s (512+ contiguous bytes a
+ *     step), four steps unrolled, so each lane has several 16-byte loads in flight;
+ *   - 8 rows per workgroup and a grid of (pairs × rows/8) workgroups (for Mixtral at T = 1, 2 × 1792
+ *     for w13), or fewer, wider rows where that grid would leave SMs idle (gemvRowsPerWorkgroup);
  *   - the pair index is the fastest grid dimension, so pairs that share an expert read the same rows at
  *     about the same time and the second read comes from L2: DRAM sees each selected row about once.
  *
@@ -30,9 +30,22 @@ export interface ExpertsGemvConfig {
   applyRouterWeightOnInput: boolean;
 }
 
-const LANES = 32;
-const ROWS = EXPERTS_WORKGROUP / LANES;
 const UNROLL = 4;
+/** Aim for at least this many workgroups (132 SMs × ~16 resident) before giving a row fewer lanes. */
+const TARGET_WORKGROUPS = 2048;
+
+/**
+ * Rows per workgroup (32 to 1; the 256 threads split evenly over them): 8 rows of 32 lanes where the
+ * grid is large, more and narrower rows where rows are short, fewer and wider rows where the grid is small (DeepSeek-V3 TP8 at T = 1 has 8 pairs × 512
+ * w13 rows: 256 workgroups of 8 rows would leave most SMs idle).
+ */
+export function gemvRowsPerWorkgroup(numPairs: number, outputRows: number, rowVectors: number): number {
+  // Short rows (DeepSeek-V3 TP8's w2: 64 vec4) get fewer lanes, so each lane still makes 4+ loads.
+  let rows = 8;
+  while (rows < 32 && rowVectors < 4 * (EXPERTS_WORKGROUP / rows)) rows *= 2;
+  while (rows > 1 && numPairs * Math.ceil(outputRows / rows) < TARGET_WORKGROUPS) rows /= 2;
+  return rows;
+}
 
 export class ExpertsGemvProgram implements WebGPUProgram {
   outputShape: number[];
@@ -47,6 +60,7 @@ export class ExpertsGemvProgram implements WebGPUProgram {
   private readonly inner: number;    // K in vector units
   private readonly vec: number;      // 4 when K % 4 == 0, else 1
   private readonly usesWeights: boolean;
+  private readonly rows: number;
 
   /** Inputs, in order: x (hidden [T, H] or act [P, I]), topkIds, expertMap?, topkWeights?, weights. */
   constructor(c: ExpertsGemvConfig, numPairs: number) {
@@ -57,13 +71,14 @@ export class ExpertsGemvProgram implements WebGPUProgram {
     this.inner = K / this.vec;
     this.usesWeights = c.stage === 'w13' ? c.applyRouterWeightOnInput : !c.applyRouterWeightOnInput;
     this.outputShape = [numPairs, N];
-    this.dispatch = [numPairs, Math.ceil(N / ROWS), 1];
+    this.rows = gemvRowsPerWorkgroup(numPairs, N, this.inner);
+    this.dispatch = [numPairs, Math.ceil(N / this.rows), 1];
     this.variableNames = ['x', 'topkIds', ...(c.hasExpertMap ? ['expertMap'] : []),
       ...(this.usesWeights ? ['topkWeights'] : []), 'weights'];
     this.variableComponents = this.variableNames.map((n) => (n === 'x' || n === 'weights') ? this.vec : 1);
     this.shaderKey = `moeExpertsGemv_${c.stage}_${c.hiddenSize}_${c.intermediateSize}_${c.topK}_` +
         `${c.numLocalExperts}_${c.globalNumExperts}_${c.hasExpertMap}_${c.stage === 'w13' ? c.activation : ''}_` +
-        `${c.applyRouterWeightOnInput}_${this.vec}`;
+        `${c.applyRouterWeightOnInput}_${this.vec}_${this.rows}`;
   }
 
   getUserCode(): string {
@@ -71,6 +86,8 @@ export class ExpertsGemvProgram implements WebGPUProgram {
     const w13 = stage === 'w13';
     const N = w13 ? I : H;
     const K = this.inner;
+    const ROWS = this.rows;
+    const LANES = EXPERTS_WORKGROUP / ROWS;
     const dot = this.vec === 4 ? 'dot' : 'mul1';
     // Rows of this workgroup's expert, in vector units; w13 reads gate row n and up row I + n.
     const rowA = w13 ? `(e * ${2 * I} + n) * ${K}` : `(e * ${H} + n) * ${K}`;
@@ -117,12 +134,17 @@ export class ExpertsGemvProgram implements WebGPUProgram {
         ${twoRows ? `partial[${EXPERTS_WORKGROUP}u + localIndex] = ${
           Array.from({length: UNROLL}, (_, u) => `b${u}`).join(' + ')};` : ''}
         workgroupBarrier();
-        if (lane == 0u && n < ${N}) {
-          var sumA = 0.0;${twoRows ? ' var sumB = 0.0;' : ''}
-          for (var l = 0u; l < ${LANES}u; l++) {
-            sumA += partial[localIndex + l];${twoRows ? `
-            sumB += partial[${EXPERTS_WORKGROUP}u + localIndex + l];` : ''}
+        // Tree sum over the row's lanes (barriers stay in uniform control flow).
+        for (var stride = ${LANES / 2}u; stride > 0u; stride >>= 1u) {
+          if (lane < stride) {
+            partial[localIndex] += partial[localIndex + stride];${twoRows ? `
+            partial[${EXPERTS_WORKGROUP}u + localIndex] += partial[${EXPERTS_WORKGROUP}u + localIndex + stride];` : ''}
           }
+          workgroupBarrier();
+        }
+        if (lane == 0u && n < ${N}) {
+          let sumA = partial[localIndex];${twoRows ? `
+          let sumB = partial[${EXPERTS_WORKGROUP}u + localIndex];` : ''}
           let s = ${scale};
           ${w13 ? `result[pair * ${N} + n] = expertAct(sumA * s) * (sumB * s);` :
             `result[pair * ${N} + n] = sumA * s;`}

@@ -1,0 +1,89 @@
+/**
+ * Decode at T = 1 with k ≥ 4 (Qwen3, DeepSeek-V3): the w2 GEMV and the combine in one program.
+ *   out[t, h] = Σ_j w[t, j] · (w2[e_j, h] · act[t·k + j])     (j in slot order; -1 experts skipped)
+ * Each workgroup owns some rows h of one token and reads the k experts' rows for them, all k streams
+ * interleaved (k independent 16-byte loads in flight per lane). Each slot's dot product is reduced on
+ * its own, then the slots are summed in slot order, as the separate combine does, with no atomics.
+ * Saves the combine dispatch and the [P, H] buffer; needs every expert in one weight tensor.
+ */
+import type {WebGPUProgram} from '@tensorflow/tfjs-backend-webgpu';
+import {EXPERTS_WORKGROUP, localExpertSnippet} from './experts_wgsl';
+import {ExpertsGemvConfig, gemvRowsPerWorkgroup} from './experts_gemv_webgpu';
+
+/** The fused program holds k per-slot partial sums per lane: worth it, and affordable, for 4 ≤ k ≤ 8. */
+export const W2_COMBINE_TOPK = {min: 4, max: 8};
+
+export class ExpertsW2CombineGemvProgram implements WebGPUProgram {
+  outputShape: number[];
+  shaderKey: string;
+  dispatchLayout = {x: [0], y: [1]};
+  dispatch: [number, number, number];
+  variableNames: string[];
+  variableComponents: number[];
+  workgroupSize: [number, number, number] = [EXPERTS_WORKGROUP, 1, 1];
+  private readonly c: ExpertsGemvConfig;
+  private readonly vec: number;
+  private readonly rows: number;
+
+  /** Inputs, in order: act [P, I], topkIds, expertMap?, topkWeights? (unless applied on the input), w2. */
+  constructor(c: ExpertsGemvConfig, numTokens: number) {
+    this.c = c;
+    const {hiddenSize: H, intermediateSize: I} = c;
+    this.vec = I % 4 === 0 ? 4 : 1;
+    this.rows = gemvRowsPerWorkgroup(numTokens * c.topK, H, I / this.vec);
+    this.outputShape = [numTokens, H];
+    this.dispatch = [numTokens, Math.ceil(H / this.rows), 1];
+    this.variableNames = ['x', 'topkIds', ...(c.hasExpertMap ? ['expertMap'] : []),
+      ...(c.applyRouterWeightOnInput ? [] : ['topkWeights']), 'weights'];
+    this.variableComponents = this.variableNames.map((n) => (n === 'x' || n === 'weights') ? this.vec : 1);
+    this.shaderKey = `moeExpertsW2CombineGemv_${H}_${I}_${c.topK}_${c.numLocalExperts}_${c.globalNumExperts}_` +
+        `${c.hasExpertMap}_${c.applyRouterWeightOnInput}_${this.vec}_${this.rows}`;
+  }
+
+  getUserCode(): string {
+    const {hiddenSize: H, intermediateSize: I, topK: k} = this.c;
+    const K = I / this.vec;
+    const ROWS = this.rows;
+    const LANES = EXPERTS_WORKGROUP / ROWS;
+    const W = EXPERTS_WORKGROUP;
+    const dot = this.vec === 4 ? 'dot' : 'mul1';
+    const slots = Array.from({length: k}, (_, j) => j);
+    return `
+      ${localExpertSnippet(this.c.hasExpertMap, this.c.globalNumExperts, this.c.numLocalExperts)}
+      fn mul1(a : f32, b : f32) -> f32 { return a * b; }
+      var<workgroup> partial : array<f32, ${k * W}>;
+
+      // x: act [P, I] by pair; weights: w2 [E_local, H, I]; result: out [T, H].
+      fn main() {
+        let token = i32(workgroupId.x);
+        let lane = localIndex % ${LANES}u;
+        let g = localIndex / ${LANES}u;
+        let n = i32(workgroupId.y) * ${ROWS} + i32(g);
+        let row = u32(min(n, ${H - 1}));
+        ${slots.map((j) => `
+        let e${j} = localExpertOf(topkIds[token * ${k} + ${j}]);
+        let w${j} = u32(max(e${j}, 0)) * ${H * K}u + row * ${K}u;
+        let x${j} = u32(token * ${k} + ${j}) * ${K}u;
+        var acc${j} = 0.0;`).join('')}
+        for (var c = lane; c < ${K}u; c += ${LANES}u) {
+          ${slots.map((j) => `if (e${j} >= 0) { acc${j} += ${dot}(weights[w${j} + c], x[x${j} + c]); }`).join('\n          ')}
+        }
+        ${slots.map((j) => `partial[${j * W}u + localIndex] = acc${j};`).join(' ')}
+        workgroupBarrier();
+        for (var stride = ${LANES / 2}u; stride > 0u; stride >>= 1u) {
+          if (lane < stride) {
+            ${slots.map((j) => `partial[${j * W}u + localIndex] += partial[${j * W}u + localIndex + stride];`).join('\n            ')}
+          }
+          workgroupBarrier();
+        }
+        // (reading uniforms.outShape also keeps the uniforms binding in the pipeline's layout)
+        if (lane == 0u && n < ${H} && token < uniforms.outShape.x) {
+          var sum = 0.0;
+          ${slots.map((j) => `if (e${j} >= 0) { sum += partial[${j * W}u + localIndex] * ${
+            this.c.applyRouterWeightOnInput ? '1.0' : `topkWeights[token * ${k} + ${j}]`}; }`).join('\n          ')}
+          result[token * ${H} + n] = sum;
+        }
+      }
+    `;
+  }
+}
