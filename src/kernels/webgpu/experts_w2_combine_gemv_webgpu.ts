@@ -30,7 +30,8 @@ export class ExpertsW2CombineGemvProgram implements WebGPUProgram {
     this.c = c;
     const {hiddenSize: H, intermediateSize: I} = c;
     this.vec = I % 4 === 0 ? 4 : 1;
-    this.rows = gemvRowsPerWorkgroup(numTokens * c.topK, H, I / this.vec);
+    // The grid is tokens × row blocks (not pairs × row blocks as in the unfused GEMV).
+    this.rows = gemvRowsPerWorkgroup(numTokens, H, I / this.vec);
     this.outputShape = [numTokens, H];
     this.dispatch = [numTokens, Math.ceil(H / this.rows), 1];
     this.variableNames = ['x', 'topkIds', ...(c.hasExpertMap ? ['expertMap'] : []),
