@@ -115,7 +115,8 @@ export function markdown(rows: Row[], name: string): string {
   for (const m of metas) {
     const what = [m.device, m.vulkan && `via ${m.vulkan}`, m.torch && `torch ${m.torch}`, m.cuda && `CUDA ${m.cuda}`,
       m.tfjs && `tfjs ${m.tfjs}`, m.commit && `commit ${m.commit}`, m.timestamp_query != null && `timestamp-query ${m.timestamp_query ? 'yes' : 'no'}`,
-      m.subgroups != null && `subgroups ${m.subgroups ? 'yes' : `no (${m.subgroups_reason})`}`]
+      m.subgroups != null && `subgroups ${m.subgroups ? 'yes' : `no (${m.subgroups_reason})`}`,
+      m.sync_latency_us != null && `empty submit → onSubmittedWorkDone ${fmtUs(m.sync_latency_us)}`]
         .filter(Boolean).join(', ');
     lines.push(`- **${m.backend}** (${m.date ?? 'undated'}): ${what}`);
   }

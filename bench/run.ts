@@ -28,7 +28,7 @@ import {copyBandwidth} from './copy_webgpu';
 import {NaiveExpertWeights, disposeNaiveWeights, naiveExpertWeights, naiveMoE, naiveRouting} from './naive_tfjs';
 import {TokenInputs, disposeInputs, makeExpertWeights, makeTokenInputs, moeOptions} from './problem';
 import {BenchShape, DEFAULT_TOKENS, MoEShape, RoutingShape, SHAPES, expertBytes, moeFlops, parseShapes} from './shapes';
-import {KernelTimer, Measured, TimeOptions, measure, round} from './timing';
+import {KernelTimer, Measured, TimeOptions, measure, median, round} from './timing';
 import {WebGPUSetup, releaseWebGPU, setupWebGPUNode, withGpuErrors} from './webgpu_node';
 
 const IMPLS = ['ours', 'naive-tfjs', 'copy'];
@@ -142,6 +142,21 @@ function describeCheck(l: CheckLine): string {
       (l.error ?? `max |err| ${l.max_abs_err} > tol ${l.tol}`);
 }
 
+/**
+ * Median time from submitting an empty command buffer to its onSubmittedWorkDone: the floor under
+ * every wall time here (a call's wall time at M = 1 must stay within 2x its GPU time).
+ */
+async function syncLatencyUs(device: GPUDevice): Promise<number> {
+  const times: number[] = [];
+  for (let i = 0; i < 21; i++) {
+    const t0 = performance.now();
+    device.queue.submit([device.createCommandEncoder().finish()]);
+    await device.queue.onSubmittedWorkDone();
+    times.push((performance.now() - t0) * 1000);
+  }
+  return round(median(times));
+}
+
 async function deviceMeta(backend: string, setup: WebGPUSetup | null): Promise<Line> {
   if (backend === 'cpu') return {device: `${os.cpus()[0]?.model ?? 'cpu'} (${os.cpus().length} cores)`};
   const b = tf.backend() as WebGPUBackend;
@@ -156,6 +171,7 @@ async function deviceMeta(backend: string, setup: WebGPUSetup | null): Promise<L
     dawn_flags: setup?.dawnFlags,
     subgroups: caps.subgroups,
     subgroups_reason: caps.reason || undefined,
+    sync_latency_us: await syncLatencyUs(b.device),
     max_storage_binding_bytes: b.device.limits.maxStorageBufferBindingSize,
     max_buffer_bytes: b.device.limits.maxBufferSize,
   };
