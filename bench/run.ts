@@ -230,13 +230,13 @@ async function agreement(a: tf.Tensor, b: tf.Tensor): Promise<Line> {
   return {max_abs_diff_vs_naive: d, tol, agrees_with_naive: d <= tol};
 }
 
-async function benchMoE(ctx: RowContext, s: MoEShape, tokens: number[], naiveOk: string, oursWhyNot: string):
+async function benchMoE(ctx: RowContext, s: MoEShape, tokens: number[], naiveWhyNot: string, oursWhyNot: string):
     Promise<void> {
   const {args, backend} = ctx;
   const weights = makeExpertWeights(s);
   let naiveWeights: NaiveExpertWeights | null = null;
   try {
-    if (args.impls.includes('naive-tfjs') && !naiveOk) naiveWeights = naiveExpertWeights(weights.w13, weights.w2);
+    if (args.impls.includes('naive-tfjs') && !naiveWhyNot) naiveWeights = naiveExpertWeights(weights.w13, weights.w2);
     for (const M of tokens) {
       const x: TokenInputs = makeTokenInputs(s, M);
       const flops = moeFlops(s, M);
@@ -263,7 +263,7 @@ async function benchMoE(ctx: RowContext, s: MoEShape, tokens: number[], naiveOk:
       }
       if (args.impls.includes('naive-tfjs')) {
         await runRow(ctx, 'naive-tfjs', base, async () => {
-          if (naiveOk) throw new Error(naiveOk);
+          if (naiveWhyNot) throw new Error(naiveWhyNot);
           return timedRow(ctx, 'naive-tfjs', base, await measure(naive, args.time), flops, bytes);
         });
       }
@@ -275,7 +275,7 @@ async function benchMoE(ctx: RowContext, s: MoEShape, tokens: number[], naiveOk:
   }
 }
 
-async function benchRouting(ctx: RowContext, s: RoutingShape, tokens: number[], naiveOk: string, oursWhyNot: string):
+async function benchRouting(ctx: RowContext, s: RoutingShape, tokens: number[], naiveWhyNot: string, oursWhyNot: string):
     Promise<void> {
   const {args, backend} = ctx;
   const r = s.routing;
@@ -295,7 +295,7 @@ async function benchRouting(ctx: RowContext, s: RoutingShape, tokens: number[], 
       return [out.weights, out.ids];
     };
     const entries: [string, () => tf.Tensor[], string][] =
-        [['ours', ours, oursWhyNot], ['naive-tfjs', naive, naiveOk]];
+        [['ours', ours, oursWhyNot], ['naive-tfjs', naive, naiveWhyNot]];
     for (const [impl, f, whyNot] of entries) {
       if (!args.impls.includes(impl)) continue;
       await runRow(ctx, impl, base, async () => {
@@ -327,7 +327,7 @@ async function benchBackend(backend: string, args: Args, out: Output, setup: Web
       `frac_f32_peak assumes a float32 (non-tensor-core) peak of ${args.f32PeakTflops} TFLOP/s (H200: about 67)` +
       (tiny ? '; tiny shapes: a functional run, not a performance measurement' : '')});
 
-  let naiveOk = '';
+  let naiveWhyNot = '';
   // Ours is timed even when its check fails (the numbers still guide the kernel work), flagged so.
   let oursParity = 'unchecked';
   if (args.check) {
@@ -339,7 +339,7 @@ async function benchBackend(backend: string, args: Args, out: Output, setup: Web
     }
     const failed = (impl: string) => lines.find((l) => l.impl === impl && !l.ok);
     const naiveFail = failed('naive-tfjs') ?? failed('fill');
-    if (naiveFail) naiveOk = `not timed: it disagrees with the cpu reference on ${backend}: ${describeCheck(naiveFail)}`;
+    if (naiveFail) naiveWhyNot = `not timed: it disagrees with the cpu reference on ${backend}: ${describeCheck(naiveFail)}`;
     const oursFail = failed('ours');
     if (withOurs) oursParity = oursFail ? `failed: ${describeCheck(oursFail)}` : 'passed';
   }
@@ -350,9 +350,9 @@ async function benchBackend(backend: string, args: Args, out: Output, setup: Web
     try {
       const c = await copyBandwidth(device, args.copyMiB * 2 ** 20, Math.max(5, Math.min(args.time.reps, 10)));
       ctx.copyGbps = c.gbps;
-      out.emit({impl: 'copy', backend, via: 'copyBufferToBuffer', shape: 'copy', M: null, dtype: 'bytes', bytes: c.bytes,
-        us: round(c.us),
-        us_from: 'wall', gbps: round(c.gbps), copies_per_submit: c.copiesPerSubmit, reps: c.reps});
+      out.emit({impl: 'copy', backend, via: 'copyBufferToBuffer', shape: 'copy', M: null, dtype: 'bytes',
+        bytes: c.bytes, us: round(c.us), us_from: 'wall', gbps: round(c.gbps), copies_per_submit: c.copiesPerSubmit,
+        reps: c.reps});
       log(`[${backend}] copy ${c.bytes / 2 ** 20} MiB: ${round(c.us)} µs, ${round(c.gbps)} GB/s (read + write)`);
     } catch (e) {
       out.emit({impl: 'copy', backend, shape: 'copy', error: (e as Error).message});
@@ -361,8 +361,8 @@ async function benchBackend(backend: string, args: Args, out: Output, setup: Web
 
   for (const s of shapes) {
     const why = oursMissing(backend, s);
-    if (s.kind === 'moe') await benchMoE(ctx, s, tokens, naiveOk, why);
-    else await benchRouting(ctx, s, tokens, naiveOk, why);
+    if (s.kind === 'moe') await benchMoE(ctx, s, tokens, naiveWhyNot, why);
+    else await benchRouting(ctx, s, tokens, naiveWhyNot, why);
   }
 }
 
