@@ -9,7 +9,8 @@ import {Fixture, entry, fixtureExpertWeights, loadFixture} from './helpers/fixtu
 
 type Attr = {i: string} | {f: number} | {b: boolean} | {s: string};
 const int = (v: number): Attr => ({i: String(v)});
-const str = (v: string): Attr => ({s: Buffer.from(v).toString('base64')});
+// btoa, not Buffer: this suite also runs in the browser. The strings here are ASCII.
+const str = (v: string): Attr => ({s: btoa(v)});
 const dims = (shape: number[]) => ({dim: shape.map((d) => ({size: String(d)}))});
 
 function placeholder(name: string, shape: number[], dtype = 'DT_FLOAT') {
