@@ -1,9 +1,13 @@
 /**
  * webgpu kernel for FusedExperts (vLLM `fused_experts`), all on the GPU, no read-back:
  *
- *   decode  (< DECODE_ROWS_PER_EXPERT pairs per used expert):  GEMV w13+act per pair → GEMV w2·weight per pair → combine
- *   prefill (otherwise):               align (count, prefix-sum, scatter by expert) → grouped GEMM w13+act
- *                                      → grouped GEMM w2·weight → combine
+ *   decode (T = 1):   GEMV w13+act per pair → GEMV w2·weight per pair → combine
+ *                     (w2 and the combine in one program when k is 4..8 and the weights are one tensor)
+ *   decode-grouped (< DECODE_ROWS_PER_EXPERT pairs per used expert):
+ *                     align (grouped, unpadded) → GEMV w13+act per expert → GEMV w2·weight per expert → combine
+ *   prefill (otherwise):
+ *                     align (count, prefix-sum, scatter by expert, padded) → grouped GEMM w13+act
+ *                     → grouped GEMM w2·weight → combine
  *
  * Weights split into several tensors (inputs w13_0.., w2_0..) are run shard by shard: every GEMV/GEMM
  * program binds one shard and handles only the pairs (or sorted tiles) of that shard's expert range, so
