@@ -1,11 +1,12 @@
 /**
  * The device entry for the webgpu FusedExperts kernel (packed with ../shared/gpu/pack.sh, run with
  * `bash .gpu/run.sh .gpu/gpu_experts.mjs [--fixtures DIR] [--shapes mixtral,qwen3,dsv3tp8] [--tokens 1,16]
- * [--no-naive] [--all-paths] [--tile-k] [--json FILE]`):
+ * [--no-naive] [--all-paths] [--tile-k] [--variants] [--json FILE]`):
  *  1. the golden fixtures through fusedExperts on webgpu, decode and prefill paths forced, one and two
  *     weight shards, and through fusedMoE (routing kernels too): max |error| and pass/fail;
  *  2. timings of fusedExperts (auto path; --all-paths: each path forced at M = 16 and 256; --tile-k: 16- and
- *     32-k GEMM tiles), fusedMoE, and the naive
+ *     32-k GEMM tiles; --variants: at M ≥ 256 the w2 GEMM split in 1-8 K parts and 32-, 64-, 128-row tiles,
+ *     at M = 1 the decode GEMVs with every weight tensor bound against one dispatch per tensor), fusedMoE, and the naive
  *     tfjs way (bench/naive_tfjs.ts), with the per-kernel GPU profile from timestamp queries.
  */
 import {webgpuSetup} from './gpu_setup';
@@ -14,7 +15,8 @@ import * as path from 'path';
 import * as tf from '@tensorflow/tfjs-core';
 import type {WebGPUBackend} from '@tensorflow/tfjs-backend-webgpu';
 import {fusedExperts, fusedMoE, parseSafetensors} from '../src';
-import {chooseExpertsPath, ExpertsPath, setFusedExpertsPath, setFusedExpertsTileK} from '../src/kernels/webgpu/FusedExperts';
+import {chooseExpertsPath, ExpertsPath, setFusedExpertsBlockRows, setFusedExpertsPath, setFusedExpertsShardBinding,
+  setFusedExpertsSplitK, setFusedExpertsTileK} from '../src/kernels/webgpu/FusedExperts';
 import {routingImpl} from '../src/kernels/cpu/routing_impl';
 import {Fixture, fixtureExpertWeights, fixtureOptions, FIXTURES} from '../test/helpers/fixtures';
 import {disposeNaiveWeights, naiveExpertWeights, naiveMoE} from './naive_tfjs';
@@ -144,6 +146,39 @@ async function timeShape(s: MoEShape, tokens: number[], naive: boolean): Promise
         row(`ours-experts-prefill-k${tileK}`, m, {path: 'prefill', tileK});
       }
       setFusedExpertsTileK(null);
+    }
+    if (args.includes('--variants')) {
+      const timeVariant = async (impl: string, extra: object, set: () => void) => {
+        set();
+        try {
+          const m = await measure(async (timer) => {
+            const f = () => fusedExperts(x.hidden!, w.w13, w.w2, topkW, topkIds);
+            return timer ? timer.time(f) : f();
+          }, opt);
+          row(impl, m, extra);
+        } catch (e) {
+          console.log(`${s.name} M=${M} ${impl}: threw ${(e as Error).message.split('\n')[0]}`);
+        } finally {
+          setFusedExpertsPath(null); setFusedExpertsSplitK(null); setFusedExpertsBlockRows(null);
+          setFusedExpertsShardBinding(null);
+        }
+      };
+      if (M >= 256) {
+        for (const splitK of M >= 4096 ? [1, 2] : [1, 2, 4, 8]) {
+          await timeVariant(`ours-experts-prefill-split${splitK}`, {path: 'prefill', splitK},
+              () => { setFusedExpertsPath('prefill'); setFusedExpertsSplitK(splitK); });
+        }
+        for (const blockRows of M >= 4096 ? [64, 128] : [32, 64, 128]) {
+          await timeVariant(`ours-experts-prefill-rows${blockRows}`, {path: 'prefill', blockRows},
+              () => { setFusedExpertsPath('prefill'); setFusedExpertsBlockRows(blockRows); });
+        }
+      }
+      if (M === 1) {
+        for (const mode of ['per-shard', 'all'] as const) {
+          await timeVariant(`ours-experts-decode-${mode}`, {path: 'decode', shardBinding: mode},
+              () => setFusedExpertsShardBinding(mode));
+        }
+      }
     }
     setFusedExpertsPath(null);
     try {

@@ -7,7 +7,8 @@
 import * as tf from '@tensorflow/tfjs-core';
 import {expect} from 'chai';
 import {Activation, fusedExperts, fusedExpertsImpl} from '../src';
-import {ExpertsPath, setFusedExpertsPath, setFusedExpertsTileK} from '../src/kernels/webgpu/FusedExperts';
+import {ExpertsPath, setFusedExpertsBlockRows, setFusedExpertsPath, setFusedExpertsShardBinding, setFusedExpertsSplitK,
+  setFusedExpertsTileK} from '../src/kernels/webgpu/FusedExperts';
 import {expectClose, randn, rng} from './helpers/compare';
 import {describeBackends, expectNoLeaks} from './helpers/env';
 
@@ -60,11 +61,21 @@ const CASES: {[name: string]: ExpertsParityCase} = {
   // T = 1 with 4 ≤ k ≤ 8 and one weight tensor: the decode path fuses w2 with the combine.
   'T=1, k=6, expertMap with -1s, one weight tensor': {T: 1, E: 5, k: 6, H: 20, I: 13, shards: [5], globalE: 8},
   'T=1, k=8, H and I multiples of 4, one weight tensor': {T: 1, E: 8, k: 8, H: 64, I: 32, shards: [8]},
+  // T = 1 with weights split: the decode GEMVs (and the fused w2 + combine for k ≥ 4) bind every tensor.
+  'T=1, k=2, 2 weight tensors': {T: 1, E: 4, k: 2, H: 37, I: 29, shards: [1, 3]},
+  'T=1, k=6, expertMap with -1s, 3 weight tensors': {T: 1, E: 5, k: 6, H: 20, I: 13, shards: [2, 1, 2], globalE: 8},
+  'T=1, k=8, H and I multiples of 4, 2 weight tensors': {T: 1, E: 8, k: 8, H: 64, I: 32, shards: [3, 5]},
+  'T=1, k=4, gelu, 2 weight tensors': {T: 1, E: 6, k: 4, H: 24, I: 16, shards: [4, 2], activation: 'gelu'},
+  'T=1, k=1, gelu, router weight on the input, 2 weight tensors': {T: 1, E: 3, k: 1, H: 28, I: 13, shards: [1, 2],
+    activation: 'gelu', onInput: true},
 };
 
 describeBackends('fusedExperts parity with the cpu reference', (backend) => {
   const paths: ExpertsPath[] = backend === 'webgpu' ? ['decode', 'decode-grouped', 'prefill'] : ['decode'];
-  afterEach(() => { setFusedExpertsPath(null); setFusedExpertsTileK(null); });
+  afterEach(() => {
+    setFusedExpertsPath(null); setFusedExpertsTileK(null); setFusedExpertsSplitK(null); setFusedExpertsBlockRows(null);
+    setFusedExpertsShardBinding(null);
+  });
 
   let seed = 100;
   for (const [name, c] of Object.entries(CASES)) {
@@ -102,6 +113,70 @@ describeBackends('fusedExperts parity with the cpu reference', (backend) => {
         });
       }
     }
+
+    // Split-K w2 GEMM (K parts summed by the combine) and short row tiles; I = 29 and 12 are no tile's multiple,
+    // and 3 K parts of I = 29 (2 k tiles) leave a part with no k tile at all.
+    for (const [splitK, blockRows] of [[2, 16], [3, 32], [4, 128]]) {
+      for (const name of ['T=97, 3 weight tensors, expertMap with -1s', 'gelu, router weight on the input (k=1)',
+        'T=13, H=37, I=29, 2 weight tensors', 'gelu, H and I multiples of 4 (vector loads)']) {
+        it(`${name} (prefill path, w2 split in ${splitK} K parts, ${blockRows}-row tiles)`, async () => {
+          const {expected, tensors} = makeCase(400 + splitK, CASES[name]);
+          const t = tensors();
+          setFusedExpertsPath('prefill');
+          setFusedExpertsSplitK(splitK);
+          setFusedExpertsBlockRows(blockRows);
+          const c = CASES[name];
+          const out = fusedExperts(t.hidden, t.w13, t.w2, t.weights, t.ids,
+              {expertMap: t.map, activation: c.activation, applyRouterWeightOnInput: c.onInput});
+          expectClose(await out.data(), expected, `${name} splitK ${splitK}`);
+          tf.dispose([out, t.hidden, ...t.w13, ...t.w2, t.weights, t.ids, ...(t.map ? [t.map] : [])]);
+        });
+      }
+    }
+
+    // The decode GEMVs one dispatch per weight tensor (the layout used when the tensors exceed the bindings).
+    for (const name of ['T=13, H=37, I=29, 2 weight tensors', 'T=1, k=6, expertMap with -1s, 3 weight tensors']) {
+      it(`${name} (decode path, one dispatch per weight tensor)`, async () => {
+        const {expected, tensors} = makeCase(500, CASES[name]);
+        const t = tensors();
+        setFusedExpertsPath('decode');
+        setFusedExpertsShardBinding('per-shard');
+        const c = CASES[name];
+        const out = fusedExperts(t.hidden, t.w13, t.w2, t.weights, t.ids,
+            {expertMap: t.map, activation: c.activation, applyRouterWeightOnInput: c.onInput});
+        expectClose(await out.data(), expected, `${name} per shard`);
+        tf.dispose([out, t.hidden, ...t.w13, ...t.w2, t.weights, t.ids, ...(t.map ? [t.map] : [])]);
+      });
+    }
+
+    it('gives bit-identical results on repeated decode calls over 3 weight tensors (fused w2 + combine)', async () => {
+      const {tensors} = makeCase(10, CASES['T=1, k=6, expertMap with -1s, 3 weight tensors']);
+      const t = tensors();
+      setFusedExpertsPath('decode');
+      const run = async () => {
+        const out = fusedExperts(t.hidden, t.w13, t.w2, t.weights, t.ids, {expertMap: t.map});
+        const v = await out.data();
+        out.dispose();
+        return v;
+      };
+      expect(Array.from(await run())).to.deep.equal(Array.from(await run()));
+      tf.dispose([t.hidden, ...t.w13, ...t.w2, t.weights, t.ids, ...(t.map ? [t.map] : [])]);
+    });
+
+    it('gives bit-identical results on repeated split-K prefill calls', async () => {
+      const {tensors} = makeCase(9, CASES['T=97, 3 weight tensors, expertMap with -1s']);
+      const t = tensors();
+      setFusedExpertsPath('prefill');
+      setFusedExpertsSplitK(4);
+      const run = async () => {
+        const out = fusedExperts(t.hidden, t.w13, t.w2, t.weights, t.ids, {expertMap: t.map});
+        const v = await out.data();
+        out.dispose();
+        return v;
+      };
+      expect(Array.from(await run())).to.deep.equal(Array.from(await run()));
+      tf.dispose([t.hidden, ...t.w13, ...t.w2, t.weights, t.ids, ...(t.map ? [t.map] : [])]);
+    });
 
     it('gives bit-identical results on repeated prefill calls (no float atomics)', async () => {
       const {tensors} = makeCase(7, CASES['T=97, 3 weight tensors, expertMap with -1s']);

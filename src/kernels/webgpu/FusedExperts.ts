@@ -2,16 +2,18 @@
  * webgpu kernel for FusedExperts (vLLM `fused_experts`), all on the GPU, no read-back:
  *
  *   decode (T = 1):   GEMV w13+act per pair → GEMV w2·weight per pair → combine
- *                     (w2 and the combine in one program when k is 4..8 and the weights are one tensor)
+ *                     (w2 and the combine in one program when k is 4..8)
  *   decode-grouped (< DECODE_ROWS_PER_EXPERT pairs per used expert):
  *                     align (grouped, unpadded) → GEMV w13+act per expert → GEMV w2·weight per expert → combine
  *   prefill (otherwise):
  *                     align (count, prefix-sum, scatter by expert, padded) → grouped GEMM w13+act
- *                     → grouped GEMM w2·weight → combine
+ *                     → grouped GEMM w2·weight (split along K when its grid is small) → combine
  *
- * Weights split into several tensors (inputs w13_0.., w2_0..) are run shard by shard: every GEMV/GEMM
- * program binds one shard and handles only the pairs (or sorted tiles) of that shard's expert range, so
- * no binding exceeds the device's maxStorageBufferBindingSize. The combine sums each token's k slots in
+ * Weights split into several tensors (inputs w13_0.., w2_0..; no binding may exceed the device's
+ * maxStorageBufferBindingSize): the decode GEMVs bind every tensor and pick the one that holds each pair's
+ * expert, so a split layer still takes one dispatch per stage (while the bindings fit the device's
+ * maxStorageBuffersPerShaderStage); the other programs run shard by shard, each binding one tensor and
+ * handling only the pairs (or sorted tiles) of its expert range. The combine sums each token's k slots in
  * slot order (no atomics); pairs whose expert this rank does not hold contribute exactly 0.
  *
  * Subgroups: not used here (capabilities.ts offers them; the routing kernels, whose rows are one subgroup
@@ -80,6 +82,16 @@ export function chooseExpertsPath(numPairs: number, numLocalExperts: number, num
       'grouped GEMM over expert-sorted rows'};
 }
 
+let forcedShardBinding: 'all' | 'per-shard' | null = null;
+
+/**
+ * Forces how the decode GEMVs take split weights (benchmarks): 'all' tensors bound in one dispatch, or one
+ * dispatch 'per-shard' (and no fused w2 + combine); null restores the choice ('all' where the bindings fit).
+ */
+export function setFusedExpertsShardBinding(mode: 'all' | 'per-shard' | null): void {
+  forcedShardBinding = mode;
+}
+
 let forcedTileK: number | null = null;
 
 /** Forces the GEMM's k per shared-memory tile, 16 or 32 (benchmarks); null restores the choice. */
@@ -100,10 +112,49 @@ export function chooseTileK(blockRows: number, maxWorkgroupStorage: number): num
   return forcedTileK ?? 16;
 }
 
+let forcedBlockRows: number | null = null;
+
+/** Forces the GEMM's rows per tile, one of GEMM_BLOCK_ROWS (tests and benchmarks); null restores the choice. */
+export function setFusedExpertsBlockRows(blockRows: number | null): void {
+  if (blockRows != null && !GEMM_BLOCK_ROWS.includes(blockRows)) {
+    throw new Error(`setFusedExpertsBlockRows: blockRows must be one of ${GEMM_BLOCK_ROWS.join(', ')}, got ${blockRows}`);
+  }
+  forcedBlockRows = blockRows;
+}
+
 /** Rows per GEMM tile: the smallest tile that holds the average rows per used expert. */
 export function chooseBlockRows(numPairs: number, numLocalExperts: number): number {
+  if (forcedBlockRows != null) return forcedBlockRows;
   const rowsPerExpert = numPairs / Math.max(1, Math.min(numLocalExperts, numPairs));
   return GEMM_BLOCK_ROWS.find((b) => b >= rowsPerExpert) ?? GEMM_BLOCK_ROWS[GEMM_BLOCK_ROWS.length - 1];
+}
+
+let forcedSplitK: number | null = null;
+
+/** Forces the w2 GEMM's K parts, 1 to 8 (tests and benchmarks); null restores the choice. */
+export function setFusedExpertsSplitK(splitK: number | null): void {
+  if (splitK != null && !(Number.isInteger(splitK) && splitK >= 1 && splitK <= 8)) {
+    throw new Error(`setFusedExpertsSplitK: splitK must be an integer in [1, 8], got ${splitK}`);
+  }
+  forcedSplitK = splitK;
+}
+
+/** Split the w2 GEMM's K until its grid has about this many workgroups (132 SMs × 2 resident × ~8 waves). */
+const SPLIT_K_TARGET_WORKGROUPS = 2048;
+/** ... while each part keeps at least this many k tiles (the partial sums cost one [P, H] write each). */
+const SPLIT_K_MIN_TILES = 64;
+
+/**
+ * K parts for the w2 GEMM: a grid of `workgroups` (row tiles × column tiles) that would leave the GPU
+ * half idle is split along K (Mixtral at M = 256: 16 × 32 workgroups looping over K = 14336).
+ */
+export function chooseSplitK(workgroups: number, kTiles: number): number {
+  if (forcedSplitK != null) return forcedSplitK;
+  let splitK = 1;
+  while (splitK < 8 && workgroups * splitK < SPLIT_K_TARGET_WORKGROUPS && kTiles / (2 * splitK) >= SPLIT_K_MIN_TILES) {
+    splitK *= 2;
+  }
+  return splitK;
 }
 
 function checkBinding(backend: WebGPUBackend, shape: number[], what: string, advice: string): void {
@@ -136,7 +187,7 @@ export const fusedExpertsWebGPU: KernelFunc = ({inputs, attrs, backend: b}): Ten
       'pass w13 and w2 as arrays of tensors over consecutive expert ranges'));
   checkBinding(backend, [P, H], 'the per-pair output y', 'call it on fewer tokens at a time');
 
-  const combine = new ExpertsCombineProgram(common, T);
+  let combine = new ExpertsCombineProgram(common, T);
   const ids = expertMap ? [topkIds, expertMap] : [topkIds];
   if (P === 0) return backend.runWebGPUProgram(combine, [backend.makeTensorInfo([0, H], 'float32'), ...ids], 'float32');
 
@@ -160,19 +211,37 @@ export const fusedExpertsWebGPU: KernelFunc = ({inputs, attrs, backend: b}): Ten
 
   try {
     const {path} = chooseExpertsPath(P, numLocalExperts, T);
-    const y = temp([P, H]);
     if (path === 'decode') {
       const act = temp([P, I]);
-      const gemv13 = new ExpertsW13GemvProgram({...common, stage: 'w13'}, P);
-      perShard('w13', act, () => [gemv13, [hiddenStates, ...ids, ...weightsFor('w13')]]);
-      if (T === 1 && w2.length === 1 && topK >= W2_COMBINE_TOPK.min && topK <= W2_COMBINE_TOPK.max) {
+      // Every weight tensor bound in one dispatch where the storage bindings fit (+1: the output).
+      const maxBindings = backend.device.limits.maxStorageBuffersPerShaderStage;
+      const bindAll = (inputs: TensorInfo[], weights: TensorInfo[]) => forcedShardBinding !== 'per-shard' &&
+          (weights.length === 1 || inputs.length + weights.length + 1 <= maxBindings);
+      const counts = (weights: TensorInfo[]) => weights.map((w) => w.shape[0]);
+      const gemv = (stage: ExpertsStage, x: TensorInfo, out: TensorInfo) => {
+        const inputs = [x, ...ids, ...weightsFor(stage)];
+        const weights = stage === 'w13' ? w13 : w2;
+        const Program = stage === 'w13' ? ExpertsW13GemvProgram : ExpertsW2GemvProgram;
+        if (bindAll(inputs, weights)) {
+          backend.runWebGPUProgram(new Program({...common, stage}, P, counts(weights)), [...inputs, ...weights], 'float32',
+              [{type: 'int32', data: [0]}], out);
+        } else {
+          perShard(stage, out, (s) => [new Program({...common, stage}, P, [weights[s].shape[0]]), inputs]);
+        }
+      };
+      gemv('w13', hiddenStates, act);
+      const w2Inputs = [act, ...ids, ...weightsFor('w2')];
+      if (T === 1 && topK >= W2_COMBINE_TOPK.min && topK <= W2_COMBINE_TOPK.max &&
+          (w2.length === 1 || bindAll(w2Inputs, w2))) {
         // w2 and the combine in one program (saves a dispatch and the y buffer at T = 1).
-        const fused = new ExpertsW2CombineGemvProgram({...common, stage: 'w2'}, T);
-        return backend.runWebGPUProgram(fused, [act, ...ids, ...weightsFor('w2'), w2[0]], 'float32');
+        const fused = new ExpertsW2CombineGemvProgram({...common, stage: 'w2'}, T, counts(w2));
+        return backend.runWebGPUProgram(fused, [...w2Inputs, ...w2], 'float32');
       }
-      const gemv2 = new ExpertsW2GemvProgram({...common, stage: 'w2'}, P);
-      perShard('w2', y, () => [gemv2, [act, ...ids, ...weightsFor('w2')]]);
+      const y = temp([P, H]);
+      gemv('w2', act, y);
+      return backend.runWebGPUProgram(combine, [y, ...ids], 'float32');
     } else if (path === 'decode-grouped') {
+      const y = temp([P, H]);
       const align = backend.runWebGPUProgram(
           new ExpertsAlignProgram({...common, blockRows: 1}, P), ids, 'int32');
       temps.push(align);
@@ -181,6 +250,7 @@ export const fusedExpertsWebGPU: KernelFunc = ({inputs, attrs, backend: b}): Ten
         [hiddenStates, align, ...weightsFor('w13')]]);
       perShard('w2', y, (s) => [new ExpertsW2GroupedGemvProgram({...common, stage: 'w2'}, P, w2[s].shape[0]),
         [act, align, ...weightsFor('w2')]]);
+      return backend.runWebGPUProgram(combine, [y, ...ids], 'float32');
     } else {
       const blockRows = chooseBlockRows(P, numLocalExperts);
       const tileK = chooseTileK(blockRows, backend.device.limits.maxComputeWorkgroupStorageSize);
@@ -193,10 +263,14 @@ export const fusedExpertsWebGPU: KernelFunc = ({inputs, attrs, backend: b}): Ten
       const tiles = (s: number) => Math.ceil(P / blockRows) + w13[s].shape[0];
       perShard('w13', act, (s) => [new ExpertsW13GemmProgram({...common, stage: 'w13', blockRows, tileK}, [rows, I], tiles(s)),
         [hiddenStates, align, ...weightsFor('w13')]]);
-      perShard('w2', y, (s) => [new ExpertsW2GemmProgram({...common, stage: 'w2', blockRows, tileK}, [P, H], tiles(s)),
-        [act, align, ...weightsFor('w2')]]);
+      const splitK = chooseSplitK((Math.ceil(P / blockRows) + numLocalExperts) * Math.ceil(H / 128), Math.ceil(I / tileK));
+      checkBinding(backend, [splitK * P, H], `the w2 partial sums (${splitK} K parts)`, 'call it on fewer tokens at a time');
+      const y = temp([splitK * P, H]);
+      perShard('w2', y, (s) => [new ExpertsW2GemmProgram({...common, stage: 'w2', blockRows, tileK, splitK}, [splitK * P, H],
+        tiles(s)), [act, align, ...weightsFor('w2')]]);
+      combine = new ExpertsCombineProgram(common, T, {splits: splitK});
+      return backend.runWebGPUProgram(combine, [y, ...ids], 'float32');
     }
-    return backend.runWebGPUProgram(combine, [y, ...ids], 'float32');
   } finally {
     temps.forEach((t) => backend.disposeData(t.dataId));
   }

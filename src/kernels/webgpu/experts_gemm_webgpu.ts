@@ -12,6 +12,9 @@
  * Tiling: 256 threads as 16 × 16; each computes blockRows/16 rows × 8 columns (4 gate + 4 up, or h and
  * h + 64), from shared-memory tiles of 16 or 32 k; the next k tile is loaded into registers while the current
  * one is multiplied. Weights are read [rows, K] with K contiguous, as vec4 where K % 4 == 0.
+ *
+ * Split-K (w2, `splitK` > 1): grid z takes a contiguous range of k tiles, so a w2 with few row tiles (Mixtral
+ * at M = 256: ~12 row tiles × 32 column tiles, each looping over K = 14336) fills the GPU.
  */
 import type {WebGPUProgram} from '@tensorflow/tfjs-backend-webgpu';
 import type {Activation} from '../../kernel_names';
@@ -30,6 +33,11 @@ export interface ExpertsGemmConfig {
   blockRows: number;
   /** k per shared-memory tile: 16 or 32 (32 needs (blockRows + 128)·32·4 bytes of workgroup memory). */
   tileK: number;
+  /**
+   * w2 only: the K (= I) range is cut into this many parts, one per grid z; part z writes its partial
+   * sums to rows [z·P, (z+1)·P) of y, and the combine adds the parts in order (no atomics).
+   */
+  splitK?: number;
 }
 
 export const GEMM_BLOCK_ROWS = [16, 32, 64, 128];
@@ -61,12 +69,13 @@ export class ExpertsGemmProgram implements WebGPUProgram {
     this.vec = K % 4 === 0 ? 4 : 1;
     this.outputComponent = N % 4 === 0 ? 4 : 1;
     this.outputShape = outputShape;
-    this.dispatch = [numTiles, Math.ceil(N / (w13 ? BN / 2 : BN)), 1];
+    const splitK = w13 ? 1 : (c.splitK ?? 1);
+    this.dispatch = [numTiles, Math.ceil(N / (w13 ? BN / 2 : BN)), splitK];
     const usesWeights = w13 ? c.applyRouterWeightOnInput : !c.applyRouterWeightOnInput;
     this.variableNames = ['x', 'align', ...(usesWeights ? ['topkWeights'] : []), 'weights'];
     this.variableComponents = this.variableNames.map((n) => (n === 'x' || n === 'weights') ? this.vec : 1);
     this.shaderKey = `moeExpertsGemm_${c.stage}_${c.hiddenSize}_${c.intermediateSize}_${c.topK}_` +
-        `${c.numLocalExperts}_${w13 ? c.activation : ''}_${c.applyRouterWeightOnInput}_${c.blockRows}_${c.tileK}_${this.vec}`;
+        `${c.numLocalExperts}_${w13 ? c.activation : ''}_${c.applyRouterWeightOnInput}_${c.blockRows}_${c.tileK}_${this.vec}_${splitK}`;
   }
 
   getUserCode(): string {
@@ -80,6 +89,8 @@ export class ExpertsGemmProgram implements WebGPUProgram {
     const KV = K / vec;                 // row length in vector units
     const BK = this.c.tileK;
     const kTiles = Math.ceil(K / BK);
+    const splitK = w13 ? 1 : (this.c.splitK ?? 1);
+    const kTilesPerPart = Math.ceil(kTiles / splitK);
     // Loads: QPR consecutive threads read the QPR quads (4 k each) of one row, so a warp reads whole
     // 64- or 128-byte row segments. (Giving a warp 32 rows of one quad instead, which makes the shared-
     // memory stores conflict-free, was 15-20% slower on the H200: 2026-11-30, Mixtral M=4096 26.9 vs
@@ -140,18 +151,19 @@ export class ExpertsGemmProgram implements WebGPUProgram {
           let pair = ${sorted}rowStart + i32(ty) * ${TM} + ${r}];
           if (pair >= 0) {
             let s = ${outScale ? 'topkWeights[pair]' : '1.0'};
+            let outRow = ${splitK > 1 ? `part * (uniforms.outShape.x / ${splitK}) + pair` : 'pair'};
             let h = n0 + i32(tx) * 4;
             ${[['accA', 0], ['accB', 64]].map(([acc, off]) => this.outputComponent === 4 ?
-              `if (h + ${off} < ${H}) { result[(pair * ${H} + h + ${off}) / 4] = ${acc}${r} * s; }` :
+              `if (h + ${off} < ${H}) { result[(outRow * ${H} + h + ${off}) / 4] = ${acc}${r} * s; }` :
               [0, 1, 2, 3].map((d) =>
-                `if (h + ${off} + ${d} < ${H}) { result[pair * ${H} + h + ${off} + ${d}] = ${acc}${r}[${d}] * s; }`)
+                `if (h + ${off} + ${d} < ${H}) { result[outRow * ${H} + h + ${off} + ${d}] = ${acc}${r}[${d}] * s; }`)
                 .join('\n            ')).join('\n            ')}
           }
         }`).join('');
 
     return `
       ${w13 ? activationSnippet(this.c.activation) : ''}
-      var<workgroup> wgTile : vec2<i32>;
+      var<workgroup> wgTile : vec4<i32>;   // row start, expert, first and end k tile
       var<workgroup> As : array<vec4<f32>, ${BK * BM4}>;   // [k][m / 4]
       var<workgroup> Bs : array<vec4<f32>, ${BK * BN / 4}>;   // [k][n / 4]
       var<private> n0 : i32;
@@ -165,7 +177,7 @@ export class ExpertsGemmProgram implements WebGPUProgram {
           let first = uniforms.firstExpert;
           let segEnd = align[first + uniforms.weightsShape.x];
           let rowStart = align[first] + i32(workgroupId.x) * ${BM};
-          var tile = vec2<i32>(-1, 0);
+          var tile = vec4<i32>(-1, 0, 0, 0);
           if (rowStart < segEnd) {
             // The owner: the last expert whose segment starts at or before rowStart.
             var lo = first;
@@ -174,7 +186,8 @@ export class ExpertsGemmProgram implements WebGPUProgram {
               let mid = (lo + hi + 1) / 2;
               if (align[mid] <= rowStart) { lo = mid; } else { hi = mid - 1; }
             }
-            tile = vec2<i32>(rowStart, lo - first);
+            let kt0 = i32(workgroupId.z) * ${kTilesPerPart};
+            tile = vec4<i32>(rowStart, lo - first, kt0, min(kt0 + ${kTilesPerPart}, ${kTiles}));
           }
           wgTile = tile;
         }
@@ -182,6 +195,8 @@ export class ExpertsGemmProgram implements WebGPUProgram {
         if (tile.x < 0) { return; }
         let rowStart = tile.x;
         let e = tile.y;
+        let ktEnd = tile.w;
+        ${splitK > 1 ? `let part = i32(workgroupId.z);` : ''}
         n0 = i32(workgroupId.y) * ${w13 ? BN / 2 : BN};
         let tx = localIndex % ${THREADS_X}u;
         let ty = localIndex / ${THREADS_X}u;
@@ -208,11 +223,11 @@ export class ExpertsGemmProgram implements WebGPUProgram {
         ${accDecl}
 
         {
-          let k0 = 0;
+          let k0 = tile.z * ${BK};
           ${aRows.map((q) => `if (aBase${q} >= 0) { ra${q} = ${quad('x', `u32(aBase${q})`, `k0 + akq${q}`)} * aScale${q}; } else { ra${q} = vec4<f32>(0.0); }`).join('\n          ')}
           ${bLoad}
         }
-        for (var kt = 0; kt < ${kTiles}; kt++) {
+        for (var kt = tile.z; kt < ktEnd; kt++) {
           // Transpose into shared memory: As[k][m], Bs[k][n].
           ${aRows.map((q) => `if (am${q} < ${BM}) {
             for (var d = 0; d < 4; d++) { As[u32(akq${q} + d) * ${BM4}u + u32(am${q}) / 4u][am${q} % 4] = ra${q}[d]; }
@@ -222,7 +237,7 @@ export class ExpertsGemmProgram implements WebGPUProgram {
           }
           workgroupBarrier();
           // Prefetch the next k tile into registers while this one is multiplied.
-          if (kt + 1 < ${kTiles}) {
+          if (kt + 1 < ktEnd) {
             let k0 = (kt + 1) * ${BK};
             ${aRows.map((q) => `if (aBase${q} >= 0) { ra${q} = ${quad('x', `u32(aBase${q})`, `k0 + akq${q}`)} * aScale${q}; } else { ra${q} = vec4<f32>(0.0); }`).join('\n            ')}
             ${bLoad}

@@ -10,7 +10,10 @@
  *
  * stage 'w13':  act[p, i] = act(gate_i · x) · (up_i · x),  x = hidden[p / k] (· w[p] on the input)
  * stage 'w2':   y[p, h]   = (w2_h · act[p]) · w[p]           (weight 1 when applied on the input)
- * Pairs whose expert is not in this weight shard (or is -1) are skipped; the combine ignores them.
+ * Weights split into several tensors: the program binds `shards.length` of them (weights0, weights1, ..., holding
+ * shards[0], shards[1], ... consecutive experts from uniform firstExpert on) and each workgroup reads the tensor
+ * that holds its pair's expert, so a split layer still takes one dispatch per stage. Pairs whose expert is in
+ * none of the bound tensors (or is -1) are skipped; the combine ignores them.
  */
 import type {WebGPUProgram} from '@tensorflow/tfjs-backend-webgpu';
 import type {Activation} from '../../kernel_names';
@@ -39,6 +42,29 @@ const TARGET_WORKGROUPS = 2048;
  * grid is large, more and narrower rows where rows are short, fewer and wider rows where the grid is small (DeepSeek-V3 TP8 at T = 1 has 8 pairs × 512
  * w13 rows: 256 workgroups of 8 rows would leave most SMs idle).
  */
+/**
+ * WGSL that sets `shard` (index of the bound weight tensor, -1 if none) and `expert` (index inside it) from
+ * `local`, a local expert counted from the first bound tensor.
+ */
+export function shardOfSnippet(shards: number[], local: string, shard: string, expert: string): string {
+  return `var ${shard} = -1;
+        var ${expert} = ${local};
+        ${shards.map((n, s) => `if (${shard} < 0 && ${expert} >= 0) {
+          if (${expert} < ${n}) { ${shard} = ${s}; } else { ${expert} -= ${n}; }
+        }`).join('\n        ')}`;
+}
+
+/** The names of the bound weight tensors. */
+export function shardNames(shards: number[]): string[] {
+  return shards.map((_, s) => `weights${s}`);
+}
+
+/** WGSL `if (shard == 0) { body(weights0) } else if ...`: one copy of `body` per bound tensor. */
+export function perShardSnippet(shards: number[], shard: string, body: (weights: string) => string): string {
+  if (shards.length === 1) return body('weights0');
+  return shardNames(shards).map((w, s) => `${s > 0 ? ' else ' : ''}if (${shard} == ${s}) {${body(w)}}`).join('');
+}
+
 export function gemvRowsPerWorkgroup(numPairs: number, outputRows: number, rowVectors: number): number {
   // Short rows (DeepSeek-V3 TP8's w2: 64 vec4) get fewer lanes, so each lane still makes 4+ loads.
   let rows = 8;
@@ -61,10 +87,15 @@ export class ExpertsGemvProgram implements WebGPUProgram {
   private readonly vec: number;      // 4 when K % 4 == 0, else 1
   private readonly usesWeights: boolean;
   private readonly rows: number;
+  private readonly shards: number[];
 
-  /** Inputs, in order: x (hidden [T, H] or act [P, I]), topkIds, expertMap?, topkWeights?, weights. */
-  constructor(c: ExpertsGemvConfig, numPairs: number) {
+  /**
+   * Inputs, in order: x (hidden [T, H] or act [P, I]), topkIds, expertMap?, topkWeights?, then one weight
+   * tensor per entry of `shards` (its number of experts).
+   */
+  constructor(c: ExpertsGemvConfig, numPairs: number, shards: number[]) {
     this.c = c;
+    this.shards = shards;
     const K = c.stage === 'w13' ? c.hiddenSize : c.intermediateSize;
     const N = c.stage === 'w13' ? c.intermediateSize : c.hiddenSize;
     this.vec = K % 4 === 0 ? 4 : 1;
@@ -74,11 +105,11 @@ export class ExpertsGemvProgram implements WebGPUProgram {
     this.rows = gemvRowsPerWorkgroup(numPairs, N, this.inner);
     this.dispatch = [numPairs, Math.ceil(N / this.rows), 1];
     this.variableNames = ['x', 'topkIds', ...(c.hasExpertMap ? ['expertMap'] : []),
-      ...(this.usesWeights ? ['topkWeights'] : []), 'weights'];
-    this.variableComponents = this.variableNames.map((n) => (n === 'x' || n === 'weights') ? this.vec : 1);
+      ...(this.usesWeights ? ['topkWeights'] : []), ...shardNames(shards)];
+    this.variableComponents = this.variableNames.map((n) => (n === 'x' || n.startsWith('weights')) ? this.vec : 1);
     this.shaderKey = `moeExpertsGemv_${c.stage}_${c.hiddenSize}_${c.intermediateSize}_${c.topK}_` +
         `${c.numLocalExperts}_${c.globalNumExperts}_${c.hasExpertMap}_${c.stage === 'w13' ? c.activation : ''}_` +
-        `${c.applyRouterWeightOnInput}_${this.vec}_${this.rows}`;
+        `${c.applyRouterWeightOnInput}_${this.vec}_${this.rows}_${shards.join('-')}`;
   }
 
   getUserCode(): string {
@@ -93,28 +124,37 @@ export class ExpertsGemvProgram implements WebGPUProgram {
     const rowA = w13 ? `(e * ${2 * I} + n) * ${K}` : `(e * ${H} + n) * ${K}`;
     const xBase = w13 ? `(pair / ${topK}) * ${K}` : `pair * ${K}`;
     const twoRows = w13;
-    const step = (c: string, u: number) => `
+    const step = (weights: string, c: string, u: number) => `
           { let xv = x[xBase + ${c}];
-            a${u} += ${dot}(weights[rowA + ${c}], xv);${twoRows ? `
-            b${u} += ${dot}(weights[rowB + ${c}], xv);` : ''} }`;
-    const unrolled = Array.from({length: UNROLL}, (_, u) => step(`c + ${u * LANES}u`, u)).join('');
+            a${u} += ${dot}(${weights}[rowA + ${c}], xv);${twoRows ? `
+            b${u} += ${dot}(${weights}[rowB + ${c}], xv);` : ''} }`;
+    const loops = (weights: string) => `
+          var c = lane;
+          for (; c + ${(UNROLL - 1) * LANES}u < ${K}u; c += ${UNROLL * LANES}u) {${
+            Array.from({length: UNROLL}, (_, u) => step(weights, `c + ${u * LANES}u`, u)).join('')}
+          }
+          for (; c < ${K}u; c += ${LANES}u) {${step(weights, 'c', 0)}
+          }`;
     const scale = this.usesWeights ? 'topkWeights[pair]' : '1.0';
     return `
       ${w13 ? activationSnippet(this.c.activation) : ''}
       ${localExpertSnippet(this.c.hasExpertMap, this.c.globalNumExperts, this.c.numLocalExperts)}
       fn mul1(a : f32, b : f32) -> f32 { return a * b; }
-      var<workgroup> wgExpert : i32;
+      var<workgroup> wgExpert : vec2<i32>;   // expert in its tensor, which bound tensor
       var<workgroup> partial : array<f32, ${(twoRows ? 2 : 1) * EXPERTS_WORKGROUP}>;
 
-      // x: ${w13 ? 'hidden [T, H]' : 'act [P, I]'}; weights: this shard's ${w13 ? 'w13 [n, 2I, H]' : 'w2 [n, H, I]'};
-      // result: ${w13 ? 'act [P, I]' : 'y [P, H]'}, row p written only when p's expert is in this shard.
+      // x: ${w13 ? 'hidden [T, H]' : 'act [P, I]'}; weights0..: the bound tensors, ${w13 ? 'w13 [n, 2I, H]' : 'w2 [n, H, I]'};
+      // result: ${w13 ? 'act [P, I]' : 'y [P, H]'}, row p written only when p's expert is in a bound tensor.
       fn main() {
         let pair = i32(workgroupId.x);
         if (localIndex == 0u) {
           let local = localExpertOf(topkIds[pair]) - uniforms.firstExpert;
-          wgExpert = select(-1, local, local >= 0 && local < uniforms.weightsShape.x);
+          ${shardOfSnippet(this.shards, 'local', 'shard', 'expert')}
+          wgExpert = select(vec2<i32>(-1, -1), vec2<i32>(expert, shard), shard >= 0);
         }
-        let e = workgroupUniformLoad(&wgExpert);
+        let es = workgroupUniformLoad(&wgExpert);
+        let e = es.x;
+        let shard = es.y;
         if (e < 0) { return; }
         let lane = localIndex % ${LANES}u;
         let g = localIndex / ${LANES}u;
@@ -124,11 +164,7 @@ export class ExpertsGemvProgram implements WebGPUProgram {
           let rowA = u32(${rowA});
           ${twoRows ? `let rowB = rowA + ${I * K}u;` : ''}
           let xBase = u32(${xBase});
-          var c = lane;
-          for (; c + ${(UNROLL - 1) * LANES}u < ${K}u; c += ${UNROLL * LANES}u) {${unrolled}
-          }
-          for (; c < ${K}u; c += ${LANES}u) {${step('c', 0)}
-          }
+          ${perShardSnippet(this.shards, 'shard', loops)}
         }
         partial[localIndex] = ${Array.from({length: UNROLL}, (_, u) => `a${u}`).join(' + ')};
         ${twoRows ? `partial[${EXPERTS_WORKGROUP}u + localIndex] = ${

@@ -4,11 +4,12 @@
  * Each workgroup owns some rows h of one token and reads the k experts' rows for them, all k streams
  * interleaved (k independent 16-byte loads in flight per lane). Each slot's dot product is reduced on
  * its own, then the slots are summed in slot order, as the separate combine does, with no atomics.
- * Saves the combine dispatch and the [P, H] buffer; needs every expert in one weight tensor.
+ * Saves the combine dispatch and the [P, H] buffer. Weights split into several tensors are all bound
+ * (weights0, weights1, ...), and each slot reads the tensor that holds its expert.
  */
 import type {WebGPUProgram} from '@tensorflow/tfjs-backend-webgpu';
 import {EXPERTS_WORKGROUP, localExpertSnippet} from './experts_wgsl';
-import {ExpertsGemvConfig, gemvRowsPerWorkgroup} from './experts_gemv_webgpu';
+import {ExpertsGemvConfig, gemvRowsPerWorkgroup, perShardSnippet, shardNames, shardOfSnippet} from './experts_gemv_webgpu';
 
 /** The fused program holds k per-slot partial sums per lane: worth it, and affordable, for 4 ≤ k ≤ 8. */
 export const W2_COMBINE_TOPK = {min: 4, max: 8};
@@ -24,10 +25,15 @@ export class ExpertsW2CombineGemvProgram implements WebGPUProgram {
   private readonly c: ExpertsGemvConfig;
   private readonly vec: number;
   private readonly rows: number;
+  private readonly shards: number[];
 
-  /** Inputs, in order: act [P, I], topkIds, expertMap?, topkWeights? (unless applied on the input), w2. */
-  constructor(c: ExpertsGemvConfig, numTokens: number) {
+  /**
+   * Inputs, in order: act [P, I], topkIds, expertMap?, topkWeights? (unless applied on the input), then every
+   * w2 tensor, `shards` giving each one's number of experts.
+   */
+  constructor(c: ExpertsGemvConfig, numTokens: number, shards: number[]) {
     this.c = c;
+    this.shards = shards;
     const {hiddenSize: H, intermediateSize: I} = c;
     this.vec = I % 4 === 0 ? 4 : 1;
     // The grid is tokens × row blocks (not pairs × row blocks as in the unfused GEMV).
@@ -35,10 +41,10 @@ export class ExpertsW2CombineGemvProgram implements WebGPUProgram {
     this.outputShape = [numTokens, H];
     this.dispatch = [numTokens, Math.ceil(H / this.rows), 1];
     this.variableNames = ['x', 'topkIds', ...(c.hasExpertMap ? ['expertMap'] : []),
-      ...(c.applyRouterWeightOnInput ? [] : ['topkWeights']), 'weights'];
-    this.variableComponents = this.variableNames.map((n) => (n === 'x' || n === 'weights') ? this.vec : 1);
+      ...(c.applyRouterWeightOnInput ? [] : ['topkWeights']), ...shardNames(shards)];
+    this.variableComponents = this.variableNames.map((n) => (n === 'x' || n.startsWith('weights')) ? this.vec : 1);
     this.shaderKey = `moeExpertsW2CombineGemv_${H}_${I}_${c.topK}_${c.numLocalExperts}_${c.globalNumExperts}_` +
-        `${c.hasExpertMap}_${c.applyRouterWeightOnInput}_${this.vec}_${this.rows}`;
+        `${c.hasExpertMap}_${c.applyRouterWeightOnInput}_${this.vec}_${this.rows}_${shards.join('-')}`;
   }
 
   getUserCode(): string {
@@ -54,7 +60,7 @@ export class ExpertsW2CombineGemvProgram implements WebGPUProgram {
       fn mul1(a : f32, b : f32) -> f32 { return a * b; }
       var<workgroup> partial : array<f32, ${k * W}>;
 
-      // x: act [P, I] by pair; weights: w2 [E_local, H, I]; result: out [T, H].
+      // x: act [P, I] by pair; weights0..: w2 [n, H, I] over consecutive experts; result: out [T, H].
       fn main() {
         let token = i32(workgroupId.x);
         let lane = localIndex % ${LANES}u;
@@ -62,12 +68,16 @@ export class ExpertsW2CombineGemvProgram implements WebGPUProgram {
         let n = i32(workgroupId.y) * ${ROWS} + i32(g);
         let row = u32(min(n, ${H - 1}));
         ${slots.map((j) => `
-        let e${j} = localExpertOf(topkIds[token * ${k} + ${j}]);
+        let local${j} = localExpertOf(topkIds[token * ${k} + ${j}]);
+        ${shardOfSnippet(this.shards, `local${j}`, `s${j}`, `e${j}`)}
         let w${j} = u32(max(e${j}, 0)) * ${H * K}u + row * ${K}u;
         let x${j} = u32(token * ${k} + ${j}) * ${K}u;
         var acc${j} = 0.0;`).join('')}
         for (var c = lane; c < ${K}u; c += ${LANES}u) {
-          ${slots.map((j) => `if (e${j} >= 0) { acc${j} += ${dot}(weights[w${j} + c], x[x${j} + c]); }`).join('\n          ')}
+          ${slots.map((j) => this.shards.length === 1 ?
+            `if (s${j} >= 0) { acc${j} += ${dot}(weights0[w${j} + c], x[x${j} + c]); }` :
+            perShardSnippet(this.shards, `s${j}`, (w) => ` acc${j} += ${dot}(${w}[w${j} + c], x[x${j} + c]); `))
+            .join('\n          ')}
         }
         ${slots.map((j) => `partial[${j * W}u + localIndex] = acc${j};`).join(' ')}
         workgroupBarrier();
@@ -80,7 +90,7 @@ export class ExpertsW2CombineGemvProgram implements WebGPUProgram {
         // (reading uniforms.outShape also keeps the uniforms binding in the pipeline's layout)
         if (lane == 0u && n < ${H} && token < uniforms.outShape.x) {
           var sum = 0.0;
-          ${slots.map((j) => `if (e${j} >= 0) { sum += partial[${j * W}u + localIndex] * ${
+          ${slots.map((j) => `if (s${j} >= 0) { sum += partial[${j * W}u + localIndex] * ${
             this.c.applyRouterWeightOnInput ? '1.0' : `topkWeights[token * ${k} + ${j}]`}; }`).join('\n          ')}
           result[token * ${H} + n] = sum;
         }
