@@ -149,48 +149,25 @@ describeBackends('fusedExperts parity with the cpu reference', (backend) => {
       });
     }
 
-    it('gives bit-identical results on repeated decode calls over 3 weight tensors (fused w2 + combine)', async () => {
-      const {tensors} = makeCase(10, CASES['T=1, k=6, expertMap with -1s, 3 weight tensors']);
-      const t = tensors();
-      setFusedExpertsPath('decode');
-      const run = async () => {
-        const out = fusedExperts(t.hidden, t.w13, t.w2, t.weights, t.ids, {expertMap: t.map});
-        const v = await out.data();
-        out.dispose();
-        return v;
-      };
-      expect(Array.from(await run())).to.deep.equal(Array.from(await run()));
-      tf.dispose([t.hidden, ...t.w13, ...t.w2, t.weights, t.ids, ...(t.map ? [t.map] : [])]);
-    });
-
-    it('gives bit-identical results on repeated split-K prefill calls', async () => {
-      const {tensors} = makeCase(9, CASES['T=97, 3 weight tensors, expertMap with -1s']);
-      const t = tensors();
-      setFusedExpertsPath('prefill');
-      setFusedExpertsSplitK(4);
-      const run = async () => {
-        const out = fusedExperts(t.hidden, t.w13, t.w2, t.weights, t.ids, {expertMap: t.map});
-        const v = await out.data();
-        out.dispose();
-        return v;
-      };
-      expect(Array.from(await run())).to.deep.equal(Array.from(await run()));
-      tf.dispose([t.hidden, ...t.w13, ...t.w2, t.weights, t.ids, ...(t.map ? [t.map] : [])]);
-    });
-
-    it('gives bit-identical results on repeated prefill calls (no float atomics)', async () => {
-      const {tensors} = makeCase(7, CASES['T=97, 3 weight tensors, expertMap with -1s']);
-      const t = tensors();
-      setFusedExpertsPath('prefill');
-      const run = async () => {
-        const out = fusedExperts(t.hidden, t.w13, t.w2, t.weights, t.ids, {expertMap: t.map});
-        const v = await out.data();
-        out.dispose();
-        return v;
-      };
-      expect(Array.from(await run())).to.deep.equal(Array.from(await run()));
-      tf.dispose([t.hidden, ...t.w13, ...t.w2, t.weights, t.ids, ...(t.map ? [t.map] : [])]);
-    });
+    /** Two calls on the same inputs must agree bit for bit: every path sums in a fixed order, no float atomics. */
+    const repeatable = (what: string, seed: number, caseName: keyof typeof CASES, path: ExpertsPath, splitK?: number) =>
+      it(`gives bit-identical results on repeated ${what}`, async () => {
+        const t = makeCase(seed, CASES[caseName]).tensors();
+        setFusedExpertsPath(path);
+        if (splitK != null) setFusedExpertsSplitK(splitK);
+        const run = async () => {
+          const out = fusedExperts(t.hidden, t.w13, t.w2, t.weights, t.ids, {expertMap: t.map});
+          const v = await out.data();
+          out.dispose();
+          return v;
+        };
+        expect(Array.from(await run())).to.deep.equal(Array.from(await run()));
+        tf.dispose([t.hidden, ...t.w13, ...t.w2, t.weights, t.ids, ...(t.map ? [t.map] : [])]);
+      });
+    repeatable('decode calls over 3 weight tensors (fused w2 + combine)', 10,
+        'T=1, k=6, expertMap with -1s, 3 weight tensors', 'decode');
+    repeatable('split-K prefill calls', 9, 'T=97, 3 weight tensors, expertMap with -1s', 'prefill', 4);
+    repeatable('prefill calls (no float atomics)', 7, 'T=97, 3 weight tensors, expertMap with -1s', 'prefill');
 
     // How "no read-back" is checked: during the forward pass (inputs already uploaded by a first call),
     // count backend.read/readSync calls and GPUBuffer.mapAsync calls (every GPU→CPU copy in tfjs's webgpu
