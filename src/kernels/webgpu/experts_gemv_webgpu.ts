@@ -59,6 +59,17 @@ export function shardNames(shards: number[]): string[] {
   return shards.map((_, s) => `weights${s}`);
 }
 
+/**
+ * The bindings of a GEMV over (token, slot) pairs, in order: x, topkIds, expertMap?, topkWeights?, then
+ * every weight tensor; x and the weights are read `vec` floats at a time.
+ */
+export function gemvBindings(hasExpertMap: boolean, usesWeights: boolean, shards: number[], vec: number):
+    {variableNames: string[]; variableComponents: number[]} {
+  const variableNames = ['x', 'topkIds', ...(hasExpertMap ? ['expertMap'] : []),
+    ...(usesWeights ? ['topkWeights'] : []), ...shardNames(shards)];
+  return {variableNames, variableComponents: variableNames.map((n) => (n === 'x' || n.startsWith('weights')) ? vec : 1)};
+}
+
 /** WGSL `if (shard == 0) { body(weights0) } else if ...`: one copy of `body` per bound tensor. */
 export function perShardSnippet(shards: number[], shard: string, body: (weights: string) => string): string {
   if (shards.length === 1) return body('weights0');
@@ -104,9 +115,8 @@ export class ExpertsGemvProgram implements WebGPUProgram {
     this.outputShape = [numPairs, N];
     this.rows = gemvRowsPerWorkgroup(numPairs, N, this.inner);
     this.dispatch = [numPairs, Math.ceil(N / this.rows), 1];
-    this.variableNames = ['x', 'topkIds', ...(c.hasExpertMap ? ['expertMap'] : []),
-      ...(this.usesWeights ? ['topkWeights'] : []), ...shardNames(shards)];
-    this.variableComponents = this.variableNames.map((n) => (n === 'x' || n.startsWith('weights')) ? this.vec : 1);
+    ({variableNames: this.variableNames, variableComponents: this.variableComponents} =
+      gemvBindings(c.hasExpertMap, this.usesWeights, shards, this.vec));
     this.shaderKey = `moeExpertsGemv_${c.stage}_${c.hiddenSize}_${c.intermediateSize}_${c.topK}_` +
         `${c.numLocalExperts}_${c.globalNumExperts}_${c.hasExpertMap}_${c.stage === 'w13' ? c.activation : ''}_` +
         `${c.applyRouterWeightOnInput}_${this.vec}_${this.rows}_${shards.join('-')}`;

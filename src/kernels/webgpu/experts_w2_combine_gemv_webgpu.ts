@@ -9,7 +9,7 @@
  */
 import type {WebGPUProgram} from '@tensorflow/tfjs-backend-webgpu';
 import {EXPERTS_WORKGROUP, localExpertSnippet} from './experts_wgsl';
-import {ExpertsGemvConfig, gemvRowsPerWorkgroup, perShardSnippet, shardNames, shardOfSnippet} from './experts_gemv_webgpu';
+import {ExpertsGemvConfig, gemvBindings, gemvRowsPerWorkgroup, perShardSnippet, shardOfSnippet} from './experts_gemv_webgpu';
 
 /** The fused program holds k per-slot partial sums per lane: worth it, and affordable, for 4 ≤ k ≤ 8. */
 export const W2_COMBINE_TOPK = {min: 4, max: 8};
@@ -40,9 +40,8 @@ export class ExpertsW2CombineGemvProgram implements WebGPUProgram {
     this.rows = gemvRowsPerWorkgroup(numTokens, H, I / this.vec);
     this.outputShape = [numTokens, H];
     this.dispatch = [numTokens, Math.ceil(H / this.rows), 1];
-    this.variableNames = ['x', 'topkIds', ...(c.hasExpertMap ? ['expertMap'] : []),
-      ...(c.applyRouterWeightOnInput ? [] : ['topkWeights']), ...shardNames(shards)];
-    this.variableComponents = this.variableNames.map((n) => (n === 'x' || n.startsWith('weights')) ? this.vec : 1);
+    ({variableNames: this.variableNames, variableComponents: this.variableComponents} =
+      gemvBindings(c.hasExpertMap, !c.applyRouterWeightOnInput, shards, this.vec));
     this.shaderKey = `moeExpertsW2CombineGemv_${H}_${I}_${c.topK}_${c.numLocalExperts}_${c.globalNumExperts}_` +
         `${c.hasExpertMap}_${c.applyRouterWeightOnInput}_${this.vec}_${this.rows}_${shards.join('-')}`;
   }
