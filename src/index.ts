@@ -33,6 +33,9 @@ export {FusedMoEConfig, ResolvedFusedMoEConfig} from './layers/fused_moe_config'
 export {ExpertLayout, WeightShard, initialPhysicalToLogical, logicalToPhysical} from './layers/expert_placement';
 export {makeExpertParamsMapping, ExpertParamsMapping, LoadWeightsOptions, ShardId} from './layers/weight_loading';
 export {loadSafetensors, LoadSafetensorsOptions} from './io/safetensors';
+export {PackedTensor, PackedDtype, CheckpointTensor, isPackedTensor, disposeCheckpointTensors} from './io/packed_tensor';
+export {WeightFormat, WeightCode, WEIGHT_CODES, FLOAT32_FORMAT, formatKey, parseFormatKey, formatBytes} from './quant/format';
+export {QuantizedExpertWeights, isQuantizedExpertWeights} from './quant/expert_weights';
 export {fetchBytes, FetchBytesOptions, OnBytesProgress} from './io/fetch_bytes';
 export {loadTfjsWeights, decodeTfjsWeights} from './io/tfjs_weights';
 export {registerGraphModelOps, ConverterLike, GraphNodeLike, FUSED_MOE_GRAPH_OP} from './layers/graph_model_ops';

@@ -9,7 +9,11 @@
 import type {NamedAttrMap, TensorInfo} from '@tensorflow/tfjs-core';
 
 export type ScoringFunc = 'softmax' | 'sigmoid';
-export type Activation = 'silu' | 'gelu';
+/**
+ * Of the gate half, times the up half. 'swigluoai' is gpt-oss's (vLLM's name): gate and up rows interleaved
+ * in w13 (gate 2i, up 2i+1), g = min(gate, 7), u = clamp(up, -7, 7), act = (u + 1) · g · σ(1.702 g).
+ */
+export type Activation = 'silu' | 'gelu' | 'swigluoai';
 
 /** Softmax or sigmoid top-k over all experts (vLLM `fused_topk`, plus sigmoid scoring). */
 export const FusedTopK = 'MoeFusedTopK';
@@ -49,6 +53,24 @@ export interface FusedExpertsAttrs extends NamedAttrMap {
   globalNumExperts: number;
   /** Number of tensors w13 (and w2) are split into; inputs `w13_0 .. w13_{n-1}`, `w2_0 ..`. */
   numWeightShards: number;
+  /**
+   * `formatKey` of the weights' format (src/quant/format.ts), the same for w13 and w2; per shard and
+   * projection the inputs `w13_scales_i`, `w13_zeros_i`, `w13_gidx_i` hold what the format needs.
+   */
+  weightFormat: string;
+  /** Inputs `w13_bias_i` [E, 2I] and `w2_bias_i` [E, H] are added to each projection's output. */
+  hasBias: boolean;
+  /**
+   * 0: activations stay float32 (weights-only quantization). 128: vLLM's dynamic fp8 w8a8 with block
+   * scales: each GEMM input is rounded per token and per 128 inputs to e4m3 · s, s = max|x|/448.
+   */
+  activationQuantGroup: number;
+}
+
+/** The per-projection tensors a format adds beside the weight data. */
+export type ExpertTensorPart = 'scales' | 'zeros' | 'gidx' | 'bias';
+export function expertPartName(projection: 'w13' | 'w2', part: ExpertTensorPart, i: number): string {
+  return `${projection}_${part}_${i}`;
 }
 
 export function w13ShardName(i: number): string { return `w13_${i}`; }
@@ -64,6 +86,30 @@ export function expertWeightShards(inputs: FusedExpertsInputs, attrs: FusedExper
     w2.push(inputs[w2ShardName(i)]!);
   }
   return {w13, w2};
+}
+
+/** One shard of one projection: its data and what the format adds (absent when the format has none). */
+export interface ExpertProjectionShard {
+  data: TensorInfo;
+  scales?: TensorInfo;
+  zeros?: TensorInfo;
+  gidx?: TensorInfo;
+  bias?: TensorInfo;
+}
+
+/** Every shard of both projections with the format's extra tensors. */
+export function expertProjectionShards(inputs: FusedExpertsInputs, attrs: FusedExpertsAttrs):
+    {w13: ExpertProjectionShard[]; w2: ExpertProjectionShard[]} {
+  const {w13, w2} = expertWeightShards(inputs, attrs);
+  const withParts = (projection: 'w13' | 'w2', data: TensorInfo[]) => data.map((d, i) => {
+    const shard: ExpertProjectionShard = {data: d};
+    for (const part of ['scales', 'zeros', 'gidx', 'bias'] as const) {
+      const t = inputs[expertPartName(projection, part, i)];
+      if (t) shard[part] = t;
+    }
+    return shard;
+  });
+  return {w13: withParts('w13', w13), w2: withParts('w2', w2)};
 }
 
 /** Number of (token, slot) pairs routed to each expert; ids that `expertMap` marks -1 are not counted. */

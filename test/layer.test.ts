@@ -2,10 +2,10 @@
 import * as tf from '@tensorflow/tfjs-core';
 import {expect} from 'chai';
 import * as tfl from '@tensorflow/tfjs-layers';
-import {FusedMoE, deviceMaxWeightBytes, readSafetensors} from '../src';
+import {FusedMoE, deviceMaxWeightBytes, readSafetensors, disposeCheckpointTensors} from '../src';
 import {expectClose} from './helpers/compare';
 import {describeBackends, expectNoLeaks} from './helpers/env';
-import {FIXTURES, Fixture, entry, loadFixture} from './helpers/fixtures';
+import {FIXTURES, Fixture, entry, loadFixture, readFloatCheckpoint} from './helpers/fixtures';
 import {SHARDINGS, fixtureInputs, layerConfig, loadOptions, shardedOutput} from './layer_helpers';
 
 describeBackends('FusedMoE layer: fixtures through loadWeights', () => {
@@ -15,9 +15,9 @@ describeBackends('FusedMoE layer: fixtures through loadWeights', () => {
       let checkpoint: Map<string, tf.Tensor>;
       before(async () => {
         fx = await loadFixture(name);
-        checkpoint = readSafetensors(fx.bytes);
+        checkpoint = readFloatCheckpoint(fx.bytes);
       });
-      after(() => tf.dispose([...checkpoint.values()]));
+      after(() => disposeCheckpointTensors(checkpoint.values()));
 
       for (const {tp, ep} of SHARDINGS) {
         it(`tp=${tp} × ep=${ep}: the ranks' partial outputs sum to the expected output`, async () => {
@@ -96,6 +96,6 @@ describeBackends('FusedMoE weight binding limit', (backend) => {
     expect(() => layer.loadWeights([['a', 3]] as never)).to.throw(/every entry of 'weights' must be \[name: string, Tensor\] but got \['a', 3\]/);
     expect(() => layer.loadWeights(null as never)).to.throw(/'weights' must be a Map/);
     layer.dispose();
-    tf.dispose([...ckpt.values()]);
+    disposeCheckpointTensors(ckpt.values());
   });
 });

@@ -4,7 +4,7 @@
  */
 import * as tf from '@tensorflow/tfjs-core';
 import {expect} from 'chai';
-import {FusedMoE, readSafetensors} from '../src';
+import {FusedMoE, readSafetensors, disposeCheckpointTensors} from '../src';
 import {expectClose} from './helpers/compare';
 import {describeBackends, expectNoLeaks} from './helpers/env';
 import {Fixture, entry, loadFixture} from './helpers/fixtures';
@@ -65,7 +65,7 @@ describeBackends('FusedMoE with EPLB', () => {
             tf.dispose([hidden, logits, plainOut]);
             plain.dispose();
           });
-          tf.dispose([...ckpt.values()]);
+          disposeCheckpointTensors(ckpt.values());
         });
   }
 
@@ -74,7 +74,7 @@ describeBackends('FusedMoE with EPLB', () => {
     const ckpt = readSafetensors(fx.bytes);
     const layer = new FusedMoE(layerConfig(fx.config, {enableEplb: true, numRedundantExperts: 3}));
     layer.loadWeights(ckpt, loadOptions(fx.config));
-    tf.dispose([...ckpt.values()]);
+    disposeCheckpointTensors(ckpt.values());
     const {logicalToPhysicalMap, logicalReplicaCount} = layer.eplbState!;
     expect(await logicalToPhysicalMap.array()).to.deep.equal(
         [[0, 8], [1, 9], [2, 10], [3, -1], [4, -1], [5, -1], [6, -1], [7, -1]]);

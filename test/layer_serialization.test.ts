@@ -2,7 +2,7 @@
 import * as tf from '@tensorflow/tfjs-core';
 import * as tfl from '@tensorflow/tfjs-layers';
 import {expect} from 'chai';
-import {FusedMoE, FusedMoEConfig, readSafetensors} from '../src';
+import {FusedMoE, FusedMoEConfig, readSafetensors, disposeCheckpointTensors} from '../src';
 import {expectClose} from './helpers/compare';
 import {describeBackends, expectNoLeaks} from './helpers/env';
 import {Fixture, entry, loadFixture} from './helpers/fixtures';
@@ -91,7 +91,7 @@ describeBackends('FusedMoE in tfjs models', () => {
       const layer = new FusedMoE(layerConfig(c, extra));
       const model = tfl.model({inputs: [hiddenIn, logitsIn], outputs: layer.apply([hiddenIn, logitsIn]) as tfl.SymbolicTensor});
       layer.loadWeights(ckpt, loadOptions(c));
-      tf.dispose([...ckpt.values()]);
+      disposeCheckpointTensors(ckpt.values());
       const {hidden, logits} = fixtureInputs(fx);
       const y = model.predict([hidden, logits], {batchSize: 1024}) as tf.Tensor;
       expectClose(await y.data(), entry(fx, 'expected.output').values, `${name} in a model`);
@@ -136,7 +136,7 @@ describeBackends('FusedMoE in tfjs models', () => {
       layer.dispose();
       copy.dispose();
     });
-    tf.dispose([...ckpt.values()]);
+    disposeCheckpointTensors(ckpt.values());
   });
 
   it('a routing function works but does not serialize, and says so', async () => {
@@ -152,7 +152,7 @@ describeBackends('FusedMoE in tfjs models', () => {
     const ckpt = readSafetensors(fx.bytes);
     const layer = new FusedMoE(layerConfig(fx.config));
     layer.loadWeights(ckpt, loadOptions(fx.config));
-    tf.dispose([...ckpt.values()]);
+    disposeCheckpointTensors(ckpt.values());
     await expectNoLeaks(async () => {
       const {hidden, logits} = fixtureInputs(fx);
       const h3 = tf.tidy(() => tf.reshape(tf.slice(hidden, [0, 0], [36, 64]), [4, 9, 64]));

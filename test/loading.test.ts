@@ -6,10 +6,10 @@ import * as http from 'http';
 import * as os from 'os';
 import * as path from 'path';
 import {pathToFileURL} from 'url';
-import {FusedMoE, loadSafetensors, loadTfjsWeights, readSafetensors} from '../src';
+import {FusedMoE, PackedTensor, disposeCheckpointTensors, loadSafetensors, loadTfjsWeights, readSafetensors} from '../src';
 import {expectClose} from './helpers/compare';
 import {describeBackends, expectNoLeaks} from './helpers/env';
-import {Fixture, entry, loadFixture} from './helpers/fixtures';
+import {Fixture, entry, loadFixture, readFloatCheckpoint} from './helpers/fixtures';
 import {fixtureInputs, layerConfig, loadOptions} from './layer_helpers';
 
 /** A safetensors file from raw entries (the test's own encoder, independent of the reader). */
@@ -76,25 +76,69 @@ describeBackends('checkpoint loading', () => {
   after(() => fs.rmSync(tmp, {recursive: true, force: true}));
 
   describe('safetensors', () => {
-    it('decodes F32, F16 (normal, subnormal, max, inf) and BF16 to float32, I32 to int32', async () => {
+    it('decodes F32 and I32 (and I64) to tensors, keeps F16, BF16, F8_E4M3, U8, I8 packed with exact values', async () => {
       const bytes = encodeSafetensors([
         {name: 'f32', dtype: 'F32', shape: [2], bytes: new Uint8Array(new Float32Array([0.1, -3]).buffer)},
         {name: 'f16', dtype: 'F16', shape: [2, 2], bytes: u16([0x3e00, 0xc000, 0x0001, 0x7bff])},
         {name: 'f16inf', dtype: 'F16', shape: [1], bytes: u16([0xfc00])},
         {name: 'bf16', dtype: 'BF16', shape: [3], bytes: u16([0x3fc0, 0xc000, 0x4049])},
+        // e4m3: 1.0, -448 (max), 2^-9 (min subnormal), 0.1015625 (0x1d)
+        {name: 'f8', dtype: 'F8_E4M3', shape: [4], bytes: new Uint8Array([0x38, 0xfe, 0x01, 0x1d])},
+        {name: 'u8', dtype: 'U8', shape: [3], bytes: new Uint8Array([0, 128, 255])},
+        {name: 'i8', dtype: 'I8', shape: [3], bytes: new Uint8Array([0, 128, 255])},
         {name: 'i32', dtype: 'I32', shape: [2], bytes: new Uint8Array(new Int32Array([7, -8]).buffer)},
+        {name: 'i64', dtype: 'I64', shape: [2], bytes: new Uint8Array(new BigInt64Array([256n, -3n]).buffer)},
       ]);
       await expectNoLeaks(async () => {
         const m = readSafetensors(bytes);
+        const widened = async (k: string) => {
+          const t = m.get(k)!;
+          expect(t).to.be.instanceOf(PackedTensor);
+          const w = (t as PackedTensor).toFloat32();
+          const v = Array.from(await w.data());
+          w.dispose();
+          return v;
+        };
         expect(m.get('f16')!.shape).to.deep.equal([2, 2]);
-        expect(Array.from(await m.get('f32')!.data())).to.deep.equal([Math.fround(0.1), -3]);
-        expect(Array.from(await m.get('f16')!.data())).to.deep.equal([1.5, -2, 2 ** -24, 65504]);
-        expect(Array.from(await m.get('f16inf')!.data())).to.deep.equal([-Infinity]);
-        expect(Array.from(await m.get('bf16')!.data())).to.deep.equal([1.5, -2, 3.140625]);
+        expect((m.get('f16') as PackedTensor).dtype).to.equal('float16');
+        expect((m.get('f16') as PackedTensor).words.shape).to.deep.equal([2]);
+        expect(Array.from(await (m.get('f32') as tf.Tensor).data())).to.deep.equal([Math.fround(0.1), -3]);
+        expect(await widened('f16')).to.deep.equal([1.5, -2, 2 ** -24, 65504]);
+        expect(await widened('f16inf')).to.deep.equal([-Infinity]);
+        expect(await widened('bf16')).to.deep.equal([1.5, -2, 3.140625]);
+        expect(await widened('f8')).to.deep.equal([1, -448, 2 ** -9, 0.1015625]);
+        expect(await widened('u8')).to.deep.equal([0, 128, 255]);
+        expect(await widened('i8')).to.deep.equal([0, -128, -1]);
         expect(m.get('i32')!.dtype).to.equal('int32');
-        expect(Array.from(await m.get('i32')!.data())).to.deep.equal([7, -8]);
-        tf.dispose([...m.values()]);
+        expect(Array.from(await (m.get('i32') as tf.Tensor).data())).to.deep.equal([7, -8]);
+        expect(Array.from(await (m.get('i64') as tf.Tensor).data())).to.deep.equal([256, -3]);
+        disposeCheckpointTensors(m.values());
       });
+    });
+
+    it('decodes a Node Buffer that is a view into a larger pool at its own offset', async () => {
+      // fs.readFileSync returns such views; decoding from offset 0 of the pool read other data of the process.
+      const file = encodeSafetensors([
+        {name: 'f32', dtype: 'F32', shape: [3], bytes: new Uint8Array(new Float32Array([5.5, -2.25, 0.125]).buffer)},
+        {name: 'bf16', dtype: 'BF16', shape: [1], bytes: u16([0x3fc0])},
+      ]);
+      for (const offset of [0, 1, 3, 8, 13]) {
+        const pool = new Uint8Array(offset + file.byteLength + 7).fill(0x7f);
+        pool.set(file, offset);
+        const view = Buffer.from(pool.buffer, offset, file.byteLength);
+        const m = readSafetensors(view);
+        expect(Array.from(await (m.get('f32') as tf.Tensor).data()), `offset ${offset}`).to.deep.equal([5.5, -2.25, 0.125]);
+        const b = (m.get('bf16') as PackedTensor).toFloat32();
+        expect(Array.from(await b.data())).to.deep.equal([1.5]);
+        b.dispose();
+        disposeCheckpointTensors(m.values());
+      }
+    });
+
+    it('rejects I64 values outside int32, naming the tensor', () => {
+      const bytes = encodeSafetensors([{name: 'big', dtype: 'I64', shape: [1],
+        bytes: new Uint8Array(new BigInt64Array([2n ** 40n]).buffer)}]);
+      expect(() => readSafetensors(bytes)).to.throw(/'big' \(I64\) holds 1099511627776 .*outside int32/);
     });
 
     it('rejects an unknown dtype, naming the tensor and the dtype, and makes no tensors', async () => {
@@ -125,8 +169,8 @@ describeBackends('checkpoint loading', () => {
         expect(progress[progress.length - 1]).to.deep.equal([mixtral.bytes.byteLength, mixtral.bytes.byteLength]);
         for (let i = 1; i < progress.length; i++) expect(progress[i][0]).to.be.at.least(progress[i - 1][0]);
         expect([...m.keys()].sort()).to.deep.equal([...mixtral.entries.keys()].sort());
-        expectClose(await m.get('expected.output')!.data(), entry(mixtral, 'expected.output').values, 'read back');
-        tf.dispose([...m.values()]);
+        expectClose(await (m.get('expected.output') as tf.Tensor).data(), entry(mixtral, 'expected.output').values, 'read back');
+        disposeCheckpointTensors(m.values());
       }
       await loadSafetensors(path.join(tmp, 'absent.safetensors')).then(
           () => expect.fail('no error'), (e: Error) => expect(e.message).to.match(/cannot read .*absent\.safetensors/));
@@ -146,7 +190,7 @@ describeBackends('checkpoint loading', () => {
         layer.loadWeights(m, loadOptions(mixtral.config));
         expectClose(await runLayer(layer, mixtral), entry(mixtral, 'expected.output').values, 'over http');
         layer.dispose();
-        tf.dispose([...m.values()]);
+        disposeCheckpointTensors(m.values());
         await loadSafetensors(`${server.base}nothing`).then(
             () => expect.fail('no error'), (e: Error) => expect(e.message).to.match(/HTTP 404/));
       } finally {
@@ -161,7 +205,7 @@ describeBackends('checkpoint loading', () => {
       // The expert weights under their checkpoint names, encoded by tfjs itself and cut into two shards.
       dir = path.join(tmp, 'tfjs');
       fs.mkdirSync(dir);
-      const all = readSafetensors(mixtral.bytes);
+      const all = readFloatCheckpoint(mixtral.bytes);
       const experts: tf.NamedTensorMap = {};
       for (const [k, t] of all) if (k.includes('.experts.')) experts[k] = t;
       const {data, specs} = await tf.io.encodeWeights(experts);
@@ -172,7 +216,7 @@ describeBackends('checkpoint loading', () => {
       fs.writeFileSync(path.join(dir, 'model.json'), JSON.stringify({
         format: 'layers-model', weightsManifest: [{paths: ['group1-shard1of2.bin', 'group1-shard2of2.bin'], weights: specs}],
       }));
-      tf.dispose([...all.values()]);
+      disposeCheckpointTensors(all.values());
     });
 
     it('loads through io.decodeWeights into a layer that reproduces the fixture, with progress', async () => {
@@ -186,7 +230,7 @@ describeBackends('checkpoint loading', () => {
         layer.loadWeights(m, loadOptions(mixtral.config));
         expectClose(await runLayer(layer, mixtral), entry(mixtral, 'expected.output').values, 'tfjs manifest');
         layer.dispose();
-        tf.dispose([...m.values()]);
+        disposeCheckpointTensors(m.values());
       });
     });
 
@@ -197,7 +241,7 @@ describeBackends('checkpoint loading', () => {
       try {
         const m = await loadTfjsWeights(`${server.base}moe/model.json`);
         expect(m.size).to.equal(8 * 3);
-        tf.dispose([...m.values()]);
+        disposeCheckpointTensors(m.values());
       } finally {
         await server.close();
       }
@@ -222,14 +266,14 @@ describeBackends('checkpoint loading', () => {
     let before_: Float32Array[];
     const prefix = () => mixtral.config.checkpoint_prefix;
     beforeEach(async () => {
-      good = readSafetensors(mixtral.bytes);
+      good = readFloatCheckpoint(mixtral.bytes);
       layer = new FusedMoE(layerConfig(mixtral.config));
       layer.loadWeights(good, loadOptions(mixtral.config));
       before_ = await weightValues(layer);
     });
     afterEach(() => {
       layer.dispose();
-      tf.dispose([...good.values()]);
+      disposeCheckpointTensors(good.values());
     });
 
     async function expectRefused(checkpoint: Map<string, tf.Tensor>, message: RegExp, cfg = loadOptions(mixtral.config)) {
@@ -309,7 +353,7 @@ describeBackends('checkpoint loading', () => {
       layer.loadWeights(ckpt, loadOptions(fx.config));
       expectClose(await runLayer(layer, fx), entry(fx, 'expected.output').values, 'llama4 after the refusal');
       layer.dispose();
-      tf.dispose([...ckpt.values()]);
+      disposeCheckpointTensors(ckpt.values());
     });
 
     it('DeepSeek-V3: the correction bias is loaded, and required', async () => {
@@ -326,7 +370,7 @@ describeBackends('checkpoint loading', () => {
       expect(Array.from(await bias.read().data())).to.deep.equal(Array.from(entry(fx, biasKey).values));
       expectClose(await runLayer(layer, fx), entry(fx, 'expected.output').values, 'deepseek with bias');
       layer.dispose();
-      tf.dispose([...ckpt.values()]);
+      disposeCheckpointTensors(ckpt.values());
     });
 
     it('an expert-parallel rank needs only its own experts', async () => {
@@ -340,7 +384,7 @@ describeBackends('checkpoint loading', () => {
           new RegExp(`missing w1 \\(w1\\) for experts 4, 5, 6, 7: expected e\\.g\\. '${p.replace(/\./g, '\\.')}\\.experts\\.4\\.w1\\.weight'`));
       rank0.dispose();
       rank1.dispose();
-      tf.dispose([...ckpt.values()]);
+      disposeCheckpointTensors(ckpt.values());
     });
   });
 });

@@ -8,7 +8,7 @@
  */
 import * as tf from '@tensorflow/tfjs-core';
 import '@tensorflow/tfjs-backend-cpu';
-import {loadSafetensors} from '../../src';
+import {loadSafetensors, disposeCheckpointTensors} from '../../src';
 import {CheckpointConfig, CheckpointLayer, runCheckpointLayer} from '../common/checkpoint_layer';
 
 const TIMED_CALLS = 3;
@@ -152,7 +152,7 @@ async function run(name: string): Promise<void> {
     try {
       layer = await CheckpointLayer.fromTensors(name, config, tensors);
     } finally {
-      tf.dispose([...tensors.values()]);
+      disposeCheckpointTensors(tensors.values());
     }
     $('layer').textContent = `${name}: ${layer.describe()}\n${layer.layer.toString()}`;
     state.status = 'running';

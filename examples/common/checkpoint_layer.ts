@@ -7,7 +7,7 @@
  *                                                  └──▶ selectExperts ──▶ tokens per expert (for display)
  */
 import * as tf from '@tensorflow/tfjs-core';
-import {FusedMoE, FusedMoEOptions, selectExperts} from '../../src';
+import {FusedMoE, FusedMoEOptions, selectExperts, CheckpointTensor} from '../../src';
 
 /** The vLLM config stored in each fixture (snake_case, as vLLM names it). */
 export interface CheckpointConfig {
@@ -55,11 +55,12 @@ export class CheckpointLayer {
    * `loadSafetensors` return them), through the layer's own `loadWeights`. The caller keeps (and
    * disposes) `tensors`; the layer holds copies.
    */
-  static async fromTensors(name: string, checkpoint: CheckpointConfig, tensors: Map<string, tf.Tensor>):
+  static async fromTensors(name: string, checkpoint: CheckpointConfig, tensors: Map<string, CheckpointTensor>):
       Promise<CheckpointLayer> {
     const get = (key: string): tf.Tensor => {
       const t = tensors.get(key);
       if (t == null) throw new Error(`checkpoint '${name}' has no tensor '${key}'`);
+      if (!(t instanceof tf.Tensor)) throw new Error(`checkpoint '${name}': '${key}' is ${t.dtype}, expected float32`);
       return t;
     };
     const prefix = checkpoint.checkpoint_prefix;

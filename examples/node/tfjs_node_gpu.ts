@@ -20,7 +20,7 @@
 import * as fs from 'fs';
 import * as path from 'path';
 import * as tf from '@tensorflow/tfjs-core';
-import {loadSafetensors} from '../../src';
+import {loadSafetensors, disposeCheckpointTensors} from '../../src';
 import {CheckpointConfig, CheckpointLayer, runCheckpointLayer} from '../common/checkpoint_layer';
 import {loadTensorflowBackend} from './tensorflow_backend';
 
@@ -44,7 +44,7 @@ async function main(): Promise<number> {
   const config = JSON.parse(fs.readFileSync(path.join(dir, `${name}.json`), 'utf8')) as CheckpointConfig;
   const tensors = await loadSafetensors(file);
   const layer = await CheckpointLayer.fromTensors(name, config, tensors);
-  tf.dispose([...tensors.values()]);
+  disposeCheckpointTensors(tensors.values());
 
   const run = await runCheckpointLayer(layer, 5);
   const sorted = [...run.latenciesMs].sort((a, b) => a - b);

@@ -1,19 +1,25 @@
 /**
  * Safetensors reading: an 8-byte little-endian header length, a JSON header
  * {name: {dtype, shape, data_offsets: [begin, end]}, __metadata__?: {...}}, then the raw bytes.
- * F32, F16, BF16 and I32 become float32 / int32 tensors; anything else is rejected by name.
+ * F32 and I32 become float32 / int32 tensors, I64 an int32 tensor (values outside int32 are an error);
+ * BF16, F16, F8_E4M3, U8 and I8 stay as stored, in a PackedTensor (packed_tensor.ts), so a bf16 or fp8
+ * checkpoint takes its own bytes on the device. Anything else is rejected by name.
  */
 import {Tensor, tensor} from '@tensorflow/tfjs-core';
 import {FetchBytesOptions, fetchBytes} from './fetch_bytes';
+import {CheckpointTensor, PackedDtype, PackedTensor} from './packed_tensor';
 
-export type SafetensorsDtype = 'F32' | 'F16' | 'BF16' | 'I32';
-export const SAFETENSORS_DTYPES: readonly SafetensorsDtype[] = ['F32', 'F16', 'BF16', 'I32'];
+export type SafetensorsDtype = 'F32' | 'I32' | 'I64' | 'F16' | 'BF16' | 'F8_E4M3' | 'U8' | 'I8';
+export const SAFETENSORS_DTYPES: readonly SafetensorsDtype[] = ['F32', 'I32', 'I64', 'F16', 'BF16', 'F8_E4M3', 'U8', 'I8'];
+
+const PACKED: Partial<Record<SafetensorsDtype, PackedDtype>> =
+    {F16: 'float16', BF16: 'bfloat16', F8_E4M3: 'float8_e4m3fn', U8: 'uint8', I8: 'int8'};
 
 export interface SafetensorsEntry {
   dtype: SafetensorsDtype;
   shape: number[];
-  /** Decoded values: float32 for F32/F16/BF16, int32 for I32. */
-  values: Float32Array | Int32Array;
+  /** F32: float32 values; I32 and I64: int32 values; the packed dtypes: the stored bytes (a copy). */
+  values: Float32Array | Int32Array | Uint8Array;
 }
 
 export interface SafetensorsFile {
@@ -21,7 +27,7 @@ export interface SafetensorsFile {
   entries: Map<string, SafetensorsEntry>;
 }
 
-const BYTES: Record<SafetensorsDtype, number> = {F32: 4, F16: 2, BF16: 2, I32: 4};
+const BYTES: Record<SafetensorsDtype, number> = {F32: 4, I32: 4, I64: 8, F16: 2, BF16: 2, F8_E4M3: 1, U8: 1, I8: 1};
 
 /** Parses a whole safetensors file into plain typed arrays (no tensors are made). */
 export function parseSafetensors(bytes: Uint8Array | ArrayBuffer): SafetensorsFile {
@@ -65,48 +71,49 @@ export function parseSafetensors(bytes: Uint8Array | ArrayBuffer): SafetensorsFi
       fail(`tensor '${name}' ends at byte ${end} of the data but the file holds only ${dataLength}: it is truncated`);
     }
     entries.set(name, {dtype: dtype as SafetensorsDtype, shape,
-      values: decode(u8.subarray(dataStart + begin, dataStart + end), dtype as SafetensorsDtype, size)});
+      values: decode(u8.subarray(dataStart + begin, dataStart + end), dtype as SafetensorsDtype, size, name)});
   }
   return {metadata, entries};
 }
 
-/** Parses a safetensors file into tfjs tensors (float32 or int32), keyed by checkpoint name. */
-export function readSafetensors(bytes: Uint8Array | ArrayBuffer): Map<string, Tensor> {
-  const out = new Map<string, Tensor>();
+/**
+ * Parses a safetensors file into tensors keyed by checkpoint name: float32 / int32 tensors, and
+ * PackedTensors for the dtypes tfjs lacks (`t.toFloat32()` widens one when you need to).
+ */
+export function readSafetensors(bytes: Uint8Array | ArrayBuffer): Map<string, CheckpointTensor> {
+  const out = new Map<string, CheckpointTensor>();
   for (const [name, e] of parseSafetensors(bytes).entries) {
-    out.set(name, tensor(e.values, e.shape, e.values instanceof Int32Array ? 'int32' : 'float32'));
+    const packed = PACKED[e.dtype];
+    out.set(name, packed ? PackedTensor.fromBytes(packed, e.shape, e.values as Uint8Array) :
+      tensor(e.values as Float32Array | Int32Array, e.shape, e.values instanceof Int32Array ? 'int32' : 'float32'));
   }
   return out;
 }
 
-function decode(raw: Uint8Array, dtype: SafetensorsDtype, size: number): Float32Array | Int32Array {
-  // Copy first: the tensor data inside the file need not be aligned for a typed-array view.
-  const copy = raw.slice();
+function decode(raw: Uint8Array, dtype: SafetensorsDtype, size: number, name: string):
+    Float32Array | Int32Array | Uint8Array {
+  // Copy into a fresh buffer: `raw` may be a view at any offset into a larger (or pooled, for a Node Buffer)
+  // ArrayBuffer, and tensor data inside a file need not be aligned for a typed-array view.
+  const copy = new Uint8Array(raw.byteLength);
+  copy.set(raw);
   switch (dtype) {
     case 'F32': return new Float32Array(copy.buffer, 0, size);
     case 'I32': return new Int32Array(copy.buffer, 0, size);
-    case 'BF16': {
-      const half = new Uint16Array(copy.buffer, 0, size);
-      const bits = new Uint32Array(size);
-      for (let i = 0; i < size; i++) bits[i] = half[i] << 16;
-      return new Float32Array(bits.buffer);
-    }
-    case 'F16': {
-      const half = new Uint16Array(copy.buffer, 0, size);
-      const out = new Float32Array(size);
-      for (let i = 0; i < size; i++) out[i] = halfToFloat(half[i]);
+    case 'I64': {
+      const wide = new BigInt64Array(copy.buffer, 0, size);
+      const out = new Int32Array(size);
+      for (let i = 0; i < size; i++) {
+        const v = wide[i];
+        if (v < -2147483648n || v > 2147483647n) {
+          throw new Error(`readSafetensors: tensor '${name}' (I64) holds ${v} at index ${i}, outside int32, which ` +
+              `tfjs cannot hold`);
+        }
+        out[i] = Number(v);
+      }
       return out;
     }
+    default: return copy;
   }
-}
-
-function halfToFloat(h: number): number {
-  const sign = h & 0x8000 ? -1 : 1;
-  const exp = (h >> 10) & 0x1f;
-  const frac = h & 0x3ff;
-  if (exp === 0) return sign * frac * 2 ** -24;
-  if (exp === 31) return frac ? NaN : sign * Infinity;
-  return sign * (1 + frac / 1024) * 2 ** (exp - 15);
 }
 
 export interface LoadSafetensorsOptions extends FetchBytesOptions {}
@@ -122,7 +129,7 @@ export interface LoadSafetensorsOptions extends FetchBytesOptions {}
  * ```
  */
 export async function loadSafetensors(pathOrUrl: string | URL, o: LoadSafetensorsOptions = {}):
-    Promise<Map<string, Tensor>> {
+    Promise<Map<string, CheckpointTensor>> {
   const bytes = await fetchBytes(pathOrUrl, o);
   try {
     return readSafetensors(bytes);

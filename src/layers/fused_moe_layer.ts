@@ -11,6 +11,7 @@
  */
 import {Tensor, Tensor1D, Tensor2D, Tensor3D, Variable, backend, keep, reshape, serialization, tensor1d, tensor2d, tidy,
   zeros} from '@tensorflow/tfjs-core';
+import {CheckpointTensor, PackedTensor} from '../io/packed_tensor';
 import {LayerVariable, Shape, SymbolicTensor, initializers, input, layers} from '@tensorflow/tfjs-layers';
 import {determineExpertMap, localExpertRange} from '../ops/expert_map';
 import {FusedMoEOptions, fusedMoE} from '../ops/fused_moe';
@@ -194,19 +195,22 @@ export class FusedMoE extends layers.Layer {
    * fused 3-D checkpoints and the correction bias. Checks everything first; on any problem it throws
    * one Error naming each key with the expected and found shapes, and leaves the weights unchanged.
    */
-  loadWeights(weights: Map<string, Tensor> | Iterable<[string, Tensor]> | {[name: string]: Tensor},
-      options: LoadWeightsOptions = {}): void {
+  loadWeights(weights: CheckpointWeights, options: LoadWeightsOptions = {}): void {
     this.ensureBuilt();
-    const checkpoint = checkpointMap(weights);
-    const plan = planExpertLoad(this.layout!, checkpoint, options);
-    const {w13, w2} = materializeExpertLoad(this.layout!, plan);
+    const {checkpoint, widened} = checkpointMap(weights);
     try {
-      w13.forEach((t, i) => this.w13Weights[i].write(t));
-      w2.forEach((t, i) => this.w2Weights[i].write(t));
-      if (plan.bias) this.biasWeight!.write(plan.bias);
+      const plan = planExpertLoad(this.layout!, checkpoint, options);
+      const {w13, w2} = materializeExpertLoad(this.layout!, plan);
+      try {
+        w13.forEach((t, i) => this.w13Weights[i].write(t));
+        w2.forEach((t, i) => this.w2Weights[i].write(t));
+        if (plan.bias) this.biasWeight!.write(plan.bias);
+      } finally {
+        w13.forEach((t) => t.dispose());
+        w2.forEach((t) => t.dispose());
+      }
     } finally {
-      w13.forEach((t) => t.dispose());
-      w2.forEach((t) => t.dispose());
+      widened.forEach((t) => t.dispose());
     }
   }
 
@@ -299,25 +303,39 @@ export class FusedMoE extends layers.Layer {
 }
 
 
-/** A Map, an iterable of [name, tensor] pairs or a NamedTensorMap (what tf.io.decodeWeights returns), as a Map. */
-function checkpointMap(weights: Map<string, Tensor> | Iterable<[string, Tensor]> | {[name: string]: Tensor}):
-    Map<string, Tensor> {
-  if (weights instanceof Map) return weights;
+/** What `loadWeights` takes: what `readSafetensors` returns, any iterable of pairs, or a NamedTensorMap. */
+export type CheckpointWeights = Map<string, CheckpointTensor> | Iterable<[string, CheckpointTensor]> |
+    {[name: string]: CheckpointTensor};
+
+/**
+ * The checkpoint as a Map of tensors. Half-precision packed tensors are widened to float32 here (temporaries
+ * the caller disposes) until the layer keeps them in their own precision.
+ */
+function checkpointMap(weights: CheckpointWeights): {checkpoint: Map<string, Tensor>; widened: Tensor[]} {
   if (weights == null || typeof weights !== 'object') {
     throw new Error(`FusedMoE.loadWeights: 'weights' must be a Map, an iterable of [name, Tensor] pairs or an object ` +
         `of tensors but got ${String(weights)}`);
   }
-  const entries = Symbol.iterator in weights ? [...(weights as Iterable<[string, Tensor]>)] :
-    Object.entries(weights as {[name: string]: Tensor});
-  const map = new Map<string, Tensor>();
+  const entries = Symbol.iterator in weights ? [...(weights as Iterable<[string, CheckpointTensor]>)] :
+    Object.entries(weights as {[name: string]: CheckpointTensor});
+  const checkpoint = new Map<string, Tensor>();
+  const widened: Tensor[] = [];
   for (const entry of entries) {
-    if (!Array.isArray(entry) || typeof entry[0] !== 'string' || !(entry[1] instanceof Tensor)) {
+    if (!Array.isArray(entry) || typeof entry[0] !== 'string' ||
+        !(entry[1] instanceof Tensor || entry[1] instanceof PackedTensor)) {
       throw new Error(`FusedMoE.loadWeights: every entry of 'weights' must be [name: string, Tensor] but got ` +
           `${Array.isArray(entry) ? `['${String(entry[0])}', ${String(entry[1])}]` : String(entry)}`);
     }
-    map.set(entry[0], entry[1]);
+    const t = entry[1];
+    if (t instanceof PackedTensor && (t.dtype === 'bfloat16' || t.dtype === 'float16')) {
+      const wide = t.toFloat32();
+      widened.push(wide);
+      checkpoint.set(entry[0], wide);
+    } else if (t instanceof Tensor) {
+      checkpoint.set(entry[0], t);
+    }
   }
-  return map;
+  return {checkpoint, widened};
 }
 
 function shapeStr(s: ReadonlyArray<number | null>): string {

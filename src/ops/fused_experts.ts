@@ -1,6 +1,7 @@
 import {Tensor1D, Tensor2D, Tensor3D, TensorLike, engine, op} from '@tensorflow/tfjs-core';
 import {Activation, FusedExperts, FusedExpertsAttrs, FusedExpertsInputs, w13ShardName, w2ShardName}
   from '../kernel_names';
+import {FLOAT32_FORMAT, formatKey} from '../quant/format';
 import {checkDim, checkValuesOnce, intArg, oneOf, shapeStr, tensorArg} from './validate';
 
 export interface FusedExpertsOptions {
@@ -119,6 +120,7 @@ function fusedExperts_(hiddenStates: Tensor2D | TensorLike, w13: Tensor3D | Tens
   weights.w2.forEach((t, i) => { inputs[w2ShardName(i)] = t; });
   const attrs: FusedExpertsAttrs = {
     activation, applyRouterWeightOnInput, globalNumExperts, numWeightShards: weights.w13.length,
+    weightFormat: formatKey(FLOAT32_FORMAT), hasBias: false, activationQuantGroup: 0,
   };
   return engine().runKernel(FusedExperts, inputs as {}, attrs as {}) as Tensor2D;
 }

@@ -2,8 +2,10 @@
  * The golden Hugging Face fixtures (test/fixtures/*.safetensors, copied from the shared set):
  * real checkpoint names, inputs and expected outputs. Read with the package's own safetensors parser.
  */
+import * as tf from '@tensorflow/tfjs-core';
 import type {FusedMoEOptions} from '../../src';
-import {SafetensorsEntry, parseSafetensors} from '../../src/io/safetensors';
+import {SafetensorsEntry, parseSafetensors, readSafetensors} from '../../src/io/safetensors';
+import {disposeCheckpointTensors} from '../../src/io/packed_tensor';
 
 export const FIXTURES = ['mixtral-t1', 'mixtral-t37', 'qwen3moe-t19', 'qwen2moe-t9', 'deepseekv3-t3',
   'deepseekv3-t41', 'llama4-t13'];
@@ -85,4 +87,18 @@ export function fixtureExpertWeights(fx: Fixture): {w13: Float32Array; w2: Float
     }
   }
   return {w13, w2};
+}
+
+/** A float32 fixture file as tensors (these fixtures hold only F32 and I32, so no PackedTensor appears). */
+export function readFloatCheckpoint(bytes: Uint8Array): Map<string, tf.Tensor> {
+  const m = readSafetensors(bytes);
+  const out = new Map<string, tf.Tensor>();
+  for (const [k, t] of m) {
+    if (!(t instanceof tf.Tensor)) {
+      disposeCheckpointTensors(m.values());
+      throw new Error(`fixture tensor '${k}' is ${t.dtype}, not float32/int32`);
+    }
+    out.set(k, t);
+  }
+  return out;
 }

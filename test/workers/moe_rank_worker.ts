@@ -6,7 +6,7 @@
 import * as tf from '@tensorflow/tfjs-core';
 import {parentPort, workerData} from 'worker_threads';
 import '../setup_node';
-import {FusedMoE, readSafetensors} from '../../src';
+import {FusedMoE, readSafetensors, disposeCheckpointTensors} from '../../src';
 import {entry, loadFixture} from '../helpers/fixtures';
 import {layerConfig, loadOptions} from '../layer_helpers';
 
@@ -37,7 +37,7 @@ async function main(task: RankTask & {rank: number}): Promise<void> {
     },
   }));
   layer.loadWeights(checkpoint, loadOptions(c));
-  tf.dispose([...checkpoint.values()]);
+  disposeCheckpointTensors(checkpoint.values());
   const hidden = tf.tensor2d(entry(fx, 'input.hidden_states').values, [c.tokens, c.hidden_size]);
   const logits = tf.tensor2d(entry(fx, 'input.router_logits').values, [c.tokens, c.num_experts]);
   const before = tf.memory().numTensors;
