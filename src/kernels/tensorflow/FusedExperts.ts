@@ -18,7 +18,8 @@
  *   pair → row  row(p) = blockStart[key] · B + (position in sorted order - segment start)
  */
 import {KernelConfig, TensorInfo} from '@tensorflow/tfjs-core';
-import {Activation, FusedExperts, FusedExpertsAttrs, FusedExpertsInputs, expertWeightShards} from '../../kernel_names';
+import {Activation, FusedExperts, FusedExpertsAttrs, FusedExpertsInputs, expertWeightShards, unsupportedExpertsFeature} from '../../kernel_names';
+import {FLOAT32_FORMAT, formatKey} from '../../quant/format';
 import {checkIndexRange} from './Eplb';
 import {ExpertsComposition, chooseExpertsComposition} from './experts_composition';
 import {RawOps, tensorflowBackend} from './raw_ops';
@@ -120,6 +121,9 @@ export const fusedExpertsConfig: KernelConfig = {
   kernelFunc: ({inputs, attrs, backend}) => {
     const ins = inputs as FusedExpertsInputs;
     const a = attrs as unknown as FusedExpertsAttrs;
+    const unsupported = unsupportedExpertsFeature(a, 'tensorflow', {formats: (k) => k === formatKey(FLOAT32_FORMAT),
+      bias: false, swigluoai: false, fp8Activations: false});
+    if (unsupported) throw new Error(unsupported);
     const {w13, w2} = expertWeightShards(ins, a);
     const [T, H] = ins.hiddenStates.shape;
     const k = ins.topkIds.shape[1];

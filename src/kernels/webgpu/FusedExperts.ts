@@ -28,7 +28,8 @@
  */
 import {KernelConfig, KernelFunc, TensorInfo, util} from '@tensorflow/tfjs-core';
 import type {WebGPUBackend, WebGPUProgram} from '@tensorflow/tfjs-backend-webgpu';
-import {expertWeightShards, FusedExperts, FusedExpertsAttrs, FusedExpertsInputs} from '../../kernel_names';
+import {expertWeightShards, unsupportedExpertsFeature, FusedExperts, FusedExpertsAttrs, FusedExpertsInputs} from '../../kernel_names';
+import {FLOAT32_FORMAT, formatKey} from '../../quant/format';
 import {ALIGN_MAX_LOCAL_EXPERTS, ExpertsAlignProgram, maxPaddedRows} from './experts_align_webgpu';
 import {ExpertsCombineProgram} from './experts_combine_webgpu';
 import {ExpertsW13GemmProgram, ExpertsW2GemmProgram, GEMM_BLOCK_ROWS} from './experts_gemm_webgpu';
@@ -180,6 +181,9 @@ export const fusedExpertsWebGPU: KernelFunc = ({inputs, attrs, backend: b}): Ten
   const backend = b as WebGPUBackend;
   const ins = inputs as FusedExpertsInputs;
   const a = attrs as unknown as FusedExpertsAttrs;
+  const unsupported = unsupportedExpertsFeature(a, 'webgpu', {formats: (k) => k === formatKey(FLOAT32_FORMAT),
+    bias: false, swigluoai: false, fp8Activations: false});
+  if (unsupported) throw new Error(unsupported);
   const {w13, w2} = expertWeightShards(ins, a);
   const {hiddenStates, topkWeights, topkIds, expertMap} = ins;
   const [T, H] = hiddenStates.shape;
