@@ -112,7 +112,8 @@ function checkProjection(q: QuantizedExpertWeights, name: string, opName: string
       checkDim(out.scales, 0, E, `${name}.scales`, opName, dims, 'experts');
       checkDim(out.scales, 1, Math.ceil(N / format.blockRows), `${name}.scales`, opName, dims,
           `⌈${N}/${format.blockRows}⌉`);
-      checkDim(out.scales, 2, G, `${name}.scales`, opName, dims, `⌈${K}/${format.groupSize}⌉`);
+      checkDim(out.scales, 2, G, `${name}.scales`, opName, dims,
+          format.groupSize < 0 ? 'one per row' : `⌈${K}/${format.groupSize}⌉`);
     }
   }
   if (format.zero === 'tensor') {
@@ -245,7 +246,7 @@ function fusedExperts_(hiddenStates: Tensor2D | TensorLike, w13: ExpertWeightsAr
       (v) => v >= 0 && v < globalNumExperts);
 
   const useFp8W8A8 = !!o.useFp8W8A8;
-  if (useFp8W8A8 && (weights.format.code !== 'e4m3' || weights.format.groupSize === 0)) {
+  if (useFp8W8A8 && (weights.format.code !== 'e4m3' || weights.format.groupSize <= 0)) {
     throw new Error(`${opName}: 'useFp8W8A8' needs e4m3 weights with block scales, but the weights are ` +
         formatKey(weights.format));
   }

@@ -6,7 +6,7 @@
  *
  * The product is formed in float64 and rounded once to float32, as the float64 fixtures expect.
  */
-import {WEIGHT_CODES, WeightFormat, e8m0ToFloat, formatBits, numGroups} from '../../quant/format';
+import {WEIGHT_CODES, WeightFormat, e8m0ToFloat, formatBits, groupOf, numGroups} from '../../quant/format';
 
 export interface PackedProjection {
   format: WeightFormat;
@@ -40,7 +40,7 @@ export function dequantizeImpl(p: PackedProjection): Float32Array {
         const code = (word >>> ((field % perWord) * bits)) & mask;
         let v = decode(code);
         if (G > 0) {
-          const g = f.hasGIdx ? p.gIdx![e * K + k] : Math.floor(k / f.groupSize);
+          const g = f.hasGIdx ? p.gIdx![e * K + k] : groupOf(f, k);
           const zero = f.zero === 'tensor' ? p.zeros![(e * N + n) * G + g] : f.zero;
           const scale = scaleBytes ? e8m0ToFloat(scaleBytes[e * scaleBytesPerExpert + n * G + g]) :
             p.scales![(e * scaleRows + Math.floor(n / f.blockRows)) * G + g];
