@@ -2,7 +2,7 @@ import {Tensor1D, Tensor2D, Tensor3D, TensorLike, engine, op} from '@tensorflow/
 import {Activation, FusedExperts, FusedExpertsAttrs, FusedExpertsInputs, w13ShardName, w2ShardName}
   from '../kernel_names';
 import {FLOAT32_FORMAT, formatKey} from '../quant/format';
-import {checkDim, checkValuesOnce, intArg, oneOf, shapeStr, tensorArg} from './validate';
+import {checkDim, checkRangeOnce, intArg, oneOf, shapeStr, tensorArg} from './validate';
 
 export interface FusedExpertsOptions {
   /** 'silu' (default) or 'gelu' (exact, erf form) of the gate half, times the up half. */
@@ -60,8 +60,8 @@ export function expertWeightsArg(w13: Tensor3D | Tensor3D[], w2: Tensor3D | Tens
 /** Checks an expert map once: int32 [E], every value -1 or a local expert. */
 export function expertMapArg(expertMap: Tensor1D | TensorLike, numLocalExperts: number, opName: string): Tensor1D {
   const map = tensorArg<Tensor1D>(expertMap, 'expertMap', opName, ['E'], 'int32');
-  checkValuesOnce(map, 'expertMap', opName, `-1 or a local expert id in [0, ${numLocalExperts})`,
-      (v) => v === -1 || (v >= 0 && v < numLocalExperts));
+  checkRangeOnce(map, 'expertMap', opName, -1, numLocalExperts - 1,
+      `-1 or a local expert id in [0, ${numLocalExperts})`);
   return map;
 }
 
@@ -113,8 +113,10 @@ function fusedExperts_(hiddenStates: Tensor2D | TensorLike, w13: Tensor3D | Tens
     }
     globalNumExperts = o.globalNumExperts;
   }
-  checkValuesOnce(ids, 'topkIds', opName, `expert ids in [0, ${globalNumExperts})`,
-      (v) => v >= 0 && v < globalNumExperts);
+  const rangeSource = o.globalNumExperts != null && o.globalNumExperts !== -1 ? `'globalNumExperts'` :
+    inputs.expertMap ? `the length of 'expertMap'` : `the experts in 'w13'`;
+  checkRangeOnce(ids, 'topkIds', opName, 0, globalNumExperts - 1, `expert ids in [0, ${globalNumExperts})`,
+      `; ${globalNumExperts} is ${rangeSource}`);
 
   weights.w13.forEach((t, i) => { inputs[w13ShardName(i)] = t; });
   weights.w2.forEach((t, i) => { inputs[w2ShardName(i)] = t; });
