@@ -6,7 +6,7 @@
  *   model.json {weightsManifest: [{paths: [shard, ...], weights: [{name, shape, dtype, quantization?}, ...]}]}
  *     → each group's shards, concatenated → io.decodeWeights → Map name → Tensor
  */
-import {Tensor, dispose, io} from '@tensorflow/tfjs-core';
+import {Tensor, dispose, io, tidy} from '@tensorflow/tfjs-core';
 import {FetchBytesOptions, fetchBytes} from './fetch_bytes';
 
 const BYTES_PER_DTYPE: Record<string, number> = {float32: 4, int32: 4, bool: 1, uint8: 1, uint16: 2, float16: 2};
@@ -19,16 +19,56 @@ function entryBytes(w: io.WeightsManifestEntry): number | null {
   return per == null ? null : size * per;
 }
 
+/**
+ * Checks a manifest's structure before anything is fetched or decoded: an array of groups, each with string
+ * `paths` and `weights` entries {name, shape, dtype}, every name once (io.decodeWeights returns an object, so
+ * a repeated name would silently keep one tensor and leak the other).
+ */
+function checkManifest(manifest: unknown, fail: (why: string) => never): io.WeightsManifestConfig {
+  if (!Array.isArray(manifest)) return fail(`'weightsManifest' must be an array of {paths, weights} groups`);
+  const names = new Map<string, number>();
+  manifest.forEach((group: unknown, g) => {
+    const {paths, weights} = (group !== null && typeof group === 'object' ? group : {}) as
+        {paths?: unknown; weights?: unknown};
+    if (!Array.isArray(paths) || !paths.every((p) => typeof p === 'string')) {
+      fail(`group ${g} of 'weightsManifest' must have 'paths', an array of shard file names, but has ` +
+          `${JSON.stringify(paths)}`);
+    }
+    if (!Array.isArray(weights)) {
+      fail(`group ${g} of 'weightsManifest' must have 'weights', an array of {name, shape, dtype}, but has ` +
+          `${JSON.stringify(weights)}`);
+    }
+    (weights as unknown[]).forEach((w, i) => {
+      const {name, shape, dtype} = (w !== null && typeof w === 'object' ? w : {}) as
+          {name?: unknown; shape?: unknown; dtype?: unknown};
+      if (typeof name !== 'string' || typeof dtype !== 'string' || !Array.isArray(shape) ||
+          !shape.every((d) => Number.isInteger(d) && d >= 0)) {
+        fail(`group ${g} weight ${i} must be {name, shape: [non-negative integers], dtype} but is ${JSON.stringify(w)}`);
+      }
+      const first = names.get(name as string);
+      if (first != null) {
+        fail(`weight '${name}' appears twice in the manifest (group ${first}${first === g ? ', twice' : ` and group ${g}`})`);
+      }
+      names.set(name as string, g);
+    });
+  });
+  return manifest as io.WeightsManifestConfig;
+}
+
 /** Decodes shards already in memory: `shards[g]` holds group g's shard buffers, in the manifest's order. */
 export function decodeTfjsWeights(manifest: io.WeightsManifestConfig, shards: ArrayBuffer[][]): Map<string, Tensor> {
   const fail = (why: string): never => { throw new Error(`decodeTfjsWeights: ${why}`); };
-  if (!Array.isArray(manifest)) fail(`'weightsManifest' must be an array of {paths, weights} groups`);
-  if (shards.length !== manifest.length) fail(`the manifest has ${manifest.length} groups but ${shards.length} were given`);
+  checkManifest(manifest, fail);
+  if (!Array.isArray(shards) || shards.length !== manifest.length) {
+    fail(`the manifest has ${manifest.length} groups but ${Array.isArray(shards) ? shards.length : String(shards)} ` +
+        `were given`);
+  }
   const out = new Map<string, Tensor>();
   try {
     manifest.forEach((group, g) => {
-      if (shards[g].length !== group.paths.length) {
-        fail(`group ${g} lists ${group.paths.length} shards (${group.paths.join(', ')}) but ${shards[g].length} were given`);
+      if (!Array.isArray(shards[g]) || shards[g].length !== group.paths.length) {
+        fail(`group ${g} lists ${group.paths.length} shards (${group.paths.join(', ')}) but ` +
+            `${Array.isArray(shards[g]) ? shards[g].length : 'none'} were given`);
       }
       const data = io.concatenateArrayBuffers(shards[g]);
       let expected = 0;
@@ -40,14 +80,9 @@ export function decodeTfjsWeights(manifest: io.WeightsManifestConfig, shards: Ar
         fail(`group ${g} (${group.paths.join(', ')}) holds ${data.byteLength} bytes but its weights need ${expected}: ` +
             `a shard is truncated or missing`);
       }
-      const decoded = io.decodeWeights(data, group.weights);
-      for (const [name, t] of Object.entries(decoded)) {
-        if (out.has(name)) {
-          t.dispose();
-          fail(`weight '${name}' appears twice in the manifest`);
-        }
-        out.set(name, t);
-      }
+      // Names are unique (checkManifest), so every decoded tensor lands in `out` and is freed on failure; tidy
+      // frees a group's tensors if decodeWeights throws part-way.
+      for (const [name, t] of Object.entries(tidy(() => io.decodeWeights(data, group.weights)))) out.set(name, t);
     });
   } catch (e) {
     dispose([...out.values()]);
