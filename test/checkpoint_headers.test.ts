@@ -98,16 +98,17 @@ describe('safetensors headers', () => {
 
   it('parses (or refuses) a header of the largest size accepted in under 2 s', function() {
     this.timeout(20000);
-    // ~650 000 empty entries: the worst case for JSON.parse and the checks, refused at the first entry.
+    // ~330 000 empty entries: the worst case for JSON.parse and the checks, refused at the first entry.
     const empty = fullHeader((i) => `"k${i}":{}`);
     let t0 = performance.now();
     expect(() => parseSafetensors(empty.bytes)).to.throw(/tensor 'k0' has a malformed header entry \{\}/);
     const refuseMs = performance.now() - t0;
-    // ~145 000 valid zero-size entries: accepted.
+    // ~73 000 valid zero-size entries: accepted.
     const valid = fullHeader((i) => `"k${i}":{"dtype":"U8","shape":[0],"data_offsets":[0,0]}`);
     t0 = performance.now();
     expect(parseSafetensors(valid.bytes).entries.size).to.equal(valid.count);
     const acceptMs = performance.now() - t0;
+    this.test!.title += ` (refused in ${refuseMs.toFixed(0)} ms, accepted in ${acceptMs.toFixed(0)} ms)`;
     expect({refuseMs: refuseMs < 2000, acceptMs: acceptMs < 2000},
         `refused in ${refuseMs.toFixed(0)} ms, accepted in ${acceptMs.toFixed(0)} ms`)
         .to.deep.equal({refuseMs: true, acceptMs: true});
