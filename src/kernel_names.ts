@@ -58,6 +58,8 @@ export interface FusedExpertsAttrs extends NamedAttrMap {
    * projection the inputs `w13_scales_i`, `w13_zeros_i`, `w13_gidx_i` hold what the format needs.
    */
   weightFormat: string;
+  /** I of this rank (w2's K); packed weights' shapes do not show it. */
+  intermediateSize: number;
   /** Inputs `w13_bias_i` [E, 2I] and `w2_bias_i` [E, H] are added to each projection's output. */
   hasBias: boolean;
   /**
@@ -117,4 +119,20 @@ export const ExpertLoad = 'MoeExpertLoad';
 export type ExpertLoadInputs = {topkIds: TensorInfo; expertMap?: TensorInfo};
 export interface ExpertLoadAttrs extends NamedAttrMap {
   numExperts: number;
+}
+
+/**
+ * Why a backend's FusedExperts cannot run these attrs, or null. Backends that have not implemented a
+ * weight format, expert biases, 'swigluoai' or fp8 activations call this and throw the reason, rather
+ * than compute something else.
+ */
+export function unsupportedExpertsFeature(attrs: FusedExpertsAttrs, backendName: string,
+    supported: {formats: (key: string) => boolean; bias: boolean; swigluoai: boolean; fp8Activations: boolean}):
+    string | null {
+  const missing: string[] = [];
+  if (!supported.formats(attrs.weightFormat)) missing.push(`weight format ${attrs.weightFormat}`);
+  if (attrs.hasBias && !supported.bias) missing.push('expert biases');
+  if (attrs.activation === 'swigluoai' && !supported.swigluoai) missing.push(`activation 'swigluoai'`);
+  if (attrs.activationQuantGroup > 0 && !supported.fp8Activations) missing.push('fp8 w8a8 activations');
+  return missing.length ? `fusedExperts on '${backendName}' does not support ${missing.join(', ')} yet` : null;
 }

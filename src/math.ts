@@ -33,3 +33,13 @@ export function erf(x: number): number {
 export function gelu(x: number): number {
   return 0.5 * x * (1 + erf(x / Math.SQRT2));
 }
+
+/** gpt-oss's clamped SwiGLU (vLLM 'swigluoai'): alpha 1.702, limit 7. */
+export const SWIGLUOAI_ALPHA = 1.702;
+export const SWIGLUOAI_LIMIT = 7;
+
+export function swigluoai(gate: number, up: number): number {
+  const g = Math.min(gate, SWIGLUOAI_LIMIT);
+  const u = Math.max(-SWIGLUOAI_LIMIT, Math.min(up, SWIGLUOAI_LIMIT));
+  return (u + 1) * g * sigmoid(SWIGLUOAI_ALPHA * g);
+}

@@ -1,7 +1,8 @@
-import {Tensor1D, Tensor2D, Tensor3D, TensorLike, engine, op} from '@tensorflow/tfjs-core';
-import {Activation, FusedExperts, FusedExpertsAttrs, FusedExpertsInputs, w13ShardName, w2ShardName}
+import {Tensor, Tensor1D, Tensor2D, Tensor3D, TensorLike, engine, op} from '@tensorflow/tfjs-core';
+import {Activation, FusedExperts, FusedExpertsAttrs, FusedExpertsInputs, expertPartName, w13ShardName, w2ShardName}
   from '../kernel_names';
-import {FLOAT32_FORMAT, formatKey} from '../quant/format';
+import {FLOAT32_FORMAT, WeightFormat, formatBits, formatKey, numGroups, parseFormatKey} from '../quant/format';
+import {QuantizedExpertWeights, isQuantizedExpertWeights} from '../quant/expert_weights';
 import {checkDim, checkRangeOnce, intArg, oneOf, shapeStr, tensorArg} from './validate';
 
 export interface FusedExpertsOptions {
@@ -13,48 +14,176 @@ export interface FusedExpertsOptions {
   expertMap?: Tensor1D | TensorLike;
   /** E, the range of the ids; -1 or absent: the expertMap's length, else the number of experts in w13. */
   globalNumExperts?: number;
+  /**
+   * vLLM `use_fp8_w8a8` for e4m3 weights with block scales (`block_shape` = [blockRows, groupSize]): each
+   * GEMM input is quantized per token and per `groupSize` inputs to e4m3 (dynamic scales, max|x|/448).
+   * Off: the weights-only path (activations stay float32).
+   */
+  useFp8W8A8?: boolean;
 }
 
-export const ACTIVATIONS: readonly Activation[] = ['silu', 'gelu'];
+export const ACTIVATIONS: readonly Activation[] = ['silu', 'gelu', 'swigluoai'];
 
-/** w13 / w2 as one tensor or as consecutive expert ranges, checked against each other. */
+/** What `fusedExperts` takes for w13 or w2: float32 stacks, or any format of src/quant/format.ts. */
+export type ExpertWeightsArg = Tensor3D | Tensor3D[] | QuantizedExpertWeights | QuantizedExpertWeights[];
+
+/** One shard of one projection, checked, in the kernel's terms. */
+export interface CheckedProjection {
+  data: Tensor;
+  scales?: Tensor;
+  zeros?: Tensor;
+  gIdx?: Tensor;
+  bias?: Tensor;
+  numExperts: number;
+}
+
+/** w13 / w2 as one stack or as consecutive expert ranges, in one format, checked against each other. */
 export interface ExpertWeights {
-  w13: Tensor3D[];
-  w2: Tensor3D[];
+  w13: CheckedProjection[];
+  w2: CheckedProjection[];
+  format: WeightFormat;
+  hasBias: boolean;
   numLocalExperts: number;
   hiddenSize: number;
   intermediateSize: number;
 }
 
-export function expertWeightsArg(w13: Tensor3D | Tensor3D[], w2: Tensor3D | Tensor3D[], opName: string):
-    ExpertWeights {
-  const w13List = Array.isArray(w13) ? w13 : [w13];
-  const w2List = Array.isArray(w2) ? w2 : [w2];
+function asQuantized(w: Tensor3D | QuantizedExpertWeights, name: string, opName: string): QuantizedExpertWeights {
+  if (isQuantizedExpertWeights(w)) return w;
+  const t = tensorArg<Tensor3D>(w, name, opName, ['E_local', 'N', 'K'], 'float32');
+  return {format: FLOAT32_FORMAT, shape: t.shape, data: t};
+}
+
+/**
+ * Checks one projection shard against its format (format.ts gives the layout of each tensor). `expect`
+ * is [E or null, N, K]: null takes E from the shard.
+ */
+function checkProjection(q: QuantizedExpertWeights, name: string, opName: string, format: WeightFormat,
+    expectN: number | null, expectK: number | null): CheckedProjection {
+  const shape = q.shape;
+  if (!Array.isArray(shape) || shape.length !== 3 || !shape.every((d) => Number.isInteger(d) && d > 0)) {
+    throw new Error(`${opName}: '${name}.shape' must be [experts, N, K] of positive integers but got ` +
+        `${JSON.stringify(shape)}`);
+  }
+  const [E, N, K] = shape;
+  if (expectN != null && N !== expectN) {
+    throw new Error(`${opName}: '${name}' has N = ${N} rows but ${expectN} are expected (shape ${shapeStr(shape)})`);
+  }
+  if (expectK != null && K !== expectK) {
+    throw new Error(`${opName}: '${name}' has K = ${K} inputs but ${expectK} are expected (shape ${shapeStr(shape)})`);
+  }
+  const bits = formatBits(format);
+  if (format.code === 'f32') {
+    const data = tensorArg<Tensor3D>(q.data as Tensor3D, `${name}.data`, opName, ['E', 'N', 'K'], 'float32');
+    if (shapeStr(data.shape) !== shapeStr(shape)) {
+      throw new Error(`${opName}: '${name}.data' must have shape ${shapeStr(shape)} but got ${shapeStr(data.shape)}`);
+    }
+  } else {
+    if ((K * bits) % 32 !== 0) {
+      throw new Error(`${opName}: '${name}' has K = ${K}, but ${format.code} rows must fill whole 32-bit words ` +
+          `(K a multiple of ${32 / bits})`);
+    }
+    const data = tensorArg<Tensor>(q.data, `${name}.data`, opName, ['E', 'words'], 'int32');
+    checkDim(data, 0, E, `${name}.data`, opName, ['E', 'words'], 'experts');
+    checkDim(data, 1, N * K * bits / 32, `${name}.data`, opName, ['E', 'words'], `N·K·${bits}/32 packed words`);
+  }
+  const G = numGroups(format, K);
+  const extra = (part: 'scales' | 'zeros' | 'gIdx', needed: boolean, why: string) => {
+    if (!needed && q[part] != null) {
+      throw new Error(`${opName}: '${name}.${part}' was given but the format ${formatKey(format)} has no ${why}`);
+    }
+    if (needed && q[part] == null) {
+      throw new Error(`${opName}: '${name}.${part}' is required by the format ${formatKey(format)} (${why})`);
+    }
+  };
+  extra('scales', G > 0, 'scales');
+  extra('zeros', format.zero === 'tensor', 'zero-point tensor');
+  extra('gIdx', format.hasGIdx, 'act-order g_idx');
+  const out: CheckedProjection = {data: q.data, numExperts: E};
+  if (G > 0) {
+    if (format.scaleCode === 'e8m0') {
+      out.scales = tensorArg<Tensor>(q.scales!, `${name}.scales`, opName, ['E', 'words'], 'int32');
+      checkDim(out.scales, 0, E, `${name}.scales`, opName, ['E', 'words'], 'experts');
+      checkDim(out.scales, 1, Math.ceil(N * G / 4), `${name}.scales`, opName, ['E', 'words'],
+          `⌈N·G/4⌉ words of E8M0 bytes, G = ${G}`);
+    } else {
+      const dims = ['E', 'N/blockRows', 'K/groupSize'];
+      out.scales = tensorArg<Tensor>(q.scales!, `${name}.scales`, opName, dims, 'float32');
+      checkDim(out.scales, 0, E, `${name}.scales`, opName, dims, 'experts');
+      checkDim(out.scales, 1, Math.ceil(N / format.blockRows), `${name}.scales`, opName, dims,
+          `⌈${N}/${format.blockRows}⌉`);
+      checkDim(out.scales, 2, G, `${name}.scales`, opName, dims,
+          format.groupSize < 0 ? 'one per row' : `⌈${K}/${format.groupSize}⌉`);
+    }
+  }
+  if (format.zero === 'tensor') {
+    const dims = ['E', 'N', 'G'];
+    out.zeros = tensorArg<Tensor>(q.zeros!, `${name}.zeros`, opName, dims, 'float32');
+    checkDim(out.zeros, 0, E, `${name}.zeros`, opName, dims, 'experts');
+    checkDim(out.zeros, 1, N, `${name}.zeros`, opName, dims, 'rows');
+    checkDim(out.zeros, 2, G, `${name}.zeros`, opName, dims, 'groups');
+  }
+  if (format.hasGIdx) {
+    out.gIdx = tensorArg<Tensor>(q.gIdx!, `${name}.gIdx`, opName, ['E', 'K'], 'int32');
+    checkDim(out.gIdx, 0, E, `${name}.gIdx`, opName, ['E', 'K'], 'experts');
+    checkDim(out.gIdx, 1, K, `${name}.gIdx`, opName, ['E', 'K'], 'inputs');
+    checkRangeOnce(out.gIdx, `${name}.gIdx`, opName, 0, G - 1, `group ids in [0, ${G})`);
+  }
+  if (q.bias != null) {
+    out.bias = tensorArg<Tensor>(q.bias, `${name}.bias`, opName, ['E', 'N'], 'float32');
+    checkDim(out.bias, 0, E, `${name}.bias`, opName, ['E', 'N'], 'experts');
+    checkDim(out.bias, 1, N, `${name}.bias`, opName, ['E', 'N'], 'rows');
+  }
+  return out;
+}
+
+export function expertWeightsArg(w13: ExpertWeightsArg, w2: ExpertWeightsArg, opName: string): ExpertWeights {
+  const w13List = (Array.isArray(w13) ? w13 : [w13]) as Array<Tensor3D | QuantizedExpertWeights>;
+  const w2List = (Array.isArray(w2) ? w2 : [w2]) as Array<Tensor3D | QuantizedExpertWeights>;
   if (w13List.length === 0 || w13List.length !== w2List.length) {
     throw new Error(`${opName}: 'w13' and 'w2' must be tensors or equally long non-empty arrays of tensors split by ` +
         `expert range, but got ${w13List.length} and ${w2List.length}`);
   }
-  const w13s = w13List.map((w, i) =>
-      tensorArg<Tensor3D>(w, w13List.length > 1 ? `w13[${i}]` : 'w13', opName, ['E_local', '2I', 'H'], 'float32'));
-  const [, twoI, H] = w13s[0].shape;
-  if (twoI % 2 !== 0 || twoI === 0) {
+  const split = w13List.length > 1;
+  const name = (p: string, i: number) => (split ? `${p}[${i}]` : p);
+  const q13 = w13List.map((w, i) => asQuantized(w, name('w13', i), opName));
+  const q2 = w2List.map((w, i) => asQuantized(w, name('w2', i), opName));
+  const format = q13[0].format;
+  const key = formatKey(format);  // validates nothing by itself; parse it back to check every field
+  try {
+    parseFormatKey(key);
+  } catch {
+    throw new Error(`${opName}: 'w13.format' is not a valid weight format: ${JSON.stringify(format)}`);
+  }
+  [...q13.map((q, i) => [q, name('w13', i)] as const), ...q2.map((q, i) => [q, name('w2', i)] as const)]
+    .forEach(([q, n]) => {
+      if (formatKey(q.format) !== key) {
+        throw new Error(`${opName}: every part of w13 and w2 must have one format, but '${n}' is ` +
+            `${formatKey(q.format)} and 'w13' is ${key}`);
+      }
+    });
+  const [, twoI, H] = q13[0].shape ?? [];
+  if (!(twoI % 2 === 0 && twoI > 0)) {
     throw new Error(`${opName}: 'w13' must have an even, non-zero 2I (gate rows then up rows) but got shape ` +
-        shapeStr(w13s[0].shape));
+        `${shapeStr(q13[0].shape ?? [])}`);
   }
   const I = twoI / 2;
-  const w2s = w2List.map((w, i) => {
-    const name = w2List.length > 1 ? `w2[${i}]` : 'w2';
-    const t = tensorArg<Tensor3D>(w, name, opName, ['E_local', 'H', 'I'], 'float32');
-    const w13Name = w13List.length > 1 ? `w13[${i}]` : 'w13';
-    checkDim(w13s[i], 1, twoI, w13Name, opName, ['E_local', '2I', 'H'], `2I of w13${w13List.length > 1 ? '[0]' : ''}`);
-    checkDim(w13s[i], 2, H, w13Name, opName, ['E_local', '2I', 'H'], `H of w13${w13List.length > 1 ? '[0]' : ''}`);
-    checkDim(t, 0, w13s[i].shape[0], name, opName, ['E_local', 'H', 'I'], `experts in ${w13Name}`);
-    checkDim(t, 1, H, name, opName, ['E_local', 'H', 'I'], 'H of w13');
-    checkDim(t, 2, I, name, opName, ['E_local', 'H', 'I'], 'half of 2I in w13');
-    return t;
+  const c13 = q13.map((q, i) => checkProjection(q, name('w13', i), opName, format, twoI, H));
+  const c2 = q2.map((q, i) => {
+    const c = checkProjection(q, name('w2', i), opName, format, H, I);
+    if (c.numExperts !== c13[i].numExperts) {
+      throw new Error(`${opName}: '${name('w2', i)}' holds ${c.numExperts} experts but '${name('w13', i)}' holds ` +
+          `${c13[i].numExperts}`);
+    }
+    return c;
   });
-  const numLocalExperts = w13s.reduce((n, w) => n + w.shape[0], 0);
-  return {w13: w13s, w2: w2s, numLocalExperts, hiddenSize: H, intermediateSize: I};
+  const biased = [...c13, ...c2].filter((c) => c.bias != null).length;
+  if (biased !== 0 && biased !== c13.length + c2.length) {
+    throw new Error(`${opName}: expert biases must be given for every part of w13 and w2 or for none ` +
+        `(${biased} of ${c13.length + c2.length} have one)`);
+  }
+  const numLocalExperts = c13.reduce((n, c) => n + c.numExperts, 0);
+  return {w13: c13, w2: c2, format, hasBias: biased > 0, numLocalExperts, hiddenSize: H, intermediateSize: I};
 }
 
 /** Checks an expert map once: int32 [E], every value -1 or a local expert. */
@@ -75,7 +204,7 @@ export function expertMapArg(expertMap: Tensor1D | TensorLike, numLocalExperts: 
  * fusedExperts(hidden, [w13a, w13b], [w2a, w2b], topkWeights, topkIds);
  * ```
  */
-function fusedExperts_(hiddenStates: Tensor2D | TensorLike, w13: Tensor3D | Tensor3D[], w2: Tensor3D | Tensor3D[],
+function fusedExperts_(hiddenStates: Tensor2D | TensorLike, w13: ExpertWeightsArg, w2: ExpertWeightsArg,
     topkWeights: Tensor2D | TensorLike, topkIds: Tensor2D | TensorLike, o: FusedExpertsOptions = {}): Tensor2D {
   const opName = 'fusedExperts';
   const x = tensorArg<Tensor2D>(hiddenStates, 'hiddenStates', opName, ['T', 'H'], 'float32');
@@ -118,11 +247,24 @@ function fusedExperts_(hiddenStates: Tensor2D | TensorLike, w13: Tensor3D | Tens
   checkRangeOnce(ids, 'topkIds', opName, 0, globalNumExperts - 1, `expert ids in [0, ${globalNumExperts})`,
       `; ${globalNumExperts} is ${rangeSource}`);
 
-  weights.w13.forEach((t, i) => { inputs[w13ShardName(i)] = t; });
-  weights.w2.forEach((t, i) => { inputs[w2ShardName(i)] = t; });
+  const useFp8W8A8 = !!o.useFp8W8A8;
+  if (useFp8W8A8 && (weights.format.code !== 'e4m3' || weights.format.groupSize <= 0)) {
+    throw new Error(`${opName}: 'useFp8W8A8' needs e4m3 weights with block scales, but the weights are ` +
+        formatKey(weights.format));
+  }
+  for (const [projection, shards] of [['w13', weights.w13], ['w2', weights.w2]] as const) {
+    shards.forEach((c, i) => {
+      inputs[projection === 'w13' ? w13ShardName(i) : w2ShardName(i)] = c.data;
+      if (c.scales) inputs[expertPartName(projection, 'scales', i)] = c.scales;
+      if (c.zeros) inputs[expertPartName(projection, 'zeros', i)] = c.zeros;
+      if (c.gIdx) inputs[expertPartName(projection, 'gidx', i)] = c.gIdx;
+      if (c.bias) inputs[expertPartName(projection, 'bias', i)] = c.bias;
+    });
+  }
   const attrs: FusedExpertsAttrs = {
     activation, applyRouterWeightOnInput, globalNumExperts, numWeightShards: weights.w13.length,
-    weightFormat: formatKey(FLOAT32_FORMAT), hasBias: false, activationQuantGroup: 0,
+    intermediateSize: weights.intermediateSize, weightFormat: formatKey(weights.format), hasBias: weights.hasBias,
+    activationQuantGroup: useFp8W8A8 ? weights.format.groupSize : 0,
   };
   return engine().runKernel(FusedExperts, inputs as {}, attrs as {}) as Tensor2D;
 }

@@ -1,5 +1,5 @@
-import {Tensor2D, Tensor3D, TensorLike, op} from '@tensorflow/tfjs-core';
-import {FusedExpertsOptions, fusedExperts} from './fused_experts';
+import {Tensor2D, TensorLike, op} from '@tensorflow/tfjs-core';
+import {ExpertWeightsArg, FusedExpertsOptions, fusedExperts} from './fused_experts';
 import {SelectExpertsOptions, selectExperts} from './select_experts';
 
 export type FusedMoEOptions = SelectExpertsOptions & FusedExpertsOptions;
@@ -16,7 +16,7 @@ export type FusedMoEOptions = SelectExpertsOptions & FusedExpertsOptions;
  * ```
  */
 function fusedMoE_(hiddenStates: Tensor2D | TensorLike, routerLogits: Tensor2D | TensorLike,
-    w13: Tensor3D | Tensor3D[], w2: Tensor3D | Tensor3D[], o: FusedMoEOptions): Tensor2D {
+    w13: ExpertWeightsArg, w2: ExpertWeightsArg, o: FusedMoEOptions): Tensor2D {
   const {topkWeights, topkIds} = selectExperts(hiddenStates, routerLogits, o);
   try {
     return fusedExperts(hiddenStates, w13, w2, topkWeights, topkIds, o);

@@ -18,6 +18,7 @@
  *   bias    (any format):     float32 [E, N], added to the projection's output
  *
  *   w[e, n, k] = (decode(code) − zero) · scale[e, ⌊n / blockRows⌋, g(k)]       (scale 1 when groupSize = 0)
+ *   g(k) = gIdx[e, k] with act-order, 0 channel-wise (groupSize −1), else ⌊k / groupSize⌋
  *
  * Scales and zero points stay float32 (E8M0 bytes for MXFP4, where f32 would add 25%), which keeps every
  * format within 1.1× of its checkpoint bytes.
@@ -28,7 +29,7 @@ export type WeightCode = 'f32' | 'bf16' | 'f16' | 'e4m3' | 'e2m1' | 'uint4' | 'u
 
 export interface WeightFormat {
   code: WeightCode;
-  /** Inputs (k) per scale; 0 = no scales. A channel-wise scale has groupSize = K. */
+  /** Inputs (k) per scale; 0 = no scales; -1 = one scale per row (channel-wise, GPTQ's group_size -1). */
   groupSize: number;
   /** Output rows (n) per scale row: 1, or 128 for DeepSeek-V3's 128×128 fp8 blocks. */
   blockRows: number;
@@ -106,7 +107,12 @@ export const formatBits = (f: WeightFormat) => WEIGHT_CODES[f.code].bits;
 
 /** Number of scale groups along K. */
 export function numGroups(f: WeightFormat, K: number): number {
-  return f.groupSize === 0 ? 0 : Math.ceil(K / f.groupSize);
+  return f.groupSize === 0 ? 0 : f.groupSize < 0 ? 1 : Math.ceil(K / f.groupSize);
+}
+
+/** The scale group of input k (without act-order). */
+export function groupOf(f: WeightFormat, k: number): number {
+  return f.groupSize < 0 ? 0 : Math.floor(k / f.groupSize);
 }
 
 /** Bytes a stack of `E` experts of logical [N, K] takes in this format on the device (weights, scales, zeros, gIdx). */
@@ -125,7 +131,7 @@ export function formatKey(f: WeightFormat): string {
 
 /** Inverse of formatKey, with every field checked (kernel attrs cross the op boundary as this key). */
 export function parseFormatKey(key: string): WeightFormat {
-  const m = /^(f32|bf16|f16|e4m3|e2m1|uint4|uint8)_g(\d+)_r(\d+)_(f32|e8m0)_z(tensor|\d+)_(gidx|nogidx)$/.exec(key);
+  const m = /^(f32|bf16|f16|e4m3|e2m1|uint4|uint8)_g(-1|\d+)_r(\d+)_(f32|e8m0)_z(tensor|\d+)_(gidx|nogidx)$/.exec(key);
   if (!m) throw new Error(`not a weight format key: '${key}'`);
   return {code: m[1] as WeightCode, groupSize: Number(m[2]), blockRows: Number(m[3]), scaleCode: m[4] as 'f32' | 'e8m0',
     zero: m[5] === 'tensor' ? 'tensor' : Number(m[5]), hasGIdx: m[6] === 'gidx'};

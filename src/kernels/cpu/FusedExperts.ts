@@ -1,6 +1,9 @@
 import {KernelConfig, TensorInfo} from '@tensorflow/tfjs-core';
 import type {MathBackendCPU} from '@tensorflow/tfjs-backend-cpu';
-import {expertWeightShards, FusedExperts, FusedExpertsAttrs, FusedExpertsInputs} from '../../kernel_names';
+import {ExpertProjectionShard, FusedExperts, FusedExpertsAttrs, FusedExpertsInputs, expertProjectionShards}
+  from '../../kernel_names';
+import {parseFormatKey} from '../../quant/format';
+import {dequantizeImpl} from './dequantize_impl';
 import {fusedExpertsImpl} from './fused_experts_impl';
 
 export const fusedExpertsConfig: KernelConfig = {
@@ -10,22 +13,33 @@ export const fusedExpertsConfig: KernelConfig = {
     const backend = b as MathBackendCPU;
     const ins = inputs as FusedExpertsInputs;
     const a = attrs as unknown as FusedExpertsAttrs;
-    const {w13, w2} = expertWeightShards(ins, a);
+    const format = parseFormatKey(a.weightFormat);
+    const {w13, w2} = expertProjectionShards(ins, a);
     const [T, H] = ins.hiddenStates.shape;
     const read = (t: TensorInfo) => backend.readSync(t.dataId) as Float32Array | Int32Array;
+    // Logical [E, N, K] of each shard: w13 [E, 2I, H], w2 [E, H, I]; the data's shape says E.
+    const I = a.intermediateSize;
+    const dequantize = (s: ExpertProjectionShard, rows: number, cols: number) => dequantizeImpl({
+      format, numExperts: s.data.shape[0], rows, cols, data: read(s.data),
+      scales: s.scales && read(s.scales), zeros: s.zeros && read(s.zeros), gIdx: s.gidx && read(s.gidx),
+    });
     const out = fusedExpertsImpl({
       hidden: read(ins.hiddenStates),
       topkWeights: read(ins.topkWeights),
       topkIds: read(ins.topkIds),
       expertMap: ins.expertMap ? read(ins.expertMap) : null,
-      shards: w13.map((w, i) => ({w13: read(w), w2: read(w2[i]), numExperts: w.shape[0]})),
+      shards: w13.map((s, i) => ({
+        w13: dequantize(s, 2 * I, H), w2: dequantize(w2[i], H, I), numExperts: s.data.shape[0],
+        w13Bias: s.bias && read(s.bias), w2Bias: w2[i].bias && read(w2[i].bias!),
+      })),
       numTokens: T,
       topK: ins.topkIds.shape[1],
       hiddenSize: H,
-      intermediateSize: w2[0].shape[2],
+      intermediateSize: I,
       globalNumExperts: a.globalNumExperts,
       activation: a.activation,
       applyRouterWeightOnInput: a.applyRouterWeightOnInput,
+      activationQuantGroup: a.activationQuantGroup,
     });
     return backend.makeTensorInfo([T, H], 'float32', out);
   },
