@@ -33,33 +33,43 @@ export function tensorArg<R extends Tensor>(x: R | TensorLike, name: string, opN
 function flattenTensorLike(x: unknown, name: string, opName: string, dtype: DataType):
     {values: number[]; shape: number[]} {
   const values: number[] = [];
+  const path: number[] = [];   // the index of the element being walked, printed only in an error
+  const at = (i?: number) => (i == null ? path : [...path, i]).map((j) => `[${j}]`).join('') || '[]';
   const fail = (why: string): never => {
     throw new Error(`${opName}: '${name}' must be a Tensor or nested arrays of numbers: ${why}`);
   };
-  const walk = (v: unknown, at: string): number[] => {
+  const isInt32 = (v: number) => Number.isInteger(v) && v >= -(2 ** 31) && v < 2 ** 31;
+  const walk = (v: unknown): number[] => {
     if (typeof v === 'number') {
-      if (dtype === 'int32' && !(Number.isInteger(v) && v >= -(2 ** 31) && v < 2 ** 31)) {
-        fail(`${dtype} needs integers but element ${at || '[]'} is ${v}`);
-      }
+      if (dtype === 'int32' && !isInt32(v)) fail(`${dtype} needs integers but element ${at()} is ${v}`);
       values.push(v);
       return [];
     }
-    if (!Array.isArray(v) && !(ArrayBuffer.isView(v) && !(v instanceof DataView))) {
-      return fail(`element ${at || '[]'} is ${v === null ? 'null' : typeof v}`);
+    if (ArrayBuffer.isView(v) && !(v instanceof DataView)) {
+      const items = v as unknown as ArrayLike<number | bigint>;
+      for (let i = 0; i < items.length; i++) {
+        const n = items[i];
+        if (typeof n !== 'number') fail(`element ${at(i)} is ${typeof n}`);
+        if (dtype === 'int32' && !isInt32(n as number)) fail(`${dtype} needs integers but element ${at(i)} is ${n}`);
+        values.push(n as number);
+      }
+      return [items.length];
     }
-    const items = v as ArrayLike<unknown>;
+    if (!Array.isArray(v)) return fail(`element ${at()} is ${v === null ? 'null' : typeof v}`);
     let inner: number[] | null = null;
-    for (let i = 0; i < items.length; i++) {
-      const s = walk(items[i], `${at}[${i}]`);
+    for (let i = 0; i < v.length; i++) {
+      path.push(i);
+      const s = walk(v[i]);
+      path.pop();
       if (inner == null) {
         inner = s;
       } else if (s.length !== inner.length || s.some((d, j) => d !== inner![j])) {
-        fail(`it is ragged: element ${at}[${i}] has shape ${shapeStr(s)} but ${at}[0] has ${shapeStr(inner)}`);
+        fail(`it is ragged: element ${at(i)} has shape ${shapeStr(s)} but ${at(0)} has ${shapeStr(inner)}`);
       }
     }
-    return [items.length, ...(inner ?? [])];
+    return [v.length, ...(inner ?? [])];
   };
-  const shape = walk(x, '');
+  const shape = walk(x);
   return {values, shape};
 }
 
