@@ -23,6 +23,8 @@ function rawFile(header: string, dataBytes: number): Uint8Array {
 const u8 = (begin: number, n: number) => `{"dtype":"U8","shape":[${n}],"data_offsets":[${begin},${begin + n}]}`;
 
 describe('safetensors headers', () => {
+  // Parsing needs no backend, but the leak checks count tensors on one (the browser has none ready yet).
+  before(() => tf.ready());
   const refused: Array<[string, string, number, RegExp]> = [
     ['overlapping data_offsets', `{"a":${u8(0, 8)},"b":${u8(4, 8)}}`, 12,
       /readSafetensors: tensor 'b' \[4, 12\) overlaps 'a' \[0, 8\)/],
@@ -116,6 +118,7 @@ describe('safetensors headers', () => {
 });
 
 describe('tfjs weight manifests', () => {
+  before(() => tf.ready());
   const f32 = (values: number[]) => new Float32Array(values).buffer as ArrayBuffer;
   const spec = (name: string, n: number) => ({name, shape: [n], dtype: 'float32' as const});
 
