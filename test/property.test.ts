@@ -56,7 +56,9 @@ function drawProblem(r: () => number, backend: string): Draw {
     if (d.path === 'prefill' || (d.path === undefined && T > 1)) {
       d.blockRows = pick([undefined, 16, 32, 64, 128]);
       d.splitK = pick([undefined, 1, 2, 3, 4]);
-      d.tileK = pick([undefined, 16, 32]);
+      // 32-k tiles of 128 rows exceed the 32 KiB of workgroup memory SwiftShader (and many GPUs) offer, and the
+      // automatic row tile may be 128: 32-k tiles only with a forced row tile of at most 64.
+      d.tileK = pick(d.blockRows != null && d.blockRows <= 64 ? [undefined, 16, 32] : [undefined, 16]);
     }
   }
   return d;
