@@ -37,5 +37,5 @@ export {PackedTensor, PackedDtype, CheckpointTensor, isPackedTensor, disposeChec
 export {WeightFormat, WeightCode, WEIGHT_CODES, FLOAT32_FORMAT, formatKey, parseFormatKey, formatBytes} from './quant/format';
 export {QuantizedExpertWeights, isQuantizedExpertWeights} from './quant/expert_weights';
 export {fetchBytes, FetchBytesOptions, OnBytesProgress} from './io/fetch_bytes';
-export {loadTfjsWeights, decodeTfjsWeights} from './io/tfjs_weights';
+export {loadTfjsWeights, decodeTfjsWeights, LoadTfjsWeightsOptions} from './io/tfjs_weights';
 export {registerGraphModelOps, ConverterLike, GraphNodeLike, FUSED_MOE_GRAPH_OP} from './layers/graph_model_ops';

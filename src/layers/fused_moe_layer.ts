@@ -74,6 +74,8 @@ export class FusedMoE extends layers.Layer {
   /** Tensors derived from the config, kept across calls, freed with the weights. */
   private expertMap: Tensor1D | null = null;
   private eplbTables: {logicalToPhysicalMap: Tensor2D; logicalReplicaCount: Tensor1D} | null = null;
+  /** Expert weights not yet written by loadWeights, setWeights or a model's weight loading: zeros until then. */
+  private unwritten = new Set<LayerVariable>();
 
   constructor(args: FusedMoELayerArgs) {
     const {allReduce, ...rest} = args ?? ({} as FusedMoELayerArgs);
@@ -129,6 +131,9 @@ export class FusedMoE extends layers.Layer {
         logicalReplicaCount: keep(tensor1d(table.replicaCount, 'int32')),
       };
     }
+    for (const v of [...this.w13Weights, ...this.w2Weights, ...(this.biasWeight ? [this.biasWeight] : [])]) {
+      this.trackWrites(v);
+    }
     const {expertMap} = determineExpertMap(c.epSize, c.epRank, this.globalNumExperts);
     this.expertMap = expertMap ? keep(expertMap) : null;
     this.built = true;
@@ -144,6 +149,11 @@ export class FusedMoE extends layers.Layer {
    * `reduceResults` is set; `forwardAsync` then all-reduces it through the `allReduce` hook.
    */
   override call(inputs: Tensor | Tensor[], kwargs: Kwargs): Tensor {
+    if (this.unwritten.size > 0) {
+      throw new Error(`FusedMoE '${this.name}': its weights are not loaded (${[...this.unwritten].map((v) => v.name)
+          .join(', ')} still hold their initial zeros); call loadWeights(checkpoint, options), setWeights, or load a ` +
+          `saved model before applying it`);
+    }
     return tidy(() => {
       this.invokeCallHook(inputs, kwargs);
       const [hidden, logits] = checkInputs(inputs, this.config);
@@ -274,6 +284,20 @@ export class FusedMoE extends layers.Layer {
     return super.disposeWeights();
   }
 
+  /**
+   * Notes when `v` is first written. Every way weights arrive (loadWeights, setWeights, LayersModel.loadWeights
+   * and tf.loadLayersModel, which use batchSetValue) goes through LayerVariable.write.
+   */
+  private trackWrites(v: LayerVariable): void {
+    this.unwritten.add(v);
+    const write = v.write.bind(v);
+    v.write = (value: Tensor) => {
+      const written = write(value);
+      this.unwritten.delete(v);
+      return written;
+    };
+  }
+
   /** Builds through a symbolic apply, so weight names get the layer's scope as in a model. */
   private ensureBuilt(): void {
     if (this.built) return;
@@ -368,6 +392,12 @@ function checkInputs(inputs: Tensor | Tensor[], c: ResolvedFusedMoEConfig): [Ten
     throw new Error(`FusedMoE: call() takes [hiddenStates, routerLogits] but got ` +
         `${Array.isArray(inputs) ? `${inputs.length} tensors` : 'one tensor'}`);
   }
+  inputs.forEach((t, i) => {
+    if (!(t instanceof Tensor) || t.isDisposed) {
+      throw new Error(`FusedMoE: '${i === 0 ? 'hiddenStates' : 'routerLogits'}' must be a live Tensor but is ` +
+          `${t instanceof Tensor ? 'a disposed tensor' : String(t)}`);
+    }
+  });
   checkInputShapes([inputs[0].shape, inputs[1].shape], c);
   for (let d = 0; d < inputs[0].rank - 1; d++) {
     if (inputs[0].shape[d] !== inputs[1].shape[d]) {

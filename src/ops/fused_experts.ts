@@ -3,7 +3,7 @@ import {Activation, FusedExperts, FusedExpertsAttrs, FusedExpertsInputs, expertP
   from '../kernel_names';
 import {FLOAT32_FORMAT, WeightFormat, formatBits, formatKey, numGroups, parseFormatKey} from '../quant/format';
 import {QuantizedExpertWeights, isQuantizedExpertWeights} from '../quant/expert_weights';
-import {checkDim, checkValuesOnce, intArg, oneOf, shapeStr, tensorArg} from './validate';
+import {checkDim, checkRangeOnce, intArg, oneOf, shapeStr, tensorArg} from './validate';
 
 export interface FusedExpertsOptions {
   /** 'silu' (default) or 'gelu' (exact, erf form) of the gate half, times the up half. */
@@ -127,7 +127,7 @@ function checkProjection(q: QuantizedExpertWeights, name: string, opName: string
     out.gIdx = tensorArg<Tensor>(q.gIdx!, `${name}.gIdx`, opName, ['E', 'K'], 'int32');
     checkDim(out.gIdx, 0, E, `${name}.gIdx`, opName, ['E', 'K'], 'experts');
     checkDim(out.gIdx, 1, K, `${name}.gIdx`, opName, ['E', 'K'], 'inputs');
-    checkValuesOnce(out.gIdx, `${name}.gIdx`, opName, `group ids in [0, ${G})`, (v) => v >= 0 && v < G);
+    checkRangeOnce(out.gIdx, `${name}.gIdx`, opName, 0, G - 1, `group ids in [0, ${G})`);
   }
   if (q.bias != null) {
     out.bias = tensorArg<Tensor>(q.bias, `${name}.bias`, opName, ['E', 'N'], 'float32');
@@ -189,8 +189,8 @@ export function expertWeightsArg(w13: ExpertWeightsArg, w2: ExpertWeightsArg, op
 /** Checks an expert map once: int32 [E], every value -1 or a local expert. */
 export function expertMapArg(expertMap: Tensor1D | TensorLike, numLocalExperts: number, opName: string): Tensor1D {
   const map = tensorArg<Tensor1D>(expertMap, 'expertMap', opName, ['E'], 'int32');
-  checkValuesOnce(map, 'expertMap', opName, `-1 or a local expert id in [0, ${numLocalExperts})`,
-      (v) => v === -1 || (v >= 0 && v < numLocalExperts));
+  checkRangeOnce(map, 'expertMap', opName, -1, numLocalExperts - 1,
+      `-1 or a local expert id in [0, ${numLocalExperts})`);
   return map;
 }
 
@@ -242,8 +242,10 @@ function fusedExperts_(hiddenStates: Tensor2D | TensorLike, w13: ExpertWeightsAr
     }
     globalNumExperts = o.globalNumExperts;
   }
-  checkValuesOnce(ids, 'topkIds', opName, `expert ids in [0, ${globalNumExperts})`,
-      (v) => v >= 0 && v < globalNumExperts);
+  const rangeSource = o.globalNumExperts != null && o.globalNumExperts !== -1 ? `'globalNumExperts'` :
+    inputs.expertMap ? `the length of 'expertMap'` : `the experts in 'w13'`;
+  checkRangeOnce(ids, 'topkIds', opName, 0, globalNumExperts - 1, `expert ids in [0, ${globalNumExperts})`,
+      `; ${globalNumExperts} is ${rangeSource}`);
 
   const useFp8W8A8 = !!o.useFp8W8A8;
   if (useFp8W8A8 && (weights.format.code !== 'e4m3' || weights.format.groupSize <= 0)) {
