@@ -76,6 +76,8 @@ export class FusedMoE extends layers.Layer {
   private format: WeightFormat;
   /** The dtype unquantized weights were loaded as, when weightDtype left it to the checkpoint. */
   private loadedWeightDtype: string | null = null;
+  /** The name scope of the weights, from build. */
+  private weightScope: string | null = null;
   private biasWeight: LayerVariable | null = null;
   private expertLoadWeight: LayerVariable | null = null;
   /** Tensors derived from the config, kept across calls, freed with the weights. */
@@ -213,16 +215,18 @@ export class FusedMoE extends layers.Layer {
     // can fail half-way.
     try {
       if (formatKey(ckpt.format) !== formatKey(this.format)) {
-        // An unquantized checkpoint in a dtype the layer was not built for (weightDtype left to the file).
+        // An unquantized checkpoint in a dtype the layer was not built for (weightDtype left to the file):
+        // the loaded tensors become the new weights, under the same names.
         this.removeExpertWeights();
         this.format = ckpt.format;
-        this.addExpertWeights(this.format);
+        this.addExpertWeights(this.format, load);
+      } else {
+        this.expertWeights.forEach((v, i) => {
+          writeProjection(v.w13, load.w13[i]);
+          writeProjection(v.w2, load.w2[i]);
+        });
       }
       this.loadedWeightDtype = ckpt.weightDtype ?? null;
-      this.expertWeights.forEach((v, i) => {
-        writeProjection(v.w13, load.w13[i]);
-        writeProjection(v.w2, load.w2[i]);
-      });
       if (load.bias) this.biasWeight!.write(load.bias);
     } finally {
       load.owned.forEach((t) => t.dispose());
@@ -295,21 +299,35 @@ export class FusedMoE extends layers.Layer {
   /**
    * Adds each weight shard's canonical tensors as layer weights: 'w13' / 'w2' (the data) and, as the
    * format needs, 'w13_scales', 'w13_zeros', 'w13_g_idx', 'w13_bias' (likewise w2), suffixed '_i' when
-   * split by expert range. Only float32 data is trainable. Zeros until loaded.
+   * split by expert range. Only float32 data is trainable. Zeros until loaded; with `loaded`, those
+   * tensors become the weights (a format change at load; addWeight would refuse the names again).
    */
-  private addExpertWeights(format: WeightFormat): void {
+  private addExpertWeights(format: WeightFormat, loaded?: {w13: QuantizedExpertWeights[]; w2: QuantizedExpertWeights[]}):
+      void {
     const c = this.config, H = c.hiddenSize, Itp = this.intermediateSizePerPartition;
     const one = this.layout!.shards.length === 1;
     this.expertWeights = this.layout!.shards.map((s, i) => {
       const add = (projection: 'w13' | 'w2', N: number, K: number): ProjectionVariables => {
         const shapes = expertTensorShapes(format, s.numExperts, N, K, c.hasBias);
         const name = (part: string) => `${projection}${part}${one ? '' : `_${i}`}`;
-        const v: ProjectionVariables = {data: this.addWeight(name(''), shapes.data.shape, shapes.data.dtype,
-            initializers.zeros(), undefined, format.code === 'f32')};
+        const value = loaded?.[projection][i];
+        const make = (weightName: string, sh: {shape: number[]; dtype: 'float32' | 'int32'}, trainable: boolean,
+            t: Tensor | undefined) => {
+          if (!t) return this.addWeight(weightName, sh.shape, sh.dtype, initializers.zeros(), undefined, trainable);
+          const w = new LayerVariable(t, sh.dtype, `${this.weightScope}${weightName}`, trainable);
+          if (trainable) this.trainableWeights = [...this.trainableWeights, w];
+          else this.nonTrainableWeights = [...this.nonTrainableWeights, w];
+          return w;
+        };
+        const v: ProjectionVariables = {data: make(name(''), shapes.data, format.code === 'f32', value?.data)};
+        if (!loaded && this.weightScope == null) {
+          // The layer's name scope as tfjs-layers applied it at build ('fused_mo_e_FusedMoE1/').
+          this.weightScope = v.data.originalName.slice(0, -name('').length);
+        }
         for (const [part, suffix] of [['scales', '_scales'], ['zeros', '_zeros'], ['gIdx', '_g_idx'],
           ['bias', '_bias']] as const) {
           const sh = shapes[part];
-          if (sh) v[part] = this.addWeight(name(suffix), sh.shape, sh.dtype, initializers.zeros(), undefined, false);
+          if (sh) v[part] = make(name(suffix), sh, false, value?.[part]);
         }
         return v;
       };

@@ -26,7 +26,9 @@ import {QuantizedExpertWeights} from '../quant/expert_weights';
 import {WeightFormat, formatBits, numGroups} from '../quant/format';
 import {CheckpointFormat, ConvertedRows, ProjectionRequest, Range, Stored, TensorSpec, floatReader}
   from '../quant/checkpoint/checkpoint_format';
-import {ExpertLayout, initialPhysicalToLogical} from './expert_placement';
+import {QuantizationConfig, checkpointFormat} from '../quant/checkpoint/registry';
+import {WeightDtype} from '../quant/checkpoint/unquantized';
+import {ExpertLayout, expertLayout, initialPhysicalToLogical} from './expert_placement';
 
 export type ShardId = 'w1' | 'w2' | 'w3';
 
@@ -470,4 +472,47 @@ export function materializeExpertLoad(layout: ExpertLayout, plan: ExpertLoadPlan
     made.forEach((t) => t.dispose());
     throw e;
   }
+}
+
+export interface ReadExpertWeightsOptions extends LoadWeightsOptions {
+  numExperts: number;
+  hiddenSize: number;
+  intermediateSize: number;
+  /** HF `quantization_config` (null: unquantized). */
+  quantConfig?: QuantizationConfig | null;
+  /** Unquantized checkpoints: the device dtype; default the checkpoint's. */
+  weightDtype?: WeightDtype | null;
+  hasBias?: boolean;
+  useFp8W8A8?: boolean;
+  tpSize?: number;
+  tpRank?: number;
+  epSize?: number;
+  epRank?: number;
+}
+
+/**
+ * The expert weights of one rank in the canonical layout, for `fusedExperts` / `fusedMoE` without the
+ * layer (the layer's loadWeights does the same and keeps them as its weights). The caller disposes
+ * `owned` (every tensor made here).
+ *
+ * ```js
+ * const {w13, w2, owned} = readExpertWeights(readSafetensors(bytes), {numExperts: 8, hiddenSize: 4096,
+ *   intermediateSize: 14336, quantConfig: config.quantization_config, prefix: 'model.layers.0.block_sparse_moe',
+ *   ckptGateProjName: 'w1', ckptUpProjName: 'w3', ckptDownProjName: 'w2'});
+ * const out = fusedMoE(hidden, logits, w13, w2, {topK: 2, renormalize: true});
+ * ```
+ */
+export function readExpertWeights(checkpoint: Map<string, CheckpointTensor>, o: ReadExpertWeightsOptions):
+    {w13: QuantizedExpertWeights; w2: QuantizedExpertWeights; owned: Tensor[]; checkpointFormat: CheckpointFormat} {
+  const ckpt = checkpointFormat(o.quantConfig ?? null, {weightDtype: o.weightDtype,
+    checkpointWeightDtype: checkpointWeightDtype(checkpoint, o), layout: detectLayout(checkpoint, o)});
+  const layout = expertLayout({numExperts: o.numExperts, numRedundantExperts: 0, epSize: o.epSize ?? 1,
+    epRank: o.epRank ?? 0, hiddenSize: o.hiddenSize, intermediateSize: o.intermediateSize, tpSize: o.tpSize ?? 1,
+    tpRank: o.tpRank ?? 0, maxWeightBytes: Number.MAX_SAFE_INTEGER, hasCorrectionBias: false});
+  // The router's correction bias is not an expert weight: leave it to the caller.
+  const experts = new Map([...checkpoint].filter(([k]) => !k.endsWith('gate.e_score_correction_bias')));
+  const plan = planExpertLoad(layout, experts, ckpt, o, {useFp8W8A8: o.useFp8W8A8 ?? ckpt.defaultUseFp8W8A8,
+    hasBias: o.hasBias ?? ckpt.hasBias});
+  const load = materializeExpertLoad(layout, plan);
+  return {w13: load.w13[0], w2: load.w2[0], owned: load.owned, checkpointFormat: ckpt};
 }
