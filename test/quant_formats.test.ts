@@ -20,11 +20,17 @@ interface QuantFixtureConfig extends FixtureConfig {
   expert_bias?: boolean;
 }
 
-/** Each fixture, and the TP sizes its format can be split by (I = 128: fp8's 128-row blocks refuse tp 2). */
-const QUANT_FIXTURES: Array<{name: string; tp2: boolean}> = [
-  {name: 'qwen3moe-bf16', tp2: true}, {name: 'deepseekv3-fp8', tp2: false},
+/**
+ * Each fixture, and whether tp 2 (I / tp = 64) loads or is refused, with the refusal's reason: fp8's 128-row
+ * blocks (vLLM refuses it too), act-order's w2 groups. The last two come from make_gptq_extra_fixtures.py.
+ */
+const QUANT_FIXTURES: Array<{name: string; tp2: true | RegExp}> = [
+  {name: 'qwen3moe-bf16', tp2: true},
+  {name: 'deepseekv3-fp8', tp2: /tpSize 2 splits the intermediate size 128 into 64, which cuts through the 128-row scale blocks .*block \[128, 128\]/},
   {name: 'qwen2moe-gptq-int4', tp2: true}, {name: 'mixtral-awq-int4', tp2: true},
   {name: 'qwen3moe-ct-w4a16', tp2: true}, {name: 'qwen3moe-ct-w8a16', tp2: true}, {name: 'gptoss-mxfp4', tp2: true},
+  {name: 'qwen2moe-gptq-int4-actorder-asym', tp2: /act-order \(desc_act\) checkpoints are loaded with tpSize 1 only/},
+  {name: 'qwen2moe-gptq-int8-asym', tp2: true},
 ];
 
 const cfgOf = (fx: Fixture) => fx.config as QuantFixtureConfig;
@@ -121,7 +127,7 @@ describeBackends('quantized checkpoints', () => {
 
       const shardings = [{tp: 1, ep: 1}, {tp: 2, ep: 1}, {tp: 1, ep: 2}, {tp: 2, ep: 2}];
       for (const {tp, ep} of shardings) {
-        if (tp > 1 && !tp2) continue;
+        if (tp > 1 && tp2 !== true) continue;
         it(`layer tp=${tp} × ep=${ep}: the ranks' partial outputs sum to the expected output`, async () => {
           await expectNoLeaks(async () => {
             const sum = await shardedQuantOutput(fx, ckpt, tp, ep);
@@ -131,15 +137,17 @@ describeBackends('quantized checkpoints', () => {
           });
         });
       }
-      if (!tp2) {
-        it('layer tp=2 is refused: I / tpSize = 64 cuts the 128-row fp8 blocks (vLLM refuses it too)', async () => {
+      if (tp2 !== true) {
+        it(`layer tp=2 is refused, saying why (${tp2.source.slice(0, 40)}...)`, async () => {
+          const layer = new FusedMoE(quantLayerConfig(fx, {tpSize: 2, tpRank: 1}));
+          layer.apply([tfl.input({shape: [cfgOf(fx).hidden_size]}), tfl.input({shape: [cfgOf(fx).num_experts]})]);
           await expectNoLeaks(() => {
-            const layer = new FusedMoE(quantLayerConfig(fx, {tpSize: 2, tpRank: 1}));
-            expect(() => layer.loadWeights(ckpt, quantLoadOptions(fx))).to.throw(
-                /tpSize 2 splits the intermediate size 128 into 64, which cuts through the 128-row scale blocks .*block \[128, 128\]/);
-            layer.dispose();
+            expect(() => layer.loadWeights(ckpt, quantLoadOptions(fx))).to.throw(tp2);
           });
+          layer.dispose();
         });
+      }
+      if (name.includes('fp8')) {
         it('fp8 weights-only (useFp8W8A8: false) through the layer matches expected.output', async () => {
           await expectNoLeaks(async () => {
             const sum = await shardedQuantOutput(fx, ckpt, 1, 2, {useFp8W8A8: false});
