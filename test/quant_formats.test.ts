@@ -176,6 +176,29 @@ describeBackends('quantized checkpoints', () => {
             layer.dispose();
           });
 
+      it('splits the canonical tensors by expert range under maxWeightBytes and still matches', async () => {
+        const c = cfgOf(fx);
+        const probe = new FusedMoE(quantLayerConfig(fx));
+        probe.apply([tfl.input({shape: [c.hidden_size]}), tfl.input({shape: [c.num_experts]})]);
+        // w13 data bytes of 3 experts in this format (the split is by the data, scales ride along).
+        const w13 = probe.weights.find((w) => w.name.endsWith('/w13'))!;
+        const perExpert = w13.shape.slice(1).reduce((a: number, b) => a * b!, 1) * 4;
+        probe.dispose();
+        await expectNoLeaks(async () => {
+          const layer = new FusedMoE(quantLayerConfig(fx, {maxWeightBytes: 3 * perExpert}));
+          layer.loadWeights(ckpt, quantLoadOptions(fx));
+          expect(layer.expertLayout!.shards.length).to.equal(Math.ceil(c.num_experts / 3));
+          // originalName: what save / load match by (a weight re-made at load may get a uniquified .name).
+          expect(layer.weights.map((w) => w.originalName)).to.include(
+              `${layer.name}/w2_${layer.expertLayout!.shards.length - 1}`);
+          const {hidden, logits} = fixtureInputs(fx);
+          const out = layer.apply([hidden, logits]) as tf.Tensor;
+          expectClose(await out.data(), expected(fx, name.includes('fp8')), `${name} split weights`);
+          tf.dispose([hidden, logits, out]);
+          layer.dispose();
+        });
+      });
+
       it('save / load: fromConfig(getConfig()) and model.save round-trip quantConfig, outputs identical', async () => {
         const layer = new FusedMoE(quantLayerConfig(fx));
         layer.loadWeights(ckpt, quantLoadOptions(fx));

@@ -11,7 +11,7 @@
  */
 import {WeightFormat} from '../format';
 import {CheckpointFormat, ConvertedRows, ProjectionRequest, QuantConfigError, Stored, TensorSpec, floatReader,
-  int32View, narrowScales, packCodes} from './checkpoint_format';
+  int32View, narrowScales} from './checkpoint_format';
 
 const METHOD = 'compressed-tensors';
 
