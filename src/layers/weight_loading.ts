@@ -510,7 +510,8 @@ export function readExpertWeights(checkpoint: Map<string, CheckpointTensor>, o: 
     epRank: o.epRank ?? 0, hiddenSize: o.hiddenSize, intermediateSize: o.intermediateSize, tpSize: o.tpSize ?? 1,
     tpRank: o.tpRank ?? 0, maxWeightBytes: Number.MAX_SAFE_INTEGER, hasCorrectionBias: false});
   // The router's correction bias is not an expert weight: leave it to the caller.
-  const experts = new Map([...checkpoint].filter(([k]) => !k.endsWith('gate.e_score_correction_bias')));
+  const biasKey = key(checkpointNames(o).prefix, 'gate.e_score_correction_bias');
+  const experts = new Map([...checkpoint].filter(([k]) => k !== biasKey));
   const plan = planExpertLoad(layout, experts, ckpt, o, {useFp8W8A8: o.useFp8W8A8 ?? ckpt.defaultUseFp8W8A8,
     hasBias: o.hasBias ?? ckpt.hasBias});
   const load = materializeExpertLoad(layout, plan);
