@@ -10,6 +10,7 @@
  */
 import {env} from '@tensorflow/tfjs-core';
 import type {WebGPUBackend} from '@tensorflow/tfjs-backend-webgpu';
+import {TC_WORKGROUP_BYTES} from './experts_gemm_tc_webgpu';
 
 /**
  * tfjs flag: set it false (`tf.env().set(SUBGROUPS_FLAG, false)`) to make every kernel take its
@@ -52,14 +53,16 @@ export interface SubgroupMatrixConfig {
 }
 
 /**
- * tfjs flag: set it false to keep the prefill GEMMs on the float32 SIMT kernels even where tensor cores
- * are reachable (the f16 path rounds operands to f16; this flag gives exact-f32 products back).
+ * tfjs flag: set it true to run the prefill GEMMs on f16 tensor cores where the device reaches them.
+ * Off by default: the first tensor-core kernel is correct on the H200 but not yet faster than the float32
+ * SIMT tiles where prefill runs (2026-12-03, GPU time at M = 4096: Qwen3 16.3 vs 12.3 ms, DeepSeek-V3 TP8
+ * 13.8 vs 14.8 ms; it wins only at M = 64, 2.3-2.8×, where the grouped GEMV runs instead);
+ * bench/results/2026-12-03-h200-tensor-core-check.log.
  */
 export const TENSOR_CORES_FLAG = 'MOE_WEBGPU_TENSOR_CORES';
-env().registerFlag(TENSOR_CORES_FLAG, () => true);
+env().registerFlag(TENSOR_CORES_FLAG, () => false);
 
-/** Workgroup bytes the tensor-core GEMM needs (experts_gemm_tc_webgpu.ts: As, Bs and its staging). */
-const TENSOR_CORE_WORKGROUP_BYTES = 28672;
+
 
 interface DeviceFeatures {
   minSize: number;
@@ -102,7 +105,8 @@ export function webgpuCapabilities(backend: WebGPUBackend): WebGPUCapabilities {
   const subgroupSize = fixed ? sizes.minSize : 0;
   const f16Config = sizes.subgroupMatrixConfigs.some((c) => c.componentType === 'f16' &&
       c.resultComponentType === 'f32' && c.M === 16 && c.N === 16 && c.K === 16);
-  const whyNot = !env().getBool(TENSOR_CORES_FLAG) ? `disabled by the tfjs flag ${TENSOR_CORES_FLAG}` :
+  const whyNot = !env().getBool(TENSOR_CORES_FLAG) ? `off unless the tfjs flag ${TENSOR_CORES_FLAG} is set: not yet ` +
+      'faster than the float32 tiles at large M on the H200' :
     !sizes.shaderF16 ? 'the device has no shader-f16 (Dawn on NVIDIA Vulkan: toggle vulkan_enable_f16_on_nvidia; ' +
       'Chrome: --enable-unsafe-webgpu)' :
     sizes.subgroupMatrixConfigs.length === 0 ? 'the device has no chromium-experimental-subgroup-matrix (Dawn: ' +
@@ -111,7 +115,7 @@ export function webgpuCapabilities(backend: WebGPUBackend): WebGPUCapabilities {
     !f16Config ? `no f16×f16→f32 16×16×16 subgroup-matrix config among ${JSON.stringify(sizes.subgroupMatrixConfigs)}` :
     subgroupSize !== 32 ? `the kernel is laid out for subgroups of 32 and this device's size is ` +
       `${subgroupSize || `${sizes.minSize}..${sizes.maxSize}`}` :
-    limits.maxComputeWorkgroupStorageSize < TENSOR_CORE_WORKGROUP_BYTES ? `it needs ${TENSOR_CORE_WORKGROUP_BYTES} ` +
+    limits.maxComputeWorkgroupStorageSize < TC_WORKGROUP_BYTES ? `it needs ${TC_WORKGROUP_BYTES} ` +
       `bytes of workgroup memory and the device allows ${limits.maxComputeWorkgroupStorageSize}` : '';
   return {subgroups: true, subgroupSize, ...limits, reason: '', shaderF16: sizes.shaderF16,
     subgroupMatrixConfigs: sizes.subgroupMatrixConfigs, tensorCoreF16: whyNot === '', tensorCoreReason: whyNot};

@@ -25,10 +25,13 @@ interface SubgroupSizes {
   subgroupMaxSize?: number;
 }
 
-/** Moves WGSL global directives (`enable ...;`, `requires ...;`) to the start of the module, once each. */
+/**
+ * Moves WGSL global directives (`enable ...;`, `requires ...;`, `diagnostic(...);`) to the start of the
+ * module, once each.
+ */
 export function hoistDirectives(code: string): string {
   const directives: string[] = [];
-  const body = code.replace(/^[ \t]*(?:enable|requires)[ \t][^;\n]*;[ \t]*$/gm, (directive) => {
+  const body = code.replace(/^[ \t]*(?:(?:enable|requires)[ \t][^;\n]*|diagnostic[ \t]*\([^;\n]*\));[ \t]*$/gm, (directive) => {
     directives.push(directive.trim());
     return '';
   });
@@ -68,7 +71,10 @@ export async function createWebGPUBackend(): Promise<WebGPUBackend> {
     const sizes = info as GPUAdapterInfo & SubgroupSizes;
     markSubgroupDevice(device, sizes.subgroupMinSize ?? 0, sizes.subgroupMaxSize ?? 0,
         device.features.has(SHADER_F16), device.features.has(SUBGROUP_MATRIX) ?
-          ((info as GPUAdapterInfo & {subgroupMatrixConfigs?: SubgroupMatrixConfig[]}).subgroupMatrixConfigs ?? []) : []);
+          // Dawn's config objects keep their fields on the prototype: copy them into plain data.
+          ((info as GPUAdapterInfo & {subgroupMatrixConfigs?: SubgroupMatrixConfig[]}).subgroupMatrixConfigs ?? [])
+            .map((c) => ({componentType: c.componentType, resultComponentType: c.resultComponentType, M: c.M, N: c.N,
+              K: c.K})) : []);
   }
   return new WebGPUBackend(device, info);
 }
