@@ -53,6 +53,8 @@ module.exports = (config) => {
       {pattern: bundleTests(), watched: false},
       // test/helpers/fixtures.ts fetches /base/test/fixtures/NAME.safetensors.
       {pattern: 'test/fixtures/*', included: false, served: true, watched: false},
+      // test/quant_formats.test.ts: /base/test/fixtures/quant/NAME.safetensors.
+      {pattern: 'test/fixtures/quant/*.safetensors', included: false, served: true, watched: false},
     ],
     client: {
       args: [`backends=${process.env.MOE_BACKENDS || 'cpu,webgpu'}`],
