@@ -137,6 +137,27 @@ function checkProjection(q: QuantizedExpertWeights, name: string, opName: string
   return out;
 }
 
+/** Float32 stacks checked in their own terms ([E_local, 2I, H] and [E_local, H, I]), naming the mismatched axis. */
+function checkFloat32Stacks(w13s: Tensor3D[], w2s: Tensor3D[], name: (p: string, i: number) => string,
+    opName: string): void {
+  const d13 = ['E_local', '2I', 'H'], d2 = ['E_local', 'H', 'I'];
+  const t13 = w13s.map((w, i) => tensorArg<Tensor3D>(w, name('w13', i), opName, d13, 'float32'));
+  const [, twoI, H] = t13[0].shape;
+  if (twoI % 2 !== 0 || twoI === 0) {
+    throw new Error(`${opName}: 'w13' must have an even, non-zero 2I (gate rows then up rows) but got shape ` +
+        shapeStr(t13[0].shape));
+  }
+  const from0 = w13s.length > 1 ? '[0]' : '';
+  w2s.forEach((w, i) => {
+    const t = tensorArg<Tensor3D>(w, name('w2', i), opName, d2, 'float32');
+    checkDim(t13[i], 1, twoI, name('w13', i), opName, d13, `2I of w13${from0}`);
+    checkDim(t13[i], 2, H, name('w13', i), opName, d13, `H of w13${from0}`);
+    checkDim(t, 0, t13[i].shape[0], name('w2', i), opName, d2, `experts in ${name('w13', i)}`);
+    checkDim(t, 1, H, name('w2', i), opName, d2, 'H of w13');
+    checkDim(t, 2, twoI / 2, name('w2', i), opName, d2, 'half of 2I in w13');
+  });
+}
+
 export function expertWeightsArg(w13: ExpertWeightsArg, w2: ExpertWeightsArg, opName: string): ExpertWeights {
   const w13List = (Array.isArray(w13) ? w13 : [w13]) as Array<Tensor3D | QuantizedExpertWeights>;
   const w2List = (Array.isArray(w2) ? w2 : [w2]) as Array<Tensor3D | QuantizedExpertWeights>;
@@ -146,6 +167,9 @@ export function expertWeightsArg(w13: ExpertWeightsArg, w2: ExpertWeightsArg, op
   }
   const split = w13List.length > 1;
   const name = (p: string, i: number) => (split ? `${p}[${i}]` : p);
+  if ([...w13List, ...w2List].every((w) => !isQuantizedExpertWeights(w))) {
+    checkFloat32Stacks(w13List as Tensor3D[], w2List as Tensor3D[], name, opName);
+  }
   const q13 = w13List.map((w, i) => asQuantized(w, name('w13', i), opName));
   const q2 = w2List.map((w, i) => asQuantized(w, name('w2', i), opName));
   const format = q13[0].format;
