@@ -49,7 +49,7 @@ export class FillUniformProgram implements WebGPUProgram {
   }
 }
 
-function lowbias32(v: number): number {
+export function lowbias32(v: number): number {
   let h = v >>> 0;
   h ^= h >>> 16;
   h = Math.imul(h, 0x7feb352d) >>> 0;

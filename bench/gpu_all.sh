@@ -2,7 +2,9 @@
 # The whole benchmark on the GPU machine in one command (docs/benchmarks.md says how to pack it):
 #   1. bench/run.ts packed as .gpu/run.mjs: checks, copy bandwidth, ours and naive tfjs on webgpu
 #      (Dawn on the NVIDIA Vulkan driver), the real shapes and M = 1, 16, 256, 4096;
-#   2. bench/torch_anchor.py: PyTorch eager f32/bf16, torch._grouped_mm bf16 and the CUDA copy;
+#   2. bench/torch_anchor.py: PyTorch eager f32/bf16, torch._grouped_mm bf16, the dequantize-then-matmul
+#      anchors (int4-g128 on the real shapes, fp8-block on dsv3tp8, mxfp4 on gptoss20b) and the CUDA copy,
+#      on the same inputs (the same hash), with wall, CUDA-event and profiler GPU-busy times;
 #   3. bench/report.ts packed as .gpu/report.mjs (if packed): the side-by-side table, .md and .svg.
 # $OUT receives 7 files (the device tool brings back at most 8): webgpu.jsonl, torch.jsonl, webgpu.log,
 # torch.log, nvidia-smi.txt, $NAME.md and $NAME.svg (NAME defaults to <date>-h200); the tables go to stdout.
@@ -17,8 +19,8 @@ here=$(cd "$(dirname "$0")" && pwd)
 out=${OUT:-$here/out}
 mkdir -p "$out"
 part=${1:-all}
-NODE_S=${NODE_S:-330}
-TORCH_S=${TORCH_S:-210}
+NODE_S=${NODE_S:-300}
+TORCH_S=${TORCH_S:-225}
 name=${NAME:-$(date -u +%F)-h200}
 
 nvidia-smi > "$out/nvidia-smi.txt" 2>&1 || true
@@ -33,10 +35,10 @@ if [ "$part" = all ] || [ "$part" = node ]; then
 fi
 
 if [ "$part" = all ] || [ "$part" = torch ]; then
-  echo "== torch: eager f32/bf16, grouped_mm bf16, copy (limit ${TORCH_S}s)"
+  echo "== torch: eager f32/bf16, grouped_mm bf16, dequant int4/fp8/mxfp4, copy (limit ${TORCH_S}s)"
   # shellcheck disable=SC2086
-  timeout -k 10 "$TORCH_S" python3 "$here/torch_anchor.py" --shapes real --tokens 1,16,256,4096 \
-    --out "$out/torch.jsonl" ${TORCH_ARGS:-} > /dev/null 2> "$out/torch.log"
+  timeout -k 10 "$TORCH_S" python3 "$here/torch_anchor.py" --shapes real --tokens 1,16,256,4096 --reps 10 \
+    --max-row-s 1.5 --out "$out/torch.jsonl" ${TORCH_ARGS:-} > /dev/null 2> "$out/torch.log"
   echo "exit $?"; tail -n 8 "$out/torch.log"
 fi
 

@@ -94,10 +94,16 @@ export interface TokenInputs {
   routed: {weights: Float32Array; ids: Int32Array};
 }
 
-export function makeTokenInputs(s: BenchShape, M: number): TokenInputs {
+/** The router logits and bias of M tokens on the host, and their reference routing (routingImpl). */
+export function hostRouting(s: BenchShape, M: number) {
   const logitsHost = uniformHostValues(M * s.E, SEEDS.logits + M, LOGIT_SCALE);
   const biasHost = s.routing.kind === 'grouped' ? uniformHostValues(s.E, SEEDS.bias, BIAS_SCALE) : null;
   const routed = routingImpl(logitsHost, M, s.E, biasHost, routingConfig(s.routing, s.k));
+  return {logitsHost, biasHost, routed};
+}
+
+export function makeTokenInputs(s: BenchShape, M: number): TokenInputs {
+  const {logitsHost, biasHost, routed} = hostRouting(s, M);
   return {
     hidden: s.kind === 'moe' ? uniformTensor([M, s.H], SEEDS.hidden + M, 1) as tf.Tensor2D : null,
     logits: onDevice(tf.tensor2d(logitsHost, [M, s.E])),

@@ -26,7 +26,7 @@ import {webgpuCapabilities} from '../src/kernels/webgpu/capabilities';
 import {CheckLine, parityChecks} from './check';
 import {copyBandwidth} from './copy_webgpu';
 import {NaiveExpertWeights, disposeNaiveWeights, naiveExpertWeights, naiveMoE, naiveRouting} from './naive_tfjs';
-import {TokenInputs, disposeInputs, idsChecksum, makeExpertWeights, makeTokenInputs, moeOptions} from './problem';
+import {TokenInputs, disposeInputs, hostRouting, idsChecksum, makeExpertWeights, makeTokenInputs, moeOptions} from './problem';
 import {Sample, checkRows, referenceRows, sampleTokens} from './reference';
 import {BenchShape, DEFAULT_TOKENS, MoEShape, RoutingShape, SHAPES, expertBytes, moeFlops, parseShapes} from './shapes';
 import {KernelTimer, Measured, TimeOptions, measure, median, round} from './timing';
@@ -262,7 +262,10 @@ async function benchMoE(ctx: RowContext, s: MoEShape, tokens: number[], naiveWhy
   let naiveWeights: NaiveExpertWeights | null = null;
   try {
     if (args.impls.includes('naive-tfjs') && !naiveWhyNot) naiveWeights = naiveExpertWeights(weights.w13, weights.w2);
-    for (const M of tokens) {
+    // The float64 reference rows for every M at once (each expert's weights regenerated once per shape).
+    const samples = args.check ? referenceRows(s, tokens.map((M) =>
+      ({M, routed: hostRouting(s, M).routed, tokens: sampleTokens(s, M)}))) : null;
+    for (const [mi, M] of tokens.entries()) {
       const x: TokenInputs = makeTokenInputs(s, M);
       const flops = moeFlops(s, M);
       const bytes = expertBytes(s, x.distinctExperts);
@@ -270,7 +273,7 @@ async function benchMoE(ctx: RowContext, s: MoEShape, tokens: number[], naiveWhy
         format: 'float32', weight_shards: weights.w13.length, distinct_experts: x.distinctExperts, flops, bytes};
       const ours = () => fusedMoE(x.hidden!, x.logits, weights.w13, weights.w2, moeOptions(s, x.bias));
       const naive = (timer?: KernelTimer) => naiveMoE(x.hidden!, x.logits, x.bias, naiveWeights!, s.routing, s.k, timer);
-      const sample = args.check ? referenceRows(s, M, x.routed, sampleTokens(s, M)) : null;
+      const sample = samples ? samples[mi] : null;
       if (args.impls.includes('ours')) {
         await runRow(ctx, 'ours', base, async () => {
           if (oursWhyNot) throw new Error(oursWhyNot);
