@@ -32,7 +32,8 @@ export const WALL_OVER_GPU_AT_DECODE = 2;
 /** Weight formats in table order; `format` of a row (or its `dtype` in older rows) maps to one of them. */
 export const FORMATS = ['float32', 'bf16', 'int4-g128', 'fp8-block', 'mxfp4'];
 const FORMAT_ALIASES: {[k: string]: string} = {float32: 'float32', f32: 'float32', bf16: 'bf16', bfloat16: 'bf16',
-  'int4': 'int4-g128', 'int4-g128': 'int4-g128', 'fp8': 'fp8-block', 'fp8-block': 'fp8-block', 'mxfp4': 'mxfp4'};
+  'int4': 'int4-g128', 'int4-g128': 'int4-g128', 'uint4': 'int4-g128', 'fp8': 'fp8-block', 'fp8-block': 'fp8-block',
+  'e4m3': 'fp8-block', 'mxfp4': 'mxfp4', 'e2m1': 'mxfp4'};
 export function formatOf(r: Row): string {
   const f = String(r.format ?? r.dtype ?? 'float32');
   return FORMAT_ALIASES[f] ?? f;
