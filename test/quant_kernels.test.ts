@@ -144,14 +144,16 @@ describeBackends('fusedExperts with quantized weights', (backend) => {
 
   if (backend === 'webgpu') {
     // As in test/experts_parity.test.ts: no backend.read/readSync and no GPUBuffer.mapAsync during a forward
-    // pass (inputs uploaded by a first call), here with act-order int4 + biases and with fp8 w8a8.
-    for (const [what, f, extra] of [['uint4 act-order zero tensor + biases', QUANT_FORMATS['uint4 g32, act-order gIdx, zero tensor'], {bias: true}],
+    // pass (inputs uploaded by a first call), here with act-order int4 with a zero tensor (4 tensors per weight
+    // shard) and with fp8 w8a8; the output is checked too.
+    for (const [what, f, extra] of [['uint4 act-order zero tensor', QUANT_FORMATS['uint4 g32, act-order gIdx, zero tensor'], {}],
       ['e4m3 fp8 w8a8', QUANT_FORMATS['e4m3, 128×128 block scales'], {fp8: true}]] as const) {
       for (const path of ['decode', 'decode-grouped', 'prefill'] as ExpertsPath[]) {
         it(`reads nothing back during a forward pass (${what}, ${path} path)`, async () => {
           const run = Object.values(RUNS).find((r) => r.path === path)!;
           const c = {...run.c, ...extra};
-          const t = makeCase(7, f, c).tensors();
+          const {expected, tensors} = makeCase(7, f, c);
+          const t = tensors();
           setFusedExpertsPath(path);
           const call = () => fusedExperts(t.hidden, t.w13.length > 1 ? t.w13 : t.w13[0],
               t.w2.length > 1 ? t.w2 : t.w2[0], t.weights, t.ids, {useFp8W8A8: c.fp8});
@@ -182,10 +184,31 @@ describeBackends('fusedExperts with quantized weights', (backend) => {
             proto.mapAsync = original.mapAsync;
           }
           expect({reads, maps}).to.deep.equal({reads: 0, maps: 0});
+          expectClose(await out.data(), expected, `${what} ${path}`);
           out.dispose();
           tf.dispose([t.hidden, t.weights, t.ids, ...t.all]);
         });
       }
     }
+
+    // Zero tensor + act-order gIdx + biases bind 5 tensors per weight shard: the w2 GEMV (x, ids, weights, 5, out)
+    // needs 9 storage buffers. Where the device allows fewer, a clear error, not an unwritten output.
+    it('says so when a program needs more storage buffers than the device allows', async () => {
+      const f = QUANT_FORMATS['uint4 g32, act-order gIdx, zero tensor'];
+      const c = {...RUNS['decode, T=3 k=2, 2 weight tensors'].c, shards: [5], bias: true};
+      const {expected, tensors} = makeCase(8, f, c);
+      const t = tensors();
+      setFusedExpertsPath('decode');
+      const limit = (tf.backend() as unknown as {device: GPUDevice}).device.limits.maxStorageBuffersPerShaderStage;
+      const call = () => fusedExperts(t.hidden, t.w13[0], t.w2[0], t.weights, t.ids);
+      if (limit < 9) {
+        expect(call).to.throw(/ExpertsW2GemvProgram .* needs 9 storage buffers, but this device allows \d+ per shader stage/);
+      } else {
+        const out = call();
+        expectClose(await out.data(), expected, 'zero tensor + gIdx + biases');
+        out.dispose();
+      }
+      tf.dispose([t.hidden, t.weights, t.ids, ...t.all]);
+    });
   }
 });

@@ -235,13 +235,25 @@ export const fusedExpertsWebGPU: KernelFunc = ({inputs, attrs, backend: b}): Ten
     return t;
   };
   // Runs one program per weight shard, each writing its rows into the shared output.
+  // Every program's storage buffers (its inputs and its output) must fit the device's per-stage limit (8 unless
+  // the device was created with more): a format with a zero tensor, act-order gIdx and biases binds 5 tensors
+  // per weight shard. Checked here, since Dawn would only log a validation error and leave the output unwritten.
+  const maxStorage = backend.device.limits.maxStorageBuffersPerShaderStage;
+  const run = (program: WebGPUProgram, programInputs: TensorInfo[], uniforms?: Array<{type: string; data: number[]}>,
+      out?: TensorInfo) => {
+    if (programInputs.length + 1 > maxStorage) {
+      throw new Error(`fusedExperts (webgpu): ${program.constructor.name} for weight format ${a.weightFormat}` +
+          `${a.hasBias ? ' with biases' : ''} needs ${programInputs.length + 1} storage buffers, but this device ` +
+          `allows ${maxStorage} per shader stage (maxStorageBuffersPerShaderStage)`);
+    }
+    return backend.runWebGPUProgram(program, programInputs, 'float32', uniforms, out);
+  };
   const shardParts = (stage: ExpertsStage, s: number) => parts((stage === 'w13' ? shardsOf.w13 : shardsOf.w2)[s]);
   const perShard = (stage: ExpertsStage, out: TensorInfo, make: (s: number) => [WebGPUProgram, TensorInfo[]]) => {
     let first = 0;
     (stage === 'w13' ? w13 : w2).forEach((w, s) => {
       const [program, programInputs] = make(s);
-      backend.runWebGPUProgram(program, [...programInputs, ...shardParts(stage, s)], 'float32',
-          [{type: 'int32', data: [first]}], out);
+      run(program, [...programInputs, ...shardParts(stage, s)], [{type: 'int32', data: [first]}], out);
       first += w.shape[0];
     });
   };
@@ -276,7 +288,7 @@ export const fusedExpertsWebGPU: KernelFunc = ({inputs, attrs, backend: b}): Ten
         const weights = stage === 'w13' ? w13 : w2;
         const Program = stage === 'w13' ? ExpertsW13GemvProgram : ExpertsW2GemvProgram;
         if (bindAll(inputs, stage)) {
-          backend.runWebGPUProgram(new Program({...common, stage}, P, counts(weights)), [...inputs, ...allParts(stage)], 'float32',
+          run(new Program({...common, stage}, P, counts(weights)), [...inputs, ...allParts(stage)],
               [{type: 'int32', data: [0]}], out);
         } else {
           perShard(stage, out, (s) => [new Program({...common, stage}, P, [weights[s].shape[0]]), inputs]);
@@ -289,7 +301,7 @@ export const fusedExpertsWebGPU: KernelFunc = ({inputs, attrs, backend: b}): Ten
           (w2.length === 1 || bindAll(w2Inputs, 'w2'))) {
         // w2 and the combine in one program (saves a dispatch and the y buffer at T = 1).
         const fused = new ExpertsW2CombineGemvProgram({...common, stage: 'w2'}, T, counts(w2));
-        return backend.runWebGPUProgram(fused, [...w2Inputs, ...allParts('w2')], 'float32');
+        return run(fused, [...w2Inputs, ...allParts('w2')]);
       }
       const y = temp([P, H]);
       gemv('w2', actIn, y);
