@@ -28,8 +28,11 @@
  */
 import {KernelConfig, KernelFunc, TensorInfo, util} from '@tensorflow/tfjs-core';
 import type {WebGPUBackend, WebGPUProgram} from '@tensorflow/tfjs-backend-webgpu';
-import {expertWeightShards, unsupportedExpertsFeature, FusedExperts, FusedExpertsAttrs, FusedExpertsInputs} from '../../kernel_names';
-import {FLOAT32_FORMAT, formatKey} from '../../quant/format';
+import {ExpertProjectionShard, expertProjectionShards, unsupportedExpertsFeature, FusedExperts, FusedExpertsAttrs,
+  FusedExpertsInputs} from '../../kernel_names';
+import {WeightFormat, parseFormatKey} from '../../quant/format';
+import {unsupportedChunking} from './dequant_wgsl';
+import {ExpertsFp8QuantProgram} from './experts_fp8_quant_webgpu';
 import {ALIGN_MAX_LOCAL_EXPERTS, ExpertsAlignProgram, maxPaddedRows} from './experts_align_webgpu';
 import {ExpertsCombineProgram} from './experts_combine_webgpu';
 import {ExpertsW13GemmProgram, ExpertsW2GemmProgram, GEMM_BLOCK_ROWS} from './experts_gemm_webgpu';
@@ -174,10 +177,14 @@ export function chooseSplitK(workgroups: number, kTiles: number): number {
  * The prefill GEMM kernel: f16 tensor cores where the device reaches them (capabilities.ts says why not
  * otherwise), else the float32 SIMT tiles.
  */
-export function chooseGemmKernel(backend: WebGPUBackend, H: number, I: number):
+export function chooseGemmKernel(backend: WebGPUBackend, H: number, I: number,
+    attrs?: Pick<FusedExpertsAttrs, 'hasBias' | 'activation'>, format?: WeightFormat):
     {kernel: 'tensor-core-f16' | 'simt-f32'; reason: string} {
   const caps = webgpuCapabilities(backend);
   if (!caps.tensorCoreF16) return {kernel: 'simt-f32', reason: caps.tensorCoreReason};
+  if ((format && format.code !== 'f32') || attrs?.hasBias || attrs?.activation === 'swigluoai') {
+    return {kernel: 'simt-f32', reason: 'the tensor-core GEMM takes float32 weights without biases or swigluoai so far'};
+  }
   if (H % 8 !== 0 || I % 8 !== 0) {
     return {kernel: 'simt-f32', reason: `the tensor-core tiles load 8 k at a time and H = ${H}, I = ${I}`};
   }
@@ -193,24 +200,44 @@ function checkBinding(backend: WebGPUBackend, shape: number[], what: string, adv
   }
 }
 
+/** Why this backend cannot run these attrs at these sizes, or null (vLLM oracle style). */
+export function unsupportedOnWebGPU(a: FusedExpertsAttrs, format: WeightFormat, H: number, I: number): string | null {
+  const generic = unsupportedExpertsFeature(a, 'webgpu', {formats: () => true, bias: true, swigluoai: true,
+    fp8Activations: true});
+  if (generic) return generic;
+  const chunking = unsupportedChunking(format, H, 'w13') ?? unsupportedChunking(format, I, 'w2');
+  if (chunking) return `fusedExperts on 'webgpu' cannot read ${a.weightFormat}: ${chunking}`;
+  if (a.activationQuantGroup > 0 && a.applyRouterWeightOnInput) {
+    return `fusedExperts on 'webgpu' does not support fp8 w8a8 activations with the router weight on the input yet`;
+  }
+  return null;
+}
+
 export const fusedExpertsWebGPU: KernelFunc = ({inputs, attrs, backend: b}): TensorInfo => {
   const backend = b as WebGPUBackend;
   const ins = inputs as FusedExpertsInputs;
   const a = attrs as unknown as FusedExpertsAttrs;
-  const unsupported = unsupportedExpertsFeature(a, 'webgpu', {formats: (k) => k === formatKey(FLOAT32_FORMAT),
-    bias: false, swigluoai: false, fp8Activations: false});
-  if (unsupported) throw new Error(unsupported);
-  const {w13, w2} = expertWeightShards(ins, a);
+  const format = parseFormatKey(a.weightFormat);
+  const shardsOf = expertProjectionShards(ins, a);
+  // Data tensors, and per shard every tensor its programs bind (dequant_wgsl.ts weightBindings order).
+  const w13 = shardsOf.w13.map((s) => s.data);
+  const w2 = shardsOf.w2.map((s) => s.data);
+  const parts = (s: ExpertProjectionShard) =>
+      [s.data, s.scales, s.zeros, s.gidx, s.bias].filter((t): t is TensorInfo => t != null);
   const {hiddenStates, topkWeights, topkIds, expertMap} = ins;
   const [T, H] = hiddenStates.shape;
   const topK = topkIds.shape[1];
-  const I = w2[0].shape[2];
+  const I = a.intermediateSize;
+  const unsupported = unsupportedOnWebGPU(a, format, H, I);
+  if (unsupported) throw new Error(unsupported);
   const P = T * topK;
   const numLocalExperts = w13.reduce((n, w) => n + w.shape[0], 0);
   const common = {
     hiddenSize: H, intermediateSize: I, topK, numLocalExperts, globalNumExperts: a.globalNumExperts,
     hasExpertMap: expertMap != null, activation: a.activation, applyRouterWeightOnInput: a.applyRouterWeightOnInput,
+    format, hasBias: a.hasBias,
   };
+  const quantGroup = a.activationQuantGroup;
   w13.forEach((w, s) => checkBinding(backend, w.shape, `w13 shard ${s}`,
       'pass w13 and w2 as arrays of tensors over consecutive expert ranges'));
   w2.forEach((w, s) => checkBinding(backend, w.shape, `w2 shard ${s}`,
@@ -228,47 +255,76 @@ export const fusedExpertsWebGPU: KernelFunc = ({inputs, attrs, backend: b}): Ten
     return t;
   };
   // Runs one program per weight shard, each writing its rows into the shared output.
+  // Every program's storage buffers (its inputs and its output) must fit the device's per-stage limit (8 unless
+  // the device was created with more): a format with a zero tensor, act-order gIdx and biases binds 5 tensors
+  // per weight shard. Checked here, since Dawn would only log a validation error and leave the output unwritten.
+  const maxStorage = backend.device.limits.maxStorageBuffersPerShaderStage;
+  const run = (program: WebGPUProgram, programInputs: TensorInfo[], uniforms?: Array<{type: string; data: number[]}>,
+      out?: TensorInfo) => {
+    if (programInputs.length + 1 > maxStorage) {
+      throw new Error(`fusedExperts (webgpu): ${program.constructor.name} for weight format ${a.weightFormat}` +
+          `${a.hasBias ? ' with biases' : ''} needs ${programInputs.length + 1} storage buffers, but this device ` +
+          `allows ${maxStorage} per shader stage (maxStorageBuffersPerShaderStage)`);
+    }
+    return backend.runWebGPUProgram(program, programInputs, 'float32', uniforms, out);
+  };
+  const shardParts = (stage: ExpertsStage, s: number) => parts((stage === 'w13' ? shardsOf.w13 : shardsOf.w2)[s]);
   const perShard = (stage: ExpertsStage, out: TensorInfo, make: (s: number) => [WebGPUProgram, TensorInfo[]]) => {
     let first = 0;
     (stage === 'w13' ? w13 : w2).forEach((w, s) => {
       const [program, programInputs] = make(s);
-      backend.runWebGPUProgram(program, [...programInputs, w], 'float32', [{type: 'int32', data: [first]}], out);
+      run(program, [...programInputs, ...shardParts(stage, s)], [{type: 'int32', data: [first]}], out);
       first += w.shape[0];
     });
   };
   const weightsFor = (stage: ExpertsStage) =>
       (stage === 'w13') === a.applyRouterWeightOnInput ? [topkWeights] : [];
 
+  // fp8 w8a8: each GEMM input fake-quantized per row and per `quantGroup` inputs (a copy; the caller's x stays).
+  const quantized = (t: TensorInfo) => {
+    if (quantGroup <= 0) return t;
+    const [rows, cols] = t.shape;
+    const q = backend.runWebGPUProgram(new ExpertsFp8QuantProgram(rows, cols, quantGroup), [t], 'float32');
+    temps.push(q);
+    return q;
+  };
+
   try {
+    const x = quantized(hiddenStates);
     const {path} = chooseExpertsPath(P, numLocalExperts, T);
     if (path === 'decode') {
       const act = temp([P, I]);
       // Every weight tensor bound in one dispatch where the storage bindings fit (+1: the output).
       const maxBindings = backend.device.limits.maxStorageBuffersPerShaderStage;
-      const bindAll = (inputs: TensorInfo[], weights: TensorInfo[]) => forcedShardBinding !== 'per-shard' &&
-          (weights.length === 1 || inputs.length + weights.length + 1 <= maxBindings);
+      const bindAll = (inputs: TensorInfo[], stage: ExpertsStage) => {
+        const shards = stage === 'w13' ? shardsOf.w13 : shardsOf.w2;
+        const bound = shards.reduce((n, s) => n + parts(s).length, 0);
+        return forcedShardBinding !== 'per-shard' && (shards.length === 1 || inputs.length + bound + 1 <= maxBindings);
+      };
+      const allParts = (stage: ExpertsStage) => (stage === 'w13' ? shardsOf.w13 : shardsOf.w2).flatMap(parts);
       const counts = (weights: TensorInfo[]) => weights.map((w) => w.shape[0]);
       const gemv = (stage: ExpertsStage, x: TensorInfo, out: TensorInfo) => {
         const inputs = [x, ...ids, ...weightsFor(stage)];
         const weights = stage === 'w13' ? w13 : w2;
         const Program = stage === 'w13' ? ExpertsW13GemvProgram : ExpertsW2GemvProgram;
-        if (bindAll(inputs, weights)) {
-          backend.runWebGPUProgram(new Program({...common, stage}, P, counts(weights)), [...inputs, ...weights], 'float32',
+        if (bindAll(inputs, stage)) {
+          run(new Program({...common, stage}, P, counts(weights)), [...inputs, ...allParts(stage)],
               [{type: 'int32', data: [0]}], out);
         } else {
           perShard(stage, out, (s) => [new Program({...common, stage}, P, [weights[s].shape[0]]), inputs]);
         }
       };
-      gemv('w13', hiddenStates, act);
-      const w2Inputs = [act, ...ids, ...weightsFor('w2')];
+      gemv('w13', x, act);
+      const actIn = quantized(act);
+      const w2Inputs = [actIn, ...ids, ...weightsFor('w2')];
       if (T === 1 && topK >= W2_COMBINE_TOPK.min && topK <= W2_COMBINE_TOPK.max &&
-          (w2.length === 1 || bindAll(w2Inputs, w2))) {
+          (w2.length === 1 || bindAll(w2Inputs, 'w2'))) {
         // w2 and the combine in one program (saves a dispatch and the y buffer at T = 1).
         const fused = new ExpertsW2CombineGemvProgram({...common, stage: 'w2'}, T, counts(w2));
-        return backend.runWebGPUProgram(fused, [...w2Inputs, ...w2], 'float32');
+        return run(fused, [...w2Inputs, ...allParts('w2')]);
       }
       const y = temp([P, H]);
-      gemv('w2', act, y);
+      gemv('w2', actIn, y);
       return backend.runWebGPUProgram(combine, [y, ...ids], 'float32');
     } else if (path === 'decode-grouped') {
       const y = temp([P, H]);
@@ -277,12 +333,13 @@ export const fusedExpertsWebGPU: KernelFunc = ({inputs, attrs, backend: b}): Ten
       temps.push(align);
       const act = temp([P, I]);
       perShard('w13', act, (s) => [new ExpertsW13GroupedGemvProgram({...common, stage: 'w13'}, P, w13[s].shape[0]),
-        [hiddenStates, align, ...weightsFor('w13')]]);
+        [x, align, ...weightsFor('w13')]]);
+      const actIn = quantized(act);
       perShard('w2', y, (s) => [new ExpertsW2GroupedGemvProgram({...common, stage: 'w2'}, P, w2[s].shape[0]),
-        [act, align, ...weightsFor('w2')]]);
+        [actIn, align, ...weightsFor('w2')]]);
       return backend.runWebGPUProgram(combine, [y, ...ids], 'float32');
     } else {
-      const gemm = chooseGemmKernel(backend, H, I);
+      const gemm = chooseGemmKernel(backend, H, I, a, format);
       const blockRows = gemm.kernel === 'tensor-core-f16' ? TC_BLOCK_ROWS : chooseBlockRows(P, numLocalExperts);
       const tileK = chooseTileK(blockRows, backend.device.limits.maxComputeWorkgroupStorageSize);
       const rows = maxPaddedRows(P, numLocalExperts, blockRows);
@@ -295,12 +352,13 @@ export const fusedExpertsWebGPU: KernelFunc = ({inputs, attrs, backend: b}): Ten
       const W13Gemm = gemm.kernel === 'tensor-core-f16' ? ExpertsW13TensorCoreGemmProgram : ExpertsW13GemmProgram;
       const W2Gemm = gemm.kernel === 'tensor-core-f16' ? ExpertsW2TensorCoreGemmProgram : ExpertsW2GemmProgram;
       perShard('w13', act, (s) => [new W13Gemm({...common, stage: 'w13', blockRows, tileK}, [rows, I], tiles(s)),
-        [hiddenStates, align, ...weightsFor('w13')]]);
+        [x, align, ...weightsFor('w13')]]);
+      const actIn = quantized(act);
       const splitK = chooseSplitK((Math.ceil(P / blockRows) + numLocalExperts) * Math.ceil(H / 128), Math.ceil(I / tileK));
       checkBinding(backend, [splitK * P, H], `the w2 partial sums (${splitK} K parts)`, 'call it on fewer tokens at a time');
       const y = temp([splitK * P, H]);
       perShard('w2', y, (s) => [new W2Gemm({...common, stage: 'w2', blockRows, tileK, splitK}, [splitK * P, H],
-        tiles(s)), [act, align, ...weightsFor('w2')]]);
+        tiles(s)), [actIn, align, ...weightsFor('w2')]]);
       combine = new ExpertsCombineProgram(common, T, {splits: splitK});
       return backend.runWebGPUProgram(combine, [y, ...ids], 'float32');
     }

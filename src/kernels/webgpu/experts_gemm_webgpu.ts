@@ -18,7 +18,10 @@
  */
 import type {WebGPUProgram} from '@tensorflow/tfjs-backend-webgpu';
 import type {Activation} from '../../kernel_names';
-import {EXPERTS_WORKGROUP, activationSnippet} from './experts_wgsl';
+import type {WeightFormat} from '../../quant/format';
+import {ChunkShape, chunkShape, dequantSnippets, weightBindingComponents, weightBindings, weightFormatKey}
+  from './dequant_wgsl';
+import {EXPERTS_WORKGROUP, activationSnippet, gateUpRows} from './experts_wgsl';
 import type {ExpertsStage} from './experts_gemv_webgpu';
 
 export interface ExpertsGemmConfig {
@@ -38,6 +41,8 @@ export interface ExpertsGemmConfig {
    * sums to rows [z·P, (z+1)·P) of y, and the combine adds the parts in order (no atomics).
    */
   splitK?: number;
+  format: WeightFormat;
+  hasBias: boolean;
 }
 
 export const GEMM_BLOCK_ROWS = [16, 32, 64, 128];
@@ -56,9 +61,11 @@ export class ExpertsGemmProgram implements WebGPUProgram {
   uniforms = 'firstExpert : i32,';
   private readonly c: ExpertsGemmConfig;
   private readonly vec: number;
+  private readonly ch: ChunkShape;
 
   /**
-   * Inputs, in order: x (hidden [T, H] for w13, act [rows, I] for w2), align, topkWeights?, weights.
+   * Inputs, in order: x (hidden [T, H] for w13, act [rows, I] for w2), align, topkWeights?, then the shard's
+   * data, scales, zeros, gidx, bias (as the format has them: weightBindings).
    * `numTiles` bounds the row tiles of this shard: ceil(P / blockRows) + its experts.
    */
   constructor(c: ExpertsGemmConfig, outputShape: number[], numTiles: number) {
@@ -66,16 +73,20 @@ export class ExpertsGemmProgram implements WebGPUProgram {
     const w13 = c.stage === 'w13';
     const K = w13 ? c.hiddenSize : c.intermediateSize;
     const N = w13 ? c.intermediateSize : c.hiddenSize;
-    this.vec = K % 4 === 0 ? 4 : 1;
+    this.ch = chunkShape(c.format, K);
+    this.vec = this.ch.vec;
     this.outputComponent = N % 4 === 0 ? 4 : 1;
     this.outputShape = outputShape;
     const splitK = w13 ? 1 : (c.splitK ?? 1);
     this.dispatch = [numTiles, Math.ceil(N / (w13 ? BN / 2 : BN)), splitK];
     const usesWeights = w13 ? c.applyRouterWeightOnInput : !c.applyRouterWeightOnInput;
-    this.variableNames = ['x', 'align', ...(usesWeights ? ['topkWeights'] : []), 'weights'];
-    this.variableComponents = this.variableNames.map((n) => (n === 'x' || n === 'weights') ? this.vec : 1);
+    const head = ['x', 'align', ...(usesWeights ? ['topkWeights'] : [])];
+    this.variableNames = [...head, ...weightBindings(c.format, c.hasBias, 0)];
+    this.variableComponents = [...head.map((n) => n === 'x' ? this.vec : 1),
+      ...weightBindingComponents(c.format, c.hasBias, 0, K)];
     this.shaderKey = `moeExpertsGemm_${c.stage}_${c.hiddenSize}_${c.intermediateSize}_${c.topK}_` +
-        `${c.numLocalExperts}_${w13 ? c.activation : ''}_${c.applyRouterWeightOnInput}_${c.blockRows}_${c.tileK}_${this.vec}_${splitK}`;
+        `${c.numLocalExperts}_${w13 ? c.activation : ''}_${c.applyRouterWeightOnInput}_${c.blockRows}_${c.tileK}_${this.vec}_${splitK}_` +
+        weightFormatKey(c.format, c.hasBias);
   }
 
   getUserCode(): string {
@@ -98,7 +109,12 @@ export class ExpertsGemmProgram implements WebGPUProgram {
     const QPR = BK / 4;                                  // quads (4 k) per row of a tile
     const rowsPerPass = EXPERTS_WORKGROUP / QPR;         // tile rows one load pass covers
     const aLoads = Math.ceil(BM / rowsPerPass);
-    const bLoads = BN / rowsPerPass;
+    // Weight loads: one chunk (chunkShape: 4 k of f32, 8 k of packed codes) per thread and pass.
+    const ch = this.ch;
+    const packed = this.c.format.code !== 'f32';
+    const CPR = packed ? BK / ch.values : QPR;           // chunks per row of a tile
+    const bRowsPerPass = EXPERTS_WORKGROUP / CPR;
+    const bLoads = BN / bRowsPerPass;
     const sorted = `align[${E + 1} + `;
     const inScale = w13 && this.c.applyRouterWeightOnInput;
     const outScale = !w13 && !this.c.applyRouterWeightOnInput;
@@ -110,11 +126,12 @@ export class ExpertsGemmProgram implements WebGPUProgram {
             `select(0.0, ${buf}[${rowBase} + u32(min(${k} + ${d}, ${K - 1}))], ${k} + ${d} < ${K})`).join(', ')})`;
 
     // B (weight) row r of the tile, r in [0, 128): its row in the shard, or -1 past N.
+    const gu = gateUpRows(this.c.activation, I);
     const bRow = w13 ?
         `fn weightRow(e : i32, r : i32) -> i32 {
           let i = n0 + (r % 64);
           if (i >= ${I}) { return -1; }
-          return e * ${2 * I} + select(0, ${I}, r >= 64) + i;
+          return e * ${2 * I} + select(0, ${gu.upOffset}, r >= 64) + ${gu.gate('i')};
         }` :
         `fn weightRow(e : i32, r : i32) -> i32 {
           let h = n0 + r;
@@ -124,8 +141,10 @@ export class ExpertsGemmProgram implements WebGPUProgram {
 
     const aRows = Array.from({length: aLoads}, (_, q) => q);
     const bRowsList = Array.from({length: bLoads}, (_, j) => j);
-    const bLoad = bRowsList.map((j) =>
-        `if (bRow${j} >= 0) { rb${j} = ${quad('weights', `u32(bRow${j}) * ${KV}u`, `k0 + bkq${j}`)}; } else { rb${j} = vec4<f32>(0.0); }`)
+    const bLoad = bRowsList.map((j) => packed ?
+        `if (bRow${j} >= 0 && k0 + bkq${j} < ${K}) { rb${j} = wload0(u32(bRow${j}), u32(k0 + bkq${j}) / 8u); } ` +
+        `else { rb${j} = array<vec4<f32>, 2>(vec4<f32>(0.0), vec4<f32>(0.0)); }` :
+        `if (bRow${j} >= 0) { rb${j} = ${quad('weights0', `u32(bRow${j}) * ${KV}u`, `k0 + bkq${j}`)}; } else { rb${j} = vec4<f32>(0.0); }`)
         .join('\n          ');
     const accDecl = Array.from({length: TM}, (_, r) =>
         `var accA${r} = vec4<f32>(0.0); var accB${r} = vec4<f32>(0.0);`).join('\n        ');
@@ -140,8 +159,15 @@ export class ExpertsGemmProgram implements WebGPUProgram {
         {
           let row = rowStart + i32(ty) * ${TM} + ${r};
           let i = n0 + i32(tx) * 4;
-          let v = vec4<f32>(expertAct(accA${r}.x) * accB${r}.x, expertAct(accA${r}.y) * accB${r}.y,
-                            expertAct(accA${r}.z) * accB${r}.z, expertAct(accA${r}.w) * accB${r}.w);
+          ${this.c.hasBias ? `let bG = vec4<f32>(${[0, 1, 2, 3].map((d) =>
+            `wbias0(u32(e * ${2 * I} + ${gu.gate(`min(i + ${d}, ${I - 1})`)}))`).join(', ')});
+          let bU = vec4<f32>(${[0, 1, 2, 3].map((d) =>
+            `wbias0(u32(e * ${2 * I} + ${gu.gate(`min(i + ${d}, ${I - 1})`)} + ${gu.upOffset}))`).join(', ')});
+          let gate = accA${r} + bG;
+          let up = accB${r} + bU;` : `let gate = accA${r};
+          let up = accB${r};`}
+          let v = vec4<f32>(expertGlu(gate.x, up.x), expertGlu(gate.y, up.y), expertGlu(gate.z, up.z),
+                            expertGlu(gate.w, up.w));
           ${this.outputComponent === 4 ?
             `if (i < ${I}) { result[(row * ${I} + i) / 4] = v; }` :
             [0, 1, 2, 3].map((d) => `if (i + ${d} < ${I}) { result[row * ${I} + i + ${d}] = v[${d}]; }`).join('\n          ')}
@@ -153,16 +179,23 @@ export class ExpertsGemmProgram implements WebGPUProgram {
             let s = ${outScale ? 'topkWeights[pair]' : '1.0'};
             let outRow = ${splitK > 1 ? `part * (uniforms.outShape.x / ${splitK}) + pair` : 'pair'};
             let h = n0 + i32(tx) * 4;
-            ${[['accA', 0], ['accB', 64]].map(([acc, off]) => this.outputComponent === 4 ?
-              `if (h + ${off} < ${H}) { result[(outRow * ${H} + h + ${off}) / 4] = ${acc}${r} * s; }` :
-              [0, 1, 2, 3].map((d) =>
-                `if (h + ${off} + ${d} < ${H}) { result[outRow * ${H} + h + ${off} + ${d}] = ${acc}${r}[${d}] * s; }`)
-                .join('\n            ')).join('\n            ')}
+            ${[['accA', 0], ['accB', 64]].map(([acc, off]) => {
+              // Expert biases: added once, by K part 0.
+              const b = this.c.hasBias ? ` + select(vec4<f32>(0.0), vec4<f32>(${[0, 1, 2, 3].map((d) =>
+                `wbias0(u32(e * ${H} + min(h + ${Number(off) + d}, ${H - 1})))`).join(', ')}), ${splitK > 1 ? 'part == 0' : 'true'})` : '';
+              return this.outputComponent === 4 ?
+              `if (h + ${off} < ${H}) { result[(outRow * ${H} + h + ${off}) / 4] = (${acc}${r}${b}) * s; }` :
+              `{ let v = (${acc}${r}${b}) * s;
+            ${[0, 1, 2, 3].map((d) =>
+                `if (h + ${off} + ${d} < ${H}) { result[outRow * ${H} + h + ${off} + ${d}] = v[${d}]; }`)
+                .join('\n            ')} }`;
+            }).join('\n            ')}
           }
         }`).join('');
 
     return `
       ${w13 ? activationSnippet(this.c.activation) : ''}
+      ${dequantSnippets(this.c.format, this.c.hasBias, 1, w13 ? 2 * I : H, K)}
       var<workgroup> wgTile : vec4<i32>;   // row start, expert, first and end k tile
       var<workgroup> As : array<vec4<f32>, ${BK * BM4}>;   // [k][m / 4]
       var<workgroup> Bs : array<vec4<f32>, ${BK * BN / 4}>;   // [k][n / 4]
@@ -175,13 +208,13 @@ export class ExpertsGemmProgram implements WebGPUProgram {
       fn main() {
         if (localIndex == 0u) {
           let first = uniforms.firstExpert;
-          let segEnd = align[first + uniforms.weightsShape.x];
+          let segEnd = align[first + uniforms.weights0Shape.x];
           let rowStart = align[first] + i32(workgroupId.x) * ${BM};
           var tile = vec4<i32>(-1, 0, 0, 0);
           if (rowStart < segEnd) {
             // The owner: the last expert whose segment starts at or before rowStart.
             var lo = first;
-            var hi = first + uniforms.weightsShape.x - 1;
+            var hi = first + uniforms.weights0Shape.x - 1;
             while (lo < hi) {
               let mid = (lo + hi + 1) / 2;
               if (align[mid] <= rowStart) { lo = mid; } else { hi = mid - 1; }
@@ -214,12 +247,13 @@ export class ExpertsGemmProgram implements WebGPUProgram {
             ${inScale ? `aScale${q} = topkWeights[pair];` : ''}
           }` : `aBase${q} = (rowStart + am${q}) * ${KV};`}
         }`).join('')}
-        ${bRowsList.map((j) => `let br${j} = i32(localIndex / ${QPR}u) + ${j * rowsPerPass};
-        let bkq${j} = i32(localIndex % ${QPR}u) * 4;
+        ${bRowsList.map((j) => `let br${j} = i32(localIndex / ${CPR}u) + ${j * bRowsPerPass};
+        let bkq${j} = i32(localIndex % ${CPR}u) * ${packed ? ch.values : 4};
         let bRow${j} = weightRow(e, br${j});`).join('\n        ')}
 
         ${aRows.map((q) => `var ra${q} = vec4<f32>(0.0);`).join(' ')}
-        ${bRowsList.map((j) => `var rb${j} = vec4<f32>(0.0);`).join(' ')}
+        ${bRowsList.map((j) => packed ? `var rb${j} = array<vec4<f32>, 2>(vec4<f32>(0.0), vec4<f32>(0.0));` :
+          `var rb${j} = vec4<f32>(0.0);`).join(' ')}
         ${accDecl}
 
         {
@@ -233,7 +267,9 @@ export class ExpertsGemmProgram implements WebGPUProgram {
             for (var d = 0; d < 4; d++) { As[u32(akq${q} + d) * ${BM4}u + u32(am${q}) / 4u][am${q} % 4] = ra${q}[d]; }
           }`).join('\n          ')}
           for (var d = 0; d < 4; d++) {
-            ${bRowsList.map((j) => `Bs[u32(bkq${j} + d) * ${BN / 4}u + u32(br${j}) / 4u][br${j} % 4] = rb${j}[d];`).join('\n            ')}
+            ${bRowsList.map((j) => packed ? [0, 1].map((v) =>
+              `Bs[u32(bkq${j} + ${4 * v} + d) * ${BN / 4}u + u32(br${j}) / 4u][br${j} % 4] = rb${j}[${v}][d];`).join('\n            ') :
+              `Bs[u32(bkq${j} + d) * ${BN / 4}u + u32(br${j}) / 4u][br${j} % 4] = rb${j}[d];`).join('\n            ')}
           }
           workgroupBarrier();
           // Prefetch the next k tile into registers while this one is multiplied.

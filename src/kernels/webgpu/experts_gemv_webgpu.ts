@@ -17,7 +17,10 @@
  */
 import type {WebGPUProgram} from '@tensorflow/tfjs-backend-webgpu';
 import type {Activation} from '../../kernel_names';
-import {EXPERTS_WORKGROUP, activationSnippet, localExpertSnippet} from './experts_wgsl';
+import type {WeightFormat} from '../../quant/format';
+import {ChunkShape, chunkShape, dequantSnippets, weightBindingComponents, weightBindings, weightFormatKey}
+  from './dequant_wgsl';
+import {EXPERTS_WORKGROUP, activationSnippet, gateUpRows, localExpertSnippet} from './experts_wgsl';
 
 export type ExpertsStage = 'w13' | 'w2';
 
@@ -31,6 +34,9 @@ export interface ExpertsGemvConfig {
   hasExpertMap: boolean;
   activation: Activation;
   applyRouterWeightOnInput: boolean;
+  /** The weights' format (dequant_wgsl.ts reads every one), and whether each projection adds a bias. */
+  format: WeightFormat;
+  hasBias: boolean;
 }
 
 const UNROLL = 4;
@@ -54,26 +60,32 @@ export function shardOfSnippet(shards: number[], local: string, shard: string, e
         }`).join('\n        ')}`;
 }
 
-/** The names of the bound weight tensors. */
-export function shardNames(shards: number[]): string[] {
-  return shards.map((_, s) => `weights${s}`);
-}
-
 /**
  * The bindings of a GEMV over (token, slot) pairs, in order: x, topkIds, expertMap?, topkWeights?, then
- * every weight tensor; x and the weights are read `vec` floats at a time.
+ * per weight tensor its data, scales, zeros, gidx, bias (as the format has them: weightBindings); x is read
+ * `vec` floats at a time, the data as chunkShape says.
  */
-export function gemvBindings(hasExpertMap: boolean, usesWeights: boolean, shards: number[], vec: number):
+export function gemvBindings(c: ExpertsGemvConfig, usesWeights: boolean, shards: number[], K: number):
     {variableNames: string[]; variableComponents: number[]} {
-  const variableNames = ['x', 'topkIds', ...(hasExpertMap ? ['expertMap'] : []),
-    ...(usesWeights ? ['topkWeights'] : []), ...shardNames(shards)];
-  return {variableNames, variableComponents: variableNames.map((n) => (n === 'x' || n.startsWith('weights')) ? vec : 1)};
+  const head = ['x', 'topkIds', ...(c.hasExpertMap ? ['expertMap'] : []), ...(usesWeights ? ['topkWeights'] : [])];
+  const vec = chunkShape(c.format, K).vec;
+  return {
+    variableNames: [...head, ...shards.flatMap((_, s) => weightBindings(c.format, c.hasBias, s))],
+    variableComponents: [...head.map((n) => n === 'x' ? vec : 1),
+      ...shards.flatMap((_, s) => weightBindingComponents(c.format, c.hasBias, s, K))],
+  };
 }
 
-/** WGSL `if (shard == 0) { body(weights0) } else if ...`: one copy of `body` per bound tensor. */
-export function perShardSnippet(shards: number[], shard: string, body: (weights: string) => string): string {
-  if (shards.length === 1) return body('weights0');
-  return shardNames(shards).map((w, s) => `${s > 0 ? ' else ' : ''}if (${shard} == ${s}) {${body(w)}}`).join('');
+/** WGSL `if (shard == 0) { body(0) } else if ...`: one copy of `body` per bound tensor. */
+export function perShardSnippet(shards: number[], shard: string, body: (s: number) => string): string {
+  if (shards.length === 1) return body(0);
+  return shards.map((_, s) => `${s > 0 ? ' else ' : ''}if (${shard} == ${s}) {${body(s)}}`).join('');
+}
+
+/** `acc += w · x` over one chunk: `w` the chunk's loads, x read at vector index `xIndex(j)`. */
+export function chunkDot(ch: ChunkShape, acc: string, w: string, xIndex: (j: number) => string): string {
+  const dot = ch.vec === 4 ? 'dot' : 'mul1';
+  return Array.from({length: ch.vecs}, (_, j) => `${acc} += ${dot}(${w}[${j}], x[${xIndex(j)}]);`).join(' ');
 }
 
 export function gemvRowsPerWorkgroup(numPairs: number, outputRows: number, rowVectors: number): number {
@@ -94,8 +106,7 @@ export class ExpertsGemvProgram implements WebGPUProgram {
   workgroupSize: [number, number, number] = [EXPERTS_WORKGROUP, 1, 1];
   uniforms = 'firstExpert : i32,';
   private readonly c: ExpertsGemvConfig;
-  private readonly inner: number;    // K in vector units
-  private readonly vec: number;      // 4 when K % 4 == 0, else 1
+  private readonly ch: ChunkShape;
   private readonly usesWeights: boolean;
   private readonly rows: number;
   private readonly shards: number[];
@@ -109,46 +120,54 @@ export class ExpertsGemvProgram implements WebGPUProgram {
     this.shards = shards;
     const K = c.stage === 'w13' ? c.hiddenSize : c.intermediateSize;
     const N = c.stage === 'w13' ? c.intermediateSize : c.hiddenSize;
-    this.vec = K % 4 === 0 ? 4 : 1;
-    this.inner = K / this.vec;
+    this.ch = chunkShape(c.format, K);
     this.usesWeights = c.stage === 'w13' ? c.applyRouterWeightOnInput : !c.applyRouterWeightOnInput;
     this.outputShape = [numPairs, N];
-    this.rows = gemvRowsPerWorkgroup(numPairs, N, this.inner);
+    this.rows = gemvRowsPerWorkgroup(numPairs, N, K / this.ch.values);
     this.dispatch = [numPairs, Math.ceil(N / this.rows), 1];
     ({variableNames: this.variableNames, variableComponents: this.variableComponents} =
-      gemvBindings(c.hasExpertMap, this.usesWeights, shards, this.vec));
+      gemvBindings(c, this.usesWeights, shards, K));
     this.shaderKey = `moeExpertsGemv_${c.stage}_${c.hiddenSize}_${c.intermediateSize}_${c.topK}_` +
         `${c.numLocalExperts}_${c.globalNumExperts}_${c.hasExpertMap}_${c.stage === 'w13' ? c.activation : ''}_` +
-        `${c.applyRouterWeightOnInput}_${this.vec}_${this.rows}_${shards.join('-')}`;
+        `${c.applyRouterWeightOnInput}_${this.ch.vec}_${this.rows}_${shards.join('-')}_${weightFormatKey(c.format, c.hasBias)}`;
   }
 
   getUserCode(): string {
     const {stage, hiddenSize: H, intermediateSize: I, topK} = this.c;
     const w13 = stage === 'w13';
     const N = w13 ? I : H;
-    const K = this.inner;
+    const ch = this.ch;
+    const KX = (w13 ? H : I) / ch.vec;     // x row in vector units
+    const K = (w13 ? H : I) / ch.values;   // weight row in chunks
     const ROWS = this.rows;
     const LANES = EXPERTS_WORKGROUP / ROWS;
-    const dot = this.vec === 4 ? 'dot' : 'mul1';
-    // Rows of this workgroup's expert, in vector units; w13 reads gate row n and up row I + n.
-    const rowA = w13 ? `(e * ${2 * I} + n) * ${K}` : `(e * ${H} + n) * ${K}`;
-    const xBase = w13 ? `(pair / ${topK}) * ${K}` : `pair * ${K}`;
+    // Rows of this workgroup's expert inside its tensor; w13 reads gate row n and up row I + n (2n, 2n + 1
+    // interleaved for 'swigluoai').
+    const gu = gateUpRows(this.c.activation, I);
+    const rowA = w13 ? `e * ${2 * I} + ${gu.gate('n')}` : `e * ${H} + n`;
+    const xBase = w13 ? `(pair / ${topK}) * ${KX}` : `pair * ${KX}`;
     const twoRows = w13;
-    const step = (weights: string, c: string, u: number) => `
-          { let xv = x[xBase + ${c}];
-            a${u} += ${dot}(${weights}[rowA + ${c}], xv);${twoRows ? `
-            b${u} += ${dot}(${weights}[rowB + ${c}], xv);` : ''} }`;
-    const loops = (weights: string) => `
+    const step = (s: number, c: string, u: number) => `
+          { let cc = ${c};
+            let wa = wload${s}(rowA, cc);
+            ${chunkDot(ch, `a${u}`, 'wa', (j) => `xBase + cc * ${ch.vecs}u + ${j}u`)}${twoRows ? `
+            let wb = wload${s}(rowB, cc);
+            ${chunkDot(ch, `b${u}`, 'wb', (j) => `xBase + cc * ${ch.vecs}u + ${j}u`)}` : ''} }`;
+    const loops = (s: number) => `
           var c = lane;
           for (; c + ${(UNROLL - 1) * LANES}u < ${K}u; c += ${UNROLL * LANES}u) {${
-            Array.from({length: UNROLL}, (_, u) => step(weights, `c + ${u * LANES}u`, u)).join('')}
+            Array.from({length: UNROLL}, (_, u) => step(s, `c + ${u * LANES}u`, u)).join('')}
           }
-          for (; c < ${K}u; c += ${LANES}u) {${step(weights, 'c', 0)}
+          for (; c < ${K}u; c += ${LANES}u) {${step(s, 'c', 0)}
           }`;
+    const {hasBias} = this.c;
+    const biasA = hasBias ? perShardSnippet(this.shards, 'shard', (s) => ` bA = wbias${s}(rowA);${
+      twoRows ? ` bB = wbias${s}(rowB);` : ''} `) : '';
     const scale = this.usesWeights ? 'topkWeights[pair]' : '1.0';
     return `
       ${w13 ? activationSnippet(this.c.activation) : ''}
       ${localExpertSnippet(this.c.hasExpertMap, this.c.globalNumExperts, this.c.numLocalExperts)}
+      ${dequantSnippets(this.c.format, this.c.hasBias, this.shards.length, w13 ? 2 * I : H, w13 ? H : I)}
       fn mul1(a : f32, b : f32) -> f32 { return a * b; }
       var<workgroup> wgExpert : vec2<i32>;   // expert in its tensor, which bound tensor
       var<workgroup> partial : array<f32, ${(twoRows ? 2 : 1) * EXPERTS_WORKGROUP}>;
@@ -172,7 +191,7 @@ export class ExpertsGemvProgram implements WebGPUProgram {
         ${Array.from({length: UNROLL}, (_, u) => `var a${u} = 0.0;${twoRows ? ` var b${u} = 0.0;` : ''}`).join(' ')}
         if (n < ${N}) {
           let rowA = u32(${rowA});
-          ${twoRows ? `let rowB = rowA + ${I * K}u;` : ''}
+          ${twoRows ? `let rowB = rowA + ${gu.upOffset}u;` : ''}
           let xBase = u32(${xBase});
           ${perShardSnippet(this.shards, 'shard', loops)}
         }
@@ -192,8 +211,15 @@ export class ExpertsGemvProgram implements WebGPUProgram {
           let sumA = partial[localIndex];${twoRows ? `
           let sumB = partial[${EXPERTS_WORKGROUP}u + localIndex];` : ''}
           let s = ${scale};
-          ${w13 ? `result[pair * ${N} + n] = expertAct(sumA * s) * (sumB * s);` :
-            `result[pair * ${N} + n] = sumA * s;`}
+          var bA = 0.0;
+          var bB = 0.0;
+          ${hasBias ? `{
+            let rowA = u32(${rowA});
+            ${twoRows ? `let rowB = rowA + ${gu.upOffset}u;` : ''}
+            ${biasA}
+          }` : ''}
+          ${w13 ? `result[pair * ${N} + n] = expertGlu(sumA * s + bA, sumB * s + bB);` :
+            `result[pair * ${N} + n] = (sumA + bA) * s;`}
         }
       }
     `;

@@ -11,8 +11,10 @@
  * stage 'w2':   y[p, h]   = (w2_h · act[p]) · w[p]
  */
 import type {WebGPUProgram} from '@tensorflow/tfjs-backend-webgpu';
-import {EXPERTS_WORKGROUP, activationSnippet} from './experts_wgsl';
-import type {ExpertsGemvConfig} from './experts_gemv_webgpu';
+import {ChunkShape, chunkShape, dequantSnippets, weightBindingComponents, weightBindings, weightFormatKey}
+  from './dequant_wgsl';
+import {EXPERTS_WORKGROUP, activationSnippet, gateUpRows} from './experts_wgsl';
+import {ExpertsGemvConfig, chunkDot} from './experts_gemv_webgpu';
 
 const LANES = 32;
 const ROWS = EXPERTS_WORKGROUP / LANES;
@@ -29,41 +31,50 @@ export class ExpertsGroupedGemvProgram implements WebGPUProgram {
   workgroupSize: [number, number, number] = [EXPERTS_WORKGROUP, 1, 1];
   uniforms = 'firstExpert : i32,';
   private readonly c: ExpertsGemvConfig;
-  private readonly vec: number;
+  private readonly ch: ChunkShape;
   private readonly usesWeights: boolean;
 
-  /** Inputs, in order: x (hidden [T, H] or act [P, I]), align (blockRows 1), topkWeights?, weights. */
+  /**
+   * Inputs, in order: x (hidden [T, H] or act [P, I]), align (blockRows 1), topkWeights?, then the shard's
+   * data, scales, zeros, gidx, bias (as the format has them: weightBindings).
+   */
   constructor(c: ExpertsGemvConfig, numPairs: number, shardExperts: number) {
     this.c = c;
     const K = c.stage === 'w13' ? c.hiddenSize : c.intermediateSize;
     const N = c.stage === 'w13' ? c.intermediateSize : c.hiddenSize;
-    this.vec = K % 4 === 0 ? 4 : 1;
+    this.ch = chunkShape(c.format, K);
     this.usesWeights = c.stage === 'w13' ? c.applyRouterWeightOnInput : !c.applyRouterWeightOnInput;
     this.outputShape = [numPairs, N];
     this.dispatch = [shardExperts, Math.ceil(N / ROWS), 1];
-    this.variableNames = ['x', 'align', ...(this.usesWeights ? ['topkWeights'] : []), 'weights'];
-    this.variableComponents = this.variableNames.map((n) => (n === 'x' || n === 'weights') ? this.vec : 1);
+    const head = ['x', 'align', ...(this.usesWeights ? ['topkWeights'] : [])];
+    this.variableNames = [...head, ...weightBindings(c.format, c.hasBias, 0)];
+    this.variableComponents = [...head.map((n) => n === 'x' ? this.ch.vec : 1),
+      ...weightBindingComponents(c.format, c.hasBias, 0, K)];
     this.shaderKey = `moeExpertsGroupedGemv_${c.stage}_${c.hiddenSize}_${c.intermediateSize}_${c.topK}_` +
-        `${c.numLocalExperts}_${c.stage === 'w13' ? c.activation : ''}_${c.applyRouterWeightOnInput}_${this.vec}_` +
-        `${PAIRS_PER_PASS}`;
+        `${c.numLocalExperts}_${c.stage === 'w13' ? c.activation : ''}_${c.applyRouterWeightOnInput}_${this.ch.vec}_` +
+        `${PAIRS_PER_PASS}_${weightFormatKey(c.format, c.hasBias)}`;
   }
 
   getUserCode(): string {
     const {stage, hiddenSize: H, intermediateSize: I, topK, numLocalExperts: E} = this.c;
     const w13 = stage === 'w13';
     const N = w13 ? I : H;
-    const K = (w13 ? H : I) / this.vec;
+    const ch = this.ch;
+    const KX = (w13 ? H : I) / ch.vec;     // x row in vector units
+    const K = (w13 ? H : I) / ch.values;   // weight row in chunks
+    const gu = gateUpRows(this.c.activation, I);
+    const gateRow = (n: string) => w13 ? `e * ${2 * I} + ${gu.gate(n)}` : `e * ${H} + ${n}`;
     const TP = PAIRS_PER_PASS;
     const rowSets = w13 ? 2 : 1;                     // gate and up rows, or one w2 row
     const outputs = ROWS * TP * rowSets;             // partial sums per pass
     const threadsPerOutput = EXPERTS_WORKGROUP / outputs;
     const lanesPerThread = LANES / threadsPerOutput;
-    const dot = this.vec === 4 ? 'dot' : 'mul1';
     const qs = Array.from({length: TP}, (_, q) => q);
     const sets = Array.from({length: rowSets}, (_, s) => s);
     const scale = (q: number) => this.usesWeights ? `select(0.0, topkWeights[pair${q}], pair${q} >= 0)` : '1.0';
     return `
       ${w13 ? activationSnippet(this.c.activation) : ''}
+      ${dequantSnippets(this.c.format, this.c.hasBias, 1, w13 ? 2 * I : H, w13 ? H : I)}
       fn mul1(a : f32, b : f32) -> f32 { return a * b; }
       var<workgroup> wgRange : vec2<i32>;
       var<workgroup> partial : array<f32, ${outputs * LANES}>;
@@ -81,18 +92,19 @@ export class ExpertsGroupedGemvProgram implements WebGPUProgram {
         let lane = localIndex % ${LANES}u;
         let g = localIndex / ${LANES}u;
         let n = i32(workgroupId.y) * ${ROWS} + i32(g);
-        let rowA = u32(select(0, (e * ${rowSets * N} + n) * ${K}, n < ${N}));
-        ${w13 ? `let rowB = rowA + ${I * K}u;` : ''}
+        let rowA = u32(select(0, ${gateRow('n')}, n < ${N}));
+        ${w13 ? `let rowB = rowA + ${gu.upOffset}u;` : ''}
         for (var first = range.x; first < range.y; first += ${TP}) {
           ${qs.map((q) => `
           let pair${q} = select(-1, align[${E + 1} + first + ${q}], first + ${q} < range.y);
-          let x${q} = u32(select(0, ${w13 ? `(pair${q} / ${topK})` : `pair${q}`} * ${K}, pair${q} >= 0));`).join('')}
+          let x${q} = u32(select(0, ${w13 ? `(pair${q} / ${topK})` : `pair${q}`} * ${KX}, pair${q} >= 0));`).join('')}
           ${qs.map((q) => sets.map((s) => `var acc${s}_${q} = 0.0;`).join(' ')).join(' ')}
           if (n < ${N}) {
             for (var c = lane; c < ${K}u; c += ${LANES}u) {
-              let wA = weights[rowA + c];
-              ${w13 ? 'let wB = weights[rowB + c];' : ''}
-              ${qs.map((q) => `{ let xv = x[x${q} + c]; acc0_${q} += ${dot}(wA, xv);${w13 ? ` acc1_${q} += ${dot}(wB, xv);` : ''} }`).join('\n              ')}
+              let wA = wload0(rowA, c);
+              ${w13 ? 'let wB = wload0(rowB, c);' : ''}
+              ${qs.map((q) => `${chunkDot(ch, `acc0_${q}`, 'wA', (j) => `x${q} + c * ${ch.vecs}u + ${j}u`)}${
+                w13 ? ` ${chunkDot(ch, `acc1_${q}`, 'wB', (j) => `x${q} + c * ${ch.vecs}u + ${j}u`)}` : ''}`).join('\n              ')}
             }
           }
           // partial[(set·TP + q)·8 + g][lane]
@@ -118,8 +130,10 @@ export class ExpertsGroupedGemvProgram implements WebGPUProgram {
                 for (var t = 0u; t < ${threadsPerOutput}u; t++) { sums[s] += half[o * ${threadsPerOutput}u + t]; }
               }
               let w = ${this.usesWeights ? 'topkWeights[pair]' : '1.0'};
-              ${w13 ? `result[pair * ${N} + row] = expertAct(sums[0] * w) * (sums[1] * w);` :
-                `result[pair * ${N} + row] = sums[0] * w;`}
+              ${this.c.hasBias ? `let bA = wbias0(u32(${gateRow('row')}));${
+                w13 ? ` let bB = wbias0(u32(${gateRow('row')}) + ${gu.upOffset}u);` : ''}` : 'let bA = 0.0; let bB = 0.0;'}
+              ${w13 ? `result[pair * ${N} + row] = expertGlu(sums[0] * w + bA, sums[1] * w + bB);` :
+                `result[pair * ${N} + row] = (sums[0] + bA) * w;`}
             }
           }
           workgroupBarrier();

@@ -9,7 +9,9 @@
  */
 import type {WebGPUProgram} from '@tensorflow/tfjs-backend-webgpu';
 import {EXPERTS_WORKGROUP, localExpertSnippet} from './experts_wgsl';
-import {ExpertsGemvConfig, gemvBindings, gemvRowsPerWorkgroup, perShardSnippet, shardOfSnippet} from './experts_gemv_webgpu';
+import {ChunkShape, chunkShape, dequantSnippets, weightFormatKey} from './dequant_wgsl';
+import {ExpertsGemvConfig, chunkDot, gemvBindings, gemvRowsPerWorkgroup, perShardSnippet, shardOfSnippet}
+  from './experts_gemv_webgpu';
 
 /** The fused program holds k per-slot partial sums per lane: worth it, and affordable, for 4 ≤ k ≤ 8. */
 export const W2_COMBINE_TOPK = {min: 4, max: 8};
@@ -23,7 +25,7 @@ export class ExpertsW2CombineGemvProgram implements WebGPUProgram {
   variableComponents: number[];
   workgroupSize: [number, number, number] = [EXPERTS_WORKGROUP, 1, 1];
   private readonly c: ExpertsGemvConfig;
-  private readonly vec: number;
+  private readonly ch: ChunkShape;
   private readonly rows: number;
   private readonly shards: number[];
 
@@ -35,27 +37,32 @@ export class ExpertsW2CombineGemvProgram implements WebGPUProgram {
     this.c = c;
     this.shards = shards;
     const {hiddenSize: H, intermediateSize: I} = c;
-    this.vec = I % 4 === 0 ? 4 : 1;
+    this.ch = chunkShape(c.format, I);
     // The grid is tokens × row blocks (not pairs × row blocks as in the unfused GEMV).
-    this.rows = gemvRowsPerWorkgroup(numTokens, H, I / this.vec);
+    this.rows = gemvRowsPerWorkgroup(numTokens, H, I / this.ch.values);
     this.outputShape = [numTokens, H];
     this.dispatch = [numTokens, Math.ceil(H / this.rows), 1];
     ({variableNames: this.variableNames, variableComponents: this.variableComponents} =
-      gemvBindings(c.hasExpertMap, !c.applyRouterWeightOnInput, shards, this.vec));
+      gemvBindings(c, !c.applyRouterWeightOnInput, shards, I));
     this.shaderKey = `moeExpertsW2CombineGemv_${H}_${I}_${c.topK}_${c.numLocalExperts}_${c.globalNumExperts}_` +
-        `${c.hasExpertMap}_${c.applyRouterWeightOnInput}_${this.vec}_${this.rows}_${shards.join('-')}`;
+        `${c.hasExpertMap}_${c.applyRouterWeightOnInput}_${this.ch.vec}_${this.rows}_${shards.join('-')}_` +
+        weightFormatKey(c.format, c.hasBias);
   }
 
   getUserCode(): string {
     const {hiddenSize: H, intermediateSize: I, topK: k} = this.c;
-    const K = I / this.vec;
+    const ch = this.ch;
+    const KX = I / ch.vec;       // act row in vector units
+    const K = I / ch.values;     // weight row in chunks
     const ROWS = this.rows;
     const LANES = EXPERTS_WORKGROUP / ROWS;
     const W = EXPERTS_WORKGROUP;
-    const dot = this.vec === 4 ? 'dot' : 'mul1';
+    const dotSlot = (j: number, s: number) =>
+      `{ let wv = wload${s}(w${j}, c); ${chunkDot(ch, `acc${j}`, 'wv', (v) => `x${j} + c * ${ch.vecs}u + ${v}u`)} }`;
     const slots = Array.from({length: k}, (_, j) => j);
     return `
       ${localExpertSnippet(this.c.hasExpertMap, this.c.globalNumExperts, this.c.numLocalExperts)}
+      ${dequantSnippets(this.c.format, this.c.hasBias, this.shards.length, H, I)}
       fn mul1(a : f32, b : f32) -> f32 { return a * b; }
       var<workgroup> partial : array<f32, ${k * W}>;
 
@@ -69,13 +76,13 @@ export class ExpertsW2CombineGemvProgram implements WebGPUProgram {
         ${slots.map((j) => `
         let local${j} = localExpertOf(topkIds[token * ${k} + ${j}]);
         ${shardOfSnippet(this.shards, `local${j}`, `s${j}`, `e${j}`)}
-        let w${j} = u32(max(e${j}, 0)) * ${H * K}u + row * ${K}u;
-        let x${j} = u32(token * ${k} + ${j}) * ${K}u;
+        let w${j} = u32(max(e${j}, 0)) * ${H}u + row;
+        let x${j} = u32(token * ${k} + ${j}) * ${KX}u;
         var acc${j} = 0.0;`).join('')}
         for (var c = lane; c < ${K}u; c += ${LANES}u) {
           ${slots.map((j) => this.shards.length === 1 ?
-            `if (s${j} >= 0) { acc${j} += ${dot}(weights0[w${j} + c], x[x${j} + c]); }` :
-            perShardSnippet(this.shards, `s${j}`, (w) => ` acc${j} += ${dot}(${w}[w${j} + c], x[x${j} + c]); `))
+            `if (s${j} >= 0) ${dotSlot(j, 0)}` :
+            perShardSnippet(this.shards, `s${j}`, (s) => ` ${dotSlot(j, s)} `))
             .join('\n          ')}
         }
         ${slots.map((j) => `partial[${j * W}u + localIndex] = acc${j};`).join(' ')}
@@ -89,7 +96,10 @@ export class ExpertsW2CombineGemvProgram implements WebGPUProgram {
         // (reading uniforms.outShape also keeps the uniforms binding in the pipeline's layout)
         if (lane == 0u && n < ${H} && token < uniforms.outShape.x) {
           var sum = 0.0;
-          ${slots.map((j) => `if (s${j} >= 0) { sum += partial[${j * W}u + localIndex] * ${
+          ${slots.map((j) => `if (s${j} >= 0) {
+            var b = 0.0;
+            ${this.c.hasBias ? perShardSnippet(this.shards, `s${j}`, (s) => ` b = wbias${s}(w${j}); `) : ''}
+            sum += (partial[${j * W}u + localIndex] + b) * ${
             this.c.applyRouterWeightOnInput ? '1.0' : `topkWeights[token * ${k} + ${j}]`}; }`).join('\n          ')}
           result[token * ${H} + n] = sum;
         }

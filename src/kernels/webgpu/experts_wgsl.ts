@@ -8,10 +8,30 @@ import type {Activation} from '../../kernel_names';
 export const EXPERTS_WORKGROUP = 256;
 
 /**
- * `fn expertAct(g) -> f32`: silu, or exact gelu 0.5·g·(1 + erf(g/√2)) with the erfc Chebyshev fit
+ * `fn expertGlu(gate, up) -> f32`: act(gate) · up, or gpt-oss's clamped SwiGLU for 'swigluoai'; act is
+ * silu, or exact gelu 0.5·g·(1 + erf(g/√2)) with the erfc Chebyshev fit
  * of src/math.ts (fractional error < 1.2e-7), since WGSL has no erf.
  */
 export function activationSnippet(activation: Activation): string {
+  if (activation === 'swigluoai') {
+    // gpt-oss (vLLM 'swigluoai'): g = min(gate, 7), u = clamp(up, -7, 7), (u + 1) · g · σ(1.702 g).
+    return `
+  fn expertGlu(gate : f32, up : f32) -> f32 {
+    let g = min(gate, 7.0);
+    let u = clamp(up, -7.0, 7.0);
+    return (u + 1.0) * g * (1.0 / (1.0 + exp(-1.702 * g)));
+  }`;
+  }
+  return `${actSnippet(activation)}
+  fn expertGlu(gate : f32, up : f32) -> f32 { return expertAct(gate) * up; }`;
+}
+
+/** The local expert row of gate row i and up row i of w13 (interleaved 2i, 2i + 1 for 'swigluoai'). */
+export function gateUpRows(activation: Activation, I: number): {gate: (i: string) => string; upOffset: string} {
+  return activation === 'swigluoai' ? {gate: (i) => `2 * (${i})`, upOffset: '1'} : {gate: (i) => `${i}`, upOffset: `${I}`};
+}
+
+function actSnippet(activation: Activation): string {
   if (activation === 'silu') {
     return `fn expertAct(g : f32) -> f32 { return g / (1.0 + exp(-g)); }`;
   }
