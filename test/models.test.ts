@@ -13,8 +13,11 @@ import {describeBackends, expectNoLeaks} from './helpers/env';
 import {MODEL_FIXTURES, ModelExpected, loadModelExpected, modelFixtureDir, readModelFixtureJson}
   from './helpers/model_fixtures';
 
-/** Leak check length: 100 tokens where a step is cheap, fewer on SwiftShader. */
-const LEAK_STEPS: Record<string, number> = {cpu: 100, tensorflow: 100, webgpu: 20};
+/**
+ * Leak check length: 100 tokens where a step is cheap; on webgpu (SwiftShader in CI, about 0.6 s per
+ * FusedMoE call at these tiny shapes) a few steps past the first cache block's writes.
+ */
+const LEAK_STEPS: Record<string, number> = {cpu: 100, tensorflow: 100, webgpu: 6};
 
 const ids2d = (ids: number[]) => tf.tensor2d([ids], [1, ids.length], 'int32');
 
@@ -120,8 +123,8 @@ describeBackends('causal LMs match transformers', (backend) => {
         }
       });
 
-      it(`leaks no tensors over ${LEAK_STEPS[backend] ?? 20} generated tokens`, async () => {
-        const steps = LEAK_STEPS[backend] ?? 20;
+      it(`leaks no tensors over ${LEAK_STEPS[backend] ?? 6} generated tokens`, async () => {
+        const steps = LEAK_STEPS[backend] ?? 6;
         const during: number[] = [];
         await expectNoLeaks(async () => {
           const out = await lm.generate(expected.promptIds, {maxNewTokens: steps,
@@ -132,14 +135,17 @@ describeBackends('causal LMs match transformers', (backend) => {
         expect(new Set(during.slice(1)).size, `tensor counts during decoding: ${during.join(',')}`).to.equal(1);
       });
 
-      it('sampling: topK 1 is greedy; a seed repeats its draw', async () => {
-        const n = 6;
-        expect(await lm.generate(expected.promptIds, {maxNewTokens: n, temperature: 0.7, topK: 1, seed: 3}))
-            .to.deep.equal(expected.newTokens.slice(0, n));
-        const a = await lm.generate(expected.promptIds, {maxNewTokens: n, temperature: 1.5, topP: 0.9, seed: 11});
-        const b = await lm.generate(expected.promptIds, {maxNewTokens: n, temperature: 1.5, topP: 0.9, seed: 11});
-        expect(a).to.deep.equal(b);
-      });
+      // Sampling runs on the host after one logits read-back: one backend covers it.
+      if (backend === 'cpu') {
+        it('sampling: topK 1 is greedy; a seed repeats its draw', async () => {
+          const n = 6;
+          expect(await lm.generate(expected.promptIds, {maxNewTokens: n, temperature: 0.7, topK: 1, seed: 3}))
+              .to.deep.equal(expected.newTokens.slice(0, n));
+          const a = await lm.generate(expected.promptIds, {maxNewTokens: n, temperature: 1.5, topP: 0.9, seed: 11});
+          const b = await lm.generate(expected.promptIds, {maxNewTokens: n, temperature: 1.5, topP: 0.9, seed: 11});
+          expect(a).to.deep.equal(b);
+        });
+      }
     });
   }
 });

@@ -6,8 +6,8 @@
  * Every layer lists its weights as (checkpoint suffix, variable) pairs: the checkpoint key is
  * `<layer name>.<suffix>`, with layer names the checkpoint's module paths (`model.layers.0.self_attn`).
  */
-import {Tensor, Tensor2D, add, cast, concat, gather, matMul, mean, mul, neg, reshape, rsqrt, serialization, sigmoid, slice, softmax,
-  square, tensor2d, tidy, transpose} from '@tensorflow/tfjs-core';
+import {Tensor, Tensor2D, add, cast, concat, gather, matMul, mean, mul, neg, pad, reshape, rsqrt, serialization, sigmoid,
+  slice, softmax, square, sub, tensor2d, tidy, transpose} from '@tensorflow/tfjs-core';
 import {LayerVariable, Shape, initializers, layers} from '@tensorflow/tfjs-layers';
 
 type LayerArgs = ConstructorParameters<typeof layers.Layer>[0];
@@ -273,8 +273,10 @@ export class CausalSelfAttention extends layers.Layer implements CheckpointWeigh
   }
 
   /**
-   * x [B, T, H] at positions [past, past + T) → out [B, T, H], and the keys and values of positions
-   * [0, past + T): `cache`'s followed by x's. Not wrapped in tidy: the caller keeps what it needs.
+   * x [B, T, H] at positions [past, past + T) → out [B, T, H]. With a cache (the keys and values of
+   * positions [0, past), in buffers of KV_BLOCK-rounded capacity), also returns the buffers with x's
+   * keys and values written after them; without one, `key` and `value` are x's own. Not wrapped in
+   * tidy: the caller keeps what it needs.
    */
   attend(x: Tensor, past: number, cache: LayerKV | null): {out: Tensor; key: Tensor; value: Tensor} {
     const {numHeads: nH, numKeyValueHeads: nKV, headDim: D, ropeTheta, rmsNormEps} = this.settings;
@@ -289,15 +291,19 @@ export class CausalSelfAttention extends layers.Layer implements CheckpointWeigh
     const q = applyRope(heads(w.q, nH, w.qNorm), cos, sin);
     let key = applyRope(heads(w.k, nKV, w.kNorm), cos, sin);
     let value = heads(w.v, nKV, null);
+    let mask: Tensor2D | null = null;
     if (cache) {
-      key = concat([cache.key, key], 2);
-      value = concat([cache.value, value], 2);
+      key = writeCache(cache.key, key, past);
+      value = writeCache(cache.value, value, past);
+      mask = causalMask(past, T, key.shape[2] as number);
+    } else if (T > 1) {
+      mask = causalMask(0, T, T);
     }
-    const total = past + T;
+    const keys = key.shape[2] as number;
     // Grouped-query: head h reads kv head ⌊h / g⌋, so q [B, nH, T, D] is viewed as [B, nKV, g·T, D].
     const g = nH / nKV;
     let scores = mul(matMul(reshape(q, [B, nKV, g * T, D]), key, false, true), 1 / Math.sqrt(D));
-    if (T > 1) scores = reshape(add(reshape(scores, [B, nKV, g, T, total]), causalMask(past, T)), [B, nKV, g * T, total]);
+    if (mask) scores = reshape(add(reshape(scores, [B, nKV, g, T, keys]), mask), [B, nKV, g * T, keys]);
     const context = reshape(matMul(softmax(scores), value), [B, nH, T, D]);
     const out = linear(reshape(transpose(context, [0, 2, 1, 3]), [B, T, nH * D]), w.o.read());
     return {out, key, value};
@@ -316,12 +322,41 @@ export class CausalSelfAttention extends layers.Layer implements CheckpointWeigh
   }
 }
 
-/** [T, past + T]: 0 where query t (at position past + t) may see key j (j ≤ past + t), MASKED after. */
-function causalMask(past: number, T: number): Tensor2D {
-  const total = past + T;
-  const mask = new Float32Array(T * total);
-  for (let t = 0; t < T; t++) mask.fill(MASKED, t * total + past + t + 1, (t + 1) * total);
-  return tensor2d(mask, [T, total]);
+/**
+ * KV buffers grow in blocks of this many positions. WebGPU compiles a shader for every new tensor shape;
+ * with buffers of fixed capacity (unused positions masked) a decode step has the same shapes as the last,
+ * so decoding compiles once per block instead of once per token.
+ */
+export const KV_BLOCK = 64;
+
+/**
+ * `buffer` [B, n, capacity, D] holding positions [0, past), with `fresh` [B, n, T, D] written at
+ * [past, past + T). One decode token that fits is written through 0/1 masks (the shapes stay the
+ * same); otherwise the buffer is rebuilt with a capacity rounded up to KV_BLOCK.
+ */
+function writeCache(buffer: Tensor, fresh: Tensor, past: number): Tensor {
+  const [B, n, capacity, D] = buffer.shape;
+  const T = fresh.shape[2] as number;
+  if (T === 1 && past < capacity) {
+    const at = new Float32Array(capacity);
+    at[past] = 1;
+    const select = tensor2d(at, [capacity, 1]);
+    // x·1 + 0 and 0 + y·1 are exact, so the buffer holds exactly the keys a concat would give.
+    return add(mul(buffer, sub(1, select)), mul(fresh, select));
+  }
+  const kept = past > 0 ? concat([slice(buffer, [0, 0, 0, 0], [B, n, past, D]), fresh], 2) : fresh;
+  const grown = Math.ceil((past + T) / KV_BLOCK) * KV_BLOCK;
+  return pad(kept, [[0, 0], [0, 0], [0, grown - past - T], [0, 0]]);
+}
+
+/**
+ * [T, keys]: 0 where query t (at position past + t) may see key j (j ≤ past + t), MASKED after it,
+ * which also hides a KV buffer's unused positions.
+ */
+function causalMask(past: number, T: number, keys: number): Tensor2D {
+  const mask = new Float32Array(T * keys);
+  for (let t = 0; t < T; t++) mask.fill(MASKED, t * keys + past + t + 1, (t + 1) * keys);
+  return tensor2d(mask, [T, keys]);
 }
 
 serialization.registerClass(TokenEmbedding);
