@@ -19,6 +19,9 @@ import {MODEL_FIXTURES, ModelExpected, loadModelExpected, modelFixtureDir, readM
  */
 const LEAK_STEPS: Record<string, number> = {cpu: 100, tensorflow: 100, webgpu: 6};
 
+declare const __karma__: unknown;
+const IN_NODE = typeof __karma__ === 'undefined';
+
 const ids2d = (ids: number[]) => tf.tensor2d([ids], [1, ids.length], 'int32');
 
 async function logitsOf(run: () => Promise<tf.Tensor> | tf.Tensor): Promise<Float32Array> {
@@ -43,7 +46,7 @@ describeBackends('causal LMs match transformers', (backend) => {
       });
       after(() => lm?.dispose());
 
-      it('reports loading progress for every weight file, ending at its size', async () => {
+      it('reports loading progress for every weight file, ending at its size where known', async () => {
         const index = name.includes('sharded') ?
           await readModelFixtureJson(name, 'model.safetensors.index.json') as {weight_map: Record<string, string>} : null;
         const files = index ? [...new Set(Object.values(index.weight_map))] : ['model.safetensors'];
@@ -51,7 +54,8 @@ describeBackends('causal LMs match transformers', (backend) => {
           const last = progress.filter((p) => p.file === file).pop();
           expect(last, `progress of ${file}`).to.not.equal(undefined);
           expect(last!.loadedBytes).to.be.greaterThan(0);
-          expect(last!.loadedBytes).to.equal(last!.totalBytes);
+          // null where the server does not say (karma's sends no content-length).
+          if (last!.totalBytes != null) expect(last!.loadedBytes).to.equal(last!.totalBytes);
         }
       });
 
@@ -259,8 +263,8 @@ describe('causal LM errors and weights', () => {
         .to.deep.equal(newTokens.slice(0, 4));
   });
 
-  it('a folder without weights names both files it looked for', async function() {
-    if (typeof process === 'undefined' || !process.versions?.node) this.skip();
+  // Needs a folder on disk (Node); the browser reaches the same code path through fetch.
+  if (IN_NODE) it('a folder without weights names both files it looked for', async () => {
     const os = require('os') as typeof import('os');
     const fs = require('fs') as typeof import('fs');
     const path = require('path') as typeof import('path');
@@ -280,7 +284,7 @@ describe('causal LM errors and weights', () => {
     let checkpoint: Map<string, tf.Tensor>;
     let config: Record<string, unknown>;
     before(async () => {
-      const fs = typeof process !== 'undefined' && process.versions?.node ? require('fs') as typeof import('fs') : null;
+      const fs = IN_NODE ? require('fs') as typeof import('fs') : null;
       const file = `${modelFixtureDir('qwen3moe-tiny')}/model.safetensors`;
       const bytes = fs ? new Uint8Array(fs.readFileSync(file)) : new Uint8Array(await (await fetch(file)).arrayBuffer());
       checkpoint = readSafetensors(bytes);
