@@ -319,6 +319,10 @@ describe('causal LM errors and weights', () => {
       }
     });
 
+    it('the constructor wants a parsed config', () => {
+      expect(() => new CausalLM(config as never)).to.throw(/'config' must be what parseCausalLMConfig\(config.json\) returns/);
+    });
+
     it('a disposed model says so', async () => {
       const model = new CausalLM(parseCausalLMConfig(config));
       model.dispose();

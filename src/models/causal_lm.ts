@@ -11,7 +11,7 @@
 import {Tensor, Tensor2D, Tensor3D, add, argMax, keep, reshape, slice, tensor2d, tidy} from '@tensorflow/tfjs-core';
 import {LayersModel, SymbolicTensor, input, layers, model} from '@tensorflow/tfjs-layers';
 import {FusedMoE} from '../layers/fused_moe_layer';
-import {CausalLMConfig} from './config';
+import {CausalLMConfig, MODEL_TYPES} from './config';
 import {CausalSelfAttention, CheckpointWeights, GatedMLP, LayerKV, Linear, RMSNorm, TokenEmbedding} from './layers';
 import {SamplingOptions, sampleToken, seededRandom} from './sampling';
 
@@ -84,6 +84,10 @@ export class CausalLM {
 
   /** Builds the model with placeholder weights (zeros, norms ones); `loadWeights` fills them. */
   constructor(config: CausalLMConfig) {
+    if (config == null || !MODEL_TYPES.includes(config.modelType) || !Array.isArray(config.feedForward)) {
+      throw new Error(`${NAME}: 'config' must be what parseCausalLMConfig(config.json) returns but got ` +
+          `${JSON.stringify(config)?.slice(0, 80)}`);
+    }
     this.config = config;
     const c = config;
     const ids = input({shape: [null], dtype: 'int32', name: 'input_ids'});
