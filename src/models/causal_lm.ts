@@ -2,7 +2,8 @@
  * A decoder-only causal LM (Qwen3-MoE, Mixtral) built from its config:
  *
  *   ids [B, T] → embed_tokens → N × [ x += self_attn(input_layernorm(x));
- *                                     x += moe(post_attention_layernorm(x)) | mlp(…) ] → norm → lm_head → logits [B, T, V]
+ *                                     x += moe(post_attention_layernorm(x)) | mlp(…) ]
+ *              → norm → lm_head → logits [B, T, V]
  *
  * where moe = router `gate` (Linear) then this package's `FusedMoE` layer. The layers are wired once
  * into a functional `tf.LayersModel` (full-sequence forward, savable); `forward` and `generate` run
@@ -179,7 +180,9 @@ export class CausalLM {
    */
   async forward(ids: Tensor, options: {cache?: KVCache} = {}): Promise<Tensor3D> {
     this.checkAlive();
-    if (!(ids instanceof Tensor)) throw new Error(`${NAME}.forward: 'ids' must be an int32 Tensor [B, T] but got ${String(ids)}`);
+    if (!(ids instanceof Tensor)) {
+      throw new Error(`${NAME}.forward: 'ids' must be an int32 Tensor [B, T] but got ${String(ids)}`);
+    }
     if (ids.rank !== 2 || ids.dtype !== 'int32' || ids.shape[1] === 0 || ids.shape[0] === 0) {
       throw new Error(`${NAME}.forward: 'ids' must be an int32 Tensor [B, T] with B, T >= 1 but got ${ids.dtype} ` +
           `shape [${ids.shape.join(', ')}]`);
@@ -310,9 +313,12 @@ function checkGenerateOptions(promptIds: number[], options: GenerateOptions, voc
   if (o.topP != null && !(typeof o.topP === 'number' && o.topP > 0 && o.topP <= 1)) {
     throw new Error(`${G}: 'topP' must be in (0, 1] but got ${String(o.topP)}`);
   }
-  if (o.seed != null && !Number.isInteger(o.seed)) throw new Error(`${G}: 'seed' must be an integer but got ${String(o.seed)}`);
+  if (o.seed != null && !Number.isInteger(o.seed)) {
+    throw new Error(`${G}: 'seed' must be an integer but got ${String(o.seed)}`);
+  }
   if ((o.topK != null || o.topP != null || o.seed != null) && !o.temperature) {
-    throw new Error(`${G}: 'topK', 'topP' and 'seed' apply to sampling; set 'temperature' > 0 (without it decoding is greedy)`);
+    throw new Error(`${G}: 'topK', 'topP' and 'seed' apply to sampling; set 'temperature' > 0 (without it ` +
+        `decoding is greedy)`);
   }
   if (o.onToken != null && typeof o.onToken !== 'function') {
     throw new Error(`${G}: 'onToken' must be a function but got ${String(o.onToken)}`);

@@ -48,13 +48,17 @@ const fail = (key: string, message: string): never => {
 
 function int(c: Json, key: string, min = 1): number {
   const v = c[key];
-  if (typeof v !== 'number' || !Number.isInteger(v) || v < min) fail(key, `must be an integer >= ${min} but got ${JSON.stringify(v)}`);
+  if (typeof v !== 'number' || !Number.isInteger(v) || v < min) {
+    fail(key, `must be an integer >= ${min} but got ${JSON.stringify(v)}`);
+  }
   return v as number;
 }
 
 function positive(c: Json, key: string, fallback?: number): number {
   const v = c[key] ?? fallback;
-  if (typeof v !== 'number' || !(v > 0) || !Number.isFinite(v)) fail(key, `must be a positive number but got ${JSON.stringify(v)}`);
+  if (typeof v !== 'number' || !(v > 0) || !Number.isFinite(v)) {
+    fail(key, `must be a positive number but got ${JSON.stringify(v)}`);
+  }
   return v as number;
 }
 
