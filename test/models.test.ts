@@ -14,8 +14,8 @@ import {MODEL_FIXTURES, ModelExpected, loadModelExpected, modelFixtureDir, readM
   from './helpers/model_fixtures';
 
 /**
- * Leak check length: 100 tokens where a step is cheap; on webgpu (SwiftShader in CI, about 0.6 s per
- * FusedMoE call at these tiny shapes) a few steps past the first cache block's writes.
+ * Leak check length: 100 tokens (two KV blocks) where a step is cheap; on webgpu (SwiftShader in CI,
+ * about 0.6 s per FusedMoE call even at these tiny shapes) 6, enough for a per-step leak to show.
  */
 const LEAK_STEPS: Record<string, number> = {cpu: 100, tensorflow: 100, webgpu: 6};
 
