@@ -216,10 +216,17 @@ describe('causal LM configs', () => {
 
 describe('causal LM errors and weights', () => {
   let lm: CausalLM;
+  let previousBackend: string;
+  // Checks made on the host: the cpu backend covers them (the backends' numbers are tested above).
   before(async () => {
+    previousBackend = tf.getBackend();
+    await tf.setBackend('cpu');
     lm = await loadCausalLM(modelFixtureDir('qwen3moe-tiny'));
   });
-  after(() => lm?.dispose());
+  after(async () => {
+    lm?.dispose();
+    await tf.setBackend(previousBackend);
+  });
 
   it('forward rejects ids that are not int32 [B, T] in the vocabulary', async () => {
     const cases: Array<[tf.Tensor, RegExp]> = [
