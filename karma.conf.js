@@ -6,7 +6,7 @@
  *
  * esbuild bundles test/browser/setup.ts, then every test file in name order, into one script, so
  * the backends and kernels register before any test module runs. Node built-ins that test helpers
- * require only on their Node branch (fs, path) are left out of the bundle.
+ * require only on their Node branch (fs, os, path) are left out of the bundle.
  */
 const esbuild = require('esbuild');
 const fs = require('fs');
@@ -38,7 +38,7 @@ function bundleTests() {
     platform: 'browser',
     target: 'es2020',
     sourcemap: 'inline',
-    external: ['fs', 'path'],
+    external: ['fs', 'os', 'path'],
     outfile,
     logLevel: 'warning',
   });
@@ -51,10 +51,10 @@ module.exports = (config) => {
     frameworks: ['mocha'],
     files: [
       {pattern: bundleTests(), watched: false},
-      // test/helpers/fixtures.ts fetches /base/test/fixtures/NAME.safetensors.
-      {pattern: 'test/fixtures/*', included: false, served: true, watched: false},
-      // test/quant_formats.test.ts: /base/test/fixtures/quant/NAME.safetensors.
-      {pattern: 'test/fixtures/quant/*.safetensors', included: false, served: true, watched: false},
+      // test/helpers/fixtures.ts fetches /base/test/fixtures/NAME.safetensors, test/quant_formats.test.ts
+      // test/fixtures/quant/NAME.safetensors; test/helpers/model_fixtures.ts loads Hugging Face folders from
+      // /base/test/fixtures/models/NAME/.
+      {pattern: 'test/fixtures/**/*', included: false, served: true, watched: false},
     ],
     client: {
       args: [`backends=${process.env.MOE_BACKENDS || 'cpu,webgpu'}`],

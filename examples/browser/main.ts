@@ -3,12 +3,16 @@
  * FusedMoE layer from it, run it on WebGPU (cpu, with a visible notice, where WebGPU is missing),
  * and show the expert load and the per-call latency. Bundled by `npm run build:browser`.
  *
+ * A second section loads a whole tiny causal LM (`tfjs-fused-moe/models`) from its Hugging Face folder
+ * and streams generated ids with the time of each step.
+ *
  * URL parameters: `?ckpt=<name>` picks the checkpoint run on load; `?webgpu=off` runs as a browser
  * without WebGPU would. Results are also published on `window.moeDemo` (read by test/e2e).
  */
 import * as tf from '@tensorflow/tfjs-core';
 import '@tensorflow/tfjs-backend-cpu';
-import {loadSafetensors, disposeCheckpointTensors} from '../../src';
+import {disposeCheckpointTensors, loadSafetensors} from '../../src';
+import {loadCausalLM} from '../../src/models';
 import {CheckpointConfig, CheckpointLayer, runCheckpointLayer} from '../common/checkpoint_layer';
 
 const TIMED_CALLS = 3;
@@ -18,8 +22,15 @@ interface RunResult {
   maxError: number; tolerance: number; ok: boolean; output: number[]; leakedTensors: number;
 }
 
+/** One "Generate" click: the new ids as they stream, each step's wall time (the first includes prefill). */
+interface GenerationState {
+  model: string; backend: string; status: 'loading' | 'generating' | 'done' | 'error'; ids: number[];
+  msPerToken: number[]; leakedTensors: number | null; error: string | null;
+}
+
 /** What the page computed, for people (the DOM) and for the end-to-end test (this object). */
 interface DemoState {
+  generation: GenerationState | null;
   status: 'starting' | 'loading' | 'running' | 'done' | 'error';
   backend: string;
   adapter: string | null;
@@ -30,7 +41,7 @@ interface DemoState {
   error: string | null;
 }
 
-const state: DemoState = {status: 'starting', backend: '', adapter: null, fallbackReason: null, subgroups: null,
+const state: DemoState = {generation: null, status: 'starting', backend: '', adapter: null, fallbackReason: null, subgroups: null,
   progress: [], runs: {}, error: null};
 (window as unknown as {moeDemo: DemoState}).moeDemo = state;
 
@@ -179,6 +190,52 @@ async function run(name: string): Promise<void> {
   }
 }
 
+async function generate(model: string, promptIds: number[], maxNewTokens: number): Promise<void> {
+  const button = $<HTMLButtonElement>('lm-run');
+  button.disabled = true;
+  const g: GenerationState = {model, backend: state.backend, status: 'loading', ids: [], msPerToken: [],
+    leakedTensors: null, error: null};
+  state.generation = g;
+  const table = $<HTMLTableElement>('lm-table');
+  table.querySelectorAll('tr.token').forEach((r) => r.remove());
+  $('lm-summary').textContent = '';
+  $('lm-error').textContent = '';
+  const before = tf.memory().numTensors;
+  try {
+    const bar = $<HTMLProgressElement>('lm-progress');
+    const lm = await loadCausalLM(`models/${model}`, {onProgress: (p) => {
+      bar.max = p.fileCount;
+      bar.value = p.fileIndex - 1 + (p.totalBytes ? p.loadedBytes / p.totalBytes : 0);
+      $('lm-progress-text').textContent = `${p.file} (${p.fileIndex} of ${p.fileCount}): ` +
+        `${p.loadedBytes.toLocaleString('en-US')} bytes`;
+    }});
+    g.status = 'generating';
+    try {
+      await lm.generate(promptIds, {maxNewTokens, onToken: (id, {index, ms}) => {
+        g.ids.push(id);
+        g.msPerToken.push(ms);
+        const row = table.insertRow();
+        row.className = 'token';
+        row.innerHTML = `<td>${index + 1}${index === 0 ? ' (prefill)' : ''}</td><td>${id}</td><td>${ms.toFixed(1)} ms</td>`;
+      }});
+    } finally {
+      lm.dispose();
+    }
+    g.leakedTensors = tf.memory().numTensors - before;
+    const decode = g.msPerToken.slice(1).sort((a, b) => a - b);
+    $('lm-summary').textContent = `${g.ids.length} tokens on ${g.backend}` + (decode.length ?
+      `; median decode step ${decode[decode.length >> 1].toFixed(1)} ms ` +
+      `(${(1000 / decode[decode.length >> 1]).toFixed(1)} tokens/s)` : '');
+    g.status = 'done';
+  } catch (e) {
+    g.status = 'error';
+    g.error = (e as Error).message;
+    $('lm-error').textContent = `Error: ${(e as Error).message}`;
+  } finally {
+    button.disabled = false;
+  }
+}
+
 async function main(): Promise<void> {
   try {
     await startBackend();
@@ -194,6 +251,12 @@ async function main(): Promise<void> {
   if (!Array.from(select.options).some((o) => o.value === first)) select.add(new Option(first, first));
   select.value = first;
   $('run').addEventListener('click', () => { run(select.value).catch(console.error); });
+  $('lm-run').addEventListener('click', () => {
+    // The default prompt is the fixtures' (test/fixtures/models/*/expected.json), whose greedy ids are known.
+    const prompt = $<HTMLInputElement>('lm-prompt').value.split(',').map((s) => Number(s.trim()));
+    generate($<HTMLSelectElement>('lm-model').value, prompt, Number($<HTMLInputElement>('lm-tokens').value))
+        .catch(console.error);
+  });
   await run(first).catch(console.error);
 }
 

@@ -3,6 +3,7 @@
  *   /                       examples/browser/index.html
  *   /dist/main.js           the bundle from `npm run build:browser`
  *   /checkpoints/<file>     the checkpoints (test/fixtures/*.safetensors and their .json configs)
+ *   /models/<name>/<file>   whole-model folders (test/fixtures/models/<name>/)
  *
  *   npm run example:browser            # builds the bundle, serves on http://localhost:8080/
  *   PORT=0 tsx examples/browser/server.ts   # any free port
@@ -24,6 +25,9 @@ function resolve(urlPath: string, checkpointsDir: string): string | null {
   if (clean === '/' || clean === '/index.html') return path.join(__dirname, 'index.html');
   const checkpoint = /^\/checkpoints\/([\w.-]+\.(?:safetensors|json))$/.exec(clean);
   if (checkpoint) return path.join(checkpointsDir, checkpoint[1]);
+  // Model folders: test/fixtures/models/<name>/<file> (config.json, safetensors, shard index).
+  const model = /^\/models\/([\w.-]+)\/([\w.-]+\.(?:safetensors|json))$/.exec(clean);
+  if (model) return path.join(checkpointsDir, 'models', model[1], model[2]);
   const bundle = /^\/dist\/([\w.-]+\.js(?:\.map)?)$/.exec(clean);
   if (bundle) return path.join(__dirname, 'dist', bundle[1]);
   return null;

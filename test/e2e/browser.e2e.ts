@@ -30,7 +30,12 @@ interface RunResult {
   name: string; backend: string; tokensPerExpert: number[]; firstCallMs: number; latenciesMs: number[];
   maxError: number; tolerance: number; ok: boolean; output: number[]; leakedTensors: number;
 }
+interface GenerationState {
+  model: string; backend: string; status: string; ids: number[]; msPerToken: number[]; leakedTensors: number | null;
+  error: string | null;
+}
 interface DemoState {
+  generation: GenerationState | null;
   status: string; backend: string; adapter: string | null; fallbackReason: string | null;
   progress: Array<[number, number | null]>; runs: Record<string, RunResult>; error: string | null;
 }
@@ -173,7 +178,7 @@ describe('browser example in headless Chromium', function() {
     before(async () => { browser = await launch(false); });
     after(async () => { await browser?.close(); });
 
-    it('says WebGPU is not available and runs on cpu with the expected output', async () => {
+    it('says WebGPU is not available, runs on cpu with the expected output, and generates ids', async () => {
       const errors: string[] = [];
       const page = await open(browser, server.url, errors);
       const state = await waitForRun(page, 'mixtral-t37');
@@ -183,6 +188,24 @@ describe('browser example in headless Chromium', function() {
       expect(await page.textContent('#fallback')).to.match(/^WebGPU is not available: .+ Running on the cpu backend/);
       expect(await page.textContent('#backend')).to.equal('cpu');
       await checkRun(page, state, 'mixtral-t37', 'cpu');
+
+      // The whole-model section: the sharded Mixtral streams transformers' greedy ids, one row each.
+      const expected = JSON.parse(fs.readFileSync(path.join(ROOT, 'test', 'fixtures', 'models', 'mixtral-tiny-sharded',
+          'expected.json'), 'utf8')) as {prompt_ids: number[]; new_tokens: number[]};
+      await page.selectOption('#lm-model', 'mixtral-tiny-sharded');
+      await page.fill('#lm-prompt', expected.prompt_ids.join(','));
+      await page.fill('#lm-tokens', '8');
+      await page.click('#lm-run');
+      await page.waitForFunction(() => {
+        const g = (window as unknown as {moeDemo: DemoState}).moeDemo.generation;
+        return g != null && (g.status === 'done' || g.status === 'error');
+      }, undefined, {timeout: 120000});
+      const g = (await demoState(page)).generation!;
+      expect(g.error).to.equal(null);
+      expect(g.ids).to.deep.equal(expected.new_tokens.slice(0, 8));
+      expect(g.msPerToken.every((ms) => ms > 0)).to.equal(true);
+      expect(g.leakedTensors, 'tensors left after generating').to.equal(0);
+      expect(await page.$$eval('#lm-table tr.token', (rows) => rows.length)).to.equal(8);
       const shot = path.join(SCREENSHOTS, 'moe-browser-cpu-fallback.png');
       await page.screenshot({path: shot, fullPage: true});
       console.log(`      screenshot: ${shot}`);

@@ -47,6 +47,10 @@ result.leaked = tf.memory().numTensors - before;
 result.exports['tfjs-fused-moe/webgpu'] = Object.keys(moeWebGPU).sort();
 // So does the tensorflow entry, without tfjs-node installed (both tfjs-node packages are optional peers).
 result.exports['tfjs-fused-moe/node'] = Object.keys(moeNode).sort();
+// The models entry shares the core's kernel registry (its FusedMoE is the core's class).
+result.exports['tfjs-fused-moe/models'] = Object.keys(moeModels).sort();
+result.modelsShareCore = typeof moeModels.loadCausalLM === 'function' &&
+  tf.serialization.SerializationMap.getMap().classNameMap.FusedMoE[0] === moe.FusedMoE;
 console.log(JSON.stringify(result));
 `;
 
@@ -55,6 +59,7 @@ import '@tensorflow/tfjs-backend-cpu';
 import * as moe from 'tfjs-fused-moe';
 import * as moeWebGPU from 'tfjs-fused-moe/webgpu';
 import * as moeNode from 'tfjs-fused-moe/node';
+import * as moeModels from 'tfjs-fused-moe/models';
 import * as fs from 'node:fs';
 ${consumerBody}`;
 
@@ -63,6 +68,7 @@ require('@tensorflow/tfjs-backend-cpu');
 const moe = require('tfjs-fused-moe');
 const moeWebGPU = require('tfjs-fused-moe/webgpu');
 const moeNode = require('tfjs-fused-moe/node');
+const moeModels = require('tfjs-fused-moe/models');
 const fs = require('fs');
 (async () => {${consumerBody}})().catch((e) => { console.error(e); process.exit(1); });
 `;
@@ -73,6 +79,7 @@ import {fusedMoE, fusedTopK, groupedTopK, selectExperts, fusedExperts, FusedMoEO
   from 'tfjs-fused-moe';
 import {webgpuCapabilities, WebGPUCapabilities} from 'tfjs-fused-moe/webgpu';
 import {chooseExpertsComposition} from 'tfjs-fused-moe/node';
+import {CausalLM, GenerateOptions, loadCausalLM} from 'tfjs-fused-moe/models';
 
 const options: FusedMoEOptions = {topK: 2, renormalize: true, activation: 'silu'};
 const hidden: tf.Tensor2D = tf.zeros([3, 8]);
@@ -90,6 +97,17 @@ export const shapes = [out.shape, routed.topkIds.shape, grouped.topkWeights.shap
 export const capabilities: typeof webgpuCapabilities = webgpuCapabilities;
 export type Capabilities = WebGPUCapabilities;
 export const composition: typeof chooseExpertsComposition = chooseExpertsComposition;
+export async function greedy(folder: string, prompt: number[]): Promise<number[]> {
+  const lm: CausalLM = await loadCausalLM(folder, {onProgress: (p) => console.log(p.file, p.loadedBytes)});
+  const options: GenerateOptions = {maxNewTokens: 4, onToken: (id, {ms}) => console.log(id, ms)};
+  const logits: tf.Tensor3D = await lm.forward(tf.tensor2d([prompt], [1, prompt.length], 'int32'));
+  logits.dispose();
+  try {
+    return await lm.generate(prompt, options);
+  } finally {
+    lm.dispose();
+  }
+}
 `;
 
 describe('npm pack → install → use, as a user', function() {
@@ -126,7 +144,7 @@ describe('npm pack → install → use, as a user', function() {
   it('ships the build and its types, and no sources or tests', () => {
     const files: string[] = JSON.parse(run('npm', ['pack', '--dry-run', '--json', '--ignore-scripts'], ROOT))[0].files
         .map((f: {path: string}) => f.path);
-    for (const entry of ['index', 'webgpu', 'node']) {
+    for (const entry of ['index', 'webgpu', 'node', 'models']) {
       for (const f of [`dist/${entry}.js`, `dist/${entry}.mjs`, `dist/${entry}.d.ts`, `dist/${entry}.d.mts`]) {
         expect(files, f).to.include(f);
       }
@@ -143,6 +161,7 @@ describe('npm pack → install → use, as a user', function() {
       expect(result.shape).to.deep.equal([c.T, c.H]);
       expectClose(result.output, reference, `${kind} fusedMoE`);
       expect(result.leaked, 'tensors left').to.equal(0);
+      expect(result.modelsShareCore, 'tfjs-fused-moe/models uses the core\'s FusedMoE').to.equal(true);
       if (kind === 'ESM import') {
         esmExports = result.exports;
       } else {
