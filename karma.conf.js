@@ -14,7 +14,7 @@ const os = require('os');
 const path = require('path');
 
 // Tests that exist for Node itself: files on disk, worker threads, tfjs-node.
-const NODE_ONLY_TESTS = ['loading.test.ts', 'layer_workers.test.ts', 'tensorflow_backend.test.ts'];
+const NODE_ONLY_TESTS = ['loading.test.ts', 'io_paths.test.ts', 'layer_workers.test.ts', 'tensorflow_backend.test.ts'];
 
 /** Every test file but the Node-only ones; MOE_TEST_FILES=a,b keeps the files whose names contain a or b. */
 function testFiles() {
@@ -53,6 +53,8 @@ module.exports = (config) => {
       {pattern: bundleTests(), watched: false},
       // test/helpers/fixtures.ts fetches /base/test/fixtures/NAME.safetensors.
       {pattern: 'test/fixtures/*', included: false, served: true, watched: false},
+      // test/quant_formats.test.ts: /base/test/fixtures/quant/NAME.safetensors.
+      {pattern: 'test/fixtures/quant/*.safetensors', included: false, served: true, watched: false},
     ],
     client: {
       args: [`backends=${process.env.MOE_BACKENDS || 'cpu,webgpu'}`],

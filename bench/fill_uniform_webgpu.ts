@@ -1,8 +1,11 @@
 /**
  * Fills a float32 tensor with uniform values in [-scale, scale) on the GPU, so that gigabytes of
  * benchmark weights need no host-side random numbers and no upload. The value of element i is a
- * hash of (i, seed) (Chris Wellons' lowbias32), identical on every run; `uniformHostValue` computes
- * the same numbers on the host for the parity checks.
+ * hash of (offset + i, seed) (Chris Wellons' lowbias32), identical on every run; `uniformHostValue`
+ * computes the same numbers on the host for the parity checks, and bench/torch_anchor.py's `hash_uniform`
+ * the same in torch (24 random bits → [0, 1), times the scale in float64, rounded once to float32: the
+ * float32 product here is that same single rounding). Weights use the index into the whole [E, N, K]
+ * stack (the offset of a shard's first expert), so a shard layout never changes a value.
  */
 import type {WebGPUProgram} from '@tensorflow/tfjs-backend-webgpu';
 import {webgpu_util} from '@tensorflow/tfjs-backend-webgpu';
@@ -13,7 +16,7 @@ export class FillUniformProgram implements WebGPUProgram {
   shaderKey = 'moeBenchFillUniform';
   dispatchLayout: {x: number[]};
   dispatch: [number, number, number];
-  uniforms = 'seed : i32, scale : f32,';
+  uniforms = 'seed : i32, scale : f32, offset : i32,';
   workgroupSize: [number, number, number] = [256, 1, 1];
   size = true;
 
@@ -36,7 +39,7 @@ export class FillUniformProgram implements WebGPUProgram {
       }
       fn main(index : i32) {
         if (index < uniforms.size) {
-          let h = lowbias32(u32(index) ^ lowbias32(bitcast<u32>(uniforms.seed)));
+          let h = lowbias32(u32(index + uniforms.offset) ^ lowbias32(bitcast<u32>(uniforms.seed)));
           // 24 random bits → [0, 1) exactly representable in float32.
           let u = f32(h >> 8u) / 16777216.0;
           setOutputAtIndex(index, (2.0 * u - 1.0) * uniforms.scale);
@@ -46,7 +49,7 @@ export class FillUniformProgram implements WebGPUProgram {
   }
 }
 
-function lowbias32(v: number): number {
+export function lowbias32(v: number): number {
   let h = v >>> 0;
   h ^= h >>> 16;
   h = Math.imul(h, 0x7feb352d) >>> 0;

@@ -10,8 +10,8 @@ import {fusedExperts, fusedExpertsImpl, fusedMoE, routingImpl, selectExperts} fr
 import {ExpertsPath, setFusedExpertsPath} from '../src/kernels/webgpu/FusedExperts';
 import {uniformHostValue} from './fill_uniform_webgpu';
 import {naiveRouting} from './naive_tfjs';
-import {makeExpertWeights, moeOptions, routingConfig, uniformHostValues} from './problem';
-import {MoEShape, SHAPES, shardExpertCounts} from './shapes';
+import {SEEDS, makeExpertWeights, moeOptions, routingConfig, uniformHostValues, w13Scale, w2Scale} from './problem';
+import {MoEShape, SHAPES} from './shapes';
 
 const args = process.argv.slice(2);
 const arg = (name: string, dflt: string) => {
@@ -31,7 +31,6 @@ function idSetsDiffer(a: ArrayLike<number>, b: ArrayLike<number>, k: number): nu
 
 async function checkShape(s: MoEShape, tokens: number[]): Promise<void> {
   const w = makeExpertWeights(s);
-  const counts = shardExpertCounts(s, (tf.backend() as unknown as {device: GPUDevice}).device.limits.maxStorageBufferBindingSize);
   for (const M of tokens) {
     const logits = uniformHostValues(M * s.E, 3000 + M, 4);
     const biasHost = s.routing.kind === 'grouped' ? uniformHostValues(s.E, 4000, 0.1) : null;
@@ -48,11 +47,10 @@ async function checkShape(s: MoEShape, tokens: number[]): Promise<void> {
     const w13h = new Float32Array(used.length * 2 * s.I * s.H);
     const w2h = new Float32Array(used.length * s.H * s.I);
     used.forEach((e, i) => {
-      let shard = 0, first = 0;
-      while (e >= first + counts[shard]) first += counts[shard++];
+      // Global indices into the [E, 2I, H] / [E, H, I] stacks: the fill's values do not depend on the shards.
       const n13 = 2 * s.I * s.H, n2 = s.H * s.I;
-      for (let j = 0; j < n13; j++) w13h[i * n13 + j] = uniformHostValue((e - first) * n13 + j, 1000 + shard, Math.sqrt(3 / s.H));
-      for (let j = 0; j < n2; j++) w2h[i * n2 + j] = uniformHostValue((e - first) * n2 + j, 2000 + shard, Math.sqrt(3 / s.I));
+      for (let j = 0; j < n13; j++) w13h[i * n13 + j] = uniformHostValue(e * n13 + j, SEEDS.w13, w13Scale(s));
+      for (let j = 0; j < n2; j++) w2h[i * n2 + j] = uniformHostValue(e * n2 + j, SEEDS.w2, w2Scale(s));
     });
     const expected = fusedExpertsImpl({hidden: hiddenHost, topkWeights: ref.weights, topkIds: ref.ids, expertMap: local,
       shards: [{w13: w13h, w2: w2h, numExperts: used.length}], numTokens: M, topK: s.k, hiddenSize: s.H,

@@ -12,21 +12,46 @@ import {routingImpl} from '../src';
 import {FillUniformProgram, uniformHostValue} from './fill_uniform_webgpu';
 import {BenchShape, MoEShape, Routing, shardExpertCounts} from './shapes';
 
-/** A float32 tensor of uniform values in [-scale, scale), the same on every backend and run. */
-export function uniformTensor(shape: number[], seed: number, scale: number): tf.Tensor {
+/**
+ * A float32 tensor of uniform values in [-scale, scale), the same on every backend and run and in
+ * bench/torch_anchor.py; element i is the hash of (offset + i, seed).
+ */
+export function uniformTensor(shape: number[], seed: number, scale: number, offset = 0): tf.Tensor {
   if (tf.getBackend() === 'webgpu') {
     const b = tf.backend() as WebGPUBackend;
     const info = b.runWebGPUProgram(new FillUniformProgram(shape), [], 'float32',
-        [{type: 'int32', data: [seed]}, {type: 'float32', data: [scale]}]);
+        [{type: 'int32', data: [seed]}, {type: 'float32', data: [scale]}, {type: 'int32', data: [offset]}]);
     return tf.engine().makeTensorFromTensorInfo(info);
   }
-  return tf.tensor(uniformHostValues(tf.util.sizeFromShape(shape), seed, scale), shape, 'float32');
+  return tf.tensor(uniformHostValues(tf.util.sizeFromShape(shape), seed, scale, offset), shape, 'float32');
 }
 
-export function uniformHostValues(n: number, seed: number, scale: number): Float32Array {
+export function uniformHostValues(n: number, seed: number, scale: number, offset = 0): Float32Array {
   const v = new Float32Array(n);
-  for (let i = 0; i < n; i++) v[i] = uniformHostValue(i, seed, scale);
+  for (let i = 0; i < n; i++) v[i] = uniformHostValue(offset + i, seed, scale);
   return v;
+}
+
+/** Seeds and scales of the generated inputs (bench/torch_anchor.py uses the same). */
+export const SEEDS = {w13: 1000, w2: 2000, logits: 3000, bias: 4000, hidden: 5000};
+export const LOGIT_SCALE = 4;
+export const BIAS_SCALE = 0.1;
+export const w13Scale = (s: MoEShape) => Math.sqrt(3 / s.H);
+export const w2Scale = (s: MoEShape) => Math.sqrt(3 / s.I);
+
+/**
+ * FNV-1a (32-bit, hex) over the selected expert ids, each token's k ids sorted ascending, tokens in
+ * order: bench/torch_anchor.py's `ids_checksum`, so the report can say both sides routed alike.
+ */
+export function idsChecksum(ids: ArrayLike<number>, k: number): string {
+  let h = 0x811c9dc5;
+  const row: number[] = new Array(k);
+  for (let t = 0; t < ids.length / k; t++) {
+    for (let j = 0; j < k; j++) row[j] = ids[t * k + j];
+    row.sort((a, b) => a - b);
+    for (const v of row) h = Math.imul((h ^ v) >>> 0, 0x01000193) >>> 0;
+  }
+  return h.toString(16).padStart(8, '0');
 }
 
 export interface ExpertWeightShards {
@@ -40,12 +65,18 @@ export function maxBindingBytes(): number {
     (tf.backend() as WebGPUBackend).device.limits.maxStorageBufferBindingSize : Number.MAX_SAFE_INTEGER;
 }
 
-/** w13 [E_i, 2I, H] and w2 [E_i, H, I] per consecutive expert range; scaled so activations stay O(1). */
+/**
+ * w13 [E_i, 2I, H] and w2 [E_i, H, I] per consecutive expert range; scaled so activations stay O(1).
+ * Values are those of the whole [E, 2I, H] / [E, H, I] stacks (a shard starts at its first expert's
+ * offset), so they do not depend on the device's binding limit and torch_anchor.py makes the same ones.
+ */
 export function makeExpertWeights(s: MoEShape): ExpertWeightShards {
   const counts = shardExpertCounts(s, maxBindingBytes());
+  const firsts = counts.map((_, i) => counts.slice(0, i).reduce((a, b) => a + b, 0));
   return {
-    w13: counts.map((n, i) => uniformTensor([n, 2 * s.I, s.H], 1000 + i, Math.sqrt(3 / s.H)) as tf.Tensor3D),
-    w2: counts.map((n, i) => uniformTensor([n, s.H, s.I], 2000 + i, Math.sqrt(3 / s.I)) as tf.Tensor3D),
+    w13: counts.map((n, i) => uniformTensor([n, 2 * s.I, s.H], SEEDS.w13, w13Scale(s),
+        firsts[i] * 2 * s.I * s.H) as tf.Tensor3D),
+    w2: counts.map((n, i) => uniformTensor([n, s.H, s.I], SEEDS.w2, w2Scale(s), firsts[i] * s.H * s.I) as tf.Tensor3D),
   };
 }
 
@@ -59,19 +90,28 @@ export interface TokenInputs {
   biasHost: Float32Array | null;
   /** How many distinct experts the routing of these tokens selects (from the host reference). */
   distinctExperts: number;
+  /** The host reference routing (routingImpl) of these logits. */
+  routed: {weights: Float32Array; ids: Int32Array};
+}
+
+/** The router logits and bias of M tokens on the host, and their reference routing (routingImpl). */
+export function hostRouting(s: BenchShape, M: number) {
+  const logitsHost = uniformHostValues(M * s.E, SEEDS.logits + M, LOGIT_SCALE);
+  const biasHost = s.routing.kind === 'grouped' ? uniformHostValues(s.E, SEEDS.bias, BIAS_SCALE) : null;
+  const routed = routingImpl(logitsHost, M, s.E, biasHost, routingConfig(s.routing, s.k));
+  return {logitsHost, biasHost, routed};
 }
 
 export function makeTokenInputs(s: BenchShape, M: number): TokenInputs {
-  const logitsHost = uniformHostValues(M * s.E, 3000 + M, 4);
-  const biasHost = s.routing.kind === 'grouped' ? uniformHostValues(s.E, 4000, 0.1) : null;
-  const routed = routingImpl(logitsHost, M, s.E, biasHost, routingConfig(s.routing, s.k));
+  const {logitsHost, biasHost, routed} = hostRouting(s, M);
   return {
-    hidden: s.kind === 'moe' ? uniformTensor([M, s.H], 5000 + M, 1) as tf.Tensor2D : null,
+    hidden: s.kind === 'moe' ? uniformTensor([M, s.H], SEEDS.hidden + M, 1) as tf.Tensor2D : null,
     logits: onDevice(tf.tensor2d(logitsHost, [M, s.E])),
     bias: biasHost ? onDevice(tf.tensor1d(biasHost)) : null,
     logitsHost,
     biasHost,
     distinctExperts: new Set(routed.ids).size,
+    routed,
   };
 }
 

@@ -2,13 +2,15 @@
  * The report command:
  *
  *   npm run bench:report -- bench/results/2026-11-30-h200.jsonl [more.jsonl ...] [--name NAME] [--out-dir DIR]
+ *   npm run bench:report -- FILES --readme      (prints only the README's Performance table; writes nothing)
  *
  * Writes DIR/NAME.md and DIR/NAME.svg (default: bench/results/ under the working directory, NAME = the
- * first file's base name) and prints the markdown.
+ * first file's base name) and prints the markdown. Low-precision rows from other entries (with `format`)
+ * are paired with the torch anchors of their precision: pass their files with the rest.
  */
 import * as fs from 'fs';
 import * as path from 'path';
-import {Row, markdown, svgChart} from './report_lib';
+import {Row, markdown, readmeTable, svgChart} from './report_lib';
 
 /** Every line of the files, in order: meta, check, measurement and error lines. */
 function readRows(files: string[]): Row[] {
@@ -27,17 +29,23 @@ function main(): void {
   const files: string[] = [];
   let name: string | null = null;
   let outDir = path.join('bench', 'results');
+  let readme = false;
   for (let i = 0; i < argv.length; i++) {
     if (argv[i] === '--name') name = argv[++i];
+    else if (argv[i] === '--readme') readme = true;
     else if (argv[i] === '--out-dir') outDir = argv[++i];
     else files.push(argv[i]);
   }
   if (files.length === 0) {
-    console.error('usage: npm run bench:report -- RESULTS.jsonl [MORE.jsonl ...] [--name NAME] [--out-dir DIR]');
+    console.error('usage: npm run bench:report -- RESULTS.jsonl [MORE.jsonl ...] [--name NAME] [--out-dir DIR] [--readme]');
     process.exit(2);
   }
   name ??= path.basename(files[0]).replace(/\.jsonl$/, '');
   const rows = readRows(files);
+  if (readme) {
+    console.log(readmeTable(rows));
+    return;
+  }
   const md = markdown(rows, name);
   const device = rows.find((r) => r.impl === 'meta' && r.backend === 'webgpu')?.device ?? '';
   // A device run also times the tiny check shapes; the chart shows them only when they are all there is.

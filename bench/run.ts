@@ -21,12 +21,13 @@ import * as tf from '@tensorflow/tfjs-core';
 // its Node build among its side effects), and the packed device entry needs the cpu backend registered too.
 import {version_cpu} from '@tensorflow/tfjs-backend-cpu';
 import type {WebGPUBackend} from '@tensorflow/tfjs-backend-webgpu';
-import {FusedExperts, FusedTopK, GroupedTopK, fusedMoE, fusedTopK, groupedTopK} from '../src';
+import {FusedExperts, FusedTopK, GroupedTopK, fusedMoE, fusedTopK, groupedTopK, selectExperts} from '../src';
 import {webgpuCapabilities} from '../src/kernels/webgpu/capabilities';
 import {CheckLine, parityChecks} from './check';
 import {copyBandwidth} from './copy_webgpu';
 import {NaiveExpertWeights, disposeNaiveWeights, naiveExpertWeights, naiveMoE, naiveRouting} from './naive_tfjs';
-import {TokenInputs, disposeInputs, makeExpertWeights, makeTokenInputs, moeOptions} from './problem';
+import {TokenInputs, disposeInputs, hostRouting, idsChecksum, makeExpertWeights, makeTokenInputs, moeOptions} from './problem';
+import {Sample, checkRows, referenceRows, sampleTokens} from './reference';
 import {BenchShape, DEFAULT_TOKENS, MoEShape, RoutingShape, SHAPES, expertBytes, moeFlops, parseShapes} from './shapes';
 import {KernelTimer, Measured, TimeOptions, measure, median, round} from './timing';
 import {WebGPUSetup, releaseWebGPU, setupWebGPUNode, withGpuErrors} from './webgpu_node';
@@ -221,13 +222,37 @@ async function runRow(ctx: RowContext, impl: string, base: Line, body: () => Pro
   }
 }
 
-/** Max |a - b| and the fixture tolerance against b, for ours against naive at the benchmark's own shapes. */
-async function agreement(a: tf.Tensor, b: tf.Tensor): Promise<Line> {
-  const [diff, scale] = tf.tidy(() => [tf.max(tf.abs(tf.sub(a, b))), tf.max(tf.abs(b))]);
-  const d = (await diff.data())[0], m = (await scale.data())[0];
-  tf.dispose([diff, scale]);
-  const tol = 1e-5 + 1e-4 * m;
-  return {max_abs_diff_vs_naive: d, tol, agrees_with_naive: d <= tol};
+/**
+ * Ours' routing on the device (selectExperts) for these inputs: the checksum of its ids, and whether it
+ * equals the host reference's (the torch side records the same checksum for its routing).
+ */
+async function deviceIdsChecksum(s: BenchShape, x: TokenInputs, hidden: tf.Tensor2D | null): Promise<Line> {
+  const r = s.routing;
+  const out = s.kind === 'moe' && hidden ? selectExperts(hidden, x.logits, moeOptions(s, x.bias)) :
+    r.kind === 'grouped' ?
+      groupedTopK(x.logits, {topK: s.k, renormalize: r.renormalize, numExpertGroup: r.numExpertGroup,
+        topkGroup: r.topkGroup, scoringFunc: r.scoringFunc, eScoreCorrectionBias: x.bias ?? undefined,
+        routedScalingFactor: r.routedScalingFactor}) :
+      fusedTopK(x.logits, s.k, r.renormalize, {scoringFunc: r.scoringFunc});
+  const ids = await out.topkIds.data();
+  tf.dispose([out.topkIds, out.topkWeights]);
+  const device = idsChecksum(ids, s.k), host = idsChecksum(x.routed.ids, s.k);
+  return {ids_checksum: device, ids_checksum_host: host, ids_match_host: device === host};
+}
+
+/** One untimed call of an impl, its sampled rows against the float64 reference (emitted as a check line too). */
+async function referenceCheck(ctx: RowContext, impl: string, s: MoEShape, M: number, sample: Sample,
+    call: () => Promise<tf.Tensor>): Promise<Line> {
+  const out = await call();
+  const r = await checkRows(out, sample);
+  out.dispose();
+  ctx.out.emit({impl, backend: ctx.backend, check: 'sampled-rows-vs-float64', shape: s.name, M, ok: r.ref_ok,
+    rows: sample.tokens.length, max_abs_err: r.ref_max_abs_err, tol: r.ref_tol});
+  if (!r.ref_ok) {
+    log(`[${ctx.backend}] ${s.name} M=${M} ${impl}: sampled rows differ from the float64 reference by ` +
+        `${r.ref_max_abs_err} > ${r.ref_tol}`);
+  }
+  return {...r};
 }
 
 async function benchMoE(ctx: RowContext, s: MoEShape, tokens: number[], naiveWhyNot: string, oursWhyNot: string):
@@ -237,26 +262,23 @@ async function benchMoE(ctx: RowContext, s: MoEShape, tokens: number[], naiveWhy
   let naiveWeights: NaiveExpertWeights | null = null;
   try {
     if (args.impls.includes('naive-tfjs') && !naiveWhyNot) naiveWeights = naiveExpertWeights(weights.w13, weights.w2);
-    for (const M of tokens) {
+    // The float64 reference rows for every M at once (each expert's weights regenerated once per shape).
+    const samples = args.check ? referenceRows(s, tokens.map((M) =>
+      ({M, routed: hostRouting(s, M).routed, tokens: sampleTokens(s, M)}))) : null;
+    for (const [mi, M] of tokens.entries()) {
       const x: TokenInputs = makeTokenInputs(s, M);
       const flops = moeFlops(s, M);
       const bytes = expertBytes(s, x.distinctExperts);
       const base: Line = {backend, shape: s.name, E: s.E, k: s.k, H: s.H, I: s.I, M, dtype: 'float32',
-        weight_shards: weights.w13.length, distinct_experts: x.distinctExperts, flops, bytes};
+        format: 'float32', weight_shards: weights.w13.length, distinct_experts: x.distinctExperts, flops, bytes};
       const ours = () => fusedMoE(x.hidden!, x.logits, weights.w13, weights.w2, moeOptions(s, x.bias));
       const naive = (timer?: KernelTimer) => naiveMoE(x.hidden!, x.logits, x.bias, naiveWeights!, s.routing, s.k, timer);
+      const sample = samples ? samples[mi] : null;
       if (args.impls.includes('ours')) {
         await runRow(ctx, 'ours', base, async () => {
           if (oursWhyNot) throw new Error(oursWhyNot);
-          let extra: Line = {};
-          if (naiveWeights) {
-            const [a, b] = [ours(), await naive()];
-            extra = await agreement(a, b);
-            tf.dispose([a, b]);
-            if (!extra.agrees_with_naive) {
-              log(`[${backend}] ${s.name} M=${M}: ours and naive differ by ${extra.max_abs_diff_vs_naive} > ${extra.tol}`);
-            }
-          }
+          const extra: Line = await deviceIdsChecksum(s, x, x.hidden);
+          if (sample) Object.assign(extra, await referenceCheck(ctx, 'ours', s, M, sample, async () => ours()));
           const m = await measure(async (timer) => timer ? timer.time(ours) : ours(), args.time);
           return timedRow(ctx, 'ours', base, m, flops, bytes, {...extra, parity: ctx.oursParity});
         });
@@ -264,7 +286,8 @@ async function benchMoE(ctx: RowContext, s: MoEShape, tokens: number[], naiveWhy
       if (args.impls.includes('naive-tfjs')) {
         await runRow(ctx, 'naive-tfjs', base, async () => {
           if (naiveWhyNot) throw new Error(naiveWhyNot);
-          return timedRow(ctx, 'naive-tfjs', base, await measure(naive, args.time), flops, bytes);
+          const extra = sample ? await referenceCheck(ctx, 'naive-tfjs', s, M, sample, () => naive()) : {};
+          return timedRow(ctx, 'naive-tfjs', base, await measure(naive, args.time), flops, bytes, extra);
         });
       }
       disposeInputs(x);
@@ -281,7 +304,7 @@ async function benchRouting(ctx: RowContext, s: RoutingShape, tokens: number[], 
   const r = s.routing;
   for (const M of tokens) {
     const x = makeTokenInputs(s, M);
-    const base: Line = {backend, shape: s.name, E: s.E, k: s.k, H: null, I: null, M, dtype: 'float32'};
+    const base: Line = {backend, shape: s.name, E: s.E, k: s.k, H: null, I: null, M, dtype: 'float32', format: 'float32'};
     const ours = () => {
       const out = r.kind === 'grouped' ?
         groupedTopK(x.logits, {topK: s.k, renormalize: r.renormalize, numExpertGroup: r.numExpertGroup,
@@ -300,8 +323,9 @@ async function benchRouting(ctx: RowContext, s: RoutingShape, tokens: number[], 
       if (!args.impls.includes(impl)) continue;
       await runRow(ctx, impl, base, async () => {
         if (whyNot) throw new Error(whyNot);
+        const extra: Line = impl === 'ours' ? {parity: ctx.oursParity, ...(await deviceIdsChecksum(s, x, null))} : {};
         return timedRow(ctx, impl, base, await measure(async (timer) => timer ? timer.time(f) : f(), args.time),
-            null, null, impl === 'ours' ? {parity: ctx.oursParity} : {});
+            null, null, extra);
       });
     }
     disposeInputs(x);
@@ -373,8 +397,9 @@ function printTable(lines: Line[]): void {
     ['us', (l) => l.us], ['from', (l) => l.us_from === 'gpu-timestamps' ? 'gpu' : l.us_from],
     ['wall_us', (l) => l.wall_us], ['TFLOP/s', (l) => l.tflops], ['GB/s', (l) => l.gbps],
     ['%copy', (l) => l.frac_copy_bw != null ? round(100 * (l.frac_copy_bw as number)) : null],
-    ['note', (l) => l.error ?? (l.max_abs_diff_vs_naive != null ?
-      `|ours-naive| ${round(l.max_abs_diff_vs_naive as number, 2)}` : '')],
+    ['ids', (l) => l.ids_checksum == null ? '' : `${l.ids_checksum}${l.ids_match_host === false ? ' (≠ host)' : ''}`],
+    ['note', (l) => l.error ?? (l.ref_ok != null ?
+      `float64 ${l.ref_ok ? 'ok' : 'DIFFERS'} (${l.ref_rows} rows, |err| ${round(l.ref_max_abs_err as number, 2)})` : '')],
   ];
   const cells = rows.map((l) => cols.map(([, f]) => {
     const v = f(l);
@@ -387,7 +412,7 @@ function printTable(lines: Line[]): void {
   for (const c of cells) console.log(fmt(c));
   const checks = lines.filter((l) => l.check != null);
   const failed = checks.filter((l) => !l.ok);
-  console.log(`\nparity checks against the cpu reference: ${checks.length - failed.length} passed, ${failed.length} failed`);
+  console.log(`\nchecks against the cpu / float64 reference: ${checks.length - failed.length} passed, ${failed.length} failed`);
   for (const l of failed) console.log(`  FAILED [${l.backend}] ${describeCheck(l as unknown as CheckLine)}`);
 }
 

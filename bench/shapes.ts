@@ -43,6 +43,9 @@ export const SHAPES: {[name: string]: BenchShape} = {
   'qwen3': {kind: 'moe', name: 'qwen3', E: 128, k: 8, H: 2048, I: 768, routing: softmaxTopK},
   // DeepSeek-V3 with its 2048-wide experts split over 8 tensor-parallel ranks: I = 256 per rank.
   'dsv3tp8': {kind: 'moe', name: 'dsv3tp8', E: 256, k: 8, H: 7168, I: 256, routing: deepseekV3},
+  // gpt-oss-20b's experts (H = I = 2880; its 'swigluoai' activation is benchmarked as silu: the same work).
+  // Not in the `real` set: the shape of the MXFP4 rows (bench/torch_anchor.py's torch-dequant-mxfp4).
+  'gptoss20b': {kind: 'moe', name: 'gptoss20b', E: 32, k: 4, H: 2880, I: 2880, routing: softmaxTopK},
   'topk-e256': {kind: 'routing', name: 'topk-e256', E: 256, k: 8, routing: softmaxTopK},
   'grouped-dsv3': {kind: 'routing', name: 'grouped-dsv3', E: 256, k: 8, routing: deepseekV3},
   // The tiny set: same routing and k/E structure, sizes that are no tile's multiple, split weights.

@@ -31,11 +31,17 @@ export {FusedMoE, FusedMoELayerArgs, AllReduceHook, deviceMaxWeightBytes, DEFAUL
   from './layers/fused_moe_layer';
 export {FusedMoEConfig, ResolvedFusedMoEConfig} from './layers/fused_moe_config';
 export {ExpertLayout, WeightShard, initialPhysicalToLogical, logicalToPhysical} from './layers/expert_placement';
-export {makeExpertParamsMapping, ExpertParamsMapping, LoadWeightsOptions, ShardId} from './layers/weight_loading';
+export {makeExpertParamsMapping, ExpertParamsMapping, LoadWeightsOptions, ShardId, readExpertWeights,
+  ReadExpertWeightsOptions} from './layers/weight_loading';
+export {checkpointFormat, QuantizationConfig, SUPPORTED_QUANT_METHODS, CheckpointFormatOptions}
+  from './quant/checkpoint/registry';
+export {CheckpointFormat, TensorSpec, ConvertedRows, ProjectionRequest, QuantConfigError}
+  from './quant/checkpoint/checkpoint_format';
+export {WeightDtype} from './quant/checkpoint/unquantized';
 export {loadSafetensors, LoadSafetensorsOptions} from './io/safetensors';
 export {PackedTensor, PackedDtype, CheckpointTensor, isPackedTensor, disposeCheckpointTensors} from './io/packed_tensor';
 export {WeightFormat, WeightCode, WEIGHT_CODES, FLOAT32_FORMAT, formatKey, parseFormatKey, formatBytes} from './quant/format';
-export {QuantizedExpertWeights, isQuantizedExpertWeights} from './quant/expert_weights';
+export {QuantizedExpertWeights, isQuantizedExpertWeights, expertTensorShapes, ExpertTensorShapes} from './quant/expert_weights';
 export {fetchBytes, FetchBytesOptions, OnBytesProgress} from './io/fetch_bytes';
-export {loadTfjsWeights, decodeTfjsWeights} from './io/tfjs_weights';
+export {loadTfjsWeights, decodeTfjsWeights, LoadTfjsWeightsOptions} from './io/tfjs_weights';
 export {registerGraphModelOps, ConverterLike, GraphNodeLike, FUSED_MOE_GRAPH_OP} from './layers/graph_model_ops';

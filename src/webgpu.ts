@@ -16,8 +16,9 @@
 import {registerWebGPUKernels} from './kernels/webgpu/register';
 import {registerWebGPUBackendWithSubgroups} from './kernels/webgpu/device';
 
-export {SUBGROUPS_FLAG, webgpuCapabilities} from './kernels/webgpu/capabilities';
-export type {WebGPUCapabilities} from './kernels/webgpu/capabilities';
+export {SUBGROUPS_FLAG, TENSOR_CORES_FLAG, webgpuCapabilities} from './kernels/webgpu/capabilities';
+export type {SubgroupMatrixConfig, WebGPUCapabilities} from './kernels/webgpu/capabilities';
+export {chooseGemmKernel} from './kernels/webgpu/FusedExperts';
 export {createWebGPUBackend, registerWebGPUBackendWithSubgroups} from './kernels/webgpu/device';
 export {registerWebGPUKernels};
 

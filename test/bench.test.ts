@@ -6,7 +6,7 @@
 import {expect} from 'chai';
 import * as tf from '@tensorflow/tfjs-core';
 import {parityChecks} from '../bench/check';
-import {Row, markdown, svgChart, verdicts} from '../bench/report_lib';
+import {Row, markdown, readmeTable, svgChart, verdicts} from '../bench/report_lib';
 import {expertBytes, moeFlops, parseShapes, shardExpertCounts, SHAPES} from '../bench/shapes';
 import type {MoEShape} from '../bench/shapes';
 import {describeBackends} from './helpers/env';
@@ -49,39 +49,54 @@ describe('bench: shapes', () => {
 
 describe('bench: report', () => {
   const base = {backend: 'webgpu', shape: 'mixtral', E: 8, k: 2, H: 4096, I: 14336, dtype: 'float32'};
+  const torch = {...base, backend: 'cuda', us_from: 'cuda-events'};
   const rows: Row[] = [
     {impl: 'meta', backend: 'webgpu', device: 'nvidia hopper', f32_peak_tflops_assumed: 67},
-    {impl: 'ours', ...base, M: 1, us: 400, gpu_us: 400, wall_us: 900, tflops: 1, gbps: 3500, frac_copy_bw: 0.8},
-    {impl: 'naive-tfjs', ...base, M: 1, us: 9000, gpu_us: 9000, wall_us: 15600},
-    {impl: 'torch-eager-f32', ...base, backend: 'cuda', M: 1, us: 760},
-    {impl: 'ours', ...base, M: 16, us: 700, gpu_us: 700, wall_us: 800, tflops: 4, gbps: 2000},
-    {impl: 'naive-tfjs', ...base, M: 16, us: 20000, gpu_us: 20000, wall_us: 30000},
-    {impl: 'torch-eager-f32', ...base, backend: 'cuda', M: 16, us: 800},
-    {impl: 'ours', ...base, M: 4096, us: 80000, gpu_us: 80000, wall_us: 81000, tflops: 36, gbps: 70},
+    {impl: 'ours', ...base, M: 1, us: 400, us_from: 'gpu-timestamps', gpu_us: 400, wall_us: 900, tflops: 1, gbps: 3500,
+      frac_copy_bw: 0.8, ids_checksum: 'aaaa0001', ref_ok: true, ref_rows: 1, ref_max_abs_err: 1e-7, ref_tol: 1e-4},
+    {impl: 'naive-tfjs', ...base, M: 1, us: 9000, us_from: 'gpu-timestamps', gpu_us: 9000, wall_us: 15600, ref_ok: true},
+    {impl: 'torch-eager-f32', ...torch, M: 1, us: 760, cuda_event_us: 760, wall_us: 1000, gpu_busy_us: 520,
+      ids_checksum: 'aaaa0001'},
+    {impl: 'ours', ...base, M: 16, us: 700, us_from: 'gpu-timestamps', gpu_us: 700, wall_us: 800, tflops: 4, gbps: 2000,
+      ids_checksum: 'bbbb0002'},
+    {impl: 'naive-tfjs', ...base, M: 16, us: 20000, us_from: 'gpu-timestamps', gpu_us: 20000, wall_us: 30000,
+      ref_ok: false, ref_max_abs_err: 0.5, ref_tol: 1e-4},
+    {impl: 'torch-eager-f32', ...torch, M: 16, us: 800, cuda_event_us: 800, wall_us: 900, ids_checksum: 'cccc0003'},
+    {impl: 'ours', ...base, M: 4096, us: 80000, us_from: 'gpu-timestamps', gpu_us: 80000, wall_us: 81000, tflops: 36, gbps: 70},
     {impl: 'naive-tfjs', ...base, M: 4096, error: 'not timed: it disagrees with the cpu reference'},
+    {impl: 'ours', ...base, M: 1, format: 'int4-g128', us: 150, us_from: 'gpu-timestamps', gpu_us: 150, wall_us: 500},
+    {impl: 'torch-dequant-int4-g128', ...torch, M: 1, format: 'int4-g128', dtype: 'bfloat16', us: 700, wall_us: 750},
     {impl: 'naive-tfjs', backend: 'webgpu', check: 'parity-vs-cpu-reference', shape: 'tiny-dsv3', M: 1, ok: false,
       max_abs_err: 0.5, tol: 1e-4},
   ];
 
-  it('judges decode, the wall/GPU ratio, torch and naive as the issue sets them', () => {
-    const at = (M: number) => verdicts(rows, rows.find((r) => r.impl === 'ours' && r.M === M)!, 'webgpu');
-    // M = 1: 400 µs ≤ 470; wall 900 > 2 × 400; naive 9000 / 400 = 22.5× ≥ 20.
+  it('judges decode, the wall/GPU ratio, torch (wall against wall) and naive as the issue sets them', () => {
+    const at = (M: number) => verdicts(rows, rows.find((r) => r.impl === 'ours' && r.M === M && !r.format)!, 'webgpu');
+    // M = 1: 400 µs ≤ 470; wall 900 > 2 × 400; naive 9000 / 400 = 22.5× ≥ 20 (GPU sums).
     expect(at(1).map((v) => v.met)).to.deep.equal([true, false, true]);
-    // M = 16: torch 800 / 700 ≥ 1 (Mixtral's bar); naive 20000 / 700 = 28.6×.
-    expect(at(16).map((v) => v.met)).to.deep.equal([true, true]);
+    // M = 16: torch wall 900 / ours wall 800 ≥ 1 (Mixtral's bar); naive's output is wrong: not counted.
+    expect(at(16).map((v) => v.met)).to.deep.equal([true, null]);
     // M = 4096: 36 < 40 TFLOP/s; naive was not timed: unknown, not passed.
     expect(at(4096).map((v) => v.met)).to.deep.equal([false, null]);
+    // The targets are for float32 weights only.
+    expect(verdicts(rows, rows.find((r) => r.format === 'int4-g128')!, 'webgpu')).to.deep.equal([]);
   });
 
-  it('writes the table with ratios, failures and the parity check, and a chart with one bar per timed row', () => {
+  it('forms ratios wall against wall and GPU busy against GPU busy, per format, and flags ids and wrong naive rows', () => {
     const md = markdown(rows, 'unit');
-    expect(md).to.contain('| mixtral | 1 | 400 µs | 900 µs | 9 ms | 760 µs |');
-    expect(md).to.contain('| 23× | 17× | 1.9× |');  // vs naive on GPU time, on wall time, vs torch f32
+    // ours wall, ours GPU, torch f32 wall, torch GPU busy, 1000/900 wall, 520/400 busy, no grouped_mm row,
+    // naive wall, 15600/900 wall and 9000/400 GPU, the float64 check, the ids.
+    expect(md).to.contain('| mixtral | 1 | 900 µs | 400 µs | 1 ms | 520 µs | 1.1× | 1.3× | – | – | 15.6 ms | 17× / 23× | ok (1 rows) | same |');
+    expect(md).to.contain('**wrong output**');
+    expect(md).to.contain('**differ**: torch-eager-f32 routed other experts (cccc0003 vs ours bbbb0002)');
     expect(md).to.contain('**FAIL** ≥ 40 TFLOP/s');
+    expect(md).to.contain('## fusedMoE on webgpu, int4-g128 weights');
+    expect(md).to.contain('| mixtral | 1 | 500 µs | 150 µs | 750 µs | – | 1.5× | – |');
     expect(md).to.contain('0 passed, 1 failed');
+    expect(readmeTable(rows)).to.contain('**int4-g128 weights**');
     const svg = svgChart(rows, 'unit');
     expect(svg.startsWith('<svg')).to.equal(true);
-    // 7 timed MoE rows → 7 bars, plus the background and the legend's 3 swatches.
-    expect(svg.match(/<rect /g)).to.have.length(7 + 1 + 3);
+    // 9 rows with a wall time → 9 bars, plus the background and the legend's 5 swatches.
+    expect(svg.match(/<rect /g)).to.have.length(9 + 1 + 5);
   });
 });

@@ -77,7 +77,7 @@ describeBackends('bad input', () => {
     ['applyRouterWeightOnInput with k = 2', () => fusedExperts(x(), w13(), w2(), weights(), ids(),
       {applyRouterWeightOnInput: true}), /'applyRouterWeightOnInput' needs topK = 1/],
     ['unknown activation', () => fusedMoE(x(), logits(), w13(), w2(), {topK: 2, renormalize: true,
-      activation: 'relu' as 'silu'}), /'activation' must be one of 'silu', 'gelu' but got "relu"/],
+      activation: 'relu' as 'silu'}), /'activation' must be one of 'silu', 'gelu', 'swigluoai' but got "relu"/],
     ['missing options', () => fusedMoE(x(), logits(), w13(), w2(), undefined as never),
       /selectExperts: options \{topK, renormalize, \.\.\.\} are required/],
   ];

@@ -10,7 +10,7 @@ import {Activation, fusedExperts, fusedExpertsImpl} from '../src';
 import {ExpertsPath, setFusedExpertsBlockRows, setFusedExpertsPath, setFusedExpertsShardBinding, setFusedExpertsSplitK,
   setFusedExpertsTileK} from '../src/kernels/webgpu/FusedExperts';
 import {expectClose, randn, rng} from './helpers/compare';
-import {describeBackends, expectNoLeaks} from './helpers/env';
+import {describeAgainstReference, expectNoLeaks} from './helpers/env';
 
 interface ExpertsParityCase {
   T: number; E: number; k: number; H: number; I: number;
@@ -70,7 +70,7 @@ const CASES: {[name: string]: ExpertsParityCase} = {
     activation: 'gelu', onInput: true},
 };
 
-describeBackends('fusedExperts parity with the cpu reference', (backend) => {
+describeAgainstReference('fusedExperts parity with the cpu reference', (backend) => {
   const paths: ExpertsPath[] = backend === 'webgpu' ? ['decode', 'decode-grouped', 'prefill'] : ['decode'];
   afterEach(() => {
     setFusedExpertsPath(null); setFusedExpertsTileK(null); setFusedExpertsSplitK(null); setFusedExpertsBlockRows(null);

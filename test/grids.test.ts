@@ -8,7 +8,7 @@ import {expect} from 'chai';
 import {fusedExperts, fusedMoE, fusedTopK, groupedTopK, routingImpl} from '../src';
 import {expectClose, expectWeightsById, randn, rng} from './helpers/compare';
 import {caseTensors, expertsCase, referenceExperts, referenceRouting} from './helpers/cases';
-import {describeBackends} from './helpers/env';
+import {describeAgainstReference} from './helpers/env';
 
 const TOKENS = [1, 33, 64, 222];
 
@@ -25,7 +25,7 @@ function expectValidRouting(w: ArrayLike<number>, ids: ArrayLike<number>, T: num
   }
 }
 
-describeBackends('vLLM grids', () => {
+describeAgainstReference('vLLM grids', () => {
   describe('fusedTopK', () => {
     for (const T of TOKENS) for (const E of [8, 64]) for (const k of [2, 6]) {
       for (const scoringFunc of ['softmax', 'sigmoid'] as const) {

@@ -4,6 +4,7 @@
  * Every rank must end with the full expected output.
  */
 import * as tf from '@tensorflow/tfjs-core';
+import * as tfl from '@tensorflow/tfjs-layers';
 import {expect} from 'chai';
 import * as path from 'path';
 import {Worker} from 'worker_threads';
@@ -77,6 +78,11 @@ describeBackends('FusedMoE reduceResults through an all-reduce hook', (backend) 
     let called = false;
     const single = new FusedMoE({numExperts: 8, topK: 2, hiddenSize: 64, intermediateSize: 96, reduceResults: true,
       allReduce: async (p) => { called = true; return p; }});
+    // Zero weights, set on purpose: this test is about the hook, not the numbers.
+    for (const layer of [sharded, single]) {
+      layer.apply([tfl.input({shape: [64]}), tfl.input({shape: [8]})]);
+      layer.setWeights(layer.getWeights());
+    }
     const out = await single.forwardAsync(hidden, logits);
     expect(called).to.equal(false);
     expect(out.shape).to.deep.equal([2, 64]);

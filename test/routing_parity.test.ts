@@ -10,7 +10,7 @@ import {expect} from 'chai';
 import {EplbMapIds, ExpertLoad, RoutingConfig, eplbMapIdsImpl, expertLoadImpl, fusedTopK, groupedTopK, routingImpl,
   selectExperts} from '../src';
 import {expectWeightsById, randn, rng} from './helpers/compare';
-import {describeBackends, expectNoLeaks} from './helpers/env';
+import {describeAgainstReference, expectNoLeaks} from './helpers/env';
 
 const TOKENS = [1, 7, 33, 222];
 // The flag is registered by tfjs-fused-moe/webgpu (src/kernels/webgpu/capabilities.ts).
@@ -78,7 +78,7 @@ function config(o: Partial<RoutingConfig> & {topK: number}): RoutingConfig {
   return {renormalize: false, scoringFunc: 'softmax', routedScalingFactor: 1, numExpertGroup: 1, topkGroup: 1, ...o};
 }
 
-describeBackends('routing parity', (backend) => {
+describeAgainstReference('routing parity', (backend) => {
   for (const path of paths(backend)) {
     describe(path.name, () => {
       before(() => { if (backend === 'webgpu') tf.env().set(SUBGROUPS_FLAG, path.subgroups); });

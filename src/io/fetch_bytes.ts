@@ -69,7 +69,17 @@ async function readFileWithProgress(node: NonNullable<ReturnType<typeof nodeModu
 async function fetchWithProgress(url: string, o: FetchBytesOptions): Promise<Uint8Array> {
   const fetchFunc = o.fetchFunc ?? globalThis.fetch;
   if (typeof fetchFunc !== 'function') throw new Error(`cannot fetch '${url}': no fetch in this environment`);
-  const res = await fetchFunc(url);
+  let res: Response;
+  try {
+    res = await fetchFunc(url);
+  } catch (e) {
+    // Node's fetch rejects with a bare "fetch failed" TypeError; the reason is in its cause.
+    const cause = (e as {cause?: {message?: string}}).cause?.message;
+    throw new Error(`cannot fetch '${url}': ${(e as Error).message}${cause ? ` (${cause})` : ''}`);
+  }
+  if (res == null || typeof res.ok !== 'boolean') {
+    throw new Error(`cannot fetch '${url}': 'fetchFunc' must return a Response but returned ${String(res)}`);
+  }
   if (!res.ok) throw new Error(`cannot fetch '${url}': HTTP ${res.status} ${res.statusText}`);
   // A compressed response's content-length counts the compressed bytes, not the ones we read.
   const header = res.headers.get('content-encoding') ? null : res.headers.get('content-length');
@@ -84,7 +94,13 @@ async function fetchWithProgress(url: string, o: FetchBytesOptions): Promise<Uin
   let loaded = 0;
   o.onProgress?.(0, total);
   for (;;) {
-    const {done, value} = await reader.read();
+    let chunk: ReadableStreamReadResult<Uint8Array>;
+    try {
+      chunk = await reader.read();
+    } catch (e) {
+      throw new Error(`cannot fetch '${url}': the download failed after ${loaded} bytes (${(e as Error).message})`);
+    }
+    const {done, value} = chunk;
     if (done) break;
     chunks.push(value);
     loaded += value.byteLength;

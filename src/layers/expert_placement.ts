@@ -47,8 +47,8 @@ export interface WeightShard {
 }
 
 /**
- * Splits `numLocalExperts` into the fewest consecutive ranges whose w13 ([n, 2·I_tp, H] float32, the
- * larger of the two tensors) fits in `maxWeightBytes`. Throws, saying why, when one expert alone does not fit.
+ * Splits `numLocalExperts` into the fewest consecutive ranges whose w13 data ([n, 2·I_tp, H] in the device
+ * format, the larger of the two tensors) fits in `maxWeightBytes`. Throws, saying why, when one expert alone does not fit.
  */
 export function splitByExpertRange(numLocalExperts: number, bytesPerExpert: number, maxWeightBytes: number):
     WeightShard[] {
@@ -84,13 +84,16 @@ export interface ExpertLayout {
 export function expertLayout(o: {
   numExperts: number; numRedundantExperts: number; epSize: number; epRank: number; hiddenSize: number;
   intermediateSize: number; tpSize: number; tpRank: number; maxWeightBytes: number; hasCorrectionBias: boolean;
+  /** Bytes of one expert's w13 data in the device format (default float32). */
+  w13BytesPerExpert?: number;
 }): ExpertLayout {
   const physicalToLogical = initialPhysicalToLogical(o.numExperts, o.numRedundantExperts);
   const P = physicalToLogical.length;
   const {first, count} = o.epSize === 1 ? {first: 0, count: P} : localExpertRange(o.epSize, o.epRank, P);
   const localPhysicalExperts = Array.from({length: count}, (_, i) => first + i);
   const intermediateSizePerPartition = o.intermediateSize / o.tpSize;
-  const shards = splitByExpertRange(count, 2 * intermediateSizePerPartition * o.hiddenSize * 4, o.maxWeightBytes);
+  const shards = splitByExpertRange(count, o.w13BytesPerExpert ?? 2 * intermediateSizePerPartition * o.hiddenSize * 4,
+      o.maxWeightBytes);
   return {
     numLogicalExperts: o.numExperts, numPhysicalExperts: P, physicalToLogical, localPhysicalExperts,
     hiddenSize: o.hiddenSize, intermediateSize: o.intermediateSize, tpSize: o.tpSize, tpRank: o.tpRank, shards,

@@ -8,6 +8,9 @@ import {ACTIVATIONS} from '../ops/fused_experts';
 import {SCORING_FUNCS} from '../ops/fused_topk';
 import {BUILTIN_ROUTINGS, BuiltinRouting, CustomRoutingFunction} from '../ops/select_experts';
 import {finiteArg, intArg, oneOf} from '../ops/validate';
+import {CheckpointFormat} from '../quant/checkpoint/checkpoint_format';
+import {QuantizationConfig, checkpointFormat} from '../quant/checkpoint/registry';
+import {WEIGHT_DTYPES, WeightDtype} from '../quant/checkpoint/unquantized';
 
 export interface FusedMoEConfig {
   /** E, the logical (checkpoint) experts. */
@@ -43,6 +46,20 @@ export interface FusedMoEConfig {
    * webgpu device's maxStorageBufferBindingSize when the active backend has one, else 1 GiB.
    */
   maxWeightBytes?: number | null;
+  /**
+   * The checkpoint's HF `quantization_config` (config.json's object, unmodified; null = unquantized).
+   * Supported: fp8 (block), gptq, awq, compressed-tensors (pack-quantized), mxfp4 (src/quant/checkpoint).
+   */
+  quantConfig?: QuantizationConfig | string | null;
+  /**
+   * Unquantized checkpoints: the device dtype of the expert weights; null (default) keeps what the
+   * checkpoint stores (BF16/F16 stay 2 bytes, packed in int32 words).
+   */
+  weightDtype?: WeightDtype | null;
+  /** vLLM `has_bias`: expert biases w13_bias [E, 2I], w2_bias [E, H]; default: what the format carries (gpt-oss). */
+  hasBias?: boolean;
+  /** vLLM `use_fp8_w8a8` for block-fp8 checkpoints; default: the config's activation_scheme 'dynamic'. */
+  useFp8W8A8?: boolean;
 }
 
 export interface ResolvedFusedMoEConfig {
@@ -68,6 +85,12 @@ export interface ResolvedFusedMoEConfig {
   enableEplb: boolean;
   reduceResults: boolean;
   maxWeightBytes: number | null;
+  quantConfig: QuantizationConfig | null;
+  weightDtype: WeightDtype | null;
+  hasBias: boolean;
+  useFp8W8A8: boolean;
+  /** The checkpoint module (before load, for unquantized checkpoints with weightDtype null: float32). */
+  checkpointFormat: CheckpointFormat;
 }
 
 const MAX_INT = 2 ** 31 - 1;
@@ -125,7 +148,26 @@ export function resolveFusedMoEConfig(args: FusedMoEConfig): ResolvedFusedMoECon
     }
   }
   const scoringFunc = oneOf(args.scoringFunc ?? 'softmax', 'scoringFunc', NAME, SCORING_FUNCS);
-  const activation = oneOf(args.activation ?? 'silu', 'activation', NAME, ACTIVATIONS);
+  const weightDtype = args.weightDtype == null ? null : oneOf(args.weightDtype, 'weightDtype', NAME, WEIGHT_DTYPES);
+  const quantConfig = typeof args.quantConfig === 'string' ? decodeQuantConfig(args.quantConfig) :
+    args.quantConfig ?? null;
+  let ckpt: CheckpointFormat;
+  try {
+    ckpt = checkpointFormat(quantConfig, {weightDtype});
+  } catch (e) {
+    throw new Error(`${NAME}: ${(e as Error).message}`);
+  }
+  const activation = oneOf(args.activation ?? ckpt.activation ?? 'silu', 'activation', NAME, ACTIVATIONS);
+  if (ckpt.activation != null && activation !== ckpt.activation) {
+    throw new Error(`${NAME}: a ${ckpt.description} checkpoint (gate/up rows interleaved) needs activation ` +
+        `'${ckpt.activation}' but got '${activation}'`);
+  }
+  const hasBias = boolArg(args.hasBias, 'hasBias', ckpt.hasBias);
+  const useFp8W8A8 = boolArg(args.useFp8W8A8, 'useFp8W8A8', ckpt.defaultUseFp8W8A8);
+  if (useFp8W8A8 && !(ckpt.format.code === 'e4m3' && ckpt.format.groupSize > 0)) {
+    throw new Error(`${NAME}: 'useFp8W8A8' needs a block-fp8 checkpoint (quant_method 'fp8' with ` +
+        `weight_block_size) but the layer's weights are ${ckpt.description}`);
+  }
   const routedScalingFactor = finiteArg(args.routedScalingFactor ?? 1, 'routedScalingFactor', NAME);
   const applyRouterWeightOnInput = boolArg(args.applyRouterWeightOnInput, 'applyRouterWeightOnInput', false);
   if (applyRouterWeightOnInput && topK !== 1) {
@@ -146,6 +188,7 @@ export function resolveFusedMoEConfig(args: FusedMoEConfig): ResolvedFusedMoECon
         false),
     tpSize, tpRank, epSize, epRank, numRedundantExperts, enableEplb,
     reduceResults: boolArg(args.reduceResults, 'reduceResults', false), maxWeightBytes,
+    quantConfig, weightDtype, hasBias, useFp8W8A8, checkpointFormat: ckpt,
   };
 }
 
@@ -166,5 +209,26 @@ export function serializableConfig(c: ResolvedFusedMoEConfig, maxWeightBytes: nu
     numRedundantExperts: c.numRedundantExperts, enableEplb: c.enableEplb, reduceResults: c.reduceResults,
     // The split that was built, so that a reload finds the same weight names.
     maxWeightBytes,
+    quantConfig: c.quantConfig == null ? null : encodeQuantConfig(c.quantConfig),
+    weightDtype: c.weightDtype, hasBias: c.hasBias, useFp8W8A8: c.useFp8W8A8,
   };
+}
+
+/**
+ * `quantConfig` in a saved config: its JSON with '_' and capitals written as \u escapes. tfjs-layers'
+ * model.save / loadLayersModel rewrite every key and every string of a layer config (snake_case ↔
+ * camelCase: 'quant_method' would come back 'quantMethod', 'gptq_v2' 'gptqV2'); the escaped string has
+ * neither, so it survives the round trip exactly, and the constructor takes it back.
+ */
+export function encodeQuantConfig(q: QuantizationConfig): string {
+  return JSON.stringify(q).replace(/[_A-Z]/g, (ch) => `\\u${ch.charCodeAt(0).toString(16).padStart(4, '0')}`);
+}
+
+function decodeQuantConfig(s: string): QuantizationConfig {
+  try {
+    return JSON.parse(s);
+  } catch (e) {
+    throw new Error(`${NAME}: 'quantConfig' given as a string must be JSON (as getConfig writes it): ` +
+        `${(e as Error).message}`);
+  }
 }

@@ -9,17 +9,20 @@
  * Modules: config checks (fused_moe_config.ts) → expert placement (expert_placement.ts) → this layer;
  * checkpoints go through weight_loading.ts; files through src/io.
  */
-import {Tensor, Tensor1D, Tensor2D, Tensor3D, Variable, backend, keep, reshape, serialization, tensor1d, tensor2d, tidy,
+import {Tensor, Tensor1D, Tensor2D, Variable, backend, keep, reshape, serialization, tensor1d, tensor2d, tidy,
   zeros} from '@tensorflow/tfjs-core';
 import {CheckpointTensor, PackedTensor} from '../io/packed_tensor';
+import {QuantizedExpertWeights, expertTensorShapes} from '../quant/expert_weights';
+import {WeightFormat, formatBytes, formatKey} from '../quant/format';
+import {checkpointFormat} from '../quant/checkpoint/registry';
 import {LayerVariable, Shape, SymbolicTensor, initializers, input, layers} from '@tensorflow/tfjs-layers';
 import {determineExpertMap, localExpertRange} from '../ops/expert_map';
 import {FusedMoEOptions, fusedMoE} from '../ops/fused_moe';
 import {EplbState} from '../ops/select_experts';
 import {FusedMoEConfig, ResolvedFusedMoEConfig, resolveFusedMoEConfig, serializableConfig} from './fused_moe_config';
 import {ExpertLayout, expertLayout, logicalToPhysical} from './expert_placement';
-import {LoadWeightsOptions, ExpertParamsMapping, makeExpertParamsMapping, materializeExpertLoad, planExpertLoad}
-  from './weight_loading';
+import {LoadWeightsOptions, ExpertParamsMapping, checkpointWeightDtype, detectLayout, makeExpertParamsMapping,
+  materializeExpertLoad, planExpertLoad} from './weight_loading';
 
 type LayerArgs = ConstructorParameters<typeof layers.Layer>[0];
 type Kwargs = Parameters<layers.Layer['call']>[1];
@@ -67,13 +70,21 @@ export class FusedMoE extends layers.Layer {
   private allReduce: AllReduceHook | null;
   private layout: ExpertLayout | null = null;
   private maxWeightBytes: number | null;
-  private w13Weights: LayerVariable[] = [];
-  private w2Weights: LayerVariable[] = [];
+  /** Per weight shard, the canonical tensors of w13 and w2 (format.ts) as layer weights. */
+  private expertWeights: Array<{w13: ProjectionVariables; w2: ProjectionVariables}> = [];
+  /** The device format of the expert weights (for unquantized checkpoints it follows the loaded file). */
+  private format: WeightFormat;
+  /** The dtype unquantized weights were loaded as, when weightDtype left it to the checkpoint. */
+  private loadedWeightDtype: string | null = null;
+  /** The name scope of the weights, from build. */
+  private weightScope: string | null = null;
   private biasWeight: LayerVariable | null = null;
   private expertLoadWeight: LayerVariable | null = null;
   /** Tensors derived from the config, kept across calls, freed with the weights. */
   private expertMap: Tensor1D | null = null;
   private eplbTables: {logicalToPhysicalMap: Tensor2D; logicalReplicaCount: Tensor1D} | null = null;
+  /** Expert weights not yet written by loadWeights, setWeights or a model's weight loading: zeros until then. */
+  private unwritten = new Set<LayerVariable>();
 
   constructor(args: FusedMoELayerArgs) {
     const {allReduce, ...rest} = args ?? ({} as FusedMoELayerArgs);
@@ -86,6 +97,7 @@ export class FusedMoE extends layers.Layer {
     this.intermediateSizePerPartition = c.intermediateSize / c.tpSize;
     this.maxWeightBytes = c.maxWeightBytes;
     this.allReduce = allReduce ?? null;
+    this.format = c.checkpointFormat.format;
     this.supportsMasking = false;
   }
 
@@ -104,16 +116,10 @@ export class FusedMoE extends layers.Layer {
       numExperts: c.numExperts, numRedundantExperts: c.numRedundantExperts, epSize: c.epSize, epRank: c.epRank,
       hiddenSize: c.hiddenSize, intermediateSize: c.intermediateSize, tpSize: c.tpSize, tpRank: c.tpRank,
       maxWeightBytes: limit, hasCorrectionBias: c.eScoreCorrectionBias,
+      w13BytesPerExpert: formatBytes({...this.format, groupSize: 0, zero: 0, hasGIdx: false}, 1,
+          2 * this.intermediateSizePerPartition, c.hiddenSize),
     });
-    const H = c.hiddenSize, Itp = this.intermediateSizePerPartition;
-    const one = this.layout.shards.length === 1;
-    // Expert weights are loaded from checkpoints, not trained from a random start: zeros until loaded.
-    for (const [i, s] of this.layout.shards.entries()) {
-      this.w13Weights.push(this.addWeight(one ? 'w13' : `w13_${i}`, [s.numExperts, 2 * Itp, H], 'float32',
-          initializers.zeros()));
-      this.w2Weights.push(this.addWeight(one ? 'w2' : `w2_${i}`, [s.numExperts, H, Itp], 'float32',
-          initializers.zeros()));
-    }
+    this.addExpertWeights(this.format);
     if (c.eScoreCorrectionBias) {
       // Not trained by gradients (DeepSeek-V3 adjusts it by load, outside backprop), as vLLM's buffer.
       this.biasWeight = this.addWeight('e_score_correction_bias', [c.numExperts], 'float32', initializers.zeros(),
@@ -129,6 +135,7 @@ export class FusedMoE extends layers.Layer {
         logicalReplicaCount: keep(tensor1d(table.replicaCount, 'int32')),
       };
     }
+    for (const v of [...this.expertVariables(), ...(this.biasWeight ? [this.biasWeight] : [])]) this.trackWrites(v);
     const {expertMap} = determineExpertMap(c.epSize, c.epRank, this.globalNumExperts);
     this.expertMap = expertMap ? keep(expertMap) : null;
     this.built = true;
@@ -144,14 +151,19 @@ export class FusedMoE extends layers.Layer {
    * `reduceResults` is set; `forwardAsync` then all-reduces it through the `allReduce` hook.
    */
   override call(inputs: Tensor | Tensor[], kwargs: Kwargs): Tensor {
+    if (this.unwritten.size > 0) {
+      throw new Error(`FusedMoE '${this.name}': its weights are not loaded (${[...this.unwritten].map((v) => v.name)
+          .join(', ')} still hold their initial zeros); call loadWeights(checkpoint, options), setWeights, or load a ` +
+          `saved model before applying it`);
+    }
     return tidy(() => {
       this.invokeCallHook(inputs, kwargs);
       const [hidden, logits] = checkInputs(inputs, this.config);
       const lead = hidden.shape.slice(0, -1);
       const out = fusedMoE(reshape(hidden, [-1, this.config.hiddenSize]) as Tensor2D,
           reshape(logits, [-1, this.config.numExperts]) as Tensor2D,
-          this.w13Weights.map((w) => w.read() as Tensor3D), this.w2Weights.map((w) => w.read() as Tensor3D),
-          this.forwardOptions());
+          this.expertWeights.map((w) => this.readProjection(w.w13, 'w13')),
+          this.expertWeights.map((w) => this.readProjection(w.w2, 'w2')), this.forwardOptions());
       return lead.length === 1 ? out : reshape(out, [...lead, this.config.hiddenSize]);
     });
   }
@@ -191,26 +203,41 @@ export class FusedMoE extends layers.Layer {
   }
 
   /**
-   * vLLM `weight_loader` for a whole layer: global → local experts (others skipped), TP narrowing,
-   * fused 3-D checkpoints and the correction bias. Checks everything first; on any problem it throws
-   * one Error naming each key with the expected and found shapes, and leaves the weights unchanged.
+   * vLLM `weight_loader` for a whole layer: global → local experts (others skipped), TP narrowing of
+   * weights, scales, zero points and g_idx, fused 3-D checkpoints, expert biases and the correction bias,
+   * in the format the layer's `quantConfig` names (src/quant/checkpoint). Checks everything first; on any
+   * problem it throws one Error naming each key with the expected and found shapes, and leaves the
+   * weights unchanged. The checkpoint is not disposed (the caller owns it) and no copy of it stays on
+   * the device.
    */
   loadWeights(weights: CheckpointWeights, options: LoadWeightsOptions = {}): void {
     this.ensureBuilt();
-    const {checkpoint, widened} = checkpointMap(weights);
+    const c = this.config;
+    const checkpoint = checkpointMap(weights);
+    const ckpt = checkpointFormat(c.quantConfig, {weightDtype: c.weightDtype,
+      checkpointWeightDtype: checkpointWeightDtype(checkpoint, options), layout: detectLayout(checkpoint, options)});
+    const plan = planExpertLoad(this.layout!, checkpoint, ckpt, options,
+        {useFp8W8A8: c.useFp8W8A8, hasBias: c.hasBias});
+    const load = materializeExpertLoad(this.layout!, plan);
+    // Write phase: every new tensor exists with the shape and dtype of its weight, so nothing below
+    // can fail half-way.
     try {
-      const plan = planExpertLoad(this.layout!, checkpoint, options);
-      const {w13, w2} = materializeExpertLoad(this.layout!, plan);
-      try {
-        w13.forEach((t, i) => this.w13Weights[i].write(t));
-        w2.forEach((t, i) => this.w2Weights[i].write(t));
-        if (plan.bias) this.biasWeight!.write(plan.bias);
-      } finally {
-        w13.forEach((t) => t.dispose());
-        w2.forEach((t) => t.dispose());
+      if (formatKey(ckpt.format) !== formatKey(this.format)) {
+        // An unquantized checkpoint in a dtype the layer was not built for (weightDtype left to the file):
+        // the loaded tensors become the new weights, under the same names.
+        this.removeExpertWeights();
+        this.format = ckpt.format;
+        this.addExpertWeights(this.format, load);
+      } else {
+        this.expertWeights.forEach((v, i) => {
+          writeProjection(v.w13, load.w13[i]);
+          writeProjection(v.w2, load.w2[i]);
+        });
       }
+      this.loadedWeightDtype = ckpt.weightDtype ?? null;
+      if (load.bias) this.biasWeight!.write(load.bias);
     } finally {
-      widened.forEach((t) => t.dispose());
+      load.owned.forEach((t) => t.dispose());
     }
   }
 
@@ -242,7 +269,10 @@ export class FusedMoE extends layers.Layer {
 
   override getConfig(): serialization.ConfigDict {
     const base = super.getConfig();
-    return {...base, ...serializableConfig(this.config, this.maxWeightBytes)};
+    const config = serializableConfig(this.config, this.maxWeightBytes);
+    // The dtype the weights were loaded in, so that a reload builds the same weights.
+    if (config.weightDtype == null && this.loadedWeightDtype != null) config.weightDtype = this.loadedWeightDtype;
+    return {...base, ...config};
   }
 
   /** The facts of vLLM's `FusedMoE.extra_repr`, in its words. */
@@ -274,6 +304,94 @@ export class FusedMoE extends layers.Layer {
     return super.disposeWeights();
   }
 
+  /**
+   * Notes when `v` is first written. Every way weights arrive (loadWeights, setWeights, LayersModel.loadWeights
+   * and tf.loadLayersModel, which use batchSetValue) goes through LayerVariable.write.
+   */
+  private trackWrites(v: LayerVariable): void {
+    this.unwritten.add(v);
+    const write = v.write.bind(v);
+    v.write = (value: Tensor) => {
+      const written = write(value);
+      this.unwritten.delete(v);
+      return written;
+    };
+  }
+
+  /**
+   * Adds each weight shard's canonical tensors as layer weights: 'w13' / 'w2' (the data) and, as the
+   * format needs, 'w13_scales', 'w13_zeros', 'w13_g_idx', 'w13_bias' (likewise w2), suffixed '_i' when
+   * split by expert range. Only float32 data is trainable. Zeros until loaded; with `loaded`, those
+   * tensors become the weights (a format change at load; addWeight would refuse the names again).
+   */
+  private addExpertWeights(format: WeightFormat, loaded?: {w13: QuantizedExpertWeights[]; w2: QuantizedExpertWeights[]}):
+      void {
+    const c = this.config, H = c.hiddenSize, Itp = this.intermediateSizePerPartition;
+    const one = this.layout!.shards.length === 1;
+    this.expertWeights = this.layout!.shards.map((s, i) => {
+      const add = (projection: 'w13' | 'w2', N: number, K: number): ProjectionVariables => {
+        const shapes = expertTensorShapes(format, s.numExperts, N, K, c.hasBias);
+        const name = (part: string) => `${projection}${part}${one ? '' : `_${i}`}`;
+        const value = loaded?.[projection][i];
+        const make = (weightName: string, sh: {shape: number[]; dtype: 'float32' | 'int32'}, trainable: boolean,
+            t: Tensor | undefined) => {
+          if (!t) return this.addWeight(weightName, sh.shape, sh.dtype, initializers.zeros(), undefined, trainable);
+          const w = new LayerVariable(t, sh.dtype, `${this.weightScope}${weightName}`, trainable);
+          if (trainable) this.trainableWeights = [...this.trainableWeights, w];
+          else this.nonTrainableWeights = [...this.nonTrainableWeights, w];
+          return w;
+        };
+        const v: ProjectionVariables = {data: make(name(''), shapes.data, format.code === 'f32', value?.data)};
+        if (!loaded && this.weightScope == null) {
+          // The layer's name scope as tfjs-layers applied it at build ('fused_mo_e_FusedMoE1/').
+          this.weightScope = v.data.originalName.slice(0, -name('').length);
+        }
+        for (const [part, suffix] of [['scales', '_scales'], ['zeros', '_zeros'], ['gIdx', '_g_idx'],
+          ['bias', '_bias']] as const) {
+          const sh = shapes[part];
+          if (sh) v[part] = make(name(suffix), sh, false, value?.[part]);
+        }
+        return v;
+      };
+      const w13 = add('w13', 2 * Itp, H);
+      return {w13, w2: add('w2', H, Itp)};
+    });
+  }
+
+  /** Every expert weight variable (data, scales, zeros, g_idx, biases of each shard). */
+  private expertVariables(): LayerVariable[] {
+    const all: LayerVariable[] = [];
+    for (const {w13, w2} of this.expertWeights) {
+      for (const v of [w13, w2]) for (const w of Object.values(v)) if (w) all.push(w);
+    }
+    return all;
+  }
+
+  /** Frees and forgets the expert weights (before adding them again in another format). */
+  private removeExpertWeights(): void {
+    const old = new Set<LayerVariable>(this.expertVariables());
+    old.forEach((w) => {
+      w.dispose();
+      this.unwritten.delete(w);
+    });
+    this.trainableWeights = this.trainableWeights.filter((w) => !old.has(w));
+    this.nonTrainableWeights = this.nonTrainableWeights.filter((w) => !old.has(w));
+    this.expertWeights = [];
+  }
+
+  private readProjection(v: ProjectionVariables, projection: 'w13' | 'w2'): QuantizedExpertWeights {
+    const c = this.config, Itp = this.intermediateSizePerPartition;
+    const data = v.data.read();
+    const E = data.shape[0];
+    const q: QuantizedExpertWeights = {format: this.format, data,
+      shape: projection === 'w13' ? [E, 2 * Itp, c.hiddenSize] : [E, c.hiddenSize, Itp]};
+    if (v.scales) q.scales = v.scales.read();
+    if (v.zeros) q.zeros = v.zeros.read();
+    if (v.gIdx) q.gIdx = v.gIdx.read();
+    if (v.bias) q.bias = v.bias.read();
+    return q;
+  }
+
   /** Builds through a symbolic apply, so weight names get the layer's scope as in a model. */
   private ensureBuilt(): void {
     if (this.built) return;
@@ -290,6 +408,7 @@ export class FusedMoE extends layers.Layer {
       scoringFunc: c.scoringFunc, routedScalingFactor: c.routedScalingFactor,
       customRoutingFunction: c.customRoutingFunction ?? undefined, activation: c.activation,
       applyRouterWeightOnInput: c.applyRouterWeightOnInput, globalNumExperts: this.globalNumExperts,
+      useFp8W8A8: c.useFp8W8A8,
     };
     if (this.biasWeight) o.eScoreCorrectionBias = this.biasWeight.read() as Tensor1D;
     if (this.expertMap) o.expertMap = this.expertMap;
@@ -307,35 +426,41 @@ export class FusedMoE extends layers.Layer {
 export type CheckpointWeights = Map<string, CheckpointTensor> | Iterable<[string, CheckpointTensor]> |
     {[name: string]: CheckpointTensor};
 
-/**
- * The checkpoint as a Map of tensors. Half-precision packed tensors are widened to float32 here (temporaries
- * the caller disposes) until the layer keeps them in their own precision.
- */
-function checkpointMap(weights: CheckpointWeights): {checkpoint: Map<string, Tensor>; widened: Tensor[]} {
+/** One projection's layer weights: the data and what the format adds. */
+interface ProjectionVariables {
+  data: LayerVariable;
+  scales?: LayerVariable;
+  zeros?: LayerVariable;
+  gIdx?: LayerVariable;
+  bias?: LayerVariable;
+}
+
+function writeProjection(v: ProjectionVariables, q: QuantizedExpertWeights): void {
+  v.data.write(q.data);
+  if (v.scales) v.scales.write(q.scales!);
+  if (v.zeros) v.zeros.write(q.zeros!);
+  if (v.gIdx) v.gIdx.write(q.gIdx!);
+  if (v.bias) v.bias.write(q.bias!);
+}
+
+/** The checkpoint as a Map of tensors and packed tensors, every entry checked to be one. */
+function checkpointMap(weights: CheckpointWeights): Map<string, CheckpointTensor> {
   if (weights == null || typeof weights !== 'object') {
     throw new Error(`FusedMoE.loadWeights: 'weights' must be a Map, an iterable of [name, Tensor] pairs or an object ` +
         `of tensors but got ${String(weights)}`);
   }
   const entries = Symbol.iterator in weights ? [...(weights as Iterable<[string, CheckpointTensor]>)] :
     Object.entries(weights as {[name: string]: CheckpointTensor});
-  const checkpoint = new Map<string, Tensor>();
-  const widened: Tensor[] = [];
+  const checkpoint = new Map<string, CheckpointTensor>();
   for (const entry of entries) {
     if (!Array.isArray(entry) || typeof entry[0] !== 'string' ||
         !(entry[1] instanceof Tensor || entry[1] instanceof PackedTensor)) {
       throw new Error(`FusedMoE.loadWeights: every entry of 'weights' must be [name: string, Tensor] but got ` +
           `${Array.isArray(entry) ? `['${String(entry[0])}', ${String(entry[1])}]` : String(entry)}`);
     }
-    const t = entry[1];
-    if (t instanceof PackedTensor && (t.dtype === 'bfloat16' || t.dtype === 'float16')) {
-      const wide = t.toFloat32();
-      widened.push(wide);
-      checkpoint.set(entry[0], wide);
-    } else if (t instanceof Tensor) {
-      checkpoint.set(entry[0], t);
-    }
+    checkpoint.set(entry[0], entry[1]);
   }
-  return {checkpoint, widened};
+  return checkpoint;
 }
 
 function shapeStr(s: ReadonlyArray<number | null>): string {
@@ -368,6 +493,12 @@ function checkInputs(inputs: Tensor | Tensor[], c: ResolvedFusedMoEConfig): [Ten
     throw new Error(`FusedMoE: call() takes [hiddenStates, routerLogits] but got ` +
         `${Array.isArray(inputs) ? `${inputs.length} tensors` : 'one tensor'}`);
   }
+  inputs.forEach((t, i) => {
+    if (!(t instanceof Tensor) || t.isDisposed) {
+      throw new Error(`FusedMoE: '${i === 0 ? 'hiddenStates' : 'routerLogits'}' must be a live Tensor but is ` +
+          `${t instanceof Tensor ? 'a disposed tensor' : String(t)}`);
+    }
+  });
   checkInputShapes([inputs[0].shape, inputs[1].shape], c);
   for (let d = 0; d < inputs[0].rank - 1; d++) {
     if (inputs[0].shape[d] !== inputs[1].shape[d]) {

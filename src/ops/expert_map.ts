@@ -1,5 +1,5 @@
 import {Tensor1D, tensor1d} from '@tensorflow/tfjs-core';
-import {markChecked} from './validate';
+import {markRange} from './validate';
 
 /**
  * vLLM `determine_expert_map` (the seed's placement): rank r holds experts
@@ -24,7 +24,10 @@ export function determineExpertMap(epSize: number, epRank: number, globalNumExpe
   const {first, count} = localExpertRange(epSize, epRank, globalNumExperts);
   const map = new Int32Array(globalNumExperts).fill(-1);
   for (let i = 0; i < count; i++) map[first + i] = i;
-  return {numLocalExperts: count, expertMap: markChecked(tensor1d(map, 'int32'))};
+  // Values -1 (other ranks' experts, when there are any) to count - 1.
+  const min = count === globalNumExperts ? 0 : -1;
+  return {numLocalExperts: count,
+    expertMap: markRange(tensor1d(map, 'int32'), min, count - 1, `determineExpertMap for ${count} local experts`)};
 }
 
 /** The global ids [first, first + count) that rank `epRank` holds under the seed's placement. */

@@ -3,7 +3,7 @@ import {Activation, FusedExperts, FusedExpertsAttrs, FusedExpertsInputs, expertP
   from '../kernel_names';
 import {FLOAT32_FORMAT, WeightFormat, formatBits, formatKey, numGroups, parseFormatKey} from '../quant/format';
 import {QuantizedExpertWeights, isQuantizedExpertWeights} from '../quant/expert_weights';
-import {checkDim, checkValuesOnce, intArg, oneOf, shapeStr, tensorArg} from './validate';
+import {checkDim, checkRangeOnce, intArg, oneOf, shapeStr, tensorArg} from './validate';
 
 export interface FusedExpertsOptions {
   /** 'silu' (default) or 'gelu' (exact, erf form) of the gate half, times the up half. */
@@ -127,7 +127,7 @@ function checkProjection(q: QuantizedExpertWeights, name: string, opName: string
     out.gIdx = tensorArg<Tensor>(q.gIdx!, `${name}.gIdx`, opName, ['E', 'K'], 'int32');
     checkDim(out.gIdx, 0, E, `${name}.gIdx`, opName, ['E', 'K'], 'experts');
     checkDim(out.gIdx, 1, K, `${name}.gIdx`, opName, ['E', 'K'], 'inputs');
-    checkValuesOnce(out.gIdx, `${name}.gIdx`, opName, `group ids in [0, ${G})`, (v) => v >= 0 && v < G);
+    checkRangeOnce(out.gIdx, `${name}.gIdx`, opName, 0, G - 1, `group ids in [0, ${G})`);
   }
   if (q.bias != null) {
     out.bias = tensorArg<Tensor>(q.bias, `${name}.bias`, opName, ['E', 'N'], 'float32');
@@ -135,6 +135,27 @@ function checkProjection(q: QuantizedExpertWeights, name: string, opName: string
     checkDim(out.bias, 1, N, `${name}.bias`, opName, ['E', 'N'], 'rows');
   }
   return out;
+}
+
+/** Float32 stacks checked in their own terms ([E_local, 2I, H] and [E_local, H, I]), naming the mismatched axis. */
+function checkFloat32Stacks(w13s: Tensor3D[], w2s: Tensor3D[], name: (p: string, i: number) => string,
+    opName: string): void {
+  const d13 = ['E_local', '2I', 'H'], d2 = ['E_local', 'H', 'I'];
+  const t13 = w13s.map((w, i) => tensorArg<Tensor3D>(w, name('w13', i), opName, d13, 'float32'));
+  const [, twoI, H] = t13[0].shape;
+  if (twoI % 2 !== 0 || twoI === 0) {
+    throw new Error(`${opName}: 'w13' must have an even, non-zero 2I (gate rows then up rows) but got shape ` +
+        shapeStr(t13[0].shape));
+  }
+  const from0 = w13s.length > 1 ? '[0]' : '';
+  w2s.forEach((w, i) => {
+    const t = tensorArg<Tensor3D>(w, name('w2', i), opName, d2, 'float32');
+    checkDim(t13[i], 1, twoI, name('w13', i), opName, d13, `2I of w13${from0}`);
+    checkDim(t13[i], 2, H, name('w13', i), opName, d13, `H of w13${from0}`);
+    checkDim(t, 0, t13[i].shape[0], name('w2', i), opName, d2, `experts in ${name('w13', i)}`);
+    checkDim(t, 1, H, name('w2', i), opName, d2, 'H of w13');
+    checkDim(t, 2, twoI / 2, name('w2', i), opName, d2, 'half of 2I in w13');
+  });
 }
 
 export function expertWeightsArg(w13: ExpertWeightsArg, w2: ExpertWeightsArg, opName: string): ExpertWeights {
@@ -146,6 +167,9 @@ export function expertWeightsArg(w13: ExpertWeightsArg, w2: ExpertWeightsArg, op
   }
   const split = w13List.length > 1;
   const name = (p: string, i: number) => (split ? `${p}[${i}]` : p);
+  if ([...w13List, ...w2List].every((w) => !isQuantizedExpertWeights(w))) {
+    checkFloat32Stacks(w13List as Tensor3D[], w2List as Tensor3D[], name, opName);
+  }
   const q13 = w13List.map((w, i) => asQuantized(w, name('w13', i), opName));
   const q2 = w2List.map((w, i) => asQuantized(w, name('w2', i), opName));
   const format = q13[0].format;
@@ -189,8 +213,8 @@ export function expertWeightsArg(w13: ExpertWeightsArg, w2: ExpertWeightsArg, op
 /** Checks an expert map once: int32 [E], every value -1 or a local expert. */
 export function expertMapArg(expertMap: Tensor1D | TensorLike, numLocalExperts: number, opName: string): Tensor1D {
   const map = tensorArg<Tensor1D>(expertMap, 'expertMap', opName, ['E'], 'int32');
-  checkValuesOnce(map, 'expertMap', opName, `-1 or a local expert id in [0, ${numLocalExperts})`,
-      (v) => v === -1 || (v >= 0 && v < numLocalExperts));
+  checkRangeOnce(map, 'expertMap', opName, -1, numLocalExperts - 1,
+      `-1 or a local expert id in [0, ${numLocalExperts})`);
   return map;
 }
 
@@ -242,8 +266,10 @@ function fusedExperts_(hiddenStates: Tensor2D | TensorLike, w13: ExpertWeightsAr
     }
     globalNumExperts = o.globalNumExperts;
   }
-  checkValuesOnce(ids, 'topkIds', opName, `expert ids in [0, ${globalNumExperts})`,
-      (v) => v >= 0 && v < globalNumExperts);
+  const rangeSource = o.globalNumExperts != null && o.globalNumExperts !== -1 ? `'globalNumExperts'` :
+    inputs.expertMap ? `the length of 'expertMap'` : `the experts in 'w13'`;
+  checkRangeOnce(ids, 'topkIds', opName, 0, globalNumExperts - 1, `expert ids in [0, ${globalNumExperts})`,
+      `; ${globalNumExperts} is ${rangeSource}`);
 
   const useFp8W8A8 = !!o.useFp8W8A8;
   if (useFp8W8A8 && (weights.format.code !== 'e4m3' || weights.format.groupSize <= 0)) {

@@ -1,6 +1,6 @@
 import {Tensor1D, Tensor2D, TensorLike, engine, op} from '@tensorflow/tfjs-core';
 import {FusedTopK, FusedTopKAttrs, FusedTopKInputs, ScoringFunc} from '../kernel_names';
-import {checkDim, finiteArg, intArg, markChecked, oneOf, tensorArg} from './validate';
+import {checkDim, finiteArg, intArg, markRange, oneOf, tensorArg} from './validate';
 
 export interface RoutingResult {
   /** [T, k] float32, each row in descending weight. */
@@ -40,9 +40,10 @@ export function routingArgs(opName: string, gatingOutput: Tensor2D | TensorLike,
   return {inputs, attrs: {topK, renormalize, scoringFunc, routedScalingFactor}, numExperts: E};
 }
 
-export function routingResult(outputs: Tensor2D[]): RoutingResult {
+/** The kernel's outputs; the ids carry their range [0, E) from the logits' shape, so fusedExperts can trust them. */
+export function routingResult(outputs: Tensor2D[], numExperts: number): RoutingResult {
   const [topkWeights, topkIds] = outputs;
-  return {topkWeights, topkIds: markChecked(topkIds)};
+  return {topkWeights, topkIds: markRange(topkIds, 0, numExperts - 1, `routing over ${numExperts} experts`)};
 }
 
 /**
@@ -56,8 +57,8 @@ export function routingResult(outputs: Tensor2D[]): RoutingResult {
  */
 function fusedTopK_(gatingOutput: Tensor2D | TensorLike, topK: number, renormalize: boolean,
     options: FusedTopKOptions = {}): RoutingResult {
-  const {inputs, attrs} = routingArgs('fusedTopK', gatingOutput, topK, renormalize, options);
-  return routingResult(engine().runKernel(FusedTopK, inputs as {}, attrs as {}) as unknown as Tensor2D[]);
+  const {inputs, attrs, numExperts} = routingArgs('fusedTopK', gatingOutput, topK, renormalize, options);
+  return routingResult(engine().runKernel(FusedTopK, inputs as {}, attrs as {}) as unknown as Tensor2D[], numExperts);
 }
 
 export const fusedTopK = op({fusedTopK_});

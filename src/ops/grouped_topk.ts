@@ -38,7 +38,8 @@ function groupedTopK_(gatingOutput: Tensor2D | TensorLike, o: GroupedTopKOptions
         `kept groups of ${E / numExpertGroup}`);
   }
   const groupedAttrs: GroupedTopKAttrs = {...attrs, numExpertGroup, topkGroup};
-  return routingResult(engine().runKernel(GroupedTopK, inputs as {}, groupedAttrs as {}) as unknown as Tensor2D[]);
+  return routingResult(engine().runKernel(GroupedTopK, inputs as {}, groupedAttrs as {}) as unknown as Tensor2D[],
+      E);
 }
 
 export const groupedTopK = op({groupedTopK_});

@@ -1,8 +1,8 @@
-import {NamedTensorMap, Tensor1D, Tensor2D, TensorLike, Variable, add, cast, engine, op, tidy} from '@tensorflow/tfjs-core';
+import {NamedTensorMap, Tensor, Tensor1D, Tensor2D, TensorLike, Variable, add, cast, engine, op, tidy} from '@tensorflow/tfjs-core';
 import {EplbMapIds, ExpertLoad, ExpertLoadAttrs, ScoringFunc} from '../kernel_names';
 import {RoutingResult, fusedTopK} from './fused_topk';
 import {groupedTopK} from './grouped_topk';
-import {checkDim, checkValuesOnce, markChecked, oneOf, tensorArg} from './validate';
+import {checkDim, checkRangeOnce, markRange, oneOf, readValues, tensorArg} from './validate';
 
 /** A routing function of the user's, called like vLLM's `custom_routing_function`. */
 export type CustomRoutingFunction = (args: {
@@ -107,22 +107,24 @@ function applyEplb(routed: RoutingResult, numLogical: number, eplb: EplbState,
   checkDim(map, 0, numLogical, 'eplb.logicalToPhysicalMap', opName, ['E', 'maxReplicas'], 'experts in routerLogits');
   checkDim(count, 0, numLogical, 'eplb.logicalReplicaCount', opName, ['E'], 'experts in routerLogits');
   const maxReplicas = map.shape[1];
-  checkValuesOnce(count, 'eplb.logicalReplicaCount', opName, `replica counts in [1, ${maxReplicas}]`,
-      (v) => v >= 1 && v <= maxReplicas);
+  checkRangeOnce(count, 'eplb.logicalReplicaCount', opName, 1, maxReplicas, `replica counts in [1, ${maxReplicas}]`);
+  // Ids from a customRoutingFunction are the caller's; they index the map's rows.
+  checkRangeOnce(routed.topkIds, 'topkIds', opName, 0, numLogical - 1, `logical expert ids in [0, ${numLogical})`);
   const load = eplb.expertLoad;
   const expertMap = expertMapLike != null ?
     tensorArg<Tensor1D>(expertMapLike, 'expertMap', opName, ['P'], 'int32') : undefined;
+  if (load != null && !(load instanceof Variable)) {
+    throw new Error(`${opName}: 'eplb.expertLoad' must be a tf.Variable (it is incremented in place) but got ` +
+        `${(load as unknown) instanceof Tensor ? 'a Tensor' : String(load)}`);
+  }
+  if (load?.isDisposed) throw new Error(`${opName}: 'eplb.expertLoad' is a disposed Variable`);
   const numPhysical = load?.shape[0] ?? expertMap?.shape[0];
   if (load && (load.rank !== 1 || (load.dtype !== 'int32' && load.dtype !== 'float32'))) {
     throw new Error(`${opName}: 'eplb.expertLoad' must be a 1-D int32 or float32 Variable of shape [P] but got ` +
         `${load.dtype} [${load.shape.join(', ')}]`);
   }
   if (load && expertMap) checkDim(expertMap, 0, load.shape[0], 'expertMap', opName, ['P'], 'length of eplb.expertLoad');
-  if (numPhysical != null) {
-    // Only the first replicaCount[e] entries of row e are used; the rest may be padding (-1).
-    checkValuesOnce(map, 'eplb.logicalToPhysicalMap', opName, `physical expert ids in [0, ${numPhysical})`,
-        (v) => v === -1 || (v >= 0 && v < numPhysical));
-  }
+  const maxUsed = checkEplbMap(map, count, numPhysical, opName);
 
   const physicalIds = engine().runKernel(EplbMapIds,
       {topkIds: routed.topkIds, logicalToPhysicalMap: map, logicalReplicaCount: count}) as Tensor2D;
@@ -135,7 +137,44 @@ function applyEplb(routed: RoutingResult, numLogical: number, eplb: EplbState,
       load.assign(add(load, cast(counts, load.dtype)));
     });
   }
-  return {topkWeights: routed.topkWeights, topkIds: numPhysical != null ? markChecked(physicalIds) : physicalIds};
+  return {topkWeights: routed.topkWeights,
+    topkIds: markRange(physicalIds, 0, maxUsed, `EPLB's logicalToPhysicalMap (physical ids up to ${maxUsed})`)};
+}
+
+/** Maps checked against their replica counts: the count tensor and the largest physical id a used entry holds. */
+const eplbMapsChecked = new WeakMap<Tensor, {count: Tensor; maxUsed: number}>();
+
+/**
+ * Checks the replica table once per (map, count) pair: the first replicaCount[e] entries of row e must be
+ * physical ids (in [0, P) when P is known: a -1 there would route tokens to no expert), the rest -1 or ids.
+ * Returns the largest physical id the used entries hold, the range of the ids the mapping produces.
+ */
+function checkEplbMap(map: Tensor2D, count: Tensor1D, numPhysical: number | undefined, opName: string): number {
+  const hit = eplbMapsChecked.get(map);
+  if (hit && hit.count === count && (numPhysical == null || hit.maxUsed < numPhysical)) return hit.maxUsed;
+  const m = readValues(map, 'eplb.logicalToPhysicalMap', opName);
+  const c = readValues(count, 'eplb.logicalReplicaCount', opName);
+  const [E, R] = map.shape;
+  const ids = numPhysical != null ? `physical expert ids in [0, ${numPhysical})` : 'physical expert ids >= 0';
+  const isId = (v: number) => v >= 0 && (numPhysical == null || v < numPhysical);
+  let maxUsed = 0;
+  for (let e = 0; e < E; e++) {
+    for (let r = 0; r < R; r++) {
+      const v = m[e * R + r];
+      if (r < c[e] && !isId(v)) {
+        throw new Error(`${opName}: 'eplb.logicalToPhysicalMap' row ${e} must hold ${ids} in its first ${c[e]} ` +
+            `entries (logicalReplicaCount[${e}]) but entry ${r} is ${v}`);
+      }
+      if (r >= c[e] && v !== -1 && !isId(v)) {
+        throw new Error(`${opName}: 'eplb.logicalToPhysicalMap' row ${e} must hold -1 or ${ids} past its ${c[e]} ` +
+            `replicas but entry ${r} is ${v}`);
+      }
+      if (r < c[e]) maxUsed = Math.max(maxUsed, v);
+    }
+  }
+  // Variables can be reassigned, so only immutable tables are remembered.
+  if (!(map instanceof Variable) && !(count instanceof Variable)) eplbMapsChecked.set(map, {count, maxUsed});
+  return maxUsed;
 }
 
 export const selectExperts = op({selectExperts_});

@@ -11,13 +11,13 @@ export function tensorArg<R extends Tensor>(x: R | TensorLike, name: string, opN
   if (x == null) throw new Error(`${opName}: '${name}' is required: a ${dtype} tensor of shape [${dims.join(', ')}]`);
   let t: R;
   if (x instanceof Tensor) {
+    if (x.isDisposed) throw new Error(`${opName}: '${name}' is a disposed tensor (shape ${shapeStr(x.shape)})`);
     t = x;
   } else {
-    try {
-      t = tensor(x as TensorLike, undefined, dtype) as R;
-    } catch (e) {
-      throw new Error(`${opName}: '${name}' must be a Tensor or nested numbers: ${(e as Error).message}`);
-    }
+    // tf.tensor() neither rejects ragged arrays (it pads the shape from the first row) nor non-integers for
+    // int32 (it truncates), so nested values are checked here first.
+    const {values, shape} = flattenTensorLike(x, name, opName, dtype);
+    t = tensor(values, shape, dtype) as R;
   }
   if (t.rank !== dims.length) {
     throw new Error(`${opName}: '${name}' must be a ${dims.length}-D tensor of shape [${dims.join(', ')}] ` +
@@ -27,6 +27,50 @@ export function tensorArg<R extends Tensor>(x: R | TensorLike, name: string, opN
     throw new Error(`${opName}: '${name}' must have dtype ${dtype} but got ${t.dtype}`);
   }
   return t;
+}
+
+/** Nested arrays (or one typed array) of numbers → flat values and shape; ragged or non-numeric input is an error. */
+function flattenTensorLike(x: unknown, name: string, opName: string, dtype: DataType):
+    {values: number[]; shape: number[]} {
+  const values: number[] = [];
+  const path: number[] = [];   // the index of the element being walked, printed only in an error
+  const at = (i?: number) => (i == null ? path : [...path, i]).map((j) => `[${j}]`).join('') || '[]';
+  const fail = (why: string): never => {
+    throw new Error(`${opName}: '${name}' must be a Tensor or nested arrays of numbers: ${why}`);
+  };
+  const isInt32 = (v: number) => Number.isInteger(v) && v >= -(2 ** 31) && v < 2 ** 31;
+  const walk = (v: unknown): number[] => {
+    if (typeof v === 'number') {
+      if (dtype === 'int32' && !isInt32(v)) fail(`${dtype} needs integers but element ${at()} is ${v}`);
+      values.push(v);
+      return [];
+    }
+    if (ArrayBuffer.isView(v) && !(v instanceof DataView)) {
+      const items = v as unknown as ArrayLike<number | bigint>;
+      for (let i = 0; i < items.length; i++) {
+        const n = items[i];
+        if (typeof n !== 'number') fail(`element ${at(i)} is ${typeof n}`);
+        if (dtype === 'int32' && !isInt32(n as number)) fail(`${dtype} needs integers but element ${at(i)} is ${n}`);
+        values.push(n as number);
+      }
+      return [items.length];
+    }
+    if (!Array.isArray(v)) return fail(`element ${at()} is ${v === null ? 'null' : typeof v}`);
+    let inner: number[] | null = null;
+    for (let i = 0; i < v.length; i++) {
+      path.push(i);
+      const s = walk(v[i]);
+      path.pop();
+      if (inner == null) {
+        inner = s;
+      } else if (s.length !== inner.length || s.some((d, j) => d !== inner![j])) {
+        fail(`it is ragged: element ${at(i)} has shape ${shapeStr(s)} but ${at(0)} has ${shapeStr(inner)}`);
+      }
+    }
+    return [v.length, ...(inner ?? [])];
+  };
+  const shape = walk(x);
+  return {values, shape};
 }
 
 /** Checks that axis `axis` of `t` has size `size`; `what` says where the size comes from. */
@@ -61,33 +105,61 @@ export function finiteArg(value: unknown, name: string, opName: string): number 
 }
 
 /**
- * Tensors whose values are known to be valid: ids produced by our routing kernels, and expert maps
- * checked once. Only unknown ids cost a read-back to check their range.
+ * What is known about an integer tensor's values without reading it: the range [min, max] they lie in, and,
+ * for ids made by our routing and EPLB ops, where that range comes from (e.g. "routing over 8 experts").
+ * Only unknown tensors cost a read-back; the range, not just "checked", is remembered, so ids checked
+ * against 8 experts are not trusted against 4.
  */
-const checkedTensors = new WeakSet<Tensor>();
+interface KnownRange {
+  min: number;
+  max: number;
+  /** Set when the range comes from shapes (never read): a range that does not fit is then an error. */
+  source?: string;
+}
+const knownRanges = new WeakMap<Tensor, KnownRange>();
 
-export function markChecked<T extends Tensor>(t: T): T {
-  checkedTensors.add(t);
+/** Records that every value of `t` lies in [min, max] because of `source` (e.g. 'routing over 8 experts'). */
+export function markRange<T extends Tensor>(t: T, min: number, max: number, source: string): T {
+  knownRanges.set(t, {min, max, source});
   return t;
 }
 
-/** Reads `t` once to check every value with `isValid`; later calls with the same tensor are free. */
-export function checkValuesOnce(t: Tensor, name: string, opName: string, expectation: string,
-    isValid: (v: number) => boolean): void {
-  if (checkedTensors.has(t)) return;
-  let values: ArrayLike<number>;
+/** The range recorded for `t`, if any. */
+export function knownRange(t: Tensor): Readonly<KnownRange> | undefined {
+  return knownRanges.get(t);
+}
+
+/**
+ * Checks that every value of `t` lies in [min, max]. A tensor with a recorded range that fits costs nothing;
+ * one whose range comes from shapes and does not fit is refused without reading it; anything else is read
+ * back once, and its actual range remembered (not for Variables, which can be reassigned).
+ */
+export function checkRangeOnce(t: Tensor, name: string, opName: string, min: number, max: number,
+    expectation: string, advice = ''): void {
+  const known = knownRanges.get(t);
+  if (known && known.min >= min && known.max <= max) return;
+  if (known?.source) {
+    throw new Error(`${opName}: '${name}' must hold ${expectation} but comes from ${known.source} ` +
+        `(values in [${known.min}, ${known.max}])${advice}`);
+  }
+  const values = readValues(t, name, opName);
+  let lo = Infinity, hi = -Infinity;
+  for (let i = 0; i < values.length; i++) {
+    const v = values[i];
+    if (!(v >= min && v <= max)) throw new Error(`${opName}: '${name}' must hold ${expectation} but element ${i} is ${v}`);
+    if (v < lo) lo = v;
+    if (v > hi) hi = v;
+  }
+  if (!(t instanceof Variable)) knownRanges.set(t, {min: lo, max: hi});
+}
+
+/** A synchronous read of `t` for a check, with an error that says how to avoid it. */
+export function readValues(t: Tensor, name: string, opName: string): ArrayLike<number> {
   try {
-    values = t.dataSync() as ArrayLike<number>;
+    return t.dataSync() as ArrayLike<number>;
   } catch (e) {
     throw new Error(`${opName}: cannot check '${name}' on the '${t.constructor.name}' backend without a synchronous ` +
         `read (${(e as Error).message}); pass ids produced by selectExperts/fusedTopK/groupedTopK, or await ` +
         `'${name}'.data() before the call`);
   }
-  for (let i = 0; i < values.length; i++) {
-    if (!isValid(values[i])) {
-      throw new Error(`${opName}: '${name}' must hold ${expectation} but element ${i} is ${values[i]}`);
-    }
-  }
-  // A Variable can be reassigned, so only immutable tensors are remembered.
-  if (!(t instanceof Variable)) checkedTensors.add(t);
 }

@@ -11,7 +11,7 @@
  * ```
  */
 import type {Tensor} from '@tensorflow/tfjs-core';
-import {WeightFormat} from './format';
+import {WeightFormat, formatBits, numGroups} from './format';
 
 export interface QuantizedExpertWeights {
   format: WeightFormat;
@@ -28,4 +28,28 @@ export interface QuantizedExpertWeights {
 
 export function isQuantizedExpertWeights(w: unknown): w is QuantizedExpertWeights {
   return typeof w === 'object' && w != null && 'format' in w && 'data' in w && 'shape' in w;
+}
+
+/** Shape and dtype of each canonical tensor of an expert stack in `format` (format.ts's layout). */
+export interface ExpertTensorShapes {
+  data: {shape: number[]; dtype: 'float32' | 'int32'};
+  scales?: {shape: number[]; dtype: 'float32' | 'int32'};
+  zeros?: {shape: number[]; dtype: 'float32'};
+  gIdx?: {shape: number[]; dtype: 'int32'};
+  bias?: {shape: number[]; dtype: 'float32'};
+}
+
+export function expertTensorShapes(format: WeightFormat, E: number, N: number, K: number, hasBias: boolean):
+    ExpertTensorShapes {
+  const G = numGroups(format, K);
+  const out: ExpertTensorShapes = {data: format.code === 'f32' ? {shape: [E, N, K], dtype: 'float32'} :
+    {shape: [E, N * K * formatBits(format) / 32], dtype: 'int32'}};
+  if (G > 0) {
+    out.scales = format.scaleCode === 'e8m0' ? {shape: [E, Math.ceil(N * G / 4)], dtype: 'int32'} :
+      {shape: [E, Math.ceil(N / format.blockRows), G], dtype: 'float32'};
+  }
+  if (format.zero === 'tensor') out.zeros = {shape: [E, N, G], dtype: 'float32'};
+  if (format.hasGIdx) out.gIdx = {shape: [E, K], dtype: 'int32'};
+  if (hasBias) out.bias = {shape: [E, N], dtype: 'float32'};
+  return out;
 }

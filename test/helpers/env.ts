@@ -14,9 +14,9 @@ export function backendsUnderTest(): string[] {
   return (list ?? 'cpu').split(',').map((s) => s.trim()).filter(Boolean);
 }
 
-export function describeBackends(title: string, fn: (backend: string) => void): void {
+export function describeBackends(title: string, fn: (backend: string) => void, cpuNote = ''): void {
   for (const backend of backendsUnderTest()) {
-    describe(`${title} [${backend}]`, function() {
+    describe(`${title} [${backend}${backend === 'cpu' ? cpuNote : ''}]`, function() {
       // SwiftShader and first-time shader compiles are slow.
       this.timeout(120000);
       before(async () => {
@@ -26,6 +26,15 @@ export function describeBackends(title: string, fn: (backend: string) => void): 
       fn(backend);
     });
   }
+}
+
+/**
+ * describeBackends for suites whose expected values come from the cpu reference (routingImpl,
+ * fusedExpertsImpl): on cpu the kernel under test is that reference, so the title says the run checks the
+ * reference against itself (only the op wrappers and the properties asserted beside it are tested there).
+ */
+export function describeAgainstReference(title: string, fn: (backend: string) => void): void {
+  describeBackends(title, fn, ': the reference compared with itself');
 }
 
 /** Runs `fn` and checks that every tensor it made, except those it returns in `keep`, was disposed. */

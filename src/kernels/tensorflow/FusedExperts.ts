@@ -18,21 +18,40 @@
  *   pair → row  row(p) = blockStart[key] · B + (position in sorted order - segment start)
  */
 import {KernelConfig, TensorInfo} from '@tensorflow/tfjs-core';
-import {Activation, FusedExperts, FusedExpertsAttrs, FusedExpertsInputs, expertWeightShards, unsupportedExpertsFeature} from '../../kernel_names';
-import {FLOAT32_FORMAT, formatKey} from '../../quant/format';
+import {Activation, FusedExperts, FusedExpertsAttrs, FusedExpertsInputs, expertProjectionShards} from '../../kernel_names';
+import {SWIGLUOAI_ALPHA, SWIGLUOAI_LIMIT} from '../../math';
+import {WeightFormat, parseFormatKey} from '../../quant/format';
+import {ProjectionParts, fakeQuantizeFp8, gatherExpertWeights} from './dequantize';
 import {checkIndexRange} from './Eplb';
 import {ExpertsComposition, chooseExpertsComposition} from './experts_composition';
 import {RawOps, tensorflowBackend} from './raw_ops';
 
 interface Shard {
-  w13: TensorInfo;  // [Es, 2I, H]
-  w2: TensorInfo;   // [Es, H, I]
+  w13: ProjectionParts;  // logical [Es, 2I, H]
+  w2: ProjectionParts;   // logical [Es, H, I]
   first: number;    // local id of its first expert
   numExperts: number;
 }
 
-/** act(gate) * up of h [..., 2I]. */
+/** How the experts' weights and activations are stored and computed (the same for every shard). */
+interface ExpertsMath {
+  format: WeightFormat;
+  activation: Activation;
+  H: number;
+  I: number;
+  /** 0, or the group of fp8 activation quantization. */
+  activationQuantGroup: number;
+}
+
+/** act(gate) * up of h [..., 2I]: gate rows then up rows, or interleaved for 'swigluoai'. */
 function gatedActivation(ops: RawOps, h: TensorInfo, activation: Activation): TensorInfo {
+  if (activation === 'swigluoai') {
+    const [n, B, twoI] = h.shape;
+    const [gate0, up0] = ops.split(ops.reshape(h, [n, B, twoI / 2, 2]), 3, 2);
+    const gate = ops.reshape(ops.minimum(gate0, SWIGLUOAI_LIMIT), [n, B, twoI / 2]);
+    const up = ops.reshape(ops.clip(up0, -SWIGLUOAI_LIMIT, SWIGLUOAI_LIMIT), [n, B, twoI / 2]);
+    return ops.mul(ops.add(up, 1), ops.mul(gate, ops.sigmoid(ops.mul(gate, SWIGLUOAI_ALPHA))));
+  }
   const [gate, up] = ops.split(h, h.shape.length - 1, 2);
   const act = activation === 'gelu' ?
     ops.mul(ops.mul(gate, 0.5), ops.add(ops.erf(ops.mul(gate, Math.SQRT1_2)), 1)) :
@@ -40,22 +59,32 @@ function gatedActivation(ops: RawOps, h: TensorInfo, activation: Activation): Te
   return ops.mul(act, up);
 }
 
+/** x [n, B, K] · Wᵀ (+ bias) for the gathered experts' projection. */
+function project(ops: RawOps, x: TensorInfo, parts: ProjectionParts, experts: TensorInfo, m: ExpertsMath, N: number,
+    K: number): TensorInfo {
+  const xq = m.activationQuantGroup > 0 ? fakeQuantizeFp8(ops, x, m.activationQuantGroup) : x;
+  const y = ops.batchMatMul(xq, gatherExpertWeights(ops, parts, experts, m.format, N, K), false, true);
+  if (!parts.bias) return y;
+  return ops.add(y, ops.reshape(ops.gather(parts.bias, experts, 0), [experts.shape[0], 1, N]));
+}
+
 /**
  * The expert MLP of each block: x [nb, B, H] with block experts [nb] (float32 ids within the shard)
  * → y [nb, B, H]. Gathers the weights chunk by chunk so that at most one chunk's copies are alive.
  */
-function expertBlocks(ops: RawOps, x: TensorInfo, blockExpert: TensorInfo, shard: Shard, activation: Activation,
+function expertBlocks(ops: RawOps, x: TensorInfo, blockExpert: TensorInfo, shard: Shard, m: ExpertsMath,
     blocksPerChunk: number): TensorInfo {
   const [nb, B, H] = x.shape;
+  const I = m.I;
   const chunks: TensorInfo[] = [];
   for (let first = 0; first < nb; first += blocksPerChunk) {
     const n = Math.min(blocksPerChunk, nb - first);
     chunks.push(ops.scoped(() => {
       const xs = n === nb ? x : ops.slice(x, [first, 0, 0], [n, B, H]);
       const experts = ops.cast(n === nb ? blockExpert : ops.slice(blockExpert, [first], [n]), 'int32');
-      const h = ops.batchMatMul(xs, ops.gather(shard.w13, experts, 0), false, true);    // [n, B, 2I]
-      const a = gatedActivation(ops, h, activation);                                     // [n, B, I]
-      return ops.batchMatMul(a, ops.gather(shard.w2, experts, 0), false, true);        // [n, B, H]
+      const h = project(ops, xs, shard.w13, experts, m, 2 * I, H);                        // [n, B, 2I]
+      const a = gatedActivation(ops, h, m.activation);                                   // [n, B, I]
+      return project(ops, a, shard.w2, experts, m, H, I);                                // [n, B, H]
     }));
   }
   return ops.concat(chunks, 0);
@@ -67,7 +96,7 @@ interface Problem {
   localId: TensorInfo;     // [N] float32 local expert of each pair, -1 if none
   pairToken: TensorInfo;   // [N] float32
   T: number; k: number; H: number;
-  activation: Activation;
+  math: ExpertsMath;
   onInput: boolean;
 }
 
@@ -75,7 +104,7 @@ interface Problem {
 function decodeShard(ops: RawOps, p: Problem, x: TensorInfo, shard: Shard, plan: ExpertsComposition): TensorInfo {
   const N = p.T * p.k;
   const expert = ops.clip(ops.sub(p.localId, shard.first), 0, shard.numExperts - 1);
-  const y = expertBlocks(ops, ops.reshape(x, [N, 1, p.H]), expert, shard, p.activation, plan.blocksPerChunk);
+  const y = expertBlocks(ops, ops.reshape(x, [N, 1, p.H]), expert, shard, p.math, plan.blocksPerChunk);
   return ops.reshape(y, [N, p.H]);
 }
 
@@ -104,7 +133,7 @@ function prefillShard(ops: RawOps, p: Problem, x: TensorInfo, shard: Shard, inSh
       0, N - 1);
   const rowPair = ops.reshape(ops.gatherAt(order, sortedPos, 0), [R]);  // rows past a count: unused
   const xRows = ops.gatherAt(x, rowPair, 0);                                                // [R, H]
-  const yRows = ops.reshape(expertBlocks(ops, ops.reshape(xRows, [numBlocks, B, p.H]), expert, shard, p.activation,
+  const yRows = ops.reshape(expertBlocks(ops, ops.reshape(xRows, [numBlocks, B, p.H]), expert, shard, p.math,
       plan.blocksPerChunk), [R, p.H]);
 
   // Back to pair order: row(p) = blockStart[key]·B + (sorted position - segment start).
@@ -121,20 +150,20 @@ export const fusedExpertsConfig: KernelConfig = {
   kernelFunc: ({inputs, attrs, backend}) => {
     const ins = inputs as FusedExpertsInputs;
     const a = attrs as unknown as FusedExpertsAttrs;
-    const unsupported = unsupportedExpertsFeature(a, 'tensorflow', {formats: (k) => k === formatKey(FLOAT32_FORMAT),
-      bias: false, swigluoai: false, fp8Activations: false});
-    if (unsupported) throw new Error(unsupported);
-    const {w13, w2} = expertWeightShards(ins, a);
+    const format = parseFormatKey(a.weightFormat);
+    const {w13, w2} = expertProjectionShards(ins, a);
     const [T, H] = ins.hiddenStates.shape;
     const k = ins.topkIds.shape[1];
-    const I = w2[0].shape[2];
+    const I = a.intermediateSize;
     const N = T * k;
-    const plan = chooseExpertsComposition(N, w13.map((w) => w.shape[0]), 3 * I * H * 4);
+    // Packed formats also hold the unpacked codes of a chunk while decoding it: count them in the chunk's bytes.
+    const bytesPerExpert = 3 * I * H * 4 * (format.code === 'f32' ? 1 : 3);
+    const plan = chooseExpertsComposition(N, w13.map((w) => w.data.shape[0]), bytesPerExpert);
     const shards: Shard[] = [];
     let first = 0;
     for (let s = 0; s < w13.length; s++) {
-      shards.push({w13: w13[s], w2: w2[s], first, numExperts: w13[s].shape[0]});
-      first += w13[s].shape[0];
+      shards.push({w13: w13[s], w2: w2[s], first, numExperts: w13[s].data.shape[0]});
+      first += w13[s].data.shape[0];
     }
     checkIndexRange(FusedExperts, 'rows (T·k plus block padding)',
         N + (plan.blockRows - 1) * first + a.globalNumExperts);
@@ -149,7 +178,8 @@ export const fusedExpertsConfig: KernelConfig = {
         pairWeight: ops.reshape(ins.topkWeights, [N, 1]),
         localId: ops.select(idInRange, local, -1),
         pairToken: ops.reshape(ops.add(ops.reshape(ops.iota(T), [T, 1]), ops.fill([1, k], 0)), [N]),
-        T, k, H, activation: a.activation, onInput: a.applyRouterWeightOnInput,
+        T, k, H, onInput: a.applyRouterWeightOnInput,
+        math: {format, activation: a.activation, H, I, activationQuantGroup: a.activationQuantGroup},
       };
       let x: TensorInfo = ops.gatherAt(p.hidden, p.pairToken, 0);                          // [N, H]
       if (p.onInput) x = ops.mul(x, p.pairWeight);

@@ -163,6 +163,31 @@ export class RawOps {
   erf(x: TensorInfo): Tensor { return this.unary('Erf', x); }
   softmax(x: TensorInfo): Tensor { return this.unary('Softmax', x); }
 
+  abs(x: TensorInfo): Tensor { return this.unary('Abs', x); }
+  /** Round half to even (TensorFlow's Round). */
+  round(x: TensorInfo): Tensor { return this.unary('Round', x); }
+  equal(x: TensorInfo | number, y: TensorInfo | number): Tensor {
+    const a = typeof x === 'number' ? this.constant(x, 'int32') : x;
+    const b = typeof y === 'number' ? this.constant(y, a.dtype as 'int32' | 'float32') : y;
+    return this.op('Equal', [this.type('T', a.dtype as Dtype), this.bool('incompatible_shape_error', true)], [a, b]);
+  }
+
+  // ---- int32 bit operations (packed weights) -------------------------------------------------
+
+  private int32Binary(name: string, x: TensorInfo, y: TensorInfo | number): Tensor {
+    return this.op(name, [this.type('T', 'int32')], [x, typeof y === 'number' ? this.constant(y, 'int32') : y]);
+  }
+  bitwiseAnd(x: TensorInfo, y: TensorInfo | number): Tensor { return this.int32Binary('BitwiseAnd', x, y); }
+  bitwiseOr(x: TensorInfo, y: TensorInfo | number): Tensor { return this.int32Binary('BitwiseOr', x, y); }
+  /** Arithmetic (sign-extending) shift for int32; callers mask the bits they keep. */
+  rightShift(x: TensorInfo, y: TensorInfo | number): Tensor { return this.int32Binary('RightShift', x, y); }
+  leftShift(x: TensorInfo, y: TensorInfo | number): Tensor { return this.int32Binary('LeftShift', x, y); }
+  addInt(x: TensorInfo, y: TensorInfo | number): Tensor { return this.int32Binary('AddV2', x, y); }
+  /** Reinterprets the bits of an int32 / float32 tensor as the other dtype. */
+  bitcast(x: TensorInfo, dtype: 'float32' | 'int32'): Tensor {
+    return this.op('Bitcast', [this.type('T', x.dtype as Dtype), this.type('type', dtype)], [x]);
+  }
+
   clip(x: TensorInfo, lo: number, hi: number): Tensor {
     return this.op('ClipByValue', [this.type('T', 'float32')], [x, this.constant(lo), this.constant(hi)]);
   }

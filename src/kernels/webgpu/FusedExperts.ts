@@ -45,6 +45,8 @@ import {ExpertsW13GemmProgram, ExpertsW2GemmProgram, GEMM_BLOCK_ROWS} from './ex
 import {ExpertsW13GroupedGemvProgram, ExpertsW2GroupedGemvProgram} from './experts_grouped_gemv_webgpu';
 import {ExpertsW2CombineGemvProgram, W2_COMBINE_TOPK} from './experts_w2_combine_gemv_webgpu';
 import {ExpertsStage, ExpertsW13GemvProgram, ExpertsW2GemvProgram} from './experts_gemv_webgpu';
+import {ExpertsW13TensorCoreGemmProgram, ExpertsW2TensorCoreGemmProgram, TC_BLOCK_ROWS} from './experts_gemm_tc_webgpu';
+import {webgpuCapabilities} from './capabilities';
 
 /**
  * 'decode': a GEMV per (token, slot) pair, no grouping (best at T = 1, where the k experts differ);
@@ -186,6 +188,24 @@ export function chooseSplitK(workgroups: number, kTiles: number): number {
     splitK *= 2;
   }
   return splitK;
+}
+
+/**
+ * The prefill GEMM kernel: f16 tensor cores where the device reaches them (capabilities.ts says why not
+ * otherwise), else the float32 SIMT tiles.
+ */
+export function chooseGemmKernel(backend: WebGPUBackend, H: number, I: number,
+    attrs?: Pick<FusedExpertsAttrs, 'hasBias' | 'activation'>, format?: WeightFormat):
+    {kernel: 'tensor-core-f16' | 'simt-f32'; reason: string} {
+  const caps = webgpuCapabilities(backend);
+  if (!caps.tensorCoreF16) return {kernel: 'simt-f32', reason: caps.tensorCoreReason};
+  if ((format && format.code !== 'f32') || attrs?.hasBias || attrs?.activation === 'swigluoai') {
+    return {kernel: 'simt-f32', reason: 'the tensor-core GEMM takes float32 weights without biases or swigluoai so far'};
+  }
+  if (H % 8 !== 0 || I % 8 !== 0) {
+    return {kernel: 'simt-f32', reason: `the tensor-core tiles load 8 k at a time and H = ${H}, I = ${I}`};
+  }
+  return {kernel: 'tensor-core-f16', reason: 'f16 operands, f32 accumulation on subgroup matrices'};
 }
 
 function checkBinding(backend: WebGPUBackend, shape: number[], what: string, advice: string): void {
@@ -337,7 +357,8 @@ export const fusedExpertsWebGPU: KernelFunc = ({inputs, attrs, backend: b}): Ten
         [actIn, align, ...weightsFor('w2')]]);
       return backend.runWebGPUProgram(combine, [y, ...ids], 'float32');
     } else {
-      const blockRows = chooseBlockRows(P, numLocalExperts);
+      const gemm = chooseGemmKernel(backend, H, I, a, format);
+      const blockRows = gemm.kernel === 'tensor-core-f16' ? TC_BLOCK_ROWS : chooseBlockRows(P, numLocalExperts);
       const tileK = chooseTileK(blockRows, backend.device.limits.maxComputeWorkgroupStorageSize);
       const rows = maxPaddedRows(P, numLocalExperts, blockRows);
       checkBinding(backend, [rows, I], 'the expert-sorted activations', 'call it on fewer tokens at a time');
@@ -346,13 +367,15 @@ export const fusedExpertsWebGPU: KernelFunc = ({inputs, attrs, backend: b}): Ten
       temps.push(align);
       const act = temp([rows, I]);
       const tiles = (s: number) => Math.ceil(P / blockRows) + w13[s].shape[0];
-      perShard('w13', act, (s) => [new ExpertsW13GemmProgram({...common, stage: 'w13', blockRows, tileK}, [rows, I], tiles(s)),
+      const W13Gemm = gemm.kernel === 'tensor-core-f16' ? ExpertsW13TensorCoreGemmProgram : ExpertsW13GemmProgram;
+      const W2Gemm = gemm.kernel === 'tensor-core-f16' ? ExpertsW2TensorCoreGemmProgram : ExpertsW2GemmProgram;
+      perShard('w13', act, (s) => [new W13Gemm({...common, stage: 'w13', blockRows, tileK}, [rows, I], tiles(s)),
         [x, align, ...weightsFor('w13')]]);
       const actIn = quantized(act);
       const splitK = chooseSplitK((Math.ceil(P / blockRows) + numLocalExperts) * Math.ceil(H / 128), Math.ceil(I / tileK));
       checkBinding(backend, [splitK * P, H], `the w2 partial sums (${splitK} K parts)`, 'call it on fewer tokens at a time');
       const y = temp([splitK * P, H]);
-      perShard('w2', y, (s) => [new ExpertsW2GemmProgram({...common, stage: 'w2', blockRows, tileK, splitK}, [splitK * P, H],
+      perShard('w2', y, (s) => [new W2Gemm({...common, stage: 'w2', blockRows, tileK, splitK}, [splitK * P, H],
         tiles(s)), [actIn, align, ...weightsFor('w2')]]);
       combine = new ExpertsCombineProgram(common, T, {splits: splitK});
       return backend.runWebGPUProgram(combine, [y, ...ids], 'float32');

@@ -10,6 +10,7 @@
  */
 import {env} from '@tensorflow/tfjs-core';
 import type {WebGPUBackend} from '@tensorflow/tfjs-backend-webgpu';
+import {TC_WORKGROUP_BYTES} from './experts_gemm_tc_webgpu';
 
 /**
  * tfjs flag: set it false (`tf.env().set(SUBGROUPS_FLAG, false)`) to make every kernel take its
@@ -33,14 +34,50 @@ export interface WebGPUCapabilities {
   maxComputeWorkgroupStorageSize: number;
   /** Why `subgroups` is false ('' when it is true). */
   reason: string;
+  /** Kernels may write `enable f16;` (the device has `shader-f16`). */
+  shaderF16: boolean;
+  /** The subgroup-matrix shapes and types the adapter lists (empty without the feature). */
+  subgroupMatrixConfigs: SubgroupMatrixConfig[];
+  /** Whether the f16 tensor-core prefill GEMM can run here, and why not ('' when it can). */
+  tensorCoreF16: boolean;
+  tensorCoreReason: string;
+}
+
+/** One entry of GPUAdapterInfo.subgroupMatrixConfigs (Dawn's chromium-experimental-subgroup-matrix). */
+export interface SubgroupMatrixConfig {
+  componentType: string;
+  resultComponentType: string;
+  M: number;
+  N: number;
+  K: number;
+}
+
+/**
+ * tfjs flag: set it true to run the prefill GEMMs on f16 tensor cores where the device reaches them.
+ * Off by default: the first tensor-core kernel is correct on the H200 but not yet faster than the float32
+ * SIMT tiles where prefill runs (2026-12-03, GPU time at M = 4096: Qwen3 16.3 vs 12.3 ms, DeepSeek-V3 TP8
+ * 13.8 vs 14.8 ms; it wins only at M = 64, 2.3-2.8×, where the grouped GEMV runs instead);
+ * bench/results/2026-12-03-h200-tensor-core-check.log.
+ */
+export const TENSOR_CORES_FLAG = 'MOE_WEBGPU_TENSOR_CORES';
+env().registerFlag(TENSOR_CORES_FLAG, () => false);
+
+
+
+interface DeviceFeatures {
+  minSize: number;
+  maxSize: number;
+  shaderF16: boolean;
+  subgroupMatrixConfigs: SubgroupMatrixConfig[];
 }
 
 /** Subgroup sizes of the devices made by `createWebGPUBackend` with the feature and the directive hoist. */
-const subgroupDevices = new WeakMap<GPUDevice, {minSize: number; maxSize: number}>();
+const subgroupDevices = new WeakMap<GPUDevice, DeviceFeatures>();
 
 /** Called by ./device.ts once a device has the `subgroups` feature and hoists `enable` directives. */
-export function markSubgroupDevice(device: GPUDevice, minSize: number, maxSize: number): void {
-  subgroupDevices.set(device, {minSize, maxSize});
+export function markSubgroupDevice(device: GPUDevice, minSize: number, maxSize: number, shaderF16 = false,
+    subgroupMatrixConfigs: SubgroupMatrixConfig[] = []): void {
+  subgroupDevices.set(device, {minSize, maxSize, shaderF16, subgroupMatrixConfigs});
 }
 
 export function webgpuCapabilities(backend: WebGPUBackend): WebGPUCapabilities {
@@ -50,7 +87,9 @@ export function webgpuCapabilities(backend: WebGPUBackend): WebGPUCapabilities {
     maxComputeInvocationsPerWorkgroup: device.limits.maxComputeInvocationsPerWorkgroup,
     maxComputeWorkgroupStorageSize: device.limits.maxComputeWorkgroupStorageSize,
   };
-  const off = (reason: string): WebGPUCapabilities => ({subgroups: false, subgroupSize: 0, ...limits, reason});
+  const off = (reason: string): WebGPUCapabilities => ({subgroups: false, subgroupSize: 0, ...limits, reason,
+    shaderF16: false, subgroupMatrixConfigs: [], tensorCoreF16: false,
+    tensorCoreReason: `the tensor-core GEMM needs subgroups, which are off: ${reason}`});
 
   if (!env().getBool(SUBGROUPS_FLAG)) return off(`disabled by the tfjs flag ${SUBGROUPS_FLAG}`);
   const sizes = subgroupDevices.get(device);
@@ -63,5 +102,21 @@ export function webgpuCapabilities(backend: WebGPUBackend): WebGPUCapabilities {
         'backend starts, or call registerWebGPUBackendWithSubgroups())');
   }
   const fixed = sizes.minSize > 0 && sizes.minSize === sizes.maxSize;
-  return {subgroups: true, subgroupSize: fixed ? sizes.minSize : 0, ...limits, reason: ''};
+  const subgroupSize = fixed ? sizes.minSize : 0;
+  const f16Config = sizes.subgroupMatrixConfigs.some((c) => c.componentType === 'f16' &&
+      c.resultComponentType === 'f32' && c.M === 16 && c.N === 16 && c.K === 16);
+  const whyNot = !env().getBool(TENSOR_CORES_FLAG) ? `off unless the tfjs flag ${TENSOR_CORES_FLAG} is set: not yet ` +
+      'faster than the float32 tiles at large M on the H200' :
+    !sizes.shaderF16 ? 'the device has no shader-f16 (Dawn on NVIDIA Vulkan: toggle vulkan_enable_f16_on_nvidia; ' +
+      'Chrome: --enable-unsafe-webgpu)' :
+    sizes.subgroupMatrixConfigs.length === 0 ? 'the device has no chromium-experimental-subgroup-matrix (Dawn: ' +
+      'toggle allow_unsafe_apis; Chrome: --enable-features=WebGPUExperimentalFeatures or chrome://flags ' +
+      '#enable-webgpu-developer-features)' :
+    !f16Config ? `no f16×f16→f32 16×16×16 subgroup-matrix config among ${JSON.stringify(sizes.subgroupMatrixConfigs)}` :
+    subgroupSize !== 32 ? `the kernel is laid out for subgroups of 32 and this device's size is ` +
+      `${subgroupSize || `${sizes.minSize}..${sizes.maxSize}`}` :
+    limits.maxComputeWorkgroupStorageSize < TC_WORKGROUP_BYTES ? `it needs ${TC_WORKGROUP_BYTES} ` +
+      `bytes of workgroup memory and the device allows ${limits.maxComputeWorkgroupStorageSize}` : '';
+  return {subgroups: true, subgroupSize, ...limits, reason: '', shaderF16: sizes.shaderF16,
+    subgroupMatrixConfigs: sizes.subgroupMatrixConfigs, tensorCoreF16: whyNot === '', tensorCoreReason: whyNot};
 }

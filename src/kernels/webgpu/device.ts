@@ -12,10 +12,12 @@
  */
 import {engine, env, registerBackend, removeBackend} from '@tensorflow/tfjs-core';
 import {WebGPUBackend} from '@tensorflow/tfjs-backend-webgpu';
-import {markSubgroupDevice} from './capabilities';
+import {SubgroupMatrixConfig, markSubgroupDevice} from './capabilities';
 
-// @webgpu/types 0.1.38 predates the feature's name.
+// @webgpu/types 0.1.38 predates these features' names.
 const SUBGROUPS = 'subgroups' as GPUFeatureName;
+const SHADER_F16 = 'shader-f16' as GPUFeatureName;
+const SUBGROUP_MATRIX = 'chromium-experimental-subgroup-matrix' as GPUFeatureName;
 
 /** GPUAdapterInfo's subgroup sizes (Chrome 131+, Dawn), newer than @webgpu/types 0.1.38. */
 interface SubgroupSizes {
@@ -23,10 +25,13 @@ interface SubgroupSizes {
   subgroupMaxSize?: number;
 }
 
-/** Moves WGSL global directives (`enable ...;`, `requires ...;`) to the start of the module, once each. */
+/**
+ * Moves WGSL global directives (`enable ...;`, `requires ...;`, `diagnostic(...);`) to the start of the
+ * module, once each.
+ */
 export function hoistDirectives(code: string): string {
   const directives: string[] = [];
-  const body = code.replace(/^[ \t]*(?:enable|requires)[ \t][^;\n]*;[ \t]*$/gm, (directive) => {
+  const body = code.replace(/^[ \t]*(?:(?:enable|requires)[ \t][^;\n]*|diagnostic[ \t]*\([^;\n]*\));[ \t]*$/gm, (directive) => {
     directives.push(directive.trim());
     return '';
   });
@@ -43,7 +48,8 @@ export async function createWebGPUBackend(): Promise<WebGPUBackend> {
       {powerPreference: env().getBool('WEBGPU_USE_LOW_POWER_GPU') ? 'low-power' : 'high-performance'});
   if (adapter == null) throw new Error('createWebGPUBackend: navigator.gpu.requestAdapter() found no adapter');
 
-  const wanted: GPUFeatureName[] = ['timestamp-query', 'bgra8unorm-storage', SUBGROUPS];
+  // shader-f16 and subgroup matrices feed the tensor-core prefill GEMM (Dawn offers them behind toggles).
+  const wanted: GPUFeatureName[] = ['timestamp-query', 'bgra8unorm-storage', SUBGROUPS, SHADER_F16, SUBGROUP_MATRIX];
   const requiredFeatures = wanted.filter((f) => adapter.features.has(f));
   const l = adapter.limits;
   const device = await adapter.requestDevice({
@@ -63,7 +69,12 @@ export async function createWebGPUBackend(): Promise<WebGPUBackend> {
     device.createShaderModule = (descriptor: GPUShaderModuleDescriptor) =>
       createShaderModule({...descriptor, code: hoistDirectives(descriptor.code)});
     const sizes = info as GPUAdapterInfo & SubgroupSizes;
-    markSubgroupDevice(device, sizes.subgroupMinSize ?? 0, sizes.subgroupMaxSize ?? 0);
+    markSubgroupDevice(device, sizes.subgroupMinSize ?? 0, sizes.subgroupMaxSize ?? 0,
+        device.features.has(SHADER_F16), device.features.has(SUBGROUP_MATRIX) ?
+          // Dawn's config objects keep their fields on the prototype: copy them into plain data.
+          ((info as GPUAdapterInfo & {subgroupMatrixConfigs?: SubgroupMatrixConfig[]}).subgroupMatrixConfigs ?? [])
+            .map((c) => ({componentType: c.componentType, resultComponentType: c.resultComponentType, M: c.M, N: c.N,
+              K: c.K})) : []);
   }
   return new WebGPUBackend(device, info);
 }
