@@ -102,6 +102,18 @@ function makeCase(seed: number, f: WeightFormat, c: QuantCase) {
   return {expected, tensors};
 }
 
+/** MOE_PRINT_ERRORS=1 (Node): print each case's max |error| against its tolerance. */
+const printErrors = typeof process !== 'undefined' && !!process.env?.MOE_PRINT_ERRORS;
+function printError(what: string, got: ArrayLike<number>, expected: ArrayLike<number>): void {
+  let maxRef = 0, maxErr = 0;
+  for (let i = 0; i < expected.length; i++) {
+    maxRef = Math.max(maxRef, Math.abs(expected[i]));
+    maxErr = Math.max(maxErr, Math.abs(got[i] - expected[i]));
+  }
+  const tol = 1e-4 * maxRef + 1e-5;
+  console.log(`ERR ${what}: max|err| ${maxErr.toExponential(2)}, tol ${tol.toExponential(2)} (${(maxErr / tol).toFixed(3)} of it)`);
+}
+
 describeBackends('fusedExperts with quantized weights', (backend) => {
   const runs = backend === 'webgpu' ? Object.entries(RUNS) : Object.entries(RUNS).slice(0, 1);
   afterEach(() => {
@@ -124,7 +136,9 @@ describeBackends('fusedExperts with quantized weights', (backend) => {
         const out = fusedExperts(t.hidden, t.w13.length > 1 ? t.w13 : t.w13[0], t.w2.length > 1 ? t.w2 : t.w2[0],
             t.weights, t.ids, {activation: run.c.activation, useFp8W8A8: run.c.fp8});
         expect(out.shape).to.deep.equal([run.c.T, run.c.H]);
-        expectClose(await out.data(), expected, `${formatKey(f)} ${name} ${run.path}`);
+        const got = await out.data();
+        if (printErrors) printError(`${name} [${backend}${backend === 'webgpu' ? ` ${run.path}` : ''}]`, got, expected);
+        expectClose(got, expected, `${formatKey(f)} ${name} ${run.path}`);
         out.dispose();
       });
       tf.dispose([t.hidden, t.weights, t.ids, ...t.all]);
