@@ -4,6 +4,7 @@
  *
  *   bash .gpu/run.sh .gpu/gpu_quant.mjs [--shapes mixtral-bf16,...] [--tokens 1,16,256,4096] [--json FILE]
  *   npx tsx bench/gpu_quant.ts --tiny          (SwiftShader here: the same shapes' structure, tiny sizes)
+ *   --variants: also the decode path with 8-k weight chunks ('ours-experts-narrow') against the default 16-byte ones
  *
  * Shapes: Mixtral-8x7B (8, 2, 4096, 14336) bf16 and int4 g128; Qwen3-30B-A3B (128, 8, 2048, 768) int4 g128;
  * DeepSeek-V3 TP8 (256, 8, 7168, 256) e4m3 128×128 blocks with fp8 w8a8 activations; gpt-oss-20b
@@ -23,7 +24,7 @@ import type {WebGPUBackend, WebGPUProgram} from '@tensorflow/tfjs-backend-webgpu
 import {webgpu_util} from '@tensorflow/tfjs-backend-webgpu';
 import {Activation, fusedExperts, fusedExpertsImpl, fusedMoE, routingImpl} from '../src';
 import {dequantizeImpl} from '../src/kernels/cpu/dequantize_impl';
-import {chooseExpertsPath} from '../src/kernels/webgpu/FusedExperts';
+import {chooseExpertsPath, setFusedExpertsDecodeChunks} from '../src/kernels/webgpu/FusedExperts';
 import {QuantizedExpertWeights} from '../src/quant/expert_weights';
 import {WeightFormat, formatBits, formatBytes, formatKey, numGroups} from '../src/quant/format';
 import {uniformTensor} from './problem';
@@ -276,6 +277,14 @@ async function timeShape(s: QuantShape, tokens: number[]) {
         const f = () => fusedExperts(hidden, w13, w2, topkW, topkIds, o);
         return timer ? timer.time(f) : f();
       }, opt));
+      if (args.includes('--variants') && chooseExpertsPath(M * s.k, s.E, M).path === 'decode') {
+        setFusedExpertsDecodeChunks('narrow');
+        row('ours-experts-narrow', await measure(async (timer) => {
+          const f = () => fusedExperts(hidden, w13, w2, topkW, topkIds, o);
+          return timer ? timer.time(f) : f();
+        }, opt));
+        setFusedExpertsDecodeChunks(null);
+      }
       row('ours', await measure(async (timer) => {
         const f = () => fusedMoE(hidden, logits, w13, w2, {topK: s.k, renormalize: true, ...o});
         return timer ? timer.time(f) : f();

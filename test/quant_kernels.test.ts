@@ -13,8 +13,8 @@ import {Activation, fusedExperts, fusedExpertsImpl} from '../src';
 import {dequantizeImpl} from '../src/kernels/cpu/dequantize_impl';
 import {WeightFormat, formatKey} from '../src/quant/format';
 import {QuantizedExpertWeights} from '../src/quant/expert_weights';
-import {ExpertsPath, setFusedExpertsBlockRows, setFusedExpertsPath, setFusedExpertsSplitK}
-  from '../src/kernels/webgpu/FusedExperts';
+import {ExpertsPath, setFusedExpertsBlockRows, setFusedExpertsDecodeChunks, setFusedExpertsPath,
+  setFusedExpertsSplitK} from '../src/kernels/webgpu/FusedExperts';
 import {expectClose, randn, rng} from './helpers/compare';
 import {describeBackends, expectNoLeaks} from './helpers/env';
 import {RandomProjection, randomProjection} from './helpers/quant_weights';
@@ -45,12 +45,14 @@ interface QuantCase {
   fp8?: boolean;
 }
 
-interface Run {path: ExpertsPath; c: QuantCase; splitK?: number; blockRows?: number}
+interface Run {path: ExpertsPath; c: QuantCase; splitK?: number; blockRows?: number; narrow?: boolean}
 
 const H = 256, I = 128;
 const RUNS: {[name: string]: Run} = {
   'decode, T=1 k=4 (fused w2 + combine)': {path: 'decode', c: {T: 1, k: 4, E: 6, shards: [6], H, I}},
   'decode, T=3 k=2, 2 weight tensors': {path: 'decode', c: {T: 3, k: 2, E: 5, shards: [2, 3], H, I}},
+  // The per-pair GEMVs read 16-byte chunks (32 k of int4) by default; the 8-k chunks the other programs use.
+  'decode, T=1 k=4, 8-k chunks': {path: 'decode', c: {T: 1, k: 4, E: 6, shards: [6], H, I}, narrow: true},
   'decode-grouped, T=6 k=2': {path: 'decode-grouped', c: {T: 6, k: 2, E: 3, shards: [3], H, I}},
   'prefill, T=9 k=2, 16-row tiles, split-K 2': {path: 'prefill', c: {T: 9, k: 2, E: 3, shards: [3], H, I},
     splitK: 2, blockRows: 16},
@@ -100,12 +102,27 @@ function makeCase(seed: number, f: WeightFormat, c: QuantCase) {
   return {expected, tensors};
 }
 
+/** MOE_PRINT_ERRORS=1 (Node): print each case's max |error| against its tolerance. */
+const printErrors = typeof process !== 'undefined' && !!process.env?.MOE_PRINT_ERRORS;
+function printError(what: string, got: ArrayLike<number>, expected: ArrayLike<number>): void {
+  let maxRef = 0, maxErr = 0;
+  for (let i = 0; i < expected.length; i++) {
+    maxRef = Math.max(maxRef, Math.abs(expected[i]));
+    maxErr = Math.max(maxErr, Math.abs(got[i] - expected[i]));
+  }
+  const tol = 1e-4 * maxRef + 1e-5;
+  console.log(`ERR ${what}: max|err| ${maxErr.toExponential(2)}, tol ${tol.toExponential(2)} (${(maxErr / tol).toFixed(3)} of it)`);
+}
+
 describeBackends('fusedExperts with quantized weights', (backend) => {
   const runs = backend === 'webgpu' ? Object.entries(RUNS) : Object.entries(RUNS).slice(0, 1);
-  afterEach(() => { setFusedExpertsPath(null); setFusedExpertsSplitK(null); setFusedExpertsBlockRows(null); });
+  afterEach(() => {
+    setFusedExpertsPath(null); setFusedExpertsSplitK(null); setFusedExpertsBlockRows(null);
+    setFusedExpertsDecodeChunks(null);
+  });
 
   const check = (name: string, seed: number, f: WeightFormat, run: Run) =>
-    it(`${name} (${backend === 'webgpu' ? run.path : 'cpu'}` +
+    it(`${name} (${backend === 'webgpu' ? run.path : 'cpu'}${run.narrow ? ', 8-k chunks' : ''}` +
         `${run.splitK ? `, split-K ${run.splitK}` : ''}, ${run.c.T}×${run.c.k})`, async () => {
       const {expected, tensors} = makeCase(seed, f, run.c);
       const t = tensors();
@@ -113,12 +130,15 @@ describeBackends('fusedExperts with quantized weights', (backend) => {
         setFusedExpertsPath(run.path);
         if (run.splitK) setFusedExpertsSplitK(run.splitK);
         if (run.blockRows) setFusedExpertsBlockRows(run.blockRows);
+        if (run.narrow) setFusedExpertsDecodeChunks('narrow');
       }
       await expectNoLeaks(async () => {
         const out = fusedExperts(t.hidden, t.w13.length > 1 ? t.w13 : t.w13[0], t.w2.length > 1 ? t.w2 : t.w2[0],
             t.weights, t.ids, {activation: run.c.activation, useFp8W8A8: run.c.fp8});
         expect(out.shape).to.deep.equal([run.c.T, run.c.H]);
-        expectClose(await out.data(), expected, `${formatKey(f)} ${name} ${run.path}`);
+        const got = await out.data();
+        if (printErrors) printError(`${name} [${backend}${backend === 'webgpu' ? ` ${run.path}` : ''}]`, got, expected);
+        expectClose(got, expected, `${formatKey(f)} ${name} ${run.path}`);
         out.dispose();
       });
       tf.dispose([t.hidden, t.weights, t.ids, ...t.all]);

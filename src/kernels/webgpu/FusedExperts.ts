@@ -16,6 +16,12 @@
  * handling only the pairs (or sorted tiles) of its expert range. The combine sums each token's k slots in
  * slot order (no atomics); pairs whose expert this rank does not hold contribute exactly 0.
  *
+ * Weight formats (src/quant/format.ts): every program reads its weights through dequant_wgsl.ts (a chunk of
+ * consecutive k of one row, already dequantized: the f32 entry is today's vec4 load), so packed weights are
+ * never widened in memory; each shard binds its data, scales, zeros, gIdx and bias tensors as the format has
+ * them. Biases are added to each projection's output, 'swigluoai' reads gate/up rows interleaved, and fp8 w8a8
+ * (activationQuantGroup > 0) fake-quantizes x and the activation rows (ExpertsFp8QuantProgram) before their GEMMs.
+ *
  * Subgroups: not used here (capabilities.ts offers them; the routing kernels, whose rows are one subgroup
  * wide, use them). The only cross-lane reductions are one tree of ≤ 8 barrier steps per GEMV workgroup,
  * after thousands of weight loads (under 2% of the GEMV time in the H200 profile), and a subgroup sum inside
@@ -96,6 +102,17 @@ let forcedShardBinding: 'all' | 'per-shard' | null = null;
  */
 export function setFusedExpertsShardBinding(mode: 'all' | 'per-shard' | null): void {
   forcedShardBinding = mode;
+}
+
+let forcedDecodeChunks: 'wide' | 'narrow' | null = null;
+
+/**
+ * Forces the per-pair decode GEMVs' weight chunks for packed formats (benchmarks, tests): 'wide' = 16 bytes
+ * of codes per lane and load (32 k of int4), 'narrow' = 8 k (one u32 of int4); null restores 'wide'
+ * (dequant_wgsl.ts chunkShape; the f32 path is the same either way).
+ */
+export function setFusedExpertsDecodeChunks(mode: 'wide' | 'narrow' | null): void {
+  forcedDecodeChunks = mode;
 }
 
 let forcedTileK: number | null = null;
@@ -294,6 +311,7 @@ export const fusedExpertsWebGPU: KernelFunc = ({inputs, attrs, backend: b}): Ten
     const {path} = chooseExpertsPath(P, numLocalExperts, T);
     if (path === 'decode') {
       const act = temp([P, I]);
+      const wideChunks = forcedDecodeChunks !== 'narrow';
       // Every weight tensor bound in one dispatch where the storage bindings fit (+1: the output).
       const maxBindings = backend.device.limits.maxStorageBuffersPerShaderStage;
       const bindAll = (inputs: TensorInfo[], stage: ExpertsStage) => {
@@ -308,10 +326,10 @@ export const fusedExpertsWebGPU: KernelFunc = ({inputs, attrs, backend: b}): Ten
         const weights = stage === 'w13' ? w13 : w2;
         const Program = stage === 'w13' ? ExpertsW13GemvProgram : ExpertsW2GemvProgram;
         if (bindAll(inputs, stage)) {
-          run(new Program({...common, stage}, P, counts(weights)), [...inputs, ...allParts(stage)],
+          run(new Program({...common, stage, wideChunks}, P, counts(weights)), [...inputs, ...allParts(stage)],
               [{type: 'int32', data: [0]}], out);
         } else {
-          perShard(stage, out, (s) => [new Program({...common, stage}, P, [weights[s].shape[0]]), inputs]);
+          perShard(stage, out, (s) => [new Program({...common, stage, wideChunks}, P, [weights[s].shape[0]]), inputs]);
         }
       };
       gemv('w13', x, act);
@@ -320,7 +338,7 @@ export const fusedExpertsWebGPU: KernelFunc = ({inputs, attrs, backend: b}): Ten
       if (T === 1 && topK >= W2_COMBINE_TOPK.min && topK <= W2_COMBINE_TOPK.max &&
           (w2.length === 1 || bindAll(w2Inputs, 'w2'))) {
         // w2 and the combine in one program (saves a dispatch and the y buffer at T = 1).
-        const fused = new ExpertsW2CombineGemvProgram({...common, stage: 'w2'}, T, counts(w2));
+        const fused = new ExpertsW2CombineGemvProgram({...common, stage: 'w2', wideChunks}, T, counts(w2));
         return run(fused, [...w2Inputs, ...allParts('w2')]);
       }
       const y = temp([P, H]);

@@ -1,15 +1,16 @@
 /**
  * The WGSL twin of src/quant/format.ts: one dequantization vocabulary that every expert program (decode
  * GEMV, grouped GEMV, fused w2 + combine GEMV, prefill GEMM tile loads) reads its weights through, in the
- * manner of ggml-webgpu's mul_mat.tmpl.wgsl VARIANTS: a format is an entry of CODE_SNIPPETS plus the table
- * of chunk shapes, never a new kernel.
+ * manner of ggml-webgpu's mul_mat.tmpl.wgsl VARIANTS: a format is a case of codeVec (its decoder) and of
+ * chunkShape (its width), never a new kernel.
  *
  * The unit is a CHUNK of consecutive k of one weight row:
  *   'f32':          `vec` values (one vec4, or one scalar when K % 4 != 0), read as today (vec4 loads)
- *   every other:    8 values = one u32 of 4-bit codes, two of 8-bit, four of 16-bit; the data tensor is
- *                   bound with that many components (array<i32>, vec2<i32>, vec4<i32>), so each lane issues
- *                   one load per chunk and consecutive lanes read consecutive words: every packed byte is
- *                   read once, coalesced. Returned as two vec4<f32> (k 0..3, 4..7), already dequantized.
+ *   every other:    8 values = one u32 of 4-bit codes, two of 8-bit, four of 16-bit (the GEMM tile loads and
+ *                   the grouped GEMV), or `wide`, 16 bytes = 32 / 16 / 8 values (the per-pair decode GEMVs);
+ *                   the data tensor is bound with as many components (array<i32>, vec2<i32>, vec4<i32>), so
+ *                   each lane issues one load per chunk and consecutive lanes read consecutive words: every
+ *                   packed byte is read once, coalesced. Returned as vec4<f32>s, already dequantized.
  *
  * Per shard `s` the program binds `weights{s}` (data), then, as the format needs, `scales{s}`, `zeros{s}`,
  * `gidx{s}` and `bias{s}` (weightBindings), and this file emits
@@ -34,12 +35,21 @@ export interface ChunkShape {
   dataComponents: number;
 }
 
-export function chunkShape(f: WeightFormat, K: number): ChunkShape {
+/**
+ * `wide`: 16 bytes of codes per chunk (32 k of 4-bit, 16 of 8-bit, 8 of 16-bit; one vec4<i32> load per lane,
+ * as the f32 path's vec4), where K and the group size allow; the decode GEMVs ask for it. Otherwise 8 k.
+ */
+export function chunkShape(f: WeightFormat, K: number, wide = false): ChunkShape {
   if (f.code === 'f32') {
     const vec = K % 4 === 0 ? 4 : 1;
     return {values: vec, vecs: 1, vec, dataComponents: vec};
   }
-  return {values: 8, vecs: 2, vec: 4, dataComponents: formatBits(f) / 4};
+  const bits = formatBits(f);
+  const V = 128 / bits;
+  if (wide && K % V === 0 && (f.groupSize <= 0 || f.groupSize % V === 0)) {
+    return {values: V, vecs: V / 4, vec: 4, dataComponents: 4};
+  }
+  return {values: 8, vecs: 2, vec: 4, dataComponents: bits / 4};
 }
 
 /** Why the webgpu kernels cannot read this format at this K, or null. */
@@ -60,13 +70,13 @@ export function weightBindings(f: WeightFormat, hasBias: boolean, s: number): st
 }
 
 /** Components of each binding of weightBindings. */
-export function weightBindingComponents(f: WeightFormat, hasBias: boolean, s: number, K: number): number[] {
-  return weightBindings(f, hasBias, s).map((n) => n.startsWith('weights') ? chunkShape(f, K).dataComponents : 1);
+export function weightBindingComponents(f: WeightFormat, hasBias: boolean, s: number, ch: ChunkShape): number[] {
+  return weightBindings(f, hasBias, s).map((n) => n.startsWith('weights') ? ch.dataComponents : 1);
 }
 
 /** The key of everything here that changes code (for shader keys). */
-export function weightFormatKey(f: WeightFormat, hasBias: boolean): string {
-  return `${formatKey(f)}_${hasBias ? 'bias' : 'nobias'}`;
+export function weightFormatKey(f: WeightFormat, hasBias: boolean, ch: ChunkShape): string {
+  return `${formatKey(f)}_${hasBias ? 'bias' : 'nobias'}_c${ch.values}`;
 }
 
 /** The WGSL type of one load. */
@@ -74,21 +84,29 @@ export function chunkType(ch: ChunkShape): string {
   return ch.vec === 4 ? 'vec4<f32>' : 'f32';
 }
 
-/** Per code: WGSL that turns the chunk's words `w` (u32, vec2<u32> or vec4<u32>) into codes lo, hi (vec4<f32>). */
-const CODE_SNIPPETS: Record<Exclude<WeightFormat['code'], 'f32'>, string> = {
-  uint4: `let lo = vec4<f32>((vec4<u32>(w) >> vec4<u32>(0u, 4u, 8u, 12u)) & vec4<u32>(15u));
-      let hi = vec4<f32>((vec4<u32>(w) >> vec4<u32>(16u, 20u, 24u, 28u)) & vec4<u32>(15u));`,
-  e2m1: `let lo = dqE2m1((vec4<u32>(w) >> vec4<u32>(0u, 4u, 8u, 12u)) & vec4<u32>(15u));
-      let hi = dqE2m1((vec4<u32>(w) >> vec4<u32>(16u, 20u, 24u, 28u)) & vec4<u32>(15u));`,
-  uint8: `let lo = vec4<f32>((vec4<u32>(w.x) >> vec4<u32>(0u, 8u, 16u, 24u)) & vec4<u32>(255u));
-      let hi = vec4<f32>((vec4<u32>(w.y) >> vec4<u32>(0u, 8u, 16u, 24u)) & vec4<u32>(255u));`,
-  e4m3: `let lo = dqE4m3((vec4<u32>(w.x) >> vec4<u32>(0u, 8u, 16u, 24u)) & vec4<u32>(255u));
-      let hi = dqE4m3((vec4<u32>(w.y) >> vec4<u32>(0u, 8u, 16u, 24u)) & vec4<u32>(255u));`,
-  bf16: `let lo = bitcast<vec4<f32>>(vec4<u32>(w.x << 16u, w.x & 0xffff0000u, w.y << 16u, w.y & 0xffff0000u));
-      let hi = bitcast<vec4<f32>>(vec4<u32>(w.z << 16u, w.z & 0xffff0000u, w.w << 16u, w.w & 0xffff0000u));`,
-  f16: `let lo = vec4<f32>(unpack2x16float(w.x), unpack2x16float(w.y));
-      let hi = vec4<f32>(unpack2x16float(w.z), unpack2x16float(w.w));`,
-};
+/**
+ * Per code: WGSL for codes 4j .. 4j+3 of the chunk as a vec4<f32> (before zero point and scale), from the
+ * chunk's words `word(i)` (field f of a word at bits f·bits, format.ts).
+ */
+function codeVec(code: Exclude<WeightFormat['code'], 'f32'>, j: number, word: (i: number) => string): string {
+  const fields = (bits: number) => {
+    const perWord = 32 / bits;
+    const w = word(Math.floor(4 * j / perWord));
+    const shifts = [0, 1, 2, 3].map((d) => `${((4 * j) % perWord + d) * bits}u`).join(', ');
+    return `((vec4<u32>(${w}) >> vec4<u32>(${shifts})) & vec4<u32>(${(1 << bits) - 1}u))`;
+  };
+  switch (code) {
+    case 'uint4': return `vec4<f32>(${fields(4)})`;
+    case 'uint8': return `vec4<f32>(${fields(8)})`;
+    case 'e2m1': return `dqE2m1(${fields(4)})`;
+    case 'e4m3': return `dqE4m3(${fields(8)})`;
+    case 'bf16': {
+      const [a, b] = [word(2 * j), word(2 * j + 1)];
+      return `bitcast<vec4<f32>>(vec4<u32>(${a} << 16u, ${a} & 0xffff0000u, ${b} << 16u, ${b} & 0xffff0000u))`;
+    }
+    case 'f16': return `vec4<f32>(unpack2x16float(${word(2 * j)}), unpack2x16float(${word(2 * j + 1)}))`;
+  }
+}
 
 /** Helpers the code snippets call (emitted once per program). */
 export const DEQUANT_HELPERS = `
@@ -117,8 +135,8 @@ export const DEQUANT_HELPERS = `
  * `wload{s}` (and `wbias{s}`) for shard `s` of a projection of N rows and K inputs per expert. The
  * bindings are those of weightBindings(f, hasBias, s).
  */
-export function dequantSnippet(f: WeightFormat, hasBias: boolean, s: number, N: number, K: number): string {
-  const ch = chunkShape(f, K);
+export function dequantSnippet(f: WeightFormat, hasBias: boolean, s: number, N: number, K: number,
+    ch: ChunkShape): string {
   const VT = chunkType(ch);
   const bias = hasBias ? `
   fn wbias${s}(r : u32) -> f32 { return bias${s}[r]; }` : '';
@@ -127,14 +145,18 @@ export function dequantSnippet(f: WeightFormat, hasBias: boolean, s: number, N: 
   fn wload${s}(r : u32, c : u32) -> array<${VT}, 1> { return array<${VT}, 1>(weights${s}[r * ${K / ch.vec}u + c]); }${bias}`;
   }
   const G = numGroups(f, K);
-  const KC = K / 8;
+  const V = ch.values;
+  const KC = K / V;
   const dc = ch.dataComponents;
   const words = dc === 1 ? `bitcast<u32>(weights${s}[r * ${KC}u + c])` : `bitcast<vec${dc}<u32>>(weights${s}[r * ${KC}u + c])`;
+  const vecs = Array.from({length: ch.vecs}, (_, j) => j);
+  const codes = vecs.map((j) => `let q${j} = ${codeVec(f.code as Exclude<WeightFormat['code'], 'f32'>, j, (i) => dc === 1 ? 'w' : `w[${i}]`)};`).join('\n      ');
   const constZero = typeof f.zero === 'number' && f.zero !== 0 ? ` - ${f.zero}.0` : '';
+  const ret = (v: (j: number) => string) => `return array<vec4<f32>, ${ch.vecs}>(${vecs.map(v).join(', ')});`;
   let body: string;
   let helpers = '';
   if (G === 0) {
-    body = `return array<vec4<f32>, 2>(lo${constZero}, hi${constZero});`;
+    body = ret((j) => `q${j}${constZero}`);
   } else {
     const scaleRows = Math.ceil(N / f.blockRows);
     const scale = f.scaleCode === 'e8m0' ?
@@ -150,35 +172,38 @@ export function dequantSnippet(f: WeightFormat, hasBias: boolean, s: number, N: 
   fn wzero${s}(e : u32, n : u32, g : u32) -> f32 { ${zero} }`;
     if (f.hasGIdx) {
       // Act-order: each k has its own group; scale and zero per element.
-      const vecOf = (fn: string, half: number) => `vec4<f32>(${[0, 1, 2, 3].map((i) =>
-        `${fn}${s}(e, n, u32(gidx${s}[e * ${K}u + k0 + ${half * 4 + i}u]))`).join(', ')})`;
+      const gOf = (j: number) => `let g${j} = vec4<u32>(${[0, 1, 2, 3].map((i) =>
+        `u32(gidx${s}[e * ${K}u + k0 + ${4 * j + i}u])`).join(', ')});`;
+      const perElem = (fn: string, j: number) => `vec4<f32>(${[0, 1, 2, 3].map((i) =>
+        `${fn}${s}(e, n, g${j}[${i}])`).join(', ')})`;
       body = `let e = r / ${N}u;
       let n = r % ${N}u;
-      let k0 = c * 8u;
-      return array<vec4<f32>, 2>((lo - ${vecOf('wzero', 0)}) * ${vecOf('wscale', 0)},
-                                 (hi - ${vecOf('wzero', 1)}) * ${vecOf('wscale', 1)});`;
+      let k0 = c * ${V}u;
+      ${vecs.map(gOf).join('\n      ')}
+      ${ret((j) => `(q${j} - ${perElem('wzero', j)}) * ${perElem('wscale', j)}`)}`;
     } else {
-      const g = f.groupSize < 0 ? '0u' : `(c * 8u) / ${f.groupSize}u`;
+      const g = f.groupSize < 0 ? '0u' : `(c * ${V}u) / ${f.groupSize}u`;
       body = `let e = r / ${N}u;
       let n = r % ${N}u;
       let g = ${g};
       let z = wzero${s}(e, n, g);
       let sc = wscale${s}(e, n, g);
-      return array<vec4<f32>, 2>((lo - z) * sc, (hi - z) * sc);`;
+      ${ret((j) => `(q${j} - z) * sc`)}`;
     }
   }
   return `${helpers}
-  fn wload${s}(r : u32, c : u32) -> array<vec4<f32>, 2> {
+  fn wload${s}(r : u32, c : u32) -> array<vec4<f32>, ${ch.vecs}> {
       let w = ${words};
-      ${CODE_SNIPPETS[f.code]}
+      ${codes}
       ${body}
   }${bias}`;
 }
 
 /** Everything a program that reads `shards` weight tensors needs: helpers once, then wload{s} per shard. */
-export function dequantSnippets(f: WeightFormat, hasBias: boolean, shards: number, N: number, K: number): string {
+export function dequantSnippets(f: WeightFormat, hasBias: boolean, shards: number, N: number, K: number,
+    ch: ChunkShape): string {
   return (f.code === 'f32' ? '' : DEQUANT_HELPERS) +
-    Array.from({length: shards}, (_, s) => dequantSnippet(f, hasBias, s, N, K)).join('');
+    Array.from({length: shards}, (_, s) => dequantSnippet(f, hasBias, s, N, K, ch)).join('');
 }
 
 /** The projection's shape and format, as a program needs it. */

@@ -11,9 +11,11 @@
  *
  * Tiling: 256 threads as 16 × 16; each computes blockRows/16 rows × 8 columns (4 gate + 4 up, or h and
  * h + 64), from shared-memory tiles of 16 or 32 k; the next k tile is loaded into registers while the current
- * one is multiplied. Weights are read [rows, K] with K contiguous, as vec4 where K % 4 == 0.
+ * one is multiplied. Weights are read [rows, K] with K contiguous, as vec4 where K % 4 == 0; packed formats
+ * as one dequantized 8-k chunk per thread (dequant_wgsl.ts), so the tile in shared memory is float32 either way.
  *
- * Split-K (w2, `splitK` > 1): grid z takes a contiguous range of k tiles, so a w2 with few row tiles (Mixtral
+ * Split-K (w2, `splitK` > 1): grid z takes a contiguous range of k tiles (tile boundaries are multiples of 16 k,
+ * so of every packed word and of every 8-multiple scale group; a bias is added by part 0 only), so a w2 with few row tiles (Mixtral
  * at M = 256: ~12 row tiles × 32 column tiles, each looping over K = 14336) fills the GPU.
  */
 import type {WebGPUProgram} from '@tensorflow/tfjs-backend-webgpu';
@@ -83,10 +85,10 @@ export class ExpertsGemmProgram implements WebGPUProgram {
     const head = ['x', 'align', ...(usesWeights ? ['topkWeights'] : [])];
     this.variableNames = [...head, ...weightBindings(c.format, c.hasBias, 0)];
     this.variableComponents = [...head.map((n) => n === 'x' ? this.vec : 1),
-      ...weightBindingComponents(c.format, c.hasBias, 0, K)];
+      ...weightBindingComponents(c.format, c.hasBias, 0, this.ch)];
     this.shaderKey = `moeExpertsGemm_${c.stage}_${c.hiddenSize}_${c.intermediateSize}_${c.topK}_` +
         `${c.numLocalExperts}_${w13 ? c.activation : ''}_${c.applyRouterWeightOnInput}_${c.blockRows}_${c.tileK}_${this.vec}_${splitK}_` +
-        weightFormatKey(c.format, c.hasBias);
+        weightFormatKey(c.format, c.hasBias, this.ch);
   }
 
   getUserCode(): string {
@@ -195,7 +197,7 @@ export class ExpertsGemmProgram implements WebGPUProgram {
 
     return `
       ${w13 ? activationSnippet(this.c.activation) : ''}
-      ${dequantSnippets(this.c.format, this.c.hasBias, 1, w13 ? 2 * I : H, K)}
+      ${dequantSnippets(this.c.format, this.c.hasBias, 1, w13 ? 2 * I : H, K, ch)}
       var<workgroup> wgTile : vec4<i32>;   // row start, expert, first and end k tile
       var<workgroup> As : array<vec4<f32>, ${BK * BM4}>;   // [k][m / 4]
       var<workgroup> Bs : array<vec4<f32>, ${BK * BN / 4}>;   // [k][n / 4]

@@ -37,6 +37,8 @@ export interface ExpertsGemvConfig {
   /** The weights' format (dequant_wgsl.ts reads every one), and whether each projection adds a bias. */
   format: WeightFormat;
   hasBias: boolean;
+  /** Packed formats: 16-byte chunks per lane (dequant_wgsl.ts chunkShape `wide`); per-pair GEMVs only. */
+  wideChunks?: boolean;
 }
 
 const UNROLL = 4;
@@ -65,14 +67,13 @@ export function shardOfSnippet(shards: number[], local: string, shard: string, e
  * per weight tensor its data, scales, zeros, gidx, bias (as the format has them: weightBindings); x is read
  * `vec` floats at a time, the data as chunkShape says.
  */
-export function gemvBindings(c: ExpertsGemvConfig, usesWeights: boolean, shards: number[], K: number):
+export function gemvBindings(c: ExpertsGemvConfig, usesWeights: boolean, shards: number[], ch: ChunkShape):
     {variableNames: string[]; variableComponents: number[]} {
   const head = ['x', 'topkIds', ...(c.hasExpertMap ? ['expertMap'] : []), ...(usesWeights ? ['topkWeights'] : [])];
-  const vec = chunkShape(c.format, K).vec;
   return {
     variableNames: [...head, ...shards.flatMap((_, s) => weightBindings(c.format, c.hasBias, s))],
-    variableComponents: [...head.map((n) => n === 'x' ? vec : 1),
-      ...shards.flatMap((_, s) => weightBindingComponents(c.format, c.hasBias, s, K))],
+    variableComponents: [...head.map((n) => n === 'x' ? ch.vec : 1),
+      ...shards.flatMap((_, s) => weightBindingComponents(c.format, c.hasBias, s, ch))],
   };
 }
 
@@ -120,16 +121,16 @@ export class ExpertsGemvProgram implements WebGPUProgram {
     this.shards = shards;
     const K = c.stage === 'w13' ? c.hiddenSize : c.intermediateSize;
     const N = c.stage === 'w13' ? c.intermediateSize : c.hiddenSize;
-    this.ch = chunkShape(c.format, K);
+    this.ch = chunkShape(c.format, K, c.wideChunks);
     this.usesWeights = c.stage === 'w13' ? c.applyRouterWeightOnInput : !c.applyRouterWeightOnInput;
     this.outputShape = [numPairs, N];
     this.rows = gemvRowsPerWorkgroup(numPairs, N, K / this.ch.values);
     this.dispatch = [numPairs, Math.ceil(N / this.rows), 1];
     ({variableNames: this.variableNames, variableComponents: this.variableComponents} =
-      gemvBindings(c, this.usesWeights, shards, K));
+      gemvBindings(c, this.usesWeights, shards, this.ch));
     this.shaderKey = `moeExpertsGemv_${c.stage}_${c.hiddenSize}_${c.intermediateSize}_${c.topK}_` +
         `${c.numLocalExperts}_${c.globalNumExperts}_${c.hasExpertMap}_${c.stage === 'w13' ? c.activation : ''}_` +
-        `${c.applyRouterWeightOnInput}_${this.ch.vec}_${this.rows}_${shards.join('-')}_${weightFormatKey(c.format, c.hasBias)}`;
+        `${c.applyRouterWeightOnInput}_${this.ch.vec}_${this.rows}_${shards.join('-')}_${weightFormatKey(c.format, c.hasBias, this.ch)}`;
   }
 
   getUserCode(): string {
@@ -167,7 +168,7 @@ export class ExpertsGemvProgram implements WebGPUProgram {
     return `
       ${w13 ? activationSnippet(this.c.activation) : ''}
       ${localExpertSnippet(this.c.hasExpertMap, this.c.globalNumExperts, this.c.numLocalExperts)}
-      ${dequantSnippets(this.c.format, this.c.hasBias, this.shards.length, w13 ? 2 * I : H, w13 ? H : I)}
+      ${dequantSnippets(this.c.format, this.c.hasBias, this.shards.length, w13 ? 2 * I : H, w13 ? H : I, ch)}
       fn mul1(a : f32, b : f32) -> f32 { return a * b; }
       var<workgroup> wgExpert : vec2<i32>;   // expert in its tensor, which bound tensor
       var<workgroup> partial : array<f32, ${(twoRows ? 2 : 1) * EXPERTS_WORKGROUP}>;

@@ -49,10 +49,10 @@ export class ExpertsGroupedGemvProgram implements WebGPUProgram {
     const head = ['x', 'align', ...(this.usesWeights ? ['topkWeights'] : [])];
     this.variableNames = [...head, ...weightBindings(c.format, c.hasBias, 0)];
     this.variableComponents = [...head.map((n) => n === 'x' ? this.ch.vec : 1),
-      ...weightBindingComponents(c.format, c.hasBias, 0, K)];
+      ...weightBindingComponents(c.format, c.hasBias, 0, this.ch)];
     this.shaderKey = `moeExpertsGroupedGemv_${c.stage}_${c.hiddenSize}_${c.intermediateSize}_${c.topK}_` +
         `${c.numLocalExperts}_${c.stage === 'w13' ? c.activation : ''}_${c.applyRouterWeightOnInput}_${this.ch.vec}_` +
-        `${PAIRS_PER_PASS}_${weightFormatKey(c.format, c.hasBias)}`;
+        `${PAIRS_PER_PASS}_${weightFormatKey(c.format, c.hasBias, this.ch)}`;
   }
 
   getUserCode(): string {
@@ -74,7 +74,7 @@ export class ExpertsGroupedGemvProgram implements WebGPUProgram {
     const scale = (q: number) => this.usesWeights ? `select(0.0, topkWeights[pair${q}], pair${q} >= 0)` : '1.0';
     return `
       ${w13 ? activationSnippet(this.c.activation) : ''}
-      ${dequantSnippets(this.c.format, this.c.hasBias, 1, w13 ? 2 * I : H, w13 ? H : I)}
+      ${dequantSnippets(this.c.format, this.c.hasBias, 1, w13 ? 2 * I : H, w13 ? H : I, ch)}
       fn mul1(a : f32, b : f32) -> f32 { return a * b; }
       var<workgroup> wgRange : vec2<i32>;
       var<workgroup> partial : array<f32, ${outputs * LANES}>;

@@ -37,16 +37,16 @@ export class ExpertsW2CombineGemvProgram implements WebGPUProgram {
     this.c = c;
     this.shards = shards;
     const {hiddenSize: H, intermediateSize: I} = c;
-    this.ch = chunkShape(c.format, I);
+    this.ch = chunkShape(c.format, I, c.wideChunks);
     // The grid is tokens × row blocks (not pairs × row blocks as in the unfused GEMV).
     this.rows = gemvRowsPerWorkgroup(numTokens, H, I / this.ch.values);
     this.outputShape = [numTokens, H];
     this.dispatch = [numTokens, Math.ceil(H / this.rows), 1];
     ({variableNames: this.variableNames, variableComponents: this.variableComponents} =
-      gemvBindings(c, !c.applyRouterWeightOnInput, shards, I));
+      gemvBindings(c, !c.applyRouterWeightOnInput, shards, this.ch));
     this.shaderKey = `moeExpertsW2CombineGemv_${H}_${I}_${c.topK}_${c.numLocalExperts}_${c.globalNumExperts}_` +
         `${c.hasExpertMap}_${c.applyRouterWeightOnInput}_${this.ch.vec}_${this.rows}_${shards.join('-')}_` +
-        weightFormatKey(c.format, c.hasBias);
+        weightFormatKey(c.format, c.hasBias, this.ch);
   }
 
   getUserCode(): string {
@@ -62,7 +62,7 @@ export class ExpertsW2CombineGemvProgram implements WebGPUProgram {
     const slots = Array.from({length: k}, (_, j) => j);
     return `
       ${localExpertSnippet(this.c.hasExpertMap, this.c.globalNumExperts, this.c.numLocalExperts)}
-      ${dequantSnippets(this.c.format, this.c.hasBias, this.shards.length, H, I)}
+      ${dequantSnippets(this.c.format, this.c.hasBias, this.shards.length, H, I, ch)}
       fn mul1(a : f32, b : f32) -> f32 { return a * b; }
       var<workgroup> partial : array<f32, ${k * W}>;
 
