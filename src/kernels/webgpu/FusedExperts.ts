@@ -108,8 +108,10 @@ let forcedDecodeChunks: 'wide' | 'narrow' | null = null;
 
 /**
  * Forces the per-pair decode GEMVs' weight chunks for packed formats (benchmarks, tests): 'wide' = 16 bytes
- * of codes per lane and load (32 k of int4), 'narrow' = 8 k (one u32 of int4); null restores 'wide'
- * (dequant_wgsl.ts chunkShape; the f32 path is the same either way).
+ * of codes per lane and load (32 k of int4), 'narrow' = 8 k (one u32 of int4); null restores 'narrow'
+ * (dequant_wgsl.ts chunkShape; the f32 path is the same either way). Narrow is the default: on the H200
+ * (2026-12-03, GPU time at M = 1) wide chunks took Mixtral int4 from 846 to 1590 µs and Qwen3 int4 from 234
+ * to 388 µs (bench/results/2026-12-03-h200-quant*.log).
  */
 export function setFusedExpertsDecodeChunks(mode: 'wide' | 'narrow' | null): void {
   forcedDecodeChunks = mode;
@@ -311,7 +313,7 @@ export const fusedExpertsWebGPU: KernelFunc = ({inputs, attrs, backend: b}): Ten
     const {path} = chooseExpertsPath(P, numLocalExperts, T);
     if (path === 'decode') {
       const act = temp([P, I]);
-      const wideChunks = forcedDecodeChunks !== 'narrow';
+      const wideChunks = forcedDecodeChunks === 'wide';
       // Every weight tensor bound in one dispatch where the storage bindings fit (+1: the output).
       const maxBindings = backend.device.limits.maxStorageBuffersPerShaderStage;
       const bindAll = (inputs: TensorInfo[], stage: ExpertsStage) => {
