@@ -55,8 +55,8 @@ export interface SubgroupMatrixConfig {
 /**
  * tfjs flag: set it true to run the prefill GEMMs on f16 tensor cores where the device reaches them.
  * Off by default: the first tensor-core kernel is correct on the H200 but not yet faster than the float32
- * SIMT tiles where prefill runs (2026-12-03, GPU time at M = 4096: Qwen3 16.3 vs 12.3 ms, DeepSeek-V3 TP8
- * 13.8 vs 14.8 ms; it wins only at M = 64, 2.3-2.8×, where the grouped GEMV runs instead);
+ * SIMT tiles where prefill runs (2026-12-03, GPU time at M = 4096: Qwen3 16.4 vs 12.4 ms, DeepSeek-V3 TP8
+ * 14.2 vs 15.1 ms; it wins only at M = 64, 2.3-2.8×, where the grouped GEMV runs instead);
  * bench/results/2026-12-03-h200-tensor-core-check.log.
  */
 export const TENSOR_CORES_FLAG = 'MOE_WEBGPU_TENSOR_CORES';
