@@ -22,7 +22,7 @@
  * accumulators to workgroup memory and applies the activation or routing weight there.
  */
 import type {WebGPUProgram} from '@tensorflow/tfjs-backend-webgpu';
-import {activationSnippet} from './experts_wgsl';
+import {activationSnippet, gemmTileSnippet} from './experts_wgsl';
 import type {ExpertsGemmConfig} from './experts_gemm_webgpu';
 
 /** Rows per tile of the tensor-core GEMM (the align program pads every expert to a multiple of it). */
@@ -142,27 +142,7 @@ export class ExpertsTensorCoreGemmProgram implements WebGPUProgram {
       // align: [E+1] offsets then the sorted pairs; weights: this shard's ${w13 ? 'w13 [n, 2I, H]' : 'w2 [n, H, I]'};
       // result: ${w13 ? 'act [rows, I]' : 'y [P, H] by pair'}.
       fn main() {
-        if (localIndex == 0u) {
-          let first = uniforms.firstExpert;
-          let segEnd = align[first + uniforms.weightsShape.x];
-          let rowStart = align[first] + i32(workgroupId.x) * ${BM};
-          var tile = vec4<i32>(-1, 0, 0, 0);
-          if (rowStart < segEnd) {
-            var lo = first;
-            var hi = first + uniforms.weightsShape.x - 1;
-            while (lo < hi) {
-              let mid = (lo + hi + 1) / 2;
-              if (align[mid] <= rowStart) { lo = mid; } else { hi = mid - 1; }
-            }
-            let kt0 = i32(workgroupId.z) * ${kTilesPerPart};
-            tile = vec4<i32>(rowStart, lo - first, kt0, min(kt0 + ${kTilesPerPart}, ${kTiles}));
-          }
-          wgTile = tile;
-        }
-        let tile = workgroupUniformLoad(&wgTile);
-        if (tile.x < 0) { return; }
-        let rowStart = tile.x;
-        let e = tile.y;
+        ${gemmTileSnippet('weights', BM, kTilesPerPart, kTiles)}
         ${splitK > 1 ? `let part = i32(workgroupId.z);` : ''}
         n0 = i32(workgroupId.y) * ${w13 ? HALF : BN};
         let lane = localIndex;

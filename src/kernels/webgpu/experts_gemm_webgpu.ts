@@ -23,7 +23,7 @@ import type {Activation} from '../../kernel_names';
 import type {WeightFormat} from '../../quant/format';
 import {ChunkShape, chunkShape, dequantSnippets, weightBindingComponents, weightBindings, weightFormatKey}
   from './dequant_wgsl';
-import {EXPERTS_WORKGROUP, activationSnippet, gateUpRows} from './experts_wgsl';
+import {EXPERTS_WORKGROUP, activationSnippet, gateUpRows, gemmTileSnippet} from './experts_wgsl';
 import type {ExpertsStage} from './experts_gemv_webgpu';
 
 export interface ExpertsGemmConfig {
@@ -208,28 +208,7 @@ export class ExpertsGemmProgram implements WebGPUProgram {
       // align: [E+1] offsets then the sorted pairs; weights: this shard's ${w13 ? 'w13 [n, 2I, H]' : 'w2 [n, H, I]'};
       // result: ${w13 ? 'act [rows, I]' : 'y [P, H] by pair'}.
       fn main() {
-        if (localIndex == 0u) {
-          let first = uniforms.firstExpert;
-          let segEnd = align[first + uniforms.weights0Shape.x];
-          let rowStart = align[first] + i32(workgroupId.x) * ${BM};
-          var tile = vec4<i32>(-1, 0, 0, 0);
-          if (rowStart < segEnd) {
-            // The owner: the last expert whose segment starts at or before rowStart.
-            var lo = first;
-            var hi = first + uniforms.weights0Shape.x - 1;
-            while (lo < hi) {
-              let mid = (lo + hi + 1) / 2;
-              if (align[mid] <= rowStart) { lo = mid; } else { hi = mid - 1; }
-            }
-            let kt0 = i32(workgroupId.z) * ${kTilesPerPart};
-            tile = vec4<i32>(rowStart, lo - first, kt0, min(kt0 + ${kTilesPerPart}, ${kTiles}));
-          }
-          wgTile = tile;
-        }
-        let tile = workgroupUniformLoad(&wgTile);
-        if (tile.x < 0) { return; }
-        let rowStart = tile.x;
-        let e = tile.y;
+        ${gemmTileSnippet('weights0', BM, kTilesPerPart, kTiles)}
         let ktEnd = tile.w;
         ${splitK > 1 ? `let part = i32(workgroupId.z);` : ''}
         n0 = i32(workgroupId.y) * ${w13 ? BN / 2 : BN};

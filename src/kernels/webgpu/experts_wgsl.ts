@@ -61,3 +61,35 @@ export function localExpertSnippet(hasExpertMap: boolean, globalNumExperts: numb
     return local;
   }`;
 }
+
+/**
+ * WGSL for the grouped GEMMs' tile lookup: invocation 0 finds the workgroup's `blockRows` expert-sorted rows
+ * (from `align`'s offsets), the expert that owns them (binary search over the segments of the bound shard) and
+ * the k-tile range of its split-K part, and shares them through `wgTile`; an empty tile returns. Leaves
+ * `tile` (row start, expert in the shard, first and end k tile), `rowStart` and `e` defined.
+ * `weights` names the binding whose first dimension is the shard's expert count.
+ */
+export function gemmTileSnippet(weights: string, blockRows: number, kTilesPerPart: number, kTiles: number): string {
+  return `if (localIndex == 0u) {
+          let first = uniforms.firstExpert;
+          let segEnd = align[first + uniforms.${weights}Shape.x];
+          let rowStart = align[first] + i32(workgroupId.x) * ${blockRows};
+          var tile = vec4<i32>(-1, 0, 0, 0);
+          if (rowStart < segEnd) {
+            // The owner: the last expert whose segment starts at or before rowStart.
+            var lo = first;
+            var hi = first + uniforms.${weights}Shape.x - 1;
+            while (lo < hi) {
+              let mid = (lo + hi + 1) / 2;
+              if (align[mid] <= rowStart) { lo = mid; } else { hi = mid - 1; }
+            }
+            let kt0 = i32(workgroupId.z) * ${kTilesPerPart};
+            tile = vec4<i32>(rowStart, lo - first, kt0, min(kt0 + ${kTilesPerPart}, ${kTiles}));
+          }
+          wgTile = tile;
+        }
+        let tile = workgroupUniformLoad(&wgTile);
+        if (tile.x < 0) { return; }
+        let rowStart = tile.x;
+        let e = tile.y;`;
+}

@@ -8,19 +8,14 @@
  * (`zero_point: false` checkpoints use the constant zero 8).
  */
 import {WeightFormat} from '../format';
-import {CheckpointFormat, ConvertedRows, ProjectionRequest, QuantConfigError, Stored, TensorSpec, configChoice,
+import {CheckpointFormat, PerExpertQuantFormat, ConvertedRows, ProjectionRequest, QuantConfigError, Stored, TensorSpec, configChoice,
   configInt, firstGroup, floatReader, int32View, packCodes} from './checkpoint_format';
 
 /** Column j of a group of 8 sits in nibble AWQ_NIBBLE[j] (the inverse of AutoAWQ's order [0, 2, 4, 6, 1, 3, 5, 7]). */
 const AWQ_NIBBLE = [0, 4, 1, 5, 2, 6, 3, 7];
 
-export class AwqFormat implements CheckpointFormat {
+export class AwqFormat extends PerExpertQuantFormat implements CheckpointFormat {
   readonly format: WeightFormat;
-  readonly layout = 'per_expert' as const;
-  readonly interleavedGateUp = false;
-  readonly activation = null;
-  readonly hasBias = false;
-  readonly defaultUseFp8W8A8 = false;
   readonly description: string;
 
   static parse(cfg: Record<string, unknown>): AwqFormat {
@@ -34,6 +29,7 @@ export class AwqFormat implements CheckpointFormat {
   }
 
   constructor(readonly groupSize: number, readonly zeroPoint: boolean) {
+    super();
     this.format = {code: 'uint4', groupSize, blockRows: 1, scaleCode: 'f32', zero: zeroPoint ? 'tensor' : 8,
       hasGIdx: false};
     this.description = `awq int4 gemm group ${groupSize}${zeroPoint ? ' zero_point' : ''}`;

@@ -82,6 +82,18 @@ export interface CheckpointFormat {
   convert(t: Map<string, Stored>, req: ProjectionRequest): ConvertedRows;
 }
 
+/**
+ * What most quantized formats share: per-expert tensors, gate and up rows apart, no activation or biases of
+ * their own, weights-only compute. A format class extends it and sets `format`, `description` and the rest.
+ */
+export abstract class PerExpertQuantFormat {
+  readonly layout: 'per_expert' | 'fused_3d' = 'per_expert';
+  readonly interleavedGateUp: boolean = false;
+  readonly activation: Activation | null = null;
+  readonly hasBias: boolean = false;
+  readonly defaultUseFp8W8A8: boolean = false;
+}
+
 /** An unsupported or malformed `quantization_config`: the message names what is supported. */
 export class QuantConfigError extends Error {}
 

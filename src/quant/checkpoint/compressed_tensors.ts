@@ -10,7 +10,7 @@
  * activations are refused by name.
  */
 import {WeightFormat} from '../format';
-import {CheckpointFormat, ConvertedRows, ProjectionRequest, QuantConfigError, Stored, TensorSpec, floatReader,
+import {CheckpointFormat, PerExpertQuantFormat, ConvertedRows, ProjectionRequest, QuantConfigError, Stored, TensorSpec, floatReader,
   int32View, narrowScales} from './checkpoint_format';
 
 const METHOD = 'compressed-tensors';
@@ -19,13 +19,8 @@ function fail(why: string): never {
   throw new QuantConfigError(`quantization_config: ${METHOD} ${why}`);
 }
 
-export class CompressedTensorsFormat implements CheckpointFormat {
+export class CompressedTensorsFormat extends PerExpertQuantFormat implements CheckpointFormat {
   readonly format: WeightFormat;
-  readonly layout = 'per_expert' as const;
-  readonly interleavedGateUp = false;
-  readonly activation = null;
-  readonly hasBias = false;
-  readonly defaultUseFp8W8A8 = false;
   readonly description: string;
 
   static parse(cfg: Record<string, unknown>): CompressedTensorsFormat {
@@ -71,6 +66,7 @@ export class CompressedTensorsFormat implements CheckpointFormat {
   }
 
   constructor(readonly bits: 4 | 8, readonly groupSize: number) {
+    super();
     this.format = {code: bits === 4 ? 'uint4' : 'uint8', groupSize, blockRows: 1, scaleCode: 'f32',
       zero: 2 ** (bits - 1), hasGIdx: false};
     this.description = `${METHOD} pack-quantized int${bits} ${groupSize === -1 ? 'channel' : `group ${groupSize}`} sym`;

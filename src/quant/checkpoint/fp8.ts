@@ -8,16 +8,12 @@
  * the layer turns `useFp8W8A8` on by default; `useFp8W8A8: false` is the weights-only computation.
  */
 import {WeightFormat} from '../format';
-import {CheckpointFormat, ConvertedRows, ProjectionRequest, QuantConfigError, Stored, TensorSpec, configChoice,
+import {CheckpointFormat, PerExpertQuantFormat, ConvertedRows, ProjectionRequest, QuantConfigError, Stored, TensorSpec, configChoice,
   floatReader, narrowScales, packCodes} from './checkpoint_format';
 
-export class Fp8BlockFormat implements CheckpointFormat {
+export class Fp8BlockFormat extends PerExpertQuantFormat implements CheckpointFormat {
   readonly format: WeightFormat;
-  readonly layout = 'per_expert' as const;
-  readonly interleavedGateUp = false;
-  readonly activation = null;
-  readonly hasBias = false;
-  readonly defaultUseFp8W8A8 = true;
+  override readonly defaultUseFp8W8A8 = true;
   readonly description: string;
 
   static parse(cfg: Record<string, unknown>): Fp8BlockFormat {
@@ -32,6 +28,7 @@ export class Fp8BlockFormat implements CheckpointFormat {
   }
 
   constructor(readonly blockN: number, readonly blockK: number) {
+    super();
     this.format = {code: 'e4m3', groupSize: blockK, blockRows: blockN, scaleCode: 'f32', zero: 0, hasGIdx: false};
     this.description = `fp8 e4m3 block [${blockN}, ${blockK}]`;
   }

@@ -10,16 +10,11 @@
  * checkpoints use the constant zero 2^(bits−1) (vLLM's gptq_marlin ignores their qzeros too).
  */
 import {WeightFormat} from '../format';
-import {CheckpointFormat, ConvertedRows, ProjectionRequest, QuantConfigError, Stored, TensorSpec, configChoice,
+import {CheckpointFormat, PerExpertQuantFormat, ConvertedRows, ProjectionRequest, QuantConfigError, Stored, TensorSpec, configChoice,
   configInt, firstGroup, floatReader, int32View, packCodes} from './checkpoint_format';
 
-export class GptqFormat implements CheckpointFormat {
+export class GptqFormat extends PerExpertQuantFormat implements CheckpointFormat {
   readonly format: WeightFormat;
-  readonly layout = 'per_expert' as const;
-  readonly interleavedGateUp = false;
-  readonly activation = null;
-  readonly hasBias = false;
-  readonly defaultUseFp8W8A8 = false;
   readonly description: string;
 
   static parse(cfg: Record<string, unknown>): GptqFormat {
@@ -37,6 +32,7 @@ export class GptqFormat implements CheckpointFormat {
 
   constructor(readonly bits: 4 | 8, readonly groupSize: number, readonly actOrder: boolean, readonly sym: boolean,
       readonly zerosMinusOne: boolean) {
+    super();
     this.format = {code: bits === 4 ? 'uint4' : 'uint8', groupSize, blockRows: 1, scaleCode: 'f32',
       zero: sym ? 2 ** (bits - 1) : 'tensor', hasGIdx: actOrder};
     this.description = `gptq int${bits} group ${groupSize} ${sym ? 'sym' : 'asym'}${actOrder ? ' act-order' : ''}`;
