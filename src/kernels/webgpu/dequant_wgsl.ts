@@ -7,7 +7,8 @@
  * The unit is a CHUNK of consecutive k of one weight row:
  *   'f32':          `vec` values (one vec4, or one scalar when K % 4 != 0), read as today (vec4 loads)
  *   every other:    8 values = one u32 of 4-bit codes, two of 8-bit, four of 16-bit (the GEMM tile loads and
- *                   the grouped GEMV), or `wide`, 16 bytes = 32 / 16 / 8 values (the per-pair decode GEMVs);
+ *                   the grouped GEMV, and by default the per-pair decode GEMVs), or `wide`, 16 bytes = 32 / 16 / 8
+ *                   values (the decode GEMVs under setFusedExpertsDecodeChunks('wide'); slower on the H200);
  *                   the data tensor is bound with as many components (array<i32>, vec2<i32>, vec4<i32>), so
  *                   each lane issues one load per chunk and consecutive lanes read consecutive words: every
  *                   packed byte is read once, coalesced. Returned as vec4<f32>s, already dequantized.
@@ -37,7 +38,7 @@ export interface ChunkShape {
 
 /**
  * `wide`: 16 bytes of codes per chunk (32 k of 4-bit, 16 of 8-bit, 8 of 16-bit; one vec4<i32> load per lane,
- * as the f32 path's vec4), where K and the group size allow; the decode GEMVs ask for it. Otherwise 8 k.
+ * as the f32 path's vec4), where K and the group size allow; the decode GEMVs may ask for it. Otherwise 8 k.
  */
 export function chunkShape(f: WeightFormat, K: number, wide = false): ChunkShape {
   if (f.code === 'f32') {
