@@ -10,14 +10,14 @@
  */
 import * as fs from 'fs';
 import * as path from 'path';
-import {Row, markdown, readmeTable, svgChart} from './report_lib';
+import {Row, markdown, normalizeRow, readmeTable, svgChart} from './report_lib';
 
 /** Every line of the files, in order: meta, check, measurement and error lines. */
 function readRows(files: string[]): Row[] {
   return files.flatMap((f) => fs.readFileSync(f, 'utf8').split('\n').filter((l) => l.trim())
       .map((l, i) => {
         try {
-          return JSON.parse(l) as Row;
+          return normalizeRow(JSON.parse(l) as Row);
         } catch (e) {
           throw new Error(`${f}:${i + 1}: not a JSON line: ${(e as Error).message}`);
         }

@@ -39,6 +39,22 @@ export function formatOf(r: Row): string {
   return FORMAT_ALIASES[f] ?? f;
 }
 export const GROUPED_MM = 'torch-grouped-mm-bf16';
+
+/** The format names of src/quant/format.ts's codes, as the report's formats. */
+const CODE_FORMATS: {[code: string]: string} = {bf16: 'bf16', f16: 'bf16', uint4: 'int4-g128', e4m3: 'fp8-block',
+  e2m1: 'mxfp4'};
+
+/**
+ * Rows of bench/gpu_quant.ts in the report's terms: its `format` is a formatKey ('uint4_g128_r1_...'), its shape
+ * name carries the format ('mixtral-int4g128'), its times are gpuUs / wallUs. Other rows pass unchanged.
+ */
+export function normalizeRow(r: Row): Row {
+  if (r.gpuUs == null || typeof r.format !== 'string' || !r.format.includes('_')) return r;
+  const code = r.format.split('_')[0];
+  const gpu = Number(r.gpuUs), wall = Number(r.wallUs);
+  return {...r, backend: r.backend ?? 'webgpu', shape: String(r.shape).replace(/-[^-]*$/, ''),
+    format: CODE_FORMATS[code] ?? r.format, us: gpu, us_from: 'gpu-timestamps', gpu_us: gpu, wall_us: wall};
+}
 /** The torch anchor of the same precision as a row of `format`. */
 export function samePrecisionAnchor(format: string): string {
   return format === 'float32' ? 'torch-eager-f32' : format === 'bf16' ? 'torch-eager-bf16' : `torch-dequant-${format}`;
