@@ -12,6 +12,7 @@ import {expect} from 'chai';
 import {FusedExperts, eplbMapIdsImpl, expertLoadImpl, fusedExperts, fusedExpertsImpl, fusedMoE, fusedTopK,
   groupedTopK, routingImpl, selectExperts} from '../src';
 import type {Activation, ExpertShard} from '../src';
+import {FLOAT32_FORMAT, formatKey} from '../src/quant/format';
 import {MAX_GATHERED_BYTES_FLAG, chooseExpertsComposition} from '../src/node';
 import {checkIndexRange} from '../src/kernels/tensorflow/Eplb';
 import {fusedExpertsConfig} from '../src/kernels/tensorflow/FusedExperts';
@@ -138,7 +139,8 @@ if (backendsUnderTest().includes('tensorflow')) {
     it('says what is wrong when the backend is not tfjs-node\'s, or a problem exceeds float32 index math', () => {
       const inputs = {hiddenStates: tf.zeros([1, 4]), topkWeights: tf.ones([1, 1]), topkIds: tf.zeros([1, 1], 'int32'),
         w13_0: tf.zeros([1, 4, 4]), w2_0: tf.zeros([1, 4, 2])};
-      const attrs = {activation: 'silu', applyRouterWeightOnInput: false, globalNumExperts: 1, numWeightShards: 1};
+      const attrs = {activation: 'silu', applyRouterWeightOnInput: false, globalNumExperts: 1, numWeightShards: 1,
+        weightFormat: formatKey(FLOAT32_FORMAT), intermediateSize: 2, hasBias: false, activationQuantGroup: 0};
       expect(() => fusedExpertsConfig.kernelFunc({inputs, attrs, backend: tf.findBackend('cpu')!}))
           .to.throw(/MoeFusedExperts: the 'tensorflow' backend is not tfjs-node's NodeJSKernelBackend/);
       tf.dispose(Object.values(inputs));
