@@ -10,7 +10,7 @@ import {Activation, fusedExperts, fusedExpertsImpl} from '../src';
 import {ExpertsPath, setFusedExpertsBlockRows, setFusedExpertsPath, setFusedExpertsShardBinding, setFusedExpertsSplitK,
   setFusedExpertsTileK} from '../src/kernels/webgpu/FusedExperts';
 import {expectClose, randn, rng} from './helpers/compare';
-import {describeAgainstReference, expectNoLeaks} from './helpers/env';
+import {countReadBacks, describeAgainstReference, expectNoLeaks} from './helpers/env';
 
 interface ExpertsParityCase {
   T: number; E: number; k: number; H: number; I: number;
@@ -182,29 +182,7 @@ describeAgainstReference('fusedExperts parity with the cpu reference', (backend)
         await warm.data();
         warm.dispose();
 
-        const b = tf.backend() as unknown as {read: (...a: unknown[]) => unknown; readSync: (...a: unknown[]) => unknown};
-        const proto = (globalThis as unknown as {GPUBuffer: {prototype: {mapAsync: (...a: unknown[]) => unknown}}})
-            .GPUBuffer.prototype;
-        const original = {read: b.read, readSync: b.readSync, mapAsync: proto.mapAsync};
-        let reads = 0;
-        let maps = 0;
-        b.read = function(...a: unknown[]) { reads++; return original.read.apply(this, a); };
-        b.readSync = function(...a: unknown[]) { reads++; return original.readSync.apply(this, a); };
-        proto.mapAsync = function(...a: unknown[]) { maps++; return original.mapAsync.apply(this, a); };
-        let out: tf.Tensor;
-        try {
-          out = call();
-          const backendImpl = tf.backend() as unknown as {ensureCommandEncoderReady: () => void;
-            endComputePassEncoder: () => void; submitQueue: () => void; queue: GPUQueue};
-          backendImpl.ensureCommandEncoderReady();
-          backendImpl.endComputePassEncoder();
-          backendImpl.submitQueue();
-          await backendImpl.queue.onSubmittedWorkDone();
-        } finally {
-          b.read = original.read;
-          b.readSync = original.readSync;
-          proto.mapAsync = original.mapAsync;
-        }
+        const {out, reads, maps} = await countReadBacks(call);
         expect({reads, maps}).to.deep.equal({reads: 0, maps: 0});
         out.dispose();
         tf.dispose([t.hidden, ...t.w13, ...t.w2, t.weights, t.ids]);

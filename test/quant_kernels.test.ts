@@ -16,7 +16,7 @@ import {QuantizedExpertWeights} from '../src/quant/expert_weights';
 import {ExpertsPath, setFusedExpertsBlockRows, setFusedExpertsDecodeChunks, setFusedExpertsPath,
   setFusedExpertsSplitK} from '../src/kernels/webgpu/FusedExperts';
 import {expectClose, randn, rng} from './helpers/compare';
-import {describeBackends, expectNoLeaks} from './helpers/env';
+import {countReadBacks, describeBackends, expectNoLeaks} from './helpers/env';
 import {RandomProjection, randomProjection} from './helpers/quant_weights';
 
 const fmt = (code: WeightFormat['code'], groupSize: number, zero: number | 'tensor' = 0,
@@ -180,29 +180,7 @@ describeBackends('fusedExperts with quantized weights', (backend) => {
           const warm = call();
           await warm.data();
           warm.dispose();
-          const b = tf.backend() as unknown as {read: (...a: unknown[]) => unknown; readSync: (...a: unknown[]) => unknown};
-          const proto = (globalThis as unknown as {GPUBuffer: {prototype: {mapAsync: (...a: unknown[]) => unknown}}})
-              .GPUBuffer.prototype;
-          const original = {read: b.read, readSync: b.readSync, mapAsync: proto.mapAsync};
-          let reads = 0;
-          let maps = 0;
-          b.read = function(...a: unknown[]) { reads++; return original.read.apply(this, a); };
-          b.readSync = function(...a: unknown[]) { reads++; return original.readSync.apply(this, a); };
-          proto.mapAsync = function(...a: unknown[]) { maps++; return original.mapAsync.apply(this, a); };
-          let out: tf.Tensor;
-          try {
-            out = call();
-            const backendImpl = tf.backend() as unknown as {ensureCommandEncoderReady: () => void;
-              endComputePassEncoder: () => void; submitQueue: () => void; queue: GPUQueue};
-            backendImpl.ensureCommandEncoderReady();
-            backendImpl.endComputePassEncoder();
-            backendImpl.submitQueue();
-            await backendImpl.queue.onSubmittedWorkDone();
-          } finally {
-            b.read = original.read;
-            b.readSync = original.readSync;
-            proto.mapAsync = original.mapAsync;
-          }
+          const {out, reads, maps} = await countReadBacks(call);
           expect({reads, maps}).to.deep.equal({reads: 0, maps: 0});
           expectClose(await out.data(), expected, `${what} ${path}`);
           out.dispose();

@@ -44,3 +44,33 @@ export async function expectNoLeaks(fn: () => Promise<void> | void): Promise<voi
   const after = tf.memory().numTensors;
   if (after !== before) throw new Error(`leaked ${after - before} tensor(s): ${before} before, ${after} after`);
 }
+
+/**
+ * Runs `call` on the webgpu backend and waits for its GPU work, counting every read-back the while:
+ * backend.read / readSync and GPUBuffer.mapAsync. Returns the output with the counts.
+ */
+export async function countReadBacks(call: () => tf.Tensor): Promise<{out: tf.Tensor; reads: number; maps: number}> {
+  const b = tf.backend() as unknown as {read: (...a: unknown[]) => unknown; readSync: (...a: unknown[]) => unknown};
+  const proto = (globalThis as unknown as {GPUBuffer: {prototype: {mapAsync: (...a: unknown[]) => unknown}}})
+      .GPUBuffer.prototype;
+  const original = {read: b.read, readSync: b.readSync, mapAsync: proto.mapAsync};
+  let reads = 0;
+  let maps = 0;
+  b.read = function(...a: unknown[]) { reads++; return original.read.apply(this, a); };
+  b.readSync = function(...a: unknown[]) { reads++; return original.readSync.apply(this, a); };
+  proto.mapAsync = function(...a: unknown[]) { maps++; return original.mapAsync.apply(this, a); };
+  try {
+    const out = call();
+    const backendImpl = tf.backend() as unknown as {ensureCommandEncoderReady: () => void;
+      endComputePassEncoder: () => void; submitQueue: () => void; queue: GPUQueue};
+    backendImpl.ensureCommandEncoderReady();
+    backendImpl.endComputePassEncoder();
+    backendImpl.submitQueue();
+    await backendImpl.queue.onSubmittedWorkDone();
+    return {out, reads, maps};
+  } finally {
+    b.read = original.read;
+    b.readSync = original.readSync;
+    proto.mapAsync = original.mapAsync;
+  }
+}
