@@ -4,7 +4,7 @@ import * as tfl from '@tensorflow/tfjs-layers';
 import {expect} from 'chai';
 import {FusedMoE, FusedMoEConfig, readSafetensors, disposeCheckpointTensors} from '../src';
 import {expectClose} from './helpers/compare';
-import {describeBackends, expectNoLeaks} from './helpers/env';
+import {describeBackends, expectNoLeaks, saveArtifacts} from './helpers/env';
 import {Fixture, entry, loadFixture} from './helpers/fixtures';
 import {fixtureInputs, layerConfig, loadOptions} from './layer_helpers';
 
@@ -96,12 +96,8 @@ describeBackends('FusedMoE in tfjs models', () => {
       const y = model.predict([hidden, logits], {batchSize: 1024}) as tf.Tensor;
       expectClose(await y.data(), entry(fx, 'expected.output').values, `${name} in a model`);
 
-      let artifacts: tf.io.ModelArtifacts | undefined;
-      await model.save(tf.io.withSaveHandler(async (a) => {
-        artifacts = a;
-        return {modelArtifactsInfo: {dateSaved: new Date(), modelTopologyType: 'JSON'}};
-      }));
-      const loaded = await tfl.loadLayersModel(tf.io.fromMemory(artifacts!));
+      const artifacts = await saveArtifacts(model);
+      const loaded = await tfl.loadLayersModel(tf.io.fromMemory(artifacts));
       const reloaded = loaded.layers.find((l) => l instanceof FusedMoE) as FusedMoE;
       expect(reloaded.getConfig()).to.deep.equal(layer.getConfig());
       expect(reloaded.weights.map((w) => w.shape)).to.deep.equal(layer.weights.map((w) => w.shape));

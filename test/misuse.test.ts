@@ -8,7 +8,7 @@ import * as tfl from '@tensorflow/tfjs-layers';
 import {expect} from 'chai';
 import {FusedMoE, disposeCheckpointTensors, fusedExperts, fusedMoE, fusedTopK, readSafetensors, selectExperts} from '../src';
 import {expectClose} from './helpers/compare';
-import {describeBackends, expectNoLeaks} from './helpers/env';
+import {describeBackends, expectNoLeaks, saveArtifacts} from './helpers/env';
 import {Fixture, entry, loadFixture} from './helpers/fixtures';
 import {fixtureInputs, layerConfig, loadOptions} from './layer_helpers';
 
@@ -77,17 +77,13 @@ describeBackends('misuse', () => {
       const ckpt = readSafetensors(fx.bytes);
       layer.loadWeights(ckpt, loadOptions(c));
       disposeCheckpointTensors(ckpt.values());
-      let artifacts: tf.io.ModelArtifacts | undefined;
-      await model.save(tf.io.withSaveHandler(async (a) => {
-        artifacts = a;
-        return {modelArtifactsInfo: {dateSaved: new Date(), modelTopologyType: 'JSON'}};
-      }));
-      const loaded = await tfl.loadLayersModel(tf.io.fromMemory(artifacts!));
+      const artifacts = await saveArtifacts(model);
+      const loaded = await tfl.loadLayersModel(tf.io.fromMemory(artifacts));
       const {hidden, logits} = fixtureInputs(fx);
       const y = loaded.predict([hidden, logits]) as tf.Tensor;
       expectClose(await y.data(), entry(fx, 'expected.output').values, 'after loadLayersModel');
       // The same topology without its weights is not loaded.
-      const bare = await tfl.loadLayersModel(tf.io.fromMemory({modelTopology: artifacts!.modelTopology}));
+      const bare = await tfl.loadLayersModel(tf.io.fromMemory({modelTopology: artifacts.modelTopology}));
       expect(() => bare.predict([hidden, logits])).to.throw(Error, /its weights are not loaded/);
       tf.dispose([hidden, logits, y]);
       layer.dispose();

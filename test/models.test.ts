@@ -10,7 +10,7 @@ import {CausalLM, loadCausalLM, parseCausalLMConfig} from '../src/models';
 import {readSafetensors} from '../src/io/safetensors';
 import type {CheckpointTensor} from '../src/io/packed_tensor';
 import {expectClose} from './helpers/compare';
-import {describeBackends, expectNoLeaks} from './helpers/env';
+import {describeBackends, expectNoLeaks, saveArtifacts} from './helpers/env';
 import {MODEL_FIXTURES, ModelExpected, loadModelExpected, modelFixtureDir, readModelFixtureJson}
   from './helpers/model_fixtures';
 
@@ -111,12 +111,8 @@ describeBackends('causal LMs match transformers', (backend) => {
         const ids = ids2d(expected.promptIds);
         const before = await logitsOf(() => lm.layersModel.predict(ids) as tf.Tensor);
         expectClose(before, expected.logits.values, `${name} LayersModel logits`);
-        let artifacts: tf.io.ModelArtifacts | null = null;
-        await lm.layersModel.save(tf.io.withSaveHandler(async (a) => {
-          artifacts = a;
-          return {modelArtifactsInfo: {dateSaved: new Date(), modelTopologyType: 'JSON'}};
-        }));
-        const loaded = await tfl.loadLayersModel(tf.io.fromMemory(artifacts!));
+        const artifacts = await saveArtifacts(lm.layersModel);
+        const loaded = await tfl.loadLayersModel(tf.io.fromMemory(artifacts));
         try {
           const moeLayers = loaded.layers.filter((l) => l.getClassName() === 'FusedMoE');
           expect(moeLayers.length).to.equal(lm.config.feedForward.filter((f) => f === 'moe').length);

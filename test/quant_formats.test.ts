@@ -10,7 +10,7 @@ import {expect} from 'chai';
 import {CheckpointTensor, FusedMoE, FusedMoELayerArgs, LoadWeightsOptions, PackedTensor, QuantizationConfig,
   disposeCheckpointTensors, fusedMoE, readExpertWeights, readSafetensors} from '../src';
 import {expectClose} from './helpers/compare';
-import {describeBackends, expectNoLeaks} from './helpers/env';
+import {describeBackends, expectNoLeaks, saveArtifacts} from './helpers/env';
 import {Fixture, FixtureConfig, entry, fixtureOptions, loadFixture} from './helpers/fixtures';
 import {fixtureInputs, ranks} from './layer_helpers';
 
@@ -209,12 +209,8 @@ describeBackends('quantized checkpoints', () => {
         const c = cfgOf(fx);
         const hiddenIn = tfl.input({shape: [c.hidden_size]}), logitsIn = tfl.input({shape: [c.num_experts]});
         const model = tfl.model({inputs: [hiddenIn, logitsIn], outputs: layer.apply([hiddenIn, logitsIn]) as tfl.SymbolicTensor});
-        let artifacts: tf.io.ModelArtifacts | undefined;
-        await model.save(tf.io.withSaveHandler(async (a) => {
-          artifacts = a;
-          return {modelArtifactsInfo: {dateSaved: new Date(), modelTopologyType: 'JSON'}};
-        }));
-        const loaded = await tfl.loadLayersModel(tf.io.fromMemory(artifacts!));
+        const artifacts = await saveArtifacts(model);
+        const loaded = await tfl.loadLayersModel(tf.io.fromMemory(artifacts));
         const reloaded = loaded.layers.find((l) => l instanceof FusedMoE) as FusedMoE;
         expect(reloaded.getConfig()).to.deep.equal(layer.getConfig());
         const {hidden, logits} = fixtureInputs(fx);

@@ -74,3 +74,14 @@ export async function countReadBacks(call: () => tf.Tensor): Promise<{out: tf.Te
     proto.mapAsync = original.mapAsync;
   }
 }
+
+/** What `model.save` writes, kept in memory (for `tf.loadLayersModel(tf.io.fromMemory(artifacts))`). */
+export async function saveArtifacts(model: {save(handler: tf.io.IOHandler): Promise<unknown>}):
+    Promise<tf.io.ModelArtifacts> {
+  let artifacts: tf.io.ModelArtifacts | undefined;
+  await model.save(tf.io.withSaveHandler(async (a) => {
+    artifacts = a;
+    return {modelArtifactsInfo: {dateSaved: new Date(), modelTopologyType: 'JSON'}};
+  }));
+  return artifacts!;
+}
