@@ -9,6 +9,7 @@ import {expect} from 'chai';
 import {Activation, fusedExperts, fusedExpertsImpl} from '../src';
 import {ExpertsPath, setFusedExpertsBlockRows, setFusedExpertsPath, setFusedExpertsShardBinding, setFusedExpertsSplitK,
   setFusedExpertsTileK} from '../src/kernels/webgpu/FusedExperts';
+import {randomPairs} from './helpers/cases';
 import {expectClose, randn, rng} from './helpers/compare';
 import {countReadBacks, describeAgainstReference, expectNoLeaks} from './helpers/env';
 
@@ -25,14 +26,7 @@ interface ExpertsParityCase {
 function makeCase(seed: number, c: ExpertsParityCase) {
   const rand = rng(seed);
   const {T, k, H, I} = c;
-  const Eg = c.globalE ?? c.E;
-  const expertMap = c.globalE ? Int32Array.from({length: Eg}, (_, e) => e % 3 === 1 ? -1 : e % c.E) : null;
-  const ids = new Int32Array(T * k);
-  const weights = new Float32Array(T * k);
-  for (let t = 0; t < T; t++) {
-    const order = Array.from({length: Eg}, (_, e) => e).sort(() => rand() - 0.5);
-    for (let j = 0; j < k; j++) { ids[t * k + j] = order[j]; weights[t * k + j] = 0.1 + rand(); }
-  }
+  const {ids, weights, expertMap, globalNumExperts: Eg} = randomPairs(rand, T, k, c.E, c.globalE);
   const hidden = randn(rand, T * H);
   const shards = c.shards.map((n) => ({w13: randn(rand, n * 2 * I * H, 0.3), w2: randn(rand, n * H * I, 0.3), numExperts: n}));
   const expected = fusedExpertsImpl({hidden, topkWeights: weights, topkIds: ids, expertMap, shards, numTokens: T,

@@ -15,6 +15,7 @@ import {expect} from 'chai';
 import {Activation, fusedExperts, fusedExpertsImpl} from '../src';
 import {ExpertsPath, setFusedExpertsBlockRows, setFusedExpertsPath, setFusedExpertsSplitK, setFusedExpertsTileK}
   from '../src/kernels/webgpu/FusedExperts';
+import {randomPairs} from './helpers/cases';
 import {expectClose, randn, rng} from './helpers/compare';
 import {describeBackends, expectNoLeaks} from './helpers/env';
 
@@ -55,14 +56,7 @@ function makeCase(seed: number, c: WideCase) {
   const rand = rng(seed);
   const {T, k, H, I} = c;
   const shards = c.shards ?? [c.E];
-  const Eg = c.globalE ?? c.E;
-  const expertMap = c.globalE ? Int32Array.from({length: Eg}, (_, e) => e % 3 === 1 ? -1 : e % c.E) : null;
-  const ids = new Int32Array(T * k);
-  const weights = new Float32Array(T * k);
-  for (let t = 0; t < T; t++) {
-    const order = Array.from({length: Eg}, (_, e) => e).sort(() => rand() - 0.5);
-    for (let j = 0; j < k; j++) { ids[t * k + j] = order[j]; weights[t * k + j] = 0.1 + rand(); }
-  }
+  const {ids, weights, expertMap, globalNumExperts: Eg} = randomPairs(rand, T, k, c.E, c.globalE);
   // Weight scale 1/√K keeps every dot product O(1), so the tolerance means the same at every width.
   const hidden = randn(rand, T * H);
   const w = shards.map((n) => ({w13: randn(rand, n * 2 * I * H, 1 / Math.sqrt(H)), w2: randn(rand, n * H * I, 1 / Math.sqrt(I)),

@@ -40,3 +40,21 @@ export function caseTensors(c: ExpertsCase) {
     w2: tf.tensor3d(c.w2, [c.E, c.H, c.I]),
   };
 }
+
+/**
+ * Random (token, slot) pairs for the expert-kernel suites: k distinct ids per token among `globalE` experts
+ * (E when absent), weights in [0.1, 1.1), and with `globalE` an expert map onto E local experts that marks
+ * every third global expert -1.
+ */
+export function randomPairs(rand: () => number, T: number, k: number, E: number, globalE?: number):
+    {ids: Int32Array; weights: Float32Array; expertMap: Int32Array | null; globalNumExperts: number} {
+  const Eg = globalE ?? E;
+  const expertMap = globalE ? Int32Array.from({length: Eg}, (_, e) => e % 3 === 1 ? -1 : e % E) : null;
+  const ids = new Int32Array(T * k);
+  const weights = new Float32Array(T * k);
+  for (let t = 0; t < T; t++) {
+    const order = Array.from({length: Eg}, (_, e) => e).sort(() => rand() - 0.5);
+    for (let j = 0; j < k; j++) { ids[t * k + j] = order[j]; weights[t * k + j] = 0.1 + rand(); }
+  }
+  return {ids, weights, expertMap, globalNumExperts: Eg};
+}
