@@ -33,6 +33,18 @@ export interface GroupedTopKAttrs extends FusedTopKAttrs {
   topkGroup: number;
 }
 
+/**
+ * fusedMoE in one kernel call: the routing (FusedTopK, or GroupedTopK when numExpertGroup > 1) and then
+ * FusedExperts, with the routing's outputs internal. Only webgpu registers it (one dispatch plan and one
+ * submit per decode call, src/kernels/webgpu/dispatch_plan.ts); elsewhere fusedMoE runs the two kernels.
+ */
+export const FusedMoE = 'MoeFusedMoE';
+export type FusedMoEInputs = {
+  hiddenStates: TensorInfo; gatingOutput: TensorInfo; eScoreCorrectionBias?: TensorInfo; expertMap?: TensorInfo;
+  [weightPart: string]: TensorInfo | undefined;
+};
+export interface FusedMoEAttrs extends GroupedTopKAttrs, FusedExpertsAttrs {}
+
 /** EPLB: replaces each logical id by replica (token mod replicaCount[id]) of logicalToPhysicalMap[id]. */
 export const EplbMapIds = 'MoeEplbMapIds';
 export type EplbMapIdsInputs = {topkIds: TensorInfo; logicalToPhysicalMap: TensorInfo; logicalReplicaCount: TensorInfo};

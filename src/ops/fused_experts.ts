@@ -1,4 +1,4 @@
-import {Tensor, Tensor1D, Tensor2D, Tensor3D, TensorLike, engine, op} from '@tensorflow/tfjs-core';
+import {Tensor, Tensor1D, Tensor2D, Tensor3D, TensorInfo, TensorLike, engine, op} from '@tensorflow/tfjs-core';
 import {Activation, FusedExperts, FusedExpertsAttrs, FusedExpertsInputs, expertPartName, w13ShardName, w2ShardName}
   from '../kernel_names';
 import {FLOAT32_FORMAT, WeightFormat, formatBits, formatKey, numGroups, parseFormatKey} from '../quant/format';
@@ -218,36 +218,27 @@ export function expertMapArg(expertMap: Tensor1D | TensorLike, numLocalExperts: 
   return map;
 }
 
-/**
- * The expert computation (vLLM `fused_experts`): for every token and each of its k (expert, weight)
- * pairs, `w2 · (act(gate) * up)` with `[gate; up] = w13 · x`, summed over the k pairs.
- *
- * ```js
- * const out = fusedExperts(hidden, w13, w2, topkWeights, topkIds);   // [T, H]
- * // weights beyond one binding: pass consecutive expert ranges
- * fusedExperts(hidden, [w13a, w13b], [w2a, w2b], topkWeights, topkIds);
- * ```
- */
-function fusedExperts_(hiddenStates: Tensor2D | TensorLike, w13: ExpertWeightsArg, w2: ExpertWeightsArg,
-    topkWeights: Tensor2D | TensorLike, topkIds: Tensor2D | TensorLike, o: FusedExpertsOptions = {}): Tensor2D {
-  const opName = 'fusedExperts';
-  const x = tensorArg<Tensor2D>(hiddenStates, 'hiddenStates', opName, ['T', 'H'], 'float32');
+/** A fusedExperts call's kernel inputs (without the routing) and attributes, validated. */
+export interface ExpertsCall {
+  inputs: {hiddenStates: Tensor2D; expertMap?: Tensor1D; [weightPart: string]: TensorInfo | undefined};
+  attrs: FusedExpertsAttrs;
+  /** Expert ids must lie in [0, globalNumExperts); `rangeSource` says where that bound comes from. */
+  globalNumExperts: number;
+  rangeSource: string;
+}
+
+/** Validates what fusedExperts takes besides the routing (k: the routing's experts per token). */
+export function expertsCallArgs(opName: string, x: Tensor2D, w13: ExpertWeightsArg, w2: ExpertWeightsArg, k: number,
+    o: FusedExpertsOptions): ExpertsCall {
   const weights = expertWeightsArg(w13, w2, opName);
   checkDim(x, 1, weights.hiddenSize, 'hiddenStates', opName, ['T', 'H'], 'H of w13');
-  const [T] = x.shape;
-  const w = tensorArg<Tensor2D>(topkWeights, 'topkWeights', opName, ['T', 'k'], 'float32');
-  const ids = tensorArg<Tensor2D>(topkIds, 'topkIds', opName, ['T', 'k'], 'int32');
-  checkDim(w, 0, T, 'topkWeights', opName, ['T', 'k'], 'tokens in hiddenStates');
-  checkDim(ids, 0, T, 'topkIds', opName, ['T', 'k'], 'tokens in hiddenStates');
-  checkDim(ids, 1, w.shape[1], 'topkIds', opName, ['T', 'k'], 'k of topkWeights');
   const activation = oneOf(o.activation ?? 'silu', 'activation', opName, ACTIVATIONS);
   const applyRouterWeightOnInput = !!o.applyRouterWeightOnInput;
-  if (applyRouterWeightOnInput && w.shape[1] !== 1) {
-    throw new Error(`${opName}: 'applyRouterWeightOnInput' needs topK = 1 (as in vLLM) but 'topkIds' has k = ` +
-        `${w.shape[1]}`);
+  if (applyRouterWeightOnInput && k !== 1) {
+    throw new Error(`${opName}: 'applyRouterWeightOnInput' needs topK = 1 (as in vLLM) but 'topkIds' has k = ${k}`);
   }
 
-  const inputs: FusedExpertsInputs = {hiddenStates: x, topkWeights: w, topkIds: ids};
+  const inputs: ExpertsCall['inputs'] = {hiddenStates: x};
   let globalNumExperts = weights.numLocalExperts;
   if (o.expertMap != null) {
     const map = expertMapArg(o.expertMap, weights.numLocalExperts, opName);
@@ -268,8 +259,6 @@ function fusedExperts_(hiddenStates: Tensor2D | TensorLike, w13: ExpertWeightsAr
   }
   const rangeSource = o.globalNumExperts != null && o.globalNumExperts !== -1 ? `'globalNumExperts'` :
     inputs.expertMap ? `the length of 'expertMap'` : `the experts in 'w13'`;
-  checkRangeOnce(ids, 'topkIds', opName, 0, globalNumExperts - 1, `expert ids in [0, ${globalNumExperts})`,
-      `; ${globalNumExperts} is ${rangeSource}`);
 
   const useFp8W8A8 = !!o.useFp8W8A8;
   if (useFp8W8A8 && (weights.format.code !== 'e4m3' || weights.format.groupSize <= 0)) {
@@ -290,7 +279,34 @@ function fusedExperts_(hiddenStates: Tensor2D | TensorLike, w13: ExpertWeightsAr
     intermediateSize: weights.intermediateSize, weightFormat: formatKey(weights.format), hasBias: weights.hasBias,
     activationQuantGroup: useFp8W8A8 ? weights.format.groupSize : 0,
   };
-  return engine().runKernel(FusedExperts, inputs as {}, attrs as {}) as Tensor2D;
+  return {inputs, attrs, globalNumExperts, rangeSource};
+}
+
+/**
+ * The expert computation (vLLM `fused_experts`): for every token and each of its k (expert, weight)
+ * pairs, `w2 · (act(gate) * up)` with `[gate; up] = w13 · x`, summed over the k pairs.
+ *
+ * ```js
+ * const out = fusedExperts(hidden, w13, w2, topkWeights, topkIds);   // [T, H]
+ * // weights beyond one binding: pass consecutive expert ranges
+ * fusedExperts(hidden, [w13a, w13b], [w2a, w2b], topkWeights, topkIds);
+ * ```
+ */
+function fusedExperts_(hiddenStates: Tensor2D | TensorLike, w13: ExpertWeightsArg, w2: ExpertWeightsArg,
+    topkWeights: Tensor2D | TensorLike, topkIds: Tensor2D | TensorLike, o: FusedExpertsOptions = {}): Tensor2D {
+  const opName = 'fusedExperts';
+  const x = tensorArg<Tensor2D>(hiddenStates, 'hiddenStates', opName, ['T', 'H'], 'float32');
+  const [T] = x.shape;
+  const w = tensorArg<Tensor2D>(topkWeights, 'topkWeights', opName, ['T', 'k'], 'float32');
+  const ids = tensorArg<Tensor2D>(topkIds, 'topkIds', opName, ['T', 'k'], 'int32');
+  const call = expertsCallArgs(opName, x, w13, w2, w.shape[1], o);
+  checkDim(w, 0, T, 'topkWeights', opName, ['T', 'k'], 'tokens in hiddenStates');
+  checkDim(ids, 0, T, 'topkIds', opName, ['T', 'k'], 'tokens in hiddenStates');
+  checkDim(ids, 1, w.shape[1], 'topkIds', opName, ['T', 'k'], 'k of topkWeights');
+  const G = call.globalNumExperts;
+  checkRangeOnce(ids, 'topkIds', opName, 0, G - 1, `expert ids in [0, ${G})`, `; ${G} is ${call.rangeSource}`);
+  const inputs: FusedExpertsInputs = {...call.inputs, topkWeights: w, topkIds: ids};
+  return engine().runKernel(FusedExperts, inputs as {}, call.attrs as {}) as Tensor2D;
 }
 
 export const fusedExperts = op({fusedExperts_});

@@ -1,5 +1,5 @@
 import {Tensor2D, TensorLike, engine, op} from '@tensorflow/tfjs-core';
-import {GroupedTopK, GroupedTopKAttrs} from '../kernel_names';
+import {FusedTopKInputs, GroupedTopK, GroupedTopKAttrs} from '../kernel_names';
 import {FusedTopKOptions, RoutingResult, routingArgs, routingResult} from './fused_topk';
 import {intArg} from './validate';
 
@@ -22,8 +22,9 @@ export interface GroupedTopKOptions extends FusedTopKOptions {
  *   scoringFunc: 'sigmoid', eScoreCorrectionBias: bias, routedScalingFactor: 2.5});
  * ```
  */
-function groupedTopK_(gatingOutput: Tensor2D | TensorLike, o: GroupedTopKOptions): RoutingResult {
-  const opName = 'groupedTopK';
+/** Validates groupedTopK's arguments into its kernel's inputs and attributes. */
+export function groupedRoutingArgs(opName: string, gatingOutput: Tensor2D | TensorLike, o: GroupedTopKOptions):
+    {inputs: FusedTopKInputs; attrs: GroupedTopKAttrs; numExperts: number} {
   if (o == null) throw new Error(`${opName}: options {topK, renormalize, numExpertGroup, topkGroup} are required`);
   const {inputs, attrs, numExperts: E} = routingArgs(opName, gatingOutput, o.topK, o.renormalize, o);
   const numExpertGroup = intArg(o.numExpertGroup, 'numExpertGroup', opName, 1, E);
@@ -37,9 +38,13 @@ function groupedTopK_(gatingOutput: Tensor2D | TensorLike, o: GroupedTopKOptions
     throw new Error(`${opName}: 'topK' = ${o.topK} is more than the ${kept} experts in the 'topkGroup' = ${topkGroup} ` +
         `kept groups of ${E / numExpertGroup}`);
   }
-  const groupedAttrs: GroupedTopKAttrs = {...attrs, numExpertGroup, topkGroup};
-  return routingResult(engine().runKernel(GroupedTopK, inputs as {}, groupedAttrs as {}) as unknown as Tensor2D[],
-      E);
+  return {inputs, attrs: {...attrs, numExpertGroup, topkGroup}, numExperts: E};
+}
+
+function groupedTopK_(gatingOutput: Tensor2D | TensorLike, o: GroupedTopKOptions): RoutingResult {
+  const {inputs, attrs, numExperts} = groupedRoutingArgs('groupedTopK', gatingOutput, o);
+  return routingResult(engine().runKernel(GroupedTopK, inputs as {}, attrs as {}) as unknown as Tensor2D[],
+      numExperts);
 }
 
 export const groupedTopK = op({groupedTopK_});

@@ -32,7 +32,7 @@
  * attributes (the ids and expertMap were validated by the op). test/experts_parity.test.ts checks it by
  * counting GPUBuffer.mapAsync and backend.read/readSync calls during a forward pass.
  */
-import {KernelConfig, KernelFunc, TensorInfo, util} from '@tensorflow/tfjs-core';
+import {KernelConfig, KernelFunc, TensorInfo, env, util} from '@tensorflow/tfjs-core';
 import type {WebGPUBackend, WebGPUProgram} from '@tensorflow/tfjs-backend-webgpu';
 import {ExpertProjectionShard, expertProjectionShards, unsupportedExpertsFeature, FusedExperts, FusedExpertsAttrs,
   FusedExpertsInputs} from '../../kernel_names';
@@ -46,7 +46,8 @@ import {ExpertsW13GroupedGemvProgram, ExpertsW2GroupedGemvProgram} from './exper
 import {ExpertsW2CombineGemvProgram, W2_COMBINE_TOPK} from './experts_w2_combine_gemv_webgpu';
 import {ExpertsStage, ExpertsW13GemvProgram, ExpertsW2GemvProgram} from './experts_gemv_webgpu';
 import {ExpertsW13TensorCoreGemmProgram, ExpertsW2TensorCoreGemmProgram, TC_BLOCK_ROWS} from './experts_gemm_tc_webgpu';
-import {webgpuCapabilities} from './capabilities';
+import {TENSOR_CORES_FLAG, webgpuCapabilities} from './capabilities';
+import {ProgramIssuer, runPlanned} from './dispatch_plan';
 
 /**
  * 'decode': a GEMV per (token, slot) pair, no grouping (best at T = 1, where the k experts differ);
@@ -232,10 +233,9 @@ export function unsupportedOnWebGPU(a: FusedExpertsAttrs, format: WeightFormat, 
   return null;
 }
 
-export const fusedExpertsWebGPU: KernelFunc = ({inputs, attrs, backend: b}): TensorInfo => {
-  const backend = b as WebGPUBackend;
-  const ins = inputs as FusedExpertsInputs;
-  const a = attrs as unknown as FusedExpertsAttrs;
+/** Issues the expert programs of one call through `issuer` (the backend, or a dispatch-plan recorder). */
+export function issueFusedExperts(backend: WebGPUBackend, issuer: ProgramIssuer, ins: FusedExpertsInputs,
+    a: FusedExpertsAttrs): TensorInfo {
   const format = parseFormatKey(a.weightFormat);
   const shardsOf = expertProjectionShards(ins, a);
   // Data tensors, and per shard every tensor its programs bind (dequant_wgsl.ts weightBindings order).
@@ -265,11 +265,11 @@ export const fusedExpertsWebGPU: KernelFunc = ({inputs, attrs, backend: b}): Ten
 
   let combine = new ExpertsCombineProgram(common, T);
   const ids = expertMap ? [topkIds, expertMap] : [topkIds];
-  if (P === 0) return backend.runWebGPUProgram(combine, [backend.makeTensorInfo([0, H], 'float32'), ...ids], 'float32');
+  if (P === 0) return issuer.runWebGPUProgram(combine, [issuer.makeTensorInfo([0, H], 'float32'), ...ids], 'float32');
 
   const temps: TensorInfo[] = [];
   const temp = (shape: number[], dtype: 'float32' | 'int32' = 'float32') => {
-    const t = backend.makeTensorInfo(shape, dtype);
+    const t = issuer.makeTensorInfo(shape, dtype);
     temps.push(t);
     return t;
   };
@@ -285,7 +285,7 @@ export const fusedExpertsWebGPU: KernelFunc = ({inputs, attrs, backend: b}): Ten
           `${a.hasBias ? ' with biases' : ''} needs ${programInputs.length + 1} storage buffers, but this device ` +
           `allows ${maxStorage} per shader stage (maxStorageBuffersPerShaderStage)`);
     }
-    return backend.runWebGPUProgram(program, programInputs, 'float32', uniforms, out);
+    return issuer.runWebGPUProgram(program, programInputs, 'float32', uniforms, out);
   };
   const shardParts = (stage: ExpertsStage, s: number) => parts((stage === 'w13' ? shardsOf.w13 : shardsOf.w2)[s]);
   const perShard = (stage: ExpertsStage, out: TensorInfo, make: (s: number) => [WebGPUProgram, TensorInfo[]]) => {
@@ -303,7 +303,7 @@ export const fusedExpertsWebGPU: KernelFunc = ({inputs, attrs, backend: b}): Ten
   const quantized = (t: TensorInfo) => {
     if (quantGroup <= 0) return t;
     const [rows, cols] = t.shape;
-    const q = backend.runWebGPUProgram(new ExpertsFp8QuantProgram(rows, cols, quantGroup), [t], 'float32');
+    const q = issuer.runWebGPUProgram(new ExpertsFp8QuantProgram(rows, cols, quantGroup), [t], 'float32');
     temps.push(q);
     return q;
   };
@@ -345,10 +345,10 @@ export const fusedExpertsWebGPU: KernelFunc = ({inputs, attrs, backend: b}): Ten
       }
       const y = temp([P, H]);
       gemv('w2', actIn, y);
-      return backend.runWebGPUProgram(combine, [y, ...ids], 'float32');
+      return issuer.runWebGPUProgram(combine, [y, ...ids], 'float32');
     } else if (path === 'decode-grouped') {
       const y = temp([P, H]);
-      const align = backend.runWebGPUProgram(
+      const align = issuer.runWebGPUProgram(
           new ExpertsAlignProgram({...common, blockRows: 1}, P), ids, 'int32');
       temps.push(align);
       const act = temp([P, I]);
@@ -357,14 +357,14 @@ export const fusedExpertsWebGPU: KernelFunc = ({inputs, attrs, backend: b}): Ten
       const actIn = quantized(act);
       perShard('w2', y, (s) => [new ExpertsW2GroupedGemvProgram({...common, stage: 'w2'}, P, w2[s].shape[0]),
         [actIn, align, ...weightsFor('w2')]]);
-      return backend.runWebGPUProgram(combine, [y, ...ids], 'float32');
+      return issuer.runWebGPUProgram(combine, [y, ...ids], 'float32');
     } else {
       const gemm = chooseGemmKernel(backend, H, I, a, format);
       const blockRows = gemm.kernel === 'tensor-core-f16' ? TC_BLOCK_ROWS : chooseBlockRows(P, numLocalExperts);
       const tileK = chooseTileK(blockRows, backend.device.limits.maxComputeWorkgroupStorageSize);
       const rows = maxPaddedRows(P, numLocalExperts, blockRows);
       checkBinding(backend, [rows, I], 'the expert-sorted activations', 'call it on fewer tokens at a time');
-      const align = backend.runWebGPUProgram(
+      const align = issuer.runWebGPUProgram(
           new ExpertsAlignProgram({...common, blockRows}, P), ids, 'int32');
       temps.push(align);
       const act = temp([rows, I]);
@@ -380,11 +380,32 @@ export const fusedExpertsWebGPU: KernelFunc = ({inputs, attrs, backend: b}): Ten
       perShard('w2', y, (s) => [new W2Gemm({...common, stage: 'w2', blockRows, tileK, splitK}, [splitK * P, H],
         tiles(s)), [actIn, align, ...weightsFor('w2')]]);
       combine = new ExpertsCombineProgram(common, T, {splits: splitK});
-      return backend.runWebGPUProgram(combine, [y, ...ids], 'float32');
+      return issuer.runWebGPUProgram(combine, [y, ...ids], 'float32');
     }
   } finally {
-    temps.forEach((t) => backend.disposeData(t.dataId));
+    temps.forEach((t) => issuer.disposeData(t.dataId));
   }
+}
+
+/**
+ * The attributes, the switches above and the tensor-core flag: with the shapes, what fixes the programs a
+ * call issues (a dispatch plan's key).
+ */
+export function expertsAttrsKey(a: FusedExpertsAttrs): string {
+  return `${JSON.stringify(a)}|${forcedPath}|${forcedShardBinding}|${forcedDecodeChunks}|${forcedTileK}|` +
+      `${forcedBlockRows}|${forcedSplitK}|${env().getBool(TENSOR_CORES_FLAG)}`;
+}
+
+/** The inputs that change from call to call; the weights, scales, biases and expert map are bound to a plan. */
+export const FUSED_EXPERTS_PER_CALL = ['hiddenStates', 'topkWeights', 'topkIds'];
+
+export const fusedExpertsWebGPU: KernelFunc = ({inputs, attrs, backend: b}): TensorInfo => {
+  const backend = b as WebGPUBackend;
+  const ins = inputs as FusedExpertsInputs;
+  const a = attrs as unknown as FusedExpertsAttrs;
+  return runPlanned(backend, {kernel: FusedExperts, attrsKey: expertsAttrsKey(a), inputs: ins,
+    perCall: FUSED_EXPERTS_PER_CALL, numTokens: ins.hiddenStates.shape[0]},
+  (issuer) => issueFusedExperts(backend, issuer, ins, a)) as TensorInfo;
 };
 
 export const fusedExpertsConfig: KernelConfig = {

@@ -2,6 +2,7 @@ import {KernelConfig, TensorInfo} from '@tensorflow/tfjs-core';
 import type {WebGPUBackend} from '@tensorflow/tfjs-backend-webgpu';
 import {FusedTopK, FusedTopKAttrs, FusedTopKInputs, GroupedTopK, GroupedTopKAttrs} from '../../kernel_names';
 import {webgpuCapabilities} from './capabilities';
+import {ProgramIssuer, runPlanned} from './dispatch_plan';
 import {RoutingProgram, routingTreeLanes} from './routing_webgpu';
 import {RoutingUnpackProgram} from './routing_unpack_webgpu';
 
@@ -10,9 +11,12 @@ function routingSharedBytes(numExperts: number, topK: number, grouped: boolean):
   return numExperts * (grouped ? 8 : 4) + topK * 4 + 3 * 256 * 4 + 64;
 }
 
-/** One routing dispatch (packed rows), then two small ones that split weights and ids. */
-function routing(numExpertGroup: number, topkGroup: number, inputs: FusedTopKInputs, attrs: FusedTopKAttrs,
-    backend: WebGPUBackend): TensorInfo[] {
+/**
+ * One routing dispatch (packed rows), then two small ones that split weights and ids, issued through
+ * `issuer` (the backend, or a dispatch-plan recorder).
+ */
+export function issueRouting(numExpertGroup: number, topkGroup: number, inputs: FusedTopKInputs,
+    attrs: FusedTopKAttrs, backend: WebGPUBackend, issuer: ProgramIssuer = backend): TensorInfo[] {
   const {gatingOutput, eScoreCorrectionBias} = inputs;
   const [T, E] = gatingOutput.shape;
   const caps = webgpuCapabilities(backend);
@@ -30,19 +34,27 @@ function routing(numExpertGroup: number, topkGroup: number, inputs: FusedTopKInp
     hasBias: eScoreCorrectionBias != null, subgroupSize,
     treeLanes: routingTreeLanes(E, caps.maxComputeInvocationsPerWorkgroup),
   });
-  const packed = backend.runWebGPUProgram(program,
+  const packed = issuer.runWebGPUProgram(program,
       eScoreCorrectionBias ? [gatingOutput, eScoreCorrectionBias] : [gatingOutput], 'int32');
-  const weights = backend.runWebGPUProgram(new RoutingUnpackProgram(T, attrs.topK, 'weights'), [packed], 'float32');
-  const ids = backend.runWebGPUProgram(new RoutingUnpackProgram(T, attrs.topK, 'ids'), [packed], 'int32');
-  backend.disposeData(packed.dataId);
+  const weights = issuer.runWebGPUProgram(new RoutingUnpackProgram(T, attrs.topK, 'weights'), [packed], 'float32');
+  const ids = issuer.runWebGPUProgram(new RoutingUnpackProgram(T, attrs.topK, 'ids'), [packed], 'int32');
+  issuer.disposeData(packed.dataId);
   return [weights, ids];
+}
+
+/** The routing kernels through a dispatch plan: the logits change per call, a correction bias is bound. */
+function planned(numExpertGroup: number, topkGroup: number, inputs: FusedTopKInputs, attrs: FusedTopKAttrs,
+    backend: WebGPUBackend): TensorInfo[] {
+  return runPlanned(backend, {kernel: numExpertGroup > 1 ? GroupedTopK : FusedTopK, attrsKey: JSON.stringify(attrs),
+    inputs, perCall: ['gatingOutput'], numTokens: inputs.gatingOutput.shape[0]},
+  (issuer) => issueRouting(numExpertGroup, topkGroup, inputs, attrs, backend, issuer)) as TensorInfo[];
 }
 
 export const fusedTopKConfig: KernelConfig = {
   kernelName: FusedTopK,
   backendName: 'webgpu',
   kernelFunc: ({inputs, attrs, backend}) =>
-    routing(1, 1, inputs as FusedTopKInputs, attrs as unknown as FusedTopKAttrs, backend as WebGPUBackend),
+    planned(1, 1, inputs as FusedTopKInputs, attrs as unknown as FusedTopKAttrs, backend as WebGPUBackend),
 };
 
 export const groupedTopKConfig: KernelConfig = {
@@ -50,6 +62,6 @@ export const groupedTopKConfig: KernelConfig = {
   backendName: 'webgpu',
   kernelFunc: ({inputs, attrs, backend}) => {
     const a = attrs as unknown as GroupedTopKAttrs;
-    return routing(a.numExpertGroup, a.topkGroup, inputs as FusedTopKInputs, a, backend as WebGPUBackend);
+    return planned(a.numExpertGroup, a.topkGroup, inputs as FusedTopKInputs, a, backend as WebGPUBackend);
   },
 };

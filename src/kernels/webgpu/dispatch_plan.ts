@@ -1,0 +1,401 @@
+/**
+ * Dispatch plans (issue 13): a kernel's programs recorded once through tfjs's own `runWebGPUProgram` and
+ * replayed on later calls with the same bound tensors (weights), shapes and attributes, so that a decode
+ * call costs one command encoder, one compute pass and one submit, with no per-call shader keys, uniform
+ * writes or bind groups.
+ *
+ * tfjs-backend-webgpu spends 40-70 µs of host time per dispatch on the H200 machine (a uniform buffer
+ * written, a bind group made, the shader key built and looked up, engine bookkeeping; see
+ * bench/host_profile.ts), more than a decode call's GPU time. A plan keeps, per recorded program: its
+ * pipeline (tfjs compiled it), its dispatch size, a uniform buffer written once (the same bytes tfjs
+ * would write: shapes, strides and the program's own uniforms, all fixed by the key), and its bind groups,
+ * cached by the GPU buffers of the per-call tensors (tfjs's buffer pool hands the same few buffers out
+ * again and again in a decode loop, so these hit).
+ *
+ * Inside tfjs: inputs and outputs are tfjs tensors; outputs get their buffers from tfjs's pool
+ * (`makeTensorInfo` + `uploadToGPU`); the plan's scratch (intermediate) and uniform buffers come from the
+ * same pool (`bufferManager`), so `tf.memory()` counts them; nothing is read back. A plan is keyed by its
+ * bound tensors' data ids and checked on every hit against their current GPU buffers, so a plan dies when a
+ * tensor it binds is disposed (the next miss, `dispatchPlanStats` and `releaseDispatchPlans` sweep those)
+ * or moved to another buffer (the hit finds a different buffer, drops the plan and records again).
+ *
+ * Ordering: tfjs batches its dispatches in an encoder it submits later. Before submitting a plan's encoder,
+ * the replay submits tfjs's pending work (the plan's inputs may be computed there); later tfjs work goes in
+ * a later submit, so the queue keeps program order. Because the plan's work is submitted at once, its
+ * buffers need no deferred release.
+ *
+ * Two private fields of tfjs-backend-webgpu 4.22 are read, never written: `commandEncoder` (whether tfjs has
+ * unsubmitted work; where the field is missing, the replay always submits tfjs's encoder through the public
+ * `ensureCommandEncoderReady` / `endComputePassEncoder` / `submitQueue`) and `activeTimers` (tfjs's profiler
+ * is on: `tf.time` times each program in its own pass, so a call then takes tfjs's path).
+ */
+import {env, util} from '@tensorflow/tfjs-core';
+import type {DataType, NamedTensorInfoMap, TensorInfo} from '@tensorflow/tfjs-core';
+import type {WebGPUBackend, WebGPUProgram} from '@tensorflow/tfjs-backend-webgpu';
+
+/** What a kernel body issues programs through: the backend itself, or a recorder around it. */
+export type ProgramIssuer = Pick<WebGPUBackend, 'runWebGPUProgram' | 'makeTensorInfo' | 'disposeData'>;
+
+type ProgramUniform = Array<{type: string; data: number[]}>;
+
+/** Calls with more tokens than this take tfjs's path: their GPU time dwarfs the host time, and a plan's
+ * scratch buffers would pin prefill-sized memory. */
+export const PLAN_MAX_TOKENS = 64;
+/** Plans kept per backend (least recently used dropped first): a few per layer of a 100-layer model. */
+export const PLAN_CACHE_SIZE = 512;
+/** Bind groups kept per recorded program. */
+const BIND_GROUPS_PER_STEP = 16;
+
+type Slot = {kind: 'input'; name: string} | {kind: 'output'; index: number} | {kind: 'scratch'; index: number};
+
+interface Step {
+  name: string;
+  pipeline: GPUComputePipeline;
+  layout: GPUBindGroupLayout;
+  dispatch: [number, number, number];
+  /** Output first, then the inputs, as tfjs binds them; the uniform buffer last. */
+  slots: Slot[];
+  /** Whether a slot's buffer changes from call to call (call inputs and outputs). */
+  perCall: boolean[];
+  uniform: GPUBuffer;
+  bindGroups: Map<string, GPUBindGroup>;
+}
+
+interface Plan {
+  key: string;
+  steps: Step[];
+  outputs: Array<{shape: number[]; dtype: DataType}>;
+  scratch: GPUBuffer[];
+  /** Bound (not per-call) inputs: their data ids and the buffers the bind groups hold. */
+  bound: Array<{name: string; dataId: object; buffer: GPUBuffer}>;
+  /** Why this call shape cannot be replayed (recorded once, then tfjs's path every time), or ''. */
+  notReplayable: string;
+  /** Whether the kernel returned an array (a single output is returned bare). */
+  outputsArray: boolean;
+}
+
+export interface DispatchPlanStats {
+  /** Live plans (after sweeping those whose bound tensors were disposed or moved). */
+  plans: number;
+  /** Calls replayed from a plan, recorded into one, and run on tfjs's path, since the backend started. */
+  replayed: number;
+  recorded: number;
+  tfjsPath: number;
+  /** Plans dropped: a bound tensor disposed or moved, evicted, or released. */
+  dropped: number;
+  /** Why the last call that took tfjs's path did (tfjs profiler on, too many tokens, ...). */
+  lastTfjsPathReason: string;
+}
+
+interface PlanCache {
+  plans: Map<string, Plan>;
+  stats: DispatchPlanStats;
+}
+
+const caches = new WeakMap<WebGPUBackend, PlanCache>();
+let plansEnabled = true;
+
+/** Turns plans off (every call takes tfjs's path) or back on; for A/B benchmarks. */
+export function setDispatchPlansEnabled(enabled: boolean): void {
+  plansEnabled = enabled;
+}
+
+function cacheOf(backend: WebGPUBackend): PlanCache {
+  let c = caches.get(backend);
+  if (!c) {
+    c = {plans: new Map(), stats: {plans: 0, replayed: 0, recorded: 0, tfjsPath: 0, dropped: 0, lastTfjsPathReason: ''}};
+    caches.set(backend, c);
+  }
+  return c;
+}
+
+/** Small stable ids for data ids and GPU buffers, for keys. */
+const ids = new WeakMap<object, number>();
+let nextId = 1;
+function idOf(o: object): number {
+  let id = ids.get(o);
+  if (id === undefined) {
+    id = nextId++;
+    ids.set(o, id);
+  }
+  return id;
+}
+
+interface BackendPrivates {
+  commandEncoder?: GPUCommandEncoder | null;
+  activeTimers?: unknown;
+}
+
+function bufferOf(backend: WebGPUBackend, dataId: object): GPUBuffer | undefined {
+  const r = backend.tensorMap.get(dataId)?.resource;
+  return r instanceof GPUBuffer ? r : undefined;
+}
+
+function dropPlan(backend: WebGPUBackend, cache: PlanCache, plan: Plan): void {
+  cache.plans.delete(plan.key);
+  cache.stats.dropped++;
+  for (const b of plan.scratch) backend.bufferManager.releaseBuffer(b);
+  for (const s of plan.steps) backend.bufferManager.releaseBuffer(s.uniform);
+}
+
+function isStale(backend: WebGPUBackend, plan: Plan): boolean {
+  return plan.bound.some((b) => !backend.tensorMap.has(b.dataId) || bufferOf(backend, b.dataId) !== b.buffer);
+}
+
+function sweep(backend: WebGPUBackend, cache: PlanCache): void {
+  for (const plan of [...cache.plans.values()]) if (isStale(backend, plan)) dropPlan(backend, cache, plan);
+}
+
+/** The plans of `backend` (sweeping those whose bound tensors are gone) and how calls were issued. */
+export function dispatchPlanStats(backend: WebGPUBackend): DispatchPlanStats {
+  const cache = cacheOf(backend);
+  sweep(backend, cache);
+  return {...cache.stats, plans: cache.plans.size};
+}
+
+/** Drops every plan of `backend` (all of them, or those binding any of `dataIds`), returning their buffers. */
+export function releaseDispatchPlans(backend: WebGPUBackend, dataIds?: object[]): void {
+  const cache = cacheOf(backend);
+  const ids = dataIds && new Set(dataIds);
+  for (const plan of [...cache.plans.values()]) {
+    if (!ids || plan.bound.some((b) => ids.has(b.dataId))) dropPlan(backend, cache, plan);
+  }
+}
+
+/** tfjs's uniform block for one program, byte for byte as recordAndSubmit + makeUniforms build it. */
+function uniformBytes(program: WebGPUProgram, inputs: TensorInfo[], output: TensorInfo,
+    programDefined?: ProgramUniform): ArrayBuffer {
+  const u: ProgramUniform = [{type: 'float32', data: [NaN]}, {type: 'float32', data: [Infinity]}];
+  for (const shape of [...inputs.map((t) => t.shape), output.shape]) {
+    u.push({type: 'int32', data: shape}, {type: 'int32', data: util.computeStrides(shape)});
+  }
+  if (program.size) {
+    const size = util.sizeFromShape(program.outputShape);
+    u.push({type: 'int32', data: [program.outputComponent ? size / program.outputComponent : size]});
+  }
+  if (programDefined) u.push(...programDefined);
+  let offset = 0;
+  let preLength = 0;
+  let maxAlign = 1;
+  const offsets: number[] = [];
+  const fields = u.map((d) => ({type: d.type, data: d.data.length === 0 ? [1] : d.data}));
+  for (const d of fields) {
+    const n = d.data.length;
+    if (n > 6) throw new Error(`dispatch plan: unsupported ${n}-D uniform`);
+    let align = n === 1 ? 4 : n === 2 ? 8 : 16;
+    if (preLength === 5 || preLength === 6) align = 16;
+    maxAlign = Math.max(maxAlign, align);
+    offset = Math.ceil(offset / align) * align;
+    preLength = n;
+    offsets.push(offset);
+    offset += n * 4;
+  }
+  offset = Math.ceil(offset / maxAlign) * maxAlign;
+  const bytes = new ArrayBuffer(offset);
+  fields.forEach((d, i) => {
+    const Array = d.type === 'int32' ? Int32Array : d.type === 'uint32' ? Uint32Array : Float32Array;
+    new Array(bytes, offsets[i], d.data.length).set(d.data);
+  });
+  return bytes;
+}
+
+interface Recorded {
+  program: WebGPUProgram;
+  inputs: TensorInfo[];
+  output: TensorInfo;
+  uniforms?: ProgramUniform;
+}
+
+/** Passes every call to the backend and remembers the programs and the tensors made on the way. */
+class Recorder implements ProgramIssuer {
+  readonly steps: Recorded[] = [];
+  readonly made = new Map<object, TensorInfo>();
+  notReplayable = '';
+
+  constructor(private readonly backend: WebGPUBackend) {}
+
+  runWebGPUProgram(program: WebGPUProgram, inputs: TensorInfo[], outputDtype: DataType,
+      uniforms?: ProgramUniform, output?: TensorInfo): TensorInfo {
+    const out = this.backend.runWebGPUProgram(program, inputs, outputDtype, uniforms, output);
+    this.made.set(out.dataId, out);
+    if (util.sizeFromShape(out.shape) === 0) this.notReplayable ||= 'an empty output';
+    else if (!(program.pipeline instanceof GPUComputePipeline)) this.notReplayable ||= 'pipelines compiled in parallel';
+    // Copies: tfjs does not change them after recordAndSubmit, but the kernel may reuse the arrays.
+    this.steps.push({program, inputs: [...inputs], output: out, uniforms: uniforms?.map((u) => ({...u, data: [...u.data]}))});
+    return out;
+  }
+
+  makeTensorInfo(shape: number[], dtype: DataType, values?: never): TensorInfo {
+    if (values != null) this.notReplayable ||= 'a tensor made from host values';
+    const t = this.backend.makeTensorInfo(shape, dtype, values);
+    this.made.set(t.dataId, t);
+    return t;
+  }
+
+  disposeData(dataId: object, force?: boolean): boolean {
+    return this.backend.disposeData(dataId, force);
+  }
+}
+
+function buildPlan(backend: WebGPUBackend, key: string, rec: Recorder, inputs: NamedTensorInfoMap,
+    perCallNames: ReadonlySet<string>, outputs: TensorInfo[]): Plan {
+  const plan: Plan = {key, steps: [], outputs: outputs.map((o) => ({shape: [...o.shape], dtype: o.dtype})),
+    scratch: [], bound: [], notReplayable: rec.notReplayable, outputsArray: false};
+  const inputName = new Map<object, string>();
+  for (const [name, t] of Object.entries(inputs)) if (t && !inputName.has(t.dataId)) inputName.set(t.dataId, name);
+  const outputIndex = new Map<object, number>(outputs.map((o, i) => [o.dataId, i]));
+  const scratchIndex = new Map<object, number>();
+  const slotOf = (t: TensorInfo): Slot => {
+    const name = inputName.get(t.dataId);
+    if (name !== undefined) {
+      if (!perCallNames.has(name) && !plan.bound.some((b) => b.dataId === t.dataId)) {
+        plan.bound.push({name, dataId: t.dataId, buffer: bufferOf(backend, t.dataId)!});
+      }
+      return {kind: 'input', name};
+    }
+    const o = outputIndex.get(t.dataId);
+    if (o !== undefined) return {kind: 'output', index: o};
+    if (!rec.made.has(t.dataId)) {
+      plan.notReplayable ||= 'a program input that is neither a kernel input nor made by the kernel';
+    }
+    let s = scratchIndex.get(t.dataId);
+    if (s === undefined) {
+      s = plan.scratch.length;
+      scratchIndex.set(t.dataId, s);
+      // The usage tfjs gives tensor buffers (GPUBufferUsage exists only once WebGPU is loaded).
+      plan.scratch.push(backend.bufferManager.acquireBuffer(Math.max(4, util.sizeFromShape(t.shape) * 4),
+          GPUBufferUsage.STORAGE | GPUBufferUsage.COPY_SRC | GPUBufferUsage.COPY_DST));
+    }
+    return {kind: 'scratch', index: s};
+  };
+  for (const r of rec.steps) {
+    if (plan.notReplayable) break;
+    const slots = [r.output, ...r.inputs].map(slotOf);
+    const bytes = uniformBytes(r.program, r.inputs, r.output, r.uniforms);
+    const uniform = backend.bufferManager.acquireBuffer(bytes.byteLength,
+        GPUBufferUsage.COPY_DST | GPUBufferUsage.UNIFORM);
+    backend.queue.writeBuffer(uniform, 0, bytes);
+    const pipeline = r.program.pipeline as GPUComputePipeline;
+    const d = r.program.dispatch;
+    plan.steps.push({name: r.program.constructor.name, pipeline, layout: pipeline.getBindGroupLayout(0),
+      dispatch: [d[0], d[1] ?? 1, d[2] ?? 1], slots,
+      perCall: slots.map((s) => s.kind === 'output' || (s.kind === 'input' && perCallNames.has(s.name))),
+      uniform, bindGroups: new Map()});
+  }
+  if (plan.bound.some((b) => b.buffer == null)) plan.notReplayable ||= 'a bound tensor without a GPU buffer';
+  return plan;
+}
+
+function flushTfjs(backend: WebGPUBackend): void {
+  const p = backend as unknown as BackendPrivates;
+  if ('commandEncoder' in p && p.commandEncoder == null) return;
+  backend.ensureCommandEncoderReady();
+  backend.endComputePassEncoder();
+  backend.submitQueue();
+}
+
+function replay(backend: WebGPUBackend, plan: Plan, inputs: NamedTensorInfoMap): TensorInfo[] {
+  const outputs = plan.outputs.map((o) => {
+    const t = backend.makeTensorInfo(o.shape, o.dtype);
+    backend.uploadToGPU(t.dataId);
+    return t;
+  });
+  const outBuffers = outputs.map((t) => bufferOf(backend, t.dataId)!);
+  const inputBuffer = (name: string) => {
+    const t = inputs[name]!;
+    let b = bufferOf(backend, t.dataId);
+    if (b === undefined) {
+      backend.uploadToGPU(t.dataId);  // values still on the host: tfjs copies them (in its encoder)
+      b = bufferOf(backend, t.dataId)!;
+    }
+    return b;
+  };
+  const bufferFor = (s: Slot) => s.kind === 'output' ? outBuffers[s.index] :
+    s.kind === 'scratch' ? plan.scratch[s.index] : inputBuffer(s.name);
+  const groups = plan.steps.map((step) => {
+    const buffers = step.slots.map(bufferFor);
+    let key = '';
+    for (let i = 0; i < buffers.length; i++) if (step.perCall[i]) key += idOf(buffers[i]) + ',';
+    let group = step.bindGroups.get(key);
+    if (group === undefined) {
+      if (step.bindGroups.size >= BIND_GROUPS_PER_STEP) step.bindGroups.delete(step.bindGroups.keys().next().value!);
+      group = backend.device.createBindGroup({layout: step.layout, entries: [
+        ...buffers.map((buffer, binding) => ({binding, resource: {buffer}})),
+        {binding: buffers.length, resource: {buffer: step.uniform}}]});
+      step.bindGroups.set(key, group);
+    }
+    return group;
+  });
+  flushTfjs(backend);
+  const encoder = backend.device.createCommandEncoder();
+  const pass = encoder.beginComputePass();
+  plan.steps.forEach((step, i) => {
+    pass.setPipeline(step.pipeline);
+    pass.setBindGroup(0, groups[i]);
+    pass.dispatchWorkgroups(step.dispatch[0], step.dispatch[1], step.dispatch[2]);
+  });
+  pass.end();
+  backend.queue.submit([encoder.finish()]);
+  return outputs;
+}
+
+export interface PlannedCall {
+  /** Kernel name and attributes: with the shapes, they fix the programs a call issues. */
+  kernel: string;
+  attrsKey: string;
+  inputs: NamedTensorInfoMap;
+  /** Inputs that change from call to call (activations, routing); every other input is bound to the plan. */
+  perCall: readonly string[];
+  numTokens: number;
+}
+
+/**
+ * Runs `body` (a kernel that issues its programs through the issuer it is given) from a plan when one
+ * matches, else records it into a new plan while tfjs runs it. Returns the body's outputs.
+ */
+export function runPlanned(backend: WebGPUBackend, call: PlannedCall,
+    body: (issuer: ProgramIssuer) => TensorInfo | TensorInfo[]): TensorInfo | TensorInfo[] {
+  const cache = cacheOf(backend);
+  const tfjsPath = (reason: string) => {
+    cache.stats.tfjsPath++;
+    cache.stats.lastTfjsPathReason = reason;
+    return body(backend);
+  };
+  if (!plansEnabled) return tfjsPath('dispatch plans are off (setDispatchPlansEnabled)');
+  if (call.numTokens > PLAN_MAX_TOKENS) return tfjsPath(`${call.numTokens} tokens > ${PLAN_MAX_TOKENS}`);
+  if ((backend as unknown as BackendPrivates).activeTimers != null) {
+    return tfjsPath('tfjs\'s profiler is on (tf.time / tf.profile time each program)');
+  }
+  if (env().getBool('WEBGPU_ENGINE_COMPILE_ONLY')) return tfjsPath('WEBGPU_ENGINE_COMPILE_ONLY is set');
+  const perCall = new Set(call.perCall);
+  let key = `${call.kernel}|${call.attrsKey}`;
+  for (const [name, t] of Object.entries(call.inputs)) {
+    if (!t) continue;
+    key += `|${name}:${t.dtype}:${t.shape}`;
+    if (!perCall.has(name)) key += `@${idOf(t.dataId)}`;
+  }
+  const plan = cache.plans.get(key);
+  if (plan) {
+    if (isStale(backend, plan)) {
+      dropPlan(backend, cache, plan);
+    } else if (plan.notReplayable) {
+      return tfjsPath(`not replayable: ${plan.notReplayable}`);
+    } else {
+      cache.plans.delete(key);  // most recently used last
+      cache.plans.set(key, plan);
+      cache.stats.replayed++;
+      const outs = replay(backend, plan, call.inputs);
+      return outs.length === 1 && !plan.outputsArray ? outs[0] : outs;
+    }
+  }
+  sweep(backend, cache);
+  const rec = new Recorder(backend);
+  const result = body(rec);
+  const outs = Array.isArray(result) ? result : [result];
+  const built = buildPlan(backend, key, rec, call.inputs, perCall, outs);
+  built.outputsArray = Array.isArray(result);
+  cache.plans.set(key, built);
+  cache.stats.recorded++;
+  while (cache.plans.size > PLAN_CACHE_SIZE) dropPlan(backend, cache, cache.plans.values().next().value!);
+  return result;
+}
