@@ -8,6 +8,7 @@
  * The GEMMs themselves run in bench/gpu_check_tc.ts on a GPU that has the features.
  */
 import * as tf from '@tensorflow/tfjs-core';
+import type {TensorInfo} from '@tensorflow/tfjs-core';
 import type {WebGPUBackend, WebGPUProgram} from '@tensorflow/tfjs-backend-webgpu';
 import {expect} from 'chai';
 import {Activation, fusedExpertsImpl} from '../src';
@@ -274,6 +275,104 @@ describeBackends('tensor-core helper programs on webgpu', (backend) => {
     const code = codes.find((c) => c.includes('x16'));
     expect(code, 'the program was compiled here').to.be.a('string');
     expect(declareF16Storage(`${code}\n// moe-storage-f16 x16`)).to.match(/var<storage, read> x16\s*:\s*array<f16>;/);
+  });
+
+  /**
+   * The GEMMs' WGSL with the subgroup-matrix types and builtins replaced by stand-ins of the same shape of
+   * call (a struct of one f32; loads read one element of the same binding) and f16 by f32: everything
+   * around the matrices (tile lookup, offsets, epilogues, bias, dequantization, bindings) must compile and
+   * validate here. Only the builtins themselves, spelled as in the kernel the H200 ran, stay unchecked.
+   */
+  const standIn = (code: string, f16Bindings: string[]) => {
+    let out = code.replace(/^\s*enable (f16|chromium_experimental_subgroup_matrix);\s*$/gm, '')
+        .replace(/^\s*\/\/ moe-storage-f16 .*$/gm, '')
+        .replace(/subgroup_matrix_(left|right)<f16, 16, 16>|subgroup_matrix_result<f32, 16, 16>/g, 'SM')
+        .replace(/subgroupMatrixLoad<SM>\(&(\w+), /g, 'smLoad_$1(')
+        .replace(/subgroupMatrixStore\(&(\w+), /g, 'smStore_$1(')
+        .replace(/subgroupMatrixMultiplyAccumulate\(/g, 'smMma(')
+        .replace(/\bf16\b/g, 'f32');
+    const loads = [...new Set([...out.matchAll(/smLoad_(\w+)\(/g)].map((m) => m[1]))];
+    const stores = [...new Set([...out.matchAll(/smStore_(\w+)\(/g)].map((m) => m[1]))];
+    out += `
+      struct SM { v : f32 }
+      fn smMma(a : SM, b : SM, c : SM) -> SM { return SM(a.v * b.v + c.v); }
+      ${loads.map((b) => `fn smLoad_${b}(off : u32, colMajor : bool, stride : u32) -> SM {
+        return SM(f32(${b}[off + select(0u, stride, colMajor)]));
+      }`).join('\n')}
+      ${stores.map((b) => `fn smStore_${b}(off : u32, m : SM, colMajor : bool, stride : u32) {
+        ${b}[off + select(0u, stride, colMajor)] = m.v;
+      }`).join('\n')}`;
+    expect(loads.every((b) => f16Bindings.includes(b) || b === 'As' || b === 'Bs'), `loads from ${loads}`).to.equal(true);
+    return out;
+  };
+  const validates = async (program: WebGPUProgram, inputs: tf.Tensor[], out: TensorInfo) => {
+    const device = wb().device;
+    device.pushErrorScope('validation');
+    wb().runWebGPUProgram(program, inputs, out.dtype as 'float32' | 'int32', [{type: 'int32', data: [0]}], out);
+    const t = tf.engine().makeTensorFromTensorInfo(out);
+    await t.data();
+    t.dispose();
+    const error = await device.popErrorScope();
+    expect(error?.message ?? '', program.shaderKey).to.equal('');
+  };
+
+  it('compiles the GEMMs\' WGSL around the subgroup matrices, for both variants, formats, biases and swigluoai', async () => {
+    const E = 3, H = 64, I = 48, T = 8, k = 2, P = T * k;
+    // f32 and a packed format (every packed format reads through the same wload8_0). (int4 with a zero tensor,
+    // act-order and biases would bind 9 buffers: FusedExperts refuses that where the limit is 8.)
+    for (const format of [FLOAT32_FORMAT, fmt('uint4', 32, 8, {hasGIdx: true})]) {
+      for (const [activation, hasBias] of [['silu', false], ['swigluoai', true]] as Array<[Activation, boolean]>) {
+        const rand = rng(5);
+        const part = (N: number, K: number) => {
+          const p = randomProjection(format, E, N, K, rand);
+          const t = [format.code === 'f32' ? tf.tensor3d(p.data as Float32Array, [E, N, K]) :
+            tf.tensor2d(p.data as Int32Array, [E, p.data.length / E], 'int32')];
+          if (p.scales) t.push(p.scales instanceof Int32Array ? tf.tensor2d(p.scales, [E, p.scales.length / E], 'int32') :
+            tf.tensor2d(p.scales as Float32Array, [E, p.scales.length / E]));
+          if (p.zeros) t.push(tf.tensor2d(p.zeros, [E, p.zeros.length / E]));
+          if (p.gIdx) t.push(tf.tensor2d(p.gIdx, [E, K], 'int32'));
+          if (hasBias) t.push(tf.tensor2d(randn(rand, E * N), [E, N]));
+          return t;
+        };
+        const w13 = part(2 * I, H), w2 = part(H, I);
+        const align = tf.tensor1d(new Int32Array(E + 1 + 4 * 32).fill(0), 'int32');
+        const tw = tf.tensor2d(new Float32Array(P).fill(0.5), [T, k]);
+        const common = {hiddenSize: H, intermediateSize: I, topK: k, numLocalExperts: E, activation,
+          applyRouterWeightOnInput: false, format, hasBias};
+        // workgroup-tiles: x f32 [T, H] / act f32 [rows, I].
+        const x = tf.tensor2d(randn(rand, T * H), [T, H]);
+        const act = tf.tensor2d(randn(rand, 64 * I), [64, I]);
+        for (const stage of ['w13', 'w2'] as const) {
+          const p = new ExpertsTensorCoreGemmProgram({...common, stage, blockRows: TC_BLOCK_ROWS, tileK: 16,
+            splitK: stage === 'w2' ? 2 : 1}, stage === 'w13' ? [64, I] : [2 * P, H], 2);
+          const code = standIn(p.getUserCode(), []);
+          await validates(Object.assign(Object.create(Object.getPrototypeOf(p)), p,
+              {getUserCode: () => code, shaderKey: `${p.shaderKey}_standIn`}),
+          stage === 'w13' ? [x, align, ...w13] : [act, align, tw, ...w2], wb().makeTensorInfo(p.outputShape, 'float32'));
+        }
+        // storage variants: x16 / act16 i32 words, the f16 weights (a copy: i32 words), bias. Their code does not
+        // depend on the format (the copy does: checked below against the host).
+        for (const blockRows of format === FLOAT32_FORMAT ? [32, 64] : []) {
+          const layout = tensorCoreLayout(format, H, I, activation);
+          for (const stage of ['w13', 'w2'] as const) {
+            const L = layout[stage];
+            const Kp = stage === 'w13' ? layout.Hp : layout.Ip;
+            const x16 = tf.tensor2d(new Int32Array(2 * blockRows * Kp / 2), [2 * blockRows, Kp / 2], 'int32');
+            const w16 = tf.tensor2d(new Int32Array(E * L.rowsPerExpert * L.kStride / 2), [E, L.rowsPerExpert * L.kStride / 2], 'int32');
+            const bias = hasBias ? [(stage === 'w13' ? w13 : w2).slice(-1)[0]] : [];
+            const p = new ExpertsTensorCoreStorageGemmProgram({...common, stage, blockRows, layout, splitK: stage === 'w2' ? 2 : 1},
+                stage === 'w13' ? [2 * blockRows, layout.Ip / 2] : [2 * P, H], 2);
+            const code = standIn(p.getUserCode(), ['x16', 'w16']);
+            await validates(Object.assign(Object.create(Object.getPrototypeOf(p)), p,
+                {getUserCode: () => code, shaderKey: `${p.shaderKey}_standIn`}),
+            stage === 'w13' ? [x16, align, w16, ...bias] : [x16, align, tw, w16, ...bias],
+            wb().makeTensorInfo(p.outputShape, stage === 'w13' ? 'int32' : 'float32'));
+            tf.dispose([x16, w16]);
+          }
+        }
+        tf.dispose([...w13, ...w2, align, tw, x, act]);
+      }
+    }
   });
 
   it('gathers x into expert-sorted f16 rows, zero for padding rows, unwritten rows and the padded columns', async () => {
