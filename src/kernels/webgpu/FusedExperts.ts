@@ -8,6 +8,8 @@
  *   prefill (otherwise):
  *                     align (count, prefix-sum, scatter by expert, padded) → grouped GEMM w13+act
  *                     → grouped GEMM w2·weight (split along K when its grid is small) → combine
+ *                     (f16 tensor cores where chooseGemmKernel picks them; the storage variants' programs
+ *                     are issued by tensor_core_prefill.ts)
  *
  * Weights split into several tensors (inputs w13_0.., w2_0..; no binding may exceed the device's
  * maxStorageBufferBindingSize): the decode GEMVs bind every tensor and pick the one that holds each pair's
