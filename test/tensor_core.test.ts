@@ -20,6 +20,7 @@ import {ExpertsTensorCoreStorageGemmProgram} from '../src/kernels/webgpu/experts
 import {ExpertsGatherF16Program} from '../src/kernels/webgpu/experts_gather_f16_webgpu';
 import {ExpertsWeightsF16Program} from '../src/kernels/webgpu/experts_weights_f16_webgpu';
 import {chooseGemmKernel} from '../src/kernels/webgpu/FusedExperts';
+import {tensorCoreStoragePrefill} from '../src/kernels/webgpu/tensor_core_prefill';
 import {TENSOR_CORE_VARIANTS, TensorCoreVariant, foldedDispatch, setTensorCoreVariant, tensorCoreBlockRows,
   tensorCoreChoice, tensorCoreLayout, tensorCoreStorageDispatch, weightSource} from '../src/kernels/webgpu/tensor_core_plan';
 import {FLOAT32_FORMAT, WeightFormat, formatKey, halfToFloat, roundToF16} from '../src/quant/format';
@@ -180,6 +181,60 @@ describe('tensor-core GEMM plan', () => {
     expect(out).to.contain('var<storage, read> x16: array<f16>;').and.to.contain('align: array<i32>;');
     expect(declareF16Storage('fn main() {}')).to.equal('fn main() {}');
     expect(() => declareF16Storage('// moe-storage-f16 w16\nfn main() {}')).to.throw(/no 'var<storage, read> w16/);
+  });
+});
+
+describe('tensor-core storage prefill: the programs it issues', () => {
+  // A stand-in backend and run that record each program, its inputs and output (no GPU needed).
+  const issue = (format: WeightFormat, activation: Activation, hasBias: boolean, shards: number[]) => {
+    const H = 256, I = 96, T = 50, k = 2, P = T * k;
+    const E = shards.reduce((a, b) => a + b, 0);
+    const info = (shape: number[], dtype: 'float32' | 'int32' = 'float32') => ({dataId: {}, shape, dtype}) as TensorInfo;
+    const log: Array<{name: string; inputs: number[][]; out?: number[]; first?: number; dispatch: number[]}> = [];
+    const record = (program: WebGPUProgram, inputs: TensorInfo[], uniforms?: Array<{data: number[]}>, out?: TensorInfo) => {
+      log.push({name: program.constructor.name, inputs: inputs.map((t) => t.shape), out: out?.shape,
+        first: uniforms?.[0]?.data[0], dispatch: program.dispatch});
+      return out ?? info(program.outputShape, 'int32');
+    };
+    const backend = {runWebGPUProgram: (program: WebGPUProgram, inputs: TensorInfo[], _dtype: string,
+      uniforms?: Array<{data: number[]}>, out?: TensorInfo) => record(program, inputs, uniforms, out)} as unknown as WebGPUBackend;
+    const shard = (n: number, N: number, K: number) => ({data: info(format.code === 'f32' ? [n, N, K] : [n, N * K / 2], format.code === 'f32' ? 'float32' : 'int32'),
+      ...(hasBias ? {bias: info([n, N])} : {})});
+    const temps: TensorInfo[] = [];
+    const {y, splitK} = tensorCoreStoragePrefill({backend, run: record, temp: (shape, dtype) => info(shape, dtype), temps,
+      variant: 'storage-64', x: info([T, H]), topkWeights: info([T, k]), ids: [info([T, k], 'int32')],
+      shards: {w13: shards.map((n) => shard(n, 2 * I, H)), w2: shards.map((n) => shard(n, H, I))}, numPairs: P,
+      common: {hiddenSize: H, intermediateSize: I, topK: k, numLocalExperts: E, globalNumExperts: E, hasExpertMap: false,
+        activation, applyRouterWeightOnInput: false, format, hasBias},
+      splitK: () => 2, checkBinding: () => undefined});
+    return {log, y, splitK, P, H, I, E};
+  };
+
+  it('copies non-f16 weights per shard before each GEMM, with firstExpert per shard and padded f16 buffers', () => {
+    const {log, y, splitK, P, H, I, E} = issue(FLOAT32_FORMAT, 'swigluoai', true, [3, 2]);
+    expect(log.map((l) => l.name)).to.deep.equal(['ExpertsAlignProgram', 'ExpertsGatherF16Program',
+      'ExpertsWeightsF16Program', 'ExpertsW13TensorCoreStorageGemmProgram', 'ExpertsWeightsF16Program',
+      'ExpertsW13TensorCoreStorageGemmProgram', 'ExpertsWeightsF16Program', 'ExpertsW2TensorCoreStorageGemmProgram',
+      'ExpertsWeightsF16Program', 'ExpertsW2TensorCoreStorageGemmProgram']);
+    const rows = P + Math.min(E, P) * 63;
+    expect(log[1].out).to.deep.equal([rows, 256 / 2]);                            // x16: Hp = 256
+    expect(log[2].out).to.deep.equal([3, 2 * 96 * 256 / 2]);                      // w13 copy: 2·I32 rows of Hp
+    expect(log[3].first).to.equal(0);
+    expect(log[5].first).to.equal(3);
+    expect(log[3].out).to.deep.equal([rows, 96 / 2]);                             // act16: Ip = 96
+    expect(log[3].inputs).to.deep.equal([[rows, 128], [E + 1 + rows], [3, 2 * 96 * 256 / 2], [3, 2 * I]]);
+    expect(log[6].out).to.deep.equal([3, 256 * 96 / 2]);                          // w2 copy: H64 rows of Ip
+    expect(log[7].inputs.map((s) => s.length)).to.deep.equal([2, 1, 2, 2, 2]);   // act16, align, topkWeights, w16, bias
+    expect(log[7].dispatch).to.deep.equal([Math.ceil(P / 64) + 3, H / 64, 2]);
+    expect(splitK).to.equal(2);
+    expect(y.shape).to.deep.equal([2 * P, H]);
+  });
+
+  it('reads f16 weights in place: no copies', () => {
+    const {log} = issue(fmt('f16', 0), 'silu', false, [4]);
+    expect(log.map((l) => l.name)).to.deep.equal(['ExpertsAlignProgram', 'ExpertsGatherF16Program',
+      'ExpertsW13TensorCoreStorageGemmProgram', 'ExpertsW2TensorCoreStorageGemmProgram']);
+    expect(log[2].inputs[2]).to.deep.equal([4, 2 * 96 * 256 / 2]);
   });
 });
 
