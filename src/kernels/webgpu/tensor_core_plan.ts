@@ -16,6 +16,12 @@
  *                      epilogue writes the activation as f16 rows for w2, and the weights are read as f16
  *                      where they are stored as f16; any other format is first dequantized into an f16 copy
  *                      of the shard (experts_weights_f16_webgpu.ts), per call for now.
+ *
+ * Why a copy rather than a workgroup-memory dequant tile for the right operand: the GEMM then has one shape
+ * for every format (both operands from storage, no barrier in the k loop), and the profile separates the
+ * dequantization (the copy's own line) from the GEMM, while the device check's f16-weight run measures exactly
+ * what a per-layer copy made once would give. Making it once needs an owner for the copy's lifetime (the
+ * layer, or a weight-preparation call) that FusedExperts' dispatch does not have today.
  */
 import type {Activation} from '../../kernel_names';
 import type {WeightFormat} from '../../quant/format';
