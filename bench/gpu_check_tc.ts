@@ -9,9 +9,9 @@
  *      host reference with the kernels' documented numerics (f16 operands, f32 accumulation) and its derived
  *      per-element bound (bench/tensor_core_reference.ts);
  *   3. the real benchmark shapes at M = 64, 256, 4096 (prefill forced): sampled tokens against the same
- *      reference, and the GPU time per program of each variant (float32 weights; the storage variants also
- *      with f16 weights, read in place) beside the float32 SIMT kernels, with TFLOP/s and the fraction of the
- *      H200's dense f16 tensor-core peak.
+ *      reference, and the GPU time per program of each variant (float32 weights, int4 g128 weights, and for the
+ *      storage variants f16 weights read in place) beside the float32 SIMT kernels (float32 weights), with
+ *      TFLOP/s and the fraction of the H200's dense f16 tensor-core peak.
  *   bash .gpu/run.sh .gpu/gpu_check_tc.mjs [--variants storage-64,...] [--shapes qwen3,dsv3tp8,mixtral]
  *     [--tokens 64,256,4096] [--skip-tiny] [--skip-real]
  */
@@ -22,9 +22,12 @@ chromium-experimental-subgroup-matrix; elsewhere it reports why they are off and
   --variants a,b   tensor-core variants (default: all: workgroup-tiles,storage-32,storage-64)
   --shapes a,b     real shapes (default qwen3,dsv3tp8,mixtral)
   --tokens a,b     M of the real shapes (default 64,256,4096)
+  --real-formats   weights at the real shapes (default f32,f16,uint4: float32; their f16 copy, read in place
+                   by the storage variants; GPTQ-style int4 g128 made on the host)
   --skip-tiny      skip the tiny problems;  --skip-real  skip the real shapes
-  --dry-run        without tensor cores: run the tiny problems on the float32 tiles against the unrounded
-                   reference and its f32 bound (checks this harness on SwiftShader)`;
+  --dry-run        without tensor cores: run the tiny problems (and --shapes tiny-qwen3,... if given) on the
+                   float32 tiles against the unrounded reference and its f32 bound (checks this harness on
+                   SwiftShader)`;
 const args = process.argv.slice(2);
 if (args.includes('--help')) {
   console.log(USAGE);
@@ -232,10 +235,47 @@ function f16Weights(s: MoEShape, w: {w13: tf.Tensor3D[]; w2: tf.Tensor3D[]}):
   return {w13: w.w13.map((t) => convert(t, 'w13')), w2: w.w2.map((t) => convert(t, 'w2'))};
 }
 
-async function realShape(s: MoEShape, tokens: number[], variants: TensorCoreVariant[]): Promise<boolean> {
+/**
+ * Real shapes' GPTQ-style int4 weights (group 128, zero 8), made on the host (xorshift codes, scales sized like
+ * the f32 weights), in the f32 weights' shards; `expert(e, which)` dequantizes one expert for the reference.
+ */
+function uint4Weights(s: MoEShape, counts: number[]) {
+  const format = fmt('uint4', 128, 8);
+  let state = 0x9e3779b9;
+  const next = () => { state ^= state << 13; state ^= state >>> 17; state ^= state << 5; return state | 0; };
+  const make = (N: number, K: number, scale: number) => counts.map((n) => {
+    const words = new Int32Array(n * N * K / 8);
+    for (let i = 0; i < words.length; i++) words[i] = next();
+    const G = Math.ceil(K / 128);
+    // (code − 8) has a standard deviation of about 4.6: scale to the f32 weights' uniform [-scale, scale).
+    const scales = new Float32Array(n * N * G);
+    for (let i = 0; i < scales.length; i++) scales[i] = scale / 8 * (0.75 + 0.5 * ((next() >>> 0) / 2 ** 32));
+    return {n, words, scales};
+  });
+  const host = {w13: make(2 * s.I, s.H, w13Scale(s)), w2: make(s.H, s.I, w2Scale(s))};
+  const tensors = (which: 'w13' | 'w2'): QuantizedExpertWeights[] => host[which].map((h) => {
+    const N = which === 'w13' ? 2 * s.I : s.H, K = which === 'w13' ? s.H : s.I;
+    return {format, shape: [h.n, N, K], data: tf.tensor2d(h.words, [h.n, N * K / 8], 'int32'),
+      scales: tf.tensor3d(h.scales, [h.n, N, Math.ceil(K / 128)])};
+  });
+  const expert = (e: number, which: 'w13' | 'w2') => {
+    const N = which === 'w13' ? 2 * s.I : s.H, K = which === 'w13' ? s.H : s.I;
+    let shard = 0, first = 0;
+    while (e >= first + counts[shard]) first += counts[shard++];
+    const h = host[which][shard], l = e - first, W = N * K / 8, G = Math.ceil(K / 128);
+    return dequantizeImpl({format, numExperts: 1, rows: N, cols: K, data: h.words.subarray(l * W, (l + 1) * W),
+      scales: h.scales.subarray(l * N * G, (l + 1) * N * G)});
+  };
+  return {w13: tensors('w13'), w2: tensors('w2'), expert};
+}
+
+async function realShape(s: MoEShape, tokens: number[], variants: TensorCoreVariant[], formats: string[]): Promise<boolean> {
   let ok = true;
   const w = makeExpertWeights(s);
-  const w16 = f16Weights(s, w);
+  const w16 = formats.includes('f16') ? f16Weights(s, w) : null;
+  // (int4 rows fill whole words: K a multiple of 8.)
+  const q4 = formats.includes('uint4') && s.H % 8 === 0 && s.I % 8 === 0 ?
+    uint4Weights(s, w.w13.map((t) => t.shape[0])) : null;
   // Expert e's values: element j of the fill at global index e·n + j (makeExpertWeights' offsets).
   const expert = (e: number, which: 'w13' | 'w2') => {
     const n = which === 'w13' ? 2 * s.I * s.H : s.H * s.I;
@@ -258,7 +298,12 @@ async function realShape(s: MoEShape, tokens: number[], variants: TensorCoreVari
     const problem: TensorCoreProblem = {hidden: hiddenHost, H: s.H, I: s.I, k: s.k, ids: routed.ids,
       weights: routed.weights, activation: 'silu', applyRouterWeightOnInput: false,
       w13Of: (e) => expert(e, 'w13'), w2Of: (e) => expert(e, 'w2')};
-    const ref16 = tensorCoreReference(problem, rows);
+    // (--dry-run without tensor cores: the float32 tiles run, against the unrounded reference.)
+    const round = chooseGemmKernel(tf.backend() as WebGPUBackend, s.H, s.I).kernel === 'tensor-core-f16' ? undefined :
+      (v: number) => v;
+    const ref16 = tensorCoreReference(problem, rows, round);
+    const refQ4 = q4 && tensorCoreReference({...problem, w13Of: (e) => q4.expert(e, 'w13'), w2Of: (e) => q4.expert(e, 'w2')},
+        rows, round);
     const flops = 2 * M * s.k * 3 * s.I * s.H;
     const rate = (ms: number) => ({tflops: flops / ms / 1e9, peak_fraction: flops / ms / 1e9 / H200_F16_PEAK_TFLOPS});
     tf.env().set(TENSOR_CORES_FLAG, false);
@@ -267,15 +312,16 @@ async function realShape(s: MoEShape, tokens: number[], variants: TensorCoreVari
     console.log(JSON.stringify({check: 'simt-f32', shape: s.name, M, gpu_ms: simt.ms, ...rate(simt.ms), kernels: simt.kernels}));
     for (const variant of variants) {
       setTensorCoreVariant(variant);
-      const runs: Array<[string, {w13: tf.Tensor3D[] | QuantizedExpertWeights[]; w2: tf.Tensor3D[] | QuantizedExpertWeights[]}]> =
-          [['f32', w]];
-      if (variant !== 'workgroup-tiles' && w16) runs.push(['f16', w16]);
-      for (const [weightFormat, weights] of runs) {
+      type Weights = {w13: tf.Tensor3D[] | QuantizedExpertWeights[]; w2: tf.Tensor3D[] | QuantizedExpertWeights[]};
+      const runs: Array<[string, Weights, typeof ref16]> = formats.includes('f32') ? [['f32', w, ref16]] : [];
+      if (variant !== 'workgroup-tiles' && w16) runs.push(['f16', w16, ref16]);
+      if (q4 && refQ4) runs.push(['uint4_g128', q4, refQ4]);
+      for (const [weightFormat, weights, ref] of runs) {
         const res = await scoped(async () => {
           const out = fusedExperts(hidden, weights.w13 as tf.Tensor3D[], weights.w2 as tf.Tensor3D[], tw, ti);
           const got = await out.data();
           out.dispose();
-          const cmp = compareWithBound(got, rows, s.H, ref16);
+          const cmp = compareWithBound(got, rows, s.H, ref);
           const t = await gpuMs(() => fusedExperts(hidden, weights.w13 as tf.Tensor3D[], weights.w2 as tf.Tensor3D[], tw, ti),
               M >= 4096 && s.name === 'mixtral' ? 3 : 5);
           return {cmp, t};
@@ -288,7 +334,9 @@ async function realShape(s: MoEShape, tokens: number[], variants: TensorCoreVari
         }
         const {cmp, t} = res.value!;
         ok &&= cmp.pass;
-        console.log(JSON.stringify({check: 'tensor-core', variant, weights: weightFormat, shape: s.name, M,
+        const chosen = chooseGemmKernel(tf.backend() as WebGPUBackend, s.H, s.I);
+        console.log(JSON.stringify({check: 'tensor-core', variant, kernel: `${chosen.kernel} ${chosen.variant ?? ''}`,
+          weights: weightFormat, shape: s.name, M,
           sampled_rows: rows, max_err: cmp.err, worst_err_over_bound: cmp.worstRatio, pass: cmp.pass,
           gpu_ms: t.ms, ...rate(t.ms), speedup_vs_simt: simt.ms / t.ms, kernels: t.kernels}));
       }
@@ -297,7 +345,8 @@ async function realShape(s: MoEShape, tokens: number[], variants: TensorCoreVari
     tf.dispose([hidden, tw, ti]);
   }
   setFusedExpertsPath(null);
-  tf.dispose([...w.w13, ...w.w2, ...(w16 ? [...w16.w13, ...w16.w2].map((q) => q.data) : [])]);
+  tf.dispose([...w.w13, ...w.w2, ...[...(w16?.w13 ?? []), ...(w16?.w2 ?? []), ...(q4?.w13 ?? []), ...(q4?.w2 ?? [])]
+    .flatMap((q) => [q.data, q.scales]).filter((t): t is tf.Tensor => t != null)]);
   return ok;
 }
 
@@ -340,9 +389,10 @@ async function main() {
     setTensorCoreVariant(null);
     setFusedExpertsPath(null);
   }
-  if (!args.includes('--skip-real') && caps.tensorCoreF16) {
+  if (!args.includes('--skip-real') && (caps.tensorCoreF16 || arg('shapes', '').startsWith('tiny'))) {
     for (const name of arg('shapes', 'qwen3,dsv3tp8,mixtral').split(',')) {
-      ok = (await realShape(SHAPES[name] as MoEShape, arg('tokens', '64,256,4096').split(',').map(Number), variants)) && ok;
+      ok = (await realShape(SHAPES[name] as MoEShape, arg('tokens', '64,256,4096').split(',').map(Number), variants,
+          arg('real-formats', 'f32,f16,uint4').split(','))) && ok;
     }
   }
   console.log(ok ? 'ALL PASS' : 'SOME FAILED');
