@@ -150,6 +150,9 @@ function tinyCases(): TinyCase[] {
     cases.push({E: 8, k: 2, H: 136, I: 200, T: 150, format, activation: 'swigluoai', bias: true});
     cases.push({E: 3, k: 1, H: 520, I: 1040, T: 200, format, activation: 'gelu', onInput: true, splitK: 2});
   }
+  // f16 weights read in place by the storage variants (I a multiple of 32, H of 64), with biases.
+  cases.push({E: 4, k: 2, H: 128, I: 64, T: 60, format: fmt('f16', 0), bias: true});
+  cases.push({E: 4, k: 1, H: 128, I: 64, T: 60, format: fmt('f16', 0), activation: 'gelu', onInput: true, splitK: 2});
   // vLLM's fp8 w8a8 (e4m3 block weights, activations quantized per token and 128 inputs): the workgroup-tiles variant.
   cases.push({E: 4, k: 2, H: 256, I: 128, T: 70, format: fmt('e4m3', 128, 0, {blockRows: 128}), fp8: true});
   return cases;
