@@ -1,16 +1,43 @@
 /**
- * Device entry for the tensor-core prefill GEMM (issue 11): Dawn with the toggles that expose shader-f16
- * and subgroup matrices, then
+ * Device entry for the f16 tensor-core prefill GEMMs (issue 11): Dawn with the toggles that expose shader-f16
+ * and subgroup matrices, then, for every tensor-core variant (tensor_core_plan.ts: 'workgroup-tiles',
+ * 'storage-32', 'storage-64'; a variant whose shaders fail to compile or validate is reported and skipped):
  *   1. what webgpuCapabilities reports (configs, which GEMM kernel runs and why);
- *   2. tiny and multi-tile problems through the prefill path on the tensor-core kernel against a host
- *      reference with the kernel's documented numerics (x and w rounded to f16, the w13 output rounded to
- *      f16 before w2, f64 sums), at 1e-4·max|ref| + 1e-5;
+ *   2. tiny and multi-tile problems through the prefill path, every weight format (f32, bf16, f16, fp8 e4m3
+ *      128×128 blocks, int4 with zero tensor, int4 act-order, uint8 channel-wise, MXFP4), with biases and
+ *      'swigluoai', gelu with the router weight on the input, fp8 activations and forced split-K, against the
+ *      host reference with the kernels' documented numerics (f16 operands, f32 accumulation) and its derived
+ *      per-element bound (bench/tensor_core_reference.ts);
  *   3. the real benchmark shapes at M = 64, 256, 4096 (prefill forced): sampled tokens against the same
- *      reference (weights regenerated from the fill's hash), and the GPU time of the tensor-core kernels
- *      beside the float32 SIMT kernels (TENSOR_CORES_FLAG off), with TFLOP/s.
- *   bash .gpu/run.sh .gpu/gpu_check_tc.mjs [--shapes mixtral,qwen3,dsv3tp8] [--tokens 64,256,4096]
+ *      reference, and the GPU time per program of each variant (float32 weights, int4 g128 weights, and for the
+ *      storage variants f16 weights read in place) beside the float32 SIMT kernels (float32 weights), with
+ *      TFLOP/s and the fraction of the H200's dense f16 tensor-core peak.
+ *   bash .gpu/run.sh .gpu/gpu_check_tc.mjs [--variants storage-64,...] [--shapes qwen3,dsv3tp8,mixtral]
+ *     [--tokens 64,256,4096] [--skip-tiny] [--skip-real]
  */
 import * as fs from 'fs';
+
+const USAGE = `bench/gpu_check_tc.ts: checks and times the f16 tensor-core prefill GEMMs (needs shader-f16 and
+chromium-experimental-subgroup-matrix; elsewhere it reports why they are off and exits 0).
+  --variants a,b   tensor-core variants (default: all: workgroup-tiles,storage-32,storage-64)
+  --shapes a,b     real shapes (default qwen3,dsv3tp8,mixtral)
+  --tokens a,b     M of the real shapes (default 64,256,4096)
+  --real-formats   weights at the real shapes (default f32,f16,uint4: float32; their f16 copy, read in place
+                   by the storage variants; GPTQ-style int4 g128 made on the host)
+  --skip-tiny      skip the tiny problems;  --skip-real  skip the real shapes
+  --dry-run        without tensor cores: run the tiny problems (and --shapes tiny-qwen3,... if given) on the
+                   float32 tiles against the unrounded reference and its f32 bound (checks this harness on
+                   SwiftShader)`;
+const args = process.argv.slice(2);
+if (args.includes('--help')) {
+  console.log(USAGE);
+  process.exit(0);
+}
+const arg = (name: string, dflt: string) => {
+  const i = args.indexOf(`--${name}`);
+  return i >= 0 ? args[i + 1] : dflt;
+};
+
 process.env.XDG_RUNTIME_DIR ??= '/tmp';
 const SWIFTSHADER_ICD = '/usr/lib/chromium/vk_swiftshader_icd.json';
 if (process.env.VK_DRIVER_FILES == null && process.env.VK_ICD_FILENAMES == null && fs.existsSync(SWIFTSHADER_ICD)) {
@@ -27,83 +54,64 @@ require('../src/webgpu');
 
 import * as tf from '@tensorflow/tfjs-core';
 import type {WebGPUBackend} from '@tensorflow/tfjs-backend-webgpu';
-import {fusedExperts, fusedExpertsImpl, routingImpl} from '../src';
+import {Activation, FusedExpertsOptions, QuantizedExpertWeights, fusedExperts, fusedExpertsImpl, routingImpl} from '../src';
+import {dequantizeImpl} from '../src/kernels/cpu/dequantize_impl';
 import {TENSOR_CORES_FLAG, webgpuCapabilities} from '../src/kernels/webgpu/capabilities';
-import {chooseGemmKernel, setFusedExpertsPath} from '../src/kernels/webgpu/FusedExperts';
+import {chooseGemmKernel, setFusedExpertsPath, setFusedExpertsSplitK} from '../src/kernels/webgpu/FusedExperts';
+import {ExpertsWeightsF16Program} from '../src/kernels/webgpu/experts_weights_f16_webgpu';
+import {TENSOR_CORE_VARIANTS, TensorCoreVariant, setTensorCoreVariant, tensorCoreLayout}
+  from '../src/kernels/webgpu/tensor_core_plan';
+import {FLOAT32_FORMAT, WeightFormat, formatKey} from '../src/quant/format';
+import {randomProjection} from '../test/helpers/quant_weights';
 import {uniformHostValue} from './fill_uniform_webgpu';
-import {makeExpertWeights, routingConfig, uniformHostValues, uniformTensor} from './problem';
+import {SEEDS, makeExpertWeights, routingConfig, uniformHostValues, uniformTensor, w13Scale, w2Scale} from './problem';
 import {KernelTimer} from './timing';
-import {MoEShape, SHAPES, shardExpertCounts} from './shapes';
+import {MoEShape, SHAPES} from './shapes';
+import {TensorCoreProblem, compareWithBound, tensorCoreReference} from './tensor_core_reference';
 
-const args = process.argv.slice(2);
-const arg = (name: string, dflt: string) => {
-  const i = args.indexOf(`--${name}`);
-  return i >= 0 ? args[i + 1] : dflt;
-};
+/** The H200's dense f16/bf16 tensor-core peak (SXM, without sparsity), TFLOP/s. */
+const H200_F16_PEAK_TFLOPS = 989;
 
-/** Round to the nearest IEEE half (ties to even), as the kernel's f16() conversion does. */
-function roundToHalf(x: number): number {
-  if (!Number.isFinite(x) || x === 0) return x;
-  const a = Math.abs(x);
-  if (a >= 65520) return Math.sign(x) * Infinity;
-  const e = Math.max(Math.floor(Math.log2(a)), -14);
-  const step = 2 ** (e - 10);
-  const q = a / step;
-  const fl = Math.floor(q);
-  const r = q - fl > 0.5 || (q - fl === 0.5 && fl % 2 === 1) ? fl + 1 : fl;
-  return Math.sign(x) * r * step;
+const fmt = (code: WeightFormat['code'], groupSize: number, zero: number | 'tensor' = 0,
+    o: Partial<WeightFormat> = {}): WeightFormat =>
+  ({code, groupSize, blockRows: 1, scaleCode: 'f32', zero, hasGIdx: false, ...o});
+const FORMATS: WeightFormat[] = [FLOAT32_FORMAT, fmt('bf16', 0), fmt('f16', 0), fmt('e4m3', 128, 0, {blockRows: 128}),
+  fmt('uint4', 32, 'tensor'), fmt('uint4', 32, 8, {hasGIdx: true}), fmt('uint8', -1, 128),
+  fmt('e2m1', 32, 0, {scaleCode: 'e8m0'})];
+
+/** Runs `f` inside validation and internal-error scopes: a shader that fails to compile shows here. */
+async function scoped<T>(f: () => Promise<T>): Promise<{value?: T; error?: string}> {
+  const device = (tf.backend() as WebGPUBackend).device;
+  device.pushErrorScope('validation');
+  device.pushErrorScope('internal');
+  let value: T | undefined;
+  let thrown: string | undefined;
+  try {
+    value = await f();
+  } catch (e) {
+    thrown = String((e as Error)?.stack ?? e);
+  }
+  const internal = await device.popErrorScope();
+  const validation = await device.popErrorScope();
+  const error = [thrown, validation?.message, internal?.message].filter(Boolean).join('\n');
+  return error ? {error} : {value};
 }
 
-/**
- * Reference with the tensor-core numerics for the tokens `rows`: f16 operands, f64 sums, silu, w2's input
- * (the f32 activation) rounded to f16. `w13Of(e)` / `w2Of(e)` give an expert's f32 weights.
- */
-function referenceF16(hidden: Float32Array, H: number, I: number, k: number, ids: ArrayLike<number>,
-    weights: ArrayLike<number>, rows: number[], w13Of: (e: number) => Float32Array, w2Of: (e: number) => Float32Array,
-    roundF16 = roundToHalf): Float64Array {
-  const out = new Float64Array(rows.length * H);
-  // f16 values are exact in float32: round in place, no wider copies (Mixtral's w13 is 117M values an expert).
-  const cache13 = new Map<number, Float32Array>();
-  const cache2 = new Map<number, Float32Array>();
-  const rounded = (cache: Map<number, Float32Array>, e: number, f: (e: number) => Float32Array) => {
-    if (!cache.has(e)) {
-      const w = Float32Array.from(f(e));
-      for (let i = 0; i < w.length; i++) w[i] = roundF16(w[i]);
-      cache.set(e, w);
+/** Shader-module compilation errors, keyed by a short head of the code (tfjs labels nothing). */
+const compileErrors: string[] = [];
+function watchCompilation(device: GPUDevice): void {
+  const createShaderModule = device.createShaderModule.bind(device);
+  device.createShaderModule = (d: GPUShaderModuleDescriptor) => {
+    const module = createShaderModule(d);
+    if (/subgroup_matrix|pack2x16float/.test(d.code)) {
+      module.getCompilationInfo?.().then((info) => {
+        for (const m of info.messages) {
+          if (m.type === 'error') compileErrors.push(`${m.lineNum}:${m.linePos} ${m.message}`);
+        }
+      }).catch(() => undefined);
     }
-    return cache.get(e)!;
+    return module;
   };
-  rows.forEach((t, ri) => {
-    const x = Float64Array.from(hidden.subarray(t * H, (t + 1) * H), roundF16);
-    for (let j = 0; j < k; j++) {
-      const e = ids[t * k + j];
-      const w13 = rounded(cache13, e, w13Of), w2 = rounded(cache2, e, w2Of);
-      const a = new Float64Array(I);
-      for (let i = 0; i < I; i++) {
-        let g = 0, u = 0;
-        for (let h = 0; h < H; h++) { g += w13[i * H + h] * x[h]; u += w13[(I + i) * H + h] * x[h]; }
-        a[i] = roundF16(Math.fround(Math.fround(g / (1 + Math.exp(-g))) * u));
-      }
-      for (let h = 0; h < H; h++) {
-        let y = 0;
-        for (let i = 0; i < I; i++) y += w2[h * I + i] * a[i];
-        out[ri * H + h] += y * weights[t * k + j];
-      }
-    }
-  });
-  return out;
-}
-
-function compare(got: ArrayLike<number>, rows: number[], H: number, ref: Float64Array): {err: number; tol: number} {
-  let maxAbs = 0, err = 0;
-  ref.forEach((v) => { maxAbs = Math.max(maxAbs, Math.abs(v)); });
-  rows.forEach((t, ri) => {
-    for (let h = 0; h < H; h++) {
-      const d = Math.abs(got[t * H + h] - ref[ri * H + h]);
-      err = Number.isNaN(d) ? Infinity : Math.max(err, d);
-    }
-  });
-  return {err, tol: 1e-4 * maxAbs + 1e-5};
 }
 
 async function gpuMs(f: () => tf.Tensor, reps: number): Promise<{ms: number; kernels: string}> {
@@ -121,96 +129,227 @@ async function gpuMs(f: () => tf.Tensor, reps: number): Promise<{ms: number; ker
   return {ms: times[Math.floor(times.length / 2)], kernels};
 }
 
-async function tinyChecks(): Promise<boolean> {
-  let ok = true;
-  setFusedExpertsPath('prefill');
-  // Shapes that are no tile's multiple, several row and column tiles, k tiles past one, and split K.
-  for (const [E, k, H, I, T] of [[4, 2, 64, 48, 40], [8, 2, 136, 200, 150], [6, 3, 264, 392, 90], [3, 1, 520, 1040, 200]]) {
-    const hidden = uniformHostValues(T * H, 11 + T, 1);
-    const logits = uniformHostValues(T * E, 12 + T, 4);
-    const routed = routingImpl(logits, T, E, null, routingConfig((SHAPES.mixtral as MoEShape).routing, k));
-    const w13h = uniformHostValues(E * 2 * I * H, 13, Math.sqrt(3 / H));
-    const w2h = uniformHostValues(E * H * I, 14, Math.sqrt(3 / I));
-    const x = tf.tensor2d(hidden, [T, H]);
-    const w13 = tf.tensor3d(w13h, [E, 2 * I, H]);
-    const w2 = tf.tensor3d(w2h, [E, H, I]);
-    const tw = tf.tensor2d(routed.weights, [T, k]);
-    const ti = tf.tensor2d(routed.ids, [T, k], 'int32');
-    const rows = Array.from({length: T}, (_, t) => t);
-    const ref = referenceF16(hidden, H, I, k, routed.ids, routed.weights, rows,
-        (e) => w13h.subarray(e * 2 * I * H, (e + 1) * 2 * I * H), (e) => w2h.subarray(e * H * I, (e + 1) * H * I));
-    const out = fusedExperts(x, w13, w2, tw, ti);
-    const kernel = chooseGemmKernel(tf.backend() as WebGPUBackend, H, I).kernel;
-    const {err, tol} = compare(await out.data(), rows, H, kernel === 'tensor-core-f16' ? ref : Float64Array.from(
-        fusedExpertsImpl({hidden, topkWeights: routed.weights, topkIds: routed.ids, expertMap: null,
-          shards: [{w13: w13h, w2: w2h, numExperts: E}], numTokens: T, topK: k, hiddenSize: H, intermediateSize: I,
-          globalNumExperts: E, activation: 'silu', applyRouterWeightOnInput: false})));
-    const pass = err <= tol;
-    ok &&= pass;
-    console.log(`tiny E=${E} k=${k} H=${H} I=${I} T=${T} kernel=${kernel}: ` +
-        `max err ${err.toExponential(2)} (tol ${tol.toExponential(2)}) ${pass ? 'PASS' : 'FAIL'}`);
-    // The same problem on the float32 kernel against the plain float64 reference.
-    tf.env().set(TENSOR_CORES_FLAG, false);
-    const exact = fusedExpertsImpl({hidden, topkWeights: routed.weights, topkIds: routed.ids, expertMap: null,
-      shards: [{w13: w13h, w2: w2h, numExperts: E}], numTokens: T, topK: k, hiddenSize: H, intermediateSize: I,
-      globalNumExperts: E, activation: 'silu', applyRouterWeightOnInput: false});
-    const out32 = fusedExperts(x, w13, w2, tw, ti);
-    const r32 = compare(await out32.data(), rows, H, Float64Array.from(exact));
-    console.log(`  float32 kernel vs f64 reference: ${r32.err.toExponential(2)} ${r32.err <= r32.tol ? 'PASS' : 'FAIL'}; ` +
-        `tensor-core vs exact f32 reference differs by ${compare(await out.data(), rows, H, Float64Array.from(exact)).err.toExponential(2)} (the f16 rounding)`);
-    ok &&= r32.err <= r32.tol;
-    tf.env().set(TENSOR_CORES_FLAG, true);
-    tf.dispose([x, w13, w2, tw, ti, out, out32]);
-  }
-  setFusedExpertsPath(null);
-  return ok;
+interface TinyCase {
+  E: number; k: number; H: number; I: number; T: number;
+  format: WeightFormat;
+  activation?: Activation;
+  bias?: boolean;
+  onInput?: boolean;
+  fp8?: boolean;
+  splitK?: number;
 }
 
-async function realShape(s: MoEShape, tokens: number[]): Promise<boolean> {
-  let ok = true;
-  const w = makeExpertWeights(s);
-  const counts = shardExpertCounts(s, (tf.backend() as WebGPUBackend).device.limits.maxStorageBufferBindingSize);
+/** The tiny problems: every format on two shapes, then the epilogue and path variations on a few formats. */
+function tinyCases(): TinyCase[] {
+  const shapes = [[4, 2, 64, 48, 40], [6, 3, 264, 392, 90]];
+  const cases: TinyCase[] = [];
+  for (const format of FORMATS) {
+    for (const [E, k, H, I, T] of shapes) cases.push({E, k, H, I, T, format});
+  }
+  for (const format of [FLOAT32_FORMAT, fmt('f16', 0), fmt('uint4', 32, 8, {hasGIdx: true})]) {
+    cases.push({E: 8, k: 2, H: 136, I: 200, T: 150, format, activation: 'swigluoai', bias: true});
+    cases.push({E: 3, k: 1, H: 520, I: 1040, T: 200, format, activation: 'gelu', onInput: true, splitK: 2});
+  }
+  // f16 weights read in place by the storage variants (I a multiple of 32, H of 64), with biases.
+  cases.push({E: 4, k: 2, H: 128, I: 64, T: 60, format: fmt('f16', 0), bias: true});
+  cases.push({E: 4, k: 1, H: 128, I: 64, T: 60, format: fmt('f16', 0), activation: 'gelu', onInput: true, splitK: 2});
+  // vLLM's fp8 w8a8 (e4m3 block weights, activations quantized per token and 128 inputs): the workgroup-tiles variant.
+  cases.push({E: 4, k: 2, H: 256, I: 128, T: 70, format: fmt('e4m3', 128, 0, {blockRows: 128}), fp8: true});
+  return cases;
+}
+
+async function tinyCase(c: TinyCase): Promise<boolean> {
+  const {E, k, H, I, T, format} = c;
+  const rand = (() => { let s = 17 + T + H; return () => ((s = Math.imul(s ^ (s >>> 15), 0x2c1b3c6d) + 0x9e3779b9 | 0) >>> 0) / 2 ** 32; })();
+  const hidden = uniformHostValues(T * H, 11 + T, 1);
+  const logits = uniformHostValues(T * E, 12 + T, 4);
+  const routed = routingImpl(logits, T, E, null, routingConfig((SHAPES.mixtral as MoEShape).routing, k));
+  const p13 = randomProjection(format, E, 2 * I, H, rand);
+  const p2 = randomProjection(format, E, H, I, rand);
+  const w13h = dequantizeImpl(p13), w2h = dequantizeImpl(p2);
+  const b13 = c.bias ? uniformHostValues(E * 2 * I, 15, 0.5) : undefined;
+  const b2 = c.bias ? uniformHostValues(E * H, 16, 0.5) : undefined;
+  const tensorOf = (p: ReturnType<typeof randomProjection>, N: number, K: number, bias?: Float32Array):
+      QuantizedExpertWeights => ({format, shape: [E, N, K],
+    data: format.code === 'f32' ? tf.tensor3d(p.data as Float32Array, [E, N, K]) :
+      tf.tensor2d(p.data as Int32Array, [E, p.data.length / E], 'int32'),
+    scales: p.scales && (p.scales instanceof Int32Array ? tf.tensor2d(p.scales, [E, p.scales.length / E], 'int32') :
+      tf.tensor3d(p.scales, [E, Math.ceil(N / format.blockRows), p.scales.length / E / Math.ceil(N / format.blockRows)])),
+    zeros: p.zeros && tf.tensor3d(p.zeros, [E, N, p.zeros.length / E / N]),
+    gIdx: p.gIdx && tf.tensor2d(p.gIdx, [E, K], 'int32'),
+    bias: bias && tf.tensor2d(bias, [E, N])});
+  const w13 = tensorOf(p13, 2 * I, H, b13), w2 = tensorOf(p2, H, I, b2);
+  const x = tf.tensor2d(hidden, [T, H]);
+  const tw = tf.tensor2d(routed.weights, [T, k]);
+  const ti = tf.tensor2d(routed.ids, [T, k], 'int32');
+  const rows = Array.from({length: T}, (_, t) => t);
+  const activation = c.activation ?? 'silu';
+  const problem: TensorCoreProblem = {hidden, H, I, k, ids: routed.ids, weights: routed.weights, activation,
+    applyRouterWeightOnInput: !!c.onInput,
+    w13Of: (e) => w13h.subarray(e * 2 * I * H, (e + 1) * 2 * I * H), w2Of: (e) => w2h.subarray(e * H * I, (e + 1) * H * I),
+    b13Of: b13 && ((e) => b13.subarray(e * 2 * I, (e + 1) * 2 * I)), b2Of: b2 && ((e) => b2.subarray(e * H, (e + 1) * H))};
+  const choice = chooseGemmKernel(tf.backend() as WebGPUBackend, H, I,
+      {hasBias: !!c.bias, activation, activationQuantGroup: c.fp8 ? 128 : 0});
+  const opts: FusedExpertsOptions = {activation, applyRouterWeightOnInput: !!c.onInput, useFp8W8A8: !!c.fp8};
+  setFusedExpertsSplitK(c.splitK ?? null);
+  const out = fusedExperts(x, w13, w2, tw, ti, opts);
+  const got = await out.data();
+  setFusedExpertsSplitK(null);
+  const what = `tiny ${formatKey(format)} E=${E} k=${k} H=${H} I=${I} T=${T} ${activation}` +
+      `${c.bias ? ' bias' : ''}${c.onInput ? ' weight-on-input' : ''}${c.fp8 ? ' fp8-act' : ''}` +
+      `${c.splitK ? ` splitK=${c.splitK}` : ''}: ${choice.kernel} ${choice.variant ?? ''}`;
+  tf.dispose([x, tw, ti, out, ...[w13, w2].flatMap((q) => [q.data, q.scales, q.zeros, q.gIdx, q.bias])
+    .filter((t): t is tf.Tensor => t != null)]);
+  if (c.fp8) {
+    // e4m3 activations round to 3 mantissa bits, so an f32 act a hair from an e4m3 boundary lands a whole e4m3
+    // step away: no bound of the f16 model holds. Check that it ran, and print the distance to the fp8 reference.
+    const fp8Ref = fusedExpertsImpl({hidden, topkWeights: routed.weights, topkIds: routed.ids, expertMap: null,
+      shards: [{w13: w13h, w2: w2h, numExperts: E}], numTokens: T, topK: k, hiddenSize: H, intermediateSize: I,
+      globalNumExperts: E, activation, applyRouterWeightOnInput: false, activationQuantGroup: 128});
+    let maxRef = 0, maxErr = 0;
+    fp8Ref.forEach((v, i) => { maxRef = Math.max(maxRef, Math.abs(v)); maxErr = Math.max(maxErr, Math.abs(v - got[i])); });
+    const finite = got.every(Number.isFinite);
+    console.log(`${what}: ${finite ? 'finite PASS' : 'non-finite FAIL'} (max |err| vs the fp8 cpu reference ` +
+        `${maxErr.toExponential(2)} of max |ref| ${maxRef.toExponential(2)}; not bounded, see the comment)`);
+    return finite;
+  }
+  const ref = tensorCoreReference(problem, rows, choice.kernel === 'tensor-core-f16' ? undefined : (v) => v);
+  const r = compareWithBound(got, rows, H, ref);
+  console.log(`${what}: max err ${r.err.toExponential(2)}, worst err/bound ${r.worstRatio.toFixed(3)} ` +
+      `${r.pass ? 'PASS' : 'FAIL'}`);
+  return r.pass;
+}
+
+/** Real shapes' f16 weights: the f32 weights' f16 copy (ExpertsWeightsF16Program) as format 'f16' tensors. */
+function f16Weights(s: MoEShape, w: {w13: tf.Tensor3D[]; w2: tf.Tensor3D[]}):
+    {w13: QuantizedExpertWeights[]; w2: QuantizedExpertWeights[]} | null {
+  const f16 = fmt('f16', 0);
+  const L = tensorCoreLayout(f16, s.H, s.I, 'silu');
+  if (L.w13.source !== 'direct' || L.w2.source !== 'direct') return null;
+  const b = tf.backend() as WebGPUBackend;
+  const convert = (t: tf.Tensor3D, stage: 'w13' | 'w2'): QuantizedExpertWeights => {
+    const n = t.shape[0];
+    const info = b.runWebGPUProgram(new ExpertsWeightsF16Program({stage, hiddenSize: s.H, intermediateSize: s.I,
+      activation: 'silu', format: FLOAT32_FORMAT, layout: tensorCoreLayout(FLOAT32_FORMAT, s.H, s.I, 'silu')[stage]}, n),
+    [t], 'int32');
+    const N = stage === 'w13' ? 2 * s.I : s.H, K = stage === 'w13' ? s.H : s.I;
+    return {format: f16, shape: [n, N, K], data: tf.engine().makeTensorFromTensorInfo(info)};
+  };
+  return {w13: w.w13.map((t) => convert(t, 'w13')), w2: w.w2.map((t) => convert(t, 'w2'))};
+}
+
+/**
+ * Real shapes' GPTQ-style int4 weights (group 128, zero 8), made on the host (xorshift codes, scales sized like
+ * the f32 weights), in the f32 weights' shards; `expert(e, which)` dequantizes one expert for the reference.
+ */
+function uint4Weights(s: MoEShape, counts: number[]) {
+  const format = fmt('uint4', 128, 8);
+  let state = 0x9e3779b9;
+  const next = () => { state ^= state << 13; state ^= state >>> 17; state ^= state << 5; return state | 0; };
+  const make = (N: number, K: number, scale: number) => counts.map((n) => {
+    const words = new Int32Array(n * N * K / 8);
+    for (let i = 0; i < words.length; i++) words[i] = next();
+    const G = Math.ceil(K / 128);
+    // (code − 8) has a standard deviation of about 4.6: scale to the f32 weights' uniform [-scale, scale).
+    const scales = new Float32Array(n * N * G);
+    for (let i = 0; i < scales.length; i++) scales[i] = scale / 8 * (0.75 + 0.5 * ((next() >>> 0) / 2 ** 32));
+    return {n, words, scales};
+  });
+  const host = {w13: make(2 * s.I, s.H, w13Scale(s)), w2: make(s.H, s.I, w2Scale(s))};
+  const tensors = (which: 'w13' | 'w2'): QuantizedExpertWeights[] => host[which].map((h) => {
+    const N = which === 'w13' ? 2 * s.I : s.H, K = which === 'w13' ? s.H : s.I;
+    return {format, shape: [h.n, N, K], data: tf.tensor2d(h.words, [h.n, N * K / 8], 'int32'),
+      scales: tf.tensor3d(h.scales, [h.n, N, Math.ceil(K / 128)])};
+  });
   const expert = (e: number, which: 'w13' | 'w2') => {
+    const N = which === 'w13' ? 2 * s.I : s.H, K = which === 'w13' ? s.H : s.I;
     let shard = 0, first = 0;
     while (e >= first + counts[shard]) first += counts[shard++];
+    const h = host[which][shard], l = e - first, W = N * K / 8, G = Math.ceil(K / 128);
+    return dequantizeImpl({format, numExperts: 1, rows: N, cols: K, data: h.words.subarray(l * W, (l + 1) * W),
+      scales: h.scales.subarray(l * N * G, (l + 1) * N * G)});
+  };
+  return {w13: tensors('w13'), w2: tensors('w2'), expert};
+}
+
+async function realShape(s: MoEShape, tokens: number[], variants: TensorCoreVariant[], formats: string[]): Promise<boolean> {
+  let ok = true;
+  const w = makeExpertWeights(s);
+  const w16 = formats.includes('f16') ? f16Weights(s, w) : null;
+  // (int4 rows fill whole words: K a multiple of 8.)
+  const q4 = formats.includes('uint4') && s.H % 8 === 0 && s.I % 8 === 0 ?
+    uint4Weights(s, w.w13.map((t) => t.shape[0])) : null;
+  // Expert e's values: element j of the fill at global index e·n + j (makeExpertWeights' offsets).
+  const expert = (e: number, which: 'w13' | 'w2') => {
     const n = which === 'w13' ? 2 * s.I * s.H : s.H * s.I;
     const v = new Float32Array(n);
-    const seed = (which === 'w13' ? 1000 : 2000) + shard;
-    const scale = Math.sqrt(3 / (which === 'w13' ? s.H : s.I));
-    for (let j = 0; j < n; j++) v[j] = uniformHostValue((e - first) * n + j, seed, scale);
+    const seed = which === 'w13' ? SEEDS.w13 : SEEDS.w2;
+    const scale = which === 'w13' ? w13Scale(s) : w2Scale(s);
+    for (let j = 0; j < n; j++) v[j] = uniformHostValue(e * n + j, seed, scale);
     return v;
   };
   setFusedExpertsPath('prefill');
   for (const M of tokens) {
-    const logits = uniformHostValues(M * s.E, 3000 + M, 4);
-    const biasHost = s.routing.kind === 'grouped' ? uniformHostValues(s.E, 4000, 0.1) : null;
-    const ref = routingImpl(logits, M, s.E, biasHost, routingConfig(s.routing, s.k));
-    const hiddenHost = uniformHostValues(M * s.H, 5000 + M, 1);
-    const hidden = uniformTensor([M, s.H], 5000 + M, 1) as tf.Tensor2D;
-    const tw = tf.tensor2d(ref.weights, [M, s.k]);
-    const ti = tf.tensor2d(ref.ids, [M, s.k], 'int32');
+    const logits = uniformHostValues(M * s.E, SEEDS.logits + M, 4);
+    const biasHost = s.routing.kind === 'grouped' ? uniformHostValues(s.E, SEEDS.bias, 0.1) : null;
+    const routed = routingImpl(logits, M, s.E, biasHost, routingConfig(s.routing, s.k));
+    const hiddenHost = uniformHostValues(M * s.H, SEEDS.hidden + M, 1);
+    const hidden = uniformTensor([M, s.H], SEEDS.hidden + M, 1) as tf.Tensor2D;
+    const tw = tf.tensor2d(routed.weights, [M, s.k]);
+    const ti = tf.tensor2d(routed.ids, [M, s.k], 'int32');
     const rows = [0, Math.floor(M / 2), M - 1];
-    const kernel = chooseGemmKernel(tf.backend() as WebGPUBackend, s.H, s.I).kernel;
-    // The float32 kernel's reference: the same sums without the f16 rounding.
-    const expected = referenceF16(hiddenHost, s.H, s.I, s.k, ref.ids, ref.weights, rows,
-        (e) => expert(e, 'w13'), (e) => expert(e, 'w2'), kernel === 'tensor-core-f16' ? roundToHalf : (v) => v);
-    const out = fusedExperts(hidden, w.w13, w.w2, tw, ti);
-    const {err, tol} = compare(await out.data(), rows, s.H, expected);
-    out.dispose();
-    const pass = err <= tol;
-    ok &&= pass;
+    const problem: TensorCoreProblem = {hidden: hiddenHost, H: s.H, I: s.I, k: s.k, ids: routed.ids,
+      weights: routed.weights, activation: 'silu', applyRouterWeightOnInput: false,
+      w13Of: (e) => expert(e, 'w13'), w2Of: (e) => expert(e, 'w2')};
+    // (--dry-run without tensor cores: the float32 tiles run, against the unrounded reference.)
+    const round = chooseGemmKernel(tf.backend() as WebGPUBackend, s.H, s.I).kernel === 'tensor-core-f16' ? undefined :
+      (v: number) => v;
+    const ref16 = tensorCoreReference(problem, rows, round);
+    const refQ4 = q4 && tensorCoreReference({...problem, w13Of: (e) => q4.expert(e, 'w13'), w2Of: (e) => q4.expert(e, 'w2')},
+        rows, round);
     const flops = 2 * M * s.k * 3 * s.I * s.H;
-    const tc = await gpuMs(() => fusedExperts(hidden, w.w13, w.w2, tw, ti), 5);
+    const rate = (ms: number) => ({tflops: flops / ms / 1e9, peak_fraction: flops / ms / 1e9 / H200_F16_PEAK_TFLOPS});
     tf.env().set(TENSOR_CORES_FLAG, false);
     const simt = await gpuMs(() => fusedExperts(hidden, w.w13, w.w2, tw, ti), M >= 4096 && s.name === 'mixtral' ? 2 : 5);
     tf.env().set(TENSOR_CORES_FLAG, true);
-    console.log(JSON.stringify({check: 'tensor-core', shape: s.name, M, kernel, sampled_rows: rows, max_err: err, tol, pass, tc_gpu_ms: tc.ms, tc_tflops: flops / tc.ms / 1e9,
-      simt_gpu_ms: simt.ms, simt_tflops: flops / simt.ms / 1e9, speedup: simt.ms / tc.ms, tc_kernels: tc.kernels,
-      simt_kernels: simt.kernels}));
+    console.log(JSON.stringify({check: 'simt-f32', shape: s.name, M, gpu_ms: simt.ms, ...rate(simt.ms), kernels: simt.kernels}));
+    for (const variant of variants) {
+      setTensorCoreVariant(variant);
+      type Weights = {w13: tf.Tensor3D[] | QuantizedExpertWeights[]; w2: tf.Tensor3D[] | QuantizedExpertWeights[]};
+      const runs: Array<[string, Weights, typeof ref16]> = formats.includes('f32') ? [['f32', w, ref16]] : [];
+      if (variant !== 'workgroup-tiles' && w16) runs.push(['f16', w16, ref16]);
+      if (q4 && refQ4) runs.push(['uint4_g128', q4, refQ4]);
+      for (const [weightFormat, weights, ref] of runs) {
+        const res = await scoped(async () => {
+          const out = fusedExperts(hidden, weights.w13 as tf.Tensor3D[], weights.w2 as tf.Tensor3D[], tw, ti);
+          const got = await out.data();
+          out.dispose();
+          const cmp = compareWithBound(got, rows, s.H, ref);
+          const t = await gpuMs(() => fusedExperts(hidden, weights.w13 as tf.Tensor3D[], weights.w2 as tf.Tensor3D[], tw, ti),
+              M >= 4096 && s.name === 'mixtral' ? 3 : 5);
+          return {cmp, t};
+        });
+        if (res.error) {
+          ok = false;
+          console.log(JSON.stringify({check: 'tensor-core', variant, weights: weightFormat, shape: s.name, M,
+            error: res.error, compile_errors: compileErrors.splice(0)}));
+          continue;
+        }
+        const {cmp, t} = res.value!;
+        ok &&= cmp.pass;
+        const chosen = chooseGemmKernel(tf.backend() as WebGPUBackend, s.H, s.I);
+        console.log(JSON.stringify({check: 'tensor-core', variant, kernel: `${chosen.kernel} ${chosen.variant ?? ''}`,
+          weights: weightFormat, shape: s.name, M,
+          sampled_rows: rows, max_err: cmp.err, worst_err_over_bound: cmp.worstRatio, pass: cmp.pass,
+          gpu_ms: t.ms, ...rate(t.ms), speedup_vs_simt: simt.ms / t.ms, kernels: t.kernels}));
+      }
+    }
+    setTensorCoreVariant(null);
     tf.dispose([hidden, tw, ti]);
   }
   setFusedExpertsPath(null);
-  tf.dispose([...w.w13, ...w.w2]);
+  tf.dispose([...w.w13, ...w.w2, ...[...(w16?.w13 ?? []), ...(w16?.w2 ?? []), ...(q4?.w13 ?? []), ...(q4?.w2 ?? [])]
+    .flatMap((q) => [q.data, q.scales]).filter((t): t is tf.Tensor => t != null)]);
   return ok;
 }
 
@@ -220,10 +359,44 @@ async function main() {
   const backend = tf.backend() as WebGPUBackend;
   const caps = webgpuCapabilities(backend);
   console.log(JSON.stringify({features: [...backend.device.features], capabilities: caps}));
-  if (!caps.tensorCoreF16) console.log(`tensor-core GEMM off: ${caps.tensorCoreReason}`);
-  let ok = await tinyChecks();
-  for (const name of arg('shapes', 'qwen3,dsv3tp8,mixtral').split(',')) {
-    ok = (await realShape(SHAPES[name] as MoEShape, arg('tokens', '64,256,4096').split(',').map(Number))) && ok;
+  const dryRun = args.includes('--dry-run');
+  if (!caps.tensorCoreF16) {
+    console.log(`no subgroup matrix here: the tensor-core GEMMs are off (${caps.tensorCoreReason}); ` +
+        (dryRun ? 'dry run: the tiny problems on the float32 tiles' : 'nothing to check'));
+    if (!dryRun) process.exit(0);
+  }
+  watchCompilation(backend.device);
+  const variants = (caps.tensorCoreF16 ? arg('variants', TENSOR_CORE_VARIANTS.join(',')) : 'workgroup-tiles')
+      .split(',') as TensorCoreVariant[];
+  let ok = true;
+  if (!args.includes('--skip-tiny')) {
+    setFusedExpertsPath('prefill');
+    for (const variant of variants) {
+      setTensorCoreVariant(variant);
+      console.log(`== tiny problems, variant ${variant}`);
+      for (const c of tinyCases()) {
+        const res = await scoped(() => tinyCase(c));
+        if (res.error) {
+          console.log(`tiny ${formatKey(c.format)} E=${c.E} H=${c.H} I=${c.I} variant ${variant}: ERROR ` +
+              `${res.error}${compileErrors.length ? `\n  compile errors: ${compileErrors.splice(0).join('\n  ')}` : ''}`);
+          ok = false;
+          if (/shader|pipeline|compil/i.test(res.error)) {
+            console.log(`  variant ${variant}: shader errors, skipping its remaining tiny problems`);
+            break;
+          }
+          continue;
+        }
+        ok = res.value! && ok;
+      }
+    }
+    setTensorCoreVariant(null);
+    setFusedExpertsPath(null);
+  }
+  if (!args.includes('--skip-real') && (caps.tensorCoreF16 || arg('shapes', '').startsWith('tiny'))) {
+    for (const name of arg('shapes', 'qwen3,dsv3tp8,mixtral').split(',')) {
+      ok = (await realShape(SHAPES[name] as MoEShape, arg('tokens', '64,256,4096').split(',').map(Number), variants,
+          arg('real-formats', 'f32,f16,uint4').split(','))) && ok;
+    }
   }
   console.log(ok ? 'ALL PASS' : 'SOME FAILED');
   process.exit(ok ? 0 : 1);

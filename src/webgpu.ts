@@ -19,6 +19,8 @@ import {registerWebGPUBackendWithSubgroups} from './kernels/webgpu/device';
 export {SUBGROUPS_FLAG, TENSOR_CORES_FLAG, webgpuCapabilities} from './kernels/webgpu/capabilities';
 export type {SubgroupMatrixConfig, WebGPUCapabilities} from './kernels/webgpu/capabilities';
 export {chooseGemmKernel} from './kernels/webgpu/FusedExperts';
+export {DEFAULT_TENSOR_CORE_VARIANT, TENSOR_CORE_VARIANTS, setTensorCoreVariant} from './kernels/webgpu/tensor_core_plan';
+export type {TensorCoreChoice, TensorCoreVariant} from './kernels/webgpu/tensor_core_plan';
 export {createWebGPUBackend, registerWebGPUBackendWithSubgroups} from './kernels/webgpu/device';
 export {registerWebGPUKernels};
 

@@ -98,6 +98,23 @@ export function roundToE4m3(x: number): number {
   return Math.sign(x) * Math.min(q * step, 448);
 }
 
+/**
+ * Rounds to the nearest IEEE binary16 value, ties to even, overflowing to ±Infinity from 65520 (the
+ * f32 → f16 conversion the tensor-core GEMMs apply to their operands; WGSL's f16() and pack2x16float on
+ * NVIDIA round this way). Subnormals step 2^-24.
+ */
+export function roundToF16(x: number): number {
+  if (!Number.isFinite(x) || x === 0) return x;
+  const a = Math.abs(x);
+  if (a >= 65520) return Math.sign(x) * Infinity;
+  const e = Math.max(Math.floor(Math.log2(a)), -14);
+  const step = 2 ** (e - 10);
+  const q = a / step;
+  const fl = Math.floor(q);
+  const r = q - fl > 0.5 || (q - fl === 0.5 && fl % 2 === 1) ? fl + 1 : fl;
+  return Math.sign(x) * r * step;
+}
+
 /** 2^(byte − 127) for an E8M0 scale byte (255 is NaN). */
 export function e8m0ToFloat(byte: number): number {
   return byte === 255 ? NaN : 2 ** (byte - 127);

@@ -8,6 +8,8 @@
  *   prefill (otherwise):
  *                     align (count, prefix-sum, scatter by expert, padded) → grouped GEMM w13+act
  *                     → grouped GEMM w2·weight (split along K when its grid is small) → combine
+ *                     (f16 tensor cores where chooseGemmKernel picks them; the storage variants' programs
+ *                     are issued by tensor_core_prefill.ts)
  *
  * Weights split into several tensors (inputs w13_0.., w2_0..; no binding may exceed the device's
  * maxStorageBufferBindingSize): the decode GEMVs bind every tensor and pick the one that holds each pair's
@@ -48,6 +50,8 @@ import {ExpertsStage, ExpertsW13GemvProgram, ExpertsW2GemvProgram} from './exper
 import {ExpertsW13TensorCoreGemmProgram, ExpertsW2TensorCoreGemmProgram, TC_BLOCK_ROWS} from './experts_gemm_tc_webgpu';
 import {TENSOR_CORES_FLAG, webgpuCapabilities} from './capabilities';
 import {ProgramIssuer, runPlanned} from './dispatch_plan';
+import {TensorCoreChoice, tensorCoreChoice} from './tensor_core_plan';
+import {tensorCoreStoragePrefill} from './tensor_core_prefill';
 
 /**
  * 'decode': a GEMV per (token, slot) pair, no grouping (best at T = 1, where the k experts differ);
@@ -195,20 +199,12 @@ export function chooseSplitK(workgroups: number, kTiles: number): number {
 
 /**
  * The prefill GEMM kernel: f16 tensor cores where the device reaches them (capabilities.ts says why not
- * otherwise), else the float32 SIMT tiles.
+ * otherwise), for every weight format, with biases and 'swigluoai', in the variant of tensor_core_plan.ts
+ * (setTensorCoreVariant); else the float32 SIMT tiles.
  */
 export function chooseGemmKernel(backend: WebGPUBackend, H: number, I: number,
-    attrs?: Pick<FusedExpertsAttrs, 'hasBias' | 'activation'>, format?: WeightFormat):
-    {kernel: 'tensor-core-f16' | 'simt-f32'; reason: string} {
-  const caps = webgpuCapabilities(backend);
-  if (!caps.tensorCoreF16) return {kernel: 'simt-f32', reason: caps.tensorCoreReason};
-  if ((format && format.code !== 'f32') || attrs?.hasBias || attrs?.activation === 'swigluoai') {
-    return {kernel: 'simt-f32', reason: 'the tensor-core GEMM takes float32 weights without biases or swigluoai so far'};
-  }
-  if (H % 8 !== 0 || I % 8 !== 0) {
-    return {kernel: 'simt-f32', reason: `the tensor-core tiles load 8 k at a time and H = ${H}, I = ${I}`};
-  }
-  return {kernel: 'tensor-core-f16', reason: 'f16 operands, f32 accumulation on subgroup matrices'};
+    attrs?: Pick<FusedExpertsAttrs, 'hasBias' | 'activation' | 'activationQuantGroup'>): TensorCoreChoice {
+  return tensorCoreChoice(webgpuCapabilities(backend), H, I, attrs);
 }
 
 function checkBinding(backend: WebGPUBackend, shape: number[], what: string, advice: string): void {
@@ -359,7 +355,15 @@ export function issueFusedExperts(backend: WebGPUBackend, issuer: ProgramIssuer,
         [actIn, align, ...weightsFor('w2')]]);
       return issuer.runWebGPUProgram(combine, [y, ...ids], 'float32');
     } else {
-      const gemm = chooseGemmKernel(backend, H, I, a, format);
+      const gemm = chooseGemmKernel(backend, H, I, a);
+      if (gemm.kernel === 'tensor-core-f16' && gemm.variant !== 'workgroup-tiles') {
+        const {y, splitK} = tensorCoreStoragePrefill({backend, issuer, run, temp, temps, variant: gemm.variant!, x,
+          topkWeights, ids, shards: shardsOf, numPairs: P, common,
+          splitK: (workgroups, kTiles) => chooseSplitK(workgroups, kTiles),
+          checkBinding: (shape, what) => checkBinding(backend, shape, what, 'call it on fewer tokens at a time')});
+        combine = new ExpertsCombineProgram(common, T, {splits: splitK});
+        return issuer.runWebGPUProgram(combine, [y, ...ids], 'float32');
+      }
       const blockRows = gemm.kernel === 'tensor-core-f16' ? TC_BLOCK_ROWS : chooseBlockRows(P, numLocalExperts);
       const tileK = chooseTileK(blockRows, backend.device.limits.maxComputeWorkgroupStorageSize);
       const rows = maxPaddedRows(P, numLocalExperts, blockRows);

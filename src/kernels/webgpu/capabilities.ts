@@ -54,10 +54,11 @@ export interface SubgroupMatrixConfig {
 
 /**
  * tfjs flag: set it true to run the prefill GEMMs on f16 tensor cores where the device reaches them.
- * Off by default: the first tensor-core kernel is correct on the H200 but not yet faster than the float32
- * SIMT tiles where prefill runs (2026-12-03, GPU time at M = 4096: Qwen3 16.4 vs 12.4 ms, DeepSeek-V3 TP8
- * 14.2 vs 15.1 ms; it wins only at M = 64, 2.3-2.8×, where the grouped GEMV runs instead);
- * bench/results/2026-12-03-h200-tensor-core-check.log.
+ * Off by default: the first tensor-core kernel ('workgroup-tiles') is correct on the H200 but not yet faster
+ * than the float32 SIMT tiles where prefill runs (2026-12-03, GPU time at M = 4096: Qwen3 16.4 vs 12.4 ms,
+ * DeepSeek-V3 TP8 14.2 vs 15.1 ms; it wins only at M = 64, 2.3-2.8×, where the grouped GEMV runs instead);
+ * bench/results/2026-12-03-h200-tensor-core-check.log. The storage variants (tensor_core_plan.ts) are not
+ * measured yet; bench/gpu_check_tc.ts times them all.
  */
 export const TENSOR_CORES_FLAG = 'MOE_WEBGPU_TENSOR_CORES';
 env().registerFlag(TENSOR_CORES_FLAG, () => false);
@@ -106,7 +107,7 @@ export function webgpuCapabilities(backend: WebGPUBackend): WebGPUCapabilities {
   const f16Config = sizes.subgroupMatrixConfigs.some((c) => c.componentType === 'f16' &&
       c.resultComponentType === 'f32' && c.M === 16 && c.N === 16 && c.K === 16);
   const whyNot = !env().getBool(TENSOR_CORES_FLAG) ? `off unless the tfjs flag ${TENSOR_CORES_FLAG} is set: not yet ` +
-      'faster than the float32 tiles at large M on the H200' :
+      'measured faster than the float32 tiles at large M on the H200' :
     !sizes.shaderF16 ? 'the device has no shader-f16 (Dawn on NVIDIA Vulkan: toggle vulkan_enable_f16_on_nvidia; ' +
       'Chrome: --enable-unsafe-webgpu)' :
     sizes.subgroupMatrixConfigs.length === 0 ? 'the device has no chromium-experimental-subgroup-matrix (Dawn: ' +

@@ -207,6 +207,24 @@ export function dequantSnippets(f: WeightFormat, hasBias: boolean, shards: numbe
     Array.from({length: shards}, (_, s) => dequantSnippet(f, hasBias, s, N, K, ch)).join('');
 }
 
+/**
+ * `fn wload8_{s}(r : u32, k : u32) -> array<vec4<f32>, 2>`: the 8 values k .. k+7 of row r (k a multiple of 8,
+ * K a multiple of 8), whatever the format: one packed chunk, or two f32 vec4 chunks. The tensor-core tile
+ * loads and the f16 weight copy read 8 k per lane through it.
+ */
+export function wload8Snippet(f: WeightFormat, s: number, ch: ChunkShape): string {
+  if (f.code === 'f32') {
+    if (ch.vec !== 4) throw new Error('wload8Snippet: f32 weights need K a multiple of 4');
+    return `
+  fn wload8_${s}(r : u32, k : u32) -> array<vec4<f32>, 2> {
+    return array<vec4<f32>, 2>(wload${s}(r, k / 4u)[0], wload${s}(r, k / 4u + 1u)[0]);
+  }`;
+  }
+  if (ch.values !== 8) throw new Error(`wload8Snippet: chunks of ${ch.values} values, not 8`);
+  return `
+  fn wload8_${s}(r : u32, k : u32) -> array<vec4<f32>, 2> { return wload${s}(r, k / 8u); }`;
+}
+
 /** The projection's shape and format, as a program needs it. */
 export interface WeightSourceConfig {
   format: WeightFormat;

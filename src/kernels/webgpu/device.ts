@@ -9,6 +9,12 @@
  * directives found anywhere in the code move to its top. Programs then simply begin their
  * `getUserCode()` with `enable subgroups;`. The wrapper touches only devices made here, works for
  * any tfjs header, and test/webgpu_device.test.ts checks it against the installed tfjs.
+ *
+ * The same wrapper gives the tensor-core GEMMs f16 storage operands: tfjs has no f16 dtype and declares
+ * every input from its dtype (`var<storage, read> x16: array<i32>;`), while subgroupMatrixLoad needs a
+ * pointer to array<f16>. A program that marks a binding with `// moe-storage-f16 NAME` gets that
+ * declaration rewritten to array<f16> (same buffer, same binding: the 'auto' layout does not see element
+ * types); a marker whose declaration is not found throws, so a tfjs change fails loudly.
  */
 import {engine, env, registerBackend, removeBackend} from '@tensorflow/tfjs-core';
 import {WebGPUBackend} from '@tensorflow/tfjs-backend-webgpu';
@@ -39,6 +45,24 @@ export function hoistDirectives(code: string): string {
   return `${[...new Set(directives)].join('\n')}\n${body}`;
 }
 
+/**
+ * Rewrites the declaration of every binding marked `// moe-storage-f16 NAME` to `array<f16>` (see above).
+ * Code without markers is returned unchanged.
+ */
+export function declareF16Storage(code: string): string {
+  const names = [...code.matchAll(/^[ \t]*\/\/ moe-storage-f16 ([A-Za-z_][A-Za-z0-9_]*)[ \t]*$/gm)].map((m) => m[1]);
+  let out = code;
+  for (const name of new Set(names)) {
+    const decl = new RegExp(`(var<storage,\\s*read>\\s+${name}\\s*:\\s*array<)[^;]*>;`);
+    if (!decl.test(out)) {
+      throw new Error(`declareF16Storage: no 'var<storage, read> ${name}: array<...>;' declaration in the shader ` +
+          '(has tfjs-backend-webgpu changed how it declares inputs?)');
+    }
+    out = out.replace(decl, '$1f16>;');
+  }
+  return out;
+}
+
 /** Creates a WebGPUBackend as tfjs's own factory does, adding the 'subgroups' feature when offered. */
 export async function createWebGPUBackend(): Promise<WebGPUBackend> {
   if (typeof navigator === 'undefined' || navigator.gpu == null) {
@@ -67,7 +91,7 @@ export async function createWebGPUBackend(): Promise<WebGPUBackend> {
   if (device.features.has(SUBGROUPS)) {
     const createShaderModule = device.createShaderModule.bind(device);
     device.createShaderModule = (descriptor: GPUShaderModuleDescriptor) =>
-      createShaderModule({...descriptor, code: hoistDirectives(descriptor.code)});
+      createShaderModule({...descriptor, code: hoistDirectives(declareF16Storage(descriptor.code))});
     const sizes = info as GPUAdapterInfo & SubgroupSizes;
     markSubgroupDevice(device, sizes.subgroupMinSize ?? 0, sizes.subgroupMaxSize ?? 0,
         device.features.has(SHADER_F16), device.features.has(SUBGROUP_MATRIX) ?

@@ -4,8 +4,9 @@
  * (`chromium_experimental_subgroup_matrix`, f16 × f16 → f32, 16×16×16).
  *
  * Numerics (as vLLM's bf16 path has bf16 operands and f32 accumulation): both operands are rounded to
- * f16 when a tile is loaded into workgroup memory, the products are accumulated in f32, and the
- * epilogue (activation, routing weight) runs in f32.
+ * f16 when a tile is loaded into workgroup memory (weights of any format dequantized to f32 first, through
+ * dequant_wgsl.ts's wload8), the products are accumulated in f32, and the epilogue (bias, activation or
+ * 'swigluoai', routing weight) runs in f32. This is the 'workgroup-tiles' variant of tensor_core_plan.ts.
  *
  * One subgroup per workgroup (32 invocations; the path is taken only where the subgroup size is fixed
  * at 32): the subgroup-matrix builtins need workgroup-uniform offsets, which a workgroup of several
@@ -22,7 +23,9 @@
  * accumulators to workgroup memory and applies the activation or routing weight there.
  */
 import type {WebGPUProgram} from '@tensorflow/tfjs-backend-webgpu';
-import {activationSnippet, gemmTileSnippet} from './experts_wgsl';
+import {ChunkShape, chunkShape, dequantSnippets, weightBindingComponents, weightBindings, weightFormatKey,
+  wload8Snippet} from './dequant_wgsl';
+import {activationSnippet, gateUpRows, gemmTileSnippet} from './experts_wgsl';
 import type {ExpertsGemmConfig} from './experts_gemm_webgpu';
 
 /** Rows per tile of the tensor-core GEMM (the align program pads every expert to a multiple of it). */
@@ -43,8 +46,9 @@ export class ExpertsTensorCoreGemmProgram implements WebGPUProgram {
   workgroupSize: [number, number, number] = [WG, 1, 1];
   uniforms = 'firstExpert : i32,';
   private readonly c: ExpertsGemmConfig;
+  private readonly ch: ChunkShape;
 
-  /** Inputs as ExpertsGemmProgram: x, align, topkWeights?, weights (K a multiple of 8). */
+  /** Inputs as ExpertsGemmProgram: x, align, topkWeights?, then the shard's weight bindings (K a multiple of 8). */
   constructor(c: ExpertsGemmConfig, outputShape: number[], numTiles: number) {
     if (c.blockRows !== TC_BLOCK_ROWS) throw new Error(`tensor-core GEMM needs blockRows ${TC_BLOCK_ROWS}`);
     this.c = c;
@@ -54,10 +58,14 @@ export class ExpertsTensorCoreGemmProgram implements WebGPUProgram {
     const splitK = w13 ? 1 : (c.splitK ?? 1);
     this.dispatch = [numTiles, Math.ceil(N / (w13 ? BN / 2 : BN)), splitK];
     const usesWeights = w13 ? c.applyRouterWeightOnInput : !c.applyRouterWeightOnInput;
-    this.variableNames = ['x', 'align', ...(usesWeights ? ['topkWeights'] : []), 'weights'];
-    this.variableComponents = this.variableNames.map((n) => (n === 'x' || n === 'weights') ? 4 : 1);
+    this.ch = chunkShape(c.format, w13 ? c.hiddenSize : c.intermediateSize);
+    const head = ['x', 'align', ...(usesWeights ? ['topkWeights'] : [])];
+    this.variableNames = [...head, ...weightBindings(c.format, c.hasBias, 0)];
+    this.variableComponents = [...head.map((n) => n === 'x' ? 4 : 1),
+      ...weightBindingComponents(c.format, c.hasBias, 0, this.ch)];
     this.shaderKey = `moeExpertsGemmTc_${c.stage}_${c.hiddenSize}_${c.intermediateSize}_${c.topK}_` +
-        `${c.numLocalExperts}_${w13 ? c.activation : ''}_${c.applyRouterWeightOnInput}_${splitK}`;
+        `${c.numLocalExperts}_${w13 ? c.activation : ''}_${c.applyRouterWeightOnInput}_${splitK}_` +
+        weightFormatKey(c.format, c.hasBias, this.ch);
   }
 
   getUserCode(): string {
@@ -77,12 +85,14 @@ export class ExpertsTensorCoreGemmProgram implements WebGPUProgram {
     const result = 'subgroup_matrix_result<f32, 16, 16>';
     const HALF = BN / 2;
 
-    // Weight row r of the tile (r in [0, 64)): its row in the shard, or -1 past N.
+    // Weight row r of the tile (r in [0, 64)): its row in the shard (gate/up as the activation lays them
+    // out: gateUpRows), or -1 past N.
+    const gu = gateUpRows(this.c.activation, I);
     const bRow = w13 ?
       `fn weightRow(e : i32, r : i32) -> i32 {
         let i = n0 + (r % ${HALF});
         if (i >= ${I}) { return -1; }
-        return e * ${2 * I} + select(0, ${I}, r >= ${HALF}) + i;
+        return e * ${2 * I} + select(0, ${gu.upOffset}, r >= ${HALF}) + ${gu.gate('i')};
       }` :
       `fn weightRow(e : i32, r : i32) -> i32 {
         let h = n0 + r;
@@ -90,12 +100,15 @@ export class ExpertsTensorCoreGemmProgram implements WebGPUProgram {
         return e * ${H} + h;
       }`;
     // 8 consecutive k (from k, K % 8 == 0) of a row as f16 into a tile; zero past K or for base -1.
+    // x rows are f32 vec4s (base in vec4 units, times the row's scale); weight rows any format (wload8_0).
     const load8 = (tile: string, at: string, buf: string, base: string, scale: string) => `{
             var v0 = vec4<f32>(0.0);
             var v1 = vec4<f32>(0.0);
             if (${base} >= 0 && k < ${K}) {
-              v0 = ${buf}[u32(${base}) + u32(k) / 4u] * ${scale};
-              v1 = ${buf}[u32(${base}) + u32(k) / 4u + 1u] * ${scale};
+              ${buf === 'weights' ? `let w = wload8_0(u32(${base}), u32(k));
+              v0 = w[0];
+              v1 = w[1];` : `v0 = ${buf}[u32(${base}) + u32(k) / 4u] * ${scale};
+              v1 = ${buf}[u32(${base}) + u32(k) / 4u + 1u] * ${scale};`}
             }
             let at = ${at};
             ${[0, 1, 2, 3].map((d) => `${tile}[at + ${d}u] = f16(v0[${d}]); ${tile}[at + ${4 + d}u] = f16(v1[${d}]);`)
@@ -108,11 +121,13 @@ export class ExpertsTensorCoreGemmProgram implements WebGPUProgram {
             // 16 rows × 32 act columns: lane l takes column l of every row.
             for (var r = 0u; r < 16u; r++) {
               let c = lane;
-              let g = staged[(c / 16u) * 256u + r * 16u + c % 16u];
-              let u = staged[(2u + c / 16u) * 256u + r * 16u + c % 16u];
               let row = rowStart + i32(rt * 16u + r);
               let i = n0 + i32(c);
-              if (i < ${I}) { result[row * ${I} + i] = expertAct(g) * u; }
+              if (i < ${I}) {
+                let g = staged[(c / 16u) * 256u + r * 16u + c % 16u]${this.c.hasBias ? ` + wbias0(u32(e * ${2 * I} + ${gu.gate('i')}))` : ''};
+                let u = staged[(2u + c / 16u) * 256u + r * 16u + c % 16u]${this.c.hasBias ? ` + wbias0(u32(e * ${2 * I} + ${gu.gate('i')} + ${gu.upOffset}))` : ''};
+                result[row * ${I} + i] = expertGlu(g, u);
+              }
             }` : `
             for (var r = 0u; r < 16u; r++) {
               let pair = ${sorted}rowStart + i32(rt * 16u + r)];
@@ -122,7 +137,11 @@ export class ExpertsTensorCoreGemmProgram implements WebGPUProgram {
                 for (var half = 0u; half < 2u; half++) {
                   let c = half * 32u + lane;
                   let h = n0 + i32(c);
-                  if (h < ${H}) { result[outRow * ${H} + h] = staged[(c / 16u) * 256u + r * 16u + c % 16u] * s; }
+                  if (h < ${H}) {
+                    var v = staged[(c / 16u) * 256u + r * 16u + c % 16u];
+                    ${this.c.hasBias ? `if (${splitK > 1 ? 'part == 0' : 'true'}) { v += wbias0(u32(e * ${H} + h)); }` : ''}
+                    result[outRow * ${H} + h] = v * s;
+                  }
                 }
               }
             }`;
@@ -131,6 +150,8 @@ export class ExpertsTensorCoreGemmProgram implements WebGPUProgram {
       enable f16;
       enable chromium_experimental_subgroup_matrix;
       ${w13 ? activationSnippet(this.c.activation) : ''}
+      ${dequantSnippets(this.c.format, this.c.hasBias, 1, w13 ? 2 * I : H, K, this.ch)}
+      ${wload8Snippet(this.c.format, 0, this.ch)}
       var<workgroup> wgTile : vec4<i32>;   // row start, expert, first and end k tile
       var<workgroup> As : array<f16, ${BM * BK}>;     // [row][k]
       var<workgroup> Bs : array<f16, ${BN * BK}>;     // [weight row][k]
@@ -142,7 +163,7 @@ export class ExpertsTensorCoreGemmProgram implements WebGPUProgram {
       // align: [E+1] offsets then the sorted pairs; weights: this shard's ${w13 ? 'w13 [n, 2I, H]' : 'w2 [n, H, I]'};
       // result: ${w13 ? 'act [rows, I]' : 'y [P, H] by pair'}.
       fn main() {
-        ${gemmTileSnippet('weights', BM, kTilesPerPart, kTiles)}
+        ${gemmTileSnippet('weights0', BM, kTilesPerPart, kTiles)}
         ${splitK > 1 ? `let part = i32(workgroupId.z);` : ''}
         n0 = i32(workgroupId.y) * ${w13 ? HALF : BN};
         let lane = localIndex;
@@ -161,7 +182,7 @@ export class ExpertsTensorCoreGemmProgram implements WebGPUProgram {
           }` : `aBase${p} = (rowStart + m) * ${KV};`}
         }`).join('\n        ')}
         ${bLoads.map((p) => `let bRow${p} = weightRow(e, ${p * 8} + rowInPass);
-        let bBase${p} = select(-1, bRow${p} * ${KV}, bRow${p} >= 0);`).join('\n        ')}
+        let bBase${p} = bRow${p};`).join('\n        ')}
 
         ${Array.from({length: 8}, (_, a) => `var acc${a} : ${result};`).join('\n        ')}
 

@@ -1,0 +1,179 @@
+/**
+ * Prefill GEMMs on tensor cores with both operands f16 in storage ('storage-32' / 'storage-64' of
+ * tensor_core_plan.ts): the problem, epilogues and numerics of ExpertsTensorCoreGemmProgram (f16 operands,
+ * f32 accumulation, epilogue in f32), without workgroup-memory tiles: subgroupMatrixLoad reads 16×16
+ * blocks straight from the storage buffers, so the k loop has no barrier and no lane converts anything.
+ *
+ *   x16:    f16 [rows, Kp] expert-sorted rows (w13: ExpertsGatherF16Program's gathered x; w2: w13's act16),
+ *           padding rows zero, row stride Kp (a multiple of 16)
+ *   w16:    f16 weights as tensor_core_plan.ts's TensorCoreWeightLayout says (the shard's own f16 data, or
+ *           ExpertsWeightsF16Program's copy); the 16×16 right matrix of columns n, n+15 and k, k+15 is
+ *           column-major in it (weight rows are Wᵀ's columns), stride `rowStep`·kStride
+ *   result: w13: act16, f16 [rows, Ip] as i32 words of two halves (pack2x16float), zero for I ≤ i < Ip;
+ *           w2:  y [splitK·P, H] f32 by pair, as ExpertsGemmProgram
+ *
+ * One 32-lane subgroup per workgroup (Tint requires workgroup-uniform subgroup-matrix offsets; all of
+ * them derive from workgroup_id and the tile lookup's workgroupUniformLoad). It computes BM = 32 or 64 rows
+ * × 64 columns (w13: 32 gate + the 32 matching up columns, so act(gate)·up pairs result c with c + 2) as
+ * BM/16 × 4 f32 result matrices; per 16 k it loads BM/16 left and 4 right matrices for 4·BM/16 MMAs.
+ * The epilogue stages one 16-row block's 4 results in workgroup memory (4 KiB) to apply the activation,
+ * bias and routing weight per element.
+ */
+import type {WebGPUProgram} from '@tensorflow/tfjs-backend-webgpu';
+import type {Activation} from '../../kernel_names';
+import {activationSnippet, gateUpRows, gemmTileSnippet} from './experts_wgsl';
+import type {ExpertsStage} from './experts_gemv_webgpu';
+import {TensorCoreLayout, tensorCoreStorageDispatch} from './tensor_core_plan';
+
+export interface ExpertsTensorCoreStorageConfig {
+  stage: ExpertsStage;
+  hiddenSize: number;
+  intermediateSize: number;
+  numLocalExperts: number;
+  activation: Activation;
+  applyRouterWeightOnInput: boolean;
+  /** 32 or 64 rows per workgroup. */
+  blockRows: number;
+  splitK?: number;
+  hasBias: boolean;
+  layout: TensorCoreLayout;
+}
+
+/** Marks a binding for ./device.ts to declare as array<f16> (tfjs declares it from its dtype, i32). */
+export const f16Storage = (name: string) => `// moe-storage-f16 ${name}`;
+
+export class ExpertsTensorCoreStorageGemmProgram implements WebGPUProgram {
+  outputShape: number[];
+  shaderKey: string;
+  dispatchLayout = {x: [0], y: [1]};
+  dispatch: [number, number, number];
+  variableNames: string[];
+  variableComponents: number[];
+  workgroupSize: [number, number, number] = [32, 1, 1];
+  uniforms = 'firstExpert : i32,';
+  private readonly c: ExpertsTensorCoreStorageConfig;
+
+  /** Inputs: x16, align, topkWeights? (w2 with the routing weight on the output), w16, bias? */
+  constructor(c: ExpertsTensorCoreStorageConfig, outputShape: number[], numTiles: number) {
+    if (c.blockRows !== 32 && c.blockRows !== 64) throw new Error(`storage tensor-core GEMM: blockRows 32 or 64, got ${c.blockRows}`);
+    this.c = c;
+    const w13 = c.stage === 'w13';
+    const splitK = w13 ? 1 : (c.splitK ?? 1);
+    this.outputShape = outputShape;
+    this.dispatch = tensorCoreStorageDispatch(c.stage, numTiles, c.hiddenSize, c.intermediateSize, splitK);
+    const usesWeights = !w13 && !c.applyRouterWeightOnInput;
+    this.variableNames = ['x16', 'align', ...(usesWeights ? ['topkWeights'] : []), 'w16', ...(c.hasBias ? ['bias0'] : [])];
+    this.variableComponents = this.variableNames.map(() => 1);
+    const L = w13 ? c.layout.w13 : c.layout.w2;
+    this.shaderKey = `moeExpertsGemmTcStorage_${c.stage}_${c.hiddenSize}_${c.intermediateSize}_${c.numLocalExperts}_` +
+        `${w13 ? c.activation : ''}_${c.applyRouterWeightOnInput}_${c.blockRows}_${splitK}_${c.hasBias}_` +
+        `${c.layout.Hp}_${c.layout.Ip}_${L.source}_${L.rowsPerExpert}_${L.kStride}_${L.rowStep}_${L.upOffset}`;
+  }
+
+  getUserCode(): string {
+    const {stage, hiddenSize: H, intermediateSize: I, numLocalExperts: E, blockRows: BM} = this.c;
+    const w13 = stage === 'w13';
+    const L = w13 ? this.c.layout.w13 : this.c.layout.w2;
+    const Kp = w13 ? this.c.layout.Hp : this.c.layout.Ip;   // x16's row stride = the weights' kStride
+    if (L.kStride !== Kp) throw new Error(`storage tensor-core GEMM: weight k stride ${L.kStride} != x stride ${Kp}`);
+    const Ip = this.c.layout.Ip;
+    const TM = BM / 16;
+    const kTiles = Kp / 16;
+    const splitK = w13 ? 1 : (this.c.splitK ?? 1);
+    const kTilesPerPart = Math.ceil(kTiles / splitK);
+    const sorted = `align[${E + 1} + `;
+    const outScale = !w13 && !this.c.applyRouterWeightOnInput;
+    const left = 'subgroup_matrix_left<f16, 16, 16>';
+    const right = 'subgroup_matrix_right<f16, 16, 16>';
+    const result = 'subgroup_matrix_result<f32, 16, 16>';
+    const rows = Array.from({length: TM}, (_, r) => r);
+    const cols = [0, 1, 2, 3];
+    // First weight row of right matrix c: w13 c = 0, 1 gate blocks, 2, 3 up blocks; w2 h blocks.
+    const bRow = (c: number) => w13 ?
+      `e * ${L.rowsPerExpert} + ${c >= 2 ? `${L.upOffset} + ` : ''}${L.rowStep} * (n0 + ${16 * (c % 2)})` :
+      `e * ${L.rowsPerExpert} + n0 + ${16 * c}`;
+    const gu = gateUpRows(this.c.activation, I);
+    const bias = (row: string) => this.c.hasBias ? ` + bias0[${row}]` : '';
+
+    const epilogue = w13 ? `
+            // 16 rows × 16 words (32 act columns, two halves a word): 8 words per lane.
+            for (var q = 0u; q < 8u; q++) {
+              let idx = q * 32u + lane;
+              let r = idx / 16u;
+              let c = 2u * (idx % 16u);
+              let i = n0 + i32(c);
+              if (i < ${Ip}) {
+                var v = vec2<f32>(0.0);
+                for (var d = 0u; d < 2u; d++) {
+                  let cc = c + d;
+                  let ii = min(i + i32(d), ${I - 1});
+                  let g = staged[(cc / 16u) * 256u + r * 16u + cc % 16u]${bias(`e * ${2 * I} + ${gu.gate('ii')}`)};
+                  let u = staged[(2u + cc / 16u) * 256u + r * 16u + cc % 16u]${bias(`e * ${2 * I} + ${gu.gate('ii')} + ${gu.upOffset}`)};
+                  v[d] = select(0.0, expertGlu(g, u), i + i32(d) < ${I});
+                }
+                let row = rowStart + i32(rt * 16u + r);
+                result[row * ${Ip / 2} + i / 2] = bitcast<i32>(pack2x16float(v));
+              }
+            }` : `
+            for (var r = 0u; r < 16u; r++) {
+              let pair = ${sorted}rowStart + i32(rt * 16u + r)];
+              if (pair >= 0) {
+                let s = ${outScale ? 'topkWeights[pair]' : '1.0'};
+                let outRow = ${splitK > 1 ? `part * (uniforms.outShape.x / ${splitK}) + pair` : 'pair'};
+                for (var half = 0u; half < 2u; half++) {
+                  let c = half * 32u + lane;
+                  let h = n0 + i32(c);
+                  if (h < ${H}) {
+                    var v = staged[(c / 16u) * 256u + r * 16u + c % 16u];
+                    ${this.c.hasBias ? `if (${splitK > 1 ? 'part == 0' : 'true'}) { v += bias0[e * ${H} + h]; }` : ''}
+                    result[outRow * ${H} + h] = v * s;
+                  }
+                }
+              }
+            }`;
+
+    return `
+      enable f16;
+      enable chromium_experimental_subgroup_matrix;
+      ${f16Storage('x16')}
+      ${f16Storage('w16')}
+      ${w13 ? activationSnippet(this.c.activation) : ''}
+      var<workgroup> wgTile : vec4<i32>;   // row start, expert, first and end 16-k step
+      var<workgroup> staged : array<f32, ${4 * 256}>;   // one 16-row block's 4 results, row-major 16×16 each
+
+      // x16: ${w13 ? 'gathered x' : 'act16'} f16 [rows, ${Kp}]; align: [E+1] offsets then the sorted pairs;
+      // w16: f16 ${w13 ? 'w13' : 'w2'} [experts, ${L.rowsPerExpert}, ${L.kStride}]${this.c.hasBias ? `; bias0: [experts, ${w13 ? 2 * I : H}]` : ''};
+      // result: ${w13 ? `act16 f16 [rows, ${Ip}] as i32 pairs` : 'y [P, H] by pair'}.
+      fn main() {
+        ${gemmTileSnippet('w16', BM, kTilesPerPart, kTiles)}
+        ${splitK > 1 ? `let part = i32(workgroupId.z);` : ''}
+        let n0 = i32(workgroupId.y) * ${w13 ? 32 : 64};
+        let lane = localIndex;
+        ${rows.map((r) => `let aOff${r} = u32(rowStart + ${16 * r}) * ${Kp}u;`).join('\n        ')}
+        ${cols.map((c) => `let bOff${c} = u32(${bRow(c)}) * ${L.kStride}u;`).join('\n        ')}
+        ${rows.flatMap((r) => cols.map((c) => `var acc${r}${c} : ${result};`)).join('\n        ')}
+
+        for (var kt = tile.z; kt < tile.w; kt++) {
+          let k = u32(kt) * 16u;
+          ${rows.map((r) => `let a${r} = subgroupMatrixLoad<${left}>(&x16, aOff${r} + k, false, ${Kp}u);`).join('\n          ')}
+          ${cols.map((c) => `let b${c} = subgroupMatrixLoad<${right}>(&w16, bOff${c} + k, true, ${L.rowStep * L.kStride}u);`)
+            .join('\n          ')}
+          ${rows.flatMap((r) => cols.map((c) => `acc${r}${c} = subgroupMatrixMultiplyAccumulate(a${r}, b${c}, acc${r}${c});`))
+            .join('\n          ')}
+        }
+
+        ${rows.map((r) => `{
+          let rt = ${r}u;
+          ${cols.map((c) => `subgroupMatrixStore(&staged, ${c * 256}u, acc${r}${c}, false, 16u);`).join(' ')}
+          workgroupBarrier();
+          ${epilogue}
+          workgroupBarrier();
+        }`).join('\n        ')}
+      }
+    `;
+  }
+}
+
+/** The two stages under their own names, so that timestamp profiles (keyed by class name) tell them apart. */
+export class ExpertsW13TensorCoreStorageGemmProgram extends ExpertsTensorCoreStorageGemmProgram {}
+export class ExpertsW2TensorCoreStorageGemmProgram extends ExpertsTensorCoreStorageGemmProgram {}

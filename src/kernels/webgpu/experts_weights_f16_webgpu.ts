@@ -1,0 +1,98 @@
+/**
+ * An f16 copy of one weight shard in the layout the storage tensor-core GEMM reads (tensor_core_plan.ts
+ * TensorCoreWeightLayout 'copy'), from any format through dequant_wgsl.ts:
+ *
+ *   w13: [E, 2·I32, Hp]  gate row i at row i, up row i at row I32 + i (de-interleaved for 'swigluoai')
+ *   w2:  [E, H64, Ip]
+ *   copy[e, row, k] = f16(dequantized w[e, n(row), k]), 0 for rows past N and for k ≥ K
+ *
+ * (I32, H64: I and H rounded up to the GEMM's 32 / 64 columns per tile; Hp, Ip: up to 16 k.) So the GEMM's
+ * matrix loads never leave the binding and the padded k multiply zeros. Biases stay where they are.
+ * Stored as i32 words of two halves; one invocation per 8 k of a row (4 words), the grid folded into x × y.
+ *
+ * Made per call today (a read of the weights in their format and a write of half their f32 size): the
+ * numbers in the device check's per-program profile show what a per-layer copy, made once, would save.
+ */
+import type {WebGPUProgram} from '@tensorflow/tfjs-backend-webgpu';
+import type {Activation} from '../../kernel_names';
+import type {WeightFormat} from '../../quant/format';
+import {chunkShape, dequantSnippets, weightBindingComponents, weightBindings, weightFormatKey, wload8Snippet}
+  from './dequant_wgsl';
+import {EXPERTS_WORKGROUP, gateUpRows} from './experts_wgsl';
+import type {ExpertsStage} from './experts_gemv_webgpu';
+import {TensorCoreWeightLayout, foldedDispatch} from './tensor_core_plan';
+
+export interface ExpertsWeightsF16Config {
+  stage: ExpertsStage;
+  hiddenSize: number;
+  intermediateSize: number;
+  activation: Activation;
+  format: WeightFormat;
+  layout: TensorCoreWeightLayout;
+}
+
+export class ExpertsWeightsF16Program implements WebGPUProgram {
+  outputShape: number[];
+  shaderKey: string;
+  dispatchLayout = {x: [0], y: [1]};
+  dispatch: [number, number, number];
+  variableNames: string[];
+  variableComponents: number[];
+  workgroupSize: [number, number, number] = [EXPERTS_WORKGROUP, 1, 1];
+  private readonly c: ExpertsWeightsF16Config;
+
+  /** Inputs: the shard's data, scales, zeros, gidx (weightBindings, no bias). Output int32 [E, rows·kStride/2]. */
+  constructor(c: ExpertsWeightsF16Config, numExperts: number) {
+    this.c = c;
+    const L = c.layout;
+    const K = c.stage === 'w13' ? c.hiddenSize : c.intermediateSize;
+    const ch = chunkShape(c.format, K);
+    this.outputShape = [numExperts, L.rowsPerExpert * L.kStride / 2];
+    this.dispatch = foldedDispatch(numExperts * L.rowsPerExpert * L.kStride / 8, EXPERTS_WORKGROUP);
+    this.variableNames = weightBindings(c.format, false, 0);
+    this.variableComponents = weightBindingComponents(c.format, false, 0, ch);
+    this.shaderKey = `moeExpertsWeightsF16_${c.stage}_${c.hiddenSize}_${c.intermediateSize}_${c.activation}_` +
+        `${L.rowsPerExpert}_${L.kStride}_${L.upOffset}_${weightFormatKey(c.format, false, ch)}`;
+  }
+
+  getUserCode(): string {
+    const {stage, hiddenSize: H, intermediateSize: I} = this.c;
+    const L = this.c.layout;
+    const w13 = stage === 'w13';
+    const K = w13 ? H : I;
+    const N = w13 ? 2 * I : H;
+    const ch = chunkShape(this.c.format, K);
+    const chunks = L.kStride / 8;
+    const gu = gateUpRows(this.c.activation, I);
+    const source = w13 ? `
+        let up = lr >= ${L.upOffset};
+        let i = select(lr, lr - ${L.upOffset}, up);
+        let valid = i < ${I};
+        let src = e * ${N} + ${gu.gate('min(i, ' + (I - 1) + ')')} + select(0, ${gu.upOffset}, up);` : `
+        let valid = lr < ${H};
+        let src = e * ${N} + min(lr, ${H - 1});`;
+    return `
+      ${dequantSnippets(this.c.format, false, 1, N, K, ch)}
+      ${wload8Snippet(this.c.format, 0, ch)}
+
+      // weights0..: the shard in its format, [E, ${N}, ${K}] logically; result: f16 [E, ${L.rowsPerExpert}, ${L.kStride}]
+      // as i32 words of two halves.
+      fn main() {
+        let idx = getGlobalIndex();
+        if (idx >= uniforms.outShape.x * ${L.rowsPerExpert * chunks}) { return; }
+        let row = idx / ${chunks};
+        let k = (idx % ${chunks}) * 8;
+        let e = row / ${L.rowsPerExpert};
+        let lr = row % ${L.rowsPerExpert};
+        ${source}
+        var v = array<vec4<f32>, 2>(vec4<f32>(0.0), vec4<f32>(0.0));
+        if (valid && k < ${K}) { v = wload8_0(u32(src), u32(k)); }
+        let out = idx * 4;
+        result[out] = bitcast<i32>(pack2x16float(v[0].xy));
+        result[out + 1] = bitcast<i32>(pack2x16float(v[0].zw));
+        result[out + 2] = bitcast<i32>(pack2x16float(v[1].xy));
+        result[out + 3] = bitcast<i32>(pack2x16float(v[1].zw));
+      }
+    `;
+  }
+}

@@ -1,0 +1,173 @@
+/**
+ * The CPU side of the f16 tensor-core prefill GEMMs (issue 11): which variant runs, why one is refused,
+ * the padded layouts the storage variants read, and their grid sizes. Pure functions of shapes, attrs and
+ * the capability report, so test/tensor_core_plan.test.ts checks them where no GPU has subgroup matrices.
+ *
+ * Variants (all f16 operands, f32 accumulation on 16×16×16 subgroup matrices, one 32-lane subgroup per
+ * workgroup because Tint requires workgroup-uniform subgroup-matrix offsets):
+ *   'workgroup-tiles'  experts_gemm_tc_webgpu.ts: the 32 lanes convert each 32×32 x tile and 64×32 weight
+ *                      tile (any format, through dequant_wgsl.ts) to f16 in workgroup memory, then 8 MMAs.
+ *                      On the H200 the tile loads, not the MMAs, were the limit (README, 2026-12-03).
+ *   'storage-32', 'storage-64'
+ *                      experts_gemm_tc_storage_webgpu.ts: both operands f16 in storage, read by
+ *                      subgroupMatrixLoad straight from the storage buffers (no workgroup tiles, no barriers
+ *                      in the k loop); 32 or 64 rows × 64 columns per subgroup (2×4 or 4×4 f32 results).
+ *                      x is gathered once into expert-sorted f16 rows (experts_gather_f16_webgpu.ts), w13's
+ *                      epilogue writes the activation as f16 rows for w2, and the weights are read as f16
+ *                      where they are stored as f16; any other format is first dequantized into an f16 copy
+ *                      of the shard (experts_weights_f16_webgpu.ts), per call for now.
+ *
+ * Why a copy rather than a workgroup-memory dequant tile for the right operand: the GEMM then has one shape
+ * for every format (both operands from storage, no barrier in the k loop), and the profile separates the
+ * dequantization (the copy's own line) from the GEMM, while the device check's f16-weight run measures exactly
+ * what a per-layer copy made once would give. Making it once needs an owner for the copy's lifetime (the
+ * layer, or a weight-preparation call) that FusedExperts' dispatch does not have today.
+ */
+import type {Activation} from '../../kernel_names';
+import type {WeightFormat} from '../../quant/format';
+import type {ExpertsStage} from './experts_gemv_webgpu';
+
+export type TensorCoreVariant = 'workgroup-tiles' | 'storage-32' | 'storage-64';
+export const TENSOR_CORE_VARIANTS: TensorCoreVariant[] = ['workgroup-tiles', 'storage-32', 'storage-64'];
+
+/**
+ * The variant used when none is forced: 'storage-64', the one built for large-M prefill (4×4 results per
+ * subgroup: 8 matrix loads per 16 MMAs, no workgroup-memory round trip). Not yet measured on a GPU
+ * (2026-12-03): bench/gpu_check_tc.ts times every variant; set this from its numbers.
+ */
+export const DEFAULT_TENSOR_CORE_VARIANT: TensorCoreVariant = 'storage-64';
+
+let forcedVariant: TensorCoreVariant | null = null;
+
+/** Forces the tensor-core variant (benchmarks, the device check); null restores the default. */
+export function setTensorCoreVariant(variant: TensorCoreVariant | null): void {
+  if (variant != null && !TENSOR_CORE_VARIANTS.includes(variant)) {
+    throw new Error(`setTensorCoreVariant: variant must be one of ${TENSOR_CORE_VARIANTS.join(', ')}, got ${variant}`);
+  }
+  forcedVariant = variant;
+}
+
+export function tensorCoreVariant(): TensorCoreVariant {
+  return forcedVariant ?? DEFAULT_TENSOR_CORE_VARIANT;
+}
+
+/** Rows per tile of each variant (the align program pads every expert to a multiple of it). */
+export function tensorCoreBlockRows(variant: TensorCoreVariant): number {
+  return variant === 'storage-64' ? 64 : 32;
+}
+
+export const roundUp = (n: number, m: number) => Math.ceil(n / m) * m;
+
+/**
+ * Where a storage variant's weights come from, per projection:
+ *   'direct':  the shard's own data, an f16 format without scales read as array<f16> (its words are
+ *              exactly [E, N, K] halves, format.ts), where K is a multiple of 16 (whole 16-k steps) and N of
+ *              the tile's columns (32 gate rows for w13, 64 for w2), so no matrix load leaves the binding;
+ *   'copy':    an f16 [E, rows, Kp] copy made by ExpertsWeightsF16Program from any format (dequant_wgsl.ts),
+ *              padded with zeros to those multiples and with gate/up de-interleaved.
+ */
+export type WeightSource = 'direct' | 'copy';
+
+export function weightSource(format: WeightFormat, stage: ExpertsStage, H: number, I: number,
+    activation: Activation): WeightSource {
+  const plainF16 = format.code === 'f16' && format.groupSize === 0 && format.zero === 0 && !format.hasGIdx;
+  if (!plainF16) return 'copy';
+  if (stage === 'w13') return H % 16 === 0 && I % 32 === 0 && activation !== 'swigluoai' ? 'direct' : 'copy';
+  return I % 16 === 0 && H % 64 === 0 ? 'direct' : 'copy';
+}
+
+/**
+ * The f16 layouts of a storage variant. Row strides in halves: x16 [rows, Hp], act16 [rows, Ip].
+ * Weights as the GEMM reads them, per expert: `rowsPerExpert` rows of `kStride` halves; gate row i of
+ * w13 at row `rowStep`·i, up row i at `upOffset` + `rowStep`·i.
+ */
+export interface TensorCoreWeightLayout {
+  source: WeightSource;
+  rowsPerExpert: number;
+  kStride: number;
+  rowStep: number;
+  upOffset: number;
+}
+
+export interface TensorCoreLayout {
+  Hp: number;
+  Ip: number;
+  w13: TensorCoreWeightLayout;
+  w2: TensorCoreWeightLayout;
+}
+
+export function tensorCoreLayout(format: WeightFormat, H: number, I: number, activation: Activation): TensorCoreLayout {
+  const Hp = roundUp(H, 16);
+  const Ip = roundUp(I, 16);
+  const w13Source = weightSource(format, 'w13', H, I, activation);
+  const w2Source = weightSource(format, 'w2', H, I, activation);
+  const I32 = roundUp(I, 32);
+  return {
+    Hp, Ip,
+    // 'direct' w13 is never interleaved (weightSource sends swigluoai to the copy, which de-interleaves).
+    w13: w13Source === 'direct' ? {source: 'direct', rowsPerExpert: 2 * I, kStride: H, rowStep: 1, upOffset: I} :
+      {source: 'copy', rowsPerExpert: 2 * I32, kStride: Hp, rowStep: 1, upOffset: I32},
+    w2: w2Source === 'direct' ? {source: 'direct', rowsPerExpert: H, kStride: I, rowStep: 1, upOffset: 0} :
+      {source: 'copy', rowsPerExpert: roundUp(H, 64), kStride: Ip, rowStep: 1, upOffset: 0},
+  };
+}
+
+/** Columns (output features) one storage-variant workgroup computes: 32 act columns (w13), 64 h (w2). */
+export const TC_STORAGE_COLUMNS = {w13: 32, w2: 64};
+
+/** The storage GEMM's grid: row tiles × column tiles × K parts. */
+export function tensorCoreStorageDispatch(stage: ExpertsStage, numTiles: number, H: number, I: number, splitK: number):
+    [number, number, number] {
+  return stage === 'w13' ? [numTiles, Math.ceil(I / TC_STORAGE_COLUMNS.w13), 1] :
+    [numTiles, Math.ceil(H / TC_STORAGE_COLUMNS.w2), splitK];
+}
+
+/**
+ * A flat grid of `invocations` in workgroups of `workgroup`, folded into x × y (x ≤ maxPerDimension) so that
+ * a Mixtral expert's 14.7M weight chunks fit the 65535-per-dimension limit; tfjs's getGlobalIndex()
+ * reads it back as (y · x + wx) · workgroup + local.
+ */
+export function foldedDispatch(invocations: number, workgroup: number, maxPerDimension = 65535): [number, number, number] {
+  const groups = Math.max(1, Math.ceil(invocations / workgroup));
+  const x = Math.min(groups, maxPerDimension);
+  return [x, Math.ceil(groups / x), 1];
+}
+
+export interface TensorCoreChoice {
+  kernel: 'tensor-core-f16' | 'simt-f32';
+  /** The variant that runs (tensor-core only). */
+  variant?: TensorCoreVariant;
+  reason: string;
+}
+
+/** What tensorCoreChoice needs to know of the device (webgpuCapabilities' answer). */
+export interface TensorCoreDevice {
+  tensorCoreF16: boolean;
+  tensorCoreReason: string;
+}
+
+/** What tensorCoreChoice needs to know of the call (FusedExpertsAttrs' fields). */
+export interface TensorCoreCall {
+  hasBias?: boolean;
+  activation?: Activation;
+  activationQuantGroup?: number;
+}
+
+/**
+ * Which prefill GEMM runs, and why (vLLM oracle style). Every weight format, biases and 'swigluoai' run on
+ * every variant (the formats through dequant_wgsl.ts); what remains refused is said precisely.
+ */
+export function tensorCoreChoice(device: TensorCoreDevice, H: number, I: number, call: TensorCoreCall = {},
+    variant: TensorCoreVariant = tensorCoreVariant()): TensorCoreChoice {
+  if (!device.tensorCoreF16) return {kernel: 'simt-f32', reason: device.tensorCoreReason};
+  if (H % 8 !== 0 || I % 8 !== 0) {
+    return {kernel: 'simt-f32', reason: `the tensor-core GEMMs read weights 8 k at a time (one dequantized chunk) and ` +
+      `H = ${H}, I = ${I}`};
+  }
+  if (variant !== 'workgroup-tiles' && (call.activationQuantGroup ?? 0) > 0) {
+    return {kernel: 'tensor-core-f16', variant: 'workgroup-tiles', reason: `f16 operands, f32 accumulation; ` +
+      `'workgroup-tiles' instead of '${variant}': fp8 w8a8 quantizes the f32 activation rows between the GEMMs, ` +
+      `and the storage variants keep them as f16`};
+  }
+  return {kernel: 'tensor-core-f16', variant, reason: `f16 operands, f32 accumulation on subgroup matrices ('${variant}')`};
+}

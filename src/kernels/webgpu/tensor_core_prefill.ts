@@ -1,0 +1,103 @@
+/**
+ * The prefill GEMMs of FusedExperts on the storage tensor-core variants (tensor_core_plan.ts):
+ *
+ *   align (padded to the variant's rows) → gather x as f16 rows → per shard: [f16 weight copy] →
+ *   w13 GEMM (act16, f16) → per shard: [f16 weight copy] → w2 GEMM (y by pair, split along K) → (combine)
+ *
+ * FusedExperts owns the dispatch (its `run`, temporaries and the combine); this file only issues the
+ * programs of this path, in the order above, and returns y.
+ */
+import type {TensorInfo} from '@tensorflow/tfjs-core';
+import type {WebGPUBackend, WebGPUProgram} from '@tensorflow/tfjs-backend-webgpu';
+import type {Activation, ExpertProjectionShard} from '../../kernel_names';
+import type {WeightFormat} from '../../quant/format';
+import {ExpertsAlignProgram, maxPaddedRows} from './experts_align_webgpu';
+import type {ProgramIssuer} from './dispatch_plan';
+import {ExpertsGatherF16Program} from './experts_gather_f16_webgpu';
+import {ExpertsW13TensorCoreStorageGemmProgram, ExpertsW2TensorCoreStorageGemmProgram}
+  from './experts_gemm_tc_storage_webgpu';
+import type {ExpertsStage} from './experts_gemv_webgpu';
+import {ExpertsWeightsF16Program} from './experts_weights_f16_webgpu';
+import {TensorCoreLayout, TensorCoreVariant, tensorCoreBlockRows, tensorCoreLayout} from './tensor_core_plan';
+
+export interface TensorCorePrefillCall {
+  backend: WebGPUBackend;
+  /** Issues the programs (the backend, or a dispatch-plan recorder). */
+  issuer: ProgramIssuer;
+  run: (program: WebGPUProgram, inputs: TensorInfo[], uniforms?: Array<{type: string; data: number[]}>,
+    out?: TensorInfo) => TensorInfo;
+  temp: (shape: number[], dtype?: 'float32' | 'int32') => TensorInfo;
+  /** Disposed by the caller once the programs are issued. */
+  temps: TensorInfo[];
+  variant: TensorCoreVariant;
+  x: TensorInfo;
+  topkWeights: TensorInfo;
+  ids: TensorInfo[];
+  shards: {w13: ExpertProjectionShard[]; w2: ExpertProjectionShard[]};
+  numPairs: number;
+  common: {hiddenSize: number; intermediateSize: number; topK: number; numLocalExperts: number;
+    globalNumExperts: number; hasExpertMap: boolean; activation: Activation; applyRouterWeightOnInput: boolean;
+    format: WeightFormat; hasBias: boolean};
+  /** w2's K parts for a grid of `workgroups` and `kTiles` 16-k steps (FusedExperts' chooseSplitK). */
+  splitK: (workgroups: number, kTiles: number) => number;
+  /** Throws if [rows, cols] float32 would exceed the binding limit. */
+  checkBinding: (shape: number[], what: string) => void;
+}
+
+/** The variant's padded rows per expert and layouts; FusedExperts sizes its checks from it. */
+export function tensorCorePrefillPlan(c: TensorCorePrefillCall['common'], variant: TensorCoreVariant, numPairs: number):
+    {blockRows: number; rows: number; layout: TensorCoreLayout} {
+  const blockRows = tensorCoreBlockRows(variant);
+  return {blockRows, rows: maxPaddedRows(numPairs, c.numLocalExperts, blockRows),
+    layout: tensorCoreLayout(c.format, c.hiddenSize, c.intermediateSize, c.activation)};
+}
+
+/** Issues the storage variant's programs; returns y [splitK · P, H] and splitK for the combine. */
+export function tensorCoreStoragePrefill(call: TensorCorePrefillCall): {y: TensorInfo; splitK: number} {
+  const {backend, run, temp, temps, common, shards, numPairs: P} = call;
+  const {hiddenSize: H, intermediateSize: I, numLocalExperts: E} = common;
+  const {blockRows, rows, layout} = tensorCorePrefillPlan(common, call.variant, P);
+  call.checkBinding([rows, layout.Hp / 2], 'the f16 expert-sorted x');
+  const align = call.issuer.runWebGPUProgram(new ExpertsAlignProgram({...common, blockRows}, P), call.ids, 'int32');
+  temps.push(align);
+  // f16 buffers are int32 tensors of two halves a word (tfjs has no f16 dtype).
+  const x16 = temp([rows, layout.Hp / 2], 'int32');
+  run(new ExpertsGatherF16Program(common, rows, layout.Hp),
+      [call.x, align, ...(common.applyRouterWeightOnInput ? [call.topkWeights] : [])], undefined, x16);
+  const tiles = (n: number) => Math.ceil(P / blockRows) + n;
+
+  // The shard's f16 weights: its own data, or a copy through dequant_wgsl.ts (tensor_core_plan weightSource).
+  const f16Weights = (stage: ExpertsStage, s: ExpertProjectionShard) => {
+    const L = stage === 'w13' ? layout.w13 : layout.w2;
+    if (L.source === 'direct') return s.data;
+    const n = s.data.shape[0];
+    call.checkBinding([n, L.rowsPerExpert * L.kStride / 2], `the f16 copy of a ${stage} shard`);
+    const copy = temp([n, L.rowsPerExpert * L.kStride / 2], 'int32');
+    run(new ExpertsWeightsF16Program({stage, hiddenSize: H, intermediateSize: I, activation: common.activation,
+      format: common.format, layout: L}, n),
+    [s.data, s.scales, s.zeros, s.gidx].filter((t): t is TensorInfo => t != null), undefined, copy);
+    return copy;
+  };
+  const perShard = (stage: ExpertsStage, out: TensorInfo,
+      make: (s: ExpertProjectionShard, n: number) => [WebGPUProgram, TensorInfo[]]) => {
+    let first = 0;
+    (stage === 'w13' ? shards.w13 : shards.w2).forEach((s) => {
+      const n = s.data.shape[0];
+      const [program, inputs] = make(s, n);
+      run(program, [...inputs, f16Weights(stage, s), ...(common.hasBias ? [s.bias!] : [])],
+          [{type: 'int32', data: [first]}], out);
+      first += n;
+    });
+  };
+
+  const act16 = temp([rows, layout.Ip / 2], 'int32');
+  perShard('w13', act16, (s, n) => [new ExpertsW13TensorCoreStorageGemmProgram(
+      {...common, stage: 'w13', blockRows, layout}, act16.shape, tiles(n)), [x16, align]]);
+  const splitK = call.splitK(tiles(E) * Math.ceil(H / 64), layout.Ip / 16);
+  call.checkBinding([splitK * P, H], `the w2 partial sums (${splitK} K parts)`);
+  const y = temp([splitK * P, H]);
+  const routed = common.applyRouterWeightOnInput ? [] : [call.topkWeights];
+  perShard('w2', y, (s, n) => [new ExpertsW2TensorCoreStorageGemmProgram(
+      {...common, stage: 'w2', blockRows, layout, splitK}, y.shape, tiles(n)), [act16, align, ...routed]]);
+  return {y, splitK};
+}

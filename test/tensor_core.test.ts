@@ -1,0 +1,446 @@
+/**
+ * The f16 tensor-core prefill GEMMs (issue 11) where no GPU here has subgroup matrices or shader-f16:
+ * their CPU side (variant choice and its reasons, the padded f16 layouts, grid sizes, the WGSL each
+ * program generates for every weight format), the f16 rounding and the host reference with its derived
+ * bound (bench/tensor_core_reference.ts), and, on webgpu (SwiftShader), the two helper programs of the
+ * storage variants that need neither feature (the f16 gather of x and the f16 weight copy) against the
+ * host, plus the f16 declaration rewrite against the installed tfjs's shader header.
+ * The GEMMs themselves run in bench/gpu_check_tc.ts on a GPU that has the features.
+ */
+import * as tf from '@tensorflow/tfjs-core';
+import type {TensorInfo} from '@tensorflow/tfjs-core';
+import type {WebGPUBackend, WebGPUProgram} from '@tensorflow/tfjs-backend-webgpu';
+import {expect} from 'chai';
+import {Activation, fusedExpertsImpl} from '../src';
+import {dequantizeImpl} from '../src/kernels/cpu/dequantize_impl';
+import {declareF16Storage} from '../src/kernels/webgpu/device';
+import {ExpertsGemmConfig} from '../src/kernels/webgpu/experts_gemm_webgpu';
+import {ExpertsTensorCoreGemmProgram, TC_BLOCK_ROWS} from '../src/kernels/webgpu/experts_gemm_tc_webgpu';
+import {ExpertsTensorCoreStorageGemmProgram} from '../src/kernels/webgpu/experts_gemm_tc_storage_webgpu';
+import {ExpertsGatherF16Program} from '../src/kernels/webgpu/experts_gather_f16_webgpu';
+import {ExpertsWeightsF16Program} from '../src/kernels/webgpu/experts_weights_f16_webgpu';
+import {chooseGemmKernel} from '../src/kernels/webgpu/FusedExperts';
+import {tensorCoreStoragePrefill} from '../src/kernels/webgpu/tensor_core_prefill';
+import {TENSOR_CORE_VARIANTS, TensorCoreVariant, foldedDispatch, setTensorCoreVariant, tensorCoreBlockRows,
+  tensorCoreChoice, tensorCoreLayout, tensorCoreStorageDispatch, weightSource} from '../src/kernels/webgpu/tensor_core_plan';
+import {FLOAT32_FORMAT, WeightFormat, formatKey, halfToFloat, roundToF16} from '../src/quant/format';
+import {compareWithBound, tensorCoreReference} from '../bench/tensor_core_reference';
+import {randn, rng} from './helpers/compare';
+import {describeBackends} from './helpers/env';
+import {randomProjection} from './helpers/quant_weights';
+
+const fmt = (code: WeightFormat['code'], groupSize: number, zero: number | 'tensor' = 0,
+    o: Partial<WeightFormat> = {}): WeightFormat =>
+  ({code, groupSize, blockRows: 1, scaleCode: 'f32', zero, hasGIdx: false, ...o});
+
+/** One of each kind the dequantization vocabulary has (test/quant_kernels.test.ts runs them all on every path). */
+const FORMATS: WeightFormat[] = [FLOAT32_FORMAT, fmt('bf16', 0), fmt('f16', 0), fmt('e4m3', 128, 0, {blockRows: 128}),
+  fmt('uint4', 32, 'tensor'), fmt('uint4', 32, 8, {hasGIdx: true}), fmt('uint8', -1, 128),
+  fmt('e2m1', 32, 0, {scaleCode: 'e8m0'})];
+
+const ON = {tensorCoreF16: true, tensorCoreReason: ''};
+
+/** The f16 halves of int32 words (two per word, low half first). */
+function halves(words: ArrayLike<number>): Float32Array {
+  const out = new Float32Array(words.length * 2);
+  for (let i = 0; i < words.length; i++) {
+    out[2 * i] = halfToFloat(words[i] & 0xffff);
+    out[2 * i + 1] = halfToFloat((words[i] >>> 16) & 0xffff);
+  }
+  return out;
+}
+
+describe('tensor-core GEMM plan', () => {
+  afterEach(() => setTensorCoreVariant(null));
+
+  it('says why the float32 tiles run where the device has no tensor cores, or H, I are not multiples of 8', () => {
+    expect(tensorCoreChoice({tensorCoreF16: false, tensorCoreReason: 'no shader-f16'}, 64, 64))
+        .to.deep.equal({kernel: 'simt-f32', reason: 'no shader-f16'});
+    const odd = tensorCoreChoice(ON, 68, 64);
+    expect(odd.kernel).to.equal('simt-f32');
+    expect(odd.reason).to.match(/8 k at a time .* H = 68, I = 64/);
+  });
+
+  it('takes biases, swigluoai and every variant; fp8 activations go to the workgroup-tiles variant, with the reason', () => {
+    for (const variant of TENSOR_CORE_VARIANTS) {
+      for (const call of [{}, {hasBias: true, activation: 'swigluoai' as Activation}, {activation: 'gelu' as Activation}]) {
+        expect(tensorCoreChoice(ON, 2048, 768, call, variant)).to.include({kernel: 'tensor-core-f16', variant});
+      }
+      const fp8 = tensorCoreChoice(ON, 2048, 768, {activationQuantGroup: 128}, variant);
+      expect(fp8).to.include({kernel: 'tensor-core-f16', variant: 'workgroup-tiles'});
+      if (variant !== 'workgroup-tiles') expect(fp8.reason).to.match(/fp8 w8a8 .* f16/);
+    }
+  });
+
+  it('uses the forced variant, and refuses an unknown one', () => {
+    setTensorCoreVariant('storage-32');
+    expect(tensorCoreChoice(ON, 64, 64).variant).to.equal('storage-32');
+    expect(() => setTensorCoreVariant('fast' as TensorCoreVariant)).to.throw(/must be one of workgroup-tiles/);
+  });
+
+  it('reads f16 weights in place only where every matrix load stays inside them, else makes a padded copy', () => {
+    const f16 = fmt('f16', 0);
+    // The benchmark shapes: Qwen3 (2048, 768), DeepSeek-V3 TP8 (7168, 256), Mixtral (4096, 14336).
+    for (const [H, I] of [[2048, 768], [7168, 256], [4096, 14336]]) {
+      expect(weightSource(f16, 'w13', H, I, 'silu')).to.equal('direct');
+      expect(weightSource(f16, 'w2', H, I, 'silu')).to.equal('direct');
+      expect(weightSource(FLOAT32_FORMAT, 'w13', H, I, 'silu')).to.equal('copy');
+    }
+    expect(weightSource(f16, 'w13', 2048, 784, 'silu'), 'I % 32 != 0').to.equal('copy');
+    expect(weightSource(f16, 'w2', 2056, 768, 'silu'), 'H % 64 != 0').to.equal('copy');
+    expect(weightSource(f16, 'w13', 2048, 768, 'swigluoai'), 'interleaved gate/up').to.equal('copy');
+    expect(weightSource(fmt('f16', 32), 'w13', 2048, 768, 'silu'), 'scaled f16').to.equal('copy');
+  });
+
+  it('pads the layouts so that the last tile of the last expert ends inside each buffer', () => {
+    for (const [H, I] of [[64, 48], [136, 200], [264, 392], [2048, 768], [7168, 256], [4096, 14336]]) {
+      for (const format of [FLOAT32_FORMAT, fmt('f16', 0)]) {
+        for (const activation of ['silu', 'swigluoai'] as Activation[]) {
+          const L = tensorCoreLayout(format, H, I, activation);
+          const what = `${formatKey(format)} ${activation} H=${H} I=${I}`;
+          expect(L.Hp % 16, what).to.equal(0);
+          expect(L.Ip % 16, what).to.equal(0);
+          expect(L.Hp).to.be.within(H, H + 15);
+          expect(L.Ip).to.be.within(I, I + 15);
+          // w13: the last column tile's up matrix (32 columns from n0) of the last expert, in rows of kStride.
+          const n0 = (tensorCoreStorageDispatch('w13', 1, H, I, 1)[1] - 1) * 32;
+          const E = 3;
+          const lastW13Row = (E - 1) * L.w13.rowsPerExpert + L.w13.upOffset + L.w13.rowStep * (n0 + 31);
+          expect(lastW13Row, what).to.be.below(E * L.w13.rowsPerExpert);
+          expect(L.w13.kStride, what).to.equal(L.Hp);
+          const h0 = (tensorCoreStorageDispatch('w2', 1, H, I, 1)[1] - 1) * 64;
+          expect((E - 1) * L.w2.rowsPerExpert + h0 + 63, what).to.be.below(E * L.w2.rowsPerExpert);
+          expect(L.w2.kStride, what).to.equal(L.Ip);
+        }
+      }
+    }
+  });
+
+  it('sizes the grids: row tiles × column tiles × K parts, and folded flat grids within the per-dimension limit', () => {
+    expect(tensorCoreStorageDispatch('w13', 40, 2048, 768, 4)).to.deep.equal([40, 24, 1]);
+    expect(tensorCoreStorageDispatch('w2', 40, 2048, 768, 4)).to.deep.equal([40, 32, 4]);
+    expect(tensorCoreBlockRows('storage-64')).to.equal(64);
+    expect(tensorCoreBlockRows('workgroup-tiles')).to.equal(TC_BLOCK_ROWS);
+    // A Mixtral shard of 8 experts' w13 in 8-k chunks.
+    const chunks = 8 * 2 * 14336 * 4096 / 8;
+    const [x, y, z] = foldedDispatch(chunks, 256);
+    expect(x).to.be.at.most(65535);
+    expect(x * y * z * 256).to.be.at.least(chunks);
+    expect((x * (y - 1)) * 256).to.be.below(chunks);
+    expect(foldedDispatch(10, 256)).to.deep.equal([1, 1, 1]);
+  });
+
+  it('generates one program per projection for every format, with the format in the shader key', () => {
+    const keys = new Set<string>();
+    for (const format of FORMATS) {
+      for (const stage of ['w13', 'w2'] as const) {
+        for (const [activation, hasBias] of [['silu', false], ['swigluoai', true]] as Array<[Activation, boolean]>) {
+          const c: ExpertsGemmConfig = {stage, hiddenSize: 256, intermediateSize: 128, topK: 2, numLocalExperts: 4,
+            activation, applyRouterWeightOnInput: false, blockRows: TC_BLOCK_ROWS, tileK: 16, splitK: stage === 'w2' ? 2 : 1,
+            format, hasBias};
+          const tiles = new ExpertsTensorCoreGemmProgram(c, [64, 128], 6);
+          const code = tiles.getUserCode();
+          expect(code).to.contain('wload8_0(').and.to.contain('subgroupMatrixMultiplyAccumulate');
+          expect(code.includes('wbias0('), 'bias in the epilogue').to.equal(hasBias);
+          expect(tiles.variableNames.slice(-1)[0]).to.equal(hasBias ? 'bias0' : tiles.variableNames.slice(-1)[0]);
+          keys.add(tiles.shaderKey);
+          const copy = new ExpertsWeightsF16Program({stage, hiddenSize: 256, intermediateSize: 128, activation, format,
+            layout: tensorCoreLayout(format, 256, 128, activation)[stage]}, 4);
+          expect(copy.getUserCode()).to.contain('pack2x16float');
+          keys.add(copy.shaderKey);
+        }
+      }
+    }
+    expect(keys.size, 'distinct shader keys').to.equal(FORMATS.length * 2 * 2 * 2);
+  });
+
+  it('generates the storage GEMMs with f16 bindings, uniform offsets and 2×4 or 4×4 results', () => {
+    for (const variant of ['storage-32', 'storage-64'] as TensorCoreVariant[]) {
+      const blockRows = tensorCoreBlockRows(variant);
+      for (const stage of ['w13', 'w2'] as const) {
+        const layout = tensorCoreLayout(fmt('f16', 0), 2048, 768, 'silu');
+        const p = new ExpertsTensorCoreStorageGemmProgram({stage, hiddenSize: 2048, intermediateSize: 768,
+          numLocalExperts: 128, activation: 'silu', applyRouterWeightOnInput: false, blockRows, hasBias: true,
+          layout, splitK: 2}, [100, 100], 40);
+        const code = p.getUserCode();
+        expect(code).to.contain('// moe-storage-f16 x16').and.to.contain('// moe-storage-f16 w16');
+        expect(code.match(/subgroupMatrixMultiplyAccumulate/g)).to.have.length(4 * blockRows / 16);
+        // Offsets come from the tile lookup and workgroupId only (Tint: workgroup-uniform).
+        expect(code).to.not.match(/subgroupMatrixLoad[^;]*(localIndex|lane)/);
+        expect(p.dispatch).to.deep.equal(tensorCoreStorageDispatch(stage, 40, 2048, 768, 2));
+        expect(p.variableNames).to.deep.equal(stage === 'w13' ? ['x16', 'align', 'w16', 'bias0'] :
+          ['x16', 'align', 'topkWeights', 'w16', 'bias0']);
+      }
+    }
+  });
+
+  it('rewrites marked declarations to array<f16>, and throws where tfjs declared nothing by that name', () => {
+    const code = '@group(0) @binding(1) var<storage, read> x16: array<i32>;\n' +
+        '@group(0) @binding(2) var<storage, read> align: array<i32>;\n  // moe-storage-f16 x16\nfn main() {}';
+    const out = declareF16Storage(code);
+    expect(out).to.contain('var<storage, read> x16: array<f16>;').and.to.contain('align: array<i32>;');
+    expect(declareF16Storage('fn main() {}')).to.equal('fn main() {}');
+    expect(() => declareF16Storage('// moe-storage-f16 w16\nfn main() {}')).to.throw(/no 'var<storage, read> w16/);
+  });
+});
+
+describe('f16 rounding and the tensor-core reference', () => {
+  it('roundToF16 keeps every half, rounds midpoints to even and overflows at 65520', () => {
+    for (let h = 0; h < 0x10000; h++) {
+      const v = halfToFloat(h);
+      if (Number.isNaN(v)) continue;
+      expect(roundToF16(v)).to.equal(v);
+    }
+    expect(roundToF16(1 + 2 ** -11)).to.equal(1);                 // midpoint, even below
+    expect(roundToF16(1 + 3 * 2 ** -11)).to.equal(1 + 2 ** -9);   // midpoint, even above
+    expect(roundToF16(2 ** -25 * 3)).to.equal(2 ** -23);           // subnormal midpoint 1.5·2^-24 → 2·2^-24
+    expect(roundToF16(65519)).to.equal(65504);
+    expect(roundToF16(-65520)).to.equal(-Infinity);
+  });
+
+  const H = 48, I = 40, E = 3, T = 5, k = 2;
+  const problem = (activation: Activation, bias: boolean, onInput: boolean) => {
+    const rand = rng(7);
+    const ids = Int32Array.from({length: T * k}, (_, p) => (p + Math.floor(p / k)) % E);
+    const weights = Float32Array.from({length: T * k}, () => 0.1 + rand());
+    const hidden = randn(rand, T * H);
+    const w13 = randn(rand, E * 2 * I * H, 0.3), w2 = randn(rand, E * H * I, 0.3);
+    const b13 = bias ? randn(rand, E * 2 * I, 0.5) : undefined, b2 = bias ? randn(rand, E * H, 0.5) : undefined;
+    const exact = fusedExpertsImpl({hidden, topkWeights: weights, topkIds: ids, expertMap: null,
+      shards: [{w13, w2, numExperts: E, w13Bias: b13, w2Bias: b2}], numTokens: T, topK: k, hiddenSize: H,
+      intermediateSize: I, globalNumExperts: E, activation, applyRouterWeightOnInput: onInput});
+    return {exact, p: {hidden, H, I, k, ids, weights, activation, applyRouterWeightOnInput: onInput,
+      w13Of: (e: number) => w13.subarray(e * 2 * I * H, (e + 1) * 2 * I * H),
+      w2Of: (e: number) => w2.subarray(e * H * I, (e + 1) * H * I),
+      b13Of: b13 && ((e: number) => b13.subarray(e * 2 * I, (e + 1) * 2 * I)),
+      b2Of: b2 && ((e: number) => b2.subarray(e * H, (e + 1) * H))}};
+  };
+  const rows = Array.from({length: T}, (_, t) => t);
+
+  for (const [activation, bias, onInput] of [['silu', false, false], ['gelu', true, true], ['swigluoai', true, false]] as
+      Array<[Activation, boolean, boolean]>) {
+    it(`without rounding is the cpu reference within its f32 bound (${activation}${bias ? ', biases' : ''}` +
+        `${onInput ? ', weight on the input' : ''})`, () => {
+      const {exact, p} = problem(activation, bias, onInput);
+      const ref = tensorCoreReference(p, rows, (v) => v);
+      expect(compareWithBound(exact, rows, H, ref).pass).to.equal(true);
+    });
+
+    it(`with f16 rounding fails a result computed without it: the bound is tight enough to see one (${activation})`, () => {
+      const {exact, p} = problem(activation, bias, onInput);
+      const ref = tensorCoreReference(p, rows);
+      const r = compareWithBound(exact, rows, H, ref);
+      expect(r.pass).to.equal(false);
+      // ...and passes itself rounded to f32 (the GPU's output type).
+      expect(compareWithBound(Float32Array.from(ref.out), rows, H, ref).pass).to.equal(true);
+    });
+  }
+});
+
+describeBackends('tensor-core helper programs on webgpu', (backend) => {
+  if (backend !== 'webgpu') return;
+  const wb = () => tf.backend() as WebGPUBackend;
+  const run = async (program: WebGPUProgram, inputs: tf.Tensor[], shape: number[]) => {
+    const out = wb().makeTensorInfo(shape, 'int32');
+    wb().runWebGPUProgram(program, inputs, 'int32', undefined, out);
+    const t = tf.engine().makeTensorFromTensorInfo(out);
+    const words = await t.data();
+    t.dispose();
+    return words;
+  };
+
+  it('chooses the float32 tiles here, saying why', () => {
+    const choice = chooseGemmKernel(wb(), 64, 64);
+    expect(choice.kernel).to.equal('simt-f32');
+    expect(choice.reason).to.not.equal('');
+  });
+
+  it('finds the binding declarations that tfjs writes, so declareF16Storage can retype them', async () => {
+    const device = wb().device;
+    const codes: string[] = [];
+    const create = device.createShaderModule;
+    device.createShaderModule = (d: GPUShaderModuleDescriptor) => {
+      codes.push(d.code);
+      return create.call(device, d);
+    };
+    try {
+      const program: WebGPUProgram = {outputShape: [4], shaderKey: 'moeTestF16Decl', dispatchLayout: {x: [0]},
+        dispatch: [1, 1, 1], variableNames: ['x16'], variableComponents: [1], workgroupSize: [4, 1, 1],
+        getUserCode: () => 'fn main(index: i32) { if (index < uniforms.outShape) { result[index] = x16[index]; } }'};
+      const x = tf.tensor1d([1, 2, 3, 4], 'int32');
+      expect(Array.from(await run(program, [x], [4]))).to.deep.equal([1, 2, 3, 4]);
+      x.dispose();
+    } finally {
+      device.createShaderModule = create;
+    }
+    const code = codes.find((c) => c.includes('x16'));
+    expect(code, 'the program was compiled here').to.be.a('string');
+    expect(declareF16Storage(`${code}\n// moe-storage-f16 x16`)).to.match(/var<storage, read> x16\s*:\s*array<f16>;/);
+  });
+
+  /**
+   * The GEMMs' WGSL with the subgroup-matrix types and builtins replaced by stand-ins of the same shape of
+   * call (a struct of one f32; loads read one element of the same binding) and f16 by f32: everything
+   * around the matrices (tile lookup, offsets, epilogues, bias, dequantization, bindings) must compile and
+   * validate here. Only the builtins themselves, spelled as in the kernel the H200 ran, stay unchecked.
+   */
+  const standIn = (code: string, f16Bindings: string[]) => {
+    let out = code.replace(/^\s*enable (f16|chromium_experimental_subgroup_matrix);\s*$/gm, '')
+        .replace(/^\s*\/\/ moe-storage-f16 .*$/gm, '')
+        .replace(/subgroup_matrix_(left|right)<f16, 16, 16>|subgroup_matrix_result<f32, 16, 16>/g, 'SM')
+        .replace(/subgroupMatrixLoad<SM>\(&(\w+), /g, 'smLoad_$1(')
+        .replace(/subgroupMatrixStore\(&(\w+), /g, 'smStore_$1(')
+        .replace(/subgroupMatrixMultiplyAccumulate\(/g, 'smMma(')
+        .replace(/\bf16\b/g, 'f32');
+    const loads = [...new Set([...out.matchAll(/smLoad_(\w+)\(/g)].map((m) => m[1]))];
+    const stores = [...new Set([...out.matchAll(/smStore_(\w+)\(/g)].map((m) => m[1]))];
+    out += `
+      struct SM { v : f32 }
+      fn smMma(a : SM, b : SM, c : SM) -> SM { return SM(a.v * b.v + c.v); }
+      ${loads.map((b) => `fn smLoad_${b}(off : u32, colMajor : bool, stride : u32) -> SM {
+        return SM(f32(${b}[off + select(0u, stride, colMajor)]));
+      }`).join('\n')}
+      ${stores.map((b) => `fn smStore_${b}(off : u32, m : SM, colMajor : bool, stride : u32) {
+        ${b}[off + select(0u, stride, colMajor)] = m.v;
+      }`).join('\n')}`;
+    expect(loads.every((b) => f16Bindings.includes(b) || b === 'As' || b === 'Bs'), `loads from ${loads}`).to.equal(true);
+    return out;
+  };
+  const validates = async (program: WebGPUProgram, inputs: tf.Tensor[], out: TensorInfo) => {
+    const device = wb().device;
+    device.pushErrorScope('validation');
+    wb().runWebGPUProgram(program, inputs, out.dtype as 'float32' | 'int32', [{type: 'int32', data: [0]}], out);
+    const t = tf.engine().makeTensorFromTensorInfo(out);
+    await t.data();
+    t.dispose();
+    const error = await device.popErrorScope();
+    expect(error?.message ?? '', program.shaderKey).to.equal('');
+  };
+
+  it('compiles the GEMMs\' WGSL around the subgroup matrices, for both variants, formats, biases and swigluoai', async () => {
+    const E = 3, H = 64, I = 48, T = 8, k = 2, P = T * k;
+    // f32 and a packed format (every packed format reads through the same wload8_0). (int4 with a zero tensor,
+    // act-order and biases would bind 9 buffers: FusedExperts refuses that where the limit is 8.)
+    for (const format of [FLOAT32_FORMAT, fmt('uint4', 32, 8, {hasGIdx: true})]) {
+      for (const [activation, hasBias] of [['silu', false], ['swigluoai', true]] as Array<[Activation, boolean]>) {
+        const rand = rng(5);
+        const part = (N: number, K: number) => {
+          const p = randomProjection(format, E, N, K, rand);
+          const t = [format.code === 'f32' ? tf.tensor3d(p.data as Float32Array, [E, N, K]) :
+            tf.tensor2d(p.data as Int32Array, [E, p.data.length / E], 'int32')];
+          if (p.scales) t.push(p.scales instanceof Int32Array ? tf.tensor2d(p.scales, [E, p.scales.length / E], 'int32') :
+            tf.tensor2d(p.scales as Float32Array, [E, p.scales.length / E]));
+          if (p.zeros) t.push(tf.tensor2d(p.zeros, [E, p.zeros.length / E]));
+          if (p.gIdx) t.push(tf.tensor2d(p.gIdx, [E, K], 'int32'));
+          if (hasBias) t.push(tf.tensor2d(randn(rand, E * N), [E, N]));
+          return t;
+        };
+        const w13 = part(2 * I, H), w2 = part(H, I);
+        const align = tf.tensor1d(new Int32Array(E + 1 + 4 * 32).fill(0), 'int32');
+        const tw = tf.tensor2d(new Float32Array(P).fill(0.5), [T, k]);
+        const common = {hiddenSize: H, intermediateSize: I, topK: k, numLocalExperts: E, activation,
+          applyRouterWeightOnInput: false, format, hasBias};
+        // workgroup-tiles: x f32 [T, H] / act f32 [rows, I].
+        const x = tf.tensor2d(randn(rand, T * H), [T, H]);
+        const act = tf.tensor2d(randn(rand, 64 * I), [64, I]);
+        for (const stage of ['w13', 'w2'] as const) {
+          const p = new ExpertsTensorCoreGemmProgram({...common, stage, blockRows: TC_BLOCK_ROWS, tileK: 16,
+            splitK: stage === 'w2' ? 2 : 1}, stage === 'w13' ? [64, I] : [2 * P, H], 2);
+          const code = standIn(p.getUserCode(), []);
+          await validates(Object.assign(Object.create(Object.getPrototypeOf(p)), p,
+              {getUserCode: () => code, shaderKey: `${p.shaderKey}_standIn`}),
+          stage === 'w13' ? [x, align, ...w13] : [act, align, tw, ...w2], wb().makeTensorInfo(p.outputShape, 'float32'));
+        }
+        // storage variants: x16 / act16 i32 words, the f16 weights (a copy: i32 words), bias. Their code does not
+        // depend on the format (the copy does: checked below against the host).
+        for (const blockRows of format === FLOAT32_FORMAT ? [32, 64] : []) {
+          const layout = tensorCoreLayout(format, H, I, activation);
+          for (const stage of ['w13', 'w2'] as const) {
+            const L = layout[stage];
+            const Kp = stage === 'w13' ? layout.Hp : layout.Ip;
+            const x16 = tf.tensor2d(new Int32Array(2 * blockRows * Kp / 2), [2 * blockRows, Kp / 2], 'int32');
+            const w16 = tf.tensor2d(new Int32Array(E * L.rowsPerExpert * L.kStride / 2), [E, L.rowsPerExpert * L.kStride / 2], 'int32');
+            const bias = hasBias ? [(stage === 'w13' ? w13 : w2).slice(-1)[0]] : [];
+            const p = new ExpertsTensorCoreStorageGemmProgram({...common, stage, blockRows, layout, splitK: stage === 'w2' ? 2 : 1},
+                stage === 'w13' ? [2 * blockRows, layout.Ip / 2] : [2 * P, H], 2);
+            const code = standIn(p.getUserCode(), ['x16', 'w16']);
+            await validates(Object.assign(Object.create(Object.getPrototypeOf(p)), p,
+                {getUserCode: () => code, shaderKey: `${p.shaderKey}_standIn`}),
+            stage === 'w13' ? [x16, align, w16, ...bias] : [x16, align, tw, w16, ...bias],
+            wb().makeTensorInfo(p.outputShape, stage === 'w13' ? 'int32' : 'float32'));
+            tf.dispose([x16, w16]);
+          }
+        }
+        tf.dispose([...w13, ...w2, align, tw, x, act]);
+      }
+    }
+  });
+
+  it('gathers x into expert-sorted f16 rows, zero for padding rows, unwritten rows and the padded columns', async () => {
+    const T = 3, H = 20, k = 2, E = 2;
+    const rand = rng(3);
+    const x = randn(rand, T * H);
+    const w = Float32Array.from({length: T * k}, () => 0.5 + rand());
+    // align: offsets [0, 4, 8] (blockRows 4), sorted pairs with padding; rows 8.. unwritten (garbage).
+    const align = Int32Array.from([0, 4, 8, 0, 3, 5, -1, 1, 2, 4, -1, 77, 77]);
+    const rows = 10, Hp = 32;
+    for (const onInput of [false, true]) {
+      const tx = tf.tensor2d(x, [T, H]), ta = tf.tensor1d(align, 'int32'), tw = tf.tensor2d(w, [T, k]);
+      const words = await run(new ExpertsGatherF16Program({hiddenSize: H, topK: k, numLocalExperts: E,
+        applyRouterWeightOnInput: onInput}, rows, Hp), onInput ? [tx, ta, tw] : [tx, ta], [rows, Hp / 2]);
+      tf.dispose([tx, ta, tw]);
+      const got = halves(words);
+      for (let r = 0; r < rows; r++) {
+        const pair = r < align[E] ? align[E + 1 + r] : -1;
+        for (let h = 0; h < Hp; h++) {
+          const want = pair >= 0 && h < H ? roundToF16(Math.fround(x[Math.floor(pair / k) * H + h] * (onInput ? w[pair] : 1))) : 0;
+          expect(got[r * Hp + h], `row ${r} h ${h}`).to.equal(want);
+        }
+      }
+    }
+  });
+
+  it('copies weights of every format to padded f16 in the GEMM\'s layout (gate/up de-interleaved)', async () => {
+    const E = 2, H = 40, I = 24;
+    for (const format of FORMATS) {
+      // Packed formats need K a multiple of their group; block-scaled fp8 has groups of 128 (one group here).
+      for (const [stage, activation] of [['w13', 'silu'], ['w13', 'swigluoai'], ['w2', 'silu']] as
+          Array<['w13' | 'w2', Activation]>) {
+        const N = stage === 'w13' ? 2 * I : H, K = stage === 'w13' ? H : I;
+        if (format.groupSize > 0 && K % format.groupSize !== 0 && format.groupSize !== 128) continue;
+        const p = randomProjection(format, E, N, K, rng(11));
+        const ref = dequantizeImpl(p);
+        const L = tensorCoreLayout(format, H, I, activation)[stage];
+        const inputs = [format.code === 'f32' ? tf.tensor3d(p.data as Float32Array, [E, N, K]) :
+          tf.tensor2d(p.data as Int32Array, [E, p.data.length / E], 'int32')];
+        if (p.scales) inputs.push(p.scales instanceof Int32Array ? tf.tensor2d(p.scales, [E, p.scales.length / E], 'int32') :
+          tf.tensor2d(p.scales as Float32Array, [E, p.scales.length / E]));
+        if (p.zeros) inputs.push(tf.tensor2d(p.zeros, [E, p.zeros.length / E]));
+        if (p.gIdx) inputs.push(tf.tensor2d(p.gIdx, [E, K], 'int32'));
+        const words = await run(new ExpertsWeightsF16Program({stage, hiddenSize: H, intermediateSize: I, activation,
+          format, layout: L}, E), inputs, [E, L.rowsPerExpert * L.kStride / 2]);
+        tf.dispose(inputs);
+        const got = halves(words);
+        const what = `${formatKey(format)} ${stage} ${activation}`;
+        for (let e = 0; e < E; e++) {
+          for (let row = 0; row < L.rowsPerExpert; row++) {
+            let src = -1;
+            if (stage === 'w2') src = row < H ? row : -1;
+            else {
+              const up = row >= L.upOffset;
+              const i = up ? row - L.upOffset : row;
+              src = i >= I ? -1 : activation === 'swigluoai' ? 2 * i + (up ? 1 : 0) : i + (up ? I : 0);
+            }
+            for (let kk = 0; kk < L.kStride; kk++) {
+              const want = src >= 0 && kk < K ? roundToF16(ref[(e * N + src) * K + kk]) : 0;
+              const v = got[(e * L.rowsPerExpert + row) * L.kStride + kk];
+              // WGSL lets an implementation flush f16 subnormals (SwiftShader's pack2x16float may).
+              const flushed = Math.abs(want) < 2 ** -14 && v === 0;
+              if (v !== want && !flushed) expect.fail(`${what}: expert ${e} row ${row} k ${kk}: ${v} != ${want}`);
+            }
+          }
+        }
+      }
+    }
+  });
+});
