@@ -18,7 +18,8 @@
  *   pair → row  row(p) = blockStart[key] · B + (position in sorted order - segment start)
  */
 import {KernelConfig, TensorInfo} from '@tensorflow/tfjs-core';
-import {Activation, FusedExperts, FusedExpertsAttrs, FusedExpertsInputs, expertProjectionShards} from '../../kernel_names';
+import {Activation, FusedExperts, FusedExpertsAttrs, FusedExpertsInputs, expertProjectionShards,
+  unsupportedExpertsFeature} from '../../kernel_names';
 import {SWIGLUOAI_ALPHA, SWIGLUOAI_LIMIT} from '../../math';
 import {WeightFormat, parseFormatKey} from '../../quant/format';
 import {ProjectionParts, fakeQuantizeFp8, gatherExpertWeights} from './dequantize';
@@ -150,6 +151,11 @@ export const fusedExpertsConfig: KernelConfig = {
   kernelFunc: ({inputs, attrs, backend}) => {
     const ins = inputs as FusedExpertsInputs;
     const a = attrs as unknown as FusedExpertsAttrs;
+    // int8 w8a8 needs int32 GEMMs that TensorFlow's GPU kernels lack; refused by name rather than computed
+    // as weights-only.
+    const unsupported = unsupportedExpertsFeature(a, 'tensorflow', {formats: () => true, bias: true, swigluoai: true,
+      fp8Activations: true, int8Activations: false});
+    if (unsupported) throw new Error(unsupported);
     const format = parseFormatKey(a.weightFormat);
     const {w13, w2} = expertProjectionShards(ins, a);
     const [T, H] = ins.hiddenStates.shape;

@@ -47,6 +47,7 @@ import {ExpertsW2CombineGemvProgram, W2_COMBINE_TOPK} from './experts_w2_combine
 import {ExpertsStage, ExpertsW13GemvProgram, ExpertsW2GemvProgram} from './experts_gemv_webgpu';
 import {ExpertsW13TensorCoreGemmProgram, ExpertsW2TensorCoreGemmProgram, TC_BLOCK_ROWS} from './experts_gemm_tc_webgpu';
 import {webgpuCapabilities} from './capabilities';
+import {unsupportedInt8OnWebGPU, runInt8Experts} from './experts_int8_run';
 
 /**
  * 'decode': a GEMV per (token, slot) pair, no grouping (best at T = 1, where the k experts differ);
@@ -222,8 +223,9 @@ function checkBinding(backend: WebGPUBackend, shape: number[], what: string, adv
 /** Why this backend cannot run these attrs at these sizes, or null (vLLM oracle style). */
 export function unsupportedOnWebGPU(a: FusedExpertsAttrs, format: WeightFormat, H: number, I: number): string | null {
   const generic = unsupportedExpertsFeature(a, 'webgpu', {formats: () => true, bias: true, swigluoai: true,
-    fp8Activations: true});
+    fp8Activations: true, int8Activations: true});
   if (generic) return generic;
+  if (a.useInt8W8A8) return unsupportedInt8OnWebGPU(H, I);
   const chunking = unsupportedChunking(format, H, 'w13') ?? unsupportedChunking(format, I, 'w2');
   if (chunking) return `fusedExperts on 'webgpu' cannot read ${a.weightFormat}: ${chunking}`;
   if (a.activationQuantGroup > 0 && a.applyRouterWeightOnInput) {
@@ -309,8 +311,12 @@ export const fusedExpertsWebGPU: KernelFunc = ({inputs, attrs, backend: b}): Ten
   };
 
   try {
-    const x = quantized(hiddenStates);
     const {path} = chooseExpertsPath(P, numLocalExperts, T);
+    if (a.useInt8W8A8) {
+      return runInt8Experts({backend, config: common, path, hiddenStates, topkWeights, ids, shards: shardsOf,
+        temp: (t) => { temps.push(t); return t; }, run});
+    }
+    const x = quantized(hiddenStates);
     if (path === 'decode') {
       const act = temp([P, I]);
       const wideChunks = forcedDecodeChunks === 'wide';

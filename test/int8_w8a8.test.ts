@@ -1,0 +1,286 @@
+/**
+ * int8 w8a8 (useInt8W8A8: vLLM `use_int8_w8a8`, per-channel weights, per-token dynamic activations):
+ *   - the cpu reference (src/kernels/cpu/int8_w8a8_impl.ts) against an independent float64 computation here;
+ *   - every backend against the cpu reference, bit for bit. The data put the gates at ≥ 40, where silu(g) and
+ *     gelu(g) are exactly g in float32 and float64 (exp(-g) < 2^-53), so no exp/erf ulp enters and the whole
+ *     pipeline (two quantizations, int32 dots, f32 epilogues, routing weights, slot sums) has one exact answer;
+ *   - on webgpu the quantization program alone, word for word, including half-way ties and non-finite rows;
+ *   - the op's argument checks.
+ */
+import * as tf from '@tensorflow/tfjs-core';
+import {expect} from 'chai';
+import {Activation, fusedExperts} from '../src';
+import {WeightFormat} from '../src/quant/format';
+import {QuantizedExpertWeights} from '../src/quant/expert_weights';
+import {fusedExpertsInt8Impl, quantizeRowInt8} from '../src/kernels/cpu/int8_w8a8_impl';
+import {ExpertsPath, setFusedExpertsPath} from '../src/kernels/webgpu/FusedExperts';
+import {ExpertsInt8QuantProgram} from '../src/kernels/webgpu/experts_int8_quant_webgpu';
+import {setInt8GemmKernel} from '../src/kernels/webgpu/experts_int8_run';
+import {expectClose, rng} from './helpers/compare';
+import {describeBackends, expectNoLeaks} from './helpers/env';
+
+const INT8: WeightFormat = {code: 'uint8', groupSize: -1, blockRows: 1, scaleCode: 'f32', zero: 128, hasGIdx: false};
+const f32 = Math.fround;
+
+interface Int8Case {
+  T: number; k: number; E: number; shards: number[]; H: number; I: number;
+  activation?: Activation; bias?: boolean; onInput?: boolean; expertMap?: number[];
+  /** Gates ≥ 40 (exact silu/gelu); otherwise unconstrained random data. */
+  exact: boolean;
+}
+
+interface Projection {words: Int32Array; scales: Float32Array; bias?: Float32Array}
+
+/** Random codes; with `gateRows`, rows [0, gateRows) of each expert get positive weights and large scales. */
+function projection(rand: () => number, n: number, N: number, K: number, gateRows: number, bias: boolean):
+    Projection {
+  const codes = new Uint8Array(n * N * K);
+  const scales = new Float32Array(n * N);
+  for (let e = 0; e < n; e++) {
+    for (let r = 0; r < N; r++) {
+      const gate = r < gateRows;
+      scales[e * N + r] = gate ? 0.1 + 0.1 * rand() : 0.001 + 0.002 * rand();
+      for (let k = 0; k < K; k++) {
+        codes[(e * N + r) * K + k] = gate ? 160 + Math.floor(rand() * 96) : Math.floor(rand() * 256);
+      }
+    }
+  }
+  const words = new Int32Array(codes.buffer);
+  const b = bias ? Float32Array.from({length: n * N}, (_, i) => (i % N) < gateRows ? 1 + rand() : rand() - 0.5) :
+    undefined;
+  return {words, scales, bias: b};
+}
+
+function makeCase(seed: number, c: Int8Case) {
+  const rand = rng(seed);
+  const {T, k, E, H, I} = c;
+  const ids = new Int32Array(T * k);
+  const weights = new Float32Array(T * k);
+  for (let t = 0; t < T; t++) {
+    const order = Array.from({length: E}, (_, e) => e).sort(() => rand() - 0.5);
+    for (let j = 0; j < k; j++) { ids[t * k + j] = order[j]; weights[t * k + j] = 0.1 + rand(); }
+  }
+  const hidden = Float32Array.from({length: T * H}, () => c.exact ? 0.25 + 0.75 * rand() : (rand() - 0.5) * 4);
+  const gateRows = c.exact ? I : 0;   // (not interleaved: the exact cases use silu/gelu)
+  const shards = c.shards.map((n) => ({n, w13: projection(rand, n, 2 * I, H, gateRows, !!c.bias),
+    w2: projection(rand, n, H, I, 0, !!c.bias)}));
+  const expertMap = c.expertMap ?? null;
+  const problem = {hidden, topkWeights: weights, topkIds: ids, expertMap, numTokens: T, topK: k, hiddenSize: H,
+    intermediateSize: I, globalNumExperts: expertMap ? expertMap.length : E, activation: c.activation ?? 'silu',
+    applyRouterWeightOnInput: !!c.onInput,
+    shards: shards.map((s) => ({w13: s.w13.words, w2: s.w2.words, w13Scales: s.w13.scales, w2Scales: s.w2.scales,
+      numExperts: s.n, w13Bias: s.w13.bias, w2Bias: s.w2.bias}))};
+  const tensors = () => {
+    const q = (p: Projection, n: number, N: number, K: number): QuantizedExpertWeights => ({format: INT8,
+      shape: [n, N, K], data: tf.tensor2d(p.words, [n, N * K / 4], 'int32'), scales: tf.tensor3d(p.scales, [n, N, 1]),
+      ...(p.bias ? {bias: tf.tensor2d(p.bias, [n, N])} : {})});
+    const w13 = shards.map((s) => q(s.w13, s.n, 2 * I, H));
+    const w2 = shards.map((s) => q(s.w2, s.n, H, I));
+    const all = [...w13, ...w2].flatMap((p) => [p.data, p.scales, p.bias]).filter((t): t is tf.Tensor => t != null);
+    return {hidden: tf.tensor2d(hidden, [T, H]), w13: w13.length > 1 ? w13 : w13[0], w2: w2.length > 1 ? w2 : w2[0],
+      weights: tf.tensor2d(weights, [T, k]), ids: tf.tensor2d(ids, [T, k], 'int32'),
+      expertMap: expertMap ? tf.tensor1d(expertMap, 'int32') : undefined, all};
+  };
+  return {problem, tensors, shards};
+}
+
+/**
+ * The same numerics, written independently: codes read as bytes through a DataView, the quotient 127/absmax in
+ * float64 rounded once, half-away rounding as sign·floor(|v| + 0.5) in float64 (exact for float32 v), dot
+ * products in float64 (exact integers below 2^53).
+ */
+function independent(p: ReturnType<typeof makeCase>['problem']): Float32Array {
+  const {numTokens: T, topK: k, hiddenSize: H, intermediateSize: I} = p;
+  const quant = (x: ArrayLike<number>) => {
+    let amax = 0;
+    for (let i = 0; i < x.length; i++) amax = Math.max(amax, Math.abs(x[i]));
+    amax = f32(Math.max(amax, f32(1e-10)));
+    const inv = f32(127 / amax);
+    const q = Array.from(x, (v) => {
+      const s = f32(v * inv);
+      return Math.max(-127, Math.min(127, Math.sign(s) * Math.floor(Math.abs(s) + 0.5)));
+    });
+    return {q, scale: f32(amax / 127)};
+  };
+  const byte = (words: Int32Array, i: number) =>
+    new DataView(words.buffer, words.byteOffset, words.byteLength).getUint8(i) - 128;
+  const act = (g: number) => p.activation === 'gelu' ? g : g / (1 + Math.exp(-g));   // exact for g ≥ 40
+  const out = new Float32Array(T * H);
+  const starts = [0];
+  p.shards.forEach((s) => starts.push(starts[starts.length - 1] + s.numExperts));
+  for (let t = 0; t < T; t++) {
+    for (let j = 0; j < k; j++) {
+      const id = p.topkIds[t * k + j];
+      const local = p.expertMap ? p.expertMap[id] : id;
+      if (local < 0) continue;
+      const si = starts.findIndex((s0, i) => local >= s0 && local < starts[i + 1]);
+      const s = p.shards[si], e = local - starts[si];
+      const w = p.topkWeights[t * k + j];
+      const x = Array.from({length: H}, (_, h) => p.applyRouterWeightOnInput ? f32(p.hidden[t * H + h] * w) :
+        p.hidden[t * H + h]);
+      const qx = quant(x);
+      const lin = (words: Int32Array, scales: Float32Array, bias: Float32Array | undefined, q: {q: number[];
+          scale: number}, row: number, K: number) => {
+        let acc = 0;
+        for (let kk = 0; kk < K; kk++) acc += q.q[kk] * byte(words, row * K + kk);
+        const v = f32(f32(f32(acc) * q.scale) * scales[row]);
+        return bias ? f32(v + bias[row]) : v;
+      };
+      const a = Array.from({length: I}, (_, i) => {
+        const g = lin(s.w13 as Int32Array, s.w13Scales, s.w13Bias, qx, e * 2 * I + i, H);
+        const u = lin(s.w13 as Int32Array, s.w13Scales, s.w13Bias, qx, e * 2 * I + I + i, H);
+        return f32(f32(act(g)) * u);
+      });
+      const qa = quant(a);
+      for (let h = 0; h < H; h++) {
+        const y = lin(s.w2 as Int32Array, s.w2Scales, s.w2Bias, qa, e * H + h, I);
+        out[t * H + h] = f32(out[t * H + h] + (p.applyRouterWeightOnInput ? y : f32(y * w)));
+      }
+    }
+  }
+  return out;
+}
+
+const H = 64, I = 48;
+const CASES: {[name: string]: {path: ExpertsPath; c: Int8Case}} = {
+  'decode, T=1 k=4': {path: 'decode', c: {T: 1, k: 4, E: 6, shards: [6], H, I, exact: true}},
+  'decode, T=3 k=2, 2 weight tensors, biases': {path: 'decode', c: {T: 3, k: 2, E: 5, shards: [2, 3], H, I,
+    bias: true, exact: true}},
+  'decode-grouped, T=6 k=2, gelu': {path: 'decode-grouped', c: {T: 6, k: 2, E: 3, shards: [3], H, I,
+    activation: 'gelu', exact: true}},
+  'prefill, T=40 k=2 (more than one 64-row tile), expert map': {path: 'prefill', c: {T: 40, k: 2, E: 4,
+    shards: [2, 1], H, I: 80, expertMap: [0, -1, 1, 2], exact: true}},
+  'prefill, T=9 k=1, router weight on the input, biases': {path: 'prefill', c: {T: 9, k: 1, E: 3, shards: [3],
+    H: 80, I, onInput: true, bias: true, exact: true}},
+};
+
+describe('int8 w8a8 cpu reference', () => {
+  before(async () => { await tf.setBackend('cpu'); });
+  it('matches an independent float64 computation of the same numerics, exactly', () => {
+    let seed = 50;
+    for (const {c} of Object.values(CASES)) {
+      const {problem} = makeCase(seed++, c);
+      expect(Array.from(fusedExpertsInt8Impl(problem))).to.deep.equal(Array.from(independent(problem)));
+    }
+  });
+
+  it('quantizes per token as vLLM: absmax/127 scales, half away from zero, zero and non-finite rows', () => {
+    // absmax 127: inv = 1, so x is q before rounding: 2.5 → 3 and -2.5 → -3 (half-even would give 2, -2).
+    const {q, scale} = quantizeRowInt8(Float32Array.from([127, 2.5, -2.5, 0.49999997, -126.5, 1.5]));
+    expect(Array.from(q)).to.deep.equal([127, 3, -3, 0, -127, 2]);
+    expect(scale).to.equal(1);
+    const zero = quantizeRowInt8(new Float32Array(4));
+    expect(Array.from(zero.q)).to.deep.equal([0, 0, 0, 0]);
+    expect(zero.scale).to.equal(f32(f32(1e-10) / 127));
+    const inf = quantizeRowInt8(Float32Array.from([1, Infinity, 2, 3]));
+    expect(Array.from(inf.q)).to.deep.equal([0, 0, 0, 0]);
+    expect(inf.scale).to.be.NaN;
+  });
+
+  it('is not the weights-only path (the test data tell the two apart)', async () => {
+    const {tensors} = makeCase(60, CASES['decode, T=1 k=4'].c);
+    const t = tensors();
+    const int8 = await fusedExperts(t.hidden, t.w13, t.w2, t.weights, t.ids, {useInt8W8A8: true}).data();
+    const plain = await fusedExperts(t.hidden, t.w13, t.w2, t.weights, t.ids).data();
+    expect(Array.from(int8)).to.not.deep.equal(Array.from(plain));
+    // ... but close to it: w8a8 rounds each GEMM input to 8 bits.
+    expectClose(int8, plain, 'int8 vs weights-only', {rtolOfMax: 0.05});
+    tf.dispose([t.hidden, t.weights, t.ids, ...t.all]);
+  });
+});
+
+describeBackends('fusedExperts int8 w8a8 against the cpu reference, bit for bit', (backend) => {
+  afterEach(() => { setFusedExpertsPath(null); setInt8GemmKernel(null); });
+  let seed = 100;
+  for (const [name, {path, c}] of Object.entries(CASES)) {
+    const s = seed++;
+    it(`${name}${backend === 'webgpu' ? ` (${path} path)` : ''}`, async () => {
+      const {problem, tensors} = makeCase(s, c);
+      const expected = fusedExpertsInt8Impl(problem);
+      const t = tensors();
+      if (backend === 'webgpu') setFusedExpertsPath(path);
+      const call = () => fusedExperts(t.hidden, t.w13, t.w2, t.weights, t.ids,
+          {useInt8W8A8: true, activation: c.activation, applyRouterWeightOnInput: c.onInput, expertMap: t.expertMap});
+      if (backend === 'tensorflow') {
+        // Not implemented there: a named refusal, never the weights-only numbers.
+        expect(call).to.throw(/fusedExperts on 'tensorflow' does not support int8 w8a8 \(useInt8W8A8\)/);
+        tf.dispose([t.hidden, t.weights, t.ids, ...t.all, ...(t.expertMap ? [t.expertMap] : [])]);
+        return;
+      }
+      await expectNoLeaks(async () => {
+        const out = call();
+        const got = await out.data();
+        out.dispose();
+        let diff = 0;
+        for (let i = 0; i < got.length; i++) if (!Object.is(got[i], expected[i])) diff++;
+        expect(diff, `${diff} of ${got.length} outputs differ; first got ${got.slice(0, 4)} expected ` +
+            `${expected.slice(0, 4)}`).to.equal(0);
+      });
+      tf.dispose([t.hidden, t.weights, t.ids, ...t.all, ...(t.expertMap ? [t.expertMap] : [])]);
+    });
+  }
+
+  if (backend === 'webgpu') {
+    it('quantizes rows word for word as the reference (ties, zero and non-finite rows, K not a tile multiple)',
+        async () => {
+      const rand = rng(7);
+      const K = 48, rows = 6;
+      const x = Float32Array.from({length: rows * K}, () => (rand() - 0.5) * 8);
+      x.set([127, 2.5, -2.5, 0.49999997, -126.5, 1.5], 0);          // row 0: inv = 1, exact ties
+      x.fill(0, K, 2 * K);                                           // row 1: zeros
+      x[2 * K + 5] = Infinity;                                       // row 2: non-finite
+      for (let i = 3 * K; i < 4 * K; i++) x[i] = 1e-30 * (i % 7 - 3);  // row 3: below the 1e-10 floor
+      const b = tf.backend() as unknown as {runWebGPUProgram: (p: unknown, i: unknown[], d: string) => tf.TensorInfo;
+        disposeData: (id: object) => void};
+      const xt = tf.tensor2d(x, [rows, K]);
+      const info = b.runWebGPUProgram(new ExpertsInt8QuantProgram(rows, K), [xt], 'int32');
+      const got = await (tf.backend() as unknown as {read: (id: object) => Promise<Int32Array>}).read(info.dataId);
+      for (let r = 0; r < rows; r++) {
+        const ref = quantizeRowInt8(x.subarray(r * K, (r + 1) * K), new Int8Array(K));
+        const words = Array.from({length: K / 4}, (_, w) => (ref.q[4 * w] & 255) | ((ref.q[4 * w + 1] & 255) << 8) |
+          ((ref.q[4 * w + 2] & 255) << 16) | (ref.q[4 * w + 3] << 24));
+        expect(Array.from(got.subarray(r * (K / 4 + 4), r * (K / 4 + 4) + K / 4)), `row ${r} codes`).to.deep.equal(words);
+        const scale = new Float32Array(new Int32Array([got[r * (K / 4 + 4) + K / 4]]).buffer)[0];
+        expect(Object.is(scale, f32(ref.scale)) || (Number.isNaN(scale) && Number.isNaN(ref.scale)), `row ${r} scale ` +
+            `${scale} vs ${ref.scale}`).to.equal(true);
+      }
+      tf.dispose([xt]);
+      b.disposeData(info.dataId);
+    });
+
+    it('gives the same bits through the dot4 GEMM as through the GEMVs (prefill vs decode-grouped)', async () => {
+      const {tensors} = makeCase(9, {T: 20, k: 2, E: 3, shards: [3], H, I, exact: false});
+      const t = tensors();
+      const run = async (path: ExpertsPath) => {
+        setFusedExpertsPath(path);
+        const out = fusedExperts(t.hidden, t.w13, t.w2, t.weights, t.ids, {useInt8W8A8: true});
+        const d = await out.data();
+        out.dispose();
+        return Array.from(d);
+      };
+      setInt8GemmKernel('dot4-i8');
+      // Random data: the activation's exp may differ from the cpu's by an ulp, but not between two GPU programs
+      // that share the epilogue.
+      expect(await run('prefill')).to.deep.equal(await run('decode-grouped'));
+      tf.dispose([t.hidden, t.weights, t.ids, ...t.all]);
+    });
+  }
+
+  it('refuses formats and option combinations it cannot apply to, naming the argument', () => {
+    const {tensors} = makeCase(3, {T: 2, k: 2, E: 3, shards: [3], H, I, exact: true});
+    const t = tensors();
+    const w13 = t.w13 as QuantizedExpertWeights, w2 = t.w2 as QuantizedExpertWeights;
+    expect(() => fusedExperts(t.hidden, w13, w2, t.weights, t.ids, {useInt8W8A8: true, useFp8W8A8: true}))
+      .to.throw(/'useInt8W8A8' and 'useFp8W8A8' exclude each other/);
+    const asym = {...INT8, zero: 'tensor' as const};
+    expect(() => fusedExperts(t.hidden, {...w13, format: asym, zeros: tf.zeros([3, 2 * I, 1])},
+        {...w2, format: asym, zeros: tf.zeros([3, H, 1])}, t.weights, t.ids, {useInt8W8A8: true}))
+      .to.throw(/'useInt8W8A8' needs int8 weights with one scale per output row .* uint8_g-1_r1_f32_ztensor/);
+    const f32Weights = tf.zeros([3, 2 * I, H]) as tf.Tensor3D, f32W2 = tf.zeros([3, H, I]) as tf.Tensor3D;
+    expect(() => fusedExperts(t.hidden, f32Weights, f32W2, t.weights, t.ids, {useInt8W8A8: true}))
+      .to.throw(/'useInt8W8A8' needs int8 weights .* but the weights are f32_g0/);
+    expect(() => fusedExperts(t.hidden, w13, w2, t.weights, t.ids, {useInt8W8A8: 1 as unknown as boolean}))
+      .to.throw(/'useInt8W8A8' must be a boolean but got 1/);
+    tf.dispose([t.hidden, t.weights, t.ids, ...t.all, f32Weights, f32W2]);
+  });
+});
