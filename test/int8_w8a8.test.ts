@@ -10,7 +10,9 @@
 import * as tf from '@tensorflow/tfjs-core';
 import {expect} from 'chai';
 import {Activation, fusedExperts} from '../src';
-import {WeightFormat} from '../src/quant/format';
+import {WeightFormat, formatKey} from '../src/quant/format';
+import {checkpointFormat} from '../src/quant/checkpoint/registry';
+import {resolveFusedMoEConfig} from '../src/layers/fused_moe_config';
 import {QuantizedExpertWeights} from '../src/quant/expert_weights';
 import {fusedExpertsInt8Impl, quantizeRowInt8} from '../src/kernels/cpu/int8_w8a8_impl';
 import {ExpertsPath, setFusedExpertsPath} from '../src/kernels/webgpu/FusedExperts';
@@ -282,5 +284,38 @@ describeBackends('fusedExperts int8 w8a8 against the cpu reference, bit for bit'
     expect(() => fusedExperts(t.hidden, w13, w2, t.weights, t.ids, {useInt8W8A8: 1 as unknown as boolean}))
       .to.throw(/'useInt8W8A8' must be a boolean but got 1/);
     tf.dispose([t.hidden, t.weights, t.ids, ...t.all, f32Weights, f32W2]);
+  });
+});
+
+describe('compressed-tensors int8 W8A8 checkpoints', () => {
+  const w8a8 = (format: string, activations: Record<string, unknown> = {num_bits: 8, type: 'int', symmetric: true,
+    strategy: 'token', dynamic: true}) => ({quant_method: 'compressed-tensors', format, config_groups: {group_0: {
+    targets: ['Linear'], weights: {num_bits: 8, type: 'int', symmetric: true, strategy: 'channel', dynamic: false},
+    input_activations: activations}}});
+
+  it('turn useInt8W8A8 on by default, as the fp8 module does useFp8W8A8, and load int-quantized weights', () => {
+    const ckpt = checkpointFormat(w8a8('int-quantized'));
+    expect(ckpt.defaultUseInt8W8A8).to.equal(true);
+    expect(formatKey(ckpt.format)).to.equal(formatKey(INT8));
+    const layer = resolveFusedMoEConfig({numExperts: 2, topK: 1, hiddenSize: 16, intermediateSize: 16,
+      quantConfig: w8a8('int-quantized')});
+    expect(layer.useInt8W8A8).to.equal(true);
+    expect(resolveFusedMoEConfig({numExperts: 2, topK: 1, hiddenSize: 16, intermediateSize: 16,
+      quantConfig: w8a8('int-quantized'), useInt8W8A8: false}).useInt8W8A8).to.equal(false);
+    // int8 bytes -128, -1, 0, 127 → codes 0, 127, 128, 255; rows 1..2 of [3, 4], scales [3, 1].
+    const bytes = Uint8Array.from([1, 2, 3, 4, 0x80, 0xff, 0, 0x7f, 5, 6, 7, 8]);
+    const scale = new Uint8Array(Float32Array.from([0.5, 0.25, 2]).buffer);
+    const out = ckpt.convert(new Map([['.weight', {dtype: 'int8', shape: [3, 4], bytes}],
+      ['.weight_scale', {dtype: 'float32', shape: [3, 1], bytes: scale}]]),
+    {N: 3, K: 4, rows: {begin: 1, size: 2}, cols: {begin: 0, size: 4}});
+    expect(Array.from(new Uint8Array((out.data as Int32Array).buffer))).to.deep.equal([0, 127, 128, 255, 133, 134, 135, 136]);
+    expect(Array.from(out.scales as Float32Array)).to.deep.equal([0.25, 2]);
+  });
+
+  it('refuses other activation schemes and a weight-only layer forced to int8 activations, by name', () => {
+    expect(() => checkpointFormat(w8a8('int-quantized', {num_bits: 8, type: 'int', symmetric: true, strategy: 'tensor',
+      dynamic: true}))).to.throw(/input_activations 'strategy' = "tensor" is not supported/);
+    expect(() => resolveFusedMoEConfig({numExperts: 2, topK: 1, hiddenSize: 16, intermediateSize: 16,
+      useInt8W8A8: true})).to.throw(/'useInt8W8A8' needs an int8 channel checkpoint .* unquantized|'useInt8W8A8' needs an int8 channel checkpoint/);
   });
 });
