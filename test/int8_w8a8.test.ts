@@ -152,6 +152,8 @@ const CASES: {[name: string]: {path: ExpertsPath; c: Int8Case}} = {
     activation: 'gelu', exact: true}},
   'prefill, T=40 k=2 (more than one 64-row tile), expert map': {path: 'prefill', c: {T: 40, k: 2, E: 4,
     shards: [2, 1], H, I: 80, expertMap: [0, -1, 1, 2], exact: true}},
+  'decode-grouped, T=4 k=2, H=1040 (the tensorflow dots in two exact chunks)': {path: 'decode-grouped',
+    c: {T: 4, k: 2, E: 3, shards: [3], H: 1040, I: 32, exact: true}},
   'prefill, T=9 k=1, router weight on the input, biases': {path: 'prefill', c: {T: 9, k: 1, E: 3, shards: [3],
     H: 80, I, onInput: true, bias: true, exact: true}},
 };
@@ -203,12 +205,6 @@ describeBackends('fusedExperts int8 w8a8 against the cpu reference, bit for bit'
       if (backend === 'webgpu') setFusedExpertsPath(path);
       const call = () => fusedExperts(t.hidden, t.w13, t.w2, t.weights, t.ids,
           {useInt8W8A8: true, activation: c.activation, applyRouterWeightOnInput: c.onInput, expertMap: t.expertMap});
-      if (backend === 'tensorflow') {
-        // Not implemented there: a named refusal, never the weights-only numbers.
-        expect(call).to.throw(/fusedExperts on 'tensorflow' does not support int8 w8a8 \(useInt8W8A8\)/);
-        tf.dispose([t.hidden, t.weights, t.ids, ...t.all, ...(t.expertMap ? [t.expertMap] : [])]);
-        return;
-      }
       await expectNoLeaks(async () => {
         const out = call();
         const got = await out.data();
