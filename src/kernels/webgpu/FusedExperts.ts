@@ -21,6 +21,7 @@
  * never widened in memory; each shard binds its data, scales, zeros, gIdx and bias tensors as the format has
  * them. Biases are added to each projection's output, 'swigluoai' reads gate/up rows interleaved, and fp8 w8a8
  * (activationQuantGroup > 0) fake-quantizes x and the activation rows (ExpertsFp8QuantProgram) before their GEMMs.
+ * int8 w8a8 (useInt8W8A8) takes its own integer programs after the path choice: experts_int8_run.ts.
  *
  * Subgroups: not used here (capabilities.ts offers them; the routing kernels, whose rows are one subgroup
  * wide, use them). The only cross-lane reductions are one tree of ≤ 8 barrier steps per GEMV workgroup,
