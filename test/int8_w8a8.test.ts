@@ -9,7 +9,8 @@
  */
 import * as tf from '@tensorflow/tfjs-core';
 import {expect} from 'chai';
-import {Activation, fusedExperts} from '../src';
+import {Activation, CheckpointTensor, FusedMoE, PackedTensor, disposeCheckpointTensors, fusedExperts, fusedTopK}
+  from '../src';
 import {WeightFormat, formatKey} from '../src/quant/format';
 import {checkpointFormat} from '../src/quant/checkpoint/registry';
 import {resolveFusedMoEConfig} from '../src/layers/fused_moe_config';
@@ -19,7 +20,7 @@ import {ExpertsPath, setFusedExpertsPath} from '../src/kernels/webgpu/FusedExper
 import {ExpertsInt8QuantProgram} from '../src/kernels/webgpu/experts_int8_quant_webgpu';
 import {setInt8GemmKernel} from '../src/kernels/webgpu/experts_int8_run';
 import {expectClose, rng} from './helpers/compare';
-import {describeBackends, expectNoLeaks} from './helpers/env';
+import {countReadBacks, describeBackends, expectNoLeaks} from './helpers/env';
 
 const INT8: WeightFormat = {code: 'uint8', groupSize: -1, blockRows: 1, scaleCode: 'f32', zero: 128, hasGIdx: false};
 const f32 = Math.fround;
@@ -246,6 +247,23 @@ describeBackends('fusedExperts int8 w8a8 against the cpu reference, bit for bit'
       b.disposeData(info.dataId);
     });
 
+    for (const path of ['decode', 'decode-grouped', 'prefill'] as ExpertsPath[]) {
+      it(`reads nothing back during a forward pass (${path} path)`, async () => {
+        const {problem, tensors} = makeCase(21, {T: 6, k: 2, E: 3, shards: [3], H, I, exact: true});
+        const t = tensors();
+        setFusedExpertsPath(path);
+        const call = () => fusedExperts(t.hidden, t.w13, t.w2, t.weights, t.ids, {useInt8W8A8: true});
+        const warm = call();
+        await warm.data();
+        warm.dispose();
+        const {out, reads, maps} = await countReadBacks(call);
+        expect({reads, maps}).to.deep.equal({reads: 0, maps: 0});
+        expect(Array.from(await out.data())).to.deep.equal(Array.from(fusedExpertsInt8Impl(problem)));
+        out.dispose();
+        tf.dispose([t.hidden, t.weights, t.ids, ...t.all]);
+      });
+    }
+
     it('gives the same bits through the dot4 GEMM as through the GEMVs (prefill vs decode-grouped)', async () => {
       const {tensors} = makeCase(9, {T: 20, k: 2, E: 3, shards: [3], H, I, exact: false});
       const t = tensors();
@@ -313,5 +331,57 @@ describe('compressed-tensors int8 W8A8 checkpoints', () => {
       dynamic: true}))).to.throw(/input_activations 'strategy' = "tensor" is not supported/);
     expect(() => resolveFusedMoEConfig({numExperts: 2, topK: 1, hiddenSize: 16, intermediateSize: 16,
       useInt8W8A8: true})).to.throw(/'useInt8W8A8' needs an int8 channel checkpoint .* unquantized|'useInt8W8A8' needs an int8 channel checkpoint/);
+  });
+});
+
+describeBackends('FusedMoE layer with a compressed-tensors int8 W8A8 checkpoint', (backend) => {
+  it('loads int-quantized weights, turns useInt8W8A8 on, and equals the reference bit for bit', async () => {
+    const E = 4, k = 2, Hs = 32, Is = 48, T = 5;
+    const rand = rng(77);
+    const quantConfig = {quant_method: 'compressed-tensors', format: 'int-quantized', config_groups: {group_0: {
+      targets: ['Linear'], weights: {num_bits: 8, type: 'int', symmetric: true, strategy: 'channel', dynamic: false},
+      input_activations: {num_bits: 8, type: 'int', symmetric: true, strategy: 'token', dynamic: true}}}};
+    // Gate rows positive with large scales (gates ≥ 40: silu exact on every backend), the rest random.
+    const proj = (N: number, K: number, gate: boolean) => ({
+      bytes: Uint8Array.from({length: N * K}, () => gate ? 32 + Math.floor(rand() * 64) : Math.floor(rand() * 256)),
+      scales: Float32Array.from({length: N}, () => gate ? 0.1 + 0.1 * rand() : 0.001 + 0.002 * rand())});
+    const experts = Array.from({length: E}, () => ({gate: proj(Is, Hs, true), up: proj(Is, Hs, false),
+      down: proj(Hs, Is, false)}));
+    const ckpt = new Map<string, CheckpointTensor>();
+    experts.forEach((x, e) => {
+      for (const [name, p, N, K] of [['gate_proj', x.gate, Is, Hs], ['up_proj', x.up, Is, Hs],
+        ['down_proj', x.down, Hs, Is]] as const) {
+        ckpt.set(`experts.${e}.${name}.weight`, PackedTensor.fromBytes('int8', [N, K], p.bytes));
+        ckpt.set(`experts.${e}.${name}.weight_scale`, tf.tensor2d(p.scales, [N, 1]));
+      }
+    });
+    const layer = new FusedMoE({numExperts: E, topK: k, hiddenSize: Hs, intermediateSize: Is, quantConfig});
+    layer.loadWeights(ckpt);
+    disposeCheckpointTensors(ckpt.values());
+    expect(layer.getConfig().useInt8W8A8).to.equal(true);
+    const hidden = Float32Array.from({length: T * Hs}, () => 0.25 + 0.75 * rand());
+    const logits = Float32Array.from({length: T * E}, () => rand() * 4);
+    const out = layer.apply([tf.tensor2d(hidden, [T, Hs]), tf.tensor2d(logits, [T, E])]) as tf.Tensor;
+    const got = await out.data();
+    // The backend's own routing (its softmax may differ from the float64 one by an ulp; not what is tested here).
+    const r = fusedTopK(tf.tensor2d(logits, [T, E]), k, true);
+    const routed = {weights: await r.topkWeights.data(), ids: await r.topkIds.data()};
+    tf.dispose([r.topkWeights, r.topkIds]);
+    // The reference on the checkpoint's own bytes: q + 128 = byte ^ 0x80, gate rows then up rows.
+    const pack = (rows: Uint8Array[]) => {
+      const b = new Uint8Array(rows.reduce((n, r) => n + r.length, 0));
+      let o = 0;
+      for (const r of rows) { for (let i = 0; i < r.length; i++) b[o + i] = r[i] ^ 0x80; o += r.length; }
+      return new Int32Array(b.buffer);
+    };
+    const expected = fusedExpertsInt8Impl({hidden, topkWeights: routed.weights, topkIds: routed.ids, expertMap: null,
+      numTokens: T, topK: k, hiddenSize: Hs, intermediateSize: Is, globalNumExperts: E, activation: 'silu',
+      applyRouterWeightOnInput: false, shards: [{numExperts: E,
+        w13: pack(experts.flatMap((x) => [x.gate.bytes, x.up.bytes])), w2: pack(experts.map((x) => x.down.bytes)),
+        w13Scales: Float32Array.from(experts.flatMap((x) => [...x.gate.scales, ...x.up.scales])),
+        w2Scales: Float32Array.from(experts.flatMap((x) => [...x.down.scales]))}]});
+    expect(Array.from(got)).to.deep.equal(Array.from(expected));
+    out.dispose();
+    layer.dispose();
   });
 });

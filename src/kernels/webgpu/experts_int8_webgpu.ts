@@ -123,12 +123,15 @@ export class ExpertsInt8GemvProgram implements WebGPUProgram {
               let xv = bitcast<vec4<u32>>(xq[${x} + kv]);
               ${acc} += dot4I8Packed(w.x, xv.x) + dot4I8Packed(w.y, xv.y) + dot4I8Packed(w.z, xv.z) + dot4I8Packed(w.w, xv.w);
             }`;
+    // Lane q of a row writes pair q's output (the row's sums sit at lane 0's slots).
     const epilogue = (q: number) => {
-      const xs = `bitcast<f32>(xq[xBase${q} + ${KV}u].x)`;
       const out = w13 ?
-        `expertGlu(${scaled(c, `sums[0]`, 'xs', 'rowA')}, ${scaled(c, `sums[1]`, 'xs', 'rowB')})` :
+        `expertGlu(${scaled(c, 'sums[0]', 'xs', 'rowA')}, ${scaled(c, 'sums[1]', 'xs', 'rowB')})` :
         `${scaled(c, 'sums[0]', 'xs', 'rowA')}${usesWeights(c) ? ` * topkWeights[pair${q}]` : ''}`;
-      return `if (q == ${q}u) { let xs = ${xs}; result[u32(pair${q}) * ${N}u + u32(n)] = ${out}; }`;
+      return `if (q == ${q}u && pair${q} >= 0) {
+              let xs = bitcast<f32>(xq[xBase${q} + ${KV}u].x);
+              result[u32(pair${q}) * ${N}u + u32(n)] = ${out};
+            }`;
     };
     const pairsHead = this.grouped ? `
         if (localIndex == 0u) {
@@ -185,9 +188,7 @@ export class ExpertsInt8GemvProgram implements WebGPUProgram {
             let q = lane;
             let src = localIndex - lane;
             var sums = array<i32, ${sets.length}>(${sets.map((s) => `partial[(${s * TP}u + q) * ${EXPERTS_WORKGROUP}u + src]`).join(', ')});
-            ${qs.map((q) => `if (q == ${q}u && pair${q} >= 0) {
-              ${epilogue(q).replace(`if (q == ${q}u) `, '')}
-            }`).join('\n            ')}
+            ${qs.map(epilogue).join('\n            ')}
           }
           workgroupBarrier();
         }
