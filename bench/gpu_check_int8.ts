@@ -11,8 +11,9 @@
  *      (bit-equal: identical i32 accumulators, one epilogue), and the GPU time of each int8 path beside the
  *      float32 path, with TOPS and the fraction of the H200's ~1979 dense int8 TOPS.
  *
- *   npx tsx bench/gpu_check_int8.ts --tiny                         (SwiftShader here: the dot4 path, tiny shapes)
- *   npx tsx bench/gpu_check_int8.ts [--shapes mixtral,qwen3,dsv3tp8] [--tokens 64,256,4096]   (the H200)
+ *   npx tsx bench/gpu_check_int8.ts --tiny          (SwiftShader here: the GEMVs and the dot4 GEMM, tiny shapes; ~5 min)
+ *   bash .gpu/run.sh .gpu/gpu_check_int8.mjs [--shapes qwen3,dsv3tp8,mixtral] [--tokens 64,256,4096]
+ *                                                    (the H200; packed with ../shared/gpu/pack.sh as docs/benchmarks.md says)
  */
 import * as fs from 'fs';
 process.env.XDG_RUNTIME_DIR ??= '/tmp';
