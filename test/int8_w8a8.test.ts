@@ -18,7 +18,10 @@ import {QuantizedExpertWeights} from '../src/quant/expert_weights';
 import {fusedExpertsInt8Impl, quantizeRowInt8} from '../src/kernels/cpu/int8_w8a8_impl';
 import {ExpertsPath, setFusedExpertsPath} from '../src/kernels/webgpu/FusedExperts';
 import {ExpertsInt8QuantProgram} from '../src/kernels/webgpu/experts_int8_quant_webgpu';
-import {setInt8GemmKernel} from '../src/kernels/webgpu/experts_int8_run';
+import {chooseInt8GemmKernel, setInt8GemmKernel} from '../src/kernels/webgpu/experts_int8_run';
+import {int8TensorCoreConfig} from '../src/kernels/webgpu/experts_int8_tc_webgpu';
+import {webgpuCapabilities} from '../src/kernels/webgpu/capabilities';
+import type {WebGPUBackend} from '@tensorflow/tfjs-backend-webgpu';
 import {expectClose, rng} from './helpers/compare';
 import {countReadBacks, describeBackends, expectNoLeaks} from './helpers/env';
 
@@ -263,6 +266,23 @@ describeBackends('fusedExperts int8 w8a8 against the cpu reference, bit for bit'
         tf.dispose([t.hidden, t.weights, t.ids, ...t.all]);
       });
     }
+
+    it('chooses the dot4I8Packed GEMM where there are no i8 subgroup matrices, and says why', () => {
+      const backend = tf.backend() as unknown as WebGPUBackend;
+      const choice = chooseInt8GemmKernel(backend);
+      if (int8TensorCoreConfig(webgpuCapabilities(backend).subgroupMatrixConfigs) == null) {
+        expect(choice.kernel).to.equal('dot4-i8');
+        expect(choice.reason).to.match(/no i8×i8→i32 16×16×32 subgroup-matrix config|subgroups are off/);
+        setInt8GemmKernel('tensor-core-i8');
+        expect(() => chooseInt8GemmKernel(backend)).to.throw(/cannot force the int8 tensor-core GEMM: /);
+      }
+      // The H200's list (issue 11): the i8 config is found among the f16 ones; a u8-only or 16×8×32-only list is not enough.
+      const cfg = (componentType: string, resultComponentType: string, M: number, N: number, K: number) =>
+        ({componentType, resultComponentType, M, N, K});
+      expect(int8TensorCoreConfig([cfg('f16', 'f32', 16, 16, 16), cfg('i8', 'i32', 16, 8, 32),
+        cfg('i8', 'i32', 16, 16, 32)])).to.deep.equal(cfg('i8', 'i32', 16, 16, 32));
+      expect(int8TensorCoreConfig([cfg('u8', 'u32', 16, 16, 32), cfg('i8', 'i32', 16, 8, 32)])).to.equal(undefined);
+    });
 
     it('gives the same bits through the dot4 GEMM as through the GEMVs (prefill vs decode-grouped)', async () => {
       const {tensors} = makeCase(9, {T: 20, k: 2, E: 3, shards: [3], H, I, exact: false});

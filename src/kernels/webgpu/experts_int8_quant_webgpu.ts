@@ -17,6 +17,8 @@
 import type {WebGPUProgram} from '@tensorflow/tfjs-backend-webgpu';
 
 const THREADS = 128;
+/** Rows beyond this many workgroups are taken in further passes of the same workgroups. */
+const MAX_GRID_Y = 65535;
 
 /** Words of one quantized row of K values: K/4 packed words, the scale, 3 words of padding. */
 export function int8RowWords(K: number): number {
@@ -66,7 +68,7 @@ export class ExpertsInt8QuantProgram implements WebGPUProgram {
     this.K = K;
     this.weighted = weighted;
     this.outputShape = [rows, int8RowWords(K)];
-    this.dispatch = [1, rows, 1];
+    this.dispatch = [1, Math.min(rows, MAX_GRID_Y), 1];
     this.variableNames = weighted ? ['x', 'topkWeights'] : ['x'];
     this.variableComponents = weighted ? [4, 1] : [4];
     this.shaderKey = `moeExpertsInt8Quant_${K}_${weighted}`;
@@ -79,6 +81,7 @@ export class ExpertsInt8QuantProgram implements WebGPUProgram {
     return `
       ${DIV_RN_WGSL}
       var<workgroup> red : array<u32, ${THREADS}>;
+      var<workgroup> wgRow : u32;
 
       fn quant1(v : f32) -> i32 {
         let a = abs(v);
@@ -89,7 +92,16 @@ export class ExpertsInt8QuantProgram implements WebGPUProgram {
 
       // x: [rows, ${this.K}] as vec4; result: [rows, ${S}] int32, ${KW} packed i8x4 words then the scale's bits.
       fn main() {
-        let row = workgroupId.y;
+        // One row per workgroup and pass: the grid is min(rows, ${MAX_GRID_Y}) high, so that is the stride (a constant:
+        // tfjs's numWorkgroups is a private variable, which the barriers' uniformity analysis does not trust).
+        if (localIndex == 0u) { wgRow = workgroupId.y; }
+        let first = workgroupUniformLoad(&wgRow);
+        for (var row = first; row < u32(uniforms.outShape.x); row += ${MAX_GRID_Y}u) {
+          quantizeRow(row);
+        }
+      }
+
+      fn quantizeRow(row : u32) {
         let base = row * ${KW}u;
         ${this.weighted ? 'let w = topkWeights[row];' : ''}
         var m = 0u;
@@ -104,13 +116,12 @@ export class ExpertsInt8QuantProgram implements WebGPUProgram {
           workgroupBarrier();
         }
         let amaxBits = max(red[0], 0x2edbe6ffu);   // 1e-10 as f32
+        workgroupBarrier();   // red is reused by the next row
         let finite = amaxBits < 0x7f800000u;
         let amax = bitcast<f32>(select(0x3f800000u, amaxBits, finite));
         let inv = select(0.0, divRn(127.0, amax), finite);
         // NaN scale bits for a non-finite row (a NaN literal would not compile)
         let scaleBits = select(0x7fc00000u, bitcast<u32>(divRn(amax, 127.0)), finite);
-        // (reading uniforms.outShape keeps the uniforms binding in the pipeline's layout)
-        if (i32(row) >= uniforms.outShape.x) { return; }
         let out = row * ${S}u;
         for (var i = localIndex; i < ${KW}u; i += ${THREADS}u) {
           let v = select(vec4<f32>(0.0), ${load('i')} * inv, finite);

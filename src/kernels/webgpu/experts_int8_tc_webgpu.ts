@@ -10,10 +10,12 @@
  *   w13: weight rows gate i0..i0+31 and up i0..i0+31; act(gate)·up pairs accumulator column block c with c + 2
  *   w2:  weight rows h0..h0+63
  * Types (Dawn's subgroup_matrix.md): subgroup_matrix_left<i8, K, M> is M rows × K columns, _right<i8, N, K> is
- * K × N, _result<i32, N, M>; i8 matrices live in array<i32> (4 per element) and a load's stride counts i8
- * elements. Each 16×32 operand tile has its own workgroup array and is loaded at offset 0, so no offset has to be
- * counted in i8 elements: A0/A1 hold rows 0-15/16-31 row-major (32 bytes a row), B0..B3 weight rows 0-15, ..,
- * 48-63, i.e. the right matrix column-major (a weight row is a column of Wᵀ). Weight words are turned from
+ * K × N, _result<i32, N, M>; i8 matrices live in array<i32> (4 per element), and a load's offset and stride count
+ * i8 elements: Tint divides both by 4 for the SPIR-V load and skips (zero matrix) a load whose last byte would lie
+ * past the array (Dawn's test/tint/builtins/gen/var/subgroupMatrixLoad/0f7739.wgsl.expected.spvasm). Each 16×32
+ * operand tile has its own workgroup array of exactly 512 bytes, loaded at offset 0 with stride 32: A0/A1 hold rows
+ * 0-15/16-31 row-major (32 bytes a row), B0..B3 weight rows 0-15, .., 48-63, i.e. the right matrix column-major
+ * (a weight row is a column of Wᵀ). Weight words are turned from
  * 'uint8' codes to int8 (`^ 0x80808080`) as they are stored.
  */
 import type {WebGPUProgram} from '@tensorflow/tfjs-backend-webgpu';
