@@ -79,6 +79,12 @@ export interface FusedExpertsAttrs extends NamedAttrMap {
    * scales: each GEMM input is rounded per token and per 128 inputs to e4m3 · s, s = max|x|/448.
    */
   activationQuantGroup: number;
+  /**
+   * vLLM's int8 w8a8 (`use_int8_w8a8`, per-channel weights): 'uint8' weights with zero 128 and row scales are
+   * used as int8, each GEMM input row is quantized to int8 with its own scale (max|x|/127), the dot products
+   * are accumulated in int32 (src/kernels/cpu/int8_w8a8_impl.ts gives the exact numerics).
+   */
+  useInt8W8A8: boolean;
 }
 
 /** The per-projection tensors a format adds beside the weight data. */
@@ -139,12 +145,13 @@ export interface ExpertLoadAttrs extends NamedAttrMap {
  * than compute something else.
  */
 export function unsupportedExpertsFeature(attrs: FusedExpertsAttrs, backendName: string,
-    supported: {formats: (key: string) => boolean; bias: boolean; swigluoai: boolean; fp8Activations: boolean}):
-    string | null {
+    supported: {formats: (key: string) => boolean; bias: boolean; swigluoai: boolean; fp8Activations: boolean;
+      int8Activations: boolean}): string | null {
   const missing: string[] = [];
   if (!supported.formats(attrs.weightFormat)) missing.push(`weight format ${attrs.weightFormat}`);
   if (attrs.hasBias && !supported.bias) missing.push('expert biases');
   if (attrs.activation === 'swigluoai' && !supported.swigluoai) missing.push(`activation 'swigluoai'`);
   if (attrs.activationQuantGroup > 0 && !supported.fp8Activations) missing.push('fp8 w8a8 activations');
+  if (attrs.useInt8W8A8 && !supported.int8Activations) missing.push('int8 w8a8 (useInt8W8A8)');
   return missing.length ? `fusedExperts on '${backendName}' does not support ${missing.join(', ')} yet` : null;
 }

@@ -397,9 +397,14 @@ describeBackends('quantized checkpoints: refusals leave the layer unchanged', ()
       ['compressed-tensors asymmetric', {quant_method: 'compressed-tensors', format: 'pack-quantized', config_groups:
         {g: {targets: ['Linear'], weights: {num_bits: 4, strategy: 'group', group_size: 128, symmetric: false, type: 'int'}}}},
       /weights 'symmetric' = false is not supported; supported: true/],
-      ['compressed-tensors w8a8', {quant_method: 'compressed-tensors', format: 'int-quantized', config_groups:
-        {g: {targets: ['Linear'], weights: {num_bits: 8, strategy: 'channel', symmetric: true, type: 'int'}}}},
-      /format "int-quantized" is not supported; supported: "pack-quantized"/],
+      ['compressed-tensors float-quantized', {quant_method: 'compressed-tensors', format: 'float-quantized', config_groups:
+        {g: {targets: ['Linear'], weights: {num_bits: 8, strategy: 'channel', symmetric: true, type: 'float'}}}},
+      /format "float-quantized" is not supported; supported: "pack-quantized", "int-quantized"/],
+      ['compressed-tensors int8 W8A8 with static activations', {quant_method: 'compressed-tensors',
+        format: 'int-quantized', config_groups: {g: {targets: ['Linear'], weights: {num_bits: 8, strategy: 'channel',
+          symmetric: true, type: 'int'}, input_activations: {num_bits: 8, type: 'int', strategy: 'tensor',
+          dynamic: false, symmetric: true}}}},
+      /input_activations 'strategy' = "tensor" is not supported/],
       ['weightDtype with a quantized config', {quant_method: 'mxfp4'}, /'weightDtype' applies to unquantized checkpoints/],
     ];
     for (const [what, quantConfig, message] of cases) {

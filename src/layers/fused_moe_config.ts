@@ -4,7 +4,7 @@
  */
 import type {serialization} from '@tensorflow/tfjs-core';
 import {Activation, ScoringFunc} from '../kernel_names';
-import {ACTIVATIONS} from '../ops/fused_experts';
+import {ACTIVATIONS, isInt8ChannelFormat} from '../ops/fused_experts';
 import {SCORING_FUNCS} from '../ops/fused_topk';
 import {BUILTIN_ROUTINGS, BuiltinRouting, CustomRoutingFunction} from '../ops/select_experts';
 import {finiteArg, intArg, oneOf} from '../ops/validate';
@@ -60,6 +60,8 @@ export interface FusedMoEConfig {
   hasBias?: boolean;
   /** vLLM `use_fp8_w8a8` for block-fp8 checkpoints; default: the config's activation_scheme 'dynamic'. */
   useFp8W8A8?: boolean;
+  /** vLLM `use_int8_w8a8` for int8 channel checkpoints; default: compressed-tensors W8A8 (dynamic token activations). */
+  useInt8W8A8?: boolean;
 }
 
 export interface ResolvedFusedMoEConfig {
@@ -89,6 +91,7 @@ export interface ResolvedFusedMoEConfig {
   weightDtype: WeightDtype | null;
   hasBias: boolean;
   useFp8W8A8: boolean;
+  useInt8W8A8: boolean;
   /** The checkpoint module (before load, for unquantized checkpoints with weightDtype null: float32). */
   checkpointFormat: CheckpointFormat;
 }
@@ -168,6 +171,14 @@ export function resolveFusedMoEConfig(args: FusedMoEConfig): ResolvedFusedMoECon
     throw new Error(`${NAME}: 'useFp8W8A8' needs a block-fp8 checkpoint (quant_method 'fp8' with ` +
         `weight_block_size) but the layer's weights are ${ckpt.description}`);
   }
+  const useInt8W8A8 = boolArg(args.useInt8W8A8, 'useInt8W8A8', ckpt.defaultUseInt8W8A8);
+  if (useInt8W8A8 && !isInt8ChannelFormat(ckpt.format)) {
+    throw new Error(`${NAME}: 'useInt8W8A8' needs an int8 channel checkpoint (compressed-tensors 8-bit 'channel' ` +
+        `weights) but the layer's weights are ${ckpt.description}`);
+  }
+  if (useInt8W8A8 && useFp8W8A8) {
+    throw new Error(`${NAME}: 'useInt8W8A8' and 'useFp8W8A8' exclude each other`);
+  }
   const routedScalingFactor = finiteArg(args.routedScalingFactor ?? 1, 'routedScalingFactor', NAME);
   const applyRouterWeightOnInput = boolArg(args.applyRouterWeightOnInput, 'applyRouterWeightOnInput', false);
   if (applyRouterWeightOnInput && topK !== 1) {
@@ -188,7 +199,7 @@ export function resolveFusedMoEConfig(args: FusedMoEConfig): ResolvedFusedMoECon
         false),
     tpSize, tpRank, epSize, epRank, numRedundantExperts, enableEplb,
     reduceResults: boolArg(args.reduceResults, 'reduceResults', false), maxWeightBytes,
-    quantConfig, weightDtype, hasBias, useFp8W8A8, checkpointFormat: ckpt,
+    quantConfig, weightDtype, hasBias, useFp8W8A8, useInt8W8A8, checkpointFormat: ckpt,
   };
 }
 
@@ -210,7 +221,7 @@ export function serializableConfig(c: ResolvedFusedMoEConfig, maxWeightBytes: nu
     // The split that was built, so that a reload finds the same weight names.
     maxWeightBytes,
     quantConfig: c.quantConfig == null ? null : encodeQuantConfig(c.quantConfig),
-    weightDtype: c.weightDtype, hasBias: c.hasBias, useFp8W8A8: c.useFp8W8A8,
+    weightDtype: c.weightDtype, hasBias: c.hasBias, useFp8W8A8: c.useFp8W8A8, useInt8W8A8: c.useInt8W8A8,
   };
 }
 

@@ -408,7 +408,7 @@ export class FusedMoE extends layers.Layer {
       scoringFunc: c.scoringFunc, routedScalingFactor: c.routedScalingFactor,
       customRoutingFunction: c.customRoutingFunction ?? undefined, activation: c.activation,
       applyRouterWeightOnInput: c.applyRouterWeightOnInput, globalNumExperts: this.globalNumExperts,
-      useFp8W8A8: c.useFp8W8A8,
+      useFp8W8A8: c.useFp8W8A8, useInt8W8A8: c.useInt8W8A8,
     };
     if (this.biasWeight) o.eScoreCorrectionBias = this.biasWeight.read() as Tensor1D;
     if (this.expertMap) o.expertMap = this.expertMap;

@@ -20,6 +20,12 @@ export interface FusedExpertsOptions {
    * Off: the weights-only path (activations stay float32).
    */
   useFp8W8A8?: boolean;
+  /**
+   * vLLM `use_int8_w8a8` with per-channel weights: int8 weights ('uint8' codes, zero point 128, one scale per
+   * output row: groupSize -1), each GEMM input row quantized per token to int8 (scale max|x|/127), int32
+   * accumulation, out = acc · xScale · wScale. Off: the weights-only path (activations stay float32).
+   */
+  useInt8W8A8?: boolean;
 }
 
 export const ACTIVATIONS: readonly Activation[] = ['silu', 'gelu', 'swigluoai'];
@@ -218,6 +224,30 @@ export function expertMapArg(expertMap: Tensor1D | TensorLike, numLocalExperts: 
   return map;
 }
 
+/** The formats int8 w8a8 applies to: int8 as 'uint8' codes with zero 128 and one f32 scale per output row. */
+export function isInt8ChannelFormat(f: WeightFormat): boolean {
+  return f.code === 'uint8' && f.zero === 128 && f.groupSize === -1 && f.blockRows === 1 && f.scaleCode === 'f32' &&
+    !f.hasGIdx;
+}
+
+/** Checks `useInt8W8A8` against the weights' format and the other activation option. */
+function int8W8A8Arg(o: FusedExpertsOptions, format: WeightFormat, opName: string): boolean {
+  if (o.useInt8W8A8 != null && typeof o.useInt8W8A8 !== 'boolean') {
+    throw new Error(`${opName}: 'useInt8W8A8' must be a boolean but got ${String(o.useInt8W8A8)}`);
+  }
+  if (!o.useInt8W8A8) return false;
+  if (o.useFp8W8A8) {
+    throw new Error(`${opName}: 'useInt8W8A8' and 'useFp8W8A8' exclude each other (activations are quantized to ` +
+        `one of int8 or fp8)`);
+  }
+  if (!isInt8ChannelFormat(format)) {
+    throw new Error(`${opName}: 'useInt8W8A8' needs int8 weights with one scale per output row (format code ` +
+        `'uint8', zero 128, groupSize -1, blockRows 1, f32 scales, no gIdx, as compressed-tensors int8 channel ` +
+        `checkpoints load), but the weights are ${formatKey(format)}`);
+  }
+  return true;
+}
+
 /** A fusedExperts call's kernel inputs (without the routing) and attributes, validated. */
 export interface ExpertsCall {
   inputs: {hiddenStates: Tensor2D; expertMap?: Tensor1D; [weightPart: string]: TensorInfo | undefined};
@@ -260,6 +290,7 @@ export function expertsCallArgs(opName: string, x: Tensor2D, w13: ExpertWeightsA
   const rangeSource = o.globalNumExperts != null && o.globalNumExperts !== -1 ? `'globalNumExperts'` :
     inputs.expertMap ? `the length of 'expertMap'` : `the experts in 'w13'`;
 
+  const useInt8W8A8 = int8W8A8Arg(o, weights.format, opName);
   const useFp8W8A8 = !!o.useFp8W8A8;
   if (useFp8W8A8 && (weights.format.code !== 'e4m3' || weights.format.groupSize <= 0)) {
     throw new Error(`${opName}: 'useFp8W8A8' needs e4m3 weights with block scales, but the weights are ` +
@@ -277,7 +308,7 @@ export function expertsCallArgs(opName: string, x: Tensor2D, w13: ExpertWeightsA
   const attrs: FusedExpertsAttrs = {
     activation, applyRouterWeightOnInput, globalNumExperts, numWeightShards: weights.w13.length,
     intermediateSize: weights.intermediateSize, weightFormat: formatKey(weights.format), hasBias: weights.hasBias,
-    activationQuantGroup: useFp8W8A8 ? weights.format.groupSize : 0,
+    activationQuantGroup: useFp8W8A8 ? weights.format.groupSize : 0, useInt8W8A8,
   };
   return {inputs, attrs, globalNumExperts, rangeSource};
 }

@@ -18,12 +18,14 @@
  *   pair → row  row(p) = blockStart[key] · B + (position in sorted order - segment start)
  */
 import {KernelConfig, TensorInfo} from '@tensorflow/tfjs-core';
-import {Activation, FusedExperts, FusedExpertsAttrs, FusedExpertsInputs, expertProjectionShards} from '../../kernel_names';
+import {Activation, FusedExperts, FusedExpertsAttrs, FusedExpertsInputs, expertProjectionShards,
+  unsupportedExpertsFeature} from '../../kernel_names';
 import {SWIGLUOAI_ALPHA, SWIGLUOAI_LIMIT} from '../../math';
 import {WeightFormat, parseFormatKey} from '../../quant/format';
 import {ProjectionParts, fakeQuantizeFp8, gatherExpertWeights} from './dequantize';
 import {checkIndexRange} from './Eplb';
 import {ExpertsComposition, chooseExpertsComposition} from './experts_composition';
+import {projectInt8} from './int8_w8a8';
 import {RawOps, tensorflowBackend} from './raw_ops';
 
 interface Shard {
@@ -41,6 +43,8 @@ interface ExpertsMath {
   I: number;
   /** 0, or the group of fp8 activation quantization. */
   activationQuantGroup: number;
+  /** int8 w8a8: integer dots (int8_w8a8.ts) and the slots summed in slot order, as the reference. */
+  int8: boolean;
 }
 
 /** act(gate) * up of h [..., 2I]: gate rows then up rows, or interleaved for 'swigluoai'. */
@@ -62,6 +66,7 @@ function gatedActivation(ops: RawOps, h: TensorInfo, activation: Activation): Te
 /** x [n, B, K] · Wᵀ (+ bias) for the gathered experts' projection. */
 function project(ops: RawOps, x: TensorInfo, parts: ProjectionParts, experts: TensorInfo, m: ExpertsMath, N: number,
     K: number): TensorInfo {
+  if (m.int8) return projectInt8(ops, x, parts, experts, N, K);
   const xq = m.activationQuantGroup > 0 ? fakeQuantizeFp8(ops, x, m.activationQuantGroup) : x;
   const y = ops.batchMatMul(xq, gatherExpertWeights(ops, parts, experts, m.format, N, K), false, true);
   if (!parts.bias) return y;
@@ -150,6 +155,9 @@ export const fusedExpertsConfig: KernelConfig = {
   kernelFunc: ({inputs, attrs, backend}) => {
     const ins = inputs as FusedExpertsInputs;
     const a = attrs as unknown as FusedExpertsAttrs;
+    const unsupported = unsupportedExpertsFeature(a, 'tensorflow', {formats: () => true, bias: true, swigluoai: true,
+      fp8Activations: true, int8Activations: true});
+    if (unsupported) throw new Error(unsupported);
     const format = parseFormatKey(a.weightFormat);
     const {w13, w2} = expertProjectionShards(ins, a);
     const [T, H] = ins.hiddenStates.shape;
@@ -179,7 +187,8 @@ export const fusedExpertsConfig: KernelConfig = {
         localId: ops.select(idInRange, local, -1),
         pairToken: ops.reshape(ops.add(ops.reshape(ops.iota(T), [T, 1]), ops.fill([1, k], 0)), [N]),
         T, k, H, onInput: a.applyRouterWeightOnInput,
-        math: {format, activation: a.activation, H, I, activationQuantGroup: a.activationQuantGroup},
+        math: {format, activation: a.activation, H, I, activationQuantGroup: a.activationQuantGroup,
+          int8: a.useInt8W8A8},
       };
       let x: TensorInfo = ops.gatherAt(p.hidden, p.pairToken, 0);                          // [N, H]
       if (p.onInput) x = ops.mul(x, p.pairWeight);
@@ -195,7 +204,12 @@ export const fusedExpertsConfig: KernelConfig = {
         const part = ops.select(ops.reshape(inShard, [N, 1]), outScale ? ops.mul(y, outScale) : y, 0);
         total = total ? ops.add(total, part) : part;
       });
-      return [ops.sum(ops.reshape(total!, [T, k, H]), 1)];
+      const perSlot = ops.reshape(total!, [T, k, H]);
+      if (!a.useInt8W8A8 || k === 1) return [ops.sum(perSlot, 1)];
+      // int8: slot by slot, in slot order (Sum may add in a tree), so that the result is the reference's bits.
+      let out: TensorInfo = ops.reshape(ops.slice(perSlot, [0, 0, 0], [T, 1, H]), [T, H]);
+      for (let j = 1; j < k; j++) out = ops.add(out, ops.reshape(ops.slice(perSlot, [0, j, 0], [T, 1, H]), [T, H]));
+      return [out];
     })[0];
   },
 };

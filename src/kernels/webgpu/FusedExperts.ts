@@ -23,6 +23,7 @@
  * never widened in memory; each shard binds its data, scales, zeros, gIdx and bias tensors as the format has
  * them. Biases are added to each projection's output, 'swigluoai' reads gate/up rows interleaved, and fp8 w8a8
  * (activationQuantGroup > 0) fake-quantizes x and the activation rows (ExpertsFp8QuantProgram) before their GEMMs.
+ * int8 w8a8 (useInt8W8A8) takes its own integer programs after the path choice: experts_int8_run.ts.
  *
  * Subgroups: not used here (capabilities.ts offers them; the routing kernels, whose rows are one subgroup
  * wide, use them). The only cross-lane reductions are one tree of ≤ 8 barrier steps per GEMV workgroup,
@@ -50,8 +51,9 @@ import {ExpertsStage, ExpertsW13GemvProgram, ExpertsW2GemvProgram} from './exper
 import {ExpertsW13TensorCoreGemmProgram, ExpertsW2TensorCoreGemmProgram, TC_BLOCK_ROWS} from './experts_gemm_tc_webgpu';
 import {TENSOR_CORES_FLAG, webgpuCapabilities} from './capabilities';
 import {ProgramIssuer, runPlanned} from './dispatch_plan';
-import {TensorCoreChoice, tensorCoreChoice} from './tensor_core_plan';
+import {TensorCoreChoice, forcedTensorCoreVariant, tensorCoreChoice} from './tensor_core_plan';
 import {tensorCoreStoragePrefill} from './tensor_core_prefill';
+import {forcedInt8GemmKernel, unsupportedInt8OnWebGPU, runInt8Experts} from './experts_int8_run';
 
 /**
  * 'decode': a GEMV per (token, slot) pair, no grouping (best at T = 1, where the k experts differ);
@@ -219,8 +221,9 @@ function checkBinding(backend: WebGPUBackend, shape: number[], what: string, adv
 /** Why this backend cannot run these attrs at these sizes, or null (vLLM oracle style). */
 export function unsupportedOnWebGPU(a: FusedExpertsAttrs, format: WeightFormat, H: number, I: number): string | null {
   const generic = unsupportedExpertsFeature(a, 'webgpu', {formats: () => true, bias: true, swigluoai: true,
-    fp8Activations: true});
+    fp8Activations: true, int8Activations: true});
   if (generic) return generic;
+  if (a.useInt8W8A8) return unsupportedInt8OnWebGPU(H, I);
   const chunking = unsupportedChunking(format, H, 'w13') ?? unsupportedChunking(format, I, 'w2');
   if (chunking) return `fusedExperts on 'webgpu' cannot read ${a.weightFormat}: ${chunking}`;
   if (a.activationQuantGroup > 0 && a.applyRouterWeightOnInput) {
@@ -305,8 +308,12 @@ export function issueFusedExperts(backend: WebGPUBackend, issuer: ProgramIssuer,
   };
 
   try {
-    const x = quantized(hiddenStates);
     const {path} = chooseExpertsPath(P, numLocalExperts, T);
+    if (a.useInt8W8A8) {
+      return runInt8Experts({backend, issuer, config: common, path, hiddenStates, topkWeights, ids, shards: shardsOf,
+        temp: (t) => { temps.push(t); return t; }, run});
+    }
+    const x = quantized(hiddenStates);
     if (path === 'decode') {
       const act = temp([P, I]);
       const wideChunks = forcedDecodeChunks === 'wide';
@@ -397,7 +404,8 @@ export function issueFusedExperts(backend: WebGPUBackend, issuer: ProgramIssuer,
  */
 export function expertsAttrsKey(a: FusedExpertsAttrs): string {
   return `${JSON.stringify(a)}|${forcedPath}|${forcedShardBinding}|${forcedDecodeChunks}|${forcedTileK}|` +
-      `${forcedBlockRows}|${forcedSplitK}|${env().getBool(TENSOR_CORES_FLAG)}`;
+      `${forcedBlockRows}|${forcedSplitK}|${env().getBool(TENSOR_CORES_FLAG)}|${forcedTensorCoreVariant()}|` +
+      `${forcedInt8GemmKernel()}`;
 }
 
 /** The inputs that change from call to call; the weights, scales, biases and expert map are bound to a plan. */

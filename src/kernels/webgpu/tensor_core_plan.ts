@@ -40,6 +40,11 @@ export const DEFAULT_TENSOR_CORE_VARIANT: TensorCoreVariant = 'storage-64';
 let forcedVariant: TensorCoreVariant | null = null;
 
 /** Forces the tensor-core variant (benchmarks, the device check); null restores the default. */
+/** The variant forced by setTensorCoreVariant, or null (part of a dispatch plan's key). */
+export function forcedTensorCoreVariant(): TensorCoreVariant | null {
+  return forcedVariant;
+}
+
 export function setTensorCoreVariant(variant: TensorCoreVariant | null): void {
   if (variant != null && !TENSOR_CORE_VARIANTS.includes(variant)) {
     throw new Error(`setTensorCoreVariant: variant must be one of ${TENSOR_CORE_VARIANTS.join(', ')}, got ${variant}`);

@@ -76,6 +76,8 @@ export interface CheckpointFormat {
   readonly weightDtype?: 'float32' | 'bfloat16' | 'float16';
   /** vLLM would quantize activations too (fp8 `activation_scheme: 'dynamic'`). */
   readonly defaultUseFp8W8A8: boolean;
+  /** vLLM would quantize activations to int8 per token (compressed-tensors W8A8 with dynamic token scales). */
+  readonly defaultUseInt8W8A8: boolean;
   /** Checkpoint tensors of one expert projection of full logical shape [N, K]; bias not included. */
   tensors(N: number, K: number): TensorSpec[];
   /** Canonical rows of one expert projection; `t` is keyed by TensorSpec.suffix. */
@@ -92,6 +94,7 @@ export abstract class PerExpertQuantFormat {
   readonly activation: Activation | null = null;
   readonly hasBias: boolean = false;
   readonly defaultUseFp8W8A8: boolean = false;
+  readonly defaultUseInt8W8A8: boolean = false;
 }
 
 /** An unsupported or malformed `quantization_config`: the message names what is supported. */

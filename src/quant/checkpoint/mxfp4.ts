@@ -22,6 +22,7 @@ export class Mxfp4Format implements CheckpointFormat {
   readonly activation = 'swigluoai' as const;
   readonly hasBias = true;
   readonly defaultUseFp8W8A8 = false;
+  readonly defaultUseInt8W8A8 = false;
   readonly description = 'mxfp4 (e2m1, 32-input blocks, e8m0 scales)';
 
   static parse(_cfg: Record<string, unknown>): Mxfp4Format {

@@ -59,6 +59,7 @@ export class UnquantizedFormat implements CheckpointFormat {
   readonly activation = null;
   readonly hasBias = false;
   readonly defaultUseFp8W8A8 = false;
+  readonly defaultUseInt8W8A8 = false;
   readonly description: string;
 
   constructor(readonly weightDtype: WeightDtype, readonly layout: 'per_expert' | 'fused_3d') {

@@ -1,0 +1,248 @@
+/**
+ * Device entry for the int8 w8a8 paths (issue 11): Dawn with the toggles of gpu_check_tc.ts, then
+ *   1. what the device offers: dot4I8Packed (WGSL language feature packed_4x8_integer_dot_product), the
+ *      subgroup-matrix configs, and which int8 prefill GEMM runs and why (chooseInt8GemmKernel);
+ *   2. tiny problems (several row / column / k tiles, tails, split weights) through every int8 path (decode,
+ *      decode-grouped, prefill on each available GEMM) against the cpu reference (fusedExpertsInt8Impl), which
+ *      they must equal bit for bit: the data put every gate at ≥ 40, where silu(g) = g exactly in f32 and f64, so
+ *      no exp ulp enters (int8_w8a8.test.ts does the same on SwiftShader);
+ *   3. the real benchmark shapes (bench/shapes.ts) at M = 64, 256, 4096, prefill forced: sampled tokens against
+ *      the cpu reference (bit-equal), the subgroup-matrix GEMM against the dot4I8Packed GEMM on every output
+ *      (bit-equal: identical i32 accumulators, one epilogue), and the GPU time of each int8 path beside the
+ *      float32 path, with TOPS and the fraction of the H200's ~1979 dense int8 TOPS.
+ *
+ *   npx tsx bench/gpu_check_int8.ts --tiny          (SwiftShader here: the GEMVs and the dot4 GEMM, tiny shapes; ~5 min)
+ *   bash .gpu/run.sh .gpu/gpu_check_int8.mjs [--shapes qwen3,dsv3tp8,mixtral] [--tokens 64,256,4096]
+ *                                                    (the H200; packed with ../shared/gpu/pack.sh as docs/benchmarks.md says)
+ */
+import * as fs from 'fs';
+process.env.XDG_RUNTIME_DIR ??= '/tmp';
+const SWIFTSHADER_ICD = '/usr/lib/chromium/vk_swiftshader_icd.json';
+if (process.env.VK_DRIVER_FILES == null && process.env.VK_ICD_FILENAMES == null && fs.existsSync(SWIFTSHADER_ICD)) {
+  process.env.VK_ICD_FILENAMES = SWIFTSHADER_ICD;
+}
+// eslint-disable-next-line @typescript-eslint/no-var-requires
+const {create, globals} = require('webgpu');
+Object.assign(globalThis, globals);
+Object.defineProperty(globalThis, 'navigator', {configurable: true, writable: true, value: {gpu: create([
+  'enable-dawn-features=allow_unsafe_apis,vulkan_enable_f16_on_nvidia',
+  'disable-dawn-features=timestamp_quantization'])}});
+require('@tensorflow/tfjs-backend-webgpu');
+require('../src/webgpu');
+
+import * as tf from '@tensorflow/tfjs-core';
+import type {WebGPUBackend} from '@tensorflow/tfjs-backend-webgpu';
+import {fusedExperts, routingImpl} from '../src';
+import {QuantizedExpertWeights} from '../src/quant/expert_weights';
+import {WeightFormat} from '../src/quant/format';
+import {fusedExpertsInt8Impl, Int8ExpertShard} from '../src/kernels/cpu/int8_w8a8_impl';
+import {webgpuCapabilities} from '../src/kernels/webgpu/capabilities';
+import {ExpertsPath, setFusedExpertsPath} from '../src/kernels/webgpu/FusedExperts';
+import {Int8GemmKernel, chooseInt8GemmKernel, hasDot4I8Packed, setInt8GemmKernel}
+  from '../src/kernels/webgpu/experts_int8_run';
+import {makeExpertWeights, routingConfig, uniformHostValues} from './problem';
+import {KernelTimer, hasGpuTimestamps} from './timing';
+import {MoEShape, SHAPES} from './shapes';
+
+const INT8: WeightFormat = {code: 'uint8', groupSize: -1, blockRows: 1, scaleCode: 'f32', zero: 128, hasGIdx: false};
+/** The H200's dense int8 tensor-core peak (NVIDIA's datasheet: 3958 TOPS with sparsity). */
+const H200_INT8_TOPS = 1979;
+
+const args = process.argv.slice(2);
+const arg = (name: string, dflt: string) => {
+  const i = args.indexOf(`--${name}`);
+  return i >= 0 ? args[i + 1] : dflt;
+};
+const tinyOnly = args.includes('--tiny');
+
+/** xorshift32 words: fast enough for Mixtral's 1.4 GB of codes. */
+function words(n: number, seed: number, gate: (i: number) => boolean): Int32Array {
+  const out = new Int32Array(n);
+  let s = (seed * 2654435761) >>> 0 || 1;
+  for (let i = 0; i < n; i++) {
+    s ^= s << 13; s >>>= 0; s ^= s >>> 17; s ^= s << 5; s >>>= 0;
+    // Gate rows: bytes 0xa0 | 6 bits, i.e. int8 weights 32..95 (positive); other rows: any byte.
+    out[i] = gate(i) ? ((s & 0x3f3f3f3f) | 0xa0a0a0a0) : s;
+  }
+  return out;
+}
+
+/** uniformHostValues gives [-scale, scale); these add `center`. */
+function shifted(v: Float32Array, center: number): Float32Array {
+  return v.map((x) => x + center);
+}
+
+interface Int8Stack {host: Int8ExpertShard[]; w13: QuantizedExpertWeights[]; w2: QuantizedExpertWeights[]}
+
+/**
+ * int8 weights for E experts split into shards of at most `perShard` experts: gate rows positive with scales
+ * 0.1..0.2 (gates ≥ 40 for positive x), up and down rows random with scales 0.001..0.003.
+ */
+function int8Stack(E: number, H: number, I: number, perShard: number, seed: number): Int8Stack {
+  const host: Int8ExpertShard[] = [];
+  const w13: QuantizedExpertWeights[] = [];
+  const w2: QuantizedExpertWeights[] = [];
+  for (let first = 0, s = 0; first < E; first += perShard, s++) {
+    const n = Math.min(perShard, E - first);
+    const rowWords13 = H / 4;
+    const d13 = words(n * 2 * I * rowWords13, seed + s, (i) => Math.floor(i / rowWords13) % (2 * I) < I);
+    const d2 = words(n * H * I / 4, seed + 100 + s, () => false);
+    const sc13 = shifted(uniformHostValues(n * 2 * I, seed + 200 + s, 0.05), 0.15);
+    for (let r = 0; r < n * 2 * I; r++) if (r % (2 * I) >= I) sc13[r] = 0.002 + (sc13[r] - 0.15) / 50;
+    const sc2 = shifted(uniformHostValues(n * H, seed + 300 + s, 0.001), 0.002);
+    host.push({w13: d13, w2: d2, w13Scales: sc13, w2Scales: sc2, numExperts: n});
+    w13.push({format: INT8, shape: [n, 2 * I, H], data: tf.tensor2d(d13, [n, d13.length / n], 'int32'),
+      scales: tf.tensor3d(sc13, [n, 2 * I, 1])});
+    w2.push({format: INT8, shape: [n, H, I], data: tf.tensor2d(d2, [n, d2.length / n], 'int32'),
+      scales: tf.tensor3d(sc2, [n, H, 1])});
+  }
+  return {host, w13, w2};
+}
+
+function disposeStack(s: Int8Stack): void {
+  tf.dispose([...s.w13, ...s.w2].flatMap((q) => [q.data, q.scales!]));
+}
+
+/** Positive hidden states in [0.25, 1] and the shape's routing. */
+function tokens(s: {E: number; k: number; H: number; routing: MoEShape['routing']}, M: number, seed: number) {
+  const hidden = shifted(uniformHostValues(M * s.H, seed, 0.375), 0.625);
+  const logits = uniformHostValues(M * s.E, seed + 1, 4);
+  const bias = s.routing.kind === 'grouped' ? uniformHostValues(s.E, 4000, 0.1) : null;
+  const r = routingImpl(logits, M, s.E, bias, routingConfig(s.routing, s.k));
+  return {hidden, ids: r.ids, weights: r.weights};
+}
+
+function diffCount(a: ArrayLike<number>, b: ArrayLike<number>): number {
+  let n = 0;
+  for (let i = 0; i < a.length; i++) if (!Object.is(a[i], b[i])) n++;
+  return n;
+}
+
+async function gpuMs(f: () => tf.Tensor, reps: number): Promise<{ms: number; kernels: string} | null> {
+  if (!hasGpuTimestamps()) return null;
+  const times: number[] = [];
+  let kernels = '';
+  for (let r = 0; r < reps + 1; r++) {
+    const timer = new KernelTimer();
+    const out = await timer.time(f);
+    (out as tf.Tensor).dispose();
+    if (r === 0) continue;
+    times.push(timer.kernels.reduce((s, k) => s + k.ms, 0));
+    kernels = timer.kernels.map((k) => `${k.name} ${k.ms.toFixed(3)}`).join(', ');
+  }
+  times.sort((a, b) => a - b);
+  return {ms: times[Math.floor(times.length / 2)], kernels};
+}
+
+function gemmKernels(): Int8GemmKernel[] {
+  const auto = chooseInt8GemmKernel(tf.backend() as WebGPUBackend).kernel;
+  return auto === 'tensor-core-i8' ? ['tensor-core-i8', 'dot4-i8'] : ['dot4-i8'];
+}
+
+async function tinyChecks(): Promise<boolean> {
+  let ok = true;
+  const softmax = (SHAPES.mixtral as MoEShape).routing;
+  // Tails in every direction, several 64- and 32-row tiles, k tiles past one, weights split in two.
+  for (const [E, k, H, I, T, perShard] of [[4, 2, 64, 48, 40, 4], [8, 2, 144, 208, 150, 5], [6, 3, 272, 400, 90, 6],
+    [3, 1, 528, 1040, 200, 2]]) {
+    const stack = int8Stack(E, H, I, perShard, 17 + T);
+    const {hidden, ids, weights} = tokens({E, k, H, routing: softmax}, T, 11 + T);
+    const expected = fusedExpertsInt8Impl({hidden, topkWeights: weights, topkIds: ids, expertMap: null,
+      shards: stack.host, numTokens: T, topK: k, hiddenSize: H, intermediateSize: I, globalNumExperts: E,
+      activation: 'silu', applyRouterWeightOnInput: false});
+    const x = tf.tensor2d(hidden, [T, H]);
+    const tw = tf.tensor2d(weights, [T, k]);
+    const ti = tf.tensor2d(ids, [T, k], 'int32');
+    const runs: Array<[ExpertsPath, Int8GemmKernel | null]> = [['decode', null], ['decode-grouped', null],
+      ...gemmKernels().map((g) => ['prefill', g] as [ExpertsPath, Int8GemmKernel])];
+    for (const [path, gemm] of runs) {
+      setFusedExpertsPath(path);
+      setInt8GemmKernel(gemm);
+      const out = fusedExperts(x, stack.w13, stack.w2, tw, ti, {useInt8W8A8: true});
+      const diff = diffCount(await out.data(), expected);
+      out.dispose();
+      ok &&= diff === 0;
+      console.log(`tiny E=${E} k=${k} H=${H} I=${I} T=${T} shards of ${perShard}, ${path}${gemm ? ` ${gemm}` : ''}: ` +
+          `${diff} of ${T * H} outputs differ from the cpu reference ${diff === 0 ? 'PASS' : 'FAIL'}`);
+    }
+    tf.dispose([x, tw, ti]);
+    disposeStack(stack);
+  }
+  setFusedExpertsPath(null);
+  setInt8GemmKernel(null);
+  return ok;
+}
+
+async function realShape(s: MoEShape, Ms: number[]): Promise<boolean> {
+  let ok = true;
+  const limit = (tf.backend() as WebGPUBackend).device.limits.maxStorageBufferBindingSize;
+  const perShard = Math.max(1, Math.min(s.E, Math.floor(limit / (2 * s.I * s.H))));
+  const stack = int8Stack(s.E, s.H, s.I, perShard, 7000);
+  const f32 = makeExpertWeights(s);
+  setFusedExpertsPath('prefill');
+  for (const M of Ms) {
+    const {hidden, ids, weights} = tokens(s, M, 5000 + M);
+    const x = tf.tensor2d(hidden, [M, s.H]);
+    const tw = tf.tensor2d(weights, [M, s.k]);
+    const ti = tf.tensor2d(ids, [M, s.k], 'int32');
+    const rows = [0, Math.floor(M / 2), M - 1];
+    const expected = fusedExpertsInt8Impl({hidden: Float32Array.from(rows.flatMap((t) =>
+      Array.from(hidden.subarray(t * s.H, (t + 1) * s.H)))),
+    topkWeights: Float32Array.from(rows.flatMap((t) => Array.from(weights.subarray(t * s.k, (t + 1) * s.k)))),
+    topkIds: Int32Array.from(rows.flatMap((t) => Array.from(ids.subarray(t * s.k, (t + 1) * s.k)))),
+    expertMap: null, shards: stack.host, numTokens: rows.length, topK: s.k, hiddenSize: s.H, intermediateSize: s.I,
+    globalNumExperts: s.E, activation: 'silu', applyRouterWeightOnInput: false});
+    const ops = 2 * M * s.k * 3 * s.I * s.H;
+    const outputs: Float32Array[] = [];
+    const line: Record<string, unknown> = {check: 'int8', shape: s.name, M, sampled_rows: rows};
+    for (const gemm of gemmKernels()) {
+      setInt8GemmKernel(gemm);
+      const call = () => fusedExperts(x, stack.w13, stack.w2, tw, ti, {useInt8W8A8: true});
+      const out = call();
+      const got = await out.data() as Float32Array;
+      out.dispose();
+      outputs.push(got);
+      const diff = diffCount(rows.flatMap((t) => Array.from(got.subarray(t * s.H, (t + 1) * s.H))), expected);
+      ok &&= diff === 0;
+      const t = await gpuMs(call, M >= 4096 && s.name === 'mixtral' ? 3 : 5);
+      Object.assign(line, {[`${gemm}_vs_cpu_diffs`]: diff, [`${gemm}_gpu_ms`]: t?.ms ?? null,
+        [`${gemm}_tops`]: t ? ops / t.ms / 1e9 : null,
+        [`${gemm}_of_peak`]: t ? ops / t.ms / 1e9 / H200_INT8_TOPS : null, [`${gemm}_kernels`]: t?.kernels ?? null});
+    }
+    if (outputs.length === 2) {
+      const d = diffCount(outputs[0], outputs[1]);
+      ok &&= d === 0;
+      line.tc_vs_dot4_diffs = d;
+    }
+    const f32t = await gpuMs(() => fusedExperts(x, f32.w13, f32.w2, tw, ti), M >= 4096 && s.name === 'mixtral' ? 2 : 5);
+    Object.assign(line, {f32_gpu_ms: f32t?.ms ?? null, f32_tflops: f32t ? ops / f32t.ms / 1e9 : null,
+      f32_kernels: f32t?.kernels ?? null});
+    line.pass = ok;
+    console.log(JSON.stringify(line));
+    tf.dispose([x, tw, ti]);
+  }
+  setFusedExpertsPath(null);
+  setInt8GemmKernel(null);
+  disposeStack(stack);
+  tf.dispose([...f32.w13, ...f32.w2]);
+  return ok;
+}
+
+async function main() {
+  await tf.setBackend('webgpu');
+  const backend = tf.backend() as WebGPUBackend;
+  const caps = webgpuCapabilities(backend);
+  console.log(JSON.stringify({features: [...backend.device.features], dot4I8Packed: hasDot4I8Packed(),
+    subgroupMatrixConfigs: caps.subgroupMatrixConfigs, subgroupSize: caps.subgroupSize,
+    int8Gemm: chooseInt8GemmKernel(backend), timestamps: hasGpuTimestamps()}));
+  let ok = await tinyChecks();
+  if (!tinyOnly) {
+    for (const name of arg('shapes', 'qwen3,dsv3tp8,mixtral').split(',')) {
+      ok = (await realShape(SHAPES[name] as MoEShape, arg('tokens', '64,256,4096').split(',').map(Number))) && ok;
+    }
+  }
+  console.log(ok ? 'ALL PASS' : 'SOME FAILED');
+  process.exit(ok ? 0 : 1);
+}
+
+main().catch((e) => { console.error(e); process.exit(1); });
