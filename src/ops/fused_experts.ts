@@ -164,7 +164,35 @@ function checkFloat32Stacks(w13s: Tensor3D[], w2s: Tensor3D[], name: (p: string,
   });
 }
 
+/**
+ * Weights already checked, by their first w13 part: a decode loop passes the same weights every call, and
+ * checking every shard's shapes and format is most of an op call's host time (issue 13). A hit needs the
+ * very same parts, none of them disposed (tensors are immutable in shape and dtype; a Variable's assign keeps
+ * both).
+ */
+const checkedWeights = new WeakMap<object, {w13: unknown[]; w2: unknown[]; opName: string; checked: ExpertWeights}>();
+
+function checkedTensors(c: ExpertWeights): Tensor[] {
+  return [...c.w13, ...c.w2].flatMap((p) => [p.data, p.scales, p.zeros, p.gIdx, p.bias])
+    .filter((t): t is Tensor => t != null);
+}
+
 export function expertWeightsArg(w13: ExpertWeightsArg, w2: ExpertWeightsArg, opName: string): ExpertWeights {
+  const w13List = (Array.isArray(w13) ? w13 : [w13]) as unknown[];
+  const w2List = (Array.isArray(w2) ? w2 : [w2]) as unknown[];
+  const first = w13List[0];
+  const hit = first != null && typeof first === 'object' ? checkedWeights.get(first) : undefined;
+  if (hit && hit.opName === opName && hit.w13.length === w13List.length && hit.w2.length === w2List.length &&
+      hit.w13.every((w, i) => w === w13List[i]) && hit.w2.every((w, i) => w === w2List[i]) &&
+      checkedTensors(hit.checked).every((t) => !t.isDisposed)) {
+    return hit.checked;
+  }
+  const checked = checkExpertWeights(w13, w2, opName);
+  if (first != null && typeof first === 'object') checkedWeights.set(first, {w13: w13List, w2: w2List, opName, checked});
+  return checked;
+}
+
+function checkExpertWeights(w13: ExpertWeightsArg, w2: ExpertWeightsArg, opName: string): ExpertWeights {
   const w13List = (Array.isArray(w13) ? w13 : [w13]) as Array<Tensor3D | QuantizedExpertWeights>;
   const w2List = (Array.isArray(w2) ? w2 : [w2]) as Array<Tensor3D | QuantizedExpertWeights>;
   if (w13List.length === 0 || w13List.length !== w2List.length) {

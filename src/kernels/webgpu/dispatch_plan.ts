@@ -1,8 +1,8 @@
 /**
  * Dispatch plans (issue 13): a kernel's programs recorded once through tfjs's own `runWebGPUProgram` and
  * replayed on later calls with the same bound tensors (weights), shapes and attributes, so that a decode
- * call costs one command encoder, one compute pass and one submit, with no per-call shader keys, uniform
- * writes or bind groups.
+ * call costs one compute pass and a few native calls per program, with no per-call shader keys, uniform
+ * writes, bind groups or submits of its own.
  *
  * tfjs-backend-webgpu spends 40-70 µs of host time per dispatch on the H200 machine (a uniform buffer
  * written, a bind group made, the shader key built and looked up, engine bookkeeping; see
@@ -19,15 +19,18 @@
  * tensor it binds is disposed (the next miss, `dispatchPlanStats` and `releaseDispatchPlans` sweep those)
  * or moved to another buffer (the hit finds a different buffer, drops the plan and records again).
  *
- * Ordering: tfjs batches its dispatches in an encoder it submits later. Before submitting a plan's encoder,
- * the replay submits tfjs's pending work (the plan's inputs may be computed there); later tfjs work goes in
- * a later submit, so the queue keeps program order. Because the plan's work is submitted at once, its
- * buffers need no deferred release.
+ * Ordering: tfjs batches its dispatches in one command encoder that it submits later. A replay records its
+ * pass into that same encoder (after ending tfjs's pass), so the queue runs everything in program order and
+ * the plan's work is submitted with tfjs's: every WEBGPU_DEFERRED_SUBMIT_BATCH_SIZE dispatches or at a read.
+ * Buffers released before that submit go back to tfjs's pool and are only written again by commands
+ * recorded later in the same encoder (tfjs writes storage buffers only through the encoder), so the plan's
+ * tensors need no deferred release.
  *
- * Two private fields of tfjs-backend-webgpu 4.22 are read, never written: `commandEncoder` (whether tfjs has
- * unsubmitted work; where the field is missing, the replay always submits tfjs's encoder through the public
- * `ensureCommandEncoderReady` / `endComputePassEncoder` / `submitQueue`) and `activeTimers` (tfjs's profiler
- * is on: `tf.time` times each program in its own pass, so a call then takes tfjs's path).
+ * Two private fields of tfjs-backend-webgpu 4.22 are read, never written: `commandEncoder` (the encoder the
+ * public `ensureCommandEncoderReady` made; where the field is missing, the replay submits tfjs's work through
+ * the public `submitQueue` and submits its own encoder at once) and `activeTimers` (tfjs's profiler is on:
+ * `tf.time` times each program in its own pass, so a call then takes tfjs's path). No public API gives
+ * either, and a submit per call would cost more host time than the whole call otherwise takes.
  */
 import {env, util} from '@tensorflow/tfjs-core';
 import type {DataType, NamedTensorInfoMap, TensorInfo} from '@tensorflow/tfjs-core';
@@ -138,8 +141,12 @@ function dropPlan(backend: WebGPUBackend, cache: PlanCache, plan: Plan): void {
   for (const s of plan.steps) backend.bufferManager.releaseBuffer(s.uniform);
 }
 
+/** A bound tensor disposed (gone, or waiting for tfjs's next submit with no references) or moved. */
 function isStale(backend: WebGPUBackend, plan: Plan): boolean {
-  return plan.bound.some((b) => !backend.tensorMap.has(b.dataId) || bufferOf(backend, b.dataId) !== b.buffer);
+  return plan.bound.some((b) => {
+    const d = backend.tensorMap.has(b.dataId) ? backend.tensorMap.get(b.dataId) : undefined;
+    return d === undefined || d.refCount <= 0 || d.resource !== b.buffer;
+  });
 }
 
 function sweep(backend: WebGPUBackend, cache: PlanCache): void {
@@ -286,12 +293,22 @@ function buildPlan(backend: WebGPUBackend, key: string, rec: Recorder, inputs: N
   return plan;
 }
 
-function flushTfjs(backend: WebGPUBackend): void {
+/** Dispatches encoded into tfjs's encoder since this module last submitted it, per backend. */
+const unsubmitted = new WeakMap<WebGPUBackend, number>();
+
+/**
+ * The encoder to record a plan's pass into: tfjs's own (its compute pass ended), so that the plan's work is
+ * ordered after the tfjs work recorded before it and before the tfjs work recorded after it, and is
+ * submitted with it (a submit costs ~30 µs of host time on the H200 machine, more than the dispatches).
+ * Where tfjs's encoder field is not there, a fresh encoder after submitting tfjs's pending work.
+ */
+function encoderFor(backend: WebGPUBackend): {encoder: GPUCommandEncoder; own: boolean} {
   const p = backend as unknown as BackendPrivates;
-  if ('commandEncoder' in p && p.commandEncoder == null) return;
   backend.ensureCommandEncoderReady();
   backend.endComputePassEncoder();
+  if (p.commandEncoder) return {encoder: p.commandEncoder, own: false};
   backend.submitQueue();
+  return {encoder: backend.device.createCommandEncoder(), own: true};
 }
 
 function replay(backend: WebGPUBackend, plan: Plan, inputs: NamedTensorInfoMap): TensorInfo[] {
@@ -326,8 +343,7 @@ function replay(backend: WebGPUBackend, plan: Plan, inputs: NamedTensorInfoMap):
     }
     return group;
   });
-  flushTfjs(backend);
-  const encoder = backend.device.createCommandEncoder();
+  const {encoder, own} = encoderFor(backend);
   const pass = encoder.beginComputePass();
   plan.steps.forEach((step, i) => {
     pass.setPipeline(step.pipeline);
@@ -335,7 +351,19 @@ function replay(backend: WebGPUBackend, plan: Plan, inputs: NamedTensorInfoMap):
     pass.dispatchWorkgroups(step.dispatch[0], step.dispatch[1], step.dispatch[2]);
   });
   pass.end();
-  backend.queue.submit([encoder.finish()]);
+  if (own) {
+    backend.queue.submit([encoder.finish()]);
+  } else {
+    // Submitted as tfjs submits its own work: every WEBGPU_DEFERRED_SUBMIT_BATCH_SIZE dispatches (counting
+    // the plans' too, which tfjs does not see), or when anything is read.
+    const n = (unsubmitted.get(backend) ?? 0) + plan.steps.length;
+    if (n >= (env().get('WEBGPU_DEFERRED_SUBMIT_BATCH_SIZE') as number)) {
+      backend.submitQueue();
+      unsubmitted.set(backend, 0);
+    } else {
+      unsubmitted.set(backend, n);
+    }
+  }
   return outputs;
 }
 

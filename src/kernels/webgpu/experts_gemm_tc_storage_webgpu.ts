@@ -12,9 +12,12 @@
  *   result: w13: act16, f16 [rows, Ip] as i32 words of two halves (pack2x16float), zero for I ≤ i < Ip;
  *           w2:  y [splitK·P, H] f32 by pair, as ExpertsGemmProgram
  *
- * One 32-lane subgroup per workgroup (Tint requires workgroup-uniform subgroup-matrix offsets; all of
- * them derive from workgroup_id and the tile lookup's workgroupUniformLoad). It computes BM = 32 or 64 rows
- * × 64 columns (w13: 32 gate + the 32 matching up columns, so act(gate)·up pairs result c with c + 2) as
+ * One 32-lane subgroup per workgroup (Tint requires workgroup-uniform subgroup-matrix offsets and uniform
+ * control flow around the subgroup-matrix builtins). tfjs copies workgroup_id into a module-scope private
+ * variable, which Tint's uniformity analysis takes as non-uniform, as it does anything read from storage:
+ * so every offset, and the k loop's bounds, derive only from constants and values read back through
+ * workgroupUniformLoad (the tile lookup's wgTile, and wgN0, the first column, from workgroupId.y).
+ * It computes BM = 32 or 64 rows × 64 columns (w13: 32 gate + the 32 matching up columns, so act(gate)·up pairs result c with c + 2) as
  * BM/16 × 4 f32 result matrices; per 16 k it loads BM/16 left and 4 right matrices for 4·BM/16 MMAs.
  * The epilogue stages one 16-row block's 4 results in workgroup memory (4 KiB) to apply the activation,
  * bias and routing weight per element.
@@ -139,15 +142,20 @@ export class ExpertsTensorCoreStorageGemmProgram implements WebGPUProgram {
       ${f16Storage('w16')}
       ${w13 ? activationSnippet(this.c.activation) : ''}
       var<workgroup> wgTile : vec4<i32>;   // row start, expert, first and end 16-k step
+      var<workgroup> wgN0 : i32;           // first column (w13: of gate and of up), workgroup-uniform through it
       var<workgroup> staged : array<f32, ${4 * 256}>;   // one 16-row block's 4 results, row-major 16×16 each
 
       // x16: ${w13 ? 'gathered x' : 'act16'} f16 [rows, ${Kp}]; align: [E+1] offsets then the sorted pairs;
       // w16: f16 ${w13 ? 'w13' : 'w2'} [experts, ${L.rowsPerExpert}, ${L.kStride}]${this.c.hasBias ? `; bias0: [experts, ${w13 ? 2 * I : H}]` : ''};
       // result: ${w13 ? `act16 f16 [rows, ${Ip}] as i32 pairs` : 'y [P, H] by pair'}.
       fn main() {
+        // workgroupId is a private copy (non-uniform to Tint): n0 reaches the offsets through wgN0. The tile
+        // lookup's workgroupUniformLoad orders this write; the early return before the load below depends
+        // on its uniform result only.
+        if (localIndex == 0u) { wgN0 = i32(workgroupId.y) * ${w13 ? 32 : 64}; }
         ${gemmTileSnippet('w16', BM, kTilesPerPart, kTiles)}
-        ${splitK > 1 ? `let part = i32(workgroupId.z);` : ''}
-        let n0 = i32(workgroupId.y) * ${w13 ? 32 : 64};
+        let n0 = workgroupUniformLoad(&wgN0);
+        ${splitK > 1 ? `let part = i32(workgroupId.z);   // the epilogue's output rows only` : ''}
         let lane = localIndex;
         ${rows.map((r) => `let aOff${r} = u32(rowStart + ${16 * r}) * ${Kp}u;`).join('\n        ')}
         ${cols.map((c) => `let bOff${c} = u32(${bRow(c)}) * ${L.kStride}u;`).join('\n        ')}

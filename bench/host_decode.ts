@@ -1,0 +1,120 @@
+/**
+ * Issue 13's targets on the real shapes: for fusedMoE at T = 1 (and a tiny layer), with dispatch plans on
+ * and off (tfjs's path), in one run:
+ *  - host µs per call: N calls back to back, each returning with its work queued, no waiting (the issue's
+ *    definition), and the same measured one call at a time on an idle GPU;
+ *  - GPU µs per call (tf.time: tfjs times each program; the plan replays the same programs);
+ *  - wall µs per call (call → queue.onSubmittedWorkDone), beside the empty submit-to-done floor;
+ *  - 48 chained decode calls (each on the previous output, one final wait) against 48 × the GPU time.
+ *   npx tsx bench/host_decode.ts [--shapes qwen3,dsv3tp8,mixtral] [--calls 300]
+ */
+import {setupWebGPUNode} from './webgpu_node';
+const setup = setupWebGPUNode();
+import * as tf from '@tensorflow/tfjs-core';
+import type {WebGPUBackend} from '@tensorflow/tfjs-backend-webgpu';
+import {fusedMoE} from '../src';
+import {dispatchPlanStats, setDispatchPlansEnabled} from '../src/kernels/webgpu/dispatch_plan';
+import {makeExpertWeights, makeTokenInputs, moeOptions} from './problem';
+import {MoEShape, SHAPES} from './shapes';
+import {KernelTimer} from './timing';
+
+const args = process.argv.slice(2);
+const arg = (name: string, dflt: string) => {
+  const i = args.indexOf(`--${name}`);
+  return i >= 0 ? args[i + 1] : dflt;
+};
+const calls = Number(arg('calls', '300'));
+const shapeNames = arg('shapes', 'tiny-host,qwen3,dsv3tp8,mixtral').split(',');
+const TINY: MoEShape = {kind: 'moe', name: 'tiny-host', E: 128, k: 8, H: 64, I: 32,
+  routing: {kind: 'topk', scoringFunc: 'softmax', renormalize: true}};
+
+const median = (v: number[]) => [...v].sort((a, b) => a - b)[Math.floor(v.length / 2)];
+
+async function main() {
+  await tf.setBackend('webgpu');
+  const b = tf.backend() as WebGPUBackend;
+  console.log(`# host_decode on ${setup.vulkan}, ${new Date().toISOString()}`);
+  // tfjs batches dispatches in an encoder it has not submitted yet: submit it, then wait for the queue.
+  const done = () => {
+    b.ensureCommandEncoderReady();
+    b.endComputePassEncoder();
+    b.submitQueue();
+    return b.queue.onSubmittedWorkDone();
+  };
+  // The empty submit-to-done floor.
+  const floor: number[] = [];
+  for (let i = 0; i < 200; i++) {
+    const t0 = performance.now();
+    b.queue.submit([b.device.createCommandEncoder().finish()]);
+    await done();
+    floor.push((performance.now() - t0) * 1000);
+  }
+  const floorUs = median(floor);
+  console.log(`empty submit-to-done floor: ${floorUs.toFixed(1)} µs`);
+  for (const name of shapeNames) {
+    const s = name === 'tiny-host' ? TINY : SHAPES[name] as MoEShape;
+    const w = makeExpertWeights(s);
+    const inp = makeTokenInputs(s, 1);
+    const o = moeOptions(s, inp.bias);
+    const call = (x: tf.Tensor2D = inp.hidden!) => fusedMoE(x, inp.logits, w.w13, w.w2, o);
+    call().dispose();
+    await done();
+    // GPU time (tfjs's profiler; plans step aside for it, the programs are the same).
+    const gpu: number[] = [];
+    for (let i = 0; i < 20; i++) {
+      const timer = new KernelTimer();
+      const y = await timer.time(() => call());
+      y.dispose();
+      gpu.push(timer.kernels.reduce((a, k) => a + k.ms, 0) * 1000);
+    }
+    const gpuUs = median(gpu);
+    const row: {[k: string]: string} = {shape: s.name, gpu_us: gpuUs.toFixed(1), floor_us: floorUs.toFixed(1)};
+    for (const plans of [false, true]) {
+      setDispatchPlansEnabled(plans);
+      const tag = plans ? 'plan' : 'tfjs';
+      for (let i = 0; i < 30; i++) call().dispose();
+      await done();
+      // Back to back: host time per call while the GPU works behind.
+      const t0 = performance.now();
+      for (let i = 0; i < calls; i++) call().dispose();
+      row[`${tag}_host_us`] = ((performance.now() - t0) * 1000 / calls).toFixed(1);
+      await done();
+      // One at a time on an idle GPU: host and wall.
+      const host: number[] = [], wall: number[] = [];
+      for (let i = 0; i < 100; i++) {
+        const t1 = performance.now();
+        const y = call();
+        const t2 = performance.now();
+        await done();
+        wall.push((performance.now() - t1) * 1000);
+        host.push((t2 - t1) * 1000);
+        y.dispose();
+      }
+      row[`${tag}_host_idle_us`] = median(host).toFixed(1);
+      row[`${tag}_wall_us`] = median(wall).toFixed(1);
+      // 48 chained decode calls, one final wait.
+      const chain: number[] = [];
+      for (let r = 0; r < 10; r++) {
+        const t1 = performance.now();
+        let x = inp.hidden!;
+        for (let l = 0; l < 48; l++) {
+          const y = call(x);
+          if (x !== inp.hidden) x.dispose();
+          x = y;
+        }
+        await done();
+        chain.push((performance.now() - t1) * 1000);
+        x.dispose();
+      }
+      row[`${tag}_chain48_us`] = median(chain).toFixed(0);
+      row[`${tag}_chain48_over_gpu`] = (median(chain) / (48 * gpuUs)).toFixed(2);
+    }
+    row.wall_minus_gpu_floor_us = (Number(row.plan_wall_us) - gpuUs - floorUs).toFixed(1);
+    console.log(JSON.stringify(row));
+    tf.dispose([...w.w13, ...w.w2]);
+    tf.dispose([inp.hidden!, inp.logits, ...(inp.bias ? [inp.bias] : [])]);
+  }
+  console.log('plans:', JSON.stringify(dispatchPlanStats(b)));
+  process.exit(0);
+}
+main().catch((e) => { console.error(e); process.exit(1); });

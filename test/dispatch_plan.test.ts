@@ -1,0 +1,193 @@
+/**
+ * Decode calls through dispatch plans (issue 13, src/kernels/webgpu/dispatch_plan.ts): the webgpu kernels
+ * are recorded on their first call and replayed after. Every backend runs these cases (on cpu and
+ * tensorflow they check the same op calls without plans); the expected numbers are the cpu reference
+ * (routingImpl then fusedExpertsImpl), computed on the host from the same inputs.
+ */
+import * as tf from '@tensorflow/tfjs-core';
+import {expect} from 'chai';
+import type {WebGPUBackend} from '@tensorflow/tfjs-backend-webgpu';
+import {fusedExperts, fusedExpertsImpl, fusedMoE, fusedTopK, routingImpl} from '../src';
+import {dispatchPlanStats, releaseDispatchPlans} from '../src/kernels/webgpu/dispatch_plan';
+import {expectClose, randn, rng} from './helpers/compare';
+import {countReadBacks, describeAgainstReference, expectNoLeaks} from './helpers/env';
+
+const E = 8, k = 4, H = 24, I = 20;
+
+function makeLayer(seed: number) {
+  const rand = rng(seed);
+  return {w13: randn(rand, E * 2 * I * H, 0.3), w2: randn(rand, E * H * I, 0.3)};
+}
+
+/** The cpu reference of fusedMoE (softmax top-k, renormalized) for T tokens. */
+function reference(layer: {w13: Float32Array; w2: Float32Array}, x: Float32Array, logits: Float32Array, T: number) {
+  const {weights, ids} = routingImpl(logits, T, E, null, {topK: k, renormalize: true, scoringFunc: 'softmax',
+    routedScalingFactor: 1, numExpertGroup: 1, topkGroup: 1});
+  return fusedExpertsImpl({hidden: x, topkWeights: weights, topkIds: ids, expertMap: null, shards: [{...layer, numExperts: E}],
+    numTokens: T, topK: k, hiddenSize: H, intermediateSize: I, globalNumExperts: E, activation: 'silu',
+    applyRouterWeightOnInput: false});
+}
+
+function inputs(seed: number, T = 1) {
+  const rand = rng(seed);
+  return {x: randn(rand, T * H), logits: randn(rand, T * E, 2)};
+}
+
+const planStats = () => dispatchPlanStats(tf.backend() as WebGPUBackend);
+
+describeAgainstReference('dispatch plans: decode calls replayed', (backend) => {
+  const webgpu = backend === 'webgpu';
+  let layer: ReturnType<typeof makeLayer>;
+  let w13: tf.Tensor3D;
+  let w2: tf.Tensor3D;
+  beforeEach(() => {
+    layer = makeLayer(1);
+    w13 = tf.tensor3d(layer.w13, [E, 2 * I, H]);
+    w2 = tf.tensor3d(layer.w2, [E, H, I]);
+  });
+  afterEach(() => {
+    tf.dispose([w13, w2]);
+    if (webgpu) releaseDispatchPlans(tf.backend() as WebGPUBackend);
+  });
+
+  it('gives each call its own inputs\' result, call after call, with one plan recorded and the rest replayed', async () => {
+    const before = webgpu ? planStats() : null;
+    for (let i = 0; i < 4; i++) {
+      const {x, logits} = inputs(10 + i);
+      const [xt, lt] = [tf.tensor2d(x, [1, H]), tf.tensor2d(logits, [1, E])];
+      const y = fusedMoE(xt, lt, w13, w2, {topK: k, renormalize: true});
+      expectClose(await y.data(), reference(layer, x, logits, 1), `call ${i}`);
+      tf.dispose([xt, lt, y]);
+    }
+    if (webgpu) {
+      const after = planStats();
+      expect(after.recorded - before!.recorded).to.equal(1);
+      expect(after.replayed - before!.replayed).to.equal(3);
+      expect(after.plans).to.equal(1);
+    }
+  });
+
+  it('keeps program order with tfjs ops before and after it (inputs made and outputs used in tfjs\'s encoder)', async () => {
+    const {x, logits} = inputs(20);
+    const [xt, lt] = [tf.tensor2d(x, [1, H]), tf.tensor2d(logits, [1, E])];
+    fusedMoE(xt, lt, w13, w2, {topK: k, renormalize: true}).dispose();  // recorded
+    // x' = 2x - x and logits' = logits + 0, made by tfjs just before the call; y·3 just after.
+    const y3 = tf.tidy(() => {
+      const x2 = tf.sub(tf.mul(xt, 2), xt) as tf.Tensor2D;
+      const l2 = tf.add(lt, 0) as tf.Tensor2D;
+      return tf.mul(fusedMoE(x2, l2, w13, w2, {topK: k, renormalize: true}), 3);
+    });
+    const expected = reference(layer, x, logits, 1).map((v) => 3 * v);
+    expectClose(await y3.data(), expected, 'tfjs ops around a replayed call');
+    tf.dispose([xt, lt, y3]);
+  });
+
+  it('chains decode calls, each on the previous output, without waiting in between', async () => {
+    let x = inputs(30).x;
+    const logits = inputs(31).logits;
+    const lt = tf.tensor2d(logits, [1, E]);
+    let xt = tf.tensor2d(x, [1, H]);
+    let expected = x;
+    for (let i = 0; i < 6; i++) {
+      const y = fusedMoE(xt, lt, w13, w2, {topK: k, renormalize: true});
+      xt.dispose();
+      xt = y;
+      expected = reference(layer, expected, logits, 1);
+    }
+    x = await xt.data() as Float32Array;
+    expectClose(x, expected, 'six chained calls', {atol: 1e-4});
+    tf.dispose([xt, lt]);
+  });
+
+  it('drops a plan when a tensor it binds is disposed, and new weights (maybe in the same buffers) are used', async () => {
+    const {x, logits} = inputs(40);
+    const bytesBefore = tf.memory().numBytes;
+    const [xt, lt] = [tf.tensor2d(x, [1, H]), tf.tensor2d(logits, [1, E])];
+    for (let i = 0; i < 2; i++) fusedMoE(xt, lt, w13, w2, {topK: k, renormalize: true}).dispose();
+    const gpuBytes = () => (tf.memory() as {numBytesInGPU?: number}).numBytesInGPU ?? 0;
+    const withPlan = gpuBytes();
+    if (webgpu) expect(planStats().plans).to.equal(1);
+    tf.dispose([w13, w2]);
+    if (webgpu) {
+      expect(planStats().plans).to.equal(0);
+      expect(gpuBytes()).to.be.below(withPlan);
+    }
+    // New weights of the same shapes: tfjs's pool may hand them the old buffers.
+    const other = makeLayer(2);
+    w13 = tf.tensor3d(other.w13, [E, 2 * I, H]);
+    w2 = tf.tensor3d(other.w2, [E, H, I]);
+    const y = fusedMoE(xt, lt, w13, w2, {topK: k, renormalize: true});
+    expectClose(await y.data(), reference(other, x, logits, 1), 'new weights');
+    tf.dispose([xt, lt, y]);
+    expect(tf.memory().numBytes).to.equal(bytesBefore);
+  });
+
+  it('drops a plan when a tensor it binds moves to another buffer (to cpu and back)', async () => {
+    const {x, logits} = inputs(50);
+    const [xt, lt] = [tf.tensor2d(x, [1, H]), tf.tensor2d(logits, [1, E])];
+    for (let i = 0; i < 2; i++) fusedMoE(xt, lt, w13, w2, {topK: k, renormalize: true}).dispose();
+    const dropped = webgpu ? planStats().dropped : 0;
+    // Use w2 on the cpu backend (tfjs moves its data there; its values read first, asynchronously, since
+    // webgpu in Node cannot read synchronously), then on this backend again (moved back to a new buffer).
+    await w2.data();
+    await tf.setBackend('cpu');
+    try {
+      tf.sum(w2).dispose();
+    } finally {
+      await tf.setBackend(backend);
+    }
+    const y = fusedMoE(xt, lt, w13, w2, {topK: k, renormalize: true});
+    expectClose(await y.data(), reference(layer, x, logits, 1), 'after the move');
+    if (webgpu) expect(planStats().dropped).to.be.above(dropped);
+    tf.dispose([xt, lt, y]);
+  });
+
+  it('replays fusedTopK and fusedExperts called as separate ops too, with no leaks', async () => {
+    const {x, logits} = inputs(60);
+    const [xt, lt] = [tf.tensor2d(x, [1, H]), tf.tensor2d(logits, [1, E])];
+    await expectNoLeaks(async () => {
+      for (let i = 0; i < 3; i++) {
+        const {topkWeights, topkIds} = fusedTopK(lt, k, true);
+        const y = fusedExperts(xt, w13, w2, topkWeights, topkIds);
+        expectClose(await y.data(), reference(layer, x, logits, 1), `call ${i}`);
+        tf.dispose([topkWeights, topkIds, y]);
+      }
+    });
+    tf.dispose([xt, lt]);
+  });
+
+  it('runs tfjs\'s path under tf.time (each program timed) with the same result', async () => {
+    const {x, logits} = inputs(70);
+    const [xt, lt] = [tf.tensor2d(x, [1, H]), tf.tensor2d(logits, [1, E])];
+    fusedMoE(xt, lt, w13, w2, {topK: k, renormalize: true}).dispose();
+    let y: tf.Tensor | undefined;
+    await tf.time(() => { y = fusedMoE(xt, lt, w13, w2, {topK: k, renormalize: true}); });
+    expectClose(await y!.data(), reference(layer, x, logits, 1), 'under tf.time');
+    if (webgpu) expect(planStats().lastTfjsPathReason).to.match(/profiler/);
+    tf.dispose([xt, lt, y!]);
+  });
+
+  if (webgpu) {
+    it('reads nothing back while replaying', async () => {
+      const {x, logits} = inputs(80);
+      const [xt, lt] = [tf.tensor2d(x, [1, H]), tf.tensor2d(logits, [1, E])];
+      fusedMoE(xt, lt, w13, w2, {topK: k, renormalize: true}).dispose();
+      const replayed = planStats().replayed;
+      const {out, reads, maps} = await countReadBacks(() => fusedMoE(xt, lt, w13, w2, {topK: k, renormalize: true}));
+      expect(planStats().replayed).to.equal(replayed + 1);
+      expect({reads, maps}).to.deep.equal({reads: 0, maps: 0});
+      expectClose(await out.data(), reference(layer, x, logits, 1), 'replayed');
+      tf.dispose([xt, lt, out]);
+    });
+
+    it('takes tfjs\'s path above PLAN_MAX_TOKENS tokens, saying why', async () => {
+      const T = 65;
+      const {x, logits} = inputs(90, T);
+      const [xt, lt] = [tf.tensor2d(x, [T, H]), tf.tensor2d(logits, [T, E])];
+      const y = fusedMoE(xt, lt, w13, w2, {topK: k, renormalize: true});
+      expect(planStats().lastTfjsPathReason).to.match(/65 tokens > 64/);
+      expectClose(await y.data(), reference(layer, x, logits, T), 'T = 65');
+      tf.dispose([xt, lt, y]);
+    });
+  }
+});
