@@ -8,7 +8,7 @@ import * as tf from '@tensorflow/tfjs-core';
 import {expect} from 'chai';
 import type {WebGPUBackend} from '@tensorflow/tfjs-backend-webgpu';
 import {fusedExperts, fusedExpertsImpl, fusedMoE, fusedTopK, routingImpl} from '../src';
-import {dispatchPlanStats, releaseDispatchPlans} from '../src/kernels/webgpu/dispatch_plan';
+import {dispatchPlanStats, releaseDispatchPlans, setDispatchPlansEnabled} from '../src/kernels/webgpu/dispatch_plan';
 import {expectClose, randn, rng} from './helpers/compare';
 import {countReadBacks, describeAgainstReference, expectNoLeaks} from './helpers/env';
 
@@ -178,6 +178,55 @@ describeAgainstReference('dispatch plans: decode calls replayed', (backend) => {
       expect({reads, maps}).to.deep.equal({reads: 0, maps: 0});
       expectClose(await out.data(), reference(layer, x, logits, 1), 'replayed');
       tf.dispose([xt, lt, out]);
+    });
+
+    it('makes no bind group and writes no uniform per replayed call (tfjs\'s path: one of each per program)', async () => {
+      // Also prints the host time per call of both paths: the functional number of the Node and karma runs
+      // (SwiftShader); the H200 numbers are bench/host_decode.ts's.
+      const b = tf.backend() as WebGPUBackend;
+      const {x, logits} = inputs(85);
+      const [xt, lt] = [tf.tensor2d(x, [1, H]), tf.tensor2d(logits, [1, E])];
+      const call = () => fusedMoE(xt, lt, w13, w2, {topK: k, renormalize: true});
+      const original = {createBindGroup: b.device.createBindGroup, writeBuffer: b.queue.writeBuffer};
+      const counts = {bindGroups: 0, uniformWrites: 0};
+      b.device.createBindGroup = function(this: GPUDevice, ...a: Parameters<GPUDevice['createBindGroup']>) {
+        counts.bindGroups++;
+        return original.createBindGroup.apply(this, a);
+      };
+      b.queue.writeBuffer = function(this: GPUQueue, ...a: Parameters<GPUQueue['writeBuffer']>) {
+        counts.uniformWrites++;
+        return original.writeBuffer.apply(this, a);
+      };
+      const perPath: {[path: string]: {bindGroups: number; uniformWrites: number; hostUs: number}} = {};
+      try {
+        for (const plans of [true, false]) {
+          setDispatchPlansEnabled(plans);
+          for (let i = 0; i < 3; i++) call().dispose();
+          counts.bindGroups = counts.uniformWrites = 0;
+          const n = 20;
+          let hostMs = 0;
+          for (let i = 0; i < n; i++) {
+            const t0 = performance.now();
+            const y = call();
+            hostMs += performance.now() - t0;
+            y.dispose();
+          }
+          await b.queue.onSubmittedWorkDone();
+          perPath[plans ? 'plan' : 'tfjs'] = {bindGroups: counts.bindGroups / n, uniformWrites: counts.uniformWrites / n,
+            hostUs: Math.round(hostMs * 1000 / n)};
+        }
+      } finally {
+        setDispatchPlansEnabled(true);
+        b.device.createBindGroup = original.createBindGroup;
+        b.queue.writeBuffer = original.writeBuffer;
+      }
+      console.log(`      [host µs per fusedMoE decode call, ${typeof window === 'undefined' ? 'Node' : 'browser'}] ` +
+          `plan ${perPath.plan.hostUs}, tfjs's path ${perPath.tfjs.hostUs}`);
+      expect({bindGroups: perPath.plan.bindGroups, uniformWrites: perPath.plan.uniformWrites})
+        .to.deep.equal({bindGroups: 0, uniformWrites: 0});
+      expect(perPath.tfjs.bindGroups).to.be.at.least(4);
+      expect(perPath.tfjs.uniformWrites).to.be.at.least(4);
+      tf.dispose([xt, lt]);
     });
 
     it('takes tfjs\'s path above PLAN_MAX_TOKENS tokens, saying why', async () => {

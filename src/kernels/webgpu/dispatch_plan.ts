@@ -395,12 +395,14 @@ export function runPlanned(backend: WebGPUBackend, call: PlannedCall,
     return tfjsPath('tfjs\'s profiler is on (tf.time / tf.profile time each program)');
   }
   if (env().getBool('WEBGPU_ENGINE_COMPILE_ONLY')) return tfjsPath('WEBGPU_ENGINE_COMPILE_ONLY is set');
-  const perCall = new Set(call.perCall);
-  let key = `${call.kernel}|${call.attrsKey}`;
-  for (const [name, t] of Object.entries(call.inputs)) {
+  // Built by hand: this runs on every call (template strings of shape arrays cost microseconds).
+  let key = call.kernel + '|' + call.attrsKey;
+  for (const name in call.inputs) {
+    const t = call.inputs[name];
     if (!t) continue;
-    key += `|${name}:${t.dtype}:${t.shape}`;
-    if (!perCall.has(name)) key += `@${idOf(t.dataId)}`;
+    key += '|' + name + ':' + t.dtype;
+    for (let i = 0; i < t.shape.length; i++) key += ',' + t.shape[i];
+    if (!call.perCall.includes(name)) key += '@' + idOf(t.dataId);
   }
   const plan = cache.plans.get(key);
   if (plan) {
@@ -420,7 +422,7 @@ export function runPlanned(backend: WebGPUBackend, call: PlannedCall,
   const rec = new Recorder(backend);
   const result = body(rec);
   const outs = Array.isArray(result) ? result : [result];
-  const built = buildPlan(backend, key, rec, call.inputs, perCall, outs);
+  const built = buildPlan(backend, key, rec, call.inputs, new Set(call.perCall), outs);
   built.outputsArray = Array.isArray(result);
   cache.plans.set(key, built);
   cache.stats.recorded++;
