@@ -21,6 +21,9 @@ export type {SubgroupMatrixConfig, WebGPUCapabilities} from './kernels/webgpu/ca
 export {chooseGemmKernel} from './kernels/webgpu/FusedExperts';
 export {DEFAULT_TENSOR_CORE_VARIANT, TENSOR_CORE_VARIANTS, setTensorCoreVariant} from './kernels/webgpu/tensor_core_plan';
 export type {TensorCoreChoice, TensorCoreVariant} from './kernels/webgpu/tensor_core_plan';
+export {PLAN_MAX_TOKENS, dispatchPlanStats, releaseDispatchPlans, setDispatchPlansEnabled}
+  from './kernels/webgpu/dispatch_plan';
+export type {DispatchPlanStats} from './kernels/webgpu/dispatch_plan';
 export {createWebGPUBackend, registerWebGPUBackendWithSubgroups} from './kernels/webgpu/device';
 export {registerWebGPUKernels};
 
