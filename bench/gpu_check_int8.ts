@@ -135,6 +135,7 @@ async function gpuMs(f: () => tf.Tensor, reps: number): Promise<{ms: number; ker
 }
 
 function gemmKernels(): Int8GemmKernel[] {
+  setInt8GemmKernel(null);  // the automatic choice, not the previous run's forced kernel
   const auto = chooseInt8GemmKernel(tf.backend() as WebGPUBackend).kernel;
   return auto === 'tensor-core-i8' ? ['tensor-core-i8', 'dot4-i8'] : ['dot4-i8'];
 }
