@@ -106,8 +106,8 @@ export function webgpuCapabilities(backend: WebGPUBackend): WebGPUCapabilities {
   const subgroupSize = fixed ? sizes.minSize : 0;
   const f16Config = sizes.subgroupMatrixConfigs.some((c) => c.componentType === 'f16' &&
       c.resultComponentType === 'f32' && c.M === 16 && c.N === 16 && c.K === 16);
-  const whyNot = !env().getBool(TENSOR_CORES_FLAG) ? `off unless the tfjs flag ${TENSOR_CORES_FLAG} is set: not yet ` +
-      'measured faster than the float32 tiles at large M on the H200' :
+  const whyNot = !env().getBool(TENSOR_CORES_FLAG) ? `off unless the tfjs flag ${TENSOR_CORES_FLAG} is set: f16 operands ` +
+      'change the numerics, and on the H200 they are only 1.2-2.4x the float32 tiles (2026-12-03)' :
     !sizes.shaderF16 ? 'the device has no shader-f16 (Dawn on NVIDIA Vulkan: toggle vulkan_enable_f16_on_nvidia; ' +
       'Chrome: --enable-unsafe-webgpu)' :
     sizes.subgroupMatrixConfigs.length === 0 ? 'the device has no chromium-experimental-subgroup-matrix (Dawn: ' +
