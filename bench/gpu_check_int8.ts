@@ -15,20 +15,7 @@
  *   bash .gpu/run.sh .gpu/gpu_check_int8.mjs [--shapes qwen3,dsv3tp8,mixtral] [--tokens 64,256,4096]
  *                                                    (the H200; packed with ../shared/gpu/pack.sh as docs/benchmarks.md says)
  */
-import * as fs from 'fs';
-process.env.XDG_RUNTIME_DIR ??= '/tmp';
-const SWIFTSHADER_ICD = '/usr/lib/chromium/vk_swiftshader_icd.json';
-if (process.env.VK_DRIVER_FILES == null && process.env.VK_ICD_FILENAMES == null && fs.existsSync(SWIFTSHADER_ICD)) {
-  process.env.VK_ICD_FILENAMES = SWIFTSHADER_ICD;
-}
-// eslint-disable-next-line @typescript-eslint/no-var-requires
-const {create, globals} = require('webgpu');
-Object.assign(globalThis, globals);
-Object.defineProperty(globalThis, 'navigator', {configurable: true, writable: true, value: {gpu: create([
-  'enable-dawn-features=allow_unsafe_apis,vulkan_enable_f16_on_nvidia',
-  'disable-dawn-features=timestamp_quantization'])}});
-require('@tensorflow/tfjs-backend-webgpu');
-require('../src/webgpu');
+import './gpu_setup_tensor_cores';  // first: Dawn with the tensor-core toggles, then tfjs
 
 import * as tf from '@tensorflow/tfjs-core';
 import type {WebGPUBackend} from '@tensorflow/tfjs-backend-webgpu';

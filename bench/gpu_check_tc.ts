@@ -15,7 +15,7 @@
  *   bash .gpu/run.sh .gpu/gpu_check_tc.mjs [--variants storage-64,...] [--shapes qwen3,dsv3tp8,mixtral]
  *     [--tokens 64,256,4096] [--skip-tiny] [--skip-real]
  */
-import * as fs from 'fs';
+import './gpu_setup_tensor_cores';  // first: Dawn with the tensor-core toggles, then tfjs
 
 const USAGE = `bench/gpu_check_tc.ts: checks and times the f16 tensor-core prefill GEMMs (needs shader-f16 and
 chromium-experimental-subgroup-matrix; elsewhere it reports why they are off and exits 0).
@@ -38,19 +38,6 @@ const arg = (name: string, dflt: string) => {
   return i >= 0 ? args[i + 1] : dflt;
 };
 
-process.env.XDG_RUNTIME_DIR ??= '/tmp';
-const SWIFTSHADER_ICD = '/usr/lib/chromium/vk_swiftshader_icd.json';
-if (process.env.VK_DRIVER_FILES == null && process.env.VK_ICD_FILENAMES == null && fs.existsSync(SWIFTSHADER_ICD)) {
-  process.env.VK_ICD_FILENAMES = SWIFTSHADER_ICD;
-}
-// eslint-disable-next-line @typescript-eslint/no-var-requires
-const {create, globals} = require('webgpu');
-Object.assign(globalThis, globals);
-Object.defineProperty(globalThis, 'navigator', {configurable: true, writable: true, value: {gpu: create([
-  'enable-dawn-features=allow_unsafe_apis,vulkan_enable_f16_on_nvidia',
-  'disable-dawn-features=timestamp_quantization'])}});
-require('@tensorflow/tfjs-backend-webgpu');
-require('../src/webgpu');
 
 import * as tf from '@tensorflow/tfjs-core';
 import type {WebGPUBackend} from '@tensorflow/tfjs-backend-webgpu';
