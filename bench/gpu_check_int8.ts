@@ -28,7 +28,7 @@ import {ExpertsPath, setFusedExpertsPath} from '../src/kernels/webgpu/FusedExper
 import {Int8GemmKernel, chooseInt8GemmKernel, hasDot4I8Packed, setInt8GemmKernel}
   from '../src/kernels/webgpu/experts_int8_run';
 import {makeExpertWeights, routingConfig, uniformHostValues} from './problem';
-import {KernelTimer, hasGpuTimestamps} from './timing';
+import {medianKernelTime, hasGpuTimestamps} from './timing';
 import {MoEShape, SHAPES} from './shapes';
 
 const INT8: WeightFormat = {code: 'uint8', groupSize: -1, blockRows: 1, scaleCode: 'f32', zero: 128, hasGIdx: false};
@@ -106,19 +106,7 @@ function diffCount(a: ArrayLike<number>, b: ArrayLike<number>): number {
 }
 
 async function gpuMs(f: () => tf.Tensor, reps: number): Promise<{ms: number; kernels: string} | null> {
-  if (!hasGpuTimestamps()) return null;
-  const times: number[] = [];
-  let kernels = '';
-  for (let r = 0; r < reps + 1; r++) {
-    const timer = new KernelTimer();
-    const out = await timer.time(f);
-    (out as tf.Tensor).dispose();
-    if (r === 0) continue;
-    times.push(timer.kernels.reduce((s, k) => s + k.ms, 0));
-    kernels = timer.kernels.map((k) => `${k.name} ${k.ms.toFixed(3)}`).join(', ');
-  }
-  times.sort((a, b) => a - b);
-  return {ms: times[Math.floor(times.length / 2)], kernels};
+  return hasGpuTimestamps() ? medianKernelTime(f, reps) : null;
 }
 
 function gemmKernels(): Int8GemmKernel[] {

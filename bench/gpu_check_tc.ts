@@ -52,7 +52,7 @@ import {FLOAT32_FORMAT, WeightFormat, formatKey} from '../src/quant/format';
 import {randomProjection} from '../test/helpers/quant_weights';
 import {uniformHostValue} from './fill_uniform_webgpu';
 import {SEEDS, makeExpertWeights, routingConfig, uniformHostValues, uniformTensor, w13Scale, w2Scale} from './problem';
-import {KernelTimer} from './timing';
+import {medianKernelTime} from './timing';
 import {MoEShape, SHAPES} from './shapes';
 import {TensorCoreProblem, compareWithBound, tensorCoreReference} from './tensor_core_reference';
 
@@ -101,20 +101,7 @@ function watchCompilation(device: GPUDevice): void {
   };
 }
 
-async function gpuMs(f: () => tf.Tensor, reps: number): Promise<{ms: number; kernels: string}> {
-  const times: number[] = [];
-  let kernels = '';
-  for (let r = 0; r < reps + 1; r++) {
-    const timer = new KernelTimer();
-    const out = await timer.time(f);
-    (out as tf.Tensor).dispose();
-    if (r === 0) continue;
-    times.push(timer.kernels.reduce((s, k) => s + k.ms, 0));
-    kernels = timer.kernels.map((k) => `${k.name} ${k.ms.toFixed(3)}`).join(', ');
-  }
-  times.sort((a, b) => a - b);
-  return {ms: times[Math.floor(times.length / 2)], kernels};
-}
+const gpuMs = medianKernelTime;
 
 interface TinyCase {
   E: number; k: number; H: number; I: number; T: number;

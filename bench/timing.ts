@@ -34,6 +34,23 @@ function parseProfile(s: string): KernelTime[] {
   });
 }
 
+/**
+ * `f` under tf.time `reps` times after one warm-up: the median summed GPU time, ms, and that same call's
+ * per-program times (so the breakdown adds up to the total it is printed beside).
+ */
+export async function medianKernelTime(f: () => tf.Tensor, reps: number): Promise<{ms: number; kernels: string}> {
+  const runs: Array<{ms: number; kernels: string}> = [];
+  for (let r = 0; r < reps + 1; r++) {
+    const timer = new KernelTimer();
+    (await timer.time(f)).dispose();
+    if (r === 0) continue;
+    runs.push({ms: timer.kernels.reduce((s, k) => s + k.ms, 0),
+      kernels: timer.kernels.map((k) => `${k.name} ${k.ms.toFixed(3)}`).join(', ')});
+  }
+  runs.sort((a, b) => a.ms - b.ms);
+  return runs[Math.floor(runs.length / 2)];
+}
+
 export function hasGpuTimestamps(): boolean {
   return tf.getBackend() === 'webgpu' && (tf.backend() as WebGPUBackend).device.features.has('timestamp-query');
 }
