@@ -170,7 +170,8 @@ function checkFloat32Stacks(w13s: Tensor3D[], w2s: Tensor3D[], name: (p: string,
  * very same parts, none of them disposed (tensors are immutable in shape and dtype; a Variable's assign keeps
  * both).
  */
-const checkedWeights = new WeakMap<object, {w13: unknown[]; w2: unknown[]; opName: string; checked: ExpertWeights}>();
+const checkedWeights = new WeakMap<object,
+    {w13: unknown[]; w2: unknown[]; opName: string; checked: ExpertWeights; tensors: Tensor[]}>();
 
 function checkedTensors(c: ExpertWeights): Tensor[] {
   return [...c.w13, ...c.w2].flatMap((p) => [p.data, p.scales, p.zeros, p.gIdx, p.bias])
@@ -184,11 +185,13 @@ export function expertWeightsArg(w13: ExpertWeightsArg, w2: ExpertWeightsArg, op
   const hit = first != null && typeof first === 'object' ? checkedWeights.get(first) : undefined;
   if (hit && hit.opName === opName && hit.w13.length === w13List.length && hit.w2.length === w2List.length &&
       hit.w13.every((w, i) => w === w13List[i]) && hit.w2.every((w, i) => w === w2List[i]) &&
-      checkedTensors(hit.checked).every((t) => !t.isDisposed)) {
+      hit.tensors.every((t) => !t.isDisposed)) {
     return hit.checked;
   }
   const checked = checkExpertWeights(w13, w2, opName);
-  if (first != null && typeof first === 'object') checkedWeights.set(first, {w13: w13List, w2: w2List, opName, checked});
+  if (first != null && typeof first === 'object') {
+    checkedWeights.set(first, {w13: w13List, w2: w2List, opName, checked, tensors: checkedTensors(checked)});
+  }
   return checked;
 }
 
