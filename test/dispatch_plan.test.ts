@@ -223,8 +223,9 @@ describeAgainstReference('dispatch plans: decode calls replayed', (backend) => {
           `plan ${perPath.plan.hostUs}, tfjs's path ${perPath.tfjs.hostUs}`);
       expect({bindGroups: perPath.plan.bindGroups, uniformWrites: perPath.plan.uniformWrites})
         .to.deep.equal({bindGroups: 0, uniformWrites: 0});
-      expect(perPath.tfjs.bindGroups).to.be.at.least(4);
-      expect(perPath.tfjs.uniformWrites).to.be.at.least(4);
+      // One per program on tfjs's path: routing, w13, w2 (and the combine where it is not fused into w2).
+      expect(perPath.tfjs.bindGroups).to.be.at.least(3);
+      expect(perPath.tfjs.uniformWrites).to.be.at.least(3);
       tf.dispose([xt, lt]);
     });
 

@@ -5,10 +5,14 @@
  * webgpu. If a tfjs upgrade changes how programs are compiled, the subgroupAdd program fails here.
  */
 import * as tf from '@tensorflow/tfjs-core';
-import type {WebGPUBackend, WebGPUProgram} from '@tensorflow/tfjs-backend-webgpu';
+import {WebGPUBackend} from '@tensorflow/tfjs-backend-webgpu';
+import type {WebGPUProgram} from '@tensorflow/tfjs-backend-webgpu';
 import {expect} from 'chai';
-import {hoistDirectives} from '../src/kernels/webgpu/device';
+import {declareWritableStorage, hoistDirectives} from '../src/kernels/webgpu/device';
+import {FusedTopK} from '../src/kernel_names';
 import {SUBGROUPS_FLAG, webgpuCapabilities} from '../src/webgpu';
+import {routingImpl} from '../src';
+import {expectWeightsById, randn, rng} from './helpers/compare';
 import {backendsUnderTest, describeBackends} from './helpers/env';
 
 if (backendsUnderTest().includes('webgpu')) {
@@ -26,6 +30,18 @@ if (backendsUnderTest().includes('webgpu')) {
     it('leaves code without directives unchanged', () => {
       const code = 'fn main() {\n  let enabled = 1;\n}';
       expect(hoistDirectives(code)).to.equal(code);
+    });
+  });
+
+  describe('declareWritableStorage', () => {
+    it('declares a marked input read_write and leaves the others read', () => {
+      const code = '@group(0) @binding(1) var<storage, read> logits: array<f32>;\n' +
+          '@group(0) @binding(2) var<storage, read> ids: array<i32>;\n// moe-storage-rw ids\nfn main() {}';
+      const out = declareWritableStorage(code);
+      expect(out).to.contain('var<storage, read_write> ids: array<i32>;');
+      expect(out).to.contain('var<storage, read> logits: array<f32>;');
+      expect(declareWritableStorage('fn main() {}')).to.equal('fn main() {}');
+      expect(() => declareWritableStorage('// moe-storage-rw ids\nfn main() {}')).to.throw(/no 'var<storage, read> ids/);
     });
   });
 
@@ -49,6 +65,35 @@ if (backendsUnderTest().includes('webgpu')) {
         expect(caps.reason).to.contain(SUBGROUPS_FLAG);
       } finally {
         tf.env().set(SUBGROUPS_FLAG, true);
+      }
+    });
+
+    it('says it rewrites marked bindings on the devices it creates', () => {
+      expect(webgpuCapabilities(current()).writableInputs).to.equal(true);
+    });
+
+    it('routes through packed rows and two splits on a device it did not create (tfjs\'s own backend)', async () => {
+      // The webgpu kernel itself, on a backend made by tfjs-backend-webgpu's constructor over a plain device
+      // (no shader rewriting): what runs where an app starts the backend before importing this package.
+      const adapter = await navigator.gpu.requestAdapter();
+      const plain = new WebGPUBackend(await adapter!.requestDevice());
+      try {
+        expect(webgpuCapabilities(plain).writableInputs).to.equal(false);
+        const T = 5, E = 64, K = 6;
+        const logits = randn(rng(7), T * E);
+        const x = plain.makeTensorInfo([T, E], 'float32', logits);
+        const cfg = {topK: K, renormalize: true, scoringFunc: 'softmax' as const, routedScalingFactor: 1,
+          numExpertGroup: 1, topkGroup: 1};
+        const outs = tf.getKernel(FusedTopK, 'webgpu')!.kernelFunc({inputs: {gatingOutput: x}, backend: plain,
+          attrs: {topK: K, renormalize: true, scoringFunc: 'softmax', routedScalingFactor: 1}}) as tf.TensorInfo[];
+        const [w, ids] = [await plain.read(outs[0].dataId), await plain.read(outs[1].dataId)];
+        expect(outs[0].dtype).to.equal('float32');
+        expect(outs[1].dtype).to.equal('int32');
+        const ref = routingImpl(logits, T, E, null, cfg);
+        expectWeightsById(w as Float32Array, ids as Int32Array, ref.weights, ref.ids, K, 'packed routing');
+        for (const t of [x, ...outs]) plain.disposeData(t.dataId);
+      } finally {
+        plain.dispose();
       }
     });
 

@@ -12,8 +12,9 @@ function routingSharedBytes(numExperts: number, topK: number, grouped: boolean):
 }
 
 /**
- * One routing dispatch (packed rows), then two small ones that split weights and ids, issued through
- * `issuer` (the backend, or a dispatch-plan recorder).
+ * One routing dispatch writing weights and ids where the device allows a second writable binding, else
+ * packed rows and two small dispatches that split them; issued through `issuer` (the backend, or a
+ * dispatch-plan recorder).
  */
 export function issueRouting(numExpertGroup: number, topkGroup: number, inputs: FusedTopKInputs,
     attrs: FusedTopKAttrs, backend: WebGPUBackend, issuer: ProgramIssuer = backend): TensorInfo[] {
@@ -32,10 +33,14 @@ export function issueRouting(numExpertGroup: number, topkGroup: number, inputs: 
     numTokens: T, numExperts: E, topK: attrs.topK, numExpertGroup, topkGroup,
     scoringFunc: attrs.scoringFunc, renormalize: attrs.renormalize, routedScalingFactor: attrs.routedScalingFactor,
     hasBias: eScoreCorrectionBias != null, subgroupSize,
-    treeLanes: routingTreeLanes(E, caps.maxComputeInvocationsPerWorkgroup),
+    treeLanes: routingTreeLanes(E, caps.maxComputeInvocationsPerWorkgroup), idsInput: caps.writableInputs,
   });
-  const packed = issuer.runWebGPUProgram(program,
-      eScoreCorrectionBias ? [gatingOutput, eScoreCorrectionBias] : [gatingOutput], 'int32');
+  const logitsAndBias = eScoreCorrectionBias ? [gatingOutput, eScoreCorrectionBias] : [gatingOutput];
+  if (caps.writableInputs) {
+    const ids = issuer.makeTensorInfo([T, attrs.topK], 'int32');
+    return [issuer.runWebGPUProgram(program, [...logitsAndBias, ids], 'float32'), ids];
+  }
+  const packed = issuer.runWebGPUProgram(program, logitsAndBias, 'int32');
   const weights = issuer.runWebGPUProgram(new RoutingUnpackProgram(T, attrs.topK, 'weights'), [packed], 'float32');
   const ids = issuer.runWebGPUProgram(new RoutingUnpackProgram(T, attrs.topK, 'ids'), [packed], 'int32');
   issuer.disposeData(packed.dataId);

@@ -32,6 +32,11 @@ export interface WebGPUCapabilities {
   maxStorageBufferBindingSize: number;
   maxComputeInvocationsPerWorkgroup: number;
   maxComputeWorkgroupStorageSize: number;
+  /**
+   * Programs may mark an input `// moe-storage-rw NAME` and write it (./device.ts declares it read_write):
+   * true on devices made by `createWebGPUBackend`, whatever their features.
+   */
+  writableInputs: boolean;
   /** Why `subgroups` is false ('' when it is true). */
   reason: string;
   /** Kernels may write `enable f16;` (the device has `shader-f16`). */
@@ -75,6 +80,14 @@ interface DeviceFeatures {
 /** Subgroup sizes of the devices made by `createWebGPUBackend` with the feature and the directive hoist. */
 const subgroupDevices = new WeakMap<GPUDevice, DeviceFeatures>();
 
+/** Devices whose shader modules pass through ./device.ts's rewriting wrapper. */
+const rewritingDevices = new WeakSet<GPUDevice>();
+
+/** Called by ./device.ts for every device it makes (its createShaderModule rewrites marked bindings). */
+export function markShaderRewritingDevice(device: GPUDevice): void {
+  rewritingDevices.add(device);
+}
+
 /** Called by ./device.ts once a device has the `subgroups` feature and hoists `enable` directives. */
 export function markSubgroupDevice(device: GPUDevice, minSize: number, maxSize: number, shaderF16 = false,
     subgroupMatrixConfigs: SubgroupMatrixConfig[] = []): void {
@@ -87,6 +100,7 @@ export function webgpuCapabilities(backend: WebGPUBackend): WebGPUCapabilities {
     maxStorageBufferBindingSize: device.limits.maxStorageBufferBindingSize,
     maxComputeInvocationsPerWorkgroup: device.limits.maxComputeInvocationsPerWorkgroup,
     maxComputeWorkgroupStorageSize: device.limits.maxComputeWorkgroupStorageSize,
+    writableInputs: rewritingDevices.has(device),
   };
   const off = (reason: string): WebGPUCapabilities => ({subgroups: false, subgroupSize: 0, ...limits, reason,
     shaderF16: false, subgroupMatrixConfigs: [], tensorCoreF16: false,

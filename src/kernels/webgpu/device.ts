@@ -15,10 +15,20 @@
  * pointer to array<f16>. A program that marks a binding with `// moe-storage-f16 NAME` gets that
  * declaration rewritten to array<f16> (same buffer, same binding: the 'auto' layout does not see element
  * types); a marker whose declaration is not found throws, so a tfjs change fails loudly.
+ *
+ * And a second writable binding: tfjs declares every input `read`, and a program has one output. A program
+ * that marks an input `// moe-storage-rw NAME` gets it declared `read_write` and writes it (routing writes
+ * its ids there, its weights to the output: one dispatch instead of a packed output and two splits). The
+ * wrapper is on every device made here; kernels ask `webgpuCapabilities(backend).writableInputs` first.
+ *
+ * And uniform ids: tfjs's entry point copies workgroup_id into a module-scope variable, which Tint's uniformity
+ * analysis takes as non-uniform, and passes no subgroup ids. A program marked `// moe-main-ids` declares
+ * `fn main(wid: vec3<u32>, sid: u32, lane: u32)` and gets workgroup_id, subgroup_id and
+ * subgroup_invocation_id as arguments: uniform where they are, so subgroup-matrix offsets may derive from them.
  */
 import {engine, env, registerBackend, removeBackend} from '@tensorflow/tfjs-core';
 import {WebGPUBackend} from '@tensorflow/tfjs-backend-webgpu';
-import {SubgroupMatrixConfig, markSubgroupDevice} from './capabilities';
+import {SubgroupMatrixConfig, markShaderRewritingDevice, markSubgroupDevice} from './capabilities';
 
 // @webgpu/types 0.1.38 predates these features' names.
 const SUBGROUPS = 'subgroups' as GPUFeatureName;
@@ -63,6 +73,38 @@ export function declareF16Storage(code: string): string {
   return out;
 }
 
+/**
+ * Rewrites the declaration of every input marked `// moe-storage-rw NAME` from `read` to `read_write`
+ * (see above). Code without markers is returned unchanged.
+ */
+export function declareWritableStorage(code: string): string {
+  const names = [...code.matchAll(/^[ \t]*\/\/ moe-storage-rw ([A-Za-z_][A-Za-z0-9_]*)[ \t]*$/gm)].map((m) => m[1]);
+  let out = code;
+  for (const name of new Set(names)) {
+    const decl = new RegExp(`var<storage,\\s*read>(\\s+${name}\\s*:)`);
+    if (!decl.test(out)) {
+      throw new Error(`declareWritableStorage: no 'var<storage, read> ${name}: ...;' declaration in the shader ` +
+          '(has tfjs-backend-webgpu changed how it declares inputs?)');
+    }
+    out = out.replace(decl, 'var<storage, read_write>$1');
+  }
+  return out;
+}
+
+/** Passes workgroup and subgroup ids to main() in programs marked `// moe-main-ids` (see above). */
+export function passMainIds(code: string): string {
+  if (!/^[ \t]*\/\/ moe-main-ids[ \t]*$/m.test(code)) return code;
+  const params = /(@builtin\(num_workgroups\)\s*NumWorkgroups\s*:\s*vec3<u32>)\s*\)\s*\{/;
+  const call = /\bmain\(\);/;
+  if (!params.test(code) || !call.test(code)) {
+    throw new Error('passMainIds: tfjs\'s entry point (its num_workgroups parameter and the main(); call) was not ' +
+        'found (has tfjs-backend-webgpu changed its shader header?)');
+  }
+  return code.replace(params, '$1, @builtin(subgroup_id) SubgroupId : u32, ' +
+      '@builtin(subgroup_invocation_id) SubgroupInvocationId : u32) {')
+    .replace(call, 'main(WorkgroupId, SubgroupId, SubgroupInvocationId);');
+}
+
 /** Creates a WebGPUBackend as tfjs's own factory does, adding the 'subgroups' feature when offered. */
 export async function createWebGPUBackend(): Promise<WebGPUBackend> {
   if (typeof navigator === 'undefined' || navigator.gpu == null) {
@@ -88,10 +130,11 @@ export async function createWebGPUBackend(): Promise<WebGPUBackend> {
     },
   });
   const info = adapter.info;
+  const createShaderModule = device.createShaderModule.bind(device);
+  device.createShaderModule = (descriptor: GPUShaderModuleDescriptor) => createShaderModule(
+      {...descriptor, code: hoistDirectives(passMainIds(declareWritableStorage(declareF16Storage(descriptor.code))))});
+  markShaderRewritingDevice(device);
   if (device.features.has(SUBGROUPS)) {
-    const createShaderModule = device.createShaderModule.bind(device);
-    device.createShaderModule = (descriptor: GPUShaderModuleDescriptor) =>
-      createShaderModule({...descriptor, code: hoistDirectives(declareF16Storage(descriptor.code))});
     const sizes = info as GPUAdapterInfo & SubgroupSizes;
     markSubgroupDevice(device, sizes.subgroupMinSize ?? 0, sizes.subgroupMaxSize ?? 0,
         device.features.has(SHADER_F16), device.features.has(SUBGROUP_MATRIX) ?

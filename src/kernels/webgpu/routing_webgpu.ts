@@ -9,14 +9,16 @@
  *   groups = top-2 sum (bias) or max of choice per group; keep the topkGroup best (ties: lower group)
  *   ids    = K rounds of a row arg-max over the kept, unused experts (ties: lower id)
  *   w      = score[ids] (/ (Σ + 1e-20) if renormalize) · routedScalingFactor
- *   row r of the output [T, 2K] int32: K ids, then K weights' bits, ordered by (w desc, id asc)
+ *   slots ordered by (w desc, id asc)
  *
  * The row reductions come in two forms. With subgroups (and a fixed subgroup size S) a workgroup
  * is exactly one subgroup, L = S, and every reduction is one subgroup builtin with no barrier.
  * Otherwise L is a power of two and reductions are trees in workgroup memory (log2 L barriers).
  *
- * The output is packed because a tfjs WebGPU program has one writable binding; RoutingUnpackProgram
- * splits it into the weights and ids tensors.
+ * Outputs: where the device rewrites marked bindings (capabilities' writableInputs), the weights [T, K]
+ * float32 are the output and the ids [T, K] int32 go to an input declared read_write (one dispatch).
+ * Elsewhere a tfjs WebGPU program has one writable binding, so rows [T, 2K] int32 hold K ids, then K
+ * weights' bits, and RoutingUnpackProgram splits them.
  */
 import type {WebGPUProgram} from '@tensorflow/tfjs-backend-webgpu';
 import type {ScoringFunc} from '../../kernel_names';
@@ -35,6 +37,8 @@ export interface RoutingProgramConfig {
   subgroupSize: number;
   /** Lanes (threads) per row on the workgroup-memory path: a power of two. */
   treeLanes: number;
+  /** Weights as the output and ids into the input 'ids' (declared read_write), else packed rows. */
+  idsInput: boolean;
 }
 
 /** Lanes per row without subgroups: enough that each lane holds at most 16 experts, 32..256. */
@@ -59,8 +63,8 @@ export class RoutingProgram implements WebGPUProgram {
   constructor(c: RoutingProgramConfig) {
     this.c = c;
     this.lanes = c.subgroupSize > 0 ? c.subgroupSize : c.treeLanes;
-    this.outputShape = [c.numTokens, 2 * c.topK];
-    this.variableNames = c.hasBias ? ['logits', 'bias'] : ['logits'];
+    this.outputShape = [c.numTokens, c.idsInput ? c.topK : 2 * c.topK];
+    this.variableNames = [...(c.hasBias ? ['logits', 'bias'] : ['logits']), ...(c.idsInput ? ['ids'] : [])];
     this.workgroupSize = [this.lanes, 1, 1];
     this.dispatchLayout = {x: [0]};
     // One workgroup per row; tfjs folds rows beyond the per-dimension limit into y and z.
@@ -68,7 +72,7 @@ export class RoutingProgram implements WebGPUProgram {
     this.scaleBits = new Uint32Array(new Float32Array([c.routedScalingFactor]).buffer)[0];
     this.shaderKey = ['moeRouting', c.numExperts, c.topK, c.numExpertGroup, c.topkGroup, c.scoringFunc,
       c.renormalize ? 'renorm' : 'raw', c.hasBias ? 'bias' : 'nobias', this.scaleBits,
-      c.subgroupSize > 0 ? `sg${c.subgroupSize}` : `tree${c.treeLanes}`].join('_');
+      c.subgroupSize > 0 ? `sg${c.subgroupSize}` : `tree${c.treeLanes}`, c.idsInput ? 'split' : 'packed'].join('_');
   }
 
   getUserCode(): string {
@@ -80,6 +84,7 @@ export class RoutingProgram implements WebGPUProgram {
     const subgroups = c.subgroupSize > 0;
     return `
 ${subgroups ? 'enable subgroups;' : ''}
+${c.idsInput ? '// moe-storage-rw ids' : ''}
 const E = ${E};                       // experts per row
 const K = ${c.topK};                  // experts chosen per row
 const L = ${L};                       // lanes per row (the workgroup)
@@ -195,7 +200,7 @@ ${grouped ? groupSelection(c.hasBias) : ''}
   for (var j = lane; j < K; j += L) { finalWeights[j] = finalWeight(scores[chosen[j]], sum); }
   workgroupBarrier();
   // Each lane places its slots by rank in (weight desc, id asc).
-  let outBase = row * 2 * K;
+  let outBase = row * ${c.idsInput ? 'K' : '2 * K'};
   for (var j = lane; j < K; j += L) {
     let w = finalWeights[j];
     var rank = 0;
@@ -203,8 +208,9 @@ ${grouped ? groupSelection(c.hasBias) : ''}
       let wi = finalWeights[i];
       if (i != j && (wi > w || (wi == w && chosen[i] < chosen[j]))) { rank++; }
     }
-    result[outBase + rank] = chosen[j];
-    result[outBase + K + rank] = bitcast<i32>(w);
+${c.idsInput ? `    ids[outBase + rank] = chosen[j];
+    result[outBase + rank] = w;` : `    result[outBase + rank] = chosen[j];
+    result[outBase + K + rank] = bitcast<i32>(w);`}
   }
 }
 `;
