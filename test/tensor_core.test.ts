@@ -21,7 +21,8 @@ import {ExpertsGatherF16Program} from '../src/kernels/webgpu/experts_gather_f16_
 import {ExpertsWeightsF16Program} from '../src/kernels/webgpu/experts_weights_f16_webgpu';
 import {chooseGemmKernel} from '../src/kernels/webgpu/FusedExperts';
 import {tensorCoreStoragePrefill} from '../src/kernels/webgpu/tensor_core_prefill';
-import {TENSOR_CORE_VARIANTS, TensorCoreVariant, foldedDispatch, setTensorCoreVariant, tensorCoreBlockRows,
+import {ExpertsTensorCoreSharedGemmProgram} from '../src/kernels/webgpu/experts_gemm_tc_shared_webgpu';
+import {SHARED_TILE, STORAGE_TILE, TENSOR_CORE_VARIANTS, TensorCoreVariant, foldedDispatch, setTensorCoreVariant, tensorCoreBlockRows,
   tensorCoreChoice, tensorCoreLayout, tensorCoreStorageDispatch, weightSource} from '../src/kernels/webgpu/tensor_core_plan';
 import {FLOAT32_FORMAT, WeightFormat, formatKey, halfToFloat, roundToF16} from '../src/quant/format';
 import {compareWithBound, tensorCoreReference} from '../bench/tensor_core_reference';
@@ -72,6 +73,14 @@ describe('tensor-core GEMM plan', () => {
     }
   });
 
+  it('takes storage-64 for a shared variant whose tiles do not fit the workgroup memory, saying why', () => {
+    const small = {...ON, maxComputeWorkgroupStorageSize: 32768};
+    expect(tensorCoreChoice(small, 2048, 768, {}, 'shared-64')).to.include({variant: 'shared-64'});
+    const big = tensorCoreChoice(small, 2048, 768, {}, 'shared-128');
+    expect(big).to.include({kernel: 'tensor-core-f16', variant: 'storage-64'});
+    expect(big.reason).to.match(/'shared-128': its tiles need 36880 bytes .* allows 32768/);
+  });
+
   it('uses the forced variant, and refuses an unknown one', () => {
     setTensorCoreVariant('storage-32');
     expect(tensorCoreChoice(ON, 64, 64).variant).to.equal('storage-32');
@@ -93,24 +102,27 @@ describe('tensor-core GEMM plan', () => {
   });
 
   it('pads the layouts so that the last tile of the last expert ends inside each buffer', () => {
-    for (const [H, I] of [[64, 48], [136, 200], [264, 392], [2048, 768], [7168, 256], [4096, 14336]]) {
-      for (const format of [FLOAT32_FORMAT, fmt('f16', 0)]) {
-        for (const activation of ['silu', 'swigluoai'] as Activation[]) {
-          const L = tensorCoreLayout(format, H, I, activation);
-          const what = `${formatKey(format)} ${activation} H=${H} I=${I}`;
-          expect(L.Hp % 16, what).to.equal(0);
-          expect(L.Ip % 16, what).to.equal(0);
-          expect(L.Hp).to.be.within(H, H + 15);
-          expect(L.Ip).to.be.within(I, I + 15);
-          // w13: the last column tile's up matrix (32 columns from n0) of the last expert, in rows of kStride.
-          const n0 = (tensorCoreStorageDispatch('w13', 1, H, I, 1)[1] - 1) * 32;
-          const E = 3;
-          const lastW13Row = (E - 1) * L.w13.rowsPerExpert + L.w13.upOffset + L.w13.rowStep * (n0 + 31);
-          expect(lastW13Row, what).to.be.below(E * L.w13.rowsPerExpert);
-          expect(L.w13.kStride, what).to.equal(L.Hp);
-          const h0 = (tensorCoreStorageDispatch('w2', 1, H, I, 1)[1] - 1) * 64;
-          expect((E - 1) * L.w2.rowsPerExpert + h0 + 63, what).to.be.below(E * L.w2.rowsPerExpert);
-          expect(L.w2.kStride, what).to.equal(L.Ip);
+    for (const tile of [STORAGE_TILE, SHARED_TILE]) {
+      const {kStep, w13Columns, w2Columns} = tile;
+      for (const [H, I] of [[64, 48], [136, 200], [264, 392], [2048, 768], [7168, 256], [4096, 14336]]) {
+        for (const format of [FLOAT32_FORMAT, fmt('f16', 0)]) {
+          for (const activation of ['silu', 'swigluoai'] as Activation[]) {
+            const L = tensorCoreLayout(format, H, I, activation, tile);
+            const what = `${formatKey(format)} ${activation} H=${H} I=${I} k step ${kStep}`;
+            expect(L.Hp % kStep, what).to.equal(0);
+            expect(L.Ip % kStep, what).to.equal(0);
+            expect(L.Hp).to.be.within(H, H + kStep - 1);
+            expect(L.Ip).to.be.within(I, I + kStep - 1);
+            // w13: the last column tile's last up row of the last expert, in rows of kStride.
+            const n0 = (tensorCoreStorageDispatch('w13', 1, H, I, 1, tile)[1] - 1) * w13Columns;
+            const E = 3;
+            const lastW13Row = (E - 1) * L.w13.rowsPerExpert + L.w13.upOffset + L.w13.rowStep * (n0 + w13Columns - 1);
+            expect(lastW13Row, what).to.be.below(E * L.w13.rowsPerExpert);
+            expect(L.w13.kStride, what).to.equal(L.Hp);
+            const h0 = (tensorCoreStorageDispatch('w2', 1, H, I, 1, tile)[1] - 1) * w2Columns;
+            expect((E - 1) * L.w2.rowsPerExpert + h0 + w2Columns - 1, what).to.be.below(E * L.w2.rowsPerExpert);
+            expect(L.w2.kStride, what).to.equal(L.Ip);
+          }
         }
       }
     }
@@ -120,6 +132,9 @@ describe('tensor-core GEMM plan', () => {
     expect(tensorCoreStorageDispatch('w13', 40, 2048, 768, 4)).to.deep.equal([40, 24, 1]);
     expect(tensorCoreStorageDispatch('w2', 40, 2048, 768, 4)).to.deep.equal([40, 32, 4]);
     expect(tensorCoreBlockRows('storage-64')).to.equal(64);
+    expect(tensorCoreBlockRows('shared-128')).to.equal(128);
+    expect(tensorCoreStorageDispatch('w13', 40, 2048, 768, 1, SHARED_TILE)).to.deep.equal([40, 12, 1]);
+    expect(tensorCoreStorageDispatch('w2', 40, 2048, 768, 4, SHARED_TILE)).to.deep.equal([40, 16, 4]);
     expect(tensorCoreBlockRows('workgroup-tiles')).to.equal(TC_BLOCK_ROWS);
     // A Mixtral shard of 8 experts' w13 in 8-k chunks.
     const chunks = 8 * 2 * 14336 * 4096 / 8;
@@ -287,6 +302,12 @@ describeBackends('tensor-core helper programs on webgpu', (backend) => {
   const standIn = (code: string, f16Bindings: string[]) => {
     let out = code.replace(/^\s*enable (f16|chromium_experimental_subgroup_matrix);\s*$/gm, '')
         .replace(/^\s*\/\/ moe-storage-f16 .*$/gm, '')
+        // f16 tiles as f32 would double the workgroup memory past SwiftShader's 32 KiB (and shared-128 needs 36 KiB
+        // on the H200's 48): shorter arrays (these
+        // programs only validate here, and out-of-range workgroup accesses are clamped).
+        .replace(/(var<workgroup> tile\w+ : array<)f16, (\d+)>/g, (_, decl, n) => `${decl}f16, ${Number(n) / 2}>`)
+        .replace(/(var<workgroup> staged : array<f32, )(\d+)>/g, (_, decl, n) => `${decl}${Math.min(Number(n), 2048)}>`)
+        .replace(/bitcast<vec2<f16>>\(([^()]*(?:\([^()]*\))?[^()]*)\)/g, 'unpack2x16float(bitcast<u32>($1))')
         .replace(/subgroup_matrix_(left|right)<f16, 16, 16>|subgroup_matrix_result<f32, 16, 16>/g, 'SM')
         .replace(/subgroupMatrixLoad<SM>\(&(\w+), /g, 'smLoad_$1(')
         .replace(/subgroupMatrixStore\(&(\w+), /g, 'smStore_$1(')
@@ -364,6 +385,26 @@ describeBackends('tensor-core helper programs on webgpu', (backend) => {
             const p = new ExpertsTensorCoreStorageGemmProgram({...common, stage, blockRows, layout, splitK: stage === 'w2' ? 2 : 1},
                 stage === 'w13' ? [2 * blockRows, layout.Ip / 2] : [2 * P, H], 2);
             const code = standIn(p.getUserCode(), ['x16', 'w16']);
+            await validates(Object.assign(Object.create(Object.getPrototypeOf(p)), p,
+                {getUserCode: () => code, shaderKey: `${p.shaderKey}_standIn`}),
+            stage === 'w13' ? [x16, align, w16, ...bias] : [x16, align, tw, w16, ...bias],
+            wb().makeTensorInfo(p.outputShape, stage === 'w13' ? 'int32' : 'float32'));
+            tf.dispose([x16, w16]);
+          }
+        }
+        // shared variants: the storage variants' bindings (x16 and w16 read as vec4<i32>), 4 subgroups (one
+        // row count per case: SwiftShader compiles these slowly).
+        for (const blockRows of format === FLOAT32_FORMAT ? [activation === 'silu' ? 64 : 128] : []) {
+          const layout = tensorCoreLayout(format, H, I, activation, SHARED_TILE);
+          for (const stage of ['w13', 'w2'] as const) {
+            const L = layout[stage];
+            const Kp = stage === 'w13' ? layout.Hp : layout.Ip;
+            const x16 = tf.tensor2d(new Int32Array(2 * blockRows * Kp / 2), [2 * blockRows, Kp / 2], 'int32');
+            const w16 = tf.tensor2d(new Int32Array(E * L.rowsPerExpert * L.kStride / 2), [E, L.rowsPerExpert * L.kStride / 2], 'int32');
+            const bias = hasBias ? [(stage === 'w13' ? w13 : w2).slice(-1)[0]] : [];
+            const p = new ExpertsTensorCoreSharedGemmProgram({...common, stage, blockRows, layout, splitK: stage === 'w2' ? 2 : 1},
+                stage === 'w13' ? [2 * blockRows, layout.Ip / 2] : [2 * P, H], 2);
+            const code = standIn(p.getUserCode(), ['tileX', 'tileW']);
             await validates(Object.assign(Object.create(Object.getPrototypeOf(p)), p,
                 {getUserCode: () => code, shaderKey: `${p.shaderKey}_standIn`}),
             stage === 'w13' ? [x16, align, w16, ...bias] : [x16, align, tw, w16, ...bias],

@@ -45,6 +45,71 @@ export interface ExpertsTensorCoreStorageConfig {
 /** Marks a binding for ./device.ts to declare as array<f16> (tfjs declares it from its dtype, i32). */
 export const f16Storage = (name: string) => `// moe-storage-f16 ${name}`;
 
+/** Where stagedEpilogue's 16-row block is: its first row in the tile, first column, staging offset, lane. */
+export interface StagedBlock {
+  lane: string;
+  /** Offset of the block's 4 staged 16×16 results (row-major each) in `staged`. */
+  base: string;
+  /** First output column: w13 the act column of result 0 (gate) and 2 (up), w2 the h of result 0. */
+  n0: string;
+  /** The block's first row within the tile (u32). */
+  firstRow: string;
+}
+
+/**
+ * The storage and shared variants' epilogue for one 16-row block whose 4 results are staged in workgroup
+ * memory: w13 applies the bias and activation to gate/up pairs (result c with c + 2) and writes act16 as
+ * f16 pairs; w2 applies the bias and routing weight and writes y rows by pair. Run by the 32 lanes of the
+ * subgroup that computed the block.
+ */
+export function stagedEpilogue(c: ExpertsTensorCoreStorageConfig, b: StagedBlock): string {
+  const {stage, hiddenSize: H, intermediateSize: I, numLocalExperts: E} = c;
+  const w13 = stage === 'w13';
+  const Ip = c.layout.Ip;
+  const splitK = w13 ? 1 : (c.splitK ?? 1);
+  const sorted = `align[${E + 1} + `;
+  const outScale = !w13 && !c.applyRouterWeightOnInput;
+  const gu = gateUpRows(c.activation, I);
+  const bias = (row: string) => c.hasBias ? ` + bias0[${row}]` : '';
+  const at = (cc: string, r: string) => `staged[${b.base} + (${cc} / 16u) * 256u + ${r} * 16u + ${cc} % 16u]`;
+  return w13 ? `
+            // 16 rows × 16 words (32 act columns, two halves a word): 8 words per lane.
+            for (var q = 0u; q < 8u; q++) {
+              let idx = q * 32u + ${b.lane};
+              let r = idx / 16u;
+              let c = 2u * (idx % 16u);
+              let i = ${b.n0} + i32(c);
+              if (i < ${Ip}) {
+                var v = vec2<f32>(0.0);
+                for (var d = 0u; d < 2u; d++) {
+                  let cc = c + d;
+                  let ii = min(i + i32(d), ${I - 1});
+                  let g = ${at('cc', 'r')}${bias(`e * ${2 * I} + ${gu.gate('ii')}`)};
+                  let u = ${at('(32u + cc)', 'r')}${bias(`e * ${2 * I} + ${gu.gate('ii')} + ${gu.upOffset}`)};
+                  v[d] = select(0.0, expertGlu(g, u), i + i32(d) < ${I});
+                }
+                let row = rowStart + i32(${b.firstRow} + r);
+                result[row * ${Ip / 2} + i / 2] = bitcast<i32>(pack2x16float(v));
+              }
+            }` : `
+            for (var r = 0u; r < 16u; r++) {
+              let pair = ${sorted}rowStart + i32(${b.firstRow} + r)];
+              if (pair >= 0) {
+                let s = ${outScale ? 'topkWeights[pair]' : '1.0'};
+                let outRow = ${splitK > 1 ? `part * (uniforms.outShape.x / ${splitK}) + pair` : 'pair'};
+                for (var half = 0u; half < 2u; half++) {
+                  let c = half * 32u + ${b.lane};
+                  let h = ${b.n0} + i32(c);
+                  if (h < ${H}) {
+                    var v = ${at('c', 'r')};
+                    ${c.hasBias ? `if (${splitK > 1 ? 'part == 0' : 'true'}) { v += bias0[e * ${H} + h]; }` : ''}
+                    result[outRow * ${H} + h] = v * s;
+                  }
+                }
+              }
+            }`;
+}
+
 export class ExpertsTensorCoreStorageGemmProgram implements WebGPUProgram {
   outputShape: number[];
   shaderKey: string;
@@ -84,8 +149,6 @@ export class ExpertsTensorCoreStorageGemmProgram implements WebGPUProgram {
     const kTiles = Kp / 16;
     const splitK = w13 ? 1 : (this.c.splitK ?? 1);
     const kTilesPerPart = Math.ceil(kTiles / splitK);
-    const sorted = `align[${E + 1} + `;
-    const outScale = !w13 && !this.c.applyRouterWeightOnInput;
     const left = 'subgroup_matrix_left<f16, 16, 16>';
     const right = 'subgroup_matrix_right<f16, 16, 16>';
     const result = 'subgroup_matrix_result<f32, 16, 16>';
@@ -95,46 +158,7 @@ export class ExpertsTensorCoreStorageGemmProgram implements WebGPUProgram {
     const bRow = (c: number) => w13 ?
       `e * ${L.rowsPerExpert} + ${c >= 2 ? `${L.upOffset} + ` : ''}${L.rowStep} * (n0 + ${16 * (c % 2)})` :
       `e * ${L.rowsPerExpert} + n0 + ${16 * c}`;
-    const gu = gateUpRows(this.c.activation, I);
-    const bias = (row: string) => this.c.hasBias ? ` + bias0[${row}]` : '';
-
-    const epilogue = w13 ? `
-            // 16 rows × 16 words (32 act columns, two halves a word): 8 words per lane.
-            for (var q = 0u; q < 8u; q++) {
-              let idx = q * 32u + lane;
-              let r = idx / 16u;
-              let c = 2u * (idx % 16u);
-              let i = n0 + i32(c);
-              if (i < ${Ip}) {
-                var v = vec2<f32>(0.0);
-                for (var d = 0u; d < 2u; d++) {
-                  let cc = c + d;
-                  let ii = min(i + i32(d), ${I - 1});
-                  let g = staged[(cc / 16u) * 256u + r * 16u + cc % 16u]${bias(`e * ${2 * I} + ${gu.gate('ii')}`)};
-                  let u = staged[(2u + cc / 16u) * 256u + r * 16u + cc % 16u]${bias(`e * ${2 * I} + ${gu.gate('ii')} + ${gu.upOffset}`)};
-                  v[d] = select(0.0, expertGlu(g, u), i + i32(d) < ${I});
-                }
-                let row = rowStart + i32(rt * 16u + r);
-                result[row * ${Ip / 2} + i / 2] = bitcast<i32>(pack2x16float(v));
-              }
-            }` : `
-            for (var r = 0u; r < 16u; r++) {
-              let pair = ${sorted}rowStart + i32(rt * 16u + r)];
-              if (pair >= 0) {
-                let s = ${outScale ? 'topkWeights[pair]' : '1.0'};
-                let outRow = ${splitK > 1 ? `part * (uniforms.outShape.x / ${splitK}) + pair` : 'pair'};
-                for (var half = 0u; half < 2u; half++) {
-                  let c = half * 32u + lane;
-                  let h = n0 + i32(c);
-                  if (h < ${H}) {
-                    var v = staged[(c / 16u) * 256u + r * 16u + c % 16u];
-                    ${this.c.hasBias ? `if (${splitK > 1 ? 'part == 0' : 'true'}) { v += bias0[e * ${H} + h]; }` : ''}
-                    result[outRow * ${H} + h] = v * s;
-                  }
-                }
-              }
-            }`;
-
+    const epilogue = stagedEpilogue(this.c, {lane: 'lane', base: '0u', n0: 'n0', firstRow: 'rt * 16u'});
     return `
       enable f16;
       enable chromium_experimental_subgroup_matrix;

@@ -17,6 +17,16 @@
  *                      where they are stored as f16; any other format is first dequantized into an f16 copy
  *                      of the shard (experts_weights_f16_webgpu.ts), per call for now.
  *
+ *   'shared-64', 'shared-128'
+ *                      experts_gemm_tc_shared_webgpu.ts: the storage variants' operands, layouts and epilogues,
+ *                      but four subgroups per workgroup share f16 tiles of BM rows × 128 columns × 32 k in
+ *                      workgroup memory (one 16-byte load per lane and tile row part, the next tile's loads in
+ *                      flight while the current one is multiplied); each subgroup multiplies its BM/2 × 64 part.
+ *                      Subgroups of one workgroup take different matrix offsets: Tint accepts that only for
+ *                      values derived from @builtin(subgroup_id), which ./device.ts passes to main().
+ *                      On the H200, on a plain 4096 × 14336 × 4096 f16 GEMM, 107 TFLOP/s against 15-58 for
+ *                      the storage-64 shape (bench/tc_probe.ts, bench/results/2026-12-03-h200-tc-probe.log).
+ *
  * Why a copy rather than a workgroup-memory dequant tile for the right operand: the GEMM then has one shape
  * for every format (both operands from storage, no barrier in the k loop), and the profile separates the
  * dequantization (the copy's own line) from the GEMM, while the device check's f16-weight run measures exactly
@@ -27,8 +37,9 @@ import type {Activation} from '../../kernel_names';
 import type {WeightFormat} from '../../quant/format';
 import type {ExpertsStage} from './experts_gemv_webgpu';
 
-export type TensorCoreVariant = 'workgroup-tiles' | 'storage-32' | 'storage-64';
-export const TENSOR_CORE_VARIANTS: TensorCoreVariant[] = ['workgroup-tiles', 'storage-32', 'storage-64'];
+export type TensorCoreVariant = 'workgroup-tiles' | 'storage-32' | 'storage-64' | 'shared-64' | 'shared-128';
+export const TENSOR_CORE_VARIANTS: TensorCoreVariant[] =
+  ['workgroup-tiles', 'storage-32', 'storage-64', 'shared-64', 'shared-128'];
 
 /**
  * The variant used when none is forced: 'storage-64', the one built for large-M prefill (4×4 results per
@@ -59,7 +70,29 @@ export function tensorCoreVariant(): TensorCoreVariant {
 
 /** Rows per tile of each variant (the align program pads every expert to a multiple of it). */
 export function tensorCoreBlockRows(variant: TensorCoreVariant): number {
-  return variant === 'storage-64' ? 64 : 32;
+  return variant === 'shared-128' ? 128 : variant === 'storage-64' || variant === 'shared-64' ? 64 : 32;
+}
+
+/**
+ * What the f16 layouts must be multiples of for a storage or shared variant: the k step of its loop, and
+ * the columns one workgroup computes (w13: act columns, each a gate and an up row; w2: h columns).
+ */
+export interface TensorCoreTileShape {
+  kStep: number;
+  w13Columns: number;
+  w2Columns: number;
+}
+
+export const STORAGE_TILE: TensorCoreTileShape = {kStep: 16, w13Columns: 32, w2Columns: 64};
+export const SHARED_TILE: TensorCoreTileShape = {kStep: 32, w13Columns: 64, w2Columns: 128};
+
+export function tensorCoreTileShape(variant: TensorCoreVariant): TensorCoreTileShape {
+  return variant === 'shared-64' || variant === 'shared-128' ? SHARED_TILE : STORAGE_TILE;
+}
+
+/** Workgroup memory a shared variant declares: A and B tiles (rows of 32 k + 8 halves) and 4 staged results each. */
+export function sharedTileBytes(blockRows: number): number {
+  return (blockRows + 128) * 40 * 2 + 4 * 1024 * 4 + 16;
 }
 
 export const roundUp = (n: number, m: number) => Math.ceil(n / m) * m;
@@ -75,11 +108,13 @@ export const roundUp = (n: number, m: number) => Math.ceil(n / m) * m;
 export type WeightSource = 'direct' | 'copy';
 
 export function weightSource(format: WeightFormat, stage: ExpertsStage, H: number, I: number,
-    activation: Activation): WeightSource {
+    activation: Activation, tile: TensorCoreTileShape = STORAGE_TILE): WeightSource {
   const plainF16 = format.code === 'f16' && format.groupSize === 0 && format.zero === 0 && !format.hasGIdx;
   if (!plainF16) return 'copy';
-  if (stage === 'w13') return H % 16 === 0 && I % 32 === 0 && activation !== 'swigluoai' ? 'direct' : 'copy';
-  return I % 16 === 0 && H % 64 === 0 ? 'direct' : 'copy';
+  if (stage === 'w13') {
+    return H % tile.kStep === 0 && I % tile.w13Columns === 0 && activation !== 'swigluoai' ? 'direct' : 'copy';
+  }
+  return I % tile.kStep === 0 && H % tile.w2Columns === 0 ? 'direct' : 'copy';
 }
 
 /**
@@ -102,30 +137,28 @@ export interface TensorCoreLayout {
   w2: TensorCoreWeightLayout;
 }
 
-export function tensorCoreLayout(format: WeightFormat, H: number, I: number, activation: Activation): TensorCoreLayout {
-  const Hp = roundUp(H, 16);
-  const Ip = roundUp(I, 16);
-  const w13Source = weightSource(format, 'w13', H, I, activation);
-  const w2Source = weightSource(format, 'w2', H, I, activation);
-  const I32 = roundUp(I, 32);
+export function tensorCoreLayout(format: WeightFormat, H: number, I: number, activation: Activation,
+    tile: TensorCoreTileShape = STORAGE_TILE): TensorCoreLayout {
+  const Hp = roundUp(H, tile.kStep);
+  const Ip = roundUp(I, tile.kStep);
+  const w13Source = weightSource(format, 'w13', H, I, activation, tile);
+  const w2Source = weightSource(format, 'w2', H, I, activation, tile);
+  const I32 = roundUp(I, tile.w13Columns);
   return {
     Hp, Ip,
     // 'direct' w13 is never interleaved (weightSource sends swigluoai to the copy, which de-interleaves).
     w13: w13Source === 'direct' ? {source: 'direct', rowsPerExpert: 2 * I, kStride: H, rowStep: 1, upOffset: I} :
       {source: 'copy', rowsPerExpert: 2 * I32, kStride: Hp, rowStep: 1, upOffset: I32},
     w2: w2Source === 'direct' ? {source: 'direct', rowsPerExpert: H, kStride: I, rowStep: 1, upOffset: 0} :
-      {source: 'copy', rowsPerExpert: roundUp(H, 64), kStride: Ip, rowStep: 1, upOffset: 0},
+      {source: 'copy', rowsPerExpert: roundUp(H, tile.w2Columns), kStride: Ip, rowStep: 1, upOffset: 0},
   };
 }
 
-/** Columns (output features) one storage-variant workgroup computes: 32 act columns (w13), 64 h (w2). */
-export const TC_STORAGE_COLUMNS = {w13: 32, w2: 64};
-
-/** The storage GEMM's grid: row tiles × column tiles × K parts. */
-export function tensorCoreStorageDispatch(stage: ExpertsStage, numTiles: number, H: number, I: number, splitK: number):
-    [number, number, number] {
-  return stage === 'w13' ? [numTiles, Math.ceil(I / TC_STORAGE_COLUMNS.w13), 1] :
-    [numTiles, Math.ceil(H / TC_STORAGE_COLUMNS.w2), splitK];
+/** The storage or shared GEMM's grid: row tiles × column tiles × K parts. */
+export function tensorCoreStorageDispatch(stage: ExpertsStage, numTiles: number, H: number, I: number, splitK: number,
+    tile: TensorCoreTileShape = STORAGE_TILE): [number, number, number] {
+  return stage === 'w13' ? [numTiles, Math.ceil(I / tile.w13Columns), 1] :
+    [numTiles, Math.ceil(H / tile.w2Columns), splitK];
 }
 
 /**
@@ -150,6 +183,8 @@ export interface TensorCoreChoice {
 export interface TensorCoreDevice {
   tensorCoreF16: boolean;
   tensorCoreReason: string;
+  /** The shared variants' tiles must fit (webgpuCapabilities reports it). */
+  maxComputeWorkgroupStorageSize?: number;
 }
 
 /** What tensorCoreChoice needs to know of the call (FusedExpertsAttrs' fields). */
@@ -174,6 +209,12 @@ export function tensorCoreChoice(device: TensorCoreDevice, H: number, I: number,
     return {kernel: 'tensor-core-f16', variant: 'workgroup-tiles', reason: `f16 operands, f32 accumulation; ` +
       `'workgroup-tiles' instead of '${variant}': fp8 w8a8 quantizes the f32 activation rows between the GEMMs, ` +
       `and the storage variants keep them as f16`};
+  }
+  const limit = device.maxComputeWorkgroupStorageSize ?? Infinity;
+  if ((variant === 'shared-64' || variant === 'shared-128') && sharedTileBytes(tensorCoreBlockRows(variant)) > limit) {
+    return {kernel: 'tensor-core-f16', variant: 'storage-64', reason: `f16 operands, f32 accumulation; 'storage-64' ` +
+      `instead of '${variant}': its tiles need ${sharedTileBytes(tensorCoreBlockRows(variant))} bytes of workgroup ` +
+      `memory and the device allows ${limit}`};
   }
   return {kernel: 'tensor-core-f16', variant, reason: `f16 operands, f32 accumulation on subgroup matrices ('${variant}')`};
 }

@@ -16,9 +16,12 @@ import type {ProgramIssuer} from './dispatch_plan';
 import {ExpertsGatherF16Program} from './experts_gather_f16_webgpu';
 import {ExpertsW13TensorCoreStorageGemmProgram, ExpertsW2TensorCoreStorageGemmProgram}
   from './experts_gemm_tc_storage_webgpu';
+import {ExpertsW13TensorCoreSharedGemmProgram, ExpertsW2TensorCoreSharedGemmProgram}
+  from './experts_gemm_tc_shared_webgpu';
 import type {ExpertsStage} from './experts_gemv_webgpu';
 import {ExpertsWeightsF16Program} from './experts_weights_f16_webgpu';
-import {TensorCoreLayout, TensorCoreVariant, tensorCoreBlockRows, tensorCoreLayout} from './tensor_core_plan';
+import {TensorCoreLayout, TensorCoreVariant, tensorCoreBlockRows, tensorCoreLayout, tensorCoreTileShape}
+  from './tensor_core_plan';
 
 export interface TensorCorePrefillCall {
   backend: WebGPUBackend;
@@ -49,10 +52,10 @@ export function tensorCorePrefillPlan(c: TensorCorePrefillCall['common'], varian
     {blockRows: number; rows: number; layout: TensorCoreLayout} {
   const blockRows = tensorCoreBlockRows(variant);
   return {blockRows, rows: maxPaddedRows(numPairs, c.numLocalExperts, blockRows),
-    layout: tensorCoreLayout(c.format, c.hiddenSize, c.intermediateSize, c.activation)};
+    layout: tensorCoreLayout(c.format, c.hiddenSize, c.intermediateSize, c.activation, tensorCoreTileShape(variant))};
 }
 
-/** Issues the storage variant's programs; returns y [splitK · P, H] and splitK for the combine. */
+/** Issues the storage or shared variant's programs; returns y [splitK · P, H] and splitK for the combine. */
 export function tensorCoreStoragePrefill(call: TensorCorePrefillCall): {y: TensorInfo; splitK: number} {
   const {backend, run, temp, temps, common, shards, numPairs: P} = call;
   const {hiddenSize: H, intermediateSize: I, numLocalExperts: E} = common;
@@ -90,14 +93,18 @@ export function tensorCoreStoragePrefill(call: TensorCorePrefillCall): {y: Tenso
     });
   };
 
+  const shared = call.variant === 'shared-64' || call.variant === 'shared-128';
+  const [W13, W2] = shared ? [ExpertsW13TensorCoreSharedGemmProgram, ExpertsW2TensorCoreSharedGemmProgram] :
+    [ExpertsW13TensorCoreStorageGemmProgram, ExpertsW2TensorCoreStorageGemmProgram];
+  const tile = tensorCoreTileShape(call.variant);
   const act16 = temp([rows, layout.Ip / 2], 'int32');
-  perShard('w13', act16, (s, n) => [new ExpertsW13TensorCoreStorageGemmProgram(
-      {...common, stage: 'w13', blockRows, layout}, act16.shape, tiles(n)), [x16, align]]);
-  const splitK = call.splitK(tiles(E) * Math.ceil(H / 64), layout.Ip / 16);
+  perShard('w13', act16, (s, n) => [new W13({...common, stage: 'w13', blockRows, layout}, act16.shape, tiles(n)),
+    [x16, align]]);
+  const splitK = call.splitK(tiles(E) * Math.ceil(H / tile.w2Columns), layout.Ip / tile.kStep);
   call.checkBinding([splitK * P, H], `the w2 partial sums (${splitK} K parts)`);
   const y = temp([splitK * P, H]);
   const routed = common.applyRouterWeightOnInput ? [] : [call.topkWeights];
-  perShard('w2', y, (s, n) => [new ExpertsW2TensorCoreStorageGemmProgram(
-      {...common, stage: 'w2', blockRows, layout, splitK}, y.shape, tiles(n)), [act16, align, ...routed]]);
+  perShard('w2', y, (s, n) => [new W2({...common, stage: 'w2', blockRows, layout, splitK}, y.shape, tiles(n)),
+    [act16, align, ...routed]]);
   return {y, splitK};
 }

@@ -1,0 +1,317 @@
+/**
+ * Tensor-core GEMM probe on raw WebGPU (no tfjs): which subgroup-matrix kernel shapes Dawn compiles, and how
+ * fast each runs, on a plain f16 GEMM C[M, N] (f32) = A[M, K] · B[N, K]ᵀ, before a shape goes into the
+ * expert GEMMs. Device only (needs chromium-experimental-subgroup-matrix and shader-f16):
+ *   bash .gpu/run.sh .gpu/tc_probe.mjs [--m 4096 --n 14336 --k 4096]
+ * Prints one JSON line per kernel: GPU time (timestamp queries, median of 10), TFLOP/s, and the worst error
+ * on 256 sampled outputs against float64 sums of the same f16 operands.
+ */
+import * as fs from 'fs';
+
+process.env.XDG_RUNTIME_DIR ??= '/tmp';
+// eslint-disable-next-line @typescript-eslint/no-var-requires
+const {create, globals} = require('webgpu');
+Object.assign(globalThis, globals);
+const gpu: GPU = create(['enable-dawn-features=allow_unsafe_apis,vulkan_enable_f16_on_nvidia',
+  'disable-dawn-features=timestamp_quantization']);
+
+const args = process.argv.slice(2);
+const arg = (name: string, def: number) => {
+  const i = args.indexOf(`--${name}`);
+  return i >= 0 ? Number(args[i + 1]) : def;
+};
+
+/** float32 → IEEE half bits (round to nearest even; inputs here are small and finite). */
+function toHalf(x: number): number {
+  const f = new Float32Array([x]);
+  const u = new Uint32Array(f.buffer)[0];
+  const sign = (u >>> 16) & 0x8000;
+  const exp = ((u >>> 23) & 0xff) - 127 + 15;
+  let mant = u & 0x7fffff;
+  if (exp <= 0) return sign;
+  let h = sign | (exp << 10) | (mant >>> 13);
+  mant &= 0x1fff;
+  if (mant > 0x1000 || (mant === 0x1000 && (h & 1))) h++;
+  return h;
+}
+function fromHalf(h: number): number {
+  const e = (h >>> 10) & 0x1f, m = h & 0x3ff, s = h & 0x8000 ? -1 : 1;
+  if (e === 0) return s * m * 2 ** -24;
+  return s * (1 + m / 1024) * 2 ** (e - 15);
+}
+
+interface Kernel {
+  name: string;
+  code: string;
+  workgroups: [number, number, number];
+}
+
+const SG = 'subgroup_matrix';
+
+/** Today's storage-64 shape: one subgroup, 64×64 from storage (A row-major, B rows = C columns). */
+function storage64(M: number, N: number, K: number): Kernel {
+  const rows = [0, 1, 2, 3], cols = [0, 1, 2, 3];
+  return {name: 'storage-64 (1 subgroup, 64×64, operands from storage)', workgroups: [N / 64, M / 64, 1], code: `
+enable f16;
+enable chromium_experimental_subgroup_matrix;
+@group(0) @binding(0) var<storage, read> A: array<f16>;
+@group(0) @binding(1) var<storage, read> B: array<f16>;
+@group(0) @binding(2) var<storage, read_write> C: array<f32>;
+@compute @workgroup_size(32)
+fn main(@builtin(workgroup_id) wg: vec3<u32>) {
+  let m0 = wg.y * 64u;
+  let n0 = wg.x * 64u;
+  ${rows.flatMap((r) => cols.map((c) => `var acc${r}${c}: ${SG}_result<f32, 16, 16>;`)).join('\n  ')}
+  for (var k = 0u; k < ${K}u; k += 16u) {
+    ${rows.map((r) => `let a${r} = subgroupMatrixLoad<${SG}_left<f16, 16, 16>>(&A, (m0 + ${16 * r}u) * ${K}u + k, false, ${K}u);`).join('\n    ')}
+    ${cols.map((c) => `let b${c} = subgroupMatrixLoad<${SG}_right<f16, 16, 16>>(&B, (n0 + ${16 * c}u) * ${K}u + k, true, ${K}u);`).join('\n    ')}
+    ${rows.flatMap((r) => cols.map((c) => `acc${r}${c} = subgroupMatrixMultiplyAccumulate(a${r}, b${c}, acc${r}${c});`)).join('\n    ')}
+  }
+  ${rows.flatMap((r) => cols.map((c) => `subgroupMatrixStore(&C, (m0 + ${16 * r}u) * ${N}u + n0 + ${16 * c}u, acc${r}${c}, false, ${N}u);`)).join('\n  ')}
+}`};
+}
+
+interface TiledShape {
+  BM: number; BN: number; BK: number;
+  /** Subgroups along M and N; each computes (BM/WM) × (BN/WN). */
+  WM: number; WN: number;
+  /** How a subgroup learns its index: 'builtin' (@builtin(subgroup_id)) or 'index' (local index / 32). */
+  sid: 'builtin' | 'index';
+  /** Padding (halves) per shared row, against bank conflicts. */
+  pad: number;
+  /** Prefetch the next k tile into registers while the current one is multiplied. */
+  prefetch: boolean;
+}
+
+/**
+ * Workgroup tiles in shared memory: WM×WN subgroups load A [BM, BK] and B [BN, BK] tiles as vec4<u32>
+ * (8 halves) per lane, then each subgroup multiplies its TM×TN 16×16 blocks out of shared memory.
+ */
+function tiled(M: number, N: number, K: number, s: TiledShape): Kernel {
+  const {BM, BN, BK, WM, WN, pad} = s;
+  const threads = WM * WN * 32;
+  const TM = BM / WM / 16, TN = BN / WN / 16;
+  const S = BK + pad;   // shared row stride, halves
+  const vecsA = BM * BK / 8, vecsB = BN * BK / 8;
+  const perA = vecsA / threads, perB = vecsB / threads;
+  if (!Number.isInteger(perA) || !Number.isInteger(perB)) throw new Error('tile not divisible by threads');
+  const rows = Array.from({length: TM}, (_, i) => i), cols = Array.from({length: TN}, (_, i) => i);
+  const kv = K / 8, bkv = BK / 8;
+  const loadA = (i: number) => `A[(m0 + (li + ${i * threads}u) / ${bkv}u) * ${kv}u + kt * ${bkv}u + (li + ${i * threads}u) % ${bkv}u]`;
+  const loadB = (i: number) => `B[(n0 + (li + ${i * threads}u) / ${bkv}u) * ${kv}u + kt * ${bkv}u + (li + ${i * threads}u) % ${bkv}u]`;
+  const put = (arr: string, i: number, v: string) => `put${arr}((li + ${i * threads}u) / ${bkv}u * ${S}u + (li + ${i * threads}u) % ${bkv}u * 8u, ${v});`;
+  const ia = Array.from({length: perA}, (_, i) => i), ib = Array.from({length: perB}, (_, i) => i);
+  const name = `tiles ${BM}×${BN}×${BK}, ${WM}×${WN} subgroups (${TM}×${TN} blocks each), pad ${pad}, ` +
+    `${s.prefetch ? 'register prefetch' : 'no prefetch'}, subgroup index from ${s.sid}`;
+  return {name, workgroups: [N / BN, M / BM, 1], code: `
+enable f16;
+enable subgroups;
+enable chromium_experimental_subgroup_matrix;
+@group(0) @binding(0) var<storage, read> A: array<vec4<u32>>;
+@group(0) @binding(1) var<storage, read> B: array<vec4<u32>>;
+@group(0) @binding(2) var<storage, read_write> C: array<f32>;
+var<workgroup> As: array<f16, ${BM * S}>;
+var<workgroup> Bs: array<f16, ${BN * S}>;
+fn putA(o: u32, v: vec4<u32>) {
+  for (var j = 0u; j < 4u; j++) { let h = bitcast<vec2<f16>>(v[j]); As[o + 2u * j] = h.x; As[o + 2u * j + 1u] = h.y; }
+}
+fn putB(o: u32, v: vec4<u32>) {
+  for (var j = 0u; j < 4u; j++) { let h = bitcast<vec2<f16>>(v[j]); Bs[o + 2u * j] = h.x; Bs[o + 2u * j + 1u] = h.y; }
+}
+@compute @workgroup_size(${threads})
+fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) li: u32${s.sid === 'builtin' ? ', @builtin(subgroup_id) sidIn: u32' : ''}) {
+  let m0 = wg.y * ${BM}u;
+  let n0 = wg.x * ${BN}u;
+  let sid = ${s.sid === 'builtin' ? 'sidIn' : 'li / 32u'};
+  let wm = sid % ${WM}u;
+  let wn = sid / ${WM}u;
+  ${rows.flatMap((r) => cols.map((c) => `var acc${r}${c}: ${SG}_result<f32, 16, 16>;`)).join('\n  ')}
+  var kt = 0u;
+  ${s.prefetch ? `${ia.map((i) => `var ra${i} = ${loadA(i)};`).join(' ')}
+  ${ib.map((i) => `var rb${i} = ${loadB(i)};`).join(' ')}` : ''}
+  for (kt = 0u; kt < ${K / BK}u; kt++) {
+    ${s.prefetch ? `${ia.map((i) => put('A', i, `ra${i}`)).join(' ')}
+    ${ib.map((i) => put('B', i, `rb${i}`)).join(' ')}
+    workgroupBarrier();
+    if (kt + 1u < ${K / BK}u) {
+      kt++;
+      ${ia.map((i) => `ra${i} = ${loadA(i)};`).join(' ')}
+      ${ib.map((i) => `rb${i} = ${loadB(i)};`).join(' ')}
+      kt--;
+    }` : `${ia.map((i) => put('A', i, loadA(i))).join(' ')}
+    ${ib.map((i) => put('B', i, loadB(i))).join(' ')}
+    workgroupBarrier();`}
+    for (var kk = 0u; kk < ${BK}u; kk += 16u) {
+      ${rows.map((r) => `let a${r} = subgroupMatrixLoad<${SG}_left<f16, 16, 16>>(&As, (wm * ${TM * 16}u + ${16 * r}u) * ${S}u + kk, false, ${S}u);`).join('\n      ')}
+      ${cols.map((c) => `let b${c} = subgroupMatrixLoad<${SG}_right<f16, 16, 16>>(&Bs, (wn * ${TN * 16}u + ${16 * c}u) * ${S}u + kk, true, ${S}u);`).join('\n      ')}
+      ${rows.flatMap((r) => cols.map((c) => `acc${r}${c} = subgroupMatrixMultiplyAccumulate(a${r}, b${c}, acc${r}${c});`)).join('\n      ')}
+    }
+    workgroupBarrier();
+  }
+  ${rows.flatMap((r) => cols.map((c) => `subgroupMatrixStore(&C, (m0 + wm * ${TM * 16}u + ${16 * r}u) * ${N}u + n0 + wn * ${TN * 16}u + ${16 * c}u, acc${r}${c}, false, ${N}u);`)).join('\n  ')}
+}`};
+}
+
+async function compileErrors(device: GPUDevice, code: string): Promise<string> {
+  device.pushErrorScope('validation');
+  const module = device.createShaderModule({code});
+  const info = await module.getCompilationInfo();
+  const msgs = info.messages.filter((m) => m.type === 'error').map((m) => `${m.lineNum}:${m.linePos} ${m.message}`);
+  let pipelineError = '';
+  try {
+    await device.createComputePipelineAsync({layout: 'auto', compute: {module, entryPoint: 'main'}});
+  } catch (e) {
+    pipelineError = String((e as Error).message ?? e);
+  }
+  const scope = await device.popErrorScope();
+  return [...msgs, pipelineError, scope?.message ?? ''].filter(Boolean).join(' | ').slice(0, 600);
+}
+
+async function main() {
+  const adapter = await gpu.requestAdapter({powerPreference: 'high-performance'});
+  if (!adapter) throw new Error('no adapter');
+  const features = ['shader-f16', 'subgroups', 'timestamp-query', 'chromium-experimental-subgroup-matrix']
+    .filter((f) => adapter.features.has(f)) as GPUFeatureName[];
+  const l = adapter.limits;
+  const device = await adapter.requestDevice({requiredFeatures: features, requiredLimits: {
+    maxStorageBufferBindingSize: l.maxStorageBufferBindingSize, maxBufferSize: l.maxBufferSize,
+    maxComputeWorkgroupStorageSize: l.maxComputeWorkgroupStorageSize,
+    maxComputeInvocationsPerWorkgroup: l.maxComputeInvocationsPerWorkgroup,
+    maxComputeWorkgroupSizeX: l.maxComputeWorkgroupSizeX}});
+  console.log(`# tc_probe ${new Date().toISOString()} adapter ${adapter.info.vendor} ${adapter.info.architecture} ` +
+    `${adapter.info.device}; features ${features.join(',')}; workgroup storage ${l.maxComputeWorkgroupStorageSize}`);
+
+  // 1. What compiles: subgroup-matrix offsets that differ between the subgroups of one workgroup.
+  const probe = (head: string, sidDecl: string, sid: string) => `
+enable f16;
+${head}
+enable chromium_experimental_subgroup_matrix;
+@group(0) @binding(0) var<storage, read_write> C: array<f32>;
+var<workgroup> As: array<f16, 2048>;
+@compute @workgroup_size(128)
+fn main(@builtin(local_invocation_index) li: u32${sidDecl}) {
+  As[li] = f16(li);
+  workgroupBarrier();
+  let s = ${sid};
+  let a = subgroupMatrixLoad<${SG}_left<f16, 16, 16>>(&As, s * 256u, false, 16u);
+  let b = subgroupMatrixLoad<${SG}_right<f16, 16, 16>>(&As, s * 256u, true, 16u);
+  var acc: ${SG}_result<f32, 16, 16>;
+  acc = subgroupMatrixMultiplyAccumulate(a, b, acc);
+  subgroupMatrixStore(&C, s * 256u, acc, false, 16u);
+}`;
+  const probes: Array<[string, string]> = [
+    ['offsets from local_invocation_index / 32', probe('enable subgroups;', '', 'li / 32u')],
+    ['offsets from @builtin(subgroup_id)', probe('enable subgroups;', ', @builtin(subgroup_id) sid: u32', 'sid')],
+    ['offsets from subgroup_id, requires subgroup_id', probe('enable subgroups;\nrequires subgroup_id;', ', @builtin(subgroup_id) sid: u32', 'sid')],
+    ['offsets from subgroupBroadcastFirst(li / 32)', probe('enable subgroups;', '', 'subgroupBroadcastFirst(li / 32u)')],
+  ];
+  const compiles: {[name: string]: string} = {};
+  for (const [name, code] of probes) {
+    compiles[name] = await compileErrors(device, code);
+    console.log(JSON.stringify({probe: name, ok: compiles[name] === '', error: compiles[name] || undefined}));
+  }
+  const sid: 'builtin' | 'index' = compiles['offsets from local_invocation_index / 32'] === '' ? 'index' : 'builtin';
+
+  // 2. Timing on one GEMM.
+  const M = arg('m', 4096), N = arg('n', 14336), K = arg('k', 4096);
+  const rnd = (() => {
+    let s = 12345;
+    return () => ((s = (s * 1103515245 + 12345) >>> 0) / 2 ** 32) * 2 - 1;
+  })();
+  const a16 = new Uint16Array(M * K), b16 = new Uint16Array(N * K);
+  for (let i = 0; i < a16.length; i++) a16[i] = toHalf(rnd());
+  for (let i = 0; i < b16.length; i++) b16[i] = toHalf(rnd() * 0.25);
+  const buf = (data: ArrayBufferView | number, usage: number) => {
+    const size = typeof data === 'number' ? data : data.byteLength;
+    const b = device.createBuffer({size, usage: usage | GPUBufferUsage.COPY_DST});
+    if (typeof data !== 'number') device.queue.writeBuffer(b, 0, data as unknown as ArrayBuffer);
+    return b;
+  };
+  const A = buf(a16, GPUBufferUsage.STORAGE), B = buf(b16, GPUBufferUsage.STORAGE);
+  const C = buf(M * N * 4, GPUBufferUsage.STORAGE | GPUBufferUsage.COPY_SRC);
+  const samples = Array.from({length: 256}, () => [Math.floor((rnd() + 1) / 2 * M), Math.floor((rnd() + 1) / 2 * N)]);
+  const expected = samples.map(([i, j]) => {
+    let s = 0, mag = 0;
+    for (let k = 0; k < K; k++) {
+      const p = fromHalf(a16[i * K + k]) * fromHalf(b16[j * K + k]);
+      s += p;
+      mag += Math.abs(p);
+    }
+    return [s, mag];
+  });
+  const RUNS = 10;
+  const querySet = device.createQuerySet({type: 'timestamp', count: 2 * RUNS});
+  const resolve = device.createBuffer({size: 16 * RUNS, usage: GPUBufferUsage.QUERY_RESOLVE | GPUBufferUsage.COPY_SRC});
+  const readTs = device.createBuffer({size: 16 * RUNS, usage: GPUBufferUsage.MAP_READ | GPUBufferUsage.COPY_DST});
+  const readC = device.createBuffer({size: M * N * 4, usage: GPUBufferUsage.MAP_READ | GPUBufferUsage.COPY_DST});
+  const flops = 2 * M * N * K;
+
+  const kernels: Kernel[] = [storage64(M, N, K)];
+  const shapes: TiledShape[] = [
+    {BM: 128, BN: 128, BK: 32, WM: 2, WN: 4, sid, pad: 8, prefetch: true},
+    {BM: 128, BN: 128, BK: 32, WM: 2, WN: 2, sid, pad: 8, prefetch: true},
+    {BM: 128, BN: 256, BK: 32, WM: 2, WN: 4, sid, pad: 8, prefetch: true},
+    {BM: 128, BN: 128, BK: 32, WM: 2, WN: 4, sid, pad: 0, prefetch: true},
+    {BM: 128, BN: 128, BK: 64, WM: 2, WN: 4, sid, pad: 8, prefetch: true},
+    {BM: 128, BN: 128, BK: 32, WM: 2, WN: 4, sid, pad: 8, prefetch: false},
+    {BM: 64, BN: 128, BK: 32, WM: 2, WN: 2, sid, pad: 8, prefetch: true},
+    {BM: 256, BN: 128, BK: 32, WM: 4, WN: 2, sid, pad: 8, prefetch: true},
+  ];
+  for (const s of shapes) {
+    try {
+      kernels.push(tiled(M, N, K, s));
+    } catch (e) {
+      console.log(JSON.stringify({shape: s, skipped: String(e)}));
+    }
+  }
+  for (const k of kernels) {
+    const err = await compileErrors(device, k.code);
+    if (err) {
+      console.log(JSON.stringify({kernel: k.name, compiled: false, error: err}));
+      continue;
+    }
+    const module = device.createShaderModule({code: k.code});
+    const pipeline = await device.createComputePipelineAsync({layout: 'auto', compute: {module, entryPoint: 'main'}});
+    const group = device.createBindGroup({layout: pipeline.getBindGroupLayout(0), entries: [A, B, C].map((b, i) =>
+      ({binding: i, resource: {buffer: b}}))});
+    const pass = (enc: GPUCommandEncoder, q?: number) => {
+      const p = enc.beginComputePass(q == null ? {} : {timestampWrites: {querySet, beginningOfPassWriteIndex: 2 * q,
+        endOfPassWriteIndex: 2 * q + 1}});
+      p.setPipeline(pipeline);
+      p.setBindGroup(0, group);
+      p.dispatchWorkgroups(...k.workgroups);
+      p.end();
+    };
+    let enc = device.createCommandEncoder();
+    pass(enc);
+    pass(enc);
+    device.queue.submit([enc.finish()]);
+    enc = device.createCommandEncoder();
+    for (let q = 0; q < RUNS; q++) pass(enc, q);
+    enc.resolveQuerySet(querySet, 0, 2 * RUNS, resolve, 0);
+    enc.copyBufferToBuffer(resolve, 0, readTs, 0, 16 * RUNS);
+    enc.copyBufferToBuffer(C, 0, readC, 0, M * N * 4);
+    device.queue.submit([enc.finish()]);
+    await readTs.mapAsync(GPUMapMode.READ);
+    const ts = new BigInt64Array(readTs.getMappedRange().slice(0));
+    readTs.unmap();
+    const times = Array.from({length: RUNS}, (_, q) => Number(ts[2 * q + 1] - ts[2 * q]) / 1e6).sort((x, y) => x - y);
+    await readC.mapAsync(GPUMapMode.READ);
+    const c = new Float32Array(readC.getMappedRange().slice(0));
+    readC.unmap();
+    let worst = 0;
+    samples.forEach(([i, j], n) => {
+      worst = Math.max(worst, Math.abs(c[i * N + j] - expected[n][0]) / (expected[n][1] * 2 ** -11 + 1e-30));
+    });
+    const ms = times[RUNS >> 1];
+    console.log(JSON.stringify({kernel: k.name, M, N, K, ms: +ms.toFixed(3), min_ms: +times[0].toFixed(3),
+      tflops: +(flops / ms / 1e9).toFixed(1), worst_err_over_bound: +worst.toFixed(3)}));
+  }
+  fs.writeFileSync('/dev/null', '');
+  device.destroy();
+}
+
+main().catch((e) => {
+  console.error(e);
+  process.exit(1);
+});
