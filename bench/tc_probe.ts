@@ -81,6 +81,8 @@ interface TiledShape {
   pad: number;
   /** Prefetch the next k tile into registers while the current one is multiplied. */
   prefetch: boolean;
+  /** Two tile buffers: the next tile is stored while the current one is multiplied (one barrier per k tile). */
+  double?: boolean;
 }
 
 /**
@@ -102,7 +104,8 @@ function tiled(M: number, N: number, K: number, s: TiledShape): Kernel {
   const put = (arr: string, i: number, v: string) => `put${arr}((li + ${i * threads}u) / ${bkv}u * ${S}u + (li + ${i * threads}u) % ${bkv}u * 8u, ${v});`;
   const ia = Array.from({length: perA}, (_, i) => i), ib = Array.from({length: perB}, (_, i) => i);
   const name = `tiles ${BM}×${BN}×${BK}, ${WM}×${WN} subgroups (${TM}×${TN} blocks each), pad ${pad}, ` +
-    `${s.prefetch ? 'register prefetch' : 'no prefetch'}, subgroup index from ${s.sid}`;
+    `${s.double ? 'double-buffered' : s.prefetch ? 'register prefetch' : 'no prefetch'}, subgroup index from ${s.sid}`;
+  if (s.double) return doubleBuffered(M, N, K, s, name);
   return {name, workgroups: [N / BN, M / BM, 1], code: `
 enable f16;
 enable subgroups;
@@ -145,6 +148,68 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) l
       ${rows.map((r) => `let a${r} = subgroupMatrixLoad<${SG}_left<f16, 16, 16>>(&As, (wm * ${TM * 16}u + ${16 * r}u) * ${S}u + kk, false, ${S}u);`).join('\n      ')}
       ${cols.map((c) => `let b${c} = subgroupMatrixLoad<${SG}_right<f16, 16, 16>>(&Bs, (wn * ${TN * 16}u + ${16 * c}u) * ${S}u + kk, true, ${S}u);`).join('\n      ')}
       ${rows.flatMap((r) => cols.map((c) => `acc${r}${c} = subgroupMatrixMultiplyAccumulate(a${r}, b${c}, acc${r}${c});`)).join('\n      ')}
+    }
+    workgroupBarrier();
+  }
+  ${rows.flatMap((r) => cols.map((c) => `subgroupMatrixStore(&C, (m0 + wm * ${TM * 16}u + ${16 * r}u) * ${N}u + n0 + wn * ${TN * 16}u + ${16 * c}u, acc${r}${c}, false, ${N}u);`)).join('\n  ')}
+}`};
+}
+
+/** tiled() with two tile buffers: one barrier per k tile. */
+function doubleBuffered(M: number, N: number, K: number, s: TiledShape, name: string): Kernel {
+  const {BM, BN, BK, WM, WN, pad} = s;
+  const threads = WM * WN * 32;
+  const TM = BM / WM / 16, TN = BN / WN / 16;
+  const S = BK + pad;
+  const bkv = BK / 8, kv = K / 8;
+  const perA = BM * bkv / threads, perB = BN * bkv / threads;
+  const rows = Array.from({length: TM}, (_, i) => i), cols = Array.from({length: TN}, (_, i) => i);
+  const ia = Array.from({length: perA}, (_, i) => i), ib = Array.from({length: perB}, (_, i) => i);
+  const at = (i: number) => `(li + ${i * threads}u)`;
+  return {name, workgroups: [N / BN, M / BM, 1], code: `
+enable f16;
+enable subgroups;
+enable chromium_experimental_subgroup_matrix;
+@group(0) @binding(0) var<storage, read> A: array<vec4<u32>>;
+@group(0) @binding(1) var<storage, read> B: array<vec4<u32>>;
+@group(0) @binding(2) var<storage, read_write> C: array<f32>;
+var<workgroup> As: array<f16, ${2 * BM * S}>;
+var<workgroup> Bs: array<f16, ${2 * BN * S}>;
+fn putA(o: u32, v: vec4<u32>) {
+  for (var j = 0u; j < 4u; j++) { let h = bitcast<vec2<f16>>(v[j]); As[o + 2u * j] = h.x; As[o + 2u * j + 1u] = h.y; }
+}
+fn putB(o: u32, v: vec4<u32>) {
+  for (var j = 0u; j < 4u; j++) { let h = bitcast<vec2<f16>>(v[j]); Bs[o + 2u * j] = h.x; Bs[o + 2u * j + 1u] = h.y; }
+}
+@compute @workgroup_size(${threads})
+fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) li: u32, @builtin(subgroup_id) sid: u32) {
+  let m0 = wg.y * ${BM}u;
+  let n0 = wg.x * ${BN}u;
+  let wm = sid % ${WM}u;
+  let wn = sid / ${WM}u;
+  ${rows.flatMap((r) => cols.map((c) => `var acc${r}${c}: ${SG}_result<f32, 16, 16>;`)).join('\n  ')}
+  ${ia.map((i) => `let aAt${i} = (m0 + ${at(i)} / ${bkv}u) * ${kv}u + ${at(i)} % ${bkv}u; let aPut${i} = ${at(i)} / ${bkv}u * ${S}u + ${at(i)} % ${bkv}u * 8u;`).join('\n  ')}
+  ${ib.map((i) => `let bAt${i} = (n0 + ${at(i)} / ${bkv}u) * ${kv}u + ${at(i)} % ${bkv}u; let bPut${i} = ${at(i)} / ${bkv}u * ${S}u + ${at(i)} % ${bkv}u * 8u;`).join('\n  ')}
+  ${ia.map((i) => `putA(aPut${i}, A[aAt${i}]);`).join(' ')}
+  ${ib.map((i) => `putB(bPut${i}, B[bAt${i}]);`).join(' ')}
+  workgroupBarrier();
+  for (var kt = 0u; kt < ${K / BK}u; kt++) {
+    let cur = (kt % 2u);
+    let more = kt + 1u < ${K / BK}u;
+    ${ia.map((i) => `var ra${i} = vec4<u32>();`).join(' ')} ${ib.map((i) => `var rb${i} = vec4<u32>();`).join(' ')}
+    if (more) {
+      ${ia.map((i) => `ra${i} = A[aAt${i} + (kt + 1u) * ${bkv}u];`).join(' ')}
+      ${ib.map((i) => `rb${i} = B[bAt${i} + (kt + 1u) * ${bkv}u];`).join(' ')}
+    }
+    for (var kk = 0u; kk < ${BK}u; kk += 16u) {
+      ${rows.map((r) => `let a${r} = subgroupMatrixLoad<${SG}_left<f16, 16, 16>>(&As, cur * ${BM * S}u + (wm * ${TM * 16}u + ${16 * r}u) * ${S}u + kk, false, ${S}u);`).join('\n      ')}
+      ${cols.map((c) => `let b${c} = subgroupMatrixLoad<${SG}_right<f16, 16, 16>>(&Bs, cur * ${BN * S}u + (wn * ${TN * 16}u + ${16 * c}u) * ${S}u + kk, true, ${S}u);`).join('\n      ')}
+      ${rows.flatMap((r) => cols.map((c) => `acc${r}${c} = subgroupMatrixMultiplyAccumulate(a${r}, b${c}, acc${r}${c});`)).join('\n      ')}
+    }
+    if (more) {
+      let nxt = 1u - cur;
+      ${ia.map((i) => `putA(nxt * ${BM * S}u + aPut${i}, ra${i});`).join(' ')}
+      ${ib.map((i) => `putB(nxt * ${BN * S}u + bPut${i}, rb${i});`).join(' ')}
     }
     workgroupBarrier();
   }
@@ -246,8 +311,16 @@ fn main(@builtin(local_invocation_index) li: u32${sidDecl}) {
   const readC = device.createBuffer({size: M * N * 4, usage: GPUBufferUsage.MAP_READ | GPUBufferUsage.COPY_DST});
   const flops = 2 * M * N * K;
 
-  const kernels: Kernel[] = [storage64(M, N, K)];
-  const shapes: TiledShape[] = [
+  const kernels: Kernel[] = args.includes('--round2') ? [] : [storage64(M, N, K)];
+  const shapes: TiledShape[] = args.includes('--round2') ? [
+    {BM: 128, BN: 128, BK: 32, WM: 2, WN: 2, sid, pad: 8, prefetch: true},
+    {BM: 128, BN: 128, BK: 32, WM: 2, WN: 2, sid, pad: 8, prefetch: true, double: true},
+    {BM: 128, BN: 128, BK: 64, WM: 2, WN: 2, sid, pad: 8, prefetch: true},
+    {BM: 128, BN: 128, BK: 32, WM: 2, WN: 2, sid, pad: 16, prefetch: true},
+    {BM: 128, BN: 256, BK: 32, WM: 2, WN: 4, sid, pad: 8, prefetch: true, double: true},
+    {BM: 64, BN: 128, BK: 32, WM: 2, WN: 2, sid, pad: 8, prefetch: true, double: true},
+    {BM: 128, BN: 128, BK: 32, WM: 4, WN: 2, sid, pad: 8, prefetch: true, double: true},
+  ] : [
     {BM: 128, BN: 128, BK: 32, WM: 2, WN: 4, sid, pad: 8, prefetch: true},
     {BM: 128, BN: 128, BK: 32, WM: 2, WN: 2, sid, pad: 8, prefetch: true},
     {BM: 128, BN: 256, BK: 32, WM: 2, WN: 4, sid, pad: 8, prefetch: true},

@@ -81,6 +81,18 @@ describe('tensor-core GEMM plan', () => {
     expect(big.reason).to.match(/'shared-128': its tiles need 36880 bytes .* allows 32768/);
   });
 
+  it('takes shared-64 where experts average fewer than 64 rows, else shared-128, unless one is forced', () => {
+    expect(tensorCoreChoice(ON, 2048, 768, {rowsPerExpert: 16})).to.include({variant: 'shared-64'});
+    expect(tensorCoreChoice(ON, 2048, 768, {rowsPerExpert: 64})).to.include({variant: 'shared-128'});
+    expect(tensorCoreChoice(ON, 2048, 768)).to.include({variant: 'shared-128'});
+    setTensorCoreVariant('storage-64');
+    try {
+      expect(tensorCoreChoice(ON, 2048, 768, {rowsPerExpert: 16})).to.include({variant: 'storage-64'});
+    } finally {
+      setTensorCoreVariant(null);
+    }
+  });
+
   it('uses the forced variant, and refuses an unknown one', () => {
     setTensorCoreVariant('storage-32');
     expect(tensorCoreChoice(ON, 64, 64).variant).to.equal('storage-32');

@@ -205,8 +205,9 @@ export function chooseSplitK(workgroups: number, kTiles: number): number {
  * (setTensorCoreVariant); else the float32 SIMT tiles.
  */
 export function chooseGemmKernel(backend: WebGPUBackend, H: number, I: number,
-    attrs?: Pick<FusedExpertsAttrs, 'hasBias' | 'activation' | 'activationQuantGroup'>): TensorCoreChoice {
-  return tensorCoreChoice(webgpuCapabilities(backend), H, I, attrs);
+    attrs?: Pick<FusedExpertsAttrs, 'hasBias' | 'activation' | 'activationQuantGroup'>,
+    rowsPerExpert?: number): TensorCoreChoice {
+  return tensorCoreChoice(webgpuCapabilities(backend), H, I, {...attrs, rowsPerExpert});
 }
 
 function checkBinding(backend: WebGPUBackend, shape: number[], what: string, advice: string): void {
@@ -362,7 +363,7 @@ export function issueFusedExperts(backend: WebGPUBackend, issuer: ProgramIssuer,
         [actIn, align, ...weightsFor('w2')]]);
       return issuer.runWebGPUProgram(combine, [y, ...ids], 'float32');
     } else {
-      const gemm = chooseGemmKernel(backend, H, I, a);
+      const gemm = chooseGemmKernel(backend, H, I, a, P / Math.max(1, Math.min(numLocalExperts, P)));
       if (gemm.kernel === 'tensor-core-f16' && gemm.variant !== 'workgroup-tiles') {
         const {y, splitK} = tensorCoreStoragePrefill({backend, issuer, run, temp, temps, variant: gemm.variant!, x,
           topkWeights, ids, shards: shardsOf, numPairs: P, common,

@@ -42,21 +42,23 @@ export const TENSOR_CORE_VARIANTS: TensorCoreVariant[] =
   ['workgroup-tiles', 'storage-32', 'storage-64', 'shared-64', 'shared-128'];
 
 /**
- * The variant used when none is forced: 'storage-64', the one built for large-M prefill (4×4 results per
- * subgroup: 8 matrix loads per 16 MMAs, no workgroup-memory round trip). The fastest on the H200 (2026-12-03,
- * M = 4096, f16 weights: Qwen3 6.8 ms against storage-32 9.2 and workgroup-tiles 10.6 ms;
- * bench/results/2026-12-03-h200-tensor-core-check-*.log).
+ * The variant used when none is forced: 'shared-128', or 'shared-64' where experts average fewer than
+ * SHARED_128_MIN_ROWS rows (less padding per expert). The fastest on the H200 (2026-12-03, GPU time, f16
+ * weights): M = 4096 Qwen3 5.4 ms, DeepSeek-V3 TP8 9.2, Mixtral 31.8 against storage-64's 6.8, 10.1, 53.1; at
+ * M = 256 shared-64 wins for Qwen3 (16 rows per expert: 7.0 against 8.1 ms) and DeepSeek-V3 (8: 5.8 against
+ * 7.9), shared-128 for Mixtral (64: 4.05 against 4.25); bench/results/2026-12-03-h200-tensor-core-check-shared.log.
  */
-export const DEFAULT_TENSOR_CORE_VARIANT: TensorCoreVariant = 'storage-64';
+export const DEFAULT_TENSOR_CORE_VARIANT: TensorCoreVariant = 'shared-128';
+export const SHARED_128_MIN_ROWS = 64;
 
 let forcedVariant: TensorCoreVariant | null = null;
 
-/** Forces the tensor-core variant (benchmarks, the device check); null restores the default. */
 /** The variant forced by setTensorCoreVariant, or null (part of a dispatch plan's key). */
 export function forcedTensorCoreVariant(): TensorCoreVariant | null {
   return forcedVariant;
 }
 
+/** Forces the tensor-core variant (benchmarks, the device check); null restores the automatic choice. */
 export function setTensorCoreVariant(variant: TensorCoreVariant | null): void {
   if (variant != null && !TENSOR_CORE_VARIANTS.includes(variant)) {
     throw new Error(`setTensorCoreVariant: variant must be one of ${TENSOR_CORE_VARIANTS.join(', ')}, got ${variant}`);
@@ -64,8 +66,10 @@ export function setTensorCoreVariant(variant: TensorCoreVariant | null): void {
   forcedVariant = variant;
 }
 
-export function tensorCoreVariant(): TensorCoreVariant {
-  return forcedVariant ?? DEFAULT_TENSOR_CORE_VARIANT;
+/** The forced variant, else the default for `rowsPerExpert` (pairs per used expert, when known). */
+export function tensorCoreVariant(rowsPerExpert?: number): TensorCoreVariant {
+  if (forcedVariant != null) return forcedVariant;
+  return rowsPerExpert != null && rowsPerExpert < SHARED_128_MIN_ROWS ? 'shared-64' : DEFAULT_TENSOR_CORE_VARIANT;
 }
 
 /** Rows per tile of each variant (the align program pads every expert to a multiple of it). */
@@ -192,6 +196,8 @@ export interface TensorCoreCall {
   hasBias?: boolean;
   activation?: Activation;
   activationQuantGroup?: number;
+  /** Pairs per used expert, for the default variant's rows per tile. */
+  rowsPerExpert?: number;
 }
 
 /**
@@ -199,7 +205,7 @@ export interface TensorCoreCall {
  * every variant (the formats through dequant_wgsl.ts); what remains refused is said precisely.
  */
 export function tensorCoreChoice(device: TensorCoreDevice, H: number, I: number, call: TensorCoreCall = {},
-    variant: TensorCoreVariant = tensorCoreVariant()): TensorCoreChoice {
+    variant: TensorCoreVariant = tensorCoreVariant(call.rowsPerExpert)): TensorCoreChoice {
   if (!device.tensorCoreF16) return {kernel: 'simt-f32', reason: device.tensorCoreReason};
   if (H % 8 !== 0 || I % 8 !== 0) {
     return {kernel: 'simt-f32', reason: `the tensor-core GEMMs read weights 8 k at a time (one dequantized chunk) and ` +
