@@ -1,18 +1,21 @@
 /**
  * Device entry for the int8 w8a8 paths (issue 11): Dawn with the toggles of gpu_check_tc.ts, then
  *   1. what the device offers: dot4I8Packed (WGSL language feature packed_4x8_integer_dot_product), the
- *      subgroup-matrix configs, and which int8 prefill GEMM runs and why (chooseInt8GemmKernel);
+ *      subgroup-matrix configs, and which int8 prefill GEMM runs and why (chooseInt8GemmKernel; per shape and M
+ *      too, since the shared kernel's rows per tile follow the rows per expert);
  *   2. tiny problems (several row / column / k tiles, tails, split weights) through every int8 path (decode,
  *      decode-grouped, prefill on each available GEMM) against the cpu reference (fusedExpertsInt8Impl), which
  *      they must equal bit for bit: the data put every gate at ≥ 40, where silu(g) = g exactly in f32 and f64, so
  *      no exp ulp enters (int8_w8a8.test.ts does the same on SwiftShader);
  *   3. the real benchmark shapes (bench/shapes.ts) at M = 64, 256, 4096, prefill forced: sampled tokens against
- *      the cpu reference (bit-equal), the subgroup-matrix GEMM against the dot4I8Packed GEMM on every output
- *      (bit-equal: identical i32 accumulators, one epilogue), and the GPU time of each int8 path beside the
- *      float32 path, with TOPS and the fraction of the H200's ~1979 dense int8 TOPS.
+ *      the cpu reference (bit-equal), every subgroup-matrix GEMM the device runs ('tensor-core-i8-shared-128',
+ *      '-shared-64', the one-subgroup 'tensor-core-i8') against the dot4I8Packed GEMM on every output (bit-equal:
+ *      identical i32 accumulators, one epilogue), and the GPU time of each beside the float32 path, with TOPS and
+ *      the fraction of the H200's ~1979 dense int8 TOPS.
  *
  *   npx tsx bench/gpu_check_int8.ts --tiny          (SwiftShader here: the GEMVs and the dot4 GEMM, tiny shapes; ~5 min)
  *   bash .gpu/run.sh .gpu/gpu_check_int8.mjs [--shapes qwen3,dsv3tp8,mixtral] [--tokens 64,256,4096]
+ *       [--kernels tensor-core-i8-shared-128,tensor-core-i8-shared-64,tensor-core-i8,dot4-i8]
  *                                                    (the H200; packed with ../shared/gpu/pack.sh as docs/benchmarks.md says)
  */
 import './gpu_setup_tensor_cores';  // first: Dawn with the tensor-core toggles, then tfjs
@@ -25,8 +28,8 @@ import {WeightFormat} from '../src/quant/format';
 import {fusedExpertsInt8Impl, Int8ExpertShard} from '../src/kernels/cpu/int8_w8a8_impl';
 import {webgpuCapabilities} from '../src/kernels/webgpu/capabilities';
 import {ExpertsPath, setFusedExpertsPath} from '../src/kernels/webgpu/FusedExperts';
-import {Int8GemmKernel, chooseInt8GemmKernel, hasDot4I8Packed, setInt8GemmKernel}
-  from '../src/kernels/webgpu/experts_int8_run';
+import {INT8_GEMM_KERNELS, Int8GemmKernel, chooseInt8GemmKernel, hasDot4I8Packed, int8GemmChoice,
+  setInt8GemmKernel} from '../src/kernels/webgpu/experts_int8_run';
 import {makeExpertWeights, routingConfig, uniformHostValues} from './problem';
 import {medianKernelTime, hasGpuTimestamps} from './timing';
 import {MoEShape, SHAPES} from './shapes';
@@ -109,10 +112,23 @@ async function gpuMs(f: () => tf.Tensor, reps: number): Promise<{ms: number; ker
   return hasGpuTimestamps() ? medianKernelTime(f, reps) : null;
 }
 
+/**
+ * The int8 GEMMs to run: every one this device can (int8GemmChoice refuses to force the others), within --kernels,
+ * dot4 last (the others are compared with it). The automatic choice is printed per shape.
+ */
 function gemmKernels(): Int8GemmKernel[] {
-  setInt8GemmKernel(null);  // the automatic choice, not the previous run's forced kernel
-  const auto = chooseInt8GemmKernel(tf.backend() as WebGPUBackend).kernel;
-  return auto === 'tensor-core-i8' ? ['tensor-core-i8', 'dot4-i8'] : ['dot4-i8'];
+  const wanted = arg('kernels', INT8_GEMM_KERNELS.join(',')).split(',') as Int8GemmKernel[];
+  for (const k of wanted) if (!INT8_GEMM_KERNELS.includes(k)) throw new Error(`--kernels: unknown kernel ${k}`);
+  const caps = webgpuCapabilities(tf.backend() as WebGPUBackend);
+  return INT8_GEMM_KERNELS.filter((k) => {
+    if (!wanted.includes(k)) return false;
+    try {
+      int8GemmChoice(caps, undefined, k);
+      return true;
+    } catch {
+      return false;
+    }
+  });
 }
 
 async function tinyChecks(): Promise<boolean> {
@@ -169,15 +185,17 @@ async function realShape(s: MoEShape, Ms: number[]): Promise<boolean> {
     expertMap: null, shards: stack.host, numTokens: rows.length, topK: s.k, hiddenSize: s.H, intermediateSize: s.I,
     globalNumExperts: s.E, activation: 'silu', applyRouterWeightOnInput: false});
     const ops = 2 * M * s.k * 3 * s.I * s.H;
-    const outputs: Float32Array[] = [];
-    const line: Record<string, unknown> = {check: 'int8', shape: s.name, M, sampled_rows: rows};
+    const outputs = new Map<Int8GemmKernel, Float32Array>();
+    setInt8GemmKernel(null);
+    const line: Record<string, unknown> = {check: 'int8', shape: s.name, M, sampled_rows: rows,
+      auto: chooseInt8GemmKernel(tf.backend() as WebGPUBackend, M * s.k / Math.min(s.E, M * s.k))};
     for (const gemm of gemmKernels()) {
       setInt8GemmKernel(gemm);
       const call = () => fusedExperts(x, stack.w13, stack.w2, tw, ti, {useInt8W8A8: true});
       const out = call();
       const got = await out.data() as Float32Array;
       out.dispose();
-      outputs.push(got);
+      outputs.set(gemm, got);
       const diff = diffCount(rows.flatMap((t) => Array.from(got.subarray(t * s.H, (t + 1) * s.H))), expected);
       ok &&= diff === 0;
       const t = await gpuMs(call, M >= 4096 && s.name === 'mixtral' ? 3 : 5);
@@ -185,10 +203,13 @@ async function realShape(s: MoEShape, Ms: number[]): Promise<boolean> {
         [`${gemm}_tops`]: t ? ops / t.ms / 1e9 : null,
         [`${gemm}_of_peak`]: t ? ops / t.ms / 1e9 / H200_INT8_TOPS : null, [`${gemm}_kernels`]: t?.kernels ?? null});
     }
-    if (outputs.length === 2) {
-      const d = diffCount(outputs[0], outputs[1]);
+    // Every subgroup-matrix GEMM against the dot4 GEMM, on every output.
+    const dot4 = outputs.get('dot4-i8');
+    for (const [gemm, got] of outputs) {
+      if (gemm === 'dot4-i8' || !dot4) continue;
+      const d = diffCount(got, dot4);
       ok &&= d === 0;
-      line.tc_vs_dot4_diffs = d;
+      line[`${gemm}_vs_dot4_diffs`] = d;
     }
     const f32t = await gpuMs(() => fusedExperts(x, f32.w13, f32.w2, tw, ti), M >= 4096 && s.name === 'mixtral' ? 2 : 5);
     Object.assign(line, {f32_gpu_ms: f32t?.ms ?? null, f32_tflops: f32t ? ops / f32t.ms / 1e9 : null,

@@ -18,10 +18,18 @@ import {QuantizedExpertWeights} from '../src/quant/expert_weights';
 import {fusedExpertsInt8Impl, quantizeRowInt8} from '../src/kernels/cpu/int8_w8a8_impl';
 import {ExpertsPath, setFusedExpertsPath} from '../src/kernels/webgpu/FusedExperts';
 import {ExpertsInt8QuantProgram} from '../src/kernels/webgpu/experts_int8_quant_webgpu';
-import {chooseInt8GemmKernel, setInt8GemmKernel} from '../src/kernels/webgpu/experts_int8_run';
-import {int8TensorCoreConfig} from '../src/kernels/webgpu/experts_int8_tc_webgpu';
+import {INT8_GEMM_KERNELS, Int8GemmDevice, Int8GemmKernel, chooseInt8GemmKernel, int8GemmBlockRows, int8GemmChoice,
+  int8GemmWorkgroupBytes, setInt8GemmKernel} from '../src/kernels/webgpu/experts_int8_run';
+import {ExpertsInt8TensorCoreGemmProgram, INT8_TC_WORKGROUP_BYTES, int8TensorCoreConfig}
+  from '../src/kernels/webgpu/experts_int8_tc_webgpu';
+import {ExpertsInt8TensorCoreSharedGemmProgram, Int8SharedBlockRows, int8SharedTileBytes}
+  from '../src/kernels/webgpu/experts_int8_tc_shared_webgpu';
+import {ExpertsInt8Config, ExpertsW13Int8GemmProgram, ExpertsW2Int8GemmProgram}
+  from '../src/kernels/webgpu/experts_int8_webgpu';
+import {ExpertsAlignProgram, maxPaddedRows} from '../src/kernels/webgpu/experts_align_webgpu';
+import {emulateI8SubgroupMatrices} from './helpers/i8_subgroup_matrix_emulation';
 import {webgpuCapabilities} from '../src/kernels/webgpu/capabilities';
-import type {WebGPUBackend} from '@tensorflow/tfjs-backend-webgpu';
+import type {WebGPUBackend, WebGPUProgram} from '@tensorflow/tfjs-backend-webgpu';
 import {expectClose, rng} from './helpers/compare';
 import {countReadBacks, describeBackends, expectNoLeaks} from './helpers/env';
 
@@ -197,6 +205,101 @@ describe('int8 w8a8 cpu reference', () => {
   });
 });
 
+/** The H200's answer (2026-12-03): i8 and f16 configs, subgroups of 32, 48 KiB of workgroup memory. */
+const H200: Int8GemmDevice = {subgroups: true, reason: '', subgroupSize: 32, maxComputeWorkgroupStorageSize: 49152,
+  subgroupMatrixConfigs: [{componentType: 'f16', resultComponentType: 'f32', M: 16, N: 16, K: 16},
+    {componentType: 'i8', resultComponentType: 'i32', M: 16, N: 16, K: 32}]};
+
+describe('int8 prefill GEMM choice', () => {
+  afterEach(() => setInt8GemmKernel(null));
+
+  it('takes the shared-tile tensor-core GEMM on the H200: 128-row tiles, 64 where experts average fewer rows', () => {
+    const big = int8GemmChoice(H200, 4096 * 2 / 8);
+    expect(big.kernel).to.equal('tensor-core-i8-shared-128');
+    expect(big.reason).to.match(/four subgroups sharing i8 tiles .* 128-row tiles/);
+    expect(int8GemmChoice(H200).kernel, 'rows per expert unknown').to.equal('tensor-core-i8-shared-128');
+    expect(int8GemmChoice(H200, 64).kernel).to.equal('tensor-core-i8-shared-128');
+    const small = int8GemmChoice(H200, 16);
+    expect(small.kernel).to.equal('tensor-core-i8-shared-64');
+    expect(small.reason).to.match(/64-row tiles: experts average 16 rows, fewer than 64/);
+  });
+
+  it('falls back to smaller tiles, then one subgroup, then dot4 as the workgroup memory shrinks, saying why', () => {
+    const at = (bytes: number) => int8GemmChoice({...H200, maxComputeWorkgroupStorageSize: bytes}, 512);
+    expect(int8SharedTileBytes(128)).to.equal(37392);
+    expect(int8SharedTileBytes(64)).to.equal(32016);
+    expect(at(37392).kernel).to.equal('tensor-core-i8-shared-128');
+    const s64 = at(37391);
+    expect(s64.kernel).to.equal('tensor-core-i8-shared-64');
+    expect(s64.reason).to.match(/'tensor-core-i8-shared-128' needs 37392 bytes of workgroup memory and the device allows 37391/);
+    const one = at(32015);
+    expect(one.kernel).to.equal('tensor-core-i8');
+    expect(one.reason).to.match(/one subgroup per workgroup: 'tensor-core-i8-shared-64' needs 32016 bytes .* allows 32015/);
+    const none = at(INT8_TC_WORKGROUP_BYTES - 1);
+    expect(none.kernel).to.equal('dot4-i8');
+    expect(none.reason).to.match(/dot4I8Packed tiles: 'tensor-core-i8' needs 7296 bytes/);
+  });
+
+  it('takes dot4 without the i8 config, subgroups or subgroups of 32, saying which', () => {
+    expect(int8GemmChoice({...H200, subgroupMatrixConfigs: H200.subgroupMatrixConfigs.slice(0, 1)}).reason)
+      .to.match(/^dot4I8Packed tiles: no i8×i8→i32 16×16×32 subgroup-matrix config/);
+    expect(int8GemmChoice({...H200, subgroupSize: 4})).to.deep.equal({kernel: 'dot4-i8', reason: 'dot4I8Packed ' +
+      'tiles: the kernels are laid out for subgroups of 32 and this device\'s size is 4'});
+    expect(int8GemmChoice({...H200, subgroups: false, reason: 'flag'}).reason).to.match(/subgroups are off: flag/);
+  });
+
+  it('runs a forced kernel (the old one-subgroup kernel included), refusing one the device cannot run', () => {
+    for (const k of INT8_GEMM_KERNELS) {
+      expect(int8GemmChoice(H200, 16, k)).to.deep.equal({kernel: k, reason: 'forced by setInt8GemmKernel'});
+    }
+    setInt8GemmKernel('tensor-core-i8');
+    expect(int8GemmChoice(H200, 4096).kernel, 'the setter is the default').to.equal('tensor-core-i8');
+    expect(() => int8GemmChoice({...H200, maxComputeWorkgroupStorageSize: 32768}, 512, 'tensor-core-i8-shared-128'))
+      .to.throw(/cannot force the int8 GEMM: 'tensor-core-i8-shared-128' needs 37392 bytes .* allows 32768/);
+    expect(() => int8GemmChoice({...H200, subgroupSize: 0}, 512, 'tensor-core-i8-shared-64'))
+      .to.throw(/cannot force the int8 tensor-core GEMM 'tensor-core-i8-shared-64': .* subgroups of 32/);
+    expect(int8GemmChoice({...H200, subgroupSize: 0}, 512, 'dot4-i8').kernel).to.equal('dot4-i8');
+    expect(() => setInt8GemmKernel('fast' as Int8GemmKernel)).to.throw(/must be one of tensor-core-i8-shared-128/);
+  });
+
+  it('pads experts to each kernel\'s rows per tile, and declares the workgroup memory it is chosen by', () => {
+    expect(INT8_GEMM_KERNELS.map(int8GemmBlockRows)).to.deep.equal([128, 64, 32, 64]);
+    expect(INT8_GEMM_KERNELS.map(int8GemmWorkgroupBytes)).to.deep.equal([37392, 32016, INT8_TC_WORKGROUP_BYTES, 0]);
+    const cfg: ExpertsInt8Config = {stage: 'w2', hiddenSize: 4096, intermediateSize: 14336, topK: 2, numLocalExperts: 8,
+      globalNumExperts: 8, hasExpertMap: false, activation: 'silu', applyRouterWeightOnInput: false, hasBias: true};
+    for (const BM of [64, 128] as Int8SharedBlockRows[]) {
+      // Declared arrays: tile lookup vec4<i32>, i32 tiles and staged results, f32 row scales.
+      const code = new ExpertsInt8TensorCoreSharedGemmProgram(cfg, [8192, 4096], 10, BM).getUserCode();
+      const words = [...code.matchAll(/var<workgroup> \w+ : array<(?:i32|f32), (\d+)>/g)].reduce((n, m) => n + Number(m[1]), 0);
+      expect(16 + 4 * words).to.equal(int8SharedTileBytes(BM));
+    }
+  });
+
+  it('generates the shared GEMMs: 4 subgroups, subgroup-uniform matrix offsets, BM/32 × 4 results each, padded rows', () => {
+    for (const BM of [64, 128] as Int8SharedBlockRows[]) {
+      for (const stage of ['w13', 'w2'] as const) {
+        const cfg: ExpertsInt8Config = {stage, hiddenSize: 2048, intermediateSize: 768, topK: 8, numLocalExperts: 128,
+          globalNumExperts: 128, hasExpertMap: false, activation: 'silu', applyRouterWeightOnInput: false, hasBias: false};
+        const p = new ExpertsInt8TensorCoreSharedGemmProgram(cfg, [100, 100], 40, BM);
+        const code = p.getUserCode();
+        expect(p.workgroupSize).to.deep.equal([128, 1, 1]);
+        expect(p.dispatch).to.deep.equal(stage === 'w13' ? [40, 12, 1] : [40, 16, 1]);
+        expect(code).to.contain('// moe-main-ids').and.to.contain('fn main(wid : vec3<u32>, sid : u32, lane : u32)');
+        expect(code).to.contain('let wn = sid % 2u;').and.to.contain('let wm = sid / 2u;');
+        expect(code.match(/subgroupMatrixMultiplyAccumulate/g)).to.have.length(BM / 32 * 4);
+        // Offsets from the subgroup id and loop counters only (Tint: uniform per subgroup); rows of 80 i8.
+        const calls = code.match(/subgroupMatrix(Load|Store)[^;]*;/g)!;
+        expect(calls.length).to.equal(BM / 32 + 4 + BM / 32 * 4);
+        for (const call of calls) expect(call).to.not.match(/localIndex|lane|tRow|part|wid|workgroupId/);
+        expect(calls.filter((c) => c.includes('Load')).every((c) => /, (false|true), 80u\);$/.test(c))).to.equal(true);
+        expect(p.variableNames).to.deep.equal(stage === 'w13' ? ['xq', 'align', 'weights', 'scales'] :
+          ['xq', 'align', 'topkWeights', 'weights', 'scales']);
+        expect(p.shaderKey).to.contain(`_${BM}`);
+      }
+    }
+  });
+});
+
 describeBackends('fusedExperts int8 w8a8 against the cpu reference, bit for bit', (backend) => {
   afterEach(() => { setFusedExpertsPath(null); setInt8GemmKernel(null); });
   let seed = 100;
@@ -273,8 +376,12 @@ describeBackends('fusedExperts int8 w8a8 against the cpu reference, bit for bit'
       if (int8TensorCoreConfig(webgpuCapabilities(backend).subgroupMatrixConfigs) == null) {
         expect(choice.kernel).to.equal('dot4-i8');
         expect(choice.reason).to.match(/no i8×i8→i32 16×16×32 subgroup-matrix config|subgroups are off/);
-        setInt8GemmKernel('tensor-core-i8');
-        expect(() => chooseInt8GemmKernel(backend)).to.throw(/cannot force the int8 tensor-core GEMM: /);
+        for (const k of ['tensor-core-i8', 'tensor-core-i8-shared-128'] as Int8GemmKernel[]) {
+          setInt8GemmKernel(k);
+          expect(() => chooseInt8GemmKernel(backend)).to.throw(/cannot force the int8 tensor-core GEMM '.*': /);
+        }
+        setInt8GemmKernel('dot4-i8');
+        expect(chooseInt8GemmKernel(backend)).to.deep.equal({kernel: 'dot4-i8', reason: 'forced by setInt8GemmKernel'});
       }
       // The H200's list (issue 11): the i8 config is found among the f16 ones; a u8-only or 16×8×32-only list is not enough.
       const cfg = (componentType: string, resultComponentType: string, M: number, N: number, K: number) =>
@@ -283,6 +390,102 @@ describeBackends('fusedExperts int8 w8a8 against the cpu reference, bit for bit'
         cfg('i8', 'i32', 16, 16, 32)])).to.deep.equal(cfg('i8', 'i32', 16, 16, 32));
       expect(int8TensorCoreConfig([cfg('u8', 'u32', 16, 16, 32), cfg('i8', 'i32', 16, 8, 32)])).to.equal(undefined);
     });
+
+    /**
+     * The tensor-core GEMMs where no GPU here has subgroup matrices: their WGSL with the i8 matrices emulated
+     * (test/helpers/i8_subgroup_matrix_emulation.ts), run on the same quantized rows, align and weights as the
+     * dot4I8Packed GEMM, and compared with it bit for bit, w13 (act rows) then w2 (y). Several row tiles per
+     * expert, a partial last column tile and a k tail in both stages (H = 144, I = 80: 9 and 5 vec4 of k).
+     * The one-subgroup kernel, bit-equal to dot4 on the H200, checks the emulation itself.
+     */
+    const tcCases: Array<{name: string; kernel: Int8GemmKernel; activation: Activation; bias: boolean; onInput: boolean}> = [
+      {name: 'shared 128-row tiles, silu', kernel: 'tensor-core-i8-shared-128', activation: 'silu', bias: false, onInput: false},
+      {name: 'shared 64-row tiles, swigluoai, biases', kernel: 'tensor-core-i8-shared-64', activation: 'swigluoai', bias: true,
+        onInput: false},
+      {name: 'shared 128-row tiles, gelu, biases, router weight on the input', kernel: 'tensor-core-i8-shared-128',
+        activation: 'gelu', bias: true, onInput: true},
+      {name: 'shared 64-row tiles, silu, router weight on the input', kernel: 'tensor-core-i8-shared-64', activation: 'silu',
+        bias: false, onInput: true},
+      {name: 'one subgroup (the emulation checked on the kernel the H200 ran)', kernel: 'tensor-core-i8', activation: 'silu',
+        bias: true, onInput: false},
+    ];
+    for (const tc of tcCases) {
+      it(`runs the tensor-core GEMM's WGSL with emulated subgroup matrices, bit-equal to dot4: ${tc.name}`, async () => {
+        const wb = tf.backend() as unknown as WebGPUBackend;
+        const E = 3, H = 144, I = 80, k = tc.onInput ? 1 : 2, T = tc.onInput ? 300 : 200, P = T * k;
+        const rand = rng(31);
+        const ids = new Int32Array(P);
+        for (let t = 0; t < T; t++) {
+          const order = Array.from({length: E}, (_, e) => e).sort(() => rand() - 0.5);
+          for (let j = 0; j < k; j++) ids[t * k + j] = order[j];
+        }
+        const config = {hiddenSize: H, intermediateSize: I, topK: k, numLocalExperts: E, globalNumExperts: E,
+          hasExpertMap: false, activation: tc.activation, applyRouterWeightOnInput: tc.onInput, hasBias: tc.bias};
+        const BM = int8GemmBlockRows(tc.kernel);
+        const rows = maxPaddedRows(P, E, BM);
+        const x = tf.tensor2d(Float32Array.from({length: T * H}, () => (rand() - 0.5) * 4), [T, H]);
+        const tw = tf.tensor2d(Float32Array.from({length: P}, () => 0.1 + rand()), [T, k]);
+        const ti = tf.tensor2d(ids, [T, k], 'int32');
+        const weightsOf = (N: number, K: number) => {
+          const p = projection(rand, E, N, K, 0, tc.bias);
+          return [tf.tensor2d(p.words, [E, N * K / 4], 'int32'), tf.tensor3d(p.scales, [E, N, 1]),
+            ...(p.bias ? [tf.tensor2d(p.bias, [E, N])] : [])];
+        };
+        const w13 = weightsOf(2 * I, H), w2 = weightsOf(H, I);
+        const temps: tf.TensorInfo[] = [];
+        const run = (program: WebGPUProgram, inputs: tf.TensorInfo[], shape: number[], dtype: 'int32' | 'float32') => {
+          const out = wb.makeTensorInfo(shape, dtype);
+          temps.push(out);
+          const gemm = (program as {uniforms?: string}).uniforms?.includes('firstExpert');
+          wb.runWebGPUProgram(program, inputs, dtype, gemm ? [{type: 'int32', data: [0]}] : undefined, out);
+          return out;
+        };
+        const read = async (info: tf.TensorInfo) => {
+          const t = tf.engine().makeTensorFromTensorInfo(info);
+          const d = await t.data();
+          t.dispose();
+          return d;
+        };
+        const device = wb.device;
+        const emulated = (p: WebGPUProgram) => {
+          const code = emulateI8SubgroupMatrices(p.getUserCode(), device.limits.maxComputeWorkgroupStorageSize);
+          return Object.assign(Object.create(Object.getPrototypeOf(p)), p, {getUserCode: () => code,
+            shaderKey: `${p.shaderKey}_emulated`}) as WebGPUProgram;
+        };
+        const tcProgram = (c: ExpertsInt8Config, shape: number[]) => emulated(tc.kernel === 'tensor-core-i8' ?
+          new ExpertsInt8TensorCoreGemmProgram(c, shape, Math.ceil(P / BM) + E) :
+          new ExpertsInt8TensorCoreSharedGemmProgram(c, shape, Math.ceil(P / BM) + E, BM as Int8SharedBlockRows));
+        const dot4Tiles = Math.ceil(rows / 64);
+        device.pushErrorScope('validation');
+        const xq = run(new ExpertsInt8QuantProgram(T, H, tc.onInput), tc.onInput ? [x, tw] : [x], [T, H / 4 + 4], 'int32');
+        const align = run(new ExpertsAlignProgram({...config, blockRows: BM}, P), [ti], [E + 1 + rows], 'int32');
+        const c13 = {...config, stage: 'w13' as const}, c2 = {...config, stage: 'w2' as const};
+        const actDot4 = run(new ExpertsW13Int8GemmProgram(c13, [rows, I], dot4Tiles), [xq, align, ...w13], [rows, I], 'float32');
+        const actTc = run(tcProgram(c13, [rows, I]), [xq, align, ...w13], [rows, I], 'float32');
+        const aq = run(new ExpertsInt8QuantProgram(rows, I, false), [actDot4], [rows, I / 4 + 4], 'int32');
+        const head = tc.onInput ? [aq, align] : [aq, align, tw];
+        const yDot4 = run(new ExpertsW2Int8GemmProgram(c2, [P, H], dot4Tiles), [...head, ...w2], [P, H], 'float32');
+        const yTc = run(tcProgram(c2, [P, H]), [...head, ...w2], [P, H], 'float32');
+        const [alignHost, a4, aT, y4, yT] = await Promise.all([align, actDot4, actTc, yDot4, yTc].map(read));
+        expect((await device.popErrorScope())?.message ?? '').to.equal('');
+        // w13: the rows that hold a pair (padding rows are not part of the result).
+        let rowsChecked = 0, diff = 0;
+        for (let r = 0; r < alignHost[E]; r++) {
+          if (alignHost[E + 1 + r] < 0) continue;
+          rowsChecked++;
+          for (let i = 0; i < I; i++) if (!Object.is(a4[r * I + i], aT[r * I + i])) diff++;
+        }
+        expect(rowsChecked).to.equal(P);
+        expect(diff, `w13: ${diff} of ${P * I} act values differ`).to.equal(0);
+        expect(Array.from(a4.slice(0, 8)).some((v) => v !== 0), 'nonzero act').to.equal(true);
+        let d2 = 0;
+        for (let i = 0; i < P * H; i++) if (!Object.is(y4[i], yT[i])) d2++;
+        expect(d2, `w2: ${d2} of ${P * H} outputs differ; first ${Array.from(yT.slice(0, 3))} vs ` +
+          `${Array.from(y4.slice(0, 3))}`).to.equal(0);
+        temps.forEach((t) => wb.disposeData(t.dataId));
+        tf.dispose([x, tw, ti, ...w13, ...w2]);
+      });
+    }
 
     it('gives the same bits through the dot4 GEMM as through the GEMVs (prefill vs decode-grouped)', async () => {
       const {tensors} = makeCase(9, {T: 20, k: 2, E: 3, shards: [3], H, I, exact: false});

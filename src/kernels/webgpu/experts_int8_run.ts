@@ -20,19 +20,56 @@ import {ExpertsInt8Config, ExpertsW13Int8GemmProgram, ExpertsW13Int8GemvProgram,
   unsupportedInt8Shapes} from './experts_int8_webgpu';
 import {ExpertsW13Int8TensorCoreGemmProgram, ExpertsW2Int8TensorCoreGemmProgram, INT8_TC_BLOCK_ROWS,
   INT8_TC_WORKGROUP_BYTES, int8TensorCoreConfig} from './experts_int8_tc_webgpu';
-import {webgpuCapabilities} from './capabilities';
+import {ExpertsW13Int8TensorCoreSharedGemmProgram, ExpertsW2Int8TensorCoreSharedGemmProgram,
+  int8SharedTileBytes} from './experts_int8_tc_shared_webgpu';
+import {WebGPUCapabilities, webgpuCapabilities} from './capabilities';
 
-export type Int8GemmKernel = 'tensor-core-i8' | 'dot4-i8';
+/**
+ * The int8 prefill GEMMs:
+ *   'tensor-core-i8-shared-128', 'tensor-core-i8-shared-64'
+ *                    experts_int8_tc_shared_webgpu.ts: i8×i8→i32 subgroup matrices, four subgroups per workgroup
+ *                    sharing 128- or 64-row × 128-column i8 tiles in workgroup memory (the f16 'shared' layout);
+ *   'tensor-core-i8' experts_int8_tc_webgpu.ts: the same matrices, one subgroup per workgroup (32 × 64 tiles);
+ *                    115 TOPS on the H200 at Mixtral M = 4096 (2026-12-03), kept for benchmarks and for devices
+ *                    whose workgroup memory the shared tiles do not fit;
+ *   'dot4-i8'        experts_int8_webgpu.ts: dot4I8Packed tiles, everywhere the int8 path runs.
+ */
+export type Int8GemmKernel = 'tensor-core-i8-shared-128' | 'tensor-core-i8-shared-64' | 'tensor-core-i8' | 'dot4-i8';
+export const INT8_GEMM_KERNELS: Int8GemmKernel[] =
+  ['tensor-core-i8-shared-128', 'tensor-core-i8-shared-64', 'tensor-core-i8', 'dot4-i8'];
+
+/** The subgroup-matrix kernels' rows per tile (the align program pads every expert to a multiple of it). */
+export function int8GemmBlockRows(kernel: Int8GemmKernel): number {
+  return kernel === 'tensor-core-i8-shared-128' ? 128 : kernel === 'tensor-core-i8-shared-64' ? 64 :
+    kernel === 'tensor-core-i8' ? INT8_TC_BLOCK_ROWS : INT8_GEMM_BLOCK_ROWS;
+}
+
+/** Workgroup memory each subgroup-matrix kernel declares (0 for dot4: it is not limited by it here). */
+export function int8GemmWorkgroupBytes(kernel: Int8GemmKernel): number {
+  return kernel === 'tensor-core-i8-shared-128' ? int8SharedTileBytes(128) :
+    kernel === 'tensor-core-i8-shared-64' ? int8SharedTileBytes(64) :
+    kernel === 'tensor-core-i8' ? INT8_TC_WORKGROUP_BYTES : 0;
+}
+
+/**
+ * Where experts average fewer rows than this (pairs per used expert), the shared kernel takes 64-row tiles:
+ * less padding per expert. The f16 shared kernels' rule, measured there (2026-12-03: shared-64 won at 8 and 16
+ * rows per expert, shared-128 at 64); not yet measured for int8 (bench/gpu_check_int8.ts times both).
+ */
+export const INT8_SHARED_128_MIN_ROWS = 64;
 
 let forcedInt8Gemm: Int8GemmKernel | null = null;
 
-/** Forces the int8 prefill GEMM (tests, the device check); null restores the choice. */
 /** The kernel forced by setInt8GemmKernel, or null (part of a dispatch plan's key). */
 export function forcedInt8GemmKernel(): Int8GemmKernel | null {
   return forcedInt8Gemm;
 }
 
+/** Forces the int8 prefill GEMM (tests, the device check); null restores the choice. */
 export function setInt8GemmKernel(kernel: Int8GemmKernel | null): void {
+  if (kernel != null && !INT8_GEMM_KERNELS.includes(kernel)) {
+    throw new Error(`setInt8GemmKernel: kernel must be one of ${INT8_GEMM_KERNELS.join(', ')}, got ${kernel}`);
+  }
   forcedInt8Gemm = kernel;
 }
 
@@ -42,25 +79,59 @@ export function hasDot4I8Packed(): boolean {
   return !!gpu?.wgslLanguageFeatures?.has('packed_4x8_integer_dot_product');
 }
 
+/** What int8GemmChoice needs to know of the device (webgpuCapabilities' answer). */
+export type Int8GemmDevice = Pick<WebGPUCapabilities, 'subgroups' | 'reason' | 'subgroupMatrixConfigs' |
+  'subgroupSize' | 'maxComputeWorkgroupStorageSize'>;
+
+export interface Int8GemmChoice {
+  kernel: Int8GemmKernel;
+  reason: string;
+}
+
 /**
- * The int8 prefill GEMM: i8×i8→i32 subgroup matrices (16×16×32) where the adapter lists that config and subgroups
- * are 32 wide, else dot4I8Packed. Says why (vLLM oracle style).
+ * The int8 prefill GEMM, and why (vLLM oracle style): where the adapter lists i8×i8→i32 16×16×32 subgroup
+ * matrices and subgroups are 32 wide, the shared-tile kernel (128-row tiles, 64 where experts average fewer than
+ * INT8_SHARED_128_MIN_ROWS rows), or the largest tiles the workgroup memory holds down to the one-subgroup kernel;
+ * else dot4I8Packed. `rowsPerExpert`: pairs per used expert, when known. Pure: the plan tests call it with the
+ * H200's capabilities.
  */
-export function chooseInt8GemmKernel(backend: WebGPUBackend): {kernel: Int8GemmKernel; reason: string} {
-  const caps = webgpuCapabilities(backend);
+export function int8GemmChoice(caps: Int8GemmDevice, rowsPerExpert?: number,
+    forced: Int8GemmKernel | null = forcedInt8Gemm): Int8GemmChoice {
   const config = int8TensorCoreConfig(caps.subgroupMatrixConfigs);
+  const limit = caps.maxComputeWorkgroupStorageSize;
   const whyNot = !caps.subgroups ? `subgroups are off: ${caps.reason}` :
     !config ? `no i8×i8→i32 16×16×32 subgroup-matrix config among ${JSON.stringify(caps.subgroupMatrixConfigs)}` :
-    caps.subgroupSize !== 32 ? `the kernel is laid out for subgroups of 32 and this device's size is ` +
-      `${caps.subgroupSize || 'not fixed'}` :
-    caps.maxComputeWorkgroupStorageSize < INT8_TC_WORKGROUP_BYTES ? `it needs ${INT8_TC_WORKGROUP_BYTES} bytes of ` +
-      `workgroup memory and the device allows ${caps.maxComputeWorkgroupStorageSize}` : '';
-  if (forcedInt8Gemm === 'tensor-core-i8' && whyNot) {
-    throw new Error(`fusedExperts (webgpu): cannot force the int8 tensor-core GEMM: ${whyNot}`);
+    caps.subgroupSize !== 32 ? `the kernels are laid out for subgroups of 32 and this device's size is ` +
+      `${caps.subgroupSize || 'not fixed'}` : '';
+  const fits = (k: Int8GemmKernel) => int8GemmWorkgroupBytes(k) <= limit;
+  const memory = (k: Int8GemmKernel) => `'${k}' needs ${int8GemmWorkgroupBytes(k)} bytes of workgroup memory and ` +
+    `the device allows ${limit}`;
+  if (forced != null && forced !== 'dot4-i8') {
+    if (whyNot) throw new Error(`fusedExperts (webgpu): cannot force the int8 tensor-core GEMM '${forced}': ${whyNot}`);
+    if (!fits(forced)) throw new Error(`fusedExperts (webgpu): cannot force the int8 GEMM: ${memory(forced)}`);
   }
-  if (forcedInt8Gemm) return {kernel: forcedInt8Gemm, reason: 'forced by setInt8GemmKernel'};
-  return whyNot ? {kernel: 'dot4-i8', reason: `dot4I8Packed tiles: ${whyNot}`} :
-    {kernel: 'tensor-core-i8', reason: 'i8×i8→i32 subgroup matrices, 16×16×32'};
+  if (forced) return {kernel: forced, reason: 'forced by setInt8GemmKernel'};
+  if (whyNot) return {kernel: 'dot4-i8', reason: `dot4I8Packed tiles: ${whyNot}`};
+  const small = rowsPerExpert != null && rowsPerExpert < INT8_SHARED_128_MIN_ROWS;
+  const wanted: Int8GemmKernel = small ? 'tensor-core-i8-shared-64' : 'tensor-core-i8-shared-128';
+  const why = small ? `64-row tiles: experts average ${rowsPerExpert} rows, fewer than ${INT8_SHARED_128_MIN_ROWS}` :
+    '128-row tiles';
+  const shared = `i8×i8→i32 subgroup matrices 16×16×32, four subgroups sharing i8 tiles in workgroup memory (the ` +
+    `f16 shared tiles ran 2-4× faster than one subgroup per workgroup on the H200)`;
+  if (fits(wanted)) return {kernel: wanted, reason: `${shared}, ${why}`};
+  if (fits('tensor-core-i8-shared-64')) {
+    return {kernel: 'tensor-core-i8-shared-64', reason: `${shared}, 64-row tiles: ${memory(wanted)}`};
+  }
+  if (fits('tensor-core-i8')) {
+    return {kernel: 'tensor-core-i8', reason: `i8×i8→i32 subgroup matrices 16×16×32, one subgroup per workgroup: ` +
+      `${memory('tensor-core-i8-shared-64')}`};
+  }
+  return {kernel: 'dot4-i8', reason: `dot4I8Packed tiles: ${memory('tensor-core-i8')}`};
+}
+
+/** int8GemmChoice for this backend's device. */
+export function chooseInt8GemmKernel(backend: WebGPUBackend, rowsPerExpert?: number): Int8GemmChoice {
+  return int8GemmChoice(webgpuCapabilities(backend), rowsPerExpert);
 }
 
 /** Why the int8 path cannot run here at these sizes, or null. */
@@ -116,18 +187,29 @@ export function runInt8Experts(c: Int8ExpertsCall): TensorInfo {
   const xq = quantize(hiddenStates, onInput);
   let y: TensorInfo;
   if (c.path === 'prefill') {
-    const gemm = chooseInt8GemmKernel(backend).kernel;
-    const blockRows = gemm === 'tensor-core-i8' ? INT8_TC_BLOCK_ROWS : INT8_GEMM_BLOCK_ROWS;
+    const gemm = chooseInt8GemmKernel(backend, P / Math.max(1, Math.min(E, P))).kernel;
+    const blockRows = int8GemmBlockRows(gemm);
     const rows = maxPaddedRows(P, E, blockRows);
     const align = c.temp(issuer.runWebGPUProgram(new ExpertsAlignProgram({...config, blockRows}, P), ids, 'int32'));
     const act = c.temp(issuer.makeTensorInfo([rows, I], 'float32'));
-    const W13 = gemm === 'tensor-core-i8' ? ExpertsW13Int8TensorCoreGemmProgram : ExpertsW13Int8GemmProgram;
-    const W2 = gemm === 'tensor-core-i8' ? ExpertsW2Int8TensorCoreGemmProgram : ExpertsW2Int8GemmProgram;
     const tiles = (n: number) => Math.ceil(P / blockRows) + n;
-    perShard('w13', act, (s, n) => [new W13(w13, [rows, I], tiles(n)), [xq, align]]);
+    const gemmProgram = (stage: ExpertsStage, shape: number[], n: number): WebGPUProgram => {
+      const cfg = stage === 'w13' ? w13 : w2;
+      if (gemm === 'tensor-core-i8-shared-128' || gemm === 'tensor-core-i8-shared-64') {
+        const Shared = stage === 'w13' ? ExpertsW13Int8TensorCoreSharedGemmProgram :
+          ExpertsW2Int8TensorCoreSharedGemmProgram;
+        return new Shared(cfg, shape, tiles(n), blockRows as 64 | 128);
+      }
+      if (gemm === 'tensor-core-i8') {
+        return new (stage === 'w13' ? ExpertsW13Int8TensorCoreGemmProgram : ExpertsW2Int8TensorCoreGemmProgram)(
+            cfg, shape, tiles(n));
+      }
+      return new (stage === 'w13' ? ExpertsW13Int8GemmProgram : ExpertsW2Int8GemmProgram)(cfg, shape, tiles(n));
+    };
+    perShard('w13', act, (s, n) => [gemmProgram('w13', [rows, I], n), [xq, align]]);
     const aq = quantize(act, false);
     y = c.temp(issuer.makeTensorInfo([P, H], 'float32'));
-    perShard('w2', y, (s, n) => [new W2(w2, [P, H], tiles(n)), [aq, align, ...weightsFor('w2')]]);
+    perShard('w2', y, (s, n) => [gemmProgram('w2', [P, H], n), [aq, align, ...weightsFor('w2')]]);
   } else {
     const grouped = c.path === 'decode-grouped';
     const head = grouped ?

@@ -1,0 +1,125 @@
+/**
+ * Runs the int8 tensor-core GEMMs' WGSL where no GPU here has subgroup matrices (SwiftShader): the
+ * i8 × i8 → i32 16×16×32 types and builtins are replaced by WGSL functions with their semantics, so that the
+ * kernels' tiling (workgroup tiles, offsets, strides, padding, which subgroup multiplies what, the staged
+ * results and the epilogue) runs and can be compared with the dot4I8Packed GEMM bit for bit.
+ *
+ * Semantics emulated (Dawn's subgroup_matrix.md; Tint's SPIR-V, test/tint/builtins/gen/var/subgroupMatrixLoad):
+ *   subgroup_matrix_left<i8, K, M>   M rows × K columns;  subgroup_matrix_right<i8, N, K>  K rows × N columns;
+ *   subgroup_matrix_result<i32, N, M> M rows × N columns;  C += A · B.
+ *   load(&arr, off, colMajor, stride), i8 in array<i32> (4 a word, byte b of a word = element 4w + b): element
+ *   (r, c) at off + r·s + c (row-major) or off + c·s + r (column-major), s = max(stride, minor extent); the whole
+ *   load is skipped (zero matrix) unless off + s·(major extent − 1) + minor extent ≤ 4·length (Tint's check).
+ *   store of an i32 result into array<i32>: element (r, c) at off + r·s + c (row-major) or off + c·s + r, same
+ *   check against 1·length.
+ *
+ * How: operands are lazy (array, offset, stride, layout, in bounds) and read at the multiply, which equals a
+ * read at the load wherever no workgroup write lies between the two (true of both kernels: loads and multiplies
+ * sit between the same two barriers). Each lane holds 8 of a result's 256 elements (row lane / 2, columns
+ * (lane % 2)·8 ..), lanes being localIndex % 32 and subgroups localIndex / 32, as on the H200: SwiftShader's own
+ * subgroups are 4 wide, so the subgroup ids passed to main() (`// moe-main-ids`) are replaced.
+ *
+ * Where the kernel's workgroup arrays exceed `maxWorkgroupBytes` (SwiftShader allows 32768; the shared kernel's
+ * 128-row tiles take 37392), the staged results share one array with the tiles (tileX, then tileW; staged from
+ * 0): sound for these kernels, which stage results only after the k loop's last barrier, when no tile is read
+ * again. The bounds checks still use each array's own length.
+ */
+export function emulateI8SubgroupMatrices(code: string, maxWorkgroupBytes = Infinity): string {
+  const sizes = new Map([...code.matchAll(/var<workgroup>\s+(\w+)\s*:\s*array<i32,\s*(\d+)>/g)]
+    .map((m) => [m[1], Number(m[2])] as [string, number]));
+  // Where each array's words live: its own array from 0, or the shared one at an offset.
+  const place = new Map([...sizes.keys()].map((a) => [a, {storage: a, base: 0}]));
+  let out = code.replace(/^\s*enable chromium_experimental_subgroup_matrix;\s*$/m, '');
+  const declared = [...code.matchAll(/var<workgroup>\s+\w+\s*:\s*(?:array<(?:i32|f32|u32),\s*(\d+)>|vec4<i32>)/g)]
+    .reduce((n, m) => n + (m[1] ? 4 * Number(m[1]) : 16), 0);
+  if (declared > maxWorkgroupBytes) {
+    const [X, W, S] = ['tileX', 'tileW', 'staged'].map((a) => sizes.get(a));
+    if (X == null || W == null || S == null) throw new Error('emulateI8SubgroupMatrices: too large, and not tileX/tileW/staged');
+    out = out.replace(/var<workgroup> tileX : array<i32, \d+>;/, `var<workgroup> smTiles : array<i32, ${Math.max(X + W, S)}>;`)
+      .replace(/var<workgroup> (tileW|staged) : array<i32, \d+>;/g, '')
+      .replace(/\btileX\[/g, 'smTiles[').replace(/\btileW\[/g, `smTiles[${X}u + `).replace(/\bstaged\[/g, 'smTiles[');
+    place.set('tileX', {storage: 'smTiles', base: 0});
+    place.set('tileW', {storage: 'smTiles', base: X});
+    place.set('staged', {storage: 'smTiles', base: 0});
+  }
+  const at = (arr: string, index: string) => {
+    const {storage, base} = place.get(arr)!;
+    return `${storage}[${base ? `${base}u + ` : ''}${index}]`;
+  };
+  const withIds = /fn main\(wid : vec3<u32>, sid : u32, lane : u32\) \{/;
+  if (withIds.test(out)) {
+    out = out.replace(withIds, 'fn main(wid : vec3<u32>, sidIn : u32, laneIn : u32) {\n' +
+      '        let sid = localIndex / 32u;\n        let lane = localIndex % 32u;\n        smLane = lane;');
+  } else if (/fn main\(\) \{/.test(out)) {
+    out = out.replace(/fn main\(\) \{/, 'fn main() {\n        smLane = localIndex % 32u;');
+  } else {
+    throw new Error('emulateI8SubgroupMatrices: no main() found');
+  }
+  const loaded: string[] = [];
+  const id = (arr: string) => {
+    if (!sizes.has(arr)) throw new Error(`emulateI8SubgroupMatrices: ${arr} is not a workgroup array<i32>`);
+    if (!loaded.includes(arr)) loaded.push(arr);
+    return loaded.indexOf(arr);
+  };
+  out = out
+    .replace(/subgroupMatrixLoad<subgroup_matrix_left<i8, 32, 16>>\(&(\w+), /g,
+      (_, arr) => `smLoad(${id(arr)}u, ${sizes.get(arr)}u, 16u, 32u, `)
+    .replace(/subgroupMatrixLoad<subgroup_matrix_right<i8, 16, 32>>\(&(\w+), /g,
+      (_, arr) => `smLoad(${id(arr)}u, ${sizes.get(arr)}u, 32u, 16u, `);
+  const stored = new Set<string>();
+  out = out.replace(/subgroupMatrixStore\(&(\w+), /g, (_, arr) => {
+    if (!sizes.has(arr)) throw new Error(`emulateI8SubgroupMatrices: store into ${arr}, not a workgroup array<i32>`);
+    stored.add(arr);
+    return `smStore_${arr}(`;
+  });
+  out = out.replace(/subgroup_matrix_(left|right)<i8, (32, 16|16, 32)>/g, 'SmOperand')
+    .replace(/subgroup_matrix_result<i32, 16, 16>/g, 'SmResult')
+    .replace(/subgroupMatrixMultiplyAccumulate\(/g, 'smMma(');
+  if (/subgroup_matrix|subgroupMatrix/.test(out)) {
+    throw new Error(`emulateI8SubgroupMatrices: a subgroup-matrix type or builtin is left: ${
+      out.match(/.*(subgroup_matrix|subgroupMatrix).*/)?.[0]}`);
+  }
+  return `${out}
+      var<private> smLane : u32;
+      struct SmOperand { arr : u32, off : u32, stride : u32, colMajor : bool, ok : bool }
+      struct SmResult { v : array<i32, 8> }
+      fn smLoad(arr : u32, len : u32, rows : u32, cols : u32, off : u32, colMajor : bool, stride : u32) -> SmOperand {
+        let minor = select(cols, rows, colMajor);
+        let major = select(rows, cols, colMajor);
+        let s = max(stride, minor);
+        return SmOperand(arr, off, s, colMajor, off + s * (major - 1u) + minor <= 4u * len);
+      }
+      fn smI8(arr : u32, o : u32) -> i32 {
+        var w = 0;
+        switch arr {
+          ${loaded.map((a, i) => `case ${i}u: { w = ${at(a, 'o / 4u')}; }`).join('\n          ')}
+          default: {}
+        }
+        return extractBits(w, (o % 4u) * 8u, 8u);
+      }
+      fn smAt(m : SmOperand, r : u32, c : u32) -> i32 {
+        if (!m.ok) { return 0; }
+        return smI8(m.arr, m.off + select(r * m.stride + c, c * m.stride + r, m.colMajor));
+      }
+      fn smMma(a : SmOperand, b : SmOperand, acc : SmResult) -> SmResult {
+        var out = acc;
+        let r = smLane / 2u;
+        for (var j = 0u; j < 8u; j++) {
+          let n = (smLane % 2u) * 8u + j;
+          var s = 0;
+          for (var k = 0u; k < 32u; k++) { s += smAt(a, r, k) * smAt(b, k, n); }
+          out.v[j] += s;
+        }
+        return out;
+      }
+      ${[...stored].map((arr) => `fn smStore_${arr}(off : u32, m : SmResult, colMajor : bool, stride : u32) {
+        let s = max(stride, 16u);
+        if (off + s * 15u + 16u > ${sizes.get(arr)}u) { return; }
+        let r = smLane / 2u;
+        for (var j = 0u; j < 8u; j++) {
+          let c = (smLane % 2u) * 8u + j;
+          ${at(arr, 'off + select(r * s + c, c * s + r, colMajor)')} = m.v[j];
+        }
+      }`).join('\n      ')}
+`;
+}
