@@ -105,21 +105,27 @@ function memoHit(m: OneKernelMemo | undefined, w13: ExpertWeightsArg, w2: Expert
   return true;
 }
 
+/** The kernel's output where a memo of these weights and options hits (x and logits checked), else null. */
+function runKept(x: Tensor2D, logits: Tensor2D, w13: ExpertWeightsArg, w2: ExpertWeightsArg, o: FusedMoEOptions):
+    Tensor2D | null {
+  const m = w13 != null && typeof w13 === 'object' ? memos.get(w13) : undefined;
+  if (!memoHit(m, w13, w2, x, logits, o)) return null;
+  // The inputs in the order the full checks give them (the kernel's plan key follows it).
+  const inputs = {hiddenStates: x} as {[name: string]: TensorInfo};
+  for (let i = 0; i < m.expertNames.length; i++) inputs[m.expertNames[i]] = m.expertTensors[i];
+  inputs.gatingOutput = logits;
+  if (m.bias !== undefined) inputs.eScoreCorrectionBias = m.bias;
+  return engine().runKernel(FusedMoE, inputs as {}, m.attrs as {}) as Tensor2D;
+}
+
 /** selectExperts' and fusedExperts' checks, in their order and with their messages, then one kernel. */
 function oneKernel(hiddenStates: Tensor2D | TensorLike, routerLogits: Tensor2D | TensorLike,
     w13: ExpertWeightsArg, w2: ExpertWeightsArg, o: FusedMoEOptions): Tensor2D {
   const x = tensorArg<Tensor2D>(hiddenStates, 'hiddenStates', 'selectExperts', DIMS_TH, 'float32');
   const logits = tensorArg<Tensor2D>(routerLogits, 'routerLogits', 'selectExperts', DIMS_TE, 'float32');
   checkDim(logits, 0, x.shape[0], 'routerLogits', 'selectExperts', DIMS_TE, 'tokens in hiddenStates');
-  const m = w13 != null && typeof w13 === 'object' ? memos.get(w13) : undefined;
-  if (memoHit(m, w13, w2, x, logits, o)) {
-    // The inputs in the order the full checks give them (the kernel's plan key follows it).
-    const inputs = {hiddenStates: x} as {[name: string]: TensorInfo};
-    for (let i = 0; i < m.expertNames.length; i++) inputs[m.expertNames[i]] = m.expertTensors[i];
-    inputs.gatingOutput = logits;
-    if (m.bias !== undefined) inputs.eScoreCorrectionBias = m.bias;
-    return engine().runKernel(FusedMoE, inputs as {}, m.attrs as {}) as Tensor2D;
-  }
+  const kept = runKept(x, logits, w13, w2, o);
+  if (kept !== null) return kept;
   const routingOptions = {scoringFunc: o.scoringFunc, eScoreCorrectionBias: o.eScoreCorrectionBias,
     routedScalingFactor: o.routedScalingFactor};
   const routing = o.useGroupedTopk ?
@@ -177,4 +183,27 @@ function makeMemo(w13: ExpertWeightsArg, w2: ExpertWeightsArg, x: Tensor2D, logi
   };
 }
 
-export const fusedMoE = op({fusedMoE_});
+const fusedMoEOp = op({fusedMoE_});
+
+/**
+ * A decode call with tensors that fusedMoE checked before (a memo hit, see OneKernelMemo) runs its kernel
+ * without op()'s scope: it makes no tensor but its output, which the engine then tracks in the caller's
+ * scope, as op()'s scope would have passed it on. Everything else, errors included, goes through op().
+ */
+function fusedMoEKept(hiddenStates: Tensor2D | TensorLike, routerLogits: Tensor2D | TensorLike,
+    w13: ExpertWeightsArg, w2: ExpertWeightsArg, o: FusedMoEOptions): Tensor2D {
+  if (o != null && o.customRoutingFunction == null && o.eplb == null && w13 != null && typeof w13 === 'object' &&
+      memos.has(w13) && isChecked2D(hiddenStates) && isChecked2D(routerLogits) &&
+      routerLogits.shape[0] === hiddenStates.shape[0] && getKernel(FusedMoE, engine().backendName) != null) {
+    const y = runKept(hiddenStates, routerLogits, w13, w2, o);
+    if (y !== null) return y;
+  }
+  return fusedMoEOp(hiddenStates, routerLogits, w13, w2, o);
+}
+
+/** A live float32 2-D tensor: what tensorArg lets through unchanged for hiddenStates and routerLogits. */
+function isChecked2D(t: unknown): t is Tensor2D {
+  return t instanceof Tensor && !t.isDisposed && t.rank === 2 && t.dtype === 'float32';
+}
+
+export const fusedMoE = fusedMoEKept as typeof fusedMoEOp;
