@@ -86,8 +86,6 @@ interface Plan {
    * resource there: tfjs replaces the record, never reuses it, for data that comes back).
    */
   bound: Array<{name: string; dataId: object; buffer: GPUBuffer; data: TensorData}>;
-  /** Set when the plan is dropped (its buffers returned); a memo that still points at it then misses. */
-  dropped: boolean;
   /** Why this call shape cannot be replayed (recorded once, then tfjs's path every time), or ''. */
   notReplayable: string;
   /** Whether the kernel returned an array (a single output is returned bare). */
@@ -176,7 +174,6 @@ function bufferOf(backend: WebGPUBackend, dataId: object): GPUBuffer | undefined
 function dropPlan(backend: WebGPUBackend, cache: PlanCache, plan: Plan): void {
   cache.plans.delete(plan.key);
   cache.stats.dropped++;
-  plan.dropped = true;
   for (const b of plan.scratch) backend.bufferManager.releaseBuffer(b);
   for (const s of plan.steps) backend.bufferManager.releaseBuffer(s.uniform);
 }
@@ -300,7 +297,7 @@ class Recorder implements ProgramIssuer {
 function buildPlan(backend: WebGPUBackend, key: string, rec: Recorder, inputs: NamedTensorInfoMap,
     perCallNames: ReadonlySet<string>, outputs: TensorInfo[]): Plan {
   const plan: Plan = {key, steps: [], outputs: outputs.map((o) => ({shape: [...o.shape], dtype: o.dtype})),
-    perCallInputs: [], scratch: [], bound: [], dropped: false, notReplayable: rec.notReplayable,
+    perCallInputs: [], scratch: [], bound: [], notReplayable: rec.notReplayable,
     outputsArray: false};
   const inputName = new Map<object, string>();
   for (const [name, t] of Object.entries(inputs)) if (t && !inputName.has(t.dataId)) inputName.set(t.dataId, name);
