@@ -178,19 +178,27 @@ function checkedTensors(c: ExpertWeights): Tensor[] {
     .filter((t): t is Tensor => t != null);
 }
 
+/** Whether `w` (a part or an array of parts) holds exactly `parts`, without allocating. */
+function sameList(parts: readonly unknown[], w: ExpertWeightsArg): boolean {
+  if (!Array.isArray(w)) return parts.length === 1 && parts[0] === w;
+  if (w.length !== parts.length) return false;
+  for (let i = 0; i < parts.length; i++) if (parts[i] !== w[i]) return false;
+  return true;
+}
+
 export function expertWeightsArg(w13: ExpertWeightsArg, w2: ExpertWeightsArg, opName: string): ExpertWeights {
-  const w13List = (Array.isArray(w13) ? w13 : [w13]) as unknown[];
-  const w2List = (Array.isArray(w2) ? w2 : [w2]) as unknown[];
-  const first = w13List[0];
+  const first: unknown = Array.isArray(w13) ? w13[0] : w13;
   const hit = first != null && typeof first === 'object' ? checkedWeights.get(first) : undefined;
-  if (hit && hit.opName === opName && hit.w13.length === w13List.length && hit.w2.length === w2List.length &&
-      hit.w13.every((w, i) => w === w13List[i]) && hit.w2.every((w, i) => w === w2List[i]) &&
-      hit.tensors.every((t) => !t.isDisposed)) {
-    return hit.checked;
+  if (hit && hit.opName === opName && sameList(hit.w13, w13) && sameList(hit.w2, w2)) {
+    let live = true;
+    for (let i = 0; i < hit.tensors.length; i++) if (hit.tensors[i].isDisposed) live = false;
+    if (live) return hit.checked;
   }
   const checked = checkExpertWeights(w13, w2, opName);
   if (first != null && typeof first === 'object') {
-    checkedWeights.set(first, {w13: w13List, w2: w2List, opName, checked, tensors: checkedTensors(checked)});
+    // Copies: the caller's arrays may change (a shard replaced in place) before the next call.
+    checkedWeights.set(first, {w13: Array.isArray(w13) ? [...w13] : [w13], w2: Array.isArray(w2) ? [...w2] : [w2],
+      opName, checked, tensors: checkedTensors(checked)});
   }
   return checked;
 }

@@ -404,10 +404,32 @@ export function issueFusedExperts(backend: WebGPUBackend, issuer: ProgramIssuer,
  * call issues (a dispatch plan's key).
  */
 export function expertsAttrsKey(a: FusedExpertsAttrs): string {
-  return `${JSON.stringify(a)}|${forcedPath}|${forcedShardBinding}|${forcedDecodeChunks}|${forcedTileK}|` +
-      `${forcedBlockRows}|${forcedSplitK}|${env().getBool(TENSOR_CORES_FLAG)}|${forcedTensorCoreVariant()}|` +
-      `${forcedInt8GemmKernel()}`;
+  const tensorCores = env().getBool(TENSOR_CORES_FLAG);
+  const variant = forcedTensorCoreVariant();
+  const int8Gemm = forcedInt8GemmKernel();
+  // A frozen attributes object (the ops memoize theirs: fused_moe.ts) cannot change: its key is kept, and
+  // returned (the same string, which the plan's key memo compares by reference) while the switches stay.
+  const frozen = Object.isFrozen(a);
+  if (frozen) {
+    const m = attrsKeys.get(a);
+    if (m !== undefined && m.path === forcedPath && m.shardBinding === forcedShardBinding &&
+        m.decodeChunks === forcedDecodeChunks && m.tileK === forcedTileK && m.blockRows === forcedBlockRows &&
+        m.splitK === forcedSplitK && m.tensorCores === tensorCores && m.variant === variant && m.int8Gemm === int8Gemm) {
+      return m.key;
+    }
+  }
+  const key = `${JSON.stringify(a)}|${forcedPath}|${forcedShardBinding}|${forcedDecodeChunks}|${forcedTileK}|` +
+      `${forcedBlockRows}|${forcedSplitK}|${tensorCores}|${variant}|${int8Gemm}`;
+  if (frozen) {
+    attrsKeys.set(a, {key, path: forcedPath, shardBinding: forcedShardBinding, decodeChunks: forcedDecodeChunks,
+      tileK: forcedTileK, blockRows: forcedBlockRows, splitK: forcedSplitK, tensorCores, variant, int8Gemm});
+  }
+  return key;
 }
+
+/** expertsAttrsKey's answer per frozen attributes object, with the switches it was made under. */
+const attrsKeys = new WeakMap<object, {key: string; path: unknown; shardBinding: unknown; decodeChunks: unknown;
+  tileK: unknown; blockRows: unknown; splitK: unknown; tensorCores: boolean; variant: unknown; int8Gemm: unknown}>();
 
 /** The inputs that change from call to call; the weights, scales, biases and expert map are bound to a plan. */
 export const FUSED_EXPERTS_PER_CALL = ['hiddenStates', 'topkWeights', 'topkIds'];

@@ -10,6 +10,9 @@ import {runPlanned} from './dispatch_plan';
 import {expertsAttrsKey, issueFusedExperts} from './FusedExperts';
 import {issueRouting} from './FusedTopK';
 
+/** The inputs that change from call to call; the weights, scales, biases and expert map are bound to a plan. */
+const FUSED_MOE_PER_CALL: readonly string[] = ['hiddenStates', 'gatingOutput'];
+
 export const fusedMoEConfig: KernelConfig = {
   kernelName: FusedMoE,
   backendName: 'webgpu',
@@ -18,7 +21,7 @@ export const fusedMoEConfig: KernelConfig = {
     const ins = inputs as FusedMoEInputs;
     const a = attrs as unknown as FusedMoEAttrs;
     return runPlanned(backend, {kernel: FusedMoE, attrsKey: expertsAttrsKey(a), inputs: ins,
-      perCall: ['hiddenStates', 'gatingOutput'], numTokens: ins.hiddenStates.shape[0]}, (issuer) => {
+      perCall: FUSED_MOE_PER_CALL, numTokens: ins.hiddenStates.shape[0]}, (issuer) => {
       const {gatingOutput, eScoreCorrectionBias, ...experts} = ins;
       const [topkWeights, topkIds] = issueRouting(a.numExpertGroup, a.topkGroup,
           eScoreCorrectionBias ? {gatingOutput, eScoreCorrectionBias} : {gatingOutput}, a, backend, issuer);

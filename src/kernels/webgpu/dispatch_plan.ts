@@ -60,17 +60,32 @@ interface Step {
   slots: Slot[];
   /** Whether a slot's buffer changes from call to call (call inputs and outputs). */
   perCall: boolean[];
+  /** The slots' buffers where fixed (bound inputs, scratch); null where per call. */
+  fixed: Array<GPUBuffer | null>;
+  /** For each per-call slot: its index in `slots`, and where its buffer is in a call's per-call buffers. */
+  perCallSlots: number[];
+  perCallSources: number[];
   uniform: GPUBuffer;
-  bindGroups: Map<string, GPUBindGroup>;
+  /** Bind groups by the per-call buffers they hold, oldest first (a decode loop meets the same few). */
+  bindGroups: Array<{buffers: GPUBuffer[]; group: GPUBindGroup}>;
 }
+
+/** tfjs-backend-webgpu's record of one data id (`tensorMap`'s values). */
+type TensorData = NonNullable<ReturnType<WebGPUBackend['tensorMap']['get']>>;
 
 interface Plan {
   key: string;
   steps: Step[];
   outputs: Array<{shape: number[]; dtype: DataType}>;
+  /** The per-call inputs that programs bind, in the order of a call's per-call buffers (after the outputs). */
+  perCallInputs: string[];
   scratch: GPUBuffer[];
-  /** Bound (not per-call) inputs: their data ids and the buffers the bind groups hold. */
-  bound: Array<{name: string; dataId: object; buffer: GPUBuffer}>;
+  /**
+   * Bound (not per-call) inputs: their data ids, the buffers the bind groups hold, and tfjs's record of the
+   * data id when the plan was made (disposing or moving the tensor zeroes its refCount or changes its
+   * resource there: tfjs replaces the record, never reuses it, for data that comes back).
+   */
+  bound: Array<{name: string; dataId: object; buffer: GPUBuffer; data: TensorData}>;
   /** Why this call shape cannot be replayed (recorded once, then tfjs's path every time), or ''. */
   notReplayable: string;
   /** Whether the kernel returned an array (a single output is returned bare). */
@@ -90,9 +105,30 @@ export interface DispatchPlanStats {
   lastTfjsPathReason: string;
 }
 
+/**
+ * A call's plan key, remembered by the data id of its first bound input, so that a call with the same
+ * kernel, attribute key (the same string, usually the very same object: see expertsAttrsKey), input names,
+ * dtypes and shapes and the same bound data ids finds its key by comparing those instead of building the
+ * string (several µs per call).
+ */
+interface KeyMemo {
+  kernel: string;
+  attrsKey: string;
+  perCall: readonly string[];
+  names: string[];
+  dtypes: DataType[];
+  shapes: number[][];
+  /** The data id of each bound input; null for per-call inputs. */
+  dataIds: Array<object | null>;
+  key: string;
+}
+/** Memos kept per first bound data id (e.g. a layer's decode plans for 1 and 2 tokens, and its prefill). */
+const MEMOS_PER_DATA_ID = 8;
+
 interface PlanCache {
   plans: Map<string, Plan>;
   stats: DispatchPlanStats;
+  memos: WeakMap<object, KeyMemo[]>;
 }
 
 const caches = new WeakMap<WebGPUBackend, PlanCache>();
@@ -106,7 +142,8 @@ export function setDispatchPlansEnabled(enabled: boolean): void {
 function cacheOf(backend: WebGPUBackend): PlanCache {
   let c = caches.get(backend);
   if (!c) {
-    c = {plans: new Map(), stats: {plans: 0, replayed: 0, recorded: 0, tfjsPath: 0, dropped: 0, lastTfjsPathReason: ''}};
+    c = {plans: new Map(), stats: {plans: 0, replayed: 0, recorded: 0, tfjsPath: 0, dropped: 0, lastTfjsPathReason: ''},
+      memos: new WeakMap()};
     caches.set(backend, c);
   }
   return c;
@@ -141,16 +178,29 @@ function dropPlan(backend: WebGPUBackend, cache: PlanCache, plan: Plan): void {
   for (const s of plan.steps) backend.bufferManager.releaseBuffer(s.uniform);
 }
 
-/** A bound tensor disposed (gone, or waiting for tfjs's next submit with no references) or moved. */
-function isStale(backend: WebGPUBackend, plan: Plan): boolean {
-  return plan.bound.some((b) => {
-    const d = backend.tensorMap.has(b.dataId) ? backend.tensorMap.get(b.dataId) : undefined;
-    return d === undefined || d.refCount <= 0 || d.resource !== b.buffer;
-  });
+/**
+ * A bound tensor disposed (gone, or waiting for tfjs's next submit with no references) or moved. tfjs's
+ * record of a data id is checked as kept by the plan: disposing the data zeroes its refCount and (now or at
+ * tfjs's next submit) nulls its resource; moving it to another backend disposes it so; data moved back
+ * gets a new record. So a live record with the plan's buffer is the data id's current one.
+ */
+function isStale(plan: Plan): boolean {
+  const bound = plan.bound;
+  for (let i = 0; i < bound.length; i++) {
+    const b = bound[i];
+    if (b.data.refCount <= 0 || b.data.resource !== b.buffer) return true;
+  }
+  return false;
 }
 
 function sweep(backend: WebGPUBackend, cache: PlanCache): void {
-  for (const plan of [...cache.plans.values()]) if (isStale(backend, plan)) dropPlan(backend, cache, plan);
+  for (const plan of [...cache.plans.values()]) {
+    // The sweep runs rarely: it also checks that tfjs still holds the records the plans keep.
+    if (isStale(plan) || plan.bound.some((b) => !backend.tensorMap.has(b.dataId) ||
+        backend.tensorMap.get(b.dataId) !== b.data)) {
+      dropPlan(backend, cache, plan);
+    }
+  }
 }
 
 /** The plans of `backend` (sweeping those whose bound tensors are gone) and how calls were issued. */
@@ -247,7 +297,8 @@ class Recorder implements ProgramIssuer {
 function buildPlan(backend: WebGPUBackend, key: string, rec: Recorder, inputs: NamedTensorInfoMap,
     perCallNames: ReadonlySet<string>, outputs: TensorInfo[]): Plan {
   const plan: Plan = {key, steps: [], outputs: outputs.map((o) => ({shape: [...o.shape], dtype: o.dtype})),
-    scratch: [], bound: [], notReplayable: rec.notReplayable, outputsArray: false};
+    perCallInputs: [], scratch: [], bound: [], notReplayable: rec.notReplayable,
+    outputsArray: false};
   const inputName = new Map<object, string>();
   for (const [name, t] of Object.entries(inputs)) if (t && !inputName.has(t.dataId)) inputName.set(t.dataId, name);
   const outputIndex = new Map<object, number>(outputs.map((o, i) => [o.dataId, i]));
@@ -256,8 +307,10 @@ function buildPlan(backend: WebGPUBackend, key: string, rec: Recorder, inputs: N
     const name = inputName.get(t.dataId);
     if (name !== undefined) {
       if (!perCallNames.has(name) && !plan.bound.some((b) => b.dataId === t.dataId)) {
-        plan.bound.push({name, dataId: t.dataId, buffer: bufferOf(backend, t.dataId)!});
+        plan.bound.push({name, dataId: t.dataId, buffer: bufferOf(backend, t.dataId)!,
+          data: backend.tensorMap.get(t.dataId)!});
       }
+      if (perCallNames.has(name) && !plan.perCallInputs.includes(name)) plan.perCallInputs.push(name);
       return {kind: 'input', name};
     }
     const o = outputIndex.get(t.dataId);
@@ -284,10 +337,20 @@ function buildPlan(backend: WebGPUBackend, key: string, rec: Recorder, inputs: N
     backend.queue.writeBuffer(uniform, 0, bytes);
     const pipeline = r.program.pipeline as GPUComputePipeline;
     const d = r.program.dispatch;
+    const perCall = slots.map((s) => s.kind === 'output' || (s.kind === 'input' && perCallNames.has(s.name)));
+    const perCallSlots = perCall.flatMap((p, i) => (p ? [i] : []));
     plan.steps.push({name: r.program.constructor.name, pipeline, layout: pipeline.getBindGroupLayout(0),
-      dispatch: [d[0], d[1] ?? 1, d[2] ?? 1], slots,
-      perCall: slots.map((s) => s.kind === 'output' || (s.kind === 'input' && perCallNames.has(s.name))),
-      uniform, bindGroups: new Map()});
+      dispatch: [d[0], d[1] ?? 1, d[2] ?? 1], slots, perCall, perCallSlots, perCallSources: [],
+      fixed: slots.map((s, i) => perCall[i] ? null : s.kind === 'scratch' ? plan.scratch[s.index] :
+        plan.bound.find((b) => b.name === (s as {name: string}).name)?.buffer ?? null),
+      uniform, bindGroups: []});
+  }
+  // A call's per-call buffers: the outputs', then the per-call inputs' in perCallInputs order.
+  for (const step of plan.steps) {
+    step.perCallSources = step.perCallSlots.map((i) => {
+      const s = step.slots[i];
+      return s.kind === 'output' ? s.index : outputs.length + plan.perCallInputs.indexOf((s as {name: string}).name);
+    });
   }
   if (plan.bound.some((b) => b.buffer == null)) plan.notReplayable ||= 'a bound tensor without a GPU buffer';
   return plan;
@@ -311,45 +374,67 @@ function encoderFor(backend: WebGPUBackend): {encoder: GPUCommandEncoder; own: b
   return {encoder: backend.device.createCommandEncoder(), own: true};
 }
 
+/** The GPU buffer of a per-call input, uploaded first where its values are still on the host. */
+function inputBuffer(backend: WebGPUBackend, t: TensorInfo): GPUBuffer {
+  let b = bufferOf(backend, t.dataId);
+  if (b === undefined) {
+    backend.uploadToGPU(t.dataId);  // values still on the host: tfjs copies them (in its encoder)
+    b = bufferOf(backend, t.dataId)!;
+  }
+  return b;
+}
+
+/** A step's bind group for this call's per-call buffers: cached, or made (the oldest dropped when full). */
+function bindGroupFor(backend: WebGPUBackend, step: Step, perCall: GPUBuffer[]): GPUBindGroup {
+  const src = step.perCallSources;
+  const groups = step.bindGroups;
+  for (let g = 0; g < groups.length; g++) {
+    const held = groups[g].buffers;
+    let same = true;
+    for (let j = 0; j < src.length; j++) {
+      if (held[j] !== perCall[src[j]]) {
+        same = false;
+        break;
+      }
+    }
+    if (same) return groups[g].group;
+  }
+  const buffers = step.fixed.slice() as GPUBuffer[];
+  const held: GPUBuffer[] = [];
+  for (let j = 0; j < src.length; j++) {
+    buffers[step.perCallSlots[j]] = perCall[src[j]];
+    held.push(perCall[src[j]]);
+  }
+  const group = backend.device.createBindGroup({layout: step.layout, entries: [
+    ...buffers.map((buffer, binding) => ({binding, resource: {buffer}})),
+    {binding: buffers.length, resource: {buffer: step.uniform}}]});
+  if (groups.length >= BIND_GROUPS_PER_STEP) groups.shift();
+  groups.push({buffers: held, group});
+  return group;
+}
+
 function replay(backend: WebGPUBackend, plan: Plan, inputs: NamedTensorInfoMap): TensorInfo[] {
-  const outputs = plan.outputs.map((o) => {
+  // Loops, no closures: this runs on every decode call.
+  const outputs: TensorInfo[] = [];
+  const perCall: GPUBuffer[] = [];
+  for (let i = 0; i < plan.outputs.length; i++) {
+    const o = plan.outputs[i];
     const t = backend.makeTensorInfo(o.shape, o.dtype);
     backend.uploadToGPU(t.dataId);
-    return t;
-  });
-  const outBuffers = outputs.map((t) => bufferOf(backend, t.dataId)!);
-  const inputBuffer = (name: string) => {
-    const t = inputs[name]!;
-    let b = bufferOf(backend, t.dataId);
-    if (b === undefined) {
-      backend.uploadToGPU(t.dataId);  // values still on the host: tfjs copies them (in its encoder)
-      b = bufferOf(backend, t.dataId)!;
-    }
-    return b;
-  };
-  const bufferFor = (s: Slot) => s.kind === 'output' ? outBuffers[s.index] :
-    s.kind === 'scratch' ? plan.scratch[s.index] : inputBuffer(s.name);
-  const groups = plan.steps.map((step) => {
-    const buffers = step.slots.map(bufferFor);
-    let key = '';
-    for (let i = 0; i < buffers.length; i++) if (step.perCall[i]) key += idOf(buffers[i]) + ',';
-    let group = step.bindGroups.get(key);
-    if (group === undefined) {
-      if (step.bindGroups.size >= BIND_GROUPS_PER_STEP) step.bindGroups.delete(step.bindGroups.keys().next().value!);
-      group = backend.device.createBindGroup({layout: step.layout, entries: [
-        ...buffers.map((buffer, binding) => ({binding, resource: {buffer}})),
-        {binding: buffers.length, resource: {buffer: step.uniform}}]});
-      step.bindGroups.set(key, group);
-    }
-    return group;
-  });
+    outputs.push(t);
+    perCall.push(bufferOf(backend, t.dataId)!);
+  }
+  for (let i = 0; i < plan.perCallInputs.length; i++) perCall.push(inputBuffer(backend, inputs[plan.perCallInputs[i]]!));
+  const groups: GPUBindGroup[] = [];
+  for (let i = 0; i < plan.steps.length; i++) groups.push(bindGroupFor(backend, plan.steps[i], perCall));
   const {encoder, own} = encoderFor(backend);
   const pass = encoder.beginComputePass();
-  plan.steps.forEach((step, i) => {
+  for (let i = 0; i < plan.steps.length; i++) {
+    const step = plan.steps[i];
     pass.setPipeline(step.pipeline);
     pass.setBindGroup(0, groups[i]);
     pass.dispatchWorkgroups(step.dispatch[0], step.dispatch[1], step.dispatch[2]);
-  });
+  }
   pass.end();
   if (own) {
     backend.queue.submit([encoder.finish()]);
@@ -384,32 +469,28 @@ export interface PlannedCall {
 export function runPlanned(backend: WebGPUBackend, call: PlannedCall,
     body: (issuer: ProgramIssuer) => TensorInfo | TensorInfo[]): TensorInfo | TensorInfo[] {
   const cache = cacheOf(backend);
-  const tfjsPath = (reason: string) => {
-    cache.stats.tfjsPath++;
-    cache.stats.lastTfjsPathReason = reason;
-    return body(backend);
-  };
-  if (!plansEnabled) return tfjsPath('dispatch plans are off (setDispatchPlansEnabled)');
-  if (call.numTokens > PLAN_MAX_TOKENS) return tfjsPath(`${call.numTokens} tokens > ${PLAN_MAX_TOKENS}`);
-  if ((backend as unknown as BackendPrivates).activeTimers != null) {
-    return tfjsPath('tfjs\'s profiler is on (tf.time / tf.profile time each program)');
+  if (!plansEnabled) return tfjsPath(backend, cache, body, 'dispatch plans are off (setDispatchPlansEnabled)');
+  if (call.numTokens > PLAN_MAX_TOKENS) {
+    return tfjsPath(backend, cache, body, `${call.numTokens} tokens > ${PLAN_MAX_TOKENS}`);
   }
-  if (env().getBool('WEBGPU_ENGINE_COMPILE_ONLY')) return tfjsPath('WEBGPU_ENGINE_COMPILE_ONLY is set');
-  // Built by hand: this runs on every call (template strings of shape arrays cost microseconds).
-  let key = call.kernel + '|' + call.attrsKey;
-  for (const name in call.inputs) {
-    const t = call.inputs[name];
-    if (!t) continue;
-    key += '|' + name + ':' + t.dtype;
-    for (let i = 0; i < t.shape.length; i++) key += ',' + t.shape[i];
-    if (!call.perCall.includes(name)) key += '@' + idOf(t.dataId);
+  if ((backend as unknown as BackendPrivates).activeTimers != null) {
+    return tfjsPath(backend, cache, body, 'tfjs\'s profiler is on (tf.time / tf.profile time each program)');
+  }
+  if (env().getBool('WEBGPU_ENGINE_COMPILE_ONLY')) {
+    return tfjsPath(backend, cache, body, 'WEBGPU_ENGINE_COMPILE_ONLY is set');
+  }
+  const memoId = firstBoundDataId(call);
+  let key = memoId === null ? null : memoizedKey(cache, memoId, call);
+  if (key === null) {
+    key = planKey(call);
+    if (memoId !== null) memoize(cache, memoId, call, key);
   }
   const plan = cache.plans.get(key);
   if (plan) {
-    if (isStale(backend, plan)) {
+    if (isStale(plan)) {
       dropPlan(backend, cache, plan);
     } else if (plan.notReplayable) {
-      return tfjsPath(`not replayable: ${plan.notReplayable}`);
+      return tfjsPath(backend, cache, body, `not replayable: ${plan.notReplayable}`);
     } else {
       cache.plans.delete(key);  // most recently used last
       cache.plans.set(key, plan);
@@ -428,4 +509,86 @@ export function runPlanned(backend: WebGPUBackend, call: PlannedCall,
   cache.stats.recorded++;
   while (cache.plans.size > PLAN_CACHE_SIZE) dropPlan(backend, cache, cache.plans.values().next().value!);
   return result;
+}
+
+function tfjsPath(backend: WebGPUBackend, cache: PlanCache, body: (issuer: ProgramIssuer) => TensorInfo | TensorInfo[],
+    reason: string): TensorInfo | TensorInfo[] {
+  cache.stats.tfjsPath++;
+  cache.stats.lastTfjsPathReason = reason;
+  return body(backend);
+}
+
+/** The plan key: the kernel, its attributes, and every input's name, dtype, shape and, if bound, data id. */
+function planKey(call: PlannedCall): string {
+  // Built by hand (template strings of shape arrays cost microseconds); only on calls the memo misses.
+  let key = call.kernel + '|' + call.attrsKey;
+  for (const name in call.inputs) {
+    const t = call.inputs[name];
+    if (!t) continue;
+    key += '|' + name + ':' + t.dtype;
+    for (let i = 0; i < t.shape.length; i++) key += ',' + t.shape[i];
+    if (!call.perCall.includes(name)) key += '@' + idOf(t.dataId);
+  }
+  return key;
+}
+
+function firstBoundDataId(call: PlannedCall): object | null {
+  for (const name in call.inputs) {
+    const t = call.inputs[name];
+    if (t && !call.perCall.includes(name)) return t.dataId;
+  }
+  return null;
+}
+
+function sameNames(a: readonly string[], b: readonly string[]): boolean {
+  if (a === b) return true;
+  if (a.length !== b.length) return false;
+  for (let i = 0; i < a.length; i++) if (a[i] !== b[i]) return false;
+  return true;
+}
+
+/** The key of a call like one seen before (see KeyMemo), or null. */
+function memoizedKey(cache: PlanCache, memoId: object, call: PlannedCall): string | null {
+  const memos = cache.memos.get(memoId);
+  if (memos === undefined) return null;
+  for (let m = 0; m < memos.length; m++) {
+    const memo = memos[m];
+    if (memo.kernel !== call.kernel || memo.attrsKey !== call.attrsKey || !sameNames(memo.perCall, call.perCall)) continue;
+    let i = 0;
+    let same = true;
+    for (const name in call.inputs) {
+      const t = call.inputs[name];
+      if (!t) continue;
+      const shape = memo.shapes[i];
+      if (i >= memo.names.length || memo.names[i] !== name || memo.dtypes[i] !== t.dtype ||
+          shape.length !== t.shape.length || (memo.dataIds[i] !== null && memo.dataIds[i] !== t.dataId)) {
+        same = false;
+        break;
+      }
+      for (let j = 0; j < shape.length; j++) {
+        if (shape[j] !== t.shape[j]) same = false;
+      }
+      if (!same) break;
+      i++;
+    }
+    if (same && i === memo.names.length) return memo.key;
+  }
+  return null;
+}
+
+function memoize(cache: PlanCache, memoId: object, call: PlannedCall, key: string): void {
+  const memo: KeyMemo = {kernel: call.kernel, attrsKey: call.attrsKey, perCall: [...call.perCall], names: [], dtypes: [],
+    shapes: [], dataIds: [], key};
+  for (const name in call.inputs) {
+    const t = call.inputs[name];
+    if (!t) continue;
+    memo.names.push(name);
+    memo.dtypes.push(t.dtype);
+    memo.shapes.push([...t.shape]);
+    memo.dataIds.push(call.perCall.includes(name) ? null : t.dataId);
+  }
+  let memos = cache.memos.get(memoId);
+  if (memos === undefined) cache.memos.set(memoId, memos = []);
+  if (memos.length >= MEMOS_PER_DATA_ID) memos.shift();
+  memos.push(memo);
 }
