@@ -29,9 +29,11 @@ import {WebGPUCapabilities, webgpuCapabilities} from './capabilities';
  *   'tensor-core-i8-shared-128', 'tensor-core-i8-shared-64'
  *                    experts_int8_tc_shared_webgpu.ts: i8×i8→i32 subgroup matrices, four subgroups per workgroup
  *                    sharing 128- or 64-row × 128-column i8 tiles in workgroup memory (the f16 'shared' layout);
+ *                    Bit-equal to dot4 on the H200 but slower than one subgroup everywhere measured (2026-12-03,
+ *                    GPU time: Mixtral M = 4096 28.0 ms against 21.0, Qwen3 M = 4096 22.6 against 3.4;
+ *                    bench/results/2026-12-03-h200-int8-check-shared.log): selectable (setInt8GemmKernel), not chosen;
  *   'tensor-core-i8' experts_int8_tc_webgpu.ts: the same matrices, one subgroup per workgroup (32 × 64 tiles);
- *                    115 TOPS on the H200 at Mixtral M = 4096 (2026-12-03), kept for benchmarks and for devices
- *                    whose workgroup memory the shared tiles do not fit;
+ *                    the default where the adapter lists the i8 config (Mixtral M = 4096: 138 TOPS);
  *   'dot4-i8'        experts_int8_webgpu.ts: dot4I8Packed tiles, everywhere the int8 path runs.
  */
 export type Int8GemmKernel = 'tensor-core-i8-shared-128' | 'tensor-core-i8-shared-64' | 'tensor-core-i8' | 'dot4-i8';
@@ -51,12 +53,6 @@ export function int8GemmWorkgroupBytes(kernel: Int8GemmKernel): number {
     kernel === 'tensor-core-i8' ? INT8_TC_WORKGROUP_BYTES : 0;
 }
 
-/**
- * Where experts average fewer rows than this (pairs per used expert), the shared kernel takes 64-row tiles:
- * less padding per expert. The f16 shared kernels' rule, measured there (2026-12-03: shared-64 won at 8 and 16
- * rows per expert, shared-128 at 64); not yet measured for int8 (bench/gpu_check_int8.ts times both).
- */
-export const INT8_SHARED_128_MIN_ROWS = 64;
 
 let forcedInt8Gemm: Int8GemmKernel | null = null;
 
@@ -90,12 +86,10 @@ export interface Int8GemmChoice {
 
 /**
  * The int8 prefill GEMM, and why (vLLM oracle style): where the adapter lists i8×i8→i32 16×16×32 subgroup
- * matrices and subgroups are 32 wide, the shared-tile kernel (128-row tiles, 64 where experts average fewer than
- * INT8_SHARED_128_MIN_ROWS rows), or the largest tiles the workgroup memory holds down to the one-subgroup kernel;
- * else dot4I8Packed. `rowsPerExpert`: pairs per used expert, when known. Pure: the plan tests call it with the
+ * matrices and subgroups are 32 wide, the one-subgroup kernel where its workgroup memory fits; else dot4I8Packed. `rowsPerExpert`: pairs per used expert, when known. Pure: the plan tests call it with the
  * H200's capabilities.
  */
-export function int8GemmChoice(caps: Int8GemmDevice, rowsPerExpert?: number,
+export function int8GemmChoice(caps: Int8GemmDevice, _rowsPerExpert?: number,
     forced: Int8GemmKernel | null = forcedInt8Gemm): Int8GemmChoice {
   const config = int8TensorCoreConfig(caps.subgroupMatrixConfigs);
   const limit = caps.maxComputeWorkgroupStorageSize;
@@ -112,19 +106,10 @@ export function int8GemmChoice(caps: Int8GemmDevice, rowsPerExpert?: number,
   }
   if (forced) return {kernel: forced, reason: 'forced by setInt8GemmKernel'};
   if (whyNot) return {kernel: 'dot4-i8', reason: `dot4I8Packed tiles: ${whyNot}`};
-  const small = rowsPerExpert != null && rowsPerExpert < INT8_SHARED_128_MIN_ROWS;
-  const wanted: Int8GemmKernel = small ? 'tensor-core-i8-shared-64' : 'tensor-core-i8-shared-128';
-  const why = small ? `64-row tiles: experts average ${rowsPerExpert} rows, fewer than ${INT8_SHARED_128_MIN_ROWS}` :
-    '128-row tiles';
-  const shared = `i8×i8→i32 subgroup matrices 16×16×32, four subgroups sharing i8 tiles in workgroup memory (the ` +
-    `f16 shared tiles ran 2-4× faster than one subgroup per workgroup on the H200)`;
-  if (fits(wanted)) return {kernel: wanted, reason: `${shared}, ${why}`};
-  if (fits('tensor-core-i8-shared-64')) {
-    return {kernel: 'tensor-core-i8-shared-64', reason: `${shared}, 64-row tiles: ${memory(wanted)}`};
-  }
+  // The shared-tile kernels are not chosen: slower than one subgroup per workgroup on the H200 (see above).
   if (fits('tensor-core-i8')) {
-    return {kernel: 'tensor-core-i8', reason: `i8×i8→i32 subgroup matrices 16×16×32, one subgroup per workgroup: ` +
-      `${memory('tensor-core-i8-shared-64')}`};
+    return {kernel: 'tensor-core-i8', reason: 'i8×i8→i32 subgroup matrices 16×16×32, one subgroup per workgroup ' +
+      '(the shared-tile kernels were slower on the H200, 2026-12-03)'};
   }
   return {kernel: 'dot4-i8', reason: `dot4I8Packed tiles: ${memory('tensor-core-i8')}`};
 }
