@@ -385,38 +385,24 @@ describeBackends('tensor-core helper programs on webgpu', (backend) => {
           stage === 'w13' ? [x, align, ...w13] : [act, align, tw, ...w2], wb().makeTensorInfo(p.outputShape, 'float32'));
         }
         // storage variants: x16 / act16 i32 words, the f16 weights (a copy: i32 words), bias. Their code does not
-        // depend on the format (the copy does: checked below against the host).
-        for (const blockRows of format === FLOAT32_FORMAT ? [32, 64] : []) {
-          const layout = tensorCoreLayout(format, H, I, activation);
+        // depend on the format (the copy does: checked below against the host). Shared variants: the same bindings
+        // (x16 and w16 read as vec4<i32>), 4 subgroups, one row count per case (SwiftShader compiles them slowly).
+        const variants = format === FLOAT32_FORMAT ? [
+          ...[32, 64].map((blockRows) => ({Program: ExpertsTensorCoreStorageGemmProgram, tile: STORAGE_TILE, blockRows,
+            loads: ['x16', 'w16']})),
+          {Program: ExpertsTensorCoreSharedGemmProgram, tile: SHARED_TILE, blockRows: activation === 'silu' ? 64 : 128,
+            loads: ['tileX', 'tileW']}] : [];
+        for (const {Program, tile, blockRows, loads} of variants) {
+          const layout = tensorCoreLayout(format, H, I, activation, tile);
           for (const stage of ['w13', 'w2'] as const) {
             const L = layout[stage];
             const Kp = stage === 'w13' ? layout.Hp : layout.Ip;
             const x16 = tf.tensor2d(new Int32Array(2 * blockRows * Kp / 2), [2 * blockRows, Kp / 2], 'int32');
             const w16 = tf.tensor2d(new Int32Array(E * L.rowsPerExpert * L.kStride / 2), [E, L.rowsPerExpert * L.kStride / 2], 'int32');
             const bias = hasBias ? [(stage === 'w13' ? w13 : w2).slice(-1)[0]] : [];
-            const p = new ExpertsTensorCoreStorageGemmProgram({...common, stage, blockRows, layout, splitK: stage === 'w2' ? 2 : 1},
+            const p = new Program({...common, stage, blockRows, layout, splitK: stage === 'w2' ? 2 : 1},
                 stage === 'w13' ? [2 * blockRows, layout.Ip / 2] : [2 * P, H], 2);
-            const code = standIn(p.getUserCode(), ['x16', 'w16']);
-            await validates(Object.assign(Object.create(Object.getPrototypeOf(p)), p,
-                {getUserCode: () => code, shaderKey: `${p.shaderKey}_standIn`}),
-            stage === 'w13' ? [x16, align, w16, ...bias] : [x16, align, tw, w16, ...bias],
-            wb().makeTensorInfo(p.outputShape, stage === 'w13' ? 'int32' : 'float32'));
-            tf.dispose([x16, w16]);
-          }
-        }
-        // shared variants: the storage variants' bindings (x16 and w16 read as vec4<i32>), 4 subgroups (one
-        // row count per case: SwiftShader compiles these slowly).
-        for (const blockRows of format === FLOAT32_FORMAT ? [activation === 'silu' ? 64 : 128] : []) {
-          const layout = tensorCoreLayout(format, H, I, activation, SHARED_TILE);
-          for (const stage of ['w13', 'w2'] as const) {
-            const L = layout[stage];
-            const Kp = stage === 'w13' ? layout.Hp : layout.Ip;
-            const x16 = tf.tensor2d(new Int32Array(2 * blockRows * Kp / 2), [2 * blockRows, Kp / 2], 'int32');
-            const w16 = tf.tensor2d(new Int32Array(E * L.rowsPerExpert * L.kStride / 2), [E, L.rowsPerExpert * L.kStride / 2], 'int32');
-            const bias = hasBias ? [(stage === 'w13' ? w13 : w2).slice(-1)[0]] : [];
-            const p = new ExpertsTensorCoreSharedGemmProgram({...common, stage, blockRows, layout, splitK: stage === 'w2' ? 2 : 1},
-                stage === 'w13' ? [2 * blockRows, layout.Ip / 2] : [2 * P, H], 2);
-            const code = standIn(p.getUserCode(), ['tileX', 'tileW']);
+            const code = standIn(p.getUserCode(), loads);
             await validates(Object.assign(Object.create(Object.getPrototypeOf(p)), p,
                 {getUserCode: () => code, shaderKey: `${p.shaderKey}_standIn`}),
             stage === 'w13' ? [x16, align, w16, ...bias] : [x16, align, tw, w16, ...bias],
