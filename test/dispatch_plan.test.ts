@@ -5,9 +5,10 @@
  * (routingImpl then fusedExpertsImpl), computed on the host from the same inputs.
  */
 import * as tf from '@tensorflow/tfjs-core';
+import * as tfl from '@tensorflow/tfjs-layers';
 import {expect} from 'chai';
 import type {WebGPUBackend} from '@tensorflow/tfjs-backend-webgpu';
-import {fusedExperts, fusedExpertsImpl, fusedMoE, fusedTopK, routingImpl} from '../src';
+import {FusedMoE, fusedExperts, fusedExpertsImpl, fusedMoE, fusedTopK, routingImpl} from '../src';
 import {dispatchPlanStats, releaseDispatchPlans, setDispatchPlansEnabled} from '../src/kernels/webgpu/dispatch_plan';
 import {expectClose, randn, rng} from './helpers/compare';
 import {countReadBacks, describeAgainstReference, expectNoLeaks} from './helpers/env';
@@ -119,6 +120,39 @@ describeAgainstReference('dispatch plans: decode calls replayed', (backend) => {
     expectClose(await y.data(), reference(other, x, logits, 1), 'new weights');
     tf.dispose([xt, lt, y]);
     expect(tf.memory().numBytes).to.equal(bytesBefore);
+  });
+
+  it('a FusedMoE layer\'s dispose drops its plans at once: tf.memory() is back to what it was before the layer', async () => {
+    // The weights uploaded now, so that the GPU bytes before count them; a read submits tfjs's pending work
+    // (tfjs releases the buffers of tensors disposed while their commands wait, at its next submit).
+    const flush = async () => {
+      const s = tf.tidy(() => tf.add(tf.sum(w13), tf.sum(w2)));
+      await s.data();
+      s.dispose();
+    };
+    await flush();
+    const bytesBefore = tf.memory().numBytes;
+    const gpuBefore = (tf.memory() as {numBytesInGPU?: number}).numBytesInGPU ?? 0;
+    const l = new FusedMoE({numExperts: E, topK: k, hiddenSize: H, intermediateSize: I, renormalize: true});
+    l.apply([tfl.input({shape: [H]}), tfl.input({shape: [E]})]);  // built, and disposable (tfjs-layers counts uses)
+    l.setWeights([w13, w2]);  // the variables share the tensors' data (assign keeps a reference)
+    const {x, logits} = inputs(45);
+    const [xt, lt] = [tf.tensor2d(x, [1, H]), tf.tensor2d(logits, [1, E])];
+    for (let i = 0; i < 2; i++) {
+      const y = l.apply([xt, lt]) as tf.Tensor;
+      expectClose(await y.data(), reference(layer, x, logits, 1), `call ${i}`);
+      y.dispose();
+    }
+    if (webgpu) expect(planStats().plans).to.equal(1);
+    l.dispose();
+    tf.dispose([xt, lt]);
+    await flush();
+    // No sweep has run since (dispatchPlanStats would sweep): the numbers are the dispose's own.
+    expect(tf.memory().numBytes).to.equal(bytesBefore);
+    if (webgpu) {
+      expect((tf.memory() as {numBytesInGPU?: number}).numBytesInGPU).to.equal(gpuBefore);
+      expect(planStats().plans).to.equal(0);
+    }
   });
 
   it('drops a plan when a tensor it binds moves to another buffer (to cpu and back)', async () => {

@@ -15,6 +15,7 @@ import {CheckpointTensor, PackedTensor} from '../io/packed_tensor';
 import {QuantizedExpertWeights, expertTensorShapes} from '../quant/expert_weights';
 import {WeightFormat, formatBytes, formatKey} from '../quant/format';
 import {checkpointFormat} from '../quant/checkpoint/registry';
+import {releaseWeightState} from '../kernels/weight_state';
 import {LayerVariable, Shape, SymbolicTensor, initializers, input, layers} from '@tensorflow/tfjs-layers';
 import {determineExpertMap, localExpertRange} from '../ops/expert_map';
 import {FusedMoEOptions, fusedMoE} from '../ops/fused_moe';
@@ -294,6 +295,11 @@ export class FusedMoE extends layers.Layer {
   }
 
   protected override disposeWeights(): number {
+    // Backends' state bound to these weights (webgpu's dispatch plans) goes with them, not at a later sweep.
+    const bound = this.weights.map((w) => w.read().dataId);
+    if (this.expertMap) bound.push(this.expertMap.dataId);
+    if (this.eplbTables) bound.push(this.eplbTables.logicalToPhysicalMap.dataId, this.eplbTables.logicalReplicaCount.dataId);
+    releaseWeightState(bound);
     this.expertMap?.dispose();
     this.expertMap = null;
     if (this.eplbTables) {

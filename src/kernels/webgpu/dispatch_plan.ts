@@ -32,7 +32,7 @@
  * `tf.time` times each program in its own pass, so a call then takes tfjs's path). No public API gives
  * either, and a submit per call would cost more host time than the whole call otherwise takes.
  */
-import {env, util} from '@tensorflow/tfjs-core';
+import {engine, env, util} from '@tensorflow/tfjs-core';
 import type {DataType, NamedTensorInfoMap, TensorInfo} from '@tensorflow/tfjs-core';
 import type {WebGPUBackend, WebGPUProgram} from '@tensorflow/tfjs-backend-webgpu';
 
@@ -212,10 +212,18 @@ export function dispatchPlanStats(backend: WebGPUBackend): DispatchPlanStats {
 
 /** Drops every plan of `backend` (all of them, or those binding any of `dataIds`), returning their buffers. */
 export function releaseDispatchPlans(backend: WebGPUBackend, dataIds?: object[]): void {
-  const cache = cacheOf(backend);
+  const cache = caches.get(backend);
+  if (!cache) return;
   const ids = dataIds && new Set(dataIds);
   for (const plan of [...cache.plans.values()]) {
     if (!ids || plan.bound.some((b) => ids.has(b.dataId))) dropPlan(backend, cache, plan);
+  }
+}
+
+/** For weight_state.ts: the plans binding these data ids, on every started backend that has plans. */
+export function releasePlansBinding(dataIds: object[]): void {
+  for (const b of Object.values(engine().registry)) {
+    if (caches.has(b as WebGPUBackend)) releaseDispatchPlans(b as WebGPUBackend, dataIds);
   }
 }
 

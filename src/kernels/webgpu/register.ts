@@ -3,6 +3,8 @@ import {eplbMapIdsConfig, expertLoadConfig} from './Eplb';
 import {fusedExpertsConfig} from './FusedExperts';
 import {fusedTopKConfig, groupedTopKConfig} from './FusedTopK';
 import {fusedMoEConfig} from './FusedMoE';
+import {releasePlansBinding} from './dispatch_plan';
+import {registerWeightStateReleaser} from '../weight_state';
 
 const webgpuKernels: KernelConfig[] = [
   fusedTopKConfig,
@@ -15,4 +17,5 @@ const webgpuKernels: KernelConfig[] = [
 
 export function registerWebGPUKernels(): void {
   for (const config of webgpuKernels) registerKernel(config);
+  registerWeightStateReleaser(releasePlansBinding);
 }
