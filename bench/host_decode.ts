@@ -6,7 +6,10 @@
  *  - GPU µs per call (tf.time: tfjs times each program; the plan replays the same programs);
  *  - wall µs per call (call → queue.onSubmittedWorkDone), beside the empty submit-to-done floor;
  *  - 48 chained decode calls (each on the previous output, one final wait) against 48 × the GPU time.
- *   npx tsx bench/host_decode.ts [--shapes qwen3,dsv3tp8,mixtral] [--calls 300]
+ * With --windows, where the back-to-back host time goes instead (plans on): from an idle GPU, W calls back to
+ * back for W in 48, 100, 300, 1000, with the time spent inside queue.submit and the spread of single calls,
+ * at tfjs's submit batch and at a 4× larger one.
+ *   npx tsx bench/host_decode.ts [--shapes qwen3,dsv3tp8,mixtral] [--calls 300] [--windows [--window-sizes 48,100]]
  */
 import {setupWebGPUNode} from './webgpu_node';
 const setup = setupWebGPUNode();
@@ -51,6 +54,7 @@ async function main() {
   }
   const floorUs = median(floor);
   console.log(`empty submit-to-done floor: ${floorUs.toFixed(1)} µs`);
+  if (args.includes('--windows')) return windows(b, done);
   for (const name of shapeNames) {
     const s = name === 'tiny-host' ? TINY : SHAPES[name] as MoEShape;
     const w = makeExpertWeights(s);
@@ -117,4 +121,59 @@ async function main() {
   console.log('plans:', JSON.stringify(dispatchPlanStats(b)));
   process.exit(0);
 }
+/** The --windows breakdown (see the header). */
+async function windows(b: WebGPUBackend, done: () => Promise<undefined>) {
+  // Time inside queue.submit, from the bench only (the product never wraps Dawn).
+  const queue = b.queue;
+  const submit = queue.submit.bind(queue);
+  let submitMs = 0, submits = 0;
+  queue.submit = (cbs: Iterable<GPUCommandBuffer>) => {
+    const t = performance.now();
+    submit(cbs);
+    submitMs += performance.now() - t;
+    submits++;
+  };
+  const batch0 = tf.env().get('WEBGPU_DEFERRED_SUBMIT_BATCH_SIZE') as number;
+  for (const name of shapeNames) {
+    const s = name === 'tiny-host' ? TINY : SHAPES[name] as MoEShape;
+    const w = makeExpertWeights(s);
+    const inp = makeTokenInputs(s, 1);
+    const o = moeOptions(s, inp.bias);
+    const call = () => fusedMoE(inp.hidden!, inp.logits, w.w13, w.w2, o);
+    setDispatchPlansEnabled(true);
+    for (let i = 0; i < 30; i++) call().dispose();
+    await done();
+    for (const batch of [batch0, 4 * batch0]) {
+      tf.env().set('WEBGPU_DEFERRED_SUBMIT_BATCH_SIZE', batch);
+      for (const W of arg('window-sizes', '48,100,300,1000').split(',').map(Number)) {
+        await done();
+        await new Promise((r) => setTimeout(r, 5));
+        submitMs = 0;
+        submits = 0;
+        const per: number[] = [];
+        const t0 = performance.now();
+        for (let i = 0; i < W; i++) {
+          const t1 = performance.now();
+          call().dispose();
+          per.push((performance.now() - t1) * 1000);
+        }
+        const total = (performance.now() - t0) * 1000;
+        const sorted = [...per].sort((x, y) => x - y);
+        const q = (f: number) => sorted[Math.min(W - 1, Math.floor(f * W))].toFixed(1);
+        console.log(JSON.stringify({shape: s.name, batch, window: W, host_us_per_call: (total / W).toFixed(1),
+          submits, submit_us_per_call: (submitMs * 1000 / W).toFixed(1),
+          submit_us_each: submits ? (submitMs * 1000 / submits).toFixed(1) : '-',
+          first_half_us: (per.slice(0, W >> 1).reduce((a, x) => a + x, 0) / (W >> 1)).toFixed(1),
+          second_half_us: (per.slice(W >> 1).reduce((a, x) => a + x, 0) / (W - (W >> 1))).toFixed(1),
+          p50: q(0.5), p90: q(0.9), p99: q(0.99), max: sorted[W - 1].toFixed(1)}));
+      }
+    }
+    tf.env().set('WEBGPU_DEFERRED_SUBMIT_BATCH_SIZE', batch0);
+    await done();
+    tf.dispose([...w.w13, ...w.w2]);
+    tf.dispose([inp.hidden!, inp.logits, ...(inp.bias ? [inp.bias] : [])]);
+  }
+  process.exit(0);
+}
+
 main().catch((e) => { console.error(e); process.exit(1); });

@@ -44,6 +44,8 @@ interface Kernel {
   name: string;
   code: string;
   workgroups: [number, number, number];
+  /** Operands in 16×16 block-major layout (each block 512 contiguous bytes) instead of row-major. */
+  blocked?: boolean;
 }
 
 const SG = 'subgroup_matrix';
@@ -217,6 +219,59 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) l
 }`};
 }
 
+interface BlockedShape {
+  /** Subgroups along M and N, and 16×16 blocks per subgroup along M and N. */
+  WM: number; WN: number; TM: number; TN: number;
+  /** k steps (of 16) whose fragments are loaded before their multiplies. */
+  unroll: number;
+}
+
+/**
+ * Operands in 16×16 block-major layout: block (i, kb) of A at ((i · K/16) + kb) · 256 halves, row-major inside,
+ * so one subgroup-matrix load reads 512 contiguous bytes straight from storage. No workgroup memory, no
+ * barriers: subgroups of a workgroup share operand blocks through the L1 cache. Weights can be laid out so once
+ * at load; activations by the gather that already writes their f16 copy.
+ */
+function blocked(M: number, N: number, K: number, s: BlockedShape): Kernel {
+  const {WM, WN, TM, TN, unroll} = s;
+  const KB = K / 16;
+  const rows = Array.from({length: TM}, (_, i) => i), cols = Array.from({length: TN}, (_, i) => i);
+  const us = Array.from({length: unroll}, (_, i) => i);
+  const BM = WM * TM * 16, BN = WN * TN * 16;
+  return {name: `blocked operands from storage, ${BM}×${BN} per workgroup, ${WM}×${WN} subgroups (${TM}×${TN} blocks each), k unroll ${unroll}`,
+    workgroups: [N / BN, M / BM, 1], blocked: true, code: `
+enable f16;
+enable subgroups;
+enable chromium_experimental_subgroup_matrix;
+@group(0) @binding(0) var<storage, read> A: array<f16>;
+@group(0) @binding(1) var<storage, read> B: array<f16>;
+@group(0) @binding(2) var<storage, read_write> C: array<f32>;
+@compute @workgroup_size(${WM * WN * 32})
+fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(subgroup_id) sid: u32) {
+  let wm = sid % ${WM}u;
+  let wn = sid / ${WM}u;
+  let am = (wg.y * ${BM / 16}u + wm * ${TM}u) * ${KB}u * 256u;
+  let bn = (wg.x * ${BN / 16}u + wn * ${TN}u) * ${KB}u * 256u;
+  ${rows.flatMap((r) => cols.map((c) => `var acc${r}${c}: ${SG}_result<f32, 16, 16>;`)).join('\n  ')}
+  for (var kb = 0u; kb < ${KB}u; kb += ${unroll}u) {
+    ${us.flatMap((u) => rows.map((r) => `let a${u}${r} = subgroupMatrixLoad<${SG}_left<f16, 16, 16>>(&A, am + ${r * KB * 256}u + (kb + ${u}u) * 256u, false, 16u);`)).join('\n    ')}
+    ${us.flatMap((u) => cols.map((c) => `let b${u}${c} = subgroupMatrixLoad<${SG}_right<f16, 16, 16>>(&B, bn + ${c * KB * 256}u + (kb + ${u}u) * 256u, true, 16u);`)).join('\n    ')}
+    ${us.flatMap((u) => rows.flatMap((r) => cols.map((c) => `acc${r}${c} = subgroupMatrixMultiplyAccumulate(a${u}${r}, b${u}${c}, acc${r}${c});`))).join('\n    ')}
+  }
+  ${rows.flatMap((r) => cols.map((c) => `subgroupMatrixStore(&C, (wg.y * ${BM}u + wm * ${TM * 16}u + ${16 * r}u) * ${N}u + wg.x * ${BN}u + wn * ${TN * 16}u + ${16 * c}u, acc${r}${c}, false, ${N}u);`)).join('\n  ')}
+}`};
+}
+
+/** Row-major [R, K] halves → 16×16 block-major (see blocked()). */
+function toBlocks(x: Uint16Array, R: number, K: number): Uint16Array {
+  const y = new Uint16Array(x.length);
+  const KB = K / 16;
+  for (let r = 0; r < R; r++) {
+    for (let k = 0; k < K; k++) y[((((r >> 4) * KB) + (k >> 4)) << 8) + ((r & 15) << 4) + (k & 15)] = x[r * K + k];
+  }
+  return y;
+}
+
 async function compileErrors(device: GPUDevice, code: string): Promise<string> {
   device.pushErrorScope('validation');
   const module = device.createShaderModule({code});
@@ -293,6 +348,9 @@ fn main(@builtin(local_invocation_index) li: u32${sidDecl}) {
     return b;
   };
   const A = buf(a16, GPUBufferUsage.STORAGE), B = buf(b16, GPUBufferUsage.STORAGE);
+  const round3 = args.includes('--round3');
+  const Ab = round3 ? buf(toBlocks(a16, M, K), GPUBufferUsage.STORAGE) : A;
+  const Bb = round3 ? buf(toBlocks(b16, N, K), GPUBufferUsage.STORAGE) : B;
   const C = buf(M * N * 4, GPUBufferUsage.STORAGE | GPUBufferUsage.COPY_SRC);
   const samples = Array.from({length: 256}, () => [Math.floor((rnd() + 1) / 2 * M), Math.floor((rnd() + 1) / 2 * N)]);
   const expected = samples.map(([i, j]) => {
@@ -312,7 +370,22 @@ fn main(@builtin(local_invocation_index) li: u32${sidDecl}) {
   const flops = 2 * M * N * K;
 
   const kernels: Kernel[] = args.includes('--round2') ? [] : [storage64(M, N, K)];
-  const shapes: TiledShape[] = args.includes('--round2') ? [
+  if (round3) {
+    kernels.length = 0;
+    const blockedShapes: BlockedShape[] = [
+      {WM: 1, WN: 1, TM: 4, TN: 4, unroll: 1},
+      {WM: 2, WN: 2, TM: 4, TN: 4, unroll: 1},
+      {WM: 2, WN: 2, TM: 4, TN: 4, unroll: 2},
+      {WM: 2, WN: 4, TM: 4, TN: 2, unroll: 2},
+      {WM: 4, WN: 2, TM: 2, TN: 4, unroll: 2},
+      {WM: 2, WN: 2, TM: 2, TN: 4, unroll: 2},
+      {WM: 1, WN: 1, TM: 4, TN: 4, unroll: 2},
+      {WM: 4, WN: 4, TM: 2, TN: 2, unroll: 2},
+    ];
+    for (const b of blockedShapes) kernels.push(blocked(M, N, K, b));
+  }
+  const shapes: TiledShape[] = round3 ? [{BM: 128, BN: 128, BK: 32, WM: 2, WN: 2, sid, pad: 8, prefetch: true}] :
+    args.includes('--round2') ? [
     {BM: 128, BN: 128, BK: 32, WM: 2, WN: 2, sid, pad: 8, prefetch: true},
     {BM: 128, BN: 128, BK: 32, WM: 2, WN: 2, sid, pad: 8, prefetch: true, double: true},
     {BM: 128, BN: 128, BK: 64, WM: 2, WN: 2, sid, pad: 8, prefetch: true},
@@ -345,7 +418,7 @@ fn main(@builtin(local_invocation_index) li: u32${sidDecl}) {
     }
     const module = device.createShaderModule({code: k.code});
     const pipeline = await device.createComputePipelineAsync({layout: 'auto', compute: {module, entryPoint: 'main'}});
-    const group = device.createBindGroup({layout: pipeline.getBindGroupLayout(0), entries: [A, B, C].map((b, i) =>
+    const group = device.createBindGroup({layout: pipeline.getBindGroupLayout(0), entries: (k.blocked ? [Ab, Bb, C] : [A, B, C]).map((b, i) =>
       ({binding: i, resource: {buffer: b}}))});
     const pass = (enc: GPUCommandEncoder, q?: number) => {
       const p = enc.beginComputePass(q == null ? {} : {timestampWrites: {querySet, beginningOfPassWriteIndex: 2 * q,
