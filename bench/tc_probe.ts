@@ -44,8 +44,8 @@ interface Kernel {
   name: string;
   code: string;
   workgroups: [number, number, number];
-  /** Operands in 16×16 block-major layout (each block 512 contiguous bytes) instead of row-major. */
-  blocked?: boolean;
+  /** Operands in 16×16 block-major layout (each block 512 contiguous bytes) instead of row-major: both, or B only. */
+  blocked?: boolean | 'B';
 }
 
 const SG = 'subgroup_matrix';
@@ -262,6 +262,55 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(subgroup_id) sid: u32) {
 }`};
 }
 
+/**
+ * A through workgroup memory as in tiled() (128 rows × 32 k, padded, register prefetch); B in block-major layout
+ * read straight from storage: half the workgroup-memory stores of tiled().
+ */
+function hybrid(M: number, N: number, K: number): Kernel {
+  const BM = 128, BN = 128, BK = 32, WM = 2, WN = 2, pad = 8, threads = 128;
+  const TM = 4, TN = 4, S = BK + pad, KB = K / 16;
+  const bkv = BK / 8, kv = K / 8, perA = BM * bkv / threads;
+  const rows = [0, 1, 2, 3], cols = [0, 1, 2, 3];
+  const ia = Array.from({length: perA}, (_, i) => i);
+  const at = (i: number) => `(li + ${i * threads}u)`;
+  return {name: 'hybrid: A tiles 128×32 in workgroup memory (pad 8, prefetch), B blocked from storage, 2×2 subgroups (4×4 blocks each)',
+    workgroups: [N / BN, M / BM, 1], blocked: 'B', code: `
+enable f16;
+enable subgroups;
+enable chromium_experimental_subgroup_matrix;
+@group(0) @binding(0) var<storage, read> A: array<vec4<u32>>;
+@group(0) @binding(1) var<storage, read> B: array<f16>;
+@group(0) @binding(2) var<storage, read_write> C: array<f32>;
+var<workgroup> As: array<f16, ${BM * S}>;
+fn putA(o: u32, v: vec4<u32>) {
+  for (var j = 0u; j < 4u; j++) { let h = bitcast<vec2<f16>>(v[j]); As[o + 2u * j] = h.x; As[o + 2u * j + 1u] = h.y; }
+}
+@compute @workgroup_size(${threads})
+fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) li: u32, @builtin(subgroup_id) sid: u32) {
+  let m0 = wg.y * ${BM}u;
+  let wm = sid % ${WM}u;
+  let wn = sid / ${WM}u;
+  let bn = (wg.x * ${BN / 16}u + wn * ${TN}u) * ${KB}u * 256u;
+  ${rows.flatMap((r) => cols.map((c) => `var acc${r}${c}: ${SG}_result<f32, 16, 16>;`)).join('\n  ')}
+  ${ia.map((i) => `let aAt${i} = (m0 + ${at(i)} / ${bkv}u) * ${kv}u + ${at(i)} % ${bkv}u; let aPut${i} = ${at(i)} / ${bkv}u * ${S}u + ${at(i)} % ${bkv}u * 8u;`).join('\n  ')}
+  ${ia.map((i) => `var ra${i} = A[aAt${i}];`).join(' ')}
+  for (var kt = 0u; kt < ${K / BK}u; kt++) {
+    ${ia.map((i) => `putA(aPut${i}, ra${i});`).join(' ')}
+    workgroupBarrier();
+    if (kt + 1u < ${K / BK}u) {
+      ${ia.map((i) => `ra${i} = A[aAt${i} + (kt + 1u) * ${bkv}u];`).join(' ')}
+    }
+    for (var kk = 0u; kk < ${BK / 16}u; kk++) {
+      ${rows.map((r) => `let a${r} = subgroupMatrixLoad<${SG}_left<f16, 16, 16>>(&As, (wm * ${TM * 16}u + ${16 * r}u) * ${S}u + kk * 16u, false, ${S}u);`).join('\n      ')}
+      ${cols.map((c) => `let b${c} = subgroupMatrixLoad<${SG}_right<f16, 16, 16>>(&B, bn + ${c * KB * 256}u + (kt * ${BK / 16}u + kk) * 256u, true, 16u);`).join('\n      ')}
+      ${rows.flatMap((r) => cols.map((c) => `acc${r}${c} = subgroupMatrixMultiplyAccumulate(a${r}, b${c}, acc${r}${c});`)).join('\n      ')}
+    }
+    workgroupBarrier();
+  }
+  ${rows.flatMap((r) => cols.map((c) => `subgroupMatrixStore(&C, (m0 + wm * ${TM * 16}u + ${16 * r}u) * ${N}u + wg.x * ${BN}u + wn * ${TN * 16}u + ${16 * c}u, acc${r}${c}, false, ${N}u);`)).join('\n  ')}
+}`};
+}
+
 /** Row-major [R, K] halves → 16×16 block-major (see blocked()). */
 function toBlocks(x: Uint16Array, R: number, K: number): Uint16Array {
   const y = new Uint16Array(x.length);
@@ -383,6 +432,7 @@ fn main(@builtin(local_invocation_index) li: u32${sidDecl}) {
       {WM: 4, WN: 4, TM: 2, TN: 2, unroll: 2},
     ];
     for (const b of blockedShapes) kernels.push(blocked(M, N, K, b));
+    kernels.push(hybrid(M, N, K));
   }
   const shapes: TiledShape[] = round3 ? [{BM: 128, BN: 128, BK: 32, WM: 2, WN: 2, sid, pad: 8, prefetch: true}] :
     args.includes('--round2') ? [
@@ -418,7 +468,7 @@ fn main(@builtin(local_invocation_index) li: u32${sidDecl}) {
     }
     const module = device.createShaderModule({code: k.code});
     const pipeline = await device.createComputePipelineAsync({layout: 'auto', compute: {module, entryPoint: 'main'}});
-    const group = device.createBindGroup({layout: pipeline.getBindGroupLayout(0), entries: (k.blocked ? [Ab, Bb, C] : [A, B, C]).map((b, i) =>
+    const group = device.createBindGroup({layout: pipeline.getBindGroupLayout(0), entries: (k.blocked === 'B' ? [A, Bb, C] : k.blocked ? [Ab, Bb, C] : [A, B, C]).map((b, i) =>
       ({binding: i, resource: {buffer: b}}))});
     const pass = (enc: GPUCommandEncoder, q?: number) => {
       const p = enc.beginComputePass(q == null ? {} : {timestampWrites: {querySet, beginningOfPassWriteIndex: 2 * q,
