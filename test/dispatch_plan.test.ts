@@ -9,7 +9,8 @@ import * as tfl from '@tensorflow/tfjs-layers';
 import {expect} from 'chai';
 import type {WebGPUBackend} from '@tensorflow/tfjs-backend-webgpu';
 import {FusedMoE, fusedExperts, fusedExpertsImpl, fusedMoE, fusedTopK, routingImpl} from '../src';
-import {dispatchPlanStats, releaseDispatchPlans, setDispatchPlansEnabled} from '../src/kernels/webgpu/dispatch_plan';
+import {PLAN_SUBMIT_BATCHES, dispatchPlanStats, releaseDispatchPlans, setDispatchPlansEnabled}
+  from '../src/kernels/webgpu/dispatch_plan';
 import {expectClose, randn, rng} from './helpers/compare';
 import {countReadBacks, describeAgainstReference, expectNoLeaks} from './helpers/env';
 
@@ -211,6 +212,44 @@ describeAgainstReference('dispatch plans: decode calls replayed', (backend) => {
       expect({reads, maps}).to.deep.equal({reads: 0, maps: 0});
       expectClose(await out.data(), reference(layer, x, logits, 1), 'replayed');
       tf.dispose([xt, lt, out]);
+    });
+
+    it('submits replayed work every PLAN_SUBMIT_BATCHES of tfjs\'s submit batches, with no read in between', async () => {
+      const b = tf.backend() as WebGPUBackend;
+      const {x, logits} = inputs(83);
+      const [xt, lt] = [tf.tensor2d(x, [1, H]), tf.tensor2d(logits, [1, E])];
+      const call = () => fusedMoE(xt, lt, w13, w2, {topK: k, renormalize: true});
+      const batch0 = tf.env().get('WEBGPU_DEFERRED_SUBMIT_BATCH_SIZE');
+      const submit = b.queue.submit;
+      const dispatch = GPUComputePassEncoder.prototype.dispatchWorkgroups;
+      let submits = 0, dispatches = 0;
+      try {
+        tf.env().set('WEBGPU_DEFERRED_SUBMIT_BATCH_SIZE', 3);
+        call().dispose();
+        b.queue.submit = function(this: GPUQueue, ...a: Parameters<GPUQueue['submit']>) {
+          submits++;
+          return submit.apply(this, a);
+        };
+        GPUComputePassEncoder.prototype.dispatchWorkgroups = function(this: GPUComputePassEncoder,
+            ...a: Parameters<GPUComputePassEncoder['dispatchWorkgroups']>) {
+          dispatches++;
+          return dispatch.apply(this, a);
+        };
+        const replayed = planStats().replayed;
+        for (let i = 0; i < 40; i++) call().dispose();
+        expect(planStats().replayed).to.equal(replayed + 40);
+      } finally {
+        b.queue.submit = submit;
+        GPUComputePassEncoder.prototype.dispatchWorkgroups = dispatch;
+        tf.env().set('WEBGPU_DEFERRED_SUBMIT_BATCH_SIZE', batch0);
+      }
+      // Up to one batch may have been pending before the first counted call.
+      const per = PLAN_SUBMIT_BATCHES * 3;
+      expect(submits).to.be.within(Math.floor(dispatches / per), Math.floor(dispatches / per) + 1);
+      expect(submits, 'work goes to the GPU without a read').to.be.at.least(1);
+      const y = call();
+      expectClose(await y.data(), reference(layer, x, logits, 1), 'after the batched calls');
+      tf.dispose([xt, lt, y]);
     });
 
     it('makes no bind group and writes no uniform per replayed call (tfjs\'s path: one of each per program)', async () => {

@@ -21,7 +21,8 @@
  *
  * Ordering: tfjs batches its dispatches in one command encoder that it submits later. A replay records its
  * pass into that same encoder (after ending tfjs's pass), so the queue runs everything in program order and
- * the plan's work is submitted with tfjs's: every WEBGPU_DEFERRED_SUBMIT_BATCH_SIZE dispatches or at a read.
+ * the plan's work is submitted with tfjs's (at a read, or when tfjs's batch is full) or every PLAN_SUBMIT_BATCHES
+ * of tfjs's batches of replayed dispatches.
  * Buffers released before that submit go back to tfjs's pool and are only written again by commands
  * recorded later in the same encoder (tfjs writes storage buffers only through the encoder), so the plan's
  * tensors need no deferred release.
@@ -46,6 +47,14 @@ type ProgramUniform = Array<{type: string; data: number[]}>;
 export const PLAN_MAX_TOKENS = 64;
 /** Plans kept per backend (least recently used dropped first): a few per layer of a 100-layer model. */
 export const PLAN_CACHE_SIZE = 512;
+/**
+ * Replayed dispatches per submit, in tfjs's submit batches (15 dispatches by default). A submit costs 30 µs of
+ * host time on an idle H200 and 80-190 µs while the GPU works through earlier ones, so at tfjs's batch (5 decode
+ * calls) it was half of a back-to-back call's host time; at 4 batches (20 calls) Qwen3 went from 49-51 to 22-26 µs
+ * per call (`bench/host_decode.ts --windows`, bench/results/2026-12-03-h200-host-windows.log). The price: after a
+ * read, the GPU waits for up to 20 calls' host time (~0.5 ms) before its first submit.
+ */
+export const PLAN_SUBMIT_BATCHES = 4;
 /** Bind groups kept per recorded program. */
 const BIND_GROUPS_PER_STEP = 16;
 
@@ -447,10 +456,10 @@ function replay(backend: WebGPUBackend, plan: Plan, inputs: NamedTensorInfoMap):
   if (own) {
     backend.queue.submit([encoder.finish()]);
   } else {
-    // Submitted as tfjs submits its own work: every WEBGPU_DEFERRED_SUBMIT_BATCH_SIZE dispatches (counting
-    // the plans' too, which tfjs does not see), or when anything is read.
+    // Submitted with tfjs's own work (at a read, or when tfjs's batch of its own dispatches is full), or here
+    // every PLAN_SUBMIT_BATCHES × WEBGPU_DEFERRED_SUBMIT_BATCH_SIZE replayed dispatches.
     const n = (unsubmitted.get(backend) ?? 0) + plan.steps.length;
-    if (n >= (env().get('WEBGPU_DEFERRED_SUBMIT_BATCH_SIZE') as number)) {
+    if (n >= PLAN_SUBMIT_BATCHES * (env().get('WEBGPU_DEFERRED_SUBMIT_BATCH_SIZE') as number)) {
       backend.submitQueue();
       unsubmitted.set(backend, 0);
     } else {
