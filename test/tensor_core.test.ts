@@ -389,11 +389,14 @@ describeBackends('tensor-core helper programs on webgpu', (backend) => {
         // (x16 and w16 read as vec4<i32>), 4 subgroups, one row count per case (SwiftShader compiles them slowly).
         const variants = format === FLOAT32_FORMAT ? [
           ...[32, 64].map((blockRows) => ({Program: ExpertsTensorCoreStorageGemmProgram, tile: STORAGE_TILE, blockRows,
-            loads: ['x16', 'w16']})),
+            loads: ['x16', 'w16'], blocked: false})),
           {Program: ExpertsTensorCoreSharedGemmProgram, tile: SHARED_TILE, blockRows: activation === 'silu' ? 64 : 128,
-            loads: ['tileX', 'tileW']}] : [];
-        for (const {Program, tile, blockRows, loads} of variants) {
-          const layout = tensorCoreLayout(format, H, I, activation, tile);
+            loads: ['tileX', 'tileW'], blocked: false},
+          // The blocked variants: the same program, the weights read in 16×16 blocks from storage.
+          {Program: ExpertsTensorCoreSharedGemmProgram, tile: SHARED_TILE, blockRows: activation === 'silu' ? 128 : 64,
+            loads: ['tileX', 'w16'], blocked: true}] : [];
+        for (const {Program, tile, blockRows, loads, blocked} of variants) {
+          const layout = tensorCoreLayout(format, H, I, activation, tile, blocked);
           for (const stage of ['w13', 'w2'] as const) {
             const L = layout[stage];
             const Kp = stage === 'w13' ? layout.Hp : layout.Ip;
@@ -439,9 +442,10 @@ describeBackends('tensor-core helper programs on webgpu', (backend) => {
     }
   });
 
-  it('copies weights of every format to padded f16 in the GEMM\'s layout (gate/up de-interleaved)', async () => {
+  it('copies weights of every format to padded f16 in the GEMM\'s layout (gate/up de-interleaved, or in 16×16 blocks)', async () => {
     const E = 2, H = 40, I = 24;
-    for (const format of FORMATS) {
+    for (const [format, blocked] of [...FORMATS.map((f) => [f, false] as const), [FLOAT32_FORMAT, true] as const,
+      ...FORMATS.filter((f) => f.code === 'uint4').slice(0, 1).map((f) => [f, true] as const)]) {
       // Packed formats need K a multiple of their group; block-scaled fp8 has groups of 128 (one group here).
       for (const [stage, activation] of [['w13', 'silu'], ['w13', 'swigluoai'], ['w2', 'silu']] as
           Array<['w13' | 'w2', Activation]>) {
@@ -449,7 +453,7 @@ describeBackends('tensor-core helper programs on webgpu', (backend) => {
         if (format.groupSize > 0 && K % format.groupSize !== 0 && format.groupSize !== 128) continue;
         const p = randomProjection(format, E, N, K, rng(11));
         const ref = dequantizeImpl(p);
-        const L = tensorCoreLayout(format, H, I, activation)[stage];
+        const L = tensorCoreLayout(format, H, I, activation, blocked ? SHARED_TILE : STORAGE_TILE, blocked)[stage];
         const inputs = [format.code === 'f32' ? tf.tensor3d(p.data as Float32Array, [E, N, K]) :
           tf.tensor2d(p.data as Int32Array, [E, p.data.length / E], 'int32')];
         if (p.scales) inputs.push(p.scales instanceof Int32Array ? tf.tensor2d(p.scales, [E, p.scales.length / E], 'int32') :
@@ -460,19 +464,23 @@ describeBackends('tensor-core helper programs on webgpu', (backend) => {
           format, layout: L}, E), inputs, [E, L.rowsPerExpert * L.kStride / 2]);
         tf.dispose(inputs);
         const got = halves(words);
-        const what = `${formatKey(format)} ${stage} ${activation}`;
+        const what = `${formatKey(format)} ${stage} ${activation}${blocked ? ' blocked' : ''}`;
         for (let e = 0; e < E; e++) {
           for (let row = 0; row < L.rowsPerExpert; row++) {
             let src = -1;
             if (stage === 'w2') src = row < H ? row : -1;
             else {
-              const up = row >= L.upOffset;
-              const i = up ? row - L.upOffset : row;
+              // Blocked: per 128 rows, 32 gate rows, their 32 up rows, the next 32 gate and their up rows.
+              const t = row % 128;
+              const up = blocked ? Math.floor(t / 32) % 2 === 1 : row >= L.upOffset;
+              const i = blocked ? Math.floor(row / 128) * 64 + 32 * Math.floor(t / 64) + t % 32 : up ? row - L.upOffset : row;
               src = i >= I ? -1 : activation === 'swigluoai' ? 2 * i + (up ? 1 : 0) : i + (up ? I : 0);
             }
             for (let kk = 0; kk < L.kStride; kk++) {
               const want = src >= 0 && kk < K ? roundToF16(ref[(e * N + src) * K + kk]) : 0;
-              const v = got[(e * L.rowsPerExpert + row) * L.kStride + kk];
+              const r = e * L.rowsPerExpert + row;
+              const v = got[blocked ? ((r >> 4) * (L.kStride / 16) + (kk >> 4)) * 256 + (r & 15) * 16 + (kk & 15) :
+                r * L.kStride + kk];
               // WGSL lets an implementation flush f16 subnormals (SwiftShader's pack2x16float may).
               const flushed = Math.abs(want) < 2 ** -14 && v === 0;
               if (v !== want && !flushed) expect.fail(`${what}: expert ${e} row ${row} k ${kk}: ${v} != ${want}`);

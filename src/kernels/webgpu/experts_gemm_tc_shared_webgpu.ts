@@ -18,7 +18,7 @@
  */
 import type {WebGPUProgram} from '@tensorflow/tfjs-backend-webgpu';
 import {activationSnippet, gemmTileSnippet} from './experts_wgsl';
-import {ExpertsTensorCoreStorageConfig, stagedEpilogue} from './experts_gemm_tc_storage_webgpu';
+import {ExpertsTensorCoreStorageConfig, f16Storage, stagedEpilogue} from './experts_gemm_tc_storage_webgpu';
 import {SHARED_TILE, tensorCoreStorageDispatch} from './tensor_core_plan';
 
 /** Halves per workgroup-memory tile row: 32 k and 8 of padding. */
@@ -47,12 +47,12 @@ export class ExpertsTensorCoreSharedGemmProgram implements WebGPUProgram {
     this.dispatch = tensorCoreStorageDispatch(c.stage, numTiles, c.hiddenSize, c.intermediateSize, splitK, SHARED_TILE);
     const usesWeights = !w13 && !c.applyRouterWeightOnInput;
     this.variableNames = ['x16', 'align', ...(usesWeights ? ['topkWeights'] : []), 'w16', ...(c.hasBias ? ['bias0'] : [])];
-    // x16 and w16 as vec4<i32>: 8 halves a load.
-    this.variableComponents = this.variableNames.map((n) => n === 'x16' || n === 'w16' ? 4 : 1);
     const L = w13 ? c.layout.w13 : c.layout.w2;
+    // x16 (and w16 unless read in blocks as array<f16>) as vec4<i32>: 8 halves a load.
+    this.variableComponents = this.variableNames.map((n) => n === 'x16' || (n === 'w16' && !L.blocked) ? 4 : 1);
     this.shaderKey = `moeExpertsGemmTcShared_${c.stage}_${c.hiddenSize}_${c.intermediateSize}_${c.numLocalExperts}_` +
         `${w13 ? c.activation : ''}_${c.applyRouterWeightOnInput}_${c.blockRows}_${splitK}_${c.hasBias}_` +
-        `${c.layout.Hp}_${c.layout.Ip}_${L.source}_${L.rowsPerExpert}_${L.kStride}_${L.rowStep}_${L.upOffset}`;
+        `${c.layout.Hp}_${c.layout.Ip}_${L.source}_${L.rowsPerExpert}_${L.kStride}_${L.rowStep}_${L.upOffset}_${L.blocked ?? false}`;
   }
 
   getUserCode(): string {
@@ -65,10 +65,12 @@ export class ExpertsTensorCoreSharedGemmProgram implements WebGPUProgram {
     const kSteps = Kp / BK;
     const splitK = w13 ? 1 : (this.c.splitK ?? 1);
     const kStepsPerPart = Math.ceil(kSteps / splitK);
+    const kBlocks = Kp / 16;
     const TM = BM / 32;   // 16-row blocks per subgroup: 2 subgroups along the rows
     const vecsPerRow = BK / 8;
     const perA = BM * vecsPerRow / THREADS;
-    const perB = 128 * vecsPerRow / THREADS;
+    const blocked = L.blocked ?? false;
+    const perB = blocked ? 0 : 128 * vecsPerRow / THREADS;
     const rows = Array.from({length: TM}, (_, r) => r);
     const cols = [0, 1, 2, 3];
     const ia = Array.from({length: perA}, (_, i) => i);
@@ -90,13 +92,14 @@ export class ExpertsTensorCoreSharedGemmProgram implements WebGPUProgram {
       enable subgroups;
       enable chromium_experimental_subgroup_matrix;
       // moe-main-ids
+      ${blocked ? f16Storage('w16') : ''}
       ${w13 ? activationSnippet(this.c.activation) : ''}
       var<workgroup> wgTile : vec4<i32>;   // row start, expert, first and end 32-k step
       var<workgroup> tileX : array<f16, ${BM * ROW}>;
-      var<workgroup> tileW : array<f16, ${128 * ROW}>;
+      ${blocked ? '' : `var<workgroup> tileW : array<f16, ${128 * ROW}>;`}
       var<workgroup> staged : array<f32, ${4 * 1024}>;   // per subgroup: one 16-row block's 4 results
 
-      ${['tileX', 'tileW'].map((t) => `fn put_${t}(o: u32, v: vec4<i32>) {
+      ${(blocked ? ['tileX'] : ['tileX', 'tileW']).map((t) => `fn put_${t}(o: u32, v: vec4<i32>) {
         for (var j = 0u; j < 4u; j++) {
           let h = bitcast<vec2<f16>>(v[j]);
           ${t}[o + 2u * j] = h.x;
@@ -105,7 +108,7 @@ export class ExpertsTensorCoreSharedGemmProgram implements WebGPUProgram {
       }`).join('\n      ')}
 
       // x16: ${w13 ? 'gathered x' : 'act16'} f16 [rows, ${Kp}] as vec4<i32>; align: [E+1] offsets then the sorted pairs;
-      // w16: f16 ${w13 ? 'w13' : 'w2'} [experts, ${L.rowsPerExpert}, ${L.kStride}] as vec4<i32>.
+      // w16: f16 ${w13 ? 'w13' : 'w2'} [experts, ${L.rowsPerExpert}, ${L.kStride}] ${blocked ? 'in 16×16 blocks, as array<f16>' : 'as vec4<i32>'}.
       fn main(wid : vec3<u32>, sid : u32, lane : u32) {
         ${gemmTileSnippet('w16', BM, kStepsPerPart, kSteps)}
         let n0 = i32(wid.y) * ${w13 ? 64 : 128};
@@ -117,6 +120,8 @@ export class ExpertsTensorCoreSharedGemmProgram implements WebGPUProgram {
           `(localIndex + ${i * THREADS}u) % ${vecsPerRow}u;`).join('\n        ')}
         ${ib.map((i) => `let wAt${i} = u32(${bRow(`(localIndex + ${i * THREADS}u) / ${vecsPerRow}u`)}) * ${L.kStride / 8}u + ` +
           `(localIndex + ${i * THREADS}u) % ${vecsPerRow}u;`).join('\n        ')}
+        ${blocked ? `// This subgroup's first weight block: the expert's rows, this workgroup's 128, this subgroup's 64.
+        let wBlock = ((u32(e) * ${L.rowsPerExpert / 16}u + wid.y * 8u + wn * 4u) * ${kBlocks}u) * 256u;` : ''}
         ${rows.flatMap((r) => cols.map((c) => `var acc${r}${c} : ${result};`)).join('\n        ')}
         var k = u32(tile.z) * ${BK / 8}u;
         ${ia.map((i) => `var xv${i} = x16[xAt${i} + k];`).join(' ')}
@@ -132,7 +137,9 @@ export class ExpertsTensorCoreSharedGemmProgram implements WebGPUProgram {
           }
           for (var kk = 0u; kk < ${BK}u; kk += 16u) {
             ${rows.map((r) => `let a${r} = subgroupMatrixLoad<${left}>(&tileX, (wm * ${TM * 16}u + ${16 * r}u) * ${ROW}u + kk, false, ${ROW}u);`).join('\n            ')}
-            ${cols.map((c) => `let b${c} = subgroupMatrixLoad<${right}>(&tileW, (wn * 64u + ${16 * c}u) * ${ROW}u + kk, true, ${ROW}u);`).join('\n            ')}
+            ${cols.map((c) => blocked ?
+              `let b${c} = subgroupMatrixLoad<${right}>(&w16, wBlock + ${c * kBlocks * 256}u + (u32(kt) * ${BK / 16}u + kk / 16u) * 256u, true, 16u);` :
+              `let b${c} = subgroupMatrixLoad<${right}>(&tileW, (wn * 64u + ${16 * c}u) * ${ROW}u + kk, true, ${ROW}u);`).join('\n            ')}
             ${rows.flatMap((r) => cols.map((c) => `acc${r}${c} = subgroupMatrixMultiplyAccumulate(a${r}, b${c}, acc${r}${c});`)).join('\n            ')}
           }
           workgroupBarrier();

@@ -6,6 +6,7 @@
  *   w2:  [E, H64, Ip]
  *   copy[e, row, k] = f16(dequantized w[e, n(row), k]), 0 for rows past N and for k ≥ K
  *
+ * or, for the 'blocked' variants, in 16×16 blocks with w13's rows in tile order (TensorCoreWeightLayout.blocked).
  * (I32, H64: I and H rounded up to the GEMM's 32 / 64 columns per tile; Hp, Ip: up to 16 k.) So the GEMM's
  * matrix loads never leave the binding and the padded k multiply zeros. Biases stay where they are.
  * Stored as i32 words of two halves; one invocation per 8 k of a row (4 words), the grid folded into x × y.
@@ -52,7 +53,7 @@ export class ExpertsWeightsF16Program implements WebGPUProgram {
     this.variableNames = weightBindings(c.format, false, 0);
     this.variableComponents = weightBindingComponents(c.format, false, 0, ch);
     this.shaderKey = `moeExpertsWeightsF16_${c.stage}_${c.hiddenSize}_${c.intermediateSize}_${c.activation}_` +
-        `${L.rowsPerExpert}_${L.kStride}_${L.upOffset}_${weightFormatKey(c.format, false, ch)}`;
+        `${L.rowsPerExpert}_${L.kStride}_${L.upOffset}_${L.blocked ?? false}_${weightFormatKey(c.format, false, ch)}`;
   }
 
   getUserCode(): string {
@@ -64,9 +65,18 @@ export class ExpertsWeightsF16Program implements WebGPUProgram {
     const ch = chunkShape(this.c.format, K);
     const chunks = L.kStride / 8;
     const gu = gateUpRows(this.c.activation, I);
-    const source = w13 ? `
+    // w13's row lr: gate or up of act column i (blocked: in the GEMM's tile order, TensorCoreWeightLayout).
+    const gateOrUp = L.blocked ? `
+        let t = lr % 128;
+        let up = (t / 32) % 2 == 1;
+        let i = (lr / 128) * 64 + 32 * (t / 64) + t % 32;` : `
         let up = lr >= ${L.upOffset};
-        let i = select(lr, lr - ${L.upOffset}, up);
+        let i = select(lr, lr - ${L.upOffset}, up);`;
+    // Where 8 halves (4 words) of row (e, lr) from k go: row-major, or inside the row's 16×16 block.
+    const out = L.blocked ?
+      `((u32(row) / 16u) * ${L.kStride / 16}u + u32(k) / 16u) * 128u + (u32(row) % 16u) * 8u + (u32(k) % 16u) / 2u` :
+      'idx * 4';
+    const source = w13 ? `${gateOrUp}
         let valid = i < ${I};
         let src = e * ${N} + ${gu.gate('min(i, ' + (I - 1) + ')')} + select(0, ${gu.upOffset}, up);` : `
         let valid = lr < ${H};
@@ -87,7 +97,7 @@ export class ExpertsWeightsF16Program implements WebGPUProgram {
         ${source}
         var v = array<vec4<f32>, 2>(vec4<f32>(0.0), vec4<f32>(0.0));
         if (valid && k < ${K}) { v = wload8_0(u32(src), u32(k)); }
-        let out = idx * 4;
+        let out = ${out};
         result[out] = bitcast<i32>(pack2x16float(v[0].xy));
         result[out + 1] = bitcast<i32>(pack2x16float(v[0].zw));
         result[out + 2] = bitcast<i32>(pack2x16float(v[1].xy));

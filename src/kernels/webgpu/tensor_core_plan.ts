@@ -37,9 +37,20 @@ import type {Activation} from '../../kernel_names';
 import type {WeightFormat} from '../../quant/format';
 import type {ExpertsStage} from './experts_gemv_webgpu';
 
-export type TensorCoreVariant = 'workgroup-tiles' | 'storage-32' | 'storage-64' | 'shared-64' | 'shared-128';
+export type TensorCoreVariant =
+  'workgroup-tiles' | 'storage-32' | 'storage-64' | 'shared-64' | 'shared-128' | 'blocked-64' | 'blocked-128';
 export const TENSOR_CORE_VARIANTS: TensorCoreVariant[] =
-  ['workgroup-tiles', 'storage-32', 'storage-64', 'shared-64', 'shared-128'];
+  ['workgroup-tiles', 'storage-32', 'storage-64', 'shared-64', 'shared-128', 'blocked-64', 'blocked-128'];
+
+/** The variants of experts_gemm_tc_shared_webgpu.ts (four subgroups, x tiles in workgroup memory). */
+export function isSharedVariant(v: TensorCoreVariant): boolean {
+  return v === 'shared-64' || v === 'shared-128' || v === 'blocked-64' || v === 'blocked-128';
+}
+
+/** The shared variants that read the weights from storage in 16×16 blocks (TensorCoreWeightLayout.blocked). */
+export function isBlockedVariant(v: TensorCoreVariant): boolean {
+  return v === 'blocked-64' || v === 'blocked-128';
+}
 
 /**
  * The variant used when none is forced: 'shared-128', or 'shared-64' where experts average fewer than
@@ -74,7 +85,8 @@ export function tensorCoreVariant(rowsPerExpert?: number): TensorCoreVariant {
 
 /** Rows per tile of each variant (the align program pads every expert to a multiple of it). */
 export function tensorCoreBlockRows(variant: TensorCoreVariant): number {
-  return variant === 'shared-128' ? 128 : variant === 'storage-64' || variant === 'shared-64' ? 64 : 32;
+  return variant === 'shared-128' || variant === 'blocked-128' ? 128 :
+    variant === 'storage-64' || variant === 'shared-64' || variant === 'blocked-64' ? 64 : 32;
 }
 
 /**
@@ -91,12 +103,15 @@ export const STORAGE_TILE: TensorCoreTileShape = {kStep: 16, w13Columns: 32, w2C
 export const SHARED_TILE: TensorCoreTileShape = {kStep: 32, w13Columns: 64, w2Columns: 128};
 
 export function tensorCoreTileShape(variant: TensorCoreVariant): TensorCoreTileShape {
-  return variant === 'shared-64' || variant === 'shared-128' ? SHARED_TILE : STORAGE_TILE;
+  return isSharedVariant(variant) ? SHARED_TILE : STORAGE_TILE;
 }
 
-/** Workgroup memory a shared variant declares: A and B tiles (rows of 32 k + 8 halves) and 4 staged results each. */
-export function sharedTileBytes(blockRows: number): number {
-  return (blockRows + 128) * 40 * 2 + 4 * 1024 * 4 + 16;
+/**
+ * Workgroup memory a shared variant declares: the x tile and (unless the weights are read in blocks from
+ * storage) the weight tile, rows of 32 k + 8 halves, and 4 staged results per subgroup.
+ */
+export function sharedTileBytes(blockRows: number, blocked = false): number {
+  return (blockRows + (blocked ? 0 : 128)) * 40 * 2 + 4 * 1024 * 4 + 16;
 }
 
 export const roundUp = (n: number, m: number) => Math.ceil(n / m) * m;
@@ -132,6 +147,15 @@ export interface TensorCoreWeightLayout {
   kStride: number;
   rowStep: number;
   upOffset: number;
+  /**
+   * The 'blocked' variants' copy: 16×16 blocks of 512 contiguous bytes, block (r/16, k/16) of an expert at
+   * ((r/16)·kStride/16 + k/16)·256 halves, row-major inside, so that a subgroup-matrix load from storage reads
+   * one contiguous block (on the H200 this beat staging the weights in workgroup memory: 152 against 107
+   * TFLOP/s on a plain GEMM, bench/results/2026-12-03-h200-tc-probe-round3.log). Rows are in the order the
+   * GEMM's column tiles take them: w13 per 64 act columns c0.., 128 rows: gate c0..c0+31, up c0..c0+31, gate
+   * c0+32..c0+63, up c0+32..; w2 h rows in order, padded to 128.
+   */
+  blocked?: boolean;
 }
 
 export interface TensorCoreLayout {
@@ -142,9 +166,14 @@ export interface TensorCoreLayout {
 }
 
 export function tensorCoreLayout(format: WeightFormat, H: number, I: number, activation: Activation,
-    tile: TensorCoreTileShape = STORAGE_TILE): TensorCoreLayout {
+    tile: TensorCoreTileShape = STORAGE_TILE, blocked = false): TensorCoreLayout {
   const Hp = roundUp(H, tile.kStep);
   const Ip = roundUp(I, tile.kStep);
+  if (blocked) {
+    return {Hp, Ip,
+      w13: {source: 'copy', rowsPerExpert: 2 * roundUp(I, tile.w13Columns), kStride: Hp, rowStep: 1, upOffset: 0, blocked},
+      w2: {source: 'copy', rowsPerExpert: roundUp(H, tile.w2Columns), kStride: Ip, rowStep: 1, upOffset: 0, blocked}};
+  }
   const w13Source = weightSource(format, 'w13', H, I, activation, tile);
   const w2Source = weightSource(format, 'w2', H, I, activation, tile);
   const I32 = roundUp(I, tile.w13Columns);
@@ -217,10 +246,10 @@ export function tensorCoreChoice(device: TensorCoreDevice, H: number, I: number,
       `and the storage variants keep them as f16`};
   }
   const limit = device.maxComputeWorkgroupStorageSize ?? Infinity;
-  if ((variant === 'shared-64' || variant === 'shared-128') && sharedTileBytes(tensorCoreBlockRows(variant)) > limit) {
+  const tileBytes = sharedTileBytes(tensorCoreBlockRows(variant), isBlockedVariant(variant));
+  if (isSharedVariant(variant) && tileBytes > limit) {
     return {kernel: 'tensor-core-f16', variant: 'storage-64', reason: `f16 operands, f32 accumulation; 'storage-64' ` +
-      `instead of '${variant}': its tiles need ${sharedTileBytes(tensorCoreBlockRows(variant))} bytes of workgroup ` +
-      `memory and the device allows ${limit}`};
+      `instead of '${variant}': its tiles need ${tileBytes} bytes of workgroup memory and the device allows ${limit}`};
   }
   return {kernel: 'tensor-core-f16', variant, reason: `f16 operands, f32 accumulation on subgroup matrices ('${variant}')`};
 }

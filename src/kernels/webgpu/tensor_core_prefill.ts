@@ -20,8 +20,8 @@ import {ExpertsW13TensorCoreSharedGemmProgram, ExpertsW2TensorCoreSharedGemmProg
   from './experts_gemm_tc_shared_webgpu';
 import type {ExpertsStage} from './experts_gemv_webgpu';
 import {ExpertsWeightsF16Program} from './experts_weights_f16_webgpu';
-import {TensorCoreLayout, TensorCoreVariant, tensorCoreBlockRows, tensorCoreLayout, tensorCoreTileShape}
-  from './tensor_core_plan';
+import {TensorCoreLayout, TensorCoreVariant, isBlockedVariant, isSharedVariant, tensorCoreBlockRows, tensorCoreLayout,
+  tensorCoreTileShape} from './tensor_core_plan';
 
 export interface TensorCorePrefillCall {
   backend: WebGPUBackend;
@@ -52,7 +52,8 @@ export function tensorCorePrefillPlan(c: TensorCorePrefillCall['common'], varian
     {blockRows: number; rows: number; layout: TensorCoreLayout} {
   const blockRows = tensorCoreBlockRows(variant);
   return {blockRows, rows: maxPaddedRows(numPairs, c.numLocalExperts, blockRows),
-    layout: tensorCoreLayout(c.format, c.hiddenSize, c.intermediateSize, c.activation, tensorCoreTileShape(variant))};
+    layout: tensorCoreLayout(c.format, c.hiddenSize, c.intermediateSize, c.activation, tensorCoreTileShape(variant),
+      isBlockedVariant(variant))};
 }
 
 /** Issues the storage or shared variant's programs; returns y [splitK · P, H] and splitK for the combine. */
@@ -93,7 +94,7 @@ export function tensorCoreStoragePrefill(call: TensorCorePrefillCall): {y: Tenso
     });
   };
 
-  const shared = call.variant === 'shared-64' || call.variant === 'shared-128';
+  const shared = isSharedVariant(call.variant);
   const [W13, W2] = shared ? [ExpertsW13TensorCoreSharedGemmProgram, ExpertsW2TensorCoreSharedGemmProgram] :
     [ExpertsW13TensorCoreStorageGemmProgram, ExpertsW2TensorCoreStorageGemmProgram];
   const tile = tensorCoreTileShape(call.variant);
