@@ -27,6 +27,15 @@
  *                      On the H200, on a plain 4096 × 14336 × 4096 f16 GEMM, 107 TFLOP/s against 15-58 for
  *                      the storage-64 shape (bench/tc_probe.ts, bench/results/2026-12-03-h200-tc-probe.log).
  *
+ *   'blocked-64', 'blocked-128'
+ *                      the shared kernel with only x in workgroup memory: the weights' f16 copy is laid out in
+ *                      16×16 blocks (TensorCoreWeightLayout.blocked) that each subgroup loads straight from
+ *                      storage. 152 against 107 TFLOP/s on the plain-GEMM probe, but in the expert prefill the
+ *                      per-call copy (needed even for f16 weights) costs what the GEMMs save: Mixtral M = 4096
+ *                      34.9 ms (blocked-64; GEMMs 25.1) against shared-128's 31.8, Qwen3 6.6 against 5.4
+ *                      (bench/results/2026-12-03-h200-tensor-core-check-blocked.log, all checks pass). Selectable
+ *                      only, for a per-layer copy made once.
+ *
  * Why a copy rather than a workgroup-memory dequant tile for the right operand: the GEMM then has one shape
  * for every format (both operands from storage, no barrier in the k loop), and the profile separates the
  * dequantization (the copy's own line) from the GEMM, while the device check's f16-weight run measures exactly
