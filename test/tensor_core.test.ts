@@ -350,7 +350,7 @@ describeBackends('tensor-core helper programs on webgpu', (backend) => {
     expect(error?.message ?? '', program.shaderKey).to.equal('');
   };
 
-  it('compiles the GEMMs\' WGSL around the subgroup matrices, for both variants, formats, biases and swigluoai', async () => {
+  it('compiles the GEMMs\' WGSL around the subgroup matrices, for every variant family, formats, biases and swigluoai', async () => {
     const E = 3, H = 64, I = 48, T = 8, k = 2, P = T * k;
     // f32 and a packed format (every packed format reads through the same wload8_0). (int4 with a zero tensor,
     // act-order and biases would bind 9 buffers: FusedExperts refuses that where the limit is 8.)

@@ -48,17 +48,31 @@ import type {ExpertsStage} from './experts_gemv_webgpu';
 
 export type TensorCoreVariant =
   'workgroup-tiles' | 'storage-32' | 'storage-64' | 'shared-64' | 'shared-128' | 'blocked-64' | 'blocked-128';
-export const TENSOR_CORE_VARIANTS: TensorCoreVariant[] =
-  ['workgroup-tiles', 'storage-32', 'storage-64', 'shared-64', 'shared-128', 'blocked-64', 'blocked-128'];
+
+/**
+ * What each variant is: its program family (experts_gemm_tc_webgpu.ts 'tiles', _storage_ 'storage', _shared_
+ * 'shared'), rows per tile (the align program pads every expert to a multiple of it), and whether the weights'
+ * f16 copy is in 16×16 blocks (TensorCoreWeightLayout.blocked).
+ */
+const VARIANTS: Record<TensorCoreVariant, {family: 'tiles' | 'storage' | 'shared'; blockRows: number; blocked: boolean}> = {
+  'workgroup-tiles': {family: 'tiles', blockRows: 32, blocked: false},
+  'storage-32': {family: 'storage', blockRows: 32, blocked: false},
+  'storage-64': {family: 'storage', blockRows: 64, blocked: false},
+  'shared-64': {family: 'shared', blockRows: 64, blocked: false},
+  'shared-128': {family: 'shared', blockRows: 128, blocked: false},
+  'blocked-64': {family: 'shared', blockRows: 64, blocked: true},
+  'blocked-128': {family: 'shared', blockRows: 128, blocked: true},
+};
+export const TENSOR_CORE_VARIANTS = Object.keys(VARIANTS) as TensorCoreVariant[];
 
 /** The variants of experts_gemm_tc_shared_webgpu.ts (four subgroups, x tiles in workgroup memory). */
 export function isSharedVariant(v: TensorCoreVariant): boolean {
-  return v === 'shared-64' || v === 'shared-128' || v === 'blocked-64' || v === 'blocked-128';
+  return VARIANTS[v].family === 'shared';
 }
 
 /** The shared variants that read the weights from storage in 16×16 blocks (TensorCoreWeightLayout.blocked). */
 export function isBlockedVariant(v: TensorCoreVariant): boolean {
-  return v === 'blocked-64' || v === 'blocked-128';
+  return VARIANTS[v].blocked;
 }
 
 /**
@@ -94,8 +108,7 @@ export function tensorCoreVariant(rowsPerExpert?: number): TensorCoreVariant {
 
 /** Rows per tile of each variant (the align program pads every expert to a multiple of it). */
 export function tensorCoreBlockRows(variant: TensorCoreVariant): number {
-  return variant === 'shared-128' || variant === 'blocked-128' ? 128 :
-    variant === 'storage-64' || variant === 'shared-64' || variant === 'blocked-64' ? 64 : 32;
+  return VARIANTS[variant].blockRows;
 }
 
 /**
