@@ -11,7 +11,8 @@
  *   3. the real benchmark shapes at M = 64, 256, 4096 (prefill forced): sampled tokens against the same
  *      reference, and the GPU time per program of each variant (float32 weights, int4 g128 weights, and for the
  *      storage variants f16 weights read in place) beside the float32 SIMT kernels (float32 weights), with
- *      TFLOP/s and the fraction of the H200's dense f16 tensor-core peak.
+ *      TFLOP/s and the fraction of the H200's dense f16 tensor-core peak, and the wall time per call of calls
+ *      issued back to back (busy_wall_ms: the GPU never idles between them).
  *   bash .gpu/run.sh .gpu/gpu_check_tc.mjs [--variants storage-64,...] [--shapes qwen3,dsv3tp8,mixtral]
  *     [--tokens 64,256,4096] [--skip-tiny] [--skip-real]
  */
@@ -52,7 +53,7 @@ import {FLOAT32_FORMAT, WeightFormat, formatKey} from '../src/quant/format';
 import {randomProjection} from '../test/helpers/quant_weights';
 import {uniformHostValue} from './fill_uniform_webgpu';
 import {SEEDS, makeExpertWeights, routingConfig, uniformHostValues, uniformTensor, w13Scale, w2Scale} from './problem';
-import {medianKernelTime} from './timing';
+import {medianKernelTime, settle} from './timing';
 import {MoEShape, SHAPES} from './shapes';
 import {TensorCoreProblem, compareWithBound, tensorCoreReference} from './tensor_core_reference';
 
@@ -102,6 +103,27 @@ function watchCompilation(device: GPUDevice): void {
 }
 
 const gpuMs = medianKernelTime;
+
+/**
+ * Wall ms per call over `n` calls issued back to back (one wait at the end), after 3 warm-up calls: the GPU
+ * never idles between them, unlike tf.time's one call at a time, whose short programs may run on a GPU that
+ * has just woken (the small-M times were far above what their bytes and FLOPs need).
+ */
+async function busyMs(f: () => tf.Tensor, n: number): Promise<number> {
+  for (let i = 0; i < 3; i++) f().dispose();
+  const last = f();
+  await settle(last);
+  last.dispose();
+  const t0 = performance.now();
+  let y: tf.Tensor | null = null;
+  for (let i = 0; i < n; i++) {
+    y?.dispose();
+    y = f();
+  }
+  await settle(y!);
+  y!.dispose();
+  return (performance.now() - t0) / n;
+}
 
 interface TinyCase {
   E: number; k: number; H: number; I: number; T: number;
@@ -285,8 +307,10 @@ async function realShape(s: MoEShape, tokens: number[], variants: TensorCoreVari
     const rate = (ms: number) => ({tflops: flops / ms / 1e9, peak_fraction: flops / ms / 1e9 / H200_F16_PEAK_TFLOPS});
     tf.env().set(TENSOR_CORES_FLAG, false);
     const simt = await gpuMs(() => fusedExperts(hidden, w.w13, w.w2, tw, ti), M >= 4096 && s.name === 'mixtral' ? 2 : 5);
+    const simtBusy = await busyMs(() => fusedExperts(hidden, w.w13, w.w2, tw, ti), M >= 4096 ? 3 : 10);
     tf.env().set(TENSOR_CORES_FLAG, true);
-    console.log(JSON.stringify({check: 'simt-f32', shape: s.name, M, gpu_ms: simt.ms, ...rate(simt.ms), kernels: simt.kernels}));
+    console.log(JSON.stringify({check: 'simt-f32', shape: s.name, M, gpu_ms: simt.ms, ...rate(simt.ms),
+      busy_wall_ms: simtBusy, kernels: simt.kernels}));
     for (const variant of variants) {
       setTensorCoreVariant(variant);
       type Weights = {w13: tf.Tensor3D[] | QuantizedExpertWeights[]; w2: tf.Tensor3D[] | QuantizedExpertWeights[]};
@@ -301,7 +325,9 @@ async function realShape(s: MoEShape, tokens: number[], variants: TensorCoreVari
           const cmp = compareWithBound(got, rows, s.H, ref);
           const t = await gpuMs(() => fusedExperts(hidden, weights.w13 as tf.Tensor3D[], weights.w2 as tf.Tensor3D[], tw, ti),
               M >= 4096 && s.name === 'mixtral' ? 3 : 5);
-          return {cmp, t};
+          const busy = await busyMs(() => fusedExperts(hidden, weights.w13 as tf.Tensor3D[], weights.w2 as tf.Tensor3D[], tw, ti),
+              M >= 4096 ? 3 : 10);
+          return {cmp, t, busy};
         });
         if (res.error) {
           ok = false;
@@ -309,13 +335,13 @@ async function realShape(s: MoEShape, tokens: number[], variants: TensorCoreVari
             error: res.error, compile_errors: compileErrors.splice(0)}));
           continue;
         }
-        const {cmp, t} = res.value!;
+        const {cmp, t, busy} = res.value!;
         ok &&= cmp.pass;
         const chosen = chooseGemmKernel(tf.backend() as WebGPUBackend, s.H, s.I);
         console.log(JSON.stringify({check: 'tensor-core', variant, kernel: `${chosen.kernel} ${chosen.variant ?? ''}`,
           weights: weightFormat, shape: s.name, M,
           sampled_rows: rows, max_err: cmp.err, worst_err_over_bound: cmp.worstRatio, pass: cmp.pass,
-          gpu_ms: t.ms, ...rate(t.ms), speedup_vs_simt: simt.ms / t.ms, kernels: t.kernels}));
+          gpu_ms: t.ms, ...rate(t.ms), speedup_vs_simt: simt.ms / t.ms, busy_wall_ms: busy, kernels: t.kernels}));
       }
     }
     setTensorCoreVariant(null);

@@ -8,9 +8,14 @@
  *  - 48 chained decode calls (each on the previous output, one final wait) against 48 × the GPU time.
  * With --windows, where the back-to-back host time goes instead (plans on): from an idle GPU, W calls back to
  * back for W in 48, 100, 300, 1000, with the time spent inside queue.submit and the spread of single calls,
- * at tfjs's submit batch and at a 4× larger one.
- *   npx tsx bench/host_decode.ts [--shapes qwen3,dsv3tp8,mixtral] [--calls 300] [--windows [--window-sizes 48,100]]
+ * at tfjs's submit batch and at larger ones (--batches).
+ * Each path's back-to-back windows start after a full garbage collection, so that one path's garbage (tfjs's
+ * path makes much more) is not collected inside the other's window; a window still pays for its own.
+ *   npx tsx bench/host_decode.ts [--shapes qwen3,dsv3tp8,mixtral] [--calls 300] [--repeats 5]
+ *       [--windows [--window-sizes 48,100] [--batches 15,30,60]]
  */
+import * as v8 from 'v8';
+import * as vm from 'vm';
 import {setupWebGPUNode} from './webgpu_node';
 const setup = setupWebGPUNode();
 import * as tf from '@tensorflow/tfjs-core';
@@ -27,6 +32,12 @@ const arg = (name: string, dflt: string) => {
   return i >= 0 ? args[i + 1] : dflt;
 };
 const calls = Number(arg('calls', '300'));
+const repeats = Number(arg('repeats', '5'));
+/** A full collection on demand, without a node flag (the GPU machine runs node through .gpu/run.sh). */
+const gc: () => void = (() => {
+  v8.setFlagsFromString('--expose-gc');
+  return vm.runInNewContext('gc') as () => void;
+})();
 const shapeNames = arg('shapes', 'tiny-host,qwen3,dsv3tp8,mixtral').split(',');
 const TINY: MoEShape = {kind: 'moe', name: 'tiny-host', E: 128, k: 8, H: 64, I: 32,
   routing: {kind: 'topk', scoringFunc: 'softmax', renormalize: true}};
@@ -77,12 +88,19 @@ async function main() {
       setDispatchPlansEnabled(plans);
       const tag = plans ? 'plan' : 'tfjs';
       for (let i = 0; i < 30; i++) call().dispose();
+      // Back to back: host time per call while the GPU works behind, in `repeats` windows from an idle GPU.
+      const windowsUs: number[] = [];
+      for (let r = 0; r < repeats; r++) {
+        await done();
+        gc();
+        const t0 = performance.now();
+        for (let i = 0; i < calls; i++) call().dispose();
+        windowsUs.push((performance.now() - t0) * 1000 / calls);
+      }
+      row[`${tag}_host_us`] = median(windowsUs).toFixed(1);
+      row[`${tag}_host_us_range`] = `${Math.min(...windowsUs).toFixed(1)}-${Math.max(...windowsUs).toFixed(1)}`;
       await done();
-      // Back to back: host time per call while the GPU works behind.
-      const t0 = performance.now();
-      for (let i = 0; i < calls; i++) call().dispose();
-      row[`${tag}_host_us`] = ((performance.now() - t0) * 1000 / calls).toFixed(1);
-      await done();
+      gc();
       // One at a time on an idle GPU: host and wall.
       const host: number[] = [], wall: number[] = [];
       for (let i = 0; i < 100; i++) {
@@ -98,6 +116,7 @@ async function main() {
       row[`${tag}_wall_us`] = median(wall).toFixed(1);
       // 48 chained decode calls, one final wait.
       const chain: number[] = [];
+      gc();
       for (let r = 0; r < 10; r++) {
         const t1 = performance.now();
         let x = inp.hidden!;
@@ -143,11 +162,12 @@ async function windows(b: WebGPUBackend, done: () => Promise<undefined>) {
     setDispatchPlansEnabled(true);
     for (let i = 0; i < 30; i++) call().dispose();
     await done();
-    for (const batch of [batch0, 4 * batch0]) {
+    for (const batch of arg('batches', `${batch0},${4 * batch0}`).split(',').map(Number)) {
       tf.env().set('WEBGPU_DEFERRED_SUBMIT_BATCH_SIZE', batch);
       for (const W of arg('window-sizes', '48,100,300,1000').split(',').map(Number)) {
         await done();
         await new Promise((r) => setTimeout(r, 5));
+        gc();
         submitMs = 0;
         submits = 0;
         const per: number[] = [];

@@ -214,7 +214,7 @@ describeAgainstReference('dispatch plans: decode calls replayed', (backend) => {
       tf.dispose([xt, lt, out]);
     });
 
-    it('submits replayed work every PLAN_SUBMIT_BATCHES of tfjs\'s submit batches, with no read in between', async () => {
+    it('submits replayed work every PLAN_SUBMIT_BATCHES of tfjs\'s submit batches, one compute pass each, with no read in between', async () => {
       const b = tf.backend() as WebGPUBackend;
       const {x, logits} = inputs(83);
       const [xt, lt] = [tf.tensor2d(x, [1, H]), tf.tensor2d(logits, [1, E])];
@@ -222,7 +222,8 @@ describeAgainstReference('dispatch plans: decode calls replayed', (backend) => {
       const batch0 = tf.env().get('WEBGPU_DEFERRED_SUBMIT_BATCH_SIZE');
       const submit = b.queue.submit;
       const dispatch = GPUComputePassEncoder.prototype.dispatchWorkgroups;
-      let submits = 0, dispatches = 0;
+      const beginPass = GPUCommandEncoder.prototype.beginComputePass;
+      let submits = 0, dispatches = 0, passes = 0;
       try {
         tf.env().set('WEBGPU_DEFERRED_SUBMIT_BATCH_SIZE', 3);
         call().dispose();
@@ -235,18 +236,26 @@ describeAgainstReference('dispatch plans: decode calls replayed', (backend) => {
           dispatches++;
           return dispatch.apply(this, a);
         };
+        GPUCommandEncoder.prototype.beginComputePass = function(this: GPUCommandEncoder,
+            ...a: Parameters<GPUCommandEncoder['beginComputePass']>) {
+          passes++;
+          return beginPass.apply(this, a);
+        };
         const replayed = planStats().replayed;
         for (let i = 0; i < 40; i++) call().dispose();
         expect(planStats().replayed).to.equal(replayed + 40);
       } finally {
         b.queue.submit = submit;
         GPUComputePassEncoder.prototype.dispatchWorkgroups = dispatch;
+        GPUCommandEncoder.prototype.beginComputePass = beginPass;
         tf.env().set('WEBGPU_DEFERRED_SUBMIT_BATCH_SIZE', batch0);
       }
       // Up to one batch may have been pending before the first counted call.
       const per = PLAN_SUBMIT_BATCHES * 3;
       expect(submits).to.be.within(Math.floor(dispatches / per), Math.floor(dispatches / per) + 1);
       expect(submits, 'work goes to the GPU without a read').to.be.at.least(1);
+      // Replays share tfjs's open pass: one per submitted batch (and one left open), not one per call.
+      expect(passes, 'compute passes begun').to.be.at.most(submits + 1);
       const y = call();
       expectClose(await y.data(), reference(layer, x, logits, 1), 'after the batched calls');
       tf.dispose([xt, lt, y]);

@@ -19,19 +19,24 @@
  * tensor it binds is disposed (the next miss, `dispatchPlanStats` and `releaseDispatchPlans` sweep those)
  * or moved to another buffer (the hit finds a different buffer, drops the plan and records again).
  *
- * Ordering: tfjs batches its dispatches in one command encoder that it submits later. A replay records its
- * pass into that same encoder (after ending tfjs's pass), so the queue runs everything in program order and
- * the plan's work is submitted with tfjs's (at a read, or when tfjs's batch is full) or every PLAN_SUBMIT_BATCHES
- * of tfjs's batches of replayed dispatches.
+ * Ordering: tfjs batches its dispatches in one compute pass of one command encoder that it submits later. A
+ * replay records its dispatches into that same pass (opening it for tfjs when none is open), so the queue runs
+ * everything in program order (in a compute pass each dispatch sees the writes of those before it) and the
+ * plan's work is submitted with tfjs's (at a read, or when tfjs's batch is full) or every PLAN_SUBMIT_BATCHES
+ * of tfjs's batches of replayed dispatches. A decode loop of replays thus shares one pass per submit instead
+ * of beginning and ending one per call (two native calls, and per-pass work in Dawn's submit).
  * Buffers released before that submit go back to tfjs's pool and are only written again by commands
  * recorded later in the same encoder (tfjs writes storage buffers only through the encoder), so the plan's
  * tensors need no deferred release.
  *
- * Two private fields of tfjs-backend-webgpu 4.22 are read, never written: `commandEncoder` (the encoder the
- * public `ensureCommandEncoderReady` made; where the field is missing, the replay submits tfjs's work through
- * the public `submitQueue` and submits its own encoder at once) and `activeTimers` (tfjs's profiler is on:
- * `tf.time` times each program in its own pass, so a call then takes tfjs's path). No public API gives
- * either, and a submit per call would cost more host time than the whole call otherwise takes.
+ * Private fields of tfjs-backend-webgpu 4.22: `commandEncoder` (the encoder the public
+ * `ensureCommandEncoderReady` made) and `activeTimers` (tfjs's profiler is on: `tf.time` times each program in
+ * its own pass, so a call then takes tfjs's path) are read; `computePassEncoder` (tfjs's open pass on that
+ * encoder, or null) is read and, where null, set to the pass a replay opens: tfjs then records into it and ends
+ * it before its copies and submits (the public `endComputePassEncoder`), as it does its own. Where the fields
+ * are missing, the replay submits tfjs's work through the public `submitQueue` and then its own encoder at
+ * once. No public API gives them, and a submit per call would cost more host time than the whole call
+ * otherwise takes.
  */
 import {engine, env, util} from '@tensorflow/tfjs-core';
 import type {DataType, NamedTensorInfoMap, TensorInfo} from '@tensorflow/tfjs-core';
@@ -172,6 +177,7 @@ function idOf(o: object): number {
 
 interface BackendPrivates {
   commandEncoder?: GPUCommandEncoder | null;
+  computePassEncoder?: GPUComputePassEncoder | null;
   activeTimers?: unknown;
 }
 
@@ -377,18 +383,23 @@ function buildPlan(backend: WebGPUBackend, key: string, rec: Recorder, inputs: N
 const unsubmitted = new WeakMap<WebGPUBackend, number>();
 
 /**
- * The encoder to record a plan's pass into: tfjs's own (its compute pass ended), so that the plan's work is
- * ordered after the tfjs work recorded before it and before the tfjs work recorded after it, and is
- * submitted with it (a submit costs ~30 µs of host time on the H200 machine, more than the dispatches).
- * Where tfjs's encoder field is not there, a fresh encoder after submitting tfjs's pending work.
+ * The compute pass to record a plan's dispatches into: tfjs's open pass on its encoder (opened and handed to
+ * tfjs when there is none), so that the plan's work is ordered after the tfjs work recorded before it and
+ * before the tfjs work recorded after it, and is submitted with it (a submit costs ~30 µs of host time on the
+ * H200 machine, more than the dispatches). Where tfjs's fields are not there (`own`), a fresh encoder and
+ * pass after submitting tfjs's pending work.
  */
-function encoderFor(backend: WebGPUBackend): {encoder: GPUCommandEncoder; own: boolean} {
+function passFor(backend: WebGPUBackend): {pass: GPUComputePassEncoder; encoder: GPUCommandEncoder | null} {
   const p = backend as unknown as BackendPrivates;
   backend.ensureCommandEncoderReady();
+  if (p.commandEncoder && p.computePassEncoder !== undefined) {
+    if (p.computePassEncoder === null) p.computePassEncoder = p.commandEncoder.beginComputePass();
+    return {pass: p.computePassEncoder, encoder: null};
+  }
   backend.endComputePassEncoder();
-  if (p.commandEncoder) return {encoder: p.commandEncoder, own: false};
   backend.submitQueue();
-  return {encoder: backend.device.createCommandEncoder(), own: true};
+  const encoder = backend.device.createCommandEncoder();
+  return {pass: encoder.beginComputePass(), encoder};
 }
 
 /** The GPU buffer of a per-call input, uploaded first where its values are still on the host. */
@@ -444,22 +455,22 @@ function replay(backend: WebGPUBackend, plan: Plan, inputs: NamedTensorInfoMap):
   for (let i = 0; i < plan.perCallInputs.length; i++) perCall.push(inputBuffer(backend, inputs[plan.perCallInputs[i]]!));
   const groups: GPUBindGroup[] = [];
   for (let i = 0; i < plan.steps.length; i++) groups.push(bindGroupFor(backend, plan.steps[i], perCall));
-  const {encoder, own} = encoderFor(backend);
-  const pass = encoder.beginComputePass();
+  const {pass, encoder} = passFor(backend);
   for (let i = 0; i < plan.steps.length; i++) {
     const step = plan.steps[i];
     pass.setPipeline(step.pipeline);
     pass.setBindGroup(0, groups[i]);
     pass.dispatchWorkgroups(step.dispatch[0], step.dispatch[1], step.dispatch[2]);
   }
-  pass.end();
-  if (own) {
+  if (encoder) {
+    pass.end();
     backend.queue.submit([encoder.finish()]);
   } else {
     // Submitted with tfjs's own work (at a read, or when tfjs's batch of its own dispatches is full), or here
     // every PLAN_SUBMIT_BATCHES × WEBGPU_DEFERRED_SUBMIT_BATCH_SIZE replayed dispatches.
     const n = (unsubmitted.get(backend) ?? 0) + plan.steps.length;
     if (n >= PLAN_SUBMIT_BATCHES * (env().get('WEBGPU_DEFERRED_SUBMIT_BATCH_SIZE') as number)) {
+      backend.endComputePassEncoder();  // tfjs's submitQueue finishes the encoder as it is
       backend.submitQueue();
       unsubmitted.set(backend, 0);
     } else {
