@@ -26,6 +26,7 @@ chromium-experimental-subgroup-matrix; elsewhere it reports why they are off and
   --real-formats   weights at the real shapes (default f32,f16,uint4: float32; their f16 copy, read in place
                    by the storage variants; GPTQ-style int4 g128 made on the host)
   --skip-tiny      skip the tiny problems;  --skip-real  skip the real shapes
+  --busy-long      also time ~1 s of back-to-back calls per configuration (busy_long_wall_ms)
   --dry-run        without tensor cores: run the tiny problems (and --shapes tiny-qwen3,... if given) on the
                    float32 tiles against the unrounded reference and its f32 bound (checks this harness on
                    SwiftShader)`;
@@ -325,9 +326,11 @@ async function realShape(s: MoEShape, tokens: number[], variants: TensorCoreVari
           const cmp = compareWithBound(got, rows, s.H, ref);
           const t = await gpuMs(() => fusedExperts(hidden, weights.w13 as tf.Tensor3D[], weights.w2 as tf.Tensor3D[], tw, ti),
               M >= 4096 && s.name === 'mixtral' ? 3 : 5);
-          const busy = await busyMs(() => fusedExperts(hidden, weights.w13 as tf.Tensor3D[], weights.w2 as tf.Tensor3D[], tw, ti),
-              M >= 4096 ? 3 : 10);
-          return {cmp, t, busy};
+          const call = () => fusedExperts(hidden, weights.w13 as tf.Tensor3D[], weights.w2 as tf.Tensor3D[], tw, ti);
+          const busy = await busyMs(call, M >= 4096 ? 3 : 10);
+          // --busy-long: again over ~1 s of calls, for GPU clocks that ramp up over a longer busy period.
+          const busyLong = args.includes('--busy-long') ? await busyMs(call, Math.max(10, Math.round(1000 / busy))) : null;
+          return {cmp, t, busy, busyLong};
         });
         if (res.error) {
           ok = false;
@@ -335,13 +338,14 @@ async function realShape(s: MoEShape, tokens: number[], variants: TensorCoreVari
             error: res.error, compile_errors: compileErrors.splice(0)}));
           continue;
         }
-        const {cmp, t, busy} = res.value!;
+        const {cmp, t, busy, busyLong} = res.value!;
         ok &&= cmp.pass;
         const chosen = chooseGemmKernel(tf.backend() as WebGPUBackend, s.H, s.I);
         console.log(JSON.stringify({check: 'tensor-core', variant, kernel: `${chosen.kernel} ${chosen.variant ?? ''}`,
           weights: weightFormat, shape: s.name, M,
           sampled_rows: rows, max_err: cmp.err, worst_err_over_bound: cmp.worstRatio, pass: cmp.pass,
-          gpu_ms: t.ms, ...rate(t.ms), speedup_vs_simt: simt.ms / t.ms, busy_wall_ms: busy, kernels: t.kernels}));
+          gpu_ms: t.ms, ...rate(t.ms), speedup_vs_simt: simt.ms / t.ms, busy_wall_ms: busy,
+          ...(busyLong != null ? {busy_long_wall_ms: busyLong} : {}), kernels: t.kernels}));
       }
     }
     setTensorCoreVariant(null);
