@@ -13,6 +13,10 @@ import {PLAN_SUBMIT_BATCHES, dispatchPlanStats, releaseDispatchPlans, setDispatc
   from '../src/kernels/webgpu/dispatch_plan';
 import {expectClose, randn, rng} from './helpers/compare';
 import {countReadBacks, describeAgainstReference, expectNoLeaks} from './helpers/env';
+import {randomProjection} from './helpers/quant_weights';
+import {dequantizeImpl} from '../src/kernels/cpu/dequantize_impl';
+import type {WeightFormat} from '../src/quant/format';
+import type {QuantizedExpertWeights} from '../src/quant/expert_weights';
 
 const E = 8, k = 4, H = 24, I = 20;
 
@@ -188,6 +192,43 @@ describeAgainstReference('dispatch plans: decode calls replayed', (backend) => {
       }
     });
     tf.dispose([xt, lt]);
+  });
+
+  it('replays decode calls on quantized experts (GPTQ-style int4, fp8 with 128×128 block scales) too', async () => {
+    // H and I of the quantized layouts: multiples of their groups and blocks.
+    const [Hq, Iq] = [128, 128];
+    const formats: Array<[string, WeightFormat]> = [
+      ['uint4 g32', {code: 'uint4', groupSize: 32, blockRows: 1, scaleCode: 'f32', zero: 8, hasGIdx: false}],
+      ['e4m3 128×128', {code: 'e4m3', groupSize: 128, blockRows: 128, scaleCode: 'f32', zero: 0, hasGIdx: false}],
+    ];
+    for (const [name, f] of formats) {
+      const rand = rng(name.length);
+      const p13 = randomProjection(f, E, 2 * Iq, Hq, rand), p2 = randomProjection(f, E, Hq, Iq, rand);
+      const q = (p: typeof p13): QuantizedExpertWeights => ({format: f, shape: [E, p.rows, p.cols],
+        data: tf.tensor2d(p.data, [E, p.data.length / E], 'int32'),
+        scales: tf.tensor3d(p.scales as Float32Array, [E, Math.ceil(p.rows / f.blockRows),
+          p.scales!.length / E / Math.ceil(p.rows / f.blockRows)])});
+      const [q13, q2] = [q(p13), q(p2)];
+      const dense = {w13: dequantizeImpl(p13), w2: dequantizeImpl(p2)};
+      const before = webgpu ? planStats() : null;
+      for (let i = 0; i < 3; i++) {
+        const x = randn(rand, Hq), logits = randn(rand, E, 2);
+        const [xt, lt] = [tf.tensor2d(x, [1, Hq]), tf.tensor2d(logits, [1, E])];
+        const y = fusedMoE(xt, lt, q13, q2, {topK: k, renormalize: true});
+        const {weights, ids} = routingImpl(logits, 1, E, null, {topK: k, renormalize: true, scoringFunc: 'softmax',
+          routedScalingFactor: 1, numExpertGroup: 1, topkGroup: 1});
+        expectClose(await y.data(), fusedExpertsImpl({hidden: x, topkWeights: weights, topkIds: ids, expertMap: null,
+          shards: [{...dense, numExperts: E}], numTokens: 1, topK: k, hiddenSize: Hq, intermediateSize: Iq,
+          globalNumExperts: E, activation: 'silu', applyRouterWeightOnInput: false}), `${name}, call ${i}`);
+        tf.dispose([xt, lt, y]);
+      }
+      if (webgpu) {
+        const after = planStats();
+        expect(after.recorded - before!.recorded, name).to.equal(1);
+        expect(after.replayed - before!.replayed, name).to.equal(2);
+      }
+      tf.dispose([q13.data, q13.scales!, q2.data, q2.scales!]);
+    }
   });
 
   it('runs tfjs\'s path under tf.time (each program timed) with the same result', async () => {
