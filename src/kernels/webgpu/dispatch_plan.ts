@@ -386,8 +386,8 @@ const unsubmitted = new WeakMap<WebGPUBackend, number>();
  * The compute pass to record a plan's dispatches into: tfjs's open pass on its encoder (opened and handed to
  * tfjs when there is none), so that the plan's work is ordered after the tfjs work recorded before it and
  * before the tfjs work recorded after it, and is submitted with it (a submit costs ~30 µs of host time on the
- * H200 machine, more than the dispatches). Where tfjs's fields are not there (`own`), a fresh encoder and
- * pass after submitting tfjs's pending work.
+ * H200 machine, more than the dispatches). Where tfjs's fields are not there, a fresh encoder (returned, for
+ * the caller to end and submit) and its pass, after submitting tfjs's pending work.
  */
 function passFor(backend: WebGPUBackend): {pass: GPUComputePassEncoder; encoder: GPUCommandEncoder | null} {
   const p = backend as unknown as BackendPrivates;
