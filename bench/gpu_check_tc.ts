@@ -106,9 +106,9 @@ function watchCompilation(device: GPUDevice): void {
 const gpuMs = medianKernelTime;
 
 /**
- * Wall ms per call over `n` calls issued back to back (one wait at the end), after 3 warm-up calls: the GPU
- * never idles between them, unlike tf.time's one call at a time, whose short programs may run on a GPU that
- * has just woken (the small-M times were far above what their bytes and FLOPs need).
+ * Wall ms per call over `n` calls issued back to back (one wait at the end), after 3 warm-up calls: the window
+ * torch's CUDA events give, and a check on tf.time's per-program sum (which reads the float32 programs 1.6-5×
+ * high at most real shapes on the H200: bench/results/2026-12-03-h200-tc-table-busy.log).
  */
 async function busyMs(f: () => tf.Tensor, n: number): Promise<number> {
   for (let i = 0; i < 3; i++) f().dispose();
@@ -307,8 +307,9 @@ async function realShape(s: MoEShape, tokens: number[], variants: TensorCoreVari
     const flops = 2 * M * s.k * 3 * s.I * s.H;
     const rate = (ms: number) => ({tflops: flops / ms / 1e9, peak_fraction: flops / ms / 1e9 / H200_F16_PEAK_TFLOPS});
     tf.env().set(TENSOR_CORES_FLAG, false);
-    const simt = await gpuMs(() => fusedExperts(hidden, w.w13, w.w2, tw, ti), M >= 4096 && s.name === 'mixtral' ? 2 : 5);
-    const simtBusy = await busyMs(() => fusedExperts(hidden, w.w13, w.w2, tw, ti), M >= 4096 ? 3 : 10);
+    const simtCall = () => fusedExperts(hidden, w.w13, w.w2, tw, ti);
+    const simt = await gpuMs(simtCall, M >= 4096 && s.name === 'mixtral' ? 2 : 5);
+    const simtBusy = await busyMs(simtCall, M >= 4096 ? 3 : 10);
     tf.env().set(TENSOR_CORES_FLAG, true);
     console.log(JSON.stringify({check: 'simt-f32', shape: s.name, M, gpu_ms: simt.ms, ...rate(simt.ms),
       busy_wall_ms: simtBusy, kernels: simt.kernels}));
@@ -320,15 +321,14 @@ async function realShape(s: MoEShape, tokens: number[], variants: TensorCoreVari
       if (q4 && refQ4) runs.push(['uint4_g128', q4, refQ4]);
       for (const [weightFormat, weights, ref] of runs) {
         const res = await scoped(async () => {
-          const out = fusedExperts(hidden, weights.w13 as tf.Tensor3D[], weights.w2 as tf.Tensor3D[], tw, ti);
+          const call = () => fusedExperts(hidden, weights.w13 as tf.Tensor3D[], weights.w2 as tf.Tensor3D[], tw, ti);
+          const out = call();
           const got = await out.data();
           out.dispose();
           const cmp = compareWithBound(got, rows, s.H, ref);
-          const t = await gpuMs(() => fusedExperts(hidden, weights.w13 as tf.Tensor3D[], weights.w2 as tf.Tensor3D[], tw, ti),
-              M >= 4096 && s.name === 'mixtral' ? 3 : 5);
-          const call = () => fusedExperts(hidden, weights.w13 as tf.Tensor3D[], weights.w2 as tf.Tensor3D[], tw, ti);
+          const t = await gpuMs(call, M >= 4096 && s.name === 'mixtral' ? 3 : 5);
           const busy = await busyMs(call, M >= 4096 ? 3 : 10);
-          // --busy-long: again over ~1 s of calls, for GPU clocks that ramp up over a longer busy period.
+          // --busy-long: again over ~1 s of calls (the first seconds of a small-M configuration ran slow).
           const busyLong = args.includes('--busy-long') ? await busyMs(call, Math.max(10, Math.round(1000 / busy))) : null;
           return {cmp, t, busy, busyLong};
         });

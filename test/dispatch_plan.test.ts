@@ -13,10 +13,9 @@ import {PLAN_SUBMIT_BATCHES, dispatchPlanStats, releaseDispatchPlans, setDispatc
   from '../src/kernels/webgpu/dispatch_plan';
 import {expectClose, randn, rng} from './helpers/compare';
 import {countReadBacks, describeAgainstReference, expectNoLeaks} from './helpers/env';
-import {randomProjection} from './helpers/quant_weights';
+import {quantizedTensors, randomProjection} from './helpers/quant_weights';
 import {dequantizeImpl} from '../src/kernels/cpu/dequantize_impl';
 import type {WeightFormat} from '../src/quant/format';
-import type {QuantizedExpertWeights} from '../src/quant/expert_weights';
 
 const E = 8, k = 4, H = 24, I = 20;
 
@@ -25,12 +24,13 @@ function makeLayer(seed: number) {
   return {w13: randn(rand, E * 2 * I * H, 0.3), w2: randn(rand, E * H * I, 0.3)};
 }
 
-/** The cpu reference of fusedMoE (softmax top-k, renormalized) for T tokens. */
-function reference(layer: {w13: Float32Array; w2: Float32Array}, x: Float32Array, logits: Float32Array, T: number) {
+/** The cpu reference of fusedMoE (softmax top-k, renormalized) for T tokens (of the layer's H and I). */
+function reference(layer: {w13: Float32Array; w2: Float32Array}, x: Float32Array, logits: Float32Array, T: number,
+    hiddenSize = H, intermediateSize = I) {
   const {weights, ids} = routingImpl(logits, T, E, null, {topK: k, renormalize: true, scoringFunc: 'softmax',
     routedScalingFactor: 1, numExpertGroup: 1, topkGroup: 1});
   return fusedExpertsImpl({hidden: x, topkWeights: weights, topkIds: ids, expertMap: null, shards: [{...layer, numExperts: E}],
-    numTokens: T, topK: k, hiddenSize: H, intermediateSize: I, globalNumExperts: E, activation: 'silu',
+    numTokens: T, topK: k, hiddenSize, intermediateSize, globalNumExperts: E, activation: 'silu',
     applyRouterWeightOnInput: false});
 }
 
@@ -204,22 +204,14 @@ describeAgainstReference('dispatch plans: decode calls replayed', (backend) => {
     for (const [name, f] of formats) {
       const rand = rng(name.length);
       const p13 = randomProjection(f, E, 2 * Iq, Hq, rand), p2 = randomProjection(f, E, Hq, Iq, rand);
-      const q = (p: typeof p13): QuantizedExpertWeights => ({format: f, shape: [E, p.rows, p.cols],
-        data: tf.tensor2d(p.data, [E, p.data.length / E], 'int32'),
-        scales: tf.tensor3d(p.scales as Float32Array, [E, Math.ceil(p.rows / f.blockRows),
-          p.scales!.length / E / Math.ceil(p.rows / f.blockRows)])});
-      const [q13, q2] = [q(p13), q(p2)];
+      const [q13, q2] = [quantizedTensors(p13), quantizedTensors(p2)];
       const dense = {w13: dequantizeImpl(p13), w2: dequantizeImpl(p2)};
       const before = webgpu ? planStats() : null;
       for (let i = 0; i < 3; i++) {
         const x = randn(rand, Hq), logits = randn(rand, E, 2);
         const [xt, lt] = [tf.tensor2d(x, [1, Hq]), tf.tensor2d(logits, [1, E])];
         const y = fusedMoE(xt, lt, q13, q2, {topK: k, renormalize: true});
-        const {weights, ids} = routingImpl(logits, 1, E, null, {topK: k, renormalize: true, scoringFunc: 'softmax',
-          routedScalingFactor: 1, numExpertGroup: 1, topkGroup: 1});
-        expectClose(await y.data(), fusedExpertsImpl({hidden: x, topkWeights: weights, topkIds: ids, expertMap: null,
-          shards: [{...dense, numExperts: E}], numTokens: 1, topK: k, hiddenSize: Hq, intermediateSize: Iq,
-          globalNumExperts: E, activation: 'silu', applyRouterWeightOnInput: false}), `${name}, call ${i}`);
+        expectClose(await y.data(), reference(dense, x, logits, 1, Hq, Iq), `${name}, call ${i}`);
         tf.dispose([xt, lt, y]);
       }
       if (webgpu) {

@@ -12,12 +12,11 @@ import {expect} from 'chai';
 import {Activation, fusedExperts, fusedExpertsImpl} from '../src';
 import {dequantizeImpl} from '../src/kernels/cpu/dequantize_impl';
 import {WeightFormat, formatKey} from '../src/quant/format';
-import {QuantizedExpertWeights} from '../src/quant/expert_weights';
 import {ExpertsPath, setFusedExpertsBlockRows, setFusedExpertsDecodeChunks, setFusedExpertsPath,
   setFusedExpertsSplitK} from '../src/kernels/webgpu/FusedExperts';
 import {expectClose, randn, rng} from './helpers/compare';
 import {countReadBacks, describeBackends, expectNoLeaks} from './helpers/env';
-import {RandomProjection, randomProjection} from './helpers/quant_weights';
+import {quantizedTensors, randomProjection} from './helpers/quant_weights';
 
 const fmt = (code: WeightFormat['code'], groupSize: number, zero: number | 'tensor' = 0,
     o: Partial<WeightFormat> = {}): WeightFormat =>
@@ -78,22 +77,9 @@ function makeCase(seed: number, f: WeightFormat, c: QuantCase) {
     numTokens: T, topK: k, hiddenSize: H, intermediateSize: I, globalNumExperts: E,
     activation: c.activation ?? 'silu', applyRouterWeightOnInput: false,
     activationQuantGroup: c.fp8 ? f.groupSize : 0});
-  const projection = (p: RandomProjection, bias: Float32Array | undefined): QuantizedExpertWeights => {
-    const {numExperts: n, rows: N, cols: K} = p;
-    const q: QuantizedExpertWeights = {format: f, shape: [n, N, K],
-      data: f.code === 'f32' ? tf.tensor3d(p.data, [n, N, K]) : tf.tensor2d(p.data, [n, p.data.length / n], 'int32')};
-    if (p.scales) {
-      q.scales = p.scales instanceof Int32Array ? tf.tensor2d(p.scales, [n, p.scales.length / n], 'int32') :
-        tf.tensor3d(p.scales, [n, Math.ceil(N / f.blockRows), p.scales.length / n / Math.ceil(N / f.blockRows)]);
-    }
-    if (p.zeros) q.zeros = tf.tensor3d(p.zeros, [n, N, p.zeros.length / n / N]);
-    if (p.gIdx) q.gIdx = tf.tensor2d(p.gIdx, [n, K], 'int32');
-    if (bias) q.bias = tf.tensor2d(bias, [n, N]);
-    return q;
-  };
   const tensors = () => {
-    const w13 = shards.map((s) => projection(s.w13, s.b13));
-    const w2 = shards.map((s) => projection(s.w2, s.b2));
+    const w13 = shards.map((s) => quantizedTensors(s.w13, s.b13));
+    const w2 = shards.map((s) => quantizedTensors(s.w2, s.b2));
     const parts = [...w13, ...w2].flatMap((q) => [q.data, q.scales, q.zeros, q.gIdx, q.bias])
         .filter((t): t is tf.Tensor => t != null);
     return {hidden: tf.tensor2d(hidden, [T, H]), w13, w2, weights: tf.tensor2d(weights, [T, k]),

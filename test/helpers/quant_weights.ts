@@ -3,8 +3,10 @@
  * (16-bit floats with a moderate exponent range, e4m3 without its NaN codes), positive scales, zero points in
  * range, a random valid act-order gIdx (a shuffle of ⌊k / groupSize⌋ per expert), biases.
  */
+import * as tf from '@tensorflow/tfjs-core';
 import {WEIGHT_CODES, WeightFormat, formatBits, numGroups} from '../../src/quant/format';
 import {PackedProjection} from '../../src/kernels/cpu/dequantize_impl';
+import type {QuantizedExpertWeights} from '../../src/quant/expert_weights';
 
 export interface RandomProjection extends PackedProjection {
   data: Int32Array | Float32Array;
@@ -67,6 +69,21 @@ export function randomProjection(f: WeightFormat, E: number, N: number, K: numbe
     }
   }
   return p;
+}
+
+/** A random projection as the tensors fusedExperts takes (float32 stacks stay [E, N, K]), with an optional bias. */
+export function quantizedTensors(p: RandomProjection, bias?: Float32Array): QuantizedExpertWeights {
+  const {format: f, numExperts: n, rows: N, cols: K} = p;
+  const q: QuantizedExpertWeights = {format: f, shape: [n, N, K],
+    data: f.code === 'f32' ? tf.tensor3d(p.data, [n, N, K]) : tf.tensor2d(p.data, [n, p.data.length / n], 'int32')};
+  if (p.scales) {
+    q.scales = p.scales instanceof Int32Array ? tf.tensor2d(p.scales, [n, p.scales.length / n], 'int32') :
+      tf.tensor3d(p.scales, [n, Math.ceil(N / f.blockRows), p.scales.length / n / Math.ceil(N / f.blockRows)]);
+  }
+  if (p.zeros) q.zeros = tf.tensor3d(p.zeros, [n, N, p.zeros.length / n / N]);
+  if (p.gIdx) q.gIdx = tf.tensor2d(p.gIdx, [n, K], 'int32');
+  if (bias) q.bias = tf.tensor2d(bias, [n, N]);
+  return q;
 }
 
 /** Checks the decoders see no NaN (the generator's promise). */
