@@ -1,7 +1,7 @@
 /**
  * Device entry for the f16 tensor-core prefill GEMMs (issue 11): Dawn with the toggles that expose shader-f16
- * and subgroup matrices, then, for every tensor-core variant (tensor_core_plan.ts: 'workgroup-tiles',
- * 'storage-32', 'storage-64'; a variant whose shaders fail to compile or validate is reported and skipped):
+ * and subgroup matrices, then, for every tensor-core variant (tensor_core_plan.ts TENSOR_CORE_VARIANTS; a
+ * variant whose shaders fail to compile or validate is reported and skipped):
  *   1. what webgpuCapabilities reports (configs, which GEMM kernel runs and why);
  *   2. tiny and multi-tile problems through the prefill path, every weight format (f32, bf16, f16, fp8 e4m3
  *      128×128 blocks, int4 with zero tensor, int4 act-order, uint8 channel-wise, MXFP4), with biases and
@@ -20,7 +20,7 @@ import './gpu_setup_tensor_cores';  // first: Dawn with the tensor-core toggles,
 
 const USAGE = `bench/gpu_check_tc.ts: checks and times the f16 tensor-core prefill GEMMs (needs shader-f16 and
 chromium-experimental-subgroup-matrix; elsewhere it reports why they are off and exits 0).
-  --variants a,b   tensor-core variants (default: all: workgroup-tiles,storage-32,storage-64)
+  --variants a,b   tensor-core variants (default: all of tensor_core_plan.ts TENSOR_CORE_VARIANTS)
   --shapes a,b     real shapes (default qwen3,dsv3tp8,mixtral)
   --tokens a,b     M of the real shapes (default 64,256,4096)
   --real-formats   weights at the real shapes (default f32,f16,uint4: float32; their f16 copy, read in place
@@ -110,11 +110,16 @@ const gpuMs = medianKernelTime;
  * torch's CUDA events give, and a check on tf.time's per-program sum (which reads the float32 programs 1.6-5×
  * high at most real shapes on the H200: bench/results/2026-12-03-h200-tc-table-busy.log).
  */
-async function busyMs(f: () => tf.Tensor, n: number): Promise<number> {
-  for (let i = 0; i < 3; i++) f().dispose();
-  const last = f();
-  await settle(last);
-  last.dispose();
+async function busyMs(f: () => tf.Tensor, n: number, warmMs = 500): Promise<number> {
+  // The H200 runs at low clocks for about its first second of work after an idle spell (bench/tc_probe.ts
+  // round 4: the same kernel 3-5× slower first): keep it busy for warmMs before the timed calls.
+  const w0 = performance.now();
+  do {
+    for (let i = 0; i < 3; i++) f().dispose();
+    const last = f();
+    await settle(last);
+    last.dispose();
+  } while (performance.now() - w0 < warmMs);
   const t0 = performance.now();
   let y: tf.Tensor | null = null;
   for (let i = 0; i < n; i++) {
@@ -308,8 +313,9 @@ async function realShape(s: MoEShape, tokens: number[], variants: TensorCoreVari
     const rate = (ms: number) => ({tflops: flops / ms / 1e9, peak_fraction: flops / ms / 1e9 / H200_F16_PEAK_TFLOPS});
     tf.env().set(TENSOR_CORES_FLAG, false);
     const simtCall = () => fusedExperts(hidden, w.w13, w.w2, tw, ti);
-    const simt = await gpuMs(simtCall, M >= 4096 && s.name === 'mixtral' ? 2 : 5);
+    // Back to back first: its warm-up brings the clocks up for tf.time's per-program times too.
     const simtBusy = await busyMs(simtCall, M >= 4096 ? 3 : 10);
+    const simt = await gpuMs(simtCall, M >= 4096 && s.name === 'mixtral' ? 2 : 5);
     tf.env().set(TENSOR_CORES_FLAG, true);
     console.log(JSON.stringify({check: 'simt-f32', shape: s.name, M, gpu_ms: simt.ms, ...rate(simt.ms),
       busy_wall_ms: simtBusy, kernels: simt.kernels}));
@@ -326,8 +332,8 @@ async function realShape(s: MoEShape, tokens: number[], variants: TensorCoreVari
           const got = await out.data();
           out.dispose();
           const cmp = compareWithBound(got, rows, s.H, ref);
-          const t = await gpuMs(call, M >= 4096 && s.name === 'mixtral' ? 3 : 5);
           const busy = await busyMs(call, M >= 4096 ? 3 : 10);
+          const t = await gpuMs(call, M >= 4096 && s.name === 'mixtral' ? 3 : 5);
           // --busy-long: again over ~1 s of calls (the first seconds of a small-M configuration ran slow).
           const busyLong = args.includes('--busy-long') ? await busyMs(call, Math.max(10, Math.round(1000 / busy))) : null;
           return {cmp, t, busy, busyLong};

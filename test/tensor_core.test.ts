@@ -22,8 +22,11 @@ import {ExpertsWeightsF16Program} from '../src/kernels/webgpu/experts_weights_f1
 import {chooseGemmKernel} from '../src/kernels/webgpu/FusedExperts';
 import {tensorCoreStoragePrefill} from '../src/kernels/webgpu/tensor_core_prefill';
 import {ExpertsTensorCoreSharedGemmProgram} from '../src/kernels/webgpu/experts_gemm_tc_shared_webgpu';
-import {SHARED_TILE, STORAGE_TILE, TENSOR_CORE_VARIANTS, TensorCoreVariant, foldedDispatch, setTensorCoreVariant, tensorCoreBlockRows,
+import {PIPELINED_TILE, SHARED_TILE, STORAGE_TILE, TENSOR_CORE_VARIANTS, TensorCoreVariant, foldedDispatch, setTensorCoreVariant, tensorCoreBlockRows,
   tensorCoreChoice, tensorCoreLayout, tensorCoreStorageDispatch, weightSource} from '../src/kernels/webgpu/tensor_core_plan';
+import {TENSOR_CORE_WEIGHT_CACHE_FLAG, tensorCoreWeightCopies, tensorCoreWeightCopy}
+  from '../src/kernels/webgpu/tensor_core_weights';
+import {releaseWeightState} from '../src/kernels/weight_state';
 import {FLOAT32_FORMAT, WeightFormat, formatKey, halfToFloat, roundToF16} from '../src/quant/format';
 import {compareWithBound, tensorCoreReference} from '../bench/tensor_core_reference';
 import {randn, rng} from './helpers/compare';
@@ -81,10 +84,11 @@ describe('tensor-core GEMM plan', () => {
     expect(big.reason).to.match(/'shared-128': its tiles need 36880 bytes .* allows 32768/);
   });
 
-  it('takes shared-64 where experts average fewer than 64 rows, else shared-128, unless one is forced', () => {
-    expect(tensorCoreChoice(ON, 2048, 768, {rowsPerExpert: 16})).to.include({variant: 'shared-64'});
-    expect(tensorCoreChoice(ON, 2048, 768, {rowsPerExpert: 64})).to.include({variant: 'shared-128'});
-    expect(tensorCoreChoice(ON, 2048, 768)).to.include({variant: 'shared-128'});
+  it('takes pipelined-32 where experts average fewer than 64 rows, else pipelined-64, unless one is forced', () => {
+    expect(tensorCoreChoice(ON, 2048, 768, {rowsPerExpert: 16})).to.include({variant: 'pipelined-32'});
+    expect(tensorCoreChoice(ON, 2048, 768, {rowsPerExpert: 63})).to.include({variant: 'pipelined-32'});
+    expect(tensorCoreChoice(ON, 2048, 768, {rowsPerExpert: 64})).to.include({variant: 'pipelined-64'});
+    expect(tensorCoreChoice(ON, 2048, 768)).to.include({variant: 'pipelined-64'});
     setTensorCoreVariant('storage-64');
     try {
       expect(tensorCoreChoice(ON, 2048, 768, {rowsPerExpert: 16})).to.include({variant: 'storage-64'});
@@ -114,12 +118,13 @@ describe('tensor-core GEMM plan', () => {
   });
 
   it('pads the layouts so that the last tile of the last expert ends inside each buffer', () => {
-    for (const tile of [STORAGE_TILE, SHARED_TILE]) {
+    for (const tile of [STORAGE_TILE, SHARED_TILE, PIPELINED_TILE]) {
       const {kStep, w13Columns, w2Columns} = tile;
+      const pipelined = tile === PIPELINED_TILE;
       for (const [H, I] of [[64, 48], [136, 200], [264, 392], [2048, 768], [7168, 256], [4096, 14336]]) {
         for (const format of [FLOAT32_FORMAT, fmt('f16', 0)]) {
           for (const activation of ['silu', 'swigluoai'] as Activation[]) {
-            const L = tensorCoreLayout(format, H, I, activation, tile);
+            const L = tensorCoreLayout(format, H, I, activation, tile, pipelined, pipelined);
             const what = `${formatKey(format)} ${activation} H=${H} I=${I} k step ${kStep}`;
             expect(L.Hp % kStep, what).to.equal(0);
             expect(L.Ip % kStep, what).to.equal(0);
@@ -128,7 +133,9 @@ describe('tensor-core GEMM plan', () => {
             // w13: the last column tile's last up row of the last expert, in rows of kStride.
             const n0 = (tensorCoreStorageDispatch('w13', 1, H, I, 1, tile)[1] - 1) * w13Columns;
             const E = 3;
-            const lastW13Row = (E - 1) * L.w13.rowsPerExpert + L.w13.upOffset + L.w13.rowStep * (n0 + w13Columns - 1);
+            // (Blocked, the pipelined GEMM's column tile n0 reads w13 rows 2·n0 .. 2·n0 + 63: gate then up.)
+            const lastW13Row = (E - 1) * L.w13.rowsPerExpert + (pipelined ? 2 * (n0 + w13Columns) - 1 :
+              L.w13.upOffset + L.w13.rowStep * (n0 + w13Columns - 1));
             expect(lastW13Row, what).to.be.below(E * L.w13.rowsPerExpert);
             expect(L.w13.kStride, what).to.equal(L.Hp);
             const h0 = (tensorCoreStorageDispatch('w2', 1, H, I, 1, tile)[1] - 1) * w2Columns;
@@ -147,6 +154,9 @@ describe('tensor-core GEMM plan', () => {
     expect(tensorCoreBlockRows('shared-128')).to.equal(128);
     expect(tensorCoreStorageDispatch('w13', 40, 2048, 768, 1, SHARED_TILE)).to.deep.equal([40, 12, 1]);
     expect(tensorCoreStorageDispatch('w2', 40, 2048, 768, 4, SHARED_TILE)).to.deep.equal([40, 16, 4]);
+    expect(tensorCoreStorageDispatch('w13', 40, 2048, 768, 1, PIPELINED_TILE)).to.deep.equal([40, 24, 1]);
+    expect(tensorCoreBlockRows('pipelined-32')).to.equal(32);
+    expect(tensorCoreBlockRows('pipelined-64')).to.equal(64);
     expect(tensorCoreBlockRows('workgroup-tiles')).to.equal(TC_BLOCK_ROWS);
     // A Mixtral shard of 8 experts' w13 in 8-k chunks.
     const chunks = 8 * 2 * 14336 * 4096 / 8;
@@ -394,9 +404,13 @@ describeBackends('tensor-core helper programs on webgpu', (backend) => {
             loads: ['tileX', 'tileW'], blocked: false},
           // The blocked variants: the same program, the weights read in 16×16 blocks from storage.
           {Program: ExpertsTensorCoreSharedGemmProgram, tile: SHARED_TILE, blockRows: activation === 'silu' ? 128 : 64,
-            loads: ['tileX', 'w16'], blocked: true}] : [];
-        for (const {Program, tile, blockRows, loads, blocked} of variants) {
-          const layout = tensorCoreLayout(format, H, I, activation, tile, blocked);
+            loads: ['tileX', 'w16'], blocked: true},
+          // The pipelined variants: the storage program with x16 / act16 and the weights in 16×16 blocks.
+          ...[32, 64].map((blockRows) => ({Program: ExpertsTensorCoreStorageGemmProgram, tile: PIPELINED_TILE, blockRows,
+            loads: ['x16', 'w16'], blocked: true, blockedRows: true}))] : [];
+        for (const {Program, tile, blockRows, loads, blocked, blockedRows} of variants as Array<typeof variants[number] &
+            {blockedRows?: boolean}>) {
+          const layout = tensorCoreLayout(format, H, I, activation, tile, blocked, blockedRows);
           for (const stage of ['w13', 'w2'] as const) {
             const L = layout[stage];
             const Kp = stage === 'w13' ? layout.Hp : layout.Ip;
@@ -418,6 +432,54 @@ describeBackends('tensor-core helper programs on webgpu', (backend) => {
     }
   });
 
+  it('keeps each shard\'s f16 copy between calls until its weights are disposed or released, counted by tf.memory()', () => {
+    const E = 2, H = 32, I = 16;
+    const L = tensorCoreLayout(FLOAT32_FORMAT, H, I, 'silu', PIPELINED_TILE, true, true).w2;
+    const program = new ExpertsWeightsF16Program({stage: 'w2', hiddenSize: H, intermediateSize: I, activation: 'silu',
+      format: FLOAT32_FORMAT, layout: L}, E);
+    const shape = [E, L.rowsPerExpert * L.kStride / 2];
+    const key = program.shaderKey;   // (tfjs extends a program's key when it runs it)
+    const copyOf = (w: tf.Tensor) => tensorCoreWeightCopy(wb(), [w], key, shape,
+        (out) => wb().runWebGPUProgram(program, [w], 'int32', undefined, out));
+    const gpuBytes = () => {
+      wb().ensureCommandEncoderReady();
+      wb().endComputePassEncoder();
+      wb().submitQueue();
+      return (tf.memory() as unknown as {numBytesInGPU: number}).numBytesInGPU;
+    };
+    const base = tensorCoreWeightCopies(wb());
+    const a = tf.tensor3d(randn(rng(4), E * H * I), [E, H, I]);
+    const b = tf.tensor3d(randn(rng(5), E * H * I), [E, H, I]);
+    const bytes0 = gpuBytes();
+    const first = copyOf(a);
+    expect(first.kept).to.equal(true);
+    const bytes1 = gpuBytes();
+    expect(bytes1 - bytes0, 'the copy is in tfjs\'s pool').to.be.at.least(shape[0] * shape[1] * 4);
+    const again = copyOf(a);
+    expect(again.copy.dataId, 'the second call finds the first copy').to.equal(first.copy.dataId);
+    expect(gpuBytes()).to.equal(bytes1);
+    copyOf(b);
+    expect(tensorCoreWeightCopies(wb())).to.equal(base + 2);
+    a.dispose();
+    expect(tensorCoreWeightCopies(wb()), 'a disposed source makes its copy stale; the sweep disposes it').to.equal(base + 1);
+    releaseWeightState([b.dataId]);
+    expect(tensorCoreWeightCopies(wb()), 'released with the weights').to.equal(base);
+    b.dispose();
+    // (a and b were uploaded by the copies' programs, after bytes0.)
+    expect(gpuBytes(), 'the copies went back to the pool with the weights').to.equal(bytes0);
+    tf.env().set(TENSOR_CORE_WEIGHT_CACHE_FLAG, false);
+    try {
+      const c = tf.tensor3d(randn(rng(6), E * H * I), [E, H, I]);
+      const made = copyOf(c);
+      expect(made.kept, 'with the flag off the caller disposes the copy').to.equal(false);
+      expect(tensorCoreWeightCopies(wb())).to.equal(base);
+      wb().disposeData(made.copy.dataId);
+      c.dispose();
+    } finally {
+      tf.env().set(TENSOR_CORE_WEIGHT_CACHE_FLAG, true);
+    }
+  });
+
   it('gathers x into expert-sorted f16 rows, zero for padding rows, unwritten rows and the padded columns', async () => {
     const T = 3, H = 20, k = 2, E = 2;
     const rand = rng(3);
@@ -426,17 +488,20 @@ describeBackends('tensor-core helper programs on webgpu', (backend) => {
     // align: offsets [0, 4, 8] (blockRows 4), sorted pairs with padding; rows 8.. unwritten (garbage).
     const align = Int32Array.from([0, 4, 8, 0, 3, 5, -1, 1, 2, 4, -1, 77, 77]);
     const rows = 10, Hp = 32;
-    for (const onInput of [false, true]) {
+    for (const [onInput, blockedRows] of [[false, false], [true, false], [false, true]]) {
       const tx = tf.tensor2d(x, [T, H]), ta = tf.tensor1d(align, 'int32'), tw = tf.tensor2d(w, [T, k]);
+      // Blocked (the pipelined variants): 16×16 blocks of 16 rows, so 16 rows written here.
+      const outRows = blockedRows ? 16 : rows;
       const words = await run(new ExpertsGatherF16Program({hiddenSize: H, topK: k, numLocalExperts: E,
-        applyRouterWeightOnInput: onInput}, rows, Hp), onInput ? [tx, ta, tw] : [tx, ta], [rows, Hp / 2]);
+        applyRouterWeightOnInput: onInput, blockedRows}, outRows, Hp), onInput ? [tx, ta, tw] : [tx, ta], [outRows, Hp / 2]);
       tf.dispose([tx, ta, tw]);
       const got = halves(words);
-      for (let r = 0; r < rows; r++) {
+      for (let r = 0; r < outRows; r++) {
         const pair = r < align[E] ? align[E + 1 + r] : -1;
         for (let h = 0; h < Hp; h++) {
           const want = pair >= 0 && h < H ? roundToF16(Math.fround(x[Math.floor(pair / k) * H + h] * (onInput ? w[pair] : 1))) : 0;
-          expect(got[r * Hp + h], `row ${r} h ${h}`).to.equal(want);
+          const at = blockedRows ? ((r >> 4) * (Hp / 16) + (h >> 4)) * 256 + (r & 15) * 16 + (h & 15) : r * Hp + h;
+          expect(got[at], `row ${r} h ${h}${blockedRows ? ' blocked' : ''}`).to.equal(want);
         }
       }
     }
@@ -444,8 +509,10 @@ describeBackends('tensor-core helper programs on webgpu', (backend) => {
 
   it('copies weights of every format to padded f16 in the GEMM\'s layout (gate/up de-interleaved, or in 16×16 blocks)', async () => {
     const E = 2, H = 40, I = 24;
-    for (const [format, blocked] of [...FORMATS.map((f) => [f, false] as const), [FLOAT32_FORMAT, true] as const,
-      ...FORMATS.filter((f) => f.code === 'uint4').slice(0, 1).map((f) => [f, true] as const)]) {
+    // Blocked: in the shared variants' tiles (128 w13 rows per 64 act columns), or the pipelined ones' (64 per 32).
+    for (const [format, blocked, blockTile] of [...FORMATS.map((f) => [f, false, STORAGE_TILE] as const),
+      [FLOAT32_FORMAT, true, SHARED_TILE] as const, [FLOAT32_FORMAT, true, PIPELINED_TILE] as const,
+      ...FORMATS.filter((f) => f.code === 'uint4').slice(0, 1).map((f) => [f, true, SHARED_TILE] as const)]) {
       // Packed formats need K a multiple of their group; block-scaled fp8 has groups of 128 (one group here).
       for (const [stage, activation] of [['w13', 'silu'], ['w13', 'swigluoai'], ['w2', 'silu']] as
           Array<['w13' | 'w2', Activation]>) {
@@ -453,7 +520,7 @@ describeBackends('tensor-core helper programs on webgpu', (backend) => {
         if (format.groupSize > 0 && K % format.groupSize !== 0 && format.groupSize !== 128) continue;
         const p = randomProjection(format, E, N, K, rng(11));
         const ref = dequantizeImpl(p);
-        const L = tensorCoreLayout(format, H, I, activation, blocked ? SHARED_TILE : STORAGE_TILE, blocked)[stage];
+        const L = tensorCoreLayout(format, H, I, activation, blockTile, blocked)[stage];
         const inputs = [format.code === 'f32' ? tf.tensor3d(p.data as Float32Array, [E, N, K]) :
           tf.tensor2d(p.data as Int32Array, [E, p.data.length / E], 'int32')];
         if (p.scales) inputs.push(p.scales instanceof Int32Array ? tf.tensor2d(p.scales, [E, p.scales.length / E], 'int32') :
@@ -464,7 +531,7 @@ describeBackends('tensor-core helper programs on webgpu', (backend) => {
           format, layout: L}, E), inputs, [E, L.rowsPerExpert * L.kStride / 2]);
         tf.dispose(inputs);
         const got = halves(words);
-        const what = `${formatKey(format)} ${stage} ${activation}${blocked ? ' blocked' : ''}`;
+        const what = `${formatKey(format)} ${stage} ${activation}${blocked ? ` blocked in ${blockTile.w13Columns}-column tiles` : ''}`;
         for (let e = 0; e < E; e++) {
           for (let row = 0; row < L.rowsPerExpert; row++) {
             let src = -1;

@@ -61,9 +61,9 @@ export interface SubgroupMatrixConfig {
  * tfjs flag: set it true to run the prefill GEMMs on f16 tensor cores where the device reaches them.
  * Off by default because it changes the numerics: operands rounded to f16 (f32 accumulation), where the
  * float32 path keeps float32 throughout; a layer whose activations exceed f16's range (65504) would overflow.
- * Where it is on, the default variant ('shared-128'/'shared-64') runs 2.3-2.9× faster than the float32 tiles
- * on the H200 at M = 4096 (2026-12-03, GPU time: Qwen3 5.4 vs 12.4 ms, DeepSeek-V3 TP8 9.2 vs 15.0, Mixtral
- * 31.8 vs 91.0; bench/results/2026-12-03-h200-tensor-core-check-shared.log).
+ * Where it is on, the default variant ('pipelined-64'/'pipelined-32') runs 2.9-5.4× faster than the float32
+ * tiles on the H200 at M = 4096 (2026-12-03, GPU time: Qwen3 2.96 vs 12.3 ms, DeepSeek-V3 TP8 5.18 vs 15.1,
+ * Mixtral 16.8 vs 90.8; bench/results/2026-12-03-h200-tensor-core-check-pipelined*.log).
  */
 export const TENSOR_CORES_FLAG = 'MOE_WEBGPU_TENSOR_CORES';
 env().registerFlag(TENSOR_CORES_FLAG, () => false);
@@ -121,7 +121,7 @@ export function webgpuCapabilities(backend: WebGPUBackend): WebGPUCapabilities {
   const f16Config = sizes.subgroupMatrixConfigs.some((c) => c.componentType === 'f16' &&
       c.resultComponentType === 'f32' && c.M === 16 && c.N === 16 && c.K === 16);
   const whyNot = !env().getBool(TENSOR_CORES_FLAG) ? `off unless the tfjs flag ${TENSOR_CORES_FLAG} is set: f16 operands ` +
-      'change the numerics (2.3-2.9x faster prefill on the H200, 2026-12-03)' :
+      'change the numerics (2.9-5.4x faster prefill on the H200, 2026-12-03)' :
     !sizes.shaderF16 ? 'the device has no shader-f16 (Dawn on NVIDIA Vulkan: toggle vulkan_enable_f16_on_nvidia; ' +
       'Chrome: --enable-unsafe-webgpu)' :
     sizes.subgroupMatrixConfigs.length === 0 ? 'the device has no chromium-experimental-subgroup-matrix (Dawn: ' +

@@ -6,18 +6,21 @@
  *                    for row < align[E] with sorted[row] = pair ≥ 0; 0 for padding rows, for rows past
  *                    align[E], and for H ≤ h < Hp (the zero k the GEMM's 16-k steps read past H)
  *
- * Stored as i32 words of two halves (pack2x16float: tfjs has no f16 dtype), [rows, Hp / 2]; the GEMM
+ * Stored as i32 words of two halves (pack2x16float: tfjs has no f16 dtype), [rows, Hp / 2] (or in 16×16
+ * blocks for the pipelined variants, tensor_core_plan.ts blockedRowsIndex); the GEMM
  * declares the same buffer array<f16> (./device.ts). One invocation per word, the grid folded into x × y.
  */
 import type {WebGPUProgram} from '@tensorflow/tfjs-backend-webgpu';
 import {EXPERTS_WORKGROUP} from './experts_wgsl';
-import {foldedDispatch} from './tensor_core_plan';
+import {blockedRowsIndex, foldedDispatch} from './tensor_core_plan';
 
 export interface ExpertsGatherF16Config {
   hiddenSize: number;
   topK: number;
   numLocalExperts: number;
   applyRouterWeightOnInput: boolean;
+  /** Write the rows in 16×16 blocks (the pipelined tensor-core variants, TensorCoreLayout.blockedRows). */
+  blockedRows?: boolean;
 }
 
 export class ExpertsGatherF16Program implements WebGPUProgram {
@@ -35,7 +38,8 @@ export class ExpertsGatherF16Program implements WebGPUProgram {
     this.outputShape = [rows, Hp / 2];
     this.dispatch = foldedDispatch(rows * Hp / 2, EXPERTS_WORKGROUP);
     this.variableNames = ['x', 'align', ...(c.applyRouterWeightOnInput ? ['topkWeights'] : [])];
-    this.shaderKey = `moeExpertsGatherF16_${c.hiddenSize}_${Hp}_${c.topK}_${c.numLocalExperts}_${c.applyRouterWeightOnInput}`;
+    this.shaderKey = `moeExpertsGatherF16_${c.hiddenSize}_${Hp}_${c.topK}_${c.numLocalExperts}_${c.applyRouterWeightOnInput}_` +
+        `${c.blockedRows ?? false}`;
   }
 
   getUserCode(): string {
@@ -58,7 +62,8 @@ export class ExpertsGatherF16Program implements WebGPUProgram {
             if (h + 1 < ${H}) { v.y = x[base + h + 1] * s; }
           }
         }
-        result[idx] = bitcast<i32>(pack2x16float(v));
+        result[${this.c.blockedRows ? `i32(${blockedRowsIndex('u32(row)', 'u32(h)', 2 * words)} / 2u)` : 'idx'}] =
+            bitcast<i32>(pack2x16float(v));
       }
     `;
   }

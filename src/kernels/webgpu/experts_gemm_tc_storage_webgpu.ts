@@ -21,12 +21,16 @@
  * pairs result c with c + 2) as BM/16 × 4 f32 result matrices; per 16 k it loads BM/16 left and 4 right matrices for 4·BM/16 MMAs.
  * The epilogue stages one 16-row block's 4 results in workgroup memory (4 KiB) to apply the activation,
  * bias and routing weight per element.
+ *
+ * With TensorCoreLayout.blockedRows (the 'pipelined' variants) x16, act16 and the weights are all in 16×16
+ * blocks (512 contiguous bytes each) and the k loop is pipelinedLoop's: 32 k per step, the next step's blocks
+ * loaded before the current step's multiplies.
  */
 import type {WebGPUProgram} from '@tensorflow/tfjs-backend-webgpu';
 import type {Activation} from '../../kernel_names';
 import {activationSnippet, gateUpRows, gemmTileSnippet} from './experts_wgsl';
 import type {ExpertsStage} from './experts_gemv_webgpu';
-import {TensorCoreLayout, tensorCoreStorageDispatch} from './tensor_core_plan';
+import {PIPELINED_TILE, STORAGE_TILE, TensorCoreLayout, blockedRowsIndex, tensorCoreStorageDispatch} from './tensor_core_plan';
 
 export interface ExpertsTensorCoreStorageConfig {
   stage: ExpertsStage;
@@ -89,7 +93,8 @@ export function stagedEpilogue(c: ExpertsTensorCoreStorageConfig, b: StagedBlock
                   v[d] = select(0.0, expertGlu(g, u), i + i32(d) < ${I});
                 }
                 let row = rowStart + i32(${b.firstRow} + r);
-                result[row * ${Ip / 2} + i / 2] = bitcast<i32>(pack2x16float(v));
+                result[${c.layout.blockedRows ? `i32(${blockedRowsIndex('u32(row)', 'u32(i)', Ip)} / 2u)` :
+                  `row * ${Ip / 2} + i / 2`}] = bitcast<i32>(pack2x16float(v));
               }
             }` : `
             for (var r = 0u; r < 16u; r++) {
@@ -128,14 +133,16 @@ export class ExpertsTensorCoreStorageGemmProgram implements WebGPUProgram {
     const w13 = c.stage === 'w13';
     const splitK = w13 ? 1 : (c.splitK ?? 1);
     this.outputShape = outputShape;
-    this.dispatch = tensorCoreStorageDispatch(c.stage, numTiles, c.hiddenSize, c.intermediateSize, splitK);
+    this.dispatch = tensorCoreStorageDispatch(c.stage, numTiles, c.hiddenSize, c.intermediateSize, splitK,
+        c.layout.blockedRows ? PIPELINED_TILE : STORAGE_TILE);
     const usesWeights = !w13 && !c.applyRouterWeightOnInput;
     this.variableNames = ['x16', 'align', ...(usesWeights ? ['topkWeights'] : []), 'w16', ...(c.hasBias ? ['bias0'] : [])];
     this.variableComponents = this.variableNames.map(() => 1);
     const L = w13 ? c.layout.w13 : c.layout.w2;
     this.shaderKey = `moeExpertsGemmTcStorage_${c.stage}_${c.hiddenSize}_${c.intermediateSize}_${c.numLocalExperts}_` +
         `${w13 ? c.activation : ''}_${c.applyRouterWeightOnInput}_${c.blockRows}_${splitK}_${c.hasBias}_` +
-        `${c.layout.Hp}_${c.layout.Ip}_${L.source}_${L.rowsPerExpert}_${L.kStride}_${L.rowStep}_${L.upOffset}`;
+        `${c.layout.Hp}_${c.layout.Ip}_${L.source}_${L.rowsPerExpert}_${L.kStride}_${L.rowStep}_${L.upOffset}_` +
+        `${c.layout.blockedRows ?? false}`;
   }
 
   getUserCode(): string {
@@ -146,7 +153,9 @@ export class ExpertsTensorCoreStorageGemmProgram implements WebGPUProgram {
     if (L.kStride !== Kp) throw new Error(`storage tensor-core GEMM: weight k stride ${L.kStride} != x stride ${Kp}`);
     const Ip = this.c.layout.Ip;
     const TM = BM / 16;
-    const kTiles = Kp / 16;
+    const pipelined = this.c.layout.blockedRows ?? false;
+    if (pipelined && !L.blocked) throw new Error('pipelined tensor-core GEMM: the weights must be in 16×16 blocks');
+    const kTiles = Kp / (pipelined ? PIPELINED_TILE.kStep : 16);
     const splitK = w13 ? 1 : (this.c.splitK ?? 1);
     const kTilesPerPart = Math.ceil(kTiles / splitK);
     const left = 'subgroup_matrix_left<f16, 16, 16>';
@@ -181,10 +190,10 @@ export class ExpertsTensorCoreStorageGemmProgram implements WebGPUProgram {
         let n0 = workgroupUniformLoad(&wgN0);
         ${splitK > 1 ? `let part = i32(workgroupId.z);   // the epilogue's output rows only` : ''}
         let lane = localIndex;
+        ${rows.flatMap((r) => cols.map((c) => `var acc${r}${c} : ${result};`)).join('\n        ')}
+        ${pipelined ? pipelinedLoop(rows, cols, Kp, w13 ? `e * ${L.rowsPerExpert} + 2 * n0` : `e * ${L.rowsPerExpert} + n0`) : `
         ${rows.map((r) => `let aOff${r} = u32(rowStart + ${16 * r}) * ${Kp}u;`).join('\n        ')}
         ${cols.map((c) => `let bOff${c} = u32(${bRow(c)}) * ${L.kStride}u;`).join('\n        ')}
-        ${rows.flatMap((r) => cols.map((c) => `var acc${r}${c} : ${result};`)).join('\n        ')}
-
         for (var kt = tile.z; kt < tile.w; kt++) {
           let k = u32(kt) * 16u;
           ${rows.map((r) => `let a${r} = subgroupMatrixLoad<${left}>(&x16, aOff${r} + k, false, ${Kp}u);`).join('\n          ')}
@@ -192,7 +201,7 @@ export class ExpertsTensorCoreStorageGemmProgram implements WebGPUProgram {
             .join('\n          ')}
           ${rows.flatMap((r) => cols.map((c) => `acc${r}${c} = subgroupMatrixMultiplyAccumulate(a${r}, b${c}, acc${r}${c});`))
             .join('\n          ')}
-        }
+        }`}
 
         ${rows.map((r) => `{
           let rt = ${r}u;
@@ -204,6 +213,40 @@ export class ExpertsTensorCoreStorageGemmProgram implements WebGPUProgram {
       }
     `;
   }
+}
+
+/**
+ * The pipelined variants' k loop (x16 / act16 and the weights in 16×16 blocks, TensorCoreLayout.blockedRows):
+ * each 32-k step's 2·(TM + 4) blocks are loaded one step ahead of their multiplies, so a subgroup waits for
+ * storage once per kernel, not once per step. On the H200's plain 4096 × 14336 × 4096 GEMM: 198 TFLOP/s,
+ * against 98 with the weights row-major, 85 with x row-major, 152 for workgroup-memory x tiles
+ * (bench/tc_probe.ts --round5, bench/results/2026-12-03-h200-tc-probe-round5.log). `firstWeightRow`: of
+ * right matrix 0 (w13: 32 gate rows then their 32 up rows per 32 act columns, so 2·n0).
+ */
+function pipelinedLoop(rows: number[], cols: number[], Kp: number, firstWeightRow: string): string {
+  const KB = Kp / 16;
+  const left = 'subgroup_matrix_left<f16, 16, 16>';
+  const right = 'subgroup_matrix_right<f16, 16, 16>';
+  const halves = [0, 1];
+  const a = (h: number, r: number, step: string) =>
+    `subgroupMatrixLoad<${left}>(&x16, aBlock${r} + (${step} + ${h}u) * 256u, false, 16u)`;
+  const b = (h: number, c: number, step: string) =>
+    `subgroupMatrixLoad<${right}>(&w16, bBlock${c} + (${step} + ${h}u) * 256u, true, 16u)`;
+  return `
+        ${rows.map((r) => `let aBlock${r} = (u32(rowStart) / 16u + ${r}u) * ${KB * 256}u;`).join('\n        ')}
+        ${cols.map((c) => `let bBlock${c} = (u32(${firstWeightRow}) / 16u + ${c}u) * ${KB * 256}u;`).join('\n        ')}
+        let k0 = u32(min(tile.z, tile.w - 1)) * 2u;
+        ${halves.flatMap((h) => rows.map((r) => `var a${h}${r} = ${a(h, r, 'k0')};`)).join(' ')}
+        ${halves.flatMap((h) => cols.map((c) => `var b${h}${c} = ${b(h, c, 'k0')};`)).join(' ')}
+        for (var kt = tile.z; kt < tile.w; kt++) {
+          let nk = u32(min(kt + 1, tile.w - 1)) * 2u;
+          ${halves.flatMap((h) => rows.map((r) => `let na${h}${r} = ${a(h, r, 'nk')};`)).join(' ')}
+          ${halves.flatMap((h) => cols.map((c) => `let nb${h}${c} = ${b(h, c, 'nk')};`)).join(' ')}
+          ${halves.flatMap((h) => rows.flatMap((r) => cols.map((c) =>
+            `acc${r}${c} = subgroupMatrixMultiplyAccumulate(a${h}${r}, b${h}${c}, acc${r}${c});`))).join('\n          ')}
+          ${halves.flatMap((h) => rows.map((r) => `a${h}${r} = na${h}${r};`)).join(' ')}
+          ${halves.flatMap((h) => cols.map((c) => `b${h}${c} = nb${h}${c};`)).join(' ')}
+        }`;
 }
 
 /** The two stages under their own names, so that timestamp profiles (keyed by class name) tell them apart. */

@@ -4,6 +4,7 @@ import {fusedExpertsConfig} from './FusedExperts';
 import {fusedTopKConfig, groupedTopKConfig} from './FusedTopK';
 import {fusedMoEConfig} from './FusedMoE';
 import {releasePlansBinding} from './dispatch_plan';
+import {releaseTensorCoreWeightCopies} from './tensor_core_weights';
 import {registerWeightStateReleaser} from '../weight_state';
 
 const webgpuKernels: KernelConfig[] = [
@@ -18,4 +19,5 @@ const webgpuKernels: KernelConfig[] = [
 export function registerWebGPUKernels(): void {
   for (const config of webgpuKernels) registerKernel(config);
   registerWeightStateReleaser(releasePlansBinding);
+  registerWeightStateReleaser(releaseTensorCoreWeightCopies);
 }

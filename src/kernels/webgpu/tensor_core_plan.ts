@@ -34,7 +34,15 @@
  *                      per-call copy (needed even for f16 weights) costs what the GEMMs save: Mixtral M = 4096
  *                      34.9 ms (blocked-64; GEMMs 25.1) against shared-128's 31.8, Qwen3 6.6 against 5.4
  *                      (bench/results/2026-12-03-h200-tensor-core-check-blocked.log, all checks pass). Selectable
- *                      only, for a per-layer copy made once.
+ *                      only (their copy is now kept between calls, tensor_core_weights.ts).
+ *
+ *   'pipelined-32', 'pipelined-64' (the default)
+ *                      experts_gemm_tc_storage_webgpu.ts with both operands in 16×16 blocks of 512 contiguous
+ *                      bytes (x16 by the gather, act16 by w13's epilogue, the weights by their copy, kept between
+ *                      calls): one subgroup per workgroup, 32 or 64 rows × 64 columns, each 32-k step's blocks
+ *                      loaded one step ahead of their multiplies, no workgroup memory in the k loop. 198 TFLOP/s
+ *                      on the plain-GEMM probe (warm clocks) against 161 for the best workgroup-memory kernel;
+ *                      in the expert prefill Mixtral M = 4096 16.8 ms against shared-128's 31.7.
  *
  * Why a copy rather than a workgroup-memory dequant tile for the right operand: the GEMM then has one shape
  * for every format (both operands from storage, no barrier in the k loop), and the profile separates the
@@ -46,15 +54,16 @@ import type {Activation} from '../../kernel_names';
 import type {WeightFormat} from '../../quant/format';
 import type {ExpertsStage} from './experts_gemv_webgpu';
 
-export type TensorCoreVariant =
-  'workgroup-tiles' | 'storage-32' | 'storage-64' | 'shared-64' | 'shared-128' | 'blocked-64' | 'blocked-128';
+export type TensorCoreVariant = 'workgroup-tiles' | 'storage-32' | 'storage-64' | 'shared-64' | 'shared-128' |
+  'blocked-64' | 'blocked-128' | 'pipelined-32' | 'pipelined-64';
 
 /**
  * What each variant is: its program family (experts_gemm_tc_webgpu.ts 'tiles', _storage_ 'storage', _shared_
  * 'shared'), rows per tile (the align program pads every expert to a multiple of it), and whether the weights'
  * f16 copy is in 16×16 blocks (TensorCoreWeightLayout.blocked).
  */
-const VARIANTS: Record<TensorCoreVariant, {family: 'tiles' | 'storage' | 'shared'; blockRows: number; blocked: boolean}> = {
+const VARIANTS: Record<TensorCoreVariant, {family: 'tiles' | 'storage' | 'shared' | 'pipelined'; blockRows: number;
+    blocked: boolean}> = {
   'workgroup-tiles': {family: 'tiles', blockRows: 32, blocked: false},
   'storage-32': {family: 'storage', blockRows: 32, blocked: false},
   'storage-64': {family: 'storage', blockRows: 64, blocked: false},
@@ -62,6 +71,8 @@ const VARIANTS: Record<TensorCoreVariant, {family: 'tiles' | 'storage' | 'shared
   'shared-128': {family: 'shared', blockRows: 128, blocked: false},
   'blocked-64': {family: 'shared', blockRows: 64, blocked: true},
   'blocked-128': {family: 'shared', blockRows: 128, blocked: true},
+  'pipelined-32': {family: 'pipelined', blockRows: 32, blocked: true},
+  'pipelined-64': {family: 'pipelined', blockRows: 64, blocked: true},
 };
 export const TENSOR_CORE_VARIANTS = Object.keys(VARIANTS) as TensorCoreVariant[];
 
@@ -70,20 +81,29 @@ export function isSharedVariant(v: TensorCoreVariant): boolean {
   return VARIANTS[v].family === 'shared';
 }
 
-/** The shared variants that read the weights from storage in 16×16 blocks (TensorCoreWeightLayout.blocked). */
+/** The variants that read the weights from storage in 16×16 blocks (TensorCoreWeightLayout.blocked). */
 export function isBlockedVariant(v: TensorCoreVariant): boolean {
   return VARIANTS[v].blocked;
 }
 
 /**
- * The variant used when none is forced: 'shared-128', or 'shared-64' where experts average fewer than
- * SHARED_128_MIN_ROWS rows (less padding per expert). The fastest on the H200 (2026-12-03, GPU time, f16
- * weights): M = 4096 Qwen3 5.4 ms, DeepSeek-V3 TP8 9.2, Mixtral 31.8 against storage-64's 6.8, 10.1, 53.1; at
- * M = 256 shared-64 wins for Qwen3 (16 rows per expert: 7.0 against 8.1 ms) and DeepSeek-V3 (8: 5.8 against
- * 7.9), shared-128 for Mixtral (64: 4.05 against 4.25); bench/results/2026-12-03-h200-tensor-core-check-shared.log.
+ * The variants whose left operand (gathered x, act16) is in 16×16 blocks too, read with the weights' blocks
+ * one 32-k step ahead of the multiplies (experts_gemm_tc_storage_webgpu.ts, TensorCoreLayout.blockedRows).
  */
-export const DEFAULT_TENSOR_CORE_VARIANT: TensorCoreVariant = 'shared-128';
-export const SHARED_128_MIN_ROWS = 64;
+export function isPipelinedVariant(v: TensorCoreVariant): boolean {
+  return VARIANTS[v].family === 'pipelined';
+}
+
+/**
+ * The variant used when none is forced: 'pipelined-64', or 'pipelined-32' where experts average fewer than
+ * PIPELINED_64_MIN_ROWS rows (less padding per expert). The fastest on the H200 (2026-12-03, GPU time, float32
+ * weights, their blocked f16 copy kept between calls): M = 4096 Qwen3 2.96 ms, DeepSeek-V3 TP8 5.18, Mixtral
+ * 16.8 against shared-128's 5.45, 9.17, 31.7; at M = 64 and 256 pipelined-32 wins where experts get 8-16 rows
+ * (Qwen3 M = 256 0.56 against 0.78 ms), pipelined-64 at 64 (Mixtral M = 256 2.27 against 2.38);
+ * bench/results/2026-12-03-h200-tensor-core-check-pipelined*.log.
+ */
+export const DEFAULT_TENSOR_CORE_VARIANT: TensorCoreVariant = 'pipelined-64';
+export const PIPELINED_64_MIN_ROWS = 64;
 
 let forcedVariant: TensorCoreVariant | null = null;
 
@@ -103,7 +123,7 @@ export function setTensorCoreVariant(variant: TensorCoreVariant | null): void {
 /** The forced variant, else the default for `rowsPerExpert` (pairs per used expert, when known). */
 export function tensorCoreVariant(rowsPerExpert?: number): TensorCoreVariant {
   if (forcedVariant != null) return forcedVariant;
-  return rowsPerExpert != null && rowsPerExpert < SHARED_128_MIN_ROWS ? 'shared-64' : DEFAULT_TENSOR_CORE_VARIANT;
+  return rowsPerExpert != null && rowsPerExpert < PIPELINED_64_MIN_ROWS ? 'pipelined-32' : DEFAULT_TENSOR_CORE_VARIANT;
 }
 
 /** Rows per tile of each variant (the align program pads every expert to a multiple of it). */
@@ -123,9 +143,10 @@ export interface TensorCoreTileShape {
 
 export const STORAGE_TILE: TensorCoreTileShape = {kStep: 16, w13Columns: 32, w2Columns: 64};
 export const SHARED_TILE: TensorCoreTileShape = {kStep: 32, w13Columns: 64, w2Columns: 128};
+export const PIPELINED_TILE: TensorCoreTileShape = {kStep: 32, w13Columns: 32, w2Columns: 64};
 
 export function tensorCoreTileShape(variant: TensorCoreVariant): TensorCoreTileShape {
-  return isSharedVariant(variant) ? SHARED_TILE : STORAGE_TILE;
+  return isSharedVariant(variant) ? SHARED_TILE : isPipelinedVariant(variant) ? PIPELINED_TILE : STORAGE_TILE;
 }
 
 /**
@@ -137,6 +158,11 @@ export function sharedTileBytes(blockRows: number, blocked = false): number {
 }
 
 export const roundUp = (n: number, m: number) => Math.ceil(n / m) * m;
+
+/** WGSL: the half index of element (row, k) of a [rows, Kp] f16 matrix in 16×16 blocks (u32 expressions). */
+export function blockedRowsIndex(row: string, k: string, Kp: number): string {
+  return `(((${row}) / 16u * ${Kp / 16}u + (${k}) / 16u) * 256u + (${row}) % 16u * 16u + (${k}) % 16u)`;
+}
 
 /**
  * Where a storage variant's weights come from, per projection:
@@ -183,16 +209,21 @@ export interface TensorCoreWeightLayout {
 export interface TensorCoreLayout {
   Hp: number;
   Ip: number;
+  /**
+   * The pipelined variants: x16 and act16 in 16×16 blocks as the weights' blocked copy, element (r, k) of
+   * [rows, Kp] at ((r/16)·Kp/16 + k/16)·256 + (r%16)·16 + k%16 halves (blockedRowsIndex).
+   */
+  blockedRows?: boolean;
   w13: TensorCoreWeightLayout;
   w2: TensorCoreWeightLayout;
 }
 
 export function tensorCoreLayout(format: WeightFormat, H: number, I: number, activation: Activation,
-    tile: TensorCoreTileShape = STORAGE_TILE, blocked = false): TensorCoreLayout {
+    tile: TensorCoreTileShape = STORAGE_TILE, blocked = false, blockedRows = false): TensorCoreLayout {
   const Hp = roundUp(H, tile.kStep);
   const Ip = roundUp(I, tile.kStep);
   if (blocked) {
-    return {Hp, Ip,
+    return {Hp, Ip, ...(blockedRows ? {blockedRows} : {}),
       w13: {source: 'copy', rowsPerExpert: 2 * roundUp(I, tile.w13Columns), kStride: Hp, rowStep: 1, upOffset: 0, blocked},
       w2: {source: 'copy', rowsPerExpert: roundUp(H, tile.w2Columns), kStride: Ip, rowStep: 1, upOffset: 0, blocked}};
   }

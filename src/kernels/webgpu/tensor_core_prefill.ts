@@ -1,8 +1,11 @@
 /**
  * The prefill GEMMs of FusedExperts on the storage tensor-core variants (tensor_core_plan.ts):
  *
- *   align (padded to the variant's rows) → gather x as f16 rows → per shard: [f16 weight copy] →
- *   w13 GEMM (act16, f16) → per shard: [f16 weight copy] → w2 GEMM (y by pair, split along K) → (combine)
+ *   align (padded to the variant's rows) → gather x as f16 rows → per shard: [f16 weight copy, made once] →
+ *   w13 GEMM (act16, f16) → per shard: [f16 weight copy, made once] → w2 GEMM (y by pair, split along K) →
+ *   (combine)
+ *
+ * The pipelined variants keep x16 and act16 in 16×16 blocks, as their weights' copy is (blockedRows).
  *
  * FusedExperts owns the dispatch (its `run`, temporaries and the combine); this file only issues the
  * programs of this path, in the order above, and returns y.
@@ -20,8 +23,9 @@ import {ExpertsW13TensorCoreSharedGemmProgram, ExpertsW2TensorCoreSharedGemmProg
   from './experts_gemm_tc_shared_webgpu';
 import type {ExpertsStage} from './experts_gemv_webgpu';
 import {ExpertsWeightsF16Program} from './experts_weights_f16_webgpu';
-import {TensorCoreLayout, TensorCoreVariant, isBlockedVariant, isSharedVariant, tensorCoreBlockRows, tensorCoreLayout,
-  tensorCoreTileShape} from './tensor_core_plan';
+import {TensorCoreLayout, TensorCoreVariant, isBlockedVariant, isPipelinedVariant, isSharedVariant, tensorCoreBlockRows,
+  tensorCoreLayout, tensorCoreTileShape} from './tensor_core_plan';
+import {tensorCoreWeightCopy} from './tensor_core_weights';
 
 export interface TensorCorePrefillCall {
   backend: WebGPUBackend;
@@ -53,7 +57,7 @@ export function tensorCorePrefillPlan(c: TensorCorePrefillCall['common'], varian
   const blockRows = tensorCoreBlockRows(variant);
   return {blockRows, rows: maxPaddedRows(numPairs, c.numLocalExperts, blockRows),
     layout: tensorCoreLayout(c.format, c.hiddenSize, c.intermediateSize, c.activation, tensorCoreTileShape(variant),
-      isBlockedVariant(variant))};
+      isBlockedVariant(variant), isPipelinedVariant(variant))};
 }
 
 /** Issues the storage or shared variant's programs; returns y [splitK · P, H] and splitK for the combine. */
@@ -66,20 +70,24 @@ export function tensorCoreStoragePrefill(call: TensorCorePrefillCall): {y: Tenso
   temps.push(align);
   // f16 buffers are int32 tensors of two halves a word (tfjs has no f16 dtype).
   const x16 = temp([rows, layout.Hp / 2], 'int32');
-  run(new ExpertsGatherF16Program(common, rows, layout.Hp),
+  run(new ExpertsGatherF16Program({...common, blockedRows: layout.blockedRows}, rows, layout.Hp),
       [call.x, align, ...(common.applyRouterWeightOnInput ? [call.topkWeights] : [])], undefined, x16);
   const tiles = (n: number) => Math.ceil(P / blockRows) + n;
 
   // The shard's f16 weights: its own data, or a copy through dequant_wgsl.ts (tensor_core_plan weightSource).
+  // Kept between calls (tensor_core_weights.ts), so made on the backend itself, outside a plan's recording.
   const f16Weights = (stage: ExpertsStage, s: ExpertProjectionShard) => {
     const L = stage === 'w13' ? layout.w13 : layout.w2;
     if (L.source === 'direct') return s.data;
     const n = s.data.shape[0];
-    call.checkBinding([n, L.rowsPerExpert * L.kStride / 2], `the f16 copy of a ${stage} shard`);
-    const copy = temp([n, L.rowsPerExpert * L.kStride / 2], 'int32');
-    run(new ExpertsWeightsF16Program({stage, hiddenSize: H, intermediateSize: I, activation: common.activation,
-      format: common.format, layout: L}, n),
-    [s.data, s.scales, s.zeros, s.gidx].filter((t): t is TensorInfo => t != null), undefined, copy);
+    const shape = [n, L.rowsPerExpert * L.kStride / 2];
+    call.checkBinding(shape, `the f16 copy of a ${stage} shard`);
+    const program = new ExpertsWeightsF16Program({stage, hiddenSize: H, intermediateSize: I,
+      activation: common.activation, format: common.format, layout: L}, n);
+    const sources = [s.data, s.scales, s.zeros, s.gidx].filter((t): t is TensorInfo => t != null);
+    const {copy, kept} = tensorCoreWeightCopy(backend, sources, program.shaderKey, shape,
+        (out) => backend.runWebGPUProgram(program, sources, 'int32', undefined, out));
+    if (!kept) temps.push(copy);
     return copy;
   };
   const perShard = (stage: ExpertsStage, out: TensorInfo,
