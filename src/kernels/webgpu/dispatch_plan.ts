@@ -193,28 +193,40 @@ function dropPlan(backend: WebGPUBackend, cache: PlanCache, plan: Plan): void {
   for (const s of plan.steps) backend.bufferManager.releaseBuffer(s.uniform);
 }
 
+/** A tensor's tfjs record and GPU resource, kept across calls (plans' bound tensors, tensor_core_weights.ts). */
+export interface KeptTensor {
+  dataId: object;
+  data: TensorData;
+  buffer: TensorData['resource'];
+}
+
 /**
- * A bound tensor disposed (gone, or waiting for tfjs's next submit with no references) or moved. tfjs's
- * record of a data id is checked as kept by the plan: disposing the data zeroes its refCount and (now or at
- * tfjs's next submit) nulls its resource; moving it to another backend disposes it so; data moved back
- * gets a new record. So a live record with the plan's buffer is the data id's current one.
+ * A kept tensor disposed (gone, or waiting for tfjs's next submit with no references) or moved. tfjs's
+ * record of a data id is checked as kept: disposing the data zeroes its refCount and (now or at tfjs's next
+ * submit) nulls its resource; moving it to another backend disposes it so; data moved back gets a new
+ * record. So a live record with the kept buffer is the data id's current one. (Reads the record only: hits.)
  */
+export function keptTensorStale(b: KeptTensor): boolean {
+  return b.data.refCount <= 0 || b.data.resource !== b.buffer;
+}
+
+/**
+ * keptTensorStale, or tfjs no longer holds the kept record (sweeps, which run rarely). `has` first: `get` of a
+ * data id tfjs no longer holds would ask the engine to move it here.
+ */
+export function keptTensorGone(backend: WebGPUBackend, b: KeptTensor): boolean {
+  return keptTensorStale(b) || !backend.tensorMap.has(b.dataId) || backend.tensorMap.get(b.dataId) !== b.data;
+}
+
 function isStale(plan: Plan): boolean {
   const bound = plan.bound;
-  for (let i = 0; i < bound.length; i++) {
-    const b = bound[i];
-    if (b.data.refCount <= 0 || b.data.resource !== b.buffer) return true;
-  }
+  for (let i = 0; i < bound.length; i++) if (keptTensorStale(bound[i])) return true;
   return false;
 }
 
 function sweep(backend: WebGPUBackend, cache: PlanCache): void {
   for (const plan of [...cache.plans.values()]) {
-    // The sweep runs rarely: it also checks that tfjs still holds the records the plans keep.
-    if (isStale(plan) || plan.bound.some((b) => !backend.tensorMap.has(b.dataId) ||
-        backend.tensorMap.get(b.dataId) !== b.data)) {
-      dropPlan(backend, cache, plan);
-    }
+    if (plan.bound.some((b) => keptTensorGone(backend, b))) dropPlan(backend, cache, plan);
   }
 }
 

@@ -21,7 +21,7 @@ import {chunkShape, dequantSnippets, weightBindingComponents, weightBindings, we
   from './dequant_wgsl';
 import {EXPERTS_WORKGROUP, gateUpRows} from './experts_wgsl';
 import type {ExpertsStage} from './experts_gemv_webgpu';
-import {TensorCoreWeightLayout, foldedDispatch} from './tensor_core_plan';
+import {TensorCoreWeightLayout, blockedRowsIndex, foldedDispatch} from './tensor_core_plan';
 
 export interface ExpertsWeightsF16Config {
   stage: ExpertsStage;
@@ -73,9 +73,7 @@ export class ExpertsWeightsF16Program implements WebGPUProgram {
         let up = lr >= ${L.upOffset};
         let i = select(lr, lr - ${L.upOffset}, up);`;
     // Where 8 halves (4 words) of row (e, lr) from k go: row-major, or inside the row's 16×16 block.
-    const out = L.blocked ?
-      `((u32(row) / 16u) * ${L.kStride / 16}u + u32(k) / 16u) * 128u + (u32(row) % 16u) * 8u + (u32(k) % 16u) / 2u` :
-      'idx * 4';
+    const out = L.blocked ? `${blockedRowsIndex('u32(row)', 'u32(k)', L.kStride)} / 2u` : 'idx * 4';
     const source = w13 ? `${gateOrUp}
         let valid = i < ${I};
         let src = e * ${N} + ${gu.gate('min(i, ' + (I - 1) + ')')} + select(0, ${gu.upOffset}, up);` : `

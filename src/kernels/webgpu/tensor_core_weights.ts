@@ -19,25 +19,22 @@
 import {engine, env} from '@tensorflow/tfjs-core';
 import type {DataId, TensorInfo} from '@tensorflow/tfjs-core';
 import type {WebGPUBackend} from '@tensorflow/tfjs-backend-webgpu';
+import {KeptTensor, keptTensorGone} from './dispatch_plan';
 
 export const TENSOR_CORE_WEIGHT_CACHE_FLAG = 'MOE_WEBGPU_TENSOR_CORE_WEIGHT_CACHE';
 env().registerFlag(TENSOR_CORE_WEIGHT_CACHE_FLAG, () => true);
-
-type TensorData = NonNullable<ReturnType<WebGPUBackend['tensorMap']['get']>>;
 
 interface WeightCopy {
   /** Stage, layout and format: everything but the sources that decides the copy's bytes. */
   key: string;
   copy: TensorInfo;
-  sources: Array<{dataId: DataId; data: TensorData; buffer: unknown}>;
+  sources: KeptTensor[];
 }
 
 const caches = new WeakMap<WebGPUBackend, Map<DataId, WeightCopy[]>>();
 
 function isStale(backend: WebGPUBackend, c: WeightCopy): boolean {
-  // (`get` of a data id that tfjs no longer holds would ask the engine to move it here: `has` first.)
-  return c.sources.some((s) => s.data.refCount <= 0 || s.data.resource !== s.buffer ||
-      !backend.tensorMap.has(s.dataId) || backend.tensorMap.get(s.dataId) !== s.data);
+  return c.sources.some((s) => keptTensorGone(backend, s));
 }
 
 function drop(backend: WebGPUBackend, cache: Map<DataId, WeightCopy[]>, first: DataId, c: WeightCopy): void {
