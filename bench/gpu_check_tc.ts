@@ -54,7 +54,7 @@ import {FLOAT32_FORMAT, WeightFormat, formatKey} from '../src/quant/format';
 import {randomProjection} from '../test/helpers/quant_weights';
 import {uniformHostValue} from './fill_uniform_webgpu';
 import {SEEDS, makeExpertWeights, routingConfig, uniformHostValues, uniformTensor, w13Scale, w2Scale} from './problem';
-import {medianKernelTime, settle} from './timing';
+import {medianKernelTime, settle, warmUp} from './timing';
 import {MoEShape, SHAPES} from './shapes';
 import {TensorCoreProblem, compareWithBound, tensorCoreReference} from './tensor_core_reference';
 
@@ -106,20 +106,12 @@ function watchCompilation(device: GPUDevice): void {
 const gpuMs = medianKernelTime;
 
 /**
- * Wall ms per call over `n` calls issued back to back (one wait at the end), after 3 warm-up calls: the window
+ * Wall ms per call over `n` calls issued back to back (one wait at the end), after warmUp: the window
  * torch's CUDA events give, and a check on tf.time's per-program sum (which reads the float32 programs 1.6-5×
  * high at most real shapes on the H200: bench/results/2026-12-03-h200-tc-table-busy.log).
  */
 async function busyMs(f: () => tf.Tensor, n: number, warmMs = 500): Promise<number> {
-  // The H200 runs at low clocks for about its first second of work after an idle spell (bench/tc_probe.ts
-  // round 4: the same kernel 3-5× slower first): keep it busy for warmMs before the timed calls.
-  const w0 = performance.now();
-  do {
-    for (let i = 0; i < 3; i++) f().dispose();
-    const last = f();
-    await settle(last);
-    last.dispose();
-  } while (performance.now() - w0 < warmMs);
+  await warmUp(f, warmMs);
   const t0 = performance.now();
   let y: tf.Tensor | null = null;
   for (let i = 0; i < n; i++) {

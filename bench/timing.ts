@@ -51,6 +51,20 @@ export async function medianKernelTime(f: () => tf.Tensor, reps: number): Promis
   return runs[Math.floor(runs.length / 2)];
 }
 
+/**
+ * Keeps the GPU busy with `f` for `ms` before a timing: the H200 runs at low clocks for about its first second
+ * of work after an idle spell (bench/tc_probe.ts round 4: the same kernel 3-5× slower when timed cold).
+ */
+export async function warmUp(f: () => tf.Tensor, ms = 500): Promise<void> {
+  const w0 = performance.now();
+  do {
+    for (let i = 0; i < 3; i++) f().dispose();
+    const last = f();
+    await settle(last);
+    last.dispose();
+  } while (performance.now() - w0 < ms);
+}
+
 export function hasGpuTimestamps(): boolean {
   return tf.getBackend() === 'webgpu' && (tf.backend() as WebGPUBackend).device.features.has('timestamp-query');
 }

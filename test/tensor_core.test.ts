@@ -16,7 +16,8 @@ import {dequantizeImpl} from '../src/kernels/cpu/dequantize_impl';
 import {declareF16Storage} from '../src/kernels/webgpu/device';
 import {ExpertsGemmConfig} from '../src/kernels/webgpu/experts_gemm_webgpu';
 import {ExpertsTensorCoreGemmProgram, TC_BLOCK_ROWS} from '../src/kernels/webgpu/experts_gemm_tc_webgpu';
-import {ExpertsTensorCoreStorageGemmProgram} from '../src/kernels/webgpu/experts_gemm_tc_storage_webgpu';
+import {EPILOGUE_ROWS_MAX_K, ExpertsTensorCoreStorageGemmProgram, prefetchesEpilogueRows}
+  from '../src/kernels/webgpu/experts_gemm_tc_storage_webgpu';
 import {ExpertsGatherF16Program} from '../src/kernels/webgpu/experts_gather_f16_webgpu';
 import {ExpertsWeightsF16Program} from '../src/kernels/webgpu/experts_weights_f16_webgpu';
 import {chooseGemmKernel} from '../src/kernels/webgpu/FusedExperts';
@@ -207,6 +208,29 @@ describe('tensor-core GEMM plan', () => {
         expect(p.dispatch).to.deep.equal(tensorCoreStorageDispatch(stage, 40, 2048, 768, 2));
         expect(p.variableNames).to.deep.equal(stage === 'w13' ? ['x16', 'align', 'w16', 'bias0'] :
           ['x16', 'align', 'topkWeights', 'w16', 'bias0']);
+      }
+    }
+  });
+
+  it('reads w2\'s rows (pairs, routing weights) once per tile after the k loop where K ≤ 4096, else per row', () => {
+    // Qwen3's K = 768 and Mixtral's 14336: the H200 measured the first faster, the second slower that way.
+    for (const [I, kept] of [[768, true], [EPILOGUE_ROWS_MAX_K, true], [14336, false]] as Array<[number, boolean]>) {
+      const layout = tensorCoreLayout(FLOAT32_FORMAT, 4096, I, 'silu', PIPELINED_TILE, true, true);
+      const cfg = {stage: 'w2' as const, hiddenSize: 4096, intermediateSize: I, numLocalExperts: 8, activation: 'silu' as const,
+        applyRouterWeightOnInput: false, blockRows: 64, hasBias: false, layout};
+      expect(prefetchesEpilogueRows(cfg), `I = ${I}`).to.equal(kept);
+      expect(prefetchesEpilogueRows({...cfg, stage: 'w13'}), 'w13 has no row lookups').to.equal(false);
+      const code = new ExpertsTensorCoreStorageGemmProgram(cfg, [8192, 4096], 10).getUserCode();
+      const lastMma = code.lastIndexOf('subgroupMatrixMultiplyAccumulate');
+      const firstStore = code.indexOf('subgroupMatrixStore');
+      if (kept) {
+        const fill = code.indexOf('tilePair[m] = pair;');
+        expect(fill, 'filled between the k loop and the epilogue').to.be.greaterThan(lastMma).and.lessThan(firstStore);
+        expect(code).to.contain('let pair = tilePair[rt * 16u + r];').and.to.contain('let s = tileScale[rt * 16u + r];');
+        expect(code).to.not.contain('topkWeights[pair]');
+      } else {
+        expect(code).to.not.contain('tilePair').and.to.not.contain('tileScale');
+        expect(code).to.contain('let pair = align[9 + rowStart + i32(rt * 16u + r)];').and.to.contain('let s = topkWeights[pair];');
       }
     }
   });
@@ -480,24 +504,28 @@ describeBackends('tensor-core helper programs on webgpu', (backend) => {
     }
   });
 
-  it('gathers x into expert-sorted f16 rows, zero for padding rows, unwritten rows and the padded columns', async () => {
-    const T = 3, H = 20, k = 2, E = 2;
+  it('gathers x into expert-sorted f16 rows, zero for padding rows and the padded columns', async () => {
+    const T = 12, H = 40, k = 2, E = 2, BM = 4;   // H a multiple of 8 (the tensor-core path's), Hp - H zero columns
     const rand = rng(3);
     const x = randn(rand, T * H);
     const w = Float32Array.from({length: T * k}, () => 0.5 + rand());
-    // align: offsets [0, 4, 8] (blockRows 4), sorted pairs with padding; rows 8.. unwritten (garbage).
-    const align = Int32Array.from([0, 4, 8, 0, 3, 5, -1, 1, 2, 4, -1, 77, 77]);
-    const rows = 10, Hp = 32;
-    for (const [onInput, blockedRows] of [[false, false], [true, false], [false, true]]) {
+    // align as the align program makes it: each expert's pairs padded to BM rows with -1.
+    const byExpert: number[][] = [[], []];
+    for (let p = 0; p < T * k; p++) byExpert[p % 5 === 0 ? 0 : 1].push(p);   // 5 and 19 pairs: 8 + 20 rows
+    const sorted = byExpert.flatMap((ps) => [...ps, ...Array((BM - ps.length % BM) % BM).fill(-1)]);
+    const offsets = [0, Math.ceil(byExpert[0].length / BM) * BM, sorted.length];
+    const rows = 40, Hp = 48;   // rows past align[E] = 28 are left unwritten (no tile reads them)
+    const align = Int32Array.from([...offsets, ...sorted, ...Array(rows - sorted.length).fill(77)]);
+    for (const [onInput, blockedRows] of [[false, false], [true, false], [false, true], [true, true]]) {
       const tx = tf.tensor2d(x, [T, H]), ta = tf.tensor1d(align, 'int32'), tw = tf.tensor2d(w, [T, k]);
-      // Blocked (the pipelined variants): 16×16 blocks of 16 rows, so 16 rows written here.
-      const outRows = blockedRows ? 16 : rows;
+      // Blocked (the pipelined variants): 3 row blocks × 3 k blocks of 16×16.
+      const outRows = blockedRows ? 48 : rows;
       const words = await run(new ExpertsGatherF16Program({hiddenSize: H, topK: k, numLocalExperts: E,
         applyRouterWeightOnInput: onInput, blockedRows}, outRows, Hp), onInput ? [tx, ta, tw] : [tx, ta], [outRows, Hp / 2]);
       tf.dispose([tx, ta, tw]);
       const got = halves(words);
-      for (let r = 0; r < outRows; r++) {
-        const pair = r < align[E] ? align[E + 1 + r] : -1;
+      for (let r = 0; r < align[E]; r++) {
+        const pair = align[E + 1 + r];
         for (let h = 0; h < Hp; h++) {
           const want = pair >= 0 && h < H ? roundToF16(Math.fround(x[Math.floor(pair / k) * H + h] * (onInput ? w[pair] : 1))) : 0;
           const at = blockedRows ? ((r >> 4) * (Hp / 16) + (h >> 4)) * 256 + (r & 15) * 16 + (h & 15) : r * Hp + h;

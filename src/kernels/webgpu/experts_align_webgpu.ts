@@ -57,10 +57,22 @@ export class ExpertsAlignProgram implements WebGPUProgram {
     const E = this.c.numLocalExperts;
     const BM = this.c.blockRows;
     const W = EXPERTS_WORKGROUP;
+    const U = 8;
     return `
       ${localExpertSnippet(this.c.hasExpertMap, this.c.globalNumExperts, E)}
       var<workgroup> counts : array<atomic<u32>, ${E}>;
       var<workgroup> offsets : array<u32, ${E + 1}>;
+
+      // The local experts of pairs p0, p0 + ${W}, .. (${U} of them, -1 past the end), their loads issued together:
+      // one storage latency per ${U} pairs, not per pair (the counting and the scatter loop over them).
+      fn localIds(p0 : u32, numPairs : u32) -> array<i32, ${U}> {
+        var ids : array<i32, ${U}>;
+        for (var j = 0u; j < ${U}u; j++) {
+          let p = p0 + j * ${W}u;
+          ids[j] = select(-1, localExpertOf(topkIds[min(p, numPairs - 1u)]), p < numPairs);
+        }
+        return ids;
+      }
 
       // result: [E+1] offsets, then sorted pair ids. topkIds: [T, k] i32. expertMap: [E_global] i32.
       fn main() {
@@ -68,9 +80,11 @@ export class ExpertsAlignProgram implements WebGPUProgram {
         let numPairs = u32(uniforms.topkIdsShape.x * uniforms.topkIdsShape.y);
         for (var e = tid; e < ${E}u; e += ${W}u) { atomicStore(&counts[e], 0u); }
         workgroupBarrier();
-        for (var p = tid; p < numPairs; p += ${W}u) {
-          let local = localExpertOf(topkIds[p]);
-          if (local >= 0) { atomicAdd(&counts[u32(local)], 1u); }
+        for (var p0 = tid; p0 < numPairs; p0 += ${U * W}u) {
+          let ids = localIds(p0, numPairs);
+          for (var j = 0u; j < ${U}u; j++) {
+            if (ids[j] >= 0) { atomicAdd(&counts[u32(ids[j])], 1u); }
+          }
         }
         workgroupBarrier();
         if (tid == 0u) {
@@ -88,11 +102,13 @@ export class ExpertsAlignProgram implements WebGPUProgram {
         for (var r = tid; r < usedRows; r += ${W}u) { result[${E + 1}u + r] = -1; }
         storageBarrier();
         workgroupBarrier();
-        for (var p = tid; p < numPairs; p += ${W}u) {
-          let local = localExpertOf(topkIds[p]);
-          if (local >= 0) {
-            let slot = atomicAdd(&counts[u32(local)], 1u);
-            result[${E + 1}u + offsets[u32(local)] + slot] = i32(p);
+        for (var p0 = tid; p0 < numPairs; p0 += ${U * W}u) {
+          let ids = localIds(p0, numPairs);
+          for (var j = 0u; j < ${U}u; j++) {
+            if (ids[j] >= 0) {
+              let slot = atomicAdd(&counts[u32(ids[j])], 1u);
+              result[${E + 1}u + offsets[u32(ids[j])] + slot] = i32(p0 + j * ${W}u);
+            }
           }
         }
       }

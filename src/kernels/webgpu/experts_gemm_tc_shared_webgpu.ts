@@ -18,7 +18,7 @@
  */
 import type {WebGPUProgram} from '@tensorflow/tfjs-backend-webgpu';
 import {activationSnippet, gemmTileSnippet} from './experts_wgsl';
-import {ExpertsTensorCoreStorageConfig, f16Storage, stagedEpilogue} from './experts_gemm_tc_storage_webgpu';
+import {ExpertsTensorCoreStorageConfig, epilogueRows, f16Storage, stagedEpilogue} from './experts_gemm_tc_storage_webgpu';
 import {SHARED_TILE, tensorCoreStorageDispatch} from './tensor_core_plan';
 
 /** Halves per workgroup-memory tile row: 32 k and 8 of padding. */
@@ -85,6 +85,7 @@ export class ExpertsTensorCoreSharedGemmProgram implements WebGPUProgram {
       `e * ${L.rowsPerExpert} + n0 + i32(${t})`;
     const epilogue = stagedEpilogue(this.c, {lane: 'lane', base: 'sid * 1024u',
       n0: `n0 + ${w13 ? 32 : 64} * i32(wn)`, firstRow: `wm * ${TM * 16}u + rt * 16u`});
+    const tileRows = epilogueRows(this.c, BM, THREADS);
     const put = (tile: string, i: number, v: string) =>
       `put_${tile}((localIndex + ${i * THREADS}u) / ${vecsPerRow}u * ${ROW}u + (localIndex + ${i * THREADS}u) % ${vecsPerRow}u * 8u, ${v});`;
     return `
@@ -98,6 +99,7 @@ export class ExpertsTensorCoreSharedGemmProgram implements WebGPUProgram {
       var<workgroup> tileX : array<f16, ${BM * ROW}>;
       ${blocked ? '' : `var<workgroup> tileW : array<f16, ${128 * ROW}>;`}
       var<workgroup> staged : array<f32, ${4 * 1024}>;   // per subgroup: one 16-row block's 4 results
+      ${tileRows.decl}
 
       ${(blocked ? ['tileX'] : ['tileX', 'tileW']).map((t) => `fn put_${t}(o: u32, v: vec4<i32>) {
         for (var j = 0u; j < 4u; j++) {
@@ -144,6 +146,7 @@ export class ExpertsTensorCoreSharedGemmProgram implements WebGPUProgram {
           }
           workgroupBarrier();
         }
+        ${tileRows.fill}
 
         ${rows.map((r) => `{
           let rt = ${r}u;

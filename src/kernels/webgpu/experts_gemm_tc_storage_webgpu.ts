@@ -61,6 +61,40 @@ export interface StagedBlock {
 }
 
 /**
+ * Whether w2's per-row epilogue inputs (the row's pair and routing weight) are read for the whole tile into
+ * workgroup memory after the k loop (epilogueRows), rather than per row inside stagedEpilogue's row loop, two
+ * dependent storage loads a row, 2·BM in a chain per workgroup. Measured on the H200 at M = 4096 (tf.time, w2):
+ * faster where K is short, DeepSeek-V3 TP8 (K = 256) 2.0 → 1.6 ms and Qwen3 (768) 1.11 → 0.97, but slower at
+ * Mixtral's 14336, 2.8 → 3.4-3.5 ms a shard, whether the rows are read before or after the k loop (cause not
+ * found; bench/results/2026-12-04-h200-epilogue-ab.log, -tensor-core-check-gather.log, -tensor-core-check-rows.log).
+ * So only up to EPILOGUE_ROWS_MAX_K, between the measured points.
+ */
+export const EPILOGUE_ROWS_MAX_K = 4096;
+
+export function prefetchesEpilogueRows(c: ExpertsTensorCoreStorageConfig): boolean {
+  return c.stage === 'w2' && c.layout.Ip <= EPILOGUE_ROWS_MAX_K;
+}
+
+/**
+ * The workgroup arrays and the fill of prefetchesEpilogueRows, by `threads` invocations; empty otherwise (and
+ * for w13, whose rows need no lookup). `fill` must run before the barrier that precedes the epilogue.
+ */
+export function epilogueRows(c: ExpertsTensorCoreStorageConfig, blockRows: number, threads: number):
+    {decl: string; fill: string} {
+  if (!prefetchesEpilogueRows(c)) return {decl: '', fill: ''};
+  const outScale = !c.applyRouterWeightOnInput;
+  return {
+    decl: `var<workgroup> tilePair : array<i32, ${blockRows}>;   // the tile's sorted pairs (-1: padding)
+      ${outScale ? `var<workgroup> tileScale : array<f32, ${blockRows}>;   // their routing weights` : ''}`,
+    fill: `for (var m = localIndex; m < ${blockRows}u; m += ${threads}u) {
+          let pair = align[${c.numLocalExperts + 1} + rowStart + i32(m)];
+          tilePair[m] = pair;
+          ${outScale ? 'tileScale[m] = select(0.0, topkWeights[max(pair, 0)], pair >= 0);' : ''}
+        }`,
+  };
+}
+
+/**
  * The storage and shared variants' epilogue for one 16-row block whose 4 results are staged in workgroup
  * memory: w13 applies the bias and activation to gate/up pairs (result c with c + 2) and writes act16 as
  * f16 pairs; w2 applies the bias and routing weight and writes y rows by pair. Run by the 32 lanes of the
@@ -71,8 +105,8 @@ export function stagedEpilogue(c: ExpertsTensorCoreStorageConfig, b: StagedBlock
   const w13 = stage === 'w13';
   const Ip = c.layout.Ip;
   const splitK = w13 ? 1 : (c.splitK ?? 1);
-  const sorted = `align[${E + 1} + `;
   const outScale = !w13 && !c.applyRouterWeightOnInput;
+  const rowsKept = prefetchesEpilogueRows(c);
   const gu = gateUpRows(c.activation, I);
   const bias = (row: string) => c.hasBias ? ` + bias0[${row}]` : '';
   const at = (cc: string, r: string) => `staged[${b.base} + (${cc} / 16u) * 256u + ${r} * 16u + ${cc} % 16u]`;
@@ -98,9 +132,9 @@ export function stagedEpilogue(c: ExpertsTensorCoreStorageConfig, b: StagedBlock
               }
             }` : `
             for (var r = 0u; r < 16u; r++) {
-              let pair = ${sorted}rowStart + i32(${b.firstRow} + r)];
+              let pair = ${rowsKept ? `tilePair[${b.firstRow} + r]` : `align[${E + 1} + rowStart + i32(${b.firstRow} + r)]`};
               if (pair >= 0) {
-                let s = ${outScale ? 'topkWeights[pair]' : '1.0'};
+                let s = ${!outScale ? '1.0' : rowsKept ? `tileScale[${b.firstRow} + r]` : 'topkWeights[pair]'};
                 let outRow = ${splitK > 1 ? `part * (uniforms.outShape.x / ${splitK}) + pair` : 'pair'};
                 for (var half = 0u; half < 2u; half++) {
                   let c = half * 32u + ${b.lane};
@@ -168,6 +202,7 @@ export class ExpertsTensorCoreStorageGemmProgram implements WebGPUProgram {
       `e * ${L.rowsPerExpert} + ${c >= 2 ? `${L.upOffset} + ` : ''}${L.rowStep} * (n0 + ${16 * (c % 2)})` :
       `e * ${L.rowsPerExpert} + n0 + ${16 * c}`;
     const epilogue = stagedEpilogue(this.c, {lane: 'lane', base: '0u', n0: 'n0', firstRow: 'rt * 16u'});
+    const tileRows = epilogueRows(this.c, BM, 32);
     return `
       enable f16;
       enable chromium_experimental_subgroup_matrix;
@@ -177,6 +212,7 @@ export class ExpertsTensorCoreStorageGemmProgram implements WebGPUProgram {
       var<workgroup> wgTile : vec4<i32>;   // row start, expert, first and end 16-k step
       var<workgroup> wgN0 : i32;           // first column (w13: of gate and of up), workgroup-uniform through it
       var<workgroup> staged : array<f32, ${4 * 256}>;   // one 16-row block's 4 results, row-major 16×16 each
+      ${tileRows.decl}
 
       // x16: ${w13 ? 'gathered x' : 'act16'} f16 [rows, ${Kp}]; align: [E+1] offsets then the sorted pairs;
       // w16: f16 ${w13 ? 'w13' : 'w2'} [experts, ${L.rowsPerExpert}, ${L.kStride}]${this.c.hasBias ? `; bias0: [experts, ${w13 ? 2 * I : H}]` : ''};
@@ -191,7 +227,10 @@ export class ExpertsTensorCoreStorageGemmProgram implements WebGPUProgram {
         ${splitK > 1 ? `let part = i32(workgroupId.z);   // the epilogue's output rows only` : ''}
         let lane = localIndex;
         ${rows.flatMap((r) => cols.map((c) => `var acc${r}${c} : ${result};`)).join('\n        ')}
-        ${pipelined ? pipelinedLoop(rows, cols, Kp, w13 ? `e * ${L.rowsPerExpert} + 2 * n0` : `e * ${L.rowsPerExpert} + n0`) : `
+        ${pipelined ? pipelinedLoop(rows, cols, {x: 'x16', w: 'w16', left, right, block: 256, stride: 16,
+          aBlock: (r) => `(u32(rowStart) / 16u + ${r}u) * ${Kp / 16 * 256}u`,
+          // w13: 32 gate rows then their 32 up rows per 32 act columns, so right matrix 0 starts at row 2·n0.
+          bBlock: (c) => `(u32(e * ${L.rowsPerExpert} + ${w13 ? '2 * n0' : 'n0'}) / 16u + ${c}u) * ${Kp / 16 * 256}u`}) : `
         ${rows.map((r) => `let aOff${r} = u32(rowStart + ${16 * r}) * ${Kp}u;`).join('\n        ')}
         ${cols.map((c) => `let bOff${c} = u32(${bRow(c)}) * ${L.kStride}u;`).join('\n        ')}
         for (var kt = tile.z; kt < tile.w; kt++) {
@@ -202,6 +241,7 @@ export class ExpertsTensorCoreStorageGemmProgram implements WebGPUProgram {
           ${rows.flatMap((r) => cols.map((c) => `acc${r}${c} = subgroupMatrixMultiplyAccumulate(a${r}, b${c}, acc${r}${c});`))
             .join('\n          ')}
         }`}
+        ${tileRows.fill}
 
         ${rows.map((r) => `{
           let rt = ${r}u;
@@ -215,31 +255,42 @@ export class ExpertsTensorCoreStorageGemmProgram implements WebGPUProgram {
   }
 }
 
+/** Where a pipelined k loop's operands are (offsets in the bindings' matrix elements). */
+export interface PipelinedOperands {
+  /** The bindings and matrix types of the left (rows) and right (weights) operands. */
+  x: string;
+  w: string;
+  left: string;
+  right: string;
+  /** First block of left matrix r (16 rows) and of right matrix c (16 weight rows), as u32 expressions. */
+  aBlock: (r: number) => string;
+  bBlock: (c: number) => string;
+  /** Elements per block (one matrix: 16 × 16 f16, or 16 × 32 i8) and a block row's stride. */
+  block: number;
+  stride: number;
+}
+
 /**
- * The pipelined variants' k loop (x16 / act16 and the weights in 16×16 blocks, TensorCoreLayout.blockedRows):
- * each 32-k step's 2·(TM + 4) blocks are loaded one step ahead of their multiplies, so a subgroup waits for
- * storage once per kernel, not once per step. On the H200's plain 4096 × 14336 × 4096 GEMM: 198 TFLOP/s,
- * against 98 with the weights row-major, 85 with x row-major, 152 for workgroup-memory x tiles
- * (bench/tc_probe.ts --round5, bench/results/2026-12-03-h200-tc-probe-round5.log). `firstWeightRow`: of
- * right matrix 0 (w13: 32 gate rows then their 32 up rows per 32 act columns, so 2·n0).
+ * The pipelined variants' k loop (both operands in blocks, TensorCoreLayout.blockedRows; the int8 pipelined GEMM
+ * too): each step's two k blocks of the TM + 4 matrices are loaded one step ahead of their multiplies, so a
+ * subgroup waits for storage once per kernel, not once per step. On the H200's plain 4096 × 14336 × 4096 f16 GEMM:
+ * 198 TFLOP/s, against 98 with the weights row-major, 85 with x row-major, 152 for workgroup-memory x tiles
+ * (bench/tc_probe.ts --round5, bench/results/2026-12-03-h200-tc-probe-round5.log). Steps run over [tile.z, tile.w).
  */
-function pipelinedLoop(rows: number[], cols: number[], Kp: number, firstWeightRow: string): string {
-  const KB = Kp / 16;
-  const left = 'subgroup_matrix_left<f16, 16, 16>';
-  const right = 'subgroup_matrix_right<f16, 16, 16>';
+export function pipelinedLoop(rows: number[], cols: number[], o: PipelinedOperands): string {
   const halves = [0, 1];
   const a = (h: number, r: number, step: string) =>
-    `subgroupMatrixLoad<${left}>(&x16, aBlock${r} + (${step} + ${h}u) * 256u, false, 16u)`;
+    `subgroupMatrixLoad<${o.left}>(&${o.x}, aBlock${r} + (${step} * 2u + ${h}u) * ${o.block}u, false, ${o.stride}u)`;
   const b = (h: number, c: number, step: string) =>
-    `subgroupMatrixLoad<${right}>(&w16, bBlock${c} + (${step} + ${h}u) * 256u, true, 16u)`;
+    `subgroupMatrixLoad<${o.right}>(&${o.w}, bBlock${c} + (${step} * 2u + ${h}u) * ${o.block}u, true, ${o.stride}u)`;
   return `
-        ${rows.map((r) => `let aBlock${r} = (u32(rowStart) / 16u + ${r}u) * ${KB * 256}u;`).join('\n        ')}
-        ${cols.map((c) => `let bBlock${c} = (u32(${firstWeightRow}) / 16u + ${c}u) * ${KB * 256}u;`).join('\n        ')}
-        let k0 = u32(min(tile.z, tile.w - 1)) * 2u;
+        ${rows.map((r) => `let aBlock${r} = ${o.aBlock(r)};`).join('\n        ')}
+        ${cols.map((c) => `let bBlock${c} = ${o.bBlock(c)};`).join('\n        ')}
+        let k0 = u32(min(tile.z, tile.w - 1));
         ${halves.flatMap((h) => rows.map((r) => `var a${h}${r} = ${a(h, r, 'k0')};`)).join(' ')}
         ${halves.flatMap((h) => cols.map((c) => `var b${h}${c} = ${b(h, c, 'k0')};`)).join(' ')}
         for (var kt = tile.z; kt < tile.w; kt++) {
-          let nk = u32(min(kt + 1, tile.w - 1)) * 2u;
+          let nk = u32(min(kt + 1, tile.w - 1));
           ${halves.flatMap((h) => rows.map((r) => `let na${h}${r} = ${a(h, r, 'nk')};`)).join(' ')}
           ${halves.flatMap((h) => cols.map((c) => `let nb${h}${c} = ${b(h, c, 'nk')};`)).join(' ')}
           ${halves.flatMap((h) => rows.flatMap((r) => cols.map((c) =>
