@@ -22,7 +22,7 @@ import './gpu_setup_tensor_cores';  // first: Dawn with the tensor-core toggles,
 
 import * as tf from '@tensorflow/tfjs-core';
 import type {WebGPUBackend} from '@tensorflow/tfjs-backend-webgpu';
-import {fusedExperts, routingImpl} from '../src';
+import {Activation, fusedExperts, routingImpl} from '../src';
 import {QuantizedExpertWeights} from '../src/quant/expert_weights';
 import {WeightFormat} from '../src/quant/format';
 import {fusedExpertsInt8Impl, Int8ExpertShard} from '../src/kernels/cpu/int8_w8a8_impl';
@@ -31,7 +31,7 @@ import {ExpertsPath, setFusedExpertsPath} from '../src/kernels/webgpu/FusedExper
 import {INT8_GEMM_KERNELS, Int8GemmKernel, chooseInt8GemmKernel, hasDot4I8Packed, int8GemmChoice,
   setInt8GemmKernel} from '../src/kernels/webgpu/experts_int8_run';
 import {makeExpertWeights, routingConfig, uniformHostValues} from './problem';
-import {medianKernelTime, hasGpuTimestamps} from './timing';
+import {medianKernelTime, hasGpuTimestamps, warmUp} from './timing';
 import {MoEShape, SHAPES} from './shapes';
 
 const INT8: WeightFormat = {code: 'uint8', groupSize: -1, blockRows: 1, scaleCode: 'f32', zero: 128, hasGIdx: false};
@@ -109,7 +109,9 @@ function diffCount(a: ArrayLike<number>, b: ArrayLike<number>): number {
 }
 
 async function gpuMs(f: () => tf.Tensor, reps: number): Promise<{ms: number; kernels: string} | null> {
-  return hasGpuTimestamps() ? medianKernelTime(f, reps) : null;
+  if (!hasGpuTimestamps()) return null;
+  await warmUp(f);
+  return medianKernelTime(f, reps);
 }
 
 /**
@@ -135,27 +137,39 @@ async function tinyChecks(): Promise<boolean> {
   let ok = true;
   const softmax = (SHAPES.mixtral as MoEShape).routing;
   // Tails in every direction, several 64- and 32-row tiles, k tiles past one, weights split in two.
-  for (const [E, k, H, I, T, perShard] of [[4, 2, 64, 48, 40, 4], [8, 2, 144, 208, 150, 5], [6, 3, 272, 400, 90, 6],
-    [3, 1, 528, 1040, 200, 2]]) {
+  // silu against the cpu reference; gelu and swigluoai (whose exp / erf may differ from the cpu's by an ulp) against
+  // the dot4 GEMM, bit for bit (the same epilogue after exact int32 accumulators).
+  const cases: Array<[number, number, number, number, number, number, Activation]> = [[4, 2, 64, 48, 40, 4, 'silu'],
+    [8, 2, 144, 208, 150, 5, 'silu'], [6, 3, 272, 400, 90, 6, 'silu'], [3, 1, 528, 1040, 200, 2, 'silu'],
+    [3, 2, 144, 80, 100, 3, 'swigluoai'], [5, 2, 272, 176, 120, 5, 'gelu']];
+  for (const [E, k, H, I, T, perShard, activation] of cases) {
     const stack = int8Stack(E, H, I, perShard, 17 + T);
     const {hidden, ids, weights} = tokens({E, k, H, routing: softmax}, T, 11 + T);
     const expected = fusedExpertsInt8Impl({hidden, topkWeights: weights, topkIds: ids, expertMap: null,
       shards: stack.host, numTokens: T, topK: k, hiddenSize: H, intermediateSize: I, globalNumExperts: E,
-      activation: 'silu', applyRouterWeightOnInput: false});
+      activation, applyRouterWeightOnInput: false});
     const x = tf.tensor2d(hidden, [T, H]);
     const tw = tf.tensor2d(weights, [T, k]);
     const ti = tf.tensor2d(ids, [T, k], 'int32');
     const runs: Array<[ExpertsPath, Int8GemmKernel | null]> = [['decode', null], ['decode-grouped', null],
       ...gemmKernels().map((g) => ['prefill', g] as [ExpertsPath, Int8GemmKernel])];
+    const outputs: Array<[string, Float32Array]> = [];
     for (const [path, gemm] of runs) {
       setFusedExpertsPath(path);
       setInt8GemmKernel(gemm);
-      const out = fusedExperts(x, stack.w13, stack.w2, tw, ti, {useInt8W8A8: true});
-      const diff = diffCount(await out.data(), expected);
+      const out = fusedExperts(x, stack.w13, stack.w2, tw, ti, {activation, useInt8W8A8: true});
+      const got = await out.data() as Float32Array;
       out.dispose();
+      outputs.push([`${path}${gemm ? ` ${gemm}` : ''}`, got]);
+    }
+    // dot4 is the last run (gemmKernels); against it for gelu and swigluoai, against the cpu for silu.
+    const [againstName, against] = activation === 'silu' ? ['the cpu reference', expected] :
+      [`prefill dot4-i8`, outputs[outputs.length - 1][1]];
+    for (const [name, got] of activation === 'silu' ? outputs : outputs.slice(0, -1)) {
+      const diff = diffCount(got, against);
       ok &&= diff === 0;
-      console.log(`tiny E=${E} k=${k} H=${H} I=${I} T=${T} shards of ${perShard}, ${path}${gemm ? ` ${gemm}` : ''}: ` +
-          `${diff} of ${T * H} outputs differ from the cpu reference ${diff === 0 ? 'PASS' : 'FAIL'}`);
+      console.log(`tiny E=${E} k=${k} H=${H} I=${I} T=${T} ${activation} shards of ${perShard}, ${name}: ` +
+          `${diff} of ${T * H} outputs differ from ${againstName} ${diff === 0 ? 'PASS' : 'FAIL'}`);
     }
     tf.dispose([x, tw, ti]);
     disposeStack(stack);

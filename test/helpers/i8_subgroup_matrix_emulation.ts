@@ -14,8 +14,8 @@
  *   check against 1·length.
  *
  * How: operands are lazy (array, offset, stride, layout, in bounds) and read at the multiply, which equals a
- * read at the load wherever no workgroup write lies between the two (true of both kernels: loads and multiplies
- * sit between the same two barriers). Each lane holds 8 of a result's 256 elements (row lane / 2, columns
+ * read at the load wherever no workgroup write lies between the two (true of these kernels: loads and multiplies
+ * sit between the same two barriers, or read read-only storage). Each lane holds 8 of a result's 256 elements (row lane / 2, columns
  * (lane % 2)·8 ..), lanes being localIndex % 32 and subgroups localIndex / 32, as on the H200: SwiftShader's own
  * subgroups are 4 wide, so the subgroup ids passed to main() (`// moe-main-ids`) are replaced.
  *
@@ -42,8 +42,11 @@ export function emulateI8SubgroupMatrices(code: string, maxWorkgroupBytes = Infi
     place.set('tileW', {storage: 'smTiles', base: X});
     place.set('staged', {storage: 'smTiles', base: 0});
   }
+  // An operand array that is not a workgroup array<i32> is a storage binding (the pipelined kernels read both
+  // operands from storage): its length is arrayLength's.
+  const lengthOf = (arr: string) => sizes.has(arr) ? `${sizes.get(arr)}u` : `arrayLength(&${arr})`;
   const at = (arr: string, index: string) => {
-    const {storage, base} = place.get(arr)!;
+    const {storage, base} = place.get(arr) ?? {storage: arr, base: 0};
     return `${storage}[${base ? `${base}u + ` : ''}${index}]`;
   };
   const withIds = /fn main\(wid : vec3<u32>, sid : u32, lane : u32\) \{/;
@@ -57,15 +60,14 @@ export function emulateI8SubgroupMatrices(code: string, maxWorkgroupBytes = Infi
   }
   const loaded: string[] = [];
   const id = (arr: string) => {
-    if (!sizes.has(arr)) throw new Error(`emulateI8SubgroupMatrices: ${arr} is not a workgroup array<i32>`);
     if (!loaded.includes(arr)) loaded.push(arr);
     return loaded.indexOf(arr);
   };
   out = out
     .replace(/subgroupMatrixLoad<subgroup_matrix_left<i8, 32, 16>>\(&(\w+), /g,
-      (_, arr) => `smLoad(${id(arr)}u, ${sizes.get(arr)}u, 16u, 32u, `)
+      (_, arr) => `smLoad(${id(arr)}u, ${lengthOf(arr)}, 16u, 32u, `)
     .replace(/subgroupMatrixLoad<subgroup_matrix_right<i8, 16, 32>>\(&(\w+), /g,
-      (_, arr) => `smLoad(${id(arr)}u, ${sizes.get(arr)}u, 32u, 16u, `);
+      (_, arr) => `smLoad(${id(arr)}u, ${lengthOf(arr)}, 32u, 16u, `);
   const stored = new Set<string>();
   out = out.replace(/subgroupMatrixStore\(&(\w+), /g, (_, arr) => {
     if (!sizes.has(arr)) throw new Error(`emulateI8SubgroupMatrices: store into ${arr}, not a workgroup array<i32>`);

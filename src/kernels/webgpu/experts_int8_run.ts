@@ -22,33 +22,57 @@ import {ExpertsW13Int8TensorCoreGemmProgram, ExpertsW2Int8TensorCoreGemmProgram,
   INT8_TC_WORKGROUP_BYTES, int8TensorCoreConfig} from './experts_int8_tc_webgpu';
 import {ExpertsW13Int8TensorCoreSharedGemmProgram, ExpertsW2Int8TensorCoreSharedGemmProgram,
   int8SharedTileBytes} from './experts_int8_tc_shared_webgpu';
+import {ExpertsInt8BlockedRowsProgram, ExpertsInt8WeightsBlockedProgram, ExpertsW13Int8PipelinedGemmProgram,
+  ExpertsW2Int8PipelinedGemmProgram, int8PipelinedLayout, int8PipelinedWorkgroupBytes} from './experts_int8_tc_pipelined_webgpu';
 import {WebGPUCapabilities, webgpuCapabilities} from './capabilities';
+import {tensorCoreWeightCopy} from './tensor_core_weights';
 
 /**
  * The int8 prefill GEMMs:
+ *   'tensor-core-i8-pipelined-64', 'tensor-core-i8-pipelined-32'
+ *                    experts_int8_tc_pipelined_webgpu.ts: the f16 'pipelined' layout in i8 (both operands in 16×32
+ *                    blocks read from storage, one 64-k step loaded ahead, one subgroup computing 64 or 32 rows × 64
+ *                    columns, the weights' blocked copy kept between calls); 64 rows is the default where experts
+ *                    average INT8_PIPELINED_MIN_ROWS rows or more (Mixtral M = 4096: 16.6 ms, 174 TOPS), 32 selectable;
  *   'tensor-core-i8-shared-128', 'tensor-core-i8-shared-64'
  *                    experts_int8_tc_shared_webgpu.ts: i8×i8→i32 subgroup matrices, four subgroups per workgroup
  *                    sharing 128- or 64-row × 128-column i8 tiles in workgroup memory (the f16 'shared' layout);
  *                    Bit-equal to dot4 on the H200 but slower than one subgroup everywhere measured (2026-12-03,
  *                    GPU time: Mixtral M = 4096 28.0 ms against 21.0, Qwen3 M = 4096 22.6 against 3.4;
  *                    bench/results/2026-12-03-h200-int8-check-shared.log): selectable (setInt8GemmKernel), not chosen;
- *   'tensor-core-i8' experts_int8_tc_webgpu.ts: the same matrices, one subgroup per workgroup (32 × 64 tiles);
- *                    the default where the adapter lists the i8 config (Mixtral M = 4096: 138 TOPS);
+ *   'tensor-core-i8' experts_int8_tc_webgpu.ts: the same matrices, one subgroup per workgroup (32 × 64 tiles of
+ *                    workgroup memory): the default where experts average fewer rows (Mixtral M = 4096: 21.0 ms,
+ *                    138 TOPS);
  *   'dot4-i8'        experts_int8_webgpu.ts: dot4I8Packed tiles, everywhere the int8 path runs.
  */
-export type Int8GemmKernel = 'tensor-core-i8-shared-128' | 'tensor-core-i8-shared-64' | 'tensor-core-i8' | 'dot4-i8';
-export const INT8_GEMM_KERNELS: Int8GemmKernel[] =
-  ['tensor-core-i8-shared-128', 'tensor-core-i8-shared-64', 'tensor-core-i8', 'dot4-i8'];
+export type Int8GemmKernel = 'tensor-core-i8-pipelined-64' | 'tensor-core-i8-pipelined-32' |
+  'tensor-core-i8-shared-128' | 'tensor-core-i8-shared-64' | 'tensor-core-i8' | 'dot4-i8';
+export const INT8_GEMM_KERNELS: Int8GemmKernel[] = ['tensor-core-i8-pipelined-64', 'tensor-core-i8-pipelined-32',
+  'tensor-core-i8-shared-128', 'tensor-core-i8-shared-64', 'tensor-core-i8', 'dot4-i8'];
+
+const isPipelined = (k: Int8GemmKernel): k is 'tensor-core-i8-pipelined-64' | 'tensor-core-i8-pipelined-32' =>
+  k === 'tensor-core-i8-pipelined-64' || k === 'tensor-core-i8-pipelined-32';
+
+/**
+ * The default int8 GEMM: 'tensor-core-i8-pipelined-64' where experts average at least this many rows, else
+ * 'tensor-core-i8'. On the H200 (2026-12-04, GPU time; bench/results/2026-12-04-h200-int8-check-pipelined.log):
+ * M = 4096 Mixtral (1024 rows an expert) 16.6 ms against 21.0, DeepSeek-V3 TP8 (128) 4.28 against 4.81, Qwen3
+ * (256) 3.30 against 3.18; M = 256 Mixtral (64) 2.02 against 2.00, Qwen3 (16) 0.55 (32-row pipelined) against
+ * 0.52, DeepSeek-V3 (8) 0.86 against 0.72.
+ */
+export const INT8_PIPELINED_MIN_ROWS = 64;
 
 /** The subgroup-matrix kernels' rows per tile (the align program pads every expert to a multiple of it). */
 export function int8GemmBlockRows(kernel: Int8GemmKernel): number {
-  return kernel === 'tensor-core-i8-shared-128' ? 128 : kernel === 'tensor-core-i8-shared-64' ? 64 :
+  return kernel === 'tensor-core-i8-pipelined-64' ? 64 : kernel === 'tensor-core-i8-pipelined-32' ? 32 :
+    kernel === 'tensor-core-i8-shared-128' ? 128 : kernel === 'tensor-core-i8-shared-64' ? 64 :
     kernel === 'tensor-core-i8' ? INT8_TC_BLOCK_ROWS : INT8_GEMM_BLOCK_ROWS;
 }
 
 /** Workgroup memory each subgroup-matrix kernel declares (0 for dot4: it is not limited by it here). */
 export function int8GemmWorkgroupBytes(kernel: Int8GemmKernel): number {
-  return kernel === 'tensor-core-i8-shared-128' ? int8SharedTileBytes(128) :
+  return isPipelined(kernel) ? int8PipelinedWorkgroupBytes(int8GemmBlockRows(kernel)) :
+    kernel === 'tensor-core-i8-shared-128' ? int8SharedTileBytes(128) :
     kernel === 'tensor-core-i8-shared-64' ? int8SharedTileBytes(64) :
     kernel === 'tensor-core-i8' ? INT8_TC_WORKGROUP_BYTES : 0;
 }
@@ -86,10 +110,11 @@ export interface Int8GemmChoice {
 
 /**
  * The int8 prefill GEMM, and why (vLLM oracle style): where the adapter lists i8×i8→i32 16×16×32 subgroup
- * matrices and subgroups are 32 wide, the one-subgroup kernel where its workgroup memory fits; else dot4I8Packed. `rowsPerExpert`: pairs per used expert, when known. Pure: the plan tests call it with the
- * H200's capabilities.
+ * matrices and subgroups are 32 wide, 'tensor-core-i8-pipelined-64', or 'tensor-core-i8' where experts average
+ * fewer than INT8_PIPELINED_MIN_ROWS rows, where its workgroup memory fits; else dot4I8Packed. `rowsPerExpert`:
+ * pairs per used expert, when known. Pure: the plan tests call it with the H200's capabilities.
  */
-export function int8GemmChoice(caps: Int8GemmDevice, _rowsPerExpert?: number,
+export function int8GemmChoice(caps: Int8GemmDevice, rowsPerExpert?: number,
     forced: Int8GemmKernel | null = forcedInt8Gemm): Int8GemmChoice {
   const config = int8TensorCoreConfig(caps.subgroupMatrixConfigs);
   const limit = caps.maxComputeWorkgroupStorageSize;
@@ -106,12 +131,14 @@ export function int8GemmChoice(caps: Int8GemmDevice, _rowsPerExpert?: number,
   }
   if (forced) return {kernel: forced, reason: 'forced by setInt8GemmKernel'};
   if (whyNot) return {kernel: 'dot4-i8', reason: `dot4I8Packed tiles: ${whyNot}`};
-  // The shared-tile kernels are not chosen: slower than one subgroup per workgroup on the H200 (see above).
-  if (fits('tensor-core-i8')) {
-    return {kernel: 'tensor-core-i8', reason: 'i8×i8→i32 subgroup matrices 16×16×32, one subgroup per workgroup ' +
-      '(the shared-tile kernels were slower on the H200, 2026-12-03)'};
-  }
-  return {kernel: 'dot4-i8', reason: `dot4I8Packed tiles: ${memory('tensor-core-i8')}`};
+  // The shared-tile kernels and 'tensor-core-i8-pipelined-32' are selectable only: slower on the H200 (see above).
+  const kernel: Int8GemmKernel = rowsPerExpert != null && rowsPerExpert < INT8_PIPELINED_MIN_ROWS ? 'tensor-core-i8' :
+    'tensor-core-i8-pipelined-64';
+  if (!fits(kernel)) return {kernel: 'dot4-i8', reason: `dot4I8Packed tiles: ${memory(kernel)}`};
+  return {kernel, reason: kernel === 'tensor-core-i8' ? 'i8×i8→i32 subgroup matrices 16×16×32, one subgroup per ' +
+    `32-row tile in workgroup memory (experts average fewer than ${INT8_PIPELINED_MIN_ROWS} rows)` :
+    'i8×i8→i32 subgroup matrices 16×16×32, both operands in blocks read from storage one k step ahead, 64 rows × ' +
+    '64 columns per subgroup'};
 }
 
 /** int8GemmChoice for this backend's device. */
@@ -158,12 +185,14 @@ export function runInt8Experts(c: Int8ExpertsCall): TensorInfo {
       new ExpertsInt8QuantProgram(x.shape[0], x.shape[1], weighted), weighted ? [x, topkWeights] : [x], 'int32'));
   const weightsFor = (stage: ExpertsStage) => stage === 'w2' && !onInput ? [topkWeights] : [];
   // One dispatch per weight shard, each handling the pairs (or sorted tiles) of its expert range.
-  const perShard = (stage: ExpertsStage, out: TensorInfo, make: (s: number, n: number) => [WebGPUProgram, TensorInfo[]]) => {
+  // `weights`: the shard's bindings as the program reads them (the pipelined GEMMs: its blocked copy's).
+  const perShard = (stage: ExpertsStage, out: TensorInfo, make: (s: number, n: number) => [WebGPUProgram, TensorInfo[]],
+      weights: (s: ExpertProjectionShard, stage: ExpertsStage) => TensorInfo[] = parts) => {
     let first = 0;
     (stage === 'w13' ? c.shards.w13 : c.shards.w2).forEach((shard, s) => {
       const n = shard.data.shape[0];
       const [program, inputs] = make(s, n);
-      c.run(program, [...inputs, ...parts(shard)], [{type: 'int32', data: [first]}], out);
+      c.run(program, [...inputs, ...weights(shard, stage)], [{type: 'int32', data: [first]}], out);
       first += n;
     });
   };
@@ -171,8 +200,35 @@ export function runInt8Experts(c: Int8ExpertsCall): TensorInfo {
   const w2 = {...config, stage: 'w2' as const};
   const xq = quantize(hiddenStates, onInput);
   let y: TensorInfo;
-  if (c.path === 'prefill') {
-    const gemm = chooseInt8GemmKernel(backend, P / Math.max(1, Math.min(E, P))).kernel;
+  const gemm = c.path === 'prefill' ? chooseInt8GemmKernel(backend, P / Math.max(1, Math.min(E, P))).kernel : null;
+  if (gemm != null && isPipelined(gemm)) {
+    const blockRows = int8GemmBlockRows(gemm);
+    const rows = maxPaddedRows(P, E, blockRows);
+    const rowBlocks = Math.ceil(rows / 16);
+    const layout = int8PipelinedLayout(H, I);
+    const align = c.temp(issuer.runWebGPUProgram(new ExpertsAlignProgram({...config, blockRows}, P), ids, 'int32'));
+    const blockedRows = (q: TensorInfo, stage: ExpertsStage) => c.temp(issuer.runWebGPUProgram(
+        new ExpertsInt8BlockedRowsProgram({source: stage === 'w13' ? 'gather' : 'rows', K: stage === 'w13' ? H : I,
+          Kp: stage === 'w13' ? layout.Hp : layout.Ip, topK, numLocalExperts: E}, rowBlocks), [q, align], 'int32'));
+    // The blocked weights, made once per shard and kept (tensor_core_weights.ts) unless the cache flag is off.
+    const blockedWeights = (s: ExpertProjectionShard, stage: ExpertsStage) => {
+      const program = new ExpertsInt8WeightsBlockedProgram({stage, hiddenSize: H, intermediateSize: I,
+        activation: config.activation, layout}, s.data.shape[0]);
+      const {copy, kept} = tensorCoreWeightCopy(backend, [s.data], program.shaderKey, program.outputShape,
+          (out) => backend.runWebGPUProgram(program, [s.data], 'int32', undefined, out));
+      if (!kept) c.temp(copy);
+      return [copy, s.scales!, ...(s.bias ? [s.bias] : [])];
+    };
+    const tiles = (n: number) => Math.ceil(P / blockRows) + n;
+    const act = c.temp(issuer.makeTensorInfo([rows, I], 'float32'));
+    const xb = blockedRows(xq, 'w13');
+    perShard('w13', act, (s, n) => [new ExpertsW13Int8PipelinedGemmProgram(w13, [rows, I], tiles(n), blockRows, layout),
+      [xb, align]], blockedWeights);
+    const ab = blockedRows(quantize(act, false), 'w2');
+    y = c.temp(issuer.makeTensorInfo([P, H], 'float32'));
+    perShard('w2', y, (s, n) => [new ExpertsW2Int8PipelinedGemmProgram(w2, [P, H], tiles(n), blockRows, layout),
+      [ab, align, ...weightsFor('w2')]], blockedWeights);
+  } else if (gemm != null) {
     const blockRows = int8GemmBlockRows(gemm);
     const rows = maxPaddedRows(P, E, blockRows);
     const align = c.temp(issuer.runWebGPUProgram(new ExpertsAlignProgram({...config, blockRows}, P), ids, 'int32'));

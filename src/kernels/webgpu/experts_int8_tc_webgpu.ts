@@ -29,8 +29,8 @@ export const INT8_TC_BLOCK_ROWS = 32;
 const BN = 64;
 const BKW = 8;     // words of 4 k per tile row: K = 32 of the matrix config
 const WG = 32;
-/** A0, A1, B0..B3 (512 bytes each), 4 staged 16×16 i32 accumulators, 32 row scales. */
-export const INT8_TC_WORKGROUP_BYTES = 6 * 512 + 4 * 256 * 4 + INT8_TC_BLOCK_ROWS * 4;
+/** A0, A1, B0..B3 (512 bytes each), 4 staged 16×16 i32 accumulators, 32 row scales, w2: 32 pairs and weights. */
+export const INT8_TC_WORKGROUP_BYTES = 6 * 512 + 4 * 256 * 4 + 3 * INT8_TC_BLOCK_ROWS * 4;
 
 /** The adapter's i8 × i8 → i32 16×16×32 config, if it lists one. */
 export function int8TensorCoreConfig(configs: SubgroupMatrixConfig[]): SubgroupMatrixConfig | undefined {
@@ -117,7 +117,7 @@ export class ExpertsInt8TensorCoreGemmProgram implements WebGPUProgram {
             }` : `
             for (var r = 0u; r < 16u; r++) {
               let m = rt * 16u + r;
-              let pair = ${sorted}rowStart + i32(m)];
+              let pair = tilePair[m];
               if (pair >= 0) {
                 let xs = rowScale[m];
                 for (var part = 0u; part < 2u; part++) {
@@ -126,7 +126,7 @@ export class ExpertsInt8TensorCoreGemmProgram implements WebGPUProgram {
                   if (h < ${H}) {
                     let rw = u32(e * ${H} + h);
                     let v = staged[(col / 16u) * 256u + r * 16u + col % 16u];
-                    result[pair * ${H} + h] = ${scaled('v', 'rw')}${usesWeights ? ' * topkWeights[pair]' : ''};
+                    result[pair * ${H} + h] = ${scaled('v', 'rw')}${usesWeights ? ' * tileWeight[m]' : ''};
                   }
                 }
               }
@@ -139,6 +139,9 @@ export class ExpertsInt8TensorCoreGemmProgram implements WebGPUProgram {
       ${bPasses.map((p) => `var<workgroup> B${p} : array<i32, ${16 * BKW}>;   // weight rows ${16 * p}..${16 * p + 15} × 32 i8`).join('\n      ')}
       var<workgroup> staged : array<i32, ${4 * 256}>;   // one row block's 4 accumulators, 16×16 each
       var<workgroup> rowScale : array<f32, ${BM}>;
+      ${w13 ? '' : `// w2's rows: their pairs and routing weights, read once before the k loop (experts_gemm_tc_storage_webgpu.ts epilogueRows says why).
+      var<workgroup> tilePair : array<i32, ${BM}>;
+      ${usesWeights ? `var<workgroup> tileWeight : array<f32, ${BM}>;` : ''}`}
       var<private> n0 : i32;
       ${bRow}
 
@@ -161,7 +164,10 @@ export class ExpertsInt8TensorCoreGemmProgram implements WebGPUProgram {
           var s = 0.0;
           ${w13 ? `let pair = ${sorted}rowStart + i32(lane)];
           if (pair >= 0) { s = bitcast<f32>(xq[(pair / ${c.topK}) * ${XV} + ${KV}].x); }` :
-            `s = bitcast<f32>(xq[(rowStart + i32(lane)) * ${XV} + ${KV}].x);`}
+            `s = bitcast<f32>(xq[(rowStart + i32(lane)) * ${XV} + ${KV}].x);
+          let pair = ${sorted}rowStart + i32(lane)];
+          tilePair[lane] = pair;
+          ${usesWeights ? 'tileWeight[lane] = select(0.0, topkWeights[max(pair, 0)], pair >= 0);' : ''}`}
           rowScale[lane] = s;
         }
         ${bPasses.map((p) => `let bRow${p} = weightRow(e, ${16 * p} + i32(sub));`).join('\n        ')}
