@@ -217,6 +217,24 @@ function distinctIds(rand: () => number, T: number, k: number, E: number): Int32
   return ids;
 }
 
+/** The emulated tensor-core tests' problem: routed tokens, routing weights and random int8 projections. */
+function emulatedProblem(tc: {activation: Activation; bias: boolean; onInput: boolean}, E: number, H: number, I: number,
+    k: number, T: number, seed: number) {
+  const rand = rng(seed);
+  const ids = distinctIds(rand, T, k, E);
+  const config = {hiddenSize: H, intermediateSize: I, topK: k, numLocalExperts: E, globalNumExperts: E,
+    hasExpertMap: false, activation: tc.activation, applyRouterWeightOnInput: tc.onInput, hasBias: tc.bias};
+  const x = tf.tensor2d(Float32Array.from({length: T * H}, () => (rand() - 0.5) * 4), [T, H]);
+  const tw = tf.tensor2d(Float32Array.from({length: T * k}, () => 0.1 + rand()), [T, k]);
+  const ti = tf.tensor2d(ids, [T, k], 'int32');
+  const weightsOf = (N: number, K: number) => {
+    const p = projection(rand, E, N, K, 0, tc.bias);
+    return [tf.tensor2d(p.words, [E, N * K / 4], 'int32'), tf.tensor3d(p.scales, [E, N, 1]),
+      ...(p.bias ? [tf.tensor2d(p.bias, [E, N])] : [])];
+  };
+  return {config, x, tw, ti, w13: weightsOf(2 * I, H), w2: weightsOf(H, I)};
+}
+
 /**
  * What the emulated tensor-core tests share: running a program into a new output (the GEMMs with firstExpert 0),
  * reading one back, a program's WGSL with the i8 matrices emulated, and the outputs to dispose.
@@ -461,21 +479,9 @@ describeBackends('fusedExperts int8 w8a8 against the cpu reference, bit for bit'
       (oneSubgroupInBrowser ? it.skip : it)(`runs the tensor-core GEMM's WGSL with emulated subgroup matrices, bit-equal to dot4: ${tc.name}`, async () => {
         const wb = tf.backend() as unknown as WebGPUBackend;
         const E = 3, H = 144, I = 80, k = tc.onInput ? 1 : 2, T = tc.onInput ? 300 : 200, P = T * k;
-        const rand = rng(31);
-        const ids = distinctIds(rand, T, k, E);
-        const config = {hiddenSize: H, intermediateSize: I, topK: k, numLocalExperts: E, globalNumExperts: E,
-          hasExpertMap: false, activation: tc.activation, applyRouterWeightOnInput: tc.onInput, hasBias: tc.bias};
+        const {config, x, tw, ti, w13, w2} = emulatedProblem(tc, E, H, I, k, T, 31);
         const BM = int8GemmBlockRows(tc.kernel);
         const rows = maxPaddedRows(P, E, BM);
-        const x = tf.tensor2d(Float32Array.from({length: T * H}, () => (rand() - 0.5) * 4), [T, H]);
-        const tw = tf.tensor2d(Float32Array.from({length: P}, () => 0.1 + rand()), [T, k]);
-        const ti = tf.tensor2d(ids, [T, k], 'int32');
-        const weightsOf = (N: number, K: number) => {
-          const p = projection(rand, E, N, K, 0, tc.bias);
-          return [tf.tensor2d(p.words, [E, N * K / 4], 'int32'), tf.tensor3d(p.scales, [E, N, 1]),
-            ...(p.bias ? [tf.tensor2d(p.bias, [E, N])] : [])];
-        };
-        const w13 = weightsOf(2 * I, H), w2 = weightsOf(H, I);
         const {run, read, emulated, temps, device} = emulationRig(wb);
         const tcProgram = (c: ExpertsInt8Config, shape: number[]) => emulated(tc.kernel === 'tensor-core-i8' ?
           new ExpertsInt8TensorCoreGemmProgram(c, shape, Math.ceil(P / BM) + E) :
@@ -535,24 +541,12 @@ describeBackends('fusedExperts int8 w8a8 against the cpu reference, bit for bit'
       (emulationFault ? it.skip : it)(`runs the pipelined GEMM's WGSL with emulated subgroup matrices, bit-equal to dot4: ${tc.name}`, async () => {
         const wb = tf.backend() as unknown as WebGPUBackend;
         const E = 3, H = 144, I = 80, k = tc.onInput ? 1 : 2, T = tc.onInput ? 150 : 100, P = T * k;
-        const rand = rng(37);
-        const ids = distinctIds(rand, T, k, E);
-        const config = {hiddenSize: H, intermediateSize: I, topK: k, numLocalExperts: E, globalNumExperts: E,
-          hasExpertMap: false, activation: tc.activation, applyRouterWeightOnInput: tc.onInput, hasBias: tc.bias};
+        const {config, x, tw, ti, w13, w2} = emulatedProblem(tc, E, H, I, k, T, 37);
         const BM = int8GemmBlockRows(tc.kernel);
         const rows = maxPaddedRows(P, E, BM);
         const rowBlocks = Math.ceil(rows / 16);
         const layout = int8PipelinedLayout(H, I);
         expect(layout).to.deep.equal({Hp: 192, Ip: 128, w13Rows: 192, w2Rows: 192});
-        const x = tf.tensor2d(Float32Array.from({length: T * H}, () => (rand() - 0.5) * 4), [T, H]);
-        const tw = tf.tensor2d(Float32Array.from({length: P}, () => 0.1 + rand()), [T, k]);
-        const ti = tf.tensor2d(ids, [T, k], 'int32');
-        const weightsOf = (N: number, K: number) => {
-          const p = projection(rand, E, N, K, 0, tc.bias);
-          return [tf.tensor2d(p.words, [E, N * K / 4], 'int32'), tf.tensor3d(p.scales, [E, N, 1]),
-            ...(p.bias ? [tf.tensor2d(p.bias, [E, N])] : [])];
-        };
-        const w13 = weightsOf(2 * I, H), w2 = weightsOf(H, I);
         const {run, read, emulated, temps, device} = emulationRig(wb);
         const dot4Tiles = Math.ceil(rows / 64);
         device.pushErrorScope('validation');

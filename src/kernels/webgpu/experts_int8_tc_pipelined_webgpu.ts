@@ -23,6 +23,7 @@ import type {WebGPUProgram} from '@tensorflow/tfjs-backend-webgpu';
 import {activationSnippet, EXPERTS_WORKGROUP, gateUpRows, gemmTileSnippet} from './experts_wgsl';
 import {ExpertsInt8Config, I8_FROM_U8} from './experts_int8_webgpu';
 import {int8RowWords} from './experts_int8_quant_webgpu';
+import {int8Epilogue} from './experts_int8_tc_webgpu';
 import type {ExpertsStage} from './experts_gemv_webgpu';
 import {foldedDispatch, roundUp} from './tensor_core_plan';
 import {pipelinedLoop} from './experts_gemm_tc_storage_webgpu';
@@ -227,57 +228,13 @@ export class ExpertsInt8PipelinedGemmProgram implements WebGPUProgram {
     const RB = blockedRowBlockWords(Kp) * 4;   // bytes (i8 elements) per block row of xb
     const KB = Kp / 32;                        // blocks per block row
     const usesWeights = !w13 && !c.applyRouterWeightOnInput;
-    const gu = gateUpRows(c.activation, I);
     const left = 'subgroup_matrix_left<i8, 32, 16>';
     const right = 'subgroup_matrix_right<i8, 16, 32>';
     const result = 'subgroup_matrix_result<i32, 16, 16>';
     const TM = BM / 16;
     const rows = Array.from({length: TM}, (_, r) => r);
     const cols = [0, 1, 2, 3];
-    // The weight scale (and bias) of a column, read once per lane before the k loop: read per row inside the
-    // epilogue, they were a storage load in each of its 4·16 row steps.
-    const scaled = (acc: string, col: string) => {
-      const v = `(f32(${acc}) * xs * ws${col})`;
-      return c.hasBias ? `(${v} + wb${col})` : v;
-    };
-    const columnConstants = w13 ? `
-        let iLane = n0 + i32(lane);
-        let ra = u32(e * ${2 * I} + ${gu.gate(`min(iLane, ${I - 1})`)});
-        let rb = ra + ${gu.upOffset}u;
-        let wsA = scales[ra];
-        let wsB = scales[rb];
-        ${c.hasBias ? 'let wbA = bias[ra];\n        let wbB = bias[rb];' : ''}` : `
-        let hLane0 = min(n0 + i32(lane), ${H - 1});
-        let hLane1 = min(n0 + 32 + i32(lane), ${H - 1});
-        let ws0 = scales[u32(e * ${H} + hLane0)];
-        let ws1 = scales[u32(e * ${H} + hLane1)];
-        ${c.hasBias ? `let wb0 = bias[u32(e * ${H} + hLane0)];\n        let wb1 = bias[u32(e * ${H} + hLane1)];` : ''}`;
-    const epilogue = w13 ? `
-            for (var r = 0u; r < 16u; r++) {
-              let m = rt * 16u + r;
-              let row = rowStart + i32(m);
-              let xs = rowScale[m];
-              if (iLane < ${I}) {
-                let g = staged[(lane / 16u) * 256u + r * 16u + lane % 16u];
-                let u = staged[(2u + lane / 16u) * 256u + r * 16u + lane % 16u];
-                result[row * ${I} + iLane] = expertGlu(${scaled('g', 'A')}, ${scaled('u', 'B')});
-              }
-            }` : `
-            for (var r = 0u; r < 16u; r++) {
-              let m = rt * 16u + r;
-              let pair = tilePair[m];
-              if (pair >= 0) {
-                let xs = rowScale[m];
-                ${[0, 1].map((part) => `{
-                  let col = ${32 * part}u + lane;
-                  let h = n0 + i32(col);
-                  if (h < ${H}) {
-                    let v = staged[(col / 16u) * 256u + r * 16u + col % 16u];
-                    result[pair * ${H} + h] = ${scaled('v', `${part}`)}${usesWeights ? ' * tileWeight[m]' : ''};
-                  }
-                }`).join('\n                ')}
-              }
-            }`;
+    const epilogue = int8Epilogue(c);
     return `
       enable chromium_experimental_subgroup_matrix;
       ${w13 ? activationSnippet(c.activation) : ''}
@@ -303,7 +260,7 @@ export class ExpertsInt8PipelinedGemmProgram implements WebGPUProgram {
           tilePair[m] = pair;
           tileWeight[m] = ${usesWeights ? 'select(0.0, topkWeights[max(pair, 0)], pair >= 0)' : '1.0'};`}
         }
-        ${columnConstants}
+        ${epilogue.columns}
         ${rows.flatMap((r) => cols.map((cc) => `var acc${r}${cc} : ${result};`)).join('\n        ')}
         ${pipelinedLoop(rows, cols, {x: 'xb', w: 'wb', left, right, block: 512, stride: 32,
           aBlock: (r) => `(u32(rowStart) / 16u + ${r}u) * ${RB}u`,
@@ -313,7 +270,7 @@ export class ExpertsInt8PipelinedGemmProgram implements WebGPUProgram {
           let rt = ${r}u;
           ${cols.map((cc) => `subgroupMatrixStore(&staged, ${cc * 256}u, acc${r}${cc}, false, 16u);`).join(' ')}
           workgroupBarrier();
-          ${epilogue}
+          ${epilogue.block}
           workgroupBarrier();
         }`).join('\n        ')}
       }

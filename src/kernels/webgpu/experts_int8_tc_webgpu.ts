@@ -38,6 +38,65 @@ export function int8TensorCoreConfig(configs: SubgroupMatrixConfig[]): SubgroupM
     c.N === 16 && c.K === 32);
 }
 
+/**
+ * The one-subgroup int8 GEMMs' epilogue (this file's and experts_int8_tc_pipelined_webgpu.ts's), 64 columns a
+ * subgroup: `columns` reads each lane's column weight scales and biases once (read per row they were a storage load
+ * in each of the epilogue's 16-row steps); `block` turns staged 16-row block `rt` of i32 results into act rows (w13)
+ * or y rows by pair (w2) with ExpertsInt8GemmProgram's f32 expressions, so the outputs equal dot4's bit for bit.
+ * It reads n0, e, lane, rt, rowStart, staged, rowScale and, for w2, tilePair and tileWeight (routing weight on the
+ * output).
+ */
+export function int8Epilogue(c: ExpertsInt8Config): {columns: string; block: string} {
+  const w13 = c.stage === 'w13';
+  const I = c.intermediateSize, H = c.hiddenSize;
+  const gu = gateUpRows(c.activation, I);
+  const usesWeights = !w13 && !c.applyRouterWeightOnInput;
+  const scaled = (acc: string, col: string) => {
+    const v = `(f32(${acc}) * xs * colScale${col})`;
+    return c.hasBias ? `(${v} + colBias${col})` : v;
+  };
+  const columns = w13 ? `
+        let iLane = n0 + i32(lane);
+        let gateRow = u32(e * ${2 * I} + ${gu.gate(`min(iLane, ${I - 1})`)});
+        let colScaleA = scales[gateRow];
+        let colScaleB = scales[gateRow + ${gu.upOffset}u];
+        ${c.hasBias ? `let colBiasA = bias[gateRow];
+        let colBiasB = bias[gateRow + ${gu.upOffset}u];` : ''}` : `
+        let hRow0 = u32(e * ${H} + min(n0 + i32(lane), ${H - 1}));
+        let hRow1 = u32(e * ${H} + min(n0 + 32 + i32(lane), ${H - 1}));
+        let colScale0 = scales[hRow0];
+        let colScale1 = scales[hRow1];
+        ${c.hasBias ? `let colBias0 = bias[hRow0];
+        let colBias1 = bias[hRow1];` : ''}`;
+  const block = w13 ? `
+            for (var r = 0u; r < 16u; r++) {
+              let m = rt * 16u + r;
+              let row = rowStart + i32(m);
+              let xs = rowScale[m];
+              if (iLane < ${I}) {
+                let g = staged[(lane / 16u) * 256u + r * 16u + lane % 16u];
+                let u = staged[(2u + lane / 16u) * 256u + r * 16u + lane % 16u];
+                result[row * ${I} + iLane] = expertGlu(${scaled('g', 'A')}, ${scaled('u', 'B')});
+              }
+            }` : `
+            for (var r = 0u; r < 16u; r++) {
+              let m = rt * 16u + r;
+              let pair = tilePair[m];
+              if (pair >= 0) {
+                let xs = rowScale[m];
+                ${[0, 1].map((part) => `{
+                  let col = ${32 * part}u + lane;
+                  let h = n0 + i32(col);
+                  if (h < ${H}) {
+                    let v = staged[(col / 16u) * 256u + r * 16u + col % 16u];
+                    result[pair * ${H} + h] = ${scaled('v', `${part}`)}${usesWeights ? ' * tileWeight[m]' : ''};
+                  }
+                }`).join('\n                ')}
+              }
+            }`;
+  return {columns, block};
+}
+
 export class ExpertsInt8TensorCoreGemmProgram implements WebGPUProgram {
   outputShape: number[];
   shaderKey: string;
@@ -80,10 +139,6 @@ export class ExpertsInt8TensorCoreGemmProgram implements WebGPUProgram {
     const left = 'subgroup_matrix_left<i8, 32, 16>';
     const right = 'subgroup_matrix_right<i8, 16, 32>';
     const result = 'subgroup_matrix_result<i32, 16, 16>';
-    const scaled = (acc: string, row: string) => {
-      const v = `(f32(${acc}) * xs * scales[${row}])`;
-      return c.hasBias ? `(${v} + bias[${row}])` : v;
-    };
     const bRow = w13 ?
       `fn weightRow(e : i32, r : i32) -> i32 {
         let i = n0 + (r % ${HALF});
@@ -100,37 +155,7 @@ export class ExpertsInt8TensorCoreGemmProgram implements WebGPUProgram {
       [0, 1, 2, 3].map((d) => `${tile}[(${row} % 16u) * ${BKW}u + ${half} * 4u + ${d}u] = i32(${v}[${d}]);`).join(' ');
     const aPasses = [0, 1];
     const bPasses = [0, 1, 2, 3];
-    const epilogue = w13 ? `
-            for (var r = 0u; r < 16u; r++) {
-              let m = rt * 16u + r;
-              let row = rowStart + i32(m);
-              let xs = rowScale[m];
-              let col = lane;
-              let i = n0 + i32(col);
-              if (i < ${I}) {
-                let ra = u32(e * ${2 * I} + ${gu.gate('i')});
-                let rb = ra + ${gu.upOffset}u;
-                let g = staged[(col / 16u) * 256u + r * 16u + col % 16u];
-                let u = staged[(2u + col / 16u) * 256u + r * 16u + col % 16u];
-                result[row * ${I} + i] = expertGlu(${scaled('g', 'ra')}, ${scaled('u', 'rb')});
-              }
-            }` : `
-            for (var r = 0u; r < 16u; r++) {
-              let m = rt * 16u + r;
-              let pair = tilePair[m];
-              if (pair >= 0) {
-                let xs = rowScale[m];
-                for (var part = 0u; part < 2u; part++) {
-                  let col = part * 32u + lane;
-                  let h = n0 + i32(col);
-                  if (h < ${H}) {
-                    let rw = u32(e * ${H} + h);
-                    let v = staged[(col / 16u) * 256u + r * 16u + col % 16u];
-                    result[pair * ${H} + h] = ${scaled('v', 'rw')}${usesWeights ? ' * tileWeight[m]' : ''};
-                  }
-                }
-              }
-            }`;
+    const epilogue = int8Epilogue(c);
     return `
       enable chromium_experimental_subgroup_matrix;
       ${w13 ? activationSnippet(c.activation) : ''}
@@ -151,6 +176,7 @@ export class ExpertsInt8TensorCoreGemmProgram implements WebGPUProgram {
         ${gemmTileSnippet('weights', BM, kTiles, kTiles)}
         n0 = i32(workgroupId.y) * ${w13 ? HALF : BN};
         let lane = localIndex;
+        ${epilogue.columns}
         // Load pass p: vec4 v = p·32 + lane of the tile, row v / 2, words (v % 2)·4 .. +3.
         let half = lane % 2u;
         let sub = lane / 2u;
@@ -201,7 +227,7 @@ export class ExpertsInt8TensorCoreGemmProgram implements WebGPUProgram {
             ${bPasses.map((p) => `subgroupMatrixStore(&staged, ${p * 256}u, acc${4 + p}, false, 16u);`).join(' ')}
           }
           workgroupBarrier();
-          ${epilogue}
+          ${epilogue.block}
           workgroupBarrier();
         }
       }
