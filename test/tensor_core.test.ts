@@ -21,7 +21,8 @@ import {EPILOGUE_ROWS_MAX_K, ExpertsTensorCoreStorageGemmProgram, prefetchesEpil
 import {ExpertsGatherF16Program} from '../src/kernels/webgpu/experts_gather_f16_webgpu';
 import {ExpertsWeightsF16Program} from '../src/kernels/webgpu/experts_weights_f16_webgpu';
 import {chooseGemmKernel} from '../src/kernels/webgpu/FusedExperts';
-import {tensorCoreStoragePrefill} from '../src/kernels/webgpu/tensor_core_prefill';
+import {tensorCorePrefillPlan, tensorCoreStoragePrefill} from '../src/kernels/webgpu/tensor_core_prefill';
+import {ExpertsAlignProgram} from '../src/kernels/webgpu/experts_align_webgpu';
 import {ExpertsTensorCoreSharedGemmProgram} from '../src/kernels/webgpu/experts_gemm_tc_shared_webgpu';
 import {PIPELINED_TILE, SHARED_TILE, STORAGE_TILE, TENSOR_CORE_VARIANTS, TensorCoreVariant, foldedDispatch, setTensorCoreVariant, tensorCoreBlockRows,
   tensorCoreChoice, tensorCoreLayout, tensorCoreStorageDispatch, weightSource} from '../src/kernels/webgpu/tensor_core_plan';
@@ -533,6 +534,49 @@ describeBackends('tensor-core helper programs on webgpu', (backend) => {
         }
       }
     }
+  });
+
+  it('aligns and gathers 8 experts\' pairs into whole 16-row blocks (Mixtral\'s padding), refusing partial blocks', async () => {
+    // With 8 experts the padded bound P + 8·(BM - 1) is 8 rows short of a block; the plan rounds it up, and
+    // the blocked gather of those rows must leave every row of every expert intact (the H200's Mixtral
+    // M = 64, 256 runs once lost the first k block of some rows here).
+    const T = 24, k = 2, E = 8, H = 64;
+    const common = {hiddenSize: H, intermediateSize: 32, topK: k, numLocalExperts: E, globalNumExperts: E,
+      hasExpertMap: false, activation: 'silu' as Activation, applyRouterWeightOnInput: false, format: FLOAT32_FORMAT,
+      hasBias: false};
+    const {blockRows, rows, layout} = tensorCorePrefillPlan(common, 'pipelined-32', T * k);
+    expect(rows % 16, `rows ${rows}`).to.equal(0);
+    const rand = rng(5);
+    const x = randn(rand, T * H);
+    // Expert 0 takes 20 pairs (rows 0..19 of its 32-row tile, across the first block boundary), the rest spread.
+    const ids = Int32Array.from({length: T * k}, (_, p) => p < 20 ? 0 : 1 + p % (E - 1));
+    const tx = tf.tensor2d(x, [T, H]), ti = tf.tensor2d(ids, [T, k], 'int32');
+    const alignInfo = wb().runWebGPUProgram(new ExpertsAlignProgram({...common, blockRows}, T * k), [ti], 'int32');
+    const ta = tf.engine().makeTensorFromTensorInfo(alignInfo);
+    const align = await ta.data();
+    const words = await run(new ExpertsGatherF16Program({...common, blockedRows: true}, rows, layout.Hp), [tx, ta],
+      [rows, layout.Hp / 2]);
+    tf.dispose([tx, ti, ta]);
+    const got = halves(words);
+    const seen = new Set<number>();
+    for (let e = 0; e < E; e++) {
+      expect(align[e] % blockRows, `offset of expert ${e}`).to.equal(0);
+      for (let r = align[e]; r < align[e + 1]; r++) {
+        const pair = align[E + 1 + r];
+        if (pair >= 0) {
+          expect(ids[pair], `row ${r}'s pair ${pair}`).to.equal(e);
+          seen.add(pair);
+        }
+        for (let h = 0; h < H; h++) {
+          const want = pair >= 0 ? roundToF16(x[Math.floor(pair / k) * H + h]) : 0;
+          const at = ((r >> 4) * (layout.Hp / 16) + (h >> 4)) * 256 + (r & 15) * 16 + (h & 15);
+          if (got[at] !== want) expect.fail(`expert ${e} row ${r} h ${h}: ${got[at]} != ${want}`);
+        }
+      }
+    }
+    expect(seen.size, 'every pair placed once').to.equal(T * k);
+    expect(() => new ExpertsGatherF16Program({...common, blockedRows: true}, rows - 8, layout.Hp))
+      .to.throw(/rows must be whole 16-row blocks when blocked, got/);
   });
 
   it('copies weights of every format to padded f16 in the GEMM\'s layout (gate/up de-interleaved, or in 16×16 blocks)', async () => {

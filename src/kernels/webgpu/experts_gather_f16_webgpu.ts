@@ -45,6 +45,10 @@ export class ExpertsGatherF16Program implements WebGPUProgram {
     if (Hp % 16 !== 0 || c.hiddenSize % 8 !== 0) {
       throw new Error(`ExpertsGatherF16Program: Hp must be a multiple of 16 and H of 8, got Hp ${Hp}, H ${c.hiddenSize}`);
     }
+    if (c.blockedRows && rows % 16 !== 0) {
+      // The k-block-major grid walks rows / 16 whole blocks; a partial one would wrap into the next k block.
+      throw new Error(`ExpertsGatherF16Program: rows must be whole 16-row blocks when blocked, got ${rows}`);
+    }
     this.dispatch = foldedDispatch(rows * Hp / 8, EXPERTS_WORKGROUP);
     this.variableNames = ['x', 'align', ...(c.applyRouterWeightOnInput ? ['topkWeights'] : [])];
     this.variableComponents = this.variableNames.map((n) => n === 'x' ? 4 : 1);

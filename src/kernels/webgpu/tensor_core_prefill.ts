@@ -23,8 +23,8 @@ import {ExpertsW13TensorCoreSharedGemmProgram, ExpertsW2TensorCoreSharedGemmProg
   from './experts_gemm_tc_shared_webgpu';
 import type {ExpertsStage} from './experts_gemv_webgpu';
 import {ExpertsWeightsF16Program} from './experts_weights_f16_webgpu';
-import {TensorCoreLayout, TensorCoreVariant, isBlockedVariant, isPipelinedVariant, isSharedVariant, tensorCoreBlockRows,
-  tensorCoreLayout, tensorCoreTileShape} from './tensor_core_plan';
+import {TensorCoreLayout, TensorCoreVariant, isBlockedVariant, isPipelinedVariant, isSharedVariant, roundUp,
+  tensorCoreBlockRows, tensorCoreLayout, tensorCoreTileShape} from './tensor_core_plan';
 import {tensorCoreWeightCopy} from './tensor_core_weights';
 
 export interface TensorCorePrefillCall {
@@ -51,11 +51,16 @@ export interface TensorCorePrefillCall {
   checkBinding: (shape: number[], what: string) => void;
 }
 
-/** The variant's padded rows per expert and layouts; FusedExperts sizes its checks from it. */
+/**
+ * The variant's padded rows per expert and layouts; FusedExperts sizes its checks from it. Rows are whole
+ * 16-row blocks: the pipelined variants' x16 and act16 are [rows / 16] blocks, and with 8 experts (Mixtral)
+ * the padded bound P + 8·(BM - 1) is 8 rows short of one, which the blocked gather once filled by writing
+ * zeros over the next row block's first k block (wrong Mixtral results at M = 64 and 256 on the H200).
+ */
 export function tensorCorePrefillPlan(c: TensorCorePrefillCall['common'], variant: TensorCoreVariant, numPairs: number):
     {blockRows: number; rows: number; layout: TensorCoreLayout} {
   const blockRows = tensorCoreBlockRows(variant);
-  return {blockRows, rows: maxPaddedRows(numPairs, c.numLocalExperts, blockRows),
+  return {blockRows, rows: roundUp(maxPaddedRows(numPairs, c.numLocalExperts, blockRows), 16),
     layout: tensorCoreLayout(c.format, c.hiddenSize, c.intermediateSize, c.activation, tensorCoreTileShape(variant),
       isBlockedVariant(variant), isPipelinedVariant(variant))};
 }
