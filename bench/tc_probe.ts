@@ -12,10 +12,12 @@ process.env.XDG_RUNTIME_DIR ??= '/tmp';
 // eslint-disable-next-line @typescript-eslint/no-var-requires
 const {create, globals} = require('webgpu');
 Object.assign(globalThis, globals);
-const gpu: GPU = create(['enable-dawn-features=allow_unsafe_apis,vulkan_enable_f16_on_nvidia',
+const args = process.argv.slice(2);
+// --dawn-toggles a,b: more Dawn toggles to enable (e.g. disable_robustness), for A/B runs.
+const extraToggles = args.includes('--dawn-toggles') ? `,${args[args.indexOf('--dawn-toggles') + 1]}` : '';
+const gpu: GPU = create([`enable-dawn-features=allow_unsafe_apis,vulkan_enable_f16_on_nvidia${extraToggles}`,
   'disable-dawn-features=timestamp_quantization']);
 
-const args = process.argv.slice(2);
 const arg = (name: string, def: number) => {
   const i = args.indexOf(`--${name}`);
   return i >= 0 ? Number(args[i + 1]) : def;
@@ -505,7 +507,8 @@ fn main(@builtin(local_invocation_index) li: u32${sidDecl}) {
   };
   const A = buf(a16, GPUBufferUsage.STORAGE), B = buf(b16, GPUBufferUsage.STORAGE);
   const round4 = args.includes('--round4');
-  const round3 = args.includes('--round3') || round4 || args.includes('--round5');
+  const round6 = args.includes('--round6');
+  const round3 = args.includes('--round3') || round4 || args.includes('--round5') || round6;
   const Ab = round3 ? buf(toBlocks(a16, M, K), GPUBufferUsage.STORAGE) : A;
   const Bb = round3 ? buf(toBlocks(b16, N, K), GPUBufferUsage.STORAGE) : B;
   const C = buf(M * N * 4, GPUBufferUsage.STORAGE | GPUBufferUsage.COPY_SRC);
@@ -558,6 +561,13 @@ fn main(@builtin(local_invocation_index) li: u32${sidDecl}) {
     ];
     for (const p of pipes) kernels.push(pipelined(M, N, K, p));
   }
+  if (round6) {
+    // Round 6: the best two shapes of rounds 4-5, run once per set of Dawn toggles (--dawn-toggles).
+    kernels.length = 0;
+    kernels.push(pipelined(M, N, K, {WM: 1, WN: 1, TM: 4, TN: 4, a: 'blocked', unroll: 2}));
+    kernels.push(pipelined(M, N, K, {WM: 1, WN: 2, TM: 4, TN: 4, a: 'blocked', unroll: 2}));
+    kernels.push(pipelined(M, N, K, {WM: 1, WN: 1, TM: 4, TN: 2, a: 'blocked', unroll: 4}));
+  }
   if (round4) {
     kernels.length = 0;
     kernels.push(hybrid(M, N, K));
@@ -583,7 +593,7 @@ fn main(@builtin(local_invocation_index) li: u32${sidDecl}) {
     for (const p of pipes) kernels.push(pipelined(M, N, K, p));
     kernels.push(blocked(M, N, K, {WM: 1, WN: 1, TM: 4, TN: 4, unroll: 2}));
   }
-  const shapes: TiledShape[] = round4 || args.includes('--round5') ? [] : round3 ? [{BM: 128, BN: 128, BK: 32, WM: 2, WN: 2, sid, pad: 8, prefetch: true}] :
+  const shapes: TiledShape[] = round4 || args.includes('--round5') || round6 ? [] : round3 ? [{BM: 128, BN: 128, BK: 32, WM: 2, WN: 2, sid, pad: 8, prefetch: true}] :
     args.includes('--round2') ? [
     {BM: 128, BN: 128, BK: 32, WM: 2, WN: 2, sid, pad: 8, prefetch: true},
     {BM: 128, BN: 128, BK: 32, WM: 2, WN: 2, sid, pad: 8, prefetch: true, double: true},
