@@ -5,6 +5,7 @@
  * webgpu kernels. Where no Vulkan driver is named and Debian's chromium provides SwiftShader, that one.
  */
 import * as fs from 'fs';
+import {tensorCoreDawnToggles} from './dawn_toggles';
 
 process.env.XDG_RUNTIME_DIR ??= '/tmp';
 const SWIFTSHADER_ICD = '/usr/lib/chromium/vk_swiftshader_icd.json';
@@ -14,11 +15,7 @@ if (process.env.VK_DRIVER_FILES == null && process.env.VK_ICD_FILENAMES == null 
 // eslint-disable-next-line @typescript-eslint/no-var-requires
 const {create, globals} = require('webgpu');
 Object.assign(globalThis, globals);
-// --dawn-toggles a,b on the command line: more Dawn toggles to enable (e.g. disable_robustness), for A/B runs.
-const togglesAt = process.argv.indexOf('--dawn-toggles');
-const extraToggles = togglesAt >= 0 ? `,${process.argv[togglesAt + 1]}` : '';
-Object.defineProperty(globalThis, 'navigator', {configurable: true, writable: true, value: {gpu: create([
-  `enable-dawn-features=allow_unsafe_apis,vulkan_enable_f16_on_nvidia${extraToggles}`,
-  'disable-dawn-features=timestamp_quantization'])}});
+Object.defineProperty(globalThis, 'navigator', {configurable: true, writable: true,
+  value: {gpu: create(tensorCoreDawnToggles())}});
 require('@tensorflow/tfjs-backend-webgpu');
 require('../src/webgpu');

@@ -7,16 +7,14 @@
  * on 256 sampled outputs against float64 sums of the same f16 operands.
  */
 import * as fs from 'fs';
+import {tensorCoreDawnToggles} from './dawn_toggles';
 
 process.env.XDG_RUNTIME_DIR ??= '/tmp';
 // eslint-disable-next-line @typescript-eslint/no-var-requires
 const {create, globals} = require('webgpu');
 Object.assign(globalThis, globals);
 const args = process.argv.slice(2);
-// --dawn-toggles a,b: more Dawn toggles to enable (e.g. disable_robustness), for A/B runs.
-const extraToggles = args.includes('--dawn-toggles') ? `,${args[args.indexOf('--dawn-toggles') + 1]}` : '';
-const gpu: GPU = create([`enable-dawn-features=allow_unsafe_apis,vulkan_enable_f16_on_nvidia${extraToggles}`,
-  'disable-dawn-features=timestamp_quantization']);
+const gpu: GPU = create(tensorCoreDawnToggles());
 
 const arg = (name: string, def: number) => {
   const i = args.indexOf(`--${name}`);

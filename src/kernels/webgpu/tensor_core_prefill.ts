@@ -53,9 +53,8 @@ export interface TensorCorePrefillCall {
 
 /**
  * The variant's padded rows per expert and layouts; FusedExperts sizes its checks from it. Rows are whole
- * 16-row blocks: the pipelined variants' x16 and act16 are [rows / 16] blocks, and with 8 experts (Mixtral)
- * the padded bound P + 8·(BM - 1) is 8 rows short of one, which the blocked gather once filled by writing
- * zeros over the next row block's first k block (wrong Mixtral results at M = 64 and 256 on the H200).
+ * 16-row blocks, which the pipelined variants' blocked x16 and act16 need: the padded bound P + E·(BM - 1)
+ * alone is not one where E is not a multiple of 16 (Mixtral's 8).
  */
 export function tensorCorePrefillPlan(c: TensorCorePrefillCall['common'], variant: TensorCoreVariant, numPairs: number):
     {blockRows: number; rows: number; layout: TensorCoreLayout} {
