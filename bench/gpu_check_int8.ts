@@ -15,7 +15,7 @@
  *
  *   npx tsx bench/gpu_check_int8.ts --tiny          (SwiftShader here: the GEMVs and the dot4 GEMM, tiny shapes; ~5 min)
  *   bash .gpu/run.sh .gpu/gpu_check_int8.mjs [--shapes qwen3,dsv3tp8,mixtral] [--tokens 64,256,4096]
- *       [--kernels tensor-core-i8-shared-128,tensor-core-i8-shared-64,tensor-core-i8,dot4-i8]
+ *       [--kernels tensor-core-i8-shared-128,tensor-core-i8-shared-64,tensor-core-i8,dot4-i8] [--out FILE]
  *                                                    (the H200; packed with ../shared/gpu/pack.sh as docs/benchmarks.md says)
  */
 import './gpu_setup_tensor_cores';  // first: Dawn with the tensor-core toggles, then tfjs
@@ -27,6 +27,7 @@ import {QuantizedExpertWeights} from '../src/quant/expert_weights';
 import {WeightFormat} from '../src/quant/format';
 import {fusedExpertsInt8Impl, Int8ExpertShard} from '../src/kernels/cpu/int8_w8a8_impl';
 import {webgpuCapabilities} from '../src/kernels/webgpu/capabilities';
+import {resultLines} from './result_lines';
 import {ExpertsPath, setFusedExpertsPath} from '../src/kernels/webgpu/FusedExperts';
 import {INT8_GEMM_KERNELS, Int8GemmKernel, chooseInt8GemmKernel, hasDot4I8Packed, int8GemmChoice,
   setInt8GemmKernel} from '../src/kernels/webgpu/experts_int8_run';
@@ -39,6 +40,7 @@ const INT8: WeightFormat = {code: 'uint8', groupSize: -1, blockRows: 1, scaleCod
 const H200_INT8_TOPS = 1979;
 
 const args = process.argv.slice(2);
+const report = resultLines(args);
 const arg = (name: string, dflt: string) => {
   const i = args.indexOf(`--${name}`);
   return i >= 0 ? args[i + 1] : dflt;
@@ -168,7 +170,7 @@ async function tinyChecks(): Promise<boolean> {
     for (const [name, got] of activation === 'silu' ? outputs : outputs.slice(0, -1)) {
       const diff = diffCount(got, against);
       ok &&= diff === 0;
-      console.log(`tiny E=${E} k=${k} H=${H} I=${I} T=${T} ${activation} shards of ${perShard}, ${name}: ` +
+      report(`tiny E=${E} k=${k} H=${H} I=${I} T=${T} ${activation} shards of ${perShard}, ${name}: ` +
           `${diff} of ${T * H} outputs differ from ${againstName} ${diff === 0 ? 'PASS' : 'FAIL'}`);
     }
     tf.dispose([x, tw, ti]);
@@ -229,7 +231,7 @@ async function realShape(s: MoEShape, Ms: number[]): Promise<boolean> {
     Object.assign(line, {f32_gpu_ms: f32t?.ms ?? null, f32_tflops: f32t ? ops / f32t.ms / 1e9 : null,
       f32_kernels: f32t?.kernels ?? null});
     line.pass = ok;
-    console.log(JSON.stringify(line));
+    report(JSON.stringify(line));
     tf.dispose([x, tw, ti]);
   }
   setFusedExpertsPath(null);
@@ -243,7 +245,7 @@ async function main() {
   await tf.setBackend('webgpu');
   const backend = tf.backend() as WebGPUBackend;
   const caps = webgpuCapabilities(backend);
-  console.log(JSON.stringify({features: [...backend.device.features], dot4I8Packed: hasDot4I8Packed(),
+  report(JSON.stringify({features: [...backend.device.features], dot4I8Packed: hasDot4I8Packed(),
     subgroupMatrixConfigs: caps.subgroupMatrixConfigs, subgroupSize: caps.subgroupSize,
     int8Gemm: chooseInt8GemmKernel(backend), timestamps: hasGpuTimestamps()}));
   let ok = await tinyChecks();
@@ -252,7 +254,7 @@ async function main() {
       ok = (await realShape(SHAPES[name] as MoEShape, arg('tokens', '64,256,4096').split(',').map(Number))) && ok;
     }
   }
-  console.log(ok ? 'ALL PASS' : 'SOME FAILED');
+  report(ok ? 'ALL PASS' : 'SOME FAILED');
   process.exit(ok ? 0 : 1);
 }
 

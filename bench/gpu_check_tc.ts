@@ -14,7 +14,7 @@
  *      TFLOP/s and the fraction of the H200's dense f16 tensor-core peak, and the wall time per call of calls
  *      issued back to back (busy_wall_ms: the GPU never idles between them).
  *   bash .gpu/run.sh .gpu/gpu_check_tc.mjs [--variants storage-64,...] [--shapes qwen3,dsv3tp8,mixtral]
- *     [--tokens 64,256,4096] [--skip-tiny] [--skip-real]
+ *     [--tokens 64,256,4096] [--skip-tiny] [--skip-real] [--out FILE]
  */
 import './gpu_setup_tensor_cores';  // first: Dawn with the tensor-core toggles, then tfjs
 
@@ -27,6 +27,7 @@ chromium-experimental-subgroup-matrix; elsewhere it reports why they are off and
                    by the storage variants; GPTQ-style int4 g128 made on the host)
   --skip-tiny      skip the tiny problems;  --skip-real  skip the real shapes
   --busy-long      also time ~1 s of back-to-back calls per configuration (busy_long_wall_ms)
+  --out FILE       also append every result line to FILE (whole, whatever Dawn prints around them)
   --dry-run        without tensor cores: run the tiny problems (and --shapes tiny-qwen3,... if given) on the
                    float32 tiles against the unrounded reference and its f32 bound (checks this harness on
                    SwiftShader)`;
@@ -35,6 +36,7 @@ if (args.includes('--help')) {
   console.log(USAGE);
   process.exit(0);
 }
+const report = resultLines(args);
 const arg = (name: string, dflt: string) => {
   const i = args.indexOf(`--${name}`);
   return i >= 0 ? args[i + 1] : dflt;
@@ -55,6 +57,7 @@ import {randomProjection} from '../test/helpers/quant_weights';
 import {uniformHostValue} from './fill_uniform_webgpu';
 import {SEEDS, makeExpertWeights, routingConfig, uniformHostValues, uniformTensor, w13Scale, w2Scale} from './problem';
 import {medianKernelTime, settle, warmUp} from './timing';
+import {resultLines} from './result_lines';
 import {MoEShape, SHAPES} from './shapes';
 import {TensorCoreProblem, compareWithBound, tensorCoreReference} from './tensor_core_reference';
 
@@ -203,13 +206,13 @@ async function tinyCase(c: TinyCase): Promise<boolean> {
     let maxRef = 0, maxErr = 0;
     fp8Ref.forEach((v, i) => { maxRef = Math.max(maxRef, Math.abs(v)); maxErr = Math.max(maxErr, Math.abs(v - got[i])); });
     const finite = got.every(Number.isFinite);
-    console.log(`${what}: ${finite ? 'finite PASS' : 'non-finite FAIL'} (max |err| vs the fp8 cpu reference ` +
+    report(`${what}: ${finite ? 'finite PASS' : 'non-finite FAIL'} (max |err| vs the fp8 cpu reference ` +
         `${maxErr.toExponential(2)} of max |ref| ${maxRef.toExponential(2)}; not bounded, see the comment)`);
     return finite;
   }
   const ref = tensorCoreReference(problem, rows, choice.kernel === 'tensor-core-f16' ? undefined : (v) => v);
   const r = compareWithBound(got, rows, H, ref);
-  console.log(`${what}: max err ${r.err.toExponential(2)}, worst err/bound ${r.worstRatio.toFixed(3)} ` +
+  report(`${what}: max err ${r.err.toExponential(2)}, worst err/bound ${r.worstRatio.toFixed(3)} ` +
       `${r.pass ? 'PASS' : 'FAIL'}`);
   return r.pass;
 }
@@ -312,7 +315,7 @@ async function realShape(s: MoEShape, tokens: number[], variants: TensorCoreVari
     const simtBusy = await busyMs(simtCall, M >= 4096 ? 3 : 10);
     const simt = await gpuMs(simtCall, M >= 4096 && s.name === 'mixtral' ? 2 : 5);
     tf.env().set(TENSOR_CORES_FLAG, true);
-    console.log(JSON.stringify({check: 'simt-f32', shape: s.name, M, gpu_ms: simt.ms, ...rate(simt.ms),
+    report(JSON.stringify({check: 'simt-f32', shape: s.name, M, gpu_ms: simt.ms, ...rate(simt.ms),
       busy_wall_ms: simtBusy, kernels: simt.kernels}));
     for (const variant of variants) {
       setTensorCoreVariant(variant);
@@ -335,14 +338,14 @@ async function realShape(s: MoEShape, tokens: number[], variants: TensorCoreVari
         });
         if (res.error) {
           ok = false;
-          console.log(JSON.stringify({check: 'tensor-core', variant, weights: weightFormat, shape: s.name, M,
+          report(JSON.stringify({check: 'tensor-core', variant, weights: weightFormat, shape: s.name, M,
             error: res.error, compile_errors: compileErrors.splice(0)}));
           continue;
         }
         const {cmp, t, busy, busyLong} = res.value!;
         ok &&= cmp.pass;
         const chosen = chooseGemmKernel(tf.backend() as WebGPUBackend, s.H, s.I);
-        console.log(JSON.stringify({check: 'tensor-core', variant, kernel: `${chosen.kernel} ${chosen.variant ?? ''}`,
+        report(JSON.stringify({check: 'tensor-core', variant, kernel: `${chosen.kernel} ${chosen.variant ?? ''}`,
           weights: weightFormat, shape: s.name, M,
           sampled_rows: rows, max_err: cmp.err, worst_err_over_bound: cmp.worstRatio, pass: cmp.pass,
           gpu_ms: t.ms, ...rate(t.ms), speedup_vs_simt: simt.ms / t.ms, busy_wall_ms: busy,
@@ -363,10 +366,10 @@ async function main() {
   await tf.setBackend('webgpu');
   const backend = tf.backend() as WebGPUBackend;
   const caps = webgpuCapabilities(backend);
-  console.log(JSON.stringify({features: [...backend.device.features], capabilities: caps}));
+  report(JSON.stringify({features: [...backend.device.features], capabilities: caps}));
   const dryRun = args.includes('--dry-run');
   if (!caps.tensorCoreF16) {
-    console.log(`no subgroup matrix here: the tensor-core GEMMs are off (${caps.tensorCoreReason}); ` +
+    report(`no subgroup matrix here: the tensor-core GEMMs are off (${caps.tensorCoreReason}); ` +
         (dryRun ? 'dry run: the tiny problems on the float32 tiles' : 'nothing to check'));
     if (!dryRun) process.exit(0);
   }
@@ -378,15 +381,15 @@ async function main() {
     setFusedExpertsPath('prefill');
     for (const variant of variants) {
       setTensorCoreVariant(variant);
-      console.log(`== tiny problems, variant ${variant}`);
+      report(`== tiny problems, variant ${variant}`);
       for (const c of tinyCases()) {
         const res = await scoped(() => tinyCase(c));
         if (res.error) {
-          console.log(`tiny ${formatKey(c.format)} E=${c.E} H=${c.H} I=${c.I} variant ${variant}: ERROR ` +
+          report(`tiny ${formatKey(c.format)} E=${c.E} H=${c.H} I=${c.I} variant ${variant}: ERROR ` +
               `${res.error}${compileErrors.length ? `\n  compile errors: ${compileErrors.splice(0).join('\n  ')}` : ''}`);
           ok = false;
           if (/shader|pipeline|compil/i.test(res.error)) {
-            console.log(`  variant ${variant}: shader errors, skipping its remaining tiny problems`);
+            report(`  variant ${variant}: shader errors, skipping its remaining tiny problems`);
             break;
           }
           continue;
@@ -403,7 +406,7 @@ async function main() {
           arg('real-formats', 'f32,f16,uint4').split(','))) && ok;
     }
   }
-  console.log(ok ? 'ALL PASS' : 'SOME FAILED');
+  report(ok ? 'ALL PASS' : 'SOME FAILED');
   process.exit(ok ? 0 : 1);
 }
 
