@@ -23,6 +23,7 @@ import {ExpertsWeightsF16Program} from '../src/kernels/webgpu/experts_weights_f1
 import {chooseGemmKernel} from '../src/kernels/webgpu/FusedExperts';
 import {tensorCorePrefillPlan, tensorCoreStoragePrefill} from '../src/kernels/webgpu/tensor_core_prefill';
 import {ExpertsAlignProgram} from '../src/kernels/webgpu/experts_align_webgpu';
+import {ExpertsCombineProgram} from '../src/kernels/webgpu/experts_combine_webgpu';
 import {ExpertsTensorCoreSharedGemmProgram} from '../src/kernels/webgpu/experts_gemm_tc_shared_webgpu';
 import {PIPELINED_TILE, SHARED_TILE, STORAGE_TILE, TENSOR_CORE_VARIANTS, TensorCoreVariant, foldedDispatch, setTensorCoreVariant, tensorCoreBlockRows,
   tensorCoreChoice, tensorCoreLayout, tensorCoreStorageDispatch, weightSource} from '../src/kernels/webgpu/tensor_core_plan';
@@ -442,13 +443,19 @@ describeBackends('tensor-core helper programs on webgpu', (backend) => {
             const x16 = tf.tensor2d(new Int32Array(2 * blockRows * Kp / 2), [2 * blockRows, Kp / 2], 'int32');
             const w16 = tf.tensor2d(new Int32Array(E * L.rowsPerExpert * L.kStride / 2), [E, L.rowsPerExpert * L.kStride / 2], 'int32');
             const bias = hasBias ? [(stage === 'w13' ? w13 : w2).slice(-1)[0]] : [];
-            const p = new Program({...common, stage, blockRows, layout, splitK: stage === 'w2' ? 2 : 1},
-                stage === 'w13' ? [2 * blockRows, layout.Ip / 2] : [2 * P, H], 2);
-            const code = standIn(p.getUserCode(), loads);
-            await validates(Object.assign(Object.create(Object.getPrototypeOf(p)), p,
-                {getUserCode: () => code, shaderKey: `${p.shaderKey}_standIn`}),
-            stage === 'w13' ? [x16, align, w16, ...bias] : [x16, align, tw, w16, ...bias],
-            wb().makeTensorInfo(p.outputShape, stage === 'w13' ? 'int32' : 'float32'));
+            // w2 of the storage family without biases also stores y in sorted order (tensor_core_prefill.ts).
+            const outputs = stage === 'w2' && !hasBias && Program === ExpertsTensorCoreStorageGemmProgram ?
+              [false, true] : [false];
+            for (const sortedOutput of outputs) {
+              const p = new Program({...common, stage, blockRows, layout, splitK: stage === 'w2' ? 2 : 1, sortedOutput},
+                  stage === 'w13' ? [2 * blockRows, layout.Ip / 2] : sortedOutput ? [2 * 2 * blockRows, H] : [2 * P, H], 2);
+              const code = standIn(p.getUserCode(), loads);
+              if (sortedOutput) expect(code, 'stores y from the result matrices').to.match(/smStore_result\(/);
+              await validates(Object.assign(Object.create(Object.getPrototypeOf(p)), p,
+                  {getUserCode: () => code, shaderKey: `${p.shaderKey}_standIn`}),
+              stage === 'w13' ? [x16, align, w16, ...bias] : [x16, align, ...(sortedOutput ? [] : [tw]), w16, ...bias],
+              wb().makeTensorInfo(p.outputShape, stage === 'w13' ? 'int32' : 'float32'));
+            }
             tf.dispose([x16, w16]);
           }
         }
@@ -577,6 +584,63 @@ describeBackends('tensor-core helper programs on webgpu', (backend) => {
     expect(seen.size, 'every pair placed once').to.equal(T * k);
     expect(() => new ExpertsGatherF16Program({...common, blockedRows: true}, rows - 8, layout.Hp))
       .to.throw(/rows must be whole 16-row blocks when blocked, got/);
+  });
+
+  it('writes each pair\'s sorted row, and combines a y in sorted order through it with the routing weights', async () => {
+    // The w2 GEMM without biases stores y in the align program's sorted order (tensor_core_prefill.ts); the
+    // combine finds each pair's row through the positions and applies the routing weight after adding the
+    // K parts. Checked against the host, with an expert map that leaves half the experts on another rank.
+    const T = 24, k = 2, E = 8, H = 64, splits = 2;
+    const rand = rng(9);
+    const ids = Int32Array.from({length: T * k}, (_, p) => p < 20 ? 0 : 1 + p % (E - 1));
+    const w = Float32Array.from({length: T * k}, () => 0.25 + rand());
+    // Two variants' row counts through the same combine program (rows per part come from y's shape: a count
+    // baked into the shader would be reused from the first under the same shader key).
+    for (const [expertMap, onInput, variant] of [[null, false, 'pipelined-64'], [null, false, 'pipelined-32'],
+      [Int32Array.from([0, -1, 1, -1, 2, -1, 3, -1]), false, 'pipelined-32'], [null, true, 'pipelined-32']] as
+      Array<[Int32Array | null, boolean, TensorCoreVariant]>) {
+      const numLocal = expertMap ? 4 : E;
+      const common = {hiddenSize: H, intermediateSize: 32, topK: k, numLocalExperts: numLocal, globalNumExperts: E,
+        hasExpertMap: expertMap != null, activation: 'silu' as Activation, applyRouterWeightOnInput: onInput,
+        format: FLOAT32_FORMAT, hasBias: false};
+      const {blockRows, rows} = tensorCorePrefillPlan(common, variant, T * k);
+      const ti = tf.tensor2d(ids, [T, k], 'int32');
+      const tm = expertMap ? [tf.tensor1d(expertMap, 'int32')] : [];
+      const alignInfo = wb().runWebGPUProgram(new ExpertsAlignProgram({...common, blockRows, positions: true}, T * k),
+          [ti, ...tm], 'int32');
+      const ta = tf.engine().makeTensorFromTensorInfo(alignInfo);
+      const align = await ta.data();
+      const positions = align.subarray(align.length - T * k);
+      const local = (p: number) => expertMap ? expertMap[ids[p]] : ids[p];
+      for (let p = 0; p < T * k; p++) {
+        if (local(p) < 0) {
+          expect(positions[p], `pair ${p} (another rank's expert)`).to.equal(-1);
+        } else {
+          expect(align[numLocal + 1 + positions[p]], `the sorted row of pair ${p}`).to.equal(p);
+          expect(positions[p] >= align[local(p)] && positions[p] < align[local(p) + 1], `pair ${p} in its expert's rows`)
+            .to.equal(true);
+        }
+      }
+      const y = randn(rand, splits * rows * H);
+      const ty = tf.tensor2d(y, [splits * rows, H]), tw = tf.tensor2d(w, [T, k]);
+      const combine = new ExpertsCombineProgram(common, T, {splits, sorted: true});
+      const out = wb().runWebGPUProgram(combine, [ty, ti, ...tm, ta, ...(onInput ? [] : [tw])], 'float32');
+      const got = await tf.engine().makeTensorFromTensorInfo(out).data();
+      for (let t = 0; t < T; t++) {
+        for (let h = 0; h < H; h++) {
+          let want = 0;
+          for (let j = 0; j < k; j++) {
+            const p = t * k + j;
+            if (local(p) < 0) continue;
+            const parts = y[positions[p] * H + h] + y[(rows + positions[p]) * H + h];
+            want += (onInput ? 1 : w[p]) * parts;
+          }
+          expect(Math.abs(got[t * H + h] - want), `token ${t} h ${h}`).to.be.below(1e-5 * (1 + Math.abs(want)));
+        }
+      }
+      tf.dispose([ti, ...tm, ta, ty, tw]);
+      wb().disposeData(out.dataId);
+    }
   });
 
   it('copies weights of every format to padded f16 in the GEMM\'s layout (gate/up de-interleaved, or in 16×16 blocks)', async () => {

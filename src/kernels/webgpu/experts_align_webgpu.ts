@@ -15,7 +15,9 @@
  * change the output, since each row of a GEMM is computed on its own, with a fixed summation order.
  *
  * Output (int32): [0, E_local] the offsets, then `maxPaddedRows` entries of `sorted` (only the first
- * offsets[E_local] are written). One workgroup does it all: counting in workgroup atomics, a prefix sum
+ * offsets[E_local] are written), then with `positions` each pair's row in `sorted` (-1 for a pair whose
+ * expert this rank does not hold): for the example, positions = [8, 0, 1, 4, 9, 5, 2, 10]. The w2 GEMM that
+ * writes y in sorted order (experts_gemm_tc_storage_webgpu.ts) and its combine read rows through it. One workgroup does it all: counting in workgroup atomics, a prefix sum
  * and a scatter; T·k is at most a few tens of thousands.
  */
 import type {WebGPUProgram} from '@tensorflow/tfjs-backend-webgpu';
@@ -29,6 +31,8 @@ export interface ExpertsAlignConfig {
   globalNumExperts: number;
   hasExpertMap: boolean;
   blockRows: number;
+  /** Also write each pair's sorted row (the trailing section above). */
+  positions?: boolean;
 }
 
 /** Rows the sorted list may need: every pair, plus up to blockRows - 1 padding rows per used expert. */
@@ -47,10 +51,12 @@ export class ExpertsAlignProgram implements WebGPUProgram {
 
   constructor(c: ExpertsAlignConfig, numPairs: number) {
     this.c = c;
-    this.outputShape = [c.numLocalExperts + 1 + maxPaddedRows(numPairs, c.numLocalExperts, c.blockRows)];
+    this.outputShape = [c.numLocalExperts + 1 + maxPaddedRows(numPairs, c.numLocalExperts, c.blockRows) +
+      (c.positions ? numPairs : 0)];
     this.dispatchLayout = {x: [0], y: [1]};  // not flat: main() takes no index
     this.variableNames = c.hasExpertMap ? ['topkIds', 'expertMap'] : ['topkIds'];
-    this.shaderKey = `moeExpertsAlign_${c.numLocalExperts}_${c.globalNumExperts}_${c.hasExpertMap}_${c.blockRows}`;
+    this.shaderKey = `moeExpertsAlign_${c.numLocalExperts}_${c.globalNumExperts}_${c.hasExpertMap}_${c.blockRows}_` +
+        `${c.positions ?? false}`;
   }
 
   getUserCode(): string {
@@ -105,10 +111,14 @@ export class ExpertsAlignProgram implements WebGPUProgram {
         for (var p0 = tid; p0 < numPairs; p0 += ${U * W}u) {
           let ids = localIds(p0, numPairs);
           for (var j = 0u; j < ${U}u; j++) {
+            let p = p0 + j * ${W}u;
             if (ids[j] >= 0) {
               let slot = atomicAdd(&counts[u32(ids[j])], 1u);
-              result[${E + 1}u + offsets[u32(ids[j])] + slot] = i32(p0 + j * ${W}u);
-            }
+              result[${E + 1}u + offsets[u32(ids[j])] + slot] = i32(p);
+              ${this.c.positions ? `result[u32(uniforms.outShape) - numPairs + p] = i32(offsets[u32(ids[j])] + slot);` : ''}
+            }${this.c.positions ? ` else if (p < numPairs) {
+              result[u32(uniforms.outShape) - numPairs + p] = -1;
+            }` : ''}
           }
         }
       }

@@ -10,7 +10,8 @@
  *           ExpertsWeightsF16Program's copy); the 16×16 right matrix of columns n, n+15 and k, k+15 is
  *           column-major in it (weight rows are Wᵀ's columns), stride `rowStep`·kStride
  *   result: w13: act16, f16 [rows, Ip] as i32 words of two halves (pack2x16float), zero for I ≤ i < Ip;
- *           w2:  y [splitK·P, H] f32 by pair, as ExpertsGemmProgram
+ *           w2:  y [splitK·P, H] f32 by pair, as ExpertsGemmProgram; or without biases (sortedOutput)
+ *                y [splitK·rows, H] in sorted row order, the routing weight left to the combine
  *
  * One 32-lane subgroup per workgroup (Tint requires workgroup-uniform subgroup-matrix offsets and uniform
  * control flow around the subgroup-matrix builtins). tfjs copies workgroup_id into a module-scope private
@@ -44,6 +45,13 @@ export interface ExpertsTensorCoreStorageConfig {
   splitK?: number;
   hasBias: boolean;
   layout: TensorCoreLayout;
+  /**
+   * w2 only, without biases: y [splitK·rows, H] in the align program's sorted row order, each result matrix
+   * stored straight from the subgroup (no staging, no barriers, no per-row pair lookup); the combine reads
+   * rows through the align output's positions and applies the routing weight (ExpertsCombineProgram
+   * sorted). Else y [splitK·P, H] by pair, through stagedEpilogue.
+   */
+  sortedOutput?: boolean;
 }
 
 /** Marks a binding for ./device.ts to declare as array<f16> (tfjs declares it from its dtype, i32). */
@@ -165,18 +173,21 @@ export class ExpertsTensorCoreStorageGemmProgram implements WebGPUProgram {
     if (c.blockRows !== 32 && c.blockRows !== 64) throw new Error(`storage tensor-core GEMM: blockRows 32 or 64, got ${c.blockRows}`);
     this.c = c;
     const w13 = c.stage === 'w13';
+    if (c.sortedOutput && (w13 || c.hasBias || c.hiddenSize % 16 !== 0)) {
+      throw new Error('storage tensor-core GEMM: sorted output is for w2 without biases, H a multiple of 16');
+    }
     const splitK = w13 ? 1 : (c.splitK ?? 1);
     this.outputShape = outputShape;
     this.dispatch = tensorCoreStorageDispatch(c.stage, numTiles, c.hiddenSize, c.intermediateSize, splitK,
         c.layout.blockedRows ? PIPELINED_TILE : STORAGE_TILE);
-    const usesWeights = !w13 && !c.applyRouterWeightOnInput;
+    const usesWeights = !w13 && !c.applyRouterWeightOnInput && !c.sortedOutput;
     this.variableNames = ['x16', 'align', ...(usesWeights ? ['topkWeights'] : []), 'w16', ...(c.hasBias ? ['bias0'] : [])];
     this.variableComponents = this.variableNames.map(() => 1);
     const L = w13 ? c.layout.w13 : c.layout.w2;
     this.shaderKey = `moeExpertsGemmTcStorage_${c.stage}_${c.hiddenSize}_${c.intermediateSize}_${c.numLocalExperts}_` +
         `${w13 ? c.activation : ''}_${c.applyRouterWeightOnInput}_${c.blockRows}_${splitK}_${c.hasBias}_` +
         `${c.layout.Hp}_${c.layout.Ip}_${L.source}_${L.rowsPerExpert}_${L.kStride}_${L.rowStep}_${L.upOffset}_` +
-        `${c.layout.blockedRows ?? false}`;
+        `${c.layout.blockedRows ?? false}_${c.sortedOutput ?? false}`;
   }
 
   getUserCode(): string {
@@ -201,8 +212,16 @@ export class ExpertsTensorCoreStorageGemmProgram implements WebGPUProgram {
     const bRow = (c: number) => w13 ?
       `e * ${L.rowsPerExpert} + ${c >= 2 ? `${L.upOffset} + ` : ''}${L.rowStep} * (n0 + ${16 * (c % 2)})` :
       `e * ${L.rowsPerExpert} + n0 + ${16 * c}`;
-    const epilogue = stagedEpilogue(this.c, {lane: 'lane', base: '0u', n0: 'n0', firstRow: 'rt * 16u'});
-    const tileRows = epilogueRows(this.c, BM, 32);
+    const sorted = this.c.sortedOutput ?? false;
+    const epilogue = sorted ? '' : stagedEpilogue(this.c, {lane: 'lane', base: '0u', n0: 'n0', firstRow: 'rt * 16u'});
+    const tileRows = sorted ? {decl: '', fill: ''} : epilogueRows(this.c, BM, 32);
+    // Sorted output: part p's rows start at p · rows (rows = outShape.x / splitK); the part comes from the tile's
+    // first k step (uniform), not workgroupId.z (a private copy, non-uniform to Tint). Column blocks past H
+    // (H not a multiple of 64) are skipped, a uniform condition.
+    const sortedStores = () => `
+        let outRow0 = ${splitK > 1 ? `(tile.z / ${kTilesPerPart}) * (uniforms.outShape.x / ${splitK}) + ` : ''}rowStart;
+        ${rows.flatMap((r) => cols.map((c) => `if (n0 + ${16 * c} < ${H}) { subgroupMatrixStore(&result, ` +
+          `u32(outRow0 + ${16 * r}) * ${H}u + u32(n0 + ${16 * c}), acc${r}${c}, false, ${H}u); }`)).join('\n        ')}`;
     return `
       enable f16;
       enable chromium_experimental_subgroup_matrix;
@@ -211,12 +230,12 @@ export class ExpertsTensorCoreStorageGemmProgram implements WebGPUProgram {
       ${w13 ? activationSnippet(this.c.activation) : ''}
       var<workgroup> wgTile : vec4<i32>;   // row start, expert, first and end 16-k step
       var<workgroup> wgN0 : i32;           // first column (w13: of gate and of up), workgroup-uniform through it
-      var<workgroup> staged : array<f32, ${4 * 256}>;   // one 16-row block's 4 results, row-major 16×16 each
+      ${sorted ? '' : `var<workgroup> staged : array<f32, ${4 * 256}>;   // one 16-row block's 4 results, row-major 16×16 each`}
       ${tileRows.decl}
 
       // x16: ${w13 ? 'gathered x' : 'act16'} f16 [rows, ${Kp}]; align: [E+1] offsets then the sorted pairs;
       // w16: f16 ${w13 ? 'w13' : 'w2'} [experts, ${L.rowsPerExpert}, ${L.kStride}]${this.c.hasBias ? `; bias0: [experts, ${w13 ? 2 * I : H}]` : ''};
-      // result: ${w13 ? `act16 f16 [rows, ${Ip}] as i32 pairs` : 'y [P, H] by pair'}.
+      // result: ${w13 ? `act16 f16 [rows, ${Ip}] as i32 pairs` : sorted ? 'y [rows, H] in sorted order' : 'y [P, H] by pair'}.
       fn main() {
         // workgroupId is a private copy (non-uniform to Tint): n0 reaches the offsets through wgN0. The tile
         // lookup's workgroupUniformLoad orders this write; the early return before the load below depends
@@ -224,7 +243,7 @@ export class ExpertsTensorCoreStorageGemmProgram implements WebGPUProgram {
         if (localIndex == 0u) { wgN0 = i32(workgroupId.y) * ${w13 ? 32 : 64}; }
         ${gemmTileSnippet('w16', BM, kTilesPerPart, kTiles)}
         let n0 = workgroupUniformLoad(&wgN0);
-        ${splitK > 1 ? `let part = i32(workgroupId.z);   // the epilogue's output rows only` : ''}
+        ${splitK > 1 && !sorted ? `let part = i32(workgroupId.z);   // the epilogue's output rows only` : ''}
         let lane = localIndex;
         ${rows.flatMap((r) => cols.map((c) => `var acc${r}${c} : ${result};`)).join('\n        ')}
         ${pipelined ? pipelinedLoop(rows, cols, {x: 'x16', w: 'w16', left, right, block: 256, stride: 16,
@@ -243,7 +262,7 @@ export class ExpertsTensorCoreStorageGemmProgram implements WebGPUProgram {
         }`}
         ${tileRows.fill}
 
-        ${rows.map((r) => `{
+        ${sorted ? sortedStores() : rows.map((r) => `{
           let rt = ${r}u;
           ${cols.map((c) => `subgroupMatrixStore(&staged, ${c * 256}u, acc${r}${c}, false, 16u);`).join(' ')}
           workgroupBarrier();

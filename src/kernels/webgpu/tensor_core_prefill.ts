@@ -2,8 +2,11 @@
  * The prefill GEMMs of FusedExperts on the storage tensor-core variants (tensor_core_plan.ts):
  *
  *   align (padded to the variant's rows) → gather x as f16 rows → per shard: [f16 weight copy, made once] →
- *   w13 GEMM (act16, f16) → per shard: [f16 weight copy, made once] → w2 GEMM (y by pair, split along K) →
+ *   w13 GEMM (act16, f16) → per shard: [f16 weight copy, made once] → w2 GEMM (y, split along K) →
  *   (combine)
+ *
+ * y is by pair for the shared variants and with biases; else in sorted row order, stored straight from the
+ * result matrices, and the combine applies the routing weight (ExpertsCombineProgram sorted).
  *
  * The pipelined variants keep x16 and act16 in 16×16 blocks, as their weights' copy is (blockedRows).
  *
@@ -64,13 +67,26 @@ export function tensorCorePrefillPlan(c: TensorCorePrefillCall['common'], varian
       isBlockedVariant(variant), isPipelinedVariant(variant))};
 }
 
-/** Issues the storage or shared variant's programs; returns y [splitK · P, H] and splitK for the combine. */
-export function tensorCoreStoragePrefill(call: TensorCorePrefillCall): {y: TensorInfo; splitK: number} {
+/** What the combine reads: y, its K parts, and for y in sorted order the align output (with positions). */
+export interface TensorCorePrefillResult {
+  y: TensorInfo;
+  splitK: number;
+  sorted?: {align: TensorInfo};
+}
+
+/**
+ * Issues the storage or shared variant's programs; returns y, [splitK · P, H] by pair, or for the storage
+ * family without biases [splitK · rows, H] in sorted order (ExpertsTensorCoreStorageConfig.sortedOutput).
+ */
+export function tensorCoreStoragePrefill(call: TensorCorePrefillCall): TensorCorePrefillResult {
   const {backend, run, temp, temps, common, shards, numPairs: P} = call;
   const {hiddenSize: H, intermediateSize: I, numLocalExperts: E} = common;
   const {blockRows, rows, layout} = tensorCorePrefillPlan(common, call.variant, P);
+  const shared = isSharedVariant(call.variant);
+  const sortedOutput = !shared && !common.hasBias && H % 16 === 0;
   call.checkBinding([rows, layout.Hp / 2], 'the f16 expert-sorted x');
-  const align = call.issuer.runWebGPUProgram(new ExpertsAlignProgram({...common, blockRows}, P), call.ids, 'int32');
+  const align = call.issuer.runWebGPUProgram(
+      new ExpertsAlignProgram({...common, blockRows, positions: sortedOutput}, P), call.ids, 'int32');
   temps.push(align);
   // f16 buffers are int32 tensors of two halves a word (tfjs has no f16 dtype).
   const x16 = temp([rows, layout.Hp / 2], 'int32');
@@ -106,7 +122,6 @@ export function tensorCoreStoragePrefill(call: TensorCorePrefillCall): {y: Tenso
     });
   };
 
-  const shared = isSharedVariant(call.variant);
   const [W13, W2] = shared ? [ExpertsW13TensorCoreSharedGemmProgram, ExpertsW2TensorCoreSharedGemmProgram] :
     [ExpertsW13TensorCoreStorageGemmProgram, ExpertsW2TensorCoreStorageGemmProgram];
   const tile = tensorCoreTileShape(call.variant);
@@ -114,10 +129,11 @@ export function tensorCoreStoragePrefill(call: TensorCorePrefillCall): {y: Tenso
   perShard('w13', act16, (s, n) => [new W13({...common, stage: 'w13', blockRows, layout}, act16.shape, tiles(n)),
     [x16, align]]);
   const splitK = call.splitK(tiles(E) * Math.ceil(H / tile.w2Columns), layout.Ip / tile.kStep);
-  call.checkBinding([splitK * P, H], `the w2 partial sums (${splitK} K parts)`);
-  const y = temp([splitK * P, H]);
-  const routed = common.applyRouterWeightOnInput ? [] : [call.topkWeights];
-  perShard('w2', y, (s, n) => [new W2({...common, stage: 'w2', blockRows, layout, splitK}, y.shape, tiles(n)),
-    [act16, align, ...routed]]);
-  return {y, splitK};
+  const yRows = sortedOutput ? rows : P;
+  call.checkBinding([splitK * yRows, H], `the w2 partial sums (${splitK} K parts)`);
+  const y = temp([splitK * yRows, H]);
+  const routed = common.applyRouterWeightOnInput || sortedOutput ? [] : [call.topkWeights];
+  perShard('w2', y, (s, n) => [new W2({...common, stage: 'w2', blockRows, layout, splitK, sortedOutput}, y.shape,
+    tiles(n)), [act16, align, ...routed]]);
+  return {y, splitK, ...(sortedOutput ? {sorted: {align}} : {})};
 }
