@@ -24,7 +24,7 @@ import {ExpertsInt8TensorCoreGemmProgram, INT8_TC_WORKGROUP_BYTES, int8TensorCor
   from '../src/kernels/webgpu/experts_int8_tc_webgpu';
 import {ExpertsInt8TensorCoreSharedGemmProgram, Int8SharedBlockRows, int8SharedTileBytes}
   from '../src/kernels/webgpu/experts_int8_tc_shared_webgpu';
-import {ExpertsInt8Config, ExpertsW13Int8GemmProgram, ExpertsW2Int8GemmProgram}
+import {ExpertsInt8Config, ExpertsW13Int8GemmProgram, ExpertsW2Int8GemmProgram, INT8_GEMM_BLOCK_ROWS}
   from '../src/kernels/webgpu/experts_int8_webgpu';
 import {ExpertsAlignProgram, maxPaddedRows} from '../src/kernels/webgpu/experts_align_webgpu';
 import {ExpertsInt8BlockedRowsProgram, ExpertsInt8PipelinedGemmProgram, ExpertsInt8WeightsBlockedProgram,
@@ -263,6 +263,48 @@ function emulationRig(wb: WebGPUBackend) {
   return {run, read, emulated, temps, device};
 }
 
+/**
+ * The dot4 GEMM's half of an emulated comparison, as FusedExperts runs it: on an align of its own 64-row tiles
+ * (given a tensor-core kernel's 32-row align, a 64-row tile that crosses an expert boundary would multiply all
+ * its rows by the first expert's weights), w13's act rows quantized for its w2, y by pair.
+ */
+function dot4Reference(rig: ReturnType<typeof emulationRig>, config: Omit<ExpertsInt8Config, 'stage'>,
+    xq: tf.TensorInfo, ti: tf.Tensor, tw: tf.Tensor, w13: tf.Tensor[], w2: tf.Tensor[], P: number) {
+  const {numLocalExperts: E, intermediateSize: I, hiddenSize: H, applyRouterWeightOnInput: onInput} = config;
+  const rows = maxPaddedRows(P, E, INT8_GEMM_BLOCK_ROWS);
+  const tiles = Math.ceil(P / INT8_GEMM_BLOCK_ROWS) + E;
+  const align = rig.run(new ExpertsAlignProgram({...config, blockRows: INT8_GEMM_BLOCK_ROWS}, P), [ti], [E + 1 + rows],
+      'int32');
+  const act = rig.run(new ExpertsW13Int8GemmProgram({...config, stage: 'w13'}, [rows, I], tiles), [xq, align, ...w13],
+      [rows, I], 'float32');
+  const aq = rig.run(new ExpertsInt8QuantProgram(rows, I, false), [act], [rows, I / 4 + 4], 'int32');
+  const y = rig.run(new ExpertsW2Int8GemmProgram({...config, stage: 'w2'}, [P, H], tiles),
+      [aq, align, ...(onInput ? [] : [tw]), ...w2], [P, H], 'float32');
+  return {align, act, y};
+}
+
+/**
+ * Values of two GEMMs' act rows [rows, I] that differ, pair by pair (each sorted by its own align: the same
+ * pair sits at different rows), and the pairs found in both.
+ */
+function actDiffsByPair(alignA: ArrayLike<number>, actA: ArrayLike<number>, alignB: ArrayLike<number>,
+    actB: ArrayLike<number>, E: number, I: number): {pairs: number; diff: number} {
+  const rowOf = (align: ArrayLike<number>) => {
+    const m = new Map<number, number>();
+    for (let r = 0; r < align[E]; r++) if (align[E + 1 + r] >= 0) m.set(align[E + 1 + r], r);
+    return m;
+  };
+  const a = rowOf(alignA), b = rowOf(alignB);
+  let pairs = 0, diff = 0;
+  for (const [pair, ra] of a) {
+    const rb = b.get(pair);
+    if (rb == null) continue;
+    pairs++;
+    for (let i = 0; i < I; i++) if (!Object.is(actA[ra * I + i], actB[rb * I + i])) diff++;
+  }
+  return {pairs, diff};
+}
+
 /** The H200's answer (2026-12-03): i8 and f16 configs, subgroups of 32, 48 KiB of workgroup memory. */
 const H200: Int8GemmDevice = {subgroups: true, reason: '', subgroupSize: 32, maxComputeWorkgroupStorageSize: 49152,
   subgroupMatrixConfigs: [{componentType: 'f16', resultComponentType: 'f32', M: 16, N: 16, K: 16},
@@ -455,8 +497,9 @@ describeBackends('fusedExperts int8 w8a8 against the cpu reference, bit for bit'
 
     /**
      * The tensor-core GEMMs where no GPU here has subgroup matrices: their WGSL with the i8 matrices emulated
-     * (test/helpers/i8_subgroup_matrix_emulation.ts), run on the same quantized rows, align and weights as the
-     * dot4I8Packed GEMM, and compared with it bit for bit, w13 (act rows) then w2 (y). Several row tiles per
+     * (test/helpers/i8_subgroup_matrix_emulation.ts), run on the same quantized x and weights as the
+     * dot4I8Packed GEMM, each on an align of its own row tiles as FusedExperts runs them (dot4Reference), and
+     * compared with it bit for bit, w13 (act rows, pair by pair) then w2 (y). Several row tiles per
      * expert, a partial last column tile and a k tail in both stages (H = 144, I = 80: 9 and 5 vec4 of k).
      * The one-subgroup kernel, bit-equal to dot4 on the H200, checks the emulation itself.
      */
@@ -472,41 +515,31 @@ describeBackends('fusedExperts int8 w8a8 against the cpu reference, bit for bit'
         bias: true, onInput: false},
     ];
     for (const tc of tcCases) {
-      // In Chromium's SwiftShader the one-subgroup kernel's emulation gave 2560 of 32000 values different (one
-      // 32-row tile; 2026-12-03), where Node's SwiftShader and the H200's real subgroup matrices give none; the
-      // cause is not found yet, so that case runs in Node only.
-      const oneSubgroupInBrowser = tc.kernel === 'tensor-core-i8' && typeof window !== 'undefined';
-      (oneSubgroupInBrowser ? it.skip : it)(`runs the tensor-core GEMM's WGSL with emulated subgroup matrices, bit-equal to dot4: ${tc.name}`, async () => {
+      it(`runs the tensor-core GEMM's WGSL with emulated subgroup matrices, bit-equal to dot4: ${tc.name}`, async () => {
         const wb = tf.backend() as unknown as WebGPUBackend;
         const E = 3, H = 144, I = 80, k = tc.onInput ? 1 : 2, T = tc.onInput ? 300 : 200, P = T * k;
         const {config, x, tw, ti, w13, w2} = emulatedProblem(tc, E, H, I, k, T, 31);
         const BM = int8GemmBlockRows(tc.kernel);
         const rows = maxPaddedRows(P, E, BM);
-        const {run, read, emulated, temps, device} = emulationRig(wb);
+        const rig = emulationRig(wb);
+        const {run, read, emulated, temps, device} = rig;
         const tcProgram = (c: ExpertsInt8Config, shape: number[]) => emulated(tc.kernel === 'tensor-core-i8' ?
           new ExpertsInt8TensorCoreGemmProgram(c, shape, Math.ceil(P / BM) + E) :
           new ExpertsInt8TensorCoreSharedGemmProgram(c, shape, Math.ceil(P / BM) + E, BM as Int8SharedBlockRows));
-        const dot4Tiles = Math.ceil(rows / 64);
         device.pushErrorScope('validation');
         const xq = run(new ExpertsInt8QuantProgram(T, H, tc.onInput), tc.onInput ? [x, tw] : [x], [T, H / 4 + 4], 'int32');
+        const dot4 = dot4Reference(rig, config, xq, ti, tw, w13, w2, P);
         const align = run(new ExpertsAlignProgram({...config, blockRows: BM}, P), [ti], [E + 1 + rows], 'int32');
         const c13 = {...config, stage: 'w13' as const}, c2 = {...config, stage: 'w2' as const};
-        const actDot4 = run(new ExpertsW13Int8GemmProgram(c13, [rows, I], dot4Tiles), [xq, align, ...w13], [rows, I], 'float32');
         const actTc = run(tcProgram(c13, [rows, I]), [xq, align, ...w13], [rows, I], 'float32');
-        const aq = run(new ExpertsInt8QuantProgram(rows, I, false), [actDot4], [rows, I / 4 + 4], 'int32');
-        const head = tc.onInput ? [aq, align] : [aq, align, tw];
-        const yDot4 = run(new ExpertsW2Int8GemmProgram(c2, [P, H], dot4Tiles), [...head, ...w2], [P, H], 'float32');
-        const yTc = run(tcProgram(c2, [P, H]), [...head, ...w2], [P, H], 'float32');
-        const [alignHost, a4, aT, y4, yT] = await Promise.all([align, actDot4, actTc, yDot4, yTc].map(read));
+        const aq = run(new ExpertsInt8QuantProgram(rows, I, false), [actTc], [rows, I / 4 + 4], 'int32');
+        const yTc = run(tcProgram(c2, [P, H]), [aq, align, ...(tc.onInput ? [] : [tw]), ...w2], [P, H], 'float32');
+        const [alignHost, align4, a4, aT, y4, yT] = await Promise.all([align, dot4.align, dot4.act, actTc, dot4.y, yTc]
+          .map(read));
         expect((await device.popErrorScope())?.message ?? '').to.equal('');
-        // w13: the rows that hold a pair (padding rows are not part of the result).
-        let rowsChecked = 0, diff = 0;
-        for (let r = 0; r < alignHost[E]; r++) {
-          if (alignHost[E + 1 + r] < 0) continue;
-          rowsChecked++;
-          for (let i = 0; i < I; i++) if (!Object.is(a4[r * I + i], aT[r * I + i])) diff++;
-        }
-        expect(rowsChecked).to.equal(P);
+        // w13: every pair's act row (padding rows are not part of the result).
+        const {pairs, diff} = actDiffsByPair(alignHost, aT, align4, a4, E, I);
+        expect(pairs).to.equal(P);
         expect(diff, `w13: ${diff} of ${P * I} act values differ`).to.equal(0);
         expect(Array.from(a4.slice(0, 8)).some((v) => v !== 0), 'nonzero act').to.equal(true);
         let d2 = 0;
@@ -520,7 +553,7 @@ describeBackends('fusedExperts int8 w8a8 against the cpu reference, bit for bit'
 
     /**
      * The pipelined kernels (both operands in blocks, read from storage): the blocked rows and weights made by their
-     * own programs, the GEMM's WGSL with the i8 matrices emulated, bit-equal to the dot4 GEMM on the same rows.
+     * own programs, the GEMM's WGSL with the i8 matrices emulated, bit-equal to the dot4 GEMM (dot4Reference).
      * H = 144, I = 80 pad to 192 and 128 k (zero blocks past K), I to 96 act columns (a partial w13 column tile).
      */
     const pipelinedCases: Array<{name: string; kernel: Int8GemmKernel; activation: Activation; bias: boolean;
@@ -532,13 +565,7 @@ describeBackends('fusedExperts int8 w8a8 against the cpu reference, bit for bit'
         bias: true, onInput: true},
     ];
     for (const tc of pipelinedCases) {
-      // The 32-row swigluoai case gives one 32-row tile (the first of the last expert) wrong under the emulation in
-      // Node's SwiftShader, deterministically, as the one-subgroup kernel's did in Chromium's (above); reading the
-      // tile's inputs back before the GEMM made it pass once. On the H200's real subgroup matrices the same shape
-      // and kernel is bit-equal to dot4 (bench/results/2026-12-04-h200-int8-check-pipelined.log, tiny E=3 k=2
-      // H=144 I=80 T=100 swigluoai); the cause is not found yet, so that case is skipped here.
-      const emulationFault = tc.kernel === 'tensor-core-i8-pipelined-32' && tc.activation === 'swigluoai';
-      (emulationFault ? it.skip : it)(`runs the pipelined GEMM's WGSL with emulated subgroup matrices, bit-equal to dot4: ${tc.name}`, async () => {
+      it(`runs the pipelined GEMM's WGSL with emulated subgroup matrices, bit-equal to dot4: ${tc.name}`, async () => {
         const wb = tf.backend() as unknown as WebGPUBackend;
         const E = 3, H = 144, I = 80, k = tc.onInput ? 1 : 2, T = tc.onInput ? 150 : 100, P = T * k;
         const {config, x, tw, ti, w13, w2} = emulatedProblem(tc, E, H, I, k, T, 37);
@@ -547,10 +574,11 @@ describeBackends('fusedExperts int8 w8a8 against the cpu reference, bit for bit'
         const rowBlocks = Math.ceil(rows / 16);
         const layout = int8PipelinedLayout(H, I);
         expect(layout).to.deep.equal({Hp: 192, Ip: 128, w13Rows: 192, w2Rows: 192});
-        const {run, read, emulated, temps, device} = emulationRig(wb);
-        const dot4Tiles = Math.ceil(rows / 64);
+        const rig = emulationRig(wb);
+        const {run, read, emulated, temps, device} = rig;
         device.pushErrorScope('validation');
         const xq = run(new ExpertsInt8QuantProgram(T, H, tc.onInput), tc.onInput ? [x, tw] : [x], [T, H / 4 + 4], 'int32');
+        const dot4 = dot4Reference(rig, config, xq, ti, tw, w13, w2, P);
         const align = run(new ExpertsAlignProgram({...config, blockRows: BM}, P), [ti], [E + 1 + rows], 'int32');
         const c13 = {...config, stage: 'w13' as const}, c2 = {...config, stage: 'w2' as const};
         const blocked = (q: tf.TensorInfo, source: 'gather' | 'rows', K: number, Kp: number) => {
@@ -563,25 +591,18 @@ describeBackends('fusedExperts int8 w8a8 against the cpu reference, bit for bit'
           return [run(p, [w[0]], p.outputShape, 'int32'), ...w.slice(1)];
         };
         const tiles = Math.ceil(P / BM) + E;
-        const actDot4 = run(new ExpertsW13Int8GemmProgram(c13, [rows, I], dot4Tiles), [xq, align, ...w13], [rows, I], 'float32');
         const actTc = run(emulated(new ExpertsInt8PipelinedGemmProgram(c13, [rows, I], tiles, BM, layout)),
             [blocked(xq, 'gather', H, layout.Hp), align, ...blockedWeights(w13, 'w13')], [rows, I], 'float32');
-        const aq = run(new ExpertsInt8QuantProgram(rows, I, false), [actDot4], [rows, I / 4 + 4], 'int32');
-        const head = tc.onInput ? [aq, align] : [aq, align, tw];
-        const yDot4 = run(new ExpertsW2Int8GemmProgram(c2, [P, H], dot4Tiles), [...head, ...w2], [P, H], 'float32');
-        const ab = blocked(aq, 'rows', I, layout.Ip);
+        const aq = run(new ExpertsInt8QuantProgram(rows, I, false), [actTc], [rows, I / 4 + 4], 'int32');
         const yTc = run(emulated(new ExpertsInt8PipelinedGemmProgram(c2, [P, H], tiles, BM, layout)),
-            [ab, align, ...(tc.onInput ? [] : [tw]), ...blockedWeights(w2, 'w2')], [P, H], 'float32');
-        const [alignHost, a4, aT, y4, yT] = await Promise.all([align, actDot4, actTc, yDot4, yTc].map(read));
+            [blocked(aq, 'rows', I, layout.Ip), align, ...(tc.onInput ? [] : [tw]), ...blockedWeights(w2, 'w2')], [P, H],
+            'float32');
+        const [alignHost, align4, a4, aT, y4, yT] = await Promise.all([align, dot4.align, dot4.act, actTc, dot4.y, yTc]
+          .map(read));
         expect((await device.popErrorScope())?.message ?? '').to.equal('');
-        let rowsChecked = 0, diff = 0;
-        for (let r = 0; r < alignHost[E]; r++) {
-          if (alignHost[E + 1 + r] < 0) continue;
-          rowsChecked++;
-          for (let i = 0; i < I; i++) if (!Object.is(a4[r * I + i], aT[r * I + i])) diff++;
-        }
-        expect(rowsChecked).to.equal(P);
         expect(alignHost[E] / BM, 'more than one row tile per expert').to.be.greaterThan(E);
+        const {pairs, diff} = actDiffsByPair(alignHost, aT, align4, a4, E, I);
+        expect(pairs).to.equal(P);
         expect(diff, `w13: ${diff} of ${P * I} act values differ`).to.equal(0);
         let d2 = 0;
         for (let i = 0; i < P * H; i++) if (!Object.is(y4[i], yT[i])) d2++;
