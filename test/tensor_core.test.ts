@@ -21,7 +21,7 @@ import {EPILOGUE_ROWS_MAX_K, ExpertsTensorCoreStorageGemmProgram, prefetchesEpil
 import {ExpertsGatherF16Program} from '../src/kernels/webgpu/experts_gather_f16_webgpu';
 import {ExpertsWeightsF16Program} from '../src/kernels/webgpu/experts_weights_f16_webgpu';
 import {chooseGemmKernel} from '../src/kernels/webgpu/FusedExperts';
-import {tensorCorePrefillPlan, tensorCoreStoragePrefill} from '../src/kernels/webgpu/tensor_core_prefill';
+import {tensorCorePrefillPlan, w2WritesSorted} from '../src/kernels/webgpu/tensor_core_prefill';
 import {ExpertsAlignProgram} from '../src/kernels/webgpu/experts_align_webgpu';
 import {ExpertsCombineProgram} from '../src/kernels/webgpu/experts_combine_webgpu';
 import {ExpertsTensorCoreSharedGemmProgram} from '../src/kernels/webgpu/experts_gemm_tc_shared_webgpu';
@@ -212,6 +212,25 @@ describe('tensor-core GEMM plan', () => {
           ['x16', 'align', 'topkWeights', 'w16', 'bias0']);
       }
     }
+  });
+
+  it('stores w2\'s y in sorted order for the storage and pipelined variants without biases, where it fits a binding', () => {
+    const limit = 2 ** 31 - 4;
+    for (const variant of TENSOR_CORE_VARIANTS) {
+      const storageFamily = variant.startsWith('storage') || variant.startsWith('pipelined');
+      expect(w2WritesSorted(variant, false, 2048, 40832, limit), variant).to.equal(storageFamily);
+      expect(w2WritesSorted(variant, true, 2048, 40832, limit), `${variant} with biases`).to.equal(false);
+    }
+    expect(w2WritesSorted('pipelined-64', false, 2056, 100, limit), 'H not a multiple of 16').to.equal(false);
+    // Qwen3 at M = 32000: y by pair (256000 rows · 8 KiB) fits a binding, the padded rows' y (264064 rows) does not.
+    const P = 32000 * 8;
+    const rows = tensorCorePrefillPlan({hiddenSize: 2048, intermediateSize: 768, topK: 8, numLocalExperts: 128,
+      globalNumExperts: 128, hasExpertMap: false, activation: 'silu', applyRouterWeightOnInput: false,
+      format: FLOAT32_FORMAT, hasBias: false}, 'pipelined-64', P).rows;
+    expect(P * 2048 * 4).to.be.at.most(limit);
+    expect(w2WritesSorted('pipelined-64', false, 2048, rows, limit), `${rows} rows`).to.equal(false);
+    expect(w2WritesSorted('pipelined-64', false, 2048, 2 ** 18, limit), 'exactly at the limit: 2^18 rows · 8 KiB').to.equal(false);
+    expect(w2WritesSorted('pipelined-64', false, 2048, 2 ** 18 - 1, limit)).to.equal(true);
   });
 
   it('reads w2\'s rows (pairs, routing weights) once per tile after the k loop where K ≤ 4096, else per row', () => {

@@ -86,6 +86,11 @@ export function isBlockedVariant(v: TensorCoreVariant): boolean {
   return VARIANTS[v].blocked;
 }
 
+/** The variants that run experts_gemm_tc_storage_webgpu.ts (one subgroup, both operands from storage). */
+export function isStorageProgramVariant(v: TensorCoreVariant): boolean {
+  return VARIANTS[v].family === 'storage' || VARIANTS[v].family === 'pipelined';
+}
+
 /**
  * The variants whose left operand (gathered x, act16) is in 16×16 blocks too, read with the weights' blocks
  * one 32-k step ahead of the multiplies (experts_gemm_tc_storage_webgpu.ts, TensorCoreLayout.blockedRows).

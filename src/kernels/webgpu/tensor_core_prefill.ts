@@ -26,8 +26,8 @@ import {ExpertsW13TensorCoreSharedGemmProgram, ExpertsW2TensorCoreSharedGemmProg
   from './experts_gemm_tc_shared_webgpu';
 import type {ExpertsStage} from './experts_gemv_webgpu';
 import {ExpertsWeightsF16Program} from './experts_weights_f16_webgpu';
-import {TensorCoreLayout, TensorCoreVariant, isBlockedVariant, isPipelinedVariant, isSharedVariant, roundUp,
-  tensorCoreBlockRows, tensorCoreLayout, tensorCoreTileShape} from './tensor_core_plan';
+import {TensorCoreLayout, TensorCoreVariant, isBlockedVariant, isPipelinedVariant, isSharedVariant,
+  isStorageProgramVariant, roundUp, tensorCoreBlockRows, tensorCoreLayout, tensorCoreTileShape} from './tensor_core_plan';
 import {tensorCoreWeightCopy} from './tensor_core_weights';
 
 export interface TensorCorePrefillCall {
@@ -75,6 +75,16 @@ export interface TensorCorePrefillResult {
 }
 
 /**
+ * Whether w2 stores y in sorted row order (ExpertsTensorCoreStorageConfig.sortedOutput): the storage and
+ * pipelined variants without biases, H a multiple of 16, and y's `yRows` rows (splitK · padded rows: the padding
+ * rows are stored too) within one binding; else y by pair, which needs only splitK · P rows.
+ */
+export function w2WritesSorted(variant: TensorCoreVariant, hasBias: boolean, H: number, yRows: number,
+    maxBindingBytes: number): boolean {
+  return isStorageProgramVariant(variant) && !hasBias && H % 16 === 0 && yRows * H * 4 <= maxBindingBytes;
+}
+
+/**
  * Issues the storage or shared variant's programs; returns y, [splitK · P, H] by pair, or for the storage
  * family without biases [splitK · rows, H] in sorted order (ExpertsTensorCoreStorageConfig.sortedOutput).
  */
@@ -83,7 +93,11 @@ export function tensorCoreStoragePrefill(call: TensorCorePrefillCall): TensorCor
   const {hiddenSize: H, intermediateSize: I, numLocalExperts: E} = common;
   const {blockRows, rows, layout} = tensorCorePrefillPlan(common, call.variant, P);
   const shared = isSharedVariant(call.variant);
-  const sortedOutput = !shared && !common.hasBias && H % 16 === 0;
+  const tile = tensorCoreTileShape(call.variant);
+  const tiles = (n: number) => Math.ceil(P / blockRows) + n;
+  const splitK = call.splitK(tiles(E) * Math.ceil(H / tile.w2Columns), layout.Ip / tile.kStep);
+  const sortedOutput = w2WritesSorted(call.variant, common.hasBias, H, splitK * rows,
+      backend.device.limits.maxStorageBufferBindingSize);
   call.checkBinding([rows, layout.Hp / 2], 'the f16 expert-sorted x');
   const align = call.issuer.runWebGPUProgram(
       new ExpertsAlignProgram({...common, blockRows, positions: sortedOutput}, P), call.ids, 'int32');
@@ -92,7 +106,6 @@ export function tensorCoreStoragePrefill(call: TensorCorePrefillCall): TensorCor
   const x16 = temp([rows, layout.Hp / 2], 'int32');
   run(new ExpertsGatherF16Program({...common, blockedRows: layout.blockedRows}, rows, layout.Hp),
       [call.x, align, ...(common.applyRouterWeightOnInput ? [call.topkWeights] : [])], undefined, x16);
-  const tiles = (n: number) => Math.ceil(P / blockRows) + n;
 
   // The shard's f16 weights: its own data, or a copy through dequant_wgsl.ts (tensor_core_plan weightSource).
   // Kept between calls (tensor_core_weights.ts), so made on the backend itself, outside a plan's recording.
@@ -124,11 +137,9 @@ export function tensorCoreStoragePrefill(call: TensorCorePrefillCall): TensorCor
 
   const [W13, W2] = shared ? [ExpertsW13TensorCoreSharedGemmProgram, ExpertsW2TensorCoreSharedGemmProgram] :
     [ExpertsW13TensorCoreStorageGemmProgram, ExpertsW2TensorCoreStorageGemmProgram];
-  const tile = tensorCoreTileShape(call.variant);
   const act16 = temp([rows, layout.Ip / 2], 'int32');
   perShard('w13', act16, (s, n) => [new W13({...common, stage: 'w13', blockRows, layout}, act16.shape, tiles(n)),
     [x16, align]]);
-  const splitK = call.splitK(tiles(E) * Math.ceil(H / tile.w2Columns), layout.Ip / tile.kStep);
   const yRows = sortedOutput ? rows : P;
   call.checkBinding([splitK * yRows, H], `the w2 partial sums (${splitK} K parts)`);
   const y = temp([splitK * yRows, H]);
