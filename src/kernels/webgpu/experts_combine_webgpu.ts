@@ -1,7 +1,7 @@
 /**
  * The deterministic combine: out[t, h] = Σ_j y[t·k + j, h] over token t's k slots, in slot order, for the
  * slots whose expert this rank holds (the others contribute exactly 0 and their y rows are never read).
- * No atomics: one thread owns each output vec4. The routing weight is already in y.
+ * No atomics: one thread owns each output vec4. The routing weight is already in y (by pair).
  * With a split-K w2 GEMM, y holds `splits` partial sums per pair ([splits·P, H]); each pair's parts are
  * added in part order before the slot sum, so the result is the same on every call.
  * With `sorted`, y's rows are in the align program's sorted order ([splits·rows, H], written
