@@ -4,8 +4,9 @@
  * program generates for every weight format), the f16 rounding and the host reference with its derived
  * bound (bench/tensor_core_reference.ts), and, on webgpu (SwiftShader), the two helper programs of the
  * storage variants that need neither feature (the f16 gather of x and the f16 weight copy) against the
- * host, plus the f16 declaration rewrite against the installed tfjs's shader header.
- * The GEMMs themselves run in bench/gpu_check_tc.ts on a GPU that has the features.
+ * host, plus the f16 declaration rewrite against the installed tfjs's shader header, and the storage and
+ * pipelined variants' whole prefill with the subgroup matrices emulated (f16_subgroup_matrix_emulation.ts).
+ * The GEMMs on real subgroup matrices run in bench/gpu_check_tc.ts on a GPU that has the features.
  */
 import * as tf from '@tensorflow/tfjs-core';
 import type {TensorInfo} from '@tensorflow/tfjs-core';
@@ -21,7 +22,7 @@ import {EPILOGUE_ROWS_MAX_K, ExpertsTensorCoreStorageGemmProgram, prefetchesEpil
 import {ExpertsGatherF16Program} from '../src/kernels/webgpu/experts_gather_f16_webgpu';
 import {ExpertsWeightsF16Program} from '../src/kernels/webgpu/experts_weights_f16_webgpu';
 import {chooseGemmKernel} from '../src/kernels/webgpu/FusedExperts';
-import {tensorCorePrefillPlan, w2WritesSorted} from '../src/kernels/webgpu/tensor_core_prefill';
+import {tensorCorePrefillPlan, tensorCoreStoragePrefill, w2WritesSorted} from '../src/kernels/webgpu/tensor_core_prefill';
 import {ExpertsAlignProgram} from '../src/kernels/webgpu/experts_align_webgpu';
 import {ExpertsCombineProgram} from '../src/kernels/webgpu/experts_combine_webgpu';
 import {ExpertsTensorCoreSharedGemmProgram} from '../src/kernels/webgpu/experts_gemm_tc_shared_webgpu';
@@ -35,6 +36,7 @@ import {compareWithBound, tensorCoreReference} from '../bench/tensor_core_refere
 import {randn, rng} from './helpers/compare';
 import {describeBackends} from './helpers/env';
 import {randomProjection} from './helpers/quant_weights';
+import {emulateF16SubgroupMatrices} from './helpers/f16_subgroup_matrix_emulation';
 
 const fmt = (code: WeightFormat['code'], groupSize: number, zero: number | 'tensor' = 0,
     o: Partial<WeightFormat> = {}): WeightFormat =>
@@ -661,6 +663,86 @@ describeBackends('tensor-core helper programs on webgpu', (backend) => {
       wb().disposeData(out.dataId);
     }
   });
+
+  /**
+   * The whole storage-program prefill as FusedExperts issues it (tensorCoreStoragePrefill: align, f16 gather,
+   * weight copy, w13, w2 sorted or by pair, then the combine), the GEMMs' subgroup matrices emulated
+   * (test/helpers/f16_subgroup_matrix_emulation.ts), against the host reference of the f16 numerics within its
+   * derived bound: the offsets, blocked layouts, epilogues and w2's sorted stores run here, not only on the H200.
+   */
+  const emulatedPrefillCases: Array<{variant: TensorCoreVariant; activation: Activation; bias: boolean; onInput: boolean;
+      splitK: number; H: number; I: number; sorted: boolean}> = [
+    {variant: 'pipelined-64', activation: 'silu', bias: false, onInput: false, splitK: 1, H: 64, I: 48, sorted: true},
+    {variant: 'pipelined-32', activation: 'gelu', bias: false, onInput: true, splitK: 2, H: 144, I: 80, sorted: true},
+    {variant: 'pipelined-32', activation: 'swigluoai', bias: true, onInput: false, splitK: 2, H: 64, I: 48, sorted: false},
+    {variant: 'storage-64', activation: 'silu', bias: false, onInput: false, splitK: 2, H: 144, I: 80, sorted: true},
+  ];
+  for (const tc of emulatedPrefillCases) {
+    it(`runs the ${tc.variant} prefill with emulated f16 subgroup matrices within the reference's bound ` +
+        `(${tc.activation}${tc.bias ? ', biases' : ''}${tc.onInput ? ', weight on the input' : ''}, split-K ${tc.splitK}, ` +
+        `y ${tc.sorted ? 'sorted' : 'by pair'})`, async () => {
+      const {H, I} = tc;
+      const E = 3, T = 40, k = 2, P = T * k;
+      const rand = rng(21);
+      // Expert 0 takes most pairs (several row tiles), the others a few (a partial tile each).
+      const ids = Int32Array.from({length: P}, (_, p) => p % 5 === 0 ? 1 + (p % 2) : 0);
+      const weights = Float32Array.from({length: P}, () => 0.25 + rand());
+      const hidden = randn(rand, T * H);
+      const w13 = randn(rand, E * 2 * I * H, 0.3), w2 = randn(rand, E * H * I, 0.3);
+      const b13 = randn(rand, E * 2 * I, 0.5), b2 = randn(rand, E * H, 0.5);
+      const common = {hiddenSize: H, intermediateSize: I, topK: k, numLocalExperts: E, globalNumExperts: E,
+        hasExpertMap: false, activation: tc.activation, applyRouterWeightOnInput: tc.onInput, format: FLOAT32_FORMAT,
+        hasBias: tc.bias};
+      const x = tf.tensor2d(hidden, [T, H]), tw = tf.tensor2d(weights, [T, k]), ti = tf.tensor2d(ids, [T, k], 'int32');
+      const w13t = tf.tensor3d(w13, [E, 2 * I, H]), w2t = tf.tensor3d(w2, [E, H, I]);
+      const b13t = tf.tensor2d(b13, [E, 2 * I]), b2t = tf.tensor2d(b2, [E, H]);
+      const temps: TensorInfo[] = [];
+      const emulatedCodes: string[] = [];
+      tf.env().set(TENSOR_CORE_WEIGHT_CACHE_FLAG, false);
+      try {
+        const run = (program: WebGPUProgram, inputs: TensorInfo[], uniforms?: Array<{type: string; data: number[]}>,
+            out?: TensorInfo) => {
+          const code = program.getUserCode();
+          const emulated = code.includes('subgroup_matrix') ? emulateF16SubgroupMatrices(code) : null;
+          if (emulated) emulatedCodes.push(emulated);
+          const p = emulated == null ? program : Object.assign(Object.create(Object.getPrototypeOf(program)), program,
+            {getUserCode: () => emulated, shaderKey: `${program.shaderKey}_emulatedF16`}) as WebGPUProgram;
+          return wb().runWebGPUProgram(p, inputs, 'float32', uniforms, out);
+        };
+        const {y, splitK, sorted} = tensorCoreStoragePrefill({backend: wb(), issuer: wb(), run, temps,
+          temp: (shape, dtype = 'float32') => {
+            const t = wb().makeTensorInfo(shape, dtype);
+            temps.push(t);
+            return t;
+          },
+          variant: tc.variant, x, topkWeights: tw, ids: [ti], numPairs: P, common,
+          shards: {w13: [{data: w13t, ...(tc.bias ? {bias: b13t} : {})}], w2: [{data: w2t, ...(tc.bias ? {bias: b2t} : {})}]},
+          splitK: () => tc.splitK, checkBinding: () => {}});
+        expect(splitK).to.equal(tc.splitK);
+        expect(sorted != null, 'y in sorted order').to.equal(tc.sorted);
+        expect(emulatedCodes.length, 'the w13 and w2 GEMMs ran emulated').to.equal(2);
+        const combine = new ExpertsCombineProgram(common, T, {splits: splitK, sorted: sorted != null});
+        const outInfo = wb().runWebGPUProgram(combine, [y, ti, ...(sorted ? [sorted.align] : []),
+          ...(sorted && !tc.onInput ? [tw] : [])], 'float32');
+        const out = tf.engine().makeTensorFromTensorInfo(outInfo);
+        const got = await out.data();
+        out.dispose();
+        const rows = Array.from({length: T}, (_, t) => t);
+        const ref = tensorCoreReference({hidden, H, I, k, ids, weights, activation: tc.activation,
+          applyRouterWeightOnInput: tc.onInput,
+          w13Of: (e) => w13.subarray(e * 2 * I * H, (e + 1) * 2 * I * H), w2Of: (e) => w2.subarray(e * H * I, (e + 1) * H * I),
+          ...(tc.bias ? {b13Of: (e: number) => b13.subarray(e * 2 * I, (e + 1) * 2 * I),
+            b2Of: (e: number) => b2.subarray(e * H, (e + 1) * H)} : {})}, rows);
+        const r = compareWithBound(got, rows, H, ref);
+        expect(r.pass, `worst error ${r.worstRatio} of its bound (max error ${r.err})`).to.equal(true);
+        expect(Array.from(got.slice(0, 8)).some((v) => v !== 0), 'nonzero output').to.equal(true);
+      } finally {
+        tf.env().set(TENSOR_CORE_WEIGHT_CACHE_FLAG, true);
+        temps.forEach((t) => wb().disposeData(t.dataId));
+        tf.dispose([x, tw, ti, w13t, w2t, b13t, b2t]);
+      }
+    });
+  }
 
   it('copies weights of every format to padded f16 in the GEMM\'s layout (gate/up de-interleaved, or in 16×16 blocks)', async () => {
     const E = 2, H = 40, I = 24;

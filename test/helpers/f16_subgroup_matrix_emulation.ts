@@ -1,0 +1,89 @@
+/**
+ * Runs the f16 tensor-core GEMMs' WGSL (experts_gemm_tc_storage_webgpu.ts: the storage and pipelined variants)
+ * where no GPU here has subgroup matrices or shader-f16 (SwiftShader): the f16 × f16 → f32 16×16×16 types and
+ * builtins are replaced by WGSL functions with their semantics, and the f16 storage bindings stay the i32 words
+ * of two halves that tfjs allocates, read through unpack2x16float. So the kernels' tile lookup, offsets, blocked
+ * layouts, k loop, epilogues and stores run, and the whole prefill can be checked against the host reference.
+ *
+ * Semantics emulated (Dawn's subgroup_matrix.md, as test/helpers/i8_subgroup_matrix_emulation.ts):
+ *   subgroup_matrix_left<f16, 16, 16>, _right<f16, 16, 16>, _result<f32, 16, 16>;  C += A · B.
+ *   load(&arr, off, colMajor, stride) of halves: element (r, c) at off + r·s + c (row-major) or off + c·s + r,
+ *   s = max(stride, 16); the whole load is zero unless off + s·15 + 16 ≤ the binding's length in halves.
+ *   store of an f32 result into array<f32> (workgroup or storage): the same addressing and check.
+ * The products of two halves are exact in f32; the k sum is in k order, one f32 rounding per step, where the
+ * hardware's order is its own: within the reference's f32-accumulation bound either way.
+ *
+ * Each lane holds 8 of a result's 256 elements (row lane / 2, columns (lane % 2)·8 ..), lane = localIndex % 32;
+ * operands are lazy (read at the multiply), sound here since both operands come from read-only storage.
+ */
+export function emulateF16SubgroupMatrices(code: string): string {
+  const f16Bindings = [...code.matchAll(/^[ \t]*\/\/ moe-storage-f16 (\w+)[ \t]*$/gm)].map((m) => m[1]);
+  let out = code.replace(/^\s*enable (f16|chromium_experimental_subgroup_matrix);\s*$/gm, '')
+      .replace(/^[ \t]*\/\/ moe-storage-f16 \w+[ \t]*$/gm, '');
+  if (!/fn main\(\) \{/.test(out)) throw new Error('emulateF16SubgroupMatrices: no main() found');
+  out = out.replace(/fn main\(\) \{/, 'fn main() {\n        smLane = localIndex % 32u;');
+  const loaded: string[] = [];
+  const id = (arr: string) => {
+    if (!f16Bindings.includes(arr)) throw new Error(`emulateF16SubgroupMatrices: a load from ${arr}, not an f16 binding`);
+    if (!loaded.includes(arr)) loaded.push(arr);
+    return loaded.indexOf(arr);
+  };
+  out = out.replace(/subgroupMatrixLoad<subgroup_matrix_(?:left|right)<f16, 16, 16>>\(&(\w+), /g,
+      (_, arr) => `smLoad(${id(arr)}u, 2u * arrayLength(&${arr}), `);
+  const stored = new Set<string>();
+  out = out.replace(/subgroupMatrixStore\(&(\w+), /g, (_, arr) => {
+    stored.add(arr);
+    return `smStore_${arr}(`;
+  });
+  out = out.replace(/subgroup_matrix_(?:left|right)<f16, 16, 16>/g, 'SmOperand')
+      .replace(/subgroup_matrix_result<f32, 16, 16>/g, 'SmResult')
+      .replace(/subgroupMatrixMultiplyAccumulate\(/g, 'smMma(');
+  const left = out.split('\n').map((line) => line.replace(/\/\/.*$/, ''))
+      .find((line) => /subgroup_matrix|subgroupMatrix|\bf16\b/.test(line));
+  if (left != null) throw new Error(`emulateF16SubgroupMatrices: an f16 or subgroup-matrix use is left: ${left.trim()}`);
+  const workgroupLength = (arr: string) => out.match(new RegExp(`var<workgroup>\\s+${arr}\\s*:\\s*array<f32,\\s*(\\d+)>`))?.[1];
+  return `${out}
+      var<private> smLane : u32;
+      struct SmOperand { arr : u32, off : u32, stride : u32, colMajor : bool, ok : bool }
+      struct SmResult { v : array<f32, 8> }
+      fn smLoad(arr : u32, len : u32, off : u32, colMajor : bool, stride : u32) -> SmOperand {
+        let s = max(stride, 16u);
+        return SmOperand(arr, off, s, colMajor, off + s * 15u + 16u <= len);
+      }
+      fn smHalf(arr : u32, o : u32) -> f32 {
+        var w = 0;
+        switch arr {
+          ${loaded.map((a, i) => `case ${i}u: { w = ${a}[o / 2u]; }`).join('\n          ')}
+          default: {}
+        }
+        return unpack2x16float(bitcast<u32>(w))[o % 2u];
+      }
+      fn smAt(m : SmOperand, r : u32, c : u32) -> f32 {
+        if (!m.ok) { return 0.0; }
+        return smHalf(m.arr, m.off + select(r * m.stride + c, c * m.stride + r, m.colMajor));
+      }
+      fn smMma(a : SmOperand, b : SmOperand, acc : SmResult) -> SmResult {
+        var out = acc;
+        let r = smLane / 2u;
+        for (var j = 0u; j < 8u; j++) {
+          let n = (smLane % 2u) * 8u + j;
+          var s = out.v[j];
+          for (var k = 0u; k < 16u; k++) { s += smAt(a, r, k) * smAt(b, k, n); }
+          out.v[j] = s;
+        }
+        return out;
+      }
+      ${[...stored].map((arr) => {
+    const n = workgroupLength(arr);
+    return `fn smStore_${arr}(off : u32, m : SmResult, colMajor : bool, stride : u32) {
+        let s = max(stride, 16u);
+        if (off + s * 15u + 16u > ${n != null ? `${n}u` : `arrayLength(&${arr})`}) { return; }
+        let r = smLane / 2u;
+        for (var j = 0u; j < 8u; j++) {
+          let c = (smLane % 2u) * 8u + j;
+          ${arr}[off + select(r * s + c, c * s + r, colMajor)] = m.v[j];
+        }
+      }`;
+  }).join('\n      ')}
+`;
+}
