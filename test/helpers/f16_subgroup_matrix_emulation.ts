@@ -1,3 +1,5 @@
+import {subgroupMatrixLanesWgsl} from './subgroup_matrix_lanes';
+
 /**
  * Runs the f16 tensor-core GEMMs' WGSL (experts_gemm_tc_storage_webgpu.ts: the storage and pipelined variants)
  * where no GPU here has subgroup matrices or shader-f16 (SwiftShader): the f16 × f16 → f32 16×16×16 types and
@@ -43,9 +45,6 @@ export function emulateF16SubgroupMatrices(code: string): string {
   if (left != null) throw new Error(`emulateF16SubgroupMatrices: an f16 or subgroup-matrix use is left: ${left.trim()}`);
   const workgroupLength = (arr: string) => out.match(new RegExp(`var<workgroup>\\s+${arr}\\s*:\\s*array<f32,\\s*(\\d+)>`))?.[1];
   return `${out}
-      var<private> smLane : u32;
-      struct SmOperand { arr : u32, off : u32, stride : u32, colMajor : bool, ok : bool }
-      struct SmResult { v : array<f32, 8> }
       fn smLoad(arr : u32, len : u32, off : u32, colMajor : bool, stride : u32) -> SmOperand {
         let s = max(stride, 16u);
         return SmOperand(arr, off, s, colMajor, off + s * 15u + 16u <= len);
@@ -62,28 +61,9 @@ export function emulateF16SubgroupMatrices(code: string): string {
         if (!m.ok) { return 0.0; }
         return smHalf(m.arr, m.off + select(r * m.stride + c, c * m.stride + r, m.colMajor));
       }
-      fn smMma(a : SmOperand, b : SmOperand, acc : SmResult) -> SmResult {
-        var out = acc;
-        let r = smLane / 2u;
-        for (var j = 0u; j < 8u; j++) {
-          let n = (smLane % 2u) * 8u + j;
-          var s = out.v[j];
-          for (var k = 0u; k < 16u; k++) { s += smAt(a, r, k) * smAt(b, k, n); }
-          out.v[j] = s;
-        }
-        return out;
-      }
-      ${[...stored].map((arr) => {
-    const n = workgroupLength(arr);
-    return `fn smStore_${arr}(off : u32, m : SmResult, colMajor : bool, stride : u32) {
-        let s = max(stride, 16u);
-        if (off + s * 15u + 16u > ${n != null ? `${n}u` : `arrayLength(&${arr})`}) { return; }
-        let r = smLane / 2u;
-        for (var j = 0u; j < 8u; j++) {
-          let c = (smLane % 2u) * 8u + j;
-          ${arr}[off + select(r * s + c, c * s + r, colMajor)] = m.v[j];
-        }
-      }`;
-  }).join('\n      ')}
+      ${subgroupMatrixLanesWgsl('f32', 16, [...stored].map((arr) => {
+        const n = workgroupLength(arr);
+        return {name: arr, element: (i: string) => `${arr}[${i}]`, length: n != null ? `${n}u` : `arrayLength(&${arr})`};
+      }))}
 `;
 }

@@ -1,3 +1,5 @@
+import {subgroupMatrixLanesWgsl} from './subgroup_matrix_lanes';
+
 /**
  * Runs the int8 tensor-core GEMMs' WGSL where no GPU here has subgroup matrices (SwiftShader): the
  * i8 × i8 → i32 16×16×32 types and builtins are replaced by WGSL functions with their semantics, so that the
@@ -82,9 +84,6 @@ export function emulateI8SubgroupMatrices(code: string, maxWorkgroupBytes = Infi
       out.match(/.*(subgroup_matrix|subgroupMatrix).*/)?.[0]}`);
   }
   return `${out}
-      var<private> smLane : u32;
-      struct SmOperand { arr : u32, off : u32, stride : u32, colMajor : bool, ok : bool }
-      struct SmResult { v : array<i32, 8> }
       fn smLoad(arr : u32, len : u32, rows : u32, cols : u32, off : u32, colMajor : bool, stride : u32) -> SmOperand {
         let minor = select(cols, rows, colMajor);
         let major = select(rows, cols, colMajor);
@@ -103,25 +102,7 @@ export function emulateI8SubgroupMatrices(code: string, maxWorkgroupBytes = Infi
         if (!m.ok) { return 0; }
         return smI8(m.arr, m.off + select(r * m.stride + c, c * m.stride + r, m.colMajor));
       }
-      fn smMma(a : SmOperand, b : SmOperand, acc : SmResult) -> SmResult {
-        var out = acc;
-        let r = smLane / 2u;
-        for (var j = 0u; j < 8u; j++) {
-          let n = (smLane % 2u) * 8u + j;
-          var s = 0;
-          for (var k = 0u; k < 32u; k++) { s += smAt(a, r, k) * smAt(b, k, n); }
-          out.v[j] += s;
-        }
-        return out;
-      }
-      ${[...stored].map((arr) => `fn smStore_${arr}(off : u32, m : SmResult, colMajor : bool, stride : u32) {
-        let s = max(stride, 16u);
-        if (off + s * 15u + 16u > ${sizes.get(arr)}u) { return; }
-        let r = smLane / 2u;
-        for (var j = 0u; j < 8u; j++) {
-          let c = (smLane % 2u) * 8u + j;
-          ${at(arr, 'off + select(r * s + c, c * s + r, colMajor)')} = m.v[j];
-        }
-      }`).join('\n      ')}
+      ${subgroupMatrixLanesWgsl('i32', 32, [...stored].map((arr) =>
+        ({name: arr, element: (i: string) => at(arr, i), length: `${sizes.get(arr)}u`})))}
 `;
 }
