@@ -671,31 +671,48 @@ describeBackends('tensor-core helper programs on webgpu', (backend) => {
    * derived bound: the offsets, blocked layouts, epilogues and w2's sorted stores run here, not only on the H200.
    */
   const emulatedPrefillCases: Array<{variant: TensorCoreVariant; activation: Activation; bias: boolean; onInput: boolean;
-      splitK: number; H: number; I: number; sorted: boolean}> = [
+      splitK: number; H: number; I: number; sorted: boolean; shards?: number[]; expertMap?: number[]}> = [
     {variant: 'pipelined-64', activation: 'silu', bias: false, onInput: false, splitK: 1, H: 64, I: 48, sorted: true},
     {variant: 'pipelined-32', activation: 'gelu', bias: false, onInput: true, splitK: 2, H: 144, I: 80, sorted: true},
     {variant: 'pipelined-32', activation: 'swigluoai', bias: true, onInput: false, splitK: 2, H: 64, I: 48, sorted: false},
     {variant: 'storage-64', activation: 'silu', bias: false, onInput: false, splitK: 2, H: 144, I: 80, sorted: true},
+    // Two weight shards (one program each, firstExpert) and an expert map: global expert 1 is another rank's.
+    {variant: 'pipelined-64', activation: 'silu', bias: false, onInput: false, splitK: 2, H: 64, I: 48, sorted: true,
+      shards: [2, 1], expertMap: [0, -1, 1, 2]},
   ];
   for (const tc of emulatedPrefillCases) {
     it(`runs the ${tc.variant} prefill with emulated f16 subgroup matrices within the reference's bound ` +
         `(${tc.activation}${tc.bias ? ', biases' : ''}${tc.onInput ? ', weight on the input' : ''}, split-K ${tc.splitK}, ` +
-        `y ${tc.sorted ? 'sorted' : 'by pair'})`, async () => {
+        `y ${tc.sorted ? 'sorted' : 'by pair'}${tc.shards ? `, shards of ${tc.shards} experts, an expert map` : ''})`, async () => {
       const {H, I} = tc;
       const E = 3, T = 40, k = 2, P = T * k;
+      const globalE = tc.expertMap?.length ?? E;
+      const local = (g: number) => tc.expertMap ? tc.expertMap[g] : g;
+      const shardSizes = tc.shards ?? [E];
       const rand = rng(21);
       // Expert 0 takes most pairs (several row tiles), the others a few (a partial tile each).
-      const ids = Int32Array.from({length: P}, (_, p) => p % 5 === 0 ? 1 + (p % 2) : 0);
+      const ids = Int32Array.from({length: P}, (_, p) => p % 5 === 0 ? 1 + (p % (globalE - 1)) : 0);
       const weights = Float32Array.from({length: P}, () => 0.25 + rand());
       const hidden = randn(rand, T * H);
       const w13 = randn(rand, E * 2 * I * H, 0.3), w2 = randn(rand, E * H * I, 0.3);
       const b13 = randn(rand, E * 2 * I, 0.5), b2 = randn(rand, E * H, 0.5);
-      const common = {hiddenSize: H, intermediateSize: I, topK: k, numLocalExperts: E, globalNumExperts: E,
-        hasExpertMap: false, activation: tc.activation, applyRouterWeightOnInput: tc.onInput, format: FLOAT32_FORMAT,
-        hasBias: tc.bias};
+      const common = {hiddenSize: H, intermediateSize: I, topK: k, numLocalExperts: E, globalNumExperts: globalE,
+        hasExpertMap: tc.expertMap != null, activation: tc.activation, applyRouterWeightOnInput: tc.onInput,
+        format: FLOAT32_FORMAT, hasBias: tc.bias};
       const x = tf.tensor2d(hidden, [T, H]), tw = tf.tensor2d(weights, [T, k]), ti = tf.tensor2d(ids, [T, k], 'int32');
-      const w13t = tf.tensor3d(w13, [E, 2 * I, H]), w2t = tf.tensor3d(w2, [E, H, I]);
-      const b13t = tf.tensor2d(b13, [E, 2 * I]), b2t = tf.tensor2d(b2, [E, H]);
+      const ids2 = [ti, ...(tc.expertMap ? [tf.tensor1d(tc.expertMap, 'int32')] : [])];
+      // Each shard's experts as their own tensors, as FusedMoE's expert-range shards are.
+      const shardTensors = (data: Float32Array, perExpert: number[]) => {
+        let first = 0;
+        return shardSizes.map((n) => {
+          const t = tf.tensor(data.subarray(first * perExpert.reduce((a, b) => a * b), (first + n) *
+            perExpert.reduce((a, b) => a * b)), [n, ...perExpert]);
+          first += n;
+          return t;
+        });
+      };
+      const w13t = shardTensors(w13, [2 * I, H]), w2t = shardTensors(w2, [H, I]);
+      const b13t = shardTensors(b13, [2 * I]), b2t = shardTensors(b2, [H]);
       const temps: TensorInfo[] = [];
       const emulatedCodes: string[] = [];
       tf.env().set(TENSOR_CORE_WEIGHT_CACHE_FLAG, false);
@@ -715,31 +732,33 @@ describeBackends('tensor-core helper programs on webgpu', (backend) => {
             temps.push(t);
             return t;
           },
-          variant: tc.variant, x, topkWeights: tw, ids: [ti], numPairs: P, common,
-          shards: {w13: [{data: w13t, ...(tc.bias ? {bias: b13t} : {})}], w2: [{data: w2t, ...(tc.bias ? {bias: b2t} : {})}]},
+          variant: tc.variant, x, topkWeights: tw, ids: ids2, numPairs: P, common,
+          shards: {w13: w13t.map((data, s) => ({data, ...(tc.bias ? {bias: b13t[s]} : {})})),
+            w2: w2t.map((data, s) => ({data, ...(tc.bias ? {bias: b2t[s]} : {})}))},
           splitK: () => tc.splitK, checkBinding: () => {}});
         expect(splitK).to.equal(tc.splitK);
         expect(sorted != null, 'y in sorted order').to.equal(tc.sorted);
-        expect(emulatedCodes.length, 'the w13 and w2 GEMMs ran emulated').to.equal(2);
+        expect(emulatedCodes.length, 'the w13 and w2 GEMMs ran emulated, a program per shard').to.equal(2 * shardSizes.length);
         const combine = new ExpertsCombineProgram(common, T, {splits: splitK, sorted: sorted != null});
-        const outInfo = wb().runWebGPUProgram(combine, [y, ti, ...(sorted ? [sorted.align] : []),
+        const outInfo = wb().runWebGPUProgram(combine, [y, ...ids2, ...(sorted ? [sorted.align] : []),
           ...(sorted && !tc.onInput ? [tw] : [])], 'float32');
         const out = tf.engine().makeTensorFromTensorInfo(outInfo);
         const got = await out.data();
         out.dispose();
+        // Another rank's expert contributes exactly 0 here: in the reference, zero weights (act(0)·0 = 0).
+        const of = (data: Float32Array, size: number) => (g: number) => local(g) < 0 ? new Float32Array(size) :
+          data.subarray(local(g) * size, (local(g) + 1) * size);
         const rows = Array.from({length: T}, (_, t) => t);
         const ref = tensorCoreReference({hidden, H, I, k, ids, weights, activation: tc.activation,
-          applyRouterWeightOnInput: tc.onInput,
-          w13Of: (e) => w13.subarray(e * 2 * I * H, (e + 1) * 2 * I * H), w2Of: (e) => w2.subarray(e * H * I, (e + 1) * H * I),
-          ...(tc.bias ? {b13Of: (e: number) => b13.subarray(e * 2 * I, (e + 1) * 2 * I),
-            b2Of: (e: number) => b2.subarray(e * H, (e + 1) * H)} : {})}, rows);
+          applyRouterWeightOnInput: tc.onInput, w13Of: of(w13, 2 * I * H), w2Of: of(w2, H * I),
+          ...(tc.bias ? {b13Of: of(b13, 2 * I), b2Of: of(b2, H)} : {})}, rows);
         const r = compareWithBound(got, rows, H, ref);
         expect(r.pass, `worst error ${r.worstRatio} of its bound (max error ${r.err})`).to.equal(true);
         expect(Array.from(got.slice(0, 8)).some((v) => v !== 0), 'nonzero output').to.equal(true);
       } finally {
         tf.env().set(TENSOR_CORE_WEIGHT_CACHE_FLAG, true);
         temps.forEach((t) => wb().disposeData(t.dataId));
-        tf.dispose([x, tw, ti, w13t, w2t, b13t, b2t]);
+        tf.dispose([x, tw, ...ids2, ...w13t, ...w2t, ...b13t, ...b2t]);
       }
     });
   }
