@@ -726,7 +726,7 @@ describeBackends('tensor-core helper programs on webgpu', (backend) => {
             {getUserCode: () => emulated, shaderKey: `${program.shaderKey}_emulatedF16`}) as WebGPUProgram;
           return wb().runWebGPUProgram(p, inputs, 'float32', uniforms, out);
         };
-        const {y, splitK, sorted} = tensorCoreStoragePrefill({backend: wb(), issuer: wb(), run, temps,
+        const {y, splitK, sorted, combineInputs} = tensorCoreStoragePrefill({backend: wb(), issuer: wb(), run, temps,
           temp: (shape, dtype = 'float32') => {
             const t = wb().makeTensorInfo(shape, dtype);
             temps.push(t);
@@ -737,11 +737,10 @@ describeBackends('tensor-core helper programs on webgpu', (backend) => {
             w2: w2t.map((data, s) => ({data, ...(tc.bias ? {bias: b2t[s]} : {})}))},
           splitK: () => tc.splitK, checkBinding: () => {}});
         expect(splitK).to.equal(tc.splitK);
-        expect(sorted != null, 'y in sorted order').to.equal(tc.sorted);
+        expect(sorted, 'y in sorted order').to.equal(tc.sorted);
         expect(emulatedCodes.length, 'the w13 and w2 GEMMs ran emulated, a program per shard').to.equal(2 * shardSizes.length);
-        const combine = new ExpertsCombineProgram(common, T, {splits: splitK, sorted: sorted != null});
-        const outInfo = wb().runWebGPUProgram(combine, [y, ...ids2, ...(sorted ? [sorted.align] : []),
-          ...(sorted && !tc.onInput ? [tw] : [])], 'float32');
+        const combine = new ExpertsCombineProgram(common, T, {splits: splitK, sorted});
+        const outInfo = wb().runWebGPUProgram(combine, [y, ...ids2, ...combineInputs], 'float32');
         const out = tf.engine().makeTensorFromTensorInfo(outInfo);
         const got = await out.data();
         out.dispose();

@@ -365,14 +365,12 @@ export function issueFusedExperts(backend: WebGPUBackend, issuer: ProgramIssuer,
     } else {
       const gemm = chooseGemmKernel(backend, H, I, a, P / Math.max(1, Math.min(numLocalExperts, P)));
       if (gemm.kernel === 'tensor-core-f16' && gemm.variant !== 'workgroup-tiles') {
-        const {y, splitK, sorted} = tensorCoreStoragePrefill({backend, issuer, run, temp, temps,
+        const {y, splitK, sorted, combineInputs} = tensorCoreStoragePrefill({backend, issuer, run, temp, temps,
           variant: gemm.variant!, x, topkWeights, ids, shards: shardsOf, numPairs: P, common,
           splitK: (workgroups, kTiles) => chooseSplitK(workgroups, kTiles),
           checkBinding: (shape, what) => checkBinding(backend, shape, what, 'call it on fewer tokens at a time')});
-        combine = new ExpertsCombineProgram(common, T, {splits: splitK, sorted: sorted != null});
-        const sortedInputs = sorted == null ? [] :
-          [sorted.align, ...(a.applyRouterWeightOnInput ? [] : [topkWeights])];
-        return issuer.runWebGPUProgram(combine, [y, ...ids, ...sortedInputs], 'float32');
+        combine = new ExpertsCombineProgram(common, T, {splits: splitK, sorted});
+        return issuer.runWebGPUProgram(combine, [y, ...ids, ...combineInputs], 'float32');
       }
       const blockRows = gemm.kernel === 'tensor-core-f16' ? TC_BLOCK_ROWS : chooseBlockRows(P, numLocalExperts);
       const tileK = chooseTileK(blockRows, backend.device.limits.maxComputeWorkgroupStorageSize);

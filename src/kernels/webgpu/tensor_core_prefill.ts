@@ -67,11 +67,16 @@ export function tensorCorePrefillPlan(c: TensorCorePrefillCall['common'], varian
       isBlockedVariant(variant), isPipelinedVariant(variant))};
 }
 
-/** What the combine reads: y, its K parts, and for y in sorted order the align output (with positions). */
+/**
+ * What the combine reads: y, its K parts, whether y is in sorted order, and the inputs the combine then takes
+ * after topkIds / expertMap (ExpertsCombineProgram: the align output with positions, and topkWeights unless
+ * the router weight went on the input).
+ */
 export interface TensorCorePrefillResult {
   y: TensorInfo;
   splitK: number;
-  sorted?: {align: TensorInfo};
+  sorted: boolean;
+  combineInputs: TensorInfo[];
 }
 
 /**
@@ -146,5 +151,6 @@ export function tensorCoreStoragePrefill(call: TensorCorePrefillCall): TensorCor
   const routed = common.applyRouterWeightOnInput || sortedOutput ? [] : [call.topkWeights];
   perShard('w2', y, (s, n) => [new W2({...common, stage: 'w2', blockRows, layout, splitK, sortedOutput}, y.shape,
     tiles(n)), [act16, align, ...routed]]);
-  return {y, splitK, ...(sortedOutput ? {sorted: {align}} : {})};
+  return {y, splitK, sorted: sortedOutput,
+    combineInputs: sortedOutput ? [align, ...(common.applyRouterWeightOnInput ? [] : [call.topkWeights])] : []};
 }
