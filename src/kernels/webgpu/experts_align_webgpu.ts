@@ -17,8 +17,9 @@
  * Output (int32): [0, E_local] the offsets, then `maxPaddedRows` entries of `sorted` (only the first
  * offsets[E_local] are written), then with `positions` each pair's row in `sorted` (-1 for a pair whose
  * expert this rank does not hold): for the example, positions = [8, 0, 1, 4, 9, 5, 2, 10]. The w2 GEMM that
- * writes y in sorted order (experts_gemm_tc_storage_webgpu.ts) and its combine read rows through it. One workgroup does it all: counting in workgroup atomics, a prefix sum
- * and a scatter; T·k is at most a few tens of thousands.
+ * writes y in sorted order (experts_gemm_tc_storage_webgpu.ts) and its combine read rows through it.
+ * One workgroup does it all: counting in workgroup atomics, a prefix sum and a scatter; T·k is at most a few
+ * tens of thousands.
  */
 import type {WebGPUProgram} from '@tensorflow/tfjs-backend-webgpu';
 import {EXPERTS_WORKGROUP, localExpertSnippet} from './experts_wgsl';
