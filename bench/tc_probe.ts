@@ -4,7 +4,9 @@
  * expert GEMMs. Device only (needs chromium-experimental-subgroup-matrix and shader-f16):
  *   bash .gpu/run.sh .gpu/tc_probe.mjs [--m 4096 --n 14336 --k 4096]
  * Prints one JSON line per kernel: GPU time (timestamp queries, median of 10), TFLOP/s, and the worst error
- * on 256 sampled outputs against float64 sums of the same f16 operands.
+ * on 256 sampled outputs against float64 sums of the same f16 operands (int8: exact i32 sums).
+ * Rounds: --round2 … --round6 (see README's tensor-core notes); --round7 the pipelined 64×64 kernel on f16 and
+ * int8 blocks in each load form (--round7-n8: only the 16×8 result configs beside the f16 baseline).
  */
 import * as fs from 'fs';
 import {tensorCoreDawnToggles} from './dawn_toggles';
@@ -46,6 +48,8 @@ interface Kernel {
   workgroups: [number, number, number];
   /** Operands in 16×16 block-major layout (each block 512 contiguous bytes) instead of row-major: both, or one. */
   blocked?: boolean | 'A' | 'B';
+  /** Round 7: int8 operands (A8/B8 in 16×32 blocks, C i32, checked exactly) instead of f16. */
+  int8?: boolean;
 }
 
 const SG = 'subgroup_matrix';
@@ -418,6 +422,83 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) l
 }`};
 }
 
+/** Round 7's operand declarations: how the blocked operands are typed and addressed. */
+interface OperandSyntax {
+  /** 'old': subgroupMatrixLoad<T>(p, offset, colMajor, stride), offsets in matrix elements; 'new':
+   * subgroupMatrixLoad<T, row_major|col_major>(p, offset, stride), offsets in the array's elements. */
+  form: 'old' | 'new';
+  /** The storage arrays' element: the matrix's scalar (f16; i8 packed in i32) or vec4<u32> (16 bytes). */
+  array: 'scalar' | 'vec4';
+}
+
+/**
+ * Round 7: the pipelined 64×64 one-subgroup kernel (round 5's best, 2 blocks per iteration, the next
+ * iteration's blocks loaded before this one's multiplies) on f16 (16×16 blocks) or int8 (16×32 blocks, i32
+ * results) operands, each block 512 contiguous bytes, declared and addressed per `syntax`. Tests whether int8
+ * runs at twice f16's rate on this path (it did not in the expert GEMMs), and whether 16-byte array elements
+ * (which let the driver assume 16-byte alignment) change the load cost.
+ */
+function pipelinedTyped(M: number, N: number, K: number, int8: boolean, syntax: OperandSyntax, n8 = false): Kernel {
+  const kPerBlock = int8 ? 32 : 16, KB = K / kPerBlock;
+  // n8: the 16×8 result configs (right matrices of 8 columns, each block's halves), 4 × 8 results per subgroup.
+  const rows = [0, 1, 2, 3], cols = n8 ? [0, 1, 2, 3, 4, 5, 6, 7] : [0, 1, 2, 3], us = [0, 1];
+  const NC = n8 ? 8 : 16;
+  // A block's size and a block row's stride in the offset units of the chosen form.
+  const unit = syntax.array === 'vec4' ? 16 : syntax.form === 'old' || !int8 ? (int8 ? 1 : 2) : 4;
+  const BLK = 512 / unit, STRIDE = 32 / unit;
+  const elem = syntax.array === 'vec4' ? 'vec4<u32>' : int8 ? 'i32' : 'f16';
+  const left = int8 ? `${SG}_left<i8, 32, 16>` : `${SG}_left<f16, 16, 16>`;
+  const right = int8 ? `${SG}_right<i8, ${NC}, 32>` : `${SG}_right<f16, ${NC}, 16>`;
+  const result = int8 ? `${SG}_result<i32, ${NC}, 16>` : `${SG}_result<f32, ${NC}, 16>`;
+  const load = (m: string, p: string, off: string, colMajor: boolean) => syntax.form === 'old' ?
+    `subgroupMatrixLoad<${m}>(&${p}, ${off}, ${colMajor}, ${STRIDE}u)` :
+    `subgroupMatrixLoad<${m}, ${colMajor ? 'col_major' : 'row_major'}>(&${p}, ${off}, ${STRIDE}u)`;
+  const a = (r: number, kb: string) => load(left, 'A', `am + ${r * KB * BLK}u + (${kb}) * ${BLK}u`, false);
+  const b = (c: number, kb: string) => n8 ?
+    load(right, 'B', `bn + ${(c >> 1) * KB * BLK + (c & 1) * BLK / 2}u + (${kb}) * ${BLK}u`, true) :
+    load(right, 'B', `bn + ${c * KB * BLK}u + (${kb}) * ${BLK}u`, true);
+  const store = (r: number, c: number) => {
+    const off = `(wg.y * 64u + ${16 * r}u) * ${N}u + wg.x * 64u + ${NC * c}u`;
+    return syntax.form === 'old' ? `subgroupMatrixStore(&C, ${off}, acc${r}${c}, false, ${N}u);` :
+      `subgroupMatrixStore<row_major>(&C, ${off}, acc${r}${c}, ${N}u);`;
+  };
+  return {name: `round7 ${int8 ? 'int8 16×32' : 'f16 16×16'} blocks, ${n8 ? '16×8 results, ' : ''}64×64 one subgroup, ${syntax.form} form, ` +
+      `array<${elem}>`, workgroups: [N / 64, M / 64, 1], blocked: true, int8, code: `
+enable f16;
+enable chromium_experimental_subgroup_matrix;
+@group(0) @binding(0) var<storage, read> A: array<${elem}>;
+@group(0) @binding(1) var<storage, read> B: array<${elem}>;
+@group(0) @binding(2) var<storage, read_write> C: array<${int8 ? 'i32' : 'f32'}>;
+@compute @workgroup_size(32)
+fn main(@builtin(workgroup_id) wg: vec3<u32>) {
+  let am = wg.y * ${4 * KB * BLK}u;
+  let bn = wg.x * ${4 * KB * BLK}u;
+  ${rows.flatMap((r) => cols.map((c) => `var acc${r}${c}: ${result};`)).join('\n  ')}
+  ${us.flatMap((u) => rows.map((r) => `var a${u}${r} = ${a(r, `${u}u`)};`)).join('\n  ')}
+  ${us.flatMap((u) => cols.map((c) => `var b${u}${c} = ${b(c, `${u}u`)};`)).join('\n  ')}
+  for (var kb = 0u; kb < ${KB}u; kb += 2u) {
+    let nk = min(kb + 2u, ${KB - 2}u);
+    ${us.flatMap((u) => rows.map((r) => `let na${u}${r} = ${a(r, `nk + ${u}u`)};`)).join('\n    ')}
+    ${us.flatMap((u) => cols.map((c) => `let nb${u}${c} = ${b(c, `nk + ${u}u`)};`)).join('\n    ')}
+    ${us.flatMap((u) => rows.flatMap((r) => cols.map((c) =>
+      `acc${r}${c} = subgroupMatrixMultiplyAccumulate(a${u}${r}, b${u}${c}, acc${r}${c});`))).join('\n    ')}
+    ${us.flatMap((u) => rows.map((r) => `a${u}${r} = na${u}${r};`)).join(' ')}
+    ${us.flatMap((u) => cols.map((c) => `b${u}${c} = nb${u}${c};`)).join(' ')}
+  }
+  ${rows.flatMap((r) => cols.map((c) => store(r, c))).join('\n  ')}
+}`};
+}
+
+/** Row-major [R, K] int8 → 16 × 32 block-major (block (i, kb) at ((i · K/32) + kb) · 512 bytes, row-major inside). */
+function toBlocks8(x: Int8Array, R: number, K: number): Int8Array {
+  const y = new Int8Array(x.length);
+  const KB = K / 32;
+  for (let r = 0; r < R; r++) {
+    for (let k = 0; k < K; k++) y[((((r >> 4) * KB) + (k >> 5)) << 9) + ((r & 15) << 5) + (k & 31)] = x[r * K + k];
+  }
+  return y;
+}
+
 /** Row-major [R, K] halves → 16×16 block-major (see blocked()). */
 function toBlocks(x: Uint16Array, R: number, K: number): Uint16Array {
   const y = new Uint16Array(x.length);
@@ -506,7 +587,7 @@ fn main(@builtin(local_invocation_index) li: u32${sidDecl}) {
   const A = buf(a16, GPUBufferUsage.STORAGE), B = buf(b16, GPUBufferUsage.STORAGE);
   const round4 = args.includes('--round4');
   const round6 = args.includes('--round6');
-  const round3 = args.includes('--round3') || round4 || args.includes('--round5') || round6;
+  const round3 = args.includes('--round3') || round4 || args.includes('--round5') || round6 || args.includes('--round7');
   const Ab = round3 ? buf(toBlocks(a16, M, K), GPUBufferUsage.STORAGE) : A;
   const Bb = round3 ? buf(toBlocks(b16, N, K), GPUBufferUsage.STORAGE) : B;
   const C = buf(M * N * 4, GPUBufferUsage.STORAGE | GPUBufferUsage.COPY_SRC);
@@ -528,6 +609,13 @@ fn main(@builtin(local_invocation_index) li: u32${sidDecl}) {
   const flops = 2 * M * N * K;
 
   const kernels: Kernel[] = args.includes('--round2') ? [] : [storage64(M, N, K)];
+  const round7 = args.includes('--round7');
+  // Round 7's int8 operands: codes in [-127, 127], in 16 × 32 blocks; exact i32 sums on the sampled outputs.
+  const a8 = new Int8Array(round7 ? M * K : 0), b8 = new Int8Array(round7 ? N * K : 0);
+  for (let i = 0; i < a8.length; i++) a8[i] = Math.round(rnd() * 127);
+  for (let i = 0; i < b8.length; i++) b8[i] = Math.round(rnd() * 127);
+  const A8 = round7 ? buf(toBlocks8(a8, M, K), GPUBufferUsage.STORAGE) : A;
+  const B8 = round7 ? buf(toBlocks8(b8, N, K), GPUBufferUsage.STORAGE) : B;
   if (round3) {
     kernels.length = 0;
     const blockedShapes: BlockedShape[] = [
@@ -542,6 +630,16 @@ fn main(@builtin(local_invocation_index) li: u32${sidDecl}) {
     ];
     for (const b of blockedShapes) kernels.push(blocked(M, N, K, b));
     kernels.push(hybrid(M, N, K));
+  }
+  if (round7) {
+    kernels.length = 0;
+    kernels.push(pipelined(M, N, K, {WM: 1, WN: 1, TM: 4, TN: 4, a: 'blocked', unroll: 2}));
+    for (const int8 of [false, true]) {
+      for (const syntax of [{form: 'old', array: 'scalar'}, {form: 'new', array: 'scalar'}, {form: 'new', array: 'vec4'}] as OperandSyntax[]) {
+        if (!args.includes('--round7-n8')) kernels.push(pipelinedTyped(M, N, K, int8, syntax));
+      }
+      kernels.push(pipelinedTyped(M, N, K, int8, {form: 'old', array: 'scalar'}, true));
+    }
   }
   if (args.includes('--round5')) {
     kernels.length = 0;
@@ -591,7 +689,7 @@ fn main(@builtin(local_invocation_index) li: u32${sidDecl}) {
     for (const p of pipes) kernels.push(pipelined(M, N, K, p));
     kernels.push(blocked(M, N, K, {WM: 1, WN: 1, TM: 4, TN: 4, unroll: 2}));
   }
-  const shapes: TiledShape[] = round4 || args.includes('--round5') || round6 ? [] : round3 ? [{BM: 128, BN: 128, BK: 32, WM: 2, WN: 2, sid, pad: 8, prefetch: true}] :
+  const shapes: TiledShape[] = round4 || args.includes('--round5') || round6 || round7 ? [] : round3 ? [{BM: 128, BN: 128, BK: 32, WM: 2, WN: 2, sid, pad: 8, prefetch: true}] :
     args.includes('--round2') ? [
     {BM: 128, BN: 128, BK: 32, WM: 2, WN: 2, sid, pad: 8, prefetch: true},
     {BM: 128, BN: 128, BK: 32, WM: 2, WN: 2, sid, pad: 8, prefetch: true, double: true},
@@ -629,7 +727,7 @@ fn main(@builtin(local_invocation_index) li: u32${sidDecl}) {
     }
     const module = device.createShaderModule({code: k.code});
     const pipeline = await device.createComputePipelineAsync({layout: 'auto', compute: {module, entryPoint: 'main'}});
-    const group = device.createBindGroup({layout: pipeline.getBindGroupLayout(0), entries: (k.blocked === 'B' ? [A, Bb, C] : k.blocked === 'A' ? [Ab, B, C] : k.blocked ? [Ab, Bb, C] : [A, B, C]).map((b, i) =>
+    const group = device.createBindGroup({layout: pipeline.getBindGroupLayout(0), entries: (k.int8 ? [A8, B8, C] : k.blocked === 'B' ? [A, Bb, C] : k.blocked === 'A' ? [Ab, B, C] : k.blocked ? [Ab, Bb, C] : [A, B, C]).map((b, i) =>
       ({binding: i, resource: {buffer: b}}))});
     const pass = (enc: GPUCommandEncoder, q?: number) => {
       const p = enc.beginComputePass(q == null ? {} : {timestampWrites: {querySet, beginningOfPassWriteIndex: 2 * q,
@@ -665,15 +763,26 @@ fn main(@builtin(local_invocation_index) li: u32${sidDecl}) {
     readTs.unmap();
     const times = Array.from({length: RUNS}, (_, q) => Number(ts[2 * q + 1] - ts[2 * q]) / 1e6).sort((x, y) => x - y);
     await readC.mapAsync(GPUMapMode.READ);
-    const c = new Float32Array(readC.getMappedRange().slice(0));
+    const mapped = readC.getMappedRange().slice(0);
     readC.unmap();
     let worst = 0;
-    samples.forEach(([i, j], n) => {
-      worst = Math.max(worst, Math.abs(c[i * N + j] - expected[n][0]) / (expected[n][1] * 2 ** -11 + 1e-30));
-    });
+    if (k.int8) {
+      // Integer sums: any difference is an error (reported as its size, bound 0.5).
+      const c = new Int32Array(mapped);
+      for (const [i, j] of samples) {
+        let sum = 0;
+        for (let kk = 0; kk < K; kk++) sum += a8[i * K + kk] * b8[j * K + kk];
+        worst = Math.max(worst, Math.abs(c[i * N + j] - sum) / 0.5);
+      }
+    } else {
+      const c = new Float32Array(mapped);
+      samples.forEach(([i, j], n) => {
+        worst = Math.max(worst, Math.abs(c[i * N + j] - expected[n][0]) / (expected[n][1] * 2 ** -11 + 1e-30));
+      });
+    }
     const ms = times[RUNS >> 1];
     console.log(JSON.stringify({kernel: k.name, M, N, K, ms: +ms.toFixed(3), min_ms: +times[0].toFixed(3),
-      tflops: +(flops / ms / 1e9).toFixed(1), worst_err_over_bound: +worst.toFixed(3)}));
+      tflops: +(flops / ms / 1e9).toFixed(1), ...(k.int8 ? {tops_int8: +(flops / ms / 1e9).toFixed(1)} : {}), worst_err_over_bound: +worst.toFixed(3)}));
   }
   fs.writeFileSync('/dev/null', '');
   device.destroy();
