@@ -20,7 +20,8 @@ import './gpu_setup_tensor_cores';  // first: Dawn with the tensor-core toggles,
 
 const USAGE = `bench/gpu_check_tc.ts: checks and times the f16 tensor-core prefill GEMMs (needs shader-f16 and
 chromium-experimental-subgroup-matrix; elsewhere it reports why they are off and exits 0).
-  --variants a,b   tensor-core variants (default: all of tensor_core_plan.ts TENSOR_CORE_VARIANTS)
+  --variants a,b   tensor-core variants (default: all of tensor_core_plan.ts TENSOR_CORE_VARIANTS); 'default':
+                   none forced, the package's own choice per call (reported as the variant it picks)
   --shapes a,b     real shapes (default qwen3,dsv3tp8,mixtral)
   --tokens a,b     M of the real shapes (default 64,256,4096)
   --real-formats   weights at the real shapes (default f32,f16,uint4: float32; their f16 copy, read in place
@@ -269,7 +270,8 @@ function uint4Weights(s: MoEShape, counts: number[]) {
   return {w13: tensors('w13'), w2: tensors('w2'), expert};
 }
 
-async function realShape(s: MoEShape, tokens: number[], variants: TensorCoreVariant[], formats: string[]): Promise<boolean> {
+async function realShape(s: MoEShape, tokens: number[], variants: Array<TensorCoreVariant | 'default'>, formats: string[]):
+    Promise<boolean> {
   let ok = true;
   const w = makeExpertWeights(s);
   const w16 = formats.includes('f16') ? f16Weights(s, w) : null;
@@ -286,6 +288,8 @@ async function realShape(s: MoEShape, tokens: number[], variants: TensorCoreVari
     return v;
   };
   setFusedExpertsPath('prefill');
+  // The reference's f16-rounded expert weights, made once per shape for all M (and per weight set).
+  const rounded16 = new Map<string, Float32Array>(), roundedQ4 = new Map<string, Float32Array>();
   for (const M of tokens) {
     const logits = uniformHostValues(M * s.E, SEEDS.logits + M, 4);
     const biasHost = s.routing.kind === 'grouped' ? uniformHostValues(s.E, SEEDS.bias, 0.1) : null;
@@ -300,13 +304,13 @@ async function realShape(s: MoEShape, tokens: number[], variants: TensorCoreVari
     const rows = Array.from({length: n}, (_, i) => Math.round(i * (M - 1) / (n - 1)));
     const problem: TensorCoreProblem = {hidden: hiddenHost, H: s.H, I: s.I, k: s.k, ids: routed.ids,
       weights: routed.weights, activation: 'silu', applyRouterWeightOnInput: false,
-      w13Of: (e) => expert(e, 'w13'), w2Of: (e) => expert(e, 'w2')};
+      w13Of: (e) => expert(e, 'w13'), w2Of: (e) => expert(e, 'w2'), roundedWeights: rounded16};
     // (--dry-run without tensor cores: the float32 tiles run, against the unrounded reference.)
     const round = chooseGemmKernel(tf.backend() as WebGPUBackend, s.H, s.I).kernel === 'tensor-core-f16' ? undefined :
       (v: number) => v;
     const ref16 = tensorCoreReference(problem, rows, round);
-    const refQ4 = q4 && tensorCoreReference({...problem, w13Of: (e) => q4.expert(e, 'w13'), w2Of: (e) => q4.expert(e, 'w2')},
-        rows, round);
+    const refQ4 = q4 && tensorCoreReference({...problem, w13Of: (e) => q4.expert(e, 'w13'), w2Of: (e) => q4.expert(e, 'w2'),
+      roundedWeights: roundedQ4}, rows, round);
     const flops = 2 * M * s.k * 3 * s.I * s.H;
     const rate = (ms: number) => ({tflops: flops / ms / 1e9, peak_fraction: flops / ms / 1e9 / H200_F16_PEAK_TFLOPS});
     tf.env().set(TENSOR_CORES_FLAG, false);
@@ -317,8 +321,10 @@ async function realShape(s: MoEShape, tokens: number[], variants: TensorCoreVari
     tf.env().set(TENSOR_CORES_FLAG, true);
     report(JSON.stringify({check: 'simt-f32', shape: s.name, M, gpu_ms: simt.ms, ...rate(simt.ms),
       busy_wall_ms: simtBusy, kernels: simt.kernels}));
+    // What the package itself picks for this call ('default'): its variant depends on pairs per used expert.
+    const rowsPerExpert = M * s.k / Math.min(s.E, M * s.k);
     for (const variant of variants) {
-      setTensorCoreVariant(variant);
+      setTensorCoreVariant(variant === 'default' ? null : variant);
       type Weights = {w13: tf.Tensor3D[] | QuantizedExpertWeights[]; w2: tf.Tensor3D[] | QuantizedExpertWeights[]};
       const runs: Array<[string, Weights, typeof ref16]> = formats.includes('f32') ? [['f32', w, ref16]] : [];
       if (variant !== 'workgroup-tiles' && w16) runs.push(['f16', w16, ref16]);
@@ -344,7 +350,8 @@ async function realShape(s: MoEShape, tokens: number[], variants: TensorCoreVari
         }
         const {cmp, t, busy, busyLong} = res.value!;
         ok &&= cmp.pass;
-        const chosen = chooseGemmKernel(tf.backend() as WebGPUBackend, s.H, s.I);
+        const chosen = chooseGemmKernel(tf.backend() as WebGPUBackend, s.H, s.I,
+            {activation: 'silu', hasBias: false, activationQuantGroup: 0}, rowsPerExpert);
         report(JSON.stringify({check: 'tensor-core', variant, kernel: `${chosen.kernel} ${chosen.variant ?? ''}`,
           weights: weightFormat, shape: s.name, M,
           sampled_rows: rows, max_err: cmp.err, worst_err_over_bound: cmp.worstRatio, pass: cmp.pass,
@@ -375,12 +382,12 @@ async function main() {
   }
   watchCompilation(backend.device);
   const variants = (caps.tensorCoreF16 ? arg('variants', TENSOR_CORE_VARIANTS.join(',')) : 'workgroup-tiles')
-      .split(',') as TensorCoreVariant[];
+      .split(',') as Array<TensorCoreVariant | 'default'>;
   let ok = true;
   if (!args.includes('--skip-tiny')) {
     setFusedExpertsPath('prefill');
     for (const variant of variants) {
-      setTensorCoreVariant(variant);
+      setTensorCoreVariant(variant === 'default' ? null : variant);
       report(`== tiny problems, variant ${variant}`);
       for (const c of tinyCases()) {
         const res = await scoped(() => tinyCase(c));

@@ -43,6 +43,11 @@ export interface TensorCoreProblem {
   w2Of: (e: number) => Float32Array;
   b13Of?: (e: number) => Float32Array;
   b2Of?: (e: number) => Float32Array;
+  /**
+   * Where the rounded weight copies are kept (keyed by stage and expert): a map the caller keeps across calls
+   * on the same weights and rounding saves remaking them (Mixtral: 176M values an expert); one per call if absent.
+   */
+  roundedWeights?: Map<string, Float32Array>;
 }
 
 /** The accumulation bound above for n terms with step-boundary sums up to maxPartial and Σ|terms| = absSum. */
@@ -65,7 +70,7 @@ export function tensorCoreReference(p: TensorCoreProblem, rows: number[], roundF
   const out = new Float64Array(rows.length * H);
   const tol = new Float64Array(rows.length * H);
   // f16 values are exact in float32: round in place, one copy per expert (Mixtral's w13 is 117M values).
-  const cache = new Map<string, Float32Array>();
+  const cache = p.roundedWeights ?? new Map<string, Float32Array>();
   const rounded = (key: string, f: () => Float32Array) => {
     if (!cache.has(key)) {
       const w = Float32Array.from(f());
