@@ -489,22 +489,15 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>) {
 }`};
 }
 
-/** Row-major [R, K] int8 → 16 × 32 block-major (block (i, kb) at ((i · K/32) + kb) · 512 bytes, row-major inside). */
-function toBlocks8(x: Int8Array, R: number, K: number): Int8Array {
-  const y = new Int8Array(x.length);
-  const KB = K / 32;
+/**
+ * Row-major [R, K] → block-major blocks of 16 rows × `kb` elements (512 bytes: 16 halves, or 32 int8), block
+ * (i, b) at ((i · K/kb) + b) · 16 · kb elements, row-major inside (see blocked()).
+ */
+function toBlocks<T extends Uint16Array | Int8Array>(x: T, R: number, K: number, kb = 16): T {
+  const y = x.slice() as T;
+  const KB = K / kb;
   for (let r = 0; r < R; r++) {
-    for (let k = 0; k < K; k++) y[((((r >> 4) * KB) + (k >> 5)) << 9) + ((r & 15) << 5) + (k & 31)] = x[r * K + k];
-  }
-  return y;
-}
-
-/** Row-major [R, K] halves → 16×16 block-major (see blocked()). */
-function toBlocks(x: Uint16Array, R: number, K: number): Uint16Array {
-  const y = new Uint16Array(x.length);
-  const KB = K / 16;
-  for (let r = 0; r < R; r++) {
-    for (let k = 0; k < K; k++) y[((((r >> 4) * KB) + (k >> 4)) << 8) + ((r & 15) << 4) + (k & 15)] = x[r * K + k];
+    for (let k = 0; k < K; k++) y[((r >> 4) * KB + Math.floor(k / kb)) * 16 * kb + (r & 15) * kb + k % kb] = x[r * K + k];
   }
   return y;
 }
@@ -614,8 +607,8 @@ fn main(@builtin(local_invocation_index) li: u32${sidDecl}) {
   const a8 = new Int8Array(round7 ? M * K : 0), b8 = new Int8Array(round7 ? N * K : 0);
   for (let i = 0; i < a8.length; i++) a8[i] = Math.round(rnd() * 127);
   for (let i = 0; i < b8.length; i++) b8[i] = Math.round(rnd() * 127);
-  const A8 = round7 ? buf(toBlocks8(a8, M, K), GPUBufferUsage.STORAGE) : A;
-  const B8 = round7 ? buf(toBlocks8(b8, N, K), GPUBufferUsage.STORAGE) : B;
+  const A8 = round7 ? buf(toBlocks(a8, M, K, 32), GPUBufferUsage.STORAGE) : A;
+  const B8 = round7 ? buf(toBlocks(b8, N, K, 32), GPUBufferUsage.STORAGE) : B;
   if (round3) {
     kernels.length = 0;
     const blockedShapes: BlockedShape[] = [
