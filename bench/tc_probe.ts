@@ -737,30 +737,29 @@ fn main(@builtin(local_invocation_index) li: u32${sidDecl}) {
     }
   }
   if (args.includes('--round8')) {
+    const f16Baseline = pipelined(M, N, K, {WM: 1, WN: 1, TM: 4, TN: 4, a: 'blocked', unroll: 2});
+    const int8Baseline = pipelinedTyped(M, N, K, true, {form: 'old', array: 'scalar'});
+    const blocked64 = blocked(M, N, K, {WM: 1, WN: 1, TM: 4, TN: 4, unroll: 1});
+    const workgroupLoads = [sharedLoads(M, N, K, false), sharedLoads(M, N, K, true)];
+    const sid = 'builtin' as const;
     kernels.length = 0;
-    kernels.push(pipelined(M, N, K, {WM: 1, WN: 1, TM: 4, TN: 4, a: 'blocked', unroll: 2}));
-    kernels.push(pipelinedTyped(M, N, K, true, {form: 'old', array: 'scalar'}));
-    for (const int8 of [false, true]) {
-      for (const kind of ['mma-only', 'loads'] as const) kernels.push(synthetic(M, N, K, int8, kind));
-    }
-    // Fewer loads per multiply: 4 × 8 blocks per subgroup (12 loads per 32 multiplies; 256 accumulator registers).
-    if (!args.includes('--round8-shared')) kernels.push(blocked(M, N, K, {WM: 1, WN: 1, TM: 4, TN: 8, unroll: 1}));
-    kernels.push(blocked(M, N, K, {WM: 1, WN: 1, TM: 4, TN: 4, unroll: 1}));
-    if (args.includes('--round8-shared')) {
+    if (args.includes('--round8-shared-loads')) {
+      kernels.push(f16Baseline, ...workgroupLoads);
+    } else if (args.includes('--round8-shared')) {
       // Loads from workgroup memory, and GEMMs that stage both operands there with 16-byte stores.
-      kernels.splice(2, 4);
-      kernels.push(sharedLoads(M, N, K, false), sharedLoads(M, N, K, true));
-      const sid = 'builtin' as const;
+      kernels.push(f16Baseline, int8Baseline, blocked64, ...workgroupLoads);
       for (const t of [{BM: 128, BN: 128, BK: 32, WM: 2, WN: 2}, {BM: 128, BN: 128, BK: 64, WM: 2, WN: 2},
         {BM: 128, BN: 256, BK: 32, WM: 2, WN: 4}, {BM: 256, BN: 128, BK: 32, WM: 4, WN: 2}]) {
         kernels.push(tiled(M, N, K, {...t, sid, pad: 8, prefetch: true, v4: true}));
       }
       kernels.push(tiled(M, N, K, {BM: 128, BN: 128, BK: 32, WM: 2, WN: 2, sid, pad: 8, prefetch: true}));
-      // --round8-shared-loads: only the f16 baseline and the two workgroup-memory load kernels.
-      if (args.includes('--round8-shared-loads')) {
-        const keep = kernels.filter((k, i) => i === 0 || k.name.startsWith('round8 loads from workgroup'));
-        kernels.splice(0, kernels.length, ...keep);
+    } else {
+      kernels.push(f16Baseline, int8Baseline);
+      for (const int8 of [false, true]) {
+        for (const kind of ['mma-only', 'loads'] as const) kernels.push(synthetic(M, N, K, int8, kind));
       }
+      // Fewer loads per multiply: 4 × 8 blocks per subgroup (12 loads per 32 multiplies; 256 accumulator registers).
+      kernels.push(blocked(M, N, K, {WM: 1, WN: 1, TM: 4, TN: 8, unroll: 1}), blocked64);
     }
   }
   if (args.includes('--round5')) {
