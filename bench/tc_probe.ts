@@ -590,6 +590,107 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) l
 }`};
 }
 
+interface StagedShape {
+  /** Workgroup tile, k per stage, and subgroups along M and N (each multiplies (BM/WM) × (BN/WN)). */
+  BM: number; BN: number; BK: number; WM: number; WN: number;
+  /** Tile buffers: 1 (store, barrier, multiply, barrier) or 2 (the next tile stored while this one is multiplied). */
+  buffers: 1 | 2;
+  /** Operands in storage: row-major, or in blocks of 16 rows × 32 bytes, 512 contiguous bytes (toBlocks). */
+  src: 'rows' | 'blocks';
+  /** int8 operands (16×32 blocks, i32 results, round 7's data) instead of f16; blocks only. */
+  int8?: boolean;
+}
+
+/**
+ * Round 9: both operands staged in workgroup memory as vec4<u32> (one 16-byte load and one 16-byte store per lane
+ * and part; rows padded by one vec4 against bank conflicts), the next tile's loads in flight in registers while
+ * the current one is multiplied, and every subgroup-matrix load from workgroup memory (new form). Round 8 timed
+ * those loads at a quarter of the cost of loads from storage.
+ */
+function staged(M: number, N: number, K: number, s: StagedShape): Kernel {
+  const {BM, BN, BK, WM, WN, buffers, src} = s;
+  const int8 = s.int8 ?? false;
+  if (int8 && src !== 'blocks') throw new Error('staged: int8 operands come in blocks');
+  const E = int8 ? 16 : 8;   // elements per vec4; one multiply's k (16 halves or 32 int8) is 2 vec4s either way
+  const threads = WM * WN * 32;
+  const TM = BM / WM / 16, TN = BN / WN / 16;
+  const S4 = BK / E + 1;   // vec4s per tile row
+  const KT = K / BK, kv = K / E, bkv = BK / E;
+  const perA = BM * bkv / threads, perB = BN * bkv / threads;
+  if (!Number.isInteger(perA) || !Number.isInteger(perB)) throw new Error('staged: tile not divisible by threads');
+  const rows = Array.from({length: TM}, (_, i) => i), cols = Array.from({length: TN}, (_, i) => i);
+  const ia = Array.from({length: perA}, (_, i) => i), ib = Array.from({length: perB}, (_, i) => i);
+  const idx = (i: number) => `(li + ${i * threads}u)`;
+  // Where part idx of a tile lives in storage (vec4 offset, k tile kt added in the loop) and in workgroup memory.
+  const at = (X: 'a' | 'b', i: number, first: string) => src === 'rows' ?
+    `let ${X}At${i} = (${first} + ${idx(i)} / ${bkv}u) * ${kv}u + ${idx(i)} % ${bkv}u; ` +
+    `let ${X}Put${i} = ${idx(i)} / ${bkv}u * ${S4}u + ${idx(i)} % ${bkv}u;` :
+    // blocks: each 16-row group's BK/(2E) blocks are contiguous (32 vec4s each): rows j/2, k parts kb·2 + j%2.
+    `let ${X}At${i} = ((${first} / 16u + ${idx(i)} / ${16 * bkv}u) * ${kv / 2}u) * 32u + ${idx(i)} % ${16 * bkv}u; ` +
+    `let ${X}Put${i} = (${idx(i)} / ${16 * bkv}u * 16u + ${idx(i)} % 32u / 2u) * ${S4}u + ${idx(i)} % ${16 * bkv}u / 32u * 2u + ${idx(i)} % 2u;`;
+  const step = src === 'rows' ? `${bkv}u` : `${16 * bkv}u`;   // vec4s per k tile along a row (group)
+  const left = int8 ? `${SG}_left<i8, 32, 16>` : `${SG}_left<f16, 16, 16>`;
+  const right = int8 ? `${SG}_right<i8, 16, 32>` : `${SG}_right<f16, 16, 16>`;
+  const result = int8 ? `${SG}_result<i32, 16, 16>` : `${SG}_result<f32, 16, 16>`;
+  const stA = BM * S4, stB = BN * S4;
+  const mult = (buf: string) => `for (var kk = 0u; kk < ${bkv}u; kk += 2u) {
+      ${rows.map((r) => `let a${r} = subgroupMatrixLoad<${left}, row_major>(&As, ${buf} * ${stA}u + (wm * ${TM * 16}u + ${16 * r}u) * ${S4}u + kk, ${S4}u);`).join('\n      ')}
+      ${cols.map((c) => `let b${c} = subgroupMatrixLoad<${right}, col_major>(&Bs, ${buf} * ${stB}u + (wn * ${TN * 16}u + ${16 * c}u) * ${S4}u + kk, ${S4}u);`).join('\n      ')}
+      ${rows.flatMap((r) => cols.map((c) => `acc${r}${c} = subgroupMatrixMultiplyAccumulate(a${r}, b${c}, acc${r}${c});`)).join('\n      ')}
+    }`;
+  const load = (kt: string) => `${ia.map((i) => `ra${i} = A[aAt${i} + (${kt}) * ${step}];`).join(' ')}
+      ${ib.map((i) => `rb${i} = B[bAt${i} + (${kt}) * ${step}];`).join(' ')}`;
+  const store = (buf: string) => `${ia.map((i) => `As[${buf} * ${stA}u + aPut${i}] = ra${i};`).join(' ')}
+    ${ib.map((i) => `Bs[${buf} * ${stB}u + bPut${i}] = rb${i};`).join(' ')}`;
+  const loop = buffers === 2 ? `
+  ${store('0u')}
+  workgroupBarrier();
+  for (var kt = 0u; kt < ${KT}u; kt++) {
+    let more = kt + 1u < ${KT}u;
+    if (more) {
+      ${load('kt + 1u')}
+    }
+    ${mult('(kt % 2u)')}
+    if (more) {
+      ${store('(1u - kt % 2u)')}
+    }
+    workgroupBarrier();
+  }` : `
+  for (var kt = 0u; kt < ${KT}u; kt++) {
+    ${store('0u')}
+    workgroupBarrier();
+    if (kt + 1u < ${KT}u) {
+      ${load('kt + 1u')}
+    }
+    ${mult('0u')}
+    workgroupBarrier();
+  }`;
+  return {name: `round9 staged ${BM}×${BN}×${BK}, ${WM}×${WN} subgroups (${TM}×${TN} blocks each), ${buffers} buffer(s), ` +
+      `from ${src === 'rows' ? 'row-major' : 'block'} storage${int8 ? ', int8' : ''}`, workgroups: [N / BN, M / BM, 1],
+  blocked: src === 'blocks', int8, code: `
+enable f16;
+enable subgroups;
+enable chromium_experimental_subgroup_matrix;
+@group(0) @binding(0) var<storage, read> A: array<vec4<u32>>;
+@group(0) @binding(1) var<storage, read> B: array<vec4<u32>>;
+@group(0) @binding(2) var<storage, read_write> C: array<${int8 ? 'i32' : 'f32'}>;
+var<workgroup> As: array<vec4<u32>, ${buffers * stA}>;
+var<workgroup> Bs: array<vec4<u32>, ${buffers * stB}>;
+@compute @workgroup_size(${threads})
+fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) li: u32${threads > 32 ? ', @builtin(subgroup_id) sid: u32' : ''}) {
+  let m0 = wg.y * ${BM}u;
+  let n0 = wg.x * ${BN}u;
+  let wm = ${threads > 32 ? `sid % ${WM}u` : '0u'};
+  let wn = ${threads > 32 ? `sid / ${WM}u` : '0u'};
+  ${rows.flatMap((r) => cols.map((c) => `var acc${r}${c}: ${result};`)).join('\n  ')}
+  ${ia.map((i) => at('a', i, 'm0')).join('\n  ')}
+  ${ib.map((i) => at('b', i, 'n0')).join('\n  ')}
+  ${ia.map((i) => `var ra${i}: vec4<u32>;`).join(' ')} ${ib.map((i) => `var rb${i}: vec4<u32>;`).join(' ')}
+  ${load('0u')}${loop}
+  ${rows.flatMap((r) => cols.map((c) => `subgroupMatrixStore(&C, (m0 + wm * ${TM * 16}u + ${16 * r}u) * ${N}u + n0 + wn * ${TN * 16}u + ${16 * c}u, acc${r}${c}, false, ${N}u);`)).join('\n  ')}
+}`};
+}
+
 /**
  * Row-major [R, K] → block-major blocks of 16 rows × `kb` elements (512 bytes: 16 halves, or 32 int8), block
  * (i, b) at ((i · K/kb) + b) · 16 · kb elements, row-major inside (see blocked()).
@@ -682,7 +783,7 @@ fn main(@builtin(local_invocation_index) li: u32${sidDecl}) {
   const round4 = args.includes('--round4');
   const round6 = args.includes('--round6');
   const round3 = args.includes('--round3') || round4 || args.includes('--round5') || round6 || args.includes('--round7') ||
-    args.includes('--round8');
+    args.includes('--round8') || args.includes('--round9');
   const Ab = round3 ? buf(toBlocks(a16, M, K), GPUBufferUsage.STORAGE) : A;
   const Bb = round3 ? buf(toBlocks(b16, N, K), GPUBufferUsage.STORAGE) : B;
   const C = buf(M * N * 4, GPUBufferUsage.STORAGE | GPUBufferUsage.COPY_SRC);
@@ -704,7 +805,7 @@ fn main(@builtin(local_invocation_index) li: u32${sidDecl}) {
   const flops = 2 * M * N * K;
 
   const kernels: Kernel[] = args.includes('--round2') ? [] : [storage64(M, N, K)];
-  const round7 = args.includes('--round7') || args.includes('--round8');
+  const round7 = args.includes('--round7') || args.includes('--round8') || args.includes('--round9');
   // Round 7's int8 operands: codes in [-127, 127], in 16 × 32 blocks; exact i32 sums on the sampled outputs.
   const a8 = new Int8Array(round7 ? M * K : 0), b8 = new Int8Array(round7 ? N * K : 0);
   for (let i = 0; i < a8.length; i++) a8[i] = Math.round(rnd() * 127);
@@ -744,7 +845,7 @@ fn main(@builtin(local_invocation_index) li: u32${sidDecl}) {
     const sid = 'builtin' as const;
     kernels.length = 0;
     if (args.includes('--round8-shared-loads')) {
-      kernels.push(f16Baseline, ...workgroupLoads);
+      kernels.push(f16Baseline, synthetic(M, N, K, false, 'loads'), ...workgroupLoads);
     } else if (args.includes('--round8-shared')) {
       // Loads from workgroup memory, and GEMMs that stage both operands there with 16-byte stores.
       kernels.push(f16Baseline, int8Baseline, blocked64, ...workgroupLoads);
@@ -761,6 +862,29 @@ fn main(@builtin(local_invocation_index) li: u32${sidDecl}) {
       // Fewer loads per multiply: 4 × 8 blocks per subgroup (12 loads per 32 multiplies; 256 accumulator registers).
       kernels.push(blocked(M, N, K, {WM: 1, WN: 1, TM: 4, TN: 8, unroll: 1}), blocked64);
     }
+  }
+  if (args.includes('--round9')) {
+    // Both operands staged in workgroup memory (16-byte copies), every matrix load from there.
+    kernels.length = 0;
+    kernels.push(blocked(M, N, K, {WM: 1, WN: 1, TM: 4, TN: 4, unroll: 1}),
+      pipelinedTyped(M, N, K, true, {form: 'old', array: 'scalar'}));
+    const shapes: StagedShape[] = [
+      {BM: 64, BN: 64, BK: 32, WM: 1, WN: 1, buffers: 2, src: 'blocks'},
+      {BM: 64, BN: 64, BK: 32, WM: 1, WN: 1, buffers: 1, src: 'blocks'},
+      {BM: 64, BN: 64, BK: 64, WM: 1, WN: 1, buffers: 2, src: 'blocks'},
+      {BM: 64, BN: 64, BK: 32, WM: 1, WN: 1, buffers: 2, src: 'rows'},
+      {BM: 128, BN: 64, BK: 32, WM: 2, WN: 1, buffers: 2, src: 'blocks'},
+      {BM: 64, BN: 128, BK: 32, WM: 1, WN: 2, buffers: 2, src: 'blocks'},
+      {BM: 128, BN: 128, BK: 32, WM: 2, WN: 2, buffers: 2, src: 'blocks'},
+      {BM: 128, BN: 128, BK: 32, WM: 2, WN: 2, buffers: 1, src: 'blocks'},
+      {BM: 128, BN: 256, BK: 32, WM: 2, WN: 4, buffers: 1, src: 'blocks'},
+      {BM: 256, BN: 128, BK: 32, WM: 4, WN: 2, buffers: 1, src: 'blocks'},
+      {BM: 64, BN: 64, BK: 16, WM: 1, WN: 1, buffers: 2, src: 'blocks'},
+      {BM: 64, BN: 64, BK: 64, WM: 1, WN: 1, buffers: 2, src: 'blocks', int8: true},
+      {BM: 128, BN: 128, BK: 64, WM: 2, WN: 2, buffers: 2, src: 'blocks', int8: true},
+      {BM: 128, BN: 64, BK: 64, WM: 2, WN: 1, buffers: 2, src: 'blocks', int8: true},
+    ].filter((t) => M % t.BM === 0 && N % t.BN === 0 && K % t.BK === 0) as StagedShape[];
+    for (const t of shapes) kernels.push(staged(M, N, K, t));
   }
   if (args.includes('--round5')) {
     kernels.length = 0;
@@ -810,7 +934,8 @@ fn main(@builtin(local_invocation_index) li: u32${sidDecl}) {
     for (const p of pipes) kernels.push(pipelined(M, N, K, p));
     kernels.push(blocked(M, N, K, {WM: 1, WN: 1, TM: 4, TN: 4, unroll: 2}));
   }
-  const shapes: TiledShape[] = round4 || args.includes('--round5') || round6 || round7 || args.includes('--round8') ? [] : round3 ? [{BM: 128, BN: 128, BK: 32, WM: 2, WN: 2, sid, pad: 8, prefetch: true}] :
+  const shapes: TiledShape[] = round4 || args.includes('--round5') || round6 || round7 || args.includes('--round8') ||
+    args.includes('--round9') ? [] : round3 ? [{BM: 128, BN: 128, BK: 32, WM: 2, WN: 2, sid, pad: 8, prefetch: true}] :
     args.includes('--round2') ? [
     {BM: 128, BN: 128, BK: 32, WM: 2, WN: 2, sid, pad: 8, prefetch: true},
     {BM: 128, BN: 128, BK: 32, WM: 2, WN: 2, sid, pad: 8, prefetch: true, double: true},
