@@ -243,6 +243,24 @@ interface BlockedShape {
   WM: number; WN: number; TM: number; TN: number;
   /** k steps (of 16) whose fragments are loaded before their multiplies. */
   unroll: number;
+  /** Round 11: the order in which workgroups walk the output tiles (tileOrder). */
+  order?: TileOrder;
+}
+
+/**
+ * Round 11: which output tile workgroup wg computes. 'n-fastest' (rounds 1-10): consecutive workgroups share A's
+ * rows and walk all of B; 'm-fastest': they share B's columns and walk A (4096 × 4096 f16 is 32 MB, which fits
+ * the H200's L2, and B is 117 MB, which does not); 'grouped': Triton's GROUP_SIZE_M swizzle, 8 row tiles at a time.
+ */
+type TileOrder = 'n-fastest' | 'm-fastest' | 'grouped';
+function tileOrder(order: TileOrder, tilesM: number, tilesN: number): {workgroups: [number, number, number]; wgsl: string} {
+  if (order === 'm-fastest') return {workgroups: [tilesM, tilesN, 1], wgsl: 'let tm = wg.x; let tn = wg.y;'};
+  if (order === 'n-fastest') return {workgroups: [tilesN, tilesM, 1], wgsl: 'let tm = wg.y; let tn = wg.x;'};
+  const G = 8;
+  if (tilesM % G !== 0) throw new Error(`grouped order: ${tilesM} row tiles is not a multiple of ${G}`);
+  return {workgroups: [tilesN, tilesM, 1], wgsl: `let id = wg.y * ${tilesN}u + wg.x;
+  let tm = id / ${G * tilesN}u * ${G}u + id % ${G}u;
+  let tn = id % ${G * tilesN}u / ${G}u;`};
 }
 
 /**
@@ -257,8 +275,10 @@ function blocked(M: number, N: number, K: number, s: BlockedShape): Kernel {
   const rows = Array.from({length: TM}, (_, i) => i), cols = Array.from({length: TN}, (_, i) => i);
   const us = Array.from({length: unroll}, (_, i) => i);
   const BM = WM * TM * 16, BN = WN * TN * 16;
-  return {name: `blocked operands from storage, ${BM}×${BN} per workgroup, ${WM}×${WN} subgroups (${TM}×${TN} blocks each), k unroll ${unroll}`,
-    workgroups: [N / BN, M / BM, 1], blocked: true, code: `
+  const order = tileOrder(s.order ?? 'n-fastest', M / BM, N / BN);
+  return {name: `blocked operands from storage, ${BM}×${BN} per workgroup, ${WM}×${WN} subgroups (${TM}×${TN} blocks each), k unroll ${unroll}` +
+      (s.order ? `, ${s.order} tile order` : ''),
+    workgroups: order.workgroups, blocked: true, code: `
 enable f16;
 enable subgroups;
 enable chromium_experimental_subgroup_matrix;
@@ -267,17 +287,18 @@ enable chromium_experimental_subgroup_matrix;
 @group(0) @binding(2) var<storage, read_write> C: array<f32>;
 @compute @workgroup_size(${WM * WN * 32})
 fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(subgroup_id) sid: u32) {
+  ${order.wgsl}
   let wm = sid % ${WM}u;
   let wn = sid / ${WM}u;
-  let am = (wg.y * ${BM / 16}u + wm * ${TM}u) * ${KB}u * 256u;
-  let bn = (wg.x * ${BN / 16}u + wn * ${TN}u) * ${KB}u * 256u;
+  let am = (tm * ${BM / 16}u + wm * ${TM}u) * ${KB}u * 256u;
+  let bn = (tn * ${BN / 16}u + wn * ${TN}u) * ${KB}u * 256u;
   ${rows.flatMap((r) => cols.map((c) => `var acc${r}${c}: ${SG}_result<f32, 16, 16>;`)).join('\n  ')}
   for (var kb = 0u; kb < ${KB}u; kb += ${unroll}u) {
     ${us.flatMap((u) => rows.map((r) => `let a${u}${r} = subgroupMatrixLoad<${SG}_left<f16, 16, 16>>(&A, am + ${r * KB * 256}u + (kb + ${u}u) * 256u, false, 16u);`)).join('\n    ')}
     ${us.flatMap((u) => cols.map((c) => `let b${u}${c} = subgroupMatrixLoad<${SG}_right<f16, 16, 16>>(&B, bn + ${c * KB * 256}u + (kb + ${u}u) * 256u, true, 16u);`)).join('\n    ')}
     ${us.flatMap((u) => rows.flatMap((r) => cols.map((c) => `acc${r}${c} = subgroupMatrixMultiplyAccumulate(a${u}${r}, b${u}${c}, acc${r}${c});`))).join('\n    ')}
   }
-  ${rows.flatMap((r) => cols.map((c) => `subgroupMatrixStore(&C, (wg.y * ${BM}u + wm * ${TM * 16}u + ${16 * r}u) * ${N}u + wg.x * ${BN}u + wn * ${TN * 16}u + ${16 * c}u, acc${r}${c}, false, ${N}u);`)).join('\n  ')}
+  ${rows.flatMap((r) => cols.map((c) => `subgroupMatrixStore(&C, (tm * ${BM}u + wm * ${TM * 16}u + ${16 * r}u) * ${N}u + tn * ${BN}u + wn * ${TN * 16}u + ${16 * c}u, acc${r}${c}, false, ${N}u);`)).join('\n  ')}
 }`};
 }
 
@@ -599,6 +620,8 @@ interface StagedShape {
   src: 'rows' | 'blocks';
   /** int8 operands (16×32 blocks, i32 results, round 7's data) instead of f16; blocks only. */
   int8?: boolean;
+  /** Round 11: the order in which workgroups walk the output tiles. */
+  order?: TileOrder;
 }
 
 /**
@@ -633,6 +656,7 @@ function staged(M: number, N: number, K: number, s: StagedShape): Kernel {
   const right = int8 ? `${SG}_right<i8, 16, 32>` : `${SG}_right<f16, 16, 16>`;
   const result = int8 ? `${SG}_result<i32, 16, 16>` : `${SG}_result<f32, 16, 16>`;
   const stA = BM * S4, stB = BN * S4;
+  const order = tileOrder(s.order ?? 'n-fastest', M / BM, N / BN);
   const mult = (buf: string) => `for (var kk = 0u; kk < ${bkv}u; kk += 2u) {
       ${rows.map((r) => `let a${r} = subgroupMatrixLoad<${left}, row_major>(&As, ${buf} * ${stA}u + (wm * ${TM * 16}u + ${16 * r}u) * ${S4}u + kk, ${S4}u);`).join('\n      ')}
       ${cols.map((c) => `let b${c} = subgroupMatrixLoad<${right}, col_major>(&Bs, ${buf} * ${stB}u + (wn * ${TN * 16}u + ${16 * c}u) * ${S4}u + kk, ${S4}u);`).join('\n      ')}
@@ -666,7 +690,8 @@ function staged(M: number, N: number, K: number, s: StagedShape): Kernel {
     workgroupBarrier();
   }`;
   return {name: `round9 staged ${BM}×${BN}×${BK}, ${WM}×${WN} subgroups (${TM}×${TN} blocks each), ${buffers} buffer(s), ` +
-      `from ${src === 'rows' ? 'row-major' : 'block'} storage${int8 ? ', int8' : ''}`, workgroups: [N / BN, M / BM, 1],
+      `from ${src === 'rows' ? 'row-major' : 'block'} storage${int8 ? ', int8' : ''}${s.order ? `, ${s.order} tile order` : ''}`,
+  workgroups: order.workgroups,
   blocked: src === 'blocks', int8, code: `
 enable f16;
 enable subgroups;
@@ -678,8 +703,9 @@ var<workgroup> As: array<vec4<u32>, ${buffers * stA}>;
 var<workgroup> Bs: array<vec4<u32>, ${buffers * stB}>;
 @compute @workgroup_size(${threads})
 fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) li: u32${threads > 32 ? ', @builtin(subgroup_id) sid: u32' : ''}) {
-  let m0 = wg.y * ${BM}u;
-  let n0 = wg.x * ${BN}u;
+  ${order.wgsl}
+  let m0 = tm * ${BM}u;
+  let n0 = tn * ${BN}u;
   let wm = ${threads > 32 ? `sid % ${WM}u` : '0u'};
   let wn = ${threads > 32 ? `sid / ${WM}u` : '0u'};
   ${rows.flatMap((r) => cols.map((c) => `var acc${r}${c}: ${result};`)).join('\n  ')}
@@ -783,7 +809,8 @@ fn main(@builtin(local_invocation_index) li: u32${sidDecl}) {
   const round4 = args.includes('--round4');
   const round6 = args.includes('--round6');
   const round3 = args.includes('--round3') || round4 || args.includes('--round5') || round6 || args.includes('--round7') ||
-    args.includes('--round8') || args.includes('--round9');
+    args.includes('--round8') || args.includes('--round9') || args.includes('--round10') ||
+    args.includes('--round11');
   const Ab = round3 ? buf(toBlocks(a16, M, K), GPUBufferUsage.STORAGE) : A;
   const Bb = round3 ? buf(toBlocks(b16, N, K), GPUBufferUsage.STORAGE) : B;
   const C = buf(M * N * 4, GPUBufferUsage.STORAGE | GPUBufferUsage.COPY_SRC);
@@ -805,7 +832,8 @@ fn main(@builtin(local_invocation_index) li: u32${sidDecl}) {
   const flops = 2 * M * N * K;
 
   const kernels: Kernel[] = args.includes('--round2') ? [] : [storage64(M, N, K)];
-  const round7 = args.includes('--round7') || args.includes('--round8') || args.includes('--round9');
+  const round7 = args.includes('--round7') || args.includes('--round8') || args.includes('--round9') || args.includes('--round10') ||
+    args.includes('--round11');
   // Round 7's int8 operands: codes in [-127, 127], in 16 × 32 blocks; exact i32 sums on the sampled outputs.
   const a8 = new Int8Array(round7 ? M * K : 0), b8 = new Int8Array(round7 ? N * K : 0);
   for (let i = 0; i < a8.length; i++) a8[i] = Math.round(rnd() * 127);
@@ -886,6 +914,43 @@ fn main(@builtin(local_invocation_index) li: u32${sidDecl}) {
     ].filter((t) => M % t.BM === 0 && N % t.BN === 0 && K % t.BK === 0) as StagedShape[];
     for (const t of shapes) kernels.push(staged(M, N, K, t));
   }
+  if (args.includes('--round11')) {
+    // The order in which workgroups walk the output tiles (L2 reuse), on round 8's best f16 and round 10's int8.
+    kernels.length = 0;
+    for (const order of ['n-fastest', 'm-fastest', 'grouped'] as TileOrder[]) {
+      kernels.push(blocked(M, N, K, {WM: 1, WN: 1, TM: 4, TN: 4, unroll: 1, order}));
+    }
+    for (const order of ['n-fastest', 'm-fastest', 'grouped'] as TileOrder[]) {
+      kernels.push(staged(M, N, K, {BM: 128, BN: 128, BK: 64, WM: 2, WN: 2, buffers: 1, src: 'blocks', int8: true, order}));
+    }
+    for (const order of ['m-fastest', 'grouped'] as TileOrder[]) {
+      kernels.push(staged(M, N, K, {BM: 128, BN: 128, BK: 32, WM: 2, WN: 2, buffers: 1, src: 'blocks', order}));
+    }
+    kernels.push(blocked(M, N, K, {WM: 1, WN: 1, TM: 4, TN: 4, unroll: 1}));
+  }
+  if (args.includes('--round10')) {
+    // Round 9's staging with more, smaller subgroups per workgroup tile (more warps to hide the copies).
+    kernels.length = 0;
+    kernels.push(blocked(M, N, K, {WM: 1, WN: 1, TM: 4, TN: 4, unroll: 1}));
+    const shapes: StagedShape[] = [
+      {BM: 128, BN: 128, BK: 32, WM: 2, WN: 2, buffers: 1, src: 'blocks'},
+      {BM: 128, BN: 128, BK: 32, WM: 4, WN: 2, buffers: 1, src: 'blocks'},
+      {BM: 128, BN: 128, BK: 32, WM: 4, WN: 2, buffers: 2, src: 'blocks'},
+      {BM: 128, BN: 128, BK: 32, WM: 2, WN: 4, buffers: 1, src: 'blocks'},
+      {BM: 128, BN: 128, BK: 32, WM: 4, WN: 4, buffers: 1, src: 'blocks'},
+      {BM: 128, BN: 128, BK: 32, WM: 4, WN: 4, buffers: 2, src: 'blocks'},
+      {BM: 128, BN: 128, BK: 64, WM: 4, WN: 2, buffers: 1, src: 'blocks'},
+      {BM: 128, BN: 256, BK: 32, WM: 4, WN: 4, buffers: 1, src: 'blocks'},
+      {BM: 256, BN: 128, BK: 32, WM: 4, WN: 4, buffers: 1, src: 'blocks'},
+      {BM: 128, BN: 256, BK: 32, WM: 4, WN: 4, buffers: 2, src: 'blocks'},
+      {BM: 128, BN: 128, BK: 64, WM: 2, WN: 2, buffers: 1, src: 'blocks', int8: true},
+      {BM: 128, BN: 128, BK: 64, WM: 4, WN: 2, buffers: 2, src: 'blocks', int8: true},
+      {BM: 128, BN: 128, BK: 64, WM: 4, WN: 4, buffers: 2, src: 'blocks', int8: true},
+      {BM: 128, BN: 256, BK: 64, WM: 4, WN: 4, buffers: 1, src: 'blocks', int8: true},
+      {BM: 128, BN: 256, BK: 64, WM: 4, WN: 4, buffers: 2, src: 'blocks', int8: true},
+    ].filter((t) => M % t.BM === 0 && N % t.BN === 0 && K % t.BK === 0) as StagedShape[];
+    for (const t of shapes) kernels.push(staged(M, N, K, t));
+  }
   if (args.includes('--round5')) {
     kernels.length = 0;
     const pipes: PipeShape[] = [
@@ -935,7 +1000,7 @@ fn main(@builtin(local_invocation_index) li: u32${sidDecl}) {
     kernels.push(blocked(M, N, K, {WM: 1, WN: 1, TM: 4, TN: 4, unroll: 2}));
   }
   const shapes: TiledShape[] = round4 || args.includes('--round5') || round6 || round7 || args.includes('--round8') ||
-    args.includes('--round9') ? [] : round3 ? [{BM: 128, BN: 128, BK: 32, WM: 2, WN: 2, sid, pad: 8, prefetch: true}] :
+    args.includes('--round9') || args.includes('--round10') || args.includes('--round11') ? [] : round3 ? [{BM: 128, BN: 128, BK: 32, WM: 2, WN: 2, sid, pad: 8, prefetch: true}] :
     args.includes('--round2') ? [
     {BM: 128, BN: 128, BK: 32, WM: 2, WN: 2, sid, pad: 8, prefetch: true},
     {BM: 128, BN: 128, BK: 32, WM: 2, WN: 2, sid, pad: 8, prefetch: true, double: true},

@@ -219,7 +219,7 @@ describe('tensor-core GEMM plan', () => {
   it('stores w2\'s y in sorted order for the storage and pipelined variants without biases, where it fits a binding', () => {
     const limit = 2 ** 31 - 4;
     for (const variant of TENSOR_CORE_VARIANTS) {
-      const storageFamily = variant.startsWith('storage') || variant.startsWith('pipelined');
+      const storageFamily = variant.startsWith('storage') || variant.startsWith('pipelined') || variant.startsWith('plain');
       expect(w2WritesSorted(variant, false, 2048, 40832, limit), variant).to.equal(storageFamily);
       expect(w2WritesSorted(variant, true, 2048, 40832, limit), `${variant} with biases`).to.equal(false);
     }
@@ -676,6 +676,9 @@ describeBackends('tensor-core helper programs on webgpu', (backend) => {
     {variant: 'pipelined-32', activation: 'gelu', bias: false, onInput: true, splitK: 2, H: 144, I: 80, sorted: true},
     {variant: 'pipelined-32', activation: 'swigluoai', bias: true, onInput: false, splitK: 2, H: 64, I: 48, sorted: false},
     {variant: 'storage-64', activation: 'silu', bias: false, onInput: false, splitK: 2, H: 144, I: 80, sorted: true},
+    // The pipelined layouts with each k block loaded right before its multiplies (blockedLoop without prefetch).
+    {variant: 'plain-64', activation: 'silu', bias: false, onInput: false, splitK: 2, H: 144, I: 80, sorted: true},
+    {variant: 'plain-32', activation: 'swigluoai', bias: true, onInput: false, splitK: 1, H: 64, I: 48, sorted: false},
     // Two weight shards (one program each, firstExpert) and an expert map: global expert 1 is another rank's.
     {variant: 'pipelined-64', activation: 'silu', bias: false, onInput: false, splitK: 2, H: 64, I: 48, sorted: true,
       shards: [2, 1], expertMap: [0, -1, 1, 2]},

@@ -24,8 +24,8 @@
  * bias and routing weight per element.
  *
  * With TensorCoreLayout.blockedRows (the 'pipelined' variants) x16, act16 and the weights are all in 16×16
- * blocks (512 contiguous bytes each) and the k loop is pipelinedLoop's: 32 k per step, the next step's blocks
- * loaded before the current step's multiplies.
+ * blocks (512 contiguous bytes each) and the k loop is blockedLoop's: 32 k per step, the next step's blocks
+ * loaded before the current step's multiplies (the 'plain' variants: each block's right before its own).
  */
 import type {WebGPUProgram} from '@tensorflow/tfjs-backend-webgpu';
 import type {Activation} from '../../kernel_names';
@@ -42,6 +42,11 @@ export interface ExpertsTensorCoreStorageConfig {
   applyRouterWeightOnInput: boolean;
   /** 32 or 64 rows per workgroup. */
   blockRows: number;
+  /**
+   * With TensorCoreLayout.blockedRows: false loads each 16-k step's blocks right before their multiplies
+   * (the 'plain' variants) instead of one 32-k step ahead (blockedLoop). Default true.
+   */
+  prefetch?: boolean;
   splitK?: number;
   hasBias: boolean;
   layout: TensorCoreLayout;
@@ -187,7 +192,7 @@ export class ExpertsTensorCoreStorageGemmProgram implements WebGPUProgram {
     this.shaderKey = `moeExpertsGemmTcStorage_${c.stage}_${c.hiddenSize}_${c.intermediateSize}_${c.numLocalExperts}_` +
         `${w13 ? c.activation : ''}_${c.applyRouterWeightOnInput}_${c.blockRows}_${splitK}_${c.hasBias}_` +
         `${c.layout.Hp}_${c.layout.Ip}_${L.source}_${L.rowsPerExpert}_${L.kStride}_${L.rowStep}_${L.upOffset}_` +
-        `${c.layout.blockedRows ?? false}_${c.sortedOutput ?? false}`;
+        `${c.layout.blockedRows ?? false}_${c.prefetch ?? true}_${c.sortedOutput ?? false}`;
   }
 
   getUserCode(): string {
@@ -246,7 +251,7 @@ export class ExpertsTensorCoreStorageGemmProgram implements WebGPUProgram {
         ${splitK > 1 && !sorted ? `let part = i32(workgroupId.z);   // the epilogue's output rows only` : ''}
         let lane = localIndex;
         ${rows.flatMap((r) => cols.map((c) => `var acc${r}${c} : ${result};`)).join('\n        ')}
-        ${pipelined ? pipelinedLoop(rows, cols, {x: 'x16', w: 'w16', left, right, block: 256, stride: 16,
+        ${pipelined ? blockedLoop(rows, cols, this.c.prefetch ?? true, {x: 'x16', w: 'w16', left, right, block: 256, stride: 16,
           aBlock: (r) => `(u32(rowStart) / 16u + ${r}u) * ${Kp / 16 * 256}u`,
           // w13: 32 gate rows then their 32 up rows per 32 act columns, so right matrix 0 starts at row 2·n0.
           bBlock: (c) => `(u32(e * ${L.rowsPerExpert} + ${w13 ? '2 * n0' : 'n0'}) / 16u + ${c}u) * ${Kp / 16 * 256}u`}) : `
@@ -290,14 +295,27 @@ export interface PipelinedOperands {
 }
 
 /**
- * The pipelined variants' k loop (both operands in blocks, TensorCoreLayout.blockedRows; the int8 pipelined GEMM
- * too): each step's two k blocks of the TM + 4 matrices are loaded one step ahead of their multiplies, so a
- * subgroup waits for storage once per kernel, not once per step. On the H200's plain 4096 × 14336 × 4096 f16 GEMM:
- * 198 TFLOP/s, against 98 with the weights row-major, 85 with x row-major, 152 for workgroup-memory x tiles
- * (bench/tc_probe.ts --round5, bench/results/2026-12-03-h200-tc-probe-round5.log). Steps run over [tile.z, tile.w).
+ * The k loop over operands in blocks (TensorCoreLayout.blockedRows; the int8 pipelined GEMM too), 32-k steps over
+ * [tile.z, tile.w), two k blocks a step.
+ *
+ * prefetch: each step's TM + 4 matrices of both k blocks are loaded one step ahead of their multiplies. On the
+ * H200's plain 4096 × 14336 × 4096 f16 GEMM: 198 TFLOP/s, against 98 with the weights row-major, 85 with x
+ * row-major, 152 for workgroup-memory x tiles (bench/tc_probe.ts --round5, -tc-probe-round5.log).
+ * Without: each k block's matrices are loaded right before its multiplies, fewer live registers: 210-212 against
+ * 193-198 on the same GEMM in the same runs (-tc-probe-round8.log, -round9.log).
  */
-export function pipelinedLoop(rows: number[], cols: number[], o: PipelinedOperands): string {
+export function blockedLoop(rows: number[], cols: number[], prefetch: boolean, o: PipelinedOperands): string {
   const halves = [0, 1];
+  if (!prefetch) {
+    return `
+        ${rows.map((r) => `let aBlock${r} = ${o.aBlock(r)};`).join('\n        ')}
+        ${cols.map((c) => `let bBlock${c} = ${o.bBlock(c)};`).join('\n        ')}
+        for (var kb = u32(tile.z) * 2u; kb < u32(tile.w) * 2u; kb++) {
+          ${rows.map((r) => `let a${r} = subgroupMatrixLoad<${o.left}>(&${o.x}, aBlock${r} + kb * ${o.block}u, false, ${o.stride}u);`).join('\n          ')}
+          ${cols.map((c) => `let b${c} = subgroupMatrixLoad<${o.right}>(&${o.w}, bBlock${c} + kb * ${o.block}u, true, ${o.stride}u);`).join('\n          ')}
+          ${rows.flatMap((r) => cols.map((c) => `acc${r}${c} = subgroupMatrixMultiplyAccumulate(a${r}, b${c}, acc${r}${c});`)).join('\n          ')}
+        }`;
+  }
   const a = (h: number, r: number, step: string) =>
     `subgroupMatrixLoad<${o.left}>(&${o.x}, aBlock${r} + (${step} * 2u + ${h}u) * ${o.block}u, false, ${o.stride}u)`;
   const b = (h: number, c: number, step: string) =>

@@ -26,7 +26,7 @@ import {int8RowWords} from './experts_int8_quant_webgpu';
 import {int8Epilogue} from './experts_int8_tc_webgpu';
 import type {ExpertsStage} from './experts_gemv_webgpu';
 import {foldedDispatch, roundUp} from './tensor_core_plan';
-import {pipelinedLoop} from './experts_gemm_tc_storage_webgpu';
+import {blockedLoop} from './experts_gemm_tc_storage_webgpu';
 
 /** k per loop step (two 16×16×32 multiplies), act columns of a w13 workgroup, h columns of a w2 one. */
 export const INT8_PIPELINED_TILE = {kStep: 64, w13Columns: 32, w2Columns: 64};
@@ -262,7 +262,7 @@ export class ExpertsInt8PipelinedGemmProgram implements WebGPUProgram {
         }
         ${epilogue.columns}
         ${rows.flatMap((r) => cols.map((cc) => `var acc${r}${cc} : ${result};`)).join('\n        ')}
-        ${pipelinedLoop(rows, cols, {x: 'xb', w: 'wb', left, right, block: 512, stride: 32,
+        ${blockedLoop(rows, cols, true, {x: 'xb', w: 'wb', left, right, block: 512, stride: 32,
           aBlock: (r) => `(u32(rowStart) / 16u + ${r}u) * ${RB}u`,
           bBlock: (cc) => `((u32(e) * ${rowsPerExpert}u + u32(${w13 ? '2 * n0' : 'n0'})) / 16u + ${cc}u) * ${KB * 512}u`})}
 

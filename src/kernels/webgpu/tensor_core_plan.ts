@@ -44,6 +44,12 @@
  *                      on the plain-GEMM probe (warm clocks) against 161 for the best workgroup-memory kernel;
  *                      in the expert prefill Mixtral M = 4096 16.8 ms against shared-128's 31.7.
  *
+ *   'plain-32', 'plain-64'
+ *                      the pipelined variants' layouts and program, but each 16-k step's blocks are loaded right
+ *                      before their multiplies (no loads in flight across steps, fewer live registers): 210-212
+ *                      against 193-198 TFLOP/s on the plain-GEMM probe (bench/results/2026-12-04-h200-tc-probe-
+ *                      round8.log, -round9.log).
+ *
  * Why a copy rather than a workgroup-memory dequant tile for the right operand: the GEMM then has one shape
  * for every format (both operands from storage, no barrier in the k loop), and the profile separates the
  * dequantization (the copy's own line) from the GEMM, while the device check's f16-weight run measures exactly
@@ -55,7 +61,7 @@ import type {WeightFormat} from '../../quant/format';
 import type {ExpertsStage} from './experts_gemv_webgpu';
 
 export type TensorCoreVariant = 'workgroup-tiles' | 'storage-32' | 'storage-64' | 'shared-64' | 'shared-128' |
-  'blocked-64' | 'blocked-128' | 'pipelined-32' | 'pipelined-64';
+  'blocked-64' | 'blocked-128' | 'pipelined-32' | 'pipelined-64' | 'plain-32' | 'plain-64';
 
 /**
  * What each variant is: its program family (experts_gemm_tc_webgpu.ts 'tiles', _storage_ 'storage', _shared_
@@ -63,7 +69,7 @@ export type TensorCoreVariant = 'workgroup-tiles' | 'storage-32' | 'storage-64' 
  * f16 copy is in 16×16 blocks (TensorCoreWeightLayout.blocked).
  */
 const VARIANTS: Record<TensorCoreVariant, {family: 'tiles' | 'storage' | 'shared' | 'pipelined'; blockRows: number;
-    blocked: boolean}> = {
+    blocked: boolean; prefetch?: boolean}> = {
   'workgroup-tiles': {family: 'tiles', blockRows: 32, blocked: false},
   'storage-32': {family: 'storage', blockRows: 32, blocked: false},
   'storage-64': {family: 'storage', blockRows: 64, blocked: false},
@@ -71,8 +77,10 @@ const VARIANTS: Record<TensorCoreVariant, {family: 'tiles' | 'storage' | 'shared
   'shared-128': {family: 'shared', blockRows: 128, blocked: false},
   'blocked-64': {family: 'shared', blockRows: 64, blocked: true},
   'blocked-128': {family: 'shared', blockRows: 128, blocked: true},
-  'pipelined-32': {family: 'pipelined', blockRows: 32, blocked: true},
-  'pipelined-64': {family: 'pipelined', blockRows: 64, blocked: true},
+  'pipelined-32': {family: 'pipelined', blockRows: 32, blocked: true, prefetch: true},
+  'pipelined-64': {family: 'pipelined', blockRows: 64, blocked: true, prefetch: true},
+  'plain-32': {family: 'pipelined', blockRows: 32, blocked: true, prefetch: false},
+  'plain-64': {family: 'pipelined', blockRows: 64, blocked: true, prefetch: false},
 };
 export const TENSOR_CORE_VARIANTS = Object.keys(VARIANTS) as TensorCoreVariant[];
 
@@ -97,6 +105,14 @@ export function isStorageProgramVariant(v: TensorCoreVariant): boolean {
  */
 export function isPipelinedVariant(v: TensorCoreVariant): boolean {
   return VARIANTS[v].family === 'pipelined';
+}
+
+/**
+ * Of the pipelined variants' layouts, whether the k loop loads each step's blocks one step ahead ('pipelined-*')
+ * or right before their multiplies ('plain-*', experts_gemm_tc_storage_webgpu.ts blockedLoop).
+ */
+export function prefetchesBlocks(v: TensorCoreVariant): boolean {
+  return VARIANTS[v].prefetch ?? false;
 }
 
 /**
