@@ -372,9 +372,10 @@ describe('int8 prefill GEMM choice', () => {
       expect(16 + 4 + 4 * words).to.equal(int8PipelinedWorkgroupBytes(BM));
     }
     for (const BM of [64, 128] as Int8SharedBlockRows[]) {
-      // Declared arrays: tile lookup vec4<i32>, i32 tiles and staged results, f32 row scales.
+      // Declared arrays: tile lookup vec4<i32>, vec4<u32> tiles, i32 staged results, f32 row scales.
       const code = new ExpertsInt8TensorCoreSharedGemmProgram(cfg, [8192, 4096], 10, BM).getUserCode();
-      const words = [...code.matchAll(/var<workgroup> \w+ : array<(?:i32|f32), (\d+)>/g)].reduce((n, m) => n + Number(m[1]), 0);
+      const words = [...code.matchAll(/var<workgroup> \w+ : array<(i32|f32|vec4<u32>), (\d+)>/g)]
+        .reduce((n, m) => n + (m[1] === 'vec4<u32>' ? 4 : 1) * Number(m[2]), 0);
       expect(16 + 4 * words).to.equal(int8SharedTileBytes(BM));
     }
   });
@@ -391,11 +392,14 @@ describe('int8 prefill GEMM choice', () => {
         expect(code).to.contain('// moe-main-ids').and.to.contain('fn main(wid : vec3<u32>, sid : u32, lane : u32)');
         expect(code).to.contain('let wn = sid % 2u;').and.to.contain('let wm = sid / 2u;');
         expect(code.match(/subgroupMatrixMultiplyAccumulate/g)).to.have.length(BM / 32 * 4);
-        // Offsets from the subgroup id and loop counters only (Tint: uniform per subgroup); rows of 80 i8.
+        // Offsets from the subgroup id and loop counters only (Tint: uniform per subgroup); rows of 80 i8 (5 vec4s),
+        // read in the new form from the vec4 tiles.
         const calls = code.match(/subgroupMatrix(Load|Store)[^;]*;/g)!;
         expect(calls.length).to.equal(BM / 32 + 4 + BM / 32 * 4);
         for (const call of calls) expect(call).to.not.match(/localIndex|lane|tRow|part|wid|workgroupId/);
-        expect(calls.filter((c) => c.includes('Load')).every((c) => /, (false|true), 80u\);$/.test(c))).to.equal(true);
+        const loads = calls.filter((c) => c.includes('Load'));
+        expect(loads.every((c) => /^subgroupMatrixLoad<subgroup_matrix_(left<i8, 32, 16>, row_major>\(&tileX|right<i8, 16, 32>, col_major>\(&tileW), .*, 5u\);$/.test(c)),
+          loads.join('\n')).to.equal(true);
         expect(p.variableNames).to.deep.equal(stage === 'w13' ? ['xq', 'align', 'weights', 'scales'] :
           ['xq', 'align', 'topkWeights', 'weights', 'scales']);
         expect(p.shaderKey).to.contain(`_${BM}`);

@@ -26,7 +26,8 @@ import {subgroupMatrixLanesWgsl} from './subgroup_matrix_lanes';
  * 0): sound for these kernels, which stage results only after the k loop's last barrier, when no tile is read
  * again. The bounds checks still use each array's own length.
  */
-export function emulateI8SubgroupMatrices(code: string, maxWorkgroupBytes = Infinity): string {
+export function emulateI8SubgroupMatrices(source: string, maxWorkgroupBytes = Infinity): string {
+  const code = wordTiles(source);
   const sizes = new Map([...code.matchAll(/var<workgroup>\s+(\w+)\s*:\s*array<i32,\s*(\d+)>/g)]
     .map((m) => [m[1], Number(m[2])] as [string, number]));
   // Where each array's words live: its own array from 0, or the shared one at an offset.
@@ -105,4 +106,47 @@ export function emulateI8SubgroupMatrices(code: string, maxWorkgroupBytes = Infi
       ${subgroupMatrixLanesWgsl('i32', 32, [...stored].map((arr) =>
         ({name: arr, element: (i: string) => at(arr, i), length: `${sizes.get(arr)}u`})))}
 `;
+}
+
+/**
+ * Workgroup tiles declared array<vec4<u32>> and read with the new load form (the shared kernel's): each becomes an
+ * array<i32> of 4 words a vec4, each 16-byte store `T[i] = v;` four word stores, and each load
+ * `subgroupMatrixLoad<M, row_major|col_major>(&T, off, stride)` (offsets and strides in vec4s, 16 i8 each) the
+ * old form in i8 elements, which the rest of the emulation reads.
+ */
+function wordTiles(code: string): string {
+  const vec4s = new Set<string>();
+  let out = code.replace(/var<workgroup>\s+(\w+)\s*:\s*array<vec4<u32>,\s*(\d+)>;/g, (_, name, n) => {
+    vec4s.add(name);
+    return `var<workgroup> ${name} : array<i32, ${4 * Number(n)}>;`;
+  });
+  for (const name of vec4s) {
+    out = out.replace(new RegExp(`\\b${name}\\[([^\\]]+)\\] = ([^;]+);`, 'g'), (_, i, v) =>
+      `{ let smV = bitcast<vec4<i32>>(${v}); let smI = 4u * (${i}); ${name}[smI] = smV.x; ${name}[smI + 1u] = smV.y; ` +
+      `${name}[smI + 2u] = smV.z; ${name}[smI + 3u] = smV.w; }`);
+  }
+  const head = /subgroupMatrixLoad<(subgroup_matrix_(?:left|right)<i8, \d+, \d+>), (row_major|col_major)>\(/g;
+  let m: RegExpExecArray | null;
+  while ((m = head.exec(out)) != null) {
+    // The call's arguments, up to its balanced closing parenthesis, split at top-level commas.
+    const args: string[] = [];
+    let depth = 0, start = m.index + m[0].length, i = start;
+    for (; depth >= 0; i++) {
+      const ch = out[i];
+      if (ch === '(') depth++;
+      else if (ch === ')') depth--;
+      if ((ch === ',' && depth === 0) || depth < 0) {
+        args.push(out.slice(start, i).trim());
+        start = i + 1;
+      }
+    }
+    const [arr, off, stride] = args;
+    if (args.length !== 3 || !vec4s.has(arr.replace(/^&/, ''))) {
+      throw new Error(`emulateI8SubgroupMatrices: a new-form load not from a vec4 workgroup tile: ${out.slice(m.index, i)}`);
+    }
+    const old = `subgroupMatrixLoad<${m[1]}>(${arr}, (${off}) * 16u, ${m[2] === 'col_major'}, (${stride}) * 16u)`;
+    out = out.slice(0, m.index) + old + out.slice(i);
+    head.lastIndex = m.index + old.length;
+  }
+  return out;
 }

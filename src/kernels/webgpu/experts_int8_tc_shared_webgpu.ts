@@ -12,11 +12,14 @@
  *   in flight (register prefetch: the best of tc_probe's f16 loops); then each subgroup multiplies its BM/2 rows
  *   × 64 weight rows (BM/32 × 4 results of 16×16) out of workgroup memory, in two 32-k matrix steps.
  *
- * Bytes: a tile row is 64 i8 + 16 bytes of padding = 80 bytes (20 words), the byte layout of the f16 kernels'
- * 32 halves + 8 (unpadded rows cost 3.8× there: bank conflicts). Subgroup-matrix offsets and strides count i8
- * elements (Tint divides them by 4 for the i32 array) and a load whose last byte would lie past its array is
- * skipped (Tint checks offset + max(stride, 32)·15 + 32 ≤ 4·length): the last load of a tile starts at row
- * 16·(rows/16 − 1), k 32, and ends at byte 80·(rows − 1) + 64 ≤ 80·rows, inside the array.
+ * Bytes: a tile row is 64 i8 + 16 bytes of padding = 80 bytes (5 vec4), the byte layout of the f16 kernels'
+ * 32 halves + 8 (unpadded rows cost 3.8× there: bank conflicts). The tiles are array<vec4<u32>>, filled with
+ * one 16-byte store per part (4 word stores cost the f16 probe a third of its rate: 107 against 155 TFLOP/s,
+ * bench/results/2026-12-04-h200-tc-probe-round8.log) and read with the new subgroupMatrixLoad form, offsets and
+ * strides in vec4s; tc_probe's round 10 kernel of this shape on i8 blocks reached 240 TOPS against 208 for the
+ * pipelined storage kernel (-tc-probe-round9-10.log). A load whose last element would lie past its array is
+ * skipped: the last load of a tile starts at row 16·(rows/16 − 1), vec4 2, and ends at vec4 5·(rows − 1) + 4,
+ * inside the array.
  *   tileX BM·80, tileW 128·80, staged 4 subgroups × 4 results × 256 i32 = 16384, row scales BM·4, tile lookup 16:
  *   37392 bytes for BM = 128, 32016 for 64 (int8SharedTileBytes), within the H200's 49152.
  * Weight words are turned from 'uint8' codes to int8 (`^ 0x80808080`) when they are loaded.
@@ -38,14 +41,14 @@ const BN = 128;
 /** k per step (i8), and words per tile row: 16 of data and 4 of padding. */
 const BK = 64;
 const ROW_WORDS = 20;
-const ROW = 4 * ROW_WORDS;   // the same in i8 elements, as the matrix loads count
+const ROW_VEC4 = ROW_WORDS / 4;
 const THREADS = 128;
 /** Words of the staged results: per subgroup, one 16-row block's 4 results of 16×16. */
 const STAGED = 4 * 4 * 256;
 
 /** Workgroup memory of the shared int8 kernel with `blockRows` rows per tile (see the header). */
 export function int8SharedTileBytes(blockRows: number): number {
-  return (blockRows + BN) * ROW + STAGED * 4 + blockRows * 4 + 16;
+  return (blockRows + BN) * ROW_WORDS * 4 + STAGED * 4 + blockRows * 4 + 16;
 }
 
 export class ExpertsInt8TensorCoreSharedGemmProgram implements WebGPUProgram {
@@ -125,10 +128,7 @@ export class ExpertsInt8TensorCoreSharedGemmProgram implements WebGPUProgram {
     const loadW = (i: number) => `wv${i} = vec4<i32>(0);
             if (wAt${i} >= 0${inK}) { wv${i} = bitcast<vec4<i32>>(bitcast<vec4<u32>>(weights[wAt${i} + kv]) ^ vec4<u32>(${I8_FROM_U8})); }`;
     const put = (tile: string, i: number, v: string) =>
-      `${tile}[(tRow + ${32 * i}u) * ${ROW_WORDS}u + part * 4u] = ${v}.x; ` +
-      `${tile}[(tRow + ${32 * i}u) * ${ROW_WORDS}u + part * 4u + 1u] = ${v}.y; ` +
-      `${tile}[(tRow + ${32 * i}u) * ${ROW_WORDS}u + part * 4u + 2u] = ${v}.z; ` +
-      `${tile}[(tRow + ${32 * i}u) * ${ROW_WORDS}u + part * 4u + 3u] = ${v}.w;`;
+      `${tile}[(tRow + ${32 * i}u) * ${ROW_VEC4}u + part] = bitcast<vec4<u32>>(${v});`;
     const epilogue = w13 ? `
             for (var r = 0u; r < 16u; r++) {
               let m = wm * ${TM * 16}u + rt * 16u + r;
@@ -165,8 +165,8 @@ export class ExpertsInt8TensorCoreSharedGemmProgram implements WebGPUProgram {
       // moe-main-ids
       ${w13 ? activationSnippet(c.activation) : ''}
       var<workgroup> wgTile : vec4<i32>;   // row start, expert, first and end k step
-      var<workgroup> tileX : array<i32, ${BM * ROW_WORDS}>;   // ${BM} rows × (64 + 16 padding) i8
-      var<workgroup> tileW : array<i32, ${BN * ROW_WORDS}>;   // ${BN} weight rows × (64 + 16 padding) i8
+      var<workgroup> tileX : array<vec4<u32>, ${BM * ROW_VEC4}>;   // ${BM} rows × (64 + 16 padding) i8
+      var<workgroup> tileW : array<vec4<u32>, ${BN * ROW_VEC4}>;   // ${BN} weight rows × (64 + 16 padding) i8
       var<workgroup> staged : array<i32, ${STAGED}>;   // per subgroup: one 16-row block's 4 results
       var<workgroup> rowScale : array<f32, ${BM}>;
       ${weightRow}
@@ -215,9 +215,9 @@ export class ExpertsInt8TensorCoreSharedGemmProgram implements WebGPUProgram {
             ${ia.map(loadX).join('\n            ')}
             ${ib.map(loadW).join('\n            ')}
           }
-          for (var kk = 0u; kk < ${BK}u; kk += 32u) {
-            ${rows.map((r) => `let a${r} = subgroupMatrixLoad<${left}>(&tileX, (wm * ${TM * 16}u + ${16 * r}u) * ${ROW}u + kk, false, ${ROW}u);`).join('\n            ')}
-            ${cols.map((cc) => `let b${cc} = subgroupMatrixLoad<${right}>(&tileW, (wn * 64u + ${16 * cc}u) * ${ROW}u + kk, true, ${ROW}u);`).join('\n            ')}
+          for (var kk = 0u; kk < ${BK / 16}u; kk += 2u) {   // vec4s: 32 k a step
+            ${rows.map((r) => `let a${r} = subgroupMatrixLoad<${left}, row_major>(&tileX, (wm * ${TM * 16}u + ${16 * r}u) * ${ROW_VEC4}u + kk, ${ROW_VEC4}u);`).join('\n            ')}
+            ${cols.map((cc) => `let b${cc} = subgroupMatrixLoad<${right}, col_major>(&tileW, (wn * 64u + ${16 * cc}u) * ${ROW_VEC4}u + kk, ${ROW_VEC4}u);`).join('\n            ')}
             ${rows.flatMap((r) => cols.map((cc) => `acc${r}${cc} = subgroupMatrixMultiplyAccumulate(a${r}, b${cc}, acc${r}${cc});`)).join('\n            ')}
           }
           workgroupBarrier();
