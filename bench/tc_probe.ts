@@ -891,12 +891,15 @@ fn main(@builtin(local_invocation_index) li: u32${sidDecl}) {
       kernels.push(blocked(M, N, K, {WM: 1, WN: 1, TM: 4, TN: 8, unroll: 1}), blocked64);
     }
   }
+  // Rounds 9 and 10: round 8's best storage-block kernel, then staged() at each shape that divides the GEMM.
+  const stagedRound = (shapes: StagedShape[], ...baselines: Kernel[]) => {
+    kernels.length = 0;
+    kernels.push(blocked(M, N, K, {WM: 1, WN: 1, TM: 4, TN: 4, unroll: 1}), ...baselines);
+    for (const t of shapes) if (M % t.BM === 0 && N % t.BN === 0 && K % t.BK === 0) kernels.push(staged(M, N, K, t));
+  };
   if (args.includes('--round9')) {
     // Both operands staged in workgroup memory (16-byte copies), every matrix load from there.
-    kernels.length = 0;
-    kernels.push(blocked(M, N, K, {WM: 1, WN: 1, TM: 4, TN: 4, unroll: 1}),
-      pipelinedTyped(M, N, K, true, {form: 'old', array: 'scalar'}));
-    const shapes: StagedShape[] = [
+    stagedRound([
       {BM: 64, BN: 64, BK: 32, WM: 1, WN: 1, buffers: 2, src: 'blocks'},
       {BM: 64, BN: 64, BK: 32, WM: 1, WN: 1, buffers: 1, src: 'blocks'},
       {BM: 64, BN: 64, BK: 64, WM: 1, WN: 1, buffers: 2, src: 'blocks'},
@@ -911,8 +914,7 @@ fn main(@builtin(local_invocation_index) li: u32${sidDecl}) {
       {BM: 64, BN: 64, BK: 64, WM: 1, WN: 1, buffers: 2, src: 'blocks', int8: true},
       {BM: 128, BN: 128, BK: 64, WM: 2, WN: 2, buffers: 2, src: 'blocks', int8: true},
       {BM: 128, BN: 64, BK: 64, WM: 2, WN: 1, buffers: 2, src: 'blocks', int8: true},
-    ].filter((t) => M % t.BM === 0 && N % t.BN === 0 && K % t.BK === 0) as StagedShape[];
-    for (const t of shapes) kernels.push(staged(M, N, K, t));
+    ], pipelinedTyped(M, N, K, true, {form: 'old', array: 'scalar'}));
   }
   if (args.includes('--round11')) {
     // The order in which workgroups walk the output tiles (L2 reuse), on round 8's best f16 and round 10's int8.
@@ -930,9 +932,7 @@ fn main(@builtin(local_invocation_index) li: u32${sidDecl}) {
   }
   if (args.includes('--round10')) {
     // Round 9's staging with more, smaller subgroups per workgroup tile (more warps to hide the copies).
-    kernels.length = 0;
-    kernels.push(blocked(M, N, K, {WM: 1, WN: 1, TM: 4, TN: 4, unroll: 1}));
-    const shapes: StagedShape[] = [
+    stagedRound([
       {BM: 128, BN: 128, BK: 32, WM: 2, WN: 2, buffers: 1, src: 'blocks'},
       {BM: 128, BN: 128, BK: 32, WM: 4, WN: 2, buffers: 1, src: 'blocks'},
       {BM: 128, BN: 128, BK: 32, WM: 4, WN: 2, buffers: 2, src: 'blocks'},
@@ -948,8 +948,7 @@ fn main(@builtin(local_invocation_index) li: u32${sidDecl}) {
       {BM: 128, BN: 128, BK: 64, WM: 4, WN: 4, buffers: 2, src: 'blocks', int8: true},
       {BM: 128, BN: 256, BK: 64, WM: 4, WN: 4, buffers: 1, src: 'blocks', int8: true},
       {BM: 128, BN: 256, BK: 64, WM: 4, WN: 4, buffers: 2, src: 'blocks', int8: true},
-    ].filter((t) => M % t.BM === 0 && N % t.BN === 0 && K % t.BK === 0) as StagedShape[];
-    for (const t of shapes) kernels.push(staged(M, N, K, t));
+    ]);
   }
   if (args.includes('--round5')) {
     kernels.length = 0;
