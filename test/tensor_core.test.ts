@@ -26,7 +26,8 @@ import {tensorCorePrefillPlan, tensorCoreStoragePrefill, w2WritesSorted} from '.
 import {ExpertsAlignProgram} from '../src/kernels/webgpu/experts_align_webgpu';
 import {ExpertsCombineProgram} from '../src/kernels/webgpu/experts_combine_webgpu';
 import {ExpertsTensorCoreSharedGemmProgram} from '../src/kernels/webgpu/experts_gemm_tc_shared_webgpu';
-import {PIPELINED_TILE, SHARED_TILE, STORAGE_TILE, TENSOR_CORE_VARIANTS, TensorCoreVariant, foldedDispatch, setTensorCoreVariant, tensorCoreBlockRows,
+import {PIPELINED_TILE, SHARED_TILE, STORAGE_TILE, TENSOR_CORE_VARIANTS, TensorCoreVariant, foldedDispatch, prefetchesBlocks,
+  setTensorCoreVariant, tensorCoreBlockRows,
   tensorCoreChoice, tensorCoreLayout, tensorCoreStorageDispatch, weightSource} from '../src/kernels/webgpu/tensor_core_plan';
 import {TENSOR_CORE_WEIGHT_CACHE_FLAG, tensorCoreWeightCopies, tensorCoreWeightCopy}
   from '../src/kernels/webgpu/tensor_core_weights';
@@ -148,6 +149,24 @@ describe('tensor-core GEMM plan', () => {
             expect(L.w2.kStride, what).to.equal(L.Ip);
           }
         }
+      }
+    }
+  });
+
+  it('loads each k block right before its multiplies in the plain variants, one 32-k step ahead in the pipelined ones', () => {
+    expect(TENSOR_CORE_VARIANTS.filter(prefetchesBlocks)).to.deep.equal(['pipelined-32', 'pipelined-64']);
+    const layout = tensorCoreLayout(FLOAT32_FORMAT, 256, 128, 'silu', PIPELINED_TILE, true, true);
+    const c = {hiddenSize: 256, intermediateSize: 128, numLocalExperts: 4, activation: 'silu' as Activation,
+      applyRouterWeightOnInput: false, hasBias: false, layout};
+    for (const [variant, blockRows] of [['pipelined-64', 64], ['plain-64', 64], ['plain-32', 32]] as Array<[TensorCoreVariant, number]>) {
+      const prefetch = prefetchesBlocks(variant);
+      for (const stage of ['w13', 'w2'] as const) {
+        const code = new ExpertsTensorCoreStorageGemmProgram({...c, stage, blockRows, prefetch}, [128, 64], 2).getUserCode();
+        // In the k loop: pipelined, both k blocks of the next step (2 · (TM + 4) loads, the first step's before the
+        // loop); plain, one k block (TM + 4 loads) a 16-k iteration.
+        const loads = code.match(/subgroupMatrixLoad</g)!.length;
+        expect(loads, `${variant} ${stage}`).to.equal((prefetch ? 4 : 1) * (blockRows / 16 + 4));
+        expect(/let nk = /.test(code), `${variant} ${stage}`).to.equal(prefetch);
       }
     }
   });
