@@ -360,8 +360,9 @@ describe('int8 prefill GEMM choice', () => {
   });
 
   it('pads experts to each kernel\'s rows per tile, and declares the workgroup memory it is chosen by', () => {
-    expect(INT8_GEMM_KERNELS.map(int8GemmBlockRows)).to.deep.equal([64, 32, 128, 64, 32, 64]);
-    expect(INT8_GEMM_KERNELS.map(int8GemmWorkgroupBytes)).to.deep.equal([4884, 4500, 37392, 32016, INT8_TC_WORKGROUP_BYTES, 0]);
+    expect(INT8_GEMM_KERNELS.map(int8GemmBlockRows)).to.deep.equal([64, 32, 128, 64, 32, 64, 64, 32]);
+    expect(INT8_GEMM_KERNELS.map(int8GemmWorkgroupBytes)).to.deep.equal([4884, 4500, 37392, 32016, INT8_TC_WORKGROUP_BYTES, 0,
+      4884, 4500]);
     const cfg: ExpertsInt8Config = {stage: 'w2', hiddenSize: 4096, intermediateSize: 14336, topK: 2, numLocalExperts: 8,
       globalNumExperts: 8, hasExpertMap: false, activation: 'silu', applyRouterWeightOnInput: false, hasBias: true};
     for (const BM of [32, 64]) {
@@ -567,6 +568,11 @@ describeBackends('fusedExperts int8 w8a8 against the cpu reference, bit for bit'
         onInput: false},
       {name: '32-row tiles, gelu, router weight on the input', kernel: 'tensor-core-i8-pipelined-32', activation: 'gelu',
         bias: true, onInput: true},
+      // The same programs with each k block loaded right before its multiplies.
+      {name: 'plain loop, 64-row tiles, swigluoai, biases', kernel: 'tensor-core-i8-plain-64', activation: 'swigluoai',
+        bias: true, onInput: false},
+      {name: 'plain loop, 32-row tiles, silu, router weight on the input', kernel: 'tensor-core-i8-plain-32',
+        activation: 'silu', bias: false, onInput: true},
     ];
     for (const tc of pipelinedCases) {
       it(`runs the pipelined GEMM's WGSL with emulated subgroup matrices, bit-equal to dot4: ${tc.name}`, async () => {
@@ -595,10 +601,11 @@ describeBackends('fusedExperts int8 w8a8 against the cpu reference, bit for bit'
           return [run(p, [w[0]], p.outputShape, 'int32'), ...w.slice(1)];
         };
         const tiles = Math.ceil(P / BM) + E;
-        const actTc = run(emulated(new ExpertsInt8PipelinedGemmProgram(c13, [rows, I], tiles, BM, layout)),
+        const prefetch = tc.kernel.startsWith('tensor-core-i8-pipelined-');
+        const actTc = run(emulated(new ExpertsInt8PipelinedGemmProgram(c13, [rows, I], tiles, BM, layout, prefetch)),
             [blocked(xq, 'gather', H, layout.Hp), align, ...blockedWeights(w13, 'w13')], [rows, I], 'float32');
         const aq = run(new ExpertsInt8QuantProgram(rows, I, false), [actTc], [rows, I / 4 + 4], 'int32');
-        const yTc = run(emulated(new ExpertsInt8PipelinedGemmProgram(c2, [P, H], tiles, BM, layout)),
+        const yTc = run(emulated(new ExpertsInt8PipelinedGemmProgram(c2, [P, H], tiles, BM, layout, prefetch)),
             [blocked(aq, 'rows', I, layout.Ip), align, ...(tc.onInput ? [] : [tw]), ...blockedWeights(w2, 'w2')], [P, H],
             'float32');
         const [alignHost, align4, a4, aT, y4, yT] = await Promise.all([align, dot4.align, dot4.act, actTc, dot4.y, yTc]

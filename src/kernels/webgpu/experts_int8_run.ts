@@ -34,24 +34,31 @@ import {tensorCoreWeightCopy} from './tensor_core_weights';
  *                    blocks read from storage, one 64-k step loaded ahead, one subgroup computing 64 or 32 rows × 64
  *                    columns, the weights' blocked copy kept between calls); 64 rows is the default where experts
  *                    average INT8_PIPELINED_MIN_ROWS rows or more (Mixtral M = 4096: 16.6 ms, 174 TOPS), 32 selectable;
+ *   'tensor-core-i8-plain-64', 'tensor-core-i8-plain-32'
+ *                    the same programs with each k block loaded right before its multiplies (blockedLoop without
+ *                    prefetch, as the f16 'plain' variants: 210-212 against 193-198 TFLOP/s for the f16 pipelined
+ *                    loop on the plain-GEMM probe); selectable, not yet timed on the H200;
  *   'tensor-core-i8-shared-128', 'tensor-core-i8-shared-64'
  *                    experts_int8_tc_shared_webgpu.ts: i8×i8→i32 subgroup matrices, four subgroups per workgroup
  *                    sharing 128- or 64-row × 128-column i8 tiles in workgroup memory (the f16 'shared' layout);
  *                    Bit-equal to dot4 on the H200 but slower than one subgroup everywhere measured (2026-12-03,
  *                    GPU time: Mixtral M = 4096 28.0 ms against 21.0, Qwen3 M = 4096 22.6 against 3.4;
- *                    bench/results/2026-12-03-h200-int8-check-shared.log): selectable (setInt8GemmKernel), not chosen;
+ *                    bench/results/2026-12-03-h200-int8-check-shared.log), with the tiles then filled by word
+ *                    stores (16-byte stores since, not yet timed): selectable (setInt8GemmKernel), not chosen;
  *   'tensor-core-i8' experts_int8_tc_webgpu.ts: the same matrices, one subgroup per workgroup (32 × 64 tiles of
  *                    workgroup memory): the default where experts average fewer rows (Mixtral M = 4096: 21.0 ms,
  *                    138 TOPS);
  *   'dot4-i8'        experts_int8_webgpu.ts: dot4I8Packed tiles, everywhere the int8 path runs.
  */
 export type Int8GemmKernel = 'tensor-core-i8-pipelined-64' | 'tensor-core-i8-pipelined-32' |
-  'tensor-core-i8-shared-128' | 'tensor-core-i8-shared-64' | 'tensor-core-i8' | 'dot4-i8';
+  'tensor-core-i8-shared-128' | 'tensor-core-i8-shared-64' | 'tensor-core-i8' | 'dot4-i8' |
+  'tensor-core-i8-plain-64' | 'tensor-core-i8-plain-32';
 export const INT8_GEMM_KERNELS: Int8GemmKernel[] = ['tensor-core-i8-pipelined-64', 'tensor-core-i8-pipelined-32',
-  'tensor-core-i8-shared-128', 'tensor-core-i8-shared-64', 'tensor-core-i8', 'dot4-i8'];
+  'tensor-core-i8-shared-128', 'tensor-core-i8-shared-64', 'tensor-core-i8', 'dot4-i8', 'tensor-core-i8-plain-64',
+  'tensor-core-i8-plain-32'];
 
-const isPipelined = (k: Int8GemmKernel): k is 'tensor-core-i8-pipelined-64' | 'tensor-core-i8-pipelined-32' =>
-  k === 'tensor-core-i8-pipelined-64' || k === 'tensor-core-i8-pipelined-32';
+/** The kernels of experts_int8_tc_pipelined_webgpu.ts (both operands in blocks read from storage). */
+const isPipelined = (k: Int8GemmKernel) => k.startsWith('tensor-core-i8-pipelined-') || k.startsWith('tensor-core-i8-plain-');
 
 /**
  * The default int8 GEMM: 'tensor-core-i8-pipelined-64' where experts average at least this many rows, else
@@ -64,7 +71,8 @@ export const INT8_PIPELINED_MIN_ROWS = 64;
 
 /** The subgroup-matrix kernels' rows per tile (the align program pads every expert to a multiple of it). */
 export function int8GemmBlockRows(kernel: Int8GemmKernel): number {
-  return kernel === 'tensor-core-i8-pipelined-64' ? 64 : kernel === 'tensor-core-i8-pipelined-32' ? 32 :
+  return kernel === 'tensor-core-i8-pipelined-64' || kernel === 'tensor-core-i8-plain-64' ? 64 :
+    kernel === 'tensor-core-i8-pipelined-32' || kernel === 'tensor-core-i8-plain-32' ? 32 :
     kernel === 'tensor-core-i8-shared-128' ? 128 : kernel === 'tensor-core-i8-shared-64' ? 64 :
     kernel === 'tensor-core-i8' ? INT8_TC_BLOCK_ROWS : INT8_GEMM_BLOCK_ROWS;
 }
@@ -220,13 +228,15 @@ export function runInt8Experts(c: Int8ExpertsCall): TensorInfo {
       return [copy, s.scales!, ...(s.bias ? [s.bias] : [])];
     };
     const tiles = (n: number) => Math.ceil(P / blockRows) + n;
+    const prefetch = gemm.startsWith('tensor-core-i8-pipelined-');
     const act = c.temp(issuer.makeTensorInfo([rows, I], 'float32'));
     const xb = blockedRows(xq, 'w13');
-    perShard('w13', act, (s, n) => [new ExpertsW13Int8PipelinedGemmProgram(w13, [rows, I], tiles(n), blockRows, layout),
+    perShard('w13', act, (s, n) => [new ExpertsW13Int8PipelinedGemmProgram(w13, [rows, I], tiles(n), blockRows, layout,
+      prefetch),
       [xb, align]], blockedWeights);
     const ab = blockedRows(quantize(act, false), 'w2');
     y = c.temp(issuer.makeTensorInfo([P, H], 'float32'));
-    perShard('w2', y, (s, n) => [new ExpertsW2Int8PipelinedGemmProgram(w2, [P, H], tiles(n), blockRows, layout),
+    perShard('w2', y, (s, n) => [new ExpertsW2Int8PipelinedGemmProgram(w2, [P, H], tiles(n), blockRows, layout, prefetch),
       [ab, align, ...weightsFor('w2')]], blockedWeights);
   } else if (gemm != null) {
     const blockRows = int8GemmBlockRows(gemm);

@@ -193,17 +193,20 @@ export class ExpertsInt8PipelinedGemmProgram implements WebGPUProgram {
   private readonly c: ExpertsInt8Config;
   private readonly blockRows: number;
   private readonly layout: Int8PipelinedLayout;
+  private readonly prefetch: boolean;
 
   /**
    * Inputs: xb (blocked rows), align (built with `blockRows`), topkWeights (w2 with the weight on the output),
-   * wb (the shard's blocked weights), scales, bias?.
+   * wb (the shard's blocked weights), scales, bias?. `prefetch`: the k loop loads the next 64-k step's blocks
+   * before the current step's multiplies (the 'pipelined' kernels), or each k block right before its own ('plain').
    */
   constructor(c: ExpertsInt8Config, outputShape: number[], numTiles: number, blockRows: number,
-      layout: Int8PipelinedLayout) {
+      layout: Int8PipelinedLayout, prefetch = true) {
     if (blockRows !== 32 && blockRows !== 64) throw new Error(`int8 pipelined GEMM: blockRows 32 or 64, got ${blockRows}`);
     this.c = c;
     this.blockRows = blockRows;
     this.layout = layout;
+    this.prefetch = prefetch;
     const w13 = c.stage === 'w13';
     this.outputShape = outputShape;
     this.dispatch = [numTiles, w13 ? Math.ceil(c.intermediateSize / INT8_PIPELINED_TILE.w13Columns) :
@@ -214,7 +217,7 @@ export class ExpertsInt8PipelinedGemmProgram implements WebGPUProgram {
     this.variableComponents = this.variableNames.map(() => 1);
     this.shaderKey = `moeExpertsInt8GemmTcPipelined_${c.stage}_${c.hiddenSize}_${c.intermediateSize}_${c.topK}_` +
       `${c.numLocalExperts}_${w13 ? c.activation : ''}_${c.applyRouterWeightOnInput}_${c.hasBias}_${blockRows}_` +
-      `${layout.Hp}_${layout.Ip}`;
+      `${layout.Hp}_${layout.Ip}_${prefetch}`;
   }
 
   getUserCode(): string {
@@ -262,7 +265,7 @@ export class ExpertsInt8PipelinedGemmProgram implements WebGPUProgram {
         }
         ${epilogue.columns}
         ${rows.flatMap((r) => cols.map((cc) => `var acc${r}${cc} : ${result};`)).join('\n        ')}
-        ${blockedLoop(rows, cols, true, {x: 'xb', w: 'wb', left, right, block: 512, stride: 32,
+        ${blockedLoop(rows, cols, this.prefetch, {x: 'xb', w: 'wb', left, right, block: 512, stride: 32,
           aBlock: (r) => `(u32(rowStart) / 16u + ${r}u) * ${RB}u`,
           bBlock: (cc) => `((u32(e) * ${rowsPerExpert}u + u32(${w13 ? '2 * n0' : 'n0'})) / 16u + ${cc}u) * ${KB * 512}u`})}
 
