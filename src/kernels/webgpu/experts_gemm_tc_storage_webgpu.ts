@@ -302,7 +302,7 @@ export interface PipelinedOperands {
  * H200's plain 4096 × 14336 × 4096 f16 GEMM: 198 TFLOP/s, against 98 with the weights row-major, 85 with x
  * row-major, 152 for workgroup-memory x tiles (bench/tc_probe.ts --round5, -tc-probe-round5.log).
  * Without: each k block's matrices are loaded right before its multiplies, fewer live registers: 210-212 against
- * 193-198 on the same GEMM in the same runs (-tc-probe-round8.log, -round9.log).
+ * 193-198 on the same GEMM in the same runs (-tc-probe-round8.log, -round9-10.log).
  */
 export function blockedLoop(rows: number[], cols: number[], prefetch: boolean, o: PipelinedOperands): string {
   const halves = [0, 1];

@@ -57,8 +57,22 @@ export const INT8_GEMM_KERNELS: Int8GemmKernel[] = ['tensor-core-i8-pipelined-64
   'tensor-core-i8-shared-128', 'tensor-core-i8-shared-64', 'tensor-core-i8', 'dot4-i8', 'tensor-core-i8-plain-64',
   'tensor-core-i8-plain-32'];
 
-/** The kernels of experts_int8_tc_pipelined_webgpu.ts (both operands in blocks read from storage). */
-const isPipelined = (k: Int8GemmKernel) => k.startsWith('tensor-core-i8-pipelined-') || k.startsWith('tensor-core-i8-plain-');
+/**
+ * The kernels of experts_int8_tc_pipelined_webgpu.ts (both operands in blocks read from storage): rows per tile,
+ * and whether the k loop loads one step ahead (blockedLoop's prefetch).
+ */
+const BLOCKED_KERNELS: Partial<Record<Int8GemmKernel, {blockRows: number; prefetch: boolean}>> = {
+  'tensor-core-i8-pipelined-64': {blockRows: 64, prefetch: true},
+  'tensor-core-i8-pipelined-32': {blockRows: 32, prefetch: true},
+  'tensor-core-i8-plain-64': {blockRows: 64, prefetch: false},
+  'tensor-core-i8-plain-32': {blockRows: 32, prefetch: false},
+};
+const isPipelined = (k: Int8GemmKernel) => BLOCKED_KERNELS[k] != null;
+
+/** Whether the blocked kernel `k` loads each k step's blocks one step ahead ('pipelined') or not ('plain'). */
+export function int8PrefetchesBlocks(k: Int8GemmKernel): boolean {
+  return BLOCKED_KERNELS[k]?.prefetch ?? false;
+}
 
 /**
  * The default int8 GEMM: 'tensor-core-i8-pipelined-64' where experts average at least this many rows, else
@@ -71,10 +85,8 @@ export const INT8_PIPELINED_MIN_ROWS = 64;
 
 /** The subgroup-matrix kernels' rows per tile (the align program pads every expert to a multiple of it). */
 export function int8GemmBlockRows(kernel: Int8GemmKernel): number {
-  return kernel === 'tensor-core-i8-pipelined-64' || kernel === 'tensor-core-i8-plain-64' ? 64 :
-    kernel === 'tensor-core-i8-pipelined-32' || kernel === 'tensor-core-i8-plain-32' ? 32 :
-    kernel === 'tensor-core-i8-shared-128' ? 128 : kernel === 'tensor-core-i8-shared-64' ? 64 :
-    kernel === 'tensor-core-i8' ? INT8_TC_BLOCK_ROWS : INT8_GEMM_BLOCK_ROWS;
+  return BLOCKED_KERNELS[kernel]?.blockRows ?? (kernel === 'tensor-core-i8-shared-128' ? 128 :
+    kernel === 'tensor-core-i8-shared-64' ? 64 : kernel === 'tensor-core-i8' ? INT8_TC_BLOCK_ROWS : INT8_GEMM_BLOCK_ROWS);
 }
 
 /** Workgroup memory each subgroup-matrix kernel declares (0 for dot4: it is not limited by it here). */
@@ -228,7 +240,7 @@ export function runInt8Experts(c: Int8ExpertsCall): TensorInfo {
       return [copy, s.scales!, ...(s.bias ? [s.bias] : [])];
     };
     const tiles = (n: number) => Math.ceil(P / blockRows) + n;
-    const prefetch = gemm.startsWith('tensor-core-i8-pipelined-');
+    const prefetch = int8PrefetchesBlocks(gemm);
     const act = c.temp(issuer.makeTensorInfo([rows, I], 'float32'));
     const xb = blockedRows(xq, 'w13');
     perShard('w13', act, (s, n) => [new ExpertsW13Int8PipelinedGemmProgram(w13, [rows, I], tiles(n), blockRows, layout,

@@ -48,7 +48,7 @@
  *                      the pipelined variants' layouts and program, but each 16-k step's blocks are loaded right
  *                      before their multiplies (no loads in flight across steps, fewer live registers): 210-212
  *                      against 193-198 TFLOP/s on the plain-GEMM probe (bench/results/2026-12-04-h200-tc-probe-
- *                      round8.log, -round9.log).
+ *                      round8.log, -round9-10.log).
  *
  * Why a copy rather than a workgroup-memory dequant tile for the right operand: the GEMM then has one shape
  * for every format (both operands from storage, no barrier in the k loop), and the profile separates the
