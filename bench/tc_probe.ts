@@ -7,7 +7,9 @@
  * on 256 sampled outputs against float64 sums of the same f16 operands (int8: exact i32 sums).
  * Rounds: --round2 … --round6 (see README's tensor-core notes); --round7 the pipelined 64×64 kernel on f16 and
  * int8 blocks in each load form (--round7-n8: only the 16×8 result configs beside the f16 baseline); --round8
- * that kernel's multiplies without loads and loads with a quarter of the multiplies, and a 64 × 128 subgroup tile.
+ * that kernel's multiplies without loads and loads with a quarter of the multiplies, and a 64 × 128 subgroup tile;
+ * --round9 / --round10 operands staged in workgroup memory; --round11 the workgroups' tile order; --round12 loads
+ * through block pointers against element offsets (blockNames; run it again with --dawn-toggles disable_robustness).
  */
 import * as fs from 'fs';
 import {tensorCoreDawnToggles} from './dawn_toggles';
@@ -611,6 +613,73 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) l
 }`};
 }
 
+/**
+ * Round 12: how a subgroup-matrix load names its block. Tint lowers subgroupMatrixLoad to
+ * OpCooperativeMatrixLoadKHR on a pointer to one element of the binding's array, offset and stride in that array's
+ * elements, and (robustness on) rewrites a runtime offset and stride into selects against arrayLength; no `Aligned`
+ * operand is emitted for storage arrays (google/dawn src/tint/lang/spirv/writer/raise/builtin_polyfill.cc,
+ * core/ir/transform/robustness.cc). Round 8 timed these loads at 6× the same loads from workgroup memory, and an
+ * int8 block at 1.8× an f16 one of the same bytes, as if the driver loaded element by element. Here each operand
+ * is declared as an array of whole blocks (array<array<f16, 256>> or array<array<i32, 128>>, 512 bytes each) and
+ * each load reads `&A[block]` at the constant offset 0 with a constant stride, so Tint adds no select and the
+ * pointer is a 512-byte array element; against the same kernel with element offsets into the flat binding. The
+ * 64 × 64 one-subgroup kernel, as a GEMM ('plain': each 16-k block loaded right before its multiplies;
+ * 'pipelined': the next 32-k step's blocks in flight) and as round 8's loads kernel (8 loads, 4 multiplies).
+ */
+function blockNames(M: number, N: number, K: number, int8: boolean, pointers: boolean,
+    loop: 'plain' | 'pipelined' | 'loads'): Kernel {
+  const kPerBlock = int8 ? 32 : 16, KB = K / kPerBlock;
+  // New load form: offsets and strides in the array's elements (f16, or i32 holding 4 i8).
+  const BLK = int8 ? 128 : 256, STRIDE = int8 ? 8 : 16, elem = int8 ? 'i32' : 'f16';
+  const rows = [0, 1, 2, 3], cols = [0, 1, 2, 3];
+  const left = int8 ? `${SG}_left<i8, 32, 16>` : `${SG}_left<f16, 16, 16>`;
+  const right = int8 ? `${SG}_right<i8, 16, 32>` : `${SG}_right<f16, 16, 16>`;
+  const result = int8 ? `${SG}_result<i32, 16, 16>` : `${SG}_result<f32, 16, 16>`;
+  const load = (m: string, p: string, block: string, major: string) => pointers ?
+    `subgroupMatrixLoad<${m}, ${major}>(&${p}[${block}], 0u, ${STRIDE}u)` :
+    `subgroupMatrixLoad<${m}, ${major}>(&${p}, (${block}) * ${BLK}u, ${STRIDE}u)`;
+  const a = (r: number, kb: string) => load(left, 'A', `am + ${r * KB}u + ${kb}`, 'row_major');
+  const b = (c: number, kb: string) => load(right, 'B', `bn + ${c * KB}u + ${kb}`, 'col_major');
+  const pairs = loop === 'loads' ? rows.map((r) => [r, r]) : rows.flatMap((r) => cols.map((c) => [r, c]));
+  const mma = (ap: string, bp: string) => pairs.map(([r, c]) =>
+    `acc${r}${c} = subgroupMatrixMultiplyAccumulate(${ap}${r}, ${bp}${c}, acc${r}${c});`).join('\n    ');
+  const us = [0, 1];
+  const body = loop === 'pipelined' ? `
+  ${us.flatMap((u) => rows.map((r) => `var a${u}${r} = ${a(r, `${u}u`)};`)).join('\n  ')}
+  ${us.flatMap((u) => cols.map((c) => `var b${u}${c} = ${b(c, `${u}u`)};`)).join('\n  ')}
+  for (var kb = 0u; kb < ${KB}u; kb += 2u) {
+    let nk = min(kb + 2u, ${KB - 2}u);
+    ${us.flatMap((u) => rows.map((r) => `let na${u}${r} = ${a(r, `nk + ${u}u`)};`)).join('\n    ')}
+    ${us.flatMap((u) => cols.map((c) => `let nb${u}${c} = ${b(c, `nk + ${u}u`)};`)).join('\n    ')}
+    ${us.map((u) => mma(`a${u}`, `b${u}`)).join('\n    ')}
+    ${us.flatMap((u) => rows.map((r) => `a${u}${r} = na${u}${r};`)).join(' ')}
+    ${us.flatMap((u) => cols.map((c) => `b${u}${c} = nb${u}${c};`)).join(' ')}
+  }` : `
+  for (var kb = 0u; kb < ${KB}u; kb++) {
+    ${rows.map((r) => `let a${r} = ${a(r, 'kb')};`).join('\n    ')}
+    ${cols.map((c) => `let b${c} = ${b(c, 'kb')};`).join('\n    ')}
+    ${mma('a', 'b')}
+  }`;
+  const decl = pointers ? `array<array<${elem}, ${BLK}>>` : `array<${elem}>`;
+  return {name: `round12 ${loop} ${int8 ? 'int8' : 'f16'}, 64×64 one subgroup, ` +
+      (pointers ? `block pointers (&A[block], offset 0, ${decl})` : `element offsets (&A, block·${BLK}, array<${elem}>)`),
+  workgroups: [N / 64, M / 64, 1], blocked: true, int8,
+  ...(loop === 'loads' ? {synthetic: {flops: (M / 64) * (N / 64) * KB * pairs.length * 2 * 16 * 16 * kPerBlock}} : {}), code: `
+enable f16;
+enable chromium_experimental_subgroup_matrix;
+@group(0) @binding(0) var<storage, read> A: ${decl};
+@group(0) @binding(1) var<storage, read> B: ${decl};
+@group(0) @binding(2) var<storage, read_write> C: array<${int8 ? 'i32' : 'f32'}>;
+@compute @workgroup_size(32)
+fn main(@builtin(workgroup_id) wg: vec3<u32>) {
+  let am = wg.y * ${4 * KB}u;   // first block of the tile's 64 rows (A) and 64 columns (B)
+  let bn = wg.x * ${4 * KB}u;
+  ${pairs.map(([r, c]) => `var acc${r}${c}: ${result};`).join('\n  ')}
+  ${body}
+  ${pairs.map(([r, c]) => `subgroupMatrixStore<row_major>(&C, (wg.y * 64u + ${16 * r}u) * ${N}u + wg.x * 64u + ${16 * c}u, acc${r}${c}, ${N}u);`).join('\n  ')}
+}`};
+}
+
 interface StagedShape {
   /** Workgroup tile, k per stage, and subgroups along M and N (each multiplies (BM/WM) × (BN/WN)). */
   BM: number; BN: number; BK: number; WM: number; WN: number;
@@ -810,7 +879,7 @@ fn main(@builtin(local_invocation_index) li: u32${sidDecl}) {
   const round6 = args.includes('--round6');
   const round3 = args.includes('--round3') || round4 || args.includes('--round5') || round6 || args.includes('--round7') ||
     args.includes('--round8') || args.includes('--round9') || args.includes('--round10') ||
-    args.includes('--round11');
+    args.includes('--round11') || args.includes('--round12');
   const Ab = round3 ? buf(toBlocks(a16, M, K), GPUBufferUsage.STORAGE) : A;
   const Bb = round3 ? buf(toBlocks(b16, N, K), GPUBufferUsage.STORAGE) : B;
   const C = buf(M * N * 4, GPUBufferUsage.STORAGE | GPUBufferUsage.COPY_SRC);
@@ -833,7 +902,7 @@ fn main(@builtin(local_invocation_index) li: u32${sidDecl}) {
 
   const kernels: Kernel[] = args.includes('--round2') ? [] : [storage64(M, N, K)];
   const round7 = args.includes('--round7') || args.includes('--round8') || args.includes('--round9') || args.includes('--round10') ||
-    args.includes('--round11');
+    args.includes('--round11') || args.includes('--round12');
   // Round 7's int8 operands: codes in [-127, 127], in 16 × 32 blocks; exact i32 sums on the sampled outputs.
   const a8 = new Int8Array(round7 ? M * K : 0), b8 = new Int8Array(round7 ? N * K : 0);
   for (let i = 0; i < a8.length; i++) a8[i] = Math.round(rnd() * 127);
@@ -930,6 +999,18 @@ fn main(@builtin(local_invocation_index) li: u32${sidDecl}) {
     }
     kernels.push(blocked(M, N, K, {WM: 1, WN: 1, TM: 4, TN: 4, unroll: 1}));
   }
+  if (args.includes('--round12')) {
+    // Block pointers against element offsets (blockNames), with the loads from workgroup memory as the floor.
+    // Run once per set of Dawn toggles: none, disable_robustness (no Tint clamps, no Vulkan robust access).
+    kernels.length = 0;
+    kernels.push(blocked(M, N, K, {WM: 1, WN: 1, TM: 4, TN: 4, unroll: 1}));
+    for (const loop of ['loads', 'plain', 'pipelined'] as const) {
+      for (const int8 of [false, true]) {
+        for (const pointers of [false, true]) kernels.push(blockNames(M, N, K, int8, pointers, loop));
+      }
+    }
+    kernels.push(sharedLoads(M, N, K, true));
+  }
   if (args.includes('--round10')) {
     // Round 9's staging with more, smaller subgroups per workgroup tile (more warps to hide the copies).
     stagedRound([
@@ -999,7 +1080,7 @@ fn main(@builtin(local_invocation_index) li: u32${sidDecl}) {
     kernels.push(blocked(M, N, K, {WM: 1, WN: 1, TM: 4, TN: 4, unroll: 2}));
   }
   const shapes: TiledShape[] = round4 || args.includes('--round5') || round6 || round7 || args.includes('--round8') ||
-    args.includes('--round9') || args.includes('--round10') || args.includes('--round11') ? [] : round3 ? [{BM: 128, BN: 128, BK: 32, WM: 2, WN: 2, sid, pad: 8, prefetch: true}] :
+    args.includes('--round9') || args.includes('--round10') || args.includes('--round11') || args.includes('--round12') ? [] : round3 ? [{BM: 128, BN: 128, BK: 32, WM: 2, WN: 2, sid, pad: 8, prefetch: true}] :
     args.includes('--round2') ? [
     {BM: 128, BN: 128, BK: 32, WM: 2, WN: 2, sid, pad: 8, prefetch: true},
     {BM: 128, BN: 128, BK: 32, WM: 2, WN: 2, sid, pad: 8, prefetch: true, double: true},
