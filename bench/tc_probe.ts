@@ -624,10 +624,12 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) l
  * each load reads `&A[block]` at the constant offset 0 with a constant stride, so Tint adds no select and the
  * pointer is a 512-byte array element; against the same kernel with element offsets into the flat binding. The
  * 64 × 64 one-subgroup kernel, as a GEMM ('plain': each 16-k block loaded right before its multiplies;
- * 'pipelined': the next 32-k step's blocks in flight) and as round 8's loads kernel (8 loads, 4 multiplies).
+ * 'pipelined': the next 32-k step's blocks in flight) and as round 8's loads kernel (8 loads, 4 multiplies), which
+ * 'cached-loads' runs on two k blocks only, read again every step: if that costs what streaming costs, the loads are
+ * bound by their instructions (element by element), not by memory.
  */
 function blockNames(M: number, N: number, K: number, int8: boolean, pointers: boolean,
-    loop: 'plain' | 'pipelined' | 'loads'): Kernel {
+    loop: 'plain' | 'pipelined' | 'loads' | 'cached-loads'): Kernel {
   const kPerBlock = int8 ? 32 : 16, KB = K / kPerBlock;
   // New load form: offsets and strides in the array's elements (f16, or i32 holding 4 i8).
   const BLK = int8 ? 128 : 256, STRIDE = int8 ? 8 : 16, elem = int8 ? 'i32' : 'f16';
@@ -640,7 +642,8 @@ function blockNames(M: number, N: number, K: number, int8: boolean, pointers: bo
     `subgroupMatrixLoad<${m}, ${major}>(&${p}, (${block}) * ${BLK}u, ${STRIDE}u)`;
   const a = (r: number, kb: string) => load(left, 'A', `am + ${r * KB}u + ${kb}`, 'row_major');
   const b = (c: number, kb: string) => load(right, 'B', `bn + ${c * KB}u + ${kb}`, 'col_major');
-  const pairs = loop === 'loads' ? rows.map((r) => [r, r]) : rows.flatMap((r) => cols.map((c) => [r, c]));
+  const loadsOnly = loop === 'loads' || loop === 'cached-loads';
+  const pairs = loadsOnly ? rows.map((r) => [r, r]) : rows.flatMap((r) => cols.map((c) => [r, c]));
   const mma = (ap: string, bp: string) => pairs.map(([r, c]) =>
     `acc${r}${c} = subgroupMatrixMultiplyAccumulate(${ap}${r}, ${bp}${c}, acc${r}${c});`).join('\n    ');
   const us = [0, 1];
@@ -656,15 +659,16 @@ function blockNames(M: number, N: number, K: number, int8: boolean, pointers: bo
     ${us.flatMap((u) => cols.map((c) => `b${u}${c} = nb${u}${c};`)).join(' ')}
   }` : `
   for (var kb = 0u; kb < ${KB}u; kb++) {
-    ${rows.map((r) => `let a${r} = ${a(r, 'kb')};`).join('\n    ')}
-    ${cols.map((c) => `let b${c} = ${b(c, 'kb')};`).join('\n    ')}
+    ${loop === 'cached-loads' ? 'let kc = kb % 2u;   // two k blocks, read again and again: from L1, not memory' : ''}
+    ${rows.map((r) => `let a${r} = ${a(r, loop === 'cached-loads' ? 'kc' : 'kb')};`).join('\n    ')}
+    ${cols.map((c) => `let b${c} = ${b(c, loop === 'cached-loads' ? 'kc' : 'kb')};`).join('\n    ')}
     ${mma('a', 'b')}
   }`;
   const decl = pointers ? `array<array<${elem}, ${BLK}>>` : `array<${elem}>`;
   return {name: `round12 ${loop} ${int8 ? 'int8' : 'f16'}, 64×64 one subgroup, ` +
       (pointers ? `block pointers (&A[block], offset 0, ${decl})` : `element offsets (&A, block·${BLK}, array<${elem}>)`),
   workgroups: [N / 64, M / 64, 1], blocked: true, int8,
-  ...(loop === 'loads' ? {synthetic: {flops: (M / 64) * (N / 64) * KB * pairs.length * 2 * 16 * 16 * kPerBlock}} : {}), code: `
+  ...(loadsOnly ? {synthetic: {flops: (M / 64) * (N / 64) * KB * pairs.length * 2 * 16 * 16 * kPerBlock}} : {}), code: `
 enable f16;
 enable chromium_experimental_subgroup_matrix;
 @group(0) @binding(0) var<storage, read> A: ${decl};
@@ -1004,7 +1008,7 @@ fn main(@builtin(local_invocation_index) li: u32${sidDecl}) {
     // Run once per set of Dawn toggles: none, disable_robustness (no Tint clamps, no Vulkan robust access).
     kernels.length = 0;
     kernels.push(blocked(M, N, K, {WM: 1, WN: 1, TM: 4, TN: 4, unroll: 1}));
-    for (const loop of ['loads', 'plain', 'pipelined'] as const) {
+    for (const loop of ['loads', 'cached-loads', 'plain', 'pipelined'] as const) {
       for (const int8 of [false, true]) {
         for (const pointers of [false, true]) kernels.push(blockNames(M, N, K, int8, pointers, loop));
       }
