@@ -8,7 +8,9 @@
  * (test/helpers/quant_weights.ts); fixed seeds.
  */
 import * as tf from '@tensorflow/tfjs-core';
+import {WebGPUBackend} from '@tensorflow/tfjs-backend-webgpu';
 import {expect} from 'chai';
+import {FusedExperts} from '../src/kernel_names';
 import {Activation, fusedExperts, fusedExpertsImpl} from '../src';
 import {dequantizeImpl} from '../src/kernels/cpu/dequantize_impl';
 import {WeightFormat, formatKey} from '../src/quant/format';
@@ -176,8 +178,9 @@ describeBackends('fusedExperts with quantized weights', (backend) => {
     }
 
     // Zero tensor + act-order gIdx + biases bind 5 tensors per weight shard: the w2 GEMV (x, ids, weights, 5, out)
-    // needs 9 storage buffers. Where the device allows fewer, a clear error, not an unwritten output.
-    it('says so when a program needs more storage buffers than the device allows', async () => {
+    // needs 9 storage buffers. The package's backend asks the adapter for its limit (SwiftShader: 12), where the
+    // program runs; where the device allows fewer, a clear error, not an unwritten output.
+    it('runs a program that needs 9 storage buffers where the device allows them', async () => {
       const f = QUANT_FORMATS['uint4 g32, act-order gIdx, zero tensor'];
       const c = {...RUNS['decode, T=3 k=2, 2 weight tensors'].c, shards: [5], bias: true};
       const {expected, tensors} = makeCase(8, f, c);
@@ -193,6 +196,32 @@ describeBackends('fusedExperts with quantized weights', (backend) => {
         out.dispose();
       }
       tf.dispose([t.hidden, t.weights, t.ids, ...t.all]);
+    });
+
+    it('says so when a program needs more storage buffers than the device allows (WebGPU\'s default 8)', async () => {
+      // tfjs's own backend over a device with the default limits, under a name of its own with this package's
+      // FusedExperts kernel: what runs where an app created the webgpu backend before importing this package.
+      const adapter = await navigator.gpu.requestAdapter();
+      const plain = new WebGPUBackend(await adapter!.requestDevice());
+      expect(plain.device.limits.maxStorageBuffersPerShaderStage).to.equal(8);
+      const name = 'webgpu-default-limits';
+      tf.registerBackend(name, () => plain);
+      tf.registerKernel({...tf.getKernel(FusedExperts, 'webgpu')!, backendName: name});
+      const previous = tf.getBackend();
+      await tf.setBackend(name);
+      try {
+        const f = QUANT_FORMATS['uint4 g32, act-order gIdx, zero tensor'];
+        const c = {...RUNS['decode, T=3 k=2, 2 weight tensors'].c, shards: [5], bias: true};
+        const t = makeCase(8, f, c).tensors();
+        setFusedExpertsPath('decode');
+        expect(() => fusedExperts(t.hidden, t.w13[0], t.w2[0], t.weights, t.ids))
+            .to.throw(/ExpertsW2GemvProgram .* needs 9 storage buffers, but this device allows 8 per shader stage/);
+        tf.dispose([t.hidden, t.weights, t.ids, ...t.all]);
+      } finally {
+        await tf.setBackend(previous);
+        tf.unregisterKernel(FusedExperts, name);
+        tf.removeBackend(name);
+      }
     });
   }
 });

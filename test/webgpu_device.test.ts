@@ -57,6 +57,19 @@ if (backendsUnderTest().includes('webgpu')) {
       expect(caps.maxComputeInvocationsPerWorkgroup).to.be.at.least(64);
     });
 
+    it('asks the adapter for its storage-buffer limit per program, where tfjs keeps WebGPU\'s default 8', async () => {
+      const adapter = await navigator.gpu.requestAdapter();
+      const offered = adapter!.limits.maxStorageBuffersPerShaderStage;
+      expect(current().device.limits.maxStorageBuffersPerShaderStage).to.equal(offered);
+      expect(webgpuCapabilities(current()).maxStorageBuffersPerShaderStage).to.equal(offered);
+      const plain = new WebGPUBackend(await adapter!.requestDevice());
+      try {
+        expect(webgpuCapabilities(plain).maxStorageBuffersPerShaderStage).to.equal(8);
+      } finally {
+        plain.dispose();
+      }
+    });
+
     it(`says why subgroups are off when ${SUBGROUPS_FLAG} is false`, () => {
       tf.env().set(SUBGROUPS_FLAG, false);
       try {

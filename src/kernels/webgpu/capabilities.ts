@@ -33,6 +33,11 @@ export interface WebGPUCapabilities {
   maxComputeInvocationsPerWorkgroup: number;
   maxComputeWorkgroupStorageSize: number;
   /**
+   * Storage buffers one program may bind (inputs and output): the adapter's limit on devices made by
+   * `createWebGPUBackend`, WebGPU's default 8 on others. Weight formats with more tensors per shard need more.
+   */
+  maxStorageBuffersPerShaderStage: number;
+  /**
    * Programs may mark an input `// moe-storage-rw NAME` and write it (./device.ts declares it read_write):
    * true on devices made by `createWebGPUBackend`, whatever their features.
    */
@@ -100,6 +105,7 @@ export function webgpuCapabilities(backend: WebGPUBackend): WebGPUCapabilities {
     maxStorageBufferBindingSize: device.limits.maxStorageBufferBindingSize,
     maxComputeInvocationsPerWorkgroup: device.limits.maxComputeInvocationsPerWorkgroup,
     maxComputeWorkgroupStorageSize: device.limits.maxComputeWorkgroupStorageSize,
+    maxStorageBuffersPerShaderStage: device.limits.maxStorageBuffersPerShaderStage,
     writableInputs: rewritingDevices.has(device),
   };
   const off = (reason: string): WebGPUCapabilities => ({subgroups: false, subgroupSize: 0, ...limits, reason,

@@ -127,6 +127,9 @@ export async function createWebGPUBackend(): Promise<WebGPUBackend> {
       maxBufferSize: l.maxBufferSize,
       maxComputeWorkgroupSizeX: l.maxComputeWorkgroupSizeX,
       maxComputeInvocationsPerWorkgroup: l.maxComputeInvocationsPerWorkgroup,
+      // WebGPU's default is 8: a shard with a zero tensor, act-order gIdx and biases needs 9 in one program,
+      // and the decode GEMVs bind every shard at once where they fit (one dispatch instead of one per shard).
+      maxStorageBuffersPerShaderStage: l.maxStorageBuffersPerShaderStage,
     },
   });
   const info = adapter.info;
