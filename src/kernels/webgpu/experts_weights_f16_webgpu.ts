@@ -42,18 +42,31 @@ export class ExpertsWeightsF16Program implements WebGPUProgram {
   workgroupSize: [number, number, number] = [EXPERTS_WORKGROUP, 1, 1];
   private readonly c: ExpertsWeightsF16Config;
 
-  /** Inputs: the shard's data, scales, zeros, gidx (weightBindings, no bias). Output int32 [E, rows·kStride/2]. */
-  constructor(c: ExpertsWeightsF16Config, numExperts: number) {
+  private readonly numExperts: number;
+  private readonly firstExpert: number;
+
+  /**
+   * Inputs: the shard's data, scales, zeros, gidx (weightBindings, no bias). Output int32 [totalExperts,
+   * rows·kStride/2], of which this shard's `numExperts` experts fill those from `firstExpert` on (one copy of
+   * several shards: tensor_core_prefill.ts mergedCopy).
+   */
+  constructor(c: ExpertsWeightsF16Config, numExperts: number, firstExpert = 0, totalExperts = numExperts) {
+    if (firstExpert < 0 || firstExpert + numExperts > totalExperts) {
+      throw new Error(`f16 weight copy: experts [${firstExpert}, ${firstExpert + numExperts}) outside the output's ${totalExperts}`);
+    }
     this.c = c;
+    this.numExperts = numExperts;
+    this.firstExpert = firstExpert;
     const L = c.layout;
     const K = c.stage === 'w13' ? c.hiddenSize : c.intermediateSize;
     const ch = chunkShape(c.format, K);
-    this.outputShape = [numExperts, L.rowsPerExpert * L.kStride / 2];
+    this.outputShape = [totalExperts, L.rowsPerExpert * L.kStride / 2];
     this.dispatch = foldedDispatch(numExperts * L.rowsPerExpert * L.kStride / 8, EXPERTS_WORKGROUP);
     this.variableNames = weightBindings(c.format, false, 0);
     this.variableComponents = weightBindingComponents(c.format, false, 0, ch);
     this.shaderKey = `moeExpertsWeightsF16_${c.stage}_${c.hiddenSize}_${c.intermediateSize}_${c.activation}_` +
-        `${L.rowsPerExpert}_${L.kStride}_${L.upOffset}_${L.blocked ?? false}_${weightFormatKey(c.format, false, ch)}`;
+        `${L.rowsPerExpert}_${L.kStride}_${L.upOffset}_${L.blocked ?? false}_${weightFormatKey(c.format, false, ch)}_` +
+        `${numExperts}_${firstExpert}`;
   }
 
   getUserCode(): string {
@@ -87,7 +100,9 @@ export class ExpertsWeightsF16Program implements WebGPUProgram {
       // as i32 words of two halves.
       fn main() {
         let idx = getGlobalIndex();
-        if (idx >= uniforms.outShape.x * ${L.rowsPerExpert * chunks}) { return; }
+        // (The output must hold this shard's experts; the check also keeps tfjs's uniforms bound.)
+        if (idx >= ${this.numExperts * L.rowsPerExpert * chunks} ||
+            uniforms.outShape.x < ${this.firstExpert + this.numExperts}) { return; }
         let row = idx / ${chunks};
         let k = (idx % ${chunks}) * 8;
         let e = row / ${L.rowsPerExpert};
@@ -95,7 +110,7 @@ export class ExpertsWeightsF16Program implements WebGPUProgram {
         ${source}
         var v = array<vec4<f32>, 2>(vec4<f32>(0.0), vec4<f32>(0.0));
         if (valid && k < ${K}) { v = wload8_0(u32(src), u32(k)); }
-        let out = ${out};
+        let out = ${out}${this.firstExpert > 0 ? ` + ${this.firstExpert * L.rowsPerExpert * L.kStride / 2}` : ''};
         result[out] = bitcast<i32>(pack2x16float(v[0].xy));
         result[out + 1] = bitcast<i32>(pack2x16float(v[0].zw));
         result[out + 2] = bitcast<i32>(pack2x16float(v[1].xy));
