@@ -9,7 +9,8 @@
  * int8 blocks in each load form (--round7-n8: only the 16×8 result configs beside the f16 baseline); --round8
  * that kernel's multiplies without loads and loads with a quarter of the multiplies, and a 64 × 128 subgroup tile;
  * --round9 / --round10 operands staged in workgroup memory; --round11 the workgroups' tile order; --round12 loads
- * through block pointers against element offsets (blockNames; run it again with --dawn-toggles disable_robustness).
+ * through block pointers against element offsets (blockNames; run it again with --dawn-toggles disable_robustness);
+ * --round13 the GEMM on 1-16 row tiles (waves of workgroups; run with --n 28672, Mixtral's w13 columns).
  */
 import * as fs from 'fs';
 import {tensorCoreDawnToggles} from './dawn_toggles';
@@ -883,7 +884,7 @@ fn main(@builtin(local_invocation_index) li: u32${sidDecl}) {
   const round6 = args.includes('--round6');
   const round3 = args.includes('--round3') || round4 || args.includes('--round5') || round6 || args.includes('--round7') ||
     args.includes('--round8') || args.includes('--round9') || args.includes('--round10') ||
-    args.includes('--round11') || args.includes('--round12');
+    args.includes('--round11') || args.includes('--round12') || args.includes('--round13');
   const Ab = round3 ? buf(toBlocks(a16, M, K), GPUBufferUsage.STORAGE) : A;
   const Bb = round3 ? buf(toBlocks(b16, N, K), GPUBufferUsage.STORAGE) : B;
   const C = buf(M * N * 4, GPUBufferUsage.STORAGE | GPUBufferUsage.COPY_SRC);
@@ -906,7 +907,7 @@ fn main(@builtin(local_invocation_index) li: u32${sidDecl}) {
 
   const kernels: Kernel[] = args.includes('--round2') ? [] : [storage64(M, N, K)];
   const round7 = args.includes('--round7') || args.includes('--round8') || args.includes('--round9') || args.includes('--round10') ||
-    args.includes('--round11') || args.includes('--round12');
+    args.includes('--round11') || args.includes('--round12') || args.includes('--round13');
   // Round 7's int8 operands: codes in [-127, 127], in 16 × 32 blocks; exact i32 sums on the sampled outputs.
   const a8 = new Int8Array(round7 ? M * K : 0), b8 = new Int8Array(round7 ? N * K : 0);
   for (let i = 0; i < a8.length; i++) a8[i] = Math.round(rnd() * 127);
@@ -1003,6 +1004,17 @@ fn main(@builtin(local_invocation_index) li: u32${sidDecl}) {
     }
     kernels.push(blocked(M, N, K, {WM: 1, WN: 1, TM: 4, TN: 4, unroll: 1}));
   }
+  if (args.includes('--round13')) {
+    // Waves: the 64 × 64 storage-block GEMM on the first m row tiles only (m · N/64 workgroups), as the expert
+    // GEMMs run on a few row tiles per expert at small M. If time grows in steps of whole waves, the step's width
+    // is the workgroups the GPU runs at once, and the last wave of a dispatch costs a whole one however empty.
+    kernels.length = 0;
+    for (let m = 1; m <= Math.min(16, M / 64); m++) {
+      const k = blocked(M, N, K, {WM: 1, WN: 1, TM: 4, TN: 4, unroll: 1});
+      kernels.push({...k, name: `round13 ${m} row tile(s), ${m * N / 64} workgroups: ${k.name}`,
+        workgroups: [N / 64, m, 1], synthetic: {flops: 2 * m * 64 * N * K}});
+    }
+  }
   if (args.includes('--round12')) {
     // Block pointers against element offsets (blockNames), with the loads from workgroup memory as the floor.
     // Run once per set of Dawn toggles: none, disable_robustness (no Tint clamps, no Vulkan robust access).
@@ -1084,7 +1096,8 @@ fn main(@builtin(local_invocation_index) li: u32${sidDecl}) {
     kernels.push(blocked(M, N, K, {WM: 1, WN: 1, TM: 4, TN: 4, unroll: 2}));
   }
   const shapes: TiledShape[] = round4 || args.includes('--round5') || round6 || round7 || args.includes('--round8') ||
-    args.includes('--round9') || args.includes('--round10') || args.includes('--round11') || args.includes('--round12') ? [] : round3 ? [{BM: 128, BN: 128, BK: 32, WM: 2, WN: 2, sid, pad: 8, prefetch: true}] :
+    args.includes('--round9') || args.includes('--round10') || args.includes('--round11') || args.includes('--round12') ||
+    args.includes('--round13') ? [] : round3 ? [{BM: 128, BN: 128, BK: 32, WM: 2, WN: 2, sid, pad: 8, prefetch: true}] :
     args.includes('--round2') ? [
     {BM: 128, BN: 128, BK: 32, WM: 2, WN: 2, sid, pad: 8, prefetch: true},
     {BM: 128, BN: 128, BK: 32, WM: 2, WN: 2, sid, pad: 8, prefetch: true, double: true},
