@@ -471,6 +471,25 @@ interface OperandSyntax {
 }
 
 /**
+ * The pipelined k loop of rounds 7 and 12: two k blocks a step, the next step's blocks loaded into registers
+ * before this step's multiplies (`mma(u)`: the multiplies of k block u, on a{u}{r} and b{u}{c}).
+ */
+function pipelinedSteps(KB: number, rows: number[], cols: number[], a: (r: number, kb: string) => string,
+    b: (c: number, kb: string) => string, mma: (u: number) => string): string {
+  const us = [0, 1];
+  return `${us.flatMap((u) => rows.map((r) => `var a${u}${r} = ${a(r, `${u}u`)};`)).join('\n  ')}
+  ${us.flatMap((u) => cols.map((c) => `var b${u}${c} = ${b(c, `${u}u`)};`)).join('\n  ')}
+  for (var kb = 0u; kb < ${KB}u; kb += 2u) {
+    let nk = min(kb + 2u, ${KB - 2}u);
+    ${us.flatMap((u) => rows.map((r) => `let na${u}${r} = ${a(r, `nk + ${u}u`)};`)).join('\n    ')}
+    ${us.flatMap((u) => cols.map((c) => `let nb${u}${c} = ${b(c, `nk + ${u}u`)};`)).join('\n    ')}
+    ${us.map(mma).join('\n    ')}
+    ${us.flatMap((u) => rows.map((r) => `a${u}${r} = na${u}${r};`)).join(' ')}
+    ${us.flatMap((u) => cols.map((c) => `b${u}${c} = nb${u}${c};`)).join(' ')}
+  }`;
+}
+
+/**
  * Round 7: the pipelined 64×64 one-subgroup kernel (round 5's best, 2 blocks per iteration, the next
  * iteration's blocks loaded before this one's multiplies) on f16 (16×16 blocks) or int8 (16×32 blocks, i32
  * results) operands, each block 512 contiguous bytes, declared and addressed per `syntax`. Tests whether int8
@@ -480,7 +499,7 @@ interface OperandSyntax {
 function pipelinedTyped(M: number, N: number, K: number, int8: boolean, syntax: OperandSyntax, n8 = false): Kernel {
   const kPerBlock = int8 ? 32 : 16, KB = K / kPerBlock;
   // n8: the 16×8 result configs (right matrices of 8 columns, each block's halves), 4 × 8 results per subgroup.
-  const rows = [0, 1, 2, 3], cols = n8 ? [0, 1, 2, 3, 4, 5, 6, 7] : [0, 1, 2, 3], us = [0, 1];
+  const rows = [0, 1, 2, 3], cols = n8 ? [0, 1, 2, 3, 4, 5, 6, 7] : [0, 1, 2, 3];
   const NC = n8 ? 8 : 16;
   // A block's size and a block row's stride in the offset units of the chosen form.
   const unit = syntax.array === 'vec4' ? 16 : syntax.form === 'old' || !int8 ? (int8 ? 1 : 2) : 4;
@@ -513,17 +532,8 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>) {
   let am = wg.y * ${4 * KB * BLK}u;
   let bn = wg.x * ${4 * KB * BLK}u;
   ${rows.flatMap((r) => cols.map((c) => `var acc${r}${c}: ${result};`)).join('\n  ')}
-  ${us.flatMap((u) => rows.map((r) => `var a${u}${r} = ${a(r, `${u}u`)};`)).join('\n  ')}
-  ${us.flatMap((u) => cols.map((c) => `var b${u}${c} = ${b(c, `${u}u`)};`)).join('\n  ')}
-  for (var kb = 0u; kb < ${KB}u; kb += 2u) {
-    let nk = min(kb + 2u, ${KB - 2}u);
-    ${us.flatMap((u) => rows.map((r) => `let na${u}${r} = ${a(r, `nk + ${u}u`)};`)).join('\n    ')}
-    ${us.flatMap((u) => cols.map((c) => `let nb${u}${c} = ${b(c, `nk + ${u}u`)};`)).join('\n    ')}
-    ${us.flatMap((u) => rows.flatMap((r) => cols.map((c) =>
-      `acc${r}${c} = subgroupMatrixMultiplyAccumulate(a${u}${r}, b${u}${c}, acc${r}${c});`))).join('\n    ')}
-    ${us.flatMap((u) => rows.map((r) => `a${u}${r} = na${u}${r};`)).join(' ')}
-    ${us.flatMap((u) => cols.map((c) => `b${u}${c} = nb${u}${c};`)).join(' ')}
-  }
+  ${pipelinedSteps(KB, rows, cols, a, b, (u) => rows.flatMap((r) => cols.map((c) =>
+    `acc${r}${c} = subgroupMatrixMultiplyAccumulate(a${u}${r}, b${u}${c}, acc${r}${c});`)).join('\n    '))}
   ${rows.flatMap((r) => cols.map((c) => store(r, c))).join('\n  ')}
 }`};
 }
@@ -647,18 +657,8 @@ function blockNames(M: number, N: number, K: number, int8: boolean, pointers: bo
   const pairs = loadsOnly ? rows.map((r) => [r, r]) : rows.flatMap((r) => cols.map((c) => [r, c]));
   const mma = (ap: string, bp: string) => pairs.map(([r, c]) =>
     `acc${r}${c} = subgroupMatrixMultiplyAccumulate(${ap}${r}, ${bp}${c}, acc${r}${c});`).join('\n    ');
-  const us = [0, 1];
   const body = loop === 'pipelined' ? `
-  ${us.flatMap((u) => rows.map((r) => `var a${u}${r} = ${a(r, `${u}u`)};`)).join('\n  ')}
-  ${us.flatMap((u) => cols.map((c) => `var b${u}${c} = ${b(c, `${u}u`)};`)).join('\n  ')}
-  for (var kb = 0u; kb < ${KB}u; kb += 2u) {
-    let nk = min(kb + 2u, ${KB - 2}u);
-    ${us.flatMap((u) => rows.map((r) => `let na${u}${r} = ${a(r, `nk + ${u}u`)};`)).join('\n    ')}
-    ${us.flatMap((u) => cols.map((c) => `let nb${u}${c} = ${b(c, `nk + ${u}u`)};`)).join('\n    ')}
-    ${us.map((u) => mma(`a${u}`, `b${u}`)).join('\n    ')}
-    ${us.flatMap((u) => rows.map((r) => `a${u}${r} = na${u}${r};`)).join(' ')}
-    ${us.flatMap((u) => cols.map((c) => `b${u}${c} = nb${u}${c};`)).join(' ')}
-  }` : `
+  ${pipelinedSteps(KB, rows, cols, a, b, (u) => mma(`a${u}`, `b${u}`))}` : `
   for (var kb = 0u; kb < ${KB}u; kb++) {
     ${loop === 'cached-loads' ? 'let kc = kb % 2u;   // two k blocks, read again and again: from L1, not memory' : ''}
     ${rows.map((r) => `let a${r} = ${a(r, loop === 'cached-loads' ? 'kc' : 'kb')};`).join('\n    ')}
