@@ -640,10 +640,12 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) l
  * bound by their instructions (element by element), not by memory.
  */
 function blockNames(M: number, N: number, K: number, int8: boolean, pointers: boolean,
-    loop: 'plain' | 'pipelined' | 'loads' | 'cached-loads'): Kernel {
+    loop: 'plain' | 'pipelined' | 'loads' | 'cached-loads', vec4 = false): Kernel {
   const kPerBlock = int8 ? 32 : 16, KB = K / kPerBlock;
-  // New load form: offsets and strides in the array's elements (f16, or i32 holding 4 i8).
-  const BLK = int8 ? 128 : 256, STRIDE = int8 ? 8 : 16, elem = int8 ? 'i32' : 'f16';
+  // New load form: offsets and strides in the array's elements (f16, i32 holding 4 i8, or vec4<u32>: a block row
+  // of 32 bytes is 2 of them, as in NVIDIA's sample and llama.cpp's f16vec4 views).
+  const BLK = vec4 ? 32 : int8 ? 128 : 256, STRIDE = vec4 ? 2 : int8 ? 8 : 16;
+  const elem = vec4 ? 'vec4<u32>' : int8 ? 'i32' : 'f16';
   const rows = [0, 1, 2, 3], cols = [0, 1, 2, 3];
   const left = int8 ? `${SG}_left<i8, 32, 16>` : `${SG}_left<f16, 16, 16>`;
   const right = int8 ? `${SG}_right<i8, 16, 32>` : `${SG}_right<f16, 16, 16>`;
@@ -1023,6 +1025,8 @@ fn main(@builtin(local_invocation_index) li: u32${sidDecl}) {
     for (const loop of ['loads', 'cached-loads', 'plain', 'pipelined'] as const) {
       for (const int8 of [false, true]) {
         for (const pointers of [false, true]) kernels.push(blockNames(M, N, K, int8, pointers, loop));
+        // Block pointers into 16-byte elements: both alignment cues at once.
+        if (loop === 'loads' || loop === 'plain') kernels.push(blockNames(M, N, K, int8, true, loop, true));
       }
     }
     kernels.push(sharedLoads(M, N, K, true));
