@@ -112,6 +112,9 @@ export function tensorCoreStoragePrefill(call: TensorCorePrefillCall): TensorCor
   run(new ExpertsGatherF16Program({...common, blockedRows: layout.blockedRows}, rows, layout.Hp),
       [call.x, align, ...(common.applyRouterWeightOnInput ? [call.topkWeights] : [])], undefined, x16);
 
+  // The tensors a shard's f16 copy is made from (ExpertsWeightsF16Program's inputs).
+  const copySources = (s: ExpertProjectionShard) =>
+    [s.data, s.scales, s.zeros, s.gidx].filter((t): t is TensorInfo => t != null);
   // The shard's f16 weights: its own data, or a copy through dequant_wgsl.ts (tensor_core_plan weightSource).
   // Kept between calls (tensor_core_weights.ts), so made on the backend itself, outside a plan's recording.
   const f16Weights = (stage: ExpertsStage, s: ExpertProjectionShard) => {
@@ -122,7 +125,7 @@ export function tensorCoreStoragePrefill(call: TensorCorePrefillCall): TensorCor
     call.checkBinding(shape, `the f16 copy of a ${stage} shard`);
     const program = new ExpertsWeightsF16Program({stage, hiddenSize: H, intermediateSize: I,
       activation: common.activation, format: common.format, layout: L}, n);
-    const sources = [s.data, s.scales, s.zeros, s.gidx].filter((t): t is TensorInfo => t != null);
+    const sources = copySources(s);
     const {copy, kept} = tensorCoreWeightCopy(backend, sources, program.shaderKey, shape,
         (out) => backend.runWebGPUProgram(program, sources, 'int32', undefined, out));
     if (!kept) temps.push(copy);
@@ -147,9 +150,8 @@ export function tensorCoreStoragePrefill(call: TensorCorePrefillCall): TensorCor
       first += n;
       return p;
     });
-    const inputsOf = (s: ExpertProjectionShard) => [s.data, s.scales, s.zeros, s.gidx].filter((t): t is TensorInfo => t != null);
-    const {copy, kept} = tensorCoreWeightCopy(backend, list.flatMap(inputsOf), programs.map((p) => p.shaderKey).join('|'),
-        shape, (out) => programs.forEach((p, i) => backend.runWebGPUProgram(p, inputsOf(list[i]), 'int32', undefined, out)));
+    const {copy, kept} = tensorCoreWeightCopy(backend, list.flatMap(copySources), programs.map((p) => p.shaderKey).join('|'),
+        shape, (out) => programs.forEach((p, i) => backend.runWebGPUProgram(p, copySources(list[i]), 'int32', undefined, out)));
     if (!kept) temps.push(copy);
     return copy;
   };
