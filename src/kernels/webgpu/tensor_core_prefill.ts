@@ -115,6 +115,10 @@ export function tensorCoreStoragePrefill(call: TensorCorePrefillCall): TensorCor
   // The tensors a shard's f16 copy is made from (ExpertsWeightsF16Program's inputs).
   const copySources = (s: ExpertProjectionShard) =>
     [s.data, s.scales, s.zeros, s.gidx].filter((t): t is TensorInfo => t != null);
+  // The copy program for n experts of a stage, written at expert `first` of an output of `total`.
+  const copyProgram = (stage: ExpertsStage, n: number, first = 0, total = n) => new ExpertsWeightsF16Program({stage,
+    hiddenSize: H, intermediateSize: I, activation: common.activation, format: common.format,
+    layout: stage === 'w13' ? layout.w13 : layout.w2}, n, first, total);
   // The shard's f16 weights: its own data, or a copy through dequant_wgsl.ts (tensor_core_plan weightSource).
   // Kept between calls (tensor_core_weights.ts), so made on the backend itself, outside a plan's recording.
   const f16Weights = (stage: ExpertsStage, s: ExpertProjectionShard) => {
@@ -123,8 +127,7 @@ export function tensorCoreStoragePrefill(call: TensorCorePrefillCall): TensorCor
     const n = s.data.shape[0];
     const shape = [n, L.rowsPerExpert * L.kStride / 2];
     call.checkBinding(shape, `the f16 copy of a ${stage} shard`);
-    const program = new ExpertsWeightsF16Program({stage, hiddenSize: H, intermediateSize: I,
-      activation: common.activation, format: common.format, layout: L}, n);
+    const program = copyProgram(stage, n);
     const sources = copySources(s);
     const {copy, kept} = tensorCoreWeightCopy(backend, sources, program.shaderKey, shape,
         (out) => backend.runWebGPUProgram(program, sources, 'int32', undefined, out));
@@ -145,8 +148,7 @@ export function tensorCoreStoragePrefill(call: TensorCorePrefillCall): TensorCor
     let first = 0;
     const programs = list.map((s) => {
       const n = s.data.shape[0];
-      const p = new ExpertsWeightsF16Program({stage, hiddenSize: H, intermediateSize: I, activation: common.activation,
-        format: common.format, layout: L}, n, first, E);
+      const p = copyProgram(stage, n, first, E);
       first += n;
       return p;
     });
