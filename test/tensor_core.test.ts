@@ -277,6 +277,26 @@ describe('tensor-core GEMM plan', () => {
     }
   });
 
+  it('loads the prefetching pipelined operands through block pointers, the plain loop through element offsets', () => {
+    for (const variant of ['pipelined-64', 'plain-64'] as TensorCoreVariant[]) {
+      const layout = tensorCoreLayout(fmt('f16', 0), 2048, 768, 'silu', PIPELINED_TILE, true, true);
+      const code = new ExpertsTensorCoreStorageGemmProgram({stage: 'w13', hiddenSize: 2048, intermediateSize: 768,
+        numLocalExperts: 128, activation: 'silu', applyRouterWeightOnInput: false, blockRows: 64, hasBias: false,
+        layout, prefetch: prefetchesBlocks(variant)}, [100, 100], 40).getUserCode();
+      const loads = code.match(/subgroupMatrixLoad<[^;]*;/g) ?? [];
+      expect(loads, variant).to.have.length(prefetchesBlocks(variant) ? 2 * 2 * 8 : 8);
+      if (variant === 'pipelined-64') {
+        expect(code).to.contain('// moe-storage-f16-blocks x16').and.to.contain('// moe-storage-f16-blocks w16');
+        for (const load of loads) expect(load).to.match(/\(&(x16|w16)\[[ab]Block\d \+ \((k0|nk) \* 2u \+ [01]u\)\], 0u, (false|true), 16u\)/);
+        // Block indices: x16's row blocks of Hp / 16 blocks each.
+        expect(code).to.contain(`let aBlock1 = ((u32(rowStart) / 16u + 1u) * ${2048 / 16 * 256}u) / 256u;`);
+      } else {
+        expect(code).to.contain('// moe-storage-f16 x16').and.to.not.contain('moe-storage-f16-blocks');
+        for (const load of loads) expect(load).to.match(/\(&(x16|w16), [ab]Block\d \+ kb \* 256u, (false|true), 16u\)/);
+      }
+    }
+  });
+
   it('rewrites marked declarations to array<f16>, and throws where tfjs declared nothing by that name', () => {
     const code = '@group(0) @binding(1) var<storage, read> x16: array<i32>;\n' +
         '@group(0) @binding(2) var<storage, read> align: array<i32>;\n  // moe-storage-f16 x16\nfn main() {}';
@@ -379,6 +399,14 @@ describeBackends('tensor-core helper programs on webgpu', (backend) => {
     const code = codes.find((c) => c.includes('x16'));
     expect(code, 'the program was compiled here').to.be.a('string');
     expect(declareF16Storage(`${code}\n// moe-storage-f16 x16`)).to.match(/var<storage, read> x16\s*:\s*array<f16>;/);
+    // As blocks: tfjs's getters index x16 as a flat array and would not compile on an array of arrays.
+    expect(code).to.match(/fn getX16\w*\s*\(/);
+    const blocks = declareF16Storage(`${code!}\n// moe-storage-f16-blocks x16`);
+    expect(blocks).to.match(/var<storage, read> x16\s*:\s*array<array<f16, 256>>;/);
+    expect(blocks).to.contain('result[index] = x16[index];');
+    const fns = (c: string) => [...c.matchAll(/fn (\w+)\s*\(/g)].map((m) => m[1]);
+    expect(fns(code!).filter((f) => !fns(blocks).includes(f)), 'the functions dropped')
+        .to.deep.equal(['getX16', 'getX16ByOutputIndex', 'getX16ByOutputCoords']);
   });
 
   /**
@@ -389,7 +417,7 @@ describeBackends('tensor-core helper programs on webgpu', (backend) => {
    */
   const standIn = (code: string, f16Bindings: string[]) => {
     let out = code.replace(/^\s*enable (f16|chromium_experimental_subgroup_matrix);\s*$/gm, '')
-        .replace(/^\s*\/\/ moe-storage-f16 .*$/gm, '')
+        .replace(/^\s*\/\/ moe-storage-f16(-blocks)? .*$/gm, '')
         // f16 tiles as f32 would double the workgroup memory past SwiftShader's 32 KiB (and shared-128 needs 36 KiB
         // on the H200's 48): shorter arrays (these
         // programs only validate here, and out-of-range workgroup accesses are clamped).
@@ -397,6 +425,7 @@ describeBackends('tensor-core helper programs on webgpu', (backend) => {
         .replace(/(var<workgroup> staged : array<f32, )(\d+)>/g, (_, decl, n) => `${decl}${Math.min(Number(n), 2048)}>`)
         .replace(/bitcast<vec2<f16>>\(([^()]*(?:\([^()]*\))?[^()]*)\)/g, 'unpack2x16float(bitcast<u32>($1))')
         .replace(/subgroup_matrix_(left|right)<f16, 16, 16>|subgroup_matrix_result<f32, 16, 16>/g, 'SM')
+        .replace(/subgroupMatrixLoad<SM>\(&(\w+)\[([^\]]+)\], /g, 'smLoad_$1(($2) * 256u + ')
         .replace(/subgroupMatrixLoad<SM>\(&(\w+), /g, 'smLoad_$1(')
         .replace(/subgroupMatrixStore\(&(\w+), /g, 'smStore_$1(')
         .replace(/subgroupMatrixMultiplyAccumulate\(/g, 'smMma(')

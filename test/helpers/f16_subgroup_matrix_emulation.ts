@@ -11,6 +11,8 @@ import {subgroupMatrixLanesWgsl} from './subgroup_matrix_lanes';
  *   subgroup_matrix_left<f16, 16, 16>, _right<f16, 16, 16>, _result<f32, 16, 16>;  C += A · B.
  *   load(&arr, off, colMajor, stride) of halves: element (r, c) at off + r·s + c (row-major) or off + c·s + r,
  *   s = max(stride, 16); the whole load is zero unless off + s·15 + 16 ≤ the binding's length in halves.
+ *   load(&blocks[b], off, ..) from an array<array<f16, 256>> (device.ts's block declarations): off + 256·b in
+ *   the same halves (a block past the array reads zeros here; robustness clamps its index on a GPU).
  *   store of an f32 result into array<f32> (workgroup or storage): the same addressing and check.
  * The products of two halves are exact in f32; the k sum is in k order, one f32 rounding per step, where the
  * hardware's order is its own: within the reference's f32-accumulation bound either way.
@@ -19,9 +21,9 @@ import {subgroupMatrixLanesWgsl} from './subgroup_matrix_lanes';
  * operands are lazy (read at the multiply), sound here since both operands come from read-only storage.
  */
 export function emulateF16SubgroupMatrices(code: string): string {
-  const f16Bindings = [...code.matchAll(/^[ \t]*\/\/ moe-storage-f16 (\w+)[ \t]*$/gm)].map((m) => m[1]);
+  const f16Bindings = [...code.matchAll(/^[ \t]*\/\/ moe-storage-f16(?:-blocks)? (\w+)[ \t]*$/gm)].map((m) => m[1]);
   let out = code.replace(/^\s*enable (f16|chromium_experimental_subgroup_matrix);\s*$/gm, '')
-      .replace(/^[ \t]*\/\/ moe-storage-f16 \w+[ \t]*$/gm, '');
+      .replace(/^[ \t]*\/\/ moe-storage-f16(?:-blocks)? \w+[ \t]*$/gm, '');
   if (!/fn main\(\) \{/.test(out)) throw new Error('emulateF16SubgroupMatrices: no main() found');
   out = out.replace(/fn main\(\) \{/, 'fn main() {\n        smLane = localIndex % 32u;');
   const loaded: string[] = [];
@@ -30,6 +32,9 @@ export function emulateF16SubgroupMatrices(code: string): string {
     if (!loaded.includes(arr)) loaded.push(arr);
     return loaded.indexOf(arr);
   };
+  // Block pointers (&arr[block], offset) into arrays of 16 × 16 blocks: the same halves at block · 256 + offset.
+  out = out.replace(/subgroupMatrixLoad<subgroup_matrix_(?:left|right)<f16, 16, 16>>\(&(\w+)\[([^\]]+)\], /g,
+      (_, arr, block) => `smLoad(${id(arr)}u, 2u * arrayLength(&${arr}), (${block}) * 256u + `);
   out = out.replace(/subgroupMatrixLoad<subgroup_matrix_(?:left|right)<f16, 16, 16>>\(&(\w+), /g,
       (_, arr) => `smLoad(${id(arr)}u, 2u * arrayLength(&${arr}), `);
   const stored = new Set<string>();

@@ -14,7 +14,10 @@
  * every input from its dtype (`var<storage, read> x16: array<i32>;`), while subgroupMatrixLoad needs a
  * pointer to array<f16>. A program that marks a binding with `// moe-storage-f16 NAME` gets that
  * declaration rewritten to array<f16> (same buffer, same binding: the 'auto' layout does not see element
- * types); a marker whose declaration is not found throws, so a tfjs change fails loudly.
+ * types); a marker whose declaration is not found throws, so a tfjs change fails loudly. `// moe-storage-f16-blocks
+ * NAME` declares it as 16 × 16 blocks, array<array<f16, 256>>, for loads through block pointers (`&x16[block]`
+ * at offset 0); tfjs's getters for that input (`fn getX16(..) -> f32 { return f32(x16[..]); }`), which no
+ * block program calls and which do not compile on an array of arrays, are dropped.
  *
  * And a second writable binding: tfjs declares every input `read`, and a program has one output. A program
  * that marks an input `// moe-storage-rw NAME` gets it declared `read_write` and writes it (routing writes
@@ -56,19 +59,38 @@ export function hoistDirectives(code: string): string {
 }
 
 /**
- * Rewrites the declaration of every binding marked `// moe-storage-f16 NAME` to `array<f16>` (see above).
+ * Rewrites the declaration of every binding marked `// moe-storage-f16 NAME` to `array<f16>`, and of every one
+ * marked `// moe-storage-f16-blocks NAME` to `array<array<f16, 256>>` without its tfjs getters (see above).
  * Code without markers is returned unchanged.
  */
 export function declareF16Storage(code: string): string {
-  const names = [...code.matchAll(/^[ \t]*\/\/ moe-storage-f16 ([A-Za-z_][A-Za-z0-9_]*)[ \t]*$/gm)].map((m) => m[1]);
+  const marked = [...code.matchAll(/^[ \t]*\/\/ moe-storage-f16(-blocks)? ([A-Za-z_][A-Za-z0-9_]*)[ \t]*$/gm)];
   let out = code;
-  for (const name of new Set(names)) {
+  for (const [, blocks, name] of new Map(marked.map((m) => [m[2], m])).values()) {
     const decl = new RegExp(`(var<storage,\\s*read>\\s+${name}\\s*:\\s*array<)[^;]*>;`);
     if (!decl.test(out)) {
       throw new Error(`declareF16Storage: no 'var<storage, read> ${name}: array<...>;' declaration in the shader ` +
           '(has tfjs-backend-webgpu changed how it declares inputs?)');
     }
-    out = out.replace(decl, '$1f16>;');
+    out = out.replace(decl, blocks ? '$1array<f16, 256>>;' : '$1f16>;');
+    if (blocks) out = dropGetters(out, name);
+  }
+  return out;
+}
+
+/** Removes the functions `fn getName...(...) {...}` whose bodies index `name[` (tfjs's per-input getters). */
+function dropGetters(code: string, name: string): string {
+  const head = new RegExp(`fn get${name[0].toUpperCase()}${name.slice(1)}\\w*\\s*\\(`, 'g');
+  let out = code;
+  for (let m = head.exec(out); m != null; m = head.exec(out)) {
+    let end = out.indexOf('{', m.index);
+    for (let depth = 0; end < out.length; end++) {
+      if (out[end] === '{') depth++;
+      else if (out[end] === '}' && --depth === 0) break;
+    }
+    if (!out.slice(m.index, end).includes(`${name}[`)) continue;
+    out = out.slice(0, m.index) + out.slice(end + 1);
+    head.lastIndex = m.index;
   }
   return out;
 }

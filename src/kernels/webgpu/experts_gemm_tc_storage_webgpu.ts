@@ -25,7 +25,8 @@
  *
  * With TensorCoreLayout.blockedRows (the 'pipelined' variants) x16, act16 and the weights are all in 16×16
  * blocks (512 contiguous bytes each) and the k loop is blockedLoop's: 32 k per step, the next step's blocks
- * loaded before the current step's multiplies (the 'plain' variants: each block's right before its own).
+ * loaded before the current step's multiplies (the 'plain' variants: each block's right before its own). The
+ * prefetching loop reads x16 and w16 declared as arrays of blocks, through block pointers (blockedLoop).
  */
 import type {WebGPUProgram} from '@tensorflow/tfjs-backend-webgpu';
 import type {Activation} from '../../kernel_names';
@@ -59,8 +60,11 @@ export interface ExpertsTensorCoreStorageConfig {
   sortedOutput?: boolean;
 }
 
-/** Marks a binding for ./device.ts to declare as array<f16> (tfjs declares it from its dtype, i32). */
-export const f16Storage = (name: string) => `// moe-storage-f16 ${name}`;
+/**
+ * Marks a binding for ./device.ts to declare as array<f16> (tfjs declares it from its dtype, i32), or with
+ * `blocks` as array<array<f16, 256>>, 16 × 16 blocks that blockedLoop loads through block pointers.
+ */
+export const f16Storage = (name: string, blocks = false) => `// moe-storage-f16${blocks ? '-blocks' : ''} ${name}`;
 
 /** Where stagedEpilogue's 16-row block is: its first row in the tile, first column, staging offset, lane. */
 export interface StagedBlock {
@@ -204,6 +208,7 @@ export class ExpertsTensorCoreStorageGemmProgram implements WebGPUProgram {
     const Ip = this.c.layout.Ip;
     const TM = BM / 16;
     const pipelined = this.c.layout.blockedRows ?? false;
+    const blockPointers = pipelined && (this.c.prefetch ?? true);
     if (pipelined && !L.blocked) throw new Error('pipelined tensor-core GEMM: the weights must be in 16×16 blocks');
     const kTiles = Kp / (pipelined ? PIPELINED_TILE.kStep : 16);
     const splitK = w13 ? 1 : (this.c.splitK ?? 1);
@@ -230,8 +235,8 @@ export class ExpertsTensorCoreStorageGemmProgram implements WebGPUProgram {
     return `
       enable f16;
       enable chromium_experimental_subgroup_matrix;
-      ${f16Storage('x16')}
-      ${f16Storage('w16')}
+      ${f16Storage('x16', blockPointers)}
+      ${f16Storage('w16', blockPointers)}
       ${w13 ? activationSnippet(this.c.activation) : ''}
       var<workgroup> wgTile : vec4<i32>;   // row start, expert, first and end 16-k step
       var<workgroup> wgN0 : i32;           // first column (w13: of gate and of up), workgroup-uniform through it
@@ -251,7 +256,7 @@ export class ExpertsTensorCoreStorageGemmProgram implements WebGPUProgram {
         ${splitK > 1 && !sorted ? `let part = i32(workgroupId.z);   // the epilogue's output rows only` : ''}
         let lane = localIndex;
         ${rows.flatMap((r) => cols.map((c) => `var acc${r}${c} : ${result};`)).join('\n        ')}
-        ${pipelined ? blockedLoop(rows, cols, this.c.prefetch ?? true, {x: 'x16', w: 'w16', left, right, block: 256, stride: 16,
+        ${pipelined ? blockedLoop(rows, cols, this.c.prefetch ?? true, {x: 'x16', w: 'w16', left, right, block: 256, stride: 16, blockPointers,
           aBlock: (r) => `(u32(rowStart) / 16u + ${r}u) * ${Kp / 16 * 256}u`,
           // w13: 32 gate rows then their 32 up rows per 32 act columns, so right matrix 0 starts at row 2·n0.
           bBlock: (c) => `(u32(e * ${L.rowsPerExpert} + ${w13 ? '2 * n0' : 'n0'}) / 16u + ${c}u) * ${Kp / 16 * 256}u`}) : `
@@ -292,6 +297,14 @@ export interface PipelinedOperands {
   /** Elements per block (one matrix: 16 × 16 f16, or 16 × 32 i8) and a block row's stride. */
   block: number;
   stride: number;
+  /**
+   * x and w are arrays of whole blocks (f16Storage's `blocks`), loaded as `&x[block]` at offset 0: with the
+   * prefetching loop, 220 against 195 TFLOP/s on the H200's 4096 × 14336 × 4096 f16 GEMM in one run; the
+   * plain loop lost 3 % that way, int8's pipelined loop was unchanged (tc_probe --round12,
+   * bench/results/2026-12-05-h200-tc-probe-round12.log). A pointer to one 512-byte element, where robustness
+   * clamps the block index, in place of selects on a runtime offset and stride (docs/tensor-cores.md).
+   */
+  blockPointers?: boolean;
 }
 
 /**
@@ -306,23 +319,26 @@ export interface PipelinedOperands {
  */
 export function blockedLoop(rows: number[], cols: number[], prefetch: boolean, o: PipelinedOperands): string {
   const halves = [0, 1];
+  // aBlock / bBlock: an element offset, or with block pointers the block's index.
+  const at = (arr: string, first: string, kBlock: string) => o.blockPointers ? `&${arr}[${first} + ${kBlock}], 0u` :
+    `&${arr}, ${first} + ${kBlock} * ${o.block}u`;
+  const firstBlock = (expr: string) => o.blockPointers ? `(${expr}) / ${o.block}u` : expr;
+  const firstBlocks = `
+        ${rows.map((r) => `let aBlock${r} = ${firstBlock(o.aBlock(r))};`).join('\n        ')}
+        ${cols.map((c) => `let bBlock${c} = ${firstBlock(o.bBlock(c))};`).join('\n        ')}`;
   if (!prefetch) {
-    return `
-        ${rows.map((r) => `let aBlock${r} = ${o.aBlock(r)};`).join('\n        ')}
-        ${cols.map((c) => `let bBlock${c} = ${o.bBlock(c)};`).join('\n        ')}
+    return `${firstBlocks}
         for (var kb = u32(tile.z) * 2u; kb < u32(tile.w) * 2u; kb++) {
-          ${rows.map((r) => `let a${r} = subgroupMatrixLoad<${o.left}>(&${o.x}, aBlock${r} + kb * ${o.block}u, false, ${o.stride}u);`).join('\n          ')}
-          ${cols.map((c) => `let b${c} = subgroupMatrixLoad<${o.right}>(&${o.w}, bBlock${c} + kb * ${o.block}u, true, ${o.stride}u);`).join('\n          ')}
+          ${rows.map((r) => `let a${r} = subgroupMatrixLoad<${o.left}>(${at(o.x, `aBlock${r}`, 'kb')}, false, ${o.stride}u);`).join('\n          ')}
+          ${cols.map((c) => `let b${c} = subgroupMatrixLoad<${o.right}>(${at(o.w, `bBlock${c}`, 'kb')}, true, ${o.stride}u);`).join('\n          ')}
           ${rows.flatMap((r) => cols.map((c) => `acc${r}${c} = subgroupMatrixMultiplyAccumulate(a${r}, b${c}, acc${r}${c});`)).join('\n          ')}
         }`;
   }
   const a = (h: number, r: number, step: string) =>
-    `subgroupMatrixLoad<${o.left}>(&${o.x}, aBlock${r} + (${step} * 2u + ${h}u) * ${o.block}u, false, ${o.stride}u)`;
+    `subgroupMatrixLoad<${o.left}>(${at(o.x, `aBlock${r}`, `(${step} * 2u + ${h}u)`)}, false, ${o.stride}u)`;
   const b = (h: number, c: number, step: string) =>
-    `subgroupMatrixLoad<${o.right}>(&${o.w}, bBlock${c} + (${step} * 2u + ${h}u) * ${o.block}u, true, ${o.stride}u)`;
-  return `
-        ${rows.map((r) => `let aBlock${r} = ${o.aBlock(r)};`).join('\n        ')}
-        ${cols.map((c) => `let bBlock${c} = ${o.bBlock(c)};`).join('\n        ')}
+    `subgroupMatrixLoad<${o.right}>(${at(o.w, `bBlock${c}`, `(${step} * 2u + ${h}u)`)}, true, ${o.stride}u)`;
+  return `${firstBlocks}
         let k0 = u32(min(tile.z, tile.w - 1));
         ${halves.flatMap((h) => rows.map((r) => `var a${h}${r} = ${a(h, r, 'k0')};`)).join(' ')}
         ${halves.flatMap((h) => cols.map((c) => `var b${h}${c} = ${b(h, c, 'k0')};`)).join(' ')}
