@@ -138,7 +138,8 @@ export function tensorCoreStoragePrefill(call: TensorCorePrefillCall): TensorCor
   // then one GEMM dispatch covers every expert. Each dispatch's last wave of workgroups runs partly empty, and
   // the next dispatch waits for it: Mixtral M = 256's two w13 shards took 0.54 and 0.83 ms for 1792 and 3136
   // working one-subgroup workgroups (4 and 7 row tiles), about two and three waves of 0.27 ms, where 4928 in one
-  // dispatch would make four (bench/results/2026-12-04-h200-table.log; not yet measured merged).
+  // dispatch would make four (bench/results/2026-12-04-h200-table.log); merged, w13 took 1.05 ms
+  // (bench/results/2026-12-05-h200-tensor-core-check-merged-copy.log, another session).
   const mergedCopy = (stage: ExpertsStage): TensorInfo | null => {
     const list = stage === 'w13' ? shards.w13 : shards.w2;
     const L = stage === 'w13' ? layout.w13 : layout.w2;
