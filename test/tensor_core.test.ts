@@ -414,10 +414,15 @@ describeBackends('tensor-core helper programs on webgpu', (backend) => {
    * call (a struct of one f32; loads read one element of the same binding) and f16 by f32: everything
    * around the matrices (tile lookup, offsets, epilogues, bias, dequantization, bindings) must compile and
    * validate here. Only the builtins themselves, spelled as in the kernel the H200 ran, stay unchecked.
+   * Bindings of 16 × 16 blocks keep their marker (as BLOCKS_STAND_IN): `validates` rewrites tfjs's whole module
+   * through device.ts's declareF16Storage, then declares the blocks f32, so the declaration and getter rewrite
+   * runs on the code tfjs writes around these programs.
    */
+  const BLOCKS_STAND_IN = '// moe-test-f32-blocks';
   const standIn = (code: string, f16Bindings: string[]) => {
     let out = code.replace(/^\s*enable (f16|chromium_experimental_subgroup_matrix);\s*$/gm, '')
-        .replace(/^\s*\/\/ moe-storage-f16(-blocks)? .*$/gm, '')
+        .replace(/^(\s*)\/\/ moe-storage-f16-blocks (\w+)$/gm, `$1${BLOCKS_STAND_IN} $2`)
+        .replace(/^\s*\/\/ moe-storage-f16 .*$/gm, '')
         // f16 tiles as f32 would double the workgroup memory past SwiftShader's 32 KiB (and shared-128 needs 36 KiB
         // on the H200's 48): shorter arrays (these
         // programs only validate here, and out-of-range workgroup accesses are clamped).
@@ -425,12 +430,13 @@ describeBackends('tensor-core helper programs on webgpu', (backend) => {
         .replace(/(var<workgroup> staged : array<f32, )(\d+)>/g, (_, decl, n) => `${decl}${Math.min(Number(n), 2048)}>`)
         .replace(/bitcast<vec2<f16>>\(([^()]*(?:\([^()]*\))?[^()]*)\)/g, 'unpack2x16float(bitcast<u32>($1))')
         .replace(/subgroup_matrix_(left|right)<f16, 16, 16>|subgroup_matrix_result<f32, 16, 16>/g, 'SM')
-        .replace(/subgroupMatrixLoad<SM>\(&(\w+)\[([^\]]+)\], /g, 'smLoad_$1(($2) * 256u + ')
+        .replace(/subgroupMatrixLoad<SM>\(&(\w+)\[([^\]]+)\], /g, 'smLoadBlock_$1($2, ')
         .replace(/subgroupMatrixLoad<SM>\(&(\w+), /g, 'smLoad_$1(')
         .replace(/subgroupMatrixStore\(&(\w+), /g, 'smStore_$1(')
         .replace(/subgroupMatrixMultiplyAccumulate\(/g, 'smMma(')
         .replace(/\bf16\b/g, 'f32');
     const loads = [...new Set([...out.matchAll(/smLoad_(\w+)\(/g)].map((m) => m[1]))];
+    const blockLoads = [...new Set([...out.matchAll(/smLoadBlock_(\w+)\(/g)].map((m) => m[1]))];
     const stores = [...new Set([...out.matchAll(/smStore_(\w+)\(/g)].map((m) => m[1]))];
     out += `
       struct SM { v : f32 }
@@ -438,16 +444,34 @@ describeBackends('tensor-core helper programs on webgpu', (backend) => {
       ${loads.map((b) => `fn smLoad_${b}(off : u32, colMajor : bool, stride : u32) -> SM {
         return SM(f32(${b}[off + select(0u, stride, colMajor)]));
       }`).join('\n')}
+      ${blockLoads.map((b) => `fn smLoadBlock_${b}(block : u32, off : u32, colMajor : bool, stride : u32) -> SM {
+        return SM(${b}[block][off + select(0u, stride, colMajor)]);
+      }`).join('\n')}
       ${stores.map((b) => `fn smStore_${b}(off : u32, m : SM, colMajor : bool, stride : u32) {
         ${b}[off + select(0u, stride, colMajor)] = m.v;
       }`).join('\n')}`;
     expect(loads.every((b) => f16Bindings.includes(b) || b === 'As' || b === 'Bs'), `loads from ${loads}`).to.equal(true);
+    expect(blockLoads.every((b) => f16Bindings.includes(b) && out.includes(`${BLOCKS_STAND_IN} ${b}`)),
+        `block loads from ${blockLoads}`).to.equal(true);
     return out;
+  };
+  /** tfjs's whole module with device.ts's block declarations, in f32 (see standIn). */
+  const declareStandInBlocks = (code: string) => {
+    if (!code.includes(BLOCKS_STAND_IN)) return code;
+    const declared = declareF16Storage(code.split(BLOCKS_STAND_IN).join('// moe-storage-f16-blocks'));
+    expect(declared, 'no getter of a block binding is left').to.not.match(/fn get(X16|W16)(ByOutput\w+)?\s*\(/);
+    return declared.replace(/^\s*\/\/ moe-storage-f16-blocks .*$/gm, '').replace(/array<array<f16, 256>>/g, 'array<array<f32, 256>>');
   };
   const validates = async (program: WebGPUProgram, inputs: tf.Tensor[], out: TensorInfo) => {
     const device = wb().device;
+    const create = device.createShaderModule;
+    device.createShaderModule = (d: GPUShaderModuleDescriptor) => create.call(device, {...d, code: declareStandInBlocks(d.code)});
     device.pushErrorScope('validation');
-    wb().runWebGPUProgram(program, inputs, out.dtype as 'float32' | 'int32', [{type: 'int32', data: [0]}], out);
+    try {
+      wb().runWebGPUProgram(program, inputs, out.dtype as 'float32' | 'int32', [{type: 'int32', data: [0]}], out);
+    } finally {
+      device.createShaderModule = create;
+    }
     const t = tf.engine().makeTensorFromTensorInfo(out);
     await t.data();
     t.dispose();
