@@ -19,7 +19,7 @@ import {fusedExpertsInt8Impl, quantizeRowInt8} from '../src/kernels/cpu/int8_w8a
 import {ExpertsPath, setFusedExpertsPath} from '../src/kernels/webgpu/FusedExperts';
 import {ExpertsInt8QuantProgram} from '../src/kernels/webgpu/experts_int8_quant_webgpu';
 import {INT8_GEMM_KERNELS, Int8GemmDevice, Int8GemmKernel, chooseInt8GemmKernel, int8GemmBlockRows, int8GemmChoice,
-  int8GemmWorkgroupBytes, int8PrefetchesBlocks, setInt8GemmKernel} from '../src/kernels/webgpu/experts_int8_run';
+  int8GemmWorkgroupBytes, int8LoadsBlockPointers, int8PrefetchesBlocks, setInt8GemmKernel} from '../src/kernels/webgpu/experts_int8_run';
 import {ExpertsInt8TensorCoreGemmProgram, INT8_TC_WORKGROUP_BYTES, int8TensorCoreConfig}
   from '../src/kernels/webgpu/experts_int8_tc_webgpu';
 import {ExpertsInt8TensorCoreSharedGemmProgram, Int8SharedBlockRows, int8SharedTileBytes}
@@ -28,7 +28,7 @@ import {ExpertsInt8Config, ExpertsW13Int8GemmProgram, ExpertsW2Int8GemmProgram, 
   from '../src/kernels/webgpu/experts_int8_webgpu';
 import {ExpertsAlignProgram, maxPaddedRows} from '../src/kernels/webgpu/experts_align_webgpu';
 import {ExpertsInt8BlockedRowsProgram, ExpertsInt8PipelinedGemmProgram, ExpertsInt8WeightsBlockedProgram,
-  int8PipelinedLayout, int8PipelinedWorkgroupBytes} from '../src/kernels/webgpu/experts_int8_tc_pipelined_webgpu';
+  blockedRowBlockWords, int8PipelinedLayout, int8PipelinedWorkgroupBytes} from '../src/kernels/webgpu/experts_int8_tc_pipelined_webgpu';
 import {emulateI8SubgroupMatrices} from './helpers/i8_subgroup_matrix_emulation';
 import {webgpuCapabilities} from '../src/kernels/webgpu/capabilities';
 import type {WebGPUBackend, WebGPUProgram} from '@tensorflow/tfjs-backend-webgpu';
@@ -363,6 +363,8 @@ describe('int8 prefill GEMM choice', () => {
     expect(INT8_GEMM_KERNELS.map(int8GemmBlockRows)).to.deep.equal([64, 32, 128, 64, 32, 64, 64, 32]);
     expect(INT8_GEMM_KERNELS.filter(int8PrefetchesBlocks)).to.deep.equal(['tensor-core-i8-pipelined-64',
       'tensor-core-i8-pipelined-32']);
+    expect(INT8_GEMM_KERNELS.filter(int8LoadsBlockPointers)).to.deep.equal(['tensor-core-i8-plain-64',
+      'tensor-core-i8-plain-32']);
     expect(INT8_GEMM_KERNELS.map(int8GemmWorkgroupBytes)).to.deep.equal([4884, 4500, 37392, 32016, INT8_TC_WORKGROUP_BYTES, 0,
       4884, 4500]);
     const cfg: ExpertsInt8Config = {stage: 'w2', hiddenSize: 4096, intermediateSize: 14336, topK: 2, numLocalExperts: 8,
@@ -380,6 +382,29 @@ describe('int8 prefill GEMM choice', () => {
       const words = [...code.matchAll(/var<workgroup> \w+ : array<(i32|f32|vec4<u32>), (\d+)>/g)]
         .reduce((n, m) => n + (m[1] === 'vec4<u32>' ? 4 : 1) * Number(m[2]), 0);
       expect(16 + 4 * words).to.equal(int8SharedTileBytes(BM));
+    }
+  });
+
+  it('reads the plain kernels\' operands and row scales through 512-byte blocks, the pipelined ones\' by word', () => {
+    const cfg: ExpertsInt8Config = {stage: 'w13', hiddenSize: 4096, intermediateSize: 14336, topK: 2, numLocalExperts: 8,
+      globalNumExperts: 8, hasExpertMap: false, activation: 'silu', applyRouterWeightOnInput: false, hasBias: false};
+    const layout = int8PipelinedLayout(4096, 14336);
+    // A block row of x: 128 blocks of 16 rows × 32 k, then the block of its 16 scales.
+    expect(blockedRowBlockWords(4096)).to.equal(129 * 128);
+    for (const kernel of ['tensor-core-i8-plain-64', 'tensor-core-i8-pipelined-64'] as Int8GemmKernel[]) {
+      const code = new ExpertsInt8PipelinedGemmProgram(cfg, [8192, 14336], 10, 64, layout, int8PrefetchesBlocks(kernel),
+        int8LoadsBlockPointers(kernel)).getUserCode();
+      const loads = code.match(/subgroupMatrixLoad<[^;]*;/g) ?? [];
+      if (int8LoadsBlockPointers(kernel)) {
+        expect(code).to.contain('// moe-storage-i32-blocks xb').and.to.contain('// moe-storage-i32-blocks wb');
+        expect(loads).to.have.length(8);
+        for (const load of loads) expect(load).to.match(/\(&(xb|wb)\[[ab]Block\d \+ kb\], 0u, (false|true), 32u\)/);
+        expect(code).to.contain('rowScale[m] = bitcast<f32>(xb[(row / 16u) * 129u + 128u][row % 16u]);');
+      } else {
+        expect(code).to.not.contain('moe-storage-i32-blocks');
+        for (const load of loads) expect(load).to.match(/\(&(xb|wb), [ab]Block\d \+ \((k0|nk) \* 2u \+ [01]u\) \* 512u/);
+        expect(code).to.contain(`rowScale[m] = bitcast<f32>(xb[(row / 16u) * ${129 * 128}u + ${4096 * 4}u + row % 16u]);`);
+      }
     }
   });
 
@@ -603,11 +628,13 @@ describeBackends('fusedExperts int8 w8a8 against the cpu reference, bit for bit'
           return [run(p, [w[0]], p.outputShape, 'int32'), ...w.slice(1)];
         };
         const tiles = Math.ceil(P / BM) + E;
-        const prefetch = int8PrefetchesBlocks(tc.kernel);
-        const actTc = run(emulated(new ExpertsInt8PipelinedGemmProgram(c13, [rows, I], tiles, BM, layout, prefetch)),
+        const prefetch = int8PrefetchesBlocks(tc.kernel), blockPointers = int8LoadsBlockPointers(tc.kernel);
+        const actTc = run(emulated(new ExpertsInt8PipelinedGemmProgram(c13, [rows, I], tiles, BM, layout, prefetch,
+            blockPointers)),
             [blocked(xq, 'gather', H, layout.Hp), align, ...blockedWeights(w13, 'w13')], [rows, I], 'float32');
         const aq = run(new ExpertsInt8QuantProgram(rows, I, false), [actTc], [rows, I / 4 + 4], 'int32');
-        const yTc = run(emulated(new ExpertsInt8PipelinedGemmProgram(c2, [P, H], tiles, BM, layout, prefetch)),
+        const yTc = run(emulated(new ExpertsInt8PipelinedGemmProgram(c2, [P, H], tiles, BM, layout, prefetch,
+            blockPointers)),
             [blocked(aq, 'rows', I, layout.Ip), align, ...(tc.onInput ? [] : [tw]), ...blockedWeights(w2, 'w2')], [P, H],
             'float32');
         const [alignHost, align4, a4, aT, y4, yT] = await Promise.all([align, dot4.align, dot4.act, actTc, dot4.y, yTc]

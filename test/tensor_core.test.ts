@@ -14,7 +14,7 @@ import type {WebGPUBackend, WebGPUProgram} from '@tensorflow/tfjs-backend-webgpu
 import {expect} from 'chai';
 import {Activation, fusedExpertsImpl} from '../src';
 import {dequantizeImpl} from '../src/kernels/cpu/dequantize_impl';
-import {declareF16Storage} from '../src/kernels/webgpu/device';
+import {declareStorageElements} from '../src/kernels/webgpu/device';
 import {ExpertsGemmConfig} from '../src/kernels/webgpu/experts_gemm_webgpu';
 import {ExpertsTensorCoreGemmProgram, TC_BLOCK_ROWS} from '../src/kernels/webgpu/experts_gemm_tc_webgpu';
 import {EPILOGUE_ROWS_MAX_K, ExpertsTensorCoreStorageGemmProgram, prefetchesEpilogueRows}
@@ -300,10 +300,10 @@ describe('tensor-core GEMM plan', () => {
   it('rewrites marked declarations to array<f16>, and throws where tfjs declared nothing by that name', () => {
     const code = '@group(0) @binding(1) var<storage, read> x16: array<i32>;\n' +
         '@group(0) @binding(2) var<storage, read> align: array<i32>;\n  // moe-storage-f16 x16\nfn main() {}';
-    const out = declareF16Storage(code);
+    const out = declareStorageElements(code);
     expect(out).to.contain('var<storage, read> x16: array<f16>;').and.to.contain('align: array<i32>;');
-    expect(declareF16Storage('fn main() {}')).to.equal('fn main() {}');
-    expect(() => declareF16Storage('// moe-storage-f16 w16\nfn main() {}')).to.throw(/no 'var<storage, read> w16/);
+    expect(declareStorageElements('fn main() {}')).to.equal('fn main() {}');
+    expect(() => declareStorageElements('// moe-storage-f16 w16\nfn main() {}')).to.throw(/no 'var<storage, read> w16/);
   });
 });
 
@@ -378,7 +378,7 @@ describeBackends('tensor-core helper programs on webgpu', (backend) => {
     expect(choice.reason).to.not.equal('');
   });
 
-  it('finds the binding declarations that tfjs writes, so declareF16Storage can retype them', async () => {
+  it('finds the binding declarations that tfjs writes, so declareStorageElements can retype them', async () => {
     const device = wb().device;
     const codes: string[] = [];
     const create = device.createShaderModule;
@@ -398,10 +398,10 @@ describeBackends('tensor-core helper programs on webgpu', (backend) => {
     }
     const code = codes.find((c) => c.includes('x16'));
     expect(code, 'the program was compiled here').to.be.a('string');
-    expect(declareF16Storage(`${code}\n// moe-storage-f16 x16`)).to.match(/var<storage, read> x16\s*:\s*array<f16>;/);
+    expect(declareStorageElements(`${code}\n// moe-storage-f16 x16`)).to.match(/var<storage, read> x16\s*:\s*array<f16>;/);
     // As blocks: tfjs's getters index x16 as a flat array and would not compile on an array of arrays.
     expect(code).to.match(/fn getX16\w*\s*\(/);
-    const blocks = declareF16Storage(`${code!}\n// moe-storage-f16-blocks x16`);
+    const blocks = declareStorageElements(`${code!}\n// moe-storage-f16-blocks x16`);
     expect(blocks).to.match(/var<storage, read> x16\s*:\s*array<array<f16, 256>>;/);
     expect(blocks).to.contain('result[index] = x16[index];');
     const fns = (c: string) => [...c.matchAll(/fn (\w+)\s*\(/g)].map((m) => m[1]);
@@ -415,7 +415,7 @@ describeBackends('tensor-core helper programs on webgpu', (backend) => {
    * around the matrices (tile lookup, offsets, epilogues, bias, dequantization, bindings) must compile and
    * validate here. Only the builtins themselves, spelled as in the kernel the H200 ran, stay unchecked.
    * Bindings of 16 × 16 blocks keep their marker (as BLOCKS_STAND_IN): `validates` rewrites tfjs's whole module
-   * through device.ts's declareF16Storage, then declares the blocks f32, so the declaration and getter rewrite
+   * through device.ts's declareStorageElements, then declares the blocks f32, so the declaration and getter rewrite
    * runs on the code tfjs writes around these programs.
    */
   const BLOCKS_STAND_IN = '// moe-test-f32-blocks';
@@ -458,7 +458,7 @@ describeBackends('tensor-core helper programs on webgpu', (backend) => {
   /** tfjs's whole module with device.ts's block declarations, in f32 (see standIn). */
   const declareStandInBlocks = (code: string) => {
     if (!code.includes(BLOCKS_STAND_IN)) return code;
-    const declared = declareF16Storage(code.split(BLOCKS_STAND_IN).join('// moe-storage-f16-blocks'));
+    const declared = declareStorageElements(code.split(BLOCKS_STAND_IN).join('// moe-storage-f16-blocks'));
     expect(declared, 'no getter of a block binding is left').to.not.match(/fn get(X16|W16)(ByOutput\w+)?\s*\(/);
     return declared.replace(/^\s*\/\/ moe-storage-f16-blocks .*$/gm, '').replace(/array<array<f16, 256>>/g, 'array<array<f32, 256>>');
   };

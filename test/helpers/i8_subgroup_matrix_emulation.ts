@@ -14,6 +14,8 @@ import {subgroupMatrixLanesWgsl} from './subgroup_matrix_lanes';
  *   load is skipped (zero matrix) unless off + s·(major extent − 1) + minor extent ≤ 4·length (Tint's check).
  *   store of an i32 result into array<i32>: element (r, c) at off + r·s + c (row-major) or off + c·s + r, same
  *   check against 1·length.
+ *   load(&blocks[b], off, ..) from a binding marked `// moe-storage-i32-blocks` (device.ts declares it
+ *   array<array<i32, 128>>, as on the GPU, and the kernel's own reads index it so): off + 512·b in the same i8.
  *
  * How: operands are lazy (array, offset, stride, layout, in bounds) and read at the multiply, which equals a
  * read at the load wherever no workgroup write lies between the two (true of these kernels: loads and multiplies
@@ -47,8 +49,12 @@ export function emulateI8SubgroupMatrices(source: string, maxWorkgroupBytes = In
   }
   // An operand array that is not a workgroup array<i32> is a storage binding (the pipelined kernels read both
   // operands from storage): its length is arrayLength's.
-  const lengthOf = (arr: string) => sizes.has(arr) ? `${sizes.get(arr)}u` : `arrayLength(&${arr})`;
+  // Bindings of 512-byte blocks: device.ts's declaration stays (the marker too), words are read through blocks.
+  const blocks = new Set([...code.matchAll(/^[ \t]*\/\/ moe-storage-i32-blocks (\w+)[ \t]*$/gm)].map((m) => m[1]));
+  const lengthOf = (arr: string) => sizes.has(arr) ? `${sizes.get(arr)}u` :
+    blocks.has(arr) ? `128u * arrayLength(&${arr})` : `arrayLength(&${arr})`;
   const at = (arr: string, index: string) => {
+    if (blocks.has(arr)) return `${arr}[(${index}) / 128u][(${index}) % 128u]`;
     const {storage, base} = place.get(arr) ?? {storage: arr, base: 0};
     return `${storage}[${base ? `${base}u + ` : ''}${index}]`;
   };
@@ -67,6 +73,8 @@ export function emulateI8SubgroupMatrices(source: string, maxWorkgroupBytes = In
     return loaded.indexOf(arr);
   };
   out = out
+    .replace(/subgroupMatrixLoad<subgroup_matrix_(left<i8, 32, 16>|right<i8, 16, 32>)>\(&(\w+)\[([^\]]+)\], /g,
+      (_, type, arr, block) => `subgroupMatrixLoad<subgroup_matrix_${type}>(&${arr}, (${block}) * 512u + `)
     .replace(/subgroupMatrixLoad<subgroup_matrix_left<i8, 32, 16>>\(&(\w+), /g,
       (_, arr) => `smLoad(${id(arr)}u, ${lengthOf(arr)}, 16u, 32u, `)
     .replace(/subgroupMatrixLoad<subgroup_matrix_right<i8, 16, 32>>\(&(\w+), /g,

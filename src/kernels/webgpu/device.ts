@@ -15,9 +15,10 @@
  * pointer to array<f16>. A program that marks a binding with `// moe-storage-f16 NAME` gets that
  * declaration rewritten to array<f16> (same buffer, same binding: the 'auto' layout does not see element
  * types); a marker whose declaration is not found throws, so a tfjs change fails loudly. `// moe-storage-f16-blocks
- * NAME` declares it as 16 × 16 blocks, array<array<f16, 256>>, for loads through block pointers (`&x16[block]`
- * at offset 0); tfjs's getters for that input (`fn getX16(..) -> f32 { return f32(x16[..]); }`), which no
- * block program calls and which do not compile on an array of arrays, are dropped.
+ * NAME` declares it as 16 × 16 blocks, array<array<f16, 256>>, and `// moe-storage-i32-blocks NAME` as 512-byte
+ * blocks of i8 in words, array<array<i32, 128>>, for loads through block pointers (`&x16[block]` at offset 0);
+ * tfjs's getters for that input (`fn getX16(..) -> f32 { return f32(x16[..]); }`), which no block program calls
+ * and which do not compile on an array of arrays, are dropped.
  *
  * And a second writable binding: tfjs declares every input `read`, and a program has one output. A program
  * that marks an input `// moe-storage-rw NAME` gets it declared `read_write` and writes it (routing writes
@@ -58,21 +59,25 @@ export function hoistDirectives(code: string): string {
   return `${[...new Set(directives)].join('\n')}\n${body}`;
 }
 
+/** Elements of a 512-byte block, by element type. */
+const BLOCK_ELEMENTS = {f16: 256, i32: 128};
+
 /**
  * Rewrites the declaration of every binding marked `// moe-storage-f16 NAME` to `array<f16>`, and of every one
- * marked `// moe-storage-f16-blocks NAME` to `array<array<f16, 256>>` without its tfjs getters (see above).
- * Code without markers is returned unchanged.
+ * marked `// moe-storage-f16-blocks NAME` or `// moe-storage-i32-blocks NAME` to an array of 512-byte blocks
+ * without its tfjs getters (see above). Code without markers is returned unchanged.
  */
-export function declareF16Storage(code: string): string {
-  const marked = [...code.matchAll(/^[ \t]*\/\/ moe-storage-f16(-blocks)? ([A-Za-z_][A-Za-z0-9_]*)[ \t]*$/gm)];
+export function declareStorageElements(code: string): string {
+  const marked = [...code.matchAll(/^[ \t]*\/\/ moe-storage-(f16|i32-blocks|f16-blocks) ([A-Za-z_][A-Za-z0-9_]*)[ \t]*$/gm)];
   let out = code;
-  for (const [, blocks, name] of new Map(marked.map((m) => [m[2], m])).values()) {
+  for (const [, kind, name] of new Map(marked.map((m) => [m[2], m])).values()) {
+    const [type, blocks] = kind.split('-') as ['f16' | 'i32', string | undefined];
     const decl = new RegExp(`(var<storage,\\s*read>\\s+${name}\\s*:\\s*array<)[^;]*>;`);
     if (!decl.test(out)) {
-      throw new Error(`declareF16Storage: no 'var<storage, read> ${name}: array<...>;' declaration in the shader ` +
+      throw new Error(`declareStorageElements: no 'var<storage, read> ${name}: array<...>;' declaration in the shader ` +
           '(has tfjs-backend-webgpu changed how it declares inputs?)');
     }
-    out = out.replace(decl, blocks ? '$1array<f16, 256>>;' : '$1f16>;');
+    out = out.replace(decl, blocks ? `$1array<${type}, ${BLOCK_ELEMENTS[type]}>>;` : '$1f16>;');
     if (blocks) out = dropGetters(out, name);
   }
   return out;
@@ -157,7 +162,7 @@ export async function createWebGPUBackend(): Promise<WebGPUBackend> {
   const info = adapter.info;
   const createShaderModule = device.createShaderModule.bind(device);
   device.createShaderModule = (descriptor: GPUShaderModuleDescriptor) => createShaderModule(
-      {...descriptor, code: hoistDirectives(passMainIds(declareWritableStorage(declareF16Storage(descriptor.code))))});
+      {...descriptor, code: hoistDirectives(passMainIds(declareWritableStorage(declareStorageElements(descriptor.code))))});
   markShaderRewritingDevice(device);
   if (device.features.has(SUBGROUPS)) {
     const sizes = info as GPUAdapterInfo & SubgroupSizes;

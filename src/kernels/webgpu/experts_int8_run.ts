@@ -37,7 +37,8 @@ import {tensorCoreWeightCopy} from './tensor_core_weights';
  *   'tensor-core-i8-plain-64', 'tensor-core-i8-plain-32'
  *                    the same programs with each k block loaded right before its multiplies (blockedLoop without
  *                    prefetch, as the f16 'plain' variants: 210-212 against 193-198 TFLOP/s for the f16 pipelined
- *                    loop on the plain-GEMM probe); selectable, not yet timed on the H200;
+ *                    loop on the plain-GEMM probe), operands read through block pointers (the int8 plain loop: 299
+ *                    TOPS on that probe, the pipelined one 213); selectable, not yet timed on the H200;
  *   'tensor-core-i8-shared-128', 'tensor-core-i8-shared-64'
  *                    experts_int8_tc_shared_webgpu.ts: i8×i8→i32 subgroup matrices, four subgroups per workgroup
  *                    sharing 128- or 64-row × 128-column i8 tiles in workgroup memory (the f16 'shared' layout);
@@ -61,17 +62,24 @@ export const INT8_GEMM_KERNELS: Int8GemmKernel[] = ['tensor-core-i8-pipelined-64
  * The kernels of experts_int8_tc_pipelined_webgpu.ts (both operands in blocks read from storage): rows per tile,
  * and whether the k loop loads one step ahead (blockedLoop's prefetch).
  */
-const BLOCKED_KERNELS: Partial<Record<Int8GemmKernel, {blockRows: number; prefetch: boolean}>> = {
-  'tensor-core-i8-pipelined-64': {blockRows: 64, prefetch: true},
-  'tensor-core-i8-pipelined-32': {blockRows: 32, prefetch: true},
-  'tensor-core-i8-plain-64': {blockRows: 64, prefetch: false},
-  'tensor-core-i8-plain-32': {blockRows: 32, prefetch: false},
+const BLOCKED_KERNELS: Partial<Record<Int8GemmKernel, {blockRows: number; prefetch: boolean; blockPointers: boolean}>> = {
+  'tensor-core-i8-pipelined-64': {blockRows: 64, prefetch: true, blockPointers: false},
+  'tensor-core-i8-pipelined-32': {blockRows: 32, prefetch: true, blockPointers: false},
+  // Block pointers: the plain int8 loop 258 → 299 TOPS on the plain-GEMM probe, the pipelined one unchanged
+  // (bench/results/2026-12-05-h200-tc-probe-round12.log).
+  'tensor-core-i8-plain-64': {blockRows: 64, prefetch: false, blockPointers: true},
+  'tensor-core-i8-plain-32': {blockRows: 32, prefetch: false, blockPointers: true},
 };
 const isPipelined = (k: Int8GemmKernel) => BLOCKED_KERNELS[k] != null;
 
 /** Whether the blocked kernel `k` loads each k step's blocks one step ahead ('pipelined') or not ('plain'). */
 export function int8PrefetchesBlocks(k: Int8GemmKernel): boolean {
   return BLOCKED_KERNELS[k]?.prefetch ?? false;
+}
+
+/** Whether the blocked kernel `k` reads its operands as arrays of 512-byte blocks (blockedLoop's blockPointers). */
+export function int8LoadsBlockPointers(k: Int8GemmKernel): boolean {
+  return BLOCKED_KERNELS[k]?.blockPointers ?? false;
 }
 
 /**
@@ -240,15 +248,16 @@ export function runInt8Experts(c: Int8ExpertsCall): TensorInfo {
       return [copy, s.scales!, ...(s.bias ? [s.bias] : [])];
     };
     const tiles = (n: number) => Math.ceil(P / blockRows) + n;
-    const prefetch = int8PrefetchesBlocks(gemm);
+    const prefetch = int8PrefetchesBlocks(gemm), blockPointers = int8LoadsBlockPointers(gemm);
     const act = c.temp(issuer.makeTensorInfo([rows, I], 'float32'));
     const xb = blockedRows(xq, 'w13');
     perShard('w13', act, (s, n) => [new ExpertsW13Int8PipelinedGemmProgram(w13, [rows, I], tiles(n), blockRows, layout,
-      prefetch),
+      prefetch, blockPointers),
       [xb, align]], blockedWeights);
     const ab = blockedRows(quantize(act, false), 'w2');
     y = c.temp(issuer.makeTensorInfo([P, H], 'float32'));
-    perShard('w2', y, (s, n) => [new ExpertsW2Int8PipelinedGemmProgram(w2, [P, H], tiles(n), blockRows, layout, prefetch),
+    perShard('w2', y, (s, n) => [new ExpertsW2Int8PipelinedGemmProgram(w2, [P, H], tiles(n), blockRows, layout, prefetch,
+      blockPointers),
       [ab, align, ...weightsFor('w2')]], blockedWeights);
   } else if (gemm != null) {
     const blockRows = int8GemmBlockRows(gemm);

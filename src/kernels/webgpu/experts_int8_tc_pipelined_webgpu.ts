@@ -13,7 +13,9 @@
  *   ExpertsInt8PipelinedGemmProgram   the GEMM
  *
  * Blocked rows, [rowBlocks] of: Kp/32 blocks of 16 rows × 32 k (row-major inside, 4 k per i32 word, byte b of a
- * word = k 4w + b), then the 16 rows' scales (f32 bits): a row block is Kp·16 + 64 bytes. Blocked weights:
+ * word = k 4w + b), then one more 512-byte block whose first 16 words are the 16 rows' scales (f32 bits): a row
+ * block is Kp·16 + 512 bytes, whole blocks, so that the plain kernels can read xb as an array of blocks (the rest
+ * of the scale block, 448 bytes a row block, 0.7% at Kp = 4096, is never read). Blocked weights:
  * [experts, rows/16, Kp/32] blocks, no scales (the shard's per-channel scales are read by the original row);
  * rows in the GEMM's column-tile order: w13 per 32 act columns c0.., 32 gate rows then their 32 up rows
  * (gate/up de-interleaved as gateUpRows says, zero past I), w2 h rows, zero past H. k past K is zero in both,
@@ -27,6 +29,9 @@ import {int8Epilogue} from './experts_int8_tc_webgpu';
 import type {ExpertsStage} from './experts_gemv_webgpu';
 import {foldedDispatch, roundUp} from './tensor_core_plan';
 import {blockedLoop} from './experts_gemm_tc_storage_webgpu';
+
+/** Marks a binding for ./device.ts to declare as 512-byte blocks of i8 in words, array<array<i32, 128>>. */
+const i32Blocks = (name: string) => `// moe-storage-i32-blocks ${name}`;
 
 /** k per loop step (two 16×16×32 multiplies), act columns of a w13 workgroup, h columns of a w2 one. */
 export const INT8_PIPELINED_TILE = {kStep: 64, w13Columns: 32, w2Columns: 64};
@@ -46,8 +51,8 @@ export function int8PipelinedLayout(H: number, I: number): Int8PipelinedLayout {
     w2Rows: roundUp(H, t.w2Columns)};
 }
 
-/** i32 words of one block row of blocked rows (Kp/32 blocks of 128 words, then 16 scales). */
-export const blockedRowBlockWords = (Kp: number) => Kp * 4 + 16;
+/** i32 words of one block row of blocked rows (Kp/32 blocks of 128 words, then a block of 16 scales). */
+export const blockedRowBlockWords = (Kp: number) => Kp * 4 + 128;
 
 /** Workgroup memory: the tile lookup, 4 staged 16×16 i32 results, the row scales, w2's pairs and weights. */
 export function int8PipelinedWorkgroupBytes(blockRows: number): number {
@@ -194,19 +199,22 @@ export class ExpertsInt8PipelinedGemmProgram implements WebGPUProgram {
   private readonly blockRows: number;
   private readonly layout: Int8PipelinedLayout;
   private readonly prefetch: boolean;
+  private readonly blockPointers: boolean;
 
   /**
    * Inputs: xb (blocked rows), align (built with `blockRows`), topkWeights (w2 with the weight on the output),
    * wb (the shard's blocked weights), scales, bias?. `prefetch`: the k loop loads the next 64-k step's blocks
    * before the current step's multiplies (the 'pipelined' kernels), or each k block right before its own ('plain').
+   * `blockPointers`: xb and wb are read as arrays of 512-byte blocks (blockedLoop says why).
    */
   constructor(c: ExpertsInt8Config, outputShape: number[], numTiles: number, blockRows: number,
-      layout: Int8PipelinedLayout, prefetch = true) {
+      layout: Int8PipelinedLayout, prefetch = true, blockPointers = false) {
     if (blockRows !== 32 && blockRows !== 64) throw new Error(`int8 pipelined GEMM: blockRows 32 or 64, got ${blockRows}`);
     this.c = c;
     this.blockRows = blockRows;
     this.layout = layout;
     this.prefetch = prefetch;
+    this.blockPointers = blockPointers;
     const w13 = c.stage === 'w13';
     this.outputShape = outputShape;
     this.dispatch = [numTiles, w13 ? Math.ceil(c.intermediateSize / INT8_PIPELINED_TILE.w13Columns) :
@@ -217,7 +225,7 @@ export class ExpertsInt8PipelinedGemmProgram implements WebGPUProgram {
     this.variableComponents = this.variableNames.map(() => 1);
     this.shaderKey = `moeExpertsInt8GemmTcPipelined_${c.stage}_${c.hiddenSize}_${c.intermediateSize}_${c.topK}_` +
       `${c.numLocalExperts}_${w13 ? c.activation : ''}_${c.applyRouterWeightOnInput}_${c.hasBias}_${blockRows}_` +
-      `${layout.Hp}_${layout.Ip}_${prefetch}`;
+      `${layout.Hp}_${layout.Ip}_${prefetch}_${blockPointers}`;
   }
 
   getUserCode(): string {
@@ -238,8 +246,13 @@ export class ExpertsInt8PipelinedGemmProgram implements WebGPUProgram {
     const rows = Array.from({length: TM}, (_, r) => r);
     const cols = [0, 1, 2, 3];
     const epilogue = int8Epilogue(c);
+    const blocks = this.blockPointers;
+    const scaleOf = (row: string) => blocks ? `xb[(${row} / 16u) * ${KB + 1}u + ${KB}u][${row} % 16u]` :
+      `xb[(${row} / 16u) * ${RB / 4}u + ${Kp * 4}u + ${row} % 16u]`;
     return `
       enable chromium_experimental_subgroup_matrix;
+      ${blocks ? i32Blocks('xb') : ''}
+      ${blocks ? i32Blocks('wb') : ''}
       ${w13 ? activationSnippet(c.activation) : ''}
       var<workgroup> wgTile : vec4<i32>;   // row start, expert, first and end 64-k step
       var<workgroup> wgN0 : i32;           // first column, workgroup-uniform through it
@@ -258,14 +271,14 @@ export class ExpertsInt8PipelinedGemmProgram implements WebGPUProgram {
         let lane = localIndex;
         for (var m = lane; m < ${BM}u; m += 32u) {
           let row = u32(rowStart) + m;
-          rowScale[m] = bitcast<f32>(xb[(row / 16u) * ${RB / 4}u + ${Kp * 4}u + row % 16u]);
+          rowScale[m] = bitcast<f32>(${scaleOf('row')});
           ${w13 ? '' : `let pair = align[${E + 1} + i32(row)];
           tilePair[m] = pair;
           tileWeight[m] = ${usesWeights ? 'select(0.0, topkWeights[max(pair, 0)], pair >= 0)' : '1.0'};`}
         }
         ${epilogue.columns}
         ${rows.flatMap((r) => cols.map((cc) => `var acc${r}${cc} : ${result};`)).join('\n        ')}
-        ${blockedLoop(rows, cols, this.prefetch, {x: 'xb', w: 'wb', left, right, block: 512, stride: 32,
+        ${blockedLoop(rows, cols, this.prefetch, {x: 'xb', w: 'wb', left, right, block: 512, stride: 32, blockPointers: blocks,
           aBlock: (r) => `(u32(rowStart) / 16u + ${r}u) * ${RB}u`,
           bBlock: (cc) => `((u32(e) * ${rowsPerExpert}u + u32(${w13 ? '2 * n0' : 'n0'})) / 16u + ${cc}u) * ${KB * 512}u`})}
 
