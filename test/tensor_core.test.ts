@@ -26,7 +26,7 @@ import {tensorCorePrefillPlan, tensorCoreStoragePrefill, w2WritesSorted} from '.
 import {ExpertsAlignProgram} from '../src/kernels/webgpu/experts_align_webgpu';
 import {ExpertsCombineProgram} from '../src/kernels/webgpu/experts_combine_webgpu';
 import {ExpertsTensorCoreSharedGemmProgram} from '../src/kernels/webgpu/experts_gemm_tc_shared_webgpu';
-import {PIPELINED_TILE, SHARED_TILE, STORAGE_TILE, TENSOR_CORE_VARIANTS, TensorCoreVariant, foldedDispatch, prefetchesBlocks,
+import {PIPELINED_TILE, SHARED_TILE, STORAGE_TILE, TENSOR_CORE_VARIANTS, TensorCoreVariant, foldedDispatch, loadsBlockPointers, prefetchesBlocks,
   setTensorCoreVariant, tensorCoreBlockRows,
   tensorCoreChoice, tensorCoreLayout, tensorCoreStorageDispatch, weightSource} from '../src/kernels/webgpu/tensor_core_plan';
 import {TENSOR_CORE_WEIGHT_CACHE_FLAG, tensorCoreWeightCopies, tensorCoreWeightCopy}
@@ -155,6 +155,7 @@ describe('tensor-core GEMM plan', () => {
 
   it('loads each k block right before its multiplies in the plain variants, one 32-k step ahead in the pipelined ones', () => {
     expect(TENSOR_CORE_VARIANTS.filter(prefetchesBlocks)).to.deep.equal(['pipelined-32', 'pipelined-64']);
+    expect(TENSOR_CORE_VARIANTS.filter(loadsBlockPointers)).to.deep.equal(['pipelined-32', 'pipelined-64']);
     const layout = tensorCoreLayout(FLOAT32_FORMAT, 256, 128, 'silu', PIPELINED_TILE, true, true);
     const c = {hiddenSize: 256, intermediateSize: 128, numLocalExperts: 4, activation: 'silu' as Activation,
       applyRouterWeightOnInput: false, hasBias: false, layout};
@@ -282,7 +283,7 @@ describe('tensor-core GEMM plan', () => {
       const layout = tensorCoreLayout(fmt('f16', 0), 2048, 768, 'silu', PIPELINED_TILE, true, true);
       const code = new ExpertsTensorCoreStorageGemmProgram({stage: 'w13', hiddenSize: 2048, intermediateSize: 768,
         numLocalExperts: 128, activation: 'silu', applyRouterWeightOnInput: false, blockRows: 64, hasBias: false,
-        layout, prefetch: prefetchesBlocks(variant)}, [100, 100], 40).getUserCode();
+        layout, prefetch: prefetchesBlocks(variant), blockPointers: loadsBlockPointers(variant)}, [100, 100], 40).getUserCode();
       const loads = code.match(/subgroupMatrixLoad<[^;]*;/g) ?? [];
       expect(loads, variant).to.have.length(prefetchesBlocks(variant) ? 2 * 2 * 8 : 8);
       if (variant === 'pipelined-64') {
@@ -524,11 +525,12 @@ describeBackends('tensor-core helper programs on webgpu', (backend) => {
           // The blocked variants: the same program, the weights read in 16×16 blocks from storage.
           {Program: ExpertsTensorCoreSharedGemmProgram, tile: SHARED_TILE, blockRows: activation === 'silu' ? 128 : 64,
             loads: ['tileX', 'w16'], blocked: true},
-          // The pipelined variants: the storage program with x16 / act16 and the weights in 16×16 blocks.
+          // The pipelined variants: the storage program with x16 / act16 and the weights in 16×16 blocks, read
+          // through block pointers (32 rows) or by element (64).
           ...[32, 64].map((blockRows) => ({Program: ExpertsTensorCoreStorageGemmProgram, tile: PIPELINED_TILE, blockRows,
-            loads: ['x16', 'w16'], blocked: true, blockedRows: true}))] : [];
-        for (const {Program, tile, blockRows, loads, blocked, blockedRows} of variants as Array<typeof variants[number] &
-            {blockedRows?: boolean}>) {
+            loads: ['x16', 'w16'], blocked: true, blockedRows: true, blockPointers: blockRows === 32}))] : [];
+        for (const {Program, tile, blockRows, loads, blocked, blockedRows, blockPointers} of variants as
+            Array<typeof variants[number] & {blockedRows?: boolean; blockPointers?: boolean}>) {
           const layout = tensorCoreLayout(format, H, I, activation, tile, blocked, blockedRows);
           for (const stage of ['w13', 'w2'] as const) {
             const L = layout[stage];
@@ -540,7 +542,8 @@ describeBackends('tensor-core helper programs on webgpu', (backend) => {
             const outputs = stage === 'w2' && !hasBias && Program === ExpertsTensorCoreStorageGemmProgram ?
               [false, true] : [false];
             for (const sortedOutput of outputs) {
-              const p = new Program({...common, stage, blockRows, layout, splitK: stage === 'w2' ? 2 : 1, sortedOutput},
+              const p = new Program({...common, stage, blockRows, layout, splitK: stage === 'w2' ? 2 : 1, sortedOutput,
+                blockPointers},
                   stage === 'w13' ? [2 * blockRows, layout.Ip / 2] : sortedOutput ? [2 * 2 * blockRows, H] : [2 * P, H], 2);
               const code = standIn(p.getUserCode(), loads);
               if (sortedOutput) expect(code, 'stores y from the result matrices').to.match(/smStore_result\(/);

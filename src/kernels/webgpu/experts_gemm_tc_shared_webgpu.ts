@@ -18,7 +18,7 @@
  */
 import type {WebGPUProgram} from '@tensorflow/tfjs-backend-webgpu';
 import {activationSnippet, gemmTileSnippet} from './experts_wgsl';
-import {ExpertsTensorCoreStorageConfig, epilogueRows, f16Storage, stagedEpilogue} from './experts_gemm_tc_storage_webgpu';
+import {ExpertsTensorCoreStorageConfig, epilogueRows, stagedEpilogue, storageElements} from './experts_gemm_tc_storage_webgpu';
 import {SHARED_TILE, tensorCoreStorageDispatch} from './tensor_core_plan';
 
 /** Halves per workgroup-memory tile row: 32 k and 8 of padding. */
@@ -93,7 +93,7 @@ export class ExpertsTensorCoreSharedGemmProgram implements WebGPUProgram {
       enable subgroups;
       enable chromium_experimental_subgroup_matrix;
       // moe-main-ids
-      ${blocked ? f16Storage('w16') : ''}
+      ${blocked ? storageElements('w16', 'f16') : ''}
       ${w13 ? activationSnippet(this.c.activation) : ''}
       var<workgroup> wgTile : vec4<i32>;   // row start, expert, first and end 32-k step
       var<workgroup> tileX : array<f16, ${BM * ROW}>;

@@ -25,8 +25,8 @@
  *
  * With TensorCoreLayout.blockedRows (the 'pipelined' variants) x16, act16 and the weights are all in 16×16
  * blocks (512 contiguous bytes each) and the k loop is blockedLoop's: 32 k per step, the next step's blocks
- * loaded before the current step's multiplies (the 'plain' variants: each block's right before its own). The
- * prefetching loop reads x16 and w16 declared as arrays of blocks, through block pointers (blockedLoop).
+ * loaded before the current step's multiplies (the 'plain' variants: each block's right before its own), with
+ * x16 and w16 read through block pointers where the variant says so (tensor_core_plan.ts loadsBlockPointers).
  */
 import type {WebGPUProgram} from '@tensorflow/tfjs-backend-webgpu';
 import type {Activation} from '../../kernel_names';
@@ -48,6 +48,8 @@ export interface ExpertsTensorCoreStorageConfig {
    * (the 'plain' variants) instead of one 32-k step ahead (blockedLoop). Default true.
    */
   prefetch?: boolean;
+  /** With TensorCoreLayout.blockedRows: x16 and w16 read through block pointers (blockedLoop). Default false. */
+  blockPointers?: boolean;
   splitK?: number;
   hasBias: boolean;
   layout: TensorCoreLayout;
@@ -61,10 +63,12 @@ export interface ExpertsTensorCoreStorageConfig {
 }
 
 /**
- * Marks a binding for ./device.ts to declare as array<f16> (tfjs declares it from its dtype, i32), or with
- * `blocks` as array<array<f16, 256>>, 16 × 16 blocks that blockedLoop loads through block pointers.
+ * Marks a binding for ./device.ts to declare by its elements (tfjs declares it from its dtype, i32): 'f16',
+ * array<f16>; 'f16-blocks' / 'i32-blocks', arrays of 512-byte blocks (array<array<f16, 256>>,
+ * array<array<i32, 128>>: 16 × 16 f16 or 16 × 32 i8) that blockedLoop loads through block pointers.
  */
-export const f16Storage = (name: string, blocks = false) => `// moe-storage-f16${blocks ? '-blocks' : ''} ${name}`;
+export const storageElements = (name: string, elements: 'f16' | 'f16-blocks' | 'i32-blocks') =>
+  `// moe-storage-${elements} ${name}`;
 
 /** Where stagedEpilogue's 16-row block is: its first row in the tile, first column, staging offset, lane. */
 export interface StagedBlock {
@@ -196,7 +200,7 @@ export class ExpertsTensorCoreStorageGemmProgram implements WebGPUProgram {
     this.shaderKey = `moeExpertsGemmTcStorage_${c.stage}_${c.hiddenSize}_${c.intermediateSize}_${c.numLocalExperts}_` +
         `${w13 ? c.activation : ''}_${c.applyRouterWeightOnInput}_${c.blockRows}_${splitK}_${c.hasBias}_` +
         `${c.layout.Hp}_${c.layout.Ip}_${L.source}_${L.rowsPerExpert}_${L.kStride}_${L.rowStep}_${L.upOffset}_` +
-        `${c.layout.blockedRows ?? false}_${c.prefetch ?? true}_${c.sortedOutput ?? false}`;
+        `${c.layout.blockedRows ?? false}_${c.prefetch ?? true}_${c.blockPointers ?? false}_${c.sortedOutput ?? false}`;
   }
 
   getUserCode(): string {
@@ -208,7 +212,7 @@ export class ExpertsTensorCoreStorageGemmProgram implements WebGPUProgram {
     const Ip = this.c.layout.Ip;
     const TM = BM / 16;
     const pipelined = this.c.layout.blockedRows ?? false;
-    const blockPointers = pipelined && (this.c.prefetch ?? true);
+    const blockPointers = pipelined && (this.c.blockPointers ?? false);
     if (pipelined && !L.blocked) throw new Error('pipelined tensor-core GEMM: the weights must be in 16×16 blocks');
     const kTiles = Kp / (pipelined ? PIPELINED_TILE.kStep : 16);
     const splitK = w13 ? 1 : (this.c.splitK ?? 1);
@@ -235,8 +239,8 @@ export class ExpertsTensorCoreStorageGemmProgram implements WebGPUProgram {
     return `
       enable f16;
       enable chromium_experimental_subgroup_matrix;
-      ${f16Storage('x16', blockPointers)}
-      ${f16Storage('w16', blockPointers)}
+      ${storageElements('x16', blockPointers ? 'f16-blocks' : 'f16')}
+      ${storageElements('w16', blockPointers ? 'f16-blocks' : 'f16')}
       ${w13 ? activationSnippet(this.c.activation) : ''}
       var<workgroup> wgTile : vec4<i32>;   // row start, expert, first and end 16-k step
       var<workgroup> wgN0 : i32;           // first column (w13: of gate and of up), workgroup-uniform through it
@@ -298,7 +302,7 @@ export interface PipelinedOperands {
   block: number;
   stride: number;
   /**
-   * x and w are arrays of whole blocks (f16Storage's `blocks`), loaded as `&x[block]` at offset 0: with the
+   * x and w are arrays of whole blocks (storageElements' '-blocks'), loaded as `&x[block]` at offset 0: with the
    * prefetching loop, 220 against 195 TFLOP/s on the H200's 4096 × 14336 × 4096 f16 GEMM in one run; the
    * plain loop lost 3 % that way, int8's pipelined loop was unchanged (tc_probe --round12,
    * bench/results/2026-12-05-h200-tc-probe-round12.log). A pointer to one 512-byte element, where robustness

@@ -28,10 +28,7 @@ import {int8RowWords} from './experts_int8_quant_webgpu';
 import {int8Epilogue} from './experts_int8_tc_webgpu';
 import type {ExpertsStage} from './experts_gemv_webgpu';
 import {foldedDispatch, roundUp} from './tensor_core_plan';
-import {blockedLoop} from './experts_gemm_tc_storage_webgpu';
-
-/** Marks a binding for ./device.ts to declare as 512-byte blocks of i8 in words, array<array<i32, 128>>. */
-const i32Blocks = (name: string) => `// moe-storage-i32-blocks ${name}`;
+import {blockedLoop, storageElements} from './experts_gemm_tc_storage_webgpu';
 
 /** k per loop step (two 16×16×32 multiplies), act columns of a w13 workgroup, h columns of a w2 one. */
 export const INT8_PIPELINED_TILE = {kStep: 64, w13Columns: 32, w2Columns: 64};
@@ -251,8 +248,8 @@ export class ExpertsInt8PipelinedGemmProgram implements WebGPUProgram {
       `xb[(${row} / 16u) * ${RB / 4}u + ${Kp * 4}u + ${row} % 16u]`;
     return `
       enable chromium_experimental_subgroup_matrix;
-      ${blocks ? i32Blocks('xb') : ''}
-      ${blocks ? i32Blocks('wb') : ''}
+      ${blocks ? storageElements('xb', 'i32-blocks') : ''}
+      ${blocks ? storageElements('wb', 'i32-blocks') : ''}
       ${w13 ? activationSnippet(c.activation) : ''}
       var<workgroup> wgTile : vec4<i32>;   // row start, expert, first and end 64-k step
       var<workgroup> wgN0 : i32;           // first column, workgroup-uniform through it

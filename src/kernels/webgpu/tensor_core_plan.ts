@@ -66,10 +66,11 @@ export type TensorCoreVariant = 'workgroup-tiles' | 'storage-32' | 'storage-64' 
 /**
  * What each variant is: its program family (experts_gemm_tc_webgpu.ts 'tiles', _storage_ 'storage', _shared_
  * 'shared'), rows per tile (the align program pads every expert to a multiple of it), and whether the weights'
- * f16 copy is in 16×16 blocks (TensorCoreWeightLayout.blocked).
+ * f16 copy is in 16×16 blocks (TensorCoreWeightLayout.blocked); of the pipelined layouts, whether the k loop
+ * prefetches and reads through block pointers (see prefetchesBlocks, loadsBlockPointers).
  */
 const VARIANTS: Record<TensorCoreVariant, {family: 'tiles' | 'storage' | 'shared' | 'pipelined'; blockRows: number;
-    blocked: boolean; prefetch?: boolean}> = {
+    blocked: boolean; prefetch?: boolean; blockPointers?: boolean}> = {
   'workgroup-tiles': {family: 'tiles', blockRows: 32, blocked: false},
   'storage-32': {family: 'storage', blockRows: 32, blocked: false},
   'storage-64': {family: 'storage', blockRows: 64, blocked: false},
@@ -77,8 +78,8 @@ const VARIANTS: Record<TensorCoreVariant, {family: 'tiles' | 'storage' | 'shared
   'shared-128': {family: 'shared', blockRows: 128, blocked: false},
   'blocked-64': {family: 'shared', blockRows: 64, blocked: true},
   'blocked-128': {family: 'shared', blockRows: 128, blocked: true},
-  'pipelined-32': {family: 'pipelined', blockRows: 32, blocked: true, prefetch: true},
-  'pipelined-64': {family: 'pipelined', blockRows: 64, blocked: true, prefetch: true},
+  'pipelined-32': {family: 'pipelined', blockRows: 32, blocked: true, prefetch: true, blockPointers: true},
+  'pipelined-64': {family: 'pipelined', blockRows: 64, blocked: true, prefetch: true, blockPointers: true},
   'plain-32': {family: 'pipelined', blockRows: 32, blocked: true, prefetch: false},
   'plain-64': {family: 'pipelined', blockRows: 64, blocked: true, prefetch: false},
 };
@@ -113,6 +114,15 @@ export function isPipelinedVariant(v: TensorCoreVariant): boolean {
  */
 export function prefetchesBlocks(v: TensorCoreVariant): boolean {
   return VARIANTS[v].prefetch ?? false;
+}
+
+/**
+ * Of the pipelined variants, whether x16 and w16 are read through block pointers (blockedLoop): the prefetching
+ * loop gained 13% that way on the H200's plain-GEMM probe, the plain loop lost 3.5%
+ * (bench/results/2026-12-05-h200-tc-probe-round12.log).
+ */
+export function loadsBlockPointers(v: TensorCoreVariant): boolean {
+  return VARIANTS[v].blockPointers ?? false;
 }
 
 /**
