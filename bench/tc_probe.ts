@@ -10,7 +10,8 @@
  * that kernel's multiplies without loads and loads with a quarter of the multiplies, and a 64 × 128 subgroup tile;
  * --round9 / --round10 operands staged in workgroup memory; --round11 the workgroups' tile order; --round12 loads
  * through block pointers against element offsets (blockNames; run it again with --dawn-toggles disable_robustness);
- * --round13 the GEMM on 1-16 row tiles (waves of workgroups; run with --n 28672, Mixtral's w13 columns).
+ * --round13 the GEMM on 1-16 row tiles (waves of workgroups; run with --n 28672, Mixtral's w13 columns); --round14
+ * several 64 × 64 subgroups per workgroup on block pointers, sharing operand blocks through L1.
  */
 import * as fs from 'fs';
 import {tensorCoreDawnToggles} from './dawn_toggles';
@@ -640,7 +641,7 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) l
  * bound by their instructions (element by element), not by memory.
  */
 function blockNames(M: number, N: number, K: number, int8: boolean, pointers: boolean,
-    loop: 'plain' | 'pipelined' | 'loads' | 'cached-loads', vec4 = false): Kernel {
+    loop: 'plain' | 'pipelined' | 'loads' | 'cached-loads', vec4 = false, sub = {WM: 1, WN: 1}): Kernel {
   const kPerBlock = int8 ? 32 : 16, KB = K / kPerBlock;
   // New load form: offsets and strides in the array's elements (f16, i32 holding 4 i8, or vec4<u32>: a block row
   // of 32 bytes is 2 of them, as in NVIDIA's sample and llama.cpp's f16vec4 views).
@@ -668,22 +669,27 @@ function blockNames(M: number, N: number, K: number, int8: boolean, pointers: bo
     ${mma('a', 'b')}
   }`;
   const decl = pointers ? `array<array<${elem}, ${BLK}>>` : `array<${elem}>`;
-  return {name: `round12 ${loop} ${int8 ? 'int8' : 'f16'}, 64×64 one subgroup, ` +
+  const {WM, WN} = sub, one = WM * WN === 1;
+  const tm = one ? 'wg.y' : 'tm', tn = one ? 'wg.x' : 'tn';
+  return {name: `round${one ? 12 : 14} ${loop} ${int8 ? 'int8' : 'f16'}, ` +
+      (one ? '64×64 one subgroup, ' : `${64 * WM}×${64 * WN} per workgroup, ${WM}×${WN} subgroups of 64×64, `) +
       (pointers ? `block pointers (&A[block], offset 0, ${decl})` : `element offsets (&A, block·${BLK}, array<${elem}>)`),
-  workgroups: [N / 64, M / 64, 1], blocked: true, int8,
+  workgroups: [N / (64 * WN), M / (64 * WM), 1], blocked: true, int8,
   ...(loadsOnly ? {synthetic: {flops: (M / 64) * (N / 64) * KB * pairs.length * 2 * 16 * 16 * kPerBlock}} : {}), code: `
-enable f16;
+enable f16;${one ? '' : '\nenable subgroups;'}
 enable chromium_experimental_subgroup_matrix;
 @group(0) @binding(0) var<storage, read> A: ${decl};
 @group(0) @binding(1) var<storage, read> B: ${decl};
 @group(0) @binding(2) var<storage, read_write> C: array<${int8 ? 'i32' : 'f32'}>;
-@compute @workgroup_size(32)
-fn main(@builtin(workgroup_id) wg: vec3<u32>) {
-  let am = wg.y * ${4 * KB}u;   // first block of the tile's 64 rows (A) and 64 columns (B)
-  let bn = wg.x * ${4 * KB}u;
+@compute @workgroup_size(${32 * WM * WN})
+fn main(@builtin(workgroup_id) wg: vec3<u32>${one ? '' : ', @builtin(subgroup_id) sid: u32'}) {
+  ${one ? '' : `let tm = wg.y * ${WM}u + sid % ${WM}u;   // this subgroup's 64-row and 64-column tile
+  let tn = wg.x * ${WN}u + sid / ${WM}u;
+  `}let am = ${tm} * ${4 * KB}u;   // first block of the tile's 64 rows (A) and 64 columns (B)
+  let bn = ${tn} * ${4 * KB}u;
   ${pairs.map(([r, c]) => `var acc${r}${c}: ${result};`).join('\n  ')}
   ${body}
-  ${pairs.map(([r, c]) => `subgroupMatrixStore<row_major>(&C, (wg.y * 64u + ${16 * r}u) * ${N}u + wg.x * 64u + ${16 * c}u, acc${r}${c}, ${N}u);`).join('\n  ')}
+  ${pairs.map(([r, c]) => `subgroupMatrixStore<row_major>(&C, (${tm} * 64u + ${16 * r}u) * ${N}u + ${tn} * 64u + ${16 * c}u, acc${r}${c}, ${N}u);`).join('\n  ')}
 }`};
 }
 
@@ -882,11 +888,11 @@ fn main(@builtin(local_invocation_index) li: u32${sidDecl}) {
     return b;
   };
   const A = buf(a16, GPUBufferUsage.STORAGE), B = buf(b16, GPUBufferUsage.STORAGE);
+  // Rounds 3-14 build on the blocked operands, rounds 7-14 also on the int8 ones.
+  const roundFrom = (from: number) => args.some((a) => /^--round\d+$/.test(a) && Number(a.slice(7)) >= from);
   const round4 = args.includes('--round4');
   const round6 = args.includes('--round6');
-  const round3 = args.includes('--round3') || round4 || args.includes('--round5') || round6 || args.includes('--round7') ||
-    args.includes('--round8') || args.includes('--round9') || args.includes('--round10') ||
-    args.includes('--round11') || args.includes('--round12') || args.includes('--round13');
+  const round3 = roundFrom(3);
   const Ab = round3 ? buf(toBlocks(a16, M, K), GPUBufferUsage.STORAGE) : A;
   const Bb = round3 ? buf(toBlocks(b16, N, K), GPUBufferUsage.STORAGE) : B;
   const C = buf(M * N * 4, GPUBufferUsage.STORAGE | GPUBufferUsage.COPY_SRC);
@@ -908,8 +914,7 @@ fn main(@builtin(local_invocation_index) li: u32${sidDecl}) {
   const flops = 2 * M * N * K;
 
   const kernels: Kernel[] = args.includes('--round2') ? [] : [storage64(M, N, K)];
-  const round7 = args.includes('--round7') || args.includes('--round8') || args.includes('--round9') || args.includes('--round10') ||
-    args.includes('--round11') || args.includes('--round12') || args.includes('--round13');
+  const round7 = roundFrom(7);
   // Round 7's int8 operands: codes in [-127, 127], in 16 × 32 blocks; exact i32 sums on the sampled outputs.
   const a8 = new Int8Array(round7 ? M * K : 0), b8 = new Int8Array(round7 ? N * K : 0);
   for (let i = 0; i < a8.length; i++) a8[i] = Math.round(rnd() * 127);
@@ -1031,6 +1036,20 @@ fn main(@builtin(local_invocation_index) li: u32${sidDecl}) {
     }
     kernels.push(sharedLoads(M, N, K, true));
   }
+  if (args.includes('--round14')) {
+    // Several 64 × 64 subgroups per workgroup on block pointers, sharing A (along N) or B (along M) through L1
+    // instead of workgroup memory: round 12 found the streaming loads bound by L2's rate (9.2 TB/s) and L1 hits
+    // a seventh of their cost; round 5 tried 1 × 2 and 2 × 1 before block pointers (198 and 180 against 198).
+    // 'loads' at 1 × 2 and 2 × 2 against 1 × 1 says whether the shared blocks are L1 hits at all.
+    kernels.length = 0;
+    const grids = [{WM: 1, WN: 1}, {WM: 1, WN: 2}, {WM: 2, WN: 1}, {WM: 2, WN: 2}];
+    for (const sub of grids) kernels.push(blockNames(M, N, K, false, true, 'pipelined', false, sub));
+    for (const sub of grids) kernels.push(blockNames(M, N, K, true, true, 'plain', false, sub));
+    for (const sub of grids.slice(1, 3)) kernels.push(blockNames(M, N, K, false, true, 'plain', false, sub));
+    for (const int8 of [false, true]) {
+      for (const sub of [grids[0], grids[1], grids[3]]) kernels.push(blockNames(M, N, K, int8, true, 'loads', false, sub));
+    }
+  }
   if (args.includes('--round10')) {
     // Round 9's staging with more, smaller subgroups per workgroup tile (more warps to hide the copies).
     stagedRound([
@@ -1099,9 +1118,7 @@ fn main(@builtin(local_invocation_index) li: u32${sidDecl}) {
     for (const p of pipes) kernels.push(pipelined(M, N, K, p));
     kernels.push(blocked(M, N, K, {WM: 1, WN: 1, TM: 4, TN: 4, unroll: 2}));
   }
-  const shapes: TiledShape[] = round4 || args.includes('--round5') || round6 || round7 || args.includes('--round8') ||
-    args.includes('--round9') || args.includes('--round10') || args.includes('--round11') || args.includes('--round12') ||
-    args.includes('--round13') ? [] : round3 ? [{BM: 128, BN: 128, BK: 32, WM: 2, WN: 2, sid, pad: 8, prefetch: true}] :
+  const shapes: TiledShape[] = roundFrom(4) ? [] : round3 ? [{BM: 128, BN: 128, BK: 32, WM: 2, WN: 2, sid, pad: 8, prefetch: true}] :
     args.includes('--round2') ? [
     {BM: 128, BN: 128, BK: 32, WM: 2, WN: 2, sid, pad: 8, prefetch: true},
     {BM: 128, BN: 128, BK: 32, WM: 2, WN: 2, sid, pad: 8, prefetch: true, double: true},
