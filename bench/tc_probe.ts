@@ -11,7 +11,8 @@
  * --round9 / --round10 operands staged in workgroup memory; --round11 the workgroups' tile order; --round12 loads
  * through block pointers against element offsets (blockNames; run it again with --dawn-toggles disable_robustness);
  * --round13 the GEMM on 1-16 row tiles (waves of workgroups; run with --n 28672, Mixtral's w13 columns); --round14
- * several 64 × 64 subgroups per workgroup on block pointers, sharing operand blocks through L1.
+ * several 64 × 64 subgroups per workgroup on block pointers, sharing operand blocks through L1, and 96 × 64
+ * subgroup tiles (M 4608 by default).
  */
 import * as fs from 'fs';
 import {tensorCoreDawnToggles} from './dawn_toggles';
@@ -641,13 +642,15 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) l
  * bound by their instructions (element by element), not by memory.
  */
 function blockNames(M: number, N: number, K: number, int8: boolean, pointers: boolean,
-    loop: 'plain' | 'pipelined' | 'loads' | 'cached-loads', vec4 = false, sub = {WM: 1, WN: 1}): Kernel {
+    loop: 'plain' | 'pipelined' | 'loads' | 'cached-loads', vec4 = false, sub = {WM: 1, WN: 1}, tile = {TM: 4, TN: 4}): Kernel {
   const kPerBlock = int8 ? 32 : 16, KB = K / kPerBlock;
   // New load form: offsets and strides in the array's elements (f16, i32 holding 4 i8, or vec4<u32>: a block row
   // of 32 bytes is 2 of them, as in NVIDIA's sample and llama.cpp's f16vec4 views).
   const BLK = vec4 ? 32 : int8 ? 128 : 256, STRIDE = vec4 ? 2 : int8 ? 8 : 16;
   const elem = vec4 ? 'vec4<u32>' : int8 ? 'i32' : 'f16';
-  const rows = [0, 1, 2, 3], cols = [0, 1, 2, 3];
+  // 16-row blocks and 16-column blocks per subgroup (round 14: 6 × 4 as well as 4 × 4).
+  const {TM, TN} = tile, SM = 16 * TM, SN = 16 * TN;
+  const rows = Array.from({length: TM}, (_, i) => i), cols = Array.from({length: TN}, (_, i) => i);
   const left = int8 ? `${SG}_left<i8, 32, 16>` : `${SG}_left<f16, 16, 16>`;
   const right = int8 ? `${SG}_right<i8, 16, 32>` : `${SG}_right<f16, 16, 16>`;
   const result = int8 ? `${SG}_result<i32, 16, 16>` : `${SG}_result<f32, 16, 16>`;
@@ -669,13 +672,13 @@ function blockNames(M: number, N: number, K: number, int8: boolean, pointers: bo
     ${mma('a', 'b')}
   }`;
   const decl = pointers ? `array<array<${elem}, ${BLK}>>` : `array<${elem}>`;
-  const {WM, WN} = sub, one = WM * WN === 1;
+  const {WM, WN} = sub, one = WM * WN === 1, shape = `${SM}×${SN}`;
   const tm = one ? 'wg.y' : 'tm', tn = one ? 'wg.x' : 'tn';
-  return {name: `round${one ? 12 : 14} ${loop} ${int8 ? 'int8' : 'f16'}, ` +
-      (one ? '64×64 one subgroup, ' : `${64 * WM}×${64 * WN} per workgroup, ${WM}×${WN} subgroups of 64×64, `) +
+  return {name: `round${one && TM === 4 && TN === 4 ? 12 : 14} ${loop} ${int8 ? 'int8' : 'f16'}, ` +
+      (one ? `${shape} one subgroup, ` : `${SM * WM}×${SN * WN} per workgroup, ${WM}×${WN} subgroups of ${shape}, `) +
       (pointers ? `block pointers (&A[block], offset 0, ${decl})` : `element offsets (&A, block·${BLK}, array<${elem}>)`),
-  workgroups: [N / (64 * WN), M / (64 * WM), 1], blocked: true, int8,
-  ...(loadsOnly ? {synthetic: {flops: (M / 64) * (N / 64) * KB * pairs.length * 2 * 16 * 16 * kPerBlock}} : {}), code: `
+  workgroups: [N / (SN * WN), M / (SM * WM), 1], blocked: true, int8,
+  ...(loadsOnly ? {synthetic: {flops: (M / SM) * (N / SN) * KB * pairs.length * 2 * 16 * 16 * kPerBlock}} : {}), code: `
 enable f16;${one ? '' : '\nenable subgroups;'}
 enable chromium_experimental_subgroup_matrix;
 @group(0) @binding(0) var<storage, read> A: ${decl};
@@ -683,13 +686,13 @@ enable chromium_experimental_subgroup_matrix;
 @group(0) @binding(2) var<storage, read_write> C: array<${int8 ? 'i32' : 'f32'}>;
 @compute @workgroup_size(${32 * WM * WN})
 fn main(@builtin(workgroup_id) wg: vec3<u32>${one ? '' : ', @builtin(subgroup_id) sid: u32'}) {
-  ${one ? '' : `let tm = wg.y * ${WM}u + sid % ${WM}u;   // this subgroup's 64-row and 64-column tile
+  ${one ? '' : `let tm = wg.y * ${WM}u + sid % ${WM}u;   // this subgroup's tile of rows and of columns
   let tn = wg.x * ${WN}u + sid / ${WM}u;
-  `}let am = ${tm} * ${4 * KB}u;   // first block of the tile's 64 rows (A) and 64 columns (B)
-  let bn = ${tn} * ${4 * KB}u;
+  `}let am = ${tm} * ${TM * KB}u;   // first block of the tile's ${SM} rows (A) and ${SN} columns (B)
+  let bn = ${tn} * ${TN * KB}u;
   ${pairs.map(([r, c]) => `var acc${r}${c}: ${result};`).join('\n  ')}
   ${body}
-  ${pairs.map(([r, c]) => `subgroupMatrixStore<row_major>(&C, (${tm} * 64u + ${16 * r}u) * ${N}u + ${tn} * 64u + ${16 * c}u, acc${r}${c}, ${N}u);`).join('\n  ')}
+  ${pairs.map(([r, c]) => `subgroupMatrixStore<row_major>(&C, (${tm} * ${SM}u + ${16 * r}u) * ${N}u + ${tn} * ${SN}u + ${16 * c}u, acc${r}${c}, ${N}u);`).join('\n  ')}
 }`};
 }
 
@@ -873,7 +876,8 @@ fn main(@builtin(local_invocation_index) li: u32${sidDecl}) {
   const sid: 'builtin' | 'index' = compiles['offsets from local_invocation_index / 32'] === '' ? 'index' : 'builtin';
 
   // 2. Timing on one GEMM.
-  const M = arg('m', 4096), N = arg('n', 14336), K = arg('k', 4096);
+  // Round 14's tiles of 96 and 128 rows both divide 4608.
+  const M = arg('m', args.includes('--round14') ? 4608 : 4096), N = arg('n', 14336), K = arg('k', 4096);
   const rnd = (() => {
     let s = 12345;
     return () => ((s = (s * 1103515245 + 12345) >>> 0) / 2 ** 32) * 2 - 1;
@@ -1045,9 +1049,18 @@ fn main(@builtin(local_invocation_index) li: u32${sidDecl}) {
     const grids = [{WM: 1, WN: 1}, {WM: 1, WN: 2}, {WM: 2, WN: 1}, {WM: 2, WN: 2}];
     for (const sub of grids) kernels.push(blockNames(M, N, K, false, true, 'pipelined', false, sub));
     for (const sub of grids) kernels.push(blockNames(M, N, K, true, true, 'plain', false, sub));
-    for (const sub of grids.slice(1, 3)) kernels.push(blockNames(M, N, K, false, true, 'plain', false, sub));
+    for (const sub of grids.slice(0, 3)) kernels.push(blockNames(M, N, K, false, true, 'plain', false, sub));
     for (const int8 of [false, true]) {
       for (const sub of [grids[0], grids[1], grids[3]]) kernels.push(blockNames(M, N, K, int8, true, 'loads', false, sub));
+    }
+    // 96 × 64 per subgroup (6 × 4 results, 192 accumulator registers a lane, plain loop only: the prefetching
+    // one would spill, as round 8's 64 × 128 did): 10 blocks loaded per 24 multiplies against 8 per 16.
+    for (const int8 of [false, true]) {
+      for (const sub of grids.slice(0, 2)) kernels.push(blockNames(M, N, K, int8, true, 'plain', false, sub, {TM: 6, TN: 4}));
+    }
+    for (const k of kernels) {
+      const [x, y] = k.workgroups;
+      if (!Number.isInteger(x) || !Number.isInteger(y)) throw new Error(`--round14: ${k.name} does not tile ${M} × ${N}`);
     }
   }
   if (args.includes('--round10')) {
