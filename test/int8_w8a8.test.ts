@@ -360,22 +360,25 @@ describe('int8 prefill GEMM choice', () => {
   });
 
   it('pads experts to each kernel\'s rows per tile, and declares the workgroup memory it is chosen by', () => {
-    expect(INT8_GEMM_KERNELS.map(int8GemmBlockRows)).to.deep.equal([64, 32, 128, 64, 32, 64, 64, 32]);
+    expect(INT8_GEMM_KERNELS.map(int8GemmBlockRows)).to.deep.equal([64, 32, 128, 64, 32, 64, 64, 32, 96]);
     expect(INT8_GEMM_KERNELS.filter(int8PrefetchesBlocks)).to.deep.equal(['tensor-core-i8-pipelined-64',
       'tensor-core-i8-pipelined-32']);
     expect(INT8_GEMM_KERNELS.filter(int8LoadsBlockPointers)).to.deep.equal(['tensor-core-i8-plain-64',
-      'tensor-core-i8-plain-32']);
+      'tensor-core-i8-plain-32', 'tensor-core-i8-plain-96']);
     expect(INT8_GEMM_KERNELS.map(int8GemmWorkgroupBytes)).to.deep.equal([4884, 4500, 37392, 32016, INT8_TC_WORKGROUP_BYTES, 0,
-      4884, 4500]);
+      4884, 4500, 5268]);
     const cfg: ExpertsInt8Config = {stage: 'w2', hiddenSize: 4096, intermediateSize: 14336, topK: 2, numLocalExperts: 8,
       globalNumExperts: 8, hasExpertMap: false, activation: 'silu', applyRouterWeightOnInput: false, hasBias: true};
-    for (const BM of [32, 64]) {
+    for (const BM of [32, 64, 96]) {
       // Declared: tile lookup vec4<i32>, first column i32, staged i32 results, f32 row scales, w2's pairs and weights.
-      const code = new ExpertsInt8PipelinedGemmProgram(cfg, [8192, 4096], 10, BM, int8PipelinedLayout(4096, 14336))
-        .getUserCode();
+      const code = new ExpertsInt8PipelinedGemmProgram(cfg, [8192, 4096], 10, BM, int8PipelinedLayout(4096, 14336),
+        BM !== 96).getUserCode();
       const words = [...code.matchAll(/var<workgroup> \w+ : array<(?:i32|f32), (\d+)>/g)].reduce((n, m) => n + Number(m[1]), 0);
       expect(16 + 4 + 4 * words).to.equal(int8PipelinedWorkgroupBytes(BM));
     }
+    // 96 rows hold 192 accumulator registers a lane: the prefetching loop's blocks in flight would spill.
+    expect(() => new ExpertsInt8PipelinedGemmProgram(cfg, [8192, 4096], 10, 96, int8PipelinedLayout(4096, 14336), true))
+      .to.throw(/blockRows 32 or 64 \(96 with the plain loop\), got 96/);
     for (const BM of [64, 128] as Int8SharedBlockRows[]) {
       // Declared arrays: tile lookup vec4<i32>, vec4<u32> tiles, i32 staged results, f32 row scales.
       const code = new ExpertsInt8TensorCoreSharedGemmProgram(cfg, [8192, 4096], 10, BM).getUserCode();
@@ -589,7 +592,7 @@ describeBackends('fusedExperts int8 w8a8 against the cpu reference, bit for bit'
      * H = 144, I = 80 pad to 192 and 128 k (zero blocks past K), I to 96 act columns (a partial w13 column tile).
      */
     const pipelinedCases: Array<{name: string; kernel: Int8GemmKernel; activation: Activation; bias: boolean;
-        onInput: boolean}> = [
+        onInput: boolean; tokens?: number}> = [
       {name: '64-row tiles, silu, biases', kernel: 'tensor-core-i8-pipelined-64', activation: 'silu', bias: true, onInput: false},
       {name: '32-row tiles, swigluoai', kernel: 'tensor-core-i8-pipelined-32', activation: 'swigluoai', bias: false,
         onInput: false},
@@ -600,11 +603,14 @@ describeBackends('fusedExperts int8 w8a8 against the cpu reference, bit for bit'
         bias: true, onInput: false},
       {name: 'plain loop, 32-row tiles, silu, router weight on the input', kernel: 'tensor-core-i8-plain-32',
         activation: 'silu', bias: false, onInput: true},
+      // 96-row tiles (6 × 4 results), 400 pairs: full and partial tiles.
+      {name: 'plain loop, 96-row tiles, silu, biases', kernel: 'tensor-core-i8-plain-96', activation: 'silu', bias: true,
+        onInput: false, tokens: 200},
     ];
     for (const tc of pipelinedCases) {
       it(`runs the pipelined GEMM's WGSL with emulated subgroup matrices, bit-equal to dot4: ${tc.name}`, async () => {
         const wb = tf.backend() as unknown as WebGPUBackend;
-        const E = 3, H = 144, I = 80, k = tc.onInput ? 1 : 2, T = tc.onInput ? 150 : 100, P = T * k;
+        const E = 3, H = 144, I = 80, k = tc.onInput ? 1 : 2, T = tc.tokens ?? (tc.onInput ? 150 : 100), P = T * k;
         const {config, x, tw, ti, w13, w2} = emulatedProblem(tc, E, H, I, k, T, 37);
         const BM = int8GemmBlockRows(tc.kernel);
         const rows = maxPaddedRows(P, E, BM);

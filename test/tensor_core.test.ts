@@ -159,7 +159,9 @@ describe('tensor-core GEMM plan', () => {
     const layout = tensorCoreLayout(FLOAT32_FORMAT, 256, 128, 'silu', PIPELINED_TILE, true, true);
     const c = {hiddenSize: 256, intermediateSize: 128, numLocalExperts: 4, activation: 'silu' as Activation,
       applyRouterWeightOnInput: false, hasBias: false, layout};
-    for (const [variant, blockRows] of [['pipelined-64', 64], ['plain-64', 64], ['plain-32', 32]] as Array<[TensorCoreVariant, number]>) {
+    for (const [variant, blockRows] of [['pipelined-64', 64], ['plain-64', 64], ['plain-32', 32], ['plain-96', 96]] as
+        Array<[TensorCoreVariant, number]>) {
+      expect(tensorCoreBlockRows(variant), variant).to.equal(blockRows);
       const prefetch = prefetchesBlocks(variant);
       for (const stage of ['w13', 'w2'] as const) {
         const code = new ExpertsTensorCoreStorageGemmProgram({...c, stage, blockRows, prefetch}, [128, 64], 2).getUserCode();
@@ -170,6 +172,13 @@ describe('tensor-core GEMM plan', () => {
         expect(/let nk = /.test(code), `${variant} ${stage}`).to.equal(prefetch);
       }
     }
+    // 96 rows hold 192 accumulator registers a lane: with the prefetching loop's 2 · 10 blocks in flight they
+    // would spill, so that program is refused, as is a 96-row tile without blocked rows.
+    expect(() => new ExpertsTensorCoreStorageGemmProgram({...c, stage: 'w13', blockRows: 96, prefetch: true}, [128, 64], 2))
+        .to.throw(/blockRows 32 or 64 \(96 with blocked rows and the plain loop\), got 96/);
+    const rowMajor = tensorCoreLayout(FLOAT32_FORMAT, 256, 128, 'silu', STORAGE_TILE, false);
+    expect(() => new ExpertsTensorCoreStorageGemmProgram({...c, layout: rowMajor, stage: 'w13', blockRows: 96, prefetch: false},
+        [128, 64], 2)).to.throw(/got 96/);
   });
 
   it('sizes the grids: row tiles × column tiles × K parts, and folded flat grids within the per-dimension limit', () => {
@@ -746,7 +755,7 @@ describeBackends('tensor-core helper programs on webgpu', (backend) => {
    * derived bound: the offsets, blocked layouts, epilogues and w2's sorted stores run here, not only on the H200.
    */
   const emulatedPrefillCases: Array<{variant: TensorCoreVariant; activation: Activation; bias: boolean; onInput: boolean;
-      splitK: number; H: number; I: number; sorted: boolean; shards?: number[]; expertMap?: number[];
+      splitK: number; H: number; I: number; sorted: boolean; shards?: number[]; expertMap?: number[]; tokens?: number;
       /** GEMM dispatches per stage: one per shard, or one over a copy of every shard (mergedCopy). */
       gemmsPerStage?: number}> = [
     {variant: 'pipelined-64', activation: 'silu', bias: false, onInput: false, splitK: 1, H: 64, I: 48, sorted: true},
@@ -756,6 +765,9 @@ describeBackends('tensor-core helper programs on webgpu', (backend) => {
     // The pipelined layouts with each k block loaded right before its multiplies (blockedLoop without prefetch).
     {variant: 'plain-64', activation: 'silu', bias: false, onInput: false, splitK: 2, H: 144, I: 80, sorted: true},
     {variant: 'plain-32', activation: 'swigluoai', bias: true, onInput: false, splitK: 1, H: 64, I: 48, sorted: false},
+    // 96-row tiles (6 × 4 results): expert 0's 128 pairs fill one tile and part of a second.
+    {variant: 'plain-96', activation: 'silu', bias: false, onInput: false, splitK: 2, H: 144, I: 80, sorted: true, tokens: 80},
+    {variant: 'plain-96', activation: 'gelu', bias: true, onInput: true, splitK: 1, H: 64, I: 48, sorted: false, tokens: 80},
     // Two weight shards copied into one f16 tensor (each copy program at its first expert), one GEMM per stage,
     // and an expert map: global expert 1 is another rank's.
     {variant: 'pipelined-64', activation: 'silu', bias: false, onInput: false, splitK: 2, H: 64, I: 48, sorted: true,
@@ -770,7 +782,7 @@ describeBackends('tensor-core helper programs on webgpu', (backend) => {
         `y ${tc.sorted ? 'sorted' : 'by pair'}${tc.shards ? `, shards of ${tc.shards} experts in ${tc.gemmsPerStage} GEMM(s)` : ''}` +
         `${tc.expertMap ? ', an expert map' : ''})`, async () => {
       const {H, I} = tc;
-      const E = 3, T = 40, k = 2, P = T * k;
+      const E = 3, T = tc.tokens ?? 40, k = 2, P = T * k;
       const globalE = tc.expertMap?.length ?? E;
       const local = (g: number) => tc.expertMap ? tc.expertMap[g] : g;
       const shardSizes = tc.shards ?? [E];

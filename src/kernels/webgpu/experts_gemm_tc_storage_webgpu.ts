@@ -18,7 +18,7 @@
  * variable, which Tint's uniformity analysis takes as non-uniform, as it does anything read from storage:
  * so every offset, and the k loop's bounds, derive only from constants and values read back through
  * workgroupUniformLoad (the tile lookup's wgTile, and wgN0, the first column, from workgroupId.y).
- * It computes BM = 32 or 64 rows × 64 columns (w13: 32 gate + the 32 matching up columns, so act(gate)·up
+ * It computes BM = 32, 64 (or, plain loop only, 96) rows × 64 columns (w13: 32 gate + the 32 matching up columns, so act(gate)·up
  * pairs result c with c + 2) as BM/16 × 4 f32 result matrices; per 16 k it loads BM/16 left and 4 right matrices for 4·BM/16 MMAs.
  * The epilogue stages one 16-row block's 4 results in workgroup memory (4 KiB) to apply the activation,
  * bias and routing weight per element.
@@ -41,7 +41,7 @@ export interface ExpertsTensorCoreStorageConfig {
   numLocalExperts: number;
   activation: Activation;
   applyRouterWeightOnInput: boolean;
-  /** 32 or 64 rows per workgroup. */
+  /** 32 or 64 rows per workgroup; 96 with TensorCoreLayout.blockedRows and the plain loop ('plain-96'). */
   blockRows: number;
   /**
    * With TensorCoreLayout.blockedRows: false loads each 16-k step's blocks right before their multiplies
@@ -183,7 +183,11 @@ export class ExpertsTensorCoreStorageGemmProgram implements WebGPUProgram {
 
   /** Inputs: x16, align, topkWeights? (w2 with the routing weight on the output), w16, bias? */
   constructor(c: ExpertsTensorCoreStorageConfig, outputShape: number[], numTiles: number) {
-    if (c.blockRows !== 32 && c.blockRows !== 64) throw new Error(`storage tensor-core GEMM: blockRows 32 or 64, got ${c.blockRows}`);
+    // 96 rows: 192 accumulator registers a lane, which only the plain loop leaves room for.
+    const plain96 = c.blockRows === 96 && (c.layout.blockedRows ?? false) && c.prefetch === false;
+    if (c.blockRows !== 32 && c.blockRows !== 64 && !plain96) {
+      throw new Error(`storage tensor-core GEMM: blockRows 32 or 64 (96 with blocked rows and the plain loop), got ${c.blockRows}`);
+    }
     this.c = c;
     const w13 = c.stage === 'w13';
     if (c.sortedOutput && (w13 || c.hasBias || c.hiddenSize % 16 !== 0)) {

@@ -39,6 +39,9 @@ import {tensorCoreWeightCopy} from './tensor_core_weights';
  *                    prefetch, as the f16 'plain' variants: 210-212 against 193-198 TFLOP/s for the f16 pipelined
  *                    loop on the plain-GEMM probe), operands read through block pointers (the int8 plain loop: 299
  *                    TOPS on that probe, the pipelined one 213); selectable, not yet timed on the H200;
+ *   'tensor-core-i8-plain-96'
+ *                    the plain loop on 96-row tiles (6 × 4 results): 10 blocks loaded per 24 multiplies against 8
+ *                    per 16, as the f16 'plain-96'; selectable, not yet timed (tc_probe --round14 times the tile);
  *   'tensor-core-i8-shared-128', 'tensor-core-i8-shared-64'
  *                    experts_int8_tc_shared_webgpu.ts: i8×i8→i32 subgroup matrices, four subgroups per workgroup
  *                    sharing 128- or 64-row × 128-column i8 tiles in workgroup memory (the f16 'shared' layout);
@@ -53,10 +56,10 @@ import {tensorCoreWeightCopy} from './tensor_core_weights';
  */
 export type Int8GemmKernel = 'tensor-core-i8-pipelined-64' | 'tensor-core-i8-pipelined-32' |
   'tensor-core-i8-shared-128' | 'tensor-core-i8-shared-64' | 'tensor-core-i8' | 'dot4-i8' |
-  'tensor-core-i8-plain-64' | 'tensor-core-i8-plain-32';
+  'tensor-core-i8-plain-64' | 'tensor-core-i8-plain-32' | 'tensor-core-i8-plain-96';
 export const INT8_GEMM_KERNELS: Int8GemmKernel[] = ['tensor-core-i8-pipelined-64', 'tensor-core-i8-pipelined-32',
   'tensor-core-i8-shared-128', 'tensor-core-i8-shared-64', 'tensor-core-i8', 'dot4-i8', 'tensor-core-i8-plain-64',
-  'tensor-core-i8-plain-32'];
+  'tensor-core-i8-plain-32', 'tensor-core-i8-plain-96'];
 
 /**
  * The kernels of experts_int8_tc_pipelined_webgpu.ts (both operands in blocks read from storage): rows per tile,
@@ -69,6 +72,7 @@ const BLOCKED_KERNELS: Partial<Record<Int8GemmKernel, {blockRows: number; prefet
   // (bench/results/2026-12-05-h200-tc-probe-round12.log).
   'tensor-core-i8-plain-64': {blockRows: 64, prefetch: false, blockPointers: true},
   'tensor-core-i8-plain-32': {blockRows: 32, prefetch: false, blockPointers: true},
+  'tensor-core-i8-plain-96': {blockRows: 96, prefetch: false, blockPointers: true},
 };
 const isPipelined = (k: Int8GemmKernel) => BLOCKED_KERNELS[k] != null;
 

@@ -206,7 +206,10 @@ export class ExpertsInt8PipelinedGemmProgram implements WebGPUProgram {
    */
   constructor(c: ExpertsInt8Config, outputShape: number[], numTiles: number, blockRows: number,
       layout: Int8PipelinedLayout, prefetch = true, blockPointers = false) {
-    if (blockRows !== 32 && blockRows !== 64) throw new Error(`int8 pipelined GEMM: blockRows 32 or 64, got ${blockRows}`);
+    // 96 rows: 192 accumulator registers a lane, which only the plain loop leaves room for.
+    if (blockRows !== 32 && blockRows !== 64 && !(blockRows === 96 && !prefetch)) {
+      throw new Error(`int8 pipelined GEMM: blockRows 32 or 64 (96 with the plain loop), got ${blockRows}`);
+    }
     this.c = c;
     this.blockRows = blockRows;
     this.layout = layout;

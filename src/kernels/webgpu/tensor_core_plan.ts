@@ -49,6 +49,10 @@
  *                      before their multiplies (no loads in flight across steps, fewer live registers): 210-212
  *                      against 193-198 TFLOP/s on the plain-GEMM probe (bench/results/2026-12-04-h200-tc-probe-
  *                      round8.log, -round9-10.log).
+ *   'plain-96'         'plain-64' with 96 rows per subgroup (6 × 4 results, 192 accumulator registers a lane):
+ *                      10 blocks loaded per 24 multiplies against 8 per 16, for loads that are bound by the bytes
+ *                      they move (tc_probe --round12). Selectable; not yet timed (tc_probe --round14 times the
+ *                      same tile on the plain GEMM).
  *
  * Why a copy rather than a workgroup-memory dequant tile for the right operand: the GEMM then has one shape
  * for every format (both operands from storage, no barrier in the k loop), and the profile separates the
@@ -61,7 +65,7 @@ import type {WeightFormat} from '../../quant/format';
 import type {ExpertsStage} from './experts_gemv_webgpu';
 
 export type TensorCoreVariant = 'workgroup-tiles' | 'storage-32' | 'storage-64' | 'shared-64' | 'shared-128' |
-  'blocked-64' | 'blocked-128' | 'pipelined-32' | 'pipelined-64' | 'plain-32' | 'plain-64';
+  'blocked-64' | 'blocked-128' | 'pipelined-32' | 'pipelined-64' | 'plain-32' | 'plain-64' | 'plain-96';
 
 /**
  * What each variant is: its program family (experts_gemm_tc_webgpu.ts 'tiles', _storage_ 'storage', _shared_
@@ -82,6 +86,7 @@ const VARIANTS: Record<TensorCoreVariant, {family: 'tiles' | 'storage' | 'shared
   'pipelined-64': {family: 'pipelined', blockRows: 64, blocked: true, prefetch: true, blockPointers: true},
   'plain-32': {family: 'pipelined', blockRows: 32, blocked: true, prefetch: false},
   'plain-64': {family: 'pipelined', blockRows: 64, blocked: true, prefetch: false},
+  'plain-96': {family: 'pipelined', blockRows: 96, blocked: true, prefetch: false},
 };
 export const TENSOR_CORE_VARIANTS = Object.keys(VARIANTS) as TensorCoreVariant[];
 
