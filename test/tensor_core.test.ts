@@ -26,8 +26,8 @@ import {tensorCorePrefillPlan, tensorCoreStoragePrefill, w2WritesSorted} from '.
 import {ExpertsAlignProgram} from '../src/kernels/webgpu/experts_align_webgpu';
 import {ExpertsCombineProgram} from '../src/kernels/webgpu/experts_combine_webgpu';
 import {ExpertsTensorCoreSharedGemmProgram} from '../src/kernels/webgpu/experts_gemm_tc_shared_webgpu';
-import {PIPELINED_TILE, SHARED_TILE, STORAGE_TILE, TENSOR_CORE_VARIANTS, TensorCoreVariant, foldedDispatch, loadsBlockPointers, prefetchesBlocks,
-  setTensorCoreVariant, tensorCoreBlockRows,
+import {PIPELINED_TILE, PIPELINED_WIDE_TILE, SHARED_TILE, STORAGE_TILE, TENSOR_CORE_VARIANTS, TensorCoreVariant, foldedDispatch, loadsBlockPointers, prefetchesBlocks,
+  setTensorCoreVariant, tensorCoreBlockRows, tensorCoreSubgroupsN, tensorCoreTileShape,
   tensorCoreChoice, tensorCoreLayout, tensorCoreStorageDispatch, weightSource} from '../src/kernels/webgpu/tensor_core_plan';
 import {TENSOR_CORE_WEIGHT_CACHE_FLAG, tensorCoreWeightCopies, tensorCoreWeightCopy}
   from '../src/kernels/webgpu/tensor_core_weights';
@@ -154,8 +154,8 @@ describe('tensor-core GEMM plan', () => {
   });
 
   it('loads each k block right before its multiplies in the plain variants, one 32-k step ahead in the pipelined ones', () => {
-    expect(TENSOR_CORE_VARIANTS.filter(prefetchesBlocks)).to.deep.equal(['pipelined-32', 'pipelined-64']);
-    expect(TENSOR_CORE_VARIANTS.filter(loadsBlockPointers)).to.deep.equal(['pipelined-32', 'pipelined-64']);
+    expect(TENSOR_CORE_VARIANTS.filter(prefetchesBlocks)).to.deep.equal(['pipelined-32', 'pipelined-64', 'pipelined-64x128']);
+    expect(TENSOR_CORE_VARIANTS.filter(loadsBlockPointers)).to.deep.equal(['pipelined-32', 'pipelined-64', 'pipelined-64x128']);
     const layout = tensorCoreLayout(FLOAT32_FORMAT, 256, 128, 'silu', PIPELINED_TILE, true, true);
     const c = {hiddenSize: 256, intermediateSize: 128, numLocalExperts: 4, activation: 'silu' as Activation,
       applyRouterWeightOnInput: false, hasBias: false, layout};
@@ -179,6 +179,30 @@ describe('tensor-core GEMM plan', () => {
     const rowMajor = tensorCoreLayout(FLOAT32_FORMAT, 256, 128, 'silu', STORAGE_TILE, false);
     expect(() => new ExpertsTensorCoreStorageGemmProgram({...c, layout: rowMajor, stage: 'w13', blockRows: 96, prefetch: false},
         [128, 64], 2)).to.throw(/got 96/);
+  });
+
+  it('puts two subgroups side by side in the 64x128 variants: half the column workgroups, ids from main()\'s arguments', () => {
+    expect(TENSOR_CORE_VARIANTS.filter((v) => tensorCoreSubgroupsN(v) === 2)).to.deep.equal(['pipelined-64x128', 'plain-64x128']);
+    expect(tensorCoreTileShape('pipelined-64x128')).to.deep.equal({kStep: 32, w13Columns: 64, w2Columns: 128});
+    // Mixtral: the weights' copy padded to whole 128-column workgroups (14336 and 4096 are already).
+    const layout = tensorCoreLayout(FLOAT32_FORMAT, 4096, 14336, 'silu', tensorCoreTileShape('plain-64x128'), true, true);
+    const c = {hiddenSize: 4096, intermediateSize: 14336, numLocalExperts: 8, activation: 'silu' as Activation,
+      applyRouterWeightOnInput: false, hasBias: false, layout, blockRows: 64, prefetch: false};
+    for (const [stage, columns] of [['w13', 14336 / 64], ['w2', 4096 / 128]] as Array<['w13' | 'w2', number]>) {
+      const one = new ExpertsTensorCoreStorageGemmProgram({...c, stage}, [8192, 100], 40);
+      const two = new ExpertsTensorCoreStorageGemmProgram({...c, stage, subgroupsN: 2}, [8192, 100], 40);
+      expect(one.dispatch).to.deep.equal([40, 2 * columns, 1]);
+      expect(two.dispatch).to.deep.equal([40, columns, 1]);
+      expect([one.workgroupSize, two.workgroupSize]).to.deep.equal([[32, 1, 1], [64, 1, 1]]);
+      expect(two.shaderKey).to.not.equal(one.shaderKey);
+      const code = two.getUserCode();
+      expect(code).to.contain('// moe-main-ids').and.to.contain('fn main(wid : vec3<u32>, sid : u32, lane : u32)');
+      expect(code).to.contain(`wgN0 = i32(workgroupId.y) * ${stage === 'w13' ? 64 : 128};`)
+          .and.to.contain(`let n0 = workgroupUniformLoad(&wgN0) + i32(sid) * ${stage === 'w13' ? 32 : 64};`);
+      expect(one.getUserCode()).to.not.contain('moe-main-ids');
+    }
+    expect(() => new ExpertsTensorCoreStorageGemmProgram({...c, stage: 'w13', subgroupsN: 4}, [8192, 100], 40))
+        .to.throw(/subgroupsN 1, or 2 with blocked rows, got 4/);
   });
 
   it('sizes the grids: row tiles × column tiles × K parts, and folded flat grids within the per-dimension limit', () => {
@@ -537,9 +561,15 @@ describeBackends('tensor-core helper programs on webgpu', (backend) => {
           // The pipelined variants: the storage program with x16 / act16 and the weights in 16×16 blocks, read
           // through block pointers (32 rows) or by element (64).
           ...[32, 64].map((blockRows) => ({Program: ExpertsTensorCoreStorageGemmProgram, tile: PIPELINED_TILE, blockRows,
-            loads: ['x16', 'w16'], blocked: true, blockedRows: true, blockPointers: blockRows === 32}))] : [];
-        for (const {Program, tile, blockRows, loads, blocked, blockedRows, blockPointers} of variants as
-            Array<typeof variants[number] & {blockedRows?: boolean; blockPointers?: boolean}>) {
+            loads: ['x16', 'w16'], blocked: true, blockedRows: true, blockPointers: blockRows === 32})),
+          // 96-row tiles on the plain loop ('plain-96'), and two subgroups side by side ('pipelined-64x128').
+          {Program: ExpertsTensorCoreStorageGemmProgram, tile: PIPELINED_TILE, blockRows: 96, loads: ['x16', 'w16'],
+            blocked: true, blockedRows: true, prefetch: false},
+          {Program: ExpertsTensorCoreStorageGemmProgram, tile: PIPELINED_WIDE_TILE, blockRows: 64, loads: ['x16', 'w16'],
+            blocked: true, blockedRows: true, blockPointers: true, subgroupsN: 2}] : [];
+        for (const {Program, tile, blockRows, loads, blocked, blockedRows, blockPointers, prefetch, subgroupsN} of variants as
+            Array<typeof variants[number] & {blockedRows?: boolean; blockPointers?: boolean; prefetch?: boolean;
+              subgroupsN?: number}>) {
           const layout = tensorCoreLayout(format, H, I, activation, tile, blocked, blockedRows);
           for (const stage of ['w13', 'w2'] as const) {
             const L = layout[stage];
@@ -552,7 +582,7 @@ describeBackends('tensor-core helper programs on webgpu', (backend) => {
               [false, true] : [false];
             for (const sortedOutput of outputs) {
               const p = new Program({...common, stage, blockRows, layout, splitK: stage === 'w2' ? 2 : 1, sortedOutput,
-                blockPointers},
+                blockPointers, prefetch, subgroupsN},
                   stage === 'w13' ? [2 * blockRows, layout.Ip / 2] : sortedOutput ? [2 * 2 * blockRows, H] : [2 * P, H], 2);
               const code = standIn(p.getUserCode(), loads);
               if (sortedOutput) expect(code, 'stores y from the result matrices').to.match(/smStore_result\(/);
@@ -768,6 +798,13 @@ describeBackends('tensor-core helper programs on webgpu', (backend) => {
     // 96-row tiles (6 × 4 results): expert 0's 128 pairs fill one tile and part of a second.
     {variant: 'plain-96', activation: 'silu', bias: false, onInput: false, splitK: 2, H: 144, I: 80, sorted: true, tokens: 80},
     {variant: 'plain-96', activation: 'gelu', bias: true, onInput: true, splitK: 1, H: 64, I: 48, sorted: false, tokens: 80},
+    // Two subgroups side by side per workgroup (64 × 128): the second's columns past H (w2) and Ip (w13) are skipped.
+    {variant: 'pipelined-64x128', activation: 'silu', bias: false, onInput: false, splitK: 2, H: 144, I: 80, sorted: true,
+      tokens: 80},
+    {variant: 'plain-64x128', activation: 'swigluoai', bias: true, onInput: false, splitK: 1, H: 144, I: 80, sorted: false,
+      tokens: 80},
+    {variant: 'pipelined-64x128', activation: 'silu', bias: false, onInput: false, splitK: 1, H: 64, I: 48, sorted: true,
+      shards: [2, 1], expertMap: [0, -1, 1, 2], gemmsPerStage: 1},
     // Two weight shards copied into one f16 tensor (each copy program at its first expert), one GEMM per stage,
     // and an expert map: global expert 1 is another rank's.
     {variant: 'pipelined-64', activation: 'silu', bias: false, onInput: false, splitK: 2, H: 64, I: 48, sorted: true,

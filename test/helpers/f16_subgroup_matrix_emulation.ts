@@ -1,4 +1,4 @@
-import {subgroupMatrixLanesWgsl} from './subgroup_matrix_lanes';
+import {emulatedLanesInMain, subgroupMatrixLanesWgsl} from './subgroup_matrix_lanes';
 
 /**
  * Runs the f16 tensor-core GEMMs' WGSL (experts_gemm_tc_storage_webgpu.ts: the storage and pipelined variants)
@@ -17,15 +17,15 @@ import {subgroupMatrixLanesWgsl} from './subgroup_matrix_lanes';
  * The products of two halves are exact in f32; the k sum is in k order, one f32 rounding per step, where the
  * hardware's order is its own: within the reference's f32-accumulation bound either way.
  *
- * Each lane holds 8 of a result's 256 elements (row lane / 2, columns (lane % 2)·8 ..), lane = localIndex % 32;
+ * Each lane holds 8 of a result's 256 elements (row lane / 2, columns (lane % 2)·8 ..), lane = localIndex % 32
+ * (and a program's subgroup id localIndex / 32: emulatedLanesInMain);
  * operands are lazy (read at the multiply), sound here since both operands come from read-only storage.
  */
 export function emulateF16SubgroupMatrices(code: string): string {
   const f16Bindings = [...code.matchAll(/^[ \t]*\/\/ moe-storage-f16(?:-blocks)? (\w+)[ \t]*$/gm)].map((m) => m[1]);
   let out = code.replace(/^\s*enable (f16|chromium_experimental_subgroup_matrix);\s*$/gm, '')
       .replace(/^[ \t]*\/\/ moe-storage-f16(?:-blocks)? \w+[ \t]*$/gm, '');
-  if (!/fn main\(\) \{/.test(out)) throw new Error('emulateF16SubgroupMatrices: no main() found');
-  out = out.replace(/fn main\(\) \{/, 'fn main() {\n        smLane = localIndex % 32u;');
+  out = emulatedLanesInMain(out, 'emulateF16SubgroupMatrices');
   const loaded: string[] = [];
   const id = (arr: string) => {
     if (!f16Bindings.includes(arr)) throw new Error(`emulateF16SubgroupMatrices: a load from ${arr}, not an f16 binding`);

@@ -1,4 +1,4 @@
-import {subgroupMatrixLanesWgsl} from './subgroup_matrix_lanes';
+import {emulatedLanesInMain, subgroupMatrixLanesWgsl} from './subgroup_matrix_lanes';
 
 /**
  * Runs the int8 tensor-core GEMMs' WGSL where no GPU here has subgroup matrices (SwiftShader): the
@@ -58,15 +58,7 @@ export function emulateI8SubgroupMatrices(source: string, maxWorkgroupBytes = In
     const {storage, base} = place.get(arr) ?? {storage: arr, base: 0};
     return `${storage}[${base ? `${base}u + ` : ''}${index}]`;
   };
-  const withIds = /fn main\(wid : vec3<u32>, sid : u32, lane : u32\) \{/;
-  if (withIds.test(out)) {
-    out = out.replace(withIds, 'fn main(wid : vec3<u32>, sidIn : u32, laneIn : u32) {\n' +
-      '        let sid = localIndex / 32u;\n        let lane = localIndex % 32u;\n        smLane = lane;');
-  } else if (/fn main\(\) \{/.test(out)) {
-    out = out.replace(/fn main\(\) \{/, 'fn main() {\n        smLane = localIndex % 32u;');
-  } else {
-    throw new Error('emulateI8SubgroupMatrices: no main() found');
-  }
+  out = emulatedLanesInMain(out, 'emulateI8SubgroupMatrices');
   const loaded: string[] = [];
   const id = (arr: string) => {
     if (!loaded.includes(arr)) loaded.push(arr);

@@ -32,7 +32,7 @@ import type {WebGPUProgram} from '@tensorflow/tfjs-backend-webgpu';
 import type {Activation} from '../../kernel_names';
 import {activationSnippet, gateUpRows, gemmTileSnippet} from './experts_wgsl';
 import type {ExpertsStage} from './experts_gemv_webgpu';
-import {PIPELINED_TILE, STORAGE_TILE, TensorCoreLayout, blockedRowsIndex, tensorCoreStorageDispatch} from './tensor_core_plan';
+import {STORAGE_TILE, TensorCoreLayout, blockedRowsIndex, pipelinedTile, tensorCoreStorageDispatch} from './tensor_core_plan';
 
 export interface ExpertsTensorCoreStorageConfig {
   stage: ExpertsStage;
@@ -50,6 +50,11 @@ export interface ExpertsTensorCoreStorageConfig {
   prefetch?: boolean;
   /** With TensorCoreLayout.blockedRows: x16 and w16 read through block pointers (blockedLoop). Default false. */
   blockPointers?: boolean;
+  /**
+   * With TensorCoreLayout.blockedRows: subgroups side by side along a workgroup's columns, 1 or 2 (each 64
+   * columns; w13: 32 act columns; the layout padded to PIPELINED_WIDE_TILE for 2). Default 1.
+   */
+  subgroupsN?: number;
   splitK?: number;
   hasBias: boolean;
   layout: TensorCoreLayout;
@@ -193,10 +198,15 @@ export class ExpertsTensorCoreStorageGemmProgram implements WebGPUProgram {
     if (c.sortedOutput && (w13 || c.hasBias || c.hiddenSize % 16 !== 0)) {
       throw new Error('storage tensor-core GEMM: sorted output is for w2 without biases, H a multiple of 16');
     }
+    const WN = c.subgroupsN ?? 1;
+    if (WN !== 1 && !(WN === 2 && c.layout.blockedRows)) {
+      throw new Error(`storage tensor-core GEMM: subgroupsN 1, or 2 with blocked rows, got ${WN}`);
+    }
+    this.workgroupSize = [32 * WN, 1, 1];
     const splitK = w13 ? 1 : (c.splitK ?? 1);
     this.outputShape = outputShape;
     this.dispatch = tensorCoreStorageDispatch(c.stage, numTiles, c.hiddenSize, c.intermediateSize, splitK,
-        c.layout.blockedRows ? PIPELINED_TILE : STORAGE_TILE);
+        c.layout.blockedRows ? pipelinedTile(WN) : STORAGE_TILE);
     const usesWeights = !w13 && !c.applyRouterWeightOnInput && !c.sortedOutput;
     this.variableNames = ['x16', 'align', ...(usesWeights ? ['topkWeights'] : []), 'w16', ...(c.hasBias ? ['bias0'] : [])];
     this.variableComponents = this.variableNames.map(() => 1);
@@ -204,7 +214,7 @@ export class ExpertsTensorCoreStorageGemmProgram implements WebGPUProgram {
     this.shaderKey = `moeExpertsGemmTcStorage_${c.stage}_${c.hiddenSize}_${c.intermediateSize}_${c.numLocalExperts}_` +
         `${w13 ? c.activation : ''}_${c.applyRouterWeightOnInput}_${c.blockRows}_${splitK}_${c.hasBias}_` +
         `${c.layout.Hp}_${c.layout.Ip}_${L.source}_${L.rowsPerExpert}_${L.kStride}_${L.rowStep}_${L.upOffset}_` +
-        `${c.layout.blockedRows ?? false}_${c.prefetch ?? true}_${c.blockPointers ?? false}_${c.sortedOutput ?? false}`;
+        `${c.layout.blockedRows ?? false}_${c.prefetch ?? true}_${c.blockPointers ?? false}_${c.sortedOutput ?? false}_${WN}`;
   }
 
   getUserCode(): string {
@@ -218,7 +228,8 @@ export class ExpertsTensorCoreStorageGemmProgram implements WebGPUProgram {
     const pipelined = this.c.layout.blockedRows ?? false;
     const blockPointers = pipelined && (this.c.blockPointers ?? false);
     if (pipelined && !L.blocked) throw new Error('pipelined tensor-core GEMM: the weights must be in 16×16 blocks');
-    const kTiles = Kp / (pipelined ? PIPELINED_TILE.kStep : 16);
+    const WN = this.c.subgroupsN ?? 1;
+    const kTiles = Kp / (pipelined ? pipelinedTile(WN).kStep : 16);
     const splitK = w13 ? 1 : (this.c.splitK ?? 1);
     const kTilesPerPart = Math.ceil(kTiles / splitK);
     const left = 'subgroup_matrix_left<f16, 16, 16>';
@@ -231,8 +242,11 @@ export class ExpertsTensorCoreStorageGemmProgram implements WebGPUProgram {
       `e * ${L.rowsPerExpert} + ${c >= 2 ? `${L.upOffset} + ` : ''}${L.rowStep} * (n0 + ${16 * (c % 2)})` :
       `e * ${L.rowsPerExpert} + n0 + ${16 * c}`;
     const sorted = this.c.sortedOutput ?? false;
-    const epilogue = sorted ? '' : stagedEpilogue(this.c, {lane: 'lane', base: '0u', n0: 'n0', firstRow: 'rt * 16u'});
-    const tileRows = sorted ? {decl: '', fill: ''} : epilogueRows(this.c, BM, 32);
+    // Two subgroups: each stages its own 16-row block (4 KiB) at sid · 1024.
+    const base = WN > 1 ? 'sid * 1024u' : '0u';
+    const epilogue = sorted ? '' : stagedEpilogue(this.c, {lane: 'lane', base, n0: 'n0', firstRow: 'rt * 16u'});
+    const tileRows = sorted ? {decl: '', fill: ''} : epilogueRows(this.c, BM, 32 * WN);
+    const colsPerSubgroup = w13 ? 32 : 64;
     // Sorted output: part p's rows start at p · rows (rows = outShape.x / splitK); the part comes from the tile's
     // first k step (uniform), not workgroupId.z (a private copy, non-uniform to Tint). Column blocks past H
     // (H not a multiple of 64) are skipped, a uniform condition.
@@ -242,27 +256,29 @@ export class ExpertsTensorCoreStorageGemmProgram implements WebGPUProgram {
           `u32(outRow0 + ${16 * r}) * ${H}u + u32(n0 + ${16 * c}), acc${r}${c}, false, ${H}u); }`)).join('\n        ')}`;
     return `
       enable f16;
+      ${WN > 1 ? 'enable subgroups;' : ''}
       enable chromium_experimental_subgroup_matrix;
       ${storageElements('x16', blockPointers ? 'f16-blocks' : 'f16')}
       ${storageElements('w16', blockPointers ? 'f16-blocks' : 'f16')}
       ${w13 ? activationSnippet(this.c.activation) : ''}
       var<workgroup> wgTile : vec4<i32>;   // row start, expert, first and end 16-k step
       var<workgroup> wgN0 : i32;           // first column (w13: of gate and of up), workgroup-uniform through it
-      ${sorted ? '' : `var<workgroup> staged : array<f32, ${4 * 256}>;   // one 16-row block's 4 results, row-major 16×16 each`}
+      ${sorted ? '' : `var<workgroup> staged : array<f32, ${4 * 256 * WN}>;   // a subgroup's 16-row block: 4 results, row-major 16×16 each`}
+      ${WN > 1 ? '// moe-main-ids' : ''}
       ${tileRows.decl}
 
       // x16: ${w13 ? 'gathered x' : 'act16'} f16 [rows, ${Kp}]; align: [E+1] offsets then the sorted pairs;
       // w16: f16 ${w13 ? 'w13' : 'w2'} [experts, ${L.rowsPerExpert}, ${L.kStride}]${this.c.hasBias ? `; bias0: [experts, ${w13 ? 2 * I : H}]` : ''};
       // result: ${w13 ? `act16 f16 [rows, ${Ip}] as i32 pairs` : sorted ? 'y [rows, H] in sorted order' : 'y [P, H] by pair'}.
-      fn main() {
+      fn main(${WN > 1 ? 'wid : vec3<u32>, sid : u32, lane : u32' : ''}) {
         // workgroupId is a private copy (non-uniform to Tint): n0 reaches the offsets through wgN0. The tile
         // lookup's workgroupUniformLoad orders this write; the early return before the load below depends
-        // on its uniform result only.
-        if (localIndex == 0u) { wgN0 = i32(workgroupId.y) * ${w13 ? 32 : 64}; }
+        // on its uniform result only.${WN > 1 ? ' A second subgroup\'s columns follow the first\'s (sid: subgroup-uniform).' : ''}
+        if (localIndex == 0u) { wgN0 = i32(workgroupId.y) * ${colsPerSubgroup * WN}; }
         ${gemmTileSnippet('w16', BM, kTilesPerPart, kTiles)}
-        let n0 = workgroupUniformLoad(&wgN0);
+        let n0 = workgroupUniformLoad(&wgN0)${WN > 1 ? ` + i32(sid) * ${colsPerSubgroup}` : ''};
         ${splitK > 1 && !sorted ? `let part = i32(workgroupId.z);   // the epilogue's output rows only` : ''}
-        let lane = localIndex;
+        ${WN > 1 ? '' : 'let lane = localIndex;'}
         ${rows.flatMap((r) => cols.map((c) => `var acc${r}${c} : ${result};`)).join('\n        ')}
         ${pipelined ? blockedLoop(rows, cols, this.c.prefetch ?? true, {x: 'x16', w: 'w16', left, right, block: 256, stride: 16, blockPointers,
           aBlock: (r) => `(u32(rowStart) / 16u + ${r}u) * ${Kp / 16 * 256}u`,
@@ -282,7 +298,7 @@ export class ExpertsTensorCoreStorageGemmProgram implements WebGPUProgram {
 
         ${sorted ? sortedStores() : rows.map((r) => `{
           let rt = ${r}u;
-          ${cols.map((c) => `subgroupMatrixStore(&staged, ${c * 256}u, acc${r}${c}, false, 16u);`).join(' ')}
+          ${cols.map((c) => `subgroupMatrixStore(&staged, ${WN > 1 ? `${base} + ` : ''}${c * 256}u, acc${r}${c}, false, 16u);`).join(' ')}
           workgroupBarrier();
           ${epilogue}
           workgroupBarrier();

@@ -53,6 +53,12 @@
  *                      10 blocks loaded per 24 multiplies against 8 per 16, for loads that are bound by the bytes
  *                      they move (tc_probe --round12). Selectable; not yet timed (tc_probe --round14 times the
  *                      same tile on the plain GEMM).
+ *   'pipelined-64x128', 'plain-64x128'
+ *                      'pipelined-64' / 'plain-64' with two subgroups per workgroup side by side along the columns
+ *                      (64 rows × 128 columns, PIPELINED_WIDE_TILE), each loading its blocks straight from storage:
+ *                      the rows' blocks the two load alike can be L1 hits for the second (tc_probe --round12: a
+ *                      seventh of a load from L2). Subgroup-dependent offsets come from @builtin(subgroup_id)
+ *                      (./device.ts `// moe-main-ids`). Selectable; not yet timed (tc_probe --round14's 1 × 2).
  *
  * Why a copy rather than a workgroup-memory dequant tile for the right operand: the GEMM then has one shape
  * for every format (both operands from storage, no barrier in the k loop), and the profile separates the
@@ -65,16 +71,18 @@ import type {WeightFormat} from '../../quant/format';
 import type {ExpertsStage} from './experts_gemv_webgpu';
 
 export type TensorCoreVariant = 'workgroup-tiles' | 'storage-32' | 'storage-64' | 'shared-64' | 'shared-128' |
-  'blocked-64' | 'blocked-128' | 'pipelined-32' | 'pipelined-64' | 'plain-32' | 'plain-64' | 'plain-96';
+  'blocked-64' | 'blocked-128' | 'pipelined-32' | 'pipelined-64' | 'plain-32' | 'plain-64' | 'plain-96' |
+  'pipelined-64x128' | 'plain-64x128';
 
 /**
  * What each variant is: its program family (experts_gemm_tc_webgpu.ts 'tiles', _storage_ 'storage', _shared_
  * 'shared'), rows per tile (the align program pads every expert to a multiple of it), and whether the weights'
  * f16 copy is in 16×16 blocks (TensorCoreWeightLayout.blocked); of the pipelined layouts, whether the k loop
- * prefetches and reads through block pointers (see prefetchesBlocks, loadsBlockPointers).
+ * prefetches and reads through block pointers (see prefetchesBlocks, loadsBlockPointers), and how many subgroups
+ * a workgroup puts side by side along the columns (tensorCoreSubgroupsN; default 1).
  */
 const VARIANTS: Record<TensorCoreVariant, {family: 'tiles' | 'storage' | 'shared' | 'pipelined'; blockRows: number;
-    blocked: boolean; prefetch?: boolean; blockPointers?: boolean}> = {
+    blocked: boolean; prefetch?: boolean; blockPointers?: boolean; subgroupsN?: number}> = {
   'workgroup-tiles': {family: 'tiles', blockRows: 32, blocked: false},
   'storage-32': {family: 'storage', blockRows: 32, blocked: false},
   'storage-64': {family: 'storage', blockRows: 64, blocked: false},
@@ -87,6 +95,8 @@ const VARIANTS: Record<TensorCoreVariant, {family: 'tiles' | 'storage' | 'shared
   'plain-32': {family: 'pipelined', blockRows: 32, blocked: true, prefetch: false},
   'plain-64': {family: 'pipelined', blockRows: 64, blocked: true, prefetch: false},
   'plain-96': {family: 'pipelined', blockRows: 96, blocked: true, prefetch: false},
+  'pipelined-64x128': {family: 'pipelined', blockRows: 64, blocked: true, prefetch: true, blockPointers: true, subgroupsN: 2},
+  'plain-64x128': {family: 'pipelined', blockRows: 64, blocked: true, prefetch: false, subgroupsN: 2},
 };
 export const TENSOR_CORE_VARIANTS = Object.keys(VARIANTS) as TensorCoreVariant[];
 
@@ -128,6 +138,11 @@ export function prefetchesBlocks(v: TensorCoreVariant): boolean {
  */
 export function loadsBlockPointers(v: TensorCoreVariant): boolean {
   return VARIANTS[v].blockPointers ?? false;
+}
+
+/** Of the pipelined variants, the subgroups side by side along a workgroup's columns (64 columns each). */
+export function tensorCoreSubgroupsN(v: TensorCoreVariant): number {
+  return VARIANTS[v].subgroupsN ?? 1;
 }
 
 /**
@@ -180,9 +195,17 @@ export interface TensorCoreTileShape {
 export const STORAGE_TILE: TensorCoreTileShape = {kStep: 16, w13Columns: 32, w2Columns: 64};
 export const SHARED_TILE: TensorCoreTileShape = {kStep: 32, w13Columns: 64, w2Columns: 128};
 export const PIPELINED_TILE: TensorCoreTileShape = {kStep: 32, w13Columns: 32, w2Columns: 64};
+/** Two pipelined subgroups side by side: a workgroup's columns, to which the weights' copy is padded. */
+export const PIPELINED_WIDE_TILE: TensorCoreTileShape = {kStep: 32, w13Columns: 64, w2Columns: 128};
+
+/** The pipelined tile of `subgroupsN` subgroups side by side (1 or 2). */
+export function pipelinedTile(subgroupsN: number): TensorCoreTileShape {
+  return subgroupsN === 2 ? PIPELINED_WIDE_TILE : PIPELINED_TILE;
+}
 
 export function tensorCoreTileShape(variant: TensorCoreVariant): TensorCoreTileShape {
-  return isSharedVariant(variant) ? SHARED_TILE : isPipelinedVariant(variant) ? PIPELINED_TILE : STORAGE_TILE;
+  return isSharedVariant(variant) ? SHARED_TILE :
+    isPipelinedVariant(variant) ? pipelinedTile(tensorCoreSubgroupsN(variant)) : STORAGE_TILE;
 }
 
 /**
