@@ -19,7 +19,7 @@ import {fusedExpertsInt8Impl, quantizeRowInt8} from '../src/kernels/cpu/int8_w8a
 import {ExpertsPath, setFusedExpertsPath} from '../src/kernels/webgpu/FusedExperts';
 import {ExpertsInt8QuantProgram} from '../src/kernels/webgpu/experts_int8_quant_webgpu';
 import {INT8_GEMM_KERNELS, Int8GemmDevice, Int8GemmKernel, chooseInt8GemmKernel, int8GemmBlockRows, int8GemmChoice,
-  int8GemmWorkgroupBytes, int8LoadsBlockPointers, int8PrefetchesBlocks, setInt8GemmKernel} from '../src/kernels/webgpu/experts_int8_run';
+  int8GemmWorkgroupBytes, int8LoadsBlockPointers, int8PrefetchesBlocks, int8SubgroupsN, setInt8GemmKernel} from '../src/kernels/webgpu/experts_int8_run';
 import {ExpertsInt8TensorCoreGemmProgram, INT8_TC_WORKGROUP_BYTES, int8TensorCoreConfig}
   from '../src/kernels/webgpu/experts_int8_tc_webgpu';
 import {ExpertsInt8TensorCoreSharedGemmProgram, Int8SharedBlockRows, int8SharedTileBytes}
@@ -360,21 +360,23 @@ describe('int8 prefill GEMM choice', () => {
   });
 
   it('pads experts to each kernel\'s rows per tile, and declares the workgroup memory it is chosen by', () => {
-    expect(INT8_GEMM_KERNELS.map(int8GemmBlockRows)).to.deep.equal([64, 32, 128, 64, 32, 64, 64, 32, 96]);
+    expect(INT8_GEMM_KERNELS.map(int8GemmBlockRows)).to.deep.equal([64, 32, 128, 64, 32, 64, 64, 32, 96, 64]);
     expect(INT8_GEMM_KERNELS.filter(int8PrefetchesBlocks)).to.deep.equal(['tensor-core-i8-pipelined-64',
       'tensor-core-i8-pipelined-32']);
     expect(INT8_GEMM_KERNELS.filter(int8LoadsBlockPointers)).to.deep.equal(['tensor-core-i8-plain-64',
-      'tensor-core-i8-plain-32', 'tensor-core-i8-plain-96']);
+      'tensor-core-i8-plain-32', 'tensor-core-i8-plain-96', 'tensor-core-i8-plain-64x128']);
+    expect(INT8_GEMM_KERNELS.filter((k) => int8SubgroupsN(k) === 2)).to.deep.equal(['tensor-core-i8-plain-64x128']);
+    // 'tensor-core-i8-plain-64x128': two subgroups' staged results (8 KiB).
     expect(INT8_GEMM_KERNELS.map(int8GemmWorkgroupBytes)).to.deep.equal([4884, 4500, 37392, 32016, INT8_TC_WORKGROUP_BYTES, 0,
-      4884, 4500, 5268]);
+      4884, 4500, 5268, 8980]);
     const cfg: ExpertsInt8Config = {stage: 'w2', hiddenSize: 4096, intermediateSize: 14336, topK: 2, numLocalExperts: 8,
       globalNumExperts: 8, hasExpertMap: false, activation: 'silu', applyRouterWeightOnInput: false, hasBias: true};
-    for (const BM of [32, 64, 96]) {
+    for (const [BM, WN] of [[32, 1], [64, 1], [96, 1], [64, 2]]) {
       // Declared: tile lookup vec4<i32>, first column i32, staged i32 results, f32 row scales, w2's pairs and weights.
-      const code = new ExpertsInt8PipelinedGemmProgram(cfg, [8192, 4096], 10, BM, int8PipelinedLayout(4096, 14336),
-        BM !== 96).getUserCode();
+      const code = new ExpertsInt8PipelinedGemmProgram(cfg, [8192, 4096], 10, BM, int8PipelinedLayout(4096, 14336, WN),
+        BM !== 96, false, WN).getUserCode();
       const words = [...code.matchAll(/var<workgroup> \w+ : array<(?:i32|f32), (\d+)>/g)].reduce((n, m) => n + Number(m[1]), 0);
-      expect(16 + 4 + 4 * words).to.equal(int8PipelinedWorkgroupBytes(BM));
+      expect(16 + 4 + 4 * words).to.equal(int8PipelinedWorkgroupBytes(BM, WN));
     }
     // 96 rows hold 192 accumulator registers a lane: the prefetching loop's blocks in flight would spill.
     expect(() => new ExpertsInt8PipelinedGemmProgram(cfg, [8192, 4096], 10, 96, int8PipelinedLayout(4096, 14336), true))
@@ -603,6 +605,9 @@ describeBackends('fusedExperts int8 w8a8 against the cpu reference, bit for bit'
         bias: true, onInput: false},
       {name: 'plain loop, 32-row tiles, silu, router weight on the input', kernel: 'tensor-core-i8-plain-32',
         activation: 'silu', bias: false, onInput: true},
+      // Two subgroups side by side per workgroup: the second's columns past I (w13) and H (w2) are skipped.
+      {name: 'plain loop, two subgroups side by side, swigluoai, biases', kernel: 'tensor-core-i8-plain-64x128',
+        activation: 'swigluoai', bias: true, onInput: false},
       // 96-row tiles (6 × 4 results), 400 pairs: full and partial tiles.
       {name: 'plain loop, 96-row tiles, silu, biases', kernel: 'tensor-core-i8-plain-96', activation: 'silu', bias: true,
         onInput: false, tokens: 200},
@@ -615,8 +620,10 @@ describeBackends('fusedExperts int8 w8a8 against the cpu reference, bit for bit'
         const BM = int8GemmBlockRows(tc.kernel);
         const rows = maxPaddedRows(P, E, BM);
         const rowBlocks = Math.ceil(rows / 16);
-        const layout = int8PipelinedLayout(H, I);
-        expect(layout).to.deep.equal({Hp: 192, Ip: 128, w13Rows: 192, w2Rows: 192});
+        const WN = int8SubgroupsN(tc.kernel);
+        const layout = int8PipelinedLayout(H, I, WN);
+        // Two subgroups: weight rows padded to 64 act columns (w13) and 128 h columns (w2).
+        expect(layout).to.deep.equal({Hp: 192, Ip: 128, w13Rows: WN === 2 ? 256 : 192, w2Rows: WN === 2 ? 256 : 192});
         const rig = emulationRig(wb);
         const {run, read, emulated, temps, device} = rig;
         device.pushErrorScope('validation');
@@ -636,11 +643,11 @@ describeBackends('fusedExperts int8 w8a8 against the cpu reference, bit for bit'
         const tiles = Math.ceil(P / BM) + E;
         const prefetch = int8PrefetchesBlocks(tc.kernel), blockPointers = int8LoadsBlockPointers(tc.kernel);
         const actTc = run(emulated(new ExpertsInt8PipelinedGemmProgram(c13, [rows, I], tiles, BM, layout, prefetch,
-            blockPointers)),
+            blockPointers, WN)),
             [blocked(xq, 'gather', H, layout.Hp), align, ...blockedWeights(w13, 'w13')], [rows, I], 'float32');
         const aq = run(new ExpertsInt8QuantProgram(rows, I, false), [actTc], [rows, I / 4 + 4], 'int32');
         const yTc = run(emulated(new ExpertsInt8PipelinedGemmProgram(c2, [P, H], tiles, BM, layout, prefetch,
-            blockPointers)),
+            blockPointers, WN)),
             [blocked(aq, 'rows', I, layout.Ip), align, ...(tc.onInput ? [] : [tw]), ...blockedWeights(w2, 'w2')], [P, H],
             'float32');
         const [alignHost, align4, a4, aT, y4, yT] = await Promise.all([align, dot4.align, dot4.act, actTc, dot4.y, yTc]

@@ -42,6 +42,9 @@ import {tensorCoreWeightCopy} from './tensor_core_weights';
  *   'tensor-core-i8-plain-96'
  *                    the plain loop on 96-row tiles (6 × 4 results): 10 blocks loaded per 24 multiplies against 8
  *                    per 16, as the f16 'plain-96'; selectable, not yet timed (tc_probe --round14 times the tile);
+ *   'tensor-core-i8-plain-64x128'
+ *                    'tensor-core-i8-plain-64' with two subgroups side by side per workgroup, as the f16
+ *                    '64x128' variants (blocks the two load alike can be L1 hits); selectable, not yet timed;
  *   'tensor-core-i8-shared-128', 'tensor-core-i8-shared-64'
  *                    experts_int8_tc_shared_webgpu.ts: i8×i8→i32 subgroup matrices, four subgroups per workgroup
  *                    sharing 128- or 64-row × 128-column i8 tiles in workgroup memory (the f16 'shared' layout);
@@ -56,16 +59,18 @@ import {tensorCoreWeightCopy} from './tensor_core_weights';
  */
 export type Int8GemmKernel = 'tensor-core-i8-pipelined-64' | 'tensor-core-i8-pipelined-32' |
   'tensor-core-i8-shared-128' | 'tensor-core-i8-shared-64' | 'tensor-core-i8' | 'dot4-i8' |
-  'tensor-core-i8-plain-64' | 'tensor-core-i8-plain-32' | 'tensor-core-i8-plain-96';
+  'tensor-core-i8-plain-64' | 'tensor-core-i8-plain-32' | 'tensor-core-i8-plain-96' | 'tensor-core-i8-plain-64x128';
 export const INT8_GEMM_KERNELS: Int8GemmKernel[] = ['tensor-core-i8-pipelined-64', 'tensor-core-i8-pipelined-32',
   'tensor-core-i8-shared-128', 'tensor-core-i8-shared-64', 'tensor-core-i8', 'dot4-i8', 'tensor-core-i8-plain-64',
-  'tensor-core-i8-plain-32', 'tensor-core-i8-plain-96'];
+  'tensor-core-i8-plain-32', 'tensor-core-i8-plain-96', 'tensor-core-i8-plain-64x128'];
 
 /**
  * The kernels of experts_int8_tc_pipelined_webgpu.ts (both operands in blocks read from storage): rows per tile,
- * and whether the k loop loads one step ahead (blockedLoop's prefetch).
+ * whether the k loop loads one step ahead (blockedLoop's prefetch), reads through block pointers, and how many
+ * subgroups a workgroup puts side by side along the columns (default 1).
  */
-const BLOCKED_KERNELS: Partial<Record<Int8GemmKernel, {blockRows: number; prefetch: boolean; blockPointers: boolean}>> = {
+const BLOCKED_KERNELS: Partial<Record<Int8GemmKernel, {blockRows: number; prefetch: boolean; blockPointers: boolean;
+    subgroupsN?: number}>> = {
   'tensor-core-i8-pipelined-64': {blockRows: 64, prefetch: true, blockPointers: false},
   'tensor-core-i8-pipelined-32': {blockRows: 32, prefetch: true, blockPointers: false},
   // Block pointers: the plain int8 loop 258 → 299 TOPS on the plain-GEMM probe, the pipelined one unchanged
@@ -73,6 +78,7 @@ const BLOCKED_KERNELS: Partial<Record<Int8GemmKernel, {blockRows: number; prefet
   'tensor-core-i8-plain-64': {blockRows: 64, prefetch: false, blockPointers: true},
   'tensor-core-i8-plain-32': {blockRows: 32, prefetch: false, blockPointers: true},
   'tensor-core-i8-plain-96': {blockRows: 96, prefetch: false, blockPointers: true},
+  'tensor-core-i8-plain-64x128': {blockRows: 64, prefetch: false, blockPointers: true, subgroupsN: 2},
 };
 const isPipelined = (k: Int8GemmKernel) => BLOCKED_KERNELS[k] != null;
 
@@ -84,6 +90,11 @@ export function int8PrefetchesBlocks(k: Int8GemmKernel): boolean {
 /** Whether the blocked kernel `k` reads its operands as arrays of 512-byte blocks (blockedLoop's blockPointers). */
 export function int8LoadsBlockPointers(k: Int8GemmKernel): boolean {
   return BLOCKED_KERNELS[k]?.blockPointers ?? false;
+}
+
+/** The subgroups side by side along a blocked kernel's workgroup columns (1 for every other kernel). */
+export function int8SubgroupsN(k: Int8GemmKernel): number {
+  return BLOCKED_KERNELS[k]?.subgroupsN ?? 1;
 }
 
 /**
@@ -103,7 +114,7 @@ export function int8GemmBlockRows(kernel: Int8GemmKernel): number {
 
 /** Workgroup memory each subgroup-matrix kernel declares (0 for dot4: it is not limited by it here). */
 export function int8GemmWorkgroupBytes(kernel: Int8GemmKernel): number {
-  return isPipelined(kernel) ? int8PipelinedWorkgroupBytes(int8GemmBlockRows(kernel)) :
+  return isPipelined(kernel) ? int8PipelinedWorkgroupBytes(int8GemmBlockRows(kernel), int8SubgroupsN(kernel)) :
     kernel === 'tensor-core-i8-shared-128' ? int8SharedTileBytes(128) :
     kernel === 'tensor-core-i8-shared-64' ? int8SharedTileBytes(64) :
     kernel === 'tensor-core-i8' ? INT8_TC_WORKGROUP_BYTES : 0;
@@ -237,7 +248,8 @@ export function runInt8Experts(c: Int8ExpertsCall): TensorInfo {
     const blockRows = int8GemmBlockRows(gemm);
     const rows = maxPaddedRows(P, E, blockRows);
     const rowBlocks = Math.ceil(rows / 16);
-    const layout = int8PipelinedLayout(H, I);
+    const subgroupsN = int8SubgroupsN(gemm);
+    const layout = int8PipelinedLayout(H, I, subgroupsN);
     const align = c.temp(issuer.runWebGPUProgram(new ExpertsAlignProgram({...config, blockRows}, P), ids, 'int32'));
     const blockedRows = (q: TensorInfo, stage: ExpertsStage) => c.temp(issuer.runWebGPUProgram(
         new ExpertsInt8BlockedRowsProgram({source: stage === 'w13' ? 'gather' : 'rows', K: stage === 'w13' ? H : I,
@@ -256,12 +268,12 @@ export function runInt8Experts(c: Int8ExpertsCall): TensorInfo {
     const act = c.temp(issuer.makeTensorInfo([rows, I], 'float32'));
     const xb = blockedRows(xq, 'w13');
     perShard('w13', act, (s, n) => [new ExpertsW13Int8PipelinedGemmProgram(w13, [rows, I], tiles(n), blockRows, layout,
-      prefetch, blockPointers),
+      prefetch, blockPointers, subgroupsN),
       [xb, align]], blockedWeights);
     const ab = blockedRows(quantize(act, false), 'w2');
     y = c.temp(issuer.makeTensorInfo([P, H], 'float32'));
     perShard('w2', y, (s, n) => [new ExpertsW2Int8PipelinedGemmProgram(w2, [P, H], tiles(n), blockRows, layout, prefetch,
-      blockPointers),
+      blockPointers, subgroupsN),
       [ab, align, ...weightsFor('w2')]], blockedWeights);
   } else if (gemm != null) {
     const blockRows = int8GemmBlockRows(gemm);

@@ -42,18 +42,19 @@ export interface Int8PipelinedLayout {
   w2Rows: number;
 }
 
-export function int8PipelinedLayout(H: number, I: number): Int8PipelinedLayout {
+/** `subgroupsN` subgroups side by side per workgroup: the weight rows padded to whole workgroups of columns. */
+export function int8PipelinedLayout(H: number, I: number, subgroupsN = 1): Int8PipelinedLayout {
   const t = INT8_PIPELINED_TILE;
-  return {Hp: roundUp(H, t.kStep), Ip: roundUp(I, t.kStep), w13Rows: 2 * roundUp(I, t.w13Columns),
-    w2Rows: roundUp(H, t.w2Columns)};
+  return {Hp: roundUp(H, t.kStep), Ip: roundUp(I, t.kStep), w13Rows: 2 * roundUp(I, t.w13Columns * subgroupsN),
+    w2Rows: roundUp(H, t.w2Columns * subgroupsN)};
 }
 
 /** i32 words of one block row of blocked rows (Kp/32 blocks of 128 words, then a block of 16 scales). */
 export const blockedRowBlockWords = (Kp: number) => Kp * 4 + 128;
 
-/** Workgroup memory: the tile lookup, 4 staged 16×16 i32 results, the row scales, w2's pairs and weights. */
-export function int8PipelinedWorkgroupBytes(blockRows: number): number {
-  return 16 + 4 + 4 * 256 * 4 + 3 * blockRows * 4;
+/** Workgroup memory: the tile lookup, 4 staged 16×16 i32 results a subgroup, the row scales, w2's pairs and weights. */
+export function int8PipelinedWorkgroupBytes(blockRows: number, subgroupsN = 1): number {
+  return 16 + 4 + 4 * 256 * 4 * subgroupsN + 3 * blockRows * 4;
 }
 
 export interface ExpertsInt8BlockedRowsConfig {
@@ -197,15 +198,18 @@ export class ExpertsInt8PipelinedGemmProgram implements WebGPUProgram {
   private readonly layout: Int8PipelinedLayout;
   private readonly prefetch: boolean;
   private readonly blockPointers: boolean;
+  private readonly subgroupsN: number;
 
   /**
    * Inputs: xb (blocked rows), align (built with `blockRows`), topkWeights (w2 with the weight on the output),
    * wb (the shard's blocked weights), scales, bias?. `prefetch`: the k loop loads the next 64-k step's blocks
    * before the current step's multiplies (the 'pipelined' kernels), or each k block right before its own ('plain').
-   * `blockPointers`: xb and wb are read as arrays of 512-byte blocks (blockedLoop says why).
+   * `blockPointers`: xb and wb are read as arrays of 512-byte blocks (blockedLoop says why). `subgroupsN`: 1, or 2
+   * subgroups side by side along the columns (the f16 '64x128' variants; `layout` padded for them).
    */
   constructor(c: ExpertsInt8Config, outputShape: number[], numTiles: number, blockRows: number,
-      layout: Int8PipelinedLayout, prefetch = true, blockPointers = false) {
+      layout: Int8PipelinedLayout, prefetch = true, blockPointers = false, subgroupsN = 1) {
+    if (subgroupsN !== 1 && subgroupsN !== 2) throw new Error(`int8 pipelined GEMM: subgroupsN 1 or 2, got ${subgroupsN}`);
     // 96 rows: 192 accumulator registers a lane, which only the plain loop leaves room for.
     if (blockRows !== 32 && blockRows !== 64 && !(blockRows === 96 && !prefetch)) {
       throw new Error(`int8 pipelined GEMM: blockRows 32 or 64 (96 with the plain loop), got ${blockRows}`);
@@ -215,17 +219,19 @@ export class ExpertsInt8PipelinedGemmProgram implements WebGPUProgram {
     this.layout = layout;
     this.prefetch = prefetch;
     this.blockPointers = blockPointers;
+    this.subgroupsN = subgroupsN;
+    this.workgroupSize = [32 * subgroupsN, 1, 1];
     const w13 = c.stage === 'w13';
     this.outputShape = outputShape;
-    this.dispatch = [numTiles, w13 ? Math.ceil(c.intermediateSize / INT8_PIPELINED_TILE.w13Columns) :
-      Math.ceil(c.hiddenSize / INT8_PIPELINED_TILE.w2Columns), 1];
+    this.dispatch = [numTiles, w13 ? Math.ceil(c.intermediateSize / (INT8_PIPELINED_TILE.w13Columns * subgroupsN)) :
+      Math.ceil(c.hiddenSize / (INT8_PIPELINED_TILE.w2Columns * subgroupsN)), 1];
     const usesWeights = !w13 && !c.applyRouterWeightOnInput;
     this.variableNames = ['xb', 'align', ...(usesWeights ? ['topkWeights'] : []), 'wb', 'scales',
       ...(c.hasBias ? ['bias'] : [])];
     this.variableComponents = this.variableNames.map(() => 1);
     this.shaderKey = `moeExpertsInt8GemmTcPipelined_${c.stage}_${c.hiddenSize}_${c.intermediateSize}_${c.topK}_` +
       `${c.numLocalExperts}_${w13 ? c.activation : ''}_${c.applyRouterWeightOnInput}_${c.hasBias}_${blockRows}_` +
-      `${layout.Hp}_${layout.Ip}_${prefetch}_${blockPointers}`;
+      `${layout.Hp}_${layout.Ip}_${prefetch}_${blockPointers}_${subgroupsN}`;
   }
 
   getUserCode(): string {
@@ -245,18 +251,24 @@ export class ExpertsInt8PipelinedGemmProgram implements WebGPUProgram {
     const TM = BM / 16;
     const rows = Array.from({length: TM}, (_, r) => r);
     const cols = [0, 1, 2, 3];
-    const epilogue = int8Epilogue(c);
+    const WN = this.subgroupsN;
+    // Two subgroups: each stages its own 16-row block (4 KiB) at sid · 1024; both read the tile's row scales.
+    const base = WN > 1 ? 'sid * 1024u + ' : '';
+    const epilogue = int8Epilogue(c, base);
+    const columns = w13 ? 32 : 64;
     const blocks = this.blockPointers;
     const scaleOf = (row: string) => blocks ? `xb[(${row} / 16u) * ${KB + 1}u + ${KB}u][${row} % 16u]` :
       `xb[(${row} / 16u) * ${RB / 4}u + ${Kp * 4}u + ${row} % 16u]`;
     return `
+      ${WN > 1 ? 'enable subgroups;' : ''}
       enable chromium_experimental_subgroup_matrix;
+      ${WN > 1 ? '// moe-main-ids' : ''}
       ${blocks ? storageElements('xb', 'i32-blocks') : ''}
       ${blocks ? storageElements('wb', 'i32-blocks') : ''}
       ${w13 ? activationSnippet(c.activation) : ''}
       var<workgroup> wgTile : vec4<i32>;   // row start, expert, first and end 64-k step
       var<workgroup> wgN0 : i32;           // first column, workgroup-uniform through it
-      var<workgroup> staged : array<i32, ${4 * 256}>;   // one 16-row block's 4 results, row-major 16×16 each
+      var<workgroup> staged : array<i32, ${4 * 256 * WN}>;   // a subgroup's 16-row block: 4 results, row-major 16×16 each
       var<workgroup> rowScale : array<f32, ${BM}>;
       ${w13 ? '' : `// w2's rows: their pairs and routing weights, read once before the k loop (epilogueRows says why).
       var<workgroup> tilePair : array<i32, ${BM}>;
@@ -264,12 +276,12 @@ export class ExpertsInt8PipelinedGemmProgram implements WebGPUProgram {
 
       // xb: ${w13 ? 'gathered x' : 'act'} in blocked rows (${RB} bytes a block row); align: [E+1] offsets then the sorted
       // pairs; wb: blocked weights [experts, ${rowsPerExpert}/16, ${KB}] blocks; result: ${w13 ? `act [rows, ${I}]` : 'y [P, H] by pair'}.
-      fn main() {
-        if (localIndex == 0u) { wgN0 = i32(workgroupId.y) * ${w13 ? 32 : 64}; }
+      fn main(${WN > 1 ? 'wid : vec3<u32>, sid : u32, lane : u32' : ''}) {
+        if (localIndex == 0u) { wgN0 = i32(workgroupId.y) * ${columns * WN}; }
         ${gemmTileSnippet('wb', BM, steps, steps)}
-        let n0 = workgroupUniformLoad(&wgN0);
-        let lane = localIndex;
-        for (var m = lane; m < ${BM}u; m += 32u) {
+        let n0 = workgroupUniformLoad(&wgN0)${WN > 1 ? ` + i32(sid) * ${columns}` : ''};
+        ${WN > 1 ? '' : 'let lane = localIndex;'}
+        for (var m = localIndex; m < ${BM}u; m += ${32 * WN}u) {
           let row = u32(rowStart) + m;
           rowScale[m] = bitcast<f32>(${scaleOf('row')});
           ${w13 ? '' : `let pair = align[${E + 1} + i32(row)];
@@ -284,7 +296,7 @@ export class ExpertsInt8PipelinedGemmProgram implements WebGPUProgram {
 
         ${rows.map((r) => `{
           let rt = ${r}u;
-          ${cols.map((cc) => `subgroupMatrixStore(&staged, ${cc * 256}u, acc${r}${cc}, false, 16u);`).join(' ')}
+          ${cols.map((cc) => `subgroupMatrixStore(&staged, ${base}${cc * 256}u, acc${r}${cc}, false, 16u);`).join(' ')}
           workgroupBarrier();
           ${epilogue.block}
           workgroupBarrier();
