@@ -203,6 +203,14 @@ describe('tensor-core GEMM plan', () => {
     }
     expect(() => new ExpertsTensorCoreStorageGemmProgram({...c, stage: 'w13', subgroupsN: 4}, [8192, 100], 40))
         .to.throw(/subgroupsN 1, or 2 with blocked rows, got 4/);
+    // y in sorted order: no store hangs on a condition that differs between the two subgroups (H whole workgroups).
+    const sorted = new ExpertsTensorCoreStorageGemmProgram({...c, stage: 'w2', subgroupsN: 2, sortedOutput: true}, [8192, 4096],
+        40).getUserCode();
+    expect(sorted.match(/subgroupMatrixStore\(&result, /g)).to.have.length(16);
+    expect(sorted).to.not.match(/if \(n0 \+/);
+    const narrow = tensorCoreLayout(FLOAT32_FORMAT, 4160, 14336, 'silu', tensorCoreTileShape('plain-64x128'), true, true);
+    expect(() => new ExpertsTensorCoreStorageGemmProgram({...c, layout: narrow, hiddenSize: 4160, stage: 'w2', subgroupsN: 2,
+      sortedOutput: true}, [8192, 4160], 40)).to.throw(/H a multiple of 16 \(of 128 with 2 subgroups side by side\)/);
   });
 
   it('sizes the grids: row tiles × column tiles × K parts, and folded flat grids within the per-dimension limit', () => {
@@ -277,6 +285,9 @@ describe('tensor-core GEMM plan', () => {
       expect(w2WritesSorted(variant, true, 2048, 40832, limit), `${variant} with biases`).to.equal(false);
     }
     expect(w2WritesSorted('pipelined-64', false, 2056, 100, limit), 'H not a multiple of 16').to.equal(false);
+    // Two subgroups side by side store with no column check: H whole 128-column workgroups.
+    expect(w2WritesSorted('pipelined-64x128', false, 2112, 100, limit), 'H not a multiple of 128').to.equal(false);
+    expect(w2WritesSorted('pipelined-64x128', false, 2048, 100, limit)).to.equal(true);
     // Qwen3 at M = 32000: y by pair (256000 rows · 8 KiB) fits a binding, the padded rows' y (264064 rows) does not.
     const P = 32000 * 8;
     const rows = tensorCorePrefillPlan({hiddenSize: 2048, intermediateSize: 768, topK: 8, numLocalExperts: 128,
@@ -578,8 +589,9 @@ describeBackends('tensor-core helper programs on webgpu', (backend) => {
             const w16 = tf.tensor2d(new Int32Array(E * L.rowsPerExpert * L.kStride / 2), [E, L.rowsPerExpert * L.kStride / 2], 'int32');
             const bias = hasBias ? [(stage === 'w13' ? w13 : w2).slice(-1)[0]] : [];
             // w2 of the storage family without biases also stores y in sorted order (tensor_core_prefill.ts).
-            const outputs = stage === 'w2' && !hasBias && Program === ExpertsTensorCoreStorageGemmProgram ?
-              [false, true] : [false];
+            // (With two subgroups side by side, sorted needs H a multiple of 128: the emulated prefill runs it.)
+            const outputs = stage === 'w2' && !hasBias && Program === ExpertsTensorCoreStorageGemmProgram &&
+              (subgroupsN ?? 1) === 1 ? [false, true] : [false];
             for (const sortedOutput of outputs) {
               const p = new Program({...common, stage, blockRows, layout, splitK: stage === 'w2' ? 2 : 1, sortedOutput,
                 blockPointers, prefetch, subgroupsN},
@@ -798,12 +810,15 @@ describeBackends('tensor-core helper programs on webgpu', (backend) => {
     // 96-row tiles (6 × 4 results): expert 0's 128 pairs fill one tile and part of a second.
     {variant: 'plain-96', activation: 'silu', bias: false, onInput: false, splitK: 2, H: 144, I: 80, sorted: true, tokens: 80},
     {variant: 'plain-96', activation: 'gelu', bias: true, onInput: true, splitK: 1, H: 64, I: 48, sorted: false, tokens: 80},
-    // Two subgroups side by side per workgroup (64 × 128): the second's columns past H (w2) and Ip (w13) are skipped.
-    {variant: 'pipelined-64x128', activation: 'silu', bias: false, onInput: false, splitK: 2, H: 144, I: 80, sorted: true,
+    // Two subgroups side by side per workgroup (64 × 128): the second's columns past Ip (w13) and, by pair, past H
+    // (w2) are skipped; y sorted needs H a multiple of 128.
+    {variant: 'pipelined-64x128', activation: 'silu', bias: false, onInput: false, splitK: 2, H: 128, I: 80, sorted: true,
+      tokens: 80},
+    {variant: 'pipelined-64x128', activation: 'silu', bias: false, onInput: true, splitK: 1, H: 144, I: 80, sorted: false,
       tokens: 80},
     {variant: 'plain-64x128', activation: 'swigluoai', bias: true, onInput: false, splitK: 1, H: 144, I: 80, sorted: false,
       tokens: 80},
-    {variant: 'pipelined-64x128', activation: 'silu', bias: false, onInput: false, splitK: 1, H: 64, I: 48, sorted: true,
+    {variant: 'pipelined-64x128', activation: 'silu', bias: false, onInput: false, splitK: 1, H: 128, I: 48, sorted: true,
       shards: [2, 1], expertMap: [0, -1, 1, 2], gemmsPerStage: 1},
     // Two weight shards copied into one f16 tensor (each copy program at its first expert), one GEMM per stage,
     // and an expert map: global expert 1 is another rank's.

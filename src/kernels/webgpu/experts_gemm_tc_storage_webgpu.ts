@@ -195,10 +195,11 @@ export class ExpertsTensorCoreStorageGemmProgram implements WebGPUProgram {
     }
     this.c = c;
     const w13 = c.stage === 'w13';
-    if (c.sortedOutput && (w13 || c.hasBias || c.hiddenSize % 16 !== 0)) {
-      throw new Error('storage tensor-core GEMM: sorted output is for w2 without biases, H a multiple of 16');
-    }
     const WN = c.subgroupsN ?? 1;
+    if (c.sortedOutput && (w13 || c.hasBias || c.hiddenSize % (WN > 1 ? 64 * WN : 16) !== 0)) {
+      throw new Error('storage tensor-core GEMM: sorted output is for w2 without biases, H a multiple of 16 ' +
+        `(of ${64 * WN} with ${WN} subgroups side by side)`);
+    }
     if (WN !== 1 && !(WN === 2 && c.layout.blockedRows)) {
       throw new Error(`storage tensor-core GEMM: subgroupsN 1, or 2 with blocked rows, got ${WN}`);
     }
@@ -249,11 +250,15 @@ export class ExpertsTensorCoreStorageGemmProgram implements WebGPUProgram {
     const colsPerSubgroup = w13 ? 32 : 64;
     // Sorted output: part p's rows start at p · rows (rows = outShape.x / splitK); the part comes from the tile's
     // first k step (uniform), not workgroupId.z (a private copy, non-uniform to Tint). Column blocks past H
-    // (H not a multiple of 64) are skipped, a uniform condition.
+    // (H not a multiple of 64) are skipped, a uniform condition; with two subgroups H is a multiple of 128 and
+    // there is no condition (n0 differs between the subgroups: no store hangs on it).
+    const sortedStore = (r: number, c: number) => {
+      const store = `subgroupMatrixStore(&result, u32(outRow0 + ${16 * r}) * ${H}u + u32(n0 + ${16 * c}), acc${r}${c}, false, ${H}u);`;
+      return WN > 1 ? store : `if (n0 + ${16 * c} < ${H}) { ${store} }`;
+    };
     const sortedStores = () => `
         let outRow0 = ${splitK > 1 ? `(tile.z / ${kTilesPerPart}) * (uniforms.outShape.x / ${splitK}) + ` : ''}rowStart;
-        ${rows.flatMap((r) => cols.map((c) => `if (n0 + ${16 * c} < ${H}) { subgroupMatrixStore(&result, ` +
-          `u32(outRow0 + ${16 * r}) * ${H}u + u32(n0 + ${16 * c}), acc${r}${c}, false, ${H}u); }`)).join('\n        ')}`;
+        ${rows.flatMap((r) => cols.map((c) => sortedStore(r, c))).join('\n        ')}`;
     return `
       enable f16;
       ${WN > 1 ? 'enable subgroups;' : ''}

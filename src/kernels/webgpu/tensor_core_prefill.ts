@@ -82,12 +82,14 @@ export interface TensorCorePrefillResult {
 
 /**
  * Whether w2 stores y in sorted row order (ExpertsTensorCoreStorageConfig.sortedOutput): the storage and
- * pipelined variants without biases, H a multiple of 16, and y's `yRows` rows (splitK · padded rows: the padding
- * rows are stored too) within one binding; else y by pair, which needs only splitK · P rows.
+ * pipelined variants without biases, H a multiple of 16 (of a workgroup's 128 columns with two subgroups side by
+ * side, whose stores then need no column check: see the program), and y's `yRows` rows (splitK · padded rows:
+ * the padding rows are stored too) within one binding; else y by pair, which needs only splitK · P rows.
  */
 export function w2WritesSorted(variant: TensorCoreVariant, hasBias: boolean, H: number, yRows: number,
     maxBindingBytes: number): boolean {
-  return isStorageProgramVariant(variant) && !hasBias && H % 16 === 0 && yRows * H * 4 <= maxBindingBytes;
+  const columns = tensorCoreSubgroupsN(variant) > 1 ? tensorCoreTileShape(variant).w2Columns : 16;
+  return isStorageProgramVariant(variant) && !hasBias && H % columns === 0 && yRows * H * 4 <= maxBindingBytes;
 }
 
 /**
