@@ -17,9 +17,11 @@
  * control flow around the subgroup-matrix builtins). tfjs copies workgroup_id into a module-scope private
  * variable, which Tint's uniformity analysis takes as non-uniform, as it does anything read from storage:
  * so every offset, and the k loop's bounds, derive only from constants and values read back through
- * workgroupUniformLoad (the tile lookup's wgTile, and wgN0, the first column, from workgroupId.y).
- * It computes BM = 32, 64 (or, plain loop only, 96) rows × 64 columns (w13: 32 gate + the 32 matching up columns, so act(gate)·up
- * pairs result c with c + 2) as BM/16 × 4 f32 result matrices; per 16 k it loads BM/16 left and 4 right matrices for 4·BM/16 MMAs.
+ * workgroupUniformLoad (the tile lookup's wgTile, and wgN0, the first column, from workgroupId.y). With
+ * subgroupsN = 2 two subgroups sit side by side, the second 64 columns (w13: 32 act columns) after the first, an
+ * offset from the subgroup id that ./device.ts passes to main() (`// moe-main-ids`), as the shared variants do.
+ * Each subgroup computes BM = 32, 64 (or, plain loop only, 96) rows × 64 columns (w13: 32 gate + the 32 matching up
+ * columns, so act(gate)·up pairs result c with c + 2) as BM/16 × 4 f32 result matrices; per 16 k it loads BM/16 left and 4 right matrices for 4·BM/16 MMAs.
  * The epilogue stages one 16-row block's 4 results in workgroup memory (4 KiB) to apply the activation,
  * bias and routing weight per element.
  *

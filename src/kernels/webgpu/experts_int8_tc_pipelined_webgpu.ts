@@ -2,7 +2,8 @@
  * int8 w8a8 prefill GEMMs on tensor cores in the f16 'pipelined' layout (experts_gemm_tc_storage_webgpu.ts):
  * both operands in blocks of 16 rows × 32 k i8 (512 contiguous bytes, one i8 × i8 → i32 16×16×32 matrix),
  * read by subgroupMatrixLoad straight from storage, each 64-k step's blocks loaded one step ahead of its
- * multiplies, one subgroup per workgroup computing 32 or 64 rows × 64 columns. The accumulators are int32 and
+ * multiplies, one subgroup per workgroup computing 32 or 64 rows × 64 columns (the plain loop also 96 rows, or two
+ * subgroups side by side, the second's offsets from @builtin(subgroup_id)). The accumulators are int32 and
  * exact and the f32 epilogue is ExpertsInt8TensorCoreGemmProgram's, so the outputs equal the dot4 path's and
  * the cpu reference's bit for bit.
  *

@@ -4,7 +4,8 @@
  * the capability report, so test/tensor_core_plan.test.ts checks them where no GPU has subgroup matrices.
  *
  * Variants (all f16 operands, f32 accumulation on 16×16×16 subgroup matrices, one 32-lane subgroup per
- * workgroup because Tint requires workgroup-uniform subgroup-matrix offsets):
+ * workgroup because Tint requires workgroup-uniform subgroup-matrix offsets, unless they derive from
+ * @builtin(subgroup_id): the shared and '64x128' variants):
  *   'workgroup-tiles'  experts_gemm_tc_webgpu.ts: the 32 lanes convert each 32×32 x tile and 64×32 weight
  *                      tile (any format, through dequant_wgsl.ts) to f16 in workgroup memory, then 8 MMAs.
  *                      On the H200 the tile loads, not the MMAs, were the limit (README, 2026-12-03).
