@@ -182,7 +182,8 @@ describe('tensor-core GEMM plan', () => {
   });
 
   it('puts two subgroups side by side in the 64x128 variants: half the column workgroups, ids from main()\'s arguments', () => {
-    expect(TENSOR_CORE_VARIANTS.filter((v) => tensorCoreSubgroupsN(v) === 2)).to.deep.equal(['pipelined-64x128', 'plain-64x128']);
+    expect(TENSOR_CORE_VARIANTS.filter((v) => tensorCoreSubgroupsN(v) === 2)).to.deep.equal(['pipelined-64x128', 'plain-64x128',
+      'plain-96x128']);
     expect(tensorCoreTileShape('pipelined-64x128')).to.deep.equal({kStep: 32, w13Columns: 64, w2Columns: 128});
     // Mixtral: the weights' copy padded to whole 128-column workgroups (14336 and 4096 are already).
     const layout = tensorCoreLayout(FLOAT32_FORMAT, 4096, 14336, 'silu', tensorCoreTileShape('plain-64x128'), true, true);
@@ -820,6 +821,8 @@ describeBackends('tensor-core helper programs on webgpu', (backend) => {
       tokens: 80},
     {variant: 'pipelined-64x128', activation: 'silu', bias: false, onInput: false, splitK: 1, H: 128, I: 48, sorted: true,
       shards: [2, 1], expertMap: [0, -1, 1, 2], gemmsPerStage: 1},
+    {variant: 'plain-96x128', activation: 'silu', bias: false, onInput: false, splitK: 2, H: 128, I: 80, sorted: true,
+      tokens: 80},
     // Two weight shards copied into one f16 tensor (each copy program at its first expert), one GEMM per stage,
     // and an expert map: global expert 1 is another rank's.
     {variant: 'pipelined-64', activation: 'silu', bias: false, onInput: false, splitK: 2, H: 64, I: 48, sorted: true,

@@ -45,6 +45,8 @@ import {tensorCoreWeightCopy} from './tensor_core_weights';
  *   'tensor-core-i8-plain-64x128'
  *                    'tensor-core-i8-plain-64' with two subgroups side by side per workgroup, as the f16
  *                    '64x128' variants (blocks the two load alike can be L1 hits); selectable, not yet timed;
+ *   'tensor-core-i8-plain-96x128'
+ *                    both: two 96-row subgroups side by side; selectable, not yet timed;
  *   'tensor-core-i8-shared-128', 'tensor-core-i8-shared-64'
  *                    experts_int8_tc_shared_webgpu.ts: i8×i8→i32 subgroup matrices, four subgroups per workgroup
  *                    sharing 128- or 64-row × 128-column i8 tiles in workgroup memory (the f16 'shared' layout);
@@ -59,10 +61,11 @@ import {tensorCoreWeightCopy} from './tensor_core_weights';
  */
 export type Int8GemmKernel = 'tensor-core-i8-pipelined-64' | 'tensor-core-i8-pipelined-32' |
   'tensor-core-i8-shared-128' | 'tensor-core-i8-shared-64' | 'tensor-core-i8' | 'dot4-i8' |
-  'tensor-core-i8-plain-64' | 'tensor-core-i8-plain-32' | 'tensor-core-i8-plain-96' | 'tensor-core-i8-plain-64x128';
+  'tensor-core-i8-plain-64' | 'tensor-core-i8-plain-32' | 'tensor-core-i8-plain-96' | 'tensor-core-i8-plain-64x128' |
+  'tensor-core-i8-plain-96x128';
 export const INT8_GEMM_KERNELS: Int8GemmKernel[] = ['tensor-core-i8-pipelined-64', 'tensor-core-i8-pipelined-32',
   'tensor-core-i8-shared-128', 'tensor-core-i8-shared-64', 'tensor-core-i8', 'dot4-i8', 'tensor-core-i8-plain-64',
-  'tensor-core-i8-plain-32', 'tensor-core-i8-plain-96', 'tensor-core-i8-plain-64x128'];
+  'tensor-core-i8-plain-32', 'tensor-core-i8-plain-96', 'tensor-core-i8-plain-64x128', 'tensor-core-i8-plain-96x128'];
 
 /**
  * The kernels of experts_int8_tc_pipelined_webgpu.ts (both operands in blocks read from storage): rows per tile,
@@ -79,6 +82,7 @@ const BLOCKED_KERNELS: Partial<Record<Int8GemmKernel, {blockRows: number; prefet
   'tensor-core-i8-plain-32': {blockRows: 32, prefetch: false, blockPointers: true},
   'tensor-core-i8-plain-96': {blockRows: 96, prefetch: false, blockPointers: true},
   'tensor-core-i8-plain-64x128': {blockRows: 64, prefetch: false, blockPointers: true, subgroupsN: 2},
+  'tensor-core-i8-plain-96x128': {blockRows: 96, prefetch: false, blockPointers: true, subgroupsN: 2},
 };
 const isPipelined = (k: Int8GemmKernel) => BLOCKED_KERNELS[k] != null;
 

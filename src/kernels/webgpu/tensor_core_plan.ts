@@ -60,6 +60,7 @@
  *                      the rows' blocks the two load alike can be L1 hits for the second (tc_probe --round12: a
  *                      seventh of a load from L2). Subgroup-dependent offsets come from @builtin(subgroup_id)
  *                      (./device.ts `// moe-main-ids`). Selectable; not yet timed (tc_probe --round14's 1 × 2).
+ *   'plain-96x128'     both: two 96 × 64 subgroups side by side (round 14's 96 × 128 workgroup).
  *
  * Why a copy rather than a workgroup-memory dequant tile for the right operand: the GEMM then has one shape
  * for every format (both operands from storage, no barrier in the k loop), and the profile separates the
@@ -73,7 +74,7 @@ import type {ExpertsStage} from './experts_gemv_webgpu';
 
 export type TensorCoreVariant = 'workgroup-tiles' | 'storage-32' | 'storage-64' | 'shared-64' | 'shared-128' |
   'blocked-64' | 'blocked-128' | 'pipelined-32' | 'pipelined-64' | 'plain-32' | 'plain-64' | 'plain-96' |
-  'pipelined-64x128' | 'plain-64x128';
+  'pipelined-64x128' | 'plain-64x128' | 'plain-96x128';
 
 /**
  * What each variant is: its program family (experts_gemm_tc_webgpu.ts 'tiles', _storage_ 'storage', _shared_
@@ -98,6 +99,7 @@ const VARIANTS: Record<TensorCoreVariant, {family: 'tiles' | 'storage' | 'shared
   'plain-96': {family: 'pipelined', blockRows: 96, blocked: true, prefetch: false},
   'pipelined-64x128': {family: 'pipelined', blockRows: 64, blocked: true, prefetch: true, blockPointers: true, subgroupsN: 2},
   'plain-64x128': {family: 'pipelined', blockRows: 64, blocked: true, prefetch: false, subgroupsN: 2},
+  'plain-96x128': {family: 'pipelined', blockRows: 96, blocked: true, prefetch: false, subgroupsN: 2},
 };
 export const TENSOR_CORE_VARIANTS = Object.keys(VARIANTS) as TensorCoreVariant[];
 
