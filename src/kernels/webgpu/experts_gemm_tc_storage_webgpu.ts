@@ -305,7 +305,7 @@ export class ExpertsTensorCoreStorageGemmProgram implements WebGPUProgram {
 
         ${sorted ? sortedStores() : rows.map((r) => `{
           let rt = ${r}u;
-          ${cols.map((c) => `subgroupMatrixStore(&staged, ${WN > 1 ? `${base} + ` : ''}${c * 256}u, acc${r}${c}, false, 16u);`).join(' ')}
+          ${cols.map((c) => `subgroupMatrixStore(&staged, ${base} + ${c * 256}u, acc${r}${c}, false, 16u);`).join(' ')}
           workgroupBarrier();
           ${epilogue}
           workgroupBarrier();

@@ -254,7 +254,7 @@ export class ExpertsInt8PipelinedGemmProgram implements WebGPUProgram {
     const cols = [0, 1, 2, 3];
     const WN = this.subgroupsN;
     // Two subgroups: each stages its own 16-row block (4 KiB) at sid · 1024; both read the tile's row scales.
-    const base = WN > 1 ? 'sid * 1024u + ' : '';
+    const base = WN > 1 ? 'sid * 1024u' : '0u';
     const epilogue = int8Epilogue(c, base);
     const columns = w13 ? 32 : 64;
     const blocks = this.blockPointers;
@@ -297,7 +297,7 @@ export class ExpertsInt8PipelinedGemmProgram implements WebGPUProgram {
 
         ${rows.map((r) => `{
           let rt = ${r}u;
-          ${cols.map((cc) => `subgroupMatrixStore(&staged, ${base}${cc * 256}u, acc${r}${cc}, false, 16u);`).join(' ')}
+          ${cols.map((cc) => `subgroupMatrixStore(&staged, ${base} + ${cc * 256}u, acc${r}${cc}, false, 16u);`).join(' ')}
           workgroupBarrier();
           ${epilogue.block}
           workgroupBarrier();

@@ -43,10 +43,11 @@ export function int8TensorCoreConfig(configs: SubgroupMatrixConfig[]): SubgroupM
  * subgroup: `columns` reads each lane's column weight scales and biases once (read per row they were a storage load
  * in each of the epilogue's 16-row steps); `block` turns staged 16-row block `rt` of i32 results into act rows (w13)
  * or y rows by pair (w2) with ExpertsInt8GemmProgram's f32 expressions, so the outputs equal dot4's bit for bit.
- * It reads n0, e, lane, rt, rowStart, staged (from `staged[base ...`: a subgroup's own block where several share a
- * workgroup), rowScale and, for w2, tilePair and tileWeight (routing weight on the output).
+ * It reads n0, e, lane, rt, rowStart, staged (from offset `base`, a u32 expression: a subgroup's own block where
+ * several share a workgroup, as stagedEpilogue's), rowScale and, for w2, tilePair and tileWeight (routing weight
+ * on the output).
  */
-export function int8Epilogue(c: ExpertsInt8Config, base = ''): {columns: string; block: string} {
+export function int8Epilogue(c: ExpertsInt8Config, base = '0u'): {columns: string; block: string} {
   const w13 = c.stage === 'w13';
   const I = c.intermediateSize, H = c.hiddenSize;
   const gu = gateUpRows(c.activation, I);
@@ -74,8 +75,8 @@ export function int8Epilogue(c: ExpertsInt8Config, base = ''): {columns: string;
               let row = rowStart + i32(m);
               let xs = rowScale[m];
               if (iLane < ${I}) {
-                let g = staged[${base}(lane / 16u) * 256u + r * 16u + lane % 16u];
-                let u = staged[${base}(2u + lane / 16u) * 256u + r * 16u + lane % 16u];
+                let g = staged[${base} + (lane / 16u) * 256u + r * 16u + lane % 16u];
+                let u = staged[${base} + (2u + lane / 16u) * 256u + r * 16u + lane % 16u];
                 result[row * ${I} + iLane] = expertGlu(${scaled('g', 'A')}, ${scaled('u', 'B')});
               }
             }` : `
@@ -88,7 +89,7 @@ export function int8Epilogue(c: ExpertsInt8Config, base = ''): {columns: string;
                   let col = ${32 * part}u + lane;
                   let h = n0 + i32(col);
                   if (h < ${H}) {
-                    let v = staged[${base}(col / 16u) * 256u + r * 16u + col % 16u];
+                    let v = staged[${base} + (col / 16u) * 256u + r * 16u + col % 16u];
                     result[pair * ${H} + h] = ${scaled('v', `${part}`)}${usesWeights ? ' * tileWeight[m]' : ''};
                   }
                 }`).join('\n                ')}
