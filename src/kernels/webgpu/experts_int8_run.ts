@@ -32,13 +32,14 @@ import {tensorCoreWeightCopy} from './tensor_core_weights';
  *   'tensor-core-i8-pipelined-64', 'tensor-core-i8-pipelined-32'
  *                    experts_int8_tc_pipelined_webgpu.ts: the f16 'pipelined' layout in i8 (both operands in 16×32
  *                    blocks read from storage, one 64-k step loaded ahead, one subgroup computing 64 or 32 rows × 64
- *                    columns, the weights' blocked copy kept between calls); 64 rows is the default where experts
- *                    average INT8_PIPELINED_MIN_ROWS rows or more (Mixtral M = 4096: 16.6 ms, 174 TOPS), 32 selectable;
+ *                    columns, the weights' blocked copy kept between calls); the default from 2026-12-04 (Mixtral
+ *                    M = 4096 on the H200: 16.6 ms, 174 TOPS) until 'tensor-core-i8-plain-64' beat it; selectable;
  *   'tensor-core-i8-plain-64', 'tensor-core-i8-plain-32'
  *                    the same programs with each k block loaded right before its multiplies (blockedLoop without
  *                    prefetch, as the f16 'plain' variants: 210-212 against 193-198 TFLOP/s for the f16 pipelined
  *                    loop on the plain-GEMM probe), operands read through block pointers (the int8 plain loop: 299
- *                    TOPS on that probe, the pipelined one 213); selectable, not yet timed on the H200;
+ *                    TOPS on that probe, the pipelined one 213); 64 rows is the default where experts average
+ *                    INT8_PIPELINED_MIN_ROWS rows or more (see there), 32 selectable;
  *   'tensor-core-i8-plain-96'
  *                    the plain loop on 96-row tiles (6 × 4 results): 10 blocks loaded per 24 multiplies against 8
  *                    per 16, as the f16 'plain-96'; selectable, not yet timed (tc_probe --round14 times the tile);
@@ -102,8 +103,10 @@ export function int8SubgroupsN(k: Int8GemmKernel): number {
 }
 
 /**
- * The default int8 GEMM: 'tensor-core-i8-pipelined-64' where experts average at least this many rows, else
- * 'tensor-core-i8'. On the H200 (2026-12-04, GPU time; bench/results/2026-12-04-h200-int8-check-pipelined.log):
+ * The default int8 GEMM: 'tensor-core-i8-plain-64' where experts average at least this many rows, else
+ * 'tensor-core-i8'. The plain loop took the 64-row tiles from the pipelined one on an H100 (2026-12-05, GPU time, one
+ * run; bench/results/2026-12-05-h100-int8-check-plain.log): Mixtral M = 4096 197 TOPS against 171, M = 256 96 against
+ * 88, Qwen3 M = 4096 116 against 90, bit-equal to the cpu reference. The threshold is from the pipelined loop on the H200 (2026-12-04, GPU time; bench/results/2026-12-04-h200-int8-check-pipelined.log):
  * M = 4096 Mixtral (1024 rows an expert) 16.6 ms against 21.0, DeepSeek-V3 TP8 (128) 4.28 against 4.81, Qwen3
  * (256) 3.30 against 3.18; M = 256 Mixtral (64) 2.02 against 2.00, Qwen3 (16) 0.55 (32-row pipelined) against
  * 0.52, DeepSeek-V3 (8) 0.86 against 0.72.
@@ -157,7 +160,7 @@ export interface Int8GemmChoice {
 
 /**
  * The int8 prefill GEMM, and why (vLLM oracle style): where the adapter lists i8×i8→i32 16×16×32 subgroup
- * matrices and subgroups are 32 wide, 'tensor-core-i8-pipelined-64', or 'tensor-core-i8' where experts average
+ * matrices and subgroups are 32 wide, 'tensor-core-i8-plain-64', or 'tensor-core-i8' where experts average
  * fewer than INT8_PIPELINED_MIN_ROWS rows, where its workgroup memory fits; else dot4I8Packed. `rowsPerExpert`:
  * pairs per used expert, when known. Pure: the plan tests call it with the H200's capabilities.
  */
@@ -178,14 +181,14 @@ export function int8GemmChoice(caps: Int8GemmDevice, rowsPerExpert?: number,
   }
   if (forced) return {kernel: forced, reason: 'forced by setInt8GemmKernel'};
   if (whyNot) return {kernel: 'dot4-i8', reason: `dot4I8Packed tiles: ${whyNot}`};
-  // The shared-tile kernels and 'tensor-core-i8-pipelined-32' are selectable only: slower on the H200 (see above).
+  // The others are selectable only: slower where measured (see above).
   const kernel: Int8GemmKernel = rowsPerExpert != null && rowsPerExpert < INT8_PIPELINED_MIN_ROWS ? 'tensor-core-i8' :
-    'tensor-core-i8-pipelined-64';
+    'tensor-core-i8-plain-64';
   if (!fits(kernel)) return {kernel: 'dot4-i8', reason: `dot4I8Packed tiles: ${memory(kernel)}`};
   return {kernel, reason: kernel === 'tensor-core-i8' ? 'i8×i8→i32 subgroup matrices 16×16×32, one subgroup per ' +
     `32-row tile in workgroup memory (experts average fewer than ${INT8_PIPELINED_MIN_ROWS} rows)` :
-    'i8×i8→i32 subgroup matrices 16×16×32, both operands in blocks read from storage one k step ahead, 64 rows × ' +
-    '64 columns per subgroup'};
+    'i8×i8→i32 subgroup matrices 16×16×32, both operands in blocks read from storage through block pointers right ' +
+    'before their multiplies, 64 rows × 64 columns per subgroup'};
 }
 
 /** int8GemmChoice for this backend's device. */
