@@ -42,12 +42,13 @@ import {tensorCoreWeightCopy} from './tensor_core_weights';
  *                    INT8_PIPELINED_MIN_ROWS rows or more (see there), 32 selectable;
  *   'tensor-core-i8-plain-96'
  *                    the plain loop on 96-row tiles (6 × 4 results): 10 blocks loaded per 24 multiplies against 8
- *                    per 16, as the f16 'plain-96'; selectable, not yet timed (tc_probe --round14 times the tile);
+ *                    per 16, as the f16 'plain-96'; selectable only: 179 TOPS at Mixtral M = 4096 on an H100 against
+ *                    plain-64's 197;
  *   'tensor-core-i8-plain-64x128'
  *                    'tensor-core-i8-plain-64' with two subgroups side by side per workgroup, as the f16
- *                    '64x128' variants (blocks the two load alike can be L1 hits); selectable, not yet timed;
+ *                    '64x128' variants (blocks the two load alike can be L1 hits); selectable only: ties plain-64;
  *   'tensor-core-i8-plain-96x128'
- *                    both: two 96-row subgroups side by side; selectable, not yet timed;
+ *                    both: two 96-row subgroups side by side; selectable only: 182 TOPS, as plain-96;
  *   'tensor-core-i8-shared-128', 'tensor-core-i8-shared-64'
  *                    experts_int8_tc_shared_webgpu.ts: i8×i8→i32 subgroup matrices, four subgroups per workgroup
  *                    sharing 128- or 64-row × 128-column i8 tiles in workgroup memory (the f16 'shared' layout);

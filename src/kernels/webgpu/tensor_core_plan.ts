@@ -52,15 +52,18 @@
  *                      round8.log, -round9-10.log).
  *   'plain-96'         'plain-64' with 96 rows per subgroup (6 × 4 results, 192 accumulator registers a lane):
  *                      10 blocks loaded per 24 multiplies against 8 per 16, for loads that are bound by the bytes
- *                      they move (tc_probe --round12). Selectable; not yet timed (tc_probe --round14 times the
- *                      same tile on the plain GEMM).
+ *                      they move (tc_probe --round12). Selectable only: it loses (an H100, Mixtral M = 4096: 170
+ *                      against 210 TFLOP/s; bench/results/2026-12-05-h100-tensor-core-check-variants.log): the
+ *                      accumulators crowd out the operands' registers (round 14's 96 × 64: 47 TFLOP/s).
  *   'pipelined-64x128', 'plain-64x128'
  *                      'pipelined-64' / 'plain-64' with two subgroups per workgroup side by side along the columns
  *                      (64 rows × 128 columns, PIPELINED_WIDE_TILE), each loading its blocks straight from storage:
  *                      the rows' blocks the two load alike can be L1 hits for the second (tc_probe --round12: a
  *                      seventh of a load from L2). Subgroup-dependent offsets come from @builtin(subgroup_id)
- *                      (./device.ts `// moe-main-ids`). Selectable; not yet timed (tc_probe --round14's 1 × 2).
- *   'plain-96x128'     both: two 96 × 64 subgroups side by side (round 14's 96 × 128 workgroup).
+ *                      (./device.ts `// moe-main-ids`). Selectable only: the shared blocks are not cheaper for the
+ *                      second subgroup (round 14's 1 × 2 ties 1 × 1; pipelined-64x128 209.0 against pipelined-64's
+ *                      209.8 TFLOP/s at Mixtral M = 4096 on an H100).
+ *   'plain-96x128'     both: two 96 × 64 subgroups side by side (round 14's 96 × 128 workgroup); loses as plain-96.
  *
  * Why a copy rather than a workgroup-memory dequant tile for the right operand: the GEMM then has one shape
  * for every format (both operands from storage, no barrier in the k loop), and the profile separates the
