@@ -39,7 +39,7 @@ import {tensorCoreWeightCopy} from './tensor_core_weights';
  *                    prefetch, as the f16 'plain' variants: 210-212 against 193-198 TFLOP/s for the f16 pipelined
  *                    loop on the plain-GEMM probe), operands read through block pointers (the int8 plain loop: 299
  *                    TOPS on that probe, the pipelined one 213); 64 rows is the default where experts average
- *                    INT8_PIPELINED_MIN_ROWS rows or more (see there), 32 selectable;
+ *                    INT8_BLOCKED_MIN_ROWS rows or more (see there), 32 selectable;
  *   'tensor-core-i8-plain-96'
  *                    the plain loop on 96-row tiles (6 × 4 results): 10 blocks loaded per 24 multiplies against 8
  *                    per 16, as the f16 'plain-96'; selectable only: 179 TOPS at Mixtral M = 4096 on an H100 against
@@ -104,15 +104,17 @@ export function int8SubgroupsN(k: Int8GemmKernel): number {
 }
 
 /**
- * The default int8 GEMM: 'tensor-core-i8-plain-64' where experts average at least this many rows, else
- * 'tensor-core-i8'. The plain loop took the 64-row tiles from the pipelined one on an H100 (2026-12-05, GPU time, one
- * run; bench/results/2026-12-05-h100-int8-check-plain.log): Mixtral M = 4096 197 TOPS against 171, M = 256 96 against
- * 88, Qwen3 M = 4096 116 against 90, bit-equal to the cpu reference. The threshold is from the pipelined loop on the H200 (2026-12-04, GPU time; bench/results/2026-12-04-h200-int8-check-pipelined.log):
+ * The default int8 GEMM: 'tensor-core-i8-plain-64' (a blocked-operand program, experts_int8_tc_pipelined_webgpu.ts)
+ * where experts average at least this many rows, else 'tensor-core-i8'.
+ * The plain loop took the 64-row tiles from the pipelined one on an H100 (2026-12-05, GPU time, one run;
+ * bench/results/2026-12-05-h100-int8-check-plain.log): Mixtral M = 4096 197 TOPS against 171, M = 256 96 against
+ * 88, Qwen3 M = 4096 116 against 90, bit-equal to the cpu reference. The threshold is from the pipelined loop on
+ * the H200 (2026-12-04, GPU time; bench/results/2026-12-04-h200-int8-check-pipelined.log):
  * M = 4096 Mixtral (1024 rows an expert) 16.6 ms against 21.0, DeepSeek-V3 TP8 (128) 4.28 against 4.81, Qwen3
  * (256) 3.30 against 3.18; M = 256 Mixtral (64) 2.02 against 2.00, Qwen3 (16) 0.55 (32-row pipelined) against
  * 0.52, DeepSeek-V3 (8) 0.86 against 0.72.
  */
-export const INT8_PIPELINED_MIN_ROWS = 64;
+export const INT8_BLOCKED_MIN_ROWS = 64;
 
 /** The subgroup-matrix kernels' rows per tile (the align program pads every expert to a multiple of it). */
 export function int8GemmBlockRows(kernel: Int8GemmKernel): number {
@@ -162,7 +164,7 @@ export interface Int8GemmChoice {
 /**
  * The int8 prefill GEMM, and why (vLLM oracle style): where the adapter lists i8×i8→i32 16×16×32 subgroup
  * matrices and subgroups are 32 wide, 'tensor-core-i8-plain-64', or 'tensor-core-i8' where experts average
- * fewer than INT8_PIPELINED_MIN_ROWS rows, where its workgroup memory fits; else dot4I8Packed. `rowsPerExpert`:
+ * fewer than INT8_BLOCKED_MIN_ROWS rows, where its workgroup memory fits; else dot4I8Packed. `rowsPerExpert`:
  * pairs per used expert, when known. Pure: the plan tests call it with the H200's capabilities.
  */
 export function int8GemmChoice(caps: Int8GemmDevice, rowsPerExpert?: number,
@@ -183,11 +185,11 @@ export function int8GemmChoice(caps: Int8GemmDevice, rowsPerExpert?: number,
   if (forced) return {kernel: forced, reason: 'forced by setInt8GemmKernel'};
   if (whyNot) return {kernel: 'dot4-i8', reason: `dot4I8Packed tiles: ${whyNot}`};
   // The others are selectable only: slower where measured (see above).
-  const kernel: Int8GemmKernel = rowsPerExpert != null && rowsPerExpert < INT8_PIPELINED_MIN_ROWS ? 'tensor-core-i8' :
+  const kernel: Int8GemmKernel = rowsPerExpert != null && rowsPerExpert < INT8_BLOCKED_MIN_ROWS ? 'tensor-core-i8' :
     'tensor-core-i8-plain-64';
   if (!fits(kernel)) return {kernel: 'dot4-i8', reason: `dot4I8Packed tiles: ${memory(kernel)}`};
   return {kernel, reason: kernel === 'tensor-core-i8' ? 'i8×i8→i32 subgroup matrices 16×16×32, one subgroup per ' +
-    `32-row tile in workgroup memory (experts average fewer than ${INT8_PIPELINED_MIN_ROWS} rows)` :
+    `32-row tile in workgroup memory (experts average fewer than ${INT8_BLOCKED_MIN_ROWS} rows)` :
     'i8×i8→i32 subgroup matrices 16×16×32, both operands in blocks read from storage through block pointers right ' +
     'before their multiplies, 64 rows × 64 columns per subgroup'};
 }

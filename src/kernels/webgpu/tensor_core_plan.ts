@@ -53,8 +53,8 @@
  *   'plain-96'         'plain-64' with 96 rows per subgroup (6 × 4 results, 192 accumulator registers a lane):
  *                      10 blocks loaded per 24 multiplies against 8 per 16, for loads that are bound by the bytes
  *                      they move (tc_probe --round12). Selectable only: it loses (an H100, Mixtral M = 4096: 170
- *                      against 210 TFLOP/s; bench/results/2026-12-05-h100-tensor-core-check-variants.log): the
- *                      accumulators crowd out the operands' registers (round 14's 96 × 64: 47 TFLOP/s).
+ *                      against 210 TFLOP/s; bench/results/2026-12-05-h100-tensor-core-check-variants.log), most
+ *                      likely as its accumulators crowd out the operands' registers (round 14's 96 × 64: 47 TFLOP/s).
  *   'pipelined-64x128', 'plain-64x128'
  *                      'pipelined-64' / 'plain-64' with two subgroups per workgroup side by side along the columns
  *                      (64 rows × 128 columns, PIPELINED_WIDE_TILE), each loading its blocks straight from storage:
