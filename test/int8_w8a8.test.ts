@@ -313,13 +313,15 @@ const H200: Int8GemmDevice = {subgroups: true, reason: '', subgroupSize: 32, max
 describe('int8 prefill GEMM choice', () => {
   afterEach(() => setInt8GemmKernel(null));
 
-  it('takes the plain 64-row GEMM on the H200, or the one-subgroup one where experts average < 64 rows, saying why', () => {
-    for (const [rows, kernel] of [[undefined, 'tensor-core-i8-plain-64'], [16, 'tensor-core-i8'], [63, 'tensor-core-i8'],
-      [64, 'tensor-core-i8-plain-64'], [1024, 'tensor-core-i8-plain-64']] as Array<[number | undefined, Int8GemmKernel]>) {
+  it('takes the plain 64-row GEMM on the H200, or the 32-row one where experts average < 64 rows, saying why', () => {
+    for (const [rows, kernel] of [[undefined, 'tensor-core-i8-plain-64'], [8, 'tensor-core-i8-plain-32'],
+      [63, 'tensor-core-i8-plain-32'], [64, 'tensor-core-i8-plain-64'], [1024, 'tensor-core-i8-plain-64']] as
+      Array<[number | undefined, Int8GemmKernel]>) {
       const c = int8GemmChoice(H200, rows);
       expect(c.kernel, `rows per expert ${rows}`).to.equal(kernel);
-      expect(c.reason).to.match(kernel === 'tensor-core-i8' ? /one subgroup per 32-row tile .* fewer than 64 rows/ :
-        /both operands in blocks read from storage through block pointers right before their multiplies, 64 rows/);
+      expect(c.reason).to.match(kernel === 'tensor-core-i8-plain-32' ?
+        /through block pointers right before their multiplies, 32 rows × 64 columns .* fewer than 64 rows\)$/ :
+        /both operands in blocks read from storage through block pointers right before their multiplies, 64 rows × 64 columns per subgroup$/);
     }
   });
 
@@ -330,10 +332,11 @@ describe('int8 prefill GEMM choice', () => {
     expect(int8PipelinedWorkgroupBytes(64)).to.equal(4884);
     expect(at(4884, 512).kernel).to.equal('tensor-core-i8-plain-64');
     expect(at(4883, 512).reason).to.match(/dot4I8Packed tiles: 'tensor-core-i8-plain-64' needs 4884 bytes/);
-    expect(at(INT8_TC_WORKGROUP_BYTES, 16).kernel).to.equal('tensor-core-i8');
-    const none = at(INT8_TC_WORKGROUP_BYTES - 1, 16);
+    expect(int8PipelinedWorkgroupBytes(32)).to.equal(4500);
+    expect(at(4500, 16).kernel).to.equal('tensor-core-i8-plain-32');
+    const none = at(4499, 16);
     expect(none.kernel).to.equal('dot4-i8');
-    expect(none.reason).to.match(/dot4I8Packed tiles: 'tensor-core-i8' needs 7552 bytes/);
+    expect(none.reason).to.match(/dot4I8Packed tiles: 'tensor-core-i8-plain-32' needs 4500 bytes .* allows 4499/);
   });
 
   it('takes dot4 without the i8 config, subgroups or subgroups of 32, saying which', () => {

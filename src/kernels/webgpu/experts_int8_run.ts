@@ -38,8 +38,8 @@ import {tensorCoreWeightCopy} from './tensor_core_weights';
  *                    the same programs with each k block loaded right before its multiplies (blockedLoop without
  *                    prefetch, as the f16 'plain' variants: 210-212 against 193-198 TFLOP/s for the f16 pipelined
  *                    loop on the plain-GEMM probe), operands read through block pointers (the int8 plain loop: 299
- *                    TOPS on that probe, the pipelined one 213); 64 rows is the default where experts average
- *                    INT8_BLOCKED_MIN_ROWS rows or more (see there), 32 selectable;
+ *                    TOPS on that probe, the pipelined one 213); the default: 64 rows where experts average
+ *                    INT8_BLOCKED_MIN_ROWS rows or more, 32 where they average fewer (see there);
  *   'tensor-core-i8-plain-96'
  *                    the plain loop on 96-row tiles (6 × 4 results): 10 blocks loaded per 24 multiplies against 8
  *                    per 16, as the f16 'plain-96'; selectable only: 179 TOPS at Mixtral M = 4096 on an H100 against
@@ -57,8 +57,9 @@ import {tensorCoreWeightCopy} from './tensor_core_weights';
  *                    bench/results/2026-12-03-h200-int8-check-shared.log), with the tiles then filled by word
  *                    stores (16-byte stores since, not yet timed): selectable (setInt8GemmKernel), not chosen;
  *   'tensor-core-i8' experts_int8_tc_webgpu.ts: the same matrices, one subgroup per workgroup (32 × 64 tiles of
- *                    workgroup memory): the default where experts average fewer rows (Mixtral M = 4096: 21.0 ms,
- *                    138 TOPS);
+ *                    workgroup memory): the default where experts average fewer than INT8_BLOCKED_MIN_ROWS rows
+ *                    until 'tensor-core-i8-plain-32' beat it there (see INT8_BLOCKED_MIN_ROWS); selectable only
+ *                    (Mixtral M = 4096 on the H200: 21.2 ms, 136 TOPS);
  *   'dot4-i8'        experts_int8_webgpu.ts: dot4I8Packed tiles, everywhere the int8 path runs.
  */
 export type Int8GemmKernel = 'tensor-core-i8-pipelined-64' | 'tensor-core-i8-pipelined-32' |
@@ -105,7 +106,12 @@ export function int8SubgroupsN(k: Int8GemmKernel): number {
 
 /**
  * The default int8 GEMM: 'tensor-core-i8-plain-64' (a blocked-operand program, experts_int8_tc_pipelined_webgpu.ts)
- * where experts average at least this many rows, else 'tensor-core-i8'.
+ * where experts average at least this many rows, else 'tensor-core-i8-plain-32'.
+ * On the H200 (2026-12-05, GPU time, one run; bench/results/2026-12-05-h200-int8-check-small-rows.log), 32-row
+ * tiles against the one-subgroup 'tensor-core-i8' below the threshold: DeepSeek-V3 TP8 M = 256 (8 rows an expert)
+ * 0.651 ms against 0.708, Qwen3 M = 256 (16) 0.504 against 0.510; and against 64-row tiles above it: Mixtral
+ * M = 256 (64) 2.021 against 1.880, Qwen3 M = 4096 (256) 2.708 against 2.607, DeepSeek-V3 TP8 M = 4096 (128)
+ * 3.878 against 3.976 (the one point where 32 rows win above 64, by 2.5%: the threshold stays).
  * The plain loop took the 64-row tiles from the pipelined one on an H100 (2026-12-05, GPU time, one run;
  * bench/results/2026-12-05-h100-int8-check-plain.log): Mixtral M = 4096 197 TOPS against 171, M = 256 96 against
  * 88, Qwen3 M = 4096 116 against 90, bit-equal to the cpu reference. The threshold is from the pipelined loop on
@@ -163,7 +169,7 @@ export interface Int8GemmChoice {
 
 /**
  * The int8 prefill GEMM, and why (vLLM oracle style): where the adapter lists i8×i8→i32 16×16×32 subgroup
- * matrices and subgroups are 32 wide, 'tensor-core-i8-plain-64', or 'tensor-core-i8' where experts average
+ * matrices and subgroups are 32 wide, 'tensor-core-i8-plain-64', or 'tensor-core-i8-plain-32' where experts average
  * fewer than INT8_BLOCKED_MIN_ROWS rows, where its workgroup memory fits; else dot4I8Packed. `rowsPerExpert`:
  * pairs per used expert, when known. Pure: the plan tests call it with the H200's capabilities.
  */
@@ -185,13 +191,12 @@ export function int8GemmChoice(caps: Int8GemmDevice, rowsPerExpert?: number,
   if (forced) return {kernel: forced, reason: 'forced by setInt8GemmKernel'};
   if (whyNot) return {kernel: 'dot4-i8', reason: `dot4I8Packed tiles: ${whyNot}`};
   // The others are selectable only: slower where measured (see above).
-  const kernel: Int8GemmKernel = rowsPerExpert != null && rowsPerExpert < INT8_BLOCKED_MIN_ROWS ? 'tensor-core-i8' :
-    'tensor-core-i8-plain-64';
+  const few = rowsPerExpert != null && rowsPerExpert < INT8_BLOCKED_MIN_ROWS;
+  const kernel: Int8GemmKernel = few ? 'tensor-core-i8-plain-32' : 'tensor-core-i8-plain-64';
   if (!fits(kernel)) return {kernel: 'dot4-i8', reason: `dot4I8Packed tiles: ${memory(kernel)}`};
-  return {kernel, reason: kernel === 'tensor-core-i8' ? 'i8×i8→i32 subgroup matrices 16×16×32, one subgroup per ' +
-    `32-row tile in workgroup memory (experts average fewer than ${INT8_BLOCKED_MIN_ROWS} rows)` :
-    'i8×i8→i32 subgroup matrices 16×16×32, both operands in blocks read from storage through block pointers right ' +
-    'before their multiplies, 64 rows × 64 columns per subgroup'};
+  return {kernel, reason: 'i8×i8→i32 subgroup matrices 16×16×32, both operands in blocks read from storage ' +
+    `through block pointers right before their multiplies, ${few ? 32 : 64} rows × 64 columns per subgroup` +
+    (few ? ` (experts average fewer than ${INT8_BLOCKED_MIN_ROWS} rows)` : '')};
 }
 
 /** int8GemmChoice for this backend's device. */
