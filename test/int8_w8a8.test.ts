@@ -407,11 +407,14 @@ describe('int8 prefill GEMM choice', () => {
       if (int8LoadsBlockPointers(kernel)) {
         expect(code).to.contain('// moe-storage-i32-blocks xb').and.to.contain('// moe-storage-i32-blocks wb');
         expect(loads).to.have.length(8);
-        for (const load of loads) expect(load).to.match(/\(&(xb|wb)\[[ab]Block\d \+ kb\], 0u, (false|true), 32u\)/);
+        // Offsets and strides in the blocks' i32 words: a row of 32 i8 is 8.
+        for (const load of loads) expect(load).to.match(/<subgroup_matrix_\w+<i8, \d+, \d+>, (row|col)_major>\(&(xb|wb)\[[ab]Block\d \+ kb\], 0u, 8u\)/);
         expect(code).to.contain('rowScale[m] = bitcast<f32>(xb[(row / 16u) * 129u + 128u][row % 16u]);');
       } else {
         expect(code).to.not.contain('moe-storage-i32-blocks');
-        for (const load of loads) expect(load).to.match(/\(&(xb|wb), [ab]Block\d \+ \((k0|nk) \* 2u \+ [01]u\) \* 512u/);
+        // In words of the i32 array: 128 a block, each first block divided by 4 before the k loop.
+        for (const load of loads) expect(load).to.match(/\(&(xb|wb), [ab]Block\d \+ \((k0|nk) \* 2u \+ [01]u\) \* 128u, 8u\)/);
+        expect(code).to.contain(`let aBlock1 = ((u32(rowStart) / 16u + 1u) * ${129 * 128 * 4}u) / 4u;`);
         expect(code).to.contain(`rowScale[m] = bitcast<f32>(xb[(row / 16u) * ${129 * 128}u + ${4096 * 4}u + row % 16u]);`);
       }
     }

@@ -38,6 +38,7 @@ import {randn, rng} from './helpers/compare';
 import {describeBackends} from './helpers/env';
 import {randomProjection} from './helpers/quant_weights';
 import {emulateF16SubgroupMatrices} from './helpers/f16_subgroup_matrix_emulation';
+import {toMatrixElementOffsets} from './helpers/subgroup_matrix_lanes';
 
 const fmt = (code: WeightFormat['code'], groupSize: number, zero: number | 'tensor' = 0,
     o: Partial<WeightFormat> = {}): WeightFormat =>
@@ -207,7 +208,7 @@ describe('tensor-core GEMM plan', () => {
     // y in sorted order: no store hangs on a condition that differs between the two subgroups (H whole workgroups).
     const sorted = new ExpertsTensorCoreStorageGemmProgram({...c, stage: 'w2', subgroupsN: 2, sortedOutput: true}, [8192, 4096],
         40).getUserCode();
-    expect(sorted.match(/subgroupMatrixStore\(&result, /g)).to.have.length(16);
+    expect(sorted.match(/subgroupMatrixStore<row_major>\(&result, /g)).to.have.length(16);
     expect(sorted).to.not.match(/if \(n0 \+/);
     const narrow = tensorCoreLayout(FLOAT32_FORMAT, 4160, 14336, 'silu', tensorCoreTileShape('plain-64x128'), true, true);
     expect(() => new ExpertsTensorCoreStorageGemmProgram({...c, layout: narrow, hiddenSize: 4160, stage: 'w2', subgroupsN: 2,
@@ -333,12 +334,12 @@ describe('tensor-core GEMM plan', () => {
       expect(loads, variant).to.have.length(prefetchesBlocks(variant) ? 2 * 2 * 8 : 8);
       if (variant === 'pipelined-64') {
         expect(code).to.contain('// moe-storage-f16-blocks x16').and.to.contain('// moe-storage-f16-blocks w16');
-        for (const load of loads) expect(load).to.match(/\(&(x16|w16)\[[ab]Block\d \+ \((k0|nk) \* 2u \+ [01]u\)\], 0u, (false|true), 16u\)/);
+        for (const load of loads) expect(load).to.match(/, (row|col)_major>\(&(x16|w16)\[[ab]Block\d \+ \((k0|nk) \* 2u \+ [01]u\)\], 0u, 16u\)/);
         // Block indices: x16's row blocks of Hp / 16 blocks each.
         expect(code).to.contain(`let aBlock1 = ((u32(rowStart) / 16u + 1u) * ${2048 / 16 * 256}u) / 256u;`);
       } else {
         expect(code).to.contain('// moe-storage-f16 x16').and.to.not.contain('moe-storage-f16-blocks');
-        for (const load of loads) expect(load).to.match(/\(&(x16|w16), [ab]Block\d \+ kb \* 256u, (false|true), 16u\)/);
+        for (const load of loads) expect(load).to.match(/, (row|col)_major>\(&(x16|w16), [ab]Block\d \+ kb \* 256u, 16u\)/);
       }
     }
   });
@@ -466,7 +467,7 @@ describeBackends('tensor-core helper programs on webgpu', (backend) => {
    */
   const BLOCKS_STAND_IN = '// moe-test-f32-blocks';
   const standIn = (code: string, f16Bindings: string[]) => {
-    let out = code.replace(/^\s*enable (f16|chromium_experimental_subgroup_matrix);\s*$/gm, '')
+    let out = toMatrixElementOffsets(code, () => 1, 'standIn').replace(/^\s*enable (f16|chromium_experimental_subgroup_matrix);\s*$/gm, '')
         .replace(/^(\s*)\/\/ moe-storage-f16-blocks (\w+)$/gm, `$1${BLOCKS_STAND_IN} $2`)
         .replace(/^\s*\/\/ moe-storage-f16 .*$/gm, '')
         // f16 tiles as f32 would double the workgroup memory past SwiftShader's 32 KiB (and shared-128 needs 36 KiB

@@ -1,4 +1,4 @@
-import {emulatedLanesInMain, subgroupMatrixLanesWgsl} from './subgroup_matrix_lanes';
+import {emulatedLanesInMain, subgroupMatrixLanesWgsl, toMatrixElementOffsets} from './subgroup_matrix_lanes';
 
 /**
  * Runs the f16 tensor-core GEMMs' WGSL (experts_gemm_tc_storage_webgpu.ts: the storage and pipelined variants)
@@ -9,8 +9,9 @@ import {emulatedLanesInMain, subgroupMatrixLanesWgsl} from './subgroup_matrix_la
  *
  * Semantics emulated (Dawn's subgroup_matrix.md, as test/helpers/i8_subgroup_matrix_emulation.ts):
  *   subgroup_matrix_left<f16, 16, 16>, _right<f16, 16, 16>, _result<f32, 16, 16>;  C += A · B.
- *   load(&arr, off, colMajor, stride) of halves: element (r, c) at off + r·s + c (row-major) or off + c·s + r,
- *   s = max(stride, 16); the whole load is zero unless off + s·15 + 16 ≤ the binding's length in halves.
+ *   load<T, row_major|col_major>(&arr, off, stride) of halves: element (r, c) at off + r·s + c (row-major) or
+ *   off + c·s + r, s = max(stride, 16); the whole load is zero unless off + s·15 + 16 ≤ the binding's length in
+ *   halves.
  *   load(&blocks[b], off, ..) from an array<array<f16, 256>> (device.ts's block declarations): off + 256·b in
  *   the same halves (a block past the array reads zeros here; robustness clamps its index on a GPU).
  *   store of an f32 result into array<f32> (workgroup or storage): the same addressing and check.
@@ -21,7 +22,8 @@ import {emulatedLanesInMain, subgroupMatrixLanesWgsl} from './subgroup_matrix_la
  * (and a program's subgroup id localIndex / 32: emulatedLanesInMain);
  * operands are lazy (read at the multiply), sound here since both operands come from read-only storage.
  */
-export function emulateF16SubgroupMatrices(code: string): string {
+export function emulateF16SubgroupMatrices(source: string): string {
+  const code = toMatrixElementOffsets(source, () => 1, 'emulateF16SubgroupMatrices');
   const f16Bindings = [...code.matchAll(/^[ \t]*\/\/ moe-storage-f16(?:-blocks)? (\w+)[ \t]*$/gm)].map((m) => m[1]);
   let out = code.replace(/^\s*enable (f16|chromium_experimental_subgroup_matrix);\s*$/gm, '')
       .replace(/^[ \t]*\/\/ moe-storage-f16(?:-blocks)? \w+[ \t]*$/gm, '');

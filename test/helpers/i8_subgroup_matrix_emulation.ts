@@ -1,4 +1,4 @@
-import {emulatedLanesInMain, subgroupMatrixLanesWgsl} from './subgroup_matrix_lanes';
+import {emulatedLanesInMain, subgroupMatrixLanesWgsl, toMatrixElementOffsets} from './subgroup_matrix_lanes';
 
 /**
  * Runs the int8 tensor-core GEMMs' WGSL where no GPU here has subgroup matrices (SwiftShader): the
@@ -9,13 +9,14 @@ import {emulatedLanesInMain, subgroupMatrixLanesWgsl} from './subgroup_matrix_la
  * Semantics emulated (Dawn's subgroup_matrix.md; Tint's SPIR-V, test/tint/builtins/gen/var/subgroupMatrixLoad):
  *   subgroup_matrix_left<i8, K, M>   M rows × K columns;  subgroup_matrix_right<i8, N, K>  K rows × N columns;
  *   subgroup_matrix_result<i32, N, M> M rows × N columns;  C += A · B.
- *   load(&arr, off, colMajor, stride), i8 in array<i32> (4 a word, byte b of a word = element 4w + b): element
- *   (r, c) at off + r·s + c (row-major) or off + c·s + r (column-major), s = max(stride, minor extent); the whole
- *   load is skipped (zero matrix) unless off + s·(major extent − 1) + minor extent ≤ 4·length (Tint's check).
+ *   load<T, row_major|col_major>(&arr, off, stride), i8 in array<i32> (4 a word, byte b of a word = element
+ *   4w + b; off and stride in words, or in vec4s for the shared kernel's vec4<u32> tiles): with o = 4·off,
+ *   s = max(4·stride, minor extent), element (r, c) at o + r·s + c (row-major) or o + c·s + r (column-major); the
+ *   whole load is skipped (zero matrix) unless o + s·(major extent − 1) + minor extent ≤ 4·length (Tint's check).
  *   store of an i32 result into array<i32>: element (r, c) at off + r·s + c (row-major) or off + c·s + r, same
  *   check against 1·length.
  *   load(&blocks[b], off, ..) from a binding marked `// moe-storage-i32-blocks` (device.ts declares it
- *   array<array<i32, 128>>, as on the GPU, and the kernel's own reads index it so): off + 512·b in the same i8.
+ *   array<array<i32, 128>>, as on the GPU, and the kernel's own reads index it so): o + 512·b in the same i8.
  *
  * How: operands are lazy (array, offset, stride, layout, in bounds) and read at the multiply, which equals a
  * read at the load wherever no workgroup write lies between the two (true of these kernels: loads and multiplies
@@ -29,7 +30,8 @@ import {emulatedLanesInMain, subgroupMatrixLanesWgsl} from './subgroup_matrix_la
  * again. The bounds checks still use each array's own length.
  */
 export function emulateI8SubgroupMatrices(source: string, maxWorkgroupBytes = Infinity): string {
-  const code = wordTiles(source);
+  const {code: tiled, vec4s} = wordTiles(source);
+  const code = toMatrixElementOffsets(tiled, (arr) => vec4s.has(arr) ? 16 : 4, 'emulateI8SubgroupMatrices');
   const sizes = new Map([...code.matchAll(/var<workgroup>\s+(\w+)\s*:\s*array<i32,\s*(\d+)>/g)]
     .map((m) => [m[1], Number(m[2])] as [string, number]));
   // Where each array's words live: its own array from 0, or the shared one at an offset.
@@ -109,44 +111,20 @@ export function emulateI8SubgroupMatrices(source: string, maxWorkgroupBytes = In
 }
 
 /**
- * Workgroup tiles declared array<vec4<u32>> and read with the new load form (the shared kernel's): each becomes an
- * array<i32> of 4 words a vec4, each 16-byte store `T[i] = v;` four word stores, and each load
- * `subgroupMatrixLoad<M, row_major|col_major>(&T, off, stride)` (offsets and strides in vec4s, 16 i8 each) the
- * old form in i8 elements, which the rest of the emulation reads.
+ * Workgroup tiles declared array<vec4<u32>> (the shared kernel's): each becomes an array<i32> of 4 words a vec4,
+ * and each 16-byte store `T[i] = v;` four word stores. Its loads keep counting vec4s (toMatrixElementOffsets is
+ * told which arrays these are).
  */
-function wordTiles(code: string): string {
+function wordTiles(source: string): {code: string; vec4s: Set<string>} {
   const vec4s = new Set<string>();
-  let out = code.replace(/var<workgroup>\s+(\w+)\s*:\s*array<vec4<u32>,\s*(\d+)>;/g, (_, name, n) => {
+  let code = source.replace(/var<workgroup>\s+(\w+)\s*:\s*array<vec4<u32>,\s*(\d+)>;/g, (_, name, n) => {
     vec4s.add(name);
     return `var<workgroup> ${name} : array<i32, ${4 * Number(n)}>;`;
   });
   for (const name of vec4s) {
-    out = out.replace(new RegExp(`\\b${name}\\[([^\\]]+)\\] = ([^;]+);`, 'g'), (_, i, v) =>
+    code = code.replace(new RegExp(`\\b${name}\\[([^\\]]+)\\] = ([^;]+);`, 'g'), (_, i, v) =>
       `{ let smV = bitcast<vec4<i32>>(${v}); let smI = 4u * (${i}); ${name}[smI] = smV.x; ${name}[smI + 1u] = smV.y; ` +
       `${name}[smI + 2u] = smV.z; ${name}[smI + 3u] = smV.w; }`);
   }
-  const head = /subgroupMatrixLoad<(subgroup_matrix_(?:left|right)<i8, \d+, \d+>), (row_major|col_major)>\(/g;
-  let m: RegExpExecArray | null;
-  while ((m = head.exec(out)) != null) {
-    // The call's arguments, up to its balanced closing parenthesis, split at top-level commas.
-    const args: string[] = [];
-    let depth = 0, start = m.index + m[0].length, i = start;
-    for (; depth >= 0; i++) {
-      const ch = out[i];
-      if (ch === '(') depth++;
-      else if (ch === ')') depth--;
-      if ((ch === ',' && depth === 0) || depth < 0) {
-        args.push(out.slice(start, i).trim());
-        start = i + 1;
-      }
-    }
-    const [arr, off, stride] = args;
-    if (args.length !== 3 || !vec4s.has(arr.replace(/^&/, ''))) {
-      throw new Error(`emulateI8SubgroupMatrices: a new-form load not from a vec4 workgroup tile: ${out.slice(m.index, i)}`);
-    }
-    const old = `subgroupMatrixLoad<${m[1]}>(${arr}, (${off}) * 16u, ${m[2] === 'col_major'}, (${stride}) * 16u)`;
-    out = out.slice(0, m.index) + old + out.slice(i);
-    head.lastIndex = m.index + old.length;
-  }
-  return out;
+  return {code, vec4s};
 }

@@ -48,3 +48,51 @@ export function emulatedLanesInMain(code: string, emulation: string): string {
   if (/fn main\(\) \{/.test(code)) return code.replace(/fn main\(\) \{/, 'fn main() {\n        smLane = localIndex % 32u;');
   throw new Error(`${emulation}: no main() found`);
 }
+
+/**
+ * Rewrites the kernels' subgroup-matrix loads and stores, in WGSL's current form
+ * (`subgroupMatrixLoad<T, row_major|col_major>(p, offset, stride)`, `subgroupMatrixStore<row_major|col_major>(p,
+ * offset, value, stride)`, offsets and strides counted in the pointed-to array's elements), into the emulations'
+ * own notation: `subgroupMatrixLoad<T>(p, offset, colMajor, stride)` and `subgroupMatrixStore(p, offset, value,
+ * colMajor, stride)`, offsets and strides in matrix elements, `perElement(array)` of them in one element of a
+ * loaded array (results are stored into arrays of their own scalar). That notation is WGSL's deprecated form,
+ * which Tint warns about at every call: a kernel that still uses it is refused here.
+ */
+export function toMatrixElementOffsets(code: string, perElement: (array: string) => number, emulation: string): string {
+  const deprecated = code.match(/subgroupMatrixLoad<subgroup_matrix_\w+<[^<>]*>>\(|subgroupMatrixStore\(/);
+  if (deprecated) throw new Error(`${emulation}: a subgroup-matrix load or store in the deprecated form: ${deprecated[0]}`);
+  const head = /subgroupMatrix(Load<([^<>]*<[^<>]*>), |Store<)(row_major|col_major)>\(/g;
+  let out = code;
+  let m: RegExpExecArray | null;
+  while ((m = head.exec(out)) != null) {
+    // The call's arguments, up to its balanced closing parenthesis, split at top-level commas.
+    const args: string[] = [];
+    let depth = 0, start = m.index + m[0].length, i = start;
+    for (; depth >= 0; i++) {
+      const ch = out[i];
+      if (ch === '(' || ch === '[') depth++;
+      else if (ch === ')' || ch === ']') depth--;
+      if ((ch === ',' && depth === 0) || depth < 0) {
+        args.push(out.slice(start, i).trim());
+        start = i + 1;
+      }
+    }
+    const colMajor = m[3] === 'col_major';
+    let call: string;
+    if (m[2] != null) {
+      const [pointer, offset, stride] = args;
+      const array = pointer.match(/^&(\w+)/)?.[1];
+      if (args.length !== 3 || array == null) throw new Error(`${emulation}: a load it cannot read: ${out.slice(m.index, i)}`);
+      const per = perElement(array);
+      const scaled = (e: string) => per === 1 ? e : `(${e}) * ${per}u`;
+      call = `subgroupMatrixLoad<${m[2]}>(${pointer}, ${scaled(offset)}, ${colMajor}, ${scaled(stride)})`;
+    } else {
+      const [pointer, offset, value, stride] = args;
+      if (args.length !== 4) throw new Error(`${emulation}: a store it cannot read: ${out.slice(m.index, i)}`);
+      call = `subgroupMatrixStore(${pointer}, ${offset}, ${value}, ${colMajor}, ${stride})`;
+    }
+    out = out.slice(0, m.index) + call + out.slice(i);
+    head.lastIndex = m.index + call.length;
+  }
+  return out;
+}

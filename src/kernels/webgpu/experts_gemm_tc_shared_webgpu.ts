@@ -138,10 +138,10 @@ export class ExpertsTensorCoreSharedGemmProgram implements WebGPUProgram {
             ${ib.map((i) => `wv${i} = w16[wAt${i} + k];`).join(' ')}
           }
           for (var kk = 0u; kk < ${BK}u; kk += 16u) {
-            ${rows.map((r) => `let a${r} = subgroupMatrixLoad<${left}>(&tileX, (wm * ${TM * 16}u + ${16 * r}u) * ${ROW}u + kk, false, ${ROW}u);`).join('\n            ')}
+            ${rows.map((r) => `let a${r} = subgroupMatrixLoad<${left}, row_major>(&tileX, (wm * ${TM * 16}u + ${16 * r}u) * ${ROW}u + kk, ${ROW}u);`).join('\n            ')}
             ${cols.map((c) => blocked ?
-              `let b${c} = subgroupMatrixLoad<${right}>(&w16, wBlock + ${c * kBlocks * 256}u + (u32(kt) * ${BK / 16}u + kk / 16u) * 256u, true, 16u);` :
-              `let b${c} = subgroupMatrixLoad<${right}>(&tileW, (wn * 64u + ${16 * c}u) * ${ROW}u + kk, true, ${ROW}u);`).join('\n            ')}
+              `let b${c} = subgroupMatrixLoad<${right}, col_major>(&w16, wBlock + ${c * kBlocks * 256}u + (u32(kt) * ${BK / 16}u + kk / 16u) * 256u, 16u);` :
+              `let b${c} = subgroupMatrixLoad<${right}, col_major>(&tileW, (wn * 64u + ${16 * c}u) * ${ROW}u + kk, ${ROW}u);`).join('\n            ')}
             ${rows.flatMap((r) => cols.map((c) => `acc${r}${c} = subgroupMatrixMultiplyAccumulate(a${r}, b${c}, acc${r}${c});`)).join('\n            ')}
           }
           workgroupBarrier();
@@ -150,7 +150,7 @@ export class ExpertsTensorCoreSharedGemmProgram implements WebGPUProgram {
 
         ${rows.map((r) => `{
           let rt = ${r}u;
-          ${cols.map((c) => `subgroupMatrixStore(&staged, sid * 1024u + ${c * 256}u, acc${r}${c}, false, 16u);`).join(' ')}
+          ${cols.map((c) => `subgroupMatrixStore<row_major>(&staged, sid * 1024u + ${c * 256}u, acc${r}${c}, 16u);`).join(' ')}
           workgroupBarrier();
           ${epilogue}
           workgroupBarrier();

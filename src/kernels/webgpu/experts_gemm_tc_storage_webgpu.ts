@@ -255,7 +255,7 @@ export class ExpertsTensorCoreStorageGemmProgram implements WebGPUProgram {
     // (H not a multiple of 64) are skipped, a uniform condition; with two subgroups H is a multiple of 128 and
     // there is no condition (n0 differs between the subgroups: no store hangs on it).
     const sortedStore = (r: number, c: number) => {
-      const store = `subgroupMatrixStore(&result, u32(outRow0 + ${16 * r}) * ${H}u + u32(n0 + ${16 * c}), acc${r}${c}, false, ${H}u);`;
+      const store = `subgroupMatrixStore<row_major>(&result, u32(outRow0 + ${16 * r}) * ${H}u + u32(n0 + ${16 * c}), acc${r}${c}, ${H}u);`;
       return WN > 1 ? store : `if (n0 + ${16 * c} < ${H}) { ${store} }`;
     };
     const sortedStores = () => `
@@ -295,8 +295,8 @@ export class ExpertsTensorCoreStorageGemmProgram implements WebGPUProgram {
         ${cols.map((c) => `let bOff${c} = u32(${bRow(c)}) * ${L.kStride}u;`).join('\n        ')}
         for (var kt = tile.z; kt < tile.w; kt++) {
           let k = u32(kt) * 16u;
-          ${rows.map((r) => `let a${r} = subgroupMatrixLoad<${left}>(&x16, aOff${r} + k, false, ${Kp}u);`).join('\n          ')}
-          ${cols.map((c) => `let b${c} = subgroupMatrixLoad<${right}>(&w16, bOff${c} + k, true, ${L.rowStep * L.kStride}u);`)
+          ${rows.map((r) => `let a${r} = subgroupMatrixLoad<${left}, row_major>(&x16, aOff${r} + k, ${Kp}u);`).join('\n          ')}
+          ${cols.map((c) => `let b${c} = subgroupMatrixLoad<${right}, col_major>(&w16, bOff${c} + k, ${L.rowStep * L.kStride}u);`)
             .join('\n          ')}
           ${rows.flatMap((r) => cols.map((c) => `acc${r}${c} = subgroupMatrixMultiplyAccumulate(a${r}, b${c}, acc${r}${c});`))
             .join('\n          ')}
@@ -305,7 +305,7 @@ export class ExpertsTensorCoreStorageGemmProgram implements WebGPUProgram {
 
         ${sorted ? sortedStores() : rows.map((r) => `{
           let rt = ${r}u;
-          ${cols.map((c) => `subgroupMatrixStore(&staged, ${base} + ${c * 256}u, acc${r}${c}, false, 16u);`).join(' ')}
+          ${cols.map((c) => `subgroupMatrixStore<row_major>(&staged, ${base} + ${c * 256}u, acc${r}${c}, 16u);`).join(' ')}
           workgroupBarrier();
           ${epilogue}
           workgroupBarrier();
@@ -315,7 +315,7 @@ export class ExpertsTensorCoreStorageGemmProgram implements WebGPUProgram {
   }
 }
 
-/** Where a pipelined k loop's operands are (offsets in the bindings' matrix elements). */
+/** Where a pipelined k loop's operands are (offsets in matrix elements). */
 export interface PipelinedOperands {
   /** The bindings and matrix types of the left (rows) and right (weights) operands. */
   x: string;
@@ -328,6 +328,11 @@ export interface PipelinedOperands {
   /** Elements per block (one matrix: 16 × 16 f16, or 16 × 32 i8) and a block row's stride. */
   block: number;
   stride: number;
+  /**
+   * Matrix elements in one element of the bindings' arrays (4: i8 in array<i32>; default 1): subgroupMatrixLoad
+   * counts offsets and strides in array elements, so the loop divides by it, outside the k loop where it can.
+   */
+  perElement?: number;
   /**
    * x and w are arrays of whole blocks (storageElements' '-blocks'), loaded as `&x[block]` at offset 0: with the
    * prefetching loop, 220 against 195 TFLOP/s on the H200's 4096 × 14336 × 4096 f16 GEMM in one run; the
@@ -350,25 +355,27 @@ export interface PipelinedOperands {
  */
 export function blockedLoop(rows: number[], cols: number[], prefetch: boolean, o: PipelinedOperands): string {
   const halves = [0, 1];
-  // aBlock / bBlock: an element offset, or with block pointers the block's index.
+  const per = o.perElement ?? 1;
+  // aBlock / bBlock: an array-element offset, or with block pointers the block's index.
   const at = (arr: string, first: string, kBlock: string) => o.blockPointers ? `&${arr}[${first} + ${kBlock}], 0u` :
-    `&${arr}, ${first} + ${kBlock} * ${o.block}u`;
-  const firstBlock = (expr: string) => o.blockPointers ? `(${expr}) / ${o.block}u` : expr;
+    `&${arr}, ${first} + ${kBlock} * ${o.block / per}u`;
+  const firstBlock = (expr: string) => o.blockPointers ? `(${expr}) / ${o.block}u` : per > 1 ? `(${expr}) / ${per}u` : expr;
+  const stride = `${o.stride / per}u`;
   const firstBlocks = `
         ${rows.map((r) => `let aBlock${r} = ${firstBlock(o.aBlock(r))};`).join('\n        ')}
         ${cols.map((c) => `let bBlock${c} = ${firstBlock(o.bBlock(c))};`).join('\n        ')}`;
   if (!prefetch) {
     return `${firstBlocks}
         for (var kb = u32(tile.z) * 2u; kb < u32(tile.w) * 2u; kb++) {
-          ${rows.map((r) => `let a${r} = subgroupMatrixLoad<${o.left}>(${at(o.x, `aBlock${r}`, 'kb')}, false, ${o.stride}u);`).join('\n          ')}
-          ${cols.map((c) => `let b${c} = subgroupMatrixLoad<${o.right}>(${at(o.w, `bBlock${c}`, 'kb')}, true, ${o.stride}u);`).join('\n          ')}
+          ${rows.map((r) => `let a${r} = subgroupMatrixLoad<${o.left}, row_major>(${at(o.x, `aBlock${r}`, 'kb')}, ${stride});`).join('\n          ')}
+          ${cols.map((c) => `let b${c} = subgroupMatrixLoad<${o.right}, col_major>(${at(o.w, `bBlock${c}`, 'kb')}, ${stride});`).join('\n          ')}
           ${rows.flatMap((r) => cols.map((c) => `acc${r}${c} = subgroupMatrixMultiplyAccumulate(a${r}, b${c}, acc${r}${c});`)).join('\n          ')}
         }`;
   }
   const a = (h: number, r: number, step: string) =>
-    `subgroupMatrixLoad<${o.left}>(${at(o.x, `aBlock${r}`, `(${step} * 2u + ${h}u)`)}, false, ${o.stride}u)`;
+    `subgroupMatrixLoad<${o.left}, row_major>(${at(o.x, `aBlock${r}`, `(${step} * 2u + ${h}u)`)}, ${stride})`;
   const b = (h: number, c: number, step: string) =>
-    `subgroupMatrixLoad<${o.right}>(${at(o.w, `bBlock${c}`, `(${step} * 2u + ${h}u)`)}, true, ${o.stride}u)`;
+    `subgroupMatrixLoad<${o.right}, col_major>(${at(o.w, `bBlock${c}`, `(${step} * 2u + ${h}u)`)}, ${stride})`;
   return `${firstBlocks}
         let k0 = u32(min(tile.z, tile.w - 1));
         ${halves.flatMap((h) => rows.map((r) => `var a${h}${r} = ${a(h, r, 'k0')};`)).join(' ')}

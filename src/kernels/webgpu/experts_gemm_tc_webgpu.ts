@@ -194,9 +194,9 @@ export class ExpertsTensorCoreGemmProgram implements WebGPUProgram {
             .join('\n          ')}
           workgroupBarrier();
           for (var kk = 0u; kk < ${BK}u; kk += 16u) {
-            let a0 = subgroupMatrixLoad<${left}>(&As, kk, false, ${BK}u);
-            let a1 = subgroupMatrixLoad<${left}>(&As, ${16 * BK}u + kk, false, ${BK}u);
-            ${[0, 1, 2, 3].map((c) => `let b${c} = subgroupMatrixLoad<${right}>(&Bs, ${c * 16 * BK}u + kk, true, ${BK}u);`)
+            let a0 = subgroupMatrixLoad<${left}, row_major>(&As, kk, ${BK}u);
+            let a1 = subgroupMatrixLoad<${left}, row_major>(&As, ${16 * BK}u + kk, ${BK}u);
+            ${[0, 1, 2, 3].map((c) => `let b${c} = subgroupMatrixLoad<${right}, col_major>(&Bs, ${c * 16 * BK}u + kk, ${BK}u);`)
               .join('\n            ')}
             ${[0, 1, 2, 3].map((c) => `acc${c} = subgroupMatrixMultiplyAccumulate(a0, b${c}, acc${c});
             acc${4 + c} = subgroupMatrixMultiplyAccumulate(a1, b${c}, acc${4 + c});`).join('\n            ')}
@@ -206,9 +206,9 @@ export class ExpertsTensorCoreGemmProgram implements WebGPUProgram {
 
         for (var rt = 0u; rt < 2u; rt++) {
           if (rt == 0u) {
-            ${[0, 1, 2, 3].map((c) => `subgroupMatrixStore(&staged, ${c * 256}u, acc${c}, false, 16u);`).join(' ')}
+            ${[0, 1, 2, 3].map((c) => `subgroupMatrixStore<row_major>(&staged, ${c * 256}u, acc${c}, 16u);`).join(' ')}
           } else {
-            ${[0, 1, 2, 3].map((c) => `subgroupMatrixStore(&staged, ${c * 256}u, acc${4 + c}, false, 16u);`).join(' ')}
+            ${[0, 1, 2, 3].map((c) => `subgroupMatrixStore<row_major>(&staged, ${c * 256}u, acc${4 + c}, 16u);`).join(' ')}
           }
           workgroupBarrier();
           ${epilogue}

@@ -291,13 +291,13 @@ export class ExpertsInt8PipelinedGemmProgram implements WebGPUProgram {
         }
         ${epilogue.columns}
         ${rows.flatMap((r) => cols.map((cc) => `var acc${r}${cc} : ${result};`)).join('\n        ')}
-        ${blockedLoop(rows, cols, this.prefetch, {x: 'xb', w: 'wb', left, right, block: 512, stride: 32, blockPointers: blocks,
+        ${blockedLoop(rows, cols, this.prefetch, {x: 'xb', w: 'wb', left, right, block: 512, stride: 32, perElement: 4, blockPointers: blocks,
           aBlock: (r) => `(u32(rowStart) / 16u + ${r}u) * ${RB}u`,
           bBlock: (cc) => `((u32(e) * ${rowsPerExpert}u + u32(${w13 ? '2 * n0' : 'n0'})) / 16u + ${cc}u) * ${KB * 512}u`})}
 
         ${rows.map((r) => `{
           let rt = ${r}u;
-          ${cols.map((cc) => `subgroupMatrixStore(&staged, ${base} + ${cc * 256}u, acc${r}${cc}, false, 16u);`).join(' ')}
+          ${cols.map((cc) => `subgroupMatrixStore<row_major>(&staged, ${base} + ${cc * 256}u, acc${r}${cc}, 16u);`).join(' ')}
           workgroupBarrier();
           ${epilogue.block}
           workgroupBarrier();

@@ -226,7 +226,7 @@ export class ExpertsInt8TensorCoreSharedGemmProgram implements WebGPUProgram {
         let base = sid * 1024u;
         ${rows.map((r) => `{
           let rt = ${r}u;
-          ${cols.map((cc) => `subgroupMatrixStore(&staged, base + ${cc * 256}u, acc${r}${cc}, false, 16u);`).join(' ')}
+          ${cols.map((cc) => `subgroupMatrixStore<row_major>(&staged, base + ${cc * 256}u, acc${r}${cc}, 16u);`).join(' ')}
           workgroupBarrier();
           ${epilogue}
           workgroupBarrier();

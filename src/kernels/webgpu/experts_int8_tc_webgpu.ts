@@ -11,9 +11,10 @@
  *   w2:  weight rows h0..h0+63
  * Types (Dawn's subgroup_matrix.md): subgroup_matrix_left<i8, K, M> is M rows × K columns, _right<i8, N, K> is
  * K × N, _result<i32, N, M>; i8 matrices live in array<i32> (4 per element), and a load's offset and stride count
- * i8 elements: Tint divides both by 4 for the SPIR-V load and skips (zero matrix) a load whose last byte would lie
- * past the array (Dawn's test/tint/builtins/gen/var/subgroupMatrixLoad/0f7739.wgsl.expected.spvasm). Each 16×32
- * operand tile has its own workgroup array of exactly 512 bytes, loaded at offset 0 with stride 32: A0/A1 hold rows
+ * the array's i32 elements (the deprecated form counted i8 elements, which Tint divided by 4); Tint skips (zero
+ * matrix) a load whose last byte would lie past the array (Dawn's
+ * test/tint/builtins/gen/var/subgroupMatrixLoad/0f7739.wgsl.expected.spvasm). Each 16×32 operand tile has its
+ * own workgroup array of exactly 512 bytes, loaded at offset 0 with a stride of 8 words: A0/A1 hold rows
  * 0-15/16-31 row-major (32 bytes a row), B0..B3 weight rows 0-15, .., 48-63, i.e. the right matrix column-major
  * (a weight row is a column of Wᵀ). Weight words are turned from
  * 'uint8' codes to int8 (`^ 0x80808080`) as they are stored.
@@ -213,9 +214,10 @@ export class ExpertsInt8TensorCoreGemmProgram implements WebGPUProgram {
             ${store(`B${p}`, 'sub', 'half', 'v')}
           }`).join('\n          ')}
           workgroupBarrier();
-          let a0 = subgroupMatrixLoad<${left}>(&A0, 0u, false, 32u);
-          let a1 = subgroupMatrixLoad<${left}>(&A1, 0u, false, 32u);
-          ${bPasses.map((p) => `let b${p} = subgroupMatrixLoad<${right}>(&B${p}, 0u, true, 32u);`).join('\n          ')}
+          // Strides in the tiles' i32 words: a row of 32 i8 is 8 words.
+          let a0 = subgroupMatrixLoad<${left}, row_major>(&A0, 0u, 8u);
+          let a1 = subgroupMatrixLoad<${left}, row_major>(&A1, 0u, 8u);
+          ${bPasses.map((p) => `let b${p} = subgroupMatrixLoad<${right}, col_major>(&B${p}, 0u, 8u);`).join('\n          ')}
           ${bPasses.map((p) => `acc${p} = subgroupMatrixMultiplyAccumulate(a0, b${p}, acc${p});
           acc${4 + p} = subgroupMatrixMultiplyAccumulate(a1, b${p}, acc${4 + p});`).join('\n          ')}
           workgroupBarrier();
@@ -223,9 +225,9 @@ export class ExpertsInt8TensorCoreGemmProgram implements WebGPUProgram {
 
         for (var rt = 0u; rt < 2u; rt++) {
           if (rt == 0u) {
-            ${bPasses.map((p) => `subgroupMatrixStore(&staged, ${p * 256}u, acc${p}, false, 16u);`).join(' ')}
+            ${bPasses.map((p) => `subgroupMatrixStore<row_major>(&staged, ${p * 256}u, acc${p}, 16u);`).join(' ')}
           } else {
-            ${bPasses.map((p) => `subgroupMatrixStore(&staged, ${p * 256}u, acc${4 + p}, false, 16u);`).join(' ')}
+            ${bPasses.map((p) => `subgroupMatrixStore<row_major>(&staged, ${p * 256}u, acc${4 + p}, 16u);`).join(' ')}
           }
           workgroupBarrier();
           ${epilogue.block}
