@@ -12,7 +12,8 @@
  * through block pointers against element offsets (blockNames; run it again with --dawn-toggles disable_robustness);
  * --round13 the GEMM on 1-16 row tiles (waves of workgroups; run with --n 28672, Mixtral's w13 columns); --round14
  * several 64 × 64 subgroups per workgroup on block pointers, sharing operand blocks through L1, and 96 × 64
- * subgroup tiles (M 4608 by default).
+ * subgroup tiles (M 4608 by default); --round15 those subgroups each walking k from its own start, so that a block
+ * a neighbour loaded a few steps before is in L1 when it asks for it.
  */
 import * as fs from 'fs';
 import {tensorCoreDawnToggles} from './dawn_toggles';
@@ -642,8 +643,15 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) l
  * bound by their instructions (element by element), not by memory.
  */
 function blockNames(M: number, N: number, K: number, int8: boolean, pointers: boolean,
-    loop: 'plain' | 'pipelined' | 'loads' | 'cached-loads', vec4 = false, sub = {WM: 1, WN: 1}, tile = {TM: 4, TN: 4}): Kernel {
+    loop: 'plain' | 'pipelined' | 'loads' | 'cached-loads', vec4 = false, sub: {WM: number; WN: number; lag?: number} =
+    {WM: 1, WN: 1}, tile = {TM: 4, TN: 4}): Kernel {
   const kPerBlock = int8 ? 32 : 16, KB = K / kPerBlock;
+  // Round 15: subgroup (m, n) of the workgroup walks k from block KB - (m + n)·lag, wrapping, so each block it
+  // shares with (m - 1, n) or (m, n - 1) was loaded by that neighbour `lag` blocks earlier (round 14's subgroups
+  // asked for a shared block at the same moment, and neither found it in L1).
+  const lag = sub.lag ?? 0;
+  if (lag && (KB & (KB - 1)) !== 0) throw new Error(`blockNames: k lag needs a power-of-two block count, got ${KB}`);
+  const kAt = (kb: string) => lag ? `((${kb}) + rot) & ${KB - 1}u` : kb;
   // New load form: offsets and strides in the array's elements (f16, i32 holding 4 i8, or vec4<u32>: a block row
   // of 32 bytes is 2 of them, as in NVIDIA's sample and llama.cpp's f16vec4 views).
   const BLK = vec4 ? 32 : int8 ? 128 : 256, STRIDE = vec4 ? 2 : int8 ? 8 : 16;
@@ -657,8 +665,8 @@ function blockNames(M: number, N: number, K: number, int8: boolean, pointers: bo
   const load = (m: string, p: string, block: string, major: string) => pointers ?
     `subgroupMatrixLoad<${m}, ${major}>(&${p}[${block}], 0u, ${STRIDE}u)` :
     `subgroupMatrixLoad<${m}, ${major}>(&${p}, (${block}) * ${BLK}u, ${STRIDE}u)`;
-  const a = (r: number, kb: string) => load(left, 'A', `am + ${r * KB}u + ${kb}`, 'row_major');
-  const b = (c: number, kb: string) => load(right, 'B', `bn + ${c * KB}u + ${kb}`, 'col_major');
+  const a = (r: number, kb: string) => load(left, 'A', `am + ${r * KB}u + ${kAt(kb)}`, 'row_major');
+  const b = (c: number, kb: string) => load(right, 'B', `bn + ${c * KB}u + ${kAt(kb)}`, 'col_major');
   const loadsOnly = loop === 'loads' || loop === 'cached-loads';
   const pairs = loadsOnly ? rows.map((r) => [r, r]) : rows.flatMap((r) => cols.map((c) => [r, c]));
   const mma = (ap: string, bp: string) => pairs.map(([r, c]) =>
@@ -676,7 +684,8 @@ function blockNames(M: number, N: number, K: number, int8: boolean, pointers: bo
   const tm = one ? 'wg.y' : 'tm', tn = one ? 'wg.x' : 'tn';
   return {name: `round${one && TM === 4 && TN === 4 ? 12 : 14} ${loop} ${int8 ? 'int8' : 'f16'}, ` +
       (one ? `${shape} one subgroup, ` : `${SM * WM}×${SN * WN} per workgroup, ${WM}×${WN} subgroups of ${shape}, `) +
-      (pointers ? `block pointers (&A[block], offset 0, ${decl})` : `element offsets (&A, block·${BLK}, array<${elem}>)`),
+      (pointers ? `block pointers (&A[block], offset 0, ${decl})` : `element offsets (&A, block·${BLK}, array<${elem}>)`) +
+      (lag ? `, k lag ${lag} blocks a neighbour` : ''),
   workgroups: [N / (SN * WN), M / (SM * WM), 1], blocked: true, int8,
   ...(loadsOnly ? {synthetic: {flops: (M / SM) * (N / SN) * KB * pairs.length * 2 * 16 * 16 * kPerBlock}} : {}), code: `
 enable f16;${one ? '' : '\nenable subgroups;'}
@@ -688,6 +697,7 @@ enable chromium_experimental_subgroup_matrix;
 fn main(@builtin(workgroup_id) wg: vec3<u32>${one ? '' : ', @builtin(subgroup_id) sid: u32'}) {
   ${one ? '' : `let tm = wg.y * ${WM}u + sid % ${WM}u;   // this subgroup's tile of rows and of columns
   let tn = wg.x * ${WN}u + sid / ${WM}u;
+  ${lag ? `let rot = ${KB}u - (sid % ${WM}u + sid / ${WM}u) * ${lag}u;   // wraps to 0 for subgroup 0 (& ${KB - 1})` : ''}
   `}let am = ${tm} * ${TM * KB}u;   // first block of the tile's ${SM} rows (A) and ${SN} columns (B)
   let bn = ${tn} * ${TN * KB}u;
   ${pairs.map(([r, c]) => `var acc${r}${c}: ${result};`).join('\n  ')}
@@ -1068,6 +1078,28 @@ fn main(@builtin(local_invocation_index) li: u32${sidDecl}) {
     for (const k of kernels) {
       const [x, y] = k.workgroups;
       if (!Number.isInteger(x) || !Number.isInteger(y)) throw new Error(`--round14: ${k.name} does not tile ${M} × ${N}`);
+    }
+  }
+  if (args.includes('--round15')) {
+    // Round 14's shared blocks were no cheaper (loads 1 × 2: 1.95 against 1.92 ms): both subgroups asked for each
+    // block at once. Here a neighbour asks `lag` blocks later, when the first has it in L1 (round 12: L1 hits cost
+    // a seventh). If the loads become cheaper, the 1 × 2 / 2 × 2 / 1 × 4 kernels move fewer bytes from L2 per
+    // multiply: 12, 8 and 10 blocks per 16 multiplies from L2 against 16, 16 and 32.
+    kernels.length = 0;
+    const one = {WM: 1, WN: 1};
+    kernels.push(blockNames(M, N, K, false, true, 'pipelined', false, one));
+    kernels.push(blockNames(M, N, K, true, true, 'plain', false, one));
+    for (const int8 of [false, true]) {
+      kernels.push(blockNames(M, N, K, int8, true, 'loads', false, one));
+      for (const sub of [{WM: 1, WN: 2, lag: 2}, {WM: 2, WN: 2, lag: 2}]) kernels.push(blockNames(M, N, K, int8, true, 'loads', false, sub));
+    }
+    const grids = [{WM: 1, WN: 2, lag: 1}, {WM: 1, WN: 2, lag: 2}, {WM: 1, WN: 2, lag: 4}, {WM: 2, WN: 2, lag: 1},
+      {WM: 2, WN: 2, lag: 2}, {WM: 2, WN: 1, lag: 2}, {WM: 1, WN: 4, lag: 2}];
+    for (const sub of grids) kernels.push(blockNames(M, N, K, false, true, 'pipelined', false, sub));
+    for (const sub of grids) kernels.push(blockNames(M, N, K, true, true, 'plain', false, sub));
+    for (const k of kernels) {
+      const [x, y] = k.workgroups;
+      if (!Number.isInteger(x) || !Number.isInteger(y)) throw new Error(`--round15: ${k.name} does not tile ${M} × ${N}`);
     }
   }
   if (args.includes('--round10')) {
