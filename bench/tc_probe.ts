@@ -651,7 +651,7 @@ function blockNames(M: number, N: number, K: number, int8: boolean, pointers: bo
   // asked for a shared block at the same moment, and neither found it in L1).
   const lag = sub.lag ?? 0;
   if (lag && (KB & (KB - 1)) !== 0) throw new Error(`blockNames: k lag needs a power-of-two block count, got ${KB}`);
-  const kAt = (kb: string) => lag ? `((${kb}) + rot) & ${KB - 1}u` : kb;
+  const kAt = (kb: string) => lag ? `(((${kb}) + rot) & ${KB - 1}u)` : kb;   // WGSL: no + beside & unparenthesized
   // New load form: offsets and strides in the array's elements (f16, i32 holding 4 i8, or vec4<u32>: a block row
   // of 32 bytes is 2 of them, as in NVIDIA's sample and llama.cpp's f16vec4 views).
   const BLK = vec4 ? 32 : int8 ? 128 : 256, STRIDE = vec4 ? 2 : int8 ? 8 : 16;
