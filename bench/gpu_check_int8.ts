@@ -18,7 +18,7 @@
  *       [--kernels tensor-core-i8-shared-128,tensor-core-i8-shared-64,tensor-core-i8,dot4-i8] [--out FILE]
  *                                                    (the H200; packed with ../shared/gpu/pack.sh as docs/benchmarks.md says)
  */
-import './gpu_setup_tensor_cores';  // first: Dawn with the tensor-core toggles, then tfjs
+import {noShaderWarnings, watchShaderMessages} from './gpu_setup_tensor_cores';  // first: Dawn, then tfjs
 
 import * as tf from '@tensorflow/tfjs-core';
 import type {WebGPUBackend} from '@tensorflow/tfjs-backend-webgpu';
@@ -245,6 +245,7 @@ async function main() {
   await tf.setBackend('webgpu');
   const backend = tf.backend() as WebGPUBackend;
   const caps = webgpuCapabilities(backend);
+  watchShaderMessages(backend.device);
   report(JSON.stringify({features: [...backend.device.features], dot4I8Packed: hasDot4I8Packed(),
     subgroupMatrixConfigs: caps.subgroupMatrixConfigs, subgroupSize: caps.subgroupSize,
     int8Gemm: chooseInt8GemmKernel(backend), timestamps: hasGpuTimestamps()}));
@@ -255,6 +256,7 @@ async function main() {
       ok = (await realShape(SHAPES[name] as MoEShape, arg('tokens', '64,256,4096').split(',').map(Number))) && ok;
     }
   }
+  ok = noShaderWarnings(report) && ok;
   report(ok ? 'ALL PASS' : 'SOME FAILED');
   process.exit(ok ? 0 : 1);
 }

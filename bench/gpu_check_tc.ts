@@ -16,7 +16,7 @@
  *   bash .gpu/run.sh .gpu/gpu_check_tc.mjs [--variants storage-64,...] [--shapes qwen3,dsv3tp8,mixtral]
  *     [--tokens 64,256,4096] [--skip-tiny] [--skip-real] [--skip-check] [--out FILE]
  */
-import './gpu_setup_tensor_cores';  // first: Dawn with the tensor-core toggles, then tfjs
+import {noShaderWarnings, shaderMessages, watchShaderMessages} from './gpu_setup_tensor_cores';  // first: Dawn, then tfjs
 
 const USAGE = `bench/gpu_check_tc.ts: checks and times the f16 tensor-core prefill GEMMs (needs shader-f16 and
 chromium-experimental-subgroup-matrix; elsewhere it reports why they are off and exits 0).
@@ -92,22 +92,7 @@ async function scoped<T>(f: () => Promise<T>): Promise<{value?: T; error?: strin
   return error ? {error} : {value};
 }
 
-/** Shader-module compilation errors, keyed by a short head of the code (tfjs labels nothing). */
-const compileErrors: string[] = [];
-function watchCompilation(device: GPUDevice): void {
-  const createShaderModule = device.createShaderModule.bind(device);
-  device.createShaderModule = (d: GPUShaderModuleDescriptor) => {
-    const module = createShaderModule(d);
-    if (/subgroup_matrix|pack2x16float/.test(d.code)) {
-      module.getCompilationInfo?.().then((info) => {
-        for (const m of info.messages) {
-          if (m.type === 'error') compileErrors.push(`${m.lineNum}:${m.linePos} ${m.message}`);
-        }
-      }).catch(() => undefined);
-    }
-    return module;
-  };
-}
+const compileErrors = shaderMessages.errors;
 
 const gpuMs = medianKernelTime;
 
@@ -384,7 +369,7 @@ async function main() {
         (dryRun ? 'dry run: the tiny problems on the float32 tiles' : 'nothing to check'));
     if (!dryRun) process.exit(0);
   }
-  watchCompilation(backend.device);
+  watchShaderMessages(backend.device);
   const variants = (caps.tensorCoreF16 ? arg('variants', TENSOR_CORE_VARIANTS.join(',')) : 'workgroup-tiles')
       .split(',') as Array<TensorCoreVariant | 'default'>;
   let ok = true;
@@ -417,6 +402,7 @@ async function main() {
           arg('real-formats', 'f32,f16,uint4').split(','))) && ok;
     }
   }
+  ok = noShaderWarnings(report) && ok;
   report(ok ? 'ALL PASS' : 'SOME FAILED');
   process.exit(ok ? 0 : 1);
 }
