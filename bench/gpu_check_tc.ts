@@ -92,8 +92,6 @@ async function scoped<T>(f: () => Promise<T>): Promise<{value?: T; error?: strin
   return error ? {error} : {value};
 }
 
-const compileErrors = shaderMessages.errors;
-
 const gpuMs = medianKernelTime;
 
 /**
@@ -333,7 +331,7 @@ async function realShape(s: MoEShape, tokens: number[], variants: Array<TensorCo
         if (res.error) {
           ok = false;
           report(JSON.stringify({check: 'tensor-core', variant, weights: weightFormat, shape: s.name, M,
-            error: res.error, compile_errors: compileErrors.splice(0)}));
+            error: res.error, compile_errors: shaderMessages.errors.splice(0)}));
           continue;
         }
         const {cmp, t, busy, busyLong} = res.value!;
@@ -382,7 +380,7 @@ async function main() {
         const res = await scoped(() => tinyCase(c));
         if (res.error) {
           report(`tiny ${formatKey(c.format)} E=${c.E} H=${c.H} I=${c.I} variant ${variant}: ERROR ` +
-              `${res.error}${compileErrors.length ? `\n  compile errors: ${compileErrors.splice(0).join('\n  ')}` : ''}`);
+              `${res.error}${shaderMessages.errors.length ? `\n  compile errors: ${shaderMessages.errors.splice(0).join('\n  ')}` : ''}`);
           ok = false;
           if (/shader|pipeline|compil/i.test(res.error)) {
             report(`  variant ${variant}: shader errors, skipping its remaining tiny problems`);

@@ -682,7 +682,7 @@ function blockNames(M: number, N: number, K: number, int8: boolean, pointers: bo
   const decl = pointers ? `array<array<${elem}, ${BLK}>>` : `array<${elem}>`;
   const {WM, WN} = sub, one = WM * WN === 1, shape = `${SM}×${SN}`;
   const tm = one ? 'wg.y' : 'tm', tn = one ? 'wg.x' : 'tn';
-  return {name: `round${one && TM === 4 && TN === 4 ? 12 : 14} ${loop} ${int8 ? 'int8' : 'f16'}, ` +
+  return {name: `round${lag ? 15 : one && TM === 4 && TN === 4 ? 12 : 14} ${loop} ${int8 ? 'int8' : 'f16'}, ` +
       (one ? `${shape} one subgroup, ` : `${SM * WM}×${SN * WN} per workgroup, ${WM}×${WN} subgroups of ${shape}, `) +
       (pointers ? `block pointers (&A[block], offset 0, ${decl})` : `element offsets (&A, block·${BLK}, array<${elem}>)`) +
       (lag ? `, k lag ${lag} blocks a neighbour` : ''),
@@ -704,6 +704,14 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>${one ? '' : ', @builtin(subgroup_id
   ${body}
   ${pairs.map(([r, c]) => `subgroupMatrixStore<row_major>(&C, (${tm} * ${SM}u + ${16 * r}u) * ${N}u + ${tn} * ${SN}u + ${16 * c}u, acc${r}${c}, ${N}u);`).join('\n  ')}
 }`};
+}
+
+/** Rounds 14-15 choose M, N and tile shapes separately: refuse a kernel whose workgroups do not tile the GEMM. */
+function mustTile(kernels: Kernel[], M: number, N: number): void {
+  for (const k of kernels) {
+    const [x, y] = k.workgroups;
+    if (!Number.isInteger(x) || !Number.isInteger(y)) throw new Error(`${k.name} does not tile ${M} × ${N}`);
+  }
 }
 
 interface StagedShape {
@@ -1075,10 +1083,7 @@ fn main(@builtin(local_invocation_index) li: u32${sidDecl}) {
     // ('plain-96' and 'tensor-core-i8-plain-96' in the product read as their 64-row kernels do).
     kernels.push(blockNames(M, N, K, false, false, 'plain', false, grids[0], {TM: 6, TN: 4}));
     kernels.push(blockNames(M, N, K, false, false, 'plain'));
-    for (const k of kernels) {
-      const [x, y] = k.workgroups;
-      if (!Number.isInteger(x) || !Number.isInteger(y)) throw new Error(`--round14: ${k.name} does not tile ${M} × ${N}`);
-    }
+    mustTile(kernels, M, N);
   }
   if (args.includes('--round15')) {
     // Round 14's shared blocks were no cheaper (loads 1 × 2: 1.95 against 1.92 ms): both subgroups asked for each
@@ -1097,10 +1102,7 @@ fn main(@builtin(local_invocation_index) li: u32${sidDecl}) {
       {WM: 2, WN: 2, lag: 2}, {WM: 2, WN: 1, lag: 2}, {WM: 1, WN: 4, lag: 2}];
     for (const sub of grids) kernels.push(blockNames(M, N, K, false, true, 'pipelined', false, sub));
     for (const sub of grids) kernels.push(blockNames(M, N, K, true, true, 'plain', false, sub));
-    for (const k of kernels) {
-      const [x, y] = k.workgroups;
-      if (!Number.isInteger(x) || !Number.isInteger(y)) throw new Error(`--round15: ${k.name} does not tile ${M} × ${N}`);
-    }
+    mustTile(kernels, M, N);
   }
   if (args.includes('--round10')) {
     // Round 9's staging with more, smaller subgroups per workgroup tile (more warps to hide the copies).
