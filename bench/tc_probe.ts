@@ -13,7 +13,8 @@
  * --round13 the GEMM on 1-16 row tiles (waves of workgroups; run with --n 28672, Mixtral's w13 columns); --round14
  * several 64 × 64 subgroups per workgroup on block pointers, sharing operand blocks through L1, and 96 × 64
  * subgroup tiles (M 4608 by default); --round15 those subgroups each walking k from its own start, so that a block
- * a neighbour loaded a few steps before is in L1 when it asks for it.
+ * a neighbour loaded a few steps before is in L1 when it asks for it; --round16 the k loop's bounds known at run
+ * time only (as in the expert GEMMs) and the plain loop unrolled by hand.
  */
 import * as fs from 'fs';
 import {tensorCoreDawnToggles} from './dawn_toggles';
@@ -478,12 +479,14 @@ interface OperandSyntax {
  * before this step's multiplies (`mma(u)`: the multiplies of k block u, on a{u}{r} and b{u}{c}).
  */
 function pipelinedSteps(KB: number, rows: number[], cols: number[], a: (r: number, kb: string) => string,
-    b: (c: number, kb: string) => string, mma: (u: number) => string): string {
+    b: (c: number, kb: string) => string, mma: (u: number) => string, bounds?: {first: string; end: string}): string {
   const us = [0, 1];
-  return `${us.flatMap((u) => rows.map((r) => `var a${u}${r} = ${a(r, `${u}u`)};`)).join('\n  ')}
-  ${us.flatMap((u) => cols.map((c) => `var b${u}${c} = ${b(c, `${u}u`)};`)).join('\n  ')}
-  for (var kb = 0u; kb < ${KB}u; kb += 2u) {
-    let nk = min(kb + 2u, ${KB - 2}u);
+  // Round 16 passes bounds the compiler cannot see; without them the loop is rounds 7-15's, text unchanged.
+  const at = (u: number) => bounds ? `${bounds.first} + ${u}u` : `${u}u`;
+  return `${us.flatMap((u) => rows.map((r) => `var a${u}${r} = ${a(r, at(u))};`)).join('\n  ')}
+  ${us.flatMap((u) => cols.map((c) => `var b${u}${c} = ${b(c, at(u))};`)).join('\n  ')}
+  for (var kb = ${bounds?.first ?? '0u'}; kb < ${bounds?.end ?? `${KB}u`}; kb += 2u) {
+    let nk = min(kb + 2u, ${bounds ? `${bounds.end} - 2u` : `${KB - 2}u`});
     ${us.flatMap((u) => rows.map((r) => `let na${u}${r} = ${a(r, `nk + ${u}u`)};`)).join('\n    ')}
     ${us.flatMap((u) => cols.map((c) => `let nb${u}${c} = ${b(c, `nk + ${u}u`)};`)).join('\n    ')}
     ${us.map(mma).join('\n    ')}
@@ -644,7 +647,7 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) l
  */
 function blockNames(M: number, N: number, K: number, int8: boolean, pointers: boolean,
     loop: 'plain' | 'pipelined' | 'loads' | 'cached-loads', vec4 = false, sub: {WM: number; WN: number; lag?: number} =
-    {WM: 1, WN: 1}, tile = {TM: 4, TN: 4}): Kernel {
+    {WM: 1, WN: 1}, tile = {TM: 4, TN: 4}, bounds: {runtime?: boolean; unroll?: number} = {}): Kernel {
   const kPerBlock = int8 ? 32 : 16, KB = K / kPerBlock;
   // Round 15: subgroup (m, n) of the workgroup walks k from block KB - (m + n)·lag, wrapping, so each block it
   // shares with (m - 1, n) or (m, n - 1) was loaded by that neighbour `lag` blocks earlier (round 14's subgroups
@@ -671,21 +674,35 @@ function blockNames(M: number, N: number, K: number, int8: boolean, pointers: bo
   const pairs = loadsOnly ? rows.map((r) => [r, r]) : rows.flatMap((r) => cols.map((c) => [r, c]));
   const mma = (ap: string, bp: string) => pairs.map(([r, c]) =>
     `acc${r}${c} = subgroupMatrixMultiplyAccumulate(${ap}${r}, ${bp}${c}, acc${r}${c});`).join('\n    ');
-  const body = loop === 'pipelined' ? `
-  ${pipelinedSteps(KB, rows, cols, a, b, (u) => mma(`a${u}`, `b${u}`))}` : `
-  for (var kb = 0u; kb < ${KB}u; kb++) {
+  // Round 16: the k loop's bounds as the expert GEMMs have them, not known to the compiler (a tile's k range is
+  // read from workgroup memory there); arrayLength(&C) is never 1, so first and end are 0 and KB at run time.
+  const runtime = bounds.runtime ?? false, unroll = bounds.unroll ?? 1;
+  if (KB % unroll !== 0) throw new Error(`blockNames: unroll ${unroll} does not divide ${KB} k blocks`);
+  const first = runtime ? 'kbFirst' : '0u', end = runtime ? 'kbEnd' : `${KB}u`;
+  const us = Array.from({length: unroll}, (_, u) => u);
+  const body = (runtime ? `
+  let kbFirst = select(0u, 1u, arrayLength(&C) == 1u);
+  let kbEnd = select(${KB}u, 2u, arrayLength(&C) == 1u);` : '') + (loop === 'pipelined' ? `
+  ${pipelinedSteps(KB, rows, cols, a, b, (u) => mma(`a${u}`, `b${u}`), runtime ? {first, end} : undefined)}` : unroll > 1 ? `
+  for (var kb = ${first}; kb < ${end}; kb += ${unroll}u) {
+    ${us.flatMap((u) => rows.map((r) => `let a${u}${r} = ${a(r, `kb + ${u}u`)};`)).join('\n    ')}
+    ${us.flatMap((u) => cols.map((c) => `let b${u}${c} = ${b(c, `kb + ${u}u`)};`)).join('\n    ')}
+    ${us.map((u) => mma(`a${u}`, `b${u}`)).join('\n    ')}
+  }` : `
+  for (var kb = ${first}; kb < ${end}; kb++) {
     ${loop === 'cached-loads' ? 'let kc = kb % 2u;   // two k blocks, read again and again: from L1, not memory' : ''}
     ${rows.map((r) => `let a${r} = ${a(r, loop === 'cached-loads' ? 'kc' : 'kb')};`).join('\n    ')}
     ${cols.map((c) => `let b${c} = ${b(c, loop === 'cached-loads' ? 'kc' : 'kb')};`).join('\n    ')}
     ${mma('a', 'b')}
-  }`;
+  }`);
   const decl = pointers ? `array<array<${elem}, ${BLK}>>` : `array<${elem}>`;
   const {WM, WN} = sub, one = WM * WN === 1, shape = `${SM}×${SN}`;
   const tm = one ? 'wg.y' : 'tm', tn = one ? 'wg.x' : 'tn';
-  return {name: `round${lag ? 15 : one && TM === 4 && TN === 4 ? 12 : 14} ${loop} ${int8 ? 'int8' : 'f16'}, ` +
+  return {name: `round${runtime || unroll > 1 ? 16 : lag ? 15 : one && TM === 4 && TN === 4 ? 12 : 14} ${loop} ${int8 ? 'int8' : 'f16'}, ` +
       (one ? `${shape} one subgroup, ` : `${SM * WM}×${SN * WN} per workgroup, ${WM}×${WN} subgroups of ${shape}, `) +
       (pointers ? `block pointers (&A[block], offset 0, ${decl})` : `element offsets (&A, block·${BLK}, array<${elem}>)`) +
-      (lag ? `, k lag ${lag} blocks a neighbour` : ''),
+      (lag ? `, k lag ${lag} blocks a neighbour` : '') +
+      (runtime ? ', k bounds known at run time only' : '') + (unroll > 1 ? `, ${unroll} k blocks loaded per iteration` : ''),
   workgroups: [N / (SN * WN), M / (SM * WM), 1], blocked: true, int8,
   ...(loadsOnly ? {synthetic: {flops: (M / SM) * (N / SN) * KB * pairs.length * 2 * 16 * 16 * kPerBlock}} : {}), code: `
 enable f16;${one ? '' : '\nenable subgroups;'}
@@ -1102,6 +1119,25 @@ fn main(@builtin(local_invocation_index) li: u32${sidDecl}) {
       {WM: 2, WN: 2, lag: 2}, {WM: 2, WN: 1, lag: 2}, {WM: 1, WN: 4, lag: 2}];
     for (const sub of grids) kernels.push(blockNames(M, N, K, false, true, 'pipelined', false, sub));
     for (const sub of grids) kernels.push(blockNames(M, N, K, true, true, 'plain', false, sub));
+    mustTile(kernels, M, N);
+  }
+  if (args.includes('--round16')) {
+    // The expert GEMMs' int8 plain loop runs at ~211 TOPS (Mixtral M = 4096 w13) where round 12's probe kernel of
+    // the same shape reached 299, while the f16 pipelined loop matches its probe. One difference: the product's k
+    // bounds come from the tile lookup at run time. The same kernels with run-time bounds, and with the plain
+    // loop unrolled by hand (2 or 4 k blocks' loads, then their multiplies).
+    kernels.length = 0;
+    const one = {WM: 1, WN: 1}, t = {TM: 4, TN: 4};
+    for (const int8 of [true, false]) {
+      kernels.push(blockNames(M, N, K, int8, true, 'plain', false, one, t));
+      kernels.push(blockNames(M, N, K, int8, true, 'plain', false, one, t, {runtime: true}));
+      for (const unroll of [2, 4]) {
+        kernels.push(blockNames(M, N, K, int8, true, 'plain', false, one, t, {runtime: true, unroll}));
+        kernels.push(blockNames(M, N, K, int8, true, 'plain', false, one, t, {unroll}));
+      }
+      kernels.push(blockNames(M, N, K, int8, true, 'pipelined', false, one, t));
+      kernels.push(blockNames(M, N, K, int8, true, 'pipelined', false, one, t, {runtime: true}));
+    }
     mustTile(kernels, M, N);
   }
   if (args.includes('--round10')) {

@@ -598,7 +598,8 @@ describeBackends('fusedExperts int8 w8a8 against the cpu reference, bit for bit'
     /**
      * The pipelined kernels (both operands in blocks, read from storage): the blocked rows and weights made by their
      * own programs, the GEMM's WGSL with the i8 matrices emulated, bit-equal to the dot4 GEMM (dot4Reference).
-     * H = 144, I = 80 pad to 192 and 128 k (zero blocks past K), I to 96 act columns (a partial w13 column tile).
+     * H = 176, I = 80 pad to 192 and 128 k: w13's last 32-k block holds 16 k of data (a loop one block short fails),
+     * w2's are zeros past K; I to 96 act columns (a partial w13 column tile).
      */
     const pipelinedCases: Array<{name: string; kernel: Int8GemmKernel; activation: Activation; bias: boolean;
         onInput: boolean; tokens?: number}> = [
@@ -624,7 +625,7 @@ describeBackends('fusedExperts int8 w8a8 against the cpu reference, bit for bit'
     for (const tc of pipelinedCases) {
       it(`runs the pipelined GEMM's WGSL with emulated subgroup matrices, bit-equal to dot4: ${tc.name}`, async () => {
         const wb = tf.backend() as unknown as WebGPUBackend;
-        const E = 3, H = 144, I = 80, k = tc.onInput ? 1 : 2, T = tc.tokens ?? (tc.onInput ? 150 : 100), P = T * k;
+        const E = 3, H = 176, I = 80, k = tc.onInput ? 1 : 2, T = tc.tokens ?? (tc.onInput ? 150 : 100), P = T * k;
         const {config, x, tw, ti, w13, w2} = emulatedProblem(tc, E, H, I, k, T, 37);
         const BM = int8GemmBlockRows(tc.kernel);
         const rows = maxPaddedRows(P, E, BM);
