@@ -171,7 +171,17 @@ describe('tensor-core GEMM plan', () => {
         const loads = code.match(/subgroupMatrixLoad</g)!.length;
         expect(loads, `${variant} ${stage}`).to.equal((prefetch ? 4 : 1) * (blockRows / 16 + 4));
         expect(/let nk = /.test(code), `${variant} ${stage}`).to.equal(prefetch);
+        // The plain loop's trip count is a constant (w13 256 k, w2 128 k: 16 and 8 blocks), which the int8 loop
+        // ran 1.5× faster with on the H100 (blockedLoop's stepsPerTile).
+        expect(/for \(var j = 0u; j < (16|8)u; j\+\+\)/.test(code), `${variant} ${stage}`).to.equal(!prefetch);
       }
+    }
+    // Split-K parts of unequal length (4 steps in 3 parts: 2, 2, none): the loop takes each part's own bounds.
+    for (const splitK of [2, 3]) {
+      const code = new ExpertsTensorCoreStorageGemmProgram({...c, stage: 'w2', blockRows: 64, prefetch: false, splitK},
+        [128, 256], 2).getUserCode();
+      expect(/for \(var j = 0u; j < 4u; j\+\+\)/.test(code), `split-K ${splitK}`).to.equal(splitK === 2);
+      expect(/kb < u32\(tile\.w\) \* 2u/.test(code), `split-K ${splitK}`).to.equal(splitK === 3);
     }
     // 96 rows hold 192 accumulator registers a lane: with the prefetching loop's 2 · 10 blocks in flight they
     // would spill, so that program is refused, as is a 96-row tile without blocked rows.

@@ -288,7 +288,7 @@ export class ExpertsTensorCoreStorageGemmProgram implements WebGPUProgram {
         ${WN > 1 ? '' : 'let lane = localIndex;'}
         ${rows.flatMap((r) => cols.map((c) => `var acc${r}${c} : ${result};`)).join('\n        ')}
         ${pipelined ? blockedLoop(rows, cols, this.c.prefetch ?? true, {x: 'x16', w: 'w16', left, right, block: 256, stride: 16, blockPointers,
-          stepsPerTile: kTiles % kTilesPerPart === 0 ? kTilesPerPart : undefined,
+          stepsPerTile: kTiles === splitK * kTilesPerPart ? kTilesPerPart : undefined,   // no part short or empty
           aBlock: (r) => `(u32(rowStart) / 16u + ${r}u) * ${Kp / 16 * 256}u`,
           // w13: 32 gate rows then their 32 up rows per 32 act columns, so right matrix 0 starts at row 2·n0.
           bBlock: (c) => `(u32(e * ${L.rowsPerExpert} + ${w13 ? '2 * n0' : 'n0'}) / 16u + ${c}u) * ${Kp / 16 * 256}u`}) : `
