@@ -14,7 +14,8 @@
  * several 64 × 64 subgroups per workgroup on block pointers, sharing operand blocks through L1, and 96 × 64
  * subgroup tiles (M 4608 by default); --round15 those subgroups each walking k from its own start, so that a block
  * a neighbour loaded a few steps before is in L1 when it asks for it; --round16 the k loop's bounds known at run
- * time only (as in the expert GEMMs) and the plain loop unrolled by hand.
+ * time only (as in the expert GEMMs) and the plain loop unrolled by hand; --round17 the prefetching loop one k
+ * block ahead (not a two-block step), one subgroup and four staggered.
  */
 import * as fs from 'fs';
 import {tensorCoreDawnToggles} from './dawn_toggles';
@@ -646,7 +647,7 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) l
  * bound by their instructions (element by element), not by memory.
  */
 function blockNames(M: number, N: number, K: number, int8: boolean, pointers: boolean,
-    loop: 'plain' | 'pipelined' | 'loads' | 'cached-loads', vec4 = false, sub: {WM: number; WN: number; lag?: number} =
+    loop: 'plain' | 'pipelined' | 'pipelined-1' | 'loads' | 'cached-loads', vec4 = false, sub: {WM: number; WN: number; lag?: number} =
     {WM: 1, WN: 1}, tile = {TM: 4, TN: 4}, bounds: {runtime?: boolean; unroll?: number} = {}): Kernel {
   const kPerBlock = int8 ? 32 : 16, KB = K / kPerBlock;
   // Round 15: subgroup (m, n) of the workgroup walks k from block KB - (m + n)·lag, wrapping, so each block it
@@ -680,9 +681,21 @@ function blockNames(M: number, N: number, K: number, int8: boolean, pointers: bo
   if (KB % unroll !== 0) throw new Error(`blockNames: unroll ${unroll} does not divide ${KB} k blocks`);
   const first = runtime ? 'kbFirst' : '0u', end = runtime ? 'kbEnd' : `${KB}u`;
   const us = Array.from({length: unroll}, (_, u) => u);
+  // Round 17: one k block a step, its successor's loads issued before its multiplies (the pipelined loop holds two).
+  const oneAhead = `
+  ${rows.map((r) => `var a${r} = ${a(r, first)};`).join('\n  ')}
+  ${cols.map((c) => `var b${c} = ${b(c, first)};`).join('\n  ')}
+  for (var kb = ${first}; kb < ${end}; kb++) {
+    let nk = min(kb + 1u, ${end} - 1u);
+    ${rows.map((r) => `let na${r} = ${a(r, 'nk')};`).join('\n    ')}
+    ${cols.map((c) => `let nb${c} = ${b(c, 'nk')};`).join('\n    ')}
+    ${mma('a', 'b')}
+    ${rows.map((r) => `a${r} = na${r};`).join(' ')}
+    ${cols.map((c) => `b${c} = nb${c};`).join(' ')}
+  }`;
   const body = (runtime ? `
   let kbFirst = select(0u, 1u, arrayLength(&C) == 1u);
-  let kbEnd = select(${KB}u, 2u, arrayLength(&C) == 1u);` : '') + (loop === 'pipelined' ? `
+  let kbEnd = select(${KB}u, 2u, arrayLength(&C) == 1u);` : '') + (loop === 'pipelined-1' ? oneAhead : loop === 'pipelined' ? `
   ${pipelinedSteps(KB, rows, cols, a, b, (u) => mma(`a${u}`, `b${u}`), runtime ? {first, end} : undefined)}` : unroll > 1 ? `
   for (var kb = ${first}; kb < ${end}; kb += ${unroll}u) {
     ${us.flatMap((u) => rows.map((r) => `let a${u}${r} = ${a(r, `kb + ${u}u`)};`)).join('\n    ')}
@@ -698,7 +711,7 @@ function blockNames(M: number, N: number, K: number, int8: boolean, pointers: bo
   const decl = pointers ? `array<array<${elem}, ${BLK}>>` : `array<${elem}>`;
   const {WM, WN} = sub, one = WM * WN === 1, shape = `${SM}×${SN}`;
   const tm = one ? 'wg.y' : 'tm', tn = one ? 'wg.x' : 'tn';
-  return {name: `round${runtime || unroll > 1 ? 16 : lag ? 15 : one && TM === 4 && TN === 4 ? 12 : 14} ${loop} ${int8 ? 'int8' : 'f16'}, ` +
+  return {name: `round${loop === 'pipelined-1' ? 17 : runtime || unroll > 1 ? 16 : lag ? 15 : one && TM === 4 && TN === 4 ? 12 : 14} ${loop} ${int8 ? 'int8' : 'f16'}, ` +
       (one ? `${shape} one subgroup, ` : `${SM * WM}×${SN * WN} per workgroup, ${WM}×${WN} subgroups of ${shape}, `) +
       (pointers ? `block pointers (&A[block], offset 0, ${decl})` : `element offsets (&A, block·${BLK}, array<${elem}>)`) +
       (lag ? `, k lag ${lag} blocks a neighbour` : '') +
@@ -1138,6 +1151,22 @@ fn main(@builtin(local_invocation_index) li: u32${sidDecl}) {
       kernels.push(blockNames(M, N, K, int8, true, 'pipelined', false, one, t));
       kernels.push(blockNames(M, N, K, int8, true, 'pipelined', false, one, t, {runtime: true}));
     }
+    mustTile(kernels, M, N);
+  }
+  if (args.includes('--round17')) {
+    // f16: the prefetching loop one k block ahead instead of a two-block step, beside round 12's loops; and the
+    // same for int8 beside its plain loop (round 16: the compiler's schedule of that one is the fastest).
+    kernels.length = 0;
+    const one = {WM: 1, WN: 1}, t = {TM: 4, TN: 4};
+    for (const int8 of [false, true]) {
+      for (const loop of ['pipelined', 'plain', 'pipelined-1'] as const) kernels.push(blockNames(M, N, K, int8, true, loop, false, one, t));
+      kernels.push(blockNames(M, N, K, int8, true, 'pipelined-1', false, one, t, {runtime: true}));
+    }
+    // Round 15's best f16 workgroup (four subgroups side by side, k staggered) with the plain loop and one block ahead.
+    for (const loop of ['pipelined', 'plain', 'pipelined-1'] as const) {
+      kernels.push(blockNames(M, N, K, false, true, loop, false, {WM: 1, WN: 4, lag: 2}, t));
+    }
+    kernels.push(blockNames(M, N, K, true, true, 'plain', false, {WM: 1, WN: 4, lag: 2}, t));
     mustTile(kernels, M, N);
   }
   if (args.includes('--round10')) {

@@ -38,8 +38,9 @@ import {tensorCoreWeightCopy} from './tensor_core_weights';
  *                    the same programs with each k block loaded right before its multiplies (blockedLoop without
  *                    prefetch, as the f16 'plain' variants: 210-212 against 193-198 TFLOP/s for the f16 pipelined
  *                    loop on the plain-GEMM probe), operands read through block pointers (the int8 plain loop: 299
- *                    TOPS on that probe, the pipelined one 213); the default: 64 rows where experts average
- *                    INT8_BLOCKED_MIN_ROWS rows or more, 32 where they average fewer (see there);
+ *                    TOPS on that probe, the pipelined one 213) over a trip count the compiler knows (blockedLoop's
+ *                    stepsPerTile: 197 → 256 TOPS at Mixtral M = 4096 on an H100); the default: 64 rows where
+ *                    experts average INT8_BLOCKED_MIN_ROWS rows or more, 32 where they average fewer (see there);
  *   'tensor-core-i8-plain-96'
  *                    the plain loop on 96-row tiles (6 × 4 results): 10 blocks loaded per 24 multiplies against 8
  *                    per 16, as the f16 'plain-96'; selectable only: 179 TOPS at Mixtral M = 4096 on an H100 against
@@ -111,7 +112,11 @@ export function int8SubgroupsN(k: Int8GemmKernel): number {
  * tiles against the one-subgroup 'tensor-core-i8' below the threshold: DeepSeek-V3 TP8 M = 256 (8 rows an expert)
  * 0.651 ms against 0.708, Qwen3 M = 256 (16) 0.504 against 0.510; and against 64-row tiles above it: Mixtral
  * M = 256 (64) 2.021 against 1.880, Qwen3 M = 4096 (256) 2.708 against 2.607, DeepSeek-V3 TP8 M = 4096 (128)
- * 3.878 against 3.976 (the one point where 32 rows win above 64, by 2.5%: the threshold stays).
+ * 3.878 against 3.976 (the one point where 32 rows win above 64, by 2.5%: the threshold stays). Since the
+ * plain loop's known trip count (2026-12-05, later, H200, bench/results/2026-12-05-h200-table-after-trip-count.log)
+ * the 64-row tiles gained and the 32-row ones did not: DeepSeek-V3 TP8 M = 4096 3.40 against 3.62, Mixtral M = 4096
+ * 11.39 against 16.79, Mixtral M = 256 1.55 against 1.91; below the threshold 32 rows still win (Qwen3 M = 256
+ * 0.498 against 0.629, DeepSeek-V3 TP8 M = 256 0.614 against 0.916, Mixtral M = 64 0.946 against 1.147).
  * The plain loop took the 64-row tiles from the pipelined one on an H100 (2026-12-05, GPU time, one run;
  * bench/results/2026-12-05-h100-int8-check-plain.log): Mixtral M = 4096 197 TOPS against 171, M = 256 96 against
  * 88, Qwen3 M = 4096 116 against 90, bit-equal to the cpu reference. The threshold is from the pipelined loop on
