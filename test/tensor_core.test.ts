@@ -27,7 +27,7 @@ import {ExpertsAlignProgram} from '../src/kernels/webgpu/experts_align_webgpu';
 import {ExpertsCombineProgram} from '../src/kernels/webgpu/experts_combine_webgpu';
 import {ExpertsTensorCoreSharedGemmProgram} from '../src/kernels/webgpu/experts_gemm_tc_shared_webgpu';
 import {PIPELINED_TILE, PIPELINED_WIDE_TILE, SHARED_TILE, STORAGE_TILE, TENSOR_CORE_VARIANTS, TensorCoreVariant, foldedDispatch, loadsBlockPointers, prefetchesBlocks,
-  setTensorCoreVariant, tensorCoreBlockRows, tensorCoreSubgroupsN, tensorCoreTileShape,
+  setTensorCoreVariant, staggersK, tensorCoreBlockRows, tensorCoreSubgroupsN, tensorCoreTileShape,
   tensorCoreChoice, tensorCoreLayout, tensorCoreStorageDispatch, weightSource} from '../src/kernels/webgpu/tensor_core_plan';
 import {TENSOR_CORE_WEIGHT_CACHE_FLAG, tensorCoreWeightCopies, tensorCoreWeightCopy}
   from '../src/kernels/webgpu/tensor_core_weights';
@@ -155,8 +155,10 @@ describe('tensor-core GEMM plan', () => {
   });
 
   it('loads each k block right before its multiplies in the plain variants, one 32-k step ahead in the pipelined ones', () => {
-    expect(TENSOR_CORE_VARIANTS.filter(prefetchesBlocks)).to.deep.equal(['pipelined-32', 'pipelined-64', 'pipelined-64x128']);
-    expect(TENSOR_CORE_VARIANTS.filter(loadsBlockPointers)).to.deep.equal(['pipelined-32', 'pipelined-64', 'pipelined-64x128']);
+    expect(TENSOR_CORE_VARIANTS.filter(prefetchesBlocks)).to.deep.equal(['pipelined-32', 'pipelined-64', 'pipelined-64x128',
+      'staggered-64x128']);
+    expect(TENSOR_CORE_VARIANTS.filter(loadsBlockPointers)).to.deep.equal(['pipelined-32', 'pipelined-64', 'pipelined-64x128',
+      'staggered-64x128']);
     const layout = tensorCoreLayout(FLOAT32_FORMAT, 256, 128, 'silu', PIPELINED_TILE, true, true);
     const c = {hiddenSize: 256, intermediateSize: 128, numLocalExperts: 4, activation: 'silu' as Activation,
       applyRouterWeightOnInput: false, hasBias: false, layout};
@@ -194,7 +196,8 @@ describe('tensor-core GEMM plan', () => {
 
   it('puts two subgroups side by side in the 64x128 variants: half the column workgroups, ids from main()\'s arguments', () => {
     expect(TENSOR_CORE_VARIANTS.filter((v) => tensorCoreSubgroupsN(v) === 2)).to.deep.equal(['pipelined-64x128', 'plain-64x128',
-      'plain-96x128']);
+      'plain-96x128', 'staggered-64x128']);
+    expect(TENSOR_CORE_VARIANTS.filter(staggersK)).to.deep.equal(['staggered-64x128']);
     expect(tensorCoreTileShape('pipelined-64x128')).to.deep.equal({kStep: 32, w13Columns: 64, w2Columns: 128});
     // Mixtral: the weights' copy padded to whole 128-column workgroups (14336 and 4096 are already).
     const layout = tensorCoreLayout(FLOAT32_FORMAT, 4096, 14336, 'silu', tensorCoreTileShape('plain-64x128'), true, true);
@@ -589,10 +592,10 @@ describeBackends('tensor-core helper programs on webgpu', (backend) => {
           {Program: ExpertsTensorCoreStorageGemmProgram, tile: PIPELINED_TILE, blockRows: 96, loads: ['x16', 'w16'],
             blocked: true, blockedRows: true, prefetch: false},
           {Program: ExpertsTensorCoreStorageGemmProgram, tile: PIPELINED_WIDE_TILE, blockRows: 64, loads: ['x16', 'w16'],
-            blocked: true, blockedRows: true, blockPointers: true, subgroupsN: 2}] : [];
-        for (const {Program, tile, blockRows, loads, blocked, blockedRows, blockPointers, prefetch, subgroupsN} of variants as
-            Array<typeof variants[number] & {blockedRows?: boolean; blockPointers?: boolean; prefetch?: boolean;
-              subgroupsN?: number}>) {
+            blocked: true, blockedRows: true, blockPointers: true, subgroupsN: 2, kStagger: activation === 'silu'}] : [];
+        for (const {Program, tile, blockRows, loads, blocked, blockedRows, blockPointers, prefetch, subgroupsN, kStagger} of
+            variants as Array<typeof variants[number] & {blockedRows?: boolean; blockPointers?: boolean; prefetch?: boolean;
+              subgroupsN?: number; kStagger?: boolean}>) {
           const layout = tensorCoreLayout(format, H, I, activation, tile, blocked, blockedRows);
           for (const stage of ['w13', 'w2'] as const) {
             const L = layout[stage];
@@ -606,7 +609,7 @@ describeBackends('tensor-core helper programs on webgpu', (backend) => {
               (subgroupsN ?? 1) === 1 ? [false, true] : [false];
             for (const sortedOutput of outputs) {
               const p = new Program({...common, stage, blockRows, layout, splitK: stage === 'w2' ? 2 : 1, sortedOutput,
-                blockPointers, prefetch, subgroupsN},
+                blockPointers, prefetch, subgroupsN, kStagger},
                   stage === 'w13' ? [2 * blockRows, layout.Ip / 2] : sortedOutput ? [2 * 2 * blockRows, H] : [2 * P, H], 2);
               const code = standIn(p.getUserCode(), loads);
               if (sortedOutput) expect(code, 'stores y from the result matrices').to.match(/smStore_result\(/);
@@ -833,6 +836,12 @@ describeBackends('tensor-core helper programs on webgpu', (backend) => {
     {variant: 'pipelined-64x128', activation: 'silu', bias: false, onInput: false, splitK: 1, H: 128, I: 48, sorted: true,
       shards: [2, 1], expertMap: [0, -1, 1, 2], gemmsPerStage: 1},
     {variant: 'plain-96x128', activation: 'silu', bias: false, onInput: false, splitK: 2, H: 128, I: 80, sorted: true,
+      tokens: 80},
+    // The second subgroup one k block ahead, wrapping at its tile's (or split-K part's) last block: split-K parts of
+    // 1 and 2 steps (I = 80: 3 steps in 2 parts), and whole tiles of 2 and 5 steps.
+    {variant: 'staggered-64x128', activation: 'silu', bias: false, onInput: false, splitK: 2, H: 128, I: 80, sorted: true,
+      tokens: 80},
+    {variant: 'staggered-64x128', activation: 'gelu', bias: true, onInput: true, splitK: 1, H: 144, I: 48, sorted: false,
       tokens: 80},
     // Two weight shards copied into one f16 tensor (each copy program at its first expert), one GEMM per stage,
     // and an expert map: global expert 1 is another rank's.

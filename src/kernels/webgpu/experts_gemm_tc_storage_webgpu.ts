@@ -57,6 +57,12 @@ export interface ExpertsTensorCoreStorageConfig {
    * columns; w13: 32 act columns; the layout padded to PIPELINED_WIDE_TILE for 2). Default 1.
    */
   subgroupsN?: number;
+  /**
+   * With subgroupsN = 2 and the prefetching loop: the second subgroup walks the tile's k blocks one block ahead of
+   * the first (wrapping to the tile's first block at its end), so the row blocks both load are not asked for by
+   * both at once ('staggered-64x128'; blockedLoop's kStagger). Default false.
+   */
+  kStagger?: boolean;
   splitK?: number;
   hasBias: boolean;
   layout: TensorCoreLayout;
@@ -205,6 +211,9 @@ export class ExpertsTensorCoreStorageGemmProgram implements WebGPUProgram {
     if (WN !== 1 && !(WN === 2 && c.layout.blockedRows)) {
       throw new Error(`storage tensor-core GEMM: subgroupsN 1, or 2 with blocked rows, got ${WN}`);
     }
+    if (c.kStagger && !(WN === 2 && (c.prefetch ?? true))) {
+      throw new Error('storage tensor-core GEMM: kStagger needs two subgroups side by side and the prefetching loop');
+    }
     this.workgroupSize = [32 * WN, 1, 1];
     const splitK = w13 ? 1 : (c.splitK ?? 1);
     this.outputShape = outputShape;
@@ -217,7 +226,8 @@ export class ExpertsTensorCoreStorageGemmProgram implements WebGPUProgram {
     this.shaderKey = `moeExpertsGemmTcStorage_${c.stage}_${c.hiddenSize}_${c.intermediateSize}_${c.numLocalExperts}_` +
         `${w13 ? c.activation : ''}_${c.applyRouterWeightOnInput}_${c.blockRows}_${splitK}_${c.hasBias}_` +
         `${c.layout.Hp}_${c.layout.Ip}_${L.source}_${L.rowsPerExpert}_${L.kStride}_${L.rowStep}_${L.upOffset}_` +
-        `${c.layout.blockedRows ?? false}_${c.prefetch ?? true}_${c.blockPointers ?? false}_${c.sortedOutput ?? false}_${WN}`;
+        `${c.layout.blockedRows ?? false}_${c.prefetch ?? true}_${c.blockPointers ?? false}_${c.sortedOutput ?? false}_${WN}_` +
+        `${c.kStagger ?? false}`;
   }
 
   getUserCode(): string {
@@ -289,6 +299,7 @@ export class ExpertsTensorCoreStorageGemmProgram implements WebGPUProgram {
         ${rows.flatMap((r) => cols.map((c) => `var acc${r}${c} : ${result};`)).join('\n        ')}
         ${pipelined ? blockedLoop(rows, cols, this.c.prefetch ?? true, {x: 'x16', w: 'w16', left, right, block: 256, stride: 16, blockPointers,
           stepsPerTile: kTiles === splitK * kTilesPerPart ? kTilesPerPart : undefined,   // no part short or empty
+          kStagger: this.c.kStagger ? 'sid' : undefined,
           aBlock: (r) => `(u32(rowStart) / 16u + ${r}u) * ${Kp / 16 * 256}u`,
           // w13: 32 gate rows then their 32 up rows per 32 act columns, so right matrix 0 starts at row 2·n0.
           bBlock: (c) => `(u32(e * ${L.rowsPerExpert} + ${w13 ? '2 * n0' : 'n0'}) / 16u + ${c}u) * ${Kp / 16 * 256}u`}) : `
@@ -350,6 +361,13 @@ export interface PipelinedOperands {
    * bench/results/2026-12-05-h100-tc-probe-round16.log).
    */
   stepsPerTile?: number;
+  /**
+   * The prefetching loop only: a u32 expression, 0u or 1u (the subgroup's index among two side by side), by which
+   * this subgroup's walk over the tile's k blocks runs ahead of the tile's order, its last step's second block
+   * wrapping to the tile's first. Two subgroups loading the same row blocks then ask for each one block apart: on
+   * an H100's plain-GEMM probe 224 against 214 TFLOP/s for one subgroup (tc_probe --round15, 1 × 2, lag 1).
+   */
+  kStagger?: string;
 }
 
 /**
@@ -384,16 +402,22 @@ export function blockedLoop(rows: number[], cols: number[], prefetch: boolean, o
           ${rows.flatMap((r) => cols.map((c) => `acc${r}${c} = subgroupMatrixMultiplyAccumulate(a${r}, b${c}, acc${r}${c});`)).join('\n          ')}
         }`;
   }
+  // Without kStagger a step's blocks are (step · 2 + h), inline (the text the H200 timed); with it, kb_0 / kb_1
+  // below: step · 2 + kStagger, and the next block, wrapped to the tile's first at the tile's end.
+  const kBlock = (h: number, step: string) => o.kStagger == null ? `(${step} * 2u + ${h}u)` : `${step}Block${h}`;
+  const staggered = (step: string) => o.kStagger == null ? '' : `
+        let ${step}Block0 = ${step} * 2u + ${o.kStagger};
+        let ${step}Block1 = select(${step}Block0 + 1u, u32(tile.z) * 2u, ${step}Block0 + 1u == u32(tile.w) * 2u);`;
   const a = (h: number, r: number, step: string) =>
-    `subgroupMatrixLoad<${o.left}, row_major>(${at(o.x, `aBlock${r}`, `(${step} * 2u + ${h}u)`)}, ${stride})`;
+    `subgroupMatrixLoad<${o.left}, row_major>(${at(o.x, `aBlock${r}`, kBlock(h, step))}, ${stride})`;
   const b = (h: number, c: number, step: string) =>
-    `subgroupMatrixLoad<${o.right}, col_major>(${at(o.w, `bBlock${c}`, `(${step} * 2u + ${h}u)`)}, ${stride})`;
+    `subgroupMatrixLoad<${o.right}, col_major>(${at(o.w, `bBlock${c}`, kBlock(h, step))}, ${stride})`;
   return `${firstBlocks}
-        let k0 = u32(min(tile.z, tile.w - 1));
+        let k0 = u32(min(tile.z, tile.w - 1));${staggered('k0')}
         ${halves.flatMap((h) => rows.map((r) => `var a${h}${r} = ${a(h, r, 'k0')};`)).join(' ')}
         ${halves.flatMap((h) => cols.map((c) => `var b${h}${c} = ${b(h, c, 'k0')};`)).join(' ')}
         for (var kt = tile.z; kt < tile.w; kt++) {
-          let nk = u32(min(kt + 1, tile.w - 1));
+          let nk = u32(min(kt + 1, tile.w - 1));${staggered('nk')}
           ${halves.flatMap((h) => rows.map((r) => `let na${h}${r} = ${a(h, r, 'nk')};`)).join(' ')}
           ${halves.flatMap((h) => cols.map((c) => `let nb${h}${c} = ${b(h, c, 'nk')};`)).join(' ')}
           ${halves.flatMap((h) => rows.flatMap((r) => cols.map((c) =>

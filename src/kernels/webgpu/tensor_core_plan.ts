@@ -64,6 +64,10 @@
  *                      second subgroup (round 14's 1 × 2 ties 1 × 1; pipelined-64x128 209.0 against pipelined-64's
  *                      209.8 TFLOP/s at Mixtral M = 4096 on an H100).
  *   'plain-96x128'     both: two 96 × 64 subgroups side by side (round 14's 96 × 128 workgroup); loses as plain-96.
+ *   'staggered-64x128' 'pipelined-64x128' with the second subgroup's k walk one block ahead of the first's, wrapping
+ *                      (ExpertsTensorCoreStorageConfig.kStagger): round 15's 1 × 2 with lag 1 reached 224 against
+ *                      214 TFLOP/s for one subgroup on an H100's plain-GEMM probe, where in step (round 14) the
+ *                      two tie. Selectable.
  *
  * Why a copy rather than a workgroup-memory dequant tile for the right operand: the GEMM then has one shape
  * for every format (both operands from storage, no barrier in the k loop), and the profile separates the
@@ -77,17 +81,18 @@ import type {ExpertsStage} from './experts_gemv_webgpu';
 
 export type TensorCoreVariant = 'workgroup-tiles' | 'storage-32' | 'storage-64' | 'shared-64' | 'shared-128' |
   'blocked-64' | 'blocked-128' | 'pipelined-32' | 'pipelined-64' | 'plain-32' | 'plain-64' | 'plain-96' |
-  'pipelined-64x128' | 'plain-64x128' | 'plain-96x128';
+  'pipelined-64x128' | 'plain-64x128' | 'plain-96x128' | 'staggered-64x128';
 
 /**
  * What each variant is: its program family (experts_gemm_tc_webgpu.ts 'tiles', _storage_ 'storage', _shared_
  * 'shared'), rows per tile (the align program pads every expert to a multiple of it), and whether the weights'
  * f16 copy is in 16×16 blocks (TensorCoreWeightLayout.blocked); of the pipelined layouts, whether the k loop
- * prefetches and reads through block pointers (see prefetchesBlocks, loadsBlockPointers), and how many subgroups
- * a workgroup puts side by side along the columns (tensorCoreSubgroupsN; default 1).
+ * prefetches and reads through block pointers (see prefetchesBlocks, loadsBlockPointers), how many subgroups
+ * a workgroup puts side by side along the columns (tensorCoreSubgroupsN; default 1), and whether they walk k
+ * staggered (staggersK).
  */
 const VARIANTS: Record<TensorCoreVariant, {family: 'tiles' | 'storage' | 'shared' | 'pipelined'; blockRows: number;
-    blocked: boolean; prefetch?: boolean; blockPointers?: boolean; subgroupsN?: number}> = {
+    blocked: boolean; prefetch?: boolean; blockPointers?: boolean; subgroupsN?: number; kStagger?: boolean}> = {
   'workgroup-tiles': {family: 'tiles', blockRows: 32, blocked: false},
   'storage-32': {family: 'storage', blockRows: 32, blocked: false},
   'storage-64': {family: 'storage', blockRows: 64, blocked: false},
@@ -103,6 +108,8 @@ const VARIANTS: Record<TensorCoreVariant, {family: 'tiles' | 'storage' | 'shared
   'pipelined-64x128': {family: 'pipelined', blockRows: 64, blocked: true, prefetch: true, blockPointers: true, subgroupsN: 2},
   'plain-64x128': {family: 'pipelined', blockRows: 64, blocked: true, prefetch: false, subgroupsN: 2},
   'plain-96x128': {family: 'pipelined', blockRows: 96, blocked: true, prefetch: false, subgroupsN: 2},
+  'staggered-64x128': {family: 'pipelined', blockRows: 64, blocked: true, prefetch: true, blockPointers: true, subgroupsN: 2,
+    kStagger: true},
 };
 export const TENSOR_CORE_VARIANTS = Object.keys(VARIANTS) as TensorCoreVariant[];
 
@@ -149,6 +156,11 @@ export function loadsBlockPointers(v: TensorCoreVariant): boolean {
 /** Of the pipelined variants, the subgroups side by side along a workgroup's columns (64 columns each). */
 export function tensorCoreSubgroupsN(v: TensorCoreVariant): number {
   return VARIANTS[v].subgroupsN ?? 1;
+}
+
+/** Whether the variant's second subgroup walks k one block ahead of the first (ExpertsTensorCoreStorageConfig.kStagger). */
+export function staggersK(v: TensorCoreVariant): boolean {
+  return VARIANTS[v].kStagger ?? false;
 }
 
 /**

@@ -27,7 +27,7 @@ import {ExpertsW13TensorCoreSharedGemmProgram, ExpertsW2TensorCoreSharedGemmProg
 import type {ExpertsStage} from './experts_gemv_webgpu';
 import {ExpertsWeightsF16Program} from './experts_weights_f16_webgpu';
 import {TensorCoreLayout, TensorCoreVariant, isBlockedVariant, isPipelinedVariant, isSharedVariant,
-  isStorageProgramVariant, loadsBlockPointers, prefetchesBlocks, roundUp, tensorCoreBlockRows, tensorCoreLayout, tensorCoreSubgroupsN,
+  isStorageProgramVariant, loadsBlockPointers, prefetchesBlocks, roundUp, staggersK, tensorCoreBlockRows, tensorCoreLayout, tensorCoreSubgroupsN,
   tensorCoreTileShape} from './tensor_core_plan';
 import {tensorCoreWeightCopy} from './tensor_core_weights';
 
@@ -182,15 +182,16 @@ export function tensorCoreStoragePrefill(call: TensorCorePrefillCall): TensorCor
     [ExpertsW13TensorCoreStorageGemmProgram, ExpertsW2TensorCoreStorageGemmProgram];
   const act16 = temp([rows, layout.Ip / 2], 'int32');
   const prefetch = prefetchesBlocks(call.variant), blockPointers = loadsBlockPointers(call.variant);
-  const subgroupsN = tensorCoreSubgroupsN(call.variant);
-  perShard('w13', act16, (n) => [new W13({...common, stage: 'w13', blockRows, layout, prefetch, blockPointers, subgroupsN}, act16.shape,
+  const subgroupsN = tensorCoreSubgroupsN(call.variant), kStagger = staggersK(call.variant);
+  perShard('w13', act16, (n) => [new W13({...common, stage: 'w13', blockRows, layout, prefetch, blockPointers, subgroupsN, kStagger},
+    act16.shape,
     tiles(n)),
     [x16, align]]);
   const yRows = sortedOutput ? rows : P;
   call.checkBinding([splitK * yRows, H], `the w2 partial sums (${splitK} K parts)`);
   const y = temp([splitK * yRows, H]);
   const routed = common.applyRouterWeightOnInput || sortedOutput ? [] : [call.topkWeights];
-  perShard('w2', y, (n) => [new W2({...common, stage: 'w2', blockRows, layout, prefetch, blockPointers, subgroupsN, splitK,
+  perShard('w2', y, (n) => [new W2({...common, stage: 'w2', blockRows, layout, prefetch, blockPointers, subgroupsN, kStagger, splitK,
     sortedOutput}, y.shape,
     tiles(n)), [act16, align, ...routed]]);
   return {y, splitK, sorted: sortedOutput,
