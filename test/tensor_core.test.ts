@@ -91,11 +91,19 @@ describe('tensor-core GEMM plan', () => {
     expect(big.reason).to.match(/'shared-128': its tiles need 36880 bytes .* allows 32768/);
   });
 
-  it('takes pipelined-32 where experts average fewer than 64 rows, else pipelined-64, unless one is forced', () => {
+  it('takes pipelined-32 where experts average fewer than 64 rows, else staggered-64x128 or pipelined-64 by H and I, unless one is forced', () => {
     expect(tensorCoreChoice(ON, 2048, 768, {rowsPerExpert: 16})).to.include({variant: 'pipelined-32'});
     expect(tensorCoreChoice(ON, 2048, 768, {rowsPerExpert: 63})).to.include({variant: 'pipelined-32'});
-    expect(tensorCoreChoice(ON, 2048, 768, {rowsPerExpert: 64})).to.include({variant: 'pipelined-64'});
-    expect(tensorCoreChoice(ON, 2048, 768)).to.include({variant: 'pipelined-64'});
+    expect(tensorCoreChoice(ON, 2048, 768, {rowsPerExpert: 64})).to.include({variant: 'staggered-64x128'});
+    expect(tensorCoreChoice(ON, 2048, 768)).to.include({variant: 'staggered-64x128'});
+    // Two subgroups' workgroups would pad the weights' copy further (and y sorted needs H a multiple of 128).
+    expect(tensorCoreChoice(ON, 2112, 768, {rowsPerExpert: 64})).to.include({variant: 'pipelined-64'});
+    expect(tensorCoreChoice(ON, 2048, 800, {rowsPerExpert: 64})).to.include({variant: 'pipelined-64'});
+    // Where it is chosen, its layout is pipelined-32's: one kept copy serves both.
+    for (const [H, I] of [[4096, 14336], [2048, 768], [7168, 256]]) {
+      expect(tensorCoreLayout(FLOAT32_FORMAT, H, I, 'silu', tensorCoreTileShape('staggered-64x128'), true, true), `${H} ${I}`)
+        .to.deep.equal(tensorCoreLayout(FLOAT32_FORMAT, H, I, 'silu', tensorCoreTileShape('pipelined-32'), true, true));
+    }
     setTensorCoreVariant('storage-64');
     try {
       expect(tensorCoreChoice(ON, 2048, 768, {rowsPerExpert: 16})).to.include({variant: 'storage-64'});
@@ -295,7 +303,7 @@ describe('tensor-core GEMM plan', () => {
   it('stores w2\'s y in sorted order for the storage and pipelined variants without biases, where it fits a binding', () => {
     const limit = 2 ** 31 - 4;
     for (const variant of TENSOR_CORE_VARIANTS) {
-      const storageFamily = variant.startsWith('storage') || variant.startsWith('pipelined') || variant.startsWith('plain');
+      const storageFamily = ['storage', 'pipelined', 'plain', 'staggered'].some((family) => variant.startsWith(family));
       expect(w2WritesSorted(variant, false, 2048, 40832, limit), variant).to.equal(storageFamily);
       expect(w2WritesSorted(variant, true, 2048, 40832, limit), `${variant} with biases`).to.equal(false);
     }

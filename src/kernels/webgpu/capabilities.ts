@@ -66,9 +66,10 @@ export interface SubgroupMatrixConfig {
  * tfjs flag: set it true to run the prefill GEMMs on f16 tensor cores where the device reaches them.
  * Off by default because it changes the numerics: operands rounded to f16 (f32 accumulation), where the
  * float32 path keeps float32 throughout; a layer whose activations exceed f16's range (65504) would overflow.
- * Where it is on, the default variant ('pipelined-64'/'pipelined-32') runs 2.9-5.4× faster than the float32
- * tiles on the H200 at M = 4096 (2026-12-03, GPU time: Qwen3 2.96 vs 12.3 ms, DeepSeek-V3 TP8 5.18 vs 15.1,
- * Mixtral 16.8 vs 90.8; bench/results/2026-12-03-h200-tensor-core-check-pipelined*.log).
+ * Where it is on, the default variant (tensor_core_plan.ts DEFAULT_TENSOR_CORE_VARIANT) runs 3.9-6.5× faster than
+ * the float32 tiles on the H200 at M = 4096 (2026-12-05, GPU time, pipelined-64: Qwen3 2.51 vs 12.3 ms, DeepSeek-V3
+ * TP8 3.86 vs 15.0, Mixtral 13.9 vs 90.9; bench/results/2026-12-05-h200-table-after-trip-count.log); the staggered
+ * default since gained 7-14% more on an H100 (-h100-staggered.log).
  */
 export const TENSOR_CORES_FLAG = 'MOE_WEBGPU_TENSOR_CORES';
 env().registerFlag(TENSOR_CORES_FLAG, () => false);

@@ -37,7 +37,7 @@
  *                      (bench/results/2026-12-03-h200-tensor-core-check-blocked.log, all checks pass). Selectable
  *                      only (their copy is now kept between calls, tensor_core_weights.ts).
  *
- *   'pipelined-32', 'pipelined-64' (the default)
+ *   'pipelined-32', 'pipelined-64' (defaults: see DEFAULT_TENSOR_CORE_VARIANT)
  *                      experts_gemm_tc_storage_webgpu.ts with both operands in 16×16 blocks of 512 contiguous
  *                      bytes (x16 by the gather, act16 by w13's epilogue, the weights by their copy, kept between
  *                      calls): one subgroup per workgroup, 32 or 64 rows × 64 columns, each 32-k step's blocks
@@ -67,7 +67,7 @@
  *   'staggered-64x128' 'pipelined-64x128' with the second subgroup's k walk one block ahead of the first's, wrapping
  *                      (ExpertsTensorCoreStorageConfig.kStagger): round 15's 1 × 2 with lag 1 reached 224 against
  *                      214 TFLOP/s for one subgroup on an H100's plain-GEMM probe, where in step (round 14) the
- *                      two tie. Selectable.
+ *                      two tie. The default where the shapes allow (DEFAULT_TENSOR_CORE_VARIANT).
  *
  * Why a copy rather than a workgroup-memory dequant tile for the right operand: the GEMM then has one shape
  * for every format (both operands from storage, no barrier in the k loop), and the profile separates the
@@ -164,14 +164,19 @@ export function staggersK(v: TensorCoreVariant): boolean {
 }
 
 /**
- * The variant used when none is forced: 'pipelined-64', or 'pipelined-32' where experts average fewer than
- * PIPELINED_64_MIN_ROWS rows (less padding per expert). The fastest on the H200 (2026-12-03, GPU time, float32
+ * The variant used when none is forced: 'staggered-64x128' where H is a multiple of 128 and I of 64 (then its
+ * wider workgroups pad the weights' copy no more than one subgroup's, and the copy is the one 'pipelined-32'
+ * reads: the same layout), else 'pipelined-64'; 'pipelined-32' where experts average fewer than
+ * PIPELINED_64_MIN_ROWS rows (less padding per expert). staggered-64x128 against pipelined-64 on an H100 (2026-12-05,
+ * one call, GPU time; bench/results/2026-12-05-h100-staggered.log): Mixtral M = 4096 12.66 against 13.73 ms
+ * (228 against 210 TFLOP/s), M = 256 1.70 against 1.74; Qwen3 M = 4096 2.61 against 2.81; DeepSeek-V3 TP8 M = 4096
+ * 3.92 against 4.54. Before it, pipelined-64 was the fastest on the H200 (2026-12-03, GPU time, float32
  * weights, their blocked f16 copy kept between calls): M = 4096 Qwen3 2.96 ms, DeepSeek-V3 TP8 5.18, Mixtral
  * 16.8 against shared-128's 5.45, 9.17, 31.7; at M = 64 and 256 pipelined-32 wins where experts get 8-16 rows
  * (Qwen3 M = 256 0.56 against 0.78 ms), pipelined-64 at 64 (Mixtral M = 256 2.27 against 2.38);
  * bench/results/2026-12-03-h200-tensor-core-check-pipelined*.log.
  */
-export const DEFAULT_TENSOR_CORE_VARIANT: TensorCoreVariant = 'pipelined-64';
+export const DEFAULT_TENSOR_CORE_VARIANT: TensorCoreVariant = 'staggered-64x128';
 export const PIPELINED_64_MIN_ROWS = 64;
 
 let forcedVariant: TensorCoreVariant | null = null;
@@ -189,10 +194,11 @@ export function setTensorCoreVariant(variant: TensorCoreVariant | null): void {
   forcedVariant = variant;
 }
 
-/** The forced variant, else the default for `rowsPerExpert` (pairs per used expert, when known). */
-export function tensorCoreVariant(rowsPerExpert?: number): TensorCoreVariant {
+/** The forced variant, else the default for `rowsPerExpert` (pairs per used expert, when known) and H, I. */
+export function tensorCoreVariant(rowsPerExpert: number | undefined, H: number, I: number): TensorCoreVariant {
   if (forcedVariant != null) return forcedVariant;
-  return rowsPerExpert != null && rowsPerExpert < PIPELINED_64_MIN_ROWS ? 'pipelined-32' : DEFAULT_TENSOR_CORE_VARIANT;
+  if (rowsPerExpert != null && rowsPerExpert < PIPELINED_64_MIN_ROWS) return 'pipelined-32';
+  return H % 128 === 0 && I % 64 === 0 ? DEFAULT_TENSOR_CORE_VARIANT : 'pipelined-64';
 }
 
 /** Rows per tile of each variant (the align program pads every expert to a multiple of it). */
@@ -364,7 +370,7 @@ export interface TensorCoreCall {
  * every variant (the formats through dequant_wgsl.ts); what remains refused is said precisely.
  */
 export function tensorCoreChoice(device: TensorCoreDevice, H: number, I: number, call: TensorCoreCall = {},
-    variant: TensorCoreVariant = tensorCoreVariant(call.rowsPerExpert)): TensorCoreChoice {
+    variant: TensorCoreVariant = tensorCoreVariant(call.rowsPerExpert, H, I)): TensorCoreChoice {
   if (!device.tensorCoreF16) return {kernel: 'simt-f32', reason: device.tensorCoreReason};
   if (H % 8 !== 0 || I % 8 !== 0) {
     return {kernel: 'simt-f32', reason: `the tensor-core GEMMs read weights 8 k at a time (one dequantized chunk) and ` +
