@@ -226,6 +226,20 @@ describe('tensor-core GEMM plan', () => {
     }
     expect(() => new ExpertsTensorCoreStorageGemmProgram({...c, stage: 'w13', subgroupsN: 4}, [8192, 100], 40))
         .to.throw(/subgroupsN 1, or 2 with blocked rows, got 4/);
+    // kStagger: the second subgroup's blocks from sid on, the last step's second wrapped to the tile's first; the
+    // loop of the variants without it keeps the text the H200 timed. Only for two subgroups and the prefetching loop.
+    const staggered = {...c, prefetch: true, blockPointers: true, subgroupsN: 2, stage: 'w13' as const};
+    const withLag = new ExpertsTensorCoreStorageGemmProgram({...staggered, kStagger: true}, [8192, 100], 40);
+    const inStep = new ExpertsTensorCoreStorageGemmProgram(staggered, [8192, 100], 40);
+    expect(withLag.getUserCode()).to.contain('let nkBlock0 = nk * 2u + sid;')
+        .and.to.contain('let nkBlock1 = select(nkBlock0 + 1u, u32(tile.z) * 2u, nkBlock0 + 1u == u32(tile.w) * 2u);');
+    expect(inStep.getUserCode()).to.contain('(nk * 2u + 1u)');
+    expect(inStep.getUserCode()).to.not.contain('nkBlock0');
+    expect(withLag.shaderKey).to.not.equal(inStep.shaderKey);
+    for (const refused of [{...staggered, subgroupsN: 1}, {...staggered, prefetch: false}]) {
+      expect(() => new ExpertsTensorCoreStorageGemmProgram({...refused, kStagger: true}, [8192, 100], 40))
+          .to.throw(/kStagger needs two subgroups side by side and the prefetching loop/);
+    }
     // y in sorted order: no store hangs on a condition that differs between the two subgroups (H whole workgroups).
     const sorted = new ExpertsTensorCoreStorageGemmProgram({...c, stage: 'w2', subgroupsN: 2, sortedOutput: true}, [8192, 4096],
         40).getUserCode();
