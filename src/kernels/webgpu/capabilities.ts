@@ -69,7 +69,7 @@ export interface SubgroupMatrixConfig {
  * Where it is on, the default variant (tensor_core_plan.ts DEFAULT_TENSOR_CORE_VARIANT) runs 3.9-6.5× faster than
  * the float32 tiles on the H200 at M = 4096 (2026-12-05, GPU time, pipelined-64: Qwen3 2.51 vs 12.3 ms, DeepSeek-V3
  * TP8 3.86 vs 15.0, Mixtral 13.9 vs 90.9; bench/results/2026-12-05-h200-table-after-trip-count.log); the staggered
- * default since gained 7-14% more on an H100 (-h100-staggered.log).
+ * default since gained 8-16% more at M = 4096 on an H100 (-h100-staggered.log).
  */
 export const TENSOR_CORES_FLAG = 'MOE_WEBGPU_TENSOR_CORES';
 env().registerFlag(TENSOR_CORES_FLAG, () => false);

@@ -198,7 +198,9 @@ export function setTensorCoreVariant(variant: TensorCoreVariant | null): void {
 export function tensorCoreVariant(rowsPerExpert: number | undefined, H: number, I: number): TensorCoreVariant {
   if (forcedVariant != null) return forcedVariant;
   if (rowsPerExpert != null && rowsPerExpert < PIPELINED_64_MIN_ROWS) return 'pipelined-32';
-  return H % 128 === 0 && I % 64 === 0 ? DEFAULT_TENSOR_CORE_VARIANT : 'pipelined-64';
+  // Whole wide workgroups of columns: then the copy's padding (and w2's sorted y) is what one subgroup's would be.
+  const wide = tensorCoreTileShape(DEFAULT_TENSOR_CORE_VARIANT);
+  return H % wide.w2Columns === 0 && I % wide.w13Columns === 0 ? DEFAULT_TENSOR_CORE_VARIANT : 'pipelined-64';
 }
 
 /** Rows per tile of each variant (the align program pads every expert to a multiple of it). */
