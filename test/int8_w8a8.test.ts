@@ -19,7 +19,7 @@ import {fusedExpertsInt8Impl, quantizeRowInt8} from '../src/kernels/cpu/int8_w8a
 import {ExpertsPath, setFusedExpertsPath} from '../src/kernels/webgpu/FusedExperts';
 import {ExpertsInt8QuantProgram} from '../src/kernels/webgpu/experts_int8_quant_webgpu';
 import {INT8_GEMM_KERNELS, Int8GemmDevice, Int8GemmKernel, chooseInt8GemmKernel, int8GemmBlockRows, int8GemmChoice,
-  int8GemmWorkgroupBytes, int8LoadsBlockPointers, int8PrefetchesBlocks, int8SubgroupsN, setInt8GemmKernel} from '../src/kernels/webgpu/experts_int8_run';
+  int8GemmWorkgroupBytes, int8LoadsBlockPointers, int8PrefetchesBlocks, int8StaggersK, int8SubgroupsN, setInt8GemmKernel} from '../src/kernels/webgpu/experts_int8_run';
 import {ExpertsInt8TensorCoreGemmProgram, INT8_TC_WORKGROUP_BYTES, int8TensorCoreConfig}
   from '../src/kernels/webgpu/experts_int8_tc_webgpu';
 import {ExpertsInt8TensorCoreSharedGemmProgram, Int8SharedBlockRows, int8SharedTileBytes}
@@ -363,19 +363,23 @@ describe('int8 prefill GEMM choice', () => {
   });
 
   it('pads experts to each kernel\'s rows per tile, and declares the workgroup memory it is chosen by', () => {
-    expect(INT8_GEMM_KERNELS.map(int8GemmBlockRows)).to.deep.equal([64, 32, 128, 64, 32, 64, 64, 32, 96, 64, 96]);
+    expect(INT8_GEMM_KERNELS.map(int8GemmBlockRows)).to.deep.equal([64, 32, 128, 64, 32, 64, 64, 32, 96, 64, 96, 64, 64]);
     expect(INT8_GEMM_KERNELS.filter(int8PrefetchesBlocks)).to.deep.equal(['tensor-core-i8-pipelined-64',
       'tensor-core-i8-pipelined-32']);
     expect(INT8_GEMM_KERNELS.filter(int8LoadsBlockPointers)).to.deep.equal(['tensor-core-i8-plain-64',
-      'tensor-core-i8-plain-32', 'tensor-core-i8-plain-96', 'tensor-core-i8-plain-64x128', 'tensor-core-i8-plain-96x128']);
+      'tensor-core-i8-plain-32', 'tensor-core-i8-plain-96', 'tensor-core-i8-plain-64x128', 'tensor-core-i8-plain-96x128',
+      'tensor-core-i8-plain-64x256', 'tensor-core-i8-staggered-64x256']);
     expect(INT8_GEMM_KERNELS.filter((k) => int8SubgroupsN(k) === 2)).to.deep.equal(['tensor-core-i8-plain-64x128',
       'tensor-core-i8-plain-96x128']);
-    // The '-64x128' and '-96x128' kernels: two subgroups' staged results (8 KiB).
+    expect(INT8_GEMM_KERNELS.filter((k) => int8SubgroupsN(k) === 4)).to.deep.equal(['tensor-core-i8-plain-64x256',
+      'tensor-core-i8-staggered-64x256']);
+    expect(INT8_GEMM_KERNELS.filter(int8StaggersK)).to.deep.equal(['tensor-core-i8-staggered-64x256']);
+    // The '-64x128' and '-96x128' kernels: two subgroups' staged results (8 KiB); '-64x256' four (16 KiB).
     expect(INT8_GEMM_KERNELS.map(int8GemmWorkgroupBytes)).to.deep.equal([4884, 4500, 37392, 32016, INT8_TC_WORKGROUP_BYTES, 0,
-      4884, 4500, 5268, 8980, 9364]);
+      4884, 4500, 5268, 8980, 9364, 17172, 17172]);
     const cfg: ExpertsInt8Config = {stage: 'w2', hiddenSize: 4096, intermediateSize: 14336, topK: 2, numLocalExperts: 8,
       globalNumExperts: 8, hasExpertMap: false, activation: 'silu', applyRouterWeightOnInput: false, hasBias: true};
-    for (const [BM, WN] of [[32, 1], [64, 1], [96, 1], [64, 2]]) {
+    for (const [BM, WN] of [[32, 1], [64, 1], [96, 1], [64, 2], [64, 4]]) {
       // Declared: tile lookup vec4<i32>, first column i32, staged i32 results, f32 row scales, w2's pairs and weights.
       const code = new ExpertsInt8PipelinedGemmProgram(cfg, [8192, 4096], 10, BM, int8PipelinedLayout(4096, 14336, WN),
         BM !== 96, false, WN).getUserCode();
@@ -616,6 +620,11 @@ describeBackends('fusedExperts int8 w8a8 against the cpu reference, bit for bit'
       // Two subgroups side by side per workgroup: the second's columns past I (w13) and H (w2) are skipped.
       {name: 'plain loop, two subgroups side by side, swigluoai, biases', kernel: 'tensor-core-i8-plain-64x128',
         activation: 'swigluoai', bias: true, onInput: false},
+      // Four: in step, and each one k block ahead of the one before (lags 0-3 of w2's 4 blocks, w13's 6), wrapping.
+      {name: 'plain loop, four subgroups side by side, silu', kernel: 'tensor-core-i8-plain-64x256', activation: 'silu',
+        bias: false, onInput: false},
+      {name: 'plain loop, four staggered subgroups, swigluoai, biases', kernel: 'tensor-core-i8-staggered-64x256',
+        activation: 'swigluoai', bias: true, onInput: false},
       {name: 'plain loop, two 96-row subgroups side by side, gelu, router weight on the input',
         kernel: 'tensor-core-i8-plain-96x128', activation: 'gelu', bias: false, onInput: true, tokens: 400},
       // 96-row tiles (6 × 4 results), 400 pairs: full and partial tiles.
@@ -633,7 +642,8 @@ describeBackends('fusedExperts int8 w8a8 against the cpu reference, bit for bit'
         const WN = int8SubgroupsN(tc.kernel);
         const layout = int8PipelinedLayout(H, I, WN);
         // Two subgroups: weight rows padded to 64 act columns (w13) and 128 h columns (w2).
-        expect(layout).to.deep.equal({Hp: 192, Ip: 128, w13Rows: WN === 2 ? 256 : 192, w2Rows: WN === 2 ? 256 : 192});
+        // Four: 128 act columns and 256 h columns, the same 256 rows here.
+        expect(layout).to.deep.equal({Hp: 192, Ip: 128, w13Rows: WN > 1 ? 256 : 192, w2Rows: WN > 1 ? 256 : 192});
         const rig = emulationRig(wb);
         const {run, read, emulated, temps, device} = rig;
         device.pushErrorScope('validation');
@@ -653,11 +663,11 @@ describeBackends('fusedExperts int8 w8a8 against the cpu reference, bit for bit'
         const tiles = Math.ceil(P / BM) + E;
         const prefetch = int8PrefetchesBlocks(tc.kernel), blockPointers = int8LoadsBlockPointers(tc.kernel);
         const actTc = run(emulated(new ExpertsInt8PipelinedGemmProgram(c13, [rows, I], tiles, BM, layout, prefetch,
-            blockPointers, WN)),
+            blockPointers, WN, int8StaggersK(tc.kernel))),
             [blocked(xq, 'gather', H, layout.Hp), align, ...blockedWeights(w13, 'w13')], [rows, I], 'float32');
         const aq = run(new ExpertsInt8QuantProgram(rows, I, false), [actTc], [rows, I / 4 + 4], 'int32');
         const yTc = run(emulated(new ExpertsInt8PipelinedGemmProgram(c2, [P, H], tiles, BM, layout, prefetch,
-            blockPointers, WN)),
+            blockPointers, WN, int8StaggersK(tc.kernel))),
             [blocked(aq, 'rows', I, layout.Ip), align, ...(tc.onInput ? [] : [tw]), ...blockedWeights(w2, 'w2')], [P, H],
             'float32');
         const [alignHost, align4, a4, aT, y4, yT] = await Promise.all([align, dot4.align, dot4.act, actTc, dot4.y, yTc]

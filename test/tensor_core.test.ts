@@ -91,6 +91,26 @@ describe('tensor-core GEMM plan', () => {
     expect(big.reason).to.match(/'shared-128': its tiles need 36880 bytes .* allows 32768/);
   });
 
+  it('takes staggered-64x128 for staggered-64x256 where its four staged blocks do not fit, saying why', () => {
+    // WebGPU's default limit, 16 KiB: four 4 KiB blocks and wgTile, wgN0, w2's 64 pairs and weights do not fit.
+    const minimal = tensorCoreChoice({...ON, maxComputeWorkgroupStorageSize: 16384}, 4096, 14336, {}, 'staggered-64x256');
+    expect(minimal).to.include({kernel: 'tensor-core-f16', variant: 'staggered-64x128'});
+    expect(minimal.reason).to.match(/'staggered-64x256': it needs 16916 bytes of workgroup memory .* allows 16384/);
+    expect(tensorCoreChoice({...ON, maxComputeWorkgroupStorageSize: 16916}, 4096, 14336, {}, 'staggered-64x256'))
+        .to.include({variant: 'staggered-64x256'});
+    expect(tensorCoreChoice({...ON, maxComputeWorkgroupStorageSize: 16384}, 4096, 14336, {}, 'staggered-64x128'))
+        .to.include({variant: 'staggered-64x128'});
+    // Eight subgroups: 32 KiB of staged blocks; at 32 KiB (SwiftShader's limit) four, at 16 KiB two.
+    const wide = (limit: number) => tensorCoreChoice({...ON, maxComputeWorkgroupStorageSize: limit}, 4096, 14336, {},
+        'staggered-64x512');
+    expect(wide(49152)).to.include({variant: 'staggered-64x512'});
+    expect(wide(32768)).to.include({variant: 'staggered-64x256'});
+    expect(wide(32768).reason).to.match(/'staggered-64x512': it needs 33300 bytes/);
+    expect(wide(16384)).to.include({variant: 'staggered-64x128'});
+    expect(tensorCoreChoice({...ON, maxComputeWorkgroupStorageSize: 16384}, 4096, 14336, {}, 'staggered-32x256'))
+        .to.include({variant: 'pipelined-32'});
+  });
+
   it('takes pipelined-32 where experts average fewer than 64 rows, else staggered-64x128 or pipelined-64 by H and I, unless one is forced', () => {
     expect(tensorCoreChoice(ON, 2048, 768, {rowsPerExpert: 16})).to.include({variant: 'pipelined-32'});
     expect(tensorCoreChoice(ON, 2048, 768, {rowsPerExpert: 63})).to.include({variant: 'pipelined-32'});
@@ -164,9 +184,9 @@ describe('tensor-core GEMM plan', () => {
 
   it('loads each k block right before its multiplies in the plain variants, one 32-k step ahead in the pipelined ones', () => {
     expect(TENSOR_CORE_VARIANTS.filter(prefetchesBlocks)).to.deep.equal(['pipelined-32', 'pipelined-64', 'pipelined-64x128',
-      'staggered-64x128']);
+      'staggered-64x128', 'staggered-64x256', 'staggered-64x512', 'staggered-32x256']);
     expect(TENSOR_CORE_VARIANTS.filter(loadsBlockPointers)).to.deep.equal(['pipelined-32', 'pipelined-64', 'pipelined-64x128',
-      'staggered-64x128']);
+      'staggered-64x128', 'staggered-64x256', 'staggered-64x512', 'staggered-32x256']);
     const layout = tensorCoreLayout(FLOAT32_FORMAT, 256, 128, 'silu', PIPELINED_TILE, true, true);
     const c = {hiddenSize: 256, intermediateSize: 128, numLocalExperts: 4, activation: 'silu' as Activation,
       applyRouterWeightOnInput: false, hasBias: false, layout};
@@ -205,7 +225,12 @@ describe('tensor-core GEMM plan', () => {
   it('puts two subgroups side by side in the 64x128 variants: half the column workgroups, ids from main()\'s arguments', () => {
     expect(TENSOR_CORE_VARIANTS.filter((v) => tensorCoreSubgroupsN(v) === 2)).to.deep.equal(['pipelined-64x128', 'plain-64x128',
       'plain-96x128', 'staggered-64x128']);
-    expect(TENSOR_CORE_VARIANTS.filter(staggersK)).to.deep.equal(['staggered-64x128']);
+    expect(TENSOR_CORE_VARIANTS.filter(staggersK)).to.deep.equal(['staggered-64x128', 'staggered-64x256', 'staggered-64x512',
+      'staggered-32x256']);
+    expect(TENSOR_CORE_VARIANTS.filter((v) => tensorCoreSubgroupsN(v) === 4)).to.deep.equal(['staggered-64x256',
+      'staggered-32x256']);
+    expect(tensorCoreTileShape('staggered-64x512')).to.deep.equal({kStep: 32, w13Columns: 256, w2Columns: 512});
+    expect(tensorCoreTileShape('staggered-64x256')).to.deep.equal({kStep: 32, w13Columns: 128, w2Columns: 256});
     expect(tensorCoreTileShape('pipelined-64x128')).to.deep.equal({kStep: 32, w13Columns: 64, w2Columns: 128});
     // Mixtral: the weights' copy padded to whole 128-column workgroups (14336 and 4096 are already).
     const layout = tensorCoreLayout(FLOAT32_FORMAT, 4096, 14336, 'silu', tensorCoreTileShape('plain-64x128'), true, true);
@@ -224,8 +249,19 @@ describe('tensor-core GEMM plan', () => {
           .and.to.contain(`let n0 = workgroupUniformLoad(&wgN0) + i32(sid) * ${stage === 'w13' ? 32 : 64};`);
       expect(one.getUserCode()).to.not.contain('moe-main-ids');
     }
-    expect(() => new ExpertsTensorCoreStorageGemmProgram({...c, stage: 'w13', subgroupsN: 4}, [8192, 100], 40))
-        .to.throw(/subgroupsN 1, or 2 with blocked rows, got 4/);
+    expect(() => new ExpertsTensorCoreStorageGemmProgram({...c, stage: 'w13', subgroupsN: 3}, [8192, 100], 40))
+        .to.throw(/subgroupsN 1, or 2, 4 or 8 with blocked rows, got 3/);
+    const rowMajor = tensorCoreLayout(FLOAT32_FORMAT, 4096, 14336, 'silu', STORAGE_TILE, false);
+    expect(() => new ExpertsTensorCoreStorageGemmProgram({...c, layout: rowMajor, stage: 'w13', subgroupsN: 2}, [8192, 100], 40))
+        .to.throw(/got 2/);
+    // Four side by side: a quarter of one subgroup's column workgroups, 128 lanes, four staged blocks.
+    const wide4 = tensorCoreLayout(FLOAT32_FORMAT, 4096, 14336, 'silu', tensorCoreTileShape('staggered-64x256'), true, true);
+    const four = new ExpertsTensorCoreStorageGemmProgram({...c, layout: wide4, stage: 'w13', subgroupsN: 4, prefetch: true,
+      blockPointers: true, kStagger: true}, [8192, 100], 40);
+    expect(four.dispatch).to.deep.equal([40, 14336 / 128, 1]);
+    expect(four.workgroupSize).to.deep.equal([128, 1, 1]);
+    expect(four.getUserCode()).to.contain('var<workgroup> staged : array<f32, 4096>;')
+        .and.to.contain('wgN0 = i32(workgroupId.y) * 128;');
     // kStagger: the second subgroup's blocks from sid on, the last step's second wrapped to the tile's first; the
     // loop of the variants without it keeps the text the H200 timed. Only for two subgroups and the prefetching loop.
     const staggered = {...c, prefetch: true, blockPointers: true, subgroupsN: 2, stage: 'w13' as const};
@@ -235,10 +271,14 @@ describe('tensor-core GEMM plan', () => {
         .and.to.contain('let nkBlock1 = select(nkBlock0 + 1u, u32(tile.z) * 2u, nkBlock0 + 1u == u32(tile.w) * 2u);');
     expect(inStep.getUserCode()).to.contain('(nk * 2u + 1u)');
     expect(inStep.getUserCode()).to.not.contain('nkBlock0');
+    // Lags up to 3 (four subgroups): each taken modulo the tile's blocks, then a step's first block wrapped too.
+    expect(four.getUserCode()).to.contain('let kLag = (sid) % (u32(tile.w - tile.z) * 2u);')
+        .and.to.contain('let nkBlock0 = select(nkAhead, nkAhead - u32(tile.w - tile.z) * 2u, nkAhead >= u32(tile.w) * 2u);');
+    expect(withLag.getUserCode()).to.not.contain('kLag');
     expect(withLag.shaderKey).to.not.equal(inStep.shaderKey);
     for (const refused of [{...staggered, subgroupsN: 1}, {...staggered, prefetch: false}]) {
       expect(() => new ExpertsTensorCoreStorageGemmProgram({...refused, kStagger: true}, [8192, 100], 40))
-          .to.throw(/kStagger needs two subgroups side by side and the prefetching loop/);
+          .to.throw(/kStagger needs subgroups side by side and the prefetching loop/);
     }
     // y in sorted order: no store hangs on a condition that differs between the two subgroups (H whole workgroups).
     const sorted = new ExpertsTensorCoreStorageGemmProgram({...c, stage: 'w2', subgroupsN: 2, sortedOutput: true}, [8192, 4096],
@@ -865,6 +905,16 @@ describeBackends('tensor-core helper programs on webgpu', (backend) => {
       tokens: 80},
     {variant: 'staggered-64x128', activation: 'gelu', bias: true, onInput: true, splitK: 1, H: 144, I: 48, sorted: false,
       tokens: 80},
+    // Four subgroups, subgroup s s blocks ahead: lags past the tile's end and past a whole tile's blocks (w2's
+    // split-K part of one step; H = 32, one step in w13, whose fourth subgroup has act columns 96..111) wrap modulo
+    // the tile; columns past Ip and H skipped.
+    {variant: 'staggered-64x256', activation: 'silu', bias: false, onInput: false, splitK: 2, H: 256, I: 80, sorted: true,
+      tokens: 80},
+    {variant: 'staggered-64x256', activation: 'gelu', bias: true, onInput: true, splitK: 1, H: 144, I: 48, sorted: false,
+      tokens: 80},
+    {variant: 'staggered-64x256', activation: 'swigluoai', bias: false, onInput: false, splitK: 1, H: 32, I: 112, sorted: false},
+    // Four 32-row subgroups.
+    {variant: 'staggered-32x256', activation: 'gelu', bias: true, onInput: false, splitK: 2, H: 144, I: 112, sorted: false},
     // Two weight shards copied into one f16 tensor (each copy program at its first expert), one GEMM per stage,
     // and an expert map: global expert 1 is another rank's.
     {variant: 'pipelined-64', activation: 'silu', bias: false, onInput: false, splitK: 2, H: 64, I: 48, sorted: true,

@@ -53,14 +53,14 @@ export interface ExpertsTensorCoreStorageConfig {
   /** With TensorCoreLayout.blockedRows: x16 and w16 read through block pointers (blockedLoop). Default false. */
   blockPointers?: boolean;
   /**
-   * With TensorCoreLayout.blockedRows: subgroups side by side along a workgroup's columns, 1 or 2 (each 64
-   * columns; w13: 32 act columns; the layout padded to PIPELINED_WIDE_TILE for 2). Default 1.
+   * With TensorCoreLayout.blockedRows: subgroups side by side along a workgroup's columns, 1, 2, 4 or 8 (each 64
+   * columns; w13: 32 act columns; the layout padded to pipelinedTile(subgroupsN)). Default 1.
    */
   subgroupsN?: number;
   /**
-   * With subgroupsN = 2 and the prefetching loop: the second subgroup walks the tile's k blocks one block ahead of
-   * the first (wrapping to the tile's first block at its end), so the row blocks both load are not asked for by
-   * both at once ('staggered-64x128'; blockedLoop's kStagger). Default false.
+   * With subgroupsN > 1 and the prefetching loop: subgroup s walks the tile's k blocks s blocks ahead of the
+   * first (wrapping to the tile's first block at its end), so the row blocks they all load are not asked for by
+   * all at once (the 'staggered' variants; blockedLoop's kStagger). Default false.
    */
   kStagger?: boolean;
   splitK?: number;
@@ -208,11 +208,11 @@ export class ExpertsTensorCoreStorageGemmProgram implements WebGPUProgram {
       throw new Error('storage tensor-core GEMM: sorted output is for w2 without biases, H a multiple of 16 ' +
         `(of ${64 * WN} with ${WN} subgroups side by side)`);
     }
-    if (WN !== 1 && !(WN === 2 && c.layout.blockedRows)) {
-      throw new Error(`storage tensor-core GEMM: subgroupsN 1, or 2 with blocked rows, got ${WN}`);
+    if (WN !== 1 && !([2, 4, 8].includes(WN) && c.layout.blockedRows)) {
+      throw new Error(`storage tensor-core GEMM: subgroupsN 1, or 2, 4 or 8 with blocked rows, got ${WN}`);
     }
-    if (c.kStagger && !(WN === 2 && (c.prefetch ?? true))) {
-      throw new Error('storage tensor-core GEMM: kStagger needs two subgroups side by side and the prefetching loop');
+    if (c.kStagger && !(WN > 1 && (c.prefetch ?? true))) {
+      throw new Error('storage tensor-core GEMM: kStagger needs subgroups side by side and the prefetching loop');
     }
     this.workgroupSize = [32 * WN, 1, 1];
     const splitK = w13 ? 1 : (c.splitK ?? 1);
@@ -255,7 +255,7 @@ export class ExpertsTensorCoreStorageGemmProgram implements WebGPUProgram {
       `e * ${L.rowsPerExpert} + ${c >= 2 ? `${L.upOffset} + ` : ''}${L.rowStep} * (n0 + ${16 * (c % 2)})` :
       `e * ${L.rowsPerExpert} + n0 + ${16 * c}`;
     const sorted = this.c.sortedOutput ?? false;
-    // Two subgroups: each stages its own 16-row block (4 KiB) at sid · 1024.
+    // Several subgroups: each stages its own 16-row block (4 KiB) at sid · 1024.
     const base = WN > 1 ? 'sid * 1024u' : '0u';
     const epilogue = sorted ? '' : stagedEpilogue(this.c, {lane: 'lane', base, n0: 'n0', firstRow: 'rt * 16u'});
     const tileRows = sorted ? {decl: '', fill: ''} : epilogueRows(this.c, BM, 32 * WN);
@@ -299,7 +299,7 @@ export class ExpertsTensorCoreStorageGemmProgram implements WebGPUProgram {
         ${rows.flatMap((r) => cols.map((c) => `var acc${r}${c} : ${result};`)).join('\n        ')}
         ${pipelined ? blockedLoop(rows, cols, this.c.prefetch ?? true, {x: 'x16', w: 'w16', left, right, block: 256, stride: 16, blockPointers,
           stepsPerTile: kTiles === splitK * kTilesPerPart ? kTilesPerPart : undefined,   // no part short or empty
-          kStagger: this.c.kStagger ? 'sid' : undefined,
+          kStagger: this.c.kStagger ? 'sid' : undefined, kStaggerMax: WN - 1,
           aBlock: (r) => `(u32(rowStart) / 16u + ${r}u) * ${Kp / 16 * 256}u`,
           // w13: 32 gate rows then their 32 up rows per 32 act columns, so right matrix 0 starts at row 2·n0.
           bBlock: (c) => `(u32(e * ${L.rowsPerExpert} + ${w13 ? '2 * n0' : 'n0'}) / 16u + ${c}u) * ${Kp / 16 * 256}u`}) : `
@@ -362,12 +362,19 @@ export interface PipelinedOperands {
    */
   stepsPerTile?: number;
   /**
-   * The prefetching loop only: a u32 expression, 0u or 1u (the subgroup's index among two side by side), by which
-   * this subgroup's walk over the tile's k blocks runs ahead of the tile's order, its last step's second block
-   * wrapping to the tile's first. Two subgroups loading the same row blocks then ask for each one block apart: on
-   * an H100's plain-GEMM probe 224 against 214 TFLOP/s for one subgroup (tc_probe --round15, 1 × 2, lag 1).
+   * A u32 expression, the subgroup's index among those side by side, by which this subgroup's walk over the
+   * tile's k blocks runs ahead of the tile's order, wrapping to the tile's first block (the plain loop: only with
+   * stepsPerTile, its block index then carried from one iteration to the next).
+   * Subgroups loading the same row blocks then ask for each one block apart: on an H100's plain-GEMM probe 224
+   * against 214 TFLOP/s for one subgroup (tc_probe --round15, 1 × 2, lag 1).
    */
   kStagger?: string;
+  /**
+   * kStagger's largest value (default 1). Above 1 a lag can pass a step's first block beyond the tile's end (and,
+   * in a tile of one step, beyond its length), so each lag is first taken modulo the tile's blocks; at 1 only a
+   * step's second block can wrap (the text 'staggered-64x128' was timed with).
+   */
+  kStaggerMax?: number;
 }
 
 /**
@@ -392,9 +399,15 @@ export function blockedLoop(rows: number[], cols: number[], prefetch: boolean, o
         ${rows.map((r) => `let aBlock${r} = ${firstBlock(o.aBlock(r))};`).join('\n        ')}
         ${cols.map((c) => `let bBlock${c} = ${firstBlock(o.bBlock(c))};`).join('\n        ')}`;
   if (!prefetch) {
-    const loop = o.stepsPerTile == null ? 'for (var kb = u32(tile.z) * 2u; kb < u32(tile.w) * 2u; kb++) {' : `let kbFirst = u32(tile.z) * 2u;
+    if (o.kStagger != null && o.stepsPerTile == null) throw new Error('blockedLoop: a staggered plain loop needs stepsPerTile');
+    const loop = o.stepsPerTile == null ? 'for (var kb = u32(tile.z) * 2u; kb < u32(tile.w) * 2u; kb++) {' :
+      o.kStagger == null ? `let kbFirst = u32(tile.z) * 2u;
         for (var j = 0u; j < ${2 * o.stepsPerTile}u; j++) {
-          let kb = kbFirst + j;`;
+          let kb = kbFirst + j;` : `let kbFirst = u32(tile.z) * 2u;
+        var kbNext = kbFirst + (${o.kStagger}) % ${2 * o.stepsPerTile}u;
+        for (var j = 0u; j < ${2 * o.stepsPerTile}u; j++) {
+          let kb = kbNext;
+          kbNext = select(kb + 1u, kbFirst, kb + 1u == kbFirst + ${2 * o.stepsPerTile}u);`;
     return `${firstBlocks}
         ${loop}
           ${rows.map((r) => `let a${r} = subgroupMatrixLoad<${o.left}, row_major>(${at(o.x, `aBlock${r}`, 'kb')}, ${stride});`).join('\n          ')}
@@ -405,14 +418,21 @@ export function blockedLoop(rows: number[], cols: number[], prefetch: boolean, o
   // Without kStagger a step's blocks are (step · 2 + h), inline (the text the H200 timed); with it, kb_0 / kb_1
   // below: step · 2 + kStagger, and the next block, wrapped to the tile's first at the tile's end.
   const kBlock = (h: number, step: string) => o.kStagger == null ? `(${step} * 2u + ${h}u)` : `${step}Block${h}`;
-  const staggered = (step: string) => o.kStagger == null ? '' : `
+  const far = (o.kStaggerMax ?? 1) > 1;
+  // lag < the tile's blocks, so one subtraction wraps a step's first block; its second wraps only at the end.
+  const lag = o.kStagger == null ? '' : !far ? '' : `
+        let kLag = (${o.kStagger}) % (u32(tile.w - tile.z) * 2u);`;
+  const staggered = (step: string) => o.kStagger == null ? '' : !far ? `
         let ${step}Block0 = ${step} * 2u + ${o.kStagger};
+        let ${step}Block1 = select(${step}Block0 + 1u, u32(tile.z) * 2u, ${step}Block0 + 1u == u32(tile.w) * 2u);` : `
+        let ${step}Ahead = ${step} * 2u + kLag;
+        let ${step}Block0 = select(${step}Ahead, ${step}Ahead - u32(tile.w - tile.z) * 2u, ${step}Ahead >= u32(tile.w) * 2u);
         let ${step}Block1 = select(${step}Block0 + 1u, u32(tile.z) * 2u, ${step}Block0 + 1u == u32(tile.w) * 2u);`;
   const a = (h: number, r: number, step: string) =>
     `subgroupMatrixLoad<${o.left}, row_major>(${at(o.x, `aBlock${r}`, kBlock(h, step))}, ${stride})`;
   const b = (h: number, c: number, step: string) =>
     `subgroupMatrixLoad<${o.right}, col_major>(${at(o.w, `bBlock${c}`, kBlock(h, step))}, ${stride})`;
-  return `${firstBlocks}
+  return `${firstBlocks}${lag}
         let k0 = u32(min(tile.z, tile.w - 1));${staggered('k0')}
         ${halves.flatMap((h) => rows.map((r) => `var a${h}${r} = ${a(h, r, 'k0')};`)).join(' ')}
         ${halves.flatMap((h) => cols.map((c) => `var b${h}${c} = ${b(h, c, 'k0')};`)).join(' ')}

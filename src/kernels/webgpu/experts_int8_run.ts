@@ -66,10 +66,11 @@ import {tensorCoreWeightCopy} from './tensor_core_weights';
 export type Int8GemmKernel = 'tensor-core-i8-pipelined-64' | 'tensor-core-i8-pipelined-32' |
   'tensor-core-i8-shared-128' | 'tensor-core-i8-shared-64' | 'tensor-core-i8' | 'dot4-i8' |
   'tensor-core-i8-plain-64' | 'tensor-core-i8-plain-32' | 'tensor-core-i8-plain-96' | 'tensor-core-i8-plain-64x128' |
-  'tensor-core-i8-plain-96x128';
+  'tensor-core-i8-plain-96x128' | 'tensor-core-i8-plain-64x256' | 'tensor-core-i8-staggered-64x256';
 export const INT8_GEMM_KERNELS: Int8GemmKernel[] = ['tensor-core-i8-pipelined-64', 'tensor-core-i8-pipelined-32',
   'tensor-core-i8-shared-128', 'tensor-core-i8-shared-64', 'tensor-core-i8', 'dot4-i8', 'tensor-core-i8-plain-64',
-  'tensor-core-i8-plain-32', 'tensor-core-i8-plain-96', 'tensor-core-i8-plain-64x128', 'tensor-core-i8-plain-96x128'];
+  'tensor-core-i8-plain-32', 'tensor-core-i8-plain-96', 'tensor-core-i8-plain-64x128', 'tensor-core-i8-plain-96x128',
+  'tensor-core-i8-plain-64x256', 'tensor-core-i8-staggered-64x256'];
 
 /**
  * The kernels of experts_int8_tc_pipelined_webgpu.ts (both operands in blocks read from storage): rows per tile,
@@ -77,7 +78,7 @@ export const INT8_GEMM_KERNELS: Int8GemmKernel[] = ['tensor-core-i8-pipelined-64
  * subgroups a workgroup puts side by side along the columns (default 1).
  */
 const BLOCKED_KERNELS: Partial<Record<Int8GemmKernel, {blockRows: number; prefetch: boolean; blockPointers: boolean;
-    subgroupsN?: number}>> = {
+    subgroupsN?: number; kStagger?: boolean}>> = {
   'tensor-core-i8-pipelined-64': {blockRows: 64, prefetch: true, blockPointers: false},
   'tensor-core-i8-pipelined-32': {blockRows: 32, prefetch: true, blockPointers: false},
   // Block pointers: the plain int8 loop 258 → 299 TOPS on the plain-GEMM probe, the pipelined one unchanged
@@ -87,6 +88,9 @@ const BLOCKED_KERNELS: Partial<Record<Int8GemmKernel, {blockRows: number; prefet
   'tensor-core-i8-plain-96': {blockRows: 96, prefetch: false, blockPointers: true},
   'tensor-core-i8-plain-64x128': {blockRows: 64, prefetch: false, blockPointers: true, subgroupsN: 2},
   'tensor-core-i8-plain-96x128': {blockRows: 96, prefetch: false, blockPointers: true, subgroupsN: 2},
+  // Four subgroups side by side, in step or each one k block ahead of the one before (the f16 'staggered-64x256').
+  'tensor-core-i8-plain-64x256': {blockRows: 64, prefetch: false, blockPointers: true, subgroupsN: 4},
+  'tensor-core-i8-staggered-64x256': {blockRows: 64, prefetch: false, blockPointers: true, subgroupsN: 4, kStagger: true},
 };
 const isPipelined = (k: Int8GemmKernel) => BLOCKED_KERNELS[k] != null;
 
@@ -98,6 +102,11 @@ export function int8PrefetchesBlocks(k: Int8GemmKernel): boolean {
 /** Whether the blocked kernel `k` reads its operands as arrays of 512-byte blocks (blockedLoop's blockPointers). */
 export function int8LoadsBlockPointers(k: Int8GemmKernel): boolean {
   return BLOCKED_KERNELS[k]?.blockPointers ?? false;
+}
+
+/** Whether the blocked kernel `k`'s subgroups walk k staggered (blockedLoop's kStagger). */
+export function int8StaggersK(k: Int8GemmKernel): boolean {
+  return BLOCKED_KERNELS[k]?.kStagger ?? false;
 }
 
 /** The subgroups side by side along a blocked kernel's workgroup columns (1 for every other kernel). */
@@ -288,12 +297,12 @@ export function runInt8Experts(c: Int8ExpertsCall): TensorInfo {
     const act = c.temp(issuer.makeTensorInfo([rows, I], 'float32'));
     const xb = blockedRows(xq, 'w13');
     perShard('w13', act, (s, n) => [new ExpertsW13Int8PipelinedGemmProgram(w13, [rows, I], tiles(n), blockRows, layout,
-      prefetch, blockPointers, subgroupsN),
+      prefetch, blockPointers, subgroupsN, int8StaggersK(gemm)),
       [xb, align]], blockedWeights);
     const ab = blockedRows(quantize(act, false), 'w2');
     y = c.temp(issuer.makeTensorInfo([P, H], 'float32'));
     perShard('w2', y, (s, n) => [new ExpertsW2Int8PipelinedGemmProgram(w2, [P, H], tiles(n), blockRows, layout, prefetch,
-      blockPointers, subgroupsN),
+      blockPointers, subgroupsN, int8StaggersK(gemm)),
       [ab, align, ...weightsFor('w2')]], blockedWeights);
   } else if (gemm != null) {
     const blockRows = int8GemmBlockRows(gemm);

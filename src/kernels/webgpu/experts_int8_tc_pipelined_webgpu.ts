@@ -200,17 +200,21 @@ export class ExpertsInt8PipelinedGemmProgram implements WebGPUProgram {
   private readonly prefetch: boolean;
   private readonly blockPointers: boolean;
   private readonly subgroupsN: number;
+  private readonly kStagger: boolean;
 
   /**
    * Inputs: xb (blocked rows), align (built with `blockRows`), topkWeights (w2 with the weight on the output),
    * wb (the shard's blocked weights), scales, bias?. `prefetch`: the k loop loads the next 64-k step's blocks
    * before the current step's multiplies (the 'pipelined' kernels), or each k block right before its own ('plain').
-   * `blockPointers`: xb and wb are read as arrays of 512-byte blocks (blockedLoop says why). `subgroupsN`: 1, or 2
-   * subgroups side by side along the columns (the f16 '64x128' variants; `layout` padded for them).
+   * `blockPointers`: xb and wb are read as arrays of 512-byte blocks (blockedLoop says why). `subgroupsN`: 1, 2 or 4
+   * subgroups side by side along the columns (the f16 '64x128' variants; `layout` padded for them); `kStagger`:
+   * subgroup s walks the tile's k blocks s blocks ahead of the first (blockedLoop's kStagger; the f16
+   * 'staggered' variants).
    */
   constructor(c: ExpertsInt8Config, outputShape: number[], numTiles: number, blockRows: number,
-      layout: Int8PipelinedLayout, prefetch = true, blockPointers = false, subgroupsN = 1) {
-    if (subgroupsN !== 1 && subgroupsN !== 2) throw new Error(`int8 pipelined GEMM: subgroupsN 1 or 2, got ${subgroupsN}`);
+      layout: Int8PipelinedLayout, prefetch = true, blockPointers = false, subgroupsN = 1, kStagger = false) {
+    if (![1, 2, 4].includes(subgroupsN)) throw new Error(`int8 pipelined GEMM: subgroupsN 1, 2 or 4, got ${subgroupsN}`);
+    if (kStagger && subgroupsN === 1) throw new Error('int8 pipelined GEMM: kStagger needs subgroups side by side');
     // 96 rows: 192 accumulator registers a lane, which only the plain loop leaves room for.
     if (blockRows !== 32 && blockRows !== 64 && !(blockRows === 96 && !prefetch)) {
       throw new Error(`int8 pipelined GEMM: blockRows 32 or 64 (96 with the plain loop), got ${blockRows}`);
@@ -221,6 +225,7 @@ export class ExpertsInt8PipelinedGemmProgram implements WebGPUProgram {
     this.prefetch = prefetch;
     this.blockPointers = blockPointers;
     this.subgroupsN = subgroupsN;
+    this.kStagger = kStagger;
     this.workgroupSize = [32 * subgroupsN, 1, 1];
     const w13 = c.stage === 'w13';
     this.outputShape = outputShape;
@@ -232,7 +237,7 @@ export class ExpertsInt8PipelinedGemmProgram implements WebGPUProgram {
     this.variableComponents = this.variableNames.map(() => 1);
     this.shaderKey = `moeExpertsInt8GemmTcPipelined_${c.stage}_${c.hiddenSize}_${c.intermediateSize}_${c.topK}_` +
       `${c.numLocalExperts}_${w13 ? c.activation : ''}_${c.applyRouterWeightOnInput}_${c.hasBias}_${blockRows}_` +
-      `${layout.Hp}_${layout.Ip}_${prefetch}_${blockPointers}_${subgroupsN}`;
+      `${layout.Hp}_${layout.Ip}_${prefetch}_${blockPointers}_${subgroupsN}_${kStagger}`;
   }
 
   getUserCode(): string {
@@ -253,7 +258,7 @@ export class ExpertsInt8PipelinedGemmProgram implements WebGPUProgram {
     const rows = Array.from({length: TM}, (_, r) => r);
     const cols = [0, 1, 2, 3];
     const WN = this.subgroupsN;
-    // Two subgroups: each stages its own 16-row block (4 KiB) at sid · 1024; both read the tile's row scales.
+    // Several subgroups: each stages its own 16-row block (4 KiB) at sid · 1024; both read the tile's row scales.
     const base = WN > 1 ? 'sid * 1024u' : '0u';
     const epilogue = int8Epilogue(c, base);
     const columns = w13 ? 32 : 64;
@@ -292,7 +297,7 @@ export class ExpertsInt8PipelinedGemmProgram implements WebGPUProgram {
         ${epilogue.columns}
         ${rows.flatMap((r) => cols.map((cc) => `var acc${r}${cc} : ${result};`)).join('\n        ')}
         ${blockedLoop(rows, cols, this.prefetch, {x: 'xb', w: 'wb', left, right, block: 512, stride: 32, perElement: 4, blockPointers: blocks,
-          stepsPerTile: steps,
+          stepsPerTile: steps, kStagger: this.kStagger ? 'sid' : undefined, kStaggerMax: WN - 1,
           aBlock: (r) => `(u32(rowStart) / 16u + ${r}u) * ${RB}u`,
           bBlock: (cc) => `((u32(e) * ${rowsPerExpert}u + u32(${w13 ? '2 * n0' : 'n0'})) / 16u + ${cc}u) * ${KB * 512}u`})}
 

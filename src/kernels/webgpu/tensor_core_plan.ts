@@ -68,6 +68,11 @@
  *                      (ExpertsTensorCoreStorageConfig.kStagger): round 15's 1 × 2 with lag 1 reached 224 against
  *                      214 TFLOP/s for one subgroup on an H100's plain-GEMM probe, where in step (round 14) the
  *                      two tie. The default where the shapes allow (DEFAULT_TENSOR_CORE_VARIANT).
+ *   'staggered-64x256' four such subgroups side by side (64 rows × 256 columns), subgroup s one block ahead of
+ *                      subgroup s - 1: x's row blocks shared four ways (round 15's 1 × 4 with a lag of 2 blocks:
+ *                      227 against 224 TFLOP/s for 1 × 2 with lag 1 on an H100's plain-GEMM probe). Its four
+ *                      staged epilogue blocks need 16 KiB of workgroup memory and more (storageWorkgroupBytes).
+ *   'staggered-64x512' eight (32 KiB of staged blocks), 'staggered-32x256' four of 'pipelined-32''s 32 × 64 subgroups.
  *
  * Why a copy rather than a workgroup-memory dequant tile for the right operand: the GEMM then has one shape
  * for every format (both operands from storage, no barrier in the k loop), and the profile separates the
@@ -81,7 +86,8 @@ import type {ExpertsStage} from './experts_gemv_webgpu';
 
 export type TensorCoreVariant = 'workgroup-tiles' | 'storage-32' | 'storage-64' | 'shared-64' | 'shared-128' |
   'blocked-64' | 'blocked-128' | 'pipelined-32' | 'pipelined-64' | 'plain-32' | 'plain-64' | 'plain-96' |
-  'pipelined-64x128' | 'plain-64x128' | 'plain-96x128' | 'staggered-64x128';
+  'pipelined-64x128' | 'plain-64x128' | 'plain-96x128' | 'staggered-64x128' | 'staggered-64x256' |
+  'staggered-64x512' | 'staggered-32x256';
 
 /**
  * What each variant is: its program family (experts_gemm_tc_webgpu.ts 'tiles', _storage_ 'storage', _shared_
@@ -110,8 +116,19 @@ const VARIANTS: Record<TensorCoreVariant, {family: 'tiles' | 'storage' | 'shared
   'plain-96x128': {family: 'pipelined', blockRows: 96, blocked: true, prefetch: false, subgroupsN: 2},
   'staggered-64x128': {family: 'pipelined', blockRows: 64, blocked: true, prefetch: true, blockPointers: true, subgroupsN: 2,
     kStagger: true},
+  'staggered-64x256': {family: 'pipelined', blockRows: 64, blocked: true, prefetch: true, blockPointers: true, subgroupsN: 4,
+    kStagger: true},
+  'staggered-64x512': {family: 'pipelined', blockRows: 64, blocked: true, prefetch: true, blockPointers: true, subgroupsN: 8,
+    kStagger: true},
+  'staggered-32x256': {family: 'pipelined', blockRows: 32, blocked: true, prefetch: true, blockPointers: true, subgroupsN: 4,
+    kStagger: true},
 };
 export const TENSOR_CORE_VARIANTS = Object.keys(VARIANTS) as TensorCoreVariant[];
+
+/** The staggered variants with half the subgroups side by side (less workgroup memory), for tensorCoreChoice. */
+const NARROWER: Partial<Record<TensorCoreVariant, TensorCoreVariant>> = {
+  'staggered-64x512': 'staggered-64x256', 'staggered-64x256': 'staggered-64x128', 'staggered-32x256': 'pipelined-32',
+};
 
 /** The variants of experts_gemm_tc_shared_webgpu.ts (four subgroups, x tiles in workgroup memory). */
 export function isSharedVariant(v: TensorCoreVariant): boolean {
@@ -158,7 +175,7 @@ export function tensorCoreSubgroupsN(v: TensorCoreVariant): number {
   return VARIANTS[v].subgroupsN ?? 1;
 }
 
-/** Whether the variant's second subgroup walks k one block ahead of the first (ExpertsTensorCoreStorageConfig.kStagger). */
+/** Whether the variant's subgroup s walks k s blocks ahead of the first (ExpertsTensorCoreStorageConfig.kStagger). */
 export function staggersK(v: TensorCoreVariant): boolean {
   return VARIANTS[v].kStagger ?? false;
 }
@@ -224,9 +241,19 @@ export const PIPELINED_TILE: TensorCoreTileShape = {kStep: 32, w13Columns: 32, w
 /** Two pipelined subgroups side by side: a workgroup's columns, to which the weights' copy is padded. */
 export const PIPELINED_WIDE_TILE: TensorCoreTileShape = {kStep: 32, w13Columns: 64, w2Columns: 128};
 
-/** The pipelined tile of `subgroupsN` subgroups side by side (1 or 2). */
+/** The pipelined tile of `subgroupsN` subgroups side by side (1, 2, 4 or 8). */
 export function pipelinedTile(subgroupsN: number): TensorCoreTileShape {
-  return subgroupsN === 2 ? PIPELINED_WIDE_TILE : PIPELINED_TILE;
+  return subgroupsN === 1 ? PIPELINED_TILE : subgroupsN === 2 ? PIPELINED_WIDE_TILE :
+    {kStep: PIPELINED_TILE.kStep, w13Columns: PIPELINED_TILE.w13Columns * subgroupsN,
+      w2Columns: PIPELINED_TILE.w2Columns * subgroupsN};
+}
+
+/**
+ * Workgroup memory of a storage-program variant (experts_gemm_tc_storage_webgpu.ts): each subgroup's staged
+ * 16-row block (4 f32 results), wgTile and wgN0, and w2's per-row pair and weight (epilogueRows) at most.
+ */
+export function storageWorkgroupBytes(variant: TensorCoreVariant): number {
+  return 4 * 256 * 4 * tensorCoreSubgroupsN(variant) + 16 + 4 + 2 * 4 * tensorCoreBlockRows(variant);
 }
 
 export function tensorCoreTileShape(variant: TensorCoreVariant): TensorCoreTileShape {
@@ -384,6 +411,14 @@ export function tensorCoreChoice(device: TensorCoreDevice, H: number, I: number,
       `and the storage variants keep them as f16`};
   }
   const limit = device.maxComputeWorkgroupStorageSize ?? Infinity;
+  if (isPipelinedVariant(variant) && storageWorkgroupBytes(variant) > limit) {
+    // Half the subgroups side by side, until their staged blocks fit (2 of them always do: 8.5 KiB).
+    let fallback = variant;
+    while (storageWorkgroupBytes(fallback) > limit && NARROWER[fallback] != null) fallback = NARROWER[fallback]!;
+    return {kernel: 'tensor-core-f16', variant: fallback, reason: `f16 operands, f32 accumulation; '${fallback}' ` +
+      `instead of '${variant}': it needs ${storageWorkgroupBytes(variant)} bytes of workgroup memory and the device ` +
+      `allows ${limit}`};
+  }
   const tileBytes = sharedTileBytes(tensorCoreBlockRows(variant), isBlockedVariant(variant));
   if (isSharedVariant(variant) && tileBytes > limit) {
     return {kernel: 'tensor-core-f16', variant: 'storage-64', reason: `f16 operands, f32 accumulation; 'storage-64' ` +
