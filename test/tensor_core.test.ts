@@ -100,29 +100,29 @@ describe('tensor-core GEMM plan', () => {
         .to.include({variant: 'staggered-64x256'});
     expect(tensorCoreChoice({...ON, maxComputeWorkgroupStorageSize: 16384}, 4096, 14336, {}, 'staggered-64x128'))
         .to.include({variant: 'staggered-64x128'});
-    // Eight subgroups: 32 KiB of staged blocks; at 32 KiB (SwiftShader's limit) four, at 16 KiB two.
-    const wide = (limit: number) => tensorCoreChoice({...ON, maxComputeWorkgroupStorageSize: limit}, 4096, 14336, {},
-        'staggered-64x512');
-    expect(wide(49152)).to.include({variant: 'staggered-64x512'});
-    expect(wide(32768)).to.include({variant: 'staggered-64x256'});
-    expect(wide(32768).reason).to.match(/'staggered-64x512': it needs 33300 bytes/);
-    expect(wide(16384)).to.include({variant: 'staggered-64x128'});
     expect(tensorCoreChoice({...ON, maxComputeWorkgroupStorageSize: 16384}, 4096, 14336, {}, 'staggered-32x256'))
         .to.include({variant: 'pipelined-32'});
   });
 
-  it('takes pipelined-32 where experts average fewer than 64 rows, else staggered-64x128 or pipelined-64 by H and I, unless one is forced', () => {
+  it('takes pipelined-32 where experts average fewer than 64 rows, else staggered-64x256, -64x128 or pipelined-64 by H and I, unless one is forced', () => {
     expect(tensorCoreChoice(ON, 2048, 768, {rowsPerExpert: 16})).to.include({variant: 'pipelined-32'});
     expect(tensorCoreChoice(ON, 2048, 768, {rowsPerExpert: 63})).to.include({variant: 'pipelined-32'});
-    expect(tensorCoreChoice(ON, 2048, 768, {rowsPerExpert: 64})).to.include({variant: 'staggered-64x128'});
-    expect(tensorCoreChoice(ON, 2048, 768)).to.include({variant: 'staggered-64x128'});
-    // Two subgroups' workgroups would pad the weights' copy further (and y sorted needs H a multiple of 128).
+    expect(tensorCoreChoice(ON, 2048, 768, {rowsPerExpert: 64})).to.include({variant: 'staggered-64x256'});
+    expect(tensorCoreChoice(ON, 2048, 768)).to.include({variant: 'staggered-64x256'});
+    // Four subgroups' workgroups would pad the weights' copy further (and y sorted needs H a multiple of 256):
+    // two where those divide, else one.
+    expect(tensorCoreChoice(ON, 2176, 768, {rowsPerExpert: 64})).to.include({variant: 'staggered-64x128'});
+    expect(tensorCoreChoice(ON, 2048, 704, {rowsPerExpert: 64})).to.include({variant: 'staggered-64x128'});
     expect(tensorCoreChoice(ON, 2112, 768, {rowsPerExpert: 64})).to.include({variant: 'pipelined-64'});
     expect(tensorCoreChoice(ON, 2048, 800, {rowsPerExpert: 64})).to.include({variant: 'pipelined-64'});
-    // Where it is chosen, its layout is pipelined-32's: one kept copy serves both.
+    // Workgroup memory short of four subgroups' staged blocks: two.
+    expect(tensorCoreChoice({...ON, maxComputeWorkgroupStorageSize: 16384}, 2048, 768)).to.include({variant: 'staggered-64x128'});
+    // Where they are chosen, their layout is pipelined-32's: one kept copy serves both.
     for (const [H, I] of [[4096, 14336], [2048, 768], [7168, 256]]) {
-      expect(tensorCoreLayout(FLOAT32_FORMAT, H, I, 'silu', tensorCoreTileShape('staggered-64x128'), true, true), `${H} ${I}`)
-        .to.deep.equal(tensorCoreLayout(FLOAT32_FORMAT, H, I, 'silu', tensorCoreTileShape('pipelined-32'), true, true));
+      for (const v of ['staggered-64x256', 'staggered-64x128'] as TensorCoreVariant[]) {
+        expect(tensorCoreLayout(FLOAT32_FORMAT, H, I, 'silu', tensorCoreTileShape(v), true, true), `${v} ${H} ${I}`)
+          .to.deep.equal(tensorCoreLayout(FLOAT32_FORMAT, H, I, 'silu', tensorCoreTileShape('pipelined-32'), true, true));
+      }
     }
     setTensorCoreVariant('storage-64');
     try {
@@ -184,9 +184,9 @@ describe('tensor-core GEMM plan', () => {
 
   it('loads each k block right before its multiplies in the plain variants, one 32-k step ahead in the pipelined ones', () => {
     expect(TENSOR_CORE_VARIANTS.filter(prefetchesBlocks)).to.deep.equal(['pipelined-32', 'pipelined-64', 'pipelined-64x128',
-      'staggered-64x128', 'staggered-64x256', 'staggered-64x512', 'staggered-32x256']);
+      'staggered-64x128', 'staggered-64x256', 'staggered-32x256']);
     expect(TENSOR_CORE_VARIANTS.filter(loadsBlockPointers)).to.deep.equal(['pipelined-32', 'pipelined-64', 'pipelined-64x128',
-      'staggered-64x128', 'staggered-64x256', 'staggered-64x512', 'staggered-32x256']);
+      'staggered-64x128', 'staggered-64x256', 'staggered-32x256']);
     const layout = tensorCoreLayout(FLOAT32_FORMAT, 256, 128, 'silu', PIPELINED_TILE, true, true);
     const c = {hiddenSize: 256, intermediateSize: 128, numLocalExperts: 4, activation: 'silu' as Activation,
       applyRouterWeightOnInput: false, hasBias: false, layout};
@@ -225,11 +225,10 @@ describe('tensor-core GEMM plan', () => {
   it('puts two subgroups side by side in the 64x128 variants: half the column workgroups, ids from main()\'s arguments', () => {
     expect(TENSOR_CORE_VARIANTS.filter((v) => tensorCoreSubgroupsN(v) === 2)).to.deep.equal(['pipelined-64x128', 'plain-64x128',
       'plain-96x128', 'staggered-64x128']);
-    expect(TENSOR_CORE_VARIANTS.filter(staggersK)).to.deep.equal(['staggered-64x128', 'staggered-64x256', 'staggered-64x512',
+    expect(TENSOR_CORE_VARIANTS.filter(staggersK)).to.deep.equal(['staggered-64x128', 'staggered-64x256',
       'staggered-32x256']);
     expect(TENSOR_CORE_VARIANTS.filter((v) => tensorCoreSubgroupsN(v) === 4)).to.deep.equal(['staggered-64x256',
       'staggered-32x256']);
-    expect(tensorCoreTileShape('staggered-64x512')).to.deep.equal({kStep: 32, w13Columns: 256, w2Columns: 512});
     expect(tensorCoreTileShape('staggered-64x256')).to.deep.equal({kStep: 32, w13Columns: 128, w2Columns: 256});
     expect(tensorCoreTileShape('pipelined-64x128')).to.deep.equal({kStep: 32, w13Columns: 64, w2Columns: 128});
     // Mixtral: the weights' copy padded to whole 128-column workgroups (14336 and 4096 are already).
@@ -250,7 +249,7 @@ describe('tensor-core GEMM plan', () => {
       expect(one.getUserCode()).to.not.contain('moe-main-ids');
     }
     expect(() => new ExpertsTensorCoreStorageGemmProgram({...c, stage: 'w13', subgroupsN: 3}, [8192, 100], 40))
-        .to.throw(/subgroupsN 1, or 2, 4 or 8 with blocked rows, got 3/);
+        .to.throw(/subgroupsN 1, or 2 or 4 with blocked rows, got 3/);
     const rowMajor = tensorCoreLayout(FLOAT32_FORMAT, 4096, 14336, 'silu', STORAGE_TILE, false);
     expect(() => new ExpertsTensorCoreStorageGemmProgram({...c, layout: rowMajor, stage: 'w13', subgroupsN: 2}, [8192, 100], 40))
         .to.throw(/got 2/);

@@ -53,7 +53,7 @@ export interface ExpertsTensorCoreStorageConfig {
   /** With TensorCoreLayout.blockedRows: x16 and w16 read through block pointers (blockedLoop). Default false. */
   blockPointers?: boolean;
   /**
-   * With TensorCoreLayout.blockedRows: subgroups side by side along a workgroup's columns, 1, 2, 4 or 8 (each 64
+   * With TensorCoreLayout.blockedRows: subgroups side by side along a workgroup's columns, 1, 2 or 4 (each 64
    * columns; w13: 32 act columns; the layout padded to pipelinedTile(subgroupsN)). Default 1.
    */
   subgroupsN?: number;
@@ -208,8 +208,8 @@ export class ExpertsTensorCoreStorageGemmProgram implements WebGPUProgram {
       throw new Error('storage tensor-core GEMM: sorted output is for w2 without biases, H a multiple of 16 ' +
         `(of ${64 * WN} with ${WN} subgroups side by side)`);
     }
-    if (WN !== 1 && !([2, 4, 8].includes(WN) && c.layout.blockedRows)) {
-      throw new Error(`storage tensor-core GEMM: subgroupsN 1, or 2, 4 or 8 with blocked rows, got ${WN}`);
+    if (WN !== 1 && !((WN === 2 || WN === 4) && c.layout.blockedRows)) {
+      throw new Error(`storage tensor-core GEMM: subgroupsN 1, or 2 or 4 with blocked rows, got ${WN}`);
     }
     if (c.kStagger && !(WN > 1 && (c.prefetch ?? true))) {
       throw new Error('storage tensor-core GEMM: kStagger needs subgroups side by side and the prefetching loop');

@@ -67,12 +67,15 @@
  *   'staggered-64x128' 'pipelined-64x128' with the second subgroup's k walk one block ahead of the first's, wrapping
  *                      (ExpertsTensorCoreStorageConfig.kStagger): round 15's 1 × 2 with lag 1 reached 224 against
  *                      214 TFLOP/s for one subgroup on an H100's plain-GEMM probe, where in step (round 14) the
- *                      two tie. The default where the shapes allow (DEFAULT_TENSOR_CORE_VARIANT).
+ *                      two tie. The default where 'staggered-64x256' is not (DEFAULT_STAGGERED).
  *   'staggered-64x256' four such subgroups side by side (64 rows × 256 columns), subgroup s one block ahead of
  *                      subgroup s - 1: x's row blocks shared four ways (round 15's 1 × 4 with a lag of 2 blocks:
- *                      227 against 224 TFLOP/s for 1 × 2 with lag 1 on an H100's plain-GEMM probe). Its four
- *                      staged epilogue blocks need 16 KiB of workgroup memory and more (storageWorkgroupBytes).
- *   'staggered-64x512' eight (32 KiB of staged blocks), 'staggered-32x256' four of 'pipelined-32''s 32 × 64 subgroups.
+ *                      227 against 224 TFLOP/s for 1 × 2 with lag 1 on an H100's plain-GEMM probe; in the
+ *                      product 4-22% faster than 'staggered-64x128', see DEFAULT_TENSOR_CORE_VARIANT). The default
+ *                      where the shapes and the workgroup memory allow: its four staged epilogue blocks need 16 KiB
+ *                      and more (storageWorkgroupBytes).
+ *   'staggered-32x256' four of 'pipelined-32''s 32 × 64 subgroups side by side, staggered as 'staggered-64x256', for
+ *                      experts of fewer than 64 rows. Selectable only: not yet timed.
  *
  * Why a copy rather than a workgroup-memory dequant tile for the right operand: the GEMM then has one shape
  * for every format (both operands from storage, no barrier in the k loop), and the profile separates the
@@ -87,7 +90,7 @@ import type {ExpertsStage} from './experts_gemv_webgpu';
 export type TensorCoreVariant = 'workgroup-tiles' | 'storage-32' | 'storage-64' | 'shared-64' | 'shared-128' |
   'blocked-64' | 'blocked-128' | 'pipelined-32' | 'pipelined-64' | 'plain-32' | 'plain-64' | 'plain-96' |
   'pipelined-64x128' | 'plain-64x128' | 'plain-96x128' | 'staggered-64x128' | 'staggered-64x256' |
-  'staggered-64x512' | 'staggered-32x256';
+  'staggered-32x256';
 
 /**
  * What each variant is: its program family (experts_gemm_tc_webgpu.ts 'tiles', _storage_ 'storage', _shared_
@@ -118,8 +121,6 @@ const VARIANTS: Record<TensorCoreVariant, {family: 'tiles' | 'storage' | 'shared
     kStagger: true},
   'staggered-64x256': {family: 'pipelined', blockRows: 64, blocked: true, prefetch: true, blockPointers: true, subgroupsN: 4,
     kStagger: true},
-  'staggered-64x512': {family: 'pipelined', blockRows: 64, blocked: true, prefetch: true, blockPointers: true, subgroupsN: 8,
-    kStagger: true},
   'staggered-32x256': {family: 'pipelined', blockRows: 32, blocked: true, prefetch: true, blockPointers: true, subgroupsN: 4,
     kStagger: true},
 };
@@ -127,7 +128,7 @@ export const TENSOR_CORE_VARIANTS = Object.keys(VARIANTS) as TensorCoreVariant[]
 
 /** The staggered variants with half the subgroups side by side (less workgroup memory), for tensorCoreChoice. */
 const NARROWER: Partial<Record<TensorCoreVariant, TensorCoreVariant>> = {
-  'staggered-64x512': 'staggered-64x256', 'staggered-64x256': 'staggered-64x128', 'staggered-32x256': 'pipelined-32',
+  'staggered-64x256': 'staggered-64x128', 'staggered-32x256': 'pipelined-32',
 };
 
 /** The variants of experts_gemm_tc_shared_webgpu.ts (four subgroups, x tiles in workgroup memory). */
@@ -181,10 +182,14 @@ export function staggersK(v: TensorCoreVariant): boolean {
 }
 
 /**
- * The variant used when none is forced: 'staggered-64x128' where H is a multiple of 128 and I of 64 (then its
- * wider workgroups pad the weights' copy no more than one subgroup's, and the copy is the one 'pipelined-32'
- * reads: the same layout), else 'pipelined-64'; 'pipelined-32' where experts average fewer than
- * PIPELINED_64_MIN_ROWS rows (less padding per expert). staggered-64x128 against pipelined-64 on an H100 (2026-12-05,
+ * The variant used when none is forced: the first of DEFAULT_STAGGERED whose workgroups' columns divide H and I
+ * (then they pad the weights' copy no more than one subgroup's, and the copy is the one 'pipelined-32' reads: the
+ * same layout), else 'pipelined-64'; 'pipelined-32' where experts average fewer than PIPELINED_64_MIN_ROWS rows
+ * (less padding per expert); tensorCoreChoice takes a narrower one where workgroup memory is short.
+ * staggered-64x256 against staggered-64x128 on an H100 (2026-12-05, one call, GPU time;
+ * bench/results/2026-12-05-h100-staggered-64x256.log): Mixtral M = 4096 12.15 against 12.63 ms (238 against 229
+ * TFLOP/s), M = 256 1.43 against 1.68; Qwen3 M = 4096 2.30 against 2.57; DeepSeek-V3 TP8 M = 4096 3.61 against 3.88.
+ * staggered-64x128 against pipelined-64 on an H100 (2026-12-05,
  * one call, GPU time; bench/results/2026-12-05-h100-staggered.log): Mixtral M = 4096 12.66 against 13.73 ms
  * (228 against 210 TFLOP/s), M = 256 1.70 against 1.74; Qwen3 M = 4096 2.61 against 2.81; DeepSeek-V3 TP8 M = 4096
  * 3.92 against 4.54. Before it, pipelined-64 was the fastest on the H200 (2026-12-03, GPU time, float32
@@ -193,7 +198,8 @@ export function staggersK(v: TensorCoreVariant): boolean {
  * (Qwen3 M = 256 0.56 against 0.78 ms), pipelined-64 at 64 (Mixtral M = 256 2.27 against 2.38);
  * bench/results/2026-12-03-h200-tensor-core-check-pipelined*.log.
  */
-export const DEFAULT_TENSOR_CORE_VARIANT: TensorCoreVariant = 'staggered-64x128';
+export const DEFAULT_STAGGERED: TensorCoreVariant[] = ['staggered-64x256', 'staggered-64x128'];
+export const DEFAULT_TENSOR_CORE_VARIANT: TensorCoreVariant = DEFAULT_STAGGERED[0];
 export const PIPELINED_64_MIN_ROWS = 64;
 
 let forcedVariant: TensorCoreVariant | null = null;
@@ -216,8 +222,8 @@ export function tensorCoreVariant(rowsPerExpert: number | undefined, H: number, 
   if (forcedVariant != null) return forcedVariant;
   if (rowsPerExpert != null && rowsPerExpert < PIPELINED_64_MIN_ROWS) return 'pipelined-32';
   // Whole wide workgroups of columns: then the copy's padding (and w2's sorted y) is what one subgroup's would be.
-  const wide = tensorCoreTileShape(DEFAULT_TENSOR_CORE_VARIANT);
-  return H % wide.w2Columns === 0 && I % wide.w13Columns === 0 ? DEFAULT_TENSOR_CORE_VARIANT : 'pipelined-64';
+  const whole = (v: TensorCoreVariant) => H % tensorCoreTileShape(v).w2Columns === 0 && I % tensorCoreTileShape(v).w13Columns === 0;
+  return DEFAULT_STAGGERED.find(whole) ?? 'pipelined-64';
 }
 
 /** Rows per tile of each variant (the align program pads every expert to a multiple of it). */
@@ -241,7 +247,7 @@ export const PIPELINED_TILE: TensorCoreTileShape = {kStep: 32, w13Columns: 32, w
 /** Two pipelined subgroups side by side: a workgroup's columns, to which the weights' copy is padded. */
 export const PIPELINED_WIDE_TILE: TensorCoreTileShape = {kStep: 32, w13Columns: 64, w2Columns: 128};
 
-/** The pipelined tile of `subgroupsN` subgroups side by side (1, 2, 4 or 8). */
+/** The pipelined tile of `subgroupsN` subgroups side by side (1, 2 or 4). */
 export function pipelinedTile(subgroupsN: number): TensorCoreTileShape {
   return subgroupsN === 1 ? PIPELINED_TILE : subgroupsN === 2 ? PIPELINED_WIDE_TILE :
     {kStep: PIPELINED_TILE.kStep, w13Columns: PIPELINED_TILE.w13Columns * subgroupsN,
@@ -412,7 +418,8 @@ export function tensorCoreChoice(device: TensorCoreDevice, H: number, I: number,
   }
   const limit = device.maxComputeWorkgroupStorageSize ?? Infinity;
   if (isPipelinedVariant(variant) && storageWorkgroupBytes(variant) > limit) {
-    // Half the subgroups side by side, until their staged blocks fit (2 of them always do: 8.5 KiB).
+    // Half the subgroups side by side, until their staged blocks fit (2 of them always do: 8.5 KiB of WebGPU's
+    // guaranteed 16 KiB).
     let fallback = variant;
     while (storageWorkgroupBytes(fallback) > limit && NARROWER[fallback] != null) fallback = NARROWER[fallback]!;
     return {kernel: 'tensor-core-f16', variant: fallback, reason: `f16 operands, f32 accumulation; '${fallback}' ` +
