@@ -28,7 +28,7 @@ import {ExpertsCombineProgram} from '../src/kernels/webgpu/experts_combine_webgp
 import {ExpertsTensorCoreSharedGemmProgram} from '../src/kernels/webgpu/experts_gemm_tc_shared_webgpu';
 import {PIPELINED_TILE, PIPELINED_WIDE_TILE, SHARED_TILE, STORAGE_TILE, TENSOR_CORE_VARIANTS, TensorCoreVariant, foldedDispatch, loadsBlockPointers, prefetchesBlocks,
   setTensorCoreVariant, staggersK, tensorCoreBlockRows, tensorCoreSubgroupsN, tensorCoreTileShape,
-  tensorCoreChoice, tensorCoreLayout, tensorCoreStorageDispatch, weightSource} from '../src/kernels/webgpu/tensor_core_plan';
+  isPipelinedVariant, storageWorkgroupBytes, tensorCoreChoice, tensorCoreLayout, tensorCoreStorageDispatch, weightSource} from '../src/kernels/webgpu/tensor_core_plan';
 import {TENSOR_CORE_WEIGHT_CACHE_FLAG, tensorCoreWeightCopies, tensorCoreWeightCopy}
   from '../src/kernels/webgpu/tensor_core_weights';
 import {releaseWeightState} from '../src/kernels/weight_state';
@@ -102,6 +102,20 @@ describe('tensor-core GEMM plan', () => {
         .to.include({variant: 'staggered-64x128'});
     expect(tensorCoreChoice({...ON, maxComputeWorkgroupStorageSize: 16384}, 4096, 14336, {}, 'staggered-32x256'))
         .to.include({variant: 'pipelined-32'});
+    // The bytes the choice goes by are the largest the programs declare: w2 by pair, with the tile's pairs and weights.
+    for (const variant of TENSOR_CORE_VARIANTS.filter(isPipelinedVariant)) {
+      const layout = tensorCoreLayout(FLOAT32_FORMAT, 1024, 512, 'silu', tensorCoreTileShape(variant), true, true);
+      const declared = (['w13', 'w2'] as const).map((stage) => {
+        const code = new ExpertsTensorCoreStorageGemmProgram({stage, hiddenSize: 1024, intermediateSize: 512,
+          numLocalExperts: 4, activation: 'silu', applyRouterWeightOnInput: false, hasBias: false, layout,
+          blockRows: tensorCoreBlockRows(variant), prefetch: prefetchesBlocks(variant), subgroupsN: tensorCoreSubgroupsN(variant),
+          kStagger: staggersK(variant)}, [512, 1024], 8).getUserCode();
+        const words = [...code.matchAll(/var<workgroup> \w+ : array<(?:i32|f32), (\d+)>/g)].reduce((n, m) => n + Number(m[1]), 0);
+        expect(code, variant).to.contain('var<workgroup> wgTile : vec4<i32>;').and.to.contain('var<workgroup> wgN0 : i32;');
+        return 16 + 4 + 4 * words;
+      });
+      expect(Math.max(...declared), variant).to.equal(storageWorkgroupBytes(variant));
+    }
   });
 
   it('takes pipelined-32 where experts average fewer than 64 rows, else staggered-64x256, -64x128 or pipelined-64 by H and I, unless one is forced', () => {
@@ -271,8 +285,8 @@ describe('tensor-core GEMM plan', () => {
     expect(inStep.getUserCode()).to.contain('(nk * 2u + 1u)');
     expect(inStep.getUserCode()).to.not.contain('nkBlock0');
     // Lags up to 3 (four subgroups): each taken modulo the tile's blocks, then a step's first block wrapped too.
-    expect(four.getUserCode()).to.contain('let kLag = (sid) % (u32(tile.w - tile.z) * 2u);')
-        .and.to.contain('let nkBlock0 = select(nkAhead, nkAhead - u32(tile.w - tile.z) * 2u, nkAhead >= u32(tile.w) * 2u);');
+    expect(four.getUserCode()).to.contain('let kLag = (sid) % kBlocks;')
+        .and.to.contain('let nkBlock0 = select(nkAhead, nkAhead - kBlocks, nkAhead >= u32(tile.w) * 2u);');
     expect(withLag.getUserCode()).to.not.contain('kLag');
     expect(withLag.shaderKey).to.not.equal(inStep.shaderKey);
     for (const refused of [{...staggered, subgroupsN: 1}, {...staggered, prefetch: false}]) {

@@ -404,10 +404,11 @@ export function blockedLoop(rows: number[], cols: number[], prefetch: boolean, o
       o.kStagger == null ? `let kbFirst = u32(tile.z) * 2u;
         for (var j = 0u; j < ${2 * o.stepsPerTile}u; j++) {
           let kb = kbFirst + j;` : `let kbFirst = u32(tile.z) * 2u;
+        let kbEnd = kbFirst + ${2 * o.stepsPerTile}u;
         var kbNext = kbFirst + (${o.kStagger}) % ${2 * o.stepsPerTile}u;
         for (var j = 0u; j < ${2 * o.stepsPerTile}u; j++) {
           let kb = kbNext;
-          kbNext = select(kb + 1u, kbFirst, kb + 1u == kbFirst + ${2 * o.stepsPerTile}u);`;
+          kbNext = select(kb + 1u, kbFirst, kb + 1u == kbEnd);`;
     return `${firstBlocks}
         ${loop}
           ${rows.map((r) => `let a${r} = subgroupMatrixLoad<${o.left}, row_major>(${at(o.x, `aBlock${r}`, 'kb')}, ${stride});`).join('\n          ')}
@@ -421,12 +422,13 @@ export function blockedLoop(rows: number[], cols: number[], prefetch: boolean, o
   const far = (o.kStaggerMax ?? 1) > 1;
   // lag < the tile's blocks, so one subtraction wraps a step's first block; its second wraps only at the end.
   const lag = o.kStagger == null ? '' : !far ? '' : `
-        let kLag = (${o.kStagger}) % (u32(tile.w - tile.z) * 2u);`;
+        let kBlocks = u32(tile.w - tile.z) * 2u;
+        let kLag = (${o.kStagger}) % kBlocks;`;
   const staggered = (step: string) => o.kStagger == null ? '' : !far ? `
         let ${step}Block0 = ${step} * 2u + ${o.kStagger};
         let ${step}Block1 = select(${step}Block0 + 1u, u32(tile.z) * 2u, ${step}Block0 + 1u == u32(tile.w) * 2u);` : `
         let ${step}Ahead = ${step} * 2u + kLag;
-        let ${step}Block0 = select(${step}Ahead, ${step}Ahead - u32(tile.w - tile.z) * 2u, ${step}Ahead >= u32(tile.w) * 2u);
+        let ${step}Block0 = select(${step}Ahead, ${step}Ahead - kBlocks, ${step}Ahead >= u32(tile.w) * 2u);
         let ${step}Block1 = select(${step}Block0 + 1u, u32(tile.z) * 2u, ${step}Block0 + 1u == u32(tile.w) * 2u);`;
   const a = (h: number, r: number, step: string) =>
     `subgroupMatrixLoad<${o.left}, row_major>(${at(o.x, `aBlock${r}`, kBlock(h, step))}, ${stride})`;

@@ -244,15 +244,17 @@ export interface TensorCoreTileShape {
 export const STORAGE_TILE: TensorCoreTileShape = {kStep: 16, w13Columns: 32, w2Columns: 64};
 export const SHARED_TILE: TensorCoreTileShape = {kStep: 32, w13Columns: 64, w2Columns: 128};
 export const PIPELINED_TILE: TensorCoreTileShape = {kStep: 32, w13Columns: 32, w2Columns: 64};
-/** Two pipelined subgroups side by side: a workgroup's columns, to which the weights' copy is padded. */
-export const PIPELINED_WIDE_TILE: TensorCoreTileShape = {kStep: 32, w13Columns: 64, w2Columns: 128};
-
-/** The pipelined tile of `subgroupsN` subgroups side by side (1, 2 or 4). */
+/**
+ * The pipelined tile of `subgroupsN` subgroups side by side (1, 2 or 4): a workgroup's columns, to which the
+ * weights' copy is padded.
+ */
 export function pipelinedTile(subgroupsN: number): TensorCoreTileShape {
-  return subgroupsN === 1 ? PIPELINED_TILE : subgroupsN === 2 ? PIPELINED_WIDE_TILE :
-    {kStep: PIPELINED_TILE.kStep, w13Columns: PIPELINED_TILE.w13Columns * subgroupsN,
-      w2Columns: PIPELINED_TILE.w2Columns * subgroupsN};
+  return {kStep: PIPELINED_TILE.kStep, w13Columns: PIPELINED_TILE.w13Columns * subgroupsN,
+    w2Columns: PIPELINED_TILE.w2Columns * subgroupsN};
 }
+
+/** Two pipelined subgroups side by side. */
+export const PIPELINED_WIDE_TILE: TensorCoreTileShape = pipelinedTile(2);
 
 /**
  * Workgroup memory of a storage-program variant (experts_gemm_tc_storage_webgpu.ts): each subgroup's staged
