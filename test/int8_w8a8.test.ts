@@ -363,20 +363,21 @@ describe('int8 prefill GEMM choice', () => {
   });
 
   it('pads experts to each kernel\'s rows per tile, and declares the workgroup memory it is chosen by', () => {
-    expect(INT8_GEMM_KERNELS.map(int8GemmBlockRows)).to.deep.equal([64, 32, 128, 64, 32, 64, 64, 32, 96, 64, 96, 64, 64]);
+    expect(INT8_GEMM_KERNELS.map(int8GemmBlockRows)).to.deep.equal([64, 32, 128, 64, 32, 64, 64, 32, 96, 64, 96, 64, 64, 64]);
     expect(INT8_GEMM_KERNELS.filter(int8PrefetchesBlocks)).to.deep.equal(['tensor-core-i8-pipelined-64',
-      'tensor-core-i8-pipelined-32']);
+      'tensor-core-i8-pipelined-32', 'tensor-core-i8-pipelined-64x256']);
     expect(INT8_GEMM_KERNELS.filter(int8LoadsBlockPointers)).to.deep.equal(['tensor-core-i8-plain-64',
       'tensor-core-i8-plain-32', 'tensor-core-i8-plain-96', 'tensor-core-i8-plain-64x128', 'tensor-core-i8-plain-96x128',
-      'tensor-core-i8-plain-64x256', 'tensor-core-i8-staggered-64x256']);
+      'tensor-core-i8-plain-64x256', 'tensor-core-i8-staggered-64x256', 'tensor-core-i8-pipelined-64x256']);
     expect(INT8_GEMM_KERNELS.filter((k) => int8SubgroupsN(k) === 2)).to.deep.equal(['tensor-core-i8-plain-64x128',
       'tensor-core-i8-plain-96x128']);
     expect(INT8_GEMM_KERNELS.filter((k) => int8SubgroupsN(k) === 4)).to.deep.equal(['tensor-core-i8-plain-64x256',
-      'tensor-core-i8-staggered-64x256']);
-    expect(INT8_GEMM_KERNELS.filter(int8StaggersK)).to.deep.equal(['tensor-core-i8-staggered-64x256']);
+      'tensor-core-i8-staggered-64x256', 'tensor-core-i8-pipelined-64x256']);
+    expect(INT8_GEMM_KERNELS.filter(int8StaggersK)).to.deep.equal(['tensor-core-i8-staggered-64x256',
+      'tensor-core-i8-pipelined-64x256']);
     // The '-64x128' and '-96x128' kernels: two subgroups' staged results (8 KiB); '-64x256' four (16 KiB).
     expect(INT8_GEMM_KERNELS.map(int8GemmWorkgroupBytes)).to.deep.equal([4884, 4500, 37392, 32016, INT8_TC_WORKGROUP_BYTES, 0,
-      4884, 4500, 5268, 8980, 9364, 17172, 17172]);
+      4884, 4500, 5268, 8980, 9364, 17172, 17172, 17172]);
     const cfg: ExpertsInt8Config = {stage: 'w2', hiddenSize: 4096, intermediateSize: 14336, topK: 2, numLocalExperts: 8,
       globalNumExperts: 8, hasExpertMap: false, activation: 'silu', applyRouterWeightOnInput: false, hasBias: true};
     for (const [BM, WN] of [[32, 1], [64, 1], [96, 1], [64, 2], [64, 4]]) {
@@ -625,6 +626,8 @@ describeBackends('fusedExperts int8 w8a8 against the cpu reference, bit for bit'
         bias: false, onInput: false},
       {name: 'plain loop, four staggered subgroups, swigluoai, biases', kernel: 'tensor-core-i8-staggered-64x256',
         activation: 'swigluoai', bias: true, onInput: false},
+      {name: 'prefetching loop, four staggered subgroups, gelu, router weight on the input',
+        kernel: 'tensor-core-i8-pipelined-64x256', activation: 'gelu', bias: false, onInput: true, tokens: 300},
       {name: 'plain loop, two 96-row subgroups side by side, gelu, router weight on the input',
         kernel: 'tensor-core-i8-plain-96x128', activation: 'gelu', bias: false, onInput: true, tokens: 400},
       // 96-row tiles (6 × 4 results), 400 pairs: full and partial tiles.

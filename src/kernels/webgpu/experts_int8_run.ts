@@ -50,6 +50,10 @@ import {tensorCoreWeightCopy} from './tensor_core_weights';
  *                    '64x128' variants (blocks the two load alike can be L1 hits); selectable only: ties plain-64;
  *   'tensor-core-i8-plain-96x128'
  *                    both: two 96-row subgroups side by side; selectable only: 182 TOPS, as plain-96;
+ *   'tensor-core-i8-plain-64x256', 'tensor-core-i8-staggered-64x256', 'tensor-core-i8-pipelined-64x256'
+ *                    four subgroups side by side: in step, each one k block ahead of the one before (the plain
+ *                    loop), and staggered over the prefetching loop (the f16 default 'staggered-64x256''s loop);
+ *                    selectable only: not yet timed;
  *   'tensor-core-i8-shared-128', 'tensor-core-i8-shared-64'
  *                    experts_int8_tc_shared_webgpu.ts: i8×i8→i32 subgroup matrices, four subgroups per workgroup
  *                    sharing 128- or 64-row × 128-column i8 tiles in workgroup memory (the f16 'shared' layout);
@@ -66,11 +70,12 @@ import {tensorCoreWeightCopy} from './tensor_core_weights';
 export type Int8GemmKernel = 'tensor-core-i8-pipelined-64' | 'tensor-core-i8-pipelined-32' |
   'tensor-core-i8-shared-128' | 'tensor-core-i8-shared-64' | 'tensor-core-i8' | 'dot4-i8' |
   'tensor-core-i8-plain-64' | 'tensor-core-i8-plain-32' | 'tensor-core-i8-plain-96' | 'tensor-core-i8-plain-64x128' |
-  'tensor-core-i8-plain-96x128' | 'tensor-core-i8-plain-64x256' | 'tensor-core-i8-staggered-64x256';
+  'tensor-core-i8-plain-96x128' | 'tensor-core-i8-plain-64x256' | 'tensor-core-i8-staggered-64x256' |
+  'tensor-core-i8-pipelined-64x256';
 export const INT8_GEMM_KERNELS: Int8GemmKernel[] = ['tensor-core-i8-pipelined-64', 'tensor-core-i8-pipelined-32',
   'tensor-core-i8-shared-128', 'tensor-core-i8-shared-64', 'tensor-core-i8', 'dot4-i8', 'tensor-core-i8-plain-64',
   'tensor-core-i8-plain-32', 'tensor-core-i8-plain-96', 'tensor-core-i8-plain-64x128', 'tensor-core-i8-plain-96x128',
-  'tensor-core-i8-plain-64x256', 'tensor-core-i8-staggered-64x256'];
+  'tensor-core-i8-plain-64x256', 'tensor-core-i8-staggered-64x256', 'tensor-core-i8-pipelined-64x256'];
 
 /**
  * The kernels of experts_int8_tc_pipelined_webgpu.ts (both operands in blocks read from storage): rows per tile,
@@ -91,6 +96,8 @@ const BLOCKED_KERNELS: Partial<Record<Int8GemmKernel, {blockRows: number; prefet
   // Four subgroups side by side, in step or each one k block ahead of the one before (the f16 'staggered-64x256').
   'tensor-core-i8-plain-64x256': {blockRows: 64, prefetch: false, blockPointers: true, subgroupsN: 4},
   'tensor-core-i8-staggered-64x256': {blockRows: 64, prefetch: false, blockPointers: true, subgroupsN: 4, kStagger: true},
+  // The f16 default's loop in i8: four staggered subgroups, each step's blocks loaded one step ahead.
+  'tensor-core-i8-pipelined-64x256': {blockRows: 64, prefetch: true, blockPointers: true, subgroupsN: 4, kStagger: true},
 };
 const isPipelined = (k: Int8GemmKernel) => BLOCKED_KERNELS[k] != null;
 
