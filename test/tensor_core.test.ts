@@ -27,7 +27,7 @@ import {ExpertsAlignProgram} from '../src/kernels/webgpu/experts_align_webgpu';
 import {ExpertsCombineProgram} from '../src/kernels/webgpu/experts_combine_webgpu';
 import {ExpertsTensorCoreSharedGemmProgram} from '../src/kernels/webgpu/experts_gemm_tc_shared_webgpu';
 import {PIPELINED_TILE, PIPELINED_WIDE_TILE, SHARED_TILE, STORAGE_TILE, TENSOR_CORE_VARIANTS, TensorCoreVariant, foldedDispatch, loadsBlockPointers, prefetchesBlocks,
-  setTensorCoreVariant, staggersK, tensorCoreBlockRows, trimsRowBlocks, tensorCoreSubgroupsN, tensorCoreTileShape,
+  setTensorCoreVariant, staggersK, tensorCoreBlockRows, trimsRowBlocks, groupedRowTiles, tensorCoreSubgroupsN, tensorCoreTileShape,
   isPipelinedVariant, storageWorkgroupBytes, tensorCoreChoice, tensorCoreLayout, tensorCoreStorageDispatch, weightSource} from '../src/kernels/webgpu/tensor_core_plan';
 import {TENSOR_CORE_WEIGHT_CACHE_FLAG, tensorCoreWeightCopies, tensorCoreWeightCopy}
   from '../src/kernels/webgpu/tensor_core_weights';
@@ -198,9 +198,9 @@ describe('tensor-core GEMM plan', () => {
 
   it('loads each k block right before its multiplies in the plain variants, one 32-k step ahead in the pipelined ones', () => {
     expect(TENSOR_CORE_VARIANTS.filter(prefetchesBlocks)).to.deep.equal(['pipelined-32', 'pipelined-64', 'pipelined-64x128',
-      'staggered-64x128', 'staggered-64x256', 'staggered-32x256', 'trimmed-64x256']);
+      'staggered-64x128', 'staggered-64x256', 'staggered-32x256', 'trimmed-64x256', 'grouped-64x256']);
     expect(TENSOR_CORE_VARIANTS.filter(loadsBlockPointers)).to.deep.equal(['pipelined-32', 'pipelined-64', 'pipelined-64x128',
-      'staggered-64x128', 'staggered-64x256', 'staggered-32x256', 'trimmed-64x256']);
+      'staggered-64x128', 'staggered-64x256', 'staggered-32x256', 'trimmed-64x256', 'grouped-64x256']);
     const layout = tensorCoreLayout(FLOAT32_FORMAT, 256, 128, 'silu', PIPELINED_TILE, true, true);
     const c = {hiddenSize: 256, intermediateSize: 128, numLocalExperts: 4, activation: 'silu' as Activation,
       applyRouterWeightOnInput: false, hasBias: false, layout};
@@ -240,10 +240,11 @@ describe('tensor-core GEMM plan', () => {
     expect(TENSOR_CORE_VARIANTS.filter((v) => tensorCoreSubgroupsN(v) === 2)).to.deep.equal(['pipelined-64x128', 'plain-64x128',
       'plain-96x128', 'staggered-64x128']);
     expect(TENSOR_CORE_VARIANTS.filter(staggersK)).to.deep.equal(['staggered-64x128', 'staggered-64x256',
-      'staggered-32x256', 'trimmed-64x256']);
+      'staggered-32x256', 'trimmed-64x256', 'grouped-64x256']);
     expect(TENSOR_CORE_VARIANTS.filter((v) => tensorCoreSubgroupsN(v) === 4)).to.deep.equal(['staggered-64x256',
-      'staggered-32x256', 'trimmed-64x256']);
+      'staggered-32x256', 'trimmed-64x256', 'grouped-64x256']);
     expect(TENSOR_CORE_VARIANTS.filter(trimsRowBlocks)).to.deep.equal(['trimmed-64x256']);
+    expect(TENSOR_CORE_VARIANTS.filter((v) => groupedRowTiles(v) > 0)).to.deep.equal(['grouped-64x256']);
     expect(tensorCoreTileShape('staggered-64x256')).to.deep.equal({kStep: 32, w13Columns: 128, w2Columns: 256});
     expect(tensorCoreTileShape('pipelined-64x128')).to.deep.equal({kStep: 32, w13Columns: 64, w2Columns: 128});
     // Mixtral: the weights' copy padded to whole 128-column workgroups (14336 and 4096 are already).
@@ -371,7 +372,7 @@ describe('tensor-core GEMM plan', () => {
   it('stores w2\'s y in sorted order for the storage and pipelined variants without biases, where it fits a binding', () => {
     const limit = 2 ** 31 - 4;
     for (const variant of TENSOR_CORE_VARIANTS) {
-      const storageFamily = ['storage', 'pipelined', 'plain', 'staggered', 'trimmed'].some((family) => variant.startsWith(family));
+      const storageFamily = ['storage', 'pipelined', 'plain', 'staggered', 'trimmed', 'grouped'].some((family) => variant.startsWith(family));
       expect(w2WritesSorted(variant, false, 2048, 40832, limit), variant).to.equal(storageFamily);
       expect(w2WritesSorted(variant, true, 2048, 40832, limit), `${variant} with biases`).to.equal(false);
     }
@@ -934,6 +935,12 @@ describeBackends('tensor-core helper programs on webgpu', (backend) => {
       tokens: 80},
     {variant: 'trimmed-64x256', activation: 'gelu', bias: true, onInput: true, splitK: 1, H: 144, I: 48, sorted: false,
       tokens: 56},
+    // Row tiles launched 16 at a time: 600 tokens make 22 row workgroups (19 tiles of pairs), a group of 16 and
+    // one of 6, whose column order differs; y sorted (no split-K) and by pair.
+    {variant: 'grouped-64x256', activation: 'silu', bias: false, onInput: false, splitK: 1, H: 256, I: 48, sorted: true,
+      tokens: 600},
+    {variant: 'grouped-64x256', activation: 'swigluoai', bias: true, onInput: false, splitK: 2, H: 64, I: 144, sorted: false,
+      tokens: 600},
     // Four 32-row subgroups.
     {variant: 'staggered-32x256', activation: 'gelu', bias: true, onInput: false, splitK: 2, H: 144, I: 112, sorted: false},
     // Two weight shards copied into one f16 tensor (each copy program at its first expert), one GEMM per stage,

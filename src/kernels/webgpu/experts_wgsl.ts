@@ -63,17 +63,34 @@ export function localExpertSnippet(hasExpertMap: boolean, globalNumExperts: numb
 }
 
 /**
+ * A GEMM's (row tile, column tile) from its workgroup's place in the launch order, x fastest, row tiles taken
+ * `groupRows` at a time (Triton's GROUP_SIZE_M, as vLLM's fused_moe kernel orders its tiles): the workgroups in
+ * flight then share a few row tiles' x and their experts' weight columns in L2, where x-major order sweeps every
+ * row tile for each column and reads x again from memory for each. Declares `gridRow` and `gridCol` (u32, from
+ * private copies of the ids: only for the tile lookup that localIndex 0 writes to workgroup memory).
+ */
+export function groupedGridSnippet(groupRows: number): string {
+  return `let gridLinear = workgroupId.y * numWorkgroups.x + workgroupId.x;
+        let gridGroup = gridLinear / (${groupRows}u * numWorkgroups.y);
+        let gridInGroup = gridLinear % (${groupRows}u * numWorkgroups.y);
+        let gridRows = min(${groupRows}u, numWorkgroups.x - gridGroup * ${groupRows}u);
+        let gridRow = gridGroup * ${groupRows}u + gridInGroup % gridRows;
+        let gridCol = gridInGroup / gridRows;`;
+}
+
+/**
  * WGSL for the grouped GEMMs' tile lookup: invocation 0 finds the workgroup's `blockRows` expert-sorted rows
  * (from `align`'s offsets), the expert that owns them (binary search over the segments of the bound shard) and
  * the k-tile range of its split-K part, and shares them through `wgTile`; an empty tile returns. Leaves
  * `tile` (row start, expert in the shard, first and end k tile), `rowStart` and `e` defined.
  * `weights` names the binding whose first dimension is the shard's expert count.
  */
-export function gemmTileSnippet(weights: string, blockRows: number, kTilesPerPart: number, kTiles: number): string {
+export function gemmTileSnippet(weights: string, blockRows: number, kTilesPerPart: number, kTiles: number,
+    rowTile = 'workgroupId.x'): string {
   return `if (localIndex == 0u) {
           let first = uniforms.firstExpert;
           let segEnd = align[first + uniforms.${weights}Shape.x];
-          let rowStart = align[first] + i32(workgroupId.x) * ${blockRows};
+          let rowStart = align[first] + i32(${rowTile}) * ${blockRows};
           var tile = vec4<i32>(-1, 0, 0, 0);
           if (rowStart < segEnd) {
             // The owner: the last expert whose segment starts at or before rowStart.

@@ -27,7 +27,7 @@ import {ExpertsW13TensorCoreSharedGemmProgram, ExpertsW2TensorCoreSharedGemmProg
 import type {ExpertsStage} from './experts_gemv_webgpu';
 import {ExpertsWeightsF16Program} from './experts_weights_f16_webgpu';
 import {TensorCoreLayout, TensorCoreVariant, isBlockedVariant, isPipelinedVariant, isSharedVariant,
-  isStorageProgramVariant, loadsBlockPointers, prefetchesBlocks, roundUp, staggersK, tensorCoreBlockRows, trimsRowBlocks, tensorCoreLayout, tensorCoreSubgroupsN,
+  isStorageProgramVariant, loadsBlockPointers, prefetchesBlocks, roundUp, staggersK, tensorCoreBlockRows, trimsRowBlocks, groupedRowTiles, tensorCoreLayout, tensorCoreSubgroupsN,
   tensorCoreTileShape} from './tensor_core_plan';
 import {tensorCoreWeightCopy} from './tensor_core_weights';
 
@@ -183,17 +183,15 @@ export function tensorCoreStoragePrefill(call: TensorCorePrefillCall): TensorCor
   const act16 = temp([rows, layout.Ip / 2], 'int32');
   const prefetch = prefetchesBlocks(call.variant), blockPointers = loadsBlockPointers(call.variant);
   const subgroupsN = tensorCoreSubgroupsN(call.variant), kStagger = staggersK(call.variant);
-  const trimRowBlocks = trimsRowBlocks(call.variant);
-  perShard('w13', act16, (n) => [new W13({...common, stage: 'w13', blockRows, layout, prefetch, blockPointers, subgroupsN, kStagger, trimRowBlocks},
-    act16.shape,
-    tiles(n)),
+  const loop = {prefetch, blockPointers, subgroupsN, kStagger, trimRowBlocks: trimsRowBlocks(call.variant),
+    groupRows: groupedRowTiles(call.variant)};
+  perShard('w13', act16, (n) => [new W13({...common, stage: 'w13', blockRows, layout, ...loop}, act16.shape, tiles(n)),
     [x16, align]]);
   const yRows = sortedOutput ? rows : P;
   call.checkBinding([splitK * yRows, H], `the w2 partial sums (${splitK} K parts)`);
   const y = temp([splitK * yRows, H]);
   const routed = common.applyRouterWeightOnInput || sortedOutput ? [] : [call.topkWeights];
-  perShard('w2', y, (n) => [new W2({...common, stage: 'w2', blockRows, layout, prefetch, blockPointers, subgroupsN, kStagger, trimRowBlocks, splitK,
-    sortedOutput}, y.shape,
+  perShard('w2', y, (n) => [new W2({...common, stage: 'w2', blockRows, layout, ...loop, splitK, sortedOutput}, y.shape,
     tiles(n)), [act16, align, ...routed]]);
   return {y, splitK, sorted: sortedOutput,
     combineInputs: sortedOutput ? [align, ...(common.applyRouterWeightOnInput ? [] : [call.topkWeights])] : []};
