@@ -54,6 +54,10 @@ import {tensorCoreWeightCopy} from './tensor_core_weights';
  *                    four subgroups side by side: in step, each one k block ahead of the one before (the plain
  *                    loop), and staggered over the prefetching loop (the f16 default 'staggered-64x256''s loop);
  *                    selectable only: not yet timed;
+ *   'tensor-core-i8-grouped-64'
+ *                    'tensor-core-i8-plain-64' with its row tiles launched 16 at a time before the next columns
+ *                    (groupedGridSnippet: Mixtral M = 4096's w13 has 448 column tiles, each reading all of x again in
+ *                    x-major order); selectable only: not yet timed;
  *   'tensor-core-i8-shared-128', 'tensor-core-i8-shared-64'
  *                    experts_int8_tc_shared_webgpu.ts: i8×i8→i32 subgroup matrices, four subgroups per workgroup
  *                    sharing 128- or 64-row × 128-column i8 tiles in workgroup memory (the f16 'shared' layout);
@@ -71,11 +75,12 @@ export type Int8GemmKernel = 'tensor-core-i8-pipelined-64' | 'tensor-core-i8-pip
   'tensor-core-i8-shared-128' | 'tensor-core-i8-shared-64' | 'tensor-core-i8' | 'dot4-i8' |
   'tensor-core-i8-plain-64' | 'tensor-core-i8-plain-32' | 'tensor-core-i8-plain-96' | 'tensor-core-i8-plain-64x128' |
   'tensor-core-i8-plain-96x128' | 'tensor-core-i8-plain-64x256' | 'tensor-core-i8-staggered-64x256' |
-  'tensor-core-i8-pipelined-64x256';
+  'tensor-core-i8-pipelined-64x256' | 'tensor-core-i8-grouped-64';
 export const INT8_GEMM_KERNELS: Int8GemmKernel[] = ['tensor-core-i8-pipelined-64', 'tensor-core-i8-pipelined-32',
   'tensor-core-i8-shared-128', 'tensor-core-i8-shared-64', 'tensor-core-i8', 'dot4-i8', 'tensor-core-i8-plain-64',
   'tensor-core-i8-plain-32', 'tensor-core-i8-plain-96', 'tensor-core-i8-plain-64x128', 'tensor-core-i8-plain-96x128',
-  'tensor-core-i8-plain-64x256', 'tensor-core-i8-staggered-64x256', 'tensor-core-i8-pipelined-64x256'];
+  'tensor-core-i8-plain-64x256', 'tensor-core-i8-staggered-64x256', 'tensor-core-i8-pipelined-64x256',
+  'tensor-core-i8-grouped-64'];
 
 /**
  * The kernels of experts_int8_tc_pipelined_webgpu.ts (both operands in blocks read from storage): rows per tile,
@@ -83,7 +88,7 @@ export const INT8_GEMM_KERNELS: Int8GemmKernel[] = ['tensor-core-i8-pipelined-64
  * subgroups a workgroup puts side by side along the columns (default 1).
  */
 const BLOCKED_KERNELS: Partial<Record<Int8GemmKernel, {blockRows: number; prefetch: boolean; blockPointers: boolean;
-    subgroupsN?: number; kStagger?: boolean}>> = {
+    subgroupsN?: number; kStagger?: boolean; groupRows?: number}>> = {
   'tensor-core-i8-pipelined-64': {blockRows: 64, prefetch: true, blockPointers: false},
   'tensor-core-i8-pipelined-32': {blockRows: 32, prefetch: true, blockPointers: false},
   // Block pointers: the plain int8 loop 258 → 299 TOPS on the plain-GEMM probe, the pipelined one unchanged
@@ -98,6 +103,8 @@ const BLOCKED_KERNELS: Partial<Record<Int8GemmKernel, {blockRows: number; prefet
   'tensor-core-i8-staggered-64x256': {blockRows: 64, prefetch: false, blockPointers: true, subgroupsN: 4, kStagger: true},
   // The f16 default's loop in i8: four staggered subgroups, each step's blocks loaded one step ahead.
   'tensor-core-i8-pipelined-64x256': {blockRows: 64, prefetch: true, blockPointers: true, subgroupsN: 4, kStagger: true},
+  // The default 'tensor-core-i8-plain-64' launched 16 row tiles at a time (groupedGridSnippet).
+  'tensor-core-i8-grouped-64': {blockRows: 64, prefetch: false, blockPointers: true, groupRows: 16},
 };
 const isPipelined = (k: Int8GemmKernel) => BLOCKED_KERNELS[k] != null;
 
@@ -114,6 +121,11 @@ export function int8LoadsBlockPointers(k: Int8GemmKernel): boolean {
 /** Whether the blocked kernel `k`'s subgroups walk k staggered (blockedLoop's kStagger). */
 export function int8StaggersK(k: Int8GemmKernel): boolean {
   return BLOCKED_KERNELS[k]?.kStagger ?? false;
+}
+
+/** Row tiles the blocked kernel `k` launches at a time before the next columns (groupedGridSnippet), or 0. */
+export function int8GroupedRowTiles(k: Int8GemmKernel): number {
+  return BLOCKED_KERNELS[k]?.groupRows ?? 0;
 }
 
 /** The subgroups side by side along a blocked kernel's workgroup columns (1 for every other kernel). */
@@ -304,12 +316,12 @@ export function runInt8Experts(c: Int8ExpertsCall): TensorInfo {
     const act = c.temp(issuer.makeTensorInfo([rows, I], 'float32'));
     const xb = blockedRows(xq, 'w13');
     perShard('w13', act, (s, n) => [new ExpertsW13Int8PipelinedGemmProgram(w13, [rows, I], tiles(n), blockRows, layout,
-      prefetch, blockPointers, subgroupsN, int8StaggersK(gemm)),
+      prefetch, blockPointers, subgroupsN, int8StaggersK(gemm), int8GroupedRowTiles(gemm)),
       [xb, align]], blockedWeights);
     const ab = blockedRows(quantize(act, false), 'w2');
     y = c.temp(issuer.makeTensorInfo([P, H], 'float32'));
     perShard('w2', y, (s, n) => [new ExpertsW2Int8PipelinedGemmProgram(w2, [P, H], tiles(n), blockRows, layout, prefetch,
-      blockPointers, subgroupsN, int8StaggersK(gemm)),
+      blockPointers, subgroupsN, int8StaggersK(gemm), int8GroupedRowTiles(gemm)),
       [ab, align, ...weightsFor('w2')]], blockedWeights);
   } else if (gemm != null) {
     const blockRows = int8GemmBlockRows(gemm);

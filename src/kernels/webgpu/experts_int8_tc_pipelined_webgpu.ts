@@ -23,7 +23,7 @@
  * and adds nothing to an integer dot product.
  */
 import type {WebGPUProgram} from '@tensorflow/tfjs-backend-webgpu';
-import {activationSnippet, EXPERTS_WORKGROUP, gateUpRows, gemmTileSnippet} from './experts_wgsl';
+import {activationSnippet, EXPERTS_WORKGROUP, gateUpRows, gemmTileSnippet, groupedGridSnippet} from './experts_wgsl';
 import {ExpertsInt8Config, I8_FROM_U8} from './experts_int8_webgpu';
 import {int8RowWords} from './experts_int8_quant_webgpu';
 import {int8Epilogue} from './experts_int8_tc_webgpu';
@@ -201,6 +201,7 @@ export class ExpertsInt8PipelinedGemmProgram implements WebGPUProgram {
   private readonly blockPointers: boolean;
   private readonly subgroupsN: number;
   private readonly kStagger: boolean;
+  private readonly groupRows: number;
 
   /**
    * Inputs: xb (blocked rows), align (built with `blockRows`), topkWeights (w2 with the weight on the output),
@@ -209,10 +210,11 @@ export class ExpertsInt8PipelinedGemmProgram implements WebGPUProgram {
    * `blockPointers`: xb and wb are read as arrays of 512-byte blocks (blockedLoop says why). `subgroupsN`: 1, 2 or 4
    * subgroups side by side along the columns (the f16 '64x128' variants; `layout` padded for them); `kStagger`:
    * subgroup s walks the tile's k blocks s blocks ahead of the first (blockedLoop's kStagger; the f16
-   * 'staggered' variants).
+   * 'staggered' variants). `groupRows`: row tiles launched this many at a time before the next columns
+   * (groupedGridSnippet; 0: x-major).
    */
   constructor(c: ExpertsInt8Config, outputShape: number[], numTiles: number, blockRows: number,
-      layout: Int8PipelinedLayout, prefetch = true, blockPointers = false, subgroupsN = 1, kStagger = false) {
+      layout: Int8PipelinedLayout, prefetch = true, blockPointers = false, subgroupsN = 1, kStagger = false, groupRows = 0) {
     if (![1, 2, 4].includes(subgroupsN)) throw new Error(`int8 pipelined GEMM: subgroupsN 1, 2 or 4, got ${subgroupsN}`);
     if (kStagger && subgroupsN === 1) throw new Error('int8 pipelined GEMM: kStagger needs subgroups side by side');
     // 96 rows: 192 accumulator registers a lane, which only the plain loop leaves room for.
@@ -226,6 +228,7 @@ export class ExpertsInt8PipelinedGemmProgram implements WebGPUProgram {
     this.blockPointers = blockPointers;
     this.subgroupsN = subgroupsN;
     this.kStagger = kStagger;
+    this.groupRows = groupRows;
     this.workgroupSize = [32 * subgroupsN, 1, 1];
     const w13 = c.stage === 'w13';
     this.outputShape = outputShape;
@@ -237,7 +240,7 @@ export class ExpertsInt8PipelinedGemmProgram implements WebGPUProgram {
     this.variableComponents = this.variableNames.map(() => 1);
     this.shaderKey = `moeExpertsInt8GemmTcPipelined_${c.stage}_${c.hiddenSize}_${c.intermediateSize}_${c.topK}_` +
       `${c.numLocalExperts}_${w13 ? c.activation : ''}_${c.applyRouterWeightOnInput}_${c.hasBias}_${blockRows}_` +
-      `${layout.Hp}_${layout.Ip}_${prefetch}_${blockPointers}_${subgroupsN}_${kStagger}`;
+      `${layout.Hp}_${layout.Ip}_${prefetch}_${blockPointers}_${subgroupsN}_${kStagger}_${groupRows}`;
   }
 
   getUserCode(): string {
@@ -283,8 +286,9 @@ export class ExpertsInt8PipelinedGemmProgram implements WebGPUProgram {
       // xb: ${w13 ? 'gathered x' : 'act'} in blocked rows (${RB} bytes a block row); align: [E+1] offsets then the sorted
       // pairs; wb: blocked weights [experts, ${rowsPerExpert}/16, ${KB}] blocks; result: ${w13 ? `act [rows, ${I}]` : 'y [P, H] by pair'}.
       fn main(${WN > 1 ? 'wid : vec3<u32>, sid : u32, lane : u32' : ''}) {
-        if (localIndex == 0u) { wgN0 = i32(workgroupId.y) * ${columns * WN}; }
-        ${gemmTileSnippet('wb', BM, steps, steps)}
+        ${this.groupRows ? groupedGridSnippet(this.groupRows) : ''}
+        if (localIndex == 0u) { wgN0 = i32(${this.groupRows ? 'gridCol' : 'workgroupId.y'}) * ${columns * WN}; }
+        ${gemmTileSnippet('wb', BM, steps, steps, this.groupRows ? 'gridRow' : undefined)}
         let n0 = workgroupUniformLoad(&wgN0)${WN > 1 ? ` + i32(sid) * ${columns}` : ''};
         ${WN > 1 ? '' : 'let lane = localIndex;'}
         for (var m = localIndex; m < ${BM}u; m += ${32 * WN}u) {
