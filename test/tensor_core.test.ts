@@ -198,9 +198,11 @@ describe('tensor-core GEMM plan', () => {
 
   it('loads each k block right before its multiplies in the plain variants, one 32-k step ahead in the pipelined ones', () => {
     expect(TENSOR_CORE_VARIANTS.filter(prefetchesBlocks)).to.deep.equal(['pipelined-32', 'pipelined-64', 'pipelined-64x128',
-      'staggered-64x128', 'staggered-64x256', 'staggered-32x256', 'trimmed-64x256', 'grouped-64x256']);
+      'staggered-64x128', 'staggered-64x256', 'staggered-32x256', 'trimmed-64x256', 'grouped-64x256',
+      'grouped-trimmed-64x256']);
     expect(TENSOR_CORE_VARIANTS.filter(loadsBlockPointers)).to.deep.equal(['pipelined-32', 'pipelined-64', 'pipelined-64x128',
-      'staggered-64x128', 'staggered-64x256', 'staggered-32x256', 'trimmed-64x256', 'grouped-64x256']);
+      'staggered-64x128', 'staggered-64x256', 'staggered-32x256', 'trimmed-64x256', 'grouped-64x256',
+      'grouped-trimmed-64x256']);
     const layout = tensorCoreLayout(FLOAT32_FORMAT, 256, 128, 'silu', PIPELINED_TILE, true, true);
     const c = {hiddenSize: 256, intermediateSize: 128, numLocalExperts: 4, activation: 'silu' as Activation,
       applyRouterWeightOnInput: false, hasBias: false, layout};
@@ -240,11 +242,12 @@ describe('tensor-core GEMM plan', () => {
     expect(TENSOR_CORE_VARIANTS.filter((v) => tensorCoreSubgroupsN(v) === 2)).to.deep.equal(['pipelined-64x128', 'plain-64x128',
       'plain-96x128', 'staggered-64x128']);
     expect(TENSOR_CORE_VARIANTS.filter(staggersK)).to.deep.equal(['staggered-64x128', 'staggered-64x256',
-      'staggered-32x256', 'trimmed-64x256', 'grouped-64x256']);
+      'staggered-32x256', 'trimmed-64x256', 'grouped-64x256', 'grouped-trimmed-64x256']);
     expect(TENSOR_CORE_VARIANTS.filter((v) => tensorCoreSubgroupsN(v) === 4)).to.deep.equal(['staggered-64x256',
-      'staggered-32x256', 'trimmed-64x256', 'grouped-64x256']);
-    expect(TENSOR_CORE_VARIANTS.filter(trimsRowBlocks)).to.deep.equal(['trimmed-64x256']);
-    expect(TENSOR_CORE_VARIANTS.filter((v) => groupedRowTiles(v) > 0)).to.deep.equal(['grouped-64x256']);
+      'staggered-32x256', 'trimmed-64x256', 'grouped-64x256', 'grouped-trimmed-64x256']);
+    expect(TENSOR_CORE_VARIANTS.filter(trimsRowBlocks)).to.deep.equal(['trimmed-64x256', 'grouped-trimmed-64x256']);
+    expect(TENSOR_CORE_VARIANTS.filter((v) => groupedRowTiles(v) > 0)).to.deep.equal(['grouped-64x256',
+      'grouped-trimmed-64x256']);
     expect(tensorCoreTileShape('staggered-64x256')).to.deep.equal({kStep: 32, w13Columns: 128, w2Columns: 256});
     expect(tensorCoreTileShape('pipelined-64x128')).to.deep.equal({kStep: 32, w13Columns: 64, w2Columns: 128});
     // Mixtral: the weights' copy padded to whole 128-column workgroups (14336 and 4096 are already).
@@ -941,6 +944,8 @@ describeBackends('tensor-core helper programs on webgpu', (backend) => {
       tokens: 600},
     {variant: 'grouped-64x256', activation: 'swigluoai', bias: true, onInput: false, splitK: 2, H: 64, I: 144, sorted: false,
       tokens: 600},
+    {variant: 'grouped-trimmed-64x256', activation: 'gelu', bias: false, onInput: true, splitK: 2, H: 256, I: 80,
+      sorted: true, tokens: 600},
     // Four 32-row subgroups.
     {variant: 'staggered-32x256', activation: 'gelu', bias: true, onInput: false, splitK: 2, H: 144, I: 112, sorted: false},
     // Two weight shards copied into one f16 tensor (each copy program at its first expert), one GEMM per stage,

@@ -82,6 +82,7 @@
  *   'grouped-64x256'   'staggered-64x256' launched 16 row tiles at a time before the next columns (groupedGridSnippet:
  *                      x-major order reads all of x from memory again for each column tile, 112 times in Mixtral
  *                      M = 4096's w13). Selectable only: not yet timed.
+ *   'grouped-trimmed-64x256' both. Selectable only: not yet timed.
  *
  * Why a copy rather than a workgroup-memory dequant tile for the right operand: the GEMM then has one shape
  * for every format (both operands from storage, no barrier in the k loop), and the profile separates the
@@ -96,7 +97,8 @@ import type {ExpertsStage} from './experts_gemv_webgpu';
 export type TensorCoreVariant = 'workgroup-tiles' | 'storage-32' | 'storage-64' | 'shared-64' | 'shared-128' |
   'blocked-64' | 'blocked-128' | 'pipelined-32' | 'pipelined-64' | 'plain-32' | 'plain-64' | 'plain-96' |
   'pipelined-64x128' | 'plain-64x128' | 'plain-96x128' | 'staggered-64x128' | 'staggered-64x256' |
-  'staggered-32x256' | 'trimmed-64x256' | 'grouped-64x256';
+  'staggered-32x256' | 'trimmed-64x256' | 'grouped-64x256' |
+  'grouped-trimmed-64x256';
 
 /**
  * What each variant is: its program family (experts_gemm_tc_webgpu.ts 'tiles', _storage_ 'storage', _shared_
@@ -134,13 +136,15 @@ const VARIANTS: Record<TensorCoreVariant, {family: 'tiles' | 'storage' | 'shared
     kStagger: true, trimRowBlocks: true},
   'grouped-64x256': {family: 'pipelined', blockRows: 64, blocked: true, prefetch: true, blockPointers: true, subgroupsN: 4,
     kStagger: true, groupRows: 16},
+  'grouped-trimmed-64x256': {family: 'pipelined', blockRows: 64, blocked: true, prefetch: true, blockPointers: true,
+    subgroupsN: 4, kStagger: true, groupRows: 16, trimRowBlocks: true},
 };
 export const TENSOR_CORE_VARIANTS = Object.keys(VARIANTS) as TensorCoreVariant[];
 
 /** The staggered variants with half the subgroups side by side (less workgroup memory), for tensorCoreChoice. */
 const NARROWER: Partial<Record<TensorCoreVariant, TensorCoreVariant>> = {
   'staggered-64x256': 'staggered-64x128', 'staggered-32x256': 'pipelined-32', 'trimmed-64x256': 'staggered-64x128',
-  'grouped-64x256': 'staggered-64x128',
+  'grouped-64x256': 'staggered-64x128', 'grouped-trimmed-64x256': 'staggered-64x128',
 };
 
 /** The variants of experts_gemm_tc_shared_webgpu.ts (four subgroups, x tiles in workgroup memory). */
