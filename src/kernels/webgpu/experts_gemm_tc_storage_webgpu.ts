@@ -32,7 +32,7 @@
  */
 import type {WebGPUProgram} from '@tensorflow/tfjs-backend-webgpu';
 import type {Activation} from '../../kernel_names';
-import {activationSnippet, gateUpRows, gemmTileSnippet, groupedGridSnippet} from './experts_wgsl';
+import {activationSnippet, gateUpRows, gemmGridSnippet} from './experts_wgsl';
 import type {ExpertsStage} from './experts_gemv_webgpu';
 import {STORAGE_TILE, TensorCoreLayout, blockedRowsIndex, pipelinedTile, tensorCoreStorageDispatch} from './tensor_core_plan';
 
@@ -279,7 +279,6 @@ export class ExpertsTensorCoreStorageGemmProgram implements WebGPUProgram {
       return WN > 1 ? store : `if (n0 + ${16 * c} < ${H}) { ${store} }`;
     };
     const trim = this.c.trimRowBlocks ?? false;
-    const grouped = this.c.groupRows ?? 0;
     // Row block r > 0 only where it holds a pair (liveBlocks: uniform, from read-only storage at a uniform index).
     const ifLive = (r: number, body: string) => trim && r > 0 ? `if (liveBlocks > ${r}u) { ${body} }` : body;
     const sortedStores = () => `
@@ -305,9 +304,7 @@ export class ExpertsTensorCoreStorageGemmProgram implements WebGPUProgram {
         // workgroupId is a private copy (non-uniform to Tint): n0 reaches the offsets through wgN0. The tile
         // lookup's workgroupUniformLoad orders this write; the early return before the load below depends
         // on its uniform result only.${WN > 1 ? ' A second subgroup\'s columns follow the first\'s (sid: subgroup-uniform).' : ''}
-        ${grouped ? groupedGridSnippet(grouped) : ''}
-        if (localIndex == 0u) { wgN0 = i32(${grouped ? 'gridCol' : 'workgroupId.y'}) * ${colsPerSubgroup * WN}; }
-        ${gemmTileSnippet('w16', BM, kTilesPerPart, kTiles, grouped ? 'gridRow' : undefined)}
+        ${gemmGridSnippet('w16', BM, kTilesPerPart, kTiles, colsPerSubgroup * WN, this.c.groupRows ?? 0)}
         let n0 = workgroupUniformLoad(&wgN0)${WN > 1 ? ` + i32(sid) * ${colsPerSubgroup}` : ''};
         ${splitK > 1 && !sorted ? `let part = i32(workgroupId.z);   // the epilogue's output rows only` : ''}
         ${WN > 1 ? '' : 'let lane = localIndex;'}

@@ -23,7 +23,7 @@
  * and adds nothing to an integer dot product.
  */
 import type {WebGPUProgram} from '@tensorflow/tfjs-backend-webgpu';
-import {activationSnippet, EXPERTS_WORKGROUP, gateUpRows, gemmTileSnippet, groupedGridSnippet} from './experts_wgsl';
+import {activationSnippet, EXPERTS_WORKGROUP, gateUpRows, gemmGridSnippet} from './experts_wgsl';
 import {ExpertsInt8Config, I8_FROM_U8} from './experts_int8_webgpu';
 import {int8RowWords} from './experts_int8_quant_webgpu';
 import {int8Epilogue} from './experts_int8_tc_webgpu';
@@ -286,9 +286,7 @@ export class ExpertsInt8PipelinedGemmProgram implements WebGPUProgram {
       // xb: ${w13 ? 'gathered x' : 'act'} in blocked rows (${RB} bytes a block row); align: [E+1] offsets then the sorted
       // pairs; wb: blocked weights [experts, ${rowsPerExpert}/16, ${KB}] blocks; result: ${w13 ? `act [rows, ${I}]` : 'y [P, H] by pair'}.
       fn main(${WN > 1 ? 'wid : vec3<u32>, sid : u32, lane : u32' : ''}) {
-        ${this.groupRows ? groupedGridSnippet(this.groupRows) : ''}
-        if (localIndex == 0u) { wgN0 = i32(${this.groupRows ? 'gridCol' : 'workgroupId.y'}) * ${columns * WN}; }
-        ${gemmTileSnippet('wb', BM, steps, steps, this.groupRows ? 'gridRow' : undefined)}
+        ${gemmGridSnippet('wb', BM, steps, steps, columns * WN, this.groupRows)}
         let n0 = workgroupUniformLoad(&wgN0)${WN > 1 ? ` + i32(sid) * ${columns}` : ''};
         ${WN > 1 ? '' : 'let lane = localIndex;'}
         for (var m = localIndex; m < ${BM}u; m += ${32 * WN}u) {

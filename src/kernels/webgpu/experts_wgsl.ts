@@ -79,6 +79,17 @@ export function groupedGridSnippet(groupRows: number): string {
 }
 
 /**
+ * The blocked GEMMs' start: the workgroup's first column written to `wgN0` (a workgroup i32 the program declares),
+ * then gemmTileSnippet, both from the launch grid in x-major order or, with `groupRows` > 0, groupedGridSnippet's.
+ */
+export function gemmGridSnippet(weights: string, blockRows: number, kTilesPerPart: number, kTiles: number,
+    workgroupColumns: number, groupRows: number): string {
+  return `${groupRows ? groupedGridSnippet(groupRows) : ''}
+        if (localIndex == 0u) { wgN0 = i32(${groupRows ? 'gridCol' : 'workgroupId.y'}) * ${workgroupColumns}; }
+        ${gemmTileSnippet(weights, blockRows, kTilesPerPart, kTiles, groupRows ? 'gridRow' : undefined)}`;
+}
+
+/**
  * WGSL for the grouped GEMMs' tile lookup: invocation 0 finds the workgroup's `blockRows` expert-sorted rows
  * (from `align`'s offsets), the expert that owns them (binary search over the segments of the bound shard) and
  * the k-tile range of its split-K part, and shares them through `wgTile`; an empty tile returns. Leaves

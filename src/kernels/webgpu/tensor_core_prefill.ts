@@ -26,9 +26,9 @@ import {ExpertsW13TensorCoreSharedGemmProgram, ExpertsW2TensorCoreSharedGemmProg
   from './experts_gemm_tc_shared_webgpu';
 import type {ExpertsStage} from './experts_gemv_webgpu';
 import {ExpertsWeightsF16Program} from './experts_weights_f16_webgpu';
-import {TensorCoreLayout, TensorCoreVariant, isBlockedVariant, isPipelinedVariant, isSharedVariant,
-  isStorageProgramVariant, loadsBlockPointers, prefetchesBlocks, roundUp, staggersK, tensorCoreBlockRows, trimsRowBlocks, groupedRowTiles, tensorCoreLayout, tensorCoreSubgroupsN,
-  tensorCoreTileShape} from './tensor_core_plan';
+import {TensorCoreLayout, TensorCoreVariant, groupedRowTiles, isBlockedVariant, isPipelinedVariant, isSharedVariant,
+  isStorageProgramVariant, loadsBlockPointers, prefetchesBlocks, roundUp, staggersK, tensorCoreBlockRows, tensorCoreLayout,
+  tensorCoreSubgroupsN, tensorCoreTileShape, trimsRowBlocks} from './tensor_core_plan';
 import {tensorCoreWeightCopy} from './tensor_core_weights';
 
 export interface TensorCorePrefillCall {
