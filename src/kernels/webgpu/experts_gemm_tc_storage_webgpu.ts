@@ -63,11 +63,6 @@ export interface ExpertsTensorCoreStorageConfig {
    * all at once (the 'staggered' variants; blockedLoop's kStagger). Default false.
    */
   kStagger?: boolean;
-  /**
-   * With TensorCoreLayout.blockedRows: a tile multiplies only its 16-row blocks that hold a pair (padding sits at
-   * the end of an expert's rows, so the live blocks come first), and stages and stores only those. Default false.
-   */
-  trimRowBlocks?: boolean;
   /** Row tiles launched this many at a time before the next columns (groupedGridSnippet); default x-major order. */
   groupRows?: number;
   splitK?: number;
@@ -221,9 +216,6 @@ export class ExpertsTensorCoreStorageGemmProgram implements WebGPUProgram {
     if (c.kStagger && !(WN > 1 && (c.prefetch ?? true))) {
       throw new Error('storage tensor-core GEMM: kStagger needs subgroups side by side and the prefetching loop');
     }
-    if (c.trimRowBlocks && !c.layout.blockedRows) {
-      throw new Error('storage tensor-core GEMM: trimRowBlocks needs blocked rows');
-    }
     this.workgroupSize = [32 * WN, 1, 1];
     const splitK = w13 ? 1 : (c.splitK ?? 1);
     this.outputShape = outputShape;
@@ -237,7 +229,7 @@ export class ExpertsTensorCoreStorageGemmProgram implements WebGPUProgram {
         `${w13 ? c.activation : ''}_${c.applyRouterWeightOnInput}_${c.blockRows}_${splitK}_${c.hasBias}_` +
         `${c.layout.Hp}_${c.layout.Ip}_${L.source}_${L.rowsPerExpert}_${L.kStride}_${L.rowStep}_${L.upOffset}_` +
         `${c.layout.blockedRows ?? false}_${c.prefetch ?? true}_${c.blockPointers ?? false}_${c.sortedOutput ?? false}_${WN}_` +
-        `${c.kStagger ?? false}_${c.trimRowBlocks ?? false}_${c.groupRows ?? 0}`;
+        `${c.kStagger ?? false}_${c.groupRows ?? 0}`;
   }
 
   getUserCode(): string {
@@ -278,12 +270,9 @@ export class ExpertsTensorCoreStorageGemmProgram implements WebGPUProgram {
       const store = `subgroupMatrixStore<row_major>(&result, u32(outRow0 + ${16 * r}) * ${H}u + u32(n0 + ${16 * c}), acc${r}${c}, ${H}u);`;
       return WN > 1 ? store : `if (n0 + ${16 * c} < ${H}) { ${store} }`;
     };
-    const trim = this.c.trimRowBlocks ?? false;
-    // Row block r > 0 only where it holds a pair (liveBlocks: uniform, from read-only storage at a uniform index).
-    const ifLive = (r: number, body: string) => trim && r > 0 ? `if (liveBlocks > ${r}u) { ${body} }` : body;
     const sortedStores = () => `
         let outRow0 = ${splitK > 1 ? `(tile.z / ${kTilesPerPart}) * (uniforms.outShape.x / ${splitK}) + ` : ''}rowStart;
-        ${rows.map((r) => ifLive(r, cols.map((c) => sortedStore(r, c)).join('\n        '))).join('\n        ')}`;
+        ${rows.flatMap((r) => cols.map((c) => sortedStore(r, c))).join('\n        ')}`;
     return `
       enable f16;
       ${WN > 1 ? 'enable subgroups;' : ''}
@@ -308,12 +297,10 @@ export class ExpertsTensorCoreStorageGemmProgram implements WebGPUProgram {
         let n0 = workgroupUniformLoad(&wgN0)${WN > 1 ? ` + i32(sid) * ${colsPerSubgroup}` : ''};
         ${splitK > 1 && !sorted ? `let part = i32(workgroupId.z);   // the epilogue's output rows only` : ''}
         ${WN > 1 ? '' : 'let lane = localIndex;'}
-        ${trim ? `let liveBlocks = 1u${rows.slice(1).map((r) =>
-          ` + select(0u, 1u, align[${E + 1} + rowStart + ${16 * r}] >= 0)`).join('')};` : ''}
         ${rows.flatMap((r) => cols.map((c) => `var acc${r}${c} : ${result};`)).join('\n        ')}
         ${pipelined ? blockedLoop(rows, cols, this.c.prefetch ?? true, {x: 'x16', w: 'w16', left, right, block: 256, stride: 16, blockPointers,
           stepsPerTile: kTiles === splitK * kTilesPerPart ? kTilesPerPart : undefined,   // no part short or empty
-          kStagger: this.c.kStagger ? 'sid' : undefined, kStaggerMax: WN - 1, liveRowBlocks: trim ? 'liveBlocks' : undefined,
+          kStagger: this.c.kStagger ? 'sid' : undefined, kStaggerMax: WN - 1,
           aBlock: (r) => `(u32(rowStart) / 16u + ${r}u) * ${Kp / 16 * 256}u`,
           // w13: 32 gate rows then their 32 up rows per 32 act columns, so right matrix 0 starts at row 2·n0.
           bBlock: (c) => `(u32(e * ${L.rowsPerExpert} + ${w13 ? '2 * n0' : 'n0'}) / 16u + ${c}u) * ${Kp / 16 * 256}u`}) : `
@@ -329,13 +316,13 @@ export class ExpertsTensorCoreStorageGemmProgram implements WebGPUProgram {
         }`}
         ${tileRows.fill}
 
-        ${sorted ? sortedStores() : rows.map((r) => ifLive(r, `{
+        ${sorted ? sortedStores() : rows.map((r) => `{
           let rt = ${r}u;
           ${cols.map((c) => `subgroupMatrixStore<row_major>(&staged, ${base} + ${c * 256}u, acc${r}${c}, 16u);`).join(' ')}
           workgroupBarrier();
           ${epilogue}
           workgroupBarrier();
-        }`)).join('\n        ')}
+        }`).join('\n        ')}
       }
     `;
   }
@@ -389,8 +376,6 @@ export interface PipelinedOperands {
    * step's second block can wrap (the text 'staggered-64x128' was timed with).
    */
   kStaggerMax?: number;
-  /** A uniform u32 expression: row blocks r ≥ it skip their multiplies (ExpertsTensorCoreStorageConfig.trimRowBlocks). */
-  liveRowBlocks?: string;
 }
 
 /**
@@ -411,11 +396,8 @@ export function blockedLoop(rows: number[], cols: number[], prefetch: boolean, o
     `&${arr}, ${first} + ${kBlock} * ${o.block / per}u`;
   const firstBlock = (expr: string) => o.blockPointers ? `(${expr}) / ${o.block}u` : per > 1 ? `(${expr}) / ${per}u` : expr;
   const stride = `${o.stride / per}u`;
-  // Row r's multiplies, behind liveRowBlocks' uniform test for r > 0.
-  const mmas = (r: number, mma: (c: number) => string) => {
-    const body = cols.map((c) => `acc${r}${c} = subgroupMatrixMultiplyAccumulate(${mma(c)}, acc${r}${c});`).join('\n          ');
-    return o.liveRowBlocks != null && r > 0 ? `if (${o.liveRowBlocks} > ${r}u) {\n          ${body}\n          }` : body;
-  };
+  const mmas = (r: number, mma: (c: number) => string) =>
+    cols.map((c) => `acc${r}${c} = subgroupMatrixMultiplyAccumulate(${mma(c)}, acc${r}${c});`).join('\n          ');
   const firstBlocks = `
         ${rows.map((r) => `let aBlock${r} = ${firstBlock(o.aBlock(r))};`).join('\n        ')}
         ${cols.map((c) => `let bBlock${c} = ${firstBlock(o.bBlock(c))};`).join('\n        ')}`;

@@ -52,12 +52,18 @@ import {tensorCoreWeightCopy} from './tensor_core_weights';
  *                    both: two 96-row subgroups side by side; selectable only: 182 TOPS, as plain-96;
  *   'tensor-core-i8-plain-64x256', 'tensor-core-i8-staggered-64x256', 'tensor-core-i8-pipelined-64x256'
  *                    four subgroups side by side: in step, each one k block ahead of the one before (the plain
- *                    loop), and staggered over the prefetching loop (the f16 default 'staggered-64x256''s loop);
- *                    selectable only: not yet timed;
+ *                    loop), and staggered over the prefetching loop (the f16 'staggered-64x256''s loop);
+ *                    selectable only: the staggered two lose everywhere on an H100 (2026-12-06, GPU time, bit-equal
+ *                    to the cpu reference; bench/results/2026-12-06-h100-grouped-trimmed-ab.log): Mixtral M = 4096
+ *                    14.0 and 15.2 ms against plain-64's 11.2 (w2 6.6 and 4.9 against 3.6), Qwen3 M = 4096 2.63 and
+ *                    3.25 against 2.26; plain-64x256 not yet timed;
  *   'tensor-core-i8-grouped-64'
  *                    'tensor-core-i8-plain-64' with its row tiles launched 16 at a time before the next columns
  *                    (groupedGridSnippet: Mixtral M = 4096's w13 has 448 column tiles, each reading all of x again in
- *                    x-major order); selectable only: not yet timed;
+ *                    x-major order); selectable only: on an H100 (the same run) ahead at DeepSeek-V3 TP8 M = 4096
+ *                    (3.46 against plain-64's 3.64 ms), level at Qwen3 M = 4096 (2.27 against 2.26), behind at
+ *                    Mixtral M = 4096 (11.93 against 11.21: w13 7.63 against 6.90; x-major order's 32 MiB of i8 x
+ *                    fits the H100's 50 MiB L2, so sweeping it again per column costs little);
  *   'tensor-core-i8-shared-128', 'tensor-core-i8-shared-64'
  *                    experts_int8_tc_shared_webgpu.ts: i8×i8→i32 subgroup matrices, four subgroups per workgroup
  *                    sharing 128- or 64-row × 128-column i8 tiles in workgroup memory (the f16 'shared' layout);

@@ -71,18 +71,18 @@
  *   'staggered-64x256' four such subgroups side by side (64 rows × 256 columns), subgroup s one block ahead of
  *                      subgroup s - 1: x's row blocks shared four ways (round 15's 1 × 4 with a lag of 2 blocks:
  *                      227 against 224 TFLOP/s for 1 × 2 with lag 1 on an H100's plain-GEMM probe; in the
- *                      product 4-22% faster than 'staggered-64x128', see DEFAULT_TENSOR_CORE_VARIANT). The default
- *                      where the shapes and the workgroup memory allow: its four staged epilogue blocks need 16 KiB
- *                      and more (storageWorkgroupBytes).
+ *                      product 4-22% faster than 'staggered-64x128', see DEFAULT_TENSOR_CORE_VARIANT). Its four
+ *                      staged epilogue blocks need 16 KiB and more of workgroup memory (storageWorkgroupBytes).
  *   'staggered-32x256' four of 'pipelined-32''s 32 × 64 subgroups side by side, staggered as 'staggered-64x256', for
  *                      experts of fewer than 64 rows. Selectable only: not yet timed.
- *   'trimmed-64x256'   'staggered-64x256' whose tiles skip the multiplies of row blocks that hold padding only (an
- *                      expert's last tile: Mixtral M = 256's routing leaves three tiles of 6-10 rows, whose 16
- *                      results a subgroup would otherwise all compute). Selectable only: not yet timed.
  *   'grouped-64x256'   'staggered-64x256' launched 16 row tiles at a time before the next columns (groupedGridSnippet:
  *                      x-major order reads all of x from memory again for each column tile, 112 times in Mixtral
- *                      M = 4096's w13). Selectable only: not yet timed.
- *   'grouped-trimmed-64x256' both. Selectable only: not yet timed.
+ *                      M = 4096's w13). The default where the shapes and the workgroup memory allow (see
+ *                      DEFAULT_TENSOR_CORE_VARIANT).
+ * Tiles that skipped the multiplies, staging and stores of their row blocks of padding only, behind uniform
+ * branches ('trimmed-64x256', 2026-12-06), were removed: slower everywhere on an H100, also where no block is
+ * padding (Mixtral M = 4096 16.1 against 12.1 ms, M = 256 1.71 against 1.46;
+ * bench/results/2026-12-06-h100-grouped-trimmed-ab.log).
  *
  * Why a copy rather than a workgroup-memory dequant tile for the right operand: the GEMM then has one shape
  * for every format (both operands from storage, no barrier in the k loop), and the profile separates the
@@ -97,8 +97,7 @@ import type {ExpertsStage} from './experts_gemv_webgpu';
 export type TensorCoreVariant = 'workgroup-tiles' | 'storage-32' | 'storage-64' | 'shared-64' | 'shared-128' |
   'blocked-64' | 'blocked-128' | 'pipelined-32' | 'pipelined-64' | 'plain-32' | 'plain-64' | 'plain-96' |
   'pipelined-64x128' | 'plain-64x128' | 'plain-96x128' | 'staggered-64x128' | 'staggered-64x256' |
-  'staggered-32x256' | 'trimmed-64x256' | 'grouped-64x256' |
-  'grouped-trimmed-64x256';
+  'staggered-32x256' | 'grouped-64x256';
 
 /**
  * What each variant is: its program family (experts_gemm_tc_webgpu.ts 'tiles', _storage_ 'storage', _shared_
@@ -110,7 +109,7 @@ export type TensorCoreVariant = 'workgroup-tiles' | 'storage-32' | 'storage-64' 
  */
 const VARIANTS: Record<TensorCoreVariant, {family: 'tiles' | 'storage' | 'shared' | 'pipelined'; blockRows: number;
     blocked: boolean; prefetch?: boolean; blockPointers?: boolean; subgroupsN?: number; kStagger?: boolean;
-    trimRowBlocks?: boolean; groupRows?: number}> = {
+    groupRows?: number}> = {
   'workgroup-tiles': {family: 'tiles', blockRows: 32, blocked: false},
   'storage-32': {family: 'storage', blockRows: 32, blocked: false},
   'storage-64': {family: 'storage', blockRows: 64, blocked: false},
@@ -132,19 +131,14 @@ const VARIANTS: Record<TensorCoreVariant, {family: 'tiles' | 'storage' | 'shared
     kStagger: true},
   'staggered-32x256': {family: 'pipelined', blockRows: 32, blocked: true, prefetch: true, blockPointers: true, subgroupsN: 4,
     kStagger: true},
-  'trimmed-64x256': {family: 'pipelined', blockRows: 64, blocked: true, prefetch: true, blockPointers: true, subgroupsN: 4,
-    kStagger: true, trimRowBlocks: true},
   'grouped-64x256': {family: 'pipelined', blockRows: 64, blocked: true, prefetch: true, blockPointers: true, subgroupsN: 4,
     kStagger: true, groupRows: 16},
-  'grouped-trimmed-64x256': {family: 'pipelined', blockRows: 64, blocked: true, prefetch: true, blockPointers: true,
-    subgroupsN: 4, kStagger: true, groupRows: 16, trimRowBlocks: true},
 };
 export const TENSOR_CORE_VARIANTS = Object.keys(VARIANTS) as TensorCoreVariant[];
 
 /** The staggered variants with half the subgroups side by side (less workgroup memory), for tensorCoreChoice. */
 const NARROWER: Partial<Record<TensorCoreVariant, TensorCoreVariant>> = {
-  'staggered-64x256': 'staggered-64x128', 'staggered-32x256': 'pipelined-32', 'trimmed-64x256': 'staggered-64x128',
-  'grouped-64x256': 'staggered-64x128', 'grouped-trimmed-64x256': 'staggered-64x128',
+  'staggered-64x256': 'staggered-64x128', 'staggered-32x256': 'pipelined-32', 'grouped-64x256': 'staggered-64x128',
 };
 
 /** The variants of experts_gemm_tc_shared_webgpu.ts (four subgroups, x tiles in workgroup memory). */
@@ -192,11 +186,6 @@ export function tensorCoreSubgroupsN(v: TensorCoreVariant): number {
   return VARIANTS[v].subgroupsN ?? 1;
 }
 
-/** Whether a tile skips the multiplies of its row blocks of padding only (ExpertsTensorCoreStorageConfig.trimRowBlocks). */
-export function trimsRowBlocks(v: TensorCoreVariant): boolean {
-  return VARIANTS[v].trimRowBlocks ?? false;
-}
-
 /** Row tiles the variant launches at a time before the next columns (ExpertsTensorCoreStorageConfig.groupRows), or 0. */
 export function groupedRowTiles(v: TensorCoreVariant): number {
   return VARIANTS[v].groupRows ?? 0;
@@ -212,6 +201,10 @@ export function staggersK(v: TensorCoreVariant): boolean {
  * (then they pad the weights' copy no more than one subgroup's, and the copy is the one 'pipelined-32' reads: the
  * same layout), else 'pipelined-64'; 'pipelined-32' where experts average fewer than PIPELINED_64_MIN_ROWS rows
  * (less padding per expert); tensorCoreChoice takes a narrower one where workgroup memory is short.
+ * grouped-64x256 against staggered-64x256 on an H100 (2026-12-06, one call, GPU time;
+ * bench/results/2026-12-06-h100-grouped-trimmed-ab.log): Mixtral M = 4096 11.75 against 12.15 ms (246 against 238
+ * TFLOP/s; w13 7.67 against 7.94, w2 3.87 against 3.99), M = 256 1.459 against 1.459; Qwen3 M = 4096 2.14 against
+ * 2.31, M = 256 0.70 against 0.73; DeepSeek-V3 TP8 M = 4096 3.45 against 3.62, M = 256 0.84 against 0.84.
  * staggered-64x256 against staggered-64x128 on an H100 (2026-12-05, one call, GPU time;
  * bench/results/2026-12-05-h100-staggered-64x256.log): Mixtral M = 4096 12.15 against 12.63 ms (238 against 229
  * TFLOP/s), M = 256 1.43 against 1.68; Qwen3 M = 4096 2.30 against 2.57; DeepSeek-V3 TP8 M = 4096 3.61 against 3.88.
@@ -224,7 +217,7 @@ export function staggersK(v: TensorCoreVariant): boolean {
  * (Qwen3 M = 256 0.56 against 0.78 ms), pipelined-64 at 64 (Mixtral M = 256 2.27 against 2.38);
  * bench/results/2026-12-03-h200-tensor-core-check-pipelined*.log.
  */
-export const DEFAULT_STAGGERED: TensorCoreVariant[] = ['staggered-64x256', 'staggered-64x128'];
+export const DEFAULT_STAGGERED: TensorCoreVariant[] = ['grouped-64x256', 'staggered-64x128'];
 export const DEFAULT_TENSOR_CORE_VARIANT: TensorCoreVariant = DEFAULT_STAGGERED[0];
 export const PIPELINED_64_MIN_ROWS = 64;
 

@@ -28,7 +28,7 @@ import type {ExpertsStage} from './experts_gemv_webgpu';
 import {ExpertsWeightsF16Program} from './experts_weights_f16_webgpu';
 import {TensorCoreLayout, TensorCoreVariant, groupedRowTiles, isBlockedVariant, isPipelinedVariant, isSharedVariant,
   isStorageProgramVariant, loadsBlockPointers, prefetchesBlocks, roundUp, staggersK, tensorCoreBlockRows, tensorCoreLayout,
-  tensorCoreSubgroupsN, tensorCoreTileShape, trimsRowBlocks} from './tensor_core_plan';
+  tensorCoreSubgroupsN, tensorCoreTileShape} from './tensor_core_plan';
 import {tensorCoreWeightCopy} from './tensor_core_weights';
 
 export interface TensorCorePrefillCall {
@@ -183,8 +183,7 @@ export function tensorCoreStoragePrefill(call: TensorCorePrefillCall): TensorCor
   const act16 = temp([rows, layout.Ip / 2], 'int32');
   const prefetch = prefetchesBlocks(call.variant), blockPointers = loadsBlockPointers(call.variant);
   const subgroupsN = tensorCoreSubgroupsN(call.variant), kStagger = staggersK(call.variant);
-  const loop = {prefetch, blockPointers, subgroupsN, kStagger, trimRowBlocks: trimsRowBlocks(call.variant),
-    groupRows: groupedRowTiles(call.variant)};
+  const loop = {prefetch, blockPointers, subgroupsN, kStagger, groupRows: groupedRowTiles(call.variant)};
   perShard('w13', act16, (n) => [new W13({...common, stage: 'w13', blockRows, layout, ...loop}, act16.shape, tiles(n)),
     [x16, align]]);
   const yRows = sortedOutput ? rows : P;
