@@ -68,8 +68,9 @@ export interface SubgroupMatrixConfig {
  * float32 path keeps float32 throughout; a layer whose activations exceed f16's range (65504) would overflow.
  * Where it is on, the default variant (tensor_core_plan.ts DEFAULT_TENSOR_CORE_VARIANT) runs 3.9-6.5× faster than
  * the float32 tiles on the H200 at M = 4096 (2026-12-05, GPU time, pipelined-64: Qwen3 2.51 vs 12.3 ms, DeepSeek-V3
- * TP8 3.86 vs 15.0, Mixtral 13.9 vs 90.9; bench/results/2026-12-05-h200-table-after-trip-count.log); the staggered
- * default since gained 8-16% more at M = 4096 on an H100 (-h100-staggered.log).
+ * TP8 3.86 vs 15.0, Mixtral 13.9 vs 90.9; bench/results/2026-12-05-h200-table-after-trip-count.log); on an H100
+ * since, grouped-64x256 5.7-7.7× (Qwen3 2.14 vs 12.2 ms, DeepSeek-V3 TP8 3.45 vs 15.1, Mixtral 11.75 vs 90.6;
+ * bench/results/2026-12-06-h100-grouped-trimmed-ab.log).
  */
 export const TENSOR_CORES_FLAG = 'MOE_WEBGPU_TENSOR_CORES';
 env().registerFlag(TENSOR_CORES_FLAG, () => false);
