@@ -27,7 +27,7 @@ import {ExpertsAlignProgram} from '../src/kernels/webgpu/experts_align_webgpu';
 import {ExpertsCombineProgram} from '../src/kernels/webgpu/experts_combine_webgpu';
 import {ExpertsTensorCoreSharedGemmProgram} from '../src/kernels/webgpu/experts_gemm_tc_shared_webgpu';
 import {PIPELINED_TILE, PIPELINED_WIDE_TILE, SHARED_TILE, STORAGE_TILE, TENSOR_CORE_VARIANTS, TensorCoreVariant, foldedDispatch, loadsBlockPointers, prefetchesBlocks,
-  setTensorCoreVariant, staggersK, tensorCoreBlockRows, groupedRowTiles, tensorCoreSubgroupsN, tensorCoreTileShape,
+  setTensorCoreVariant, staggersK, tensorCoreBlockRows, groupedRowTiles, fitsRowBlocks, tensorCoreSubgroupsN, tensorCoreTileShape,
   isPipelinedVariant, storageWorkgroupBytes, tensorCoreChoice, tensorCoreLayout, tensorCoreStorageDispatch, weightSource} from '../src/kernels/webgpu/tensor_core_plan';
 import {TENSOR_CORE_WEIGHT_CACHE_FLAG, tensorCoreWeightCopies, tensorCoreWeightCopy}
   from '../src/kernels/webgpu/tensor_core_weights';
@@ -118,11 +118,21 @@ describe('tensor-core GEMM plan', () => {
     }
   });
 
-  it('takes pipelined-32 where experts average fewer than 64 rows, else grouped-64x256, staggered-64x128 or pipelined-64 by H and I, unless one is forced', () => {
-    expect(tensorCoreChoice(ON, 2048, 768, {rowsPerExpert: 16})).to.include({variant: 'pipelined-32'});
-    expect(tensorCoreChoice(ON, 2048, 768, {rowsPerExpert: 63})).to.include({variant: 'pipelined-32'});
+  it('takes 32-row tiles where experts average fewer than 64 rows, fitted tails from 128, else grouped-64x256, staggered-64x128 or pipelined-64 by H and I, unless one is forced', () => {
+    expect(tensorCoreChoice(ON, 2048, 768, {rowsPerExpert: 16})).to.include({variant: 'staggered-32x256'});
+    expect(tensorCoreChoice(ON, 2048, 768, {rowsPerExpert: 63})).to.include({variant: 'staggered-32x256'});
     expect(tensorCoreChoice(ON, 2048, 768, {rowsPerExpert: 64})).to.include({variant: 'grouped-64x256'});
+    expect(tensorCoreChoice(ON, 2048, 768, {rowsPerExpert: 127})).to.include({variant: 'grouped-64x256'});
+    expect(tensorCoreChoice(ON, 2048, 768, {rowsPerExpert: 128})).to.include({variant: 'fitted-64x256'});
+    expect(tensorCoreChoice(ON, 4096, 14336, {rowsPerExpert: 1024})).to.include({variant: 'fitted-64x256'});
     expect(tensorCoreChoice(ON, 2048, 768)).to.include({variant: 'grouped-64x256'});
+    // Where four subgroups' columns do not divide H and I: one 32-row subgroup, two 64-row ones.
+    expect(tensorCoreChoice(ON, 2176, 768, {rowsPerExpert: 16})).to.include({variant: 'pipelined-32'});
+    expect(tensorCoreChoice(ON, 2176, 768, {rowsPerExpert: 128})).to.include({variant: 'staggered-64x128'});
+    // Workgroup memory short of four staged blocks: the narrower forms.
+    const short = {...ON, maxComputeWorkgroupStorageSize: 16384};
+    expect(tensorCoreChoice(short, 2048, 768, {rowsPerExpert: 16})).to.include({variant: 'pipelined-32'});
+    expect(tensorCoreChoice(short, 2048, 768, {rowsPerExpert: 128})).to.include({variant: 'staggered-64x128'});
     // Four subgroups' workgroups would pad the weights' copy further (and y sorted needs H a multiple of 256):
     // two where those divide, else one.
     expect(tensorCoreChoice(ON, 2176, 768, {rowsPerExpert: 64})).to.include({variant: 'staggered-64x128'});
@@ -133,7 +143,7 @@ describe('tensor-core GEMM plan', () => {
     expect(tensorCoreChoice({...ON, maxComputeWorkgroupStorageSize: 16384}, 2048, 768)).to.include({variant: 'staggered-64x128'});
     // Where they are chosen, their layout is pipelined-32's: one kept copy serves both.
     for (const [H, I] of [[4096, 14336], [2048, 768], [7168, 256]]) {
-      for (const v of ['grouped-64x256', 'staggered-64x128'] as TensorCoreVariant[]) {
+      for (const v of ['grouped-64x256', 'fitted-64x256', 'staggered-32x256', 'staggered-64x128'] as TensorCoreVariant[]) {
         expect(tensorCoreLayout(FLOAT32_FORMAT, H, I, 'silu', tensorCoreTileShape(v), true, true), `${v} ${H} ${I}`)
           .to.deep.equal(tensorCoreLayout(FLOAT32_FORMAT, H, I, 'silu', tensorCoreTileShape('pipelined-32'), true, true));
       }
@@ -198,9 +208,9 @@ describe('tensor-core GEMM plan', () => {
 
   it('loads each k block right before its multiplies in the plain variants, one 32-k step ahead in the pipelined ones', () => {
     expect(TENSOR_CORE_VARIANTS.filter(prefetchesBlocks)).to.deep.equal(['pipelined-32', 'pipelined-64', 'pipelined-64x128',
-      'staggered-64x128', 'staggered-64x256', 'staggered-32x256', 'grouped-64x256']);
+      'staggered-64x128', 'staggered-64x256', 'staggered-32x256', 'grouped-64x256', 'fitted-64x256']);
     expect(TENSOR_CORE_VARIANTS.filter(loadsBlockPointers)).to.deep.equal(['pipelined-32', 'pipelined-64', 'pipelined-64x128',
-      'staggered-64x128', 'staggered-64x256', 'staggered-32x256', 'grouped-64x256']);
+      'staggered-64x128', 'staggered-64x256', 'staggered-32x256', 'grouped-64x256', 'fitted-64x256']);
     const layout = tensorCoreLayout(FLOAT32_FORMAT, 256, 128, 'silu', PIPELINED_TILE, true, true);
     const c = {hiddenSize: 256, intermediateSize: 128, numLocalExperts: 4, activation: 'silu' as Activation,
       applyRouterWeightOnInput: false, hasBias: false, layout};
@@ -240,10 +250,11 @@ describe('tensor-core GEMM plan', () => {
     expect(TENSOR_CORE_VARIANTS.filter((v) => tensorCoreSubgroupsN(v) === 2)).to.deep.equal(['pipelined-64x128', 'plain-64x128',
       'plain-96x128', 'staggered-64x128']);
     expect(TENSOR_CORE_VARIANTS.filter(staggersK)).to.deep.equal(['staggered-64x128', 'staggered-64x256',
-      'staggered-32x256', 'grouped-64x256']);
+      'staggered-32x256', 'grouped-64x256', 'fitted-64x256']);
     expect(TENSOR_CORE_VARIANTS.filter((v) => tensorCoreSubgroupsN(v) === 4)).to.deep.equal(['staggered-64x256',
-      'staggered-32x256', 'grouped-64x256']);
-    expect(TENSOR_CORE_VARIANTS.filter((v) => groupedRowTiles(v) > 0)).to.deep.equal(['grouped-64x256']);
+      'staggered-32x256', 'grouped-64x256', 'fitted-64x256']);
+    expect(TENSOR_CORE_VARIANTS.filter((v) => groupedRowTiles(v) > 0)).to.deep.equal(['grouped-64x256', 'fitted-64x256']);
+    expect(TENSOR_CORE_VARIANTS.filter(fitsRowBlocks)).to.deep.equal(['fitted-64x256']);
     expect(tensorCoreTileShape('staggered-64x256')).to.deep.equal({kStep: 32, w13Columns: 128, w2Columns: 256});
     expect(tensorCoreTileShape('pipelined-64x128')).to.deep.equal({kStep: 32, w13Columns: 64, w2Columns: 128});
     // Mixtral: the weights' copy padded to whole 128-column workgroups (14336 and 4096 are already).
@@ -371,7 +382,7 @@ describe('tensor-core GEMM plan', () => {
   it('stores w2\'s y in sorted order for the storage and pipelined variants without biases, where it fits a binding', () => {
     const limit = 2 ** 31 - 4;
     for (const variant of TENSOR_CORE_VARIANTS) {
-      const storageFamily = ['storage', 'pipelined', 'plain', 'staggered', 'grouped'].some((family) => variant.startsWith(family));
+      const storageFamily = ['storage', 'pipelined', 'plain', 'staggered', 'grouped', 'fitted'].some((family) => variant.startsWith(family));
       expect(w2WritesSorted(variant, false, 2048, 40832, limit), variant).to.equal(storageFamily);
       expect(w2WritesSorted(variant, true, 2048, 40832, limit), `${variant} with biases`).to.equal(false);
     }
@@ -935,6 +946,14 @@ describeBackends('tensor-core helper programs on webgpu', (backend) => {
       tokens: 600},
     {variant: 'grouped-64x256', activation: 'gelu', bias: false, onInput: true, splitK: 2, H: 256, I: 80, sorted: true,
       tokens: 600},
+    // Tails fitted to their live row blocks: 90 tokens give expert 0 a tail tile of one live block (144 pairs) and
+    // experts 1 and 2 tiles of two (18 pairs each); 110 tokens a tail of three (176) and two of two (22 each).
+    {variant: 'fitted-64x256', activation: 'silu', bias: false, onInput: false, splitK: 2, H: 256, I: 80, sorted: true,
+      tokens: 90},
+    {variant: 'fitted-64x256', activation: 'swigluoai', bias: true, onInput: false, splitK: 1, H: 64, I: 144, sorted: false,
+      tokens: 110},
+    {variant: 'fitted-64x256', activation: 'gelu', bias: false, onInput: true, splitK: 1, H: 256, I: 48, sorted: true,
+      tokens: 110},
     // Four 32-row subgroups.
     {variant: 'staggered-32x256', activation: 'gelu', bias: true, onInput: false, splitK: 2, H: 144, I: 112, sorted: false},
     // Two weight shards copied into one f16 tensor (each copy program at its first expert), one GEMM per stage,

@@ -65,6 +65,13 @@ export interface ExpertsTensorCoreStorageConfig {
   kStagger?: boolean;
   /** Row tiles launched this many at a time before the next columns (groupedGridSnippet); default x-major order. */
   groupRows?: number;
+  /**
+   * With TensorCoreLayout.blockedRows: a tile whose last 16-row blocks hold no pair (an expert's tail: padding
+   * sits at the end of its rows) runs a copy of the k loop and epilogue over its live row blocks only, chosen by
+   * one uniform branch per tile, outside the loop ('fitted' variants). Both stages must use it: w13 then leaves
+   * act16's dead blocks unwritten, and w2 does not read them. Default false.
+   */
+  fitRowBlocks?: boolean;
   splitK?: number;
   hasBias: boolean;
   layout: TensorCoreLayout;
@@ -216,6 +223,9 @@ export class ExpertsTensorCoreStorageGemmProgram implements WebGPUProgram {
     if (c.kStagger && !(WN > 1 && (c.prefetch ?? true))) {
       throw new Error('storage tensor-core GEMM: kStagger needs subgroups side by side and the prefetching loop');
     }
+    if (c.fitRowBlocks && !c.layout.blockedRows) {
+      throw new Error('storage tensor-core GEMM: fitRowBlocks needs blocked rows');
+    }
     this.workgroupSize = [32 * WN, 1, 1];
     const splitK = w13 ? 1 : (c.splitK ?? 1);
     this.outputShape = outputShape;
@@ -229,7 +239,7 @@ export class ExpertsTensorCoreStorageGemmProgram implements WebGPUProgram {
         `${w13 ? c.activation : ''}_${c.applyRouterWeightOnInput}_${c.blockRows}_${splitK}_${c.hasBias}_` +
         `${c.layout.Hp}_${c.layout.Ip}_${L.source}_${L.rowsPerExpert}_${L.kStride}_${L.rowStep}_${L.upOffset}_` +
         `${c.layout.blockedRows ?? false}_${c.prefetch ?? true}_${c.blockPointers ?? false}_${c.sortedOutput ?? false}_${WN}_` +
-        `${c.kStagger ?? false}_${c.groupRows ?? 0}`;
+        `${c.kStagger ?? false}_${c.groupRows ?? 0}_${c.fitRowBlocks ?? false}`;
   }
 
   getUserCode(): string {
@@ -270,9 +280,46 @@ export class ExpertsTensorCoreStorageGemmProgram implements WebGPUProgram {
       const store = `subgroupMatrixStore<row_major>(&result, u32(outRow0 + ${16 * r}) * ${H}u + u32(n0 + ${16 * c}), acc${r}${c}, ${H}u);`;
       return WN > 1 ? store : `if (n0 + ${16 * c} < ${H}) { ${store} }`;
     };
-    const sortedStores = () => `
+    const sortedStores = (rows: number[]) => `
         let outRow0 = ${splitK > 1 ? `(tile.z / ${kTilesPerPart}) * (uniforms.outShape.x / ${splitK}) + ` : ''}rowStart;
         ${rows.flatMap((r) => cols.map((c) => sortedStore(r, c))).join('\n        ')}`;
+    // The accumulators, k loop and epilogue of a tile's first rows.length row blocks.
+    const tileBody = (rows: number[]) => `
+        ${rows.flatMap((r) => cols.map((c) => `var acc${r}${c} : ${result};`)).join('\n        ')}
+        ${pipelined ? blockedLoop(rows, cols, this.c.prefetch ?? true, {x: 'x16', w: 'w16', left, right, block: 256, stride: 16, blockPointers,
+          stepsPerTile: kTiles === splitK * kTilesPerPart ? kTilesPerPart : undefined,   // no part short or empty
+          kStagger: this.c.kStagger ? 'sid' : undefined, kStaggerMax: WN - 1,
+          aBlock: (r) => `(u32(rowStart) / 16u + ${r}u) * ${Kp / 16 * 256}u`,
+          // w13: 32 gate rows then their 32 up rows per 32 act columns, so right matrix 0 starts at row 2·n0.
+          bBlock: (c) => `(u32(e * ${L.rowsPerExpert} + ${w13 ? '2 * n0' : 'n0'}) / 16u + ${c}u) * ${Kp / 16 * 256}u`}) : `
+        ${rows.map((r) => `let aOff${r} = u32(rowStart + ${16 * r}) * ${Kp}u;`).join('\n        ')}
+        ${cols.map((c) => `let bOff${c} = u32(${bRow(c)}) * ${L.kStride}u;`).join('\n        ')}
+        for (var kt = tile.z; kt < tile.w; kt++) {
+          let k = u32(kt) * 16u;
+          ${rows.map((r) => `let a${r} = subgroupMatrixLoad<${left}, row_major>(&x16, aOff${r} + k, ${Kp}u);`).join('\n          ')}
+          ${cols.map((c) => `let b${c} = subgroupMatrixLoad<${right}, col_major>(&w16, bOff${c} + k, ${L.rowStep * L.kStride}u);`)
+            .join('\n          ')}
+          ${rows.flatMap((r) => cols.map((c) => `acc${r}${c} = subgroupMatrixMultiplyAccumulate(a${r}, b${c}, acc${r}${c});`))
+            .join('\n          ')}
+        }`}
+        ${tileRows.fill}
+
+        ${sorted ? sortedStores(rows) : rows.map((r) => `{
+          let rt = ${r}u;
+          ${cols.map((c) => `subgroupMatrixStore<row_major>(&staged, ${base} + ${c * 256}u, acc${r}${c}, 16u);`).join(' ')}
+          workgroupBarrier();
+          ${epilogue}
+          workgroupBarrier();
+        }`).join('\n        ')}`;
+    // fitRowBlocks: one copy per live row-block count (a uniform value: read-only storage at a uniform index),
+    // so that each loop is as branch-free as the full tile's; branches inside the loop lost 17-30% on an H100
+    // (the removed 'trimmed' variants, bench/results/2026-12-06-h100-grouped-trimmed-ab.log).
+    const fit = this.c.fitRowBlocks ?? false;
+    const fittedBodies = () => `
+        let liveBlocks = 1u${rows.slice(1).map((r) => ` + select(0u, 1u, align[${E + 1} + rowStart + ${16 * r}] >= 0)`).join('')};
+        ${rows.map((r) => r + 1 < TM ? `if (liveBlocks == ${r + 1}u) {${tileBody(rows.slice(0, r + 1))}
+        } else ` : `{${tileBody(rows)}
+        }`).join('')}`;
     return `
       enable f16;
       ${WN > 1 ? 'enable subgroups;' : ''}
@@ -297,32 +344,7 @@ export class ExpertsTensorCoreStorageGemmProgram implements WebGPUProgram {
         let n0 = workgroupUniformLoad(&wgN0)${WN > 1 ? ` + i32(sid) * ${colsPerSubgroup}` : ''};
         ${splitK > 1 && !sorted ? `let part = i32(workgroupId.z);   // the epilogue's output rows only` : ''}
         ${WN > 1 ? '' : 'let lane = localIndex;'}
-        ${rows.flatMap((r) => cols.map((c) => `var acc${r}${c} : ${result};`)).join('\n        ')}
-        ${pipelined ? blockedLoop(rows, cols, this.c.prefetch ?? true, {x: 'x16', w: 'w16', left, right, block: 256, stride: 16, blockPointers,
-          stepsPerTile: kTiles === splitK * kTilesPerPart ? kTilesPerPart : undefined,   // no part short or empty
-          kStagger: this.c.kStagger ? 'sid' : undefined, kStaggerMax: WN - 1,
-          aBlock: (r) => `(u32(rowStart) / 16u + ${r}u) * ${Kp / 16 * 256}u`,
-          // w13: 32 gate rows then their 32 up rows per 32 act columns, so right matrix 0 starts at row 2·n0.
-          bBlock: (c) => `(u32(e * ${L.rowsPerExpert} + ${w13 ? '2 * n0' : 'n0'}) / 16u + ${c}u) * ${Kp / 16 * 256}u`}) : `
-        ${rows.map((r) => `let aOff${r} = u32(rowStart + ${16 * r}) * ${Kp}u;`).join('\n        ')}
-        ${cols.map((c) => `let bOff${c} = u32(${bRow(c)}) * ${L.kStride}u;`).join('\n        ')}
-        for (var kt = tile.z; kt < tile.w; kt++) {
-          let k = u32(kt) * 16u;
-          ${rows.map((r) => `let a${r} = subgroupMatrixLoad<${left}, row_major>(&x16, aOff${r} + k, ${Kp}u);`).join('\n          ')}
-          ${cols.map((c) => `let b${c} = subgroupMatrixLoad<${right}, col_major>(&w16, bOff${c} + k, ${L.rowStep * L.kStride}u);`)
-            .join('\n          ')}
-          ${rows.flatMap((r) => cols.map((c) => `acc${r}${c} = subgroupMatrixMultiplyAccumulate(a${r}, b${c}, acc${r}${c});`))
-            .join('\n          ')}
-        }`}
-        ${tileRows.fill}
-
-        ${sorted ? sortedStores() : rows.map((r) => `{
-          let rt = ${r}u;
-          ${cols.map((c) => `subgroupMatrixStore<row_major>(&staged, ${base} + ${c * 256}u, acc${r}${c}, 16u);`).join(' ')}
-          workgroupBarrier();
-          ${epilogue}
-          workgroupBarrier();
-        }`).join('\n        ')}
+        ${fit ? fittedBodies() : tileBody(rows)}
       }
     `;
   }

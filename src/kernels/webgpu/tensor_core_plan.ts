@@ -74,11 +74,16 @@
  *                      product 4-22% faster than 'staggered-64x128', see DEFAULT_TENSOR_CORE_VARIANT). Its four
  *                      staged epilogue blocks need 16 KiB and more of workgroup memory (storageWorkgroupBytes).
  *   'staggered-32x256' four of 'pipelined-32''s 32 × 64 subgroups side by side, staggered as 'staggered-64x256', for
- *                      experts of fewer than 64 rows. Selectable only: not yet timed.
+ *                      experts of fewer than 64 rows, where it is the default (SMALL_ROWS_STAGGERED).
  *   'grouped-64x256'   'staggered-64x256' launched 16 row tiles at a time before the next columns (groupedGridSnippet:
  *                      x-major order reads all of x from memory again for each column tile, 112 times in Mixtral
  *                      M = 4096's w13). The default where the shapes and the workgroup memory allow (see
  *                      DEFAULT_TENSOR_CORE_VARIANT).
+ *   'fitted-64x256'    'grouped-64x256' where a tile whose last 16-row blocks are padding (an expert's tail) runs a
+ *                      copy of the loop and epilogue over its live row blocks (1, 2 or 3 of 4), chosen by one
+ *                      uniform branch per tile, outside the loop: Mixtral M = 256's 11 row tiles hold 8 experts'
+ *                      56-74 rows, three of them tails of 6-10 rows that multiply and load a whole 64-row tile's x
+ *                      blocks. The default from FITTED_MIN_ROWS rows an expert.
  * Tiles that skipped the multiplies, staging and stores of their row blocks of padding only, behind uniform
  * branches ('trimmed-64x256', 2026-12-06), were removed: slower everywhere on an H100, also where no block is
  * padding (Mixtral M = 4096 16.1 against 12.1 ms, M = 256 1.71 against 1.46;
@@ -97,7 +102,7 @@ import type {ExpertsStage} from './experts_gemv_webgpu';
 export type TensorCoreVariant = 'workgroup-tiles' | 'storage-32' | 'storage-64' | 'shared-64' | 'shared-128' |
   'blocked-64' | 'blocked-128' | 'pipelined-32' | 'pipelined-64' | 'plain-32' | 'plain-64' | 'plain-96' |
   'pipelined-64x128' | 'plain-64x128' | 'plain-96x128' | 'staggered-64x128' | 'staggered-64x256' |
-  'staggered-32x256' | 'grouped-64x256';
+  'staggered-32x256' | 'grouped-64x256' | 'fitted-64x256';
 
 /**
  * What each variant is: its program family (experts_gemm_tc_webgpu.ts 'tiles', _storage_ 'storage', _shared_
@@ -109,7 +114,7 @@ export type TensorCoreVariant = 'workgroup-tiles' | 'storage-32' | 'storage-64' 
  */
 const VARIANTS: Record<TensorCoreVariant, {family: 'tiles' | 'storage' | 'shared' | 'pipelined'; blockRows: number;
     blocked: boolean; prefetch?: boolean; blockPointers?: boolean; subgroupsN?: number; kStagger?: boolean;
-    groupRows?: number}> = {
+    groupRows?: number; fitRowBlocks?: boolean}> = {
   'workgroup-tiles': {family: 'tiles', blockRows: 32, blocked: false},
   'storage-32': {family: 'storage', blockRows: 32, blocked: false},
   'storage-64': {family: 'storage', blockRows: 64, blocked: false},
@@ -133,12 +138,15 @@ const VARIANTS: Record<TensorCoreVariant, {family: 'tiles' | 'storage' | 'shared
     kStagger: true},
   'grouped-64x256': {family: 'pipelined', blockRows: 64, blocked: true, prefetch: true, blockPointers: true, subgroupsN: 4,
     kStagger: true, groupRows: 16},
+  'fitted-64x256': {family: 'pipelined', blockRows: 64, blocked: true, prefetch: true, blockPointers: true, subgroupsN: 4,
+    kStagger: true, groupRows: 16, fitRowBlocks: true},
 };
 export const TENSOR_CORE_VARIANTS = Object.keys(VARIANTS) as TensorCoreVariant[];
 
 /** The staggered variants with half the subgroups side by side (less workgroup memory), for tensorCoreChoice. */
 const NARROWER: Partial<Record<TensorCoreVariant, TensorCoreVariant>> = {
   'staggered-64x256': 'staggered-64x128', 'staggered-32x256': 'pipelined-32', 'grouped-64x256': 'staggered-64x128',
+  'fitted-64x256': 'staggered-64x128',
 };
 
 /** The variants of experts_gemm_tc_shared_webgpu.ts (four subgroups, x tiles in workgroup memory). */
@@ -191,6 +199,14 @@ export function groupedRowTiles(v: TensorCoreVariant): number {
   return VARIANTS[v].groupRows ?? 0;
 }
 
+/**
+ * Whether a tile whose last row blocks are padding runs the k loop over its live row blocks only
+ * (ExpertsTensorCoreStorageConfig.fitRowBlocks).
+ */
+export function fitsRowBlocks(v: TensorCoreVariant): boolean {
+  return VARIANTS[v].fitRowBlocks ?? false;
+}
+
 /** Whether the variant's subgroup s walks k s blocks ahead of the first (ExpertsTensorCoreStorageConfig.kStagger). */
 export function staggersK(v: TensorCoreVariant): boolean {
   return VARIANTS[v].kStagger ?? false;
@@ -199,8 +215,9 @@ export function staggersK(v: TensorCoreVariant): boolean {
 /**
  * The variant used when none is forced: the first of DEFAULT_STAGGERED whose workgroups' columns divide H and I
  * (then they pad the weights' copy no more than one subgroup's, and the copy is the one 'pipelined-32' reads: the
- * same layout), else 'pipelined-64'; 'pipelined-32' where experts average fewer than PIPELINED_64_MIN_ROWS rows
- * (less padding per expert); tensorCoreChoice takes a narrower one where workgroup memory is short.
+ * same layout), else 'pipelined-64'; where experts average fewer than PIPELINED_64_MIN_ROWS rows (less padding per
+ * expert) the first of SMALL_ROWS_STAGGERED that way, and from FITTED_MIN_ROWS 'fitted-64x256' where it divides them;
+ * tensorCoreChoice takes a narrower one where workgroup memory is short.
  * grouped-64x256 against staggered-64x256 on an H100 (2026-12-06, one call, GPU time;
  * bench/results/2026-12-06-h100-grouped-trimmed-ab.log): Mixtral M = 4096 11.75 against 12.15 ms (246 against 238
  * TFLOP/s; w13 7.67 against 7.94, w2 3.87 against 3.99), M = 256 1.459 against 1.459; Qwen3 M = 4096 2.14 against
@@ -220,6 +237,23 @@ export function staggersK(v: TensorCoreVariant): boolean {
 export const DEFAULT_STAGGERED: TensorCoreVariant[] = ['grouped-64x256', 'staggered-64x128'];
 export const DEFAULT_TENSOR_CORE_VARIANT: TensorCoreVariant = DEFAULT_STAGGERED[0];
 export const PIPELINED_64_MIN_ROWS = 64;
+/**
+ * Below PIPELINED_64_MIN_ROWS rows an expert: 'staggered-32x256' where its workgroups' columns divide H and I, else
+ * 'pipelined-32'. On an H100 (2026-12-06, two calls, GPU time; bench/results/2026-12-06-h100-rows-ab.log):
+ * Mixtral M = 64 1.084 against 1.192 ms, Qwen3 M = 64 0.562 against 0.610, M = 256 0.572 against 0.621,
+ * DeepSeek-V3 TP8 M = 64 0.587 against 0.741, M = 256 0.705 against 0.839. ('fitted-64x256' ties it there:
+ * 1.084, 0.537, 0.557, 0.578, 0.770.)
+ */
+export const SMALL_ROWS_STAGGERED: TensorCoreVariant[] = ['staggered-32x256', 'pipelined-32'];
+/**
+ * From this many rows an expert (two or more row tiles each), 'fitted-64x256' where its columns divide H and I: the
+ * tails' copies of the loop then pay for themselves. On an H100 (2026-12-06, two calls, GPU time,
+ * bench/results/2026-12-06-h100-rows-ab.log): Qwen3 M = 4096 (256 rows an expert) 2.022 against grouped-64x256's
+ * 2.133 ms, DeepSeek-V3 TP8 M = 4096 (128) 3.354 against 3.445, Mixtral M = 4096 (1024) 11.73 against 11.75; but
+ * Mixtral M = 256 (64 rows: one full tile and a tail of 6-10 rows an expert, its time in streaming the weights)
+ * 1.471 against 1.439, so not below.
+ */
+export const FITTED_MIN_ROWS = 128;
 
 let forcedVariant: TensorCoreVariant | null = null;
 
@@ -239,9 +273,10 @@ export function setTensorCoreVariant(variant: TensorCoreVariant | null): void {
 /** The forced variant, else the default for `rowsPerExpert` (pairs per used expert, when known) and H, I. */
 export function tensorCoreVariant(rowsPerExpert: number | undefined, H: number, I: number): TensorCoreVariant {
   if (forcedVariant != null) return forcedVariant;
-  if (rowsPerExpert != null && rowsPerExpert < PIPELINED_64_MIN_ROWS) return 'pipelined-32';
   // Whole wide workgroups of columns: then the copy's padding (and w2's sorted y) is what one subgroup's would be.
   const whole = (v: TensorCoreVariant) => H % tensorCoreTileShape(v).w2Columns === 0 && I % tensorCoreTileShape(v).w13Columns === 0;
+  if (rowsPerExpert != null && rowsPerExpert < PIPELINED_64_MIN_ROWS) return SMALL_ROWS_STAGGERED.find(whole) ?? 'pipelined-32';
+  if (rowsPerExpert != null && rowsPerExpert >= FITTED_MIN_ROWS && whole('fitted-64x256')) return 'fitted-64x256';
   return DEFAULT_STAGGERED.find(whole) ?? 'pipelined-64';
 }
 
