@@ -487,5 +487,8 @@ export function tensorCoreChoice(device: TensorCoreDevice, H: number, I: number,
     return {kernel: 'tensor-core-f16', variant: 'storage-64', reason: `f16 operands, f32 accumulation; 'storage-64' ` +
       `instead of '${variant}': its tiles need ${tileBytes} bytes of workgroup memory and the device allows ${limit}`};
   }
-  return {kernel: 'tensor-core-f16', variant, reason: `f16 operands, f32 accumulation on subgroup matrices ('${variant}')`};
+  // The default's choice by rows an expert (tensorCoreVariant), said where it made it.
+  const byRows = forcedVariant == null && call.rowsPerExpert != null ?
+    `, for ${Math.round(call.rowsPerExpert)} rows an expert on average` : '';
+  return {kernel: 'tensor-core-f16', variant, reason: `f16 operands, f32 accumulation on subgroup matrices ('${variant}'${byRows})`};
 }
