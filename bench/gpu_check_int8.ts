@@ -117,15 +117,16 @@ async function gpuMs(f: () => tf.Tensor, reps: number): Promise<{ms: number; ker
 }
 
 /**
- * The int8 GEMMs to run: every one this device can (int8GemmChoice refuses to force the others), within --kernels,
- * dot4 last (the others are compared with it). The automatic choice is printed per shape.
+ * The int8 GEMMs to run: every one this device can (int8GemmChoice refuses to force the others), within --kernels
+ * (in INT8_GEMM_KERNELS' order; with `anchor`, dot4 too, last). The automatic choice is printed per shape.
  */
-function gemmKernels(): Int8GemmKernel[] {
+function gemmKernels(anchor = false): Int8GemmKernel[] {
   const wanted = arg('kernels', INT8_GEMM_KERNELS.join(',')).split(',') as Int8GemmKernel[];
   for (const k of wanted) if (!INT8_GEMM_KERNELS.includes(k)) throw new Error(`--kernels: unknown kernel ${k}`);
   const caps = webgpuCapabilities(tf.backend() as WebGPUBackend);
-  return INT8_GEMM_KERNELS.filter((k) => {
-    if (!wanted.includes(k)) return false;
+  // `anchor`: dot4-i8 whether asked for or not, and last (the tiny checks compare gelu and swigluoai against it).
+  const listed = INT8_GEMM_KERNELS.filter((k) => {
+    if (!(wanted.includes(k) || (anchor && k === 'dot4-i8'))) return false;
     try {
       int8GemmChoice(caps, undefined, k);
       return true;
@@ -133,6 +134,7 @@ function gemmKernels(): Int8GemmKernel[] {
       return false;
     }
   });
+  return anchor ? [...listed.filter((k) => k !== 'dot4-i8'), ...listed.filter((k) => k === 'dot4-i8')] : listed;
 }
 
 async function tinyChecks(): Promise<boolean> {
@@ -154,7 +156,7 @@ async function tinyChecks(): Promise<boolean> {
     const tw = tf.tensor2d(weights, [T, k]);
     const ti = tf.tensor2d(ids, [T, k], 'int32');
     const runs: Array<[ExpertsPath, Int8GemmKernel | null]> = [['decode', null], ['decode-grouped', null],
-      ...gemmKernels().map((g) => ['prefill', g] as [ExpertsPath, Int8GemmKernel])];
+      ...gemmKernels(true).map((g) => ['prefill', g] as [ExpertsPath, Int8GemmKernel])];
     const outputs: Array<[string, Float32Array]> = [];
     for (const [path, gemm] of runs) {
       setFusedExpertsPath(path);
