@@ -318,15 +318,7 @@ export class ExpertsTensorCoreStorageGemmProgram implements WebGPUProgram {
           workgroupBarrier();`;
           }).join('\n          ')}
         }`).join('\n        ')}`;
-    // fitRowBlocks: one copy per live row-block count (a uniform value: read-only storage at a uniform index),
-    // so that each loop is as branch-free as the full tile's; branches inside the loop lost 17-30% on an H100
-    // (the removed 'trimmed' variants, bench/results/2026-12-06-h100-grouped-trimmed-ab.log).
     const fit = this.c.fitRowBlocks ?? false;
-    const fittedBodies = () => `
-        let liveBlocks = 1u${rows.slice(1).map((r) => ` + select(0u, 1u, align[${E + 1} + rowStart + ${16 * r}] >= 0)`).join('')};
-        ${rows.map((r) => r + 1 < TM ? `if (liveBlocks == ${r + 1}u) {${tileBody(rows.slice(0, r + 1))}
-        } else ` : `{${tileBody(rows)}
-        }`).join('')}`;
     return `
       enable f16;
       ${WN > 1 ? 'enable subgroups;' : ''}
@@ -351,10 +343,26 @@ export class ExpertsTensorCoreStorageGemmProgram implements WebGPUProgram {
         let n0 = workgroupUniformLoad(&wgN0)${WN > 1 ? ` + i32(sid) * ${colsPerSubgroup}` : ''};
         ${splitK > 1 && !sorted ? `let part = i32(workgroupId.z);   // the epilogue's output rows only` : ''}
         ${WN > 1 ? '' : 'let lane = localIndex;'}
-        ${fit ? fittedBodies() : tileBody(rows)}
+        ${fit ? fittedRowBlocks(rows, E, tileBody) : tileBody(rows)}
       }
     `;
   }
+}
+
+/**
+ * fitRowBlocks (f16 and int8): the tile's live 16-row blocks counted once from the align output (read-only storage
+ * at a uniform index: uniform to Tint; padding sits at the end of an expert's rows, so live blocks come first), and
+ * one copy of `body` (accumulators, k loop, epilogue) per count, behind a uniform branch outside the loop, so that
+ * each loop is as branch-free as the full tile's: branches inside the loop lost 17-30% on an H100 (the removed
+ * 'trimmed' variants, bench/results/2026-12-06-h100-grouped-trimmed-ab.log).
+ */
+export function fittedRowBlocks(rows: number[], numLocalExperts: number, body: (rows: number[]) => string): string {
+  return `
+        let liveBlocks = 1u${rows.slice(1).map((r) =>
+          ` + select(0u, 1u, align[${numLocalExperts + 1} + rowStart + ${16 * r}] >= 0)`).join('')};
+        ${rows.map((r) => r + 1 < rows.length ? `if (liveBlocks == ${r + 1}u) {${body(rows.slice(0, r + 1))}
+        } else ` : `{${body(rows)}
+        }`).join('')}`;
 }
 
 /** Where a pipelined k loop's operands are (offsets in matrix elements). */

@@ -29,7 +29,7 @@ import {int8RowWords} from './experts_int8_quant_webgpu';
 import {int8Epilogue} from './experts_int8_tc_webgpu';
 import type {ExpertsStage} from './experts_gemv_webgpu';
 import {foldedDispatch, roundUp} from './tensor_core_plan';
-import {blockedLoop, storageElements} from './experts_gemm_tc_storage_webgpu';
+import {blockedLoop, fittedRowBlocks, storageElements} from './experts_gemm_tc_storage_webgpu';
 
 /** k per loop step (two 16×16×32 multiplies), act columns of a w13 workgroup, h columns of a w2 one. */
 export const INT8_PIPELINED_TILE = {kStep: 64, w13Columns: 32, w2Columns: 64};
@@ -271,8 +271,7 @@ export class ExpertsInt8PipelinedGemmProgram implements WebGPUProgram {
     const epilogue = int8Epilogue(c, base);
     const columns = w13 ? 32 : 64;
     const blocks = this.blockPointers;
-    // The accumulators, k loop and epilogue of a tile's first rows.length row blocks (fitRowBlocks: one copy per
-    // live count, chosen by a uniform branch outside the loop).
+    // The accumulators, k loop and epilogue of a tile's first rows.length row blocks (fittedRowBlocks' body).
     const tileBody = (rows: number[]) => `
         ${rows.flatMap((r) => cols.map((cc) => `var acc${r}${cc} : ${result};`)).join('\n        ')}
         ${blockedLoop(rows, cols, this.prefetch, {x: 'xb', w: 'wb', left, right, block: 512, stride: 32, perElement: 4, blockPointers: blocks,
@@ -318,11 +317,7 @@ export class ExpertsInt8PipelinedGemmProgram implements WebGPUProgram {
           tileWeight[m] = ${usesWeights ? 'select(0.0, topkWeights[max(pair, 0)], pair >= 0)' : '1.0'};`}
         }
         ${epilogue.columns}
-        ${this.fitRowBlocks ? `let liveBlocks = 1u${rows.slice(1).map((r) =>
-          ` + select(0u, 1u, align[${E + 1} + rowStart + ${16 * r}] >= 0)`).join('')};
-        ${rows.map((r) => r + 1 < TM ? `if (liveBlocks == ${r + 1}u) {${tileBody(rows.slice(0, r + 1))}
-        } else ` : `{${tileBody(rows)}
-        }`).join('')}` : tileBody(rows)}
+        ${this.fitRowBlocks ? fittedRowBlocks(rows, E, tileBody) : tileBody(rows)}
       }
     `;
   }
