@@ -29,6 +29,7 @@ chromium-experimental-subgroup-matrix; elsewhere it reports why they are off and
   --skip-tiny      skip the tiny problems;  --skip-real  skip the real shapes
   --skip-check     real shapes timed only, without the host reference (its 8 experts take most of a Mixtral
                    run's first minute): for A/B timings of builds checked elsewhere; lines say "checked": false
+  --split-k N      the real shapes' w2 in N K parts (setFusedExpertsSplitK; default the package's choice)
   --busy-long      also time ~1 s of back-to-back calls per configuration (busy_long_wall_ms)
   --out FILE       also append every result line to FILE (whole, whatever Dawn prints around them)
   --dry-run        without tensor cores: run the tiny problems (and --shapes tiny-qwen3,... if given) on the
@@ -395,6 +396,11 @@ async function main() {
     setFusedExpertsPath(null);
   }
   if (!args.includes('--skip-real') && (caps.tensorCoreF16 || arg('shapes', '').startsWith('tiny'))) {
+    const splitK = arg('split-k', '');
+    if (splitK !== '') {
+      setFusedExpertsSplitK(Number(splitK));
+      report(JSON.stringify({forcedSplitK: Number(splitK)}));
+    }
     for (const name of arg('shapes', 'qwen3,dsv3tp8,mixtral').split(',')) {
       ok = (await realShape(SHAPES[name] as MoEShape, arg('tokens', '64,256,4096').split(',').map(Number), variants,
           arg('real-formats', 'f32,f16,uint4').split(','))) && ok;
