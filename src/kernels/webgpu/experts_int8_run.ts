@@ -70,7 +70,7 @@ import {tensorCoreWeightCopy} from './tensor_core_weights';
  *                    one call, GPU time, every sampled output equal to the cpu reference's;
  *                    bench/results/2026-12-06-h100-int8-fitted-ab.log) it loses everywhere 64-row tiles are chosen,
  *                    also where tiles are full (Mixtral M = 4096 13.15 against 11.38 ms, Qwen3 3.07 against 2.27,
- *                    DeepSeek-V3 TP8 3.64 against 5.02): the plain loop's copies schedule worse than its one loop, where
+ *                    DeepSeek-V3 TP8 5.02 against 3.64): the plain loop's copies schedule worse than its one loop, where
  *                    the f16 prefetching loop's do not;
  *   'tensor-core-i8-shared-128', 'tensor-core-i8-shared-64'
  *                    experts_int8_tc_shared_webgpu.ts: i8×i8→i32 subgroup matrices, four subgroups per workgroup
