@@ -1,4 +1,6 @@
 #!/usr/bin/env bash
+# (Its candidate variant was removed after the run it made, bench/results/2026-12-06-h100-int8-fitted-ab.log;
+# check out f27fd04 to run it again.)
 # int8 w8a8: tensor-core-i8-fitted-64 (tails run the loop over their live row blocks) against the default
 # tensor-core-i8-plain-64 at M = 256 and 4096, each output checked against the cpu reference on sampled rows. One
 # device call of about 2 minutes; pack as bench/gpu_ab_tc.sh says and cp this file into .gpu/ too.

@@ -1,4 +1,6 @@
 #!/usr/bin/env bash
+# (Its candidate variant was removed after the run it made, bench/results/2026-12-06-h100-wide-ab.log;
+# check out c828f5c to run it again.)
 # Eight subgroups side by side (fitted-64x512) against four (fitted-64x256) and grouped-64x256, timing only, at
 # M = 256 and 4096; then fitted-64x512 checked on the tiny problems. One device call of about 3 minutes; pack as
 # bench/gpu_ab_tc.sh says and cp this file into .gpu/ too.

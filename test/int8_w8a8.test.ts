@@ -19,7 +19,7 @@ import {fusedExpertsInt8Impl, quantizeRowInt8} from '../src/kernels/cpu/int8_w8a
 import {ExpertsPath, setFusedExpertsPath} from '../src/kernels/webgpu/FusedExperts';
 import {ExpertsInt8QuantProgram} from '../src/kernels/webgpu/experts_int8_quant_webgpu';
 import {INT8_GEMM_KERNELS, Int8GemmDevice, Int8GemmKernel, chooseInt8GemmKernel, int8GemmBlockRows, int8GemmChoice,
-  int8GemmWorkgroupBytes, int8LoadsBlockPointers, int8PrefetchesBlocks, int8StaggersK, int8SubgroupsN, int8GroupedRowTiles, int8FitsRowBlocks, setInt8GemmKernel} from '../src/kernels/webgpu/experts_int8_run';
+  int8GemmWorkgroupBytes, int8LoadsBlockPointers, int8PrefetchesBlocks, int8StaggersK, int8SubgroupsN, int8GroupedRowTiles, setInt8GemmKernel} from '../src/kernels/webgpu/experts_int8_run';
 import {ExpertsInt8TensorCoreGemmProgram, INT8_TC_WORKGROUP_BYTES, int8TensorCoreConfig}
   from '../src/kernels/webgpu/experts_int8_tc_webgpu';
 import {ExpertsInt8TensorCoreSharedGemmProgram, Int8SharedBlockRows, int8SharedTileBytes}
@@ -364,15 +364,14 @@ describe('int8 prefill GEMM choice', () => {
 
   it('pads experts to each kernel\'s rows per tile, and declares the workgroup memory it is chosen by', () => {
     expect(INT8_GEMM_KERNELS.map(int8GemmBlockRows)).to.deep.equal([64, 32, 128, 64, 32, 64, 64, 32, 96, 64, 96, 64, 64, 64,
-      64, 64]);
+      64]);
     expect(INT8_GEMM_KERNELS.filter(int8PrefetchesBlocks)).to.deep.equal(['tensor-core-i8-pipelined-64',
       'tensor-core-i8-pipelined-32', 'tensor-core-i8-pipelined-64x256']);
     expect(INT8_GEMM_KERNELS.filter(int8LoadsBlockPointers)).to.deep.equal(['tensor-core-i8-plain-64',
       'tensor-core-i8-plain-32', 'tensor-core-i8-plain-96', 'tensor-core-i8-plain-64x128', 'tensor-core-i8-plain-96x128',
       'tensor-core-i8-plain-64x256', 'tensor-core-i8-staggered-64x256', 'tensor-core-i8-pipelined-64x256',
-      'tensor-core-i8-grouped-64', 'tensor-core-i8-fitted-64']);
+      'tensor-core-i8-grouped-64']);
     expect(INT8_GEMM_KERNELS.filter((k) => int8GroupedRowTiles(k) > 0)).to.deep.equal(['tensor-core-i8-grouped-64']);
-    expect(INT8_GEMM_KERNELS.filter(int8FitsRowBlocks)).to.deep.equal(['tensor-core-i8-fitted-64']);
     expect(INT8_GEMM_KERNELS.filter((k) => int8SubgroupsN(k) === 2)).to.deep.equal(['tensor-core-i8-plain-64x128',
       'tensor-core-i8-plain-96x128']);
     expect(INT8_GEMM_KERNELS.filter((k) => int8SubgroupsN(k) === 4)).to.deep.equal(['tensor-core-i8-plain-64x256',
@@ -381,7 +380,7 @@ describe('int8 prefill GEMM choice', () => {
       'tensor-core-i8-pipelined-64x256']);
     // The '-64x128' and '-96x128' kernels: two subgroups' staged results (8 KiB); '-64x256' four (16 KiB).
     expect(INT8_GEMM_KERNELS.map(int8GemmWorkgroupBytes)).to.deep.equal([4884, 4500, 37392, 32016, INT8_TC_WORKGROUP_BYTES, 0,
-      4884, 4500, 5268, 8980, 9364, 17172, 17172, 17172, 4884, 4884]);
+      4884, 4500, 5268, 8980, 9364, 17172, 17172, 17172, 4884]);
     const cfg: ExpertsInt8Config = {stage: 'w2', hiddenSize: 4096, intermediateSize: 14336, topK: 2, numLocalExperts: 8,
       globalNumExperts: 8, hasExpertMap: false, activation: 'silu', applyRouterWeightOnInput: false, hasBias: true};
     for (const [BM, WN] of [[32, 1], [64, 1], [96, 1], [64, 2], [64, 4]]) {
@@ -632,11 +631,6 @@ describeBackends('fusedExperts int8 w8a8 against the cpu reference, bit for bit'
         activation: 'swigluoai', bias: true, onInput: false},
       {name: 'prefetching loop, four staggered subgroups, gelu, router weight on the input',
         kernel: 'tensor-core-i8-pipelined-64x256', activation: 'gelu', bias: false, onInput: true, tokens: 300},
-      // Tails fitted to their live row blocks (300 pairs over three experts: tails of one to four live blocks).
-      {name: 'plain loop, tails fitted to their live row blocks, swigluoai, biases', kernel: 'tensor-core-i8-fitted-64',
-        activation: 'swigluoai', bias: true, onInput: false, tokens: 150},
-      {name: 'plain loop, tails fitted to their live row blocks, gelu, router weight on the input',
-        kernel: 'tensor-core-i8-fitted-64', activation: 'gelu', bias: false, onInput: true, tokens: 170},
       // Row tiles launched 16 at a time: 1200 pairs make 22 row workgroups, a group of 16 and one of 6.
       {name: 'plain loop, row tiles in groups of 16, silu, biases', kernel: 'tensor-core-i8-grouped-64', activation: 'silu',
         bias: true, onInput: false, tokens: 600},
@@ -678,11 +672,11 @@ describeBackends('fusedExperts int8 w8a8 against the cpu reference, bit for bit'
         const tiles = Math.ceil(P / BM) + E;
         const prefetch = int8PrefetchesBlocks(tc.kernel), blockPointers = int8LoadsBlockPointers(tc.kernel);
         const actTc = run(emulated(new ExpertsInt8PipelinedGemmProgram(c13, [rows, I], tiles, BM, layout, prefetch,
-            blockPointers, WN, int8StaggersK(tc.kernel), int8GroupedRowTiles(tc.kernel), int8FitsRowBlocks(tc.kernel))),
+            blockPointers, WN, int8StaggersK(tc.kernel), int8GroupedRowTiles(tc.kernel))),
             [blocked(xq, 'gather', H, layout.Hp), align, ...blockedWeights(w13, 'w13')], [rows, I], 'float32');
         const aq = run(new ExpertsInt8QuantProgram(rows, I, false), [actTc], [rows, I / 4 + 4], 'int32');
         const yTc = run(emulated(new ExpertsInt8PipelinedGemmProgram(c2, [P, H], tiles, BM, layout, prefetch,
-            blockPointers, WN, int8StaggersK(tc.kernel), int8GroupedRowTiles(tc.kernel), int8FitsRowBlocks(tc.kernel))),
+            blockPointers, WN, int8StaggersK(tc.kernel), int8GroupedRowTiles(tc.kernel))),
             [blocked(aq, 'rows', I, layout.Ip), align, ...(tc.onInput ? [] : [tw]), ...blockedWeights(w2, 'w2')], [P, H],
             'float32');
         const [alignHost, align4, a4, aT, y4, yT] = await Promise.all([align, dot4.align, dot4.act, actTc, dot4.y, yTc]

@@ -127,6 +127,9 @@ describe('tensor-core GEMM plan', () => {
     expect(tensorCoreChoice(ON, 4096, 14336, {rowsPerExpert: 1024})).to.include({variant: 'fitted-64x256',
       reason: 'f16 operands, f32 accumulation on subgroup matrices (\'fitted-64x256\', for 1024 rows an expert on average)'});
     expect(tensorCoreChoice(ON, 2048, 768)).to.include({variant: 'grouped-64x256'});
+    // A variant passed in was not chosen by rows: the reason does not say so.
+    expect(tensorCoreChoice(ON, 2048, 768, {rowsPerExpert: 128}, 'grouped-64x256').reason)
+      .to.equal('f16 operands, f32 accumulation on subgroup matrices (\'grouped-64x256\')');
     // Where four subgroups' columns do not divide H and I: one 32-row subgroup, two 64-row ones.
     expect(tensorCoreChoice(ON, 2176, 768, {rowsPerExpert: 16})).to.include({variant: 'pipelined-32'});
     expect(tensorCoreChoice(ON, 2176, 768, {rowsPerExpert: 128})).to.include({variant: 'staggered-64x128'});
@@ -209,9 +212,9 @@ describe('tensor-core GEMM plan', () => {
 
   it('loads each k block right before its multiplies in the plain variants, one 32-k step ahead in the pipelined ones', () => {
     expect(TENSOR_CORE_VARIANTS.filter(prefetchesBlocks)).to.deep.equal(['pipelined-32', 'pipelined-64', 'pipelined-64x128',
-      'staggered-64x128', 'staggered-64x256', 'staggered-32x256', 'grouped-64x256', 'fitted-64x256', 'fitted-64x512']);
+      'staggered-64x128', 'staggered-64x256', 'staggered-32x256', 'grouped-64x256', 'fitted-64x256']);
     expect(TENSOR_CORE_VARIANTS.filter(loadsBlockPointers)).to.deep.equal(['pipelined-32', 'pipelined-64', 'pipelined-64x128',
-      'staggered-64x128', 'staggered-64x256', 'staggered-32x256', 'grouped-64x256', 'fitted-64x256', 'fitted-64x512']);
+      'staggered-64x128', 'staggered-64x256', 'staggered-32x256', 'grouped-64x256', 'fitted-64x256']);
     const layout = tensorCoreLayout(FLOAT32_FORMAT, 256, 128, 'silu', PIPELINED_TILE, true, true);
     const c = {hiddenSize: 256, intermediateSize: 128, numLocalExperts: 4, activation: 'silu' as Activation,
       applyRouterWeightOnInput: false, hasBias: false, layout};
@@ -251,13 +254,11 @@ describe('tensor-core GEMM plan', () => {
     expect(TENSOR_CORE_VARIANTS.filter((v) => tensorCoreSubgroupsN(v) === 2)).to.deep.equal(['pipelined-64x128', 'plain-64x128',
       'plain-96x128', 'staggered-64x128']);
     expect(TENSOR_CORE_VARIANTS.filter(staggersK)).to.deep.equal(['staggered-64x128', 'staggered-64x256',
-      'staggered-32x256', 'grouped-64x256', 'fitted-64x256', 'fitted-64x512']);
+      'staggered-32x256', 'grouped-64x256', 'fitted-64x256']);
     expect(TENSOR_CORE_VARIANTS.filter((v) => tensorCoreSubgroupsN(v) === 4)).to.deep.equal(['staggered-64x256',
       'staggered-32x256', 'grouped-64x256', 'fitted-64x256']);
-    expect(TENSOR_CORE_VARIANTS.filter((v) => tensorCoreSubgroupsN(v) === 8)).to.deep.equal(['fitted-64x512']);
-    expect(TENSOR_CORE_VARIANTS.filter((v) => groupedRowTiles(v) > 0)).to.deep.equal(['grouped-64x256', 'fitted-64x256',
-      'fitted-64x512']);
-    expect(TENSOR_CORE_VARIANTS.filter(fitsRowBlocks)).to.deep.equal(['fitted-64x256', 'fitted-64x512']);
+    expect(TENSOR_CORE_VARIANTS.filter((v) => groupedRowTiles(v) > 0)).to.deep.equal(['grouped-64x256', 'fitted-64x256']);
+    expect(TENSOR_CORE_VARIANTS.filter(fitsRowBlocks)).to.deep.equal(['fitted-64x256']);
     expect(tensorCoreTileShape('staggered-64x256')).to.deep.equal({kStep: 32, w13Columns: 128, w2Columns: 256});
     expect(tensorCoreTileShape('pipelined-64x128')).to.deep.equal({kStep: 32, w13Columns: 64, w2Columns: 128});
     // Mixtral: the weights' copy padded to whole 128-column workgroups (14336 and 4096 are already).
@@ -278,7 +279,7 @@ describe('tensor-core GEMM plan', () => {
       expect(one.getUserCode()).to.not.contain('moe-main-ids');
     }
     expect(() => new ExpertsTensorCoreStorageGemmProgram({...c, stage: 'w13', subgroupsN: 3}, [8192, 100], 40))
-        .to.throw(/subgroupsN 1, or 2, 4 or 8 with blocked rows, got 3/);
+        .to.throw(/subgroupsN 1, or 2 or 4 with blocked rows, got 3/);
     const rowMajor = tensorCoreLayout(FLOAT32_FORMAT, 4096, 14336, 'silu', STORAGE_TILE, false);
     expect(() => new ExpertsTensorCoreStorageGemmProgram({...c, layout: rowMajor, stage: 'w13', subgroupsN: 2}, [8192, 100], 40))
         .to.throw(/got 2/);
@@ -957,12 +958,6 @@ describeBackends('tensor-core helper programs on webgpu', (backend) => {
       tokens: 110},
     {variant: 'fitted-64x256', activation: 'gelu', bias: false, onInput: true, splitK: 1, H: 256, I: 48, sorted: true,
       tokens: 110},
-    // Eight subgroups (64 × 512), staging their results in two turns of four: y sorted (H = 512) and by pair, the
-    // last subgroups' columns past Ip and H; lags up to 7 blocks past tiles of 1 and 2 steps.
-    {variant: 'fitted-64x512', activation: 'silu', bias: false, onInput: false, splitK: 2, H: 512, I: 48, sorted: true,
-      tokens: 110},
-    {variant: 'fitted-64x512', activation: 'swigluoai', bias: true, onInput: true, splitK: 1, H: 144, I: 208, sorted: false,
-      tokens: 90},
     // Four 32-row subgroups.
     {variant: 'staggered-32x256', activation: 'gelu', bias: true, onInput: false, splitK: 2, H: 144, I: 112, sorted: false},
     // Two weight shards copied into one f16 tensor (each copy program at its first expert), one GEMM per stage,

@@ -34,8 +34,7 @@ import type {WebGPUProgram} from '@tensorflow/tfjs-backend-webgpu';
 import type {Activation} from '../../kernel_names';
 import {activationSnippet, gateUpRows, gemmGridSnippet} from './experts_wgsl';
 import type {ExpertsStage} from './experts_gemv_webgpu';
-import {STORAGE_TILE, TensorCoreLayout, blockedRowsIndex, pipelinedTile, stagingPasses, tensorCoreStorageDispatch}
-  from './tensor_core_plan';
+import {STORAGE_TILE, TensorCoreLayout, blockedRowsIndex, pipelinedTile, tensorCoreStorageDispatch} from './tensor_core_plan';
 
 export interface ExpertsTensorCoreStorageConfig {
   stage: ExpertsStage;
@@ -54,7 +53,7 @@ export interface ExpertsTensorCoreStorageConfig {
   /** With TensorCoreLayout.blockedRows: x16 and w16 read through block pointers (blockedLoop). Default false. */
   blockPointers?: boolean;
   /**
-   * With TensorCoreLayout.blockedRows: subgroups side by side along a workgroup's columns, 1, 2, 4 or 8 (each 64
+   * With TensorCoreLayout.blockedRows: subgroups side by side along a workgroup's columns, 1, 2 or 4 (each 64
    * columns; w13: 32 act columns; the layout padded to pipelinedTile(subgroupsN)). Default 1.
    */
   subgroupsN?: number;
@@ -218,8 +217,8 @@ export class ExpertsTensorCoreStorageGemmProgram implements WebGPUProgram {
       throw new Error('storage tensor-core GEMM: sorted output is for w2 without biases, H a multiple of 16 ' +
         `(of ${64 * WN} with ${WN} subgroups side by side)`);
     }
-    if (WN !== 1 && !((WN === 2 || WN === 4 || WN === 8) && c.layout.blockedRows)) {
-      throw new Error(`storage tensor-core GEMM: subgroupsN 1, or 2, 4 or 8 with blocked rows, got ${WN}`);
+    if (WN !== 1 && !((WN === 2 || WN === 4) && c.layout.blockedRows)) {
+      throw new Error(`storage tensor-core GEMM: subgroupsN 1, or 2 or 4 with blocked rows, got ${WN}`);
     }
     if (c.kStagger && !(WN > 1 && (c.prefetch ?? true))) {
       throw new Error('storage tensor-core GEMM: kStagger needs subgroups side by side and the prefetching loop');
@@ -268,10 +267,8 @@ export class ExpertsTensorCoreStorageGemmProgram implements WebGPUProgram {
       `e * ${L.rowsPerExpert} + ${c >= 2 ? `${L.upOffset} + ` : ''}${L.rowStep} * (n0 + ${16 * (c % 2)})` :
       `e * ${L.rowsPerExpert} + n0 + ${16 * c}`;
     const sorted = this.c.sortedOutput ?? false;
-    // Several subgroups: each stages its own 16-row block (4 KiB) at sid · 1024; eight take turns in two passes of
-    // four (stagingPasses), so that their staging stays 16 KiB, within SwiftShader's 32 KiB with w2's tile rows.
-    const passes = stagingPasses(WN);
-    const base = WN > 4 ? '(sid % 4u) * 1024u' : WN > 1 ? 'sid * 1024u' : '0u';
+    // Several subgroups: each stages its own 16-row block (4 KiB) at sid · 1024.
+    const base = WN > 1 ? 'sid * 1024u' : '0u';
     const epilogue = sorted ? '' : stagedEpilogue(this.c, {lane: 'lane', base, n0: 'n0', firstRow: 'rt * 16u'});
     const tileRows = sorted ? {decl: '', fill: ''} : epilogueRows(this.c, BM, 32 * WN);
     const colsPerSubgroup = w13 ? 32 : 64;
@@ -309,14 +306,10 @@ export class ExpertsTensorCoreStorageGemmProgram implements WebGPUProgram {
 
         ${sorted ? sortedStores(rows) : rows.map((r) => `{
           let rt = ${r}u;
-          ${Array.from({length: passes}, (_, pass) => {
-            // With two passes, subgroups 4·pass .. 4·pass + 3 stage and finish their block; the barriers stay uniform.
-            const mine = (body: string) => passes > 1 ? `if (sid / 4u == ${pass}u) { ${body} }` : body;
-            return `${mine(cols.map((c) => `subgroupMatrixStore<row_major>(&staged, ${base} + ${c * 256}u, acc${r}${c}, 16u);`).join(' '))}
+          ${cols.map((c) => `subgroupMatrixStore<row_major>(&staged, ${base} + ${c * 256}u, acc${r}${c}, 16u);`).join(' ')}
           workgroupBarrier();
-          ${mine(epilogue)}
-          workgroupBarrier();`;
-          }).join('\n          ')}
+          ${epilogue}
+          workgroupBarrier();
         }`).join('\n        ')}`;
     const fit = this.c.fitRowBlocks ?? false;
     return `
@@ -328,7 +321,7 @@ export class ExpertsTensorCoreStorageGemmProgram implements WebGPUProgram {
       ${w13 ? activationSnippet(this.c.activation) : ''}
       var<workgroup> wgTile : vec4<i32>;   // row start, expert, first and end 16-k step
       var<workgroup> wgN0 : i32;           // first column (w13: of gate and of up), workgroup-uniform through it
-      ${sorted ? '' : `var<workgroup> staged : array<f32, ${4 * 256 * (WN / passes)}>;   // a subgroup's 16-row block: 4 results, row-major 16×16 each`}
+      ${sorted ? '' : `var<workgroup> staged : array<f32, ${4 * 256 * WN}>;   // a subgroup's 16-row block: 4 results, row-major 16×16 each`}
       ${WN > 1 ? '// moe-main-ids' : ''}
       ${tileRows.decl}
 
@@ -350,7 +343,7 @@ export class ExpertsTensorCoreStorageGemmProgram implements WebGPUProgram {
 }
 
 /**
- * fitRowBlocks (f16 and int8): the tile's live 16-row blocks counted once from the align output (read-only storage
+ * fitRowBlocks: the tile's live 16-row blocks counted once from the align output (read-only storage
  * at a uniform index: uniform to Tint; padding sits at the end of an expert's rows, so live blocks come first), and
  * one copy of `body` (accumulators, k loop, epilogue) per count, behind a uniform branch outside the loop, so that
  * each loop is as branch-free as the full tile's: branches inside the loop lost 17-30% on an H100 (the removed

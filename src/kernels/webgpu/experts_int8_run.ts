@@ -64,14 +64,6 @@ import {tensorCoreWeightCopy} from './tensor_core_weights';
  *                    (3.46 against plain-64's 3.64 ms), level at Qwen3 M = 4096 (2.27 against 2.26), behind at
  *                    Mixtral M = 4096 (11.93 against 11.21: w13 7.63 against 6.90; x-major order's 32 MiB of i8 x
  *                    fits the H100's 50 MiB L2, so sweeping it again per column costs little);
- *   'tensor-core-i8-fitted-64'
- *                    'tensor-core-i8-plain-64' where a tile whose last row blocks are padding runs a copy of the loop
- *                    over its live blocks only (the f16 'fitted-64x256'); selectable only: on an H100 (2026-12-06,
- *                    one call, GPU time, every sampled output equal to the cpu reference's;
- *                    bench/results/2026-12-06-h100-int8-fitted-ab.log) it loses everywhere 64-row tiles are chosen,
- *                    also where tiles are full (Mixtral M = 4096 13.15 against 11.38 ms, Qwen3 3.07 against 2.27,
- *                    DeepSeek-V3 TP8 5.02 against 3.64): the plain loop's copies schedule worse than its one loop, where
- *                    the f16 prefetching loop's do not;
  *   'tensor-core-i8-shared-128', 'tensor-core-i8-shared-64'
  *                    experts_int8_tc_shared_webgpu.ts: i8×i8→i32 subgroup matrices, four subgroups per workgroup
  *                    sharing 128- or 64-row × 128-column i8 tiles in workgroup memory (the f16 'shared' layout);
@@ -84,17 +76,22 @@ import {tensorCoreWeightCopy} from './tensor_core_weights';
  *                    until 'tensor-core-i8-plain-32' beat it there (see INT8_BLOCKED_MIN_ROWS); selectable only
  *                    (Mixtral M = 4096 on the H200: 21.2 ms, 136 TOPS);
  *   'dot4-i8'        experts_int8_webgpu.ts: dot4I8Packed tiles, everywhere the int8 path runs.
+ * Removed after measuring: 'tensor-core-i8-fitted-64', 'tensor-core-i8-plain-64' with the f16 'fitted-64x256''s
+ * copies of the loop for tails, lost everywhere its 64-row tiles are chosen, also where tiles are full (an H100,
+ * 2026-12-06, GPU time: Mixtral M = 4096 13.15 against 11.38 ms, Qwen3 3.07 against 2.27, DeepSeek-V3 TP8 5.02
+ * against 3.64; bench/results/2026-12-06-h100-int8-fitted-ab.log): the plain loop's copies are not scheduled as its
+ * one loop is, where the f16 prefetching loop's are.
  */
 export type Int8GemmKernel = 'tensor-core-i8-pipelined-64' | 'tensor-core-i8-pipelined-32' |
   'tensor-core-i8-shared-128' | 'tensor-core-i8-shared-64' | 'tensor-core-i8' | 'dot4-i8' |
   'tensor-core-i8-plain-64' | 'tensor-core-i8-plain-32' | 'tensor-core-i8-plain-96' | 'tensor-core-i8-plain-64x128' |
   'tensor-core-i8-plain-96x128' | 'tensor-core-i8-plain-64x256' | 'tensor-core-i8-staggered-64x256' |
-  'tensor-core-i8-pipelined-64x256' | 'tensor-core-i8-grouped-64' | 'tensor-core-i8-fitted-64';
+  'tensor-core-i8-pipelined-64x256' | 'tensor-core-i8-grouped-64';
 export const INT8_GEMM_KERNELS: Int8GemmKernel[] = ['tensor-core-i8-pipelined-64', 'tensor-core-i8-pipelined-32',
   'tensor-core-i8-shared-128', 'tensor-core-i8-shared-64', 'tensor-core-i8', 'dot4-i8', 'tensor-core-i8-plain-64',
   'tensor-core-i8-plain-32', 'tensor-core-i8-plain-96', 'tensor-core-i8-plain-64x128', 'tensor-core-i8-plain-96x128',
   'tensor-core-i8-plain-64x256', 'tensor-core-i8-staggered-64x256', 'tensor-core-i8-pipelined-64x256',
-  'tensor-core-i8-grouped-64', 'tensor-core-i8-fitted-64'];
+  'tensor-core-i8-grouped-64'];
 
 /**
  * The kernels of experts_int8_tc_pipelined_webgpu.ts (both operands in blocks read from storage): rows per tile,
@@ -102,7 +99,7 @@ export const INT8_GEMM_KERNELS: Int8GemmKernel[] = ['tensor-core-i8-pipelined-64
  * subgroups a workgroup puts side by side along the columns (default 1).
  */
 const BLOCKED_KERNELS: Partial<Record<Int8GemmKernel, {blockRows: number; prefetch: boolean; blockPointers: boolean;
-    subgroupsN?: number; kStagger?: boolean; groupRows?: number; fitRowBlocks?: boolean}>> = {
+    subgroupsN?: number; kStagger?: boolean; groupRows?: number}>> = {
   'tensor-core-i8-pipelined-64': {blockRows: 64, prefetch: true, blockPointers: false},
   'tensor-core-i8-pipelined-32': {blockRows: 32, prefetch: true, blockPointers: false},
   // Block pointers: the plain int8 loop 258 → 299 TOPS on the plain-GEMM probe, the pipelined one unchanged
@@ -119,8 +116,6 @@ const BLOCKED_KERNELS: Partial<Record<Int8GemmKernel, {blockRows: number; prefet
   'tensor-core-i8-pipelined-64x256': {blockRows: 64, prefetch: true, blockPointers: true, subgroupsN: 4, kStagger: true},
   // The default 'tensor-core-i8-plain-64' launched 16 row tiles at a time (groupedGridSnippet).
   'tensor-core-i8-grouped-64': {blockRows: 64, prefetch: false, blockPointers: true, groupRows: 16},
-  // 'tensor-core-i8-plain-64' with tails fitted to their live row blocks (the f16 'fitted-64x256').
-  'tensor-core-i8-fitted-64': {blockRows: 64, prefetch: false, blockPointers: true, fitRowBlocks: true},
 };
 const isPipelined = (k: Int8GemmKernel) => BLOCKED_KERNELS[k] != null;
 
@@ -142,11 +137,6 @@ export function int8StaggersK(k: Int8GemmKernel): boolean {
 /** Row tiles the blocked kernel `k` launches at a time before the next columns (groupedGridSnippet), or 0. */
 export function int8GroupedRowTiles(k: Int8GemmKernel): number {
   return BLOCKED_KERNELS[k]?.groupRows ?? 0;
-}
-
-/** Whether the blocked kernel `k`'s tails run the loop over their live row blocks only (fitRowBlocks). */
-export function int8FitsRowBlocks(k: Int8GemmKernel): boolean {
-  return BLOCKED_KERNELS[k]?.fitRowBlocks ?? false;
 }
 
 /** The subgroups side by side along a blocked kernel's workgroup columns (1 for every other kernel). */
@@ -337,12 +327,12 @@ export function runInt8Experts(c: Int8ExpertsCall): TensorInfo {
     const act = c.temp(issuer.makeTensorInfo([rows, I], 'float32'));
     const xb = blockedRows(xq, 'w13');
     perShard('w13', act, (s, n) => [new ExpertsW13Int8PipelinedGemmProgram(w13, [rows, I], tiles(n), blockRows, layout,
-      prefetch, blockPointers, subgroupsN, int8StaggersK(gemm), int8GroupedRowTiles(gemm), int8FitsRowBlocks(gemm)),
+      prefetch, blockPointers, subgroupsN, int8StaggersK(gemm), int8GroupedRowTiles(gemm)),
       [xb, align]], blockedWeights);
     const ab = blockedRows(quantize(act, false), 'w2');
     y = c.temp(issuer.makeTensorInfo([P, H], 'float32'));
     perShard('w2', y, (s, n) => [new ExpertsW2Int8PipelinedGemmProgram(w2, [P, H], tiles(n), blockRows, layout, prefetch,
-      blockPointers, subgroupsN, int8StaggersK(gemm), int8GroupedRowTiles(gemm), int8FitsRowBlocks(gemm)),
+      blockPointers, subgroupsN, int8StaggersK(gemm), int8GroupedRowTiles(gemm)),
       [ab, align, ...weightsFor('w2')]], blockedWeights);
   } else if (gemm != null) {
     const blockRows = int8GemmBlockRows(gemm);

@@ -29,7 +29,7 @@ import {int8RowWords} from './experts_int8_quant_webgpu';
 import {int8Epilogue} from './experts_int8_tc_webgpu';
 import type {ExpertsStage} from './experts_gemv_webgpu';
 import {foldedDispatch, roundUp} from './tensor_core_plan';
-import {blockedLoop, fittedRowBlocks, storageElements} from './experts_gemm_tc_storage_webgpu';
+import {blockedLoop, storageElements} from './experts_gemm_tc_storage_webgpu';
 
 /** k per loop step (two 16×16×32 multiplies), act columns of a w13 workgroup, h columns of a w2 one. */
 export const INT8_PIPELINED_TILE = {kStep: 64, w13Columns: 32, w2Columns: 64};
@@ -202,7 +202,6 @@ export class ExpertsInt8PipelinedGemmProgram implements WebGPUProgram {
   private readonly subgroupsN: number;
   private readonly kStagger: boolean;
   private readonly groupRows: number;
-  private readonly fitRowBlocks: boolean;
 
   /**
    * Inputs: xb (blocked rows), align (built with `blockRows`), topkWeights (w2 with the weight on the output),
@@ -212,13 +211,10 @@ export class ExpertsInt8PipelinedGemmProgram implements WebGPUProgram {
    * subgroups side by side along the columns (the f16 '64x128' variants; `layout` padded for them); `kStagger`:
    * subgroup s walks the tile's k blocks s blocks ahead of the first (blockedLoop's kStagger; the f16
    * 'staggered' variants). `groupRows`: row tiles launched this many at a time before the next columns
-   * (groupedGridSnippet; 0: x-major). `fitRowBlocks`: a tile whose last row blocks are padding runs a copy of the
-   * loop and epilogue over its live blocks only (the f16 ExpertsTensorCoreStorageConfig.fitRowBlocks; both stages
-   * alike, so w2 never reads the act blocks w13 left unwritten).
+   * (groupedGridSnippet; 0: x-major).
    */
   constructor(c: ExpertsInt8Config, outputShape: number[], numTiles: number, blockRows: number,
-      layout: Int8PipelinedLayout, prefetch = true, blockPointers = false, subgroupsN = 1, kStagger = false, groupRows = 0,
-      fitRowBlocks = false) {
+      layout: Int8PipelinedLayout, prefetch = true, blockPointers = false, subgroupsN = 1, kStagger = false, groupRows = 0) {
     if (![1, 2, 4].includes(subgroupsN)) throw new Error(`int8 pipelined GEMM: subgroupsN 1, 2 or 4, got ${subgroupsN}`);
     if (kStagger && subgroupsN === 1) throw new Error('int8 pipelined GEMM: kStagger needs subgroups side by side');
     // 96 rows: 192 accumulator registers a lane, which only the plain loop leaves room for.
@@ -233,7 +229,6 @@ export class ExpertsInt8PipelinedGemmProgram implements WebGPUProgram {
     this.subgroupsN = subgroupsN;
     this.kStagger = kStagger;
     this.groupRows = groupRows;
-    this.fitRowBlocks = fitRowBlocks;
     this.workgroupSize = [32 * subgroupsN, 1, 1];
     const w13 = c.stage === 'w13';
     this.outputShape = outputShape;
@@ -245,7 +240,7 @@ export class ExpertsInt8PipelinedGemmProgram implements WebGPUProgram {
     this.variableComponents = this.variableNames.map(() => 1);
     this.shaderKey = `moeExpertsInt8GemmTcPipelined_${c.stage}_${c.hiddenSize}_${c.intermediateSize}_${c.topK}_` +
       `${c.numLocalExperts}_${w13 ? c.activation : ''}_${c.applyRouterWeightOnInput}_${c.hasBias}_${blockRows}_` +
-      `${layout.Hp}_${layout.Ip}_${prefetch}_${blockPointers}_${subgroupsN}_${kStagger}_${groupRows}_${fitRowBlocks}`;
+      `${layout.Hp}_${layout.Ip}_${prefetch}_${blockPointers}_${subgroupsN}_${kStagger}_${groupRows}`;
   }
 
   getUserCode(): string {
@@ -271,21 +266,6 @@ export class ExpertsInt8PipelinedGemmProgram implements WebGPUProgram {
     const epilogue = int8Epilogue(c, base);
     const columns = w13 ? 32 : 64;
     const blocks = this.blockPointers;
-    // The accumulators, k loop and epilogue of a tile's first rows.length row blocks (fittedRowBlocks' body).
-    const tileBody = (rows: number[]) => `
-        ${rows.flatMap((r) => cols.map((cc) => `var acc${r}${cc} : ${result};`)).join('\n        ')}
-        ${blockedLoop(rows, cols, this.prefetch, {x: 'xb', w: 'wb', left, right, block: 512, stride: 32, perElement: 4, blockPointers: blocks,
-          stepsPerTile: steps, kStagger: this.kStagger ? 'sid' : undefined, kStaggerMax: WN - 1,
-          aBlock: (r) => `(u32(rowStart) / 16u + ${r}u) * ${RB}u`,
-          bBlock: (cc) => `((u32(e) * ${rowsPerExpert}u + u32(${w13 ? '2 * n0' : 'n0'})) / 16u + ${cc}u) * ${KB * 512}u`})}
-
-        ${rows.map((r) => `{
-          let rt = ${r}u;
-          ${cols.map((cc) => `subgroupMatrixStore<row_major>(&staged, ${base} + ${cc * 256}u, acc${r}${cc}, 16u);`).join(' ')}
-          workgroupBarrier();
-          ${epilogue.block}
-          workgroupBarrier();
-        }`).join('\n        ')}`;
     const scaleOf = (row: string) => blocks ? `xb[(${row} / 16u) * ${KB + 1}u + ${KB}u][${row} % 16u]` :
       `xb[(${row} / 16u) * ${RB / 4}u + ${Kp * 4}u + ${row} % 16u]`;
     return `
@@ -317,7 +297,19 @@ export class ExpertsInt8PipelinedGemmProgram implements WebGPUProgram {
           tileWeight[m] = ${usesWeights ? 'select(0.0, topkWeights[max(pair, 0)], pair >= 0)' : '1.0'};`}
         }
         ${epilogue.columns}
-        ${this.fitRowBlocks ? fittedRowBlocks(rows, E, tileBody) : tileBody(rows)}
+        ${rows.flatMap((r) => cols.map((cc) => `var acc${r}${cc} : ${result};`)).join('\n        ')}
+        ${blockedLoop(rows, cols, this.prefetch, {x: 'xb', w: 'wb', left, right, block: 512, stride: 32, perElement: 4, blockPointers: blocks,
+          stepsPerTile: steps, kStagger: this.kStagger ? 'sid' : undefined, kStaggerMax: WN - 1,
+          aBlock: (r) => `(u32(rowStart) / 16u + ${r}u) * ${RB}u`,
+          bBlock: (cc) => `((u32(e) * ${rowsPerExpert}u + u32(${w13 ? '2 * n0' : 'n0'})) / 16u + ${cc}u) * ${KB * 512}u`})}
+
+        ${rows.map((r) => `{
+          let rt = ${r}u;
+          ${cols.map((cc) => `subgroupMatrixStore<row_major>(&staged, ${base} + ${cc * 256}u, acc${r}${cc}, 16u);`).join(' ')}
+          workgroupBarrier();
+          ${epilogue.block}
+          workgroupBarrier();
+        }`).join('\n        ')}
       }
     `;
   }

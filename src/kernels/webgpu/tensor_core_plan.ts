@@ -84,15 +84,13 @@
  *                      uniform branch per tile, outside the loop: Mixtral M = 256's 11 row tiles hold 8 experts'
  *                      56-74 rows, three of them tails of 6-10 rows that multiply and load a whole 64-row tile's x
  *                      blocks. The default from FITTED_MIN_ROWS rows an expert.
- *   'fitted-64x512'    eight such subgroups side by side (64 rows × 512 columns): x's row blocks shared eight ways.
- *                      Their staged blocks take two turns of four (stagingPasses), 16 KiB as four subgroups'.
- *                      Selectable only: it loses on an H100 at M = 4096 (Mixtral 12.16 against 11.74 ms for
- *                      'fitted-64x256', Qwen3 2.09 against 2.02, DeepSeek-V3 TP8 3.47 against 3.35) and at Mixtral
- *                      M = 256 to 'grouped-64x256' (1.450 against 1.434; bench/results/2026-12-06-h100-wide-ab.log).
  * Tiles that skipped the multiplies, staging and stores of their row blocks of padding only, behind uniform
  * branches ('trimmed-64x256', 2026-12-06), were removed: slower everywhere on an H100, also where no block is
  * padding (Mixtral M = 4096 16.1 against 12.1 ms, M = 256 1.71 against 1.46;
- * bench/results/2026-12-06-h100-grouped-trimmed-ab.log).
+ * bench/results/2026-12-06-h100-grouped-trimmed-ab.log). So was 'fitted-64x512' (eight subgroups side by side,
+ * staging their results in two turns of four): slower than 'fitted-64x256' at every M = 4096 on an H100 (Mixtral
+ * 12.16 against 11.74 ms, Qwen3 2.09 against 2.02, DeepSeek-V3 TP8 3.47 against 3.35) and than 'grouped-64x256' at
+ * Mixtral M = 256 (1.450 against 1.434; bench/results/2026-12-06-h100-wide-ab.log).
  *
  * Why a copy rather than a workgroup-memory dequant tile for the right operand: the GEMM then has one shape
  * for every format (both operands from storage, no barrier in the k loop), and the profile separates the
@@ -107,7 +105,7 @@ import type {ExpertsStage} from './experts_gemv_webgpu';
 export type TensorCoreVariant = 'workgroup-tiles' | 'storage-32' | 'storage-64' | 'shared-64' | 'shared-128' |
   'blocked-64' | 'blocked-128' | 'pipelined-32' | 'pipelined-64' | 'plain-32' | 'plain-64' | 'plain-96' |
   'pipelined-64x128' | 'plain-64x128' | 'plain-96x128' | 'staggered-64x128' | 'staggered-64x256' |
-  'staggered-32x256' | 'grouped-64x256' | 'fitted-64x256' | 'fitted-64x512';
+  'staggered-32x256' | 'grouped-64x256' | 'fitted-64x256';
 
 /**
  * What each variant is: its program family (experts_gemm_tc_webgpu.ts 'tiles', _storage_ 'storage', _shared_
@@ -145,15 +143,13 @@ const VARIANTS: Record<TensorCoreVariant, {family: 'tiles' | 'storage' | 'shared
     kStagger: true, groupRows: 16},
   'fitted-64x256': {family: 'pipelined', blockRows: 64, blocked: true, prefetch: true, blockPointers: true, subgroupsN: 4,
     kStagger: true, groupRows: 16, fitRowBlocks: true},
-  'fitted-64x512': {family: 'pipelined', blockRows: 64, blocked: true, prefetch: true, blockPointers: true, subgroupsN: 8,
-    kStagger: true, groupRows: 16, fitRowBlocks: true},
 };
 export const TENSOR_CORE_VARIANTS = Object.keys(VARIANTS) as TensorCoreVariant[];
 
 /** The staggered variants with half the subgroups side by side (less workgroup memory), for tensorCoreChoice. */
 const NARROWER: Partial<Record<TensorCoreVariant, TensorCoreVariant>> = {
   'staggered-64x256': 'staggered-64x128', 'staggered-32x256': 'pipelined-32', 'grouped-64x256': 'staggered-64x128',
-  'fitted-64x256': 'staggered-64x128', 'fitted-64x512': 'fitted-64x256',
+  'fitted-64x256': 'staggered-64x128',
 };
 
 /** The variants of experts_gemm_tc_shared_webgpu.ts (four subgroups, x tiles in workgroup memory). */
@@ -306,7 +302,7 @@ export const STORAGE_TILE: TensorCoreTileShape = {kStep: 16, w13Columns: 32, w2C
 export const SHARED_TILE: TensorCoreTileShape = {kStep: 32, w13Columns: 64, w2Columns: 128};
 export const PIPELINED_TILE: TensorCoreTileShape = {kStep: 32, w13Columns: 32, w2Columns: 64};
 /**
- * The pipelined tile of `subgroupsN` subgroups side by side (1, 2, 4 or 8): a workgroup's columns, to which the
+ * The pipelined tile of `subgroupsN` subgroups side by side (1, 2 or 4): a workgroup's columns, to which the
  * weights' copy is padded.
  */
 export function pipelinedTile(subgroupsN: number): TensorCoreTileShape {
@@ -322,16 +318,7 @@ export const PIPELINED_WIDE_TILE: TensorCoreTileShape = pipelinedTile(2);
  * 16-row block (4 f32 results), wgTile and wgN0, and w2's per-row pair and weight (epilogueRows) at most.
  */
 export function storageWorkgroupBytes(variant: TensorCoreVariant): number {
-  const subgroupsN = tensorCoreSubgroupsN(variant);
-  return 4 * 256 * 4 * subgroupsN / stagingPasses(subgroupsN) + 16 + 4 + 2 * 4 * tensorCoreBlockRows(variant);
-}
-
-/**
- * Turns the subgroups of a storage-program workgroup take at staging their result blocks: eight take two of four
- * (16 KiB, as four subgroups'), else one.
- */
-export function stagingPasses(subgroupsN: number): number {
-  return subgroupsN > 4 ? 2 : 1;
+  return 4 * 256 * 4 * tensorCoreSubgroupsN(variant) + 16 + 4 + 2 * 4 * tensorCoreBlockRows(variant);
 }
 
 export function tensorCoreTileShape(variant: TensorCoreVariant): TensorCoreTileShape {
@@ -504,7 +491,8 @@ export function tensorCoreChoice(device: TensorCoreDevice, H: number, I: number,
       `instead of '${variant}': its tiles need ${tileBytes} bytes of workgroup memory and the device allows ${limit}`};
   }
   // The default's choice by rows an expert (tensorCoreVariant), said where it made it.
-  const byRows = forcedVariant == null && call.rowsPerExpert != null ?
+  const byRows = forcedVariant == null && call.rowsPerExpert != null &&
+      variant === tensorCoreVariant(call.rowsPerExpert, H, I) ?
     `, for ${Math.round(call.rowsPerExpert)} rows an expert on average` : '';
   return {kernel: 'tensor-core-f16', variant, reason: `f16 operands, f32 accumulation on subgroup matrices ('${variant}'${byRows})`};
 }
