@@ -50,6 +50,25 @@ export interface TensorCoreProblem {
   roundedWeights?: Map<string, Float32Array>;
 }
 
+/**
+ * roundToF16 of every value, in place, on the float32 bits: 40× faster than roundToF16's arithmetic (78 ns a
+ * value), which made the reference's f16 copies of Mixtral's 8 experts (1.4G values) take 110 s on the device
+ * machine. Normal halves round the 13 dropped mantissa bits to nearest even (a carry moves into the exponent as
+ * it should); subnormal halves, overflow, Inf and NaN (rare here) go through roundToF16.
+ */
+export function roundFloat32sToF16(values: Float32Array): void {
+  const bits = new Uint32Array(values.buffer, values.byteOffset, values.length);
+  for (let i = 0; i < bits.length; i++) {
+    const b = bits[i];
+    const a = b & 0x7fffffff;
+    if (a >= 0x38800000 && a < 0x477ff000) {  // [2^-14, 65520): a normal half after rounding
+      bits[i] = (b + 0xfff + ((b >>> 13) & 1)) & 0xffffe000;
+    } else {
+      values[i] = roundToF16(values[i]);
+    }
+  }
+}
+
 /** The accumulation bound above for n terms with step-boundary sums up to maxPartial and Σ|terms| = absSum. */
 function sumBound(n: number, maxPartial: number, absSum: number): number {
   return U * ((Math.ceil(n / 16) + 2) * 2 * maxPartial + 2 * absSum);
@@ -74,7 +93,11 @@ export function tensorCoreReference(p: TensorCoreProblem, rows: number[], roundF
   const rounded = (key: string, f: () => Float32Array) => {
     if (!cache.has(key)) {
       const w = Float32Array.from(f());
-      for (let i = 0; i < w.length; i++) w[i] = roundF16(w[i]);
+      if (roundF16 === roundToF16) {
+        roundFloat32sToF16(w);
+      } else {
+        for (let i = 0; i < w.length; i++) w[i] = roundF16(w[i]);
+      }
       cache.set(key, w);
     }
     return cache.get(key)!;

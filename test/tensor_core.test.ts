@@ -33,7 +33,7 @@ import {TENSOR_CORE_WEIGHT_CACHE_FLAG, tensorCoreWeightCopies, tensorCoreWeightC
   from '../src/kernels/webgpu/tensor_core_weights';
 import {releaseWeightState} from '../src/kernels/weight_state';
 import {FLOAT32_FORMAT, WeightFormat, formatKey, halfToFloat, roundToF16} from '../src/quant/format';
-import {compareWithBound, tensorCoreReference} from '../bench/tensor_core_reference';
+import {compareWithBound, roundFloat32sToF16, tensorCoreReference} from '../bench/tensor_core_reference';
 import {randn, rng} from './helpers/compare';
 import {describeBackends} from './helpers/env';
 import {randomProjection} from './helpers/quant_weights';
@@ -470,6 +470,31 @@ describe('f16 rounding and the tensor-core reference', () => {
     expect(roundToF16(2 ** -25 * 3)).to.equal(2 ** -23);           // subnormal midpoint 1.5·2^-24 → 2·2^-24
     expect(roundToF16(65519)).to.equal(65504);
     expect(roundToF16(-65520)).to.equal(-Infinity);
+  });
+
+  it('roundFloat32sToF16 (the reference\'s fast path) gives roundToF16 of every float32 it is given', () => {
+    // Every 4099th bit pattern (all exponents, both signs, mantissa bits everywhere), each half's neighbours
+    // and the midpoints between halves, where the bit arithmetic could be off by one.
+    const bits: number[] = [];
+    for (let b = 0; b < 2 ** 32; b += 4099) bits.push(b);
+    const f32 = new Float32Array(1), u32 = new Uint32Array(f32.buffer);
+    for (let h = 0; h < 0x7c00; h++) {
+      f32[0] = halfToFloat(h);
+      const mid = f32[0] + (halfToFloat(h + 1) - f32[0]) / 2;
+      for (const v of [f32[0], mid, -mid]) {
+        f32[0] = v;
+        bits.push(u32[0] - 1, u32[0], u32[0] + 1);
+      }
+    }
+    bits.push(0x7f800000, 0xff800000, 0x7fc00000, 0x477ff000, 0x477fefff, 0x38800000, 0x387fffff);
+    const values = new Float32Array(Uint32Array.from(bits).buffer);
+    const want = Array.from(values, (v) => roundToF16(v));
+    roundFloat32sToF16(values);
+    let wrong = 0;
+    values.forEach((v, i) => {
+      if (!Object.is(v, want[i]) && !(Number.isNaN(v) && Number.isNaN(want[i]))) wrong++;
+    });
+    expect(wrong, `${wrong} of ${values.length} values`).to.equal(0);
   });
 
   const H = 48, I = 40, E = 3, T = 5, k = 2;

@@ -36,6 +36,9 @@ export class ExpertsGatherF16Program implements WebGPUProgram {
   variableNames: string[];
   variableComponents: number[];
   workgroupSize: [number, number, number] = [EXPERTS_WORKGROUP, 1, 1];
+  // An invocation's 8 halves as one 16-byte store: four 4-byte stores took DeepSeek-V3 TP8 M = 4096's gather 0.45
+  // against 0.34 ms on an H100 (bench/results/2026-12-06-h100-gather-vec4.log).
+  outputComponent = 4;
   private readonly c: ExpertsGatherF16Config;
 
   /** Inputs: x [T, H], align, topkWeights? Output int32 [rows, Hp / 2]. */
@@ -72,7 +75,8 @@ export class ExpertsGatherF16Program implements WebGPUProgram {
         let k = (idx % ${Hp / 8}) * 8;
         let w = idx * 4;`;
     return `
-      // x: [T, ${H}] f32 as vec4; align: [E+1] offsets then the sorted pairs; result: [rows, ${words}] i32 (two f16 each).
+      // x: [T, ${H}] f32 as vec4; align: [E+1] offsets then the sorted pairs; result: [rows, ${words}] i32 (two f16
+      // each) as vec4s.
       fn main() {
         let idx = getGlobalIndex();
         if (idx >= uniforms.outShape.x * ${Hp / 8}) { return; }
@@ -89,10 +93,8 @@ export class ExpertsGatherF16Program implements WebGPUProgram {
             v1 = x[base + 1] * s;
           }
         }
-        result[w] = bitcast<i32>(pack2x16float(v0.xy));
-        result[w + 1] = bitcast<i32>(pack2x16float(v0.zw));
-        result[w + 2] = bitcast<i32>(pack2x16float(v1.xy));
-        result[w + 3] = bitcast<i32>(pack2x16float(v1.zw));
+        result[w / 4] = bitcast<vec4<i32>>(vec4<u32>(pack2x16float(v0.xy), pack2x16float(v0.zw),
+            pack2x16float(v1.xy), pack2x16float(v1.zw)));
       }
     `;
   }
