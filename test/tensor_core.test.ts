@@ -23,7 +23,7 @@ import {ExpertsGatherF16Program} from '../src/kernels/webgpu/experts_gather_f16_
 import {ExpertsWeightsF16Program} from '../src/kernels/webgpu/experts_weights_f16_webgpu';
 import {chooseGemmKernel} from '../src/kernels/webgpu/FusedExperts';
 import {tensorCorePrefillPlan, tensorCoreStoragePrefill, w2WritesSorted} from '../src/kernels/webgpu/tensor_core_prefill';
-import {ExpertsAlignProgram} from '../src/kernels/webgpu/experts_align_webgpu';
+import {ExpertsAlignProgram, alignLanes} from '../src/kernels/webgpu/experts_align_webgpu';
 import {ExpertsCombineProgram} from '../src/kernels/webgpu/experts_combine_webgpu';
 import {ExpertsTensorCoreSharedGemmProgram} from '../src/kernels/webgpu/experts_gemm_tc_shared_webgpu';
 import {PIPELINED_TILE, PIPELINED_WIDE_TILE, SHARED_TILE, STORAGE_TILE, TENSOR_CORE_VARIANTS, TensorCoreVariant, foldedDispatch, loadsBlockPointers, prefetchesBlocks,
@@ -862,6 +862,44 @@ describeBackends('tensor-core helper programs on webgpu', (backend) => {
     expect(seen.size, 'every pair placed once').to.equal(T * k);
     expect(() => new ExpertsGatherF16Program({...common, blockedRows: true}, rows - 8, layout.Hp))
       .to.throw(/rows must be whole 16-row blocks when blocked, got/);
+  });
+
+  it('aligns the same way with any number of lanes (the device\'s up to 1024, here fewer than 256 too)', async () => {
+    // 1000 pairs over 40 experts, 2 on another rank: each lane takes several passes of 8 pairs at 32 lanes.
+    const T = 500, k = 2, E = 40, P = T * k, blockRows = 16;
+    const rand = rng(13);
+    const ids = Int32Array.from({length: P}, (_, p) => p % 7 === 0 ? 3 : Math.floor(rand() * E));
+    const expertMap = Int32Array.from({length: E}, (_, e) => e === 5 || e === 6 ? -1 : e - (e > 6 ? 2 : 0));
+    const numLocal = E - 2;
+    const local = (p: number) => expertMap[ids[p]];
+    const counts = new Array(numLocal).fill(0);
+    for (let p = 0; p < P; p++) if (local(p) >= 0) counts[local(p)]++;
+    const offsets = [0];
+    counts.forEach((c) => offsets.push(offsets[offsets.length - 1] + Math.ceil(c / blockRows) * blockRows));
+    const ti = tf.tensor2d(ids, [T, k], 'int32'), tm = tf.tensor1d(expertMap, 'int32');
+    for (const lanes of [32, 64, 256, alignLanes(wb())]) {
+      const program = new ExpertsAlignProgram({numLocalExperts: numLocal, globalNumExperts: E, hasExpertMap: true,
+        blockRows, positions: true, lanes}, P);
+      expect(program.workgroupSize[0]).to.equal(lanes);
+      const info = wb().runWebGPUProgram(program, [ti, tm], 'int32');
+      const align = await tf.engine().makeTensorFromTensorInfo(info).data();
+      wb().disposeData(info.dataId);
+      expect(Array.from(align.subarray(0, numLocal + 1)), `offsets, ${lanes} lanes`).to.deep.equal(offsets);
+      const sorted = align.subarray(numLocal + 1, numLocal + 1 + offsets[numLocal]);
+      const positions = align.subarray(align.length - P);
+      for (let e = 0; e < numLocal; e++) {
+        const segment = Array.from(sorted.subarray(offsets[e], offsets[e + 1]));
+        const pairs = segment.filter((p) => p >= 0).sort((a, b) => a - b);
+        const want = Array.from({length: P}, (_, p) => p).filter((p) => local(p) === e);
+        expect(pairs, `expert ${e}'s pairs, ${lanes} lanes`).to.deep.equal(want);
+        expect(segment.slice(counts[e]).every((p) => p === -1), `expert ${e}'s padding, ${lanes} lanes`).to.equal(true);
+      }
+      for (let p = 0; p < P; p++) {
+        const want = local(p) < 0 ? -1 : sorted.indexOf(p);
+        if (positions[p] !== want) expect.fail(`pair ${p}'s position ${positions[p]} != ${want}, ${lanes} lanes`);
+      }
+    }
+    tf.dispose([ti, tm]);
   });
 
   it('writes each pair\'s sorted row, and combines a y in sorted order through it with the routing weights', async () => {

@@ -42,7 +42,7 @@ import {ExpertProjectionShard, expertProjectionShards, unsupportedExpertsFeature
 import {WeightFormat, parseFormatKey} from '../../quant/format';
 import {unsupportedChunking} from './dequant_wgsl';
 import {ExpertsFp8QuantProgram} from './experts_fp8_quant_webgpu';
-import {ALIGN_MAX_LOCAL_EXPERTS, ExpertsAlignProgram, maxPaddedRows} from './experts_align_webgpu';
+import {ALIGN_MAX_LOCAL_EXPERTS, ExpertsAlignProgram, alignLanes, maxPaddedRows} from './experts_align_webgpu';
 import {ExpertsCombineProgram} from './experts_combine_webgpu';
 import {ExpertsW13GemmProgram, ExpertsW2GemmProgram, GEMM_BLOCK_ROWS} from './experts_gemm_webgpu';
 import {ExpertsW13GroupedGemvProgram, ExpertsW2GroupedGemvProgram} from './experts_grouped_gemv_webgpu';
@@ -353,7 +353,7 @@ export function issueFusedExperts(backend: WebGPUBackend, issuer: ProgramIssuer,
     } else if (path === 'decode-grouped') {
       const y = temp([P, H]);
       const align = issuer.runWebGPUProgram(
-          new ExpertsAlignProgram({...common, blockRows: 1}, P), ids, 'int32');
+          new ExpertsAlignProgram({...common, blockRows: 1, lanes: alignLanes(backend)}, P), ids, 'int32');
       temps.push(align);
       const act = temp([P, I]);
       perShard('w13', act, (s) => [new ExpertsW13GroupedGemvProgram({...common, stage: 'w13'}, P, w13[s].shape[0]),
@@ -377,7 +377,7 @@ export function issueFusedExperts(backend: WebGPUBackend, issuer: ProgramIssuer,
       const rows = maxPaddedRows(P, numLocalExperts, blockRows);
       checkBinding(backend, [rows, I], 'the expert-sorted activations', 'call it on fewer tokens at a time');
       const align = issuer.runWebGPUProgram(
-          new ExpertsAlignProgram({...common, blockRows}, P), ids, 'int32');
+          new ExpertsAlignProgram({...common, blockRows, lanes: alignLanes(backend)}, P), ids, 'int32');
       temps.push(align);
       const act = temp([rows, I]);
       const tiles = (s: number) => Math.ceil(P / blockRows) + w13[s].shape[0];

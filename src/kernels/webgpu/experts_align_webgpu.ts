@@ -21,7 +21,8 @@
  * One workgroup does it all: counting in workgroup atomics, a prefix sum and a scatter; T·k is at most a few
  * tens of thousands.
  */
-import type {WebGPUProgram} from '@tensorflow/tfjs-backend-webgpu';
+import type {WebGPUBackend, WebGPUProgram} from '@tensorflow/tfjs-backend-webgpu';
+import {webgpuCapabilities} from './capabilities';
 import {EXPERTS_WORKGROUP, localExpertSnippet} from './experts_wgsl';
 
 /** Local experts the align program can count in workgroup memory (two u32 arrays of this length). */
@@ -34,6 +35,23 @@ export interface ExpertsAlignConfig {
   blockRows: number;
   /** Also write each pair's sorted row (the trailing section above). */
   positions?: boolean;
+  /** The workgroup's invocations (alignLanes; default EXPERTS_WORKGROUP). */
+  lanes?: number;
+}
+
+/** The most invocations the align program takes: each walks the pairs with a quarter of 256's loads in a row. */
+export const ALIGN_MAX_LANES = 1024;
+
+/**
+ * The align program's invocations on this device: its one workgroup waits on each invocation's chain of loads
+ * and atomics, so as many as the device allows up to ALIGN_MAX_LANES (WebGPU's default limit is 256). On an H100,
+ * 1024 against 256: 0.057 against 0.070 ms for Qwen3's 32768 pairs, 0.015 against 0.020 for Mixtral's 8192
+ * (bench/results/2026-12-06-h100-align-lanes.log).
+ */
+export function alignLanes(backend: WebGPUBackend): number {
+  const limits = backend.device.limits;
+  return Math.min(ALIGN_MAX_LANES, webgpuCapabilities(backend).maxComputeInvocationsPerWorkgroup,
+      limits.maxComputeWorkgroupSizeX);
 }
 
 /** Rows the sorted list may need: every pair, plus up to blockRows - 1 padding rows per used expert. */
@@ -47,23 +65,24 @@ export class ExpertsAlignProgram implements WebGPUProgram {
   dispatchLayout: {x: number[]; y: number[]};
   dispatch: [number, number, number] = [1, 1, 1];
   variableNames: string[];
-  workgroupSize: [number, number, number] = [EXPERTS_WORKGROUP, 1, 1];
+  workgroupSize: [number, number, number];
   private readonly c: ExpertsAlignConfig;
 
   constructor(c: ExpertsAlignConfig, numPairs: number) {
     this.c = c;
+    this.workgroupSize = [c.lanes ?? EXPERTS_WORKGROUP, 1, 1];
     this.outputShape = [c.numLocalExperts + 1 + maxPaddedRows(numPairs, c.numLocalExperts, c.blockRows) +
       (c.positions ? numPairs : 0)];
     this.dispatchLayout = {x: [0], y: [1]};  // not flat: main() takes no index
     this.variableNames = c.hasExpertMap ? ['topkIds', 'expertMap'] : ['topkIds'];
     this.shaderKey = `moeExpertsAlign_${c.numLocalExperts}_${c.globalNumExperts}_${c.hasExpertMap}_${c.blockRows}_` +
-        `${c.positions ?? false}`;
+        `${c.positions ?? false}_${this.workgroupSize[0]}`;
   }
 
   getUserCode(): string {
     const E = this.c.numLocalExperts;
     const BM = this.c.blockRows;
-    const W = EXPERTS_WORKGROUP;
+    const W = this.workgroupSize[0];
     const U = 8;
     return `
       ${localExpertSnippet(this.c.hasExpertMap, this.c.globalNumExperts, E)}

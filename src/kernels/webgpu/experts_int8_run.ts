@@ -11,7 +11,7 @@ import type {TensorInfo} from '@tensorflow/tfjs-core';
 import type {ProgramIssuer} from './dispatch_plan';
 import type {WebGPUBackend, WebGPUProgram} from '@tensorflow/tfjs-backend-webgpu';
 import type {ExpertProjectionShard} from '../../kernel_names';
-import {ExpertsAlignProgram, maxPaddedRows} from './experts_align_webgpu';
+import {ExpertsAlignProgram, alignLanes, maxPaddedRows} from './experts_align_webgpu';
 import {ExpertsCombineProgram} from './experts_combine_webgpu';
 import type {ExpertsStage} from './experts_gemv_webgpu';
 import {ExpertsInt8QuantProgram} from './experts_int8_quant_webgpu';
@@ -309,7 +309,7 @@ export function runInt8Experts(c: Int8ExpertsCall): TensorInfo {
     const rowBlocks = Math.ceil(rows / 16);
     const subgroupsN = int8SubgroupsN(gemm);
     const layout = int8PipelinedLayout(H, I, subgroupsN);
-    const align = c.temp(issuer.runWebGPUProgram(new ExpertsAlignProgram({...config, blockRows}, P), ids, 'int32'));
+    const align = c.temp(issuer.runWebGPUProgram(new ExpertsAlignProgram({...config, blockRows, lanes: alignLanes(backend)}, P), ids, 'int32'));
     const blockedRows = (q: TensorInfo, stage: ExpertsStage) => c.temp(issuer.runWebGPUProgram(
         new ExpertsInt8BlockedRowsProgram({source: stage === 'w13' ? 'gather' : 'rows', K: stage === 'w13' ? H : I,
           Kp: stage === 'w13' ? layout.Hp : layout.Ip, topK, numLocalExperts: E}, rowBlocks), [q, align], 'int32'));
@@ -337,7 +337,7 @@ export function runInt8Experts(c: Int8ExpertsCall): TensorInfo {
   } else if (gemm != null) {
     const blockRows = int8GemmBlockRows(gemm);
     const rows = maxPaddedRows(P, E, blockRows);
-    const align = c.temp(issuer.runWebGPUProgram(new ExpertsAlignProgram({...config, blockRows}, P), ids, 'int32'));
+    const align = c.temp(issuer.runWebGPUProgram(new ExpertsAlignProgram({...config, blockRows, lanes: alignLanes(backend)}, P), ids, 'int32'));
     const act = c.temp(issuer.makeTensorInfo([rows, I], 'float32'));
     const tiles = (n: number) => Math.ceil(P / blockRows) + n;
     const gemmProgram = (stage: ExpertsStage, shape: number[], n: number): WebGPUProgram => {
@@ -360,7 +360,7 @@ export function runInt8Experts(c: Int8ExpertsCall): TensorInfo {
   } else {
     const grouped = c.path === 'decode-grouped';
     const head = grouped ?
-      [c.temp(issuer.runWebGPUProgram(new ExpertsAlignProgram({...config, blockRows: 1}, P), ids, 'int32'))] : ids;
+      [c.temp(issuer.runWebGPUProgram(new ExpertsAlignProgram({...config, blockRows: 1, lanes: alignLanes(backend)}, P), ids, 'int32'))] : ids;
     const act = c.temp(issuer.makeTensorInfo([P, I], 'float32'));
     perShard('w13', act, (s, n) => [new ExpertsW13Int8GemvProgram(w13, P, n, grouped), [xq, ...head]]);
     const aq = quantize(act, false);

@@ -17,7 +17,7 @@ import type {TensorInfo} from '@tensorflow/tfjs-core';
 import type {WebGPUBackend, WebGPUProgram} from '@tensorflow/tfjs-backend-webgpu';
 import type {Activation, ExpertProjectionShard} from '../../kernel_names';
 import type {WeightFormat} from '../../quant/format';
-import {ExpertsAlignProgram, maxPaddedRows} from './experts_align_webgpu';
+import {ExpertsAlignProgram, alignLanes, maxPaddedRows} from './experts_align_webgpu';
 import type {ProgramIssuer} from './dispatch_plan';
 import {ExpertsGatherF16Program} from './experts_gather_f16_webgpu';
 import {ExpertsW13TensorCoreStorageGemmProgram, ExpertsW2TensorCoreStorageGemmProgram}
@@ -108,7 +108,7 @@ export function tensorCoreStoragePrefill(call: TensorCorePrefillCall): TensorCor
       backend.device.limits.maxStorageBufferBindingSize);
   call.checkBinding([rows, layout.Hp / 2], 'the f16 expert-sorted x');
   const align = call.issuer.runWebGPUProgram(
-      new ExpertsAlignProgram({...common, blockRows, positions: sortedOutput}, P), call.ids, 'int32');
+      new ExpertsAlignProgram({...common, blockRows, positions: sortedOutput, lanes: alignLanes(backend)}, P), call.ids, 'int32');
   temps.push(align);
   // f16 buffers are int32 tensors of two halves a word (tfjs has no f16 dtype).
   const x16 = temp([rows, layout.Hp / 2], 'int32');
