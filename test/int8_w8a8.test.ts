@@ -482,15 +482,18 @@ describeBackends('fusedExperts int8 w8a8 against the cpu reference, bit for bit'
   }
 
   if (backend === 'webgpu') {
-    it('quantizes rows word for word as the reference (ties, zero and non-finite rows, K not a tile multiple)',
+    // K = 48: one vec4 for 12 of 64 lanes; 776: four vec4s a lane, the fourth for 2 of 64; 2104: 256 lanes, the third
+    // vec4 for 14 of them (each program's partial chunk).
+    for (const K of [48, 776, 2104]) it(`quantizes rows word for word as the reference (ties, zero and non-finite rows, K ${K})`,
         async () => {
       const rand = rng(7);
-      const K = 48, rows = 6;
+      const rows = 6;
       const x = Float32Array.from({length: rows * K}, () => (rand() - 0.5) * 8);
       x.set([127, 2.5, -2.5, 0.49999997, -126.5, 1.5], 0);          // row 0: inv = 1, exact ties
       x.fill(0, K, 2 * K);                                           // row 1: zeros
       x[2 * K + 5] = Infinity;                                       // row 2: non-finite
       for (let i = 3 * K; i < 4 * K; i++) x[i] = 1e-30 * (i % 7 - 3);  // row 3: below the 1e-10 floor
+      x[5 * K - 1] = -100;                                           // row 4: its max in the last vec4
       const b = tf.backend() as unknown as {runWebGPUProgram: (p: unknown, i: unknown[], d: string) => tf.TensorInfo;
         disposeData: (id: object) => void};
       const xt = tf.tensor2d(x, [rows, K]);

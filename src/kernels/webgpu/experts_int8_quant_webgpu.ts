@@ -8,7 +8,9 @@
  *
  *   absmax = max(max|x|, 1e-10),  scale = absmax / 127,  q = clamp(round_half_away(x · (127 / absmax)), ±127)
  *
- * One workgroup per row. max|x| is an integer max over the sign-cleared bits (exact, and NaN/Inf land above every
+ * One workgroup per row, which its invocations hold in registers between the max and the quantization: read twice,
+ * the rows in flight (2048 of Mixtral's 57 KiB act rows) overran L2 and the second read came from memory again.
+ * max|x| is an integer max over the sign-cleared bits (exact, and NaN/Inf land above every
  * finite value: such a row gets a NaN scale and q = 0, as the reference does). The two quotients are correctly
  * rounded by integer long division (divRn): WGSL's `/` is only accurate to 2.5 ulp, and one ulp of 127/absmax
  * moves a q across a rounding boundary. x · inv is a single f32 multiply (correctly rounded in WGSL).
@@ -16,7 +18,15 @@
  */
 import type {WebGPUProgram} from '@tensorflow/tfjs-backend-webgpu';
 
-const THREADS = 128;
+/**
+ * Invocations per row: 256 for long rows; 64 up to 256 vec4s (K ≤ 1024), where 256 left most idle and their longer
+ * reduction made DeepSeek-V3 TP8's act rows (K = 256) slower than two reads by 128 (0.24 against 0.13 ms, an H100).
+ * With both, against two reads by 128 (M = 4096, an H100, bench/results/2026-12-06-h100-int8-quant-registers.log):
+ * act rows Mixtral (K = 14336) 0.39 → 0.22 ms, DeepSeek-V3 TP8 (256) 0.127 → 0.071, Qwen3 (768) 0.130 → 0.078.
+ */
+export function int8QuantThreads(K: number): number {
+  return K / 4 <= 256 ? 64 : 256;
+}
 /** Rows beyond this many workgroups are taken in further passes of the same workgroups. */
 const MAX_GRID_Y = 65535;
 
@@ -59,13 +69,14 @@ export class ExpertsInt8QuantProgram implements WebGPUProgram {
   dispatch: [number, number, number];
   variableNames: string[];
   variableComponents: number[];
-  workgroupSize: [number, number, number] = [THREADS, 1, 1];
+  workgroupSize: [number, number, number];
   private readonly K: number;
   private readonly weighted: boolean;
 
   /** Inputs: x [rows, K] f32 (K a multiple of 4, read as vec4), topkWeights [rows, 1] when `weighted`. */
   constructor(rows: number, K: number, weighted = false) {
     this.K = K;
+    this.workgroupSize = [int8QuantThreads(K), 1, 1];
     this.weighted = weighted;
     this.outputShape = [rows, int8RowWords(K)];
     this.dispatch = [1, Math.min(rows, MAX_GRID_Y), 1];
@@ -77,6 +88,8 @@ export class ExpertsInt8QuantProgram implements WebGPUProgram {
   getUserCode(): string {
     const KW = this.K / 4;
     const S = int8RowWords(this.K);
+    const THREADS = this.workgroupSize[0];
+    const chunks = Math.ceil(KW / THREADS);
     const load = (i: string) => this.weighted ? `(x[base + ${i}] * w)` : `x[base + ${i}]`;
     return `
       ${DIV_RN_WGSL}
@@ -88,6 +101,17 @@ export class ExpertsInt8QuantProgram implements WebGPUProgram {
         let t = trunc(a);
         let r = min(t + select(0.0, 1.0, a - t >= 0.5), 127.0);
         return select(i32(r), -i32(r), v < 0.0);
+      }
+
+      // Four scaled values as one word of i8 codes, byte b = value b.
+      fn quantWord(v : vec4<f32>) -> i32 {
+        let q = vec4<i32>(quant1(v.x), quant1(v.y), quant1(v.z), quant1(v.w));
+        return (q.x & 255) | ((q.y & 255) << 8u) | ((q.z & 255) << 16u) | (q.w << 24u);
+      }
+
+      fn maxAbsBits(v : vec4<f32>) -> u32 {
+        let b = bitcast<vec4<u32>>(v) & vec4<u32>(0x7fffffffu);
+        return max(max(b.x, b.y), max(b.z, b.w));
       }
 
       // x: [rows, ${this.K}] as vec4; result: [rows, ${S}] int32, ${KW} packed i8x4 words then the scale's bits.
@@ -104,11 +128,14 @@ export class ExpertsInt8QuantProgram implements WebGPUProgram {
       fn quantizeRow(row : u32) {
         let base = row * ${KW}u;
         ${this.weighted ? 'let w = topkWeights[row];' : ''}
+        // The row's vec4 localIndex + ${THREADS}·j in vj (straight-line code: registers, not an indexed array).
         var m = 0u;
-        for (var i = localIndex; i < ${KW}u; i += ${THREADS}u) {
-          let b = bitcast<vec4<u32>>(${load('i')}) & vec4<u32>(0x7fffffffu);
-          m = max(m, max(max(b.x, b.y), max(b.z, b.w)));
-        }
+        ${Array.from({length: chunks}, (_, j) => {
+          const i = `localIndex + ${j * THREADS}u`;
+          const whole = (j + 1) * THREADS <= KW;
+          return `let v${j} = ${whole ? load(`(${i})`) : `select(vec4<f32>(0.0), ${load(`min(${i}, ${KW - 1}u)`)}, ${i} < ${KW}u)`};
+        m = max(m, maxAbsBits(v${j}));`;
+        }).join('\n        ')}
         red[localIndex] = m;
         workgroupBarrier();
         for (var stride = ${THREADS / 2}u; stride > 0u; stride >>= 1u) {
@@ -123,11 +150,10 @@ export class ExpertsInt8QuantProgram implements WebGPUProgram {
         // NaN scale bits for a non-finite row (a NaN literal would not compile)
         let scaleBits = select(0x7fc00000u, bitcast<u32>(divRn(amax, 127.0)), finite);
         let out = row * ${S}u;
-        for (var i = localIndex; i < ${KW}u; i += ${THREADS}u) {
-          let v = select(vec4<f32>(0.0), ${load('i')} * inv, finite);
-          let q = vec4<i32>(quant1(v.x), quant1(v.y), quant1(v.z), quant1(v.w));
-          result[out + i] = (q.x & 255) | ((q.y & 255) << 8u) | ((q.z & 255) << 16u) | (q.w << 24u);
-        }
+        ${Array.from({length: chunks}, (_, j) => {
+          const store = `result[out + localIndex + ${j * THREADS}u] = quantWord(select(vec4<f32>(0.0), v${j} * inv, finite));`;
+          return (j + 1) * THREADS <= KW ? store : `if (localIndex + ${j * THREADS}u < ${KW}u) { ${store} }`;
+        }).join('\n        ')}
         if (localIndex == 0u) {
           result[out + ${KW}u] = bitcast<i32>(scaleBits);
           result[out + ${KW + 1}u] = 0;
