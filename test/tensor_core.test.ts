@@ -821,11 +821,13 @@ describeBackends('tensor-core helper programs on webgpu', (backend) => {
     }
   });
 
-  it('aligns and gathers 8 experts\' pairs into whole 16-row blocks (Mixtral\'s padding), refusing partial blocks', async () => {
+  // H = 64, 128, 160: the gather takes 4, 8 and 2 k blocks at a time (one workgroup's subgroups).
+  for (const H of [64, 128, 160]) it(`aligns and gathers 8 experts' pairs into whole 16-row blocks (Mixtral's padding), ` +
+      `refusing partial blocks, H ${H}`, async () => {
     // With 8 experts the padded bound P + 8·(BM - 1) is 8 rows short of a block; the plan rounds it up, and
     // the blocked gather of those rows must leave every row of every expert intact (the H200's Mixtral
     // M = 64, 256 runs once lost the first k block of some rows here).
-    const T = 24, k = 2, E = 8, H = 64;
+    const T = 24, k = 2, E = 8;
     const common = {hiddenSize: H, intermediateSize: 32, topK: k, numLocalExperts: E, globalNumExperts: E,
       hasExpertMap: false, activation: 'silu' as Activation, applyRouterWeightOnInput: false, format: FLOAT32_FORMAT,
       hasBias: false};

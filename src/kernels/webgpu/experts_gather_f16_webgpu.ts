@@ -9,8 +9,8 @@
  * Stored as i32 words of two halves (pack2x16float: tfjs has no f16 dtype), [rows, Hp / 2] (or in 16×16
  * blocks for the pipelined variants, tensor_core_plan.ts blockedRowsIndex); the GEMM declares the same
  * buffer array<f16> (./device.ts). One invocation per 8 halves, reading two vec4s of x; the grid folded
- * into x × y. Blocked, a subgroup writes one whole block (512 contiguous bytes) and the grid runs k-block by
- * k-block, so that x's columns in flight ([T, 16] f32) stay in L2 and each x sector comes from memory once:
+ * into x × y. Blocked, a subgroup writes one whole block (512 contiguous bytes) and the grid runs a few k blocks
+ * at a time, so that x's columns in flight ([T, 128] f32 at most) stay in L2 and each x sector comes from memory once:
  * in row order, DeepSeek-V3 TP8's x (117 MB, more than L2) was read once per slot (8×), and the gather took
  * 0.56 ms at M = 4096 on the H200 (0.73 ms with one invocation per word). Rows from align[E] on are left
  * unwritten (no GEMM tile reaches them).
@@ -63,14 +63,21 @@ export class ExpertsGatherF16Program implements WebGPUProgram {
     const {hiddenSize: H, topK, numLocalExperts: E} = this.c;
     const words = this.outputShape[1];
     const Hp = 2 * words;
-    // Invocation idx's 8 halves: blocked, half a row of block idx / 32, blocks taken k-block-major over
-    // [rows / 16, Hp / 16]; else [row, k .. k + 7] of the row-major [rows, Hp].
+    // Invocation idx's 8 halves: blocked, half a row of block idx / 32; blocks taken G k blocks at a time (one
+    // workgroup's 8 subgroups: G adjacent blocks, contiguous in x16), row block after row block, then the next G
+    // k blocks (one k block at a time: DeepSeek-V3 TP8 M = 4096 0.339 against 0.301 ms on an H100,
+    // bench/results/2026-12-06-h100-gather-groups.log); else [row, k .. k + 7] of the row-major [rows, Hp].
+    const KB = Hp / 16;
+    const G = [8, 4, 2, 1].find((g) => KB % g === 0)!;
     const at = this.c.blockedRows ? `
         let rowBlocks = uniforms.outShape.x / 16;
         let block = idx / 32;
-        let row = (block % rowBlocks) * 16 + (idx % 32) / 2;
-        let k = (block / rowBlocks) * 16 + (idx % 2) * 8;
-        let w = (((block % rowBlocks) * ${Hp / 16} + block / rowBlocks) * 32 + idx % 32) * 4;` : `
+        let rest = block / ${G};
+        let rb = rest % rowBlocks;
+        let kb = (rest / rowBlocks) * ${G} + block % ${G};
+        let row = rb * 16 + (idx % 32) / 2;
+        let k = kb * 16 + (idx % 2) * 8;
+        let w = ((rb * ${KB} + kb) * 32 + idx % 32) * 4;` : `
         let row = idx / ${Hp / 8};
         let k = (idx % ${Hp / 8}) * 8;
         let w = idx * 4;`;
