@@ -22,7 +22,6 @@
  * tens of thousands.
  */
 import type {WebGPUBackend, WebGPUProgram} from '@tensorflow/tfjs-backend-webgpu';
-import {webgpuCapabilities} from './capabilities';
 import {EXPERTS_WORKGROUP, localExpertSnippet} from './experts_wgsl';
 
 /** Local experts the align program can count in workgroup memory (two u32 arrays of this length). */
@@ -40,18 +39,25 @@ export interface ExpertsAlignConfig {
 }
 
 /** The most invocations the align program takes: each walks the pairs with a quarter of 256's loads in a row. */
-export const ALIGN_MAX_LANES = 1024;
+const ALIGN_MAX_LANES = 1024;
+
+const lanesByDevice = new WeakMap<GPUDevice, number>();
 
 /**
  * The align program's invocations on this device: its one workgroup waits on each invocation's chain of loads
  * and atomics, so as many as the device allows up to ALIGN_MAX_LANES (WebGPU's default limit is 256). On an H100,
  * 1024 against 256: 0.057 against 0.070 ms for Qwen3's 32768 pairs, 0.015 against 0.020 for Mixtral's 8192
- * (bench/results/2026-12-06-h100-align-lanes.log).
+ * (bench/results/2026-12-06-h100-align-lanes.log). Kept per device: it is asked on every call, decode included.
  */
 export function alignLanes(backend: WebGPUBackend): number {
-  const limits = backend.device.limits;
-  return Math.min(ALIGN_MAX_LANES, webgpuCapabilities(backend).maxComputeInvocationsPerWorkgroup,
-      limits.maxComputeWorkgroupSizeX);
+  const device = backend.device;
+  let lanes = lanesByDevice.get(device);
+  if (lanes == null) {
+    lanes = Math.min(ALIGN_MAX_LANES, device.limits.maxComputeInvocationsPerWorkgroup,
+        device.limits.maxComputeWorkgroupSizeX);
+    lanesByDevice.set(device, lanes);
+  }
+  return lanes;
 }
 
 /** Rows the sorted list may need: every pair, plus up to blockRows - 1 padding rows per used expert. */

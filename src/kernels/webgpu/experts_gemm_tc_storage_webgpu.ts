@@ -349,7 +349,7 @@ export class ExpertsTensorCoreStorageGemmProgram implements WebGPUProgram {
  * each loop is as branch-free as the full tile's: branches inside the loop lost 17-30% on an H100 (the removed
  * 'trimmed' variants, bench/results/2026-12-06-h100-grouped-trimmed-ab.log).
  */
-export function fittedRowBlocks(rows: number[], numLocalExperts: number, body: (rows: number[]) => string): string {
+function fittedRowBlocks(rows: number[], numLocalExperts: number, body: (rows: number[]) => string): string {
   return `
         let liveBlocks = 1u${rows.slice(1).map((r) =>
           ` + select(0u, 1u, align[${numLocalExperts + 1} + rowStart + ${16 * r}] >= 0)`).join('')};

@@ -24,7 +24,7 @@ import type {WebGPUProgram} from '@tensorflow/tfjs-backend-webgpu';
  * With both, against two reads by 128 (M = 4096, an H100, bench/results/2026-12-06-h100-int8-quant-registers.log):
  * act rows Mixtral (K = 14336) 0.39 → 0.22 ms, DeepSeek-V3 TP8 (256) 0.127 → 0.071, Qwen3 (768) 0.130 → 0.078.
  */
-export function int8QuantThreads(K: number): number {
+function int8QuantThreads(K: number): number {
   return K / 4 <= 256 ? 64 : 256;
 }
 /** Rows beyond this many workgroups are taken in further passes of the same workgroups. */
