@@ -15,7 +15,8 @@
  * subgroup tiles (M 4608 by default); --round15 those subgroups each walking k from its own start, so that a block
  * a neighbour loaded a few steps before is in L1 when it asks for it; --round16 the k loop's bounds known at run
  * time only (as in the expert GEMMs) and the plain loop unrolled by hand; --round17 the prefetching loop one k
- * block ahead (not a two-block step), one subgroup and four staggered.
+ * block ahead (not a two-block step), one subgroup and four staggered; --round18 plain loads touching the blocks
+ * a few steps ahead (run also with --m 512 --n 28672 --experts 8).
  */
 import * as fs from 'fs';
 import {tensorCoreDawnToggles} from './dawn_toggles';
@@ -31,6 +32,11 @@ const arg = (name: string, def: number) => {
   const i = args.indexOf(`--${name}`);
   return i >= 0 ? Number(args[i + 1]) : def;
 };
+/**
+ * --experts E (round 18): B holds E copies of its N rows, row tile t multiplying copy t % E, so that a GEMM of
+ * few row tiles streams E·N·K weights from memory as the expert GEMMs do at M = 256 (one tile an expert).
+ */
+const EXPERTS = arg('experts', 1);
 
 /** float32 → IEEE half bits (round to nearest even; inputs here are small and finite). */
 function toHalf(x: number): number {
@@ -648,8 +654,9 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) l
  */
 function blockNames(M: number, N: number, K: number, int8: boolean, pointers: boolean,
     loop: 'plain' | 'pipelined' | 'pipelined-1' | 'loads' | 'cached-loads', vec4 = false, sub: {WM: number; WN: number; lag?: number} =
-    {WM: 1, WN: 1}, tile = {TM: 4, TN: 4}, bounds: {runtime?: boolean; unroll?: number} = {}): Kernel {
+    {WM: 1, WN: 1}, tile = {TM: 4, TN: 4}, bounds: {runtime?: boolean; unroll?: number; touch?: Touch} = {}): Kernel {
   const kPerBlock = int8 ? 32 : 16, KB = K / kPerBlock;
+  const experts = EXPERTS;
   // Round 15: subgroup (m, n) of the workgroup walks k from block KB - (m + n)·lag, wrapping, so each block it
   // shares with (m - 1, n) or (m, n - 1) was loaded by that neighbour `lag` blocks earlier (round 14's subgroups
   // asked for a shared block at the same moment, and neither found it in L1).
@@ -693,10 +700,25 @@ function blockNames(M: number, N: number, K: number, int8: boolean, pointers: bo
     ${rows.map((r) => `a${r} = na${r};`).join(' ')}
     ${cols.map((c) => `b${c} = nb${c};`).join(' ')}
   }`;
+  // Round 18: plain loads touching the blocks `dist` steps ahead, their values summed one step later (so no
+  // multiply waits on them), only to start those blocks' lines on their way before the subgroup-matrix loads.
+  const touch = bounds.touch;
+  if (touch && !(pointers && loop === 'pipelined' && !runtime)) throw new Error('blockNames: touch is for the pipelined loop on block pointers');
+  const touched = touch ? [...(touch.which.includes('a') ? rows.map((r) => ({p: 'A', first: `am + ${r * KB}u`, n: `a${r}`})) : []),
+    ...(touch.which.includes('b') ? cols.map((c) => ({p: 'B', first: `bn + ${c * KB}u`, n: `b${c}`})) : [])] : [];
+  const touchAt = (t: {p: string; first: string}, kb: string) => `${t.p}[${t.first} + ${kAt(kb)}][(li % 32u) * 8u]`;
+  const touchVars = touched.flatMap((t) => [0, 1].map((u) => `var t${t.n}${u} = ${touchAt(t, `${u}u`)};`)).join(' ');
+  const touchStep = !touch ? '' : `sink += ${touched.flatMap((t) => [0, 1].map((u) => `f32(t${t.n}${u})`)).join(' + ')};
+    let tk = min(kb + ${2 * touch.dist}u, ${KB - 2}u);
+    ${touched.flatMap((t) => [0, 1].map((u) => `t${t.n}${u} = ${touchAt(t, `tk + ${u}u`)};`)).join(' ')}
+    `;
   const body = (runtime ? `
   let kbFirst = select(0u, 1u, arrayLength(&C) == 1u);
   let kbEnd = select(${KB}u, 2u, arrayLength(&C) == 1u);` : '') + (loop === 'pipelined-1' ? oneAhead : loop === 'pipelined' ? `
-  ${pipelinedSteps(KB, rows, cols, a, b, (u) => mma(`a${u}`, `b${u}`), runtime ? {first, end} : undefined)}` : unroll > 1 ? `
+  ${touch ? `var sink = 0.0;
+  ${touchVars}` : ''}
+  ${pipelinedSteps(KB, rows, cols, a, b, (u) => (u === 0 ? touchStep : '') + mma(`a${u}`, `b${u}`), runtime ? {first, end} : undefined)}
+  ${touch ? 'if (sink == -1.0e30) { C[0] = sink; }   // never: keeps the touches' : ''}` : unroll > 1 ? `
   for (var kb = ${first}; kb < ${end}; kb += ${unroll}u) {
     ${us.flatMap((u) => rows.map((r) => `let a${u}${r} = ${a(r, `kb + ${u}u`)};`)).join('\n    ')}
     ${us.flatMap((u) => cols.map((c) => `let b${u}${c} = ${b(c, `kb + ${u}u`)};`)).join('\n    ')}
@@ -715,7 +737,8 @@ function blockNames(M: number, N: number, K: number, int8: boolean, pointers: bo
       (one ? `${shape} one subgroup, ` : `${SM * WM}×${SN * WN} per workgroup, ${WM}×${WN} subgroups of ${shape}, `) +
       (pointers ? `block pointers (&A[block], offset 0, ${decl})` : `element offsets (&A, block·${BLK}, array<${elem}>)`) +
       (lag ? `, k lag ${lag} blocks a neighbour` : '') +
-      (runtime ? ', k bounds known at run time only' : '') + (unroll > 1 ? `, ${unroll} k blocks loaded per iteration` : ''),
+      (runtime ? ', k bounds known at run time only' : '') + (unroll > 1 ? `, ${unroll} k blocks loaded per iteration` : '') +
+      (touch ? `, ${touch.which} blocks touched ${touch.dist} steps ahead` : '') + (experts > 1 ? `, ${experts} experts' B` : ''),
   workgroups: [N / (SN * WN), M / (SM * WM), 1], blocked: true, int8,
   ...(loadsOnly ? {synthetic: {flops: (M / SM) * (N / SN) * KB * pairs.length * 2 * 16 * 16 * kPerBlock}} : {}), code: `
 enable f16;${one ? '' : '\nenable subgroups;'}
@@ -724,16 +747,22 @@ enable chromium_experimental_subgroup_matrix;
 @group(0) @binding(1) var<storage, read> B: ${decl};
 @group(0) @binding(2) var<storage, read_write> C: array<${int8 ? 'i32' : 'f32'}>;
 @compute @workgroup_size(${32 * WM * WN})
-fn main(@builtin(workgroup_id) wg: vec3<u32>${one ? '' : ', @builtin(subgroup_id) sid: u32'}) {
+fn main(@builtin(workgroup_id) wg: vec3<u32>${one ? '' : ', @builtin(subgroup_id) sid: u32'}${touch ? ', @builtin(local_invocation_index) li: u32' : ''}) {
   ${one ? '' : `let tm = wg.y * ${WM}u + sid % ${WM}u;   // this subgroup's tile of rows and of columns
   let tn = wg.x * ${WN}u + sid / ${WM}u;
   ${lag ? `let rot = ${KB}u - (sid % ${WM}u + sid / ${WM}u) * ${lag}u;   // wraps to 0 for subgroup 0 (& ${KB - 1})` : ''}
   `}let am = ${tm} * ${TM * KB}u;   // first block of the tile's ${SM} rows (A) and ${SN} columns (B)
-  let bn = ${tn} * ${TN * KB}u;
+  let bn = ${experts > 1 ? `(${tm} % ${experts}u) * ${N / 16 * KB}u + ` : ''}${tn} * ${TN * KB}u;
   ${pairs.map(([r, c]) => `var acc${r}${c}: ${result};`).join('\n  ')}
   ${body}
   ${pairs.map(([r, c]) => `subgroupMatrixStore<row_major>(&C, (${tm} * ${SM}u + ${16 * r}u) * ${N}u + ${tn} * ${SN}u + ${16 * c}u, acc${r}${c}, ${N}u);`).join('\n  ')}
 }`};
+}
+
+/** Round 18's plain loads ahead of the subgroup-matrix loads: which operands' blocks, and how many 32-k steps ahead. */
+interface Touch {
+  which: 'a' | 'b' | 'ab';
+  dist: number;
 }
 
 /** Rounds 14-15 choose M, N and tile shapes separately: refuse a kernel whose workgroups do not tile the GEMM. */
@@ -949,7 +978,12 @@ fn main(@builtin(local_invocation_index) li: u32${sidDecl}) {
   const round6 = args.includes('--round6');
   const round3 = roundFrom(3);
   const Ab = round3 ? buf(toBlocks(a16, M, K), GPUBufferUsage.STORAGE) : A;
-  const Bb = round3 ? buf(toBlocks(b16, N, K), GPUBufferUsage.STORAGE) : B;
+  const Bb = !round3 ? B : EXPERTS === 1 ? buf(toBlocks(b16, N, K), GPUBufferUsage.STORAGE) : (() => {
+    const blocks = toBlocks(b16, N, K);
+    const copies = buf(EXPERTS * blocks.byteLength, GPUBufferUsage.STORAGE);
+    for (let e = 0; e < EXPERTS; e++) device.queue.writeBuffer(copies, e * blocks.byteLength, blocks as unknown as ArrayBuffer);
+    return copies;
+  })();
   const C = buf(M * N * 4, GPUBufferUsage.STORAGE | GPUBufferUsage.COPY_SRC);
   const samples = Array.from({length: 256}, () => [Math.floor((rnd() + 1) / 2 * M), Math.floor((rnd() + 1) / 2 * N)]);
   const expected = samples.map(([i, j]) => {
@@ -1167,6 +1201,23 @@ fn main(@builtin(local_invocation_index) li: u32${sidDecl}) {
       kernels.push(blockNames(M, N, K, false, true, loop, false, {WM: 1, WN: 4, lag: 2}, t));
     }
     kernels.push(blockNames(M, N, K, true, true, 'plain', false, {WM: 1, WN: 4, lag: 2}, t));
+    mustTile(kernels, M, N);
+  }
+  if (args.includes('--round18')) {
+    // Rounds 12-15 put the loads' time in their latency and bytes in flight: a one-subgroup 64 × 64 tile holds
+    // one 32-k step (8 KiB) in flight in registers, and a neighbour's earlier load of a block did not make it
+    // cheaper. Here each lane also loads one half every 16 bytes of the blocks `dist` steps ahead (1 register a
+    // block, summed a step later), so their lines are requested well before the subgroup-matrix loads ask.
+    // Run twice: the plain GEMM, and with --m 512 --n 28672 --experts 8 (Mixtral's w13 at M = 256: weights
+    // streamed from memory once).
+    kernels.length = 0;
+    const one = {WM: 1, WN: 1}, four = {WM: 1, WN: 4, lag: 2}, t = {TM: 4, TN: 4};
+    for (const sub of [four, one]) {
+      kernels.push(blockNames(M, N, K, false, true, 'pipelined', false, sub, t));
+      for (const touch of [{which: 'b', dist: 2}, {which: 'b', dist: 4}, {which: 'ab', dist: 2}] as Touch[]) {
+        kernels.push(blockNames(M, N, K, false, true, 'pipelined', false, sub, t, {touch}));
+      }
+    }
     mustTile(kernels, M, N);
   }
   if (args.includes('--round10')) {
