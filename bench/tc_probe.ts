@@ -16,7 +16,7 @@
  * a neighbour loaded a few steps before is in L1 when it asks for it; --round16 the k loop's bounds known at run
  * time only (as in the expert GEMMs) and the plain loop unrolled by hand; --round17 the prefetching loop one k
  * block ahead (not a two-block step), one subgroup and four staggered; --round18 plain loads touching the blocks
- * a few steps ahead (run also with --m 512 --n 28672 --experts 8).
+ * a few steps ahead (run also with --m 512 --n 28672 --experts 8); --round19 80-row subgroup tiles.
  */
 import * as fs from 'fs';
 import {tensorCoreDawnToggles} from './dawn_toggles';
@@ -1216,6 +1216,20 @@ fn main(@builtin(local_invocation_index) li: u32${sidDecl}) {
       kernels.push(blockNames(M, N, K, false, true, 'pipelined', false, sub, t));
       for (const touch of [{which: 'b', dist: 2}, {which: 'b', dist: 4}, {which: 'ab', dist: 2}] as Touch[]) {
         kernels.push(blockNames(M, N, K, false, true, 'pipelined', false, sub, t, {touch}));
+      }
+    }
+    mustTile(kernels, M, N);
+  }
+  if (args.includes('--round19')) {
+    // 80-row subgroup tiles (5 × 4 results, 160 accumulator registers a lane): Mixtral's experts at M = 256 hold
+    // 56-74 rows, which 64-row tiles split into 11 row tiles where 80-row ones need 8. Round 14's 96 rows
+    // collapsed (likely spills); whether 80 do, beside the 64-row kernels. Run with --m 5120 (80 and 64 divide it)
+    // and with --m 640 --n 28672 --experts 8 (one 80-row tile an expert; round 18's M = 512 is the 64-row case).
+    kernels.length = 0;
+    const one = {WM: 1, WN: 1}, four = {WM: 1, WN: 4, lag: 2};
+    for (const sub of [four, one]) {
+      for (const loop of ['pipelined', 'plain'] as const) {
+        for (const TM of [4, 5]) kernels.push(blockNames(M, N, K, false, true, loop, false, sub, {TM, TN: 4}));
       }
     }
     mustTile(kernels, M, N);
