@@ -657,6 +657,7 @@ function blockNames(M: number, N: number, K: number, int8: boolean, pointers: bo
     {WM: 1, WN: 1}, tile = {TM: 4, TN: 4}, bounds: {runtime?: boolean; unroll?: number; touch?: Touch} = {}): Kernel {
   const kPerBlock = int8 ? 32 : 16, KB = K / kPerBlock;
   const experts = EXPERTS;
+  if (int8 && experts > 1) throw new Error('blockNames: --experts copies the f16 weights only');
   // Round 15: subgroup (m, n) of the workgroup walks k from block KB - (m + n)·lag, wrapping, so each block it
   // shares with (m - 1, n) or (m, n - 1) was loaded by that neighbour `lag` blocks earlier (round 14's subgroups
   // asked for a shared block at the same moment, and neither found it in L1).
@@ -978,7 +979,8 @@ fn main(@builtin(local_invocation_index) li: u32${sidDecl}) {
   const round6 = args.includes('--round6');
   const round3 = roundFrom(3);
   const Ab = round3 ? buf(toBlocks(a16, M, K), GPUBufferUsage.STORAGE) : A;
-  const Bb = !round3 ? B : EXPERTS === 1 ? buf(toBlocks(b16, N, K), GPUBufferUsage.STORAGE) : (() => {
+  // B's blocks, EXPERTS copies one after another (--experts).
+  const Bb = !round3 ? B : (() => {
     const blocks = toBlocks(b16, N, K);
     const copies = buf(EXPERTS * blocks.byteLength, GPUBufferUsage.STORAGE);
     for (let e = 0; e < EXPERTS; e++) device.queue.writeBuffer(copies, e * blocks.byteLength, blocks as unknown as ArrayBuffer);
