@@ -16,7 +16,8 @@
  * a neighbour loaded a few steps before is in L1 when it asks for it; --round16 the k loop's bounds known at run
  * time only (as in the expert GEMMs) and the plain loop unrolled by hand; --round17 the prefetching loop one k
  * block ahead (not a two-block step), one subgroup and four staggered; --round18 plain loads touching the blocks
- * a few steps ahead (run also with --m 512 --n 28672 --experts 8); --round19 80-row subgroup tiles.
+ * a few steps ahead (run also with --m 512 --n 28672 --experts 8); --round19 80-row subgroup tiles; --round20 only
+ * A staged in workgroup memory, B streamed from storage.
  */
 import * as fs from 'fs';
 import {tensorCoreDawnToggles} from './dawn_toggles';
@@ -760,6 +761,89 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>${one ? '' : ', @builtin(subgroup_id
 }`};
 }
 
+/**
+ * Round 20: A (x's rows, shared by every subgroup of the workgroup) staged in workgroup memory, SK k blocks a stage,
+ * double-buffered with one barrier a stage; B (the weights) streamed from storage through block pointers, one k
+ * block ahead, as the product's loop does, or (stageB) staged the same way. Rounds 3-5 and 9-11 staged before block
+ * pointers made storage loads cheap (round 3's A-staged kernel beat storage-only then, 152 against 31-100 TFLOP/s);
+ * here each subgroup moves 4 + 4/WN blocks from L2 per 16 multiplies instead of 8.
+ */
+function aStaged(M: number, N: number, K: number, s: {WM: number; WN: number; SK: number; int8?: boolean; pad?: boolean;
+    stageB?: boolean}): Kernel {
+  const {WM, WN, SK} = s, int8 = s.int8 ?? false, stageB = s.stageB ?? false;
+  // pad: each 32-byte block row followed by 16 bytes, so that rows 8 apart fall in other banks (stride 3 vec4s).
+  const pad = s.pad ?? false, RV = pad ? 48 : 32, RS = pad ? 3 : 2;
+  const kPerBlock = int8 ? 32 : 16, KB = K / kPerBlock, KS = KB / SK;
+  if (!Number.isInteger(KS)) throw new Error(`aStaged: ${SK} k blocks a stage do not divide ${KB}`);
+  if (int8 && EXPERTS > 1) throw new Error('aStaged: --experts copies the f16 weights only');
+  if (stageB && EXPERTS > 1) throw new Error('aStaged: staged B is one expert\'s (no --experts)');
+  const threads = 32 * WM * WN, RB = 4 * WM, CB = 4 * WN;   // the workgroup's 16-row and 16-column blocks
+  const rows = [0, 1, 2, 3], cols = [0, 1, 2, 3];
+  const js = Array.from({length: SK}, (_, j) => j);
+  const left = int8 ? `${SG}_left<i8, 32, 16>` : `${SG}_left<f16, 16, 16>`;
+  const right = int8 ? `${SG}_right<i8, 16, 32>` : `${SG}_right<f16, 16, 16>`;
+  const result = int8 ? `${SG}_result<i32, 16, 16>` : `${SG}_result<f32, 16, 16>`;
+  const bDecl = stageB ? 'array<vec4<u32>>' : int8 ? 'array<array<i32, 128>>' : 'array<array<f16, 256>>';
+  const bStride = int8 ? 8 : 16;
+  const b = (c: number, kb: string) => `subgroupMatrixLoad<${right}, col_major>(&B[bn + ${c * KB}u + ${kb}], 0u, ${bStride}u)`;
+  // Each staged operand X: NB blocks of 16 rows a stage, copy p of a lane at q = li + p·threads: block q / (32·SK),
+  // vec4 q % (32·SK) of that block row's SK contiguous k blocks.
+  const staged = [{X: 'A', NB: RB, first: 'aFirst'}, ...(stageB ? [{X: 'B', NB: CB, first: 'bFirst'}] : [])].map((o) => {
+    const P = o.NB * SK * 32 / threads;
+    if (!Number.isInteger(P)) throw new Error('aStaged: a stage does not divide among the lanes');
+    return {...o, ps: Array.from({length: P}, (_, i) => i)};
+  });
+  const q = (p: number) => `(li + ${p * threads}u)`;
+  const gAt = (X: string, first: string, p: number, st: string) =>
+    `${X}[${first} + ${q(p)} / ${32 * SK}u * ${KB * 32}u + (${st}) * ${SK * 32}u + ${q(p)} % ${32 * SK}u]`;
+  const put = (X: string, NB: number, p: number, buf: string) => `${X}s[(${buf} * ${NB}u + ${q(p)} / ${32 * SK}u) * ${SK}u + ` +
+    `${q(p)} % ${32 * SK}u / 32u][${pad ? `${q(p)} % 32u / 2u * 3u + ${q(p)} % 2u` : `${q(p)} % 32u`}]`;
+  const copy = (buf: string) => staged.flatMap((o) => o.ps.map((p) => `${put(o.X, o.NB, p, buf)} = r${o.X}${p};`)).join('\n    ');
+  const mma = rows.flatMap((r) => cols.map((c) => `acc${r}${c} = subgroupMatrixMultiplyAccumulate(a${r}, b${c}, acc${r}${c});`)).join('\n      ');
+  const steps = js.map((j) => `{
+      ${stageB ? '' : `let nk = min(st * ${SK}u + ${j + 1}u, ${KB - 1}u);
+      ${cols.map((c) => `let nb${c} = ${b(c, 'nk')};`).join('\n      ')}`}
+      ${rows.map((r) => `let a${r} = subgroupMatrixLoad<${left}, row_major>(&As[(buf * ${RB}u + wm * 4u + ${r}u) * ${SK}u + ${j}u], 0u, ${RS}u);`).join('\n      ')}
+      ${stageB ? cols.map((c) => `let b${c} = subgroupMatrixLoad<${right}, col_major>(&Bs[(buf * ${CB}u + wn * 4u + ${c}u) * ${SK}u + ${j}u], 0u, ${RS}u);`).join('\n      ') : ''}
+      ${mma}
+      ${stageB ? '' : cols.map((c) => `b${c} = nb${c};`).join(' ')}
+    }`).join('\n    ');
+  return {name: `round20 ${stageB ? 'A and B' : 'A'} staged ${SK} k blocks a stage${stageB ? '' : ', B streamed one block ahead'}, ` +
+      `${int8 ? 'int8' : 'f16'}, ${64 * WM}×${64 * WN} per workgroup, ${WM}×${WN} subgroups of 64×64` +
+      `${pad ? ', rows padded' : ''}${EXPERTS > 1 ? `, ${EXPERTS} experts' B` : ''}`,
+  workgroups: [N / (64 * WN), M / (64 * WM), 1], blocked: true, int8, code: `
+enable f16;
+enable subgroups;
+enable chromium_experimental_subgroup_matrix;
+@group(0) @binding(0) var<storage, read> A: array<vec4<u32>>;
+@group(0) @binding(1) var<storage, read> B: ${bDecl};
+@group(0) @binding(2) var<storage, read_write> C: array<${int8 ? 'i32' : 'f32'}>;
+${staged.map((o) => `var<workgroup> ${o.X}s: array<array<vec4<u32>, ${RV}>, ${2 * o.NB * SK}>;   // [buffer][16-row block][k block]`).join('\n')}
+@compute @workgroup_size(${threads})
+fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(subgroup_id) sid: u32, @builtin(local_invocation_index) li: u32) {
+  let wm = sid % ${WM}u;
+  let wn = sid / ${WM}u;
+  let tm = wg.y * ${WM}u + wm;   // this subgroup's 64-row tile and 64-column tile
+  let tn = wg.x * ${WN}u + wn;
+  let aFirst = wg.y * ${RB * KB * 32}u;   // the workgroup's first A block, in vec4s
+  ${stageB ? `let bFirst = wg.x * ${CB * KB * 32}u;` : `let bn = ${EXPERTS > 1 ? `(tm % ${EXPERTS}u) * ${N / 16 * KB}u + ` : ''}tn * ${4 * KB}u;`}
+  ${rows.flatMap((r) => cols.map((c) => `var acc${r}${c}: ${result};`)).join('\n  ')}
+  ${staged.flatMap((o) => o.ps.map((p) => `var r${o.X}${p} = ${gAt(o.X, o.first, p, '0u')};`)).join('\n  ')}
+  ${copy('0u')}
+  ${stageB ? '' : cols.map((c) => `var b${c} = ${b(c, '0u')};`).join('\n  ')}
+  workgroupBarrier();
+  for (var st = 0u; st < ${KS}u; st++) {
+    let buf = st % 2u;
+    let nst = min(st + 1u, ${KS - 1}u);   // the last stage copies itself into the idle buffer, read by no one
+    ${staged.flatMap((o) => o.ps.map((p) => `r${o.X}${p} = ${gAt(o.X, o.first, p, 'nst')};`)).join('\n    ')}
+    ${steps}
+    ${copy('(1u - buf)')}
+    workgroupBarrier();
+  }
+  ${rows.flatMap((r) => cols.map((c) => `subgroupMatrixStore<row_major>(&C, (tm * 64u + ${16 * r}u) * ${N}u + tn * 64u + ${16 * c}u, acc${r}${c}, ${N}u);`)).join('\n  ')}
+}`};
+}
+
 /** Round 18's plain loads ahead of the subgroup-matrix loads: which operands' blocks, and how many 32-k steps ahead. */
 interface Touch {
   which: 'a' | 'b' | 'ab';
@@ -1232,6 +1316,26 @@ fn main(@builtin(local_invocation_index) li: u32${sidDecl}) {
     for (const sub of [four, one]) {
       for (const loop of ['pipelined', 'plain'] as const) {
         for (const TM of [4, 5]) kernels.push(blockNames(M, N, K, false, true, loop, false, sub, {TM, TN: 4}));
+      }
+    }
+    mustTile(kernels, M, N);
+  }
+  if (args.includes('--round20')) {
+    // Only A staged in workgroup memory (aStaged), beside the product's loop (round 15's four staggered subgroups)
+    // and the int8 plain loop. Run also with --m 512 --n 28672 --experts 8 (Mixtral's w13 at M = 256).
+    kernels.length = 0;
+    const four = {WM: 1, WN: 4, lag: 2}, t = {TM: 4, TN: 4};
+    kernels.push(blockNames(M, N, K, false, true, 'pipelined', false, four, t));
+    for (const sh of [{WM: 1, WN: 4, SK: 2}, {WM: 1, WN: 4, SK: 4}, {WM: 1, WN: 2, SK: 4}, {WM: 1, WN: 8, SK: 2},
+      {WM: 2, WN: 4, SK: 2}, {WM: 1, WN: 4, SK: 2, pad: true}]) kernels.push(aStaged(M, N, K, sh));
+    if (EXPERTS === 1) {
+      // Both operands staged (round 9's idea, one barrier a stage), f16 and int8.
+      const both = [{WM: 2, WN: 2, SK: 1}, {WM: 2, WN: 2, SK: 2}, {WM: 2, WN: 4, SK: 1}, {WM: 2, WN: 4, SK: 2},
+        {WM: 4, WN: 4, SK: 1}, {WM: 2, WN: 2, SK: 2, pad: true}].map((sh) => ({...sh, stageB: true}));
+      for (const sh of both) kernels.push(aStaged(M, N, K, sh));
+      kernels.push(blockNames(M, N, K, true, true, 'plain', false, {WM: 1, WN: 1}, t));
+      for (const sh of [{WM: 1, WN: 4, SK: 2}, {WM: 1, WN: 8, SK: 2}, {WM: 2, WN: 4, SK: 2}, ...both]) {
+        kernels.push(aStaged(M, N, K, {...sh, int8: true}));
       }
     }
     mustTile(kernels, M, N);
