@@ -769,16 +769,21 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>${one ? '' : ', @builtin(subgroup_id
  * here each subgroup moves 4 + 4/WN blocks from L2 per 16 multiplies instead of 8.
  */
 function aStaged(M: number, N: number, K: number, s: {WM: number; WN: number; SK: number; int8?: boolean; pad?: boolean;
-    stageB?: boolean}): Kernel {
+    stageB?: boolean; TM?: number; TN?: number; ahead?: number}): Kernel {
   const {WM, WN, SK} = s, int8 = s.int8 ?? false, stageB = s.stageB ?? false;
+  // A subgroup's tile: TM × TN blocks of 16 × 16 (with A from workgroup memory a tall, narrow tile loads fewer B
+  // blocks from storage per multiply: 128 × 32 half of 64 × 64's); B loaded `ahead` k blocks before its multiplies.
+  const TM = s.TM ?? 4, TN = s.TN ?? 4, D = s.ahead ?? 1;
+  if (stageB && D !== 1) throw new Error('aStaged: ahead is for streamed B');
   // pad: each 32-byte block row followed by 16 bytes, so that rows 8 apart fall in other banks (stride 3 vec4s).
   const pad = s.pad ?? false, RV = pad ? 48 : 32, RS = pad ? 3 : 2;
   const kPerBlock = int8 ? 32 : 16, KB = K / kPerBlock, KS = KB / SK;
   if (!Number.isInteger(KS)) throw new Error(`aStaged: ${SK} k blocks a stage do not divide ${KB}`);
   if (int8 && EXPERTS > 1) throw new Error('aStaged: --experts copies the f16 weights only');
   if (stageB && EXPERTS > 1) throw new Error('aStaged: staged B is one expert\'s (no --experts)');
-  const threads = 32 * WM * WN, RB = 4 * WM, CB = 4 * WN;   // the workgroup's 16-row and 16-column blocks
-  const rows = [0, 1, 2, 3], cols = [0, 1, 2, 3];
+  const threads = 32 * WM * WN, RB = TM * WM, CB = TN * WN;   // the workgroup's 16-row and 16-column blocks
+  const rows = Array.from({length: TM}, (_, i) => i), cols = Array.from({length: TN}, (_, i) => i);
+  const ds = Array.from({length: D}, (_, i) => i);
   const js = Array.from({length: SK}, (_, j) => j);
   const left = int8 ? `${SG}_left<i8, 32, 16>` : `${SG}_left<f16, 16, 16>`;
   const right = int8 ? `${SG}_right<i8, 16, 32>` : `${SG}_right<f16, 16, 16>`;
@@ -799,19 +804,21 @@ function aStaged(M: number, N: number, K: number, s: {WM: number; WN: number; SK
   const put = (X: string, NB: number, p: number, buf: string) => `${X}s[(${buf} * ${NB}u + ${q(p)} / ${32 * SK}u) * ${SK}u + ` +
     `${q(p)} % ${32 * SK}u / 32u][${pad ? `${q(p)} % 32u / 2u * 3u + ${q(p)} % 2u` : `${q(p)} % 32u`}]`;
   const copy = (buf: string) => staged.flatMap((o) => o.ps.map((p) => `${put(o.X, o.NB, p, buf)} = r${o.X}${p};`)).join('\n    ');
-  const mma = rows.flatMap((r) => cols.map((c) => `acc${r}${c} = subgroupMatrixMultiplyAccumulate(a${r}, b${c}, acc${r}${c});`)).join('\n      ');
+  // Streamed B: registers b{d}{c} hold k blocks kb + d (d < D); each step loads kb + D and shifts them down.
+  const bUse = (c: number) => stageB ? `b${c}` : `b0${c}`;
+  const mma = rows.flatMap((r) => cols.map((c) => `acc${r}${c} = subgroupMatrixMultiplyAccumulate(a${r}, ${bUse(c)}, acc${r}${c});`)).join('\n      ');
   const steps = js.map((j) => `{
-      ${stageB ? '' : `let nk = min(st * ${SK}u + ${j + 1}u, ${KB - 1}u);
+      ${stageB ? '' : `let nk = min(st * ${SK}u + ${j + D}u, ${KB - 1}u);
       ${cols.map((c) => `let nb${c} = ${b(c, 'nk')};`).join('\n      ')}`}
-      ${rows.map((r) => `let a${r} = subgroupMatrixLoad<${left}, row_major>(&As[(buf * ${RB}u + wm * 4u + ${r}u) * ${SK}u + ${j}u], 0u, ${RS}u);`).join('\n      ')}
-      ${stageB ? cols.map((c) => `let b${c} = subgroupMatrixLoad<${right}, col_major>(&Bs[(buf * ${CB}u + wn * 4u + ${c}u) * ${SK}u + ${j}u], 0u, ${RS}u);`).join('\n      ') : ''}
+      ${rows.map((r) => `let a${r} = subgroupMatrixLoad<${left}, row_major>(&As[(buf * ${RB}u + wm * ${TM}u + ${r}u) * ${SK}u + ${j}u], 0u, ${RS}u);`).join('\n      ')}
+      ${stageB ? cols.map((c) => `let b${c} = subgroupMatrixLoad<${right}, col_major>(&Bs[(buf * ${CB}u + wn * ${TN}u + ${c}u) * ${SK}u + ${j}u], 0u, ${RS}u);`).join('\n      ') : ''}
       ${mma}
-      ${stageB ? '' : cols.map((c) => `b${c} = nb${c};`).join(' ')}
+      ${stageB ? '' : ds.flatMap((d) => cols.map((c) => `b${d}${c} = ${d + 1 < D ? `b${d + 1}${c}` : `nb${c}`};`)).join(' ')}
     }`).join('\n    ');
-  return {name: `round20 ${stageB ? 'A and B' : 'A'} staged ${SK} k blocks a stage${stageB ? '' : ', B streamed one block ahead'}, ` +
-      `${int8 ? 'int8' : 'f16'}, ${64 * WM}×${64 * WN} per workgroup, ${WM}×${WN} subgroups of 64×64` +
+  return {name: `round20 ${stageB ? 'A and B' : 'A'} staged ${SK} k blocks a stage${stageB ? '' : `, B streamed ${D === 1 ? 'one block' : `${D} blocks`} ahead`}, ` +
+      `${int8 ? 'int8' : 'f16'}, ${16 * TM * WM}×${16 * TN * WN} per workgroup, ${WM}×${WN} subgroups of ${16 * TM}×${16 * TN}` +
       `${pad ? ', rows padded' : ''}${EXPERTS > 1 ? `, ${EXPERTS} experts' B` : ''}`,
-  workgroups: [N / (64 * WN), M / (64 * WM), 1], blocked: true, int8, code: `
+  workgroups: [N / (16 * CB), M / (16 * RB), 1], blocked: true, int8, code: `
 enable f16;
 enable subgroups;
 enable chromium_experimental_subgroup_matrix;
@@ -823,14 +830,14 @@ ${staged.map((o) => `var<workgroup> ${o.X}s: array<array<vec4<u32>, ${RV}>, ${2 
 fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(subgroup_id) sid: u32, @builtin(local_invocation_index) li: u32) {
   let wm = sid % ${WM}u;
   let wn = sid / ${WM}u;
-  let tm = wg.y * ${WM}u + wm;   // this subgroup's 64-row tile and 64-column tile
+  let tm = wg.y * ${WM}u + wm;   // this subgroup's tile of ${16 * TM} rows and of ${16 * TN} columns
   let tn = wg.x * ${WN}u + wn;
   let aFirst = wg.y * ${RB * KB * 32}u;   // the workgroup's first A block, in vec4s
-  ${stageB ? `let bFirst = wg.x * ${CB * KB * 32}u;` : `let bn = ${EXPERTS > 1 ? `(tm % ${EXPERTS}u) * ${N / 16 * KB}u + ` : ''}tn * ${4 * KB}u;`}
+  ${stageB ? `let bFirst = wg.x * ${CB * KB * 32}u;` : `let bn = ${EXPERTS > 1 ? `(tm % ${EXPERTS}u) * ${N / 16 * KB}u + ` : ''}tn * ${TN * KB}u;`}
   ${rows.flatMap((r) => cols.map((c) => `var acc${r}${c}: ${result};`)).join('\n  ')}
   ${staged.flatMap((o) => o.ps.map((p) => `var r${o.X}${p} = ${gAt(o.X, o.first, p, '0u')};`)).join('\n  ')}
   ${copy('0u')}
-  ${stageB ? '' : cols.map((c) => `var b${c} = ${b(c, '0u')};`).join('\n  ')}
+  ${stageB ? '' : ds.flatMap((d) => cols.map((c) => `var b${d}${c} = ${b(c, `${d}u`)};`)).join('\n  ')}
   workgroupBarrier();
   for (var st = 0u; st < ${KS}u; st++) {
     let buf = st % 2u;
@@ -840,7 +847,7 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(subgroup_id) sid: u32, @b
     ${copy('(1u - buf)')}
     workgroupBarrier();
   }
-  ${rows.flatMap((r) => cols.map((c) => `subgroupMatrixStore<row_major>(&C, (tm * 64u + ${16 * r}u) * ${N}u + tn * 64u + ${16 * c}u, acc${r}${c}, ${N}u);`)).join('\n  ')}
+  ${rows.flatMap((r) => cols.map((c) => `subgroupMatrixStore<row_major>(&C, (tm * ${16 * TM}u + ${16 * r}u) * ${N}u + tn * ${16 * TN}u + ${16 * c}u, acc${r}${c}, ${N}u);`)).join('\n  ')}
 }`};
 }
 
@@ -1321,22 +1328,24 @@ fn main(@builtin(local_invocation_index) li: u32${sidDecl}) {
     mustTile(kernels, M, N);
   }
   if (args.includes('--round20')) {
-    // Only A staged in workgroup memory (aStaged), beside the product's loop (round 15's four staggered subgroups)
-    // and the int8 plain loop. Run also with --m 512 --n 28672 --experts 8 (Mixtral's w13 at M = 256).
+    // A staged in workgroup memory (aStaged), beside the product's loop (round 15's four staggered subgroups) and
+    // the int8 plain loop. The first H100 call: A staged alone changes nothing (2.09 against 2.10 ms), A and B
+    // staged are slower. With A's loads off storage, what is left is B's: deeper prefetch of B, and tall, narrow
+    // subgroup tiles (128 × 32: 2 B blocks per 16 multiplies against 4). Run also with --m 512 --n 28672 --experts 8.
     kernels.length = 0;
     const four = {WM: 1, WN: 4, lag: 2}, t = {TM: 4, TN: 4};
     kernels.push(blockNames(M, N, K, false, true, 'pipelined', false, four, t));
-    for (const sh of [{WM: 1, WN: 4, SK: 2}, {WM: 1, WN: 4, SK: 4}, {WM: 1, WN: 2, SK: 4}, {WM: 1, WN: 8, SK: 2},
-      {WM: 2, WN: 4, SK: 2}, {WM: 1, WN: 4, SK: 2, pad: true}]) kernels.push(aStaged(M, N, K, sh));
+    const shapes = [{WM: 1, WN: 4, SK: 2}, {WM: 1, WN: 4, SK: 2, ahead: 2}, {WM: 1, WN: 4, SK: 2, ahead: 3},
+      {WM: 1, WN: 4, SK: 2, TM: 8, TN: 2}, {WM: 1, WN: 4, SK: 2, TM: 8, TN: 2, ahead: 2},
+      {WM: 1, WN: 8, SK: 2, TM: 8, TN: 2}, {WM: 1, WN: 8, SK: 2, TM: 8, TN: 2, ahead: 2},
+      {WM: 1, WN: 4, SK: 2, TM: 8, TN: 2, ahead: 3}, {WM: 1, WN: 4, SK: 4, TM: 8, TN: 2, ahead: 2}];
+    // --experts: one 64-row tile an expert, so only the 64-row subgroup tiles.
+    for (const sh of shapes) if (EXPERTS === 1 || sh.TM === undefined) kernels.push(aStaged(M, N, K, sh));
     if (EXPERTS === 1) {
-      // Both operands staged (round 9's idea, one barrier a stage), f16 and int8.
-      const both = [{WM: 2, WN: 2, SK: 1}, {WM: 2, WN: 2, SK: 2}, {WM: 2, WN: 4, SK: 1}, {WM: 2, WN: 4, SK: 2},
-        {WM: 4, WN: 4, SK: 1}, {WM: 2, WN: 2, SK: 2, pad: true}].map((sh) => ({...sh, stageB: true}));
-      for (const sh of both) kernels.push(aStaged(M, N, K, sh));
       kernels.push(blockNames(M, N, K, true, true, 'plain', false, {WM: 1, WN: 1}, t));
-      for (const sh of [{WM: 1, WN: 4, SK: 2}, {WM: 1, WN: 8, SK: 2}, {WM: 2, WN: 4, SK: 2}, ...both]) {
-        kernels.push(aStaged(M, N, K, {...sh, int8: true}));
-      }
+      for (const sh of shapes) kernels.push(aStaged(M, N, K, {...sh, int8: true}));
+      // Both operands staged (round 9's idea, one barrier a stage); the first call's best of them.
+      for (const int8 of [false, true]) kernels.push(aStaged(M, N, K, {WM: 2, WN: 2, SK: 2, stageB: true, int8}));
     }
     mustTile(kernels, M, N);
   }
