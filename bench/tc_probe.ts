@@ -1329,9 +1329,10 @@ fn main(@builtin(local_invocation_index) li: u32${sidDecl}) {
   }
   if (args.includes('--round20')) {
     // A staged in workgroup memory (aStaged), beside the product's loop (round 15's four staggered subgroups) and
-    // the int8 plain loop. The first H100 call: A staged alone changes nothing (2.09 against 2.10 ms), A and B
-    // staged are slower. With A's loads off storage, what is left is B's: deeper prefetch of B, and tall, narrow
-    // subgroup tiles (128 × 32: 2 B blocks per 16 multiplies against 4). Run also with --m 512 --n 28672 --experts 8.
+    // the int8 plain loop. The first H100 call (its kernels: git show e09c37c, less the staged-B ones): A staged
+    // alone changes nothing (2.09 against 2.10 ms). With A's loads off storage, what is left is B's: deeper prefetch
+    // of B, and tall, narrow subgroup tiles (128 × 32: 2 B blocks per 16 multiplies against 4); not yet run. Run
+    // also with --m 512 --n 28672 --experts 8.
     kernels.length = 0;
     const four = {WM: 1, WN: 4, lag: 2}, t = {TM: 4, TN: 4};
     kernels.push(blockNames(M, N, K, false, true, 'pipelined', false, four, t));
@@ -1344,7 +1345,7 @@ fn main(@builtin(local_invocation_index) li: u32${sidDecl}) {
     if (EXPERTS === 1) {
       kernels.push(blockNames(M, N, K, true, true, 'plain', false, {WM: 1, WN: 1}, t));
       for (const sh of shapes) kernels.push(aStaged(M, N, K, {...sh, int8: true}));
-      // Both operands staged (round 9's idea, one barrier a stage); the first call's best of them.
+      // Both operands staged (round 9's idea, one barrier a stage).
       for (const int8 of [false, true]) kernels.push(aStaged(M, N, K, {WM: 2, WN: 2, SK: 2, stageB: true, int8}));
     }
     mustTile(kernels, M, N);
