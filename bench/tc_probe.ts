@@ -16,8 +16,8 @@
  * a neighbour loaded a few steps before is in L1 when it asks for it; --round16 the k loop's bounds known at run
  * time only (as in the expert GEMMs) and the plain loop unrolled by hand; --round17 the prefetching loop one k
  * block ahead (not a two-block step), one subgroup and four staggered; --round18 plain loads touching the blocks
- * a few steps ahead (run also with --m 512 --n 28672 --experts 8); --round19 80-row subgroup tiles; --round20 only
- * A staged in workgroup memory, B streamed from storage.
+ * a few steps ahead (run also with --m 512 --n 28672 --experts 8); --round19 80-row subgroup tiles; --round20 A
+ * staged in workgroup memory, B streamed from storage (deeper, and with tall, narrow subgroup tiles) or staged too.
  */
 import * as fs from 'fs';
 import {tensorCoreDawnToggles} from './dawn_toggles';
@@ -71,6 +71,12 @@ interface Kernel {
 }
 
 const SG = 'subgroup_matrix';
+
+/** The 16 × 16 × 16 f16 (f32 results) or 16 × 16 × 32 int8 (i32 results) subgroup-matrix types. */
+function matrixTypes(int8: boolean): {left: string; right: string; result: string} {
+  return int8 ? {left: `${SG}_left<i8, 32, 16>`, right: `${SG}_right<i8, 16, 32>`, result: `${SG}_result<i32, 16, 16>`} :
+    {left: `${SG}_left<f16, 16, 16>`, right: `${SG}_right<f16, 16, 16>`, result: `${SG}_result<f32, 16, 16>`};
+}
 
 /** Today's storage-64 shape: one subgroup, 64×64 from storage (A row-major, B rows = C columns). */
 function storage64(M: number, N: number, K: number): Kernel {
@@ -563,9 +569,7 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>) {
 function synthetic(M: number, N: number, K: number, int8: boolean, kind: 'mma-only' | 'loads'): Kernel {
   const kPerBlock = int8 ? 32 : 16, KB = K / kPerBlock, BLK = int8 ? 512 : 256, STRIDE = int8 ? 32 : 16;
   const rows = [0, 1, 2, 3], cols = [0, 1, 2, 3];
-  const left = int8 ? `${SG}_left<i8, 32, 16>` : `${SG}_left<f16, 16, 16>`;
-  const right = int8 ? `${SG}_right<i8, 16, 32>` : `${SG}_right<f16, 16, 16>`;
-  const result = int8 ? `${SG}_result<i32, 16, 16>` : `${SG}_result<f32, 16, 16>`;
+  const {left, right, result} = matrixTypes(int8);
   const a = (r: number, kb: string) => `subgroupMatrixLoad<${left}>(&A, am + ${r * KB * BLK}u + (${kb}) * ${BLK}u, false, ${STRIDE}u)`;
   const b = (c: number, kb: string) => `subgroupMatrixLoad<${right}>(&B, bn + ${c * KB * BLK}u + (${kb}) * ${BLK}u, true, ${STRIDE}u)`;
   const pairs = kind === 'mma-only' ? rows.flatMap((r) => cols.map((c) => [r, c])) : rows.map((r) => [r, r]);
@@ -672,9 +676,7 @@ function blockNames(M: number, N: number, K: number, int8: boolean, pointers: bo
   // 16-row blocks and 16-column blocks per subgroup (round 14: 6 × 4 as well as 4 × 4).
   const {TM, TN} = tile, SM = 16 * TM, SN = 16 * TN;
   const rows = Array.from({length: TM}, (_, i) => i), cols = Array.from({length: TN}, (_, i) => i);
-  const left = int8 ? `${SG}_left<i8, 32, 16>` : `${SG}_left<f16, 16, 16>`;
-  const right = int8 ? `${SG}_right<i8, 16, 32>` : `${SG}_right<f16, 16, 16>`;
-  const result = int8 ? `${SG}_result<i32, 16, 16>` : `${SG}_result<f32, 16, 16>`;
+  const {left, right, result} = matrixTypes(int8);
   const load = (m: string, p: string, block: string, major: string) => pointers ?
     `subgroupMatrixLoad<${m}, ${major}>(&${p}[${block}], 0u, ${STRIDE}u)` :
     `subgroupMatrixLoad<${m}, ${major}>(&${p}, (${block}) * ${BLK}u, ${STRIDE}u)`;
@@ -766,7 +768,7 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>${one ? '' : ', @builtin(subgroup_id
  * double-buffered with one barrier a stage; B (the weights) streamed from storage through block pointers, one k
  * block ahead, as the product's loop does, or (stageB) staged the same way. Rounds 3-5 and 9-11 staged before block
  * pointers made storage loads cheap (round 3's A-staged kernel beat storage-only then, 152 against 31-100 TFLOP/s);
- * here each subgroup moves 4 + 4/WN blocks from L2 per 16 multiplies instead of 8.
+ * with 64 × 64 subgroup tiles each subgroup moves 4 + 4/WN blocks from L2 per 16 multiplies instead of 8.
  */
 function aStaged(M: number, N: number, K: number, s: {WM: number; WN: number; SK: number; int8?: boolean; pad?: boolean;
     stageB?: boolean; TM?: number; TN?: number; ahead?: number}): Kernel {
@@ -785,9 +787,7 @@ function aStaged(M: number, N: number, K: number, s: {WM: number; WN: number; SK
   const rows = Array.from({length: TM}, (_, i) => i), cols = Array.from({length: TN}, (_, i) => i);
   const ds = Array.from({length: D}, (_, i) => i);
   const js = Array.from({length: SK}, (_, j) => j);
-  const left = int8 ? `${SG}_left<i8, 32, 16>` : `${SG}_left<f16, 16, 16>`;
-  const right = int8 ? `${SG}_right<i8, 16, 32>` : `${SG}_right<f16, 16, 16>`;
-  const result = int8 ? `${SG}_result<i32, 16, 16>` : `${SG}_result<f32, 16, 16>`;
+  const {left, right, result} = matrixTypes(int8);
   const bDecl = stageB ? 'array<vec4<u32>>' : int8 ? 'array<array<i32, 128>>' : 'array<array<f16, 256>>';
   const bStride = int8 ? 8 : 16;
   const b = (c: number, kb: string) => `subgroupMatrixLoad<${right}, col_major>(&B[bn + ${c * KB}u + ${kb}], 0u, ${bStride}u)`;
@@ -906,9 +906,7 @@ function staged(M: number, N: number, K: number, s: StagedShape): Kernel {
     `let ${X}At${i} = ((${first} / 16u + ${idx(i)} / ${16 * bkv}u) * ${kv / 2}u) * 32u + ${idx(i)} % ${16 * bkv}u; ` +
     `let ${X}Put${i} = (${idx(i)} / ${16 * bkv}u * 16u + ${idx(i)} % 32u / 2u) * ${S4}u + ${idx(i)} % ${16 * bkv}u / 32u * 2u + ${idx(i)} % 2u;`;
   const step = src === 'rows' ? `${bkv}u` : `${16 * bkv}u`;   // vec4s per k tile along a row (group)
-  const left = int8 ? `${SG}_left<i8, 32, 16>` : `${SG}_left<f16, 16, 16>`;
-  const right = int8 ? `${SG}_right<i8, 16, 32>` : `${SG}_right<f16, 16, 16>`;
-  const result = int8 ? `${SG}_result<i32, 16, 16>` : `${SG}_result<f32, 16, 16>`;
+  const {left, right, result} = matrixTypes(int8);
   const stA = BM * S4, stB = BN * S4;
   const order = tileOrder(s.order ?? 'n-fastest', M / BM, N / BN);
   const mult = (buf: string) => `for (var kk = 0u; kk < ${bkv}u; kk += 2u) {
