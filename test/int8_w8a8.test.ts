@@ -29,6 +29,8 @@ import {ExpertsInt8Config, ExpertsW13Int8GemmProgram, ExpertsW2Int8GemmProgram, 
 import {ExpertsAlignProgram, maxPaddedRows} from '../src/kernels/webgpu/experts_align_webgpu';
 import {ExpertsInt8BlockedRowsProgram, ExpertsInt8PipelinedGemmProgram, ExpertsInt8WeightsBlockedProgram,
   blockedRowBlockWords, int8PipelinedLayout, int8PipelinedWorkgroupBytes} from '../src/kernels/webgpu/experts_int8_tc_pipelined_webgpu';
+import {ExpertsInt8StagedGemmProgram, INT8_STAGED_LAYOUT_SUBGROUPS, int8StagedWorkgroupBytes}
+  from '../src/kernels/webgpu/experts_int8_tc_staged_webgpu';
 import {emulateI8SubgroupMatrices} from './helpers/i8_subgroup_matrix_emulation';
 import {webgpuCapabilities} from '../src/kernels/webgpu/capabilities';
 import type {WebGPUBackend, WebGPUProgram} from '@tensorflow/tfjs-backend-webgpu';
@@ -364,7 +366,7 @@ describe('int8 prefill GEMM choice', () => {
 
   it('pads experts to each kernel\'s rows per tile, and declares the workgroup memory it is chosen by', () => {
     expect(INT8_GEMM_KERNELS.map(int8GemmBlockRows)).to.deep.equal([64, 32, 128, 64, 32, 64, 64, 32, 96, 64, 96, 64, 64, 64,
-      64]);
+      64, 128]);
     expect(INT8_GEMM_KERNELS.filter(int8PrefetchesBlocks)).to.deep.equal(['tensor-core-i8-pipelined-64',
       'tensor-core-i8-pipelined-32', 'tensor-core-i8-pipelined-64x256']);
     expect(INT8_GEMM_KERNELS.filter(int8LoadsBlockPointers)).to.deep.equal(['tensor-core-i8-plain-64',
@@ -379,10 +381,19 @@ describe('int8 prefill GEMM choice', () => {
     expect(INT8_GEMM_KERNELS.filter(int8StaggersK)).to.deep.equal(['tensor-core-i8-staggered-64x256',
       'tensor-core-i8-pipelined-64x256']);
     // The '-64x128' and '-96x128' kernels: two subgroups' staged results (8 KiB); '-64x256' four (16 KiB).
-    expect(INT8_GEMM_KERNELS.map(int8GemmWorkgroupBytes)).to.deep.equal([4884, 4500, 37392, 32016, INT8_TC_WORKGROUP_BYTES, 0,
-      4884, 4500, 5268, 8980, 9364, 17172, 17172, 17172, 4884]);
     const cfg: ExpertsInt8Config = {stage: 'w2', hiddenSize: 4096, intermediateSize: 14336, topK: 2, numLocalExperts: 8,
       globalNumExperts: 8, hasExpertMap: false, activation: 'silu', applyRouterWeightOnInput: false, hasBias: true};
+    expect(INT8_GEMM_KERNELS.map(int8GemmWorkgroupBytes)).to.deep.equal([4884, 4500, 37392, 32016, INT8_TC_WORKGROUP_BYTES, 0,
+      4884, 4500, 5268, 8980, 9364, 17172, 17172, 17172, 4884, int8StagedWorkgroupBytes()]);
+    // The staged kernel: two buffers of 8 row blocks × 2 k blocks (vec4<u32>), four subgroups' 2 staged results.
+    expect(int8StagedWorkgroupBytes()).to.equal(26132);
+    for (const stage of ['w13', 'w2'] as const) {
+      const code = new ExpertsInt8StagedGemmProgram({...cfg, stage}, [8192, 4096], 10, int8PipelinedLayout(4096, 14336,
+        INT8_STAGED_LAYOUT_SUBGROUPS)).getUserCode();
+      const bytes = [...code.matchAll(/var<workgroup> \w+ : array<(?:i32|f32|array<vec4<u32>, (\d+)>), (\d+)>/g)]
+        .reduce((n, m) => n + (m[1] ? 16 * Number(m[1]) : 4) * Number(m[2]), 0);
+      expect(16 + 4 + bytes + (stage === 'w13' ? 2 * 128 * 4 : 0), stage).to.equal(int8StagedWorkgroupBytes());
+    }
     for (const [BM, WN] of [[32, 1], [64, 1], [96, 1], [64, 2], [64, 4]]) {
       // Declared: tile lookup vec4<i32>, first column i32, staged i32 results, f32 row scales, w2's pairs and weights.
       const code = new ExpertsInt8PipelinedGemmProgram(cfg, [8192, 4096], 10, BM, int8PipelinedLayout(4096, 14336, WN),
@@ -642,6 +653,12 @@ describeBackends('fusedExperts int8 w8a8 against the cpu reference, bit for bit'
       // 96-row tiles (6 × 4 results), 400 pairs: full and partial tiles.
       {name: 'plain loop, 96-row tiles, silu, biases', kernel: 'tensor-core-i8-plain-96', activation: 'silu', bias: true,
         onInput: false, tokens: 200},
+      // x staged in workgroup memory, 128-row tiles of four 128 × 32 subgroups (w13: two per 32 act columns, w2 past
+      // H's 176 in the second workgroup), weights two k blocks ahead: w13's 3 steps, w2's 2; 600 and 400 pairs.
+      {name: 'x staged, 128-row tiles, swigluoai, biases', kernel: 'tensor-core-i8-staged-128', activation: 'swigluoai',
+        bias: true, onInput: false, tokens: 300},
+      {name: 'x staged, 128-row tiles, gelu, router weight on the input', kernel: 'tensor-core-i8-staged-128',
+        activation: 'gelu', bias: false, onInput: true, tokens: 400},
     ];
     for (const tc of pipelinedCases) {
       it(`runs the pipelined GEMM's WGSL with emulated subgroup matrices, bit-equal to dot4: ${tc.name}`, async () => {
@@ -651,7 +668,8 @@ describeBackends('fusedExperts int8 w8a8 against the cpu reference, bit for bit'
         const BM = int8GemmBlockRows(tc.kernel);
         const rows = maxPaddedRows(P, E, BM);
         const rowBlocks = Math.ceil(rows / 16);
-        const WN = int8SubgroupsN(tc.kernel);
+        const staged = tc.kernel === 'tensor-core-i8-staged-128';
+        const WN = staged ? INT8_STAGED_LAYOUT_SUBGROUPS : int8SubgroupsN(tc.kernel);
         const layout = int8PipelinedLayout(H, I, WN);
         // Two subgroups: weight rows padded to 64 act columns (w13) and 128 h columns (w2).
         // Four: 128 act columns and 256 h columns, the same 256 rows here.
@@ -674,12 +692,14 @@ describeBackends('fusedExperts int8 w8a8 against the cpu reference, bit for bit'
         };
         const tiles = Math.ceil(P / BM) + E;
         const prefetch = int8PrefetchesBlocks(tc.kernel), blockPointers = int8LoadsBlockPointers(tc.kernel);
-        const actTc = run(emulated(new ExpertsInt8PipelinedGemmProgram(c13, [rows, I], tiles, BM, layout, prefetch,
-            blockPointers, WN, int8StaggersK(tc.kernel), int8GroupedRowTiles(tc.kernel))),
+        const gemm = (c: ExpertsInt8Config, shape: number[]) => emulated(staged ?
+          new ExpertsInt8StagedGemmProgram(c, shape, tiles, layout) :
+          new ExpertsInt8PipelinedGemmProgram(c, shape, tiles, BM, layout, prefetch, blockPointers, WN,
+            int8StaggersK(tc.kernel), int8GroupedRowTiles(tc.kernel)));
+        const actTc = run(gemm(c13, [rows, I]),
             [blocked(xq, 'gather', H, layout.Hp), align, ...blockedWeights(w13, 'w13')], [rows, I], 'float32');
         const aq = run(new ExpertsInt8QuantProgram(rows, I, false), [actTc], [rows, I / 4 + 4], 'int32');
-        const yTc = run(emulated(new ExpertsInt8PipelinedGemmProgram(c2, [P, H], tiles, BM, layout, prefetch,
-            blockPointers, WN, int8StaggersK(tc.kernel), int8GroupedRowTiles(tc.kernel))),
+        const yTc = run(gemm(c2, [P, H]),
             [blocked(aq, 'rows', I, layout.Ip), align, ...(tc.onInput ? [] : [tw]), ...blockedWeights(w2, 'w2')], [P, H],
             'float32');
         const [alignHost, align4, a4, aT, y4, yT] = await Promise.all([align, dot4.align, dot4.act, actTc, dot4.y, yTc]

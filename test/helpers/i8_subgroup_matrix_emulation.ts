@@ -16,7 +16,8 @@ import {emulatedLanesInMain, subgroupMatrixLanesWgsl, toMatrixElementOffsets} fr
  *   store of an i32 result into array<i32>: element (r, c) at off + r·s + c (row-major) or off + c·s + r, same
  *   check against 1·length.
  *   load(&blocks[b], off, ..) from a binding marked `// moe-storage-i32-blocks` (device.ts declares it
- *   array<array<i32, 128>>, as on the GPU, and the kernel's own reads index it so): o + 512·b in the same i8.
+ *   array<array<i32, 128>>, as on the GPU, and the kernel's own reads index it so): o + 512·b in the same i8;
+ *   from a workgroup array<array<vec4<u32>, n>>: o + 16·n·b.
  *
  * How: operands are lazy (array, offset, stride, layout, in bounds) and read at the multiply, which equals a
  * read at the load wherever no workgroup write lies between the two (true of these kernels: loads and multiplies
@@ -30,7 +31,7 @@ import {emulatedLanesInMain, subgroupMatrixLanesWgsl, toMatrixElementOffsets} fr
  * again. The bounds checks still use each array's own length.
  */
 export function emulateI8SubgroupMatrices(source: string, maxWorkgroupBytes = Infinity): string {
-  const {code: tiled, vec4s} = wordTiles(source);
+  const {code: tiled, vec4s, blockBytes} = wordTiles(source);
   const code = toMatrixElementOffsets(tiled, (arr) => vec4s.has(arr) ? 16 : 4, 'emulateI8SubgroupMatrices');
   const sizes = new Map([...code.matchAll(/var<workgroup>\s+(\w+)\s*:\s*array<i32,\s*(\d+)>/g)]
     .map((m) => [m[1], Number(m[2])] as [string, number]));
@@ -68,7 +69,7 @@ export function emulateI8SubgroupMatrices(source: string, maxWorkgroupBytes = In
   };
   out = out
     .replace(/subgroupMatrixLoad<subgroup_matrix_(left<i8, 32, 16>|right<i8, 16, 32>)>\(&(\w+)\[([^\]]+)\], /g,
-      (_, type, arr, block) => `subgroupMatrixLoad<subgroup_matrix_${type}>(&${arr}, (${block}) * 512u + `)
+      (_, type, arr, block) => `subgroupMatrixLoad<subgroup_matrix_${type}>(&${arr}, (${block}) * ${blockBytes.get(arr) ?? 512}u + `)
     .replace(/subgroupMatrixLoad<subgroup_matrix_left<i8, 32, 16>>\(&(\w+), /g,
       (_, arr) => `smLoad(${id(arr)}u, ${lengthOf(arr)}, 16u, 32u, `)
     .replace(/subgroupMatrixLoad<subgroup_matrix_right<i8, 16, 32>>\(&(\w+), /g,
@@ -111,20 +112,28 @@ export function emulateI8SubgroupMatrices(source: string, maxWorkgroupBytes = In
 }
 
 /**
- * Workgroup tiles declared array<vec4<u32>> (the shared kernel's): each becomes an array<i32> of 4 words a vec4,
- * and each 16-byte store `T[i] = v;` four word stores. Its loads keep counting vec4s (toMatrixElementOffsets is
- * told which arrays these are).
+ * Workgroup tiles declared array<vec4<u32>> (the shared kernel's) or array<array<vec4<u32>, n>> (the staged
+ * kernel's): each becomes an array<i32> of 4 words a vec4, and each 16-byte store `T[i] = v;` (`T[i][j] = v;`) four
+ * word stores. Its loads keep counting vec4s (toMatrixElementOffsets is told which arrays these are).
  */
-function wordTiles(source: string): {code: string; vec4s: Set<string>} {
+function wordTiles(source: string): {code: string; vec4s: Set<string>; blockBytes: Map<string, number>} {
   const vec4s = new Set<string>();
-  let code = source.replace(/var<workgroup>\s+(\w+)\s*:\s*array<vec4<u32>,\s*(\d+)>;/g, (_, name, n) => {
-    vec4s.add(name);
-    return `var<workgroup> ${name} : array<i32, ${4 * Number(n)}>;`;
-  });
+  // Arrays of blocks of vec4s (the staged kernel's array<array<vec4<u32>, 32>, N>): vec4 j of block i is word
+  // 4·(i·inner + j), and a load through &T[i] starts at byte 16·inner·i (blockBytes).
+  const inner = new Map<string, number>();
+  let code = source.replace(/var<workgroup>\s+(\w+)\s*:\s*array<(?:array<vec4<u32>,\s*(\d+)>|vec4<u32>),\s*(\d+)>;/g,
+    (_, name, blockVec4s, n) => {
+      vec4s.add(name);
+      if (blockVec4s) inner.set(name, Number(blockVec4s));
+      return `var<workgroup> ${name} : array<i32, ${4 * (blockVec4s ? Number(blockVec4s) : 1) * Number(n)}>;`;
+    });
   for (const name of vec4s) {
-    code = code.replace(new RegExp(`\\b${name}\\[([^\\]]+)\\] = ([^;]+);`, 'g'), (_, i, v) =>
-      `{ let smV = bitcast<vec4<i32>>(${v}); let smI = 4u * (${i}); ${name}[smI] = smV.x; ${name}[smI + 1u] = smV.y; ` +
-      `${name}[smI + 2u] = smV.z; ${name}[smI + 3u] = smV.w; }`);
+    const store = inner.has(name) ? `\\b${name}\\[([^\\]]+)\\]\\[([^\\]]+)\\] = ([^;]+);` : `\\b${name}\\[([^\\]]+)\\] = ([^;]+);`;
+    code = code.replace(new RegExp(store, 'g'), (...m: string[]) => {
+      const [i, v] = inner.has(name) ? [`(${m[1]}) * ${inner.get(name)}u + (${m[2]})`, m[3]] : [m[1], m[2]];
+      return `{ let smV = bitcast<vec4<i32>>(${v}); let smI = 4u * (${i}); ${name}[smI] = smV.x; ${name}[smI + 1u] = smV.y; ` +
+        `${name}[smI + 2u] = smV.z; ${name}[smI + 3u] = smV.w; }`;
+    });
   }
-  return {code, vec4s};
+  return {code, vec4s, blockBytes: new Map([...inner].map(([name, n]) => [name, 16 * n]))};
 }

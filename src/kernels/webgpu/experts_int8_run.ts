@@ -24,6 +24,8 @@ import {ExpertsW13Int8TensorCoreSharedGemmProgram, ExpertsW2Int8TensorCoreShared
   int8SharedTileBytes} from './experts_int8_tc_shared_webgpu';
 import {ExpertsInt8BlockedRowsProgram, ExpertsInt8WeightsBlockedProgram, ExpertsW13Int8PipelinedGemmProgram,
   ExpertsW2Int8PipelinedGemmProgram, int8PipelinedLayout, int8PipelinedWorkgroupBytes} from './experts_int8_tc_pipelined_webgpu';
+import {ExpertsW13Int8StagedGemmProgram, ExpertsW2Int8StagedGemmProgram, INT8_STAGED_LAYOUT_SUBGROUPS, INT8_STAGED_TILE,
+  int8StagedWorkgroupBytes} from './experts_int8_tc_staged_webgpu';
 import {WebGPUCapabilities, webgpuCapabilities} from './capabilities';
 import {tensorCoreWeightCopy} from './tensor_core_weights';
 
@@ -64,6 +66,11 @@ import {tensorCoreWeightCopy} from './tensor_core_weights';
  *                    (3.46 against plain-64's 3.64 ms), level at Qwen3 M = 4096 (2.27 against 2.26), behind at
  *                    Mixtral M = 4096 (11.93 against 11.21: w13 7.63 against 6.90; x-major order's 32 MiB of i8 x
  *                    fits the H100's 50 MiB L2, so sweeping it again per column costs little);
+ *   'tensor-core-i8-staged-128'
+ *                    experts_int8_tc_staged_webgpu.ts: four subgroups share 128 rows of x staged in workgroup memory,
+ *                    each multiplying them by its own 32 weight rows streamed from storage two blocks ahead (the
+ *                    blocked operands of the plain kernels); on the plain-GEMM probe 361 TOPS against the plain
+ *                    loop's 295 (an H100); selectable, not yet timed in the layer;
  *   'tensor-core-i8-shared-128', 'tensor-core-i8-shared-64'
  *                    experts_int8_tc_shared_webgpu.ts: i8×i8→i32 subgroup matrices, four subgroups per workgroup
  *                    sharing 128- or 64-row × 128-column i8 tiles in workgroup memory (the f16 'shared' layout);
@@ -86,12 +93,12 @@ export type Int8GemmKernel = 'tensor-core-i8-pipelined-64' | 'tensor-core-i8-pip
   'tensor-core-i8-shared-128' | 'tensor-core-i8-shared-64' | 'tensor-core-i8' | 'dot4-i8' |
   'tensor-core-i8-plain-64' | 'tensor-core-i8-plain-32' | 'tensor-core-i8-plain-96' | 'tensor-core-i8-plain-64x128' |
   'tensor-core-i8-plain-96x128' | 'tensor-core-i8-plain-64x256' | 'tensor-core-i8-staggered-64x256' |
-  'tensor-core-i8-pipelined-64x256' | 'tensor-core-i8-grouped-64';
+  'tensor-core-i8-pipelined-64x256' | 'tensor-core-i8-grouped-64' | 'tensor-core-i8-staged-128';
 export const INT8_GEMM_KERNELS: Int8GemmKernel[] = ['tensor-core-i8-pipelined-64', 'tensor-core-i8-pipelined-32',
   'tensor-core-i8-shared-128', 'tensor-core-i8-shared-64', 'tensor-core-i8', 'dot4-i8', 'tensor-core-i8-plain-64',
   'tensor-core-i8-plain-32', 'tensor-core-i8-plain-96', 'tensor-core-i8-plain-64x128', 'tensor-core-i8-plain-96x128',
   'tensor-core-i8-plain-64x256', 'tensor-core-i8-staggered-64x256', 'tensor-core-i8-pipelined-64x256',
-  'tensor-core-i8-grouped-64'];
+  'tensor-core-i8-grouped-64', 'tensor-core-i8-staged-128'];
 
 /**
  * The kernels of experts_int8_tc_pipelined_webgpu.ts (both operands in blocks read from storage): rows per tile,
@@ -118,6 +125,10 @@ const BLOCKED_KERNELS: Partial<Record<Int8GemmKernel, {blockRows: number; prefet
   'tensor-core-i8-grouped-64': {blockRows: 64, prefetch: false, blockPointers: true, groupRows: 16},
 };
 const isPipelined = (k: Int8GemmKernel) => BLOCKED_KERNELS[k] != null;
+/** The kernel with x staged in workgroup memory: the blocked operands too, its own program. */
+const STAGED: Int8GemmKernel = 'tensor-core-i8-staged-128';
+/** The kernels that read blocked rows and the weights' blocked copy (experts_int8_tc_pipelined_webgpu.ts's). */
+const readsBlocked = (k: Int8GemmKernel) => isPipelined(k) || k === STAGED;
 
 /** Whether the blocked kernel `k` loads each k step's blocks one step ahead ('pipelined') or not ('plain'). */
 export function int8PrefetchesBlocks(k: Int8GemmKernel): boolean {
@@ -168,13 +179,15 @@ export const INT8_BLOCKED_MIN_ROWS = 64;
 
 /** The subgroup-matrix kernels' rows per tile (the align program pads every expert to a multiple of it). */
 export function int8GemmBlockRows(kernel: Int8GemmKernel): number {
-  return BLOCKED_KERNELS[kernel]?.blockRows ?? (kernel === 'tensor-core-i8-shared-128' ? 128 :
+  return BLOCKED_KERNELS[kernel]?.blockRows ?? (kernel === STAGED ? INT8_STAGED_TILE.rows :
+    kernel === 'tensor-core-i8-shared-128' ? 128 :
     kernel === 'tensor-core-i8-shared-64' ? 64 : kernel === 'tensor-core-i8' ? INT8_TC_BLOCK_ROWS : INT8_GEMM_BLOCK_ROWS);
 }
 
 /** Workgroup memory each subgroup-matrix kernel declares (0 for dot4: it is not limited by it here). */
 export function int8GemmWorkgroupBytes(kernel: Int8GemmKernel): number {
   return isPipelined(kernel) ? int8PipelinedWorkgroupBytes(int8GemmBlockRows(kernel), int8SubgroupsN(kernel)) :
+    kernel === STAGED ? int8StagedWorkgroupBytes() :
     kernel === 'tensor-core-i8-shared-128' ? int8SharedTileBytes(128) :
     kernel === 'tensor-core-i8-shared-64' ? int8SharedTileBytes(64) :
     kernel === 'tensor-core-i8' ? INT8_TC_WORKGROUP_BYTES : 0;
@@ -303,12 +316,13 @@ export function runInt8Experts(c: Int8ExpertsCall): TensorInfo {
   const xq = quantize(hiddenStates, onInput);
   let y: TensorInfo;
   const gemm = c.path === 'prefill' ? chooseInt8GemmKernel(backend, P / Math.max(1, Math.min(E, P))).kernel : null;
-  if (gemm != null && isPipelined(gemm)) {
+  if (gemm != null && readsBlocked(gemm)) {
     const blockRows = int8GemmBlockRows(gemm);
     const rows = maxPaddedRows(P, E, blockRows);
     const rowBlocks = Math.ceil(rows / 16);
     const subgroupsN = int8SubgroupsN(gemm);
-    const layout = int8PipelinedLayout(H, I, subgroupsN);
+    const staged = gemm === STAGED;
+    const layout = int8PipelinedLayout(H, I, staged ? INT8_STAGED_LAYOUT_SUBGROUPS : subgroupsN);
     const align = c.temp(issuer.runWebGPUProgram(new ExpertsAlignProgram({...config, blockRows, lanes: alignLanes(backend)}, P), ids, 'int32'));
     const blockedRows = (q: TensorInfo, stage: ExpertsStage) => c.temp(issuer.runWebGPUProgram(
         new ExpertsInt8BlockedRowsProgram({source: stage === 'w13' ? 'gather' : 'rows', K: stage === 'w13' ? H : I,
@@ -326,13 +340,15 @@ export function runInt8Experts(c: Int8ExpertsCall): TensorInfo {
     const prefetch = int8PrefetchesBlocks(gemm), blockPointers = int8LoadsBlockPointers(gemm);
     const act = c.temp(issuer.makeTensorInfo([rows, I], 'float32'));
     const xb = blockedRows(xq, 'w13');
-    perShard('w13', act, (s, n) => [new ExpertsW13Int8PipelinedGemmProgram(w13, [rows, I], tiles(n), blockRows, layout,
-      prefetch, blockPointers, subgroupsN, int8StaggersK(gemm), int8GroupedRowTiles(gemm)),
+    perShard('w13', act, (s, n) => [staged ? new ExpertsW13Int8StagedGemmProgram(w13, [rows, I], tiles(n), layout) :
+      new ExpertsW13Int8PipelinedGemmProgram(w13, [rows, I], tiles(n), blockRows, layout, prefetch, blockPointers,
+        subgroupsN, int8StaggersK(gemm), int8GroupedRowTiles(gemm)),
       [xb, align]], blockedWeights);
     const ab = blockedRows(quantize(act, false), 'w2');
     y = c.temp(issuer.makeTensorInfo([P, H], 'float32'));
-    perShard('w2', y, (s, n) => [new ExpertsW2Int8PipelinedGemmProgram(w2, [P, H], tiles(n), blockRows, layout, prefetch,
-      blockPointers, subgroupsN, int8StaggersK(gemm), int8GroupedRowTiles(gemm)),
+    perShard('w2', y, (s, n) => [staged ? new ExpertsW2Int8StagedGemmProgram(w2, [P, H], tiles(n), layout) :
+      new ExpertsW2Int8PipelinedGemmProgram(w2, [P, H], tiles(n), blockRows, layout, prefetch, blockPointers,
+        subgroupsN, int8StaggersK(gemm), int8GroupedRowTiles(gemm)),
       [ab, align, ...weightsFor('w2')]], blockedWeights);
   } else if (gemm != null) {
     const blockRows = int8GemmBlockRows(gemm);

@@ -40,15 +40,16 @@ export function int8TensorCoreConfig(configs: SubgroupMatrixConfig[]): SubgroupM
 }
 
 /**
- * The one-subgroup int8 GEMMs' epilogue (this file's and experts_int8_tc_pipelined_webgpu.ts's), 64 columns a
- * subgroup: `columns` reads each lane's column weight scales and biases once (read per row they were a storage load
+ * The int8 GEMMs' epilogue (this file's, experts_int8_tc_pipelined_webgpu.ts's and, `narrow`,
+ * experts_int8_tc_staged_webgpu.ts's), 64 weight rows a subgroup (4 staged results), `narrow` 32 (2: w13 gate and
+ * up of 16 act columns, w2 32 h columns): `columns` reads each lane's column weight scales and biases once (read per row they were a storage load
  * in each of the epilogue's 16-row steps); `block` turns staged 16-row block `rt` of i32 results into act rows (w13)
  * or y rows by pair (w2) with ExpertsInt8GemmProgram's f32 expressions, so the outputs equal dot4's bit for bit.
  * It reads n0, e, lane, rt, rowStart, staged (from offset `base`, a u32 expression: a subgroup's own block where
  * several share a workgroup, as stagedEpilogue's), rowScale and, for w2, tilePair and tileWeight (routing weight
  * on the output).
  */
-export function int8Epilogue(c: ExpertsInt8Config, base = '0u'): {columns: string; block: string} {
+export function int8Epilogue(c: ExpertsInt8Config, base = '0u', narrow = false): {columns: string; block: string} {
   const w13 = c.stage === 'w13';
   const I = c.intermediateSize, H = c.hiddenSize;
   const gu = gateUpRows(c.activation, I);
@@ -58,19 +59,31 @@ export function int8Epilogue(c: ExpertsInt8Config, base = '0u'): {columns: strin
     return c.hasBias ? `(${v} + colBias${col})` : v;
   };
   const columns = w13 ? `
-        let iLane = n0 + i32(lane);
+        let iLane = n0 + i32(lane${narrow ? ' % 16u' : ''});
         let gateRow = u32(e * ${2 * I} + ${gu.gate(`min(iLane, ${I - 1})`)});
         let colScaleA = scales[gateRow];
         let colScaleB = scales[gateRow + ${gu.upOffset}u];
         ${c.hasBias ? `let colBiasA = bias[gateRow];
         let colBiasB = bias[gateRow + ${gu.upOffset}u];` : ''}` : `
         let hRow0 = u32(e * ${H} + min(n0 + i32(lane), ${H - 1}));
-        let hRow1 = u32(e * ${H} + min(n0 + 32 + i32(lane), ${H - 1}));
         let colScale0 = scales[hRow0];
+        ${c.hasBias ? 'let colBias0 = bias[hRow0];' : ''}${narrow ? '' : `
+        let hRow1 = u32(e * ${H} + min(n0 + 32 + i32(lane), ${H - 1}));
         let colScale1 = scales[hRow1];
-        ${c.hasBias ? `let colBias0 = bias[hRow0];
-        let colBias1 = bias[hRow1];` : ''}`;
-  const block = w13 ? `
+        ${c.hasBias ? 'let colBias1 = bias[hRow1];' : ''}`}`;
+  // narrow w13: 16 act columns, so a lane takes column lane % 16 of every other row.
+  const block = w13 && narrow ? `
+            for (var i = 0u; i < 8u; i++) {
+              let r = lane / 16u + 2u * i;
+              let m = rt * 16u + r;
+              let row = rowStart + i32(m);
+              let xs = rowScale[m];
+              if (iLane < ${I}) {
+                let g = staged[${base} + r * 16u + lane % 16u];
+                let u = staged[${base} + 256u + r * 16u + lane % 16u];
+                result[row * ${I} + iLane] = expertGlu(${scaled('g', 'A')}, ${scaled('u', 'B')});
+              }
+            }` : w13 ? `
             for (var r = 0u; r < 16u; r++) {
               let m = rt * 16u + r;
               let row = rowStart + i32(m);
@@ -86,7 +99,7 @@ export function int8Epilogue(c: ExpertsInt8Config, base = '0u'): {columns: strin
               let pair = tilePair[m];
               if (pair >= 0) {
                 let xs = rowScale[m];
-                ${[0, 1].map((part) => `{
+                ${(narrow ? [0] : [0, 1]).map((part) => `{
                   let col = ${32 * part}u + lane;
                   let h = n0 + i32(col);
                   if (h < ${H}) {
