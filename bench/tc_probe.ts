@@ -17,7 +17,9 @@
  * time only (as in the expert GEMMs) and the plain loop unrolled by hand; --round17 the prefetching loop one k
  * block ahead (not a two-block step), one subgroup and four staggered; --round18 plain loads touching the blocks
  * a few steps ahead (run also with --m 512 --n 28672 --experts 8); --round19 80-row subgroup tiles; --round20 A
- * staged in workgroup memory, B streamed from storage (deeper, and with tall, narrow subgroup tiles) or staged too.
+ * staged in workgroup memory, B streamed from storage (deeper, and with tall, narrow subgroup tiles) or staged too;
+ * --round21 round 20's tall, narrow tiles again (f16 1 × 8 repeated and deeper, one k block a stage, int8 128 × 16);
+ * --round22 the 128 × 32 tiles with row tiles fastest (the expert GEMMs' launch order).
  */
 import * as fs from 'fs';
 import {tensorCoreDawnToggles} from './dawn_toggles';
@@ -771,8 +773,10 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>${one ? '' : ', @builtin(subgroup_id
  * with 64 × 64 subgroup tiles each subgroup moves 4 + 4/WN blocks from L2 per 16 multiplies instead of 8.
  */
 function aStaged(M: number, N: number, K: number, s: {WM: number; WN: number; SK: number; int8?: boolean; pad?: boolean;
-    stageB?: boolean; TM?: number; TN?: number; ahead?: number}): Kernel {
+    stageB?: boolean; TM?: number; TN?: number; ahead?: number; rowsFastest?: boolean}): Kernel {
   const {WM, WN, SK} = s, int8 = s.int8 ?? false, stageB = s.stageB ?? false;
+  // rowsFastest: consecutive workgroups take consecutive row tiles (the expert GEMMs' x-major launch order).
+  const rowsFastest = s.rowsFastest ?? false, gx = rowsFastest ? 'wg.y' : 'wg.x', gy = rowsFastest ? 'wg.x' : 'wg.y';
   // A subgroup's tile: TM × TN blocks of 16 × 16 (with A from workgroup memory a tall, narrow tile loads fewer B
   // blocks from storage per multiply: 128 × 32 half of 64 × 64's); B loaded `ahead` k blocks before its multiplies.
   const TM = s.TM ?? 4, TN = s.TN ?? 4, D = s.ahead ?? 1;
@@ -817,8 +821,8 @@ function aStaged(M: number, N: number, K: number, s: {WM: number; WN: number; SK
     }`).join('\n    ');
   return {name: `round20 ${stageB ? 'A and B' : 'A'} staged ${SK} k blocks a stage${stageB ? '' : `, B streamed ${D === 1 ? 'one block' : `${D} blocks`} ahead`}, ` +
       `${int8 ? 'int8' : 'f16'}, ${16 * TM * WM}×${16 * TN * WN} per workgroup, ${WM}×${WN} subgroups of ${16 * TM}×${16 * TN}` +
-      `${pad ? ', rows padded' : ''}${EXPERTS > 1 ? `, ${EXPERTS} experts' B` : ''}`,
-  workgroups: [N / (16 * CB), M / (16 * RB), 1], blocked: true, int8, code: `
+      `${pad ? ', rows padded' : ''}${EXPERTS > 1 ? `, ${EXPERTS} experts' B` : ''}${rowsFastest ? ', row tiles fastest' : ''}`,
+  workgroups: rowsFastest ? [M / (16 * RB), N / (16 * CB), 1] : [N / (16 * CB), M / (16 * RB), 1], blocked: true, int8, code: `
 enable f16;
 enable subgroups;
 enable chromium_experimental_subgroup_matrix;
@@ -830,10 +834,10 @@ ${staged.map((o) => `var<workgroup> ${o.X}s: array<array<vec4<u32>, ${RV}>, ${2 
 fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(subgroup_id) sid: u32, @builtin(local_invocation_index) li: u32) {
   let wm = sid % ${WM}u;
   let wn = sid / ${WM}u;
-  let tm = wg.y * ${WM}u + wm;   // this subgroup's tile of ${16 * TM} rows and of ${16 * TN} columns
-  let tn = wg.x * ${WN}u + wn;
-  let aFirst = wg.y * ${RB * KB * 32}u;   // the workgroup's first A block, in vec4s
-  ${stageB ? `let bFirst = wg.x * ${CB * KB * 32}u;` : `let bn = ${EXPERTS > 1 ? `(tm % ${EXPERTS}u) * ${N / 16 * KB}u + ` : ''}tn * ${TN * KB}u;`}
+  let tm = ${gy} * ${WM}u + wm;   // this subgroup's tile of ${16 * TM} rows and of ${16 * TN} columns
+  let tn = ${gx} * ${WN}u + wn;
+  let aFirst = ${gy} * ${RB * KB * 32}u;   // the workgroup's first A block, in vec4s
+  ${stageB ? `let bFirst = ${gx} * ${CB * KB * 32}u;` : `let bn = ${EXPERTS > 1 ? `(tm % ${EXPERTS}u) * ${N / 16 * KB}u + ` : ''}tn * ${TN * KB}u;`}
   ${rows.flatMap((r) => cols.map((c) => `var acc${r}${c}: ${result};`)).join('\n  ')}
   ${staged.flatMap((o) => o.ps.map((p) => `var r${o.X}${p} = ${gAt(o.X, o.first, p, '0u')};`)).join('\n  ')}
   ${copy('0u')}
@@ -1346,6 +1350,38 @@ fn main(@builtin(local_invocation_index) li: u32${sidDecl}) {
       // Both operands staged (round 9's idea, one barrier a stage).
       for (const int8 of [false, true]) kernels.push(aStaged(M, N, K, {WM: 2, WN: 2, SK: 2, stageB: true, int8}));
     }
+    mustTile(kernels, M, N);
+  }
+  if (args.includes('--round21')) {
+    // Round 20's tall, narrow tiles again: the f16 1 × 8 winner (2.031 against 2.105 ms) repeated and deeper, one
+    // k block a stage (half the workgroup memory, twice the barriers), and int8's 1 × 4 winner beside 128 × 16 tiles.
+    kernels.length = 0;
+    const four = {WM: 1, WN: 4, lag: 2}, t = {TM: 4, TN: 4};
+    kernels.push(blockNames(M, N, K, false, true, 'pipelined', false, four, t));
+    for (const sh of [{WM: 1, WN: 8, SK: 2, TM: 8, TN: 2, ahead: 2}, {WM: 1, WN: 8, SK: 2, TM: 8, TN: 2, ahead: 3},
+      {WM: 1, WN: 8, SK: 2, TM: 8, TN: 2, ahead: 4}, {WM: 1, WN: 8, SK: 1, TM: 8, TN: 2, ahead: 2},
+      {WM: 1, WN: 4, SK: 1, TM: 8, TN: 2, ahead: 2}, {WM: 1, WN: 4, SK: 2, TM: 8, TN: 2, ahead: 2}]) {
+      kernels.push(aStaged(M, N, K, sh));
+    }
+    kernels.push(blockNames(M, N, K, false, true, 'pipelined', false, four, t));
+    kernels.push(blockNames(M, N, K, true, true, 'plain', false, {WM: 1, WN: 1}, t));
+    for (const sh of [{WM: 1, WN: 4, SK: 2, TM: 8, TN: 2, ahead: 2}, {WM: 1, WN: 4, SK: 1, TM: 8, TN: 2, ahead: 2},
+      {WM: 1, WN: 8, SK: 1, TM: 8, TN: 2, ahead: 2}, {WM: 1, WN: 4, SK: 2, TM: 8, TN: 1, ahead: 2},
+      {WM: 1, WN: 8, SK: 2, TM: 8, TN: 1, ahead: 2}, {WM: 1, WN: 4, SK: 2, TM: 8, TN: 2, ahead: 4}]) {
+      kernels.push(aStaged(M, N, K, {...sh, int8: true}));
+    }
+    mustTile(kernels, M, N);
+  }
+  if (args.includes('--round22')) {
+    // The int8 128 × 32 winner, and f16's, in the expert GEMMs' launch order (row tiles fastest) beside the probe's.
+    kernels.length = 0;
+    kernels.push(blockNames(M, N, K, true, true, 'plain', false, {WM: 1, WN: 1}, {TM: 4, TN: 4}));
+    for (const int8 of [true, false]) {
+      for (const rowsFastest of [false, true]) {
+        kernels.push(aStaged(M, N, K, {WM: 1, WN: 4, SK: 2, TM: 8, TN: 2, ahead: 2, int8, rowsFastest}));
+      }
+    }
+    kernels.push(aStaged(M, N, K, {WM: 1, WN: 8, SK: 2, TM: 8, TN: 2, ahead: 2, rowsFastest: true}));
     mustTile(kernels, M, N);
   }
   if (args.includes('--round10')) {

@@ -71,6 +71,9 @@ import {tensorCoreWeightCopy} from './tensor_core_weights';
  *                    each multiplying them by its own 32 weight rows streamed from storage two blocks ahead (the
  *                    blocked operands of the plain kernels); on the plain-GEMM probe 361 TOPS against the plain
  *                    loop's 295 (an H100); selectable, not yet timed in the layer;
+ *   'tensor-core-i8-staged-grouped-128', 'tensor-core-i8-staged-rowwise-128'
+ *                    the same with its row tiles launched 8 at a time before the next columns, or each across all
+ *                    columns before the next (the probe's order: the workgroups in flight share x's tile);
  *   'tensor-core-i8-shared-128', 'tensor-core-i8-shared-64'
  *                    experts_int8_tc_shared_webgpu.ts: i8×i8→i32 subgroup matrices, four subgroups per workgroup
  *                    sharing 128- or 64-row × 128-column i8 tiles in workgroup memory (the f16 'shared' layout);
@@ -93,12 +96,14 @@ export type Int8GemmKernel = 'tensor-core-i8-pipelined-64' | 'tensor-core-i8-pip
   'tensor-core-i8-shared-128' | 'tensor-core-i8-shared-64' | 'tensor-core-i8' | 'dot4-i8' |
   'tensor-core-i8-plain-64' | 'tensor-core-i8-plain-32' | 'tensor-core-i8-plain-96' | 'tensor-core-i8-plain-64x128' |
   'tensor-core-i8-plain-96x128' | 'tensor-core-i8-plain-64x256' | 'tensor-core-i8-staggered-64x256' |
-  'tensor-core-i8-pipelined-64x256' | 'tensor-core-i8-grouped-64' | 'tensor-core-i8-staged-128';
+  'tensor-core-i8-pipelined-64x256' | 'tensor-core-i8-grouped-64' | 'tensor-core-i8-staged-128' |
+  'tensor-core-i8-staged-grouped-128' | 'tensor-core-i8-staged-rowwise-128';
 export const INT8_GEMM_KERNELS: Int8GemmKernel[] = ['tensor-core-i8-pipelined-64', 'tensor-core-i8-pipelined-32',
   'tensor-core-i8-shared-128', 'tensor-core-i8-shared-64', 'tensor-core-i8', 'dot4-i8', 'tensor-core-i8-plain-64',
   'tensor-core-i8-plain-32', 'tensor-core-i8-plain-96', 'tensor-core-i8-plain-64x128', 'tensor-core-i8-plain-96x128',
   'tensor-core-i8-plain-64x256', 'tensor-core-i8-staggered-64x256', 'tensor-core-i8-pipelined-64x256',
-  'tensor-core-i8-grouped-64', 'tensor-core-i8-staged-128'];
+  'tensor-core-i8-grouped-64', 'tensor-core-i8-staged-128', 'tensor-core-i8-staged-grouped-128',
+  'tensor-core-i8-staged-rowwise-128'];
 
 /**
  * The kernels of experts_int8_tc_pipelined_webgpu.ts (both operands in blocks read from storage): rows per tile,
@@ -125,10 +130,12 @@ const BLOCKED_KERNELS: Partial<Record<Int8GemmKernel, {blockRows: number; prefet
   'tensor-core-i8-grouped-64': {blockRows: 64, prefetch: false, blockPointers: true, groupRows: 16},
 };
 const isPipelined = (k: Int8GemmKernel) => BLOCKED_KERNELS[k] != null;
-/** The kernel with x staged in workgroup memory: the blocked operands too, its own program. */
-const STAGED: Int8GemmKernel = 'tensor-core-i8-staged-128';
+/** The kernels with x staged in workgroup memory (the blocked operands too, their own program): row tiles a group. */
+const STAGED_GROUP_ROWS: Partial<Record<Int8GemmKernel, number>> = {'tensor-core-i8-staged-128': 0,
+  'tensor-core-i8-staged-grouped-128': 8, 'tensor-core-i8-staged-rowwise-128': 1};
+const isStaged = (k: Int8GemmKernel) => STAGED_GROUP_ROWS[k] != null;
 /** The kernels that read blocked rows and the weights' blocked copy (experts_int8_tc_pipelined_webgpu.ts's). */
-const readsBlocked = (k: Int8GemmKernel) => isPipelined(k) || k === STAGED;
+const readsBlocked = (k: Int8GemmKernel) => isPipelined(k) || isStaged(k);
 
 /** Whether the blocked kernel `k` loads each k step's blocks one step ahead ('pipelined') or not ('plain'). */
 export function int8PrefetchesBlocks(k: Int8GemmKernel): boolean {
@@ -147,7 +154,7 @@ export function int8StaggersK(k: Int8GemmKernel): boolean {
 
 /** Row tiles the blocked kernel `k` launches at a time before the next columns (groupedGridSnippet), or 0. */
 export function int8GroupedRowTiles(k: Int8GemmKernel): number {
-  return BLOCKED_KERNELS[k]?.groupRows ?? 0;
+  return BLOCKED_KERNELS[k]?.groupRows ?? STAGED_GROUP_ROWS[k] ?? 0;
 }
 
 /** The subgroups side by side along a blocked kernel's workgroup columns (1 for every other kernel). */
@@ -179,7 +186,7 @@ export const INT8_BLOCKED_MIN_ROWS = 64;
 
 /** The subgroup-matrix kernels' rows per tile (the align program pads every expert to a multiple of it). */
 export function int8GemmBlockRows(kernel: Int8GemmKernel): number {
-  return BLOCKED_KERNELS[kernel]?.blockRows ?? (kernel === STAGED ? INT8_STAGED_TILE.rows :
+  return BLOCKED_KERNELS[kernel]?.blockRows ?? (isStaged(kernel) ? INT8_STAGED_TILE.rows :
     kernel === 'tensor-core-i8-shared-128' ? 128 :
     kernel === 'tensor-core-i8-shared-64' ? 64 : kernel === 'tensor-core-i8' ? INT8_TC_BLOCK_ROWS : INT8_GEMM_BLOCK_ROWS);
 }
@@ -187,7 +194,7 @@ export function int8GemmBlockRows(kernel: Int8GemmKernel): number {
 /** Workgroup memory each subgroup-matrix kernel declares (0 for dot4: it is not limited by it here). */
 export function int8GemmWorkgroupBytes(kernel: Int8GemmKernel): number {
   return isPipelined(kernel) ? int8PipelinedWorkgroupBytes(int8GemmBlockRows(kernel), int8SubgroupsN(kernel)) :
-    kernel === STAGED ? int8StagedWorkgroupBytes() :
+    isStaged(kernel) ? int8StagedWorkgroupBytes() :
     kernel === 'tensor-core-i8-shared-128' ? int8SharedTileBytes(128) :
     kernel === 'tensor-core-i8-shared-64' ? int8SharedTileBytes(64) :
     kernel === 'tensor-core-i8' ? INT8_TC_WORKGROUP_BYTES : 0;
@@ -321,7 +328,7 @@ export function runInt8Experts(c: Int8ExpertsCall): TensorInfo {
     const rows = maxPaddedRows(P, E, blockRows);
     const rowBlocks = Math.ceil(rows / 16);
     const subgroupsN = int8SubgroupsN(gemm);
-    const staged = gemm === STAGED;
+    const staged = isStaged(gemm);
     const layout = int8PipelinedLayout(H, I, staged ? INT8_STAGED_LAYOUT_SUBGROUPS : subgroupsN);
     const align = c.temp(issuer.runWebGPUProgram(new ExpertsAlignProgram({...config, blockRows, lanes: alignLanes(backend)}, P), ids, 'int32'));
     const blockedRows = (q: TensorInfo, stage: ExpertsStage) => c.temp(issuer.runWebGPUProgram(
@@ -340,13 +347,13 @@ export function runInt8Experts(c: Int8ExpertsCall): TensorInfo {
     const prefetch = int8PrefetchesBlocks(gemm), blockPointers = int8LoadsBlockPointers(gemm);
     const act = c.temp(issuer.makeTensorInfo([rows, I], 'float32'));
     const xb = blockedRows(xq, 'w13');
-    perShard('w13', act, (s, n) => [staged ? new ExpertsW13Int8StagedGemmProgram(w13, [rows, I], tiles(n), layout) :
+    perShard('w13', act, (s, n) => [staged ? new ExpertsW13Int8StagedGemmProgram(w13, [rows, I], tiles(n), layout, int8GroupedRowTiles(gemm)) :
       new ExpertsW13Int8PipelinedGemmProgram(w13, [rows, I], tiles(n), blockRows, layout, prefetch, blockPointers,
         subgroupsN, int8StaggersK(gemm), int8GroupedRowTiles(gemm)),
       [xb, align]], blockedWeights);
     const ab = blockedRows(quantize(act, false), 'w2');
     y = c.temp(issuer.makeTensorInfo([P, H], 'float32'));
-    perShard('w2', y, (s, n) => [staged ? new ExpertsW2Int8StagedGemmProgram(w2, [P, H], tiles(n), layout) :
+    perShard('w2', y, (s, n) => [staged ? new ExpertsW2Int8StagedGemmProgram(w2, [P, H], tiles(n), layout, int8GroupedRowTiles(gemm)) :
       new ExpertsW2Int8PipelinedGemmProgram(w2, [P, H], tiles(n), blockRows, layout, prefetch, blockPointers,
         subgroupsN, int8StaggersK(gemm), int8GroupedRowTiles(gemm)),
       [ab, align, ...weightsFor('w2')]], blockedWeights);

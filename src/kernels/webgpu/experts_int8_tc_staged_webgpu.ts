@@ -50,13 +50,15 @@ export class ExpertsInt8StagedGemmProgram implements WebGPUProgram {
   uniforms = 'firstExpert : i32,';
   private readonly c: ExpertsInt8Config;
   private readonly layout: Int8PipelinedLayout;
+  private readonly groupRows: number;
 
   /**
    * Inputs: xb (blocked rows, read as vec4 words for the copies), align (built with blockRows 128), topkWeights (w2
    * with the weight on the output), wb (the shard's blocked weights, int8PipelinedLayout(H, I,
-   * INT8_STAGED_LAYOUT_SUBGROUPS)), scales, bias?.
+   * INT8_STAGED_LAYOUT_SUBGROUPS)), scales, bias?. `groupRows`: row tiles launched this many at a time before the
+   * next columns (groupedGridSnippet; 1: each row tile across all columns, the probe's order; 0: x-major).
    */
-  constructor(c: ExpertsInt8Config, outputShape: number[], numTiles: number, layout: Int8PipelinedLayout) {
+  constructor(c: ExpertsInt8Config, outputShape: number[], numTiles: number, layout: Int8PipelinedLayout, groupRows = 0) {
     const w13 = c.stage === 'w13';
     const columns = (w13 ? INT8_PIPELINED_TILE.w13Columns : INT8_PIPELINED_TILE.w2Columns) * INT8_STAGED_LAYOUT_SUBGROUPS;
     if ((w13 ? layout.w13Rows / 2 : layout.w2Rows) % columns !== 0) {
@@ -64,6 +66,7 @@ export class ExpertsInt8StagedGemmProgram implements WebGPUProgram {
     }
     this.c = c;
     this.layout = layout;
+    this.groupRows = groupRows;
     this.outputShape = outputShape;
     this.dispatch = [numTiles, Math.ceil((w13 ? c.intermediateSize : c.hiddenSize) / columns), 1];
     const usesWeights = !w13 && !c.applyRouterWeightOnInput;
@@ -72,7 +75,7 @@ export class ExpertsInt8StagedGemmProgram implements WebGPUProgram {
     this.variableComponents = this.variableNames.map((n) => n === 'xb' ? 4 : 1);
     this.shaderKey = `moeExpertsInt8GemmTcStaged_${c.stage}_${c.hiddenSize}_${c.intermediateSize}_${c.topK}_` +
       `${c.numLocalExperts}_${w13 ? c.activation : ''}_${c.applyRouterWeightOnInput}_${c.hasBias}_` +
-      `${layout.Hp}_${layout.Ip}_${layout.w13Rows}_${layout.w2Rows}`;
+      `${layout.Hp}_${layout.Ip}_${layout.w13Rows}_${layout.w2Rows}_${groupRows}`;
   }
 
   getUserCode(): string {
@@ -132,7 +135,7 @@ export class ExpertsInt8StagedGemmProgram implements WebGPUProgram {
       // xb: ${w13 ? 'gathered x' : 'act'} in blocked rows (${RV} vec4 words a block row); align: [E+1] offsets then the sorted
       // pairs; wb: blocked weights [experts, ${rowsPerExpert}/16, ${KB}] blocks; result: ${w13 ? `act [rows, ${I}]` : 'y [P, H] by pair'}.
       fn main(wid : vec3<u32>, sid : u32, lane : u32) {
-        ${gemmGridSnippet('wb', BM, stages, stages, (w13 ? 64 : 128), 0)}
+        ${gemmGridSnippet('wb', BM, stages, stages, (w13 ? 64 : 128), this.groupRows)}
         let aFirst = u32(rowStart) / 16u * ${RV}u;   // the tile's first block row, in vec4 words
         for (var m = localIndex; m < ${BM}u; m += ${threads}u) {
           let row = u32(rowStart) + m;
