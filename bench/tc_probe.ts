@@ -37,7 +37,9 @@ const arg = (name: string, def: number) => {
 };
 /**
  * --experts E (round 18): B holds E copies of its N rows, row tile t multiplying copy t % E, so that a GEMM of
- * few row tiles streams E·N·K weights from memory as the expert GEMMs do at M = 256 (one tile an expert).
+ * few row tiles streams E·N·K weights from memory as the expert GEMMs do at M = 256 (one tile an expert); aStaged
+ * (rounds 20, 22): row tiles in E contiguous runs, run e multiplying copy e (the same where there is one tile an
+ * expert), as the expert GEMMs' sorted rows do at any M; int8 copies too.
  */
 const EXPERTS = arg('experts', 1);
 
@@ -785,7 +787,6 @@ function aStaged(M: number, N: number, K: number, s: {WM: number; WN: number; SK
   const pad = s.pad ?? false, RV = pad ? 48 : 32, RS = pad ? 3 : 2;
   const kPerBlock = int8 ? 32 : 16, KB = K / kPerBlock, KS = KB / SK;
   if (!Number.isInteger(KS)) throw new Error(`aStaged: ${SK} k blocks a stage do not divide ${KB}`);
-  if (int8 && EXPERTS > 1) throw new Error('aStaged: --experts copies the f16 weights only');
   if (stageB && EXPERTS > 1) throw new Error('aStaged: staged B is one expert\'s (no --experts)');
   const threads = 32 * WM * WN, RB = TM * WM, CB = TN * WN;   // the workgroup's 16-row and 16-column blocks
   const rows = Array.from({length: TM}, (_, i) => i), cols = Array.from({length: TN}, (_, i) => i);
@@ -837,7 +838,7 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(subgroup_id) sid: u32, @b
   let tm = ${gy} * ${WM}u + wm;   // this subgroup's tile of ${16 * TM} rows and of ${16 * TN} columns
   let tn = ${gx} * ${WN}u + wn;
   let aFirst = ${gy} * ${RB * KB * 32}u;   // the workgroup's first A block, in vec4s
-  ${stageB ? `let bFirst = ${gx} * ${CB * KB * 32}u;` : `let bn = ${EXPERTS > 1 ? `(tm % ${EXPERTS}u) * ${N / 16 * KB}u + ` : ''}tn * ${TN * KB}u;`}
+  ${stageB ? `let bFirst = ${gx} * ${CB * KB * 32}u;` : `let bn = ${EXPERTS > 1 ? `(tm / ${M / (16 * RB) / EXPERTS}u) * ${N / 16 * KB}u + ` : ''}tn * ${TN * KB}u;`}
   ${rows.flatMap((r) => cols.map((c) => `var acc${r}${c}: ${result};`)).join('\n  ')}
   ${staged.flatMap((o) => o.ps.map((p) => `var r${o.X}${p} = ${gAt(o.X, o.first, p, '0u')};`)).join('\n  ')}
   ${copy('0u')}
@@ -1104,7 +1105,13 @@ fn main(@builtin(local_invocation_index) li: u32${sidDecl}) {
   for (let i = 0; i < a8.length; i++) a8[i] = Math.round(rnd() * 127);
   for (let i = 0; i < b8.length; i++) b8[i] = Math.round(rnd() * 127);
   const A8 = round7 ? buf(toBlocks(a8, M, K, 32), GPUBufferUsage.STORAGE) : A;
-  const B8 = round7 ? buf(toBlocks(b8, N, K, 32), GPUBufferUsage.STORAGE) : B;
+  // --experts: EXPERTS copies, as Bb.
+  const B8 = !round7 ? B : (() => {
+    const blocks = toBlocks(b8, N, K, 32);
+    const copies = buf(EXPERTS * blocks.byteLength, GPUBufferUsage.STORAGE);
+    for (let e = 0; e < EXPERTS; e++) device.queue.writeBuffer(copies, e * blocks.byteLength, blocks as unknown as ArrayBuffer);
+    return copies;
+  })();
   if (round3) {
     kernels.length = 0;
     const blockedShapes: BlockedShape[] = [
@@ -1374,14 +1381,16 @@ fn main(@builtin(local_invocation_index) li: u32${sidDecl}) {
   }
   if (args.includes('--round22')) {
     // The int8 128 × 32 winner, and f16's, in the expert GEMMs' launch order (row tiles fastest) beside the probe's.
+    // With --experts (aStaged: row tiles in EXPERTS contiguous runs, each multiplying its own copy of B, as the
+    // expert GEMMs' sorted rows do): int8 only, and no plain baseline (it reads one copy).
     kernels.length = 0;
-    kernels.push(blockNames(M, N, K, true, true, 'plain', false, {WM: 1, WN: 1}, {TM: 4, TN: 4}));
-    for (const int8 of [true, false]) {
+    if (EXPERTS === 1) kernels.push(blockNames(M, N, K, true, true, 'plain', false, {WM: 1, WN: 1}, {TM: 4, TN: 4}));
+    for (const int8 of EXPERTS === 1 ? [true, false] : [true]) {
       for (const rowsFastest of [false, true]) {
         kernels.push(aStaged(M, N, K, {WM: 1, WN: 4, SK: 2, TM: 8, TN: 2, ahead: 2, int8, rowsFastest}));
       }
     }
-    kernels.push(aStaged(M, N, K, {WM: 1, WN: 8, SK: 2, TM: 8, TN: 2, ahead: 2, rowsFastest: true}));
+    if (EXPERTS === 1) kernels.push(aStaged(M, N, K, {WM: 1, WN: 8, SK: 2, TM: 8, TN: 2, ahead: 2, rowsFastest: true}));
     mustTile(kernels, M, N);
   }
   if (args.includes('--round10')) {
