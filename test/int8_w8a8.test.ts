@@ -366,15 +366,14 @@ describe('int8 prefill GEMM choice', () => {
 
   it('pads experts to each kernel\'s rows per tile, and declares the workgroup memory it is chosen by', () => {
     expect(INT8_GEMM_KERNELS.map(int8GemmBlockRows)).to.deep.equal([64, 32, 128, 64, 32, 64, 64, 32, 96, 64, 96, 64, 64, 64,
-      64, 128, 128, 128]);
+      64, 128]);
     expect(INT8_GEMM_KERNELS.filter(int8PrefetchesBlocks)).to.deep.equal(['tensor-core-i8-pipelined-64',
       'tensor-core-i8-pipelined-32', 'tensor-core-i8-pipelined-64x256']);
     expect(INT8_GEMM_KERNELS.filter(int8LoadsBlockPointers)).to.deep.equal(['tensor-core-i8-plain-64',
       'tensor-core-i8-plain-32', 'tensor-core-i8-plain-96', 'tensor-core-i8-plain-64x128', 'tensor-core-i8-plain-96x128',
       'tensor-core-i8-plain-64x256', 'tensor-core-i8-staggered-64x256', 'tensor-core-i8-pipelined-64x256',
       'tensor-core-i8-grouped-64']);
-    expect(INT8_GEMM_KERNELS.filter((k) => int8GroupedRowTiles(k) > 0)).to.deep.equal(['tensor-core-i8-grouped-64',
-      'tensor-core-i8-staged-grouped-128', 'tensor-core-i8-staged-rowwise-128']);
+    expect(INT8_GEMM_KERNELS.filter((k) => int8GroupedRowTiles(k) > 0)).to.deep.equal(['tensor-core-i8-grouped-64']);
     expect(INT8_GEMM_KERNELS.filter((k) => int8SubgroupsN(k) === 2)).to.deep.equal(['tensor-core-i8-plain-64x128',
       'tensor-core-i8-plain-96x128']);
     expect(INT8_GEMM_KERNELS.filter((k) => int8SubgroupsN(k) === 4)).to.deep.equal(['tensor-core-i8-plain-64x256',
@@ -385,7 +384,7 @@ describe('int8 prefill GEMM choice', () => {
     const cfg: ExpertsInt8Config = {stage: 'w2', hiddenSize: 4096, intermediateSize: 14336, topK: 2, numLocalExperts: 8,
       globalNumExperts: 8, hasExpertMap: false, activation: 'silu', applyRouterWeightOnInput: false, hasBias: true};
     expect(INT8_GEMM_KERNELS.map(int8GemmWorkgroupBytes)).to.deep.equal([4884, 4500, 37392, 32016, INT8_TC_WORKGROUP_BYTES, 0,
-      4884, 4500, 5268, 8980, 9364, 17172, 17172, 17172, 4884, ...[0, 1, 2].map(() => int8StagedWorkgroupBytes())]);
+      4884, 4500, 5268, 8980, 9364, 17172, 17172, 17172, 4884, int8StagedWorkgroupBytes()]);
     // The staged kernel: two buffers of 8 row blocks × 2 k blocks (vec4<u32>), four subgroups' 2 staged results.
     expect(int8StagedWorkgroupBytes()).to.equal(26132);
     for (const stage of ['w13', 'w2'] as const) {
@@ -658,8 +657,7 @@ describeBackends('fusedExperts int8 w8a8 against the cpu reference, bit for bit'
       // H's 176 in the second workgroup), weights two k blocks ahead: w13's 3 steps, w2's 2; 600 and 400 pairs.
       {name: 'x staged, 128-row tiles, swigluoai, biases', kernel: 'tensor-core-i8-staged-128', activation: 'swigluoai',
         bias: true, onInput: false, tokens: 300},
-      {name: 'x staged, 128-row tiles each across all columns, gelu, router weight on the input',
-        kernel: 'tensor-core-i8-staged-rowwise-128',
+      {name: 'x staged, 128-row tiles, gelu, router weight on the input', kernel: 'tensor-core-i8-staged-128',
         activation: 'gelu', bias: false, onInput: true, tokens: 400},
     ];
     for (const tc of pipelinedCases) {
@@ -670,7 +668,7 @@ describeBackends('fusedExperts int8 w8a8 against the cpu reference, bit for bit'
         const BM = int8GemmBlockRows(tc.kernel);
         const rows = maxPaddedRows(P, E, BM);
         const rowBlocks = Math.ceil(rows / 16);
-        const staged = tc.kernel.startsWith('tensor-core-i8-staged-');
+        const staged = tc.kernel === 'tensor-core-i8-staged-128';
         const WN = staged ? INT8_STAGED_LAYOUT_SUBGROUPS : int8SubgroupsN(tc.kernel);
         const layout = int8PipelinedLayout(H, I, WN);
         // Two subgroups: weight rows padded to 64 act columns (w13) and 128 h columns (w2).
@@ -695,7 +693,7 @@ describeBackends('fusedExperts int8 w8a8 against the cpu reference, bit for bit'
         const tiles = Math.ceil(P / BM) + E;
         const prefetch = int8PrefetchesBlocks(tc.kernel), blockPointers = int8LoadsBlockPointers(tc.kernel);
         const gemm = (c: ExpertsInt8Config, shape: number[]) => emulated(staged ?
-          new ExpertsInt8StagedGemmProgram(c, shape, tiles, layout, int8GroupedRowTiles(tc.kernel)) :
+          new ExpertsInt8StagedGemmProgram(c, shape, tiles, layout) :
           new ExpertsInt8PipelinedGemmProgram(c, shape, tiles, BM, layout, prefetch, blockPointers, WN,
             int8StaggersK(tc.kernel), int8GroupedRowTiles(tc.kernel)));
         const actTc = run(gemm(c13, [rows, I]),

@@ -70,10 +70,12 @@ import {tensorCoreWeightCopy} from './tensor_core_weights';
  *                    experts_int8_tc_staged_webgpu.ts: four subgroups share 128 rows of x staged in workgroup memory,
  *                    each multiplying them by its own 32 weight rows streamed from storage two blocks ahead (the
  *                    blocked operands of the plain kernels); on the plain-GEMM probe 361 TOPS against the plain
- *                    loop's 295 (an H100); selectable, not yet timed in the layer;
- *   'tensor-core-i8-staged-grouped-128', 'tensor-core-i8-staged-rowwise-128'
- *                    the same with its row tiles launched 8 at a time before the next columns, or each across all
- *                    columns before the next (the probe's order: the workgroups in flight share x's tile);
+ *                    loop's 295 (an H100), but slower in the layer everywhere measured (an H100, 2026-12-06, GPU
+ *                    time, bit-equal to the cpu reference; bench/results/2026-12-06-h100-int8-check-staged.log):
+ *                    Mixtral M = 4096 13.13 ms against plain-64's 11.01 (w13 8.47 against 6.90), Qwen3 2.86
+ *                    against 2.20, DeepSeek-V3 TP8 4.78 against 3.52. Neither the launch order nor 8 experts'
+ *                    weights slow the probe's loop (tc_probe --round22); what the layer's kernel adds is its
+ *                    epilogue (8 staged passes, 16 barriers of four subgroups). Selectable only;
  *   'tensor-core-i8-shared-128', 'tensor-core-i8-shared-64'
  *                    experts_int8_tc_shared_webgpu.ts: i8×i8→i32 subgroup matrices, four subgroups per workgroup
  *                    sharing 128- or 64-row × 128-column i8 tiles in workgroup memory (the f16 'shared' layout);
@@ -90,20 +92,22 @@ import {tensorCoreWeightCopy} from './tensor_core_weights';
  * copies of the loop for tails, lost everywhere its 64-row tiles are chosen, also where tiles are full (an H100,
  * 2026-12-06, GPU time: Mixtral M = 4096 13.15 against 11.38 ms, Qwen3 3.07 against 2.27, DeepSeek-V3 TP8 5.02
  * against 3.64; bench/results/2026-12-06-h100-int8-fitted-ab.log): the plain loop's copies are not scheduled as its
- * one loop is, where the f16 prefetching loop's are.
+ * one loop is, where the f16 prefetching loop's are. So were 'tensor-core-i8-staged-grouped-128' and
+ * '-staged-rowwise-128', 'tensor-core-i8-staged-128' with its row tiles launched 8 at a time before the next columns,
+ * or each across all columns (the probe's order): Mixtral M = 4096 12.48 and 13.22 ms against 13.16 and plain-64's
+ * 11.08, Qwen3 2.62 and 2.61 against 2.86 and 2.19, DeepSeek-V3 TP8 4.61 and 4.53 against 4.79 and 3.51 (an H100,
+ * 2026-12-06, GPU time, bit-equal; bench/results/2026-12-06-h100-int8-check-staged-orders.log).
  */
 export type Int8GemmKernel = 'tensor-core-i8-pipelined-64' | 'tensor-core-i8-pipelined-32' |
   'tensor-core-i8-shared-128' | 'tensor-core-i8-shared-64' | 'tensor-core-i8' | 'dot4-i8' |
   'tensor-core-i8-plain-64' | 'tensor-core-i8-plain-32' | 'tensor-core-i8-plain-96' | 'tensor-core-i8-plain-64x128' |
   'tensor-core-i8-plain-96x128' | 'tensor-core-i8-plain-64x256' | 'tensor-core-i8-staggered-64x256' |
-  'tensor-core-i8-pipelined-64x256' | 'tensor-core-i8-grouped-64' | 'tensor-core-i8-staged-128' |
-  'tensor-core-i8-staged-grouped-128' | 'tensor-core-i8-staged-rowwise-128';
+  'tensor-core-i8-pipelined-64x256' | 'tensor-core-i8-grouped-64' | 'tensor-core-i8-staged-128';
 export const INT8_GEMM_KERNELS: Int8GemmKernel[] = ['tensor-core-i8-pipelined-64', 'tensor-core-i8-pipelined-32',
   'tensor-core-i8-shared-128', 'tensor-core-i8-shared-64', 'tensor-core-i8', 'dot4-i8', 'tensor-core-i8-plain-64',
   'tensor-core-i8-plain-32', 'tensor-core-i8-plain-96', 'tensor-core-i8-plain-64x128', 'tensor-core-i8-plain-96x128',
   'tensor-core-i8-plain-64x256', 'tensor-core-i8-staggered-64x256', 'tensor-core-i8-pipelined-64x256',
-  'tensor-core-i8-grouped-64', 'tensor-core-i8-staged-128', 'tensor-core-i8-staged-grouped-128',
-  'tensor-core-i8-staged-rowwise-128'];
+  'tensor-core-i8-grouped-64', 'tensor-core-i8-staged-128'];
 
 /**
  * The kernels of experts_int8_tc_pipelined_webgpu.ts (both operands in blocks read from storage): rows per tile,
@@ -130,10 +134,8 @@ const BLOCKED_KERNELS: Partial<Record<Int8GemmKernel, {blockRows: number; prefet
   'tensor-core-i8-grouped-64': {blockRows: 64, prefetch: false, blockPointers: true, groupRows: 16},
 };
 const isPipelined = (k: Int8GemmKernel) => BLOCKED_KERNELS[k] != null;
-/** The kernels with x staged in workgroup memory (the blocked operands too, their own program): row tiles a group. */
-const STAGED_GROUP_ROWS: Partial<Record<Int8GemmKernel, number>> = {'tensor-core-i8-staged-128': 0,
-  'tensor-core-i8-staged-grouped-128': 8, 'tensor-core-i8-staged-rowwise-128': 1};
-const isStaged = (k: Int8GemmKernel) => STAGED_GROUP_ROWS[k] != null;
+/** The kernel with x staged in workgroup memory (the blocked operands too, its own program). */
+const isStaged = (k: Int8GemmKernel) => k === 'tensor-core-i8-staged-128';
 /** The kernels that read blocked rows and the weights' blocked copy (experts_int8_tc_pipelined_webgpu.ts's). */
 const readsBlocked = (k: Int8GemmKernel) => isPipelined(k) || isStaged(k);
 
@@ -154,7 +156,7 @@ export function int8StaggersK(k: Int8GemmKernel): boolean {
 
 /** Row tiles the blocked kernel `k` launches at a time before the next columns (groupedGridSnippet), or 0. */
 export function int8GroupedRowTiles(k: Int8GemmKernel): number {
-  return BLOCKED_KERNELS[k]?.groupRows ?? STAGED_GROUP_ROWS[k] ?? 0;
+  return BLOCKED_KERNELS[k]?.groupRows ?? 0;
 }
 
 /** The subgroups side by side along a blocked kernel's workgroup columns (1 for every other kernel). */
@@ -347,13 +349,13 @@ export function runInt8Experts(c: Int8ExpertsCall): TensorInfo {
     const prefetch = int8PrefetchesBlocks(gemm), blockPointers = int8LoadsBlockPointers(gemm);
     const act = c.temp(issuer.makeTensorInfo([rows, I], 'float32'));
     const xb = blockedRows(xq, 'w13');
-    perShard('w13', act, (s, n) => [staged ? new ExpertsW13Int8StagedGemmProgram(w13, [rows, I], tiles(n), layout, int8GroupedRowTiles(gemm)) :
+    perShard('w13', act, (s, n) => [staged ? new ExpertsW13Int8StagedGemmProgram(w13, [rows, I], tiles(n), layout) :
       new ExpertsW13Int8PipelinedGemmProgram(w13, [rows, I], tiles(n), blockRows, layout, prefetch, blockPointers,
         subgroupsN, int8StaggersK(gemm), int8GroupedRowTiles(gemm)),
       [xb, align]], blockedWeights);
     const ab = blockedRows(quantize(act, false), 'w2');
     y = c.temp(issuer.makeTensorInfo([P, H], 'float32'));
-    perShard('w2', y, (s, n) => [staged ? new ExpertsW2Int8StagedGemmProgram(w2, [P, H], tiles(n), layout, int8GroupedRowTiles(gemm)) :
+    perShard('w2', y, (s, n) => [staged ? new ExpertsW2Int8StagedGemmProgram(w2, [P, H], tiles(n), layout) :
       new ExpertsW2Int8PipelinedGemmProgram(w2, [P, H], tiles(n), blockRows, layout, prefetch, blockPointers,
         subgroupsN, int8StaggersK(gemm), int8GroupedRowTiles(gemm)),
       [ab, align, ...weightsFor('w2')]], blockedWeights);

@@ -9,7 +9,8 @@
  * 128 × 32 tile loads 2 of them per 16 multiplies where 64 × 64 loads 4 (and 4 x blocks). On an H100's plain
  * 4096 × 14336 × 4096 int8 GEMM: 1.333 ms (361 TOPS) against the plain 64 × 64 loop's 1.631 (295); deeper or
  * shallower weight prefetch, eight subgroups, or both operands staged were slower (bench/tc_probe.ts --round20,
- * bench/results/2026-12-06-h100-tc-probe-round20-tall.log).
+ * bench/results/2026-12-06-h100-tc-probe-round20-tall.log). In the layer it is slower than the plain 64-row kernel
+ * (see experts_int8_run.ts): selectable only, kept as the base for a cheaper epilogue.
  *
  * Operands, weights' blocked copy and layout are experts_int8_tc_pipelined_webgpu.ts's (int8PipelinedLayout with
  * two 64-column subgroups' padding: w13 in 64 act columns, w2 in 128 h columns a workgroup). A w13 workgroup's 128
@@ -50,15 +51,13 @@ export class ExpertsInt8StagedGemmProgram implements WebGPUProgram {
   uniforms = 'firstExpert : i32,';
   private readonly c: ExpertsInt8Config;
   private readonly layout: Int8PipelinedLayout;
-  private readonly groupRows: number;
 
   /**
    * Inputs: xb (blocked rows, read as vec4 words for the copies), align (built with blockRows 128), topkWeights (w2
    * with the weight on the output), wb (the shard's blocked weights, int8PipelinedLayout(H, I,
-   * INT8_STAGED_LAYOUT_SUBGROUPS)), scales, bias?. `groupRows`: row tiles launched this many at a time before the
-   * next columns (groupedGridSnippet; 1: each row tile across all columns, the probe's order; 0: x-major).
+   * INT8_STAGED_LAYOUT_SUBGROUPS)), scales, bias?.
    */
-  constructor(c: ExpertsInt8Config, outputShape: number[], numTiles: number, layout: Int8PipelinedLayout, groupRows = 0) {
+  constructor(c: ExpertsInt8Config, outputShape: number[], numTiles: number, layout: Int8PipelinedLayout) {
     const w13 = c.stage === 'w13';
     const columns = (w13 ? INT8_PIPELINED_TILE.w13Columns : INT8_PIPELINED_TILE.w2Columns) * INT8_STAGED_LAYOUT_SUBGROUPS;
     if ((w13 ? layout.w13Rows / 2 : layout.w2Rows) % columns !== 0) {
@@ -66,7 +65,6 @@ export class ExpertsInt8StagedGemmProgram implements WebGPUProgram {
     }
     this.c = c;
     this.layout = layout;
-    this.groupRows = groupRows;
     this.outputShape = outputShape;
     this.dispatch = [numTiles, Math.ceil((w13 ? c.intermediateSize : c.hiddenSize) / columns), 1];
     const usesWeights = !w13 && !c.applyRouterWeightOnInput;
@@ -75,7 +73,7 @@ export class ExpertsInt8StagedGemmProgram implements WebGPUProgram {
     this.variableComponents = this.variableNames.map((n) => n === 'xb' ? 4 : 1);
     this.shaderKey = `moeExpertsInt8GemmTcStaged_${c.stage}_${c.hiddenSize}_${c.intermediateSize}_${c.topK}_` +
       `${c.numLocalExperts}_${w13 ? c.activation : ''}_${c.applyRouterWeightOnInput}_${c.hasBias}_` +
-      `${layout.Hp}_${layout.Ip}_${layout.w13Rows}_${layout.w2Rows}_${groupRows}`;
+      `${layout.Hp}_${layout.Ip}_${layout.w13Rows}_${layout.w2Rows}`;
   }
 
   getUserCode(): string {
@@ -135,7 +133,7 @@ export class ExpertsInt8StagedGemmProgram implements WebGPUProgram {
       // xb: ${w13 ? 'gathered x' : 'act'} in blocked rows (${RV} vec4 words a block row); align: [E+1] offsets then the sorted
       // pairs; wb: blocked weights [experts, ${rowsPerExpert}/16, ${KB}] blocks; result: ${w13 ? `act [rows, ${I}]` : 'y [P, H] by pair'}.
       fn main(wid : vec3<u32>, sid : u32, lane : u32) {
-        ${gemmGridSnippet('wb', BM, stages, stages, (w13 ? 64 : 128), this.groupRows)}
+        ${gemmGridSnippet('wb', BM, stages, stages, (w13 ? 64 : 128), 0)}
         let aFirst = u32(rowStart) / 16u * ${RV}u;   // the tile's first block row, in vec4 words
         for (var m = localIndex; m < ${BM}u; m += ${threads}u) {
           let row = u32(rowStart) + m;
