@@ -19,7 +19,8 @@
  * a few steps ahead (run also with --m 512 --n 28672 --experts 8); --round19 80-row subgroup tiles; --round20 A
  * staged in workgroup memory, B streamed from storage (deeper, and with tall, narrow subgroup tiles) or staged too;
  * --round21 round 20's tall, narrow tiles again (f16 1 × 8 repeated and deeper, one k block a stage, int8 128 × 16);
- * --round22 the 128 × 32 tiles with row tiles fastest (the expert GEMMs' launch order).
+ * --round22 the 128 × 32 tiles with row tiles fastest (the expert GEMMs' launch order); --round23 those with their
+ * results through workgroup memory, as the layer's epilogue takes them.
  */
 import * as fs from 'fs';
 import {tensorCoreDawnToggles} from './dawn_toggles';
@@ -775,10 +776,13 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>${one ? '' : ', @builtin(subgroup_id
  * with 64 × 64 subgroup tiles each subgroup moves 4 + 4/WN blocks from L2 per 16 multiplies instead of 8.
  */
 function aStaged(M: number, N: number, K: number, s: {WM: number; WN: number; SK: number; int8?: boolean; pad?: boolean;
-    stageB?: boolean; TM?: number; TN?: number; ahead?: number; rowsFastest?: boolean}): Kernel {
+    stageB?: boolean; TM?: number; TN?: number; ahead?: number; rowsFastest?: boolean; stagedStores?: boolean}): Kernel {
   const {WM, WN, SK} = s, int8 = s.int8 ?? false, stageB = s.stageB ?? false;
   // rowsFastest: consecutive workgroups take consecutive row tiles (the expert GEMMs' x-major launch order).
   const rowsFastest = s.rowsFastest ?? false, gx = rowsFastest ? 'wg.y' : 'wg.x', gy = rowsFastest ? 'wg.x' : 'wg.y';
+  // stagedStores: the results leave as the expert GEMMs' epilogue takes them, per 16-row block through workgroup
+  // memory between two barriers, each lane then writing its elements (the int8 'staged-128' kernel's epilogue).
+  const stagedStores = s.stagedStores ?? false;
   // A subgroup's tile: TM × TN blocks of 16 × 16 (with A from workgroup memory a tall, narrow tile loads fewer B
   // blocks from storage per multiply: 128 × 32 half of 64 × 64's); B loaded `ahead` k blocks before its multiplies.
   const TM = s.TM ?? 4, TN = s.TN ?? 4, D = s.ahead ?? 1;
@@ -822,7 +826,8 @@ function aStaged(M: number, N: number, K: number, s: {WM: number; WN: number; SK
     }`).join('\n    ');
   return {name: `round20 ${stageB ? 'A and B' : 'A'} staged ${SK} k blocks a stage${stageB ? '' : `, B streamed ${D === 1 ? 'one block' : `${D} blocks`} ahead`}, ` +
       `${int8 ? 'int8' : 'f16'}, ${16 * TM * WM}×${16 * TN * WN} per workgroup, ${WM}×${WN} subgroups of ${16 * TM}×${16 * TN}` +
-      `${pad ? ', rows padded' : ''}${EXPERTS > 1 ? `, ${EXPERTS} experts' B` : ''}${rowsFastest ? ', row tiles fastest' : ''}`,
+      `${pad ? ', rows padded' : ''}${EXPERTS > 1 ? `, ${EXPERTS} experts' B` : ''}${rowsFastest ? ', row tiles fastest' : ''}` +
+      `${stagedStores ? ', results through workgroup memory' : ''}`,
   workgroups: rowsFastest ? [M / (16 * RB), N / (16 * CB), 1] : [N / (16 * CB), M / (16 * RB), 1], blocked: true, int8, code: `
 enable f16;
 enable subgroups;
@@ -831,6 +836,7 @@ enable chromium_experimental_subgroup_matrix;
 @group(0) @binding(1) var<storage, read> B: ${bDecl};
 @group(0) @binding(2) var<storage, read_write> C: array<${int8 ? 'i32' : 'f32'}>;
 ${staged.map((o) => `var<workgroup> ${o.X}s: array<array<vec4<u32>, ${RV}>, ${2 * o.NB * SK}>;   // [buffer][16-row block][k block]`).join('\n')}
+${stagedStores ? `var<workgroup> St: array<${int8 ? 'i32' : 'f32'}, ${WM * WN * TN * 256}>;   // a subgroup's 16-row block of results` : ''}
 @compute @workgroup_size(${threads})
 fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(subgroup_id) sid: u32, @builtin(local_invocation_index) li: u32) {
   let wm = sid % ${WM}u;
@@ -852,7 +858,16 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(subgroup_id) sid: u32, @b
     ${copy('(1u - buf)')}
     workgroupBarrier();
   }
-  ${rows.flatMap((r) => cols.map((c) => `subgroupMatrixStore<row_major>(&C, (tm * ${16 * TM}u + ${16 * r}u) * ${N}u + tn * ${16 * TN}u + ${16 * c}u, acc${r}${c}, ${N}u);`)).join('\n  ')}
+  ${stagedStores ? rows.map((r) => `{
+    ${cols.map((c) => `subgroupMatrixStore<row_major>(&St, sid * ${TN * 256}u + ${c * 256}u, acc${r}${c}, 16u);`).join(' ')}
+    workgroupBarrier();
+    let lane = li % 32u;
+    for (var i = 0u; i < ${TN * 8}u; i++) {
+      let e = i * 32u + lane;   // element e of the ${TN} results: result e / 256, row e % 256 / 16, column e % 16
+      C[(tm * ${16 * TM}u + ${16 * r}u + e % 256u / 16u) * ${N}u + tn * ${16 * TN}u + e / 256u * 16u + e % 16u] = St[sid * ${TN * 256}u + e];
+    }
+    workgroupBarrier();
+  }`).join('\n  ') : rows.flatMap((r) => cols.map((c) => `subgroupMatrixStore<row_major>(&C, (tm * ${16 * TM}u + ${16 * r}u) * ${N}u + tn * ${16 * TN}u + ${16 * c}u, acc${r}${c}, ${N}u);`)).join('\n  ')}
 }`};
 }
 
@@ -1391,6 +1406,18 @@ fn main(@builtin(local_invocation_index) li: u32${sidDecl}) {
       }
     }
     if (EXPERTS === 1) kernels.push(aStaged(M, N, K, {WM: 1, WN: 8, SK: 2, TM: 8, TN: 2, ahead: 2, rowsFastest: true}));
+    mustTile(kernels, M, N);
+  }
+  if (args.includes('--round23')) {
+    // The int8 128 × 32 winner with its results leaving as the layer's epilogue takes them (round 22's question:
+    // what the layer's kernel adds to the probe's loop), both launch orders; f16 beside.
+    kernels.length = 0;
+    kernels.push(blockNames(M, N, K, true, true, 'plain', false, {WM: 1, WN: 1}, {TM: 4, TN: 4}));
+    for (const int8 of [true, false]) {
+      for (const stagedStores of [false, true]) {
+        kernels.push(aStaged(M, N, K, {WM: 1, WN: 4, SK: 2, TM: 8, TN: 2, ahead: 2, int8, rowsFastest: true, stagedStores}));
+      }
+    }
     mustTile(kernels, M, N);
   }
   if (args.includes('--round10')) {
