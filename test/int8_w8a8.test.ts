@@ -29,8 +29,8 @@ import {ExpertsInt8Config, ExpertsW13Int8GemmProgram, ExpertsW2Int8GemmProgram, 
 import {ExpertsAlignProgram, maxPaddedRows} from '../src/kernels/webgpu/experts_align_webgpu';
 import {ExpertsInt8BlockedRowsProgram, ExpertsInt8PipelinedGemmProgram, ExpertsInt8WeightsBlockedProgram,
   blockedRowBlockWords, int8PipelinedLayout, int8PipelinedWorkgroupBytes} from '../src/kernels/webgpu/experts_int8_tc_pipelined_webgpu';
-import {ExpertsInt8StagedGemmProgram, INT8_STAGED_LAYOUT_SUBGROUPS, int8StagedWorkgroupBytes}
-  from '../src/kernels/webgpu/experts_int8_tc_staged_webgpu';
+import {ExpertsInt8StagedEpilogueProgram, ExpertsInt8StagedGemmProgram, INT8_STAGED_LAYOUT_SUBGROUPS,
+  int8StagedResultColumns, int8StagedWorkgroupBytes} from '../src/kernels/webgpu/experts_int8_tc_staged_webgpu';
 import {emulateI8SubgroupMatrices} from './helpers/i8_subgroup_matrix_emulation';
 import {webgpuCapabilities} from '../src/kernels/webgpu/capabilities';
 import type {WebGPUBackend, WebGPUProgram} from '@tensorflow/tfjs-backend-webgpu';
@@ -366,7 +366,7 @@ describe('int8 prefill GEMM choice', () => {
 
   it('pads experts to each kernel\'s rows per tile, and declares the workgroup memory it is chosen by', () => {
     expect(INT8_GEMM_KERNELS.map(int8GemmBlockRows)).to.deep.equal([64, 32, 128, 64, 32, 64, 64, 32, 96, 64, 96, 64, 64, 64,
-      64, 128]);
+      64, 128, 128]);
     expect(INT8_GEMM_KERNELS.filter(int8PrefetchesBlocks)).to.deep.equal(['tensor-core-i8-pipelined-64',
       'tensor-core-i8-pipelined-32', 'tensor-core-i8-pipelined-64x256']);
     expect(INT8_GEMM_KERNELS.filter(int8LoadsBlockPointers)).to.deep.equal(['tensor-core-i8-plain-64',
@@ -384,7 +384,7 @@ describe('int8 prefill GEMM choice', () => {
     const cfg: ExpertsInt8Config = {stage: 'w2', hiddenSize: 4096, intermediateSize: 14336, topK: 2, numLocalExperts: 8,
       globalNumExperts: 8, hasExpertMap: false, activation: 'silu', applyRouterWeightOnInput: false, hasBias: true};
     expect(INT8_GEMM_KERNELS.map(int8GemmWorkgroupBytes)).to.deep.equal([4884, 4500, 37392, 32016, INT8_TC_WORKGROUP_BYTES, 0,
-      4884, 4500, 5268, 8980, 9364, 17172, 17172, 17172, 4884, int8StagedWorkgroupBytes()]);
+      4884, 4500, 5268, 8980, 9364, 17172, 17172, 17172, 4884, int8StagedWorkgroupBytes(), int8StagedWorkgroupBytes()]);
     // The staged kernel: two buffers of 8 row blocks × 2 k blocks (vec4<u32>), four subgroups' 2 staged results.
     expect(int8StagedWorkgroupBytes()).to.equal(26132);
     for (const stage of ['w13', 'w2'] as const) {
@@ -659,6 +659,11 @@ describeBackends('fusedExperts int8 w8a8 against the cpu reference, bit for bit'
         bias: true, onInput: false, tokens: 300},
       {name: 'x staged, 128-row tiles, gelu, router weight on the input', kernel: 'tensor-core-i8-staged-128',
         activation: 'gelu', bias: false, onInput: true, tokens: 400},
+      // The same GEMM storing its i32 results straight, the epilogue as a pass over them.
+      {name: 'x staged, results stored straight, epilogue pass, swigluoai, biases',
+        kernel: 'tensor-core-i8-staged-128-epilogue-pass', activation: 'swigluoai', bias: true, onInput: false, tokens: 300},
+      {name: 'x staged, results stored straight, epilogue pass, silu, router weight on the input',
+        kernel: 'tensor-core-i8-staged-128-epilogue-pass', activation: 'silu', bias: false, onInput: true, tokens: 400},
     ];
     for (const tc of pipelinedCases) {
       it(`runs the pipelined GEMM's WGSL with emulated subgroup matrices, bit-equal to dot4: ${tc.name}`, async () => {
@@ -668,7 +673,8 @@ describeBackends('fusedExperts int8 w8a8 against the cpu reference, bit for bit'
         const BM = int8GemmBlockRows(tc.kernel);
         const rows = maxPaddedRows(P, E, BM);
         const rowBlocks = Math.ceil(rows / 16);
-        const staged = tc.kernel === 'tensor-core-i8-staged-128';
+        const pass = tc.kernel === 'tensor-core-i8-staged-128-epilogue-pass';
+        const staged = pass || tc.kernel === 'tensor-core-i8-staged-128';
         const WN = staged ? INT8_STAGED_LAYOUT_SUBGROUPS : int8SubgroupsN(tc.kernel);
         const layout = int8PipelinedLayout(H, I, WN);
         // Two subgroups: weight rows padded to 64 act columns (w13) and 128 h columns (w2).
@@ -696,12 +702,18 @@ describeBackends('fusedExperts int8 w8a8 against the cpu reference, bit for bit'
           new ExpertsInt8StagedGemmProgram(c, shape, tiles, layout) :
           new ExpertsInt8PipelinedGemmProgram(c, shape, tiles, BM, layout, prefetch, blockPointers, WN,
             int8StaggersK(tc.kernel), int8GroupedRowTiles(tc.kernel)));
-        const actTc = run(gemm(c13, [rows, I]),
-            [blocked(xq, 'gather', H, layout.Hp), align, ...blockedWeights(w13, 'w13')], [rows, I], 'float32');
+        // One stage: the GEMM with its epilogue, or (pass) the GEMM's i32 results and the epilogue pass over them.
+        const stage = (c: ExpertsInt8Config, shape: number[], xb: tf.TensorInfo, head: tf.TensorInfo[], w: tf.TensorInfo[]) => {
+          if (!pass) return run(gemm(c, shape), [xb, align, ...head, ...w], shape, 'float32');
+          const columns = int8StagedResultColumns(c.stage, layout);
+          const results = run(emulated(new ExpertsInt8StagedGemmProgram(c, [rows, columns], tiles, layout, true)),
+              [xb, align, w[0]], [rows, columns], 'int32');
+          return run(new ExpertsInt8StagedEpilogueProgram(c, shape, tiles, layout), [results, xb, align, ...head, ...w.slice(1)],
+              shape, 'float32');
+        };
+        const actTc = stage(c13, [rows, I], blocked(xq, 'gather', H, layout.Hp), [], blockedWeights(w13, 'w13'));
         const aq = run(new ExpertsInt8QuantProgram(rows, I, false), [actTc], [rows, I / 4 + 4], 'int32');
-        const yTc = run(gemm(c2, [P, H]),
-            [blocked(aq, 'rows', I, layout.Ip), align, ...(tc.onInput ? [] : [tw]), ...blockedWeights(w2, 'w2')], [P, H],
-            'float32');
+        const yTc = stage(c2, [P, H], blocked(aq, 'rows', I, layout.Ip), tc.onInput ? [] : [tw], blockedWeights(w2, 'w2'));
         const [alignHost, align4, a4, aT, y4, yT] = await Promise.all([align, dot4.align, dot4.act, actTc, dot4.y, yTc]
           .map(read));
         expect((await device.popErrorScope())?.message ?? '').to.equal('');

@@ -13,8 +13,9 @@ import {emulatedLanesInMain, subgroupMatrixLanesWgsl, toMatrixElementOffsets} fr
  *   4w + b; off and stride in words, or in vec4s for the shared kernel's vec4<u32> tiles): with o = 4·off,
  *   s = max(4·stride, minor extent), element (r, c) at o + r·s + c (row-major) or o + c·s + r (column-major); the
  *   whole load is skipped (zero matrix) unless o + s·(major extent − 1) + minor extent ≤ 4·length (Tint's check).
- *   store of an i32 result into array<i32>: element (r, c) at off + r·s + c (row-major) or off + c·s + r, same
- *   check against 1·length.
+ *   store of an i32 result into a workgroup array<i32>, or into `result` (tfjs's output binding, array<i32> for an
+ *   int32 output: the staged kernel's straight results): element (r, c) at off + r·s + c (row-major) or
+ *   off + c·s + r, same check against 1·length.
  *   load(&blocks[b], off, ..) from a binding marked `// moe-storage-i32-blocks` (device.ts declares it
  *   array<array<i32, 128>>, as on the GPU, and the kernel's own reads index it so): o + 512·b in the same i8;
  *   from a workgroup array<array<vec4<u32>, n>>: o + 16·n·b.
@@ -76,7 +77,9 @@ export function emulateI8SubgroupMatrices(source: string, maxWorkgroupBytes = In
       (_, arr) => `smLoad(${id(arr)}u, ${lengthOf(arr)}, 32u, 16u, `);
   const stored = new Set<string>();
   out = out.replace(/subgroupMatrixStore\(&(\w+), /g, (_, arr) => {
-    if (!sizes.has(arr)) throw new Error(`emulateI8SubgroupMatrices: store into ${arr}, not a workgroup array<i32>`);
+    if (!sizes.has(arr) && arr !== 'result') {
+      throw new Error(`emulateI8SubgroupMatrices: store into ${arr}, neither a workgroup array<i32> nor the output`);
+    }
     stored.add(arr);
     return `smStore_${arr}(`;
   });
@@ -107,7 +110,7 @@ export function emulateI8SubgroupMatrices(source: string, maxWorkgroupBytes = In
         return smI8(m.arr, m.off + select(r * m.stride + c, c * m.stride + r, m.colMajor));
       }
       ${subgroupMatrixLanesWgsl('i32', 32, [...stored].map((arr) =>
-        ({name: arr, element: (i: string) => at(arr, i), length: `${sizes.get(arr)}u`})))}
+        ({name: arr, element: (i: string) => at(arr, i), length: lengthOf(arr)})))}
 `;
 }
 

@@ -24,7 +24,8 @@ import {ExpertsW13Int8TensorCoreSharedGemmProgram, ExpertsW2Int8TensorCoreShared
   int8SharedTileBytes} from './experts_int8_tc_shared_webgpu';
 import {ExpertsInt8BlockedRowsProgram, ExpertsInt8WeightsBlockedProgram, ExpertsW13Int8PipelinedGemmProgram,
   ExpertsW2Int8PipelinedGemmProgram, int8PipelinedLayout, int8PipelinedWorkgroupBytes} from './experts_int8_tc_pipelined_webgpu';
-import {ExpertsW13Int8StagedGemmProgram, ExpertsW2Int8StagedGemmProgram, INT8_STAGED_LAYOUT_SUBGROUPS, INT8_STAGED_TILE,
+import {ExpertsW13Int8StagedEpilogueProgram, ExpertsW13Int8StagedGemmProgram, ExpertsW2Int8StagedEpilogueProgram,
+  ExpertsW2Int8StagedGemmProgram, INT8_STAGED_LAYOUT_SUBGROUPS, INT8_STAGED_TILE, int8StagedResultColumns,
   int8StagedWorkgroupBytes} from './experts_int8_tc_staged_webgpu';
 import {WebGPUCapabilities, webgpuCapabilities} from './capabilities';
 import {tensorCoreWeightCopy} from './tensor_core_weights';
@@ -76,6 +77,12 @@ import {tensorCoreWeightCopy} from './tensor_core_weights';
  *                    against 2.20, DeepSeek-V3 TP8 4.78 against 3.52. Neither the launch order nor 8 experts'
  *                    weights slow the probe's loop (tc_probe --round22); what the layer's kernel adds is its
  *                    epilogue (8 staged passes, 16 barriers of four subgroups). Selectable only;
+ *   'tensor-core-i8-staged-128-epilogue-pass'
+ *                    the same GEMM storing its i32 results straight from the subgroups into an int32 tensor of
+ *                    int8StagedResultColumns (the probe's stores: on an H200 the staged epilogue's passes cost the
+ *                    probe 18%, 1.335 → 1.573 ms, f16 48%; tc_probe --round23), and the epilogue as its own pass
+ *                    over them (ExpertsInt8StagedEpilogueProgram, int8Epilogue's expressions, bit-equal); where that
+ *                    tensor would exceed a binding, the in-kernel epilogue. Selectable only, not yet timed;
  *   'tensor-core-i8-shared-128', 'tensor-core-i8-shared-64'
  *                    experts_int8_tc_shared_webgpu.ts: i8×i8→i32 subgroup matrices, four subgroups per workgroup
  *                    sharing 128- or 64-row × 128-column i8 tiles in workgroup memory (the f16 'shared' layout);
@@ -102,12 +109,13 @@ export type Int8GemmKernel = 'tensor-core-i8-pipelined-64' | 'tensor-core-i8-pip
   'tensor-core-i8-shared-128' | 'tensor-core-i8-shared-64' | 'tensor-core-i8' | 'dot4-i8' |
   'tensor-core-i8-plain-64' | 'tensor-core-i8-plain-32' | 'tensor-core-i8-plain-96' | 'tensor-core-i8-plain-64x128' |
   'tensor-core-i8-plain-96x128' | 'tensor-core-i8-plain-64x256' | 'tensor-core-i8-staggered-64x256' |
-  'tensor-core-i8-pipelined-64x256' | 'tensor-core-i8-grouped-64' | 'tensor-core-i8-staged-128';
+  'tensor-core-i8-pipelined-64x256' | 'tensor-core-i8-grouped-64' | 'tensor-core-i8-staged-128' |
+  'tensor-core-i8-staged-128-epilogue-pass';
 export const INT8_GEMM_KERNELS: Int8GemmKernel[] = ['tensor-core-i8-pipelined-64', 'tensor-core-i8-pipelined-32',
   'tensor-core-i8-shared-128', 'tensor-core-i8-shared-64', 'tensor-core-i8', 'dot4-i8', 'tensor-core-i8-plain-64',
   'tensor-core-i8-plain-32', 'tensor-core-i8-plain-96', 'tensor-core-i8-plain-64x128', 'tensor-core-i8-plain-96x128',
   'tensor-core-i8-plain-64x256', 'tensor-core-i8-staggered-64x256', 'tensor-core-i8-pipelined-64x256',
-  'tensor-core-i8-grouped-64', 'tensor-core-i8-staged-128'];
+  'tensor-core-i8-grouped-64', 'tensor-core-i8-staged-128', 'tensor-core-i8-staged-128-epilogue-pass'];
 
 /**
  * The kernels of experts_int8_tc_pipelined_webgpu.ts (both operands in blocks read from storage): rows per tile,
@@ -135,7 +143,7 @@ const BLOCKED_KERNELS: Partial<Record<Int8GemmKernel, {blockRows: number; prefet
 };
 const isPipelined = (k: Int8GemmKernel) => BLOCKED_KERNELS[k] != null;
 /** The kernel with x staged in workgroup memory (the blocked operands too, its own program). */
-const isStaged = (k: Int8GemmKernel) => k === 'tensor-core-i8-staged-128';
+const isStaged = (k: Int8GemmKernel) => k === 'tensor-core-i8-staged-128' || k === 'tensor-core-i8-staged-128-epilogue-pass';
 /** The kernels that read blocked rows and the weights' blocked copy (experts_int8_tc_pipelined_webgpu.ts's). */
 const readsBlocked = (k: Int8GemmKernel) => isPipelined(k) || isStaged(k);
 
@@ -349,16 +357,39 @@ export function runInt8Experts(c: Int8ExpertsCall): TensorInfo {
     const prefetch = int8PrefetchesBlocks(gemm), blockPointers = int8LoadsBlockPointers(gemm);
     const act = c.temp(issuer.makeTensorInfo([rows, I], 'float32'));
     const xb = blockedRows(xq, 'w13');
-    perShard('w13', act, (s, n) => [staged ? new ExpertsW13Int8StagedGemmProgram(w13, [rows, I], tiles(n), layout) :
-      new ExpertsW13Int8PipelinedGemmProgram(w13, [rows, I], tiles(n), blockRows, layout, prefetch, blockPointers,
-        subgroupsN, int8StaggersK(gemm), int8GroupedRowTiles(gemm)),
-      [xb, align]], blockedWeights);
+    // The staged kernel with its epilogue as a pass: the i32 results of every shard in one int32 tensor, then the
+    // pass per shard (its scales and biases). Where that tensor would exceed a binding, the in-kernel epilogue.
+    const resultBytes = (stage: ExpertsStage) => rows * int8StagedResultColumns(stage, layout) * 4;
+    const pass = gemm === 'tensor-core-i8-staged-128-epilogue-pass' &&
+      Math.max(resultBytes('w13'), resultBytes('w2')) <= webgpuCapabilities(backend).maxStorageBufferBindingSize;
+    const epiloguePass = (stage: ExpertsStage, input: TensorInfo, out: TensorInfo, head: TensorInfo[]) => {
+      const results = c.temp(issuer.makeTensorInfo([rows, int8StagedResultColumns(stage, layout)], 'int32'));
+      const Gemm = stage === 'w13' ? ExpertsW13Int8StagedGemmProgram : ExpertsW2Int8StagedGemmProgram;
+      const Epilogue = stage === 'w13' ? ExpertsW13Int8StagedEpilogueProgram : ExpertsW2Int8StagedEpilogueProgram;
+      const cfg = stage === 'w13' ? w13 : w2;
+      perShard(stage, results, (s, n) => [new Gemm(cfg, results.shape, tiles(n), layout, true), [input, align]],
+          (s, st) => blockedWeights(s, st).slice(0, 1));
+      perShard(stage, out, (s, n) => [new Epilogue(cfg, out.shape, tiles(n), layout), [results, input, align, ...head]],
+          (s) => [s.scales!, ...(s.bias ? [s.bias] : [])]);
+    };
+    if (pass) {
+      epiloguePass('w13', xb, act, []);
+    } else {
+      perShard('w13', act, (s, n) => [staged ? new ExpertsW13Int8StagedGemmProgram(w13, [rows, I], tiles(n), layout) :
+        new ExpertsW13Int8PipelinedGemmProgram(w13, [rows, I], tiles(n), blockRows, layout, prefetch, blockPointers,
+          subgroupsN, int8StaggersK(gemm), int8GroupedRowTiles(gemm)),
+        [xb, align]], blockedWeights);
+    }
     const ab = blockedRows(quantize(act, false), 'w2');
     y = c.temp(issuer.makeTensorInfo([P, H], 'float32'));
-    perShard('w2', y, (s, n) => [staged ? new ExpertsW2Int8StagedGemmProgram(w2, [P, H], tiles(n), layout) :
-      new ExpertsW2Int8PipelinedGemmProgram(w2, [P, H], tiles(n), blockRows, layout, prefetch, blockPointers,
-        subgroupsN, int8StaggersK(gemm), int8GroupedRowTiles(gemm)),
-      [ab, align, ...weightsFor('w2')]], blockedWeights);
+    if (pass) {
+      epiloguePass('w2', ab, y, weightsFor('w2'));
+    } else {
+      perShard('w2', y, (s, n) => [staged ? new ExpertsW2Int8StagedGemmProgram(w2, [P, H], tiles(n), layout) :
+        new ExpertsW2Int8PipelinedGemmProgram(w2, [P, H], tiles(n), blockRows, layout, prefetch, blockPointers,
+          subgroupsN, int8StaggersK(gemm), int8GroupedRowTiles(gemm)),
+        [ab, align, ...weightsFor('w2')]], blockedWeights);
+    }
   } else if (gemm != null) {
     const blockRows = int8GemmBlockRows(gemm);
     const rows = maxPaddedRows(P, E, blockRows);

@@ -40,6 +40,43 @@ export function int8StagedWorkgroupBytes(): number {
   return 16 + 4 + 2 * (t.rows / 16) * t.kBlocksPerStage * 512 + t.subgroups * 2 * 256 * 4 + 3 * t.rows * 4;
 }
 
+/**
+ * With `straight` results (ExpertsInt8StagedGemmProgram), the i32 accumulators' columns a row: the blocked weights'
+ * rows (w13 gate and up of every act column, w2 h, both padded). w13's act column i has its gate at column
+ * 32·(i / 16) + i % 16 and its up 16 after it (subgroup s of a workgroup stores gate block then up block at 32·s).
+ */
+export function int8StagedResultColumns(stage: 'w13' | 'w2', layout: Int8PipelinedLayout): number {
+  return stage === 'w13' ? layout.w13Rows : layout.w2Rows;
+}
+
+/** The subgroup's first result column (u32 WGSL) in int8StagedResultColumns' layout; `wgN`: the workgroup's first output column. */
+function resultColumn(w13: boolean): string {
+  return w13 ? '2u * u32(wgN) + sid * 32u' : 'u32(wgN) + sid * 32u';
+}
+
+/** The epilogue's workgroup arrays: a subgroup's staged 16-row block (GEMM only), the tile's row scales, w2's pairs and weights. */
+function epilogueRowsDecl(c: ExpertsInt8Config, w13: boolean, staged = true): string {
+  const {rows: BM, subgroups: WN} = INT8_STAGED_TILE;
+  return `${staged ? `var<workgroup> staged : array<i32, ${WN * 512}>;   // a subgroup's 16-row block: 2 results, row-major 16×16 each` : ''}
+      var<workgroup> rowScale : array<f32, ${BM}>;
+      ${w13 ? '' : `var<workgroup> tilePair : array<i32, ${BM}>;
+      var<workgroup> tileWeight : array<f32, ${BM}>;`}`;
+}
+
+/** Fills epilogueRowsDecl's arrays for the tile at rowStart: the row scales from xb's scales blocks, w2's pairs. */
+function epilogueRowsFill(c: ExpertsInt8Config, w13: boolean, Kp: number, usesWeights: boolean): string {
+  const {rows: BM, subgroups: WN} = INT8_STAGED_TILE;
+  const RV = blockedRowBlockWords(Kp) / 4;
+  return `for (var m = localIndex; m < ${BM}u; m += ${32 * WN}u) {
+          let row = u32(rowStart) + m;
+          let s = (row / 16u) * ${RV}u + ${Kp}u + row % 16u / 4u;   // the block row's scales block
+          rowScale[m] = bitcast<f32>(xb[s][row % 4u]);
+          ${w13 ? '' : `let pair = align[${c.numLocalExperts + 1} + i32(row)];
+          tilePair[m] = pair;
+          tileWeight[m] = ${usesWeights ? 'select(0.0, topkWeights[max(pair, 0)], pair >= 0)' : '1.0'};`}
+        }`;
+}
+
 export class ExpertsInt8StagedGemmProgram implements WebGPUProgram {
   outputShape: number[];
   shaderKey: string;
@@ -51,13 +88,18 @@ export class ExpertsInt8StagedGemmProgram implements WebGPUProgram {
   uniforms = 'firstExpert : i32,';
   private readonly c: ExpertsInt8Config;
   private readonly layout: Int8PipelinedLayout;
+  private readonly straight: boolean;
 
   /**
    * Inputs: xb (blocked rows, read as vec4 words for the copies), align (built with blockRows 128), topkWeights (w2
    * with the weight on the output), wb (the shard's blocked weights, int8PipelinedLayout(H, I,
-   * INT8_STAGED_LAYOUT_SUBGROUPS)), scales, bias?.
+   * INT8_STAGED_LAYOUT_SUBGROUPS)), scales, bias?. `straight`: only xb, align and wb; the i32 results are stored
+   * straight into the output, int32 [rows, int8StagedResultColumns], for ExpertsInt8StagedEpilogueProgram (the
+   * epilogue staged through workgroup memory, between barriers of the four subgroups, cost the plain-GEMM probe
+   * 18% on an H200: tc_probe --round23).
    */
-  constructor(c: ExpertsInt8Config, outputShape: number[], numTiles: number, layout: Int8PipelinedLayout) {
+  constructor(c: ExpertsInt8Config, outputShape: number[], numTiles: number, layout: Int8PipelinedLayout,
+      straight = false) {
     const w13 = c.stage === 'w13';
     const columns = (w13 ? INT8_PIPELINED_TILE.w13Columns : INT8_PIPELINED_TILE.w2Columns) * INT8_STAGED_LAYOUT_SUBGROUPS;
     if ((w13 ? layout.w13Rows / 2 : layout.w2Rows) % columns !== 0) {
@@ -65,15 +107,20 @@ export class ExpertsInt8StagedGemmProgram implements WebGPUProgram {
     }
     this.c = c;
     this.layout = layout;
+    this.straight = straight;
+    if (straight && outputShape[1] !== int8StagedResultColumns(c.stage, layout)) {
+      throw new Error(`int8 staged GEMM: straight results need ${int8StagedResultColumns(c.stage, layout)} columns, ` +
+        `got ${outputShape[1]}`);
+    }
     this.outputShape = outputShape;
     this.dispatch = [numTiles, Math.ceil((w13 ? c.intermediateSize : c.hiddenSize) / columns), 1];
     const usesWeights = !w13 && !c.applyRouterWeightOnInput;
-    this.variableNames = ['xb', 'align', ...(usesWeights ? ['topkWeights'] : []), 'wb', 'scales',
-      ...(c.hasBias ? ['bias'] : [])];
+    this.variableNames = straight ? ['xb', 'align', 'wb'] : ['xb', 'align', ...(usesWeights ? ['topkWeights'] : []),
+      'wb', 'scales', ...(c.hasBias ? ['bias'] : [])];
     this.variableComponents = this.variableNames.map((n) => n === 'xb' ? 4 : 1);
     this.shaderKey = `moeExpertsInt8GemmTcStaged_${c.stage}_${c.hiddenSize}_${c.intermediateSize}_${c.topK}_` +
       `${c.numLocalExperts}_${w13 ? c.activation : ''}_${c.applyRouterWeightOnInput}_${c.hasBias}_` +
-      `${layout.Hp}_${layout.Ip}_${layout.w13Rows}_${layout.w2Rows}`;
+      `${layout.Hp}_${layout.Ip}_${layout.w13Rows}_${layout.w2Rows}_${straight}`;
   }
 
   getUserCode(): string {
@@ -114,6 +161,11 @@ export class ExpertsInt8StagedGemmProgram implements WebGPUProgram {
           }`).join('\n          ');
     // The subgroup's first weight block row (of 16 rows) and first output column.
     const firstColumn = w13 ? 'wgN + i32(sid / 2u) * 32 + i32(sid % 2u) * 16' : 'wgN + i32(sid) * 32';
+    const straight = this.straight;
+    const columns = int8StagedResultColumns(c.stage, this.layout);
+    const straightStores = rowsT.flatMap((r) => cols.map((cc) => `subgroupMatrixStore<row_major>(&result, ` +
+      `(u32(rowStart) + ${16 * r}u) * ${columns}u + ${resultColumn(w13)} + ${16 * cc}u, acc${r}${cc}, ${columns}u);`))
+      .join('\n        ');
     const bRow = w13 ? `(u32(e) * ${rowsPerExpert}u + 2u * u32(wgN)) / 16u + (sid / 2u) * 4u + sid % 2u` :
       `(u32(e) * ${rowsPerExpert}u + u32(wgN)) / 16u + sid * 2u`;
     return `
@@ -121,28 +173,18 @@ export class ExpertsInt8StagedGemmProgram implements WebGPUProgram {
       enable chromium_experimental_subgroup_matrix;
       // moe-main-ids
       ${storageElements('wb', 'i32-blocks')}
-      ${w13 ? activationSnippet(c.activation) : ''}
+      ${w13 && !straight ? activationSnippet(c.activation) : ''}
       var<workgroup> wgTile : vec4<i32>;   // row start, expert, first and end 64-k step
       var<workgroup> wgN0 : i32;           // first column, workgroup-uniform through it
       var<workgroup> As : array<array<vec4<u32>, 32>, ${2 * RB * SK}>;   // [buffer][row block][k block]: 16 rows × 32 i8
-      var<workgroup> staged : array<i32, ${WN * 512}>;   // a subgroup's 16-row block: 2 results, row-major 16×16 each
-      var<workgroup> rowScale : array<f32, ${BM}>;
-      ${w13 ? '' : `var<workgroup> tilePair : array<i32, ${BM}>;
-      var<workgroup> tileWeight : array<f32, ${BM}>;`}
+      ${straight ? '' : epilogueRowsDecl(c, w13)}
 
       // xb: ${w13 ? 'gathered x' : 'act'} in blocked rows (${RV} vec4 words a block row); align: [E+1] offsets then the sorted
       // pairs; wb: blocked weights [experts, ${rowsPerExpert}/16, ${KB}] blocks; result: ${w13 ? `act [rows, ${I}]` : 'y [P, H] by pair'}.
       fn main(wid : vec3<u32>, sid : u32, lane : u32) {
         ${gemmGridSnippet('wb', BM, stages, stages, (w13 ? 64 : 128), 0)}
         let aFirst = u32(rowStart) / 16u * ${RV}u;   // the tile's first block row, in vec4 words
-        for (var m = localIndex; m < ${BM}u; m += ${threads}u) {
-          let row = u32(rowStart) + m;
-          let s = (row / 16u) * ${RV}u + ${KB * 32}u + row % 16u / 4u;   // the block row's scales block
-          rowScale[m] = bitcast<f32>(xb[s][row % 4u]);
-          ${w13 ? '' : `let pair = align[${E + 1} + i32(row)];
-          tilePair[m] = pair;
-          tileWeight[m] = ${usesWeights ? 'select(0.0, topkWeights[max(pair, 0)], pair >= 0)' : '1.0'};`}
-        }
+        ${straight ? '' : epilogueRowsFill(c, w13, Kp, usesWeights)}
         let wgN = workgroupUniformLoad(&wgN0);   // the workgroup's first column
         let n0 = ${firstColumn};                   // this subgroup's
         let bFirst = (${bRow}) * ${KB}u;
@@ -160,14 +202,88 @@ export class ExpertsInt8StagedGemmProgram implements WebGPUProgram {
           ${copies.map((p) => put(p, '(1u - buf)')).join('\n          ')}
           workgroupBarrier();
         }
-        ${epilogue.columns}
+        ${straight ? straightStores : `${epilogue.columns}
         ${rowsT.map((r) => `{
           let rt = ${r}u;
           ${cols.map((cc) => `subgroupMatrixStore<row_major>(&staged, sid * 512u + ${cc * 256}u, acc${r}${cc}, 16u);`).join(' ')}
           workgroupBarrier();
           ${epilogue.block}
           workgroupBarrier();
-        }`).join('\n        ')}
+        }`).join('\n        ')}`}
+      }
+    `;
+  }
+}
+
+/**
+ * The staged GEMM's epilogue as its own pass over the i32 results it stored straight (int8StagedResultColumns'
+ * layout): the same grid of 128-row tiles and output columns, four groups of 32 invocations each taking the columns
+ * that subgroup of the GEMM computed, and int8Epilogue's narrow f32 expressions read from storage instead of
+ * workgroup memory, so that act (w13) and y by pair (w2) equal the in-kernel epilogue's, and dot4's, bit for bit.
+ * No subgroup operations: it runs wherever the GEMM does. Inputs: results, xb (the GEMM's, for the row scales),
+ * align, topkWeights (w2 with the weight on the output), scales, bias?.
+ */
+export class ExpertsInt8StagedEpilogueProgram implements WebGPUProgram {
+  outputShape: number[];
+  shaderKey: string;
+  dispatchLayout = {x: [0], y: [1]};
+  dispatch: [number, number, number];
+  variableNames: string[];
+  variableComponents: number[];
+  workgroupSize: [number, number, number] = [32 * INT8_STAGED_TILE.subgroups, 1, 1];
+  uniforms = 'firstExpert : i32,';
+  private readonly c: ExpertsInt8Config;
+  private readonly layout: Int8PipelinedLayout;
+
+  constructor(c: ExpertsInt8Config, outputShape: number[], numTiles: number, layout: Int8PipelinedLayout) {
+    const w13 = c.stage === 'w13';
+    this.c = c;
+    this.layout = layout;
+    this.outputShape = outputShape;
+    const columns = (w13 ? INT8_PIPELINED_TILE.w13Columns : INT8_PIPELINED_TILE.w2Columns) * INT8_STAGED_LAYOUT_SUBGROUPS;
+    this.dispatch = [numTiles, Math.ceil((w13 ? c.intermediateSize : c.hiddenSize) / columns), 1];
+    const usesWeights = !w13 && !c.applyRouterWeightOnInput;
+    this.variableNames = ['results', 'xb', 'align', ...(usesWeights ? ['topkWeights'] : []), 'scales',
+      ...(c.hasBias ? ['bias'] : [])];
+    this.variableComponents = this.variableNames.map((n) => n === 'xb' ? 4 : 1);
+    this.shaderKey = `moeExpertsInt8StagedEpilogue_${c.stage}_${c.hiddenSize}_${c.intermediateSize}_${c.topK}_` +
+      `${c.numLocalExperts}_${w13 ? c.activation : ''}_${c.applyRouterWeightOnInput}_${c.hasBias}_` +
+      `${layout.Hp}_${layout.Ip}_${layout.w13Rows}_${layout.w2Rows}`;
+  }
+
+  getUserCode(): string {
+    const c = this.c;
+    const w13 = c.stage === 'w13';
+    const {rows: BM} = INT8_STAGED_TILE;
+    const Kp = w13 ? this.layout.Hp : this.layout.Ip;
+    const usesWeights = !w13 && !c.applyRouterWeightOnInput;
+    const columns = int8StagedResultColumns(c.stage, this.layout);
+    const epilogue = int8Epilogue(c, '0u', true, (i) => `resultAt(u32(rowStart) + rt * 16u, col0, ${i})`);
+    const firstColumn = w13 ? 'wgN + i32(sid) * 16' : 'wgN + i32(sid) * 32';
+    return `
+      ${w13 ? activationSnippet(c.activation) : ''}
+      var<workgroup> wgTile : vec4<i32>;   // row start, expert, first and end k step (one)
+      var<workgroup> wgN0 : i32;
+      ${epilogueRowsDecl(c, w13, false)}
+
+      // Element i of the 16-row block at row0 of the results a GEMM subgroup stored from column col0: its result
+      // i / 256 (w13 gate, up; w2 two h blocks), row i % 256 / 16, column i % 16.
+      fn resultAt(row0 : u32, col0 : u32, i : u32) -> i32 {
+        return results[(row0 + i % 256u / 16u) * ${columns}u + col0 + i / 256u * 16u + i % 16u];
+      }
+
+      fn main() {
+        ${gemmGridSnippet('scales', BM, 1, 1, (w13 ? 64 : 128), 0)}
+        ${epilogueRowsFill(c, w13, Kp, usesWeights)}
+        let wgN = workgroupUniformLoad(&wgN0);
+        let sid = localIndex / 32u;   // the GEMM subgroup whose columns these invocations take
+        let lane = localIndex % 32u;
+        let n0 = ${firstColumn};
+        let col0 = ${resultColumn(w13)};
+        ${epilogue.columns}
+        for (var rt = 0u; rt < ${BM / 16}u; rt++) {
+          ${epilogue.block}
+        }
       }
     `;
   }
@@ -176,3 +292,5 @@ export class ExpertsInt8StagedGemmProgram implements WebGPUProgram {
 /** The two stages under their own names, so that timestamp profiles (keyed by class name) tell them apart. */
 export class ExpertsW13Int8StagedGemmProgram extends ExpertsInt8StagedGemmProgram {}
 export class ExpertsW2Int8StagedGemmProgram extends ExpertsInt8StagedGemmProgram {}
+export class ExpertsW13Int8StagedEpilogueProgram extends ExpertsInt8StagedEpilogueProgram {}
+export class ExpertsW2Int8StagedEpilogueProgram extends ExpertsInt8StagedEpilogueProgram {}

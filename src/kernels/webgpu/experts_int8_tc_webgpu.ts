@@ -47,9 +47,11 @@ export function int8TensorCoreConfig(configs: SubgroupMatrixConfig[]): SubgroupM
  * or y rows by pair (w2) with ExpertsInt8GemmProgram's f32 expressions, so the outputs equal dot4's bit for bit.
  * It reads n0, e, lane, rt, rowStart, staged (from offset `base`, a u32 expression: a subgroup's own block where
  * several share a workgroup, as stagedEpilogue's), rowScale and, for w2, tilePair and tileWeight (routing weight
- * on the output).
+ * on the output). `at` reads element i of the staged block (result i / 256, row i % 256 / 16, column i % 16): the
+ * workgroup array `staged` unless given (the epilogue pass reads the GEMM's i32 results from storage).
  */
-export function int8Epilogue(c: ExpertsInt8Config, base = '0u', narrow = false): {columns: string; block: string} {
+export function int8Epilogue(c: ExpertsInt8Config, base = '0u', narrow = false,
+    at: (i: string) => string = (i) => `staged[${i}]`): {columns: string; block: string} {
   const w13 = c.stage === 'w13';
   const I = c.intermediateSize, H = c.hiddenSize;
   const gu = gateUpRows(c.activation, I);
@@ -79,8 +81,8 @@ export function int8Epilogue(c: ExpertsInt8Config, base = '0u', narrow = false):
               let row = rowStart + i32(m);
               let xs = rowScale[m];
               if (iLane < ${I}) {
-                let g = staged[${base} + r * 16u + lane % 16u];
-                let u = staged[${base} + 256u + r * 16u + lane % 16u];
+                let g = ${at(`${base} + r * 16u + lane % 16u`)};
+                let u = ${at(`${base} + 256u + r * 16u + lane % 16u`)};
                 result[row * ${I} + iLane] = expertGlu(${scaled('g', 'A')}, ${scaled('u', 'B')});
               }
             }` : w13 ? `
@@ -89,8 +91,8 @@ export function int8Epilogue(c: ExpertsInt8Config, base = '0u', narrow = false):
               let row = rowStart + i32(m);
               let xs = rowScale[m];
               if (iLane < ${I}) {
-                let g = staged[${base} + (lane / 16u) * 256u + r * 16u + lane % 16u];
-                let u = staged[${base} + (2u + lane / 16u) * 256u + r * 16u + lane % 16u];
+                let g = ${at(`${base} + (lane / 16u) * 256u + r * 16u + lane % 16u`)};
+                let u = ${at(`${base} + (2u + lane / 16u) * 256u + r * 16u + lane % 16u`)};
                 result[row * ${I} + iLane] = expertGlu(${scaled('g', 'A')}, ${scaled('u', 'B')});
               }
             }` : `
@@ -103,7 +105,7 @@ export function int8Epilogue(c: ExpertsInt8Config, base = '0u', narrow = false):
                   let col = ${32 * part}u + lane;
                   let h = n0 + i32(col);
                   if (h < ${H}) {
-                    let v = staged[${base} + (col / 16u) * 256u + r * 16u + col % 16u];
+                    let v = ${at(`${base} + (col / 16u) * 256u + r * 16u + col % 16u`)};
                     result[pair * ${H} + h] = ${scaled('v', `${part}`)}${usesWeights ? ' * tileWeight[m]' : ''};
                   }
                 }`).join('\n                ')}
