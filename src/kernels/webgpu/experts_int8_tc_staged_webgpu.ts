@@ -77,17 +77,44 @@ function epilogueRowsFill(c: ExpertsInt8Config, w13: boolean, Kp: number, usesWe
         }`;
 }
 
-export class ExpertsInt8StagedGemmProgram implements WebGPUProgram {
+/**
+ * What the staged GEMM and its epilogue pass share: a workgroup of four groups of 32 invocations per (128-row tile,
+ * output columns of INT8_STAGED_LAYOUT_SUBGROUPS 64-column subgroups), the shard's first expert as a uniform, the
+ * shader key's problem and layout.
+ */
+abstract class Int8StagedTileProgram implements WebGPUProgram {
   outputShape: number[];
   shaderKey: string;
   dispatchLayout = {x: [0], y: [1]};
   dispatch: [number, number, number];
-  variableNames: string[];
-  variableComponents: number[];
+  abstract variableNames: string[];
+  abstract variableComponents: number[];
   workgroupSize: [number, number, number] = [32 * INT8_STAGED_TILE.subgroups, 1, 1];
   uniforms = 'firstExpert : i32,';
-  private readonly c: ExpertsInt8Config;
-  private readonly layout: Int8PipelinedLayout;
+  protected readonly c: ExpertsInt8Config;
+  protected readonly layout: Int8PipelinedLayout;
+
+  constructor(name: string, c: ExpertsInt8Config, outputShape: number[], numTiles: number, layout: Int8PipelinedLayout) {
+    const w13 = c.stage === 'w13';
+    const columns = (w13 ? INT8_PIPELINED_TILE.w13Columns : INT8_PIPELINED_TILE.w2Columns) * INT8_STAGED_LAYOUT_SUBGROUPS;
+    if ((w13 ? layout.w13Rows / 2 : layout.w2Rows) % columns !== 0) {
+      throw new Error(`int8 staged GEMM: the layout's ${c.stage} rows are not padded to ${columns} columns`);
+    }
+    this.c = c;
+    this.layout = layout;
+    this.outputShape = outputShape;
+    this.dispatch = [numTiles, Math.ceil((w13 ? c.intermediateSize : c.hiddenSize) / columns), 1];
+    this.shaderKey = `${name}_${c.stage}_${c.hiddenSize}_${c.intermediateSize}_${c.topK}_` +
+      `${c.numLocalExperts}_${w13 ? c.activation : ''}_${c.applyRouterWeightOnInput}_${c.hasBias}_` +
+      `${layout.Hp}_${layout.Ip}_${layout.w13Rows}_${layout.w2Rows}`;
+  }
+
+  abstract getUserCode(): string;
+}
+
+export class ExpertsInt8StagedGemmProgram extends Int8StagedTileProgram {
+  variableNames: string[];
+  variableComponents: number[];
   private readonly straight: boolean;
 
   /**
@@ -100,27 +127,17 @@ export class ExpertsInt8StagedGemmProgram implements WebGPUProgram {
    */
   constructor(c: ExpertsInt8Config, outputShape: number[], numTiles: number, layout: Int8PipelinedLayout,
       straight = false) {
-    const w13 = c.stage === 'w13';
-    const columns = (w13 ? INT8_PIPELINED_TILE.w13Columns : INT8_PIPELINED_TILE.w2Columns) * INT8_STAGED_LAYOUT_SUBGROUPS;
-    if ((w13 ? layout.w13Rows / 2 : layout.w2Rows) % columns !== 0) {
-      throw new Error(`int8 staged GEMM: the layout's ${c.stage} rows are not padded to ${columns} columns`);
-    }
-    this.c = c;
-    this.layout = layout;
+    super('moeExpertsInt8GemmTcStaged', c, outputShape, numTiles, layout);
     this.straight = straight;
     if (straight && outputShape[1] !== int8StagedResultColumns(c.stage, layout)) {
       throw new Error(`int8 staged GEMM: straight results need ${int8StagedResultColumns(c.stage, layout)} columns, ` +
         `got ${outputShape[1]}`);
     }
-    this.outputShape = outputShape;
-    this.dispatch = [numTiles, Math.ceil((w13 ? c.intermediateSize : c.hiddenSize) / columns), 1];
-    const usesWeights = !w13 && !c.applyRouterWeightOnInput;
+    const usesWeights = c.stage === 'w2' && !c.applyRouterWeightOnInput;
     this.variableNames = straight ? ['xb', 'align', 'wb'] : ['xb', 'align', ...(usesWeights ? ['topkWeights'] : []),
       'wb', 'scales', ...(c.hasBias ? ['bias'] : [])];
     this.variableComponents = this.variableNames.map((n) => n === 'xb' ? 4 : 1);
-    this.shaderKey = `moeExpertsInt8GemmTcStaged_${c.stage}_${c.hiddenSize}_${c.intermediateSize}_${c.topK}_` +
-      `${c.numLocalExperts}_${w13 ? c.activation : ''}_${c.applyRouterWeightOnInput}_${c.hasBias}_` +
-      `${layout.Hp}_${layout.Ip}_${layout.w13Rows}_${layout.w2Rows}_${straight}`;
+    this.shaderKey += `_${straight}`;
   }
 
   getUserCode(): string {
@@ -223,32 +240,16 @@ export class ExpertsInt8StagedGemmProgram implements WebGPUProgram {
  * No subgroup operations: it runs wherever the GEMM does. Inputs: results, xb (the GEMM's, for the row scales),
  * align, topkWeights (w2 with the weight on the output), scales, bias?.
  */
-export class ExpertsInt8StagedEpilogueProgram implements WebGPUProgram {
-  outputShape: number[];
-  shaderKey: string;
-  dispatchLayout = {x: [0], y: [1]};
-  dispatch: [number, number, number];
+export class ExpertsInt8StagedEpilogueProgram extends Int8StagedTileProgram {
   variableNames: string[];
   variableComponents: number[];
-  workgroupSize: [number, number, number] = [32 * INT8_STAGED_TILE.subgroups, 1, 1];
-  uniforms = 'firstExpert : i32,';
-  private readonly c: ExpertsInt8Config;
-  private readonly layout: Int8PipelinedLayout;
 
   constructor(c: ExpertsInt8Config, outputShape: number[], numTiles: number, layout: Int8PipelinedLayout) {
-    const w13 = c.stage === 'w13';
-    this.c = c;
-    this.layout = layout;
-    this.outputShape = outputShape;
-    const columns = (w13 ? INT8_PIPELINED_TILE.w13Columns : INT8_PIPELINED_TILE.w2Columns) * INT8_STAGED_LAYOUT_SUBGROUPS;
-    this.dispatch = [numTiles, Math.ceil((w13 ? c.intermediateSize : c.hiddenSize) / columns), 1];
-    const usesWeights = !w13 && !c.applyRouterWeightOnInput;
+    super('moeExpertsInt8StagedEpilogue', c, outputShape, numTiles, layout);
+    const usesWeights = c.stage === 'w2' && !c.applyRouterWeightOnInput;
     this.variableNames = ['results', 'xb', 'align', ...(usesWeights ? ['topkWeights'] : []), 'scales',
       ...(c.hasBias ? ['bias'] : [])];
     this.variableComponents = this.variableNames.map((n) => n === 'xb' ? 4 : 1);
-    this.shaderKey = `moeExpertsInt8StagedEpilogue_${c.stage}_${c.hiddenSize}_${c.intermediateSize}_${c.topK}_` +
-      `${c.numLocalExperts}_${w13 ? c.activation : ''}_${c.applyRouterWeightOnInput}_${c.hasBias}_` +
-      `${layout.Hp}_${layout.Ip}_${layout.w13Rows}_${layout.w2Rows}`;
   }
 
   getUserCode(): string {
