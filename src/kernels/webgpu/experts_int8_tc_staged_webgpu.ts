@@ -55,8 +55,9 @@ function resultColumn(w13: boolean): string {
 }
 
 /** The epilogue's workgroup arrays: a subgroup's staged 16-row block (GEMM only), the tile's row scales, w2's pairs and weights. */
-function epilogueRowsDecl(c: ExpertsInt8Config, w13: boolean, staged = true): string {
+function epilogueRowsDecl(c: ExpertsInt8Config, staged = true): string {
   const {rows: BM, subgroups: WN} = INT8_STAGED_TILE;
+  const w13 = c.stage === 'w13';
   return `${staged ? `var<workgroup> staged : array<i32, ${WN * 512}>;   // a subgroup's 16-row block: 2 results, row-major 16×16 each` : ''}
       var<workgroup> rowScale : array<f32, ${BM}>;
       ${w13 ? '' : `var<workgroup> tilePair : array<i32, ${BM}>;
@@ -64,8 +65,9 @@ function epilogueRowsDecl(c: ExpertsInt8Config, w13: boolean, staged = true): st
 }
 
 /** Fills epilogueRowsDecl's arrays for the tile at rowStart: the row scales from xb's scales blocks, w2's pairs. */
-function epilogueRowsFill(c: ExpertsInt8Config, w13: boolean, Kp: number, usesWeights: boolean): string {
+function epilogueRowsFill(c: ExpertsInt8Config, Kp: number): string {
   const {rows: BM, subgroups: WN} = INT8_STAGED_TILE;
+  const w13 = c.stage === 'w13', usesWeights = !w13 && !c.applyRouterWeightOnInput;
   const RV = blockedRowBlockWords(Kp) / 4;
   return `for (var m = localIndex; m < ${BM}u; m += ${32 * WN}u) {
           let row = u32(rowStart) + m;
@@ -143,7 +145,7 @@ export class ExpertsInt8StagedGemmProgram extends Int8StagedTileProgram {
   getUserCode(): string {
     const c = this.c;
     const w13 = c.stage === 'w13';
-    const I = c.intermediateSize, H = c.hiddenSize, E = c.numLocalExperts;
+    const I = c.intermediateSize;
     const {rows: BM, subgroups: WN, kBlocksPerStage: SK, ahead: D} = INT8_STAGED_TILE;
     const Kp = w13 ? this.layout.Hp : this.layout.Ip;
     const rowsPerExpert = w13 ? this.layout.w13Rows : this.layout.w2Rows;
@@ -153,7 +155,6 @@ export class ExpertsInt8StagedGemmProgram extends Int8StagedTileProgram {
     const RB = BM / 16;              // row blocks a tile
     const threads = 32 * WN;
     const copies = Array.from({length: RB * SK * 32 / threads}, (_, p) => p);
-    const usesWeights = !w13 && !c.applyRouterWeightOnInput;
     const left = 'subgroup_matrix_left<i8, 32, 16>';
     const right = 'subgroup_matrix_right<i8, 16, 32>';
     const result = 'subgroup_matrix_result<i32, 16, 16>';
@@ -194,14 +195,14 @@ export class ExpertsInt8StagedGemmProgram extends Int8StagedTileProgram {
       var<workgroup> wgTile : vec4<i32>;   // row start, expert, first and end 64-k step
       var<workgroup> wgN0 : i32;           // first column, workgroup-uniform through it
       var<workgroup> As : array<array<vec4<u32>, 32>, ${2 * RB * SK}>;   // [buffer][row block][k block]: 16 rows × 32 i8
-      ${straight ? '' : epilogueRowsDecl(c, w13)}
+      ${straight ? '' : epilogueRowsDecl(c)}
 
       // xb: ${w13 ? 'gathered x' : 'act'} in blocked rows (${RV} vec4 words a block row); align: [E+1] offsets then the sorted
       // pairs; wb: blocked weights [experts, ${rowsPerExpert}/16, ${KB}] blocks; result: ${w13 ? `act [rows, ${I}]` : 'y [P, H] by pair'}.
       fn main(wid : vec3<u32>, sid : u32, lane : u32) {
         ${gemmGridSnippet('wb', BM, stages, stages, (w13 ? 64 : 128), 0)}
         let aFirst = u32(rowStart) / 16u * ${RV}u;   // the tile's first block row, in vec4 words
-        ${straight ? '' : epilogueRowsFill(c, w13, Kp, usesWeights)}
+        ${straight ? '' : epilogueRowsFill(c, Kp)}
         let wgN = workgroupUniformLoad(&wgN0);   // the workgroup's first column
         let n0 = ${firstColumn};                   // this subgroup's
         let bFirst = (${bRow}) * ${KB}u;
@@ -257,7 +258,6 @@ export class ExpertsInt8StagedEpilogueProgram extends Int8StagedTileProgram {
     const w13 = c.stage === 'w13';
     const {rows: BM} = INT8_STAGED_TILE;
     const Kp = w13 ? this.layout.Hp : this.layout.Ip;
-    const usesWeights = !w13 && !c.applyRouterWeightOnInput;
     const columns = int8StagedResultColumns(c.stage, this.layout);
     const epilogue = int8Epilogue(c, '0u', true, (i) => `resultAt(u32(rowStart) + rt * 16u, col0, ${i})`);
     const firstColumn = w13 ? 'wgN + i32(sid) * 16' : 'wgN + i32(sid) * 32';
@@ -265,7 +265,7 @@ export class ExpertsInt8StagedEpilogueProgram extends Int8StagedTileProgram {
       ${w13 ? activationSnippet(c.activation) : ''}
       var<workgroup> wgTile : vec4<i32>;   // row start, expert, first and end k step (one)
       var<workgroup> wgN0 : i32;
-      ${epilogueRowsDecl(c, w13, false)}
+      ${epilogueRowsDecl(c, false)}
 
       // Element i of the 16-row block at row0 of the results a GEMM subgroup stored from column col0: its result
       // i / 256 (w13 gate, up; w2 two h blocks), row i % 256 / 16, column i % 16.
@@ -275,7 +275,7 @@ export class ExpertsInt8StagedEpilogueProgram extends Int8StagedTileProgram {
 
       fn main() {
         ${gemmGridSnippet('scales', BM, 1, 1, (w13 ? 64 : 128), 0)}
-        ${epilogueRowsFill(c, w13, Kp, usesWeights)}
+        ${epilogueRowsFill(c, Kp)}
         let wgN = workgroupUniformLoad(&wgN0);
         let sid = localIndex / 32u;   // the GEMM subgroup whose columns these invocations take
         let lane = localIndex % 32u;
