@@ -20,7 +20,8 @@
  * staged in workgroup memory, B streamed from storage (deeper, and with tall, narrow subgroup tiles) or staged too;
  * --round21 round 20's tall, narrow tiles again (f16 1 × 8 repeated and deeper, one k block a stage, int8 128 × 16);
  * --round22 the 128 × 32 tiles with row tiles fastest (the expert GEMMs' launch order); --round23 those with their
- * results through workgroup memory, as the layer's epilogue takes them.
+ * results through workgroup memory, as the layer's epilogue takes them; --round24 those with fewer barriers
+ * (two buffers in turn, or four blocks a round).
  */
 import * as fs from 'fs';
 import {tensorCoreDawnToggles} from './dawn_toggles';
@@ -769,6 +770,34 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>${one ? '' : ', @builtin(subgroup_id
 }
 
 /**
+ * aStaged's results through workgroup memory, `St` holding `stBlocks` 16-row blocks of each subgroup's TN results:
+ * true one block between two barriers; 'double' the blocks alternating between two buffers, one barrier each;
+ * 'batch4' four blocks between two barriers.
+ */
+function stagedEpilogue(how: true | 'double' | 'batch4', rows: number[], TM: number, TN: number, N: number): string {
+  const stBlocks = how === 'double' ? 2 : how === 'batch4' ? 4 : 1;
+  const slot = (r: number) => how === 'double' ? r % 2 : how === 'batch4' ? r % 4 : 0;
+  const region = TN * 256 * stBlocks;
+  const store = (r: number) => `{
+    ${Array.from({length: TN}, (_, c) => `subgroupMatrixStore<row_major>(&St, sid * ${region}u + ${(slot(r) * TN + c) * 256}u, acc${r}${c}, 16u);`).join(' ')}
+  }`;
+  const write = (r: number) => `for (var i = 0u; i < ${TN * 8}u; i++) {
+      let e = i * 32u + li % 32u;   // element e of the ${TN} results: result e / 256, row e % 256 / 16, column e % 16
+      C[(tm * ${16 * TM}u + ${16 * r}u + e % 256u / 16u) * ${N}u + tn * ${16 * TN}u + e / 256u * 16u + e % 16u] = St[sid * ${region}u + ${slot(r) * TN * 256}u + e];
+    }`;
+  if (how === 'double') {
+    return rows.map((r) => `${store(r)}
+  workgroupBarrier();
+  ${write(r)}`).join('\n  ');
+  }
+  const rounds = Array.from({length: Math.ceil(rows.length / stBlocks)}, (_, i) => rows.slice(i * stBlocks, (i + 1) * stBlocks));
+  return rounds.map((rs) => `${rs.map(store).join('\n  ')}
+  workgroupBarrier();
+  ${rs.map(write).join('\n  ')}
+  workgroupBarrier();`).join('\n  ');
+}
+
+/**
  * Round 20: A (x's rows, shared by every subgroup of the workgroup) staged in workgroup memory, SK k blocks a stage,
  * double-buffered with one barrier a stage; B (the weights) streamed from storage through block pointers, one k
  * block ahead, as the product's loop does, or (stageB) staged the same way. Rounds 3-5 and 9-11 staged before block
@@ -776,13 +805,18 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>${one ? '' : ', @builtin(subgroup_id
  * with 64 × 64 subgroup tiles each subgroup moves 4 + 4/WN blocks from L2 per 16 multiplies instead of 8.
  */
 function aStaged(M: number, N: number, K: number, s: {WM: number; WN: number; SK: number; int8?: boolean; pad?: boolean;
-    stageB?: boolean; TM?: number; TN?: number; ahead?: number; rowsFastest?: boolean; stagedStores?: boolean}): Kernel {
+    stageB?: boolean; TM?: number; TN?: number; ahead?: number; rowsFastest?: boolean;
+    stagedStores?: boolean | 'double' | 'batch4'}): Kernel {
   const {WM, WN, SK} = s, int8 = s.int8 ?? false, stageB = s.stageB ?? false;
   // rowsFastest: consecutive workgroups take consecutive row tiles (the expert GEMMs' x-major launch order).
   const rowsFastest = s.rowsFastest ?? false, gx = rowsFastest ? 'wg.y' : 'wg.x', gy = rowsFastest ? 'wg.x' : 'wg.y';
   // stagedStores: the results leave as the expert GEMMs' epilogue takes them, per 16-row block through workgroup
-  // memory between two barriers, each lane then writing its elements (the int8 'staged-128' kernel's epilogue).
+  // memory between two barriers, each lane then writing its elements (the int8 'staged-128' kernel's epilogue);
+  // 'double': two such buffers taken in turn, one barrier a block (a block's reads end before the next block's
+  // barrier, which comes before the store into their buffer two blocks on); 'batch4': 4 blocks a round between
+  // two barriers (4 barriers a tile against 16; 32 KiB of results, beside the 16 KiB of A: the limit).
   const stagedStores = s.stagedStores ?? false;
+  const stBlocks = stagedStores === 'double' ? 2 : stagedStores === 'batch4' ? 4 : 1;
   // A subgroup's tile: TM × TN blocks of 16 × 16 (with A from workgroup memory a tall, narrow tile loads fewer B
   // blocks from storage per multiply: 128 × 32 half of 64 × 64's); B loaded `ahead` k blocks before its multiplies.
   const TM = s.TM ?? 4, TN = s.TN ?? 4, D = s.ahead ?? 1;
@@ -827,7 +861,7 @@ function aStaged(M: number, N: number, K: number, s: {WM: number; WN: number; SK
   return {name: `round20 ${stageB ? 'A and B' : 'A'} staged ${SK} k blocks a stage${stageB ? '' : `, B streamed ${D === 1 ? 'one block' : `${D} blocks`} ahead`}, ` +
       `${int8 ? 'int8' : 'f16'}, ${16 * TM * WM}×${16 * TN * WN} per workgroup, ${WM}×${WN} subgroups of ${16 * TM}×${16 * TN}` +
       `${pad ? ', rows padded' : ''}${EXPERTS > 1 ? `, ${EXPERTS} experts' B` : ''}${rowsFastest ? ', row tiles fastest' : ''}` +
-      `${stagedStores ? ', results through workgroup memory' : ''}`,
+      `${stagedStores ? `, results through workgroup memory${stagedStores === true ? '' : ` (${stagedStores})`}` : ''}`,
   workgroups: rowsFastest ? [M / (16 * RB), N / (16 * CB), 1] : [N / (16 * CB), M / (16 * RB), 1], blocked: true, int8, code: `
 enable f16;
 enable subgroups;
@@ -836,7 +870,7 @@ enable chromium_experimental_subgroup_matrix;
 @group(0) @binding(1) var<storage, read> B: ${bDecl};
 @group(0) @binding(2) var<storage, read_write> C: array<${int8 ? 'i32' : 'f32'}>;
 ${staged.map((o) => `var<workgroup> ${o.X}s: array<array<vec4<u32>, ${RV}>, ${2 * o.NB * SK}>;   // [buffer][16-row block][k block]`).join('\n')}
-${stagedStores ? `var<workgroup> St: array<${int8 ? 'i32' : 'f32'}, ${WM * WN * TN * 256}>;   // a subgroup's 16-row block of results` : ''}
+${stagedStores ? `var<workgroup> St: array<${int8 ? 'i32' : 'f32'}, ${stBlocks * WM * WN * TN * 256}>;   // ${stBlocks} of a subgroup's 16-row blocks of results` : ''}
 @compute @workgroup_size(${threads})
 fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(subgroup_id) sid: u32, @builtin(local_invocation_index) li: u32) {
   let wm = sid % ${WM}u;
@@ -858,16 +892,7 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(subgroup_id) sid: u32, @b
     ${copy('(1u - buf)')}
     workgroupBarrier();
   }
-  ${stagedStores ? rows.map((r) => `{
-    ${cols.map((c) => `subgroupMatrixStore<row_major>(&St, sid * ${TN * 256}u + ${c * 256}u, acc${r}${c}, 16u);`).join(' ')}
-    workgroupBarrier();
-    let lane = li % 32u;
-    for (var i = 0u; i < ${TN * 8}u; i++) {
-      let e = i * 32u + lane;   // element e of the ${TN} results: result e / 256, row e % 256 / 16, column e % 16
-      C[(tm * ${16 * TM}u + ${16 * r}u + e % 256u / 16u) * ${N}u + tn * ${16 * TN}u + e / 256u * 16u + e % 16u] = St[sid * ${TN * 256}u + e];
-    }
-    workgroupBarrier();
-  }`).join('\n  ') : rows.flatMap((r) => cols.map((c) => `subgroupMatrixStore<row_major>(&C, (tm * ${16 * TM}u + ${16 * r}u) * ${N}u + tn * ${16 * TN}u + ${16 * c}u, acc${r}${c}, ${N}u);`)).join('\n  ')}
+  ${stagedStores ? stagedEpilogue(stagedStores, rows, TM, TN, N) : rows.flatMap((r) => cols.map((c) => `subgroupMatrixStore<row_major>(&C, (tm * ${16 * TM}u + ${16 * r}u) * ${N}u + tn * ${16 * TN}u + ${16 * c}u, acc${r}${c}, ${N}u);`)).join('\n  ')}
 }`};
 }
 
@@ -1415,6 +1440,17 @@ fn main(@builtin(local_invocation_index) li: u32${sidDecl}) {
     kernels.push(blockNames(M, N, K, true, true, 'plain', false, {WM: 1, WN: 1}, {TM: 4, TN: 4}));
     for (const int8 of [true, false]) {
       for (const stagedStores of [false, true]) {
+        kernels.push(aStaged(M, N, K, {WM: 1, WN: 4, SK: 2, TM: 8, TN: 2, ahead: 2, int8, rowsFastest: true, stagedStores}));
+      }
+    }
+    mustTile(kernels, M, N);
+  }
+  if (args.includes('--round24')) {
+    // Round 23's 18% (int8) and 48% (f16) for results through workgroup memory: how much of it is the 16 barriers?
+    kernels.length = 0;
+    kernels.push(blockNames(M, N, K, true, true, 'plain', false, {WM: 1, WN: 1}, {TM: 4, TN: 4}));
+    for (const int8 of [true, false]) {
+      for (const stagedStores of [false, true, 'double', 'batch4'] as const) {
         kernels.push(aStaged(M, N, K, {WM: 1, WN: 4, SK: 2, TM: 8, TN: 2, ahead: 2, int8, rowsFastest: true, stagedStores}));
       }
     }

@@ -30,7 +30,7 @@ import {ExpertsAlignProgram, maxPaddedRows} from '../src/kernels/webgpu/experts_
 import {ExpertsInt8BlockedRowsProgram, ExpertsInt8PipelinedGemmProgram, ExpertsInt8WeightsBlockedProgram,
   blockedRowBlockWords, int8PipelinedLayout, int8PipelinedWorkgroupBytes} from '../src/kernels/webgpu/experts_int8_tc_pipelined_webgpu';
 import {ExpertsInt8StagedEpilogueProgram, ExpertsInt8StagedGemmProgram, INT8_STAGED_LAYOUT_SUBGROUPS,
-  int8StagedResultColumns, int8StagedWorkgroupBytes} from '../src/kernels/webgpu/experts_int8_tc_staged_webgpu';
+  int8StagedResultColumns, Int8StagedResults, int8StagedWorkgroupBytes} from '../src/kernels/webgpu/experts_int8_tc_staged_webgpu';
 import {emulateI8SubgroupMatrices} from './helpers/i8_subgroup_matrix_emulation';
 import {webgpuCapabilities} from '../src/kernels/webgpu/capabilities';
 import type {WebGPUBackend, WebGPUProgram} from '@tensorflow/tfjs-backend-webgpu';
@@ -366,7 +366,7 @@ describe('int8 prefill GEMM choice', () => {
 
   it('pads experts to each kernel\'s rows per tile, and declares the workgroup memory it is chosen by', () => {
     expect(INT8_GEMM_KERNELS.map(int8GemmBlockRows)).to.deep.equal([64, 32, 128, 64, 32, 64, 64, 32, 96, 64, 96, 64, 64, 64,
-      64, 128, 128]);
+      64, 128, 128, 128]);
     expect(INT8_GEMM_KERNELS.filter(int8PrefetchesBlocks)).to.deep.equal(['tensor-core-i8-pipelined-64',
       'tensor-core-i8-pipelined-32', 'tensor-core-i8-pipelined-64x256']);
     expect(INT8_GEMM_KERNELS.filter(int8LoadsBlockPointers)).to.deep.equal(['tensor-core-i8-plain-64',
@@ -384,15 +384,21 @@ describe('int8 prefill GEMM choice', () => {
     const cfg: ExpertsInt8Config = {stage: 'w2', hiddenSize: 4096, intermediateSize: 14336, topK: 2, numLocalExperts: 8,
       globalNumExperts: 8, hasExpertMap: false, activation: 'silu', applyRouterWeightOnInput: false, hasBias: true};
     expect(INT8_GEMM_KERNELS.map(int8GemmWorkgroupBytes)).to.deep.equal([4884, 4500, 37392, 32016, INT8_TC_WORKGROUP_BYTES, 0,
-      4884, 4500, 5268, 8980, 9364, 17172, 17172, 17172, 4884, int8StagedWorkgroupBytes(), int8StagedWorkgroupBytes()]);
-    // The staged kernel: two buffers of 8 row blocks × 2 k blocks (vec4<u32>), four subgroups' 2 staged results.
-    expect(int8StagedWorkgroupBytes()).to.equal(26132);
-    for (const stage of ['w13', 'w2'] as const) {
-      const code = new ExpertsInt8StagedGemmProgram({...cfg, stage}, [8192, 4096], 10, int8PipelinedLayout(4096, 14336,
-        INT8_STAGED_LAYOUT_SUBGROUPS)).getUserCode();
-      const bytes = [...code.matchAll(/var<workgroup> \w+ : array<(?:i32|f32|array<vec4<u32>, (\d+)>), (\d+)>/g)]
-        .reduce((n, m) => n + (m[1] ? 16 * Number(m[1]) : 4) * Number(m[2]), 0);
-      expect(16 + 4 + bytes + (stage === 'w13' ? 2 * 128 * 4 : 0), stage).to.equal(int8StagedWorkgroupBytes());
+      4884, 4500, 5268, 8980, 9364, 17172, 17172, 17172, 4884, 26132, 26132, 34324]);
+    // The staged kernel: two buffers of 8 row blocks × 2 k blocks (vec4<u32>), four subgroups' 2 staged results (two
+    // buffers of them: 8 KiB more), the row scales, w2's pairs and weights; straight results: only the k blocks.
+    expect(['epilogue', 'epilogue-two-buffers', 'straight'].map((r) => int8StagedWorkgroupBytes(r as Int8StagedResults)))
+      .to.deep.equal([26132, 34324, 16404]);
+    for (const results of ['epilogue', 'epilogue-two-buffers', 'straight'] as const) {
+      for (const stage of ['w13', 'w2'] as const) {
+        const layout = int8PipelinedLayout(4096, 14336, INT8_STAGED_LAYOUT_SUBGROUPS);
+        const code = new ExpertsInt8StagedGemmProgram({...cfg, stage}, results === 'straight' ?
+          [8192, int8StagedResultColumns(stage, layout)] : [8192, 4096], 10, layout, results).getUserCode();
+        const bytes = [...code.matchAll(/var<workgroup> \w+ : array<(?:i32|f32|array<vec4<u32>, (\d+)>), (\d+)>/g)]
+          .reduce((n, m) => n + (m[1] ? 16 * Number(m[1]) : 4) * Number(m[2]), 0);
+        expect(16 + 4 + bytes + (stage === 'w13' && results !== 'straight' ? 2 * 128 * 4 : 0), `${results} ${stage}`)
+          .to.equal(int8StagedWorkgroupBytes(results));
+      }
     }
     for (const [BM, WN] of [[32, 1], [64, 1], [96, 1], [64, 2], [64, 4]]) {
       // Declared: tile lookup vec4<i32>, first column i32, staged i32 results, f32 row scales, w2's pairs and weights.
@@ -659,6 +665,11 @@ describeBackends('fusedExperts int8 w8a8 against the cpu reference, bit for bit'
         bias: true, onInput: false, tokens: 300},
       {name: 'x staged, 128-row tiles, gelu, router weight on the input', kernel: 'tensor-core-i8-staged-128',
         activation: 'gelu', bias: false, onInput: true, tokens: 400},
+      // The same with its results through two staging buffers in turn (one barrier a 16-row block).
+      {name: 'x staged, results through two buffers, swigluoai, biases', kernel: 'tensor-core-i8-staged-128-two-buffers',
+        activation: 'swigluoai', bias: true, onInput: false, tokens: 300},
+      {name: 'x staged, results through two buffers, silu, router weight on the input',
+        kernel: 'tensor-core-i8-staged-128-two-buffers', activation: 'silu', bias: false, onInput: true, tokens: 400},
       // The same GEMM storing its i32 results straight, the epilogue as a pass over them.
       {name: 'x staged, results stored straight, epilogue pass, swigluoai, biases',
         kernel: 'tensor-core-i8-staged-128-epilogue-pass', activation: 'swigluoai', bias: true, onInput: false, tokens: 300},
@@ -674,7 +685,7 @@ describeBackends('fusedExperts int8 w8a8 against the cpu reference, bit for bit'
         const rows = maxPaddedRows(P, E, BM);
         const rowBlocks = Math.ceil(rows / 16);
         const pass = tc.kernel === 'tensor-core-i8-staged-128-epilogue-pass';
-        const staged = pass || tc.kernel === 'tensor-core-i8-staged-128';
+        const staged = pass || tc.kernel === 'tensor-core-i8-staged-128' || tc.kernel === 'tensor-core-i8-staged-128-two-buffers';
         const WN = staged ? INT8_STAGED_LAYOUT_SUBGROUPS : int8SubgroupsN(tc.kernel);
         const layout = int8PipelinedLayout(H, I, WN);
         // Two subgroups: weight rows padded to 64 act columns (w13) and 128 h columns (w2).
@@ -699,14 +710,15 @@ describeBackends('fusedExperts int8 w8a8 against the cpu reference, bit for bit'
         const tiles = Math.ceil(P / BM) + E;
         const prefetch = int8PrefetchesBlocks(tc.kernel), blockPointers = int8LoadsBlockPointers(tc.kernel);
         const gemm = (c: ExpertsInt8Config, shape: number[]) => emulated(staged ?
-          new ExpertsInt8StagedGemmProgram(c, shape, tiles, layout) :
+          new ExpertsInt8StagedGemmProgram(c, shape, tiles, layout,
+            tc.kernel === 'tensor-core-i8-staged-128-two-buffers' ? 'epilogue-two-buffers' : 'epilogue') :
           new ExpertsInt8PipelinedGemmProgram(c, shape, tiles, BM, layout, prefetch, blockPointers, WN,
             int8StaggersK(tc.kernel), int8GroupedRowTiles(tc.kernel)));
         // One stage: the GEMM with its epilogue, or (pass) the GEMM's i32 results and the epilogue pass over them.
         const stage = (c: ExpertsInt8Config, shape: number[], xb: tf.TensorInfo, head: tf.TensorInfo[], w: tf.TensorInfo[]) => {
           if (!pass) return run(gemm(c, shape), [xb, align, ...head, ...w], shape, 'float32');
           const columns = int8StagedResultColumns(c.stage, layout);
-          const results = run(emulated(new ExpertsInt8StagedGemmProgram(c, [rows, columns], tiles, layout, true)),
+          const results = run(emulated(new ExpertsInt8StagedGemmProgram(c, [rows, columns], tiles, layout, 'straight')),
               [xb, align, w[0]], [rows, columns], 'int32');
           return run(new ExpertsInt8StagedEpilogueProgram(c, shape, tiles, layout), [results, xb, align, ...head, ...w.slice(1)],
               shape, 'float32');

@@ -27,9 +27,9 @@ import {emulatedLanesInMain, subgroupMatrixLanesWgsl, toMatrixElementOffsets} fr
  * subgroups are 4 wide, so the subgroup ids passed to main() (`// moe-main-ids`) are replaced.
  *
  * Where the kernel's workgroup arrays exceed `maxWorkgroupBytes` (SwiftShader allows 32768; the shared kernel's
- * 128-row tiles take 37392), the staged results share one array with the tiles (tileX, then tileW; staged from
- * 0): sound for these kernels, which stage results only after the k loop's last barrier, when no tile is read
- * again. The bounds checks still use each array's own length.
+ * 128-row tiles take 37392, the staged-x kernel's two result buffers 34324), the staged results share one array
+ * with the tiles (tileX, then tileW, or As; staged from 0): sound for these kernels, which stage results only after
+ * the k loop's last barrier, when no tile is read again. The bounds checks still use each array's own length.
  */
 export function emulateI8SubgroupMatrices(source: string, maxWorkgroupBytes = Infinity): string {
   const {code: tiled, vec4s, blockBytes} = wordTiles(source);
@@ -42,14 +42,26 @@ export function emulateI8SubgroupMatrices(source: string, maxWorkgroupBytes = In
   const declared = [...code.matchAll(/var<workgroup>\s+\w+\s*:\s*(?:array<(?:i32|f32|u32),\s*(\d+)>|vec4<i32>)/g)]
     .reduce((n, m) => n + (m[1] ? 4 * Number(m[1]) : 16), 0);
   if (declared > maxWorkgroupBytes) {
-    const [X, W, S] = ['tileX', 'tileW', 'staged'].map((a) => sizes.get(a));
-    if (X == null || W == null || S == null) throw new Error('emulateI8SubgroupMatrices: too large, and not tileX/tileW/staged');
-    out = out.replace(/var<workgroup> tileX : array<i32, \d+>;/, `var<workgroup> smTiles : array<i32, ${Math.max(X + W, S)}>;`)
-      .replace(/var<workgroup> (tileW|staged) : array<i32, \d+>;/g, '')
-      .replace(/\btileX\[/g, 'smTiles[').replace(/\btileW\[/g, `smTiles[${X}u + `).replace(/\bstaged\[/g, 'smTiles[');
-    place.set('tileX', {storage: 'smTiles', base: 0});
-    place.set('tileW', {storage: 'smTiles', base: X});
-    place.set('staged', {storage: 'smTiles', base: 0});
+    const [X, W, S, A] = ['tileX', 'tileW', 'staged', 'As'].map((a) => sizes.get(a));
+    if (S == null || (X == null || W == null) && A == null) {
+      throw new Error('emulateI8SubgroupMatrices: too large, and not tileX/tileW or As, and staged');
+    }
+    if (X == null || W == null) {
+      // The staged-x kernel: its staged results share As's words.
+      out = out.replace(/var<workgroup> As : array<i32, \d+>;/, `var<workgroup> smTiles : array<i32, ${Math.max(A!, S)}>;`)
+        .replace(/var<workgroup> staged : array<i32, \d+>;/, '')
+        // Element reads and writes; the matrix loads and stores through &As / &staged go by `place`.
+        .replace(/(?<!&)\bAs\[/g, 'smTiles[').replace(/(?<!&)\bstaged\[/g, 'smTiles[');
+      place.set('As', {storage: 'smTiles', base: 0});
+      place.set('staged', {storage: 'smTiles', base: 0});
+    } else {
+      out = out.replace(/var<workgroup> tileX : array<i32, \d+>;/, `var<workgroup> smTiles : array<i32, ${Math.max(X + W, S)}>;`)
+        .replace(/var<workgroup> (tileW|staged) : array<i32, \d+>;/g, '')
+        .replace(/\btileX\[/g, 'smTiles[').replace(/\btileW\[/g, `smTiles[${X}u + `).replace(/\bstaged\[/g, 'smTiles[');
+      place.set('tileX', {storage: 'smTiles', base: 0});
+      place.set('tileW', {storage: 'smTiles', base: X});
+      place.set('staged', {storage: 'smTiles', base: 0});
+    }
   }
   // An operand array that is not a workgroup array<i32> is a storage binding (the pipelined kernels read both
   // operands from storage): its length is arrayLength's.

@@ -26,7 +26,7 @@ import {ExpertsInt8BlockedRowsProgram, ExpertsInt8WeightsBlockedProgram, Experts
   ExpertsW2Int8PipelinedGemmProgram, int8PipelinedLayout, int8PipelinedWorkgroupBytes} from './experts_int8_tc_pipelined_webgpu';
 import {ExpertsW13Int8StagedEpilogueProgram, ExpertsW13Int8StagedGemmProgram, ExpertsW2Int8StagedEpilogueProgram,
   ExpertsW2Int8StagedGemmProgram, INT8_STAGED_LAYOUT_SUBGROUPS, INT8_STAGED_TILE, int8StagedResultColumns,
-  int8StagedWorkgroupBytes} from './experts_int8_tc_staged_webgpu';
+  Int8StagedResults, int8StagedWorkgroupBytes} from './experts_int8_tc_staged_webgpu';
 import {WebGPUCapabilities, webgpuCapabilities} from './capabilities';
 import {tensorCoreWeightCopy} from './tensor_core_weights';
 
@@ -83,6 +83,10 @@ import {tensorCoreWeightCopy} from './tensor_core_weights';
  *                    probe 18%, 1.335 → 1.573 ms, f16 48%; tc_probe --round23), and the epilogue as its own pass
  *                    over them (ExpertsInt8StagedEpilogueProgram, int8Epilogue's expressions, bit-equal); where that
  *                    tensor would exceed a binding, the in-kernel epilogue. Selectable only, not yet timed;
+ *   'tensor-core-i8-staged-128-two-buffers'
+ *                    the in-kernel epilogue with its 16-row blocks staged in two buffers taken in turn: one barrier
+ *                    of the four subgroups a block, not two (8 KiB more workgroup memory). Selectable only, not yet
+ *                    timed;
  *   'tensor-core-i8-shared-128', 'tensor-core-i8-shared-64'
  *                    experts_int8_tc_shared_webgpu.ts: i8×i8→i32 subgroup matrices, four subgroups per workgroup
  *                    sharing 128- or 64-row × 128-column i8 tiles in workgroup memory (the f16 'shared' layout);
@@ -110,12 +114,13 @@ export type Int8GemmKernel = 'tensor-core-i8-pipelined-64' | 'tensor-core-i8-pip
   'tensor-core-i8-plain-64' | 'tensor-core-i8-plain-32' | 'tensor-core-i8-plain-96' | 'tensor-core-i8-plain-64x128' |
   'tensor-core-i8-plain-96x128' | 'tensor-core-i8-plain-64x256' | 'tensor-core-i8-staggered-64x256' |
   'tensor-core-i8-pipelined-64x256' | 'tensor-core-i8-grouped-64' | 'tensor-core-i8-staged-128' |
-  'tensor-core-i8-staged-128-epilogue-pass';
+  'tensor-core-i8-staged-128-epilogue-pass' | 'tensor-core-i8-staged-128-two-buffers';
 export const INT8_GEMM_KERNELS: Int8GemmKernel[] = ['tensor-core-i8-pipelined-64', 'tensor-core-i8-pipelined-32',
   'tensor-core-i8-shared-128', 'tensor-core-i8-shared-64', 'tensor-core-i8', 'dot4-i8', 'tensor-core-i8-plain-64',
   'tensor-core-i8-plain-32', 'tensor-core-i8-plain-96', 'tensor-core-i8-plain-64x128', 'tensor-core-i8-plain-96x128',
   'tensor-core-i8-plain-64x256', 'tensor-core-i8-staggered-64x256', 'tensor-core-i8-pipelined-64x256',
-  'tensor-core-i8-grouped-64', 'tensor-core-i8-staged-128', 'tensor-core-i8-staged-128-epilogue-pass'];
+  'tensor-core-i8-grouped-64', 'tensor-core-i8-staged-128', 'tensor-core-i8-staged-128-epilogue-pass',
+  'tensor-core-i8-staged-128-two-buffers'];
 
 /**
  * The kernels of experts_int8_tc_pipelined_webgpu.ts (both operands in blocks read from storage): rows per tile,
@@ -143,7 +148,13 @@ const BLOCKED_KERNELS: Partial<Record<Int8GemmKernel, {blockRows: number; prefet
 };
 const isPipelined = (k: Int8GemmKernel) => BLOCKED_KERNELS[k] != null;
 /** The kernel with x staged in workgroup memory (the blocked operands too, its own program). */
-const isStaged = (k: Int8GemmKernel) => k === 'tensor-core-i8-staged-128' || k === 'tensor-core-i8-staged-128-epilogue-pass';
+/** The kernels of experts_int8_tc_staged_webgpu.ts: how each one's results leave the GEMM. */
+const STAGED_KERNELS: Partial<Record<Int8GemmKernel, Int8StagedResults>> = {
+  'tensor-core-i8-staged-128': 'epilogue',
+  'tensor-core-i8-staged-128-two-buffers': 'epilogue-two-buffers',
+  'tensor-core-i8-staged-128-epilogue-pass': 'straight',
+};
+const isStaged = (k: Int8GemmKernel) => STAGED_KERNELS[k] != null;
 /** The kernels that read blocked rows and the weights' blocked copy (experts_int8_tc_pipelined_webgpu.ts's). */
 const readsBlocked = (k: Int8GemmKernel) => isPipelined(k) || isStaged(k);
 
@@ -204,7 +215,8 @@ export function int8GemmBlockRows(kernel: Int8GemmKernel): number {
 /** Workgroup memory each subgroup-matrix kernel declares (0 for dot4: it is not limited by it here). */
 export function int8GemmWorkgroupBytes(kernel: Int8GemmKernel): number {
   return isPipelined(kernel) ? int8PipelinedWorkgroupBytes(int8GemmBlockRows(kernel), int8SubgroupsN(kernel)) :
-    isStaged(kernel) ? int8StagedWorkgroupBytes() :
+    // The epilogue-pass kernel's GEMM declares less, but it runs its epilogue in the kernel where results do not fit.
+    isStaged(kernel) ? int8StagedWorkgroupBytes(STAGED_KERNELS[kernel] === 'straight' ? 'epilogue' : STAGED_KERNELS[kernel]) :
     kernel === 'tensor-core-i8-shared-128' ? int8SharedTileBytes(128) :
     kernel === 'tensor-core-i8-shared-64' ? int8SharedTileBytes(64) :
     kernel === 'tensor-core-i8' ? INT8_TC_WORKGROUP_BYTES : 0;
@@ -360,22 +372,25 @@ export function runInt8Experts(c: Int8ExpertsCall): TensorInfo {
     // The staged kernel with its epilogue as a pass: the i32 results of every shard in one int32 tensor, then the
     // pass per shard (its scales and biases). Where that tensor would exceed a binding, the in-kernel epilogue.
     const resultBytes = (stage: ExpertsStage) => rows * int8StagedResultColumns(stage, layout) * 4;
-    const pass = gemm === 'tensor-core-i8-staged-128-epilogue-pass' &&
+    const pass = STAGED_KERNELS[gemm] === 'straight' &&
       Math.max(resultBytes('w13'), resultBytes('w2')) <= webgpuCapabilities(backend).maxStorageBufferBindingSize;
     const epiloguePass = (stage: ExpertsStage, input: TensorInfo, out: TensorInfo, head: TensorInfo[]) => {
       const results = c.temp(issuer.makeTensorInfo([rows, int8StagedResultColumns(stage, layout)], 'int32'));
       const Gemm = stage === 'w13' ? ExpertsW13Int8StagedGemmProgram : ExpertsW2Int8StagedGemmProgram;
       const Epilogue = stage === 'w13' ? ExpertsW13Int8StagedEpilogueProgram : ExpertsW2Int8StagedEpilogueProgram;
       const cfg = stage === 'w13' ? w13 : w2;
-      perShard(stage, results, (s, n) => [new Gemm(cfg, results.shape, tiles(n), layout, true), [input, align]],
+      perShard(stage, results, (s, n) => [new Gemm(cfg, results.shape, tiles(n), layout, 'straight'), [input, align]],
           (s, st) => blockedWeights(s, st).slice(0, 1));
       perShard(stage, out, (s, n) => [new Epilogue(cfg, out.shape, tiles(n), layout), [results, input, align, ...head]],
           (s) => [s.scales!, ...(s.bias ? [s.bias] : [])]);
     };
+    // The staged GEMM with its epilogue in the kernel (the epilogue-pass kernel where its results would not fit).
+    const inKernel = STAGED_KERNELS[gemm] === 'straight' ? 'epilogue' : STAGED_KERNELS[gemm];
     if (pass) {
       epiloguePass('w13', xb, act, []);
     } else {
-      perShard('w13', act, (s, n) => [staged ? new ExpertsW13Int8StagedGemmProgram(w13, [rows, I], tiles(n), layout) :
+      perShard('w13', act, (s, n) => [staged ? new ExpertsW13Int8StagedGemmProgram(w13, [rows, I], tiles(n), layout,
+          inKernel) :
         new ExpertsW13Int8PipelinedGemmProgram(w13, [rows, I], tiles(n), blockRows, layout, prefetch, blockPointers,
           subgroupsN, int8StaggersK(gemm), int8GroupedRowTiles(gemm)),
         [xb, align]], blockedWeights);
@@ -385,7 +400,8 @@ export function runInt8Experts(c: Int8ExpertsCall): TensorInfo {
     if (pass) {
       epiloguePass('w2', ab, y, weightsFor('w2'));
     } else {
-      perShard('w2', y, (s, n) => [staged ? new ExpertsW2Int8StagedGemmProgram(w2, [P, H], tiles(n), layout) :
+      perShard('w2', y, (s, n) => [staged ? new ExpertsW2Int8StagedGemmProgram(w2, [P, H], tiles(n), layout,
+          inKernel) :
         new ExpertsW2Int8PipelinedGemmProgram(w2, [P, H], tiles(n), blockRows, layout, prefetch, blockPointers,
           subgroupsN, int8StaggersK(gemm), int8GroupedRowTiles(gemm)),
         [ab, align, ...weightsFor('w2')]], blockedWeights);

@@ -32,12 +32,27 @@ export const INT8_STAGED_TILE = {rows: 128, subgroups: 4, kBlocksPerStage: 2, ah
 export const INT8_STAGED_LAYOUT_SUBGROUPS = 2;
 
 /**
- * Workgroup memory: the tile lookup and first column, two buffers of the rows' k blocks (8 row blocks × 2 × 512
- * bytes each), 2 staged 16 × 16 i32 results a subgroup, the row scales, w2's pairs and weights.
+ * How the staged GEMM's i32 results leave: 'epilogue' per 16-row block through workgroup memory between two
+ * barriers of the four subgroups (16 a tile); 'epilogue-two-buffers' the blocks alternating between two such
+ * buffers, one barrier each (a block's reads end before the next block's barrier, which comes before the store
+ * into their buffer two blocks on); 'straight' stored straight into an int32 tensor for
+ * ExpertsInt8StagedEpilogueProgram.
  */
-export function int8StagedWorkgroupBytes(): number {
+export type Int8StagedResults = 'epilogue' | 'epilogue-two-buffers' | 'straight';
+
+/** Staging buffers of a subgroup's 16-row block of results each way. */
+function stagingBuffers(results: Int8StagedResults): number {
+  return results === 'epilogue-two-buffers' ? 2 : results === 'epilogue' ? 1 : 0;
+}
+
+/**
+ * Workgroup memory: the tile lookup and first column, two buffers of the rows' k blocks (8 row blocks × 2 × 512
+ * bytes each), the staged 16 × 16 i32 results (2 a subgroup a buffer), the row scales, w2's pairs and weights.
+ */
+export function int8StagedWorkgroupBytes(results: Int8StagedResults = 'epilogue'): number {
   const t = INT8_STAGED_TILE;
-  return 16 + 4 + 2 * (t.rows / 16) * t.kBlocksPerStage * 512 + t.subgroups * 2 * 256 * 4 + 3 * t.rows * 4;
+  return 16 + 4 + 2 * (t.rows / 16) * t.kBlocksPerStage * 512 + stagingBuffers(results) * t.subgroups * 2 * 256 * 4 +
+    (results === 'straight' ? 0 : 3 * t.rows * 4);
 }
 
 /**
@@ -54,11 +69,14 @@ function resultColumn(w13: boolean): string {
   return w13 ? '2u * u32(wgN) + sid * 32u' : 'u32(wgN) + sid * 32u';
 }
 
-/** The epilogue's workgroup arrays: a subgroup's staged 16-row block (GEMM only), the tile's row scales, w2's pairs and weights. */
-function epilogueRowsDecl(c: ExpertsInt8Config, staged = true): string {
+/**
+ * The epilogue's workgroup arrays: `buffers` of the subgroups' staged 16-row blocks (GEMM only), the tile's row
+ * scales, w2's pairs and weights.
+ */
+function epilogueRowsDecl(c: ExpertsInt8Config, buffers = 1): string {
   const {rows: BM, subgroups: WN} = INT8_STAGED_TILE;
   const w13 = c.stage === 'w13';
-  return `${staged ? `var<workgroup> staged : array<i32, ${WN * 512}>;   // a subgroup's 16-row block: 2 results, row-major 16×16 each` : ''}
+  return `${buffers ? `var<workgroup> staged : array<i32, ${buffers * WN * 512}>;   // ${buffers === 1 ? 'a' : `${buffers} buffers of a`} subgroup's 16-row block: 2 results, row-major 16×16 each` : ''}
       var<workgroup> rowScale : array<f32, ${BM}>;
       ${w13 ? '' : `var<workgroup> tilePair : array<i32, ${BM}>;
       var<workgroup> tileWeight : array<f32, ${BM}>;`}`;
@@ -117,20 +135,21 @@ abstract class Int8StagedTileProgram implements WebGPUProgram {
 export class ExpertsInt8StagedGemmProgram extends Int8StagedTileProgram {
   variableNames: string[];
   variableComponents: number[];
-  private readonly straight: boolean;
+  private readonly results: Int8StagedResults;
 
   /**
    * Inputs: xb (blocked rows, read as vec4 words for the copies), align (built with blockRows 128), topkWeights (w2
    * with the weight on the output), wb (the shard's blocked weights, int8PipelinedLayout(H, I,
-   * INT8_STAGED_LAYOUT_SUBGROUPS)), scales, bias?. `straight`: only xb, align and wb; the i32 results are stored
-   * straight into the output, int32 [rows, int8StagedResultColumns], for ExpertsInt8StagedEpilogueProgram (the
-   * epilogue staged through workgroup memory, between barriers of the four subgroups, cost the plain-GEMM probe
-   * 18% on an H200: tc_probe --round23).
+   * INT8_STAGED_LAYOUT_SUBGROUPS)), scales, bias?. `results` 'straight': only xb, align and wb; the i32 results
+   * are stored straight into the output, int32 [rows, int8StagedResultColumns], for
+   * ExpertsInt8StagedEpilogueProgram (the epilogue staged through workgroup memory, between barriers of the four
+   * subgroups, cost the plain-GEMM probe 18% on an H200: tc_probe --round23).
    */
   constructor(c: ExpertsInt8Config, outputShape: number[], numTiles: number, layout: Int8PipelinedLayout,
-      straight = false) {
+      results: Int8StagedResults = 'epilogue') {
     super('moeExpertsInt8GemmTcStaged', c, outputShape, numTiles, layout);
-    this.straight = straight;
+    this.results = results;
+    const straight = results === 'straight';
     if (straight && outputShape[1] !== int8StagedResultColumns(c.stage, layout)) {
       throw new Error(`int8 staged GEMM: straight results need ${int8StagedResultColumns(c.stage, layout)} columns, ` +
         `got ${outputShape[1]}`);
@@ -139,7 +158,7 @@ export class ExpertsInt8StagedGemmProgram extends Int8StagedTileProgram {
     this.variableNames = straight ? ['xb', 'align', 'wb'] : ['xb', 'align', ...(usesWeights ? ['topkWeights'] : []),
       'wb', 'scales', ...(c.hasBias ? ['bias'] : [])];
     this.variableComponents = this.variableNames.map((n) => n === 'xb' ? 4 : 1);
-    this.shaderKey += `_${straight}`;
+    this.shaderKey += `_${results}`;
   }
 
   getUserCode(): string {
@@ -161,7 +180,8 @@ export class ExpertsInt8StagedGemmProgram extends Int8StagedTileProgram {
     const rowsT = Array.from({length: RB}, (_, r) => r);
     const cols = [0, 1];
     const ds = Array.from({length: D}, (_, d) => d);
-    const epilogue = int8Epilogue(c, 'sid * 512u', true);
+    const epilogue = int8Epilogue(c, 'slot + sid * 512u', true);
+    const buffers = stagingBuffers(this.results);
     // Copy p of a lane: vec4 q = li + p·threads of the stage, block row q / (32·SK), vec4 q % (32·SK) of that row's
     // SK contiguous k blocks (in storage and in workgroup memory alike).
     const q = (p: number) => `(localIndex + ${p * threads}u)`;
@@ -179,7 +199,7 @@ export class ExpertsInt8StagedGemmProgram extends Int8StagedTileProgram {
           }`).join('\n          ');
     // The subgroup's first weight block row (of 16 rows) and first output column.
     const firstColumn = w13 ? 'wgN + i32(sid / 2u) * 32 + i32(sid % 2u) * 16' : 'wgN + i32(sid) * 32';
-    const straight = this.straight;
+    const straight = this.results === 'straight';
     const columns = int8StagedResultColumns(c.stage, this.layout);
     const straightStores = rowsT.flatMap((r) => cols.map((cc) => `subgroupMatrixStore<row_major>(&result, ` +
       `(u32(rowStart) + ${16 * r}u) * ${columns}u + ${resultColumn(w13)} + ${16 * cc}u, acc${r}${cc}, ${columns}u);`))
@@ -195,7 +215,7 @@ export class ExpertsInt8StagedGemmProgram extends Int8StagedTileProgram {
       var<workgroup> wgTile : vec4<i32>;   // row start, expert, first and end 64-k step
       var<workgroup> wgN0 : i32;           // first column, workgroup-uniform through it
       var<workgroup> As : array<array<vec4<u32>, 32>, ${2 * RB * SK}>;   // [buffer][row block][k block]: 16 rows × 32 i8
-      ${straight ? '' : epilogueRowsDecl(c)}
+      ${straight ? '' : epilogueRowsDecl(c, buffers)}
 
       // xb: ${w13 ? 'gathered x' : 'act'} in blocked rows (${RV} vec4 words a block row); align: [E+1] offsets then the sorted
       // pairs; wb: blocked weights [experts, ${rowsPerExpert}/16, ${KB}] blocks; result: ${w13 ? `act [rows, ${I}]` : 'y [P, H] by pair'}.
@@ -223,10 +243,11 @@ export class ExpertsInt8StagedGemmProgram extends Int8StagedTileProgram {
         ${straight ? straightStores : `${epilogue.columns}
         ${rowsT.map((r) => `{
           let rt = ${r}u;
-          ${cols.map((cc) => `subgroupMatrixStore<row_major>(&staged, sid * 512u + ${cc * 256}u, acc${r}${cc}, 16u);`).join(' ')}
+          let slot = ${(r % buffers) * WN * 512}u;   // the block's buffer
+          ${cols.map((cc) => `subgroupMatrixStore<row_major>(&staged, slot + sid * 512u + ${cc * 256}u, acc${r}${cc}, 16u);`).join(' ')}
           workgroupBarrier();
           ${epilogue.block}
-          workgroupBarrier();
+          ${buffers === 1 ? 'workgroupBarrier();' : ''}
         }`).join('\n        ')}`}
       }
     `;
@@ -265,7 +286,7 @@ export class ExpertsInt8StagedEpilogueProgram extends Int8StagedTileProgram {
       ${w13 ? activationSnippet(c.activation) : ''}
       var<workgroup> wgTile : vec4<i32>;   // row start, expert, first and end k step (one)
       var<workgroup> wgN0 : i32;
-      ${epilogueRowsDecl(c, false)}
+      ${epilogueRowsDecl(c, 0)}
 
       // Element i of the 16-row block at row0 of the results a GEMM subgroup stored from column col0: its result
       // i / 256 (w13 gate, up; w2 two h blocks), row i % 256 / 16, column i % 16.
