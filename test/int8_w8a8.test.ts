@@ -29,7 +29,8 @@ import {ExpertsInt8Config, ExpertsW13Int8GemmProgram, ExpertsW2Int8GemmProgram, 
 import {ExpertsAlignProgram, maxPaddedRows} from '../src/kernels/webgpu/experts_align_webgpu';
 import {ExpertsInt8BlockedRowsProgram, ExpertsInt8PipelinedGemmProgram, ExpertsInt8WeightsBlockedProgram,
   blockedRowBlockWords, int8PipelinedLayout, int8PipelinedWorkgroupBytes} from '../src/kernels/webgpu/experts_int8_tc_pipelined_webgpu';
-import {ExpertsInt8StagedEpilogueProgram, ExpertsInt8StagedGemmProgram, INT8_STAGED_LAYOUT_SUBGROUPS,
+import {ExpertsInt8StagedActQuantProgram, ExpertsInt8StagedEpilogueProgram, ExpertsInt8StagedGemmProgram,
+  INT8_STAGED_LAYOUT_SUBGROUPS,
   int8StagedResultColumns, Int8StagedResults, int8StagedWorkgroupBytes} from '../src/kernels/webgpu/experts_int8_tc_staged_webgpu';
 import {emulateI8SubgroupMatrices} from './helpers/i8_subgroup_matrix_emulation';
 import {webgpuCapabilities} from '../src/kernels/webgpu/capabilities';
@@ -366,7 +367,7 @@ describe('int8 prefill GEMM choice', () => {
 
   it('pads experts to each kernel\'s rows per tile, and declares the workgroup memory it is chosen by', () => {
     expect(INT8_GEMM_KERNELS.map(int8GemmBlockRows)).to.deep.equal([64, 32, 128, 64, 32, 64, 64, 32, 96, 64, 96, 64, 64, 64,
-      64, 128, 128, 128]);
+      64, 128, 128, 128, 128]);
     expect(INT8_GEMM_KERNELS.filter(int8PrefetchesBlocks)).to.deep.equal(['tensor-core-i8-pipelined-64',
       'tensor-core-i8-pipelined-32', 'tensor-core-i8-pipelined-64x256']);
     expect(INT8_GEMM_KERNELS.filter(int8LoadsBlockPointers)).to.deep.equal(['tensor-core-i8-plain-64',
@@ -384,7 +385,7 @@ describe('int8 prefill GEMM choice', () => {
     const cfg: ExpertsInt8Config = {stage: 'w2', hiddenSize: 4096, intermediateSize: 14336, topK: 2, numLocalExperts: 8,
       globalNumExperts: 8, hasExpertMap: false, activation: 'silu', applyRouterWeightOnInput: false, hasBias: true};
     expect(INT8_GEMM_KERNELS.map(int8GemmWorkgroupBytes)).to.deep.equal([4884, 4500, 37392, 32016, INT8_TC_WORKGROUP_BYTES, 0,
-      4884, 4500, 5268, 8980, 9364, 17172, 17172, 17172, 4884, 26132, 26132, 34324]);
+      4884, 4500, 5268, 8980, 9364, 17172, 17172, 17172, 4884, 26132, 26132, 34324, 26132]);
     // The staged kernel: two buffers of 8 row blocks × 2 k blocks (vec4<u32>), four subgroups' 2 staged results (two
     // buffers of them: 8 KiB more), the row scales, w2's pairs and weights; straight results: only the k blocks.
     expect(['epilogue', 'epilogue-two-buffers', 'straight'].map((r) => int8StagedWorkgroupBytes(r as Int8StagedResults)))
@@ -675,6 +676,11 @@ describeBackends('fusedExperts int8 w8a8 against the cpu reference, bit for bit'
         kernel: 'tensor-core-i8-staged-128-epilogue-pass', activation: 'swigluoai', bias: true, onInput: false, tokens: 300},
       {name: 'x staged, results stored straight, epilogue pass, silu, router weight on the input',
         kernel: 'tensor-core-i8-staged-128-epilogue-pass', activation: 'silu', bias: false, onInput: true, tokens: 400},
+      // w13's epilogue in the activation quantizer (run as two shards, of 1 and 2 experts), w2's as a pass.
+      {name: 'x staged, w13\'s epilogue in the quantizer, swigluoai, biases',
+        kernel: 'tensor-core-i8-staged-128-quant-pass', activation: 'swigluoai', bias: true, onInput: false, tokens: 300},
+      {name: 'x staged, w13\'s epilogue in the quantizer, silu, router weight on the input',
+        kernel: 'tensor-core-i8-staged-128-quant-pass', activation: 'silu', bias: false, onInput: true, tokens: 400},
     ];
     for (const tc of pipelinedCases) {
       it(`runs the pipelined GEMM's WGSL with emulated subgroup matrices, bit-equal to dot4: ${tc.name}`, async () => {
@@ -684,7 +690,8 @@ describeBackends('fusedExperts int8 w8a8 against the cpu reference, bit for bit'
         const BM = int8GemmBlockRows(tc.kernel);
         const rows = maxPaddedRows(P, E, BM);
         const rowBlocks = Math.ceil(rows / 16);
-        const pass = tc.kernel === 'tensor-core-i8-staged-128-epilogue-pass';
+        const quantPass = tc.kernel === 'tensor-core-i8-staged-128-quant-pass';
+        const pass = quantPass || tc.kernel === 'tensor-core-i8-staged-128-epilogue-pass';
         const staged = pass || tc.kernel === 'tensor-core-i8-staged-128' || tc.kernel === 'tensor-core-i8-staged-128-two-buffers';
         const WN = staged ? INT8_STAGED_LAYOUT_SUBGROUPS : int8SubgroupsN(tc.kernel);
         const layout = int8PipelinedLayout(H, I, WN);
@@ -715,20 +722,40 @@ describeBackends('fusedExperts int8 w8a8 against the cpu reference, bit for bit'
           new ExpertsInt8PipelinedGemmProgram(c, shape, tiles, BM, layout, prefetch, blockPointers, WN,
             int8StaggersK(tc.kernel), int8GroupedRowTiles(tc.kernel)));
         // One stage: the GEMM with its epilogue, or (pass) the GEMM's i32 results and the epilogue pass over them.
+        // quantPass: w13's results also to ExpertsInt8StagedActQuantProgram, per shard (experts [0, 1) and [1, 3):
+        // their scales and biases sliced, the shard's first expert as the uniform) into one output.
+        let aqFused: tf.TensorInfo | null = null;
         const stage = (c: ExpertsInt8Config, shape: number[], xb: tf.TensorInfo, head: tf.TensorInfo[], w: tf.TensorInfo[]) => {
           if (!pass) return run(gemm(c, shape), [xb, align, ...head, ...w], shape, 'float32');
           const columns = int8StagedResultColumns(c.stage, layout);
           const results = run(emulated(new ExpertsInt8StagedGemmProgram(c, [rows, columns], tiles, layout, 'straight')),
               [xb, align, w[0]], [rows, columns], 'int32');
+          if (quantPass && c.stage === 'w13') {
+            aqFused = wb.makeTensorInfo([rows, I / 4 + 4], 'int32');
+            temps.push(aqFused);
+            for (const [first, n] of [[0, 1], [1, E - 1]]) {
+              const parts = w.slice(1).map((t) => tf.slice(t as tf.Tensor, first, n));   // the test's scales and biases
+              wb.runWebGPUProgram(new ExpertsInt8StagedActQuantProgram(c, rows, layout), [results, xb, align, ...parts],
+                'int32', [{type: 'int32', data: [first]}], aqFused);
+              tf.dispose(parts);
+            }
+          }
           return run(new ExpertsInt8StagedEpilogueProgram(c, shape, tiles, layout), [results, xb, align, ...head, ...w.slice(1)],
               shape, 'float32');
         };
         const actTc = stage(c13, [rows, I], blocked(xq, 'gather', H, layout.Hp), [], blockedWeights(w13, 'w13'));
-        const aq = run(new ExpertsInt8QuantProgram(rows, I, false), [actTc], [rows, I / 4 + 4], 'int32');
+        const aqSeparate = run(new ExpertsInt8QuantProgram(rows, I, false), [actTc], [rows, I / 4 + 4], 'int32');
+        const aq = aqFused ?? aqSeparate;
         const yTc = stage(c2, [P, H], blocked(aq, 'rows', I, layout.Ip), tc.onInput ? [] : [tw], blockedWeights(w2, 'w2'));
-        const [alignHost, align4, a4, aT, y4, yT] = await Promise.all([align, dot4.align, dot4.act, actTc, dot4.y, yTc]
-          .map(read));
+        const [alignHost, align4, a4, aT, y4, yT, aqS, aqF] = await Promise.all([align, dot4.align, dot4.act, actTc,
+          dot4.y, yTc, aqSeparate, ...(aqFused ? [aqFused] : [])].map(read));
         expect((await device.popErrorScope())?.message ?? '').to.equal('');
+        if (aqF) {
+          // Quantized act rows: the fused program's equal the pass's act quantized, word for word, in every segment.
+          let d = 0;
+          for (let i = 0; i < alignHost[E] * (I / 4 + 4); i++) if (aqF[i] !== aqS[i]) d++;
+          expect(d, `${d} of the quantized act words differ`).to.equal(0);
+        }
         expect(alignHost[E] / BM, 'more than one row tile per expert').to.be.greaterThan(E);
         const {pairs, diff} = actDiffsByPair(alignHost, aT, align4, a4, E, I);
         expect(pairs).to.equal(P);

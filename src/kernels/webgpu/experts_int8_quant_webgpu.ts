@@ -70,7 +70,7 @@ export class ExpertsInt8QuantProgram implements WebGPUProgram {
   variableNames: string[];
   variableComponents: number[];
   workgroupSize: [number, number, number];
-  private readonly K: number;
+  protected readonly K: number;
   private readonly weighted: boolean;
 
   /** Inputs: x [rows, K] f32 (K a multiple of 4, read as vec4), topkWeights [rows, 1] when `weighted`. */
@@ -85,14 +85,31 @@ export class ExpertsInt8QuantProgram implements WebGPUProgram {
     this.shaderKey = `moeExpertsInt8Quant_${K}_${weighted}`;
   }
 
+  /** Module-scope WGSL the row's values need. */
+  protected valueDecls(): string {
+    return '';
+  }
+
+  /** The start of quantizeRow(row): what value() reads (it may `return`, workgroup-uniformly, to skip the row). */
+  protected rowSetup(): string {
+    return `let base = row * ${this.K / 4}u;
+        ${this.weighted ? 'let w = topkWeights[row];' : ''}`;
+  }
+
+  /** vec4 `i` (a u32 expression) of the row's values. */
+  protected value(i: string): string {
+    return this.weighted ? `(x[base + ${i}] * w)` : `x[base + ${i}]`;
+  }
+
   getUserCode(): string {
     const KW = this.K / 4;
     const S = int8RowWords(this.K);
     const THREADS = this.workgroupSize[0];
     const chunks = Math.ceil(KW / THREADS);
-    const load = (i: string) => this.weighted ? `(x[base + ${i}] * w)` : `x[base + ${i}]`;
+    const load = (i: string) => this.value(i);
     return `
       ${DIV_RN_WGSL}
+      ${this.valueDecls()}
       var<workgroup> red : array<u32, ${THREADS}>;
       var<workgroup> wgRow : u32;
 
@@ -126,8 +143,7 @@ export class ExpertsInt8QuantProgram implements WebGPUProgram {
       }
 
       fn quantizeRow(row : u32) {
-        let base = row * ${KW}u;
-        ${this.weighted ? 'let w = topkWeights[row];' : ''}
+        ${this.rowSetup()}
         // The row's vec4 localIndex + ${THREADS}·j in vj (straight-line code: registers, not an indexed array).
         var m = 0u;
         ${Array.from({length: chunks}, (_, j) => {

@@ -14,7 +14,7 @@ import type {ExpertProjectionShard} from '../../kernel_names';
 import {ExpertsAlignProgram, alignLanes, maxPaddedRows} from './experts_align_webgpu';
 import {ExpertsCombineProgram} from './experts_combine_webgpu';
 import type {ExpertsStage} from './experts_gemv_webgpu';
-import {ExpertsInt8QuantProgram} from './experts_int8_quant_webgpu';
+import {ExpertsInt8QuantProgram, int8RowWords} from './experts_int8_quant_webgpu';
 import {ExpertsInt8Config, ExpertsW13Int8GemmProgram, ExpertsW13Int8GemvProgram, ExpertsW2Int8GemmProgram,
   ExpertsW2Int8GemvProgram, INT8_GEMM_BLOCK_ROWS,
   unsupportedInt8Shapes} from './experts_int8_webgpu';
@@ -24,9 +24,9 @@ import {ExpertsW13Int8TensorCoreSharedGemmProgram, ExpertsW2Int8TensorCoreShared
   int8SharedTileBytes} from './experts_int8_tc_shared_webgpu';
 import {ExpertsInt8BlockedRowsProgram, ExpertsInt8WeightsBlockedProgram, ExpertsW13Int8PipelinedGemmProgram,
   ExpertsW2Int8PipelinedGemmProgram, int8PipelinedLayout, int8PipelinedWorkgroupBytes} from './experts_int8_tc_pipelined_webgpu';
-import {ExpertsW13Int8StagedEpilogueProgram, ExpertsW13Int8StagedGemmProgram, ExpertsW2Int8StagedEpilogueProgram,
-  ExpertsW2Int8StagedGemmProgram, INT8_STAGED_LAYOUT_SUBGROUPS, INT8_STAGED_TILE, int8StagedResultColumns,
-  Int8StagedResults, int8StagedWorkgroupBytes} from './experts_int8_tc_staged_webgpu';
+import {ExpertsInt8StagedActQuantProgram, ExpertsW13Int8StagedEpilogueProgram, ExpertsW13Int8StagedGemmProgram,
+  ExpertsW2Int8StagedEpilogueProgram, ExpertsW2Int8StagedGemmProgram, INT8_STAGED_LAYOUT_SUBGROUPS, INT8_STAGED_TILE,
+  int8StagedResultColumns, Int8StagedResults, int8StagedWorkgroupBytes} from './experts_int8_tc_staged_webgpu';
 import {WebGPUCapabilities, webgpuCapabilities} from './capabilities';
 import {tensorCoreWeightCopy} from './tensor_core_weights';
 
@@ -87,6 +87,10 @@ import {tensorCoreWeightCopy} from './tensor_core_weights';
  *                    the in-kernel epilogue with its 16-row blocks staged in two buffers taken in turn: one barrier
  *                    of the four subgroups a block, not two (8 KiB more workgroup memory). Selectable only, not yet
  *                    timed;
+ *   'tensor-core-i8-staged-128-quant-pass'
+ *                    'tensor-core-i8-staged-128-epilogue-pass' with w13's pass fused into the activation quantizer
+ *                    (ExpertsInt8StagedActQuantProgram: the f32 act rows never stored, 0.94 GB less traffic at
+ *                    Mixtral M = 4096). Selectable only, not yet timed;
  *   'tensor-core-i8-shared-128', 'tensor-core-i8-shared-64'
  *                    experts_int8_tc_shared_webgpu.ts: i8×i8→i32 subgroup matrices, four subgroups per workgroup
  *                    sharing 128- or 64-row × 128-column i8 tiles in workgroup memory (the f16 'shared' layout);
@@ -114,13 +118,14 @@ export type Int8GemmKernel = 'tensor-core-i8-pipelined-64' | 'tensor-core-i8-pip
   'tensor-core-i8-plain-64' | 'tensor-core-i8-plain-32' | 'tensor-core-i8-plain-96' | 'tensor-core-i8-plain-64x128' |
   'tensor-core-i8-plain-96x128' | 'tensor-core-i8-plain-64x256' | 'tensor-core-i8-staggered-64x256' |
   'tensor-core-i8-pipelined-64x256' | 'tensor-core-i8-grouped-64' | 'tensor-core-i8-staged-128' |
-  'tensor-core-i8-staged-128-epilogue-pass' | 'tensor-core-i8-staged-128-two-buffers';
+  'tensor-core-i8-staged-128-epilogue-pass' | 'tensor-core-i8-staged-128-two-buffers' |
+  'tensor-core-i8-staged-128-quant-pass';
 export const INT8_GEMM_KERNELS: Int8GemmKernel[] = ['tensor-core-i8-pipelined-64', 'tensor-core-i8-pipelined-32',
   'tensor-core-i8-shared-128', 'tensor-core-i8-shared-64', 'tensor-core-i8', 'dot4-i8', 'tensor-core-i8-plain-64',
   'tensor-core-i8-plain-32', 'tensor-core-i8-plain-96', 'tensor-core-i8-plain-64x128', 'tensor-core-i8-plain-96x128',
   'tensor-core-i8-plain-64x256', 'tensor-core-i8-staggered-64x256', 'tensor-core-i8-pipelined-64x256',
   'tensor-core-i8-grouped-64', 'tensor-core-i8-staged-128', 'tensor-core-i8-staged-128-epilogue-pass',
-  'tensor-core-i8-staged-128-two-buffers'];
+  'tensor-core-i8-staged-128-two-buffers', 'tensor-core-i8-staged-128-quant-pass'];
 
 /**
  * The kernels of experts_int8_tc_pipelined_webgpu.ts (both operands in blocks read from storage): rows per tile,
@@ -153,6 +158,7 @@ const STAGED_KERNELS: Partial<Record<Int8GemmKernel, Int8StagedResults>> = {
   'tensor-core-i8-staged-128': 'epilogue',
   'tensor-core-i8-staged-128-two-buffers': 'epilogue-two-buffers',
   'tensor-core-i8-staged-128-epilogue-pass': 'straight',
+  'tensor-core-i8-staged-128-quant-pass': 'straight',
 };
 const isStaged = (k: Int8GemmKernel) => STAGED_KERNELS[k] != null;
 /** The kernels that read blocked rows and the weights' blocked copy (experts_int8_tc_pipelined_webgpu.ts's). */
@@ -374,19 +380,30 @@ export function runInt8Experts(c: Int8ExpertsCall): TensorInfo {
     const resultBytes = (stage: ExpertsStage) => rows * int8StagedResultColumns(stage, layout) * 4;
     const pass = STAGED_KERNELS[gemm] === 'straight' &&
       Math.max(resultBytes('w13'), resultBytes('w2')) <= webgpuCapabilities(backend).maxStorageBufferBindingSize;
-    const epiloguePass = (stage: ExpertsStage, input: TensorInfo, out: TensorInfo, head: TensorInfo[]) => {
+    const straightResults = (stage: ExpertsStage, input: TensorInfo) => {
       const results = c.temp(issuer.makeTensorInfo([rows, int8StagedResultColumns(stage, layout)], 'int32'));
       const Gemm = stage === 'w13' ? ExpertsW13Int8StagedGemmProgram : ExpertsW2Int8StagedGemmProgram;
+      perShard(stage, results, (s, n) => [new Gemm(stage === 'w13' ? w13 : w2, results.shape, tiles(n), layout,
+        'straight'), [input, align]], (s, st) => blockedWeights(s, st).slice(0, 1));
+      return results;
+    };
+    const scalesOf = (s: ExpertProjectionShard) => [s.scales!, ...(s.bias ? [s.bias] : [])];
+    const epiloguePass = (stage: ExpertsStage, input: TensorInfo, out: TensorInfo, head: TensorInfo[]) => {
+      const results = straightResults(stage, input);
       const Epilogue = stage === 'w13' ? ExpertsW13Int8StagedEpilogueProgram : ExpertsW2Int8StagedEpilogueProgram;
-      const cfg = stage === 'w13' ? w13 : w2;
-      perShard(stage, results, (s, n) => [new Gemm(cfg, results.shape, tiles(n), layout, 'straight'), [input, align]],
-          (s, st) => blockedWeights(s, st).slice(0, 1));
-      perShard(stage, out, (s, n) => [new Epilogue(cfg, out.shape, tiles(n), layout), [results, input, align, ...head]],
-          (s) => [s.scales!, ...(s.bias ? [s.bias] : [])]);
+      perShard(stage, out, (s, n) => [new Epilogue(stage === 'w13' ? w13 : w2, out.shape, tiles(n), layout),
+        [results, input, align, ...head]], scalesOf);
     };
     // The staged GEMM with its epilogue in the kernel (the epilogue-pass kernel where its results would not fit).
     const inKernel = STAGED_KERNELS[gemm] === 'straight' ? 'epilogue' : STAGED_KERNELS[gemm];
-    if (pass) {
+    // 'quant-pass': w13's epilogue in the activation quantizer, the act rows never stored.
+    const quantPass = pass && gemm === 'tensor-core-i8-staged-128-quant-pass';
+    let aq: TensorInfo | null = null;
+    if (quantPass) {
+      const results = straightResults('w13', xb);
+      aq = c.temp(issuer.makeTensorInfo([rows, int8RowWords(I)], 'int32'));
+      perShard('w13', aq, () => [new ExpertsInt8StagedActQuantProgram(w13, rows, layout), [results, xb, align]], scalesOf);
+    } else if (pass) {
       epiloguePass('w13', xb, act, []);
     } else {
       perShard('w13', act, (s, n) => [staged ? new ExpertsW13Int8StagedGemmProgram(w13, [rows, I], tiles(n), layout,
@@ -395,7 +412,7 @@ export function runInt8Experts(c: Int8ExpertsCall): TensorInfo {
           subgroupsN, int8StaggersK(gemm), int8GroupedRowTiles(gemm)),
         [xb, align]], blockedWeights);
     }
-    const ab = blockedRows(quantize(act, false), 'w2');
+    const ab = blockedRows(aq ?? quantize(act, false), 'w2');
     y = c.temp(issuer.makeTensorInfo([P, H], 'float32'));
     if (pass) {
       epiloguePass('w2', ab, y, weightsFor('w2'));

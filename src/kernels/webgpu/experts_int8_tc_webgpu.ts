@@ -50,16 +50,22 @@ export function int8TensorCoreConfig(configs: SubgroupMatrixConfig[]): SubgroupM
  * on the output). `at` reads element i of the staged block (result i / 256, row i % 256 / 16, column i % 16): the
  * workgroup array `staged` unless given (the epilogue pass reads the GEMM's i32 results from storage).
  */
+/**
+ * An i32 accumulator as the f32 output value: ExpertsInt8GemmProgram's expression (row scale `xs`, the column's
+ * weight scale, its bias), which every int8 epilogue shares so that they agree bit for bit.
+ */
+export function int8Dequantized(hasBias: boolean, acc: string, scale: string, bias: string): string {
+  const v = `(f32(${acc}) * xs * ${scale})`;
+  return hasBias ? `(${v} + ${bias})` : v;
+}
+
 export function int8Epilogue(c: ExpertsInt8Config, base = '0u', narrow = false,
     at: (i: string) => string = (i) => `staged[${i}]`): {columns: string; block: string} {
   const w13 = c.stage === 'w13';
   const I = c.intermediateSize, H = c.hiddenSize;
   const gu = gateUpRows(c.activation, I);
   const usesWeights = !w13 && !c.applyRouterWeightOnInput;
-  const scaled = (acc: string, col: string) => {
-    const v = `(f32(${acc}) * xs * colScale${col})`;
-    return c.hasBias ? `(${v} + colBias${col})` : v;
-  };
+  const scaled = (acc: string, col: string) => int8Dequantized(c.hasBias, acc, `colScale${col}`, `colBias${col}`);
   const columns = w13 ? `
         let iLane = n0 + i32(lane${narrow ? ' % 16u' : ''});
         let gateRow = u32(e * ${2 * I} + ${gu.gate(`min(iLane, ${I - 1})`)});
