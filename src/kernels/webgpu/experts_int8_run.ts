@@ -89,7 +89,7 @@ import {tensorCoreWeightCopy} from './tensor_core_weights';
  *                    timed;
  *   'tensor-core-i8-staged-128-quant-pass'
  *                    'tensor-core-i8-staged-128-epilogue-pass' with w13's pass fused into the activation quantizer
- *                    (ExpertsInt8StagedActQuantProgram: the f32 act rows never stored, 0.94 GB less traffic at
+ *                    (ExpertsInt8StagedActQuantProgram: the f32 act rows never stored: 0.53 GB written and read back less at
  *                    Mixtral M = 4096). Selectable only, not yet timed;
  *   'tensor-core-i8-shared-128', 'tensor-core-i8-shared-64'
  *                    experts_int8_tc_shared_webgpu.ts: i8×i8→i32 subgroup matrices, four subgroups per workgroup

@@ -321,8 +321,8 @@ export class ExpertsW2Int8StagedEpilogueProgram extends ExpertsInt8StagedEpilogu
 /**
  * The staged w13 GEMM's epilogue (its straight i32 results, int8StagedResultColumns' layout) fused into the
  * activation quantizer: each row's act values, int8Epilogue's expressions computed in registers, quantized as
- * ExpertsInt8QuantProgram does, so that the f32 act rows never go through memory (at Mixtral M = 4096 about
- * 0.94 GB less) and the quantized rows equal the epilogue pass's, and dot4's, bit for bit. One dispatch per
+ * ExpertsInt8QuantProgram does, so that the f32 act rows never go through memory (at Mixtral M = 4096 0.53 GB
+ * written and read back) and the quantized rows equal the epilogue pass's, and dot4's, bit for bit. One dispatch per
  * shard (its scales and biases) over every row, each workgroup taking the rows of the shard's experts.
  * Inputs: results, xb (the GEMM's, for the row scales), align, scales, bias?; output as ExpertsInt8QuantProgram's.
  */
