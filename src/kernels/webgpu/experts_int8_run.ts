@@ -89,8 +89,8 @@ import {tensorCoreWeightCopy} from './tensor_core_weights';
  *                    timed;
  *   'tensor-core-i8-staged-128-quant-pass'
  *                    'tensor-core-i8-staged-128-epilogue-pass' with w13's pass fused into the activation quantizer
- *                    (ExpertsInt8StagedActQuantProgram: the f32 act rows never stored: 0.53 GB written and read back less at
- *                    Mixtral M = 4096). Selectable only, not yet timed;
+ *                    (ExpertsInt8StagedActQuantProgram: the f32 act rows, 0.53 GB at Mixtral M = 4096, neither
+ *                    written nor read back). Selectable only, not yet timed;
  *   'tensor-core-i8-shared-128', 'tensor-core-i8-shared-64'
  *                    experts_int8_tc_shared_webgpu.ts: i8×i8→i32 subgroup matrices, four subgroups per workgroup
  *                    sharing 128- or 64-row × 128-column i8 tiles in workgroup memory (the f16 'shared' layout);
