@@ -206,7 +206,8 @@ async function realShape(s: MoEShape, Ms: number[]): Promise<boolean> {
     const outputs = new Map<Int8GemmKernel, Float32Array>();
     setInt8GemmKernel(null);
     const line: Record<string, unknown> = {check: 'int8', shape: s.name, M, sampled_rows: rows,
-      auto: chooseInt8GemmKernel(tf.backend() as WebGPUBackend, M * s.k / Math.min(s.E, M * s.k))};
+      auto: chooseInt8GemmKernel(tf.backend() as WebGPUBackend, {pairs: M * s.k, experts: s.E, hiddenSize: s.H,
+        intermediateSize: s.I})};
     for (const gemm of gemmKernels()) {
       setInt8GemmKernel(gemm);
       const call = () => fusedExperts(x, stack.w13, stack.w2, tw, ti, {useInt8W8A8: true});

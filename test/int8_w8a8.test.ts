@@ -18,7 +18,8 @@ import {QuantizedExpertWeights} from '../src/quant/expert_weights';
 import {fusedExpertsInt8Impl, quantizeRowInt8} from '../src/kernels/cpu/int8_w8a8_impl';
 import {ExpertsPath, setFusedExpertsPath} from '../src/kernels/webgpu/FusedExperts';
 import {ExpertsInt8QuantProgram} from '../src/kernels/webgpu/experts_int8_quant_webgpu';
-import {INT8_GEMM_KERNELS, Int8GemmDevice, Int8GemmKernel, chooseInt8GemmKernel, int8GemmBlockRows, int8GemmChoice,
+import {INT8_GEMM_KERNELS, INT8_QUANT_PASS_MIN_INTERMEDIATE, Int8GemmDevice, Int8GemmKernel, Int8GemmProblem,
+  int8StagedResultsBytes, chooseInt8GemmKernel, int8GemmBlockRows, int8GemmChoice,
   int8GemmWorkgroupBytes, int8LoadsBlockPointers, int8PrefetchesBlocks, int8StaggersK, int8SubgroupsN, int8GroupedRowTiles, setInt8GemmKernel} from '../src/kernels/webgpu/experts_int8_run';
 import {ExpertsInt8TensorCoreGemmProgram, INT8_TC_WORKGROUP_BYTES, int8TensorCoreConfig}
   from '../src/kernels/webgpu/experts_int8_tc_webgpu';
@@ -308,10 +309,16 @@ function actDiffsByPair(alignA: ArrayLike<number>, actA: ArrayLike<number>, alig
   return {pairs, diff};
 }
 
-/** The H200's answer (2026-12-03): i8 and f16 configs, subgroups of 32, 48 KiB of workgroup memory. */
+/** The H200's answer (2026-12-03): i8 and f16 configs, subgroups of 32, 48 KiB of workgroup memory, 2 GiB bindings. */
 const H200: Int8GemmDevice = {subgroups: true, reason: '', subgroupSize: 32, maxComputeWorkgroupStorageSize: 49152,
+  maxStorageBufferBindingSize: 2147483644,
   subgroupMatrixConfigs: [{componentType: 'f16', resultComponentType: 'f32', M: 16, N: 16, K: 16},
     {componentType: 'i8', resultComponentType: 'i32', M: 16, N: 16, K: 32}]};
+
+/** Qwen3-30B-A3B's experts (128, H 2048, I 768) with `rows` pairs an expert: I below the quant pass's threshold. */
+const qwen3 = (rows: number): Int8GemmProblem => ({pairs: 128 * rows, experts: 128, hiddenSize: 2048, intermediateSize: 768});
+/** Mixtral's (8, H 4096, I 14336). */
+const mixtral = (rows: number): Int8GemmProblem => ({pairs: 8 * rows, experts: 8, hiddenSize: 4096, intermediateSize: 14336});
 
 describe('int8 prefill GEMM choice', () => {
   afterEach(() => setInt8GemmKernel(null));
@@ -320,7 +327,7 @@ describe('int8 prefill GEMM choice', () => {
     for (const [rows, kernel] of [[undefined, 'tensor-core-i8-plain-64'], [8, 'tensor-core-i8-plain-32'],
       [63, 'tensor-core-i8-plain-32'], [64, 'tensor-core-i8-plain-64'], [1024, 'tensor-core-i8-plain-64']] as
       Array<[number | undefined, Int8GemmKernel]>) {
-      const c = int8GemmChoice(H200, rows);
+      const c = int8GemmChoice(H200, rows == null ? undefined : qwen3(rows));
       expect(c.kernel, `rows per expert ${rows}`).to.equal(kernel);
       expect(c.reason).to.match(kernel === 'tensor-core-i8-plain-32' ?
         /through block pointers right before their multiplies, 32 rows × 64 columns .* fewer than 64 rows\)$/ :
@@ -328,8 +335,30 @@ describe('int8 prefill GEMM choice', () => {
     }
   });
 
+  it('takes the staged GEMM with w13\'s epilogue in the quantizer where I ≥ 4096 and experts average ≥ 64 rows', () => {
+    expect(INT8_QUANT_PASS_MIN_INTERMEDIATE).to.equal(4096);
+    const quantPass = /128 rows of x staged .* w13's epilogue in the activation quantizer and w2's as a pass \(I ≥ 4096, experts average 64 rows or more\)$/;
+    for (const rows of [64, 1024]) {
+      const c = int8GemmChoice(H200, mixtral(rows));
+      expect(c.kernel, `Mixtral, ${rows} rows an expert`).to.equal('tensor-core-i8-staged-128-quant-pass');
+      expect(c.reason).to.match(quantPass);
+    }
+    expect(int8GemmChoice(H200, mixtral(63)).kernel).to.equal('tensor-core-i8-plain-32');
+    // I at the threshold and one below it (H 4096, 8 experts, 1024 rows each).
+    const at = (I: number) => int8GemmChoice(H200, {...mixtral(1024), intermediateSize: I}).kernel;
+    expect([at(4096), at(4092)]).to.deep.equal(['tensor-core-i8-staged-128-quant-pass', 'tensor-core-i8-plain-64']);
+    // w13's results, [pairs + 8 · 127 rows, 2 × 14336] i32 (1.06 GB at 8 · 1024 pairs); 2 GiB holds 18724 rows.
+    expect(int8StagedResultsBytes(mixtral(1024))).to.equal(4 * (8192 + 8 * 127) * 28672);
+    expect(int8GemmChoice(H200, mixtral(2213)).kernel).to.equal('tensor-core-i8-staged-128-quant-pass');
+    expect(int8StagedResultsBytes(mixtral(2214))).to.be.greaterThan(H200.maxStorageBufferBindingSize);
+    expect(int8GemmChoice(H200, mixtral(2214)).kernel, 'results past a binding').to.equal('tensor-core-i8-plain-64');
+    expect(int8GemmChoice({...H200, maxComputeWorkgroupStorageSize: 26131}, mixtral(1024)).kernel)
+      .to.equal('tensor-core-i8-plain-64');
+  });
+
   it('falls back to dot4 where the chosen kernel does not fit the workgroup memory, saying why', () => {
-    const at = (bytes: number, rows: number) => int8GemmChoice({...H200, maxComputeWorkgroupStorageSize: bytes}, rows);
+    const at = (bytes: number, rows: number) => int8GemmChoice({...H200, maxComputeWorkgroupStorageSize: bytes},
+      qwen3(rows));
     expect(int8SharedTileBytes(128)).to.equal(37392);
     expect(int8SharedTileBytes(64)).to.equal(32016);
     expect(int8PipelinedWorkgroupBytes(64)).to.equal(4884);
@@ -352,15 +381,15 @@ describe('int8 prefill GEMM choice', () => {
 
   it('runs a forced kernel (the old one-subgroup kernel included), refusing one the device cannot run', () => {
     for (const k of INT8_GEMM_KERNELS) {
-      expect(int8GemmChoice(H200, 16, k)).to.deep.equal({kernel: k, reason: 'forced by setInt8GemmKernel'});
+      expect(int8GemmChoice(H200, qwen3(16), k)).to.deep.equal({kernel: k, reason: 'forced by setInt8GemmKernel'});
     }
     setInt8GemmKernel('tensor-core-i8');
-    expect(int8GemmChoice(H200, 4096).kernel, 'the setter is the default').to.equal('tensor-core-i8');
-    expect(() => int8GemmChoice({...H200, maxComputeWorkgroupStorageSize: 32768}, 512, 'tensor-core-i8-shared-128'))
+    expect(int8GemmChoice(H200, mixtral(4096)).kernel, 'the setter is the default').to.equal('tensor-core-i8');
+    expect(() => int8GemmChoice({...H200, maxComputeWorkgroupStorageSize: 32768}, qwen3(512), 'tensor-core-i8-shared-128'))
       .to.throw(/cannot force the int8 GEMM: 'tensor-core-i8-shared-128' needs 37392 bytes .* allows 32768/);
-    expect(() => int8GemmChoice({...H200, subgroupSize: 0}, 512, 'tensor-core-i8-shared-64'))
+    expect(() => int8GemmChoice({...H200, subgroupSize: 0}, qwen3(512), 'tensor-core-i8-shared-64'))
       .to.throw(/cannot force the int8 tensor-core GEMM 'tensor-core-i8-shared-64': .* subgroups of 32/);
-    expect(int8GemmChoice({...H200, subgroupSize: 0}, 512, 'dot4-i8').kernel).to.equal('dot4-i8');
+    expect(int8GemmChoice({...H200, subgroupSize: 0}, qwen3(512), 'dot4-i8').kernel).to.equal('dot4-i8');
     expect(() => setInt8GemmKernel('fast' as Int8GemmKernel))
       .to.throw(/must be one of tensor-core-i8-pipelined-64, tensor-core-i8-pipelined-32, tensor-core-i8-shared-128/);
   });

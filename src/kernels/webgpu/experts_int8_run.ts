@@ -43,7 +43,8 @@ import {tensorCoreWeightCopy} from './tensor_core_weights';
  *                    loop on the plain-GEMM probe), operands read through block pointers (the int8 plain loop: 299
  *                    TOPS on that probe, the pipelined one 213) over a trip count the compiler knows (blockedLoop's
  *                    stepsPerTile: 197 → 256 TOPS at Mixtral M = 4096 on an H100); the default: 64 rows where
- *                    experts average INT8_BLOCKED_MIN_ROWS rows or more, 32 where they average fewer (see there);
+ *                    experts average INT8_BLOCKED_MIN_ROWS rows or more (and the quant-pass kernel below does not
+ *                    run), 32 where they average fewer (see there);
  *   'tensor-core-i8-plain-96'
  *                    the plain loop on 96-row tiles (6 × 4 results): 10 blocks loaded per 24 multiplies against 8
  *                    per 16, as the f16 'plain-96'; selectable only: 179 TOPS at Mixtral M = 4096 on an H100 against
@@ -76,21 +77,26 @@ import {tensorCoreWeightCopy} from './tensor_core_weights';
  *                    Mixtral M = 4096 13.13 ms against plain-64's 11.01 (w13 8.47 against 6.90), Qwen3 2.86
  *                    against 2.20, DeepSeek-V3 TP8 4.78 against 3.52. Neither the launch order nor 8 experts'
  *                    weights slow the probe's loop (tc_probe --round22); what the layer's kernel adds is its
- *                    epilogue (8 staged passes, 16 barriers of four subgroups). Selectable only;
+ *                    epilogue (8 staged passes, 16 barriers of four subgroups). Selectable only (its forms below
+ *                    that store the results straight win where I is large);
  *   'tensor-core-i8-staged-128-epilogue-pass'
  *                    the same GEMM storing its i32 results straight from the subgroups into an int32 tensor of
  *                    int8StagedResultColumns (the probe's stores: on an H200 the staged epilogue's passes cost the
  *                    probe 18%, 1.335 → 1.573 ms, f16 48%; tc_probe --round23), and the epilogue as its own pass
  *                    over them (ExpertsInt8StagedEpilogueProgram, int8Epilogue's expressions, bit-equal); where that
- *                    tensor would exceed a binding, the in-kernel epilogue. Selectable only, not yet timed;
+ *                    tensor would exceed a binding, the in-kernel epilogue. Selectable only: on an H100 (2026-12-07, GPU time,
+ *                    bit-equal; bench/results/2026-12-07-h100-int8-check-epilogue-pass.log) Mixtral M = 4096 9.87 ms
+ *                    against plain-64's 11.06, but behind the quant-pass form below everywhere;
  *   'tensor-core-i8-staged-128-two-buffers'
  *                    the in-kernel epilogue with its 16-row blocks staged in two buffers taken in turn: one barrier
- *                    of the four subgroups a block, not two (8 KiB more workgroup memory). Selectable only, not yet
- *                    timed;
+ *                    of the four subgroups a block, not two (8 KiB more workgroup memory). Selectable only: level with
+ *                    'tensor-core-i8-staged-128' everywhere (the same run: Mixtral M = 4096 13.10 ms against 13.10;
+ *                    the probe's form too, tc_probe --round24): the barriers are not what the staging costs;
  *   'tensor-core-i8-staged-128-quant-pass'
  *                    'tensor-core-i8-staged-128-epilogue-pass' with w13's pass fused into the activation quantizer
  *                    (ExpertsInt8StagedActQuantProgram: the f32 act rows, 0.53 GB at Mixtral M = 4096, neither
- *                    written nor read back). Selectable only, not yet timed;
+ *                    written nor read back); the default where INT8_QUANT_PASS_MIN_INTERMEDIATE says (the same run:
+ *                    Mixtral M = 4096 9.54 ms, 302 TOPS, against plain-64's 11.06; M = 256 1.36 against 1.56);
  *   'tensor-core-i8-shared-128', 'tensor-core-i8-shared-64'
  *                    experts_int8_tc_shared_webgpu.ts: i8×i8→i32 subgroup matrices, four subgroups per workgroup
  *                    sharing 128- or 64-row × 128-column i8 tiles in workgroup memory (the f16 'shared' layout);
@@ -252,7 +258,37 @@ export function hasDot4I8Packed(): boolean {
 
 /** What int8GemmChoice needs to know of the device (webgpuCapabilities' answer). */
 export type Int8GemmDevice = Pick<WebGPUCapabilities, 'subgroups' | 'reason' | 'subgroupMatrixConfigs' |
-  'subgroupSize' | 'maxComputeWorkgroupStorageSize'>;
+  'subgroupSize' | 'maxComputeWorkgroupStorageSize' | 'maxStorageBufferBindingSize'>;
+
+/** What int8GemmChoice needs to know of the problem: pairs (tokens × top-k), local experts, H and I. */
+export interface Int8GemmProblem {
+  pairs: number;
+  experts: number;
+  hiddenSize: number;
+  intermediateSize: number;
+}
+
+/**
+ * The staged epilogue-pass kernels' largest i32 results tensor (w13's or w2's, every row padded to 128), in bytes:
+ * where it exceeds a binding they cannot store their results straight.
+ */
+export function int8StagedResultsBytes(p: Int8GemmProblem): number {
+  const rows = maxPaddedRows(p.pairs, p.experts, INT8_STAGED_TILE.rows);
+  const layout = int8PipelinedLayout(p.hiddenSize, p.intermediateSize, INT8_STAGED_LAYOUT_SUBGROUPS);
+  return 4 * rows * Math.max(int8StagedResultColumns('w13', layout), int8StagedResultColumns('w2', layout));
+}
+
+/**
+ * The staged GEMM with w13's epilogue in the quantizer ('tensor-core-i8-staged-128-quant-pass') is the default
+ * where experts average INT8_BLOCKED_MIN_ROWS rows or more and I is at least this. Its w2 epilogue pass reads and
+ * writes rows × H values whatever I, and the staged GEMM's lead over the plain loop grows with I: on an H100
+ * (2026-12-07, GPU time, bit-equal to the cpu reference; bench/results/2026-12-07-h100-int8-check-epilogue-pass.log)
+ * Mixtral (I = 14336) M = 4096 9.54 ms against plain-64's 11.06, M = 256 1.36 against 1.56 (w2: 2.70 + a 0.12 ms
+ * pass against 3.68), but Qwen3 (768) M = 4096 2.28 against 2.21 (w2: 0.61 + 0.25 against 0.78) and DeepSeek-V3 TP8
+ * (256) 4.07 against 3.49 (w2: 1.32 + 0.80 against 1.49). Scaling Mixtral's w2 by I puts the break-even near
+ * I = 1800; 4096 leaves room for the card and the H between.
+ */
+export const INT8_QUANT_PASS_MIN_INTERMEDIATE = 4096;
 
 export interface Int8GemmChoice {
   kernel: Int8GemmKernel;
@@ -261,11 +297,13 @@ export interface Int8GemmChoice {
 
 /**
  * The int8 prefill GEMM, and why (vLLM oracle style): where the adapter lists i8×i8→i32 16×16×32 subgroup
- * matrices and subgroups are 32 wide, 'tensor-core-i8-plain-64', or 'tensor-core-i8-plain-32' where experts average
- * fewer than INT8_BLOCKED_MIN_ROWS rows, where its workgroup memory fits; else dot4I8Packed. `rowsPerExpert`:
- * pairs per used expert, when known. Pure: the plan tests call it with the H200's capabilities.
+ * matrices and subgroups are 32 wide, 'tensor-core-i8-staged-128-quant-pass' where experts average
+ * INT8_BLOCKED_MIN_ROWS rows or more, I is at least INT8_QUANT_PASS_MIN_INTERMEDIATE and its results fit a binding;
+ * else 'tensor-core-i8-plain-64', or 'tensor-core-i8-plain-32' where experts average fewer rows, where its workgroup
+ * memory fits; else dot4I8Packed. `problem`: the call's sizes, when known. Pure: the plan tests call it with the
+ * H200's capabilities.
  */
-export function int8GemmChoice(caps: Int8GemmDevice, rowsPerExpert?: number,
+export function int8GemmChoice(caps: Int8GemmDevice, problem?: Int8GemmProblem,
     forced: Int8GemmKernel | null = forcedInt8Gemm): Int8GemmChoice {
   const config = int8TensorCoreConfig(caps.subgroupMatrixConfigs);
   const limit = caps.maxComputeWorkgroupStorageSize;
@@ -283,7 +321,16 @@ export function int8GemmChoice(caps: Int8GemmDevice, rowsPerExpert?: number,
   if (forced) return {kernel: forced, reason: 'forced by setInt8GemmKernel'};
   if (whyNot) return {kernel: 'dot4-i8', reason: `dot4I8Packed tiles: ${whyNot}`};
   // The others are selectable only: slower where measured (see above).
+  const rowsPerExpert = problem && problem.pairs / Math.max(1, Math.min(problem.experts, problem.pairs));
   const few = rowsPerExpert != null && rowsPerExpert < INT8_BLOCKED_MIN_ROWS;
+  const quantPass: Int8GemmKernel = 'tensor-core-i8-staged-128-quant-pass';
+  if (problem && !few && problem.intermediateSize >= INT8_QUANT_PASS_MIN_INTERMEDIATE && fits(quantPass) &&
+      int8StagedResultsBytes(problem) <= caps.maxStorageBufferBindingSize) {
+    return {kernel: quantPass, reason: 'i8×i8→i32 subgroup matrices 16×16×32, 128 rows of x staged in workgroup ' +
+      'memory for four subgroups of 32 weight rows, i32 results stored straight, w13\'s epilogue in the activation ' +
+      `quantizer and w2's as a pass (I ≥ ${INT8_QUANT_PASS_MIN_INTERMEDIATE}, experts average ${INT8_BLOCKED_MIN_ROWS} ` +
+      'rows or more)'};
+  }
   const kernel: Int8GemmKernel = few ? 'tensor-core-i8-plain-32' : 'tensor-core-i8-plain-64';
   if (!fits(kernel)) return {kernel: 'dot4-i8', reason: `dot4I8Packed tiles: ${memory(kernel)}`};
   return {kernel, reason: 'i8×i8→i32 subgroup matrices 16×16×32, both operands in blocks read from storage ' +
@@ -292,8 +339,8 @@ export function int8GemmChoice(caps: Int8GemmDevice, rowsPerExpert?: number,
 }
 
 /** int8GemmChoice for this backend's device. */
-export function chooseInt8GemmKernel(backend: WebGPUBackend, rowsPerExpert?: number): Int8GemmChoice {
-  return int8GemmChoice(webgpuCapabilities(backend), rowsPerExpert);
+export function chooseInt8GemmKernel(backend: WebGPUBackend, problem?: Int8GemmProblem): Int8GemmChoice {
+  return int8GemmChoice(webgpuCapabilities(backend), problem);
 }
 
 /** Why the int8 path cannot run here at these sizes, or null. */
@@ -350,7 +397,8 @@ export function runInt8Experts(c: Int8ExpertsCall): TensorInfo {
   const w2 = {...config, stage: 'w2' as const};
   const xq = quantize(hiddenStates, onInput);
   let y: TensorInfo;
-  const gemm = c.path === 'prefill' ? chooseInt8GemmKernel(backend, P / Math.max(1, Math.min(E, P))).kernel : null;
+  const gemm = c.path === 'prefill' ?
+    chooseInt8GemmKernel(backend, {pairs: P, experts: E, hiddenSize: H, intermediateSize: I}).kernel : null;
   if (gemm != null && readsBlocked(gemm)) {
     const blockRows = int8GemmBlockRows(gemm);
     const rows = maxPaddedRows(P, E, blockRows);
@@ -377,9 +425,8 @@ export function runInt8Experts(c: Int8ExpertsCall): TensorInfo {
     const xb = blockedRows(xq, 'w13');
     // The staged kernel with its epilogue as a pass: the i32 results of every shard in one int32 tensor, then the
     // pass per shard (its scales and biases). Where that tensor would exceed a binding, the in-kernel epilogue.
-    const resultBytes = (stage: ExpertsStage) => rows * int8StagedResultColumns(stage, layout) * 4;
-    const pass = STAGED_KERNELS[gemm] === 'straight' &&
-      Math.max(resultBytes('w13'), resultBytes('w2')) <= webgpuCapabilities(backend).maxStorageBufferBindingSize;
+    const pass = STAGED_KERNELS[gemm] === 'straight' && int8StagedResultsBytes({pairs: P, experts: E, hiddenSize: H,
+      intermediateSize: I}) <= webgpuCapabilities(backend).maxStorageBufferBindingSize;
     const straightResults = (stage: ExpertsStage, input: TensorInfo) => {
       const results = c.temp(issuer.makeTensorInfo([rows, int8StagedResultColumns(stage, layout)], 'int32'));
       const Gemm = stage === 'w13' ? ExpertsW13Int8StagedGemmProgram : ExpertsW2Int8StagedGemmProgram;
