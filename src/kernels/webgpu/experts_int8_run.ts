@@ -158,8 +158,10 @@ const BLOCKED_KERNELS: Partial<Record<Int8GemmKernel, {blockRows: number; prefet
   'tensor-core-i8-grouped-64': {blockRows: 64, prefetch: false, blockPointers: true, groupRows: 16},
 };
 const isPipelined = (k: Int8GemmKernel) => BLOCKED_KERNELS[k] != null;
-/** The kernel with x staged in workgroup memory (the blocked operands too, its own program). */
-/** The kernels of experts_int8_tc_staged_webgpu.ts: how each one's results leave the GEMM. */
+/**
+ * The kernels with x staged in workgroup memory (experts_int8_tc_staged_webgpu.ts; the blocked operands too): how
+ * each one's results leave the GEMM.
+ */
 const STAGED_KERNELS: Partial<Record<Int8GemmKernel, Int8StagedResults>> = {
   'tensor-core-i8-staged-128': 'epilogue',
   'tensor-core-i8-staged-128-two-buffers': 'epilogue-two-buffers',

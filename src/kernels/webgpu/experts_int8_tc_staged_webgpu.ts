@@ -9,8 +9,9 @@
  * 128 × 32 tile loads 2 of them per 16 multiplies where 64 × 64 loads 4 (and 4 x blocks). On an H100's plain
  * 4096 × 14336 × 4096 int8 GEMM: 1.333 ms (361 TOPS) against the plain 64 × 64 loop's 1.631 (295); deeper or
  * shallower weight prefetch, eight subgroups, or both operands staged were slower (bench/tc_probe.ts --round20,
- * bench/results/2026-12-06-h100-tc-probe-round20-tall.log). In the layer it is slower than the plain 64-row kernel
- * (see experts_int8_run.ts): selectable only, kept as the base for a cheaper epilogue.
+ * bench/results/2026-12-06-h100-tc-probe-round20-tall.log). In the layer, with its epilogue staged in the kernel, it
+ * is slower than the plain 64-row kernel; with its results stored straight and the epilogue as passes (w13's in
+ * the activation quantizer) it is the int8 default where I is large (see experts_int8_run.ts).
  *
  * Operands, weights' blocked copy and layout are experts_int8_tc_pipelined_webgpu.ts's (int8PipelinedLayout with
  * two 64-column subgroups' padding: w13 in 64 act columns, w2 in 128 h columns a workgroup). A w13 workgroup's 128
@@ -37,7 +38,7 @@ export const INT8_STAGED_LAYOUT_SUBGROUPS = 2;
  * barriers of the four subgroups (16 a tile); 'epilogue-two-buffers' the blocks alternating between two such
  * buffers, one barrier each (a block's reads end before the next block's barrier, which comes before the store
  * into their buffer two blocks on); 'straight' stored straight into an int32 tensor for
- * ExpertsInt8StagedEpilogueProgram.
+ * ExpertsInt8StagedEpilogueProgram or ExpertsInt8StagedActQuantProgram.
  */
 export type Int8StagedResults = 'epilogue' | 'epilogue-two-buffers' | 'straight';
 
