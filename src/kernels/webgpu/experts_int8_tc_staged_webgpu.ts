@@ -20,7 +20,7 @@
  * (narrow), so the outputs equal the dot4 path's and the cpu reference's bit for bit.
  */
 import type {WebGPUProgram} from '@tensorflow/tfjs-backend-webgpu';
-import {activationSnippet, gateUpRows, gemmGridSnippet} from './experts_wgsl';
+import {activationSnippet, gateUpRows, gemmGridSnippet, segmentOwnerSnippet} from './experts_wgsl';
 import type {ExpertsInt8Config} from './experts_int8_webgpu';
 import {int8Dequantized, int8Epilogue} from './experts_int8_tc_webgpu';
 import {ExpertsInt8QuantProgram} from './experts_int8_quant_webgpu';
@@ -84,15 +84,19 @@ function epilogueRowsDecl(c: ExpertsInt8Config, buffers = 1): string {
       var<workgroup> tileWeight : array<f32, ${BM}>;`}`;
 }
 
+/** WGSL: the scale of `row` (a u32 expression) from xb, blocked rows of Kp k read as vec4 words (its block row's scales block). */
+function blockedRowScale(row: string, Kp: number): string {
+  const RV = blockedRowBlockWords(Kp) / 4;
+  return `bitcast<f32>(xb[(${row} / 16u) * ${RV}u + ${Kp}u + ${row} % 16u / 4u][${row} % 4u])`;
+}
+
 /** Fills epilogueRowsDecl's arrays for the tile at rowStart: the row scales from xb's scales blocks, w2's pairs. */
 function epilogueRowsFill(c: ExpertsInt8Config, Kp: number): string {
   const {rows: BM, subgroups: WN} = INT8_STAGED_TILE;
   const w13 = c.stage === 'w13', usesWeights = !w13 && !c.applyRouterWeightOnInput;
-  const RV = blockedRowBlockWords(Kp) / 4;
   return `for (var m = localIndex; m < ${BM}u; m += ${32 * WN}u) {
           let row = u32(rowStart) + m;
-          let s = (row / 16u) * ${RV}u + ${Kp}u + row % 16u / 4u;   // the block row's scales block
-          rowScale[m] = bitcast<f32>(xb[s][row % 4u]);
+          rowScale[m] = ${blockedRowScale('row', Kp)};
           ${w13 ? '' : `let pair = align[${c.numLocalExperts + 1} + i32(row)];
           tilePair[m] = pair;
           tileWeight[m] = ${usesWeights ? 'select(0.0, topkWeights[max(pair, 0)], pair >= 0)' : '1.0'};`}
@@ -370,26 +374,20 @@ export class ExpertsInt8StagedActQuantProgram extends ExpertsInt8QuantProgram {
   }
 
   protected rowSetup(): string {
-    const RV = blockedRowBlockWords(this.layout.Hp) / 4;
     return `// The row's expert in the shard (binary search over its segments), or -1: the row is another shard's.
         if (localIndex == 0u) {
           let first = uniforms.firstExpert;
           let r = i32(row);
           var owner = -1;
           if (r >= align[first] && r < align[first + uniforms.scalesShape.x]) {
-            var lo = first;
-            var hi = first + uniforms.scalesShape.x - 1;
-            while (lo < hi) {
-              let mid = (lo + hi + 1) / 2;
-              if (align[mid] <= r) { lo = mid; } else { hi = mid - 1; }
-            }
+            ${segmentOwnerSnippet('uniforms.scalesShape.x', 'r')}
             owner = lo - first;
           }
           wgExpert = owner;
         }
         let e = workgroupUniformLoad(&wgExpert);
         if (e < 0) { return; }
-        let xs = bitcast<f32>(xb[(row / 16u) * ${RV}u + ${this.layout.Hp}u + row % 16u / 4u][row % 4u]);`;
+        let xs = ${blockedRowScale('row', this.layout.Hp)};`;
   }
 
   protected value(i: string): string {

@@ -90,6 +90,19 @@ export function gemmGridSnippet(weights: string, blockRows: number, kTilesPerPar
 }
 
 /**
+ * WGSL leaving `lo` = the expert (an index into align's offsets, from `first`) among the shard's `count` segments
+ * whose segment starts at or before `row`: the last one that does (binary search). `first` must be defined.
+ */
+export function segmentOwnerSnippet(count: string, row: string): string {
+  return `var lo = first;
+            var hi = first + ${count} - 1;
+            while (lo < hi) {
+              let mid = (lo + hi + 1) / 2;
+              if (align[mid] <= ${row}) { lo = mid; } else { hi = mid - 1; }
+            }`;
+}
+
+/**
  * WGSL for the grouped GEMMs' tile lookup: invocation 0 finds the workgroup's `blockRows` expert-sorted rows
  * (from `align`'s offsets), the expert that owns them (binary search over the segments of the bound shard) and
  * the k-tile range of its split-K part, and shares them through `wgTile`; an empty tile returns. Leaves
@@ -105,12 +118,7 @@ export function gemmTileSnippet(weights: string, blockRows: number, kTilesPerPar
           var tile = vec4<i32>(-1, 0, 0, 0);
           if (rowStart < segEnd) {
             // The owner: the last expert whose segment starts at or before rowStart.
-            var lo = first;
-            var hi = first + uniforms.${weights}Shape.x - 1;
-            while (lo < hi) {
-              let mid = (lo + hi + 1) / 2;
-              if (align[mid] <= rowStart) { lo = mid; } else { hi = mid - 1; }
-            }
+            ${segmentOwnerSnippet(`uniforms.${weights}Shape.x`, 'rowStart')}
             let kt0 = i32(workgroupId.z) * ${kTilesPerPart};
             tile = vec4<i32>(rowStart, lo - first, kt0, min(kt0 + ${kTilesPerPart}, ${kTiles}));
           }
