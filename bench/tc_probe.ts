@@ -21,7 +21,8 @@
  * --round21 round 20's tall, narrow tiles again (f16 1 × 8 repeated and deeper, one k block a stage, int8 128 × 16);
  * --round22 the 128 × 32 tiles with row tiles fastest (the expert GEMMs' launch order); --round23 those with their
  * results through workgroup memory, as the layer's epilogue takes them; --round24 those with fewer barriers
- * (two buffers in turn, or four blocks a round).
+ * (two buffers in turn, or four blocks a round); --round25 those stored straight in workgroups of 2, 4 and 8
+ * subgroups, and 64 × 32 subgroup tiles.
  */
 import * as fs from 'fs';
 import {tensorCoreDawnToggles} from './dawn_toggles';
@@ -1452,6 +1453,20 @@ fn main(@builtin(local_invocation_index) li: u32${sidDecl}) {
     for (const int8 of [true, false]) {
       for (const stagedStores of [false, true, 'double', 'batch4'] as const) {
         kernels.push(aStaged(M, N, K, {WM: 1, WN: 4, SK: 2, TM: 8, TN: 2, ahead: 2, int8, rowsFastest: true, stagedStores}));
+      }
+    }
+    mustTile(kernels, M, N);
+  }
+  if (args.includes('--round25')) {
+    // The 128 × 32 subgroup tiles stored straight (the layer's int8 default GEMM) against the same tiles in
+    // workgroups of 2 subgroups (128 × 64: half the workgroup's warps at each barrier, A staged per 2 tiles) and of
+    // 8 (256 × 128, 2 × 4: B's blocks shared by two subgroups through L1, half of B's L2 traffic a multiply); and
+    // 64 × 32 subgroup tiles (half the accumulators' registers, so more warps an SM to overlap loads with
+    // multiplies) in workgroups of 128 × 128 (2 × 4 subgroups) and 128 × 64 (2 × 2).
+    kernels.length = 0;
+    for (const int8 of [true, false]) {
+      for (const [WM, WN, TM] of [[1, 4, 8], [1, 2, 8], [2, 4, 8], [2, 4, 4], [2, 2, 4]]) {
+        kernels.push(aStaged(M, N, K, {WM, WN, SK: 2, TM, TN: 2, ahead: 2, int8, rowsFastest: true}));
       }
     }
     mustTile(kernels, M, N);

@@ -189,6 +189,47 @@ def moe_grouped_mm(x, logits, bias, w13_t, w2_t, s):
     return torch.zeros_like(x).index_add_(0, tokens, y)
 
 
+def quant_rows_int8(a):
+    """vLLM's int8_w8a8 quantization: symmetric int8 per row (per token, or per output channel of a weight),
+    scale = absmax / 127, rounded to nearest."""
+    scale = a.abs().amax(dim=-1, keepdim=True).float().clamp_min(1e-10) / 127
+    return torch.round(a.float() / scale).clamp_(-128, 127).to(torch.int8), scale
+
+
+def int_mm_rows(q, w_t):
+    """torch._int_mm (cuBLASLt int8 -> int32) of q [n, K] by w_t [K, N] (a row-major [N, K] weight's transpose);
+    _int_mm wants more than 16 rows, so fewer are padded with zero rows and cut off after."""
+    n = q.shape[0]
+    if n > 16:
+        return torch._int_mm(q, w_t)
+    return torch._int_mm(torch.cat([q, q.new_zeros((17 - n, q.shape[1]))]), w_t)[:n]
+
+
+def moe_eager_int8(x, logits, bias, w13q, w13s, w2q, w2s, s):
+    """int8_w8a8 per expert, vLLM's numerics: x and act quantized per token (dynamic), weights per output channel
+    (w13q [E, 2I, H] int8 with w13s [E, 2I, 1], w2q [E, H, I] with w2s [E, H, 1]), int32 accumulation, the two
+    scales applied in float32."""
+    weights, ids = route(logits, bias, s)
+    k, I = s['k'], s['I']
+    flat = ids.flatten()
+    order = flat.argsort(stable=True)
+    counts = torch.bincount(flat, minlength=s['E']).tolist()
+    xq, xs = quant_rows_int8(x)
+    out = torch.zeros(x.shape, dtype=torch.float32, device=x.device)
+    start = 0
+    for e, n in enumerate(counts):
+        if n == 0:
+            continue
+        pairs = order[start:start + n]
+        start += n
+        tokens = pairs // k
+        h = int_mm_rows(xq.index_select(0, tokens), w13q[e].t()).float() * xs[tokens] * w13s[e].t()
+        aq, as_ = quant_rows_int8(F.silu(h[:, :I]) * h[:, I:])
+        y = int_mm_rows(aq, w2q[e].t()).float() * as_ * w2s[e].t()
+        out.index_add_(0, tokens, y * weights.flatten()[pairs, None])
+    return out
+
+
 def reference_loop(x, weights, ids, w13, w2, I):
     """Token by token, slot by slot, in float64: the check for the eager loop."""
     out = torch.zeros(x.shape, dtype=torch.float64, device=x.device)
@@ -531,6 +572,8 @@ def main():
             except (RuntimeError, ValueError, TypeError) as e:
                 for M in tokens:
                     error(f'torch-dequant-{fmt}', s, name, M, str(e).split('\n')[0], fmt)
+        # int8 w8a8 per output channel, packed from the float32 weights before they are freed.
+        q8 = (quant_rows_int8(w13), quant_rows_int8(w2)) if 'torch-eager-int8' in impls else None
         # bfloat16: the same weights rounded, the float32 ones freed first.
         w13b, w2b = w13.to(torch.bfloat16), w2.to(torch.bfloat16)
         del w13, w2
@@ -546,6 +589,16 @@ def main():
                 out = moe_eager(xb, logits, bias, w13b, w2b, s)
                 row('torch-eager-bf16', s, name, M, 'bfloat16', 'bf16', lambda: moe_eager(xb, logits, bias, w13b, w2b, s),
                     distinct, 3 * I * H * 2, checksum, {'max_rel_diff_vs_f32': rel_diff(out)})
+            if q8 is not None:
+                (w13q, w13s), (w2q, w2s) = q8
+                f = (lambda: moe_eager_int8(x, logits, bias, w13q, w13s, w2q, w2s, s))
+                try:
+                    out = f()
+                except (RuntimeError, NotImplementedError) as e:
+                    error('torch-eager-int8', s, name, M, str(e).split('\n')[0], 'int8-w8a8')
+                else:
+                    row('torch-eager-int8', s, name, M, 'int8', 'int8-w8a8', f, distinct, 3 * I * H, checksum,
+                        {'max_rel_diff_vs_f32': rel_diff(out)})
             for fmt, q13, q2 in quants:
                 impl = f'torch-dequant-{fmt}'
                 f = (lambda q13=q13, q2=q2: moe_eager(xb, logits, bias, q13.dequant, q2.dequant, s))
@@ -569,7 +622,7 @@ def main():
                 row('torch-grouped-mm-bf16', s, name, M, 'bfloat16', 'bf16',
                     lambda: moe_grouped_mm(xb, logits, bias, w13t, w2t, s), distinct, 3 * I * H * 2, checksum,
                     {'max_rel_diff_vs_f32': rel_diff(out)})
-        del w13b, w2b, inputs, quants
+        del w13b, w2b, inputs, quants, q8
         if device.type == 'cuda':
             torch.cuda.empty_cache()
     if out_file:
