@@ -8,14 +8,14 @@
  *      they must equal bit for bit: the data put every gate at ≥ 40, where silu(g) = g exactly in f32 and f64, so
  *      no exp ulp enters (int8_w8a8.test.ts does the same on SwiftShader);
  *   3. the real benchmark shapes (bench/shapes.ts) at M = 64, 256, 4096, prefill forced: sampled tokens against
- *      the cpu reference (bit-equal), every subgroup-matrix GEMM the device runs ('tensor-core-i8-shared-128',
- *      '-shared-64', the one-subgroup 'tensor-core-i8') against the dot4I8Packed GEMM on every output (bit-equal:
- *      identical i32 accumulators, one epilogue), and the GPU time of each beside the float32 path, with TOPS and
- *      the fraction of the H200's ~1979 dense int8 TOPS.
+ *      the cpu reference (bit-equal), every subgroup-matrix GEMM the device runs (the staged quant-pass kernel,
+ *      the plain 64- and 32-row ones, the one-subgroup 'tensor-core-i8') against the dot4I8Packed GEMM on every
+ *      output (bit-equal: identical i32 accumulators, one epilogue), and the GPU time of each beside the float32
+ *      path, with TOPS and the fraction of the H200's ~1979 dense int8 TOPS.
  *
  *   npx tsx bench/gpu_check_int8.ts --tiny          (SwiftShader here: the GEMVs and the dot4 GEMM, tiny shapes; ~5 min)
  *   bash .gpu/run.sh .gpu/gpu_check_int8.mjs [--shapes qwen3,dsv3tp8,mixtral] [--tokens 64,256,4096]
- *       [--kernels tensor-core-i8-shared-128,tensor-core-i8-shared-64,tensor-core-i8,dot4-i8] [--out FILE]
+ *       [--kernels tensor-core-i8-staged-128-quant-pass,tensor-core-i8-plain-64,dot4-i8] [--out FILE]
  *                                                    (the H200; packed with ../shared/gpu/pack.sh as docs/benchmarks.md says)
  */
 import {noShaderWarnings, watchShaderMessages} from './gpu_setup_tensor_cores';  // first: Dawn, then tfjs

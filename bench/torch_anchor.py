@@ -150,25 +150,29 @@ def route(logits, bias, s):
     return weights * r['scale'], ids
 
 
+def expert_segments(ids, s):
+    """(expert, its pairs, their tokens) for each expert with pairs, the pairs sorted by expert: the eager loops'
+    walk (the bincount is their host sync)."""
+    flat = ids.flatten()
+    order = flat.argsort(stable=True)
+    start = 0
+    for e, n in enumerate(torch.bincount(flat, minlength=s['E']).tolist()):
+        if n:
+            pairs = order[start:start + n]
+            start += n
+            yield e, pairs, pairs // s['k']
+
+
 def moe_eager(x, logits, bias, w13, w2, s):
     """Per-expert loop: w13 [E, 2I, H] (gate rows, then up rows), w2 [E, H, I]; w13 / w2 may also be
     callables e -> that expert's [2I, H] / [H, I] matrix (the dequantizing anchors)."""
     weights, ids = route(logits, bias, s)
-    k, I = s['k'], s['I']
-    flat = ids.flatten()
-    order = flat.argsort(stable=True)
-    counts = torch.bincount(flat, minlength=s['E']).tolist()  # the host sync of the eager way
+    I = s['I']
     pair_weights = weights.flatten().to(x.dtype)
     get13 = w13 if callable(w13) else (lambda e: w13[e])
     get2 = w2 if callable(w2) else (lambda e: w2[e])
     out = torch.zeros_like(x)
-    start = 0
-    for e, n in enumerate(counts):
-        if n == 0:
-            continue
-        pairs = order[start:start + n]
-        start += n
-        tokens = pairs // k
+    for e, pairs, tokens in expert_segments(ids, s):
         h = x.index_select(0, tokens) @ get13(e).t()
         a = F.silu(h[:, :I]) * h[:, I:]
         out.index_add_(0, tokens, (a @ get2(e).t()) * pair_weights[pairs, None])
@@ -210,19 +214,10 @@ def moe_eager_int8(x, logits, bias, w13q, w13s, w2q, w2s, s):
     (w13q [E, 2I, H] int8 with w13s [E, 2I, 1], w2q [E, H, I] with w2s [E, H, 1]), int32 accumulation, the two
     scales applied in float32."""
     weights, ids = route(logits, bias, s)
-    k, I = s['k'], s['I']
-    flat = ids.flatten()
-    order = flat.argsort(stable=True)
-    counts = torch.bincount(flat, minlength=s['E']).tolist()
+    I = s['I']
     xq, xs = quant_rows_int8(x)
     out = torch.zeros(x.shape, dtype=torch.float32, device=x.device)
-    start = 0
-    for e, n in enumerate(counts):
-        if n == 0:
-            continue
-        pairs = order[start:start + n]
-        start += n
-        tokens = pairs // k
+    for e, pairs, tokens in expert_segments(ids, s):
         h = int_mm_rows(xq.index_select(0, tokens), w13q[e].t()).float() * xs[tokens] * w13s[e].t()
         aq, as_ = quant_rows_int8(F.silu(h[:, :I]) * h[:, I:])
         y = int_mm_rows(aq, w2q[e].t()).float() * as_ * w2s[e].t()

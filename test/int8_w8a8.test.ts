@@ -20,11 +20,9 @@ import {ExpertsPath, setFusedExpertsPath} from '../src/kernels/webgpu/FusedExper
 import {ExpertsInt8QuantProgram} from '../src/kernels/webgpu/experts_int8_quant_webgpu';
 import {INT8_GEMM_KERNELS, INT8_QUANT_PASS_MIN_INTERMEDIATE, Int8GemmDevice, Int8GemmKernel, Int8GemmProblem,
   int8StagedResultsBytes, chooseInt8GemmKernel, int8GemmBlockRows, int8GemmChoice,
-  int8GemmWorkgroupBytes, int8LoadsBlockPointers, int8PrefetchesBlocks, int8StaggersK, int8SubgroupsN, int8GroupedRowTiles, setInt8GemmKernel} from '../src/kernels/webgpu/experts_int8_run';
+  int8GemmWorkgroupBytes, setInt8GemmKernel} from '../src/kernels/webgpu/experts_int8_run';
 import {ExpertsInt8TensorCoreGemmProgram, INT8_TC_WORKGROUP_BYTES, int8TensorCoreConfig}
   from '../src/kernels/webgpu/experts_int8_tc_webgpu';
-import {ExpertsInt8TensorCoreSharedGemmProgram, Int8SharedBlockRows, int8SharedTileBytes}
-  from '../src/kernels/webgpu/experts_int8_tc_shared_webgpu';
 import {ExpertsInt8Config, ExpertsW13Int8GemmProgram, ExpertsW2Int8GemmProgram, INT8_GEMM_BLOCK_ROWS}
   from '../src/kernels/webgpu/experts_int8_webgpu';
 import {ExpertsAlignProgram, maxPaddedRows} from '../src/kernels/webgpu/experts_align_webgpu';
@@ -32,7 +30,7 @@ import {ExpertsInt8BlockedRowsProgram, ExpertsInt8PipelinedGemmProgram, ExpertsI
   blockedRowBlockWords, int8PipelinedLayout, int8PipelinedWorkgroupBytes} from '../src/kernels/webgpu/experts_int8_tc_pipelined_webgpu';
 import {ExpertsInt8StagedActQuantProgram, ExpertsInt8StagedEpilogueProgram, ExpertsInt8StagedGemmProgram,
   INT8_STAGED_LAYOUT_SUBGROUPS,
-  int8StagedResultColumns, Int8StagedResults, int8StagedWorkgroupBytes} from '../src/kernels/webgpu/experts_int8_tc_staged_webgpu';
+  int8StagedResultColumns, int8StagedWorkgroupBytes} from '../src/kernels/webgpu/experts_int8_tc_staged_webgpu';
 import {emulateI8SubgroupMatrices} from './helpers/i8_subgroup_matrix_emulation';
 import {webgpuCapabilities} from '../src/kernels/webgpu/capabilities';
 import type {WebGPUBackend, WebGPUProgram} from '@tensorflow/tfjs-backend-webgpu';
@@ -352,15 +350,13 @@ describe('int8 prefill GEMM choice', () => {
     expect(int8GemmChoice(H200, mixtral(2213)).kernel).to.equal('tensor-core-i8-staged-128-quant-pass');
     expect(int8StagedResultsBytes(mixtral(2214))).to.be.greaterThan(H200.maxStorageBufferBindingSize);
     expect(int8GemmChoice(H200, mixtral(2214)).kernel, 'results past a binding').to.equal('tensor-core-i8-plain-64');
-    expect(int8GemmChoice({...H200, maxComputeWorkgroupStorageSize: 26131}, mixtral(1024)).kernel)
+    expect(int8GemmChoice({...H200, maxComputeWorkgroupStorageSize: 16403}, mixtral(1024)).kernel)
       .to.equal('tensor-core-i8-plain-64');
   });
 
   it('falls back to dot4 where the chosen kernel does not fit the workgroup memory, saying why', () => {
     const at = (bytes: number, rows: number) => int8GemmChoice({...H200, maxComputeWorkgroupStorageSize: bytes},
       qwen3(rows));
-    expect(int8SharedTileBytes(128)).to.equal(37392);
-    expect(int8SharedTileBytes(64)).to.equal(32016);
     expect(int8PipelinedWorkgroupBytes(64)).to.equal(4884);
     expect(at(4884, 512).kernel).to.equal('tensor-core-i8-plain-64');
     expect(at(4883, 512).reason).to.match(/dot4I8Packed tiles: 'tensor-core-i8-plain-64' needs 4884 bytes/);
@@ -385,121 +381,64 @@ describe('int8 prefill GEMM choice', () => {
     }
     setInt8GemmKernel('tensor-core-i8');
     expect(int8GemmChoice(H200, mixtral(4096)).kernel, 'the setter is the default').to.equal('tensor-core-i8');
-    expect(() => int8GemmChoice({...H200, maxComputeWorkgroupStorageSize: 32768}, qwen3(512), 'tensor-core-i8-shared-128'))
-      .to.throw(/cannot force the int8 GEMM: 'tensor-core-i8-shared-128' needs 37392 bytes .* allows 32768/);
-    expect(() => int8GemmChoice({...H200, subgroupSize: 0}, qwen3(512), 'tensor-core-i8-shared-64'))
-      .to.throw(/cannot force the int8 tensor-core GEMM 'tensor-core-i8-shared-64': .* subgroups of 32/);
+    expect(() => int8GemmChoice({...H200, maxComputeWorkgroupStorageSize: 16403}, qwen3(512),
+      'tensor-core-i8-staged-128-quant-pass'))
+      .to.throw(/cannot force the int8 GEMM: 'tensor-core-i8-staged-128-quant-pass' needs 16404 bytes .* allows 16403/);
+    expect(() => int8GemmChoice({...H200, subgroupSize: 0}, qwen3(512), 'tensor-core-i8-plain-64'))
+      .to.throw(/cannot force the int8 tensor-core GEMM 'tensor-core-i8-plain-64': .* subgroups of 32/);
+    // The staged kernel's results in one binding: Mixtral's w13 holds 2213 rows an expert in 2 GiB, not 2214.
+    expect(int8GemmChoice(H200, mixtral(2213), 'tensor-core-i8-staged-128-quant-pass').kernel)
+      .to.equal('tensor-core-i8-staged-128-quant-pass');
+    expect(() => int8GemmChoice(H200, mixtral(2214), 'tensor-core-i8-staged-128-quant-pass'))
+      .to.throw(/cannot force the int8 GEMM 'tensor-core-i8-staged-128-quant-pass': its i32 results need 2147876864 bytes in one binding and the device allows 2147483644/);
     expect(int8GemmChoice({...H200, subgroupSize: 0}, qwen3(512), 'dot4-i8').kernel).to.equal('dot4-i8');
-    expect(() => setInt8GemmKernel('fast' as Int8GemmKernel))
-      .to.throw(/must be one of tensor-core-i8-pipelined-64, tensor-core-i8-pipelined-32, tensor-core-i8-shared-128/);
+    expect(() => setInt8GemmKernel('tensor-core-i8-plain-96' as Int8GemmKernel)).to.throw(new RegExp(
+      'must be one of tensor-core-i8-staged-128-quant-pass, tensor-core-i8-plain-64, tensor-core-i8-plain-32, ' +
+      'tensor-core-i8, dot4-i8, got tensor-core-i8-plain-96'));
   });
 
   it('pads experts to each kernel\'s rows per tile, and declares the workgroup memory it is chosen by', () => {
-    expect(INT8_GEMM_KERNELS.map(int8GemmBlockRows)).to.deep.equal([64, 32, 128, 64, 32, 64, 64, 32, 96, 64, 96, 64, 64, 64,
-      64, 128, 128, 128, 128]);
-    expect(INT8_GEMM_KERNELS.filter(int8PrefetchesBlocks)).to.deep.equal(['tensor-core-i8-pipelined-64',
-      'tensor-core-i8-pipelined-32', 'tensor-core-i8-pipelined-64x256']);
-    expect(INT8_GEMM_KERNELS.filter(int8LoadsBlockPointers)).to.deep.equal(['tensor-core-i8-plain-64',
-      'tensor-core-i8-plain-32', 'tensor-core-i8-plain-96', 'tensor-core-i8-plain-64x128', 'tensor-core-i8-plain-96x128',
-      'tensor-core-i8-plain-64x256', 'tensor-core-i8-staggered-64x256', 'tensor-core-i8-pipelined-64x256',
-      'tensor-core-i8-grouped-64']);
-    expect(INT8_GEMM_KERNELS.filter((k) => int8GroupedRowTiles(k) > 0)).to.deep.equal(['tensor-core-i8-grouped-64']);
-    expect(INT8_GEMM_KERNELS.filter((k) => int8SubgroupsN(k) === 2)).to.deep.equal(['tensor-core-i8-plain-64x128',
-      'tensor-core-i8-plain-96x128']);
-    expect(INT8_GEMM_KERNELS.filter((k) => int8SubgroupsN(k) === 4)).to.deep.equal(['tensor-core-i8-plain-64x256',
-      'tensor-core-i8-staggered-64x256', 'tensor-core-i8-pipelined-64x256']);
-    expect(INT8_GEMM_KERNELS.filter(int8StaggersK)).to.deep.equal(['tensor-core-i8-staggered-64x256',
-      'tensor-core-i8-pipelined-64x256']);
-    // The '-64x128' and '-96x128' kernels: two subgroups' staged results (8 KiB); '-64x256' four (16 KiB).
+    expect(INT8_GEMM_KERNELS.map(int8GemmBlockRows)).to.deep.equal([128, 64, 32, 32, 64]);
     const cfg: ExpertsInt8Config = {stage: 'w2', hiddenSize: 4096, intermediateSize: 14336, topK: 2, numLocalExperts: 8,
       globalNumExperts: 8, hasExpertMap: false, activation: 'silu', applyRouterWeightOnInput: false, hasBias: true};
-    expect(INT8_GEMM_KERNELS.map(int8GemmWorkgroupBytes)).to.deep.equal([4884, 4500, 37392, 32016, INT8_TC_WORKGROUP_BYTES, 0,
-      4884, 4500, 5268, 8980, 9364, 17172, 17172, 17172, 4884, 26132, 26132, 34324, 26132]);
-    // The staged kernel: two buffers of 8 row blocks × 2 k blocks (vec4<u32>), four subgroups' 2 staged results (two
-    // buffers of them: 8 KiB more), the row scales, w2's pairs and weights; straight results: only the k blocks.
-    expect(['epilogue', 'epilogue-two-buffers', 'straight'].map((r) => int8StagedWorkgroupBytes(r as Int8StagedResults)))
-      .to.deep.equal([26132, 34324, 16404]);
-    for (const results of ['epilogue', 'epilogue-two-buffers', 'straight'] as const) {
-      for (const stage of ['w13', 'w2'] as const) {
-        const layout = int8PipelinedLayout(4096, 14336, INT8_STAGED_LAYOUT_SUBGROUPS);
-        const code = new ExpertsInt8StagedGemmProgram({...cfg, stage}, results === 'straight' ?
-          [8192, int8StagedResultColumns(stage, layout)] : [8192, 4096], 10, layout, results).getUserCode();
-        const bytes = [...code.matchAll(/var<workgroup> \w+ : array<(?:i32|f32|array<vec4<u32>, (\d+)>), (\d+)>/g)]
-          .reduce((n, m) => n + (m[1] ? 16 * Number(m[1]) : 4) * Number(m[2]), 0);
-        expect(16 + 4 + bytes + (stage === 'w13' && results !== 'straight' ? 2 * 128 * 4 : 0), `${results} ${stage}`)
-          .to.equal(int8StagedWorkgroupBytes(results));
-      }
+    expect(INT8_GEMM_KERNELS.map(int8GemmWorkgroupBytes)).to.deep.equal([16404, 4884, 4500, INT8_TC_WORKGROUP_BYTES, 0]);
+    // The staged GEMM: the tile lookup, first column and two buffers of 8 row blocks × 2 k blocks (vec4<u32>).
+    expect(int8StagedWorkgroupBytes()).to.equal(16404);
+    for (const stage of ['w13', 'w2'] as const) {
+      const layout = int8PipelinedLayout(4096, 14336, INT8_STAGED_LAYOUT_SUBGROUPS);
+      const code = new ExpertsInt8StagedGemmProgram({...cfg, stage}, [8192, int8StagedResultColumns(stage, layout)], 10,
+        layout).getUserCode();
+      const bytes = [...code.matchAll(/var<workgroup> \w+ : (?:vec4<i32>|i32|array<array<vec4<u32>, (\d+)>, (\d+)>)/g)]
+        .reduce((n, m) => n + (m[1] ? 16 * Number(m[1]) * Number(m[2]) : m[0].endsWith('vec4<i32>') ? 16 : 4), 0);
+      expect(bytes, stage).to.equal(int8StagedWorkgroupBytes());
     }
-    for (const [BM, WN] of [[32, 1], [64, 1], [96, 1], [64, 2], [64, 4]]) {
+    expect(() => new ExpertsInt8StagedGemmProgram(cfg, [8192, 100], 10,
+      int8PipelinedLayout(4096, 14336, INT8_STAGED_LAYOUT_SUBGROUPS)))
+      .to.throw(/int8 staged GEMM: its results need 4096 columns, got 100/);
+    for (const BM of [32, 64]) {
       // Declared: tile lookup vec4<i32>, first column i32, staged i32 results, f32 row scales, w2's pairs and weights.
-      const code = new ExpertsInt8PipelinedGemmProgram(cfg, [8192, 4096], 10, BM, int8PipelinedLayout(4096, 14336, WN),
-        BM !== 96, false, WN).getUserCode();
+      const code = new ExpertsInt8PipelinedGemmProgram(cfg, [8192, 4096], 10, BM, int8PipelinedLayout(4096, 14336))
+        .getUserCode();
       const words = [...code.matchAll(/var<workgroup> \w+ : array<(?:i32|f32), (\d+)>/g)].reduce((n, m) => n + Number(m[1]), 0);
-      expect(16 + 4 + 4 * words).to.equal(int8PipelinedWorkgroupBytes(BM, WN));
+      expect(16 + 4 + 4 * words).to.equal(int8PipelinedWorkgroupBytes(BM));
     }
-    // 96 rows hold 192 accumulator registers a lane: the prefetching loop's blocks in flight would spill.
-    expect(() => new ExpertsInt8PipelinedGemmProgram(cfg, [8192, 4096], 10, 96, int8PipelinedLayout(4096, 14336), true))
-      .to.throw(/blockRows 32 or 64 \(96 with the plain loop\), got 96/);
-    for (const BM of [64, 128] as Int8SharedBlockRows[]) {
-      // Declared arrays: tile lookup vec4<i32>, vec4<u32> tiles, i32 staged results, f32 row scales.
-      const code = new ExpertsInt8TensorCoreSharedGemmProgram(cfg, [8192, 4096], 10, BM).getUserCode();
-      const words = [...code.matchAll(/var<workgroup> \w+ : array<(i32|f32|vec4<u32>), (\d+)>/g)]
-        .reduce((n, m) => n + (m[1] === 'vec4<u32>' ? 4 : 1) * Number(m[2]), 0);
-      expect(16 + 4 * words).to.equal(int8SharedTileBytes(BM));
-    }
+    expect(() => new ExpertsInt8PipelinedGemmProgram(cfg, [8192, 4096], 10, 96, int8PipelinedLayout(4096, 14336)))
+      .to.throw(/int8 blocked GEMM: blockRows 32 or 64, got 96/);
   });
 
-  it('reads the plain kernels\' operands and row scales through 512-byte blocks, the pipelined ones\' by word', () => {
+  it('reads the plain kernels\' operands and row scales through 512-byte blocks', () => {
     const cfg: ExpertsInt8Config = {stage: 'w13', hiddenSize: 4096, intermediateSize: 14336, topK: 2, numLocalExperts: 8,
       globalNumExperts: 8, hasExpertMap: false, activation: 'silu', applyRouterWeightOnInput: false, hasBias: false};
-    const layout = int8PipelinedLayout(4096, 14336);
     // A block row of x: 128 blocks of 16 rows × 32 k, then the block of its 16 scales.
     expect(blockedRowBlockWords(4096)).to.equal(129 * 128);
-    for (const kernel of ['tensor-core-i8-plain-64', 'tensor-core-i8-pipelined-64'] as Int8GemmKernel[]) {
-      const code = new ExpertsInt8PipelinedGemmProgram(cfg, [8192, 14336], 10, 64, layout, int8PrefetchesBlocks(kernel),
-        int8LoadsBlockPointers(kernel)).getUserCode();
-      const loads = code.match(/subgroupMatrixLoad<[^;]*;/g) ?? [];
-      if (int8LoadsBlockPointers(kernel)) {
-        expect(code).to.contain('// moe-storage-i32-blocks xb').and.to.contain('// moe-storage-i32-blocks wb');
-        expect(loads).to.have.length(8);
-        // Offsets and strides in the blocks' i32 words: a row of 32 i8 is 8.
-        for (const load of loads) expect(load).to.match(/<subgroup_matrix_\w+<i8, \d+, \d+>, (row|col)_major>\(&(xb|wb)\[[ab]Block\d \+ kb\], 0u, 8u\)/);
-        expect(code).to.contain('rowScale[m] = bitcast<f32>(xb[(row / 16u) * 129u + 128u][row % 16u]);');
-      } else {
-        expect(code).to.not.contain('moe-storage-i32-blocks');
-        // In words of the i32 array: 128 a block, each first block divided by 4 before the k loop.
-        for (const load of loads) expect(load).to.match(/\(&(xb|wb), [ab]Block\d \+ \((k0|nk) \* 2u \+ [01]u\) \* 128u, 8u\)/);
-        expect(code).to.contain(`let aBlock1 = ((u32(rowStart) / 16u + 1u) * ${129 * 128 * 4}u) / 4u;`);
-        expect(code).to.contain(`rowScale[m] = bitcast<f32>(xb[(row / 16u) * ${129 * 128}u + ${4096 * 4}u + row % 16u]);`);
-      }
-    }
-  });
-
-  it('generates the shared GEMMs: 4 subgroups, subgroup-uniform matrix offsets, BM/32 × 4 results each, padded rows', () => {
-    for (const BM of [64, 128] as Int8SharedBlockRows[]) {
-      for (const stage of ['w13', 'w2'] as const) {
-        const cfg: ExpertsInt8Config = {stage, hiddenSize: 2048, intermediateSize: 768, topK: 8, numLocalExperts: 128,
-          globalNumExperts: 128, hasExpertMap: false, activation: 'silu', applyRouterWeightOnInput: false, hasBias: false};
-        const p = new ExpertsInt8TensorCoreSharedGemmProgram(cfg, [100, 100], 40, BM);
-        const code = p.getUserCode();
-        expect(p.workgroupSize).to.deep.equal([128, 1, 1]);
-        expect(p.dispatch).to.deep.equal(stage === 'w13' ? [40, 12, 1] : [40, 16, 1]);
-        expect(code).to.contain('// moe-main-ids').and.to.contain('fn main(wid : vec3<u32>, sid : u32, lane : u32)');
-        expect(code).to.contain('let wn = sid % 2u;').and.to.contain('let wm = sid / 2u;');
-        expect(code.match(/subgroupMatrixMultiplyAccumulate/g)).to.have.length(BM / 32 * 4);
-        // Offsets from the subgroup id and loop counters only (Tint: uniform per subgroup); rows of 80 i8 (5 vec4s),
-        // read in the new form from the vec4 tiles.
-        const calls = code.match(/subgroupMatrix(Load|Store)[^;]*;/g)!;
-        expect(calls.length).to.equal(BM / 32 + 4 + BM / 32 * 4);
-        for (const call of calls) expect(call).to.not.match(/localIndex|lane|tRow|part|wid|workgroupId/);
-        const loads = calls.filter((c) => c.includes('Load'));
-        expect(loads.every((c) => /^subgroupMatrixLoad<subgroup_matrix_(left<i8, 32, 16>, row_major>\(&tileX|right<i8, 16, 32>, col_major>\(&tileW), .*, 5u\);$/.test(c)),
-          loads.join('\n')).to.equal(true);
-        expect(p.variableNames).to.deep.equal(stage === 'w13' ? ['xq', 'align', 'weights', 'scales'] :
-          ['xq', 'align', 'topkWeights', 'weights', 'scales']);
-        expect(p.shaderKey).to.contain(`_${BM}`);
-      }
-    }
+    const code = new ExpertsInt8PipelinedGemmProgram(cfg, [8192, 14336], 10, 64, int8PipelinedLayout(4096, 14336))
+      .getUserCode();
+    const loads = code.match(/subgroupMatrixLoad<[^;]*;/g) ?? [];
+    expect(code).to.contain('// moe-storage-i32-blocks xb').and.to.contain('// moe-storage-i32-blocks wb');
+    expect(loads).to.have.length(8);
+    // Offsets and strides in the blocks' i32 words: a row of 32 i8 is 8.
+    for (const load of loads) expect(load).to.match(/<subgroup_matrix_\w+<i8, \d+, \d+>, (row|col)_major>\(&(xb|wb)\[[ab]Block\d \+ kb\], 0u, 8u\)/);
+    expect(code).to.contain('rowScale[m] = bitcast<f32>(xb[(row / 16u) * 129u + 128u][row % 16u]);');
   });
 });
 
@@ -582,7 +521,7 @@ describeBackends('fusedExperts int8 w8a8 against the cpu reference, bit for bit'
       if (int8TensorCoreConfig(webgpuCapabilities(backend).subgroupMatrixConfigs) == null) {
         expect(choice.kernel).to.equal('dot4-i8');
         expect(choice.reason).to.match(/no i8×i8→i32 16×16×32 subgroup-matrix config|subgroups are off/);
-        for (const k of ['tensor-core-i8', 'tensor-core-i8-shared-128'] as Int8GemmKernel[]) {
+        for (const k of ['tensor-core-i8', 'tensor-core-i8-staged-128-quant-pass'] as Int8GemmKernel[]) {
           setInt8GemmKernel(k);
           expect(() => chooseInt8GemmKernel(backend)).to.throw(/cannot force the int8 tensor-core GEMM '.*': /);
         }
@@ -606,13 +545,6 @@ describeBackends('fusedExperts int8 w8a8 against the cpu reference, bit for bit'
      * The one-subgroup kernel, bit-equal to dot4 on the H200, checks the emulation itself.
      */
     const tcCases: Array<{name: string; kernel: Int8GemmKernel; activation: Activation; bias: boolean; onInput: boolean}> = [
-      {name: 'shared 128-row tiles, silu', kernel: 'tensor-core-i8-shared-128', activation: 'silu', bias: false, onInput: false},
-      {name: 'shared 64-row tiles, swigluoai, biases', kernel: 'tensor-core-i8-shared-64', activation: 'swigluoai', bias: true,
-        onInput: false},
-      {name: 'shared 128-row tiles, gelu, biases, router weight on the input', kernel: 'tensor-core-i8-shared-128',
-        activation: 'gelu', bias: true, onInput: true},
-      {name: 'shared 64-row tiles, silu, router weight on the input', kernel: 'tensor-core-i8-shared-64', activation: 'silu',
-        bias: false, onInput: true},
       {name: 'one subgroup (the emulation checked on the kernel the H200 ran)', kernel: 'tensor-core-i8', activation: 'silu',
         bias: true, onInput: false},
     ];
@@ -625,9 +557,8 @@ describeBackends('fusedExperts int8 w8a8 against the cpu reference, bit for bit'
         const rows = maxPaddedRows(P, E, BM);
         const rig = emulationRig(wb);
         const {run, read, emulated, temps, device} = rig;
-        const tcProgram = (c: ExpertsInt8Config, shape: number[]) => emulated(tc.kernel === 'tensor-core-i8' ?
-          new ExpertsInt8TensorCoreGemmProgram(c, shape, Math.ceil(P / BM) + E) :
-          new ExpertsInt8TensorCoreSharedGemmProgram(c, shape, Math.ceil(P / BM) + E, BM as Int8SharedBlockRows));
+        const tcProgram = (c: ExpertsInt8Config, shape: number[]) =>
+          emulated(new ExpertsInt8TensorCoreGemmProgram(c, shape, Math.ceil(P / BM) + E));
         device.pushErrorScope('validation');
         const xq = run(new ExpertsInt8QuantProgram(T, H, tc.onInput), tc.onInput ? [x, tw] : [x], [T, H / 4 + 4], 'int32');
         const dot4 = dot4Reference(rig, config, xq, ti, tw, w13, w2, P);
@@ -661,51 +592,16 @@ describeBackends('fusedExperts int8 w8a8 against the cpu reference, bit for bit'
      */
     const pipelinedCases: Array<{name: string; kernel: Int8GemmKernel; activation: Activation; bias: boolean;
         onInput: boolean; tokens?: number}> = [
-      {name: '64-row tiles, silu, biases', kernel: 'tensor-core-i8-pipelined-64', activation: 'silu', bias: true, onInput: false},
-      {name: '32-row tiles, swigluoai', kernel: 'tensor-core-i8-pipelined-32', activation: 'swigluoai', bias: false,
-        onInput: false},
-      {name: '32-row tiles, gelu, router weight on the input', kernel: 'tensor-core-i8-pipelined-32', activation: 'gelu',
-        bias: true, onInput: true},
-      // The same programs with each k block loaded right before its multiplies.
       {name: 'plain loop, 64-row tiles, swigluoai, biases', kernel: 'tensor-core-i8-plain-64', activation: 'swigluoai',
         bias: true, onInput: false},
       {name: 'plain loop, 32-row tiles, silu, router weight on the input', kernel: 'tensor-core-i8-plain-32',
         activation: 'silu', bias: false, onInput: true},
-      // Two subgroups side by side per workgroup: the second's columns past I (w13) and H (w2) are skipped.
-      {name: 'plain loop, two subgroups side by side, swigluoai, biases', kernel: 'tensor-core-i8-plain-64x128',
-        activation: 'swigluoai', bias: true, onInput: false},
-      // Four: in step, and each one k block ahead of the one before (lags 0-3 of w2's 4 blocks, w13's 6), wrapping.
-      {name: 'plain loop, four subgroups side by side, silu', kernel: 'tensor-core-i8-plain-64x256', activation: 'silu',
-        bias: false, onInput: false},
-      {name: 'plain loop, four staggered subgroups, swigluoai, biases', kernel: 'tensor-core-i8-staggered-64x256',
-        activation: 'swigluoai', bias: true, onInput: false},
-      {name: 'prefetching loop, four staggered subgroups, gelu, router weight on the input',
-        kernel: 'tensor-core-i8-pipelined-64x256', activation: 'gelu', bias: false, onInput: true, tokens: 300},
-      // Row tiles launched 16 at a time: 1200 pairs make 22 row workgroups, a group of 16 and one of 6.
-      {name: 'plain loop, row tiles in groups of 16, silu, biases', kernel: 'tensor-core-i8-grouped-64', activation: 'silu',
-        bias: true, onInput: false, tokens: 600},
-      {name: 'plain loop, two 96-row subgroups side by side, gelu, router weight on the input',
-        kernel: 'tensor-core-i8-plain-96x128', activation: 'gelu', bias: false, onInput: true, tokens: 400},
-      // 96-row tiles (6 × 4 results), 400 pairs: full and partial tiles.
-      {name: 'plain loop, 96-row tiles, silu, biases', kernel: 'tensor-core-i8-plain-96', activation: 'silu', bias: true,
-        onInput: false, tokens: 200},
+      {name: 'plain loop, 64-row tiles, gelu, router weight on the input', kernel: 'tensor-core-i8-plain-64',
+        activation: 'gelu', bias: true, onInput: true, tokens: 300},
       // x staged in workgroup memory, 128-row tiles of four 128 × 32 subgroups (w13: two per 32 act columns, w2 past
-      // H's 176 in the second workgroup), weights two k blocks ahead: w13's 3 steps, w2's 2; 600 and 400 pairs.
-      {name: 'x staged, 128-row tiles, swigluoai, biases', kernel: 'tensor-core-i8-staged-128', activation: 'swigluoai',
-        bias: true, onInput: false, tokens: 300},
-      {name: 'x staged, 128-row tiles, gelu, router weight on the input', kernel: 'tensor-core-i8-staged-128',
-        activation: 'gelu', bias: false, onInput: true, tokens: 400},
-      // The same with its results through two staging buffers in turn (one barrier a 16-row block).
-      {name: 'x staged, results through two buffers, swigluoai, biases', kernel: 'tensor-core-i8-staged-128-two-buffers',
-        activation: 'swigluoai', bias: true, onInput: false, tokens: 300},
-      {name: 'x staged, results through two buffers, silu, router weight on the input',
-        kernel: 'tensor-core-i8-staged-128-two-buffers', activation: 'silu', bias: false, onInput: true, tokens: 400},
-      // The same GEMM storing its i32 results straight, the epilogue as a pass over them.
-      {name: 'x staged, results stored straight, epilogue pass, swigluoai, biases',
-        kernel: 'tensor-core-i8-staged-128-epilogue-pass', activation: 'swigluoai', bias: true, onInput: false, tokens: 300},
-      {name: 'x staged, results stored straight, epilogue pass, silu, router weight on the input',
-        kernel: 'tensor-core-i8-staged-128-epilogue-pass', activation: 'silu', bias: false, onInput: true, tokens: 400},
-      // w13's epilogue in the activation quantizer (run as two shards, of 1 and 2 experts), w2's as a pass.
+      // H's 176 in the second workgroup), weights two k blocks ahead: w13's 3 steps, w2's 2; 600 and 400 pairs. The
+      // i32 results stored straight; w13's epilogue in the activation quantizer (run as two shards, of 1 and 2
+      // experts), checked against the epilogue pass's act quantized; w2's as a pass.
       {name: 'x staged, w13\'s epilogue in the quantizer, swigluoai, biases',
         kernel: 'tensor-core-i8-staged-128-quant-pass', activation: 'swigluoai', bias: true, onInput: false, tokens: 300},
       {name: 'x staged, w13\'s epilogue in the quantizer, silu, router weight on the input',
@@ -719,14 +615,11 @@ describeBackends('fusedExperts int8 w8a8 against the cpu reference, bit for bit'
         const BM = int8GemmBlockRows(tc.kernel);
         const rows = maxPaddedRows(P, E, BM);
         const rowBlocks = Math.ceil(rows / 16);
-        const quantPass = tc.kernel === 'tensor-core-i8-staged-128-quant-pass';
-        const pass = quantPass || tc.kernel === 'tensor-core-i8-staged-128-epilogue-pass';
-        const staged = pass || tc.kernel === 'tensor-core-i8-staged-128' || tc.kernel === 'tensor-core-i8-staged-128-two-buffers';
-        const WN = staged ? INT8_STAGED_LAYOUT_SUBGROUPS : int8SubgroupsN(tc.kernel);
-        const layout = int8PipelinedLayout(H, I, WN);
-        // Two subgroups: weight rows padded to 64 act columns (w13) and 128 h columns (w2).
-        // Four: 128 act columns and 256 h columns, the same 256 rows here.
-        expect(layout).to.deep.equal({Hp: 192, Ip: 128, w13Rows: WN > 1 ? 256 : 192, w2Rows: WN > 1 ? 256 : 192});
+        const staged = tc.kernel === 'tensor-core-i8-staged-128-quant-pass';
+        const layout = int8PipelinedLayout(H, I, staged ? INT8_STAGED_LAYOUT_SUBGROUPS : 1);
+        // The staged kernel's two 64-column subgroups' padding: weight rows padded to 64 act columns (w13) and 128 h
+        // columns (w2).
+        expect(layout).to.deep.equal({Hp: 192, Ip: 128, w13Rows: staged ? 256 : 192, w2Rows: staged ? 256 : 192});
         const rig = emulationRig(wb);
         const {run, read, emulated, temps, device} = rig;
         device.pushErrorScope('validation');
@@ -744,22 +637,19 @@ describeBackends('fusedExperts int8 w8a8 against the cpu reference, bit for bit'
           return [run(p, [w[0]], p.outputShape, 'int32'), ...w.slice(1)];
         };
         const tiles = Math.ceil(P / BM) + E;
-        const prefetch = int8PrefetchesBlocks(tc.kernel), blockPointers = int8LoadsBlockPointers(tc.kernel);
-        const gemm = (c: ExpertsInt8Config, shape: number[]) => emulated(staged ?
-          new ExpertsInt8StagedGemmProgram(c, shape, tiles, layout,
-            tc.kernel === 'tensor-core-i8-staged-128-two-buffers' ? 'epilogue-two-buffers' : 'epilogue') :
-          new ExpertsInt8PipelinedGemmProgram(c, shape, tiles, BM, layout, prefetch, blockPointers, WN,
-            int8StaggersK(tc.kernel), int8GroupedRowTiles(tc.kernel)));
-        // One stage: the GEMM with its epilogue, or (pass) the GEMM's i32 results and the epilogue pass over them.
-        // quantPass: w13's results also to ExpertsInt8StagedActQuantProgram, per shard (experts [0, 1) and [1, 3):
-        // their scales and biases sliced, the shard's first expert as the uniform) into one output.
+        // One stage: the plain GEMM with its epilogue, or (staged) the GEMM's i32 results and the epilogue pass over
+        // them; w13's results also to ExpertsInt8StagedActQuantProgram, per shard (experts [0, 1) and [1, 3): their
+        // scales and biases sliced, the shard's first expert as the uniform) into one output.
         let aqFused: tf.TensorInfo | null = null;
         const stage = (c: ExpertsInt8Config, shape: number[], xb: tf.TensorInfo, head: tf.TensorInfo[], w: tf.TensorInfo[]) => {
-          if (!pass) return run(gemm(c, shape), [xb, align, ...head, ...w], shape, 'float32');
+          if (!staged) {
+            return run(emulated(new ExpertsInt8PipelinedGemmProgram(c, shape, tiles, BM, layout)),
+              [xb, align, ...head, ...w], shape, 'float32');
+          }
           const columns = int8StagedResultColumns(c.stage, layout);
-          const results = run(emulated(new ExpertsInt8StagedGemmProgram(c, [rows, columns], tiles, layout, 'straight')),
+          const results = run(emulated(new ExpertsInt8StagedGemmProgram(c, [rows, columns], tiles, layout)),
               [xb, align, w[0]], [rows, columns], 'int32');
-          if (quantPass && c.stage === 'w13') {
+          if (c.stage === 'w13') {
             aqFused = wb.makeTensorInfo([rows, I / 4 + 4], 'int32');
             temps.push(aqFused);
             for (const [first, n] of [[0, 1], [1, E - 1]]) {

@@ -10,7 +10,7 @@ import {emulatedLanesInMain, subgroupMatrixLanesWgsl, toMatrixElementOffsets} fr
  *   subgroup_matrix_left<i8, K, M>   M rows × K columns;  subgroup_matrix_right<i8, N, K>  K rows × N columns;
  *   subgroup_matrix_result<i32, N, M> M rows × N columns;  C += A · B.
  *   load<T, row_major|col_major>(&arr, off, stride), i8 in array<i32> (4 a word, byte b of a word = element
- *   4w + b; off and stride in words, or in vec4s for the shared kernel's vec4<u32> tiles): with o = 4·off,
+ *   4w + b; off and stride in words, or in vec4s for vec4<u32> tiles): with o = 4·off,
  *   s = max(4·stride, minor extent), element (r, c) at o + r·s + c (row-major) or o + c·s + r (column-major); the
  *   whole load is skipped (zero matrix) unless o + s·(major extent − 1) + minor extent ≤ 4·length (Tint's check).
  *   store of an i32 result into a workgroup array<i32>, or into `result` (tfjs's output binding, array<i32> for an
@@ -26,42 +26,20 @@ import {emulatedLanesInMain, subgroupMatrixLanesWgsl, toMatrixElementOffsets} fr
  * (lane % 2)·8 ..), lanes being localIndex % 32 and subgroups localIndex / 32, as on the H200: SwiftShader's own
  * subgroups are 4 wide, so the subgroup ids passed to main() (`// moe-main-ids`) are replaced.
  *
- * Where the kernel's workgroup arrays exceed `maxWorkgroupBytes` (SwiftShader allows 32768; the shared kernel's
- * 128-row tiles take 37392, the staged-x kernel's two result buffers 34324), the staged results share one array
- * with the tiles (tileX, then tileW, or As; staged from 0): sound for these kernels, which stage results only after
- * the k loop's last barrier, when no tile is read again. The bounds checks still use each array's own length.
+ * The emulated kernel's workgroup arrays must fit `maxWorkgroupBytes` (SwiftShader allows 32768; the largest
+ * kernel, the staged one, declares 16404 bytes).
  */
 export function emulateI8SubgroupMatrices(source: string, maxWorkgroupBytes = Infinity): string {
   const {code: tiled, vec4s, blockBytes} = wordTiles(source);
   const code = toMatrixElementOffsets(tiled, (arr) => vec4s.has(arr) ? 16 : 4, 'emulateI8SubgroupMatrices');
   const sizes = new Map([...code.matchAll(/var<workgroup>\s+(\w+)\s*:\s*array<i32,\s*(\d+)>/g)]
     .map((m) => [m[1], Number(m[2])] as [string, number]));
-  // Where each array's words live: its own array from 0, or the shared one at an offset.
-  const place = new Map([...sizes.keys()].map((a) => [a, {storage: a, base: 0}]));
   let out = code.replace(/^\s*enable chromium_experimental_subgroup_matrix;\s*$/m, '');
   const declared = [...code.matchAll(/var<workgroup>\s+\w+\s*:\s*(?:array<(?:i32|f32|u32),\s*(\d+)>|vec4<i32>)/g)]
     .reduce((n, m) => n + (m[1] ? 4 * Number(m[1]) : 16), 0);
   if (declared > maxWorkgroupBytes) {
-    const [X, W, S, A] = ['tileX', 'tileW', 'staged', 'As'].map((a) => sizes.get(a));
-    if (S == null || (X == null || W == null) && A == null) {
-      throw new Error('emulateI8SubgroupMatrices: too large, and not tileX/tileW or As, and staged');
-    }
-    if (X == null || W == null) {
-      // The staged-x kernel: its staged results share As's words.
-      out = out.replace(/var<workgroup> As : array<i32, \d+>;/, `var<workgroup> smTiles : array<i32, ${Math.max(A!, S)}>;`)
-        .replace(/var<workgroup> staged : array<i32, \d+>;/, '')
-        // Element reads and writes; the matrix loads and stores through &As / &staged go by `place`.
-        .replace(/(?<!&)\bAs\[/g, 'smTiles[').replace(/(?<!&)\bstaged\[/g, 'smTiles[');
-      place.set('As', {storage: 'smTiles', base: 0});
-      place.set('staged', {storage: 'smTiles', base: 0});
-    } else {
-      out = out.replace(/var<workgroup> tileX : array<i32, \d+>;/, `var<workgroup> smTiles : array<i32, ${Math.max(X + W, S)}>;`)
-        .replace(/var<workgroup> (tileW|staged) : array<i32, \d+>;/g, '')
-        .replace(/\btileX\[/g, 'smTiles[').replace(/\btileW\[/g, `smTiles[${X}u + `).replace(/\bstaged\[/g, 'smTiles[');
-      place.set('tileX', {storage: 'smTiles', base: 0});
-      place.set('tileW', {storage: 'smTiles', base: X});
-      place.set('staged', {storage: 'smTiles', base: 0});
-    }
+    throw new Error(`emulateI8SubgroupMatrices: the kernel declares ${declared} bytes of workgroup memory and the ` +
+      `device allows ${maxWorkgroupBytes}`);
   }
   // An operand array that is not a workgroup array<i32> is a storage binding (the pipelined kernels read both
   // operands from storage): its length is arrayLength's.
@@ -71,8 +49,7 @@ export function emulateI8SubgroupMatrices(source: string, maxWorkgroupBytes = In
     blocks.has(arr) ? `128u * arrayLength(&${arr})` : `arrayLength(&${arr})`;
   const at = (arr: string, index: string) => {
     if (blocks.has(arr)) return `${arr}[(${index}) / 128u][(${index}) % 128u]`;
-    const {storage, base} = place.get(arr) ?? {storage: arr, base: 0};
-    return `${storage}[${base ? `${base}u + ` : ''}${index}]`;
+    return `${arr}[${index}]`;
   };
   out = emulatedLanesInMain(out, 'emulateI8SubgroupMatrices');
   const loaded: string[] = [];
@@ -127,7 +104,7 @@ export function emulateI8SubgroupMatrices(source: string, maxWorkgroupBytes = In
 }
 
 /**
- * Workgroup tiles declared array<vec4<u32>> (the shared kernel's) or array<array<vec4<u32>, n>> (the staged
+ * Workgroup tiles declared array<vec4<u32>> or array<array<vec4<u32>, n>> (the staged
  * kernel's): each becomes an array<i32> of 4 words a vec4, and each 16-byte store `T[i] = v;` (`T[i][j] = v;`) four
  * word stores. Its loads keep counting vec4s (toMatrixElementOffsets is told which arrays these are).
  */

@@ -1,11 +1,11 @@
 /**
  * int8 w8a8 prefill GEMMs on tensor cores in the f16 'pipelined' layout (experts_gemm_tc_storage_webgpu.ts):
  * both operands in blocks of 16 rows × 32 k i8 (512 contiguous bytes, one i8 × i8 → i32 16×16×32 matrix),
- * read by subgroupMatrixLoad straight from storage, each 64-k step's blocks loaded one step ahead of its
- * multiplies, one subgroup per workgroup computing 32 or 64 rows × 64 columns (the plain loop also 96 rows, or two
- * subgroups side by side, the second's offsets from @builtin(subgroup_id)). The accumulators are int32 and
- * exact and the f32 epilogue is ExpertsInt8TensorCoreGemmProgram's, so the outputs equal the dot4 path's and
- * the cpu reference's bit for bit.
+ * read by subgroupMatrixLoad straight from storage through block pointers, each k block right before its
+ * multiplies (blockedLoop's plain loop over a trip count the compiler knows), one subgroup per workgroup computing
+ * 32 or 64 rows × 64 columns. The accumulators are int32 and exact and the f32 epilogue is int8Epilogue's, so the
+ * outputs equal the dot4 path's and the cpu reference's bit for bit. The blocked rows and weights are also the
+ * staged kernel's operands (experts_int8_tc_staged_webgpu.ts).
  *
  *   ExpertsInt8BlockedRowsProgram     quantized rows (ExpertsInt8QuantProgram's [rows, K/4 + 4] words) into
  *                                     blocked rows: w13 gathered through the sorted pairs, w2 in order
@@ -53,9 +53,9 @@ export function int8PipelinedLayout(H: number, I: number, subgroupsN = 1): Int8P
 /** i32 words of one block row of blocked rows (Kp/32 blocks of 128 words, then a block of 16 scales). */
 export const blockedRowBlockWords = (Kp: number) => Kp * 4 + 128;
 
-/** Workgroup memory: the tile lookup, 4 staged 16×16 i32 results a subgroup, the row scales, w2's pairs and weights. */
-export function int8PipelinedWorkgroupBytes(blockRows: number, subgroupsN = 1): number {
-  return 16 + 4 + 4 * 256 * 4 * subgroupsN + 3 * blockRows * 4;
+/** Workgroup memory: the tile lookup, the subgroup's 4 staged 16×16 i32 results, the row scales, w2's pairs and weights. */
+export function int8PipelinedWorkgroupBytes(blockRows: number): number {
+  return 16 + 4 + 4 * 256 * 4 + 3 * blockRows * 4;
 }
 
 export interface ExpertsInt8BlockedRowsConfig {
@@ -197,50 +197,31 @@ export class ExpertsInt8PipelinedGemmProgram implements WebGPUProgram {
   private readonly c: ExpertsInt8Config;
   private readonly blockRows: number;
   private readonly layout: Int8PipelinedLayout;
-  private readonly prefetch: boolean;
-  private readonly blockPointers: boolean;
-  private readonly subgroupsN: number;
-  private readonly kStagger: boolean;
-  private readonly groupRows: number;
 
   /**
    * Inputs: xb (blocked rows), align (built with `blockRows`), topkWeights (w2 with the weight on the output),
-   * wb (the shard's blocked weights), scales, bias?. `prefetch`: the k loop loads the next 64-k step's blocks
-   * before the current step's multiplies (the 'pipelined' kernels), or each k block right before its own ('plain').
-   * `blockPointers`: xb and wb are read as arrays of 512-byte blocks (blockedLoop says why). `subgroupsN`: 1, 2 or 4
-   * subgroups side by side along the columns (the f16 '64x128' variants; `layout` padded for them); `kStagger`:
-   * subgroup s walks the tile's k blocks s blocks ahead of the first (blockedLoop's kStagger; the f16
-   * 'staggered' variants). `groupRows`: row tiles launched this many at a time before the next columns
-   * (groupedGridSnippet; 0: x-major).
+   * wb (the shard's blocked weights, int8PipelinedLayout(H, I)), scales, bias?. xb and wb are read as arrays of
+   * 512-byte blocks (blockedLoop's blockPointers: 258 → 299 TOPS for this loop on the plain-GEMM probe, H200).
    */
   constructor(c: ExpertsInt8Config, outputShape: number[], numTiles: number, blockRows: number,
-      layout: Int8PipelinedLayout, prefetch = true, blockPointers = false, subgroupsN = 1, kStagger = false, groupRows = 0) {
-    if (![1, 2, 4].includes(subgroupsN)) throw new Error(`int8 pipelined GEMM: subgroupsN 1, 2 or 4, got ${subgroupsN}`);
-    if (kStagger && subgroupsN === 1) throw new Error('int8 pipelined GEMM: kStagger needs subgroups side by side');
-    // 96 rows: 192 accumulator registers a lane, which only the plain loop leaves room for.
-    if (blockRows !== 32 && blockRows !== 64 && !(blockRows === 96 && !prefetch)) {
-      throw new Error(`int8 pipelined GEMM: blockRows 32 or 64 (96 with the plain loop), got ${blockRows}`);
+      layout: Int8PipelinedLayout) {
+    if (blockRows !== 32 && blockRows !== 64) {
+      throw new Error(`int8 blocked GEMM: blockRows 32 or 64, got ${blockRows}`);
     }
     this.c = c;
     this.blockRows = blockRows;
     this.layout = layout;
-    this.prefetch = prefetch;
-    this.blockPointers = blockPointers;
-    this.subgroupsN = subgroupsN;
-    this.kStagger = kStagger;
-    this.groupRows = groupRows;
-    this.workgroupSize = [32 * subgroupsN, 1, 1];
     const w13 = c.stage === 'w13';
     this.outputShape = outputShape;
-    this.dispatch = [numTiles, w13 ? Math.ceil(c.intermediateSize / (INT8_PIPELINED_TILE.w13Columns * subgroupsN)) :
-      Math.ceil(c.hiddenSize / (INT8_PIPELINED_TILE.w2Columns * subgroupsN)), 1];
+    this.dispatch = [numTiles, w13 ? Math.ceil(c.intermediateSize / INT8_PIPELINED_TILE.w13Columns) :
+      Math.ceil(c.hiddenSize / INT8_PIPELINED_TILE.w2Columns), 1];
     const usesWeights = !w13 && !c.applyRouterWeightOnInput;
     this.variableNames = ['xb', 'align', ...(usesWeights ? ['topkWeights'] : []), 'wb', 'scales',
       ...(c.hasBias ? ['bias'] : [])];
     this.variableComponents = this.variableNames.map(() => 1);
     this.shaderKey = `moeExpertsInt8GemmTcPipelined_${c.stage}_${c.hiddenSize}_${c.intermediateSize}_${c.topK}_` +
       `${c.numLocalExperts}_${w13 ? c.activation : ''}_${c.applyRouterWeightOnInput}_${c.hasBias}_${blockRows}_` +
-      `${layout.Hp}_${layout.Ip}_${prefetch}_${blockPointers}_${subgroupsN}_${kStagger}_${groupRows}`;
+      `${layout.Hp}_${layout.Ip}`;
   }
 
   getUserCode(): string {
@@ -251,7 +232,6 @@ export class ExpertsInt8PipelinedGemmProgram implements WebGPUProgram {
     const Kp = w13 ? this.layout.Hp : this.layout.Ip;
     const rowsPerExpert = w13 ? this.layout.w13Rows : this.layout.w2Rows;
     const steps = Kp / INT8_PIPELINED_TILE.kStep;
-    const RB = blockedRowBlockWords(Kp) * 4;   // bytes (i8 elements) per block row of xb
     const KB = Kp / 32;                        // blocks per block row
     const usesWeights = !w13 && !c.applyRouterWeightOnInput;
     const left = 'subgroup_matrix_left<i8, 32, 16>';
@@ -260,52 +240,44 @@ export class ExpertsInt8PipelinedGemmProgram implements WebGPUProgram {
     const TM = BM / 16;
     const rows = Array.from({length: TM}, (_, r) => r);
     const cols = [0, 1, 2, 3];
-    const WN = this.subgroupsN;
-    // Several subgroups: each stages its own 16-row block (4 KiB) at sid · 1024; both read the tile's row scales.
-    const base = WN > 1 ? 'sid * 1024u' : '0u';
-    const epilogue = int8Epilogue(c, base);
+    const epilogue = int8Epilogue(c, '0u');
     const columns = w13 ? 32 : 64;
-    const blocks = this.blockPointers;
-    const scaleOf = (row: string) => blocks ? `xb[(${row} / 16u) * ${KB + 1}u + ${KB}u][${row} % 16u]` :
-      `xb[(${row} / 16u) * ${RB / 4}u + ${Kp * 4}u + ${row} % 16u]`;
     return `
-      ${WN > 1 ? 'enable subgroups;' : ''}
       enable chromium_experimental_subgroup_matrix;
-      ${WN > 1 ? '// moe-main-ids' : ''}
-      ${blocks ? storageElements('xb', 'i32-blocks') : ''}
-      ${blocks ? storageElements('wb', 'i32-blocks') : ''}
+      ${storageElements('xb', 'i32-blocks')}
+      ${storageElements('wb', 'i32-blocks')}
       ${w13 ? activationSnippet(c.activation) : ''}
       var<workgroup> wgTile : vec4<i32>;   // row start, expert, first and end 64-k step
       var<workgroup> wgN0 : i32;           // first column, workgroup-uniform through it
-      var<workgroup> staged : array<i32, ${4 * 256 * WN}>;   // a subgroup's 16-row block: 4 results, row-major 16×16 each
+      var<workgroup> staged : array<i32, 1024>;   // a 16-row block: 4 results, row-major 16×16 each
       var<workgroup> rowScale : array<f32, ${BM}>;
       ${w13 ? '' : `// w2's rows: their pairs and routing weights, read once before the k loop (epilogueRows says why).
       var<workgroup> tilePair : array<i32, ${BM}>;
       var<workgroup> tileWeight : array<f32, ${BM}>;`}
 
-      // xb: ${w13 ? 'gathered x' : 'act'} in blocked rows (${RB} bytes a block row); align: [E+1] offsets then the sorted
+      // xb: ${w13 ? 'gathered x' : 'act'} in blocked rows (${KB + 1} blocks a block row); align: [E+1] offsets then the sorted
       // pairs; wb: blocked weights [experts, ${rowsPerExpert}/16, ${KB}] blocks; result: ${w13 ? `act [rows, ${I}]` : 'y [P, H] by pair'}.
-      fn main(${WN > 1 ? 'wid : vec3<u32>, sid : u32, lane : u32' : ''}) {
-        ${gemmGridSnippet('wb', BM, steps, steps, columns * WN, this.groupRows)}
-        let n0 = workgroupUniformLoad(&wgN0)${WN > 1 ? ` + i32(sid) * ${columns}` : ''};
-        ${WN > 1 ? '' : 'let lane = localIndex;'}
-        for (var m = localIndex; m < ${BM}u; m += ${32 * WN}u) {
+      fn main() {
+        ${gemmGridSnippet('wb', BM, steps, steps, columns, 0)}
+        let n0 = workgroupUniformLoad(&wgN0);
+        let lane = localIndex;
+        for (var m = localIndex; m < ${BM}u; m += 32u) {
           let row = u32(rowStart) + m;
-          rowScale[m] = bitcast<f32>(${scaleOf('row')});
+          rowScale[m] = bitcast<f32>(xb[(row / 16u) * ${KB + 1}u + ${KB}u][row % 16u]);
           ${w13 ? '' : `let pair = align[${E + 1} + i32(row)];
           tilePair[m] = pair;
           tileWeight[m] = ${usesWeights ? 'select(0.0, topkWeights[max(pair, 0)], pair >= 0)' : '1.0'};`}
         }
         ${epilogue.columns}
         ${rows.flatMap((r) => cols.map((cc) => `var acc${r}${cc} : ${result};`)).join('\n        ')}
-        ${blockedLoop(rows, cols, this.prefetch, {x: 'xb', w: 'wb', left, right, block: 512, stride: 32, perElement: 4, blockPointers: blocks,
-          stepsPerTile: steps, kStagger: this.kStagger ? 'sid' : undefined, kStaggerMax: WN - 1,
-          aBlock: (r) => `(u32(rowStart) / 16u + ${r}u) * ${RB}u`,
+        ${blockedLoop(rows, cols, false, {x: 'xb', w: 'wb', left, right, block: 512, stride: 32, perElement: 4,
+          blockPointers: true, stepsPerTile: steps,
+          aBlock: (r) => `(u32(rowStart) / 16u + ${r}u) * ${blockedRowBlockWords(Kp) * 4}u`,
           bBlock: (cc) => `((u32(e) * ${rowsPerExpert}u + u32(${w13 ? '2 * n0' : 'n0'})) / 16u + ${cc}u) * ${KB * 512}u`})}
 
         ${rows.map((r) => `{
           let rt = ${r}u;
-          ${cols.map((cc) => `subgroupMatrixStore<row_major>(&staged, ${base} + ${cc * 256}u, acc${r}${cc}, 16u);`).join(' ')}
+          ${cols.map((cc) => `subgroupMatrixStore<row_major>(&staged, ${cc * 256}u, acc${r}${cc}, 16u);`).join(' ')}
           workgroupBarrier();
           ${epilogue.block}
           workgroupBarrier();

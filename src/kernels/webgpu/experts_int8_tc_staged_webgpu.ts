@@ -9,15 +9,20 @@
  * 128 × 32 tile loads 2 of them per 16 multiplies where 64 × 64 loads 4 (and 4 x blocks). On an H100's plain
  * 4096 × 14336 × 4096 int8 GEMM: 1.333 ms (361 TOPS) against the plain 64 × 64 loop's 1.631 (295); deeper or
  * shallower weight prefetch, eight subgroups, or both operands staged were slower (bench/tc_probe.ts --round20,
- * bench/results/2026-12-06-h100-tc-probe-round20-tall.log). In the layer, with its epilogue staged in the kernel, it
- * is slower than the plain 64-row kernel; with its results stored straight and the epilogue as passes (w13's in
- * the activation quantizer) it is the int8 default where I is large (see experts_int8_run.ts).
+ * bench/results/2026-12-06-h100-tc-probe-round20-tall.log).
+ *
+ * Why the results leave straight: staged through workgroup memory for an in-kernel epilogue (16 barriers of the
+ * four subgroups a tile, or 8 with two buffers), they cost the probe's loop 18% on an H200 (tc_probe --round23) and
+ * made the layer's kernel slower than the plain 64-row one (Mixtral M = 4096 13.1 ms against 11.1 on an H100;
+ * removed 2026-12-07, see experts_int8_run.ts). Stored straight into an int32 tensor, with w13's epilogue in the
+ * activation quantizer (ExpertsInt8StagedActQuantProgram) and w2's as a pass (ExpertsInt8StagedEpilogueProgram),
+ * it is the int8 default where I is large.
  *
  * Operands, weights' blocked copy and layout are experts_int8_tc_pipelined_webgpu.ts's (int8PipelinedLayout with
  * two 64-column subgroups' padding: w13 in 64 act columns, w2 in 128 h columns a workgroup). A w13 workgroup's 128
  * weight rows are two groups of 32 gate then 32 up rows; subgroup s takes group s / 2's 16 columns (s % 2): its
- * gate block and the up block two after it. The i32 accumulators are exact and the epilogue is int8Epilogue's
- * (narrow), so the outputs equal the dot4 path's and the cpu reference's bit for bit.
+ * gate block and the up block two after it. The i32 accumulators are exact and the epilogues are int8Epilogue's
+ * expressions (narrow), so the outputs equal the dot4 path's and the cpu reference's bit for bit.
  */
 import type {WebGPUProgram} from '@tensorflow/tfjs-backend-webgpu';
 import {activationSnippet, gateUpRows, gemmGridSnippet, segmentOwnerSnippet} from './experts_wgsl';
@@ -34,33 +39,18 @@ export const INT8_STAGED_TILE = {rows: 128, subgroups: 4, kBlocksPerStage: 2, ah
 export const INT8_STAGED_LAYOUT_SUBGROUPS = 2;
 
 /**
- * How the staged GEMM's i32 results leave: 'epilogue' per 16-row block through workgroup memory between two
- * barriers of the four subgroups (16 a tile); 'epilogue-two-buffers' the blocks alternating between two such
- * buffers, one barrier each (a block's reads end before the next block's barrier, which comes before the store
- * into their buffer two blocks on); 'straight' stored straight into an int32 tensor for
- * ExpertsInt8StagedEpilogueProgram or ExpertsInt8StagedActQuantProgram.
+ * The GEMM's workgroup memory: the tile lookup and first column, two buffers of the rows' k blocks (8 row blocks ×
+ * 2 × 512 bytes each). Its epilogue pass declares less (the tile lookup, row scales, w2's pairs and weights).
  */
-export type Int8StagedResults = 'epilogue' | 'epilogue-two-buffers' | 'straight';
-
-/** Staging buffers of a subgroup's 16-row block of results each way. */
-function stagingBuffers(results: Int8StagedResults): number {
-  return results === 'epilogue-two-buffers' ? 2 : results === 'epilogue' ? 1 : 0;
-}
-
-/**
- * Workgroup memory: the tile lookup and first column, two buffers of the rows' k blocks (8 row blocks × 2 × 512
- * bytes each), the staged 16 × 16 i32 results (2 a subgroup a buffer), the row scales, w2's pairs and weights.
- */
-export function int8StagedWorkgroupBytes(results: Int8StagedResults = 'epilogue'): number {
+export function int8StagedWorkgroupBytes(): number {
   const t = INT8_STAGED_TILE;
-  return 16 + 4 + 2 * (t.rows / 16) * t.kBlocksPerStage * 512 + stagingBuffers(results) * t.subgroups * 2 * 256 * 4 +
-    (results === 'straight' ? 0 : 3 * t.rows * 4);
+  return 16 + 4 + 2 * (t.rows / 16) * t.kBlocksPerStage * 512;
 }
 
 /**
- * With `straight` results (ExpertsInt8StagedGemmProgram), the i32 accumulators' columns a row: the blocked weights'
- * rows (w13 gate and up of every act column, w2 h, both padded). w13's act column i has its gate at column
- * 32·(i / 16) + i % 16 and its up 16 after it (subgroup s of a workgroup stores gate block then up block at 32·s).
+ * The i32 results' columns a row (ExpertsInt8StagedGemmProgram's output): the blocked weights' rows (w13 gate and
+ * up of every act column, w2 h, both padded). w13's act column i has its gate at column 32·(i / 16) + i % 16 and
+ * its up 16 after it (subgroup s of a workgroup stores gate block then up block at 32·s).
  */
 export function int8StagedResultColumns(stage: 'w13' | 'w2', layout: Int8PipelinedLayout): number {
   return stage === 'w13' ? layout.w13Rows : layout.w2Rows;
@@ -71,15 +61,11 @@ function resultColumn(w13: boolean): string {
   return w13 ? '2u * u32(wgN) + sid * 32u' : 'u32(wgN) + sid * 32u';
 }
 
-/**
- * The epilogue's workgroup arrays: `buffers` of the subgroups' staged 16-row blocks (GEMM only), the tile's row
- * scales, w2's pairs and weights.
- */
-function epilogueRowsDecl(c: ExpertsInt8Config, buffers = 1): string {
-  const {rows: BM, subgroups: WN} = INT8_STAGED_TILE;
+/** The epilogue pass's workgroup arrays: the tile's row scales, w2's pairs and weights. */
+function epilogueRowsDecl(c: ExpertsInt8Config): string {
+  const {rows: BM} = INT8_STAGED_TILE;
   const w13 = c.stage === 'w13';
-  return `${buffers ? `var<workgroup> staged : array<i32, ${buffers * WN * 512}>;   // ${buffers === 1 ? 'a' : `${buffers} buffers of a`} subgroup's 16-row block: 2 results, row-major 16×16 each` : ''}
-      var<workgroup> rowScale : array<f32, ${BM}>;
+  return `var<workgroup> rowScale : array<f32, ${BM}>;
       ${w13 ? '' : `var<workgroup> tilePair : array<i32, ${BM}>;
       var<workgroup> tileWeight : array<f32, ${BM}>;`}`;
 }
@@ -139,38 +125,25 @@ abstract class Int8StagedTileProgram implements WebGPUProgram {
 }
 
 export class ExpertsInt8StagedGemmProgram extends Int8StagedTileProgram {
-  variableNames: string[];
-  variableComponents: number[];
-  private readonly results: Int8StagedResults;
+  variableNames = ['xb', 'align', 'wb'];
+  variableComponents = [4, 1, 1];
 
   /**
-   * Inputs: xb (blocked rows, read as vec4 words for the copies), align (built with blockRows 128), topkWeights (w2
-   * with the weight on the output), wb (the shard's blocked weights, int8PipelinedLayout(H, I,
-   * INT8_STAGED_LAYOUT_SUBGROUPS)), scales, bias?. `results` 'straight': only xb, align and wb; the i32 results
-   * are stored straight into the output, int32 [rows, int8StagedResultColumns], for
-   * ExpertsInt8StagedEpilogueProgram (the epilogue staged through workgroup memory, between barriers of the four
-   * subgroups, cost the plain-GEMM probe 18% on an H200: tc_probe --round23).
+   * Inputs: xb (blocked rows, read as vec4 words for the copies), align (built with blockRows 128), wb (the shard's
+   * blocked weights, int8PipelinedLayout(H, I, INT8_STAGED_LAYOUT_SUBGROUPS)). Output: the i32 results, int32
+   * [rows, int8StagedResultColumns], for ExpertsInt8StagedActQuantProgram (w13) or ExpertsInt8StagedEpilogueProgram.
    */
-  constructor(c: ExpertsInt8Config, outputShape: number[], numTiles: number, layout: Int8PipelinedLayout,
-      results: Int8StagedResults = 'epilogue') {
+  constructor(c: ExpertsInt8Config, outputShape: number[], numTiles: number, layout: Int8PipelinedLayout) {
     super('moeExpertsInt8GemmTcStaged', c, outputShape, numTiles, layout);
-    this.results = results;
-    const straight = results === 'straight';
-    if (straight && outputShape[1] !== int8StagedResultColumns(c.stage, layout)) {
-      throw new Error(`int8 staged GEMM: straight results need ${int8StagedResultColumns(c.stage, layout)} columns, ` +
+    if (outputShape[1] !== int8StagedResultColumns(c.stage, layout)) {
+      throw new Error(`int8 staged GEMM: its results need ${int8StagedResultColumns(c.stage, layout)} columns, ` +
         `got ${outputShape[1]}`);
     }
-    const usesWeights = c.stage === 'w2' && !c.applyRouterWeightOnInput;
-    this.variableNames = straight ? ['xb', 'align', 'wb'] : ['xb', 'align', ...(usesWeights ? ['topkWeights'] : []),
-      'wb', 'scales', ...(c.hasBias ? ['bias'] : [])];
-    this.variableComponents = this.variableNames.map((n) => n === 'xb' ? 4 : 1);
-    this.shaderKey += `_${results}`;
   }
 
   getUserCode(): string {
     const c = this.c;
     const w13 = c.stage === 'w13';
-    const I = c.intermediateSize;
     const {rows: BM, subgroups: WN, kBlocksPerStage: SK, ahead: D} = INT8_STAGED_TILE;
     const Kp = w13 ? this.layout.Hp : this.layout.Ip;
     const rowsPerExpert = w13 ? this.layout.w13Rows : this.layout.w2Rows;
@@ -186,8 +159,6 @@ export class ExpertsInt8StagedGemmProgram extends Int8StagedTileProgram {
     const rowsT = Array.from({length: RB}, (_, r) => r);
     const cols = [0, 1];
     const ds = Array.from({length: D}, (_, d) => d);
-    const epilogue = int8Epilogue(c, 'slot + sid * 512u', true);
-    const buffers = stagingBuffers(this.results);
     // Copy p of a lane: vec4 q = li + p·threads of the stage, block row q / (32·SK), vec4 q % (32·SK) of that row's
     // SK contiguous k blocks (in storage and in workgroup memory alike).
     const q = (p: number) => `(localIndex + ${p * threads}u)`;
@@ -203,13 +174,11 @@ export class ExpertsInt8StagedGemmProgram extends Int8StagedTileProgram {
             ${rowsT.flatMap((r) => cols.map((cc) => `acc${r}${cc} = subgroupMatrixMultiplyAccumulate(a${r}, b0${cc}, acc${r}${cc});`)).join('\n            ')}
             ${ds.flatMap((d) => cols.map((cc) => `b${d}${cc} = ${d + 1 < D ? `b${d + 1}${cc}` : `nb${cc}`};`)).join(' ')}
           }`).join('\n          ');
-    // The subgroup's first weight block row (of 16 rows) and first output column.
-    const firstColumn = w13 ? 'wgN + i32(sid / 2u) * 32 + i32(sid % 2u) * 16' : 'wgN + i32(sid) * 32';
-    const straight = this.results === 'straight';
     const columns = int8StagedResultColumns(c.stage, this.layout);
-    const straightStores = rowsT.flatMap((r) => cols.map((cc) => `subgroupMatrixStore<row_major>(&result, ` +
+    const stores = rowsT.flatMap((r) => cols.map((cc) => `subgroupMatrixStore<row_major>(&result, ` +
       `(u32(rowStart) + ${16 * r}u) * ${columns}u + ${resultColumn(w13)} + ${16 * cc}u, acc${r}${cc}, ${columns}u);`))
       .join('\n        ');
+    // The subgroup's first weight block row (of 16 rows).
     const bRow = w13 ? `(u32(e) * ${rowsPerExpert}u + 2u * u32(wgN)) / 16u + (sid / 2u) * 4u + sid % 2u` :
       `(u32(e) * ${rowsPerExpert}u + u32(wgN)) / 16u + sid * 2u`;
     return `
@@ -217,20 +186,16 @@ export class ExpertsInt8StagedGemmProgram extends Int8StagedTileProgram {
       enable chromium_experimental_subgroup_matrix;
       // moe-main-ids
       ${storageElements('wb', 'i32-blocks')}
-      ${w13 && !straight ? activationSnippet(c.activation) : ''}
       var<workgroup> wgTile : vec4<i32>;   // row start, expert, first and end 64-k step
       var<workgroup> wgN0 : i32;           // first column, workgroup-uniform through it
       var<workgroup> As : array<array<vec4<u32>, 32>, ${2 * RB * SK}>;   // [buffer][row block][k block]: 16 rows × 32 i8
-      ${straight ? '' : epilogueRowsDecl(c, buffers)}
 
       // xb: ${w13 ? 'gathered x' : 'act'} in blocked rows (${RV} vec4 words a block row); align: [E+1] offsets then the sorted
-      // pairs; wb: blocked weights [experts, ${rowsPerExpert}/16, ${KB}] blocks; result: ${w13 ? `act [rows, ${I}]` : 'y [P, H] by pair'}.
+      // pairs; wb: blocked weights [experts, ${rowsPerExpert}/16, ${KB}] blocks; result: i32 [rows, ${columns}].
       fn main(wid : vec3<u32>, sid : u32, lane : u32) {
         ${gemmGridSnippet('wb', BM, stages, stages, (w13 ? 64 : 128), 0)}
         let aFirst = u32(rowStart) / 16u * ${RV}u;   // the tile's first block row, in vec4 words
-        ${straight ? '' : epilogueRowsFill(c, Kp)}
         let wgN = workgroupUniformLoad(&wgN0);   // the workgroup's first column
-        let n0 = ${firstColumn};                   // this subgroup's
         let bFirst = (${bRow}) * ${KB}u;
         ${cols.map((cc) => `let bBlock${cc} = bFirst + ${w13 ? (cc === 0 ? 0 : 2) * KB : cc * KB}u;`).join('\n        ')}
         ${rowsT.flatMap((r) => cols.map((cc) => `var acc${r}${cc} : ${result};`)).join('\n        ')}
@@ -246,15 +211,7 @@ export class ExpertsInt8StagedGemmProgram extends Int8StagedTileProgram {
           ${copies.map((p) => put(p, '(1u - buf)')).join('\n          ')}
           workgroupBarrier();
         }
-        ${straight ? straightStores : `${epilogue.columns}
-        ${rowsT.map((r) => `{
-          let rt = ${r}u;
-          let slot = ${(r % buffers) * WN * 512}u;   // the block's buffer
-          ${cols.map((cc) => `subgroupMatrixStore<row_major>(&staged, slot + sid * 512u + ${cc * 256}u, acc${r}${cc}, 16u);`).join(' ')}
-          workgroupBarrier();
-          ${epilogue.block}
-          ${buffers === 1 ? 'workgroupBarrier();' : ''}
-        }`).join('\n        ')}`}
+        ${stores}
       }
     `;
   }
@@ -292,7 +249,7 @@ export class ExpertsInt8StagedEpilogueProgram extends Int8StagedTileProgram {
       ${w13 ? activationSnippet(c.activation) : ''}
       var<workgroup> wgTile : vec4<i32>;   // row start, expert, first and end k step (one)
       var<workgroup> wgN0 : i32;
-      ${epilogueRowsDecl(c, 0)}
+      ${epilogueRowsDecl(c)}
 
       // Element i of the 16-row block at row0 of the results a GEMM subgroup stored from column col0: its result
       // i / 256 (w13 gate, up; w2 two h blocks), row i % 256 / 16, column i % 16.
@@ -320,7 +277,6 @@ export class ExpertsInt8StagedEpilogueProgram extends Int8StagedTileProgram {
 /** The two stages under their own names, so that timestamp profiles (keyed by class name) tell them apart. */
 export class ExpertsW13Int8StagedGemmProgram extends ExpertsInt8StagedGemmProgram {}
 export class ExpertsW2Int8StagedGemmProgram extends ExpertsInt8StagedGemmProgram {}
-export class ExpertsW13Int8StagedEpilogueProgram extends ExpertsInt8StagedEpilogueProgram {}
 export class ExpertsW2Int8StagedEpilogueProgram extends ExpertsInt8StagedEpilogueProgram {}
 
 /**
