@@ -2,7 +2,7 @@
  * Device entry for the int8 w8a8 paths (issue 11): Dawn with the toggles of gpu_check_tc.ts, then
  *   1. what the device offers: dot4I8Packed (WGSL language feature packed_4x8_integer_dot_product), the
  *      subgroup-matrix configs, and which int8 prefill GEMM runs and why (chooseInt8GemmKernel; per shape and M
- *      too, since the shared kernel's rows per tile follow the rows per expert);
+ *      too, since the choice follows the rows per expert and I);
  *   2. tiny problems (several row / column / k tiles, tails, split weights) through every int8 path (decode,
  *      decode-grouped, prefill on each available GEMM) against the cpu reference (fusedExpertsInt8Impl), which
  *      they must equal bit for bit: the data put every gate at ≥ 40, where silu(g) = g exactly in f32 and f64, so

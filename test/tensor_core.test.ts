@@ -25,8 +25,7 @@ import {chooseGemmKernel} from '../src/kernels/webgpu/FusedExperts';
 import {tensorCorePrefillPlan, tensorCoreStoragePrefill, w2WritesSorted} from '../src/kernels/webgpu/tensor_core_prefill';
 import {ExpertsAlignProgram, alignLanes} from '../src/kernels/webgpu/experts_align_webgpu';
 import {ExpertsCombineProgram} from '../src/kernels/webgpu/experts_combine_webgpu';
-import {ExpertsTensorCoreSharedGemmProgram} from '../src/kernels/webgpu/experts_gemm_tc_shared_webgpu';
-import {PIPELINED_TILE, PIPELINED_WIDE_TILE, SHARED_TILE, STORAGE_TILE, TENSOR_CORE_VARIANTS, TensorCoreVariant, foldedDispatch, loadsBlockPointers, prefetchesBlocks,
+import {PIPELINED_TILE, PIPELINED_WIDE_TILE, STORAGE_TILE, TENSOR_CORE_VARIANTS, TensorCoreVariant, foldedDispatch, loadsBlockPointers, prefetchesBlocks,
   setTensorCoreVariant, staggersK, tensorCoreBlockRows, groupedRowTiles, fitsRowBlocks, tensorCoreSubgroupsN, tensorCoreTileShape,
   isPipelinedVariant, storageWorkgroupBytes, tensorCoreChoice, tensorCoreLayout, tensorCoreStorageDispatch, weightSource} from '../src/kernels/webgpu/tensor_core_plan';
 import {TENSOR_CORE_WEIGHT_CACHE_FLAG, tensorCoreWeightCopies, tensorCoreWeightCopy}
@@ -81,14 +80,6 @@ describe('tensor-core GEMM plan', () => {
       expect(fp8).to.include({kernel: 'tensor-core-f16', variant: 'workgroup-tiles'});
       if (variant !== 'workgroup-tiles') expect(fp8.reason).to.match(/fp8 w8a8 .* f16/);
     }
-  });
-
-  it('takes storage-64 for a shared variant whose tiles do not fit the workgroup memory, saying why', () => {
-    const small = {...ON, maxComputeWorkgroupStorageSize: 32768};
-    expect(tensorCoreChoice(small, 2048, 768, {}, 'shared-64')).to.include({variant: 'shared-64'});
-    const big = tensorCoreChoice(small, 2048, 768, {}, 'shared-128');
-    expect(big).to.include({kernel: 'tensor-core-f16', variant: 'storage-64'});
-    expect(big.reason).to.match(/'shared-128': its tiles need 36880 bytes .* allows 32768/);
   });
 
   it('takes staggered-64x128 for staggered-64x256 where its four staged blocks do not fit, saying why', () => {
@@ -181,7 +172,7 @@ describe('tensor-core GEMM plan', () => {
   });
 
   it('pads the layouts so that the last tile of the last expert ends inside each buffer', () => {
-    for (const tile of [STORAGE_TILE, SHARED_TILE, PIPELINED_TILE]) {
+    for (const tile of [STORAGE_TILE, PIPELINED_TILE]) {
       const {kStep, w13Columns, w2Columns} = tile;
       const pipelined = tile === PIPELINED_TILE;
       for (const [H, I] of [[64, 48], [136, 200], [264, 392], [2048, 768], [7168, 256], [4096, 14336]]) {
@@ -323,9 +314,8 @@ describe('tensor-core GEMM plan', () => {
     expect(tensorCoreStorageDispatch('w13', 40, 2048, 768, 4)).to.deep.equal([40, 24, 1]);
     expect(tensorCoreStorageDispatch('w2', 40, 2048, 768, 4)).to.deep.equal([40, 32, 4]);
     expect(tensorCoreBlockRows('storage-64')).to.equal(64);
-    expect(tensorCoreBlockRows('shared-128')).to.equal(128);
-    expect(tensorCoreStorageDispatch('w13', 40, 2048, 768, 1, SHARED_TILE)).to.deep.equal([40, 12, 1]);
-    expect(tensorCoreStorageDispatch('w2', 40, 2048, 768, 4, SHARED_TILE)).to.deep.equal([40, 16, 4]);
+    expect(tensorCoreStorageDispatch('w13', 40, 2048, 768, 1, PIPELINED_WIDE_TILE)).to.deep.equal([40, 12, 1]);
+    expect(tensorCoreStorageDispatch('w2', 40, 2048, 768, 4, PIPELINED_WIDE_TILE)).to.deep.equal([40, 16, 4]);
     expect(tensorCoreStorageDispatch('w13', 40, 2048, 768, 1, PIPELINED_TILE)).to.deep.equal([40, 24, 1]);
     expect(tensorCoreBlockRows('pipelined-32')).to.equal(32);
     expect(tensorCoreBlockRows('pipelined-64')).to.equal(64);
@@ -599,10 +589,6 @@ describeBackends('tensor-core helper programs on webgpu', (backend) => {
     let out = toMatrixElementOffsets(code, () => 1, 'standIn').replace(/^\s*enable (f16|chromium_experimental_subgroup_matrix);\s*$/gm, '')
         .replace(/^(\s*)\/\/ moe-storage-f16-blocks (\w+)$/gm, `$1${BLOCKS_STAND_IN} $2`)
         .replace(/^\s*\/\/ moe-storage-f16 .*$/gm, '')
-        // f16 tiles as f32 would double the workgroup memory past SwiftShader's 32 KiB (and shared-128 needs 36 KiB
-        // on the H200's 48): shorter arrays (these
-        // programs only validate here, and out-of-range workgroup accesses are clamped).
-        .replace(/(var<workgroup> tile\w+ : array<)f16, (\d+)>/g, (_, decl, n) => `${decl}f16, ${Number(n) / 2}>`)
         .replace(/(var<workgroup> staged : array<f32, )(\d+)>/g, (_, decl, n) => `${decl}${Math.min(Number(n), 2048)}>`)
         .replace(/bitcast<vec2<f16>>\(([^()]*(?:\([^()]*\))?[^()]*)\)/g, 'unpack2x16float(bitcast<u32>($1))')
         .replace(/subgroup_matrix_(left|right)<f16, 16, 16>|subgroup_matrix_result<f32, 16, 16>/g, 'SM')
@@ -690,16 +676,10 @@ describeBackends('tensor-core helper programs on webgpu', (backend) => {
           stage === 'w13' ? [x, align, ...w13] : [act, align, tw, ...w2], wb().makeTensorInfo(p.outputShape, 'float32'));
         }
         // storage variants: x16 / act16 i32 words, the f16 weights (a copy: i32 words), bias. Their code does not
-        // depend on the format (the copy does: checked below against the host). Shared variants: the same bindings
-        // (x16 and w16 read as vec4<i32>), 4 subgroups, one row count per case (SwiftShader compiles them slowly).
+        // depend on the format (the copy does: checked below against the host).
         const variants = format === FLOAT32_FORMAT ? [
           ...[32, 64].map((blockRows) => ({Program: ExpertsTensorCoreStorageGemmProgram, tile: STORAGE_TILE, blockRows,
             loads: ['x16', 'w16'], blocked: false})),
-          {Program: ExpertsTensorCoreSharedGemmProgram, tile: SHARED_TILE, blockRows: activation === 'silu' ? 64 : 128,
-            loads: ['tileX', 'tileW'], blocked: false},
-          // The blocked variants: the same program, the weights read in 16×16 blocks from storage.
-          {Program: ExpertsTensorCoreSharedGemmProgram, tile: SHARED_TILE, blockRows: activation === 'silu' ? 128 : 64,
-            loads: ['tileX', 'w16'], blocked: true},
           // The pipelined variants: the storage program with x16 / act16 and the weights in 16×16 blocks, read
           // through block pointers (32 rows) or by element (64).
           ...[32, 64].map((blockRows) => ({Program: ExpertsTensorCoreStorageGemmProgram, tile: PIPELINED_TILE, blockRows,
@@ -1118,10 +1098,10 @@ describeBackends('tensor-core helper programs on webgpu', (backend) => {
 
   it('copies weights of every format to padded f16 in the GEMM\'s layout (gate/up de-interleaved, or in 16×16 blocks)', async () => {
     const E = 2, H = 40, I = 24;
-    // Blocked: in the shared variants' tiles (128 w13 rows per 64 act columns), or the pipelined ones' (64 per 32).
+    // Blocked: in two pipelined subgroups' tiles (128 w13 rows per 64 act columns), or one's (64 per 32).
     for (const [format, blocked, blockTile] of [...FORMATS.map((f) => [f, false, STORAGE_TILE] as const),
-      [FLOAT32_FORMAT, true, SHARED_TILE] as const, [FLOAT32_FORMAT, true, PIPELINED_TILE] as const,
-      ...FORMATS.filter((f) => f.code === 'uint4').slice(0, 1).map((f) => [f, true, SHARED_TILE] as const)]) {
+      [FLOAT32_FORMAT, true, PIPELINED_WIDE_TILE] as const, [FLOAT32_FORMAT, true, PIPELINED_TILE] as const,
+      ...FORMATS.filter((f) => f.code === 'uint4').slice(0, 1).map((f) => [f, true, PIPELINED_WIDE_TILE] as const)]) {
       // Packed formats need K a multiple of their group; block-scaled fp8 has groups of 128 (one group here).
       for (const [stage, activation] of [['w13', 'silu'], ['w13', 'swigluoai'], ['w2', 'silu']] as
           Array<['w13' | 'w2', Activation]>) {

@@ -19,7 +19,7 @@
  * so every offset, and the k loop's bounds, derive only from constants and values read back through
  * workgroupUniformLoad (the tile lookup's wgTile, and wgN0, the first column, from workgroupId.y). With
  * subgroupsN = 2 two subgroups sit side by side, the second 64 columns (w13: 32 act columns) after the first, an
- * offset from the subgroup id that ./device.ts passes to main() (`// moe-main-ids`), as the shared variants do.
+ * offset from the subgroup id that ./device.ts passes to main() (`// moe-main-ids`).
  * Each subgroup computes BM = 32, 64 (or, plain loop only, 96) rows × 64 columns (w13: 32 gate + the 32 matching up
  * columns, so act(gate)·up pairs result c with c + 2) as BM/16 × 4 f32 result matrices; per 16 k it loads BM/16 left and 4 right matrices for 4·BM/16 MMAs.
  * The epilogue stages one 16-row block's 4 results in workgroup memory (4 KiB) to apply the activation,
@@ -138,7 +138,7 @@ export function epilogueRows(c: ExpertsTensorCoreStorageConfig, blockRows: numbe
 }
 
 /**
- * The storage and shared variants' epilogue for one 16-row block whose 4 results are staged in workgroup
+ * The storage variants' epilogue for one 16-row block whose 4 results are staged in workgroup
  * memory: w13 applies the bias and activation to gate/up pairs (result c with c + 2) and writes act16 as
  * f16 pairs; w2 applies the bias and routing weight and writes y rows by pair. Run by the 32 lanes of the
  * subgroup that computed the block.

@@ -5,7 +5,7 @@
  *
  * Variants (all f16 operands, f32 accumulation on 16×16×16 subgroup matrices, one 32-lane subgroup per
  * workgroup because Tint requires workgroup-uniform subgroup-matrix offsets, unless they derive from
- * @builtin(subgroup_id): the shared and '64x128' variants):
+ * @builtin(subgroup_id): the variants with subgroups side by side):
  *   'workgroup-tiles'  experts_gemm_tc_webgpu.ts: the 32 lanes convert each 32×32 x tile and 64×32 weight
  *                      tile (any format, through dequant_wgsl.ts) to f16 in workgroup memory, then 8 MMAs.
  *                      On the H200 the tile loads, not the MMAs, were the limit (README, 2026-12-03).
@@ -18,24 +18,12 @@
  *                      where they are stored as f16; any other format is first dequantized into an f16 copy
  *                      of the shard (experts_weights_f16_webgpu.ts), per call for now.
  *
- *   'shared-64', 'shared-128'
- *                      experts_gemm_tc_shared_webgpu.ts: the storage variants' operands, layouts and epilogues,
- *                      but four subgroups per workgroup share f16 tiles of BM rows × 128 columns × 32 k in
- *                      workgroup memory (one 16-byte load per lane and tile row part, the next tile's loads in
- *                      flight while the current one is multiplied); each subgroup multiplies its BM/2 × 64 part.
- *                      Subgroups of one workgroup take different matrix offsets: Tint accepts that only for
- *                      values derived from @builtin(subgroup_id), which ./device.ts passes to main().
- *                      On the H200, on a plain 4096 × 14336 × 4096 f16 GEMM, 107 TFLOP/s against 15-58 for
- *                      the storage-64 shape (bench/tc_probe.ts, bench/results/2026-12-03-h200-tc-probe.log).
- *
- *   'blocked-64', 'blocked-128'
- *                      the shared kernel with only x in workgroup memory: the weights' f16 copy is laid out in
- *                      16×16 blocks (TensorCoreWeightLayout.blocked) that each subgroup loads straight from
- *                      storage. 152 against 107 TFLOP/s on the plain-GEMM probe, but in the expert prefill the
- *                      per-call copy (needed even for f16 weights) costs what the GEMMs save: Mixtral M = 4096
- *                      34.9 ms (blocked-64; GEMMs 25.1) against shared-128's 31.8, Qwen3 6.6 against 5.4
- *                      (bench/results/2026-12-03-h200-tensor-core-check-blocked.log, all checks pass). Selectable
- *                      only (their copy is now kept between calls, tensor_core_weights.ts).
+ *   (removed 2026-12-07, after every measurement since 2026-12-03 put them behind the pipelined variants below)
+ *   'shared-64', 'shared-128': four subgroups sharing f16 tiles of x and the weights in workgroup memory (107
+ *                      TFLOP/s on the H200's plain-GEMM probe; Mixtral M = 4096 31.7 ms against pipelined-64's
+ *                      16.8); 'blocked-64', 'blocked-128': the same with the weights' copy in 16×16 blocks read from
+ *                      storage (152 TFLOP/s on the probe; 34.9 ms in the prefill). Logs and numbers:
+ *                      docs/tensor-cores.md; the code: git history (experts_gemm_tc_shared_webgpu.ts).
  *
  *   'pipelined-32', 'pipelined-64' (defaults: see DEFAULT_TENSOR_CORE_VARIANT)
  *                      experts_gemm_tc_storage_webgpu.ts with both operands in 16×16 blocks of 512 contiguous
@@ -102,29 +90,25 @@ import type {Activation} from '../../kernel_names';
 import type {WeightFormat} from '../../quant/format';
 import type {ExpertsStage} from './experts_gemv_webgpu';
 
-export type TensorCoreVariant = 'workgroup-tiles' | 'storage-32' | 'storage-64' | 'shared-64' | 'shared-128' |
-  'blocked-64' | 'blocked-128' | 'pipelined-32' | 'pipelined-64' | 'plain-32' | 'plain-64' | 'plain-96' |
+export type TensorCoreVariant = 'workgroup-tiles' | 'storage-32' | 'storage-64' |
+  'pipelined-32' | 'pipelined-64' | 'plain-32' | 'plain-64' | 'plain-96' |
   'pipelined-64x128' | 'plain-64x128' | 'plain-96x128' | 'staggered-64x128' | 'staggered-64x256' |
   'staggered-32x256' | 'grouped-64x256' | 'fitted-64x256';
 
 /**
- * What each variant is: its program family (experts_gemm_tc_webgpu.ts 'tiles', _storage_ 'storage', _shared_
- * 'shared'), rows per tile (the align program pads every expert to a multiple of it), and whether the weights'
+ * What each variant is: its program family (experts_gemm_tc_webgpu.ts 'tiles', _storage_ 'storage' and
+ * 'pipelined'), rows per tile (the align program pads every expert to a multiple of it), and whether the weights'
  * f16 copy is in 16×16 blocks (TensorCoreWeightLayout.blocked); of the pipelined layouts, whether the k loop
  * prefetches and reads through block pointers (see prefetchesBlocks, loadsBlockPointers), how many subgroups
  * a workgroup puts side by side along the columns (tensorCoreSubgroupsN; default 1), and whether they walk k
  * staggered (staggersK).
  */
-const VARIANTS: Record<TensorCoreVariant, {family: 'tiles' | 'storage' | 'shared' | 'pipelined'; blockRows: number;
+const VARIANTS: Record<TensorCoreVariant, {family: 'tiles' | 'storage' | 'pipelined'; blockRows: number;
     blocked: boolean; prefetch?: boolean; blockPointers?: boolean; subgroupsN?: number; kStagger?: boolean;
     groupRows?: number; fitRowBlocks?: boolean}> = {
   'workgroup-tiles': {family: 'tiles', blockRows: 32, blocked: false},
   'storage-32': {family: 'storage', blockRows: 32, blocked: false},
   'storage-64': {family: 'storage', blockRows: 64, blocked: false},
-  'shared-64': {family: 'shared', blockRows: 64, blocked: false},
-  'shared-128': {family: 'shared', blockRows: 128, blocked: false},
-  'blocked-64': {family: 'shared', blockRows: 64, blocked: true},
-  'blocked-128': {family: 'shared', blockRows: 128, blocked: true},
   'pipelined-32': {family: 'pipelined', blockRows: 32, blocked: true, prefetch: true, blockPointers: true},
   'pipelined-64': {family: 'pipelined', blockRows: 64, blocked: true, prefetch: true, blockPointers: true},
   'plain-32': {family: 'pipelined', blockRows: 32, blocked: true, prefetch: false},
@@ -151,11 +135,6 @@ const NARROWER: Partial<Record<TensorCoreVariant, TensorCoreVariant>> = {
   'staggered-64x256': 'staggered-64x128', 'staggered-32x256': 'pipelined-32', 'grouped-64x256': 'staggered-64x128',
   'fitted-64x256': 'staggered-64x128',
 };
-
-/** The variants of experts_gemm_tc_shared_webgpu.ts (four subgroups, x tiles in workgroup memory). */
-export function isSharedVariant(v: TensorCoreVariant): boolean {
-  return VARIANTS[v].family === 'shared';
-}
 
 /** The variants that read the weights from storage in 16×16 blocks (TensorCoreWeightLayout.blocked). */
 export function isBlockedVariant(v: TensorCoreVariant): boolean {
@@ -289,7 +268,7 @@ export function tensorCoreBlockRows(variant: TensorCoreVariant): number {
 }
 
 /**
- * What the f16 layouts must be multiples of for a storage or shared variant: the k step of its loop, and
+ * What the f16 layouts must be multiples of for a storage variant: the k step of its loop, and
  * the columns one workgroup computes (w13: act columns, each a gate and an up row; w2: h columns).
  */
 export interface TensorCoreTileShape {
@@ -299,7 +278,6 @@ export interface TensorCoreTileShape {
 }
 
 export const STORAGE_TILE: TensorCoreTileShape = {kStep: 16, w13Columns: 32, w2Columns: 64};
-export const SHARED_TILE: TensorCoreTileShape = {kStep: 32, w13Columns: 64, w2Columns: 128};
 export const PIPELINED_TILE: TensorCoreTileShape = {kStep: 32, w13Columns: 32, w2Columns: 64};
 /**
  * The pipelined tile of `subgroupsN` subgroups side by side (1, 2 or 4): a workgroup's columns, to which the
@@ -322,16 +300,7 @@ export function storageWorkgroupBytes(variant: TensorCoreVariant): number {
 }
 
 export function tensorCoreTileShape(variant: TensorCoreVariant): TensorCoreTileShape {
-  return isSharedVariant(variant) ? SHARED_TILE :
-    isPipelinedVariant(variant) ? pipelinedTile(tensorCoreSubgroupsN(variant)) : STORAGE_TILE;
-}
-
-/**
- * Workgroup memory a shared variant declares: the x tile and (unless the weights are read in blocks from
- * storage) the weight tile, rows of 32 k + 8 halves, and 4 staged results per subgroup.
- */
-export function sharedTileBytes(blockRows: number, blocked = false): number {
-  return (blockRows + (blocked ? 0 : 128)) * 40 * 2 + 4 * 1024 * 4 + 16;
+  return isPipelinedVariant(variant) ? pipelinedTile(tensorCoreSubgroupsN(variant)) : STORAGE_TILE;
 }
 
 export const roundUp = (n: number, m: number) => Math.ceil(n / m) * m;
@@ -417,7 +386,7 @@ export function tensorCoreLayout(format: WeightFormat, H: number, I: number, act
   };
 }
 
-/** The storage or shared GEMM's grid: row tiles × column tiles × K parts. */
+/** The storage GEMM's grid: row tiles × column tiles × K parts. */
 export function tensorCoreStorageDispatch(stage: ExpertsStage, numTiles: number, H: number, I: number, splitK: number,
     tile: TensorCoreTileShape = STORAGE_TILE): [number, number, number] {
   return stage === 'w13' ? [numTiles, Math.ceil(I / tile.w13Columns), 1] :
@@ -446,7 +415,7 @@ export interface TensorCoreChoice {
 export interface TensorCoreDevice {
   tensorCoreF16: boolean;
   tensorCoreReason: string;
-  /** The shared variants' tiles must fit (webgpuCapabilities reports it). */
+  /** The variants' staged results must fit (webgpuCapabilities reports it). */
   maxComputeWorkgroupStorageSize?: number;
 }
 
@@ -484,11 +453,6 @@ export function tensorCoreChoice(device: TensorCoreDevice, H: number, I: number,
     return {kernel: 'tensor-core-f16', variant: fallback, reason: `f16 operands, f32 accumulation; '${fallback}' ` +
       `instead of '${variant}': it needs ${storageWorkgroupBytes(variant)} bytes of workgroup memory and the device ` +
       `allows ${limit}`};
-  }
-  const tileBytes = sharedTileBytes(tensorCoreBlockRows(variant), isBlockedVariant(variant));
-  if (isSharedVariant(variant) && tileBytes > limit) {
-    return {kernel: 'tensor-core-f16', variant: 'storage-64', reason: `f16 operands, f32 accumulation; 'storage-64' ` +
-      `instead of '${variant}': its tiles need ${tileBytes} bytes of workgroup memory and the device allows ${limit}`};
   }
   // The default's choice by rows an expert (tensorCoreVariant), said where it made it.
   const byRows = forcedVariant == null && call.rowsPerExpert != null &&

@@ -5,7 +5,7 @@
  *   w13 GEMM (act16, f16) → per shard: [f16 weight copy, made once] → w2 GEMM (y, split along K) →
  *   (combine)
  *
- * y is by pair for the shared variants and with biases; else in sorted row order, stored straight from the
+ * y is by pair with biases; else in sorted row order, stored straight from the
  * result matrices, and the combine applies the routing weight (ExpertsCombineProgram sorted).
  *
  * The pipelined variants keep x16 and act16 in 16×16 blocks, as their weights' copy is (blockedRows).
@@ -22,11 +22,9 @@ import type {ProgramIssuer} from './dispatch_plan';
 import {ExpertsGatherF16Program} from './experts_gather_f16_webgpu';
 import {ExpertsW13TensorCoreStorageGemmProgram, ExpertsW2TensorCoreStorageGemmProgram}
   from './experts_gemm_tc_storage_webgpu';
-import {ExpertsW13TensorCoreSharedGemmProgram, ExpertsW2TensorCoreSharedGemmProgram}
-  from './experts_gemm_tc_shared_webgpu';
 import type {ExpertsStage} from './experts_gemv_webgpu';
 import {ExpertsWeightsF16Program} from './experts_weights_f16_webgpu';
-import {TensorCoreLayout, TensorCoreVariant, fitsRowBlocks, groupedRowTiles, isBlockedVariant, isPipelinedVariant, isSharedVariant,
+import {TensorCoreLayout, TensorCoreVariant, fitsRowBlocks, groupedRowTiles, isBlockedVariant, isPipelinedVariant,
   isStorageProgramVariant, loadsBlockPointers, prefetchesBlocks, roundUp, staggersK, tensorCoreBlockRows, tensorCoreLayout,
   tensorCoreSubgroupsN, tensorCoreTileShape} from './tensor_core_plan';
 import {tensorCoreWeightCopy} from './tensor_core_weights';
@@ -93,14 +91,13 @@ export function w2WritesSorted(variant: TensorCoreVariant, hasBias: boolean, H: 
 }
 
 /**
- * Issues the storage or shared variant's programs; returns y, [splitK · P, H] by pair, or for the storage
- * family without biases [splitK · rows, H] in sorted order (ExpertsTensorCoreStorageConfig.sortedOutput).
+ * Issues the storage variant's programs; returns y, [splitK · P, H] by pair, or
+ * without biases [splitK · rows, H] in sorted order (ExpertsTensorCoreStorageConfig.sortedOutput).
  */
 export function tensorCoreStoragePrefill(call: TensorCorePrefillCall): TensorCorePrefillResult {
   const {backend, run, temp, temps, common, shards, numPairs: P} = call;
   const {hiddenSize: H, intermediateSize: I, numLocalExperts: E} = common;
   const {blockRows, rows, layout} = tensorCorePrefillPlan(common, call.variant, P);
-  const shared = isSharedVariant(call.variant);
   const tile = tensorCoreTileShape(call.variant);
   const tiles = (n: number) => Math.ceil(P / blockRows) + n;
   const splitK = call.splitK(tiles(E) * Math.ceil(H / tile.w2Columns), layout.Ip / tile.kStep);
@@ -178,8 +175,7 @@ export function tensorCoreStoragePrefill(call: TensorCorePrefillCall): TensorCor
     });
   };
 
-  const [W13, W2] = shared ? [ExpertsW13TensorCoreSharedGemmProgram, ExpertsW2TensorCoreSharedGemmProgram] :
-    [ExpertsW13TensorCoreStorageGemmProgram, ExpertsW2TensorCoreStorageGemmProgram];
+  const [W13, W2] = [ExpertsW13TensorCoreStorageGemmProgram, ExpertsW2TensorCoreStorageGemmProgram];
   const act16 = temp([rows, layout.Ip / 2], 'int32');
   const prefetch = prefetchesBlocks(call.variant), blockPointers = loadsBlockPointers(call.variant);
   const subgroupsN = tensorCoreSubgroupsN(call.variant), kStagger = staggersK(call.variant);
