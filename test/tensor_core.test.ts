@@ -25,7 +25,7 @@ import {chooseGemmKernel} from '../src/kernels/webgpu/FusedExperts';
 import {tensorCorePrefillPlan, tensorCoreStoragePrefill, w2WritesSorted} from '../src/kernels/webgpu/tensor_core_prefill';
 import {ExpertsAlignProgram, alignLanes} from '../src/kernels/webgpu/experts_align_webgpu';
 import {ExpertsCombineProgram} from '../src/kernels/webgpu/experts_combine_webgpu';
-import {PIPELINED_TILE, PIPELINED_WIDE_TILE, STORAGE_TILE, TENSOR_CORE_VARIANTS, TensorCoreVariant, foldedDispatch, loadsBlockPointers, prefetchesBlocks,
+import {PIPELINED_TILE, PIPELINED_WIDE_TILE, STORAGE_TILE, TENSOR_CORE_VARIANTS, TensorCoreVariant, foldedDispatch,
   setTensorCoreVariant, staggersK, tensorCoreBlockRows, groupedRowTiles, fitsRowBlocks, tensorCoreSubgroupsN, tensorCoreTileShape,
   isPipelinedVariant, storageWorkgroupBytes, tensorCoreChoice, tensorCoreLayout, tensorCoreStorageDispatch, weightSource} from '../src/kernels/webgpu/tensor_core_plan';
 import {TENSOR_CORE_WEIGHT_CACHE_FLAG, tensorCoreWeightCopies, tensorCoreWeightCopy}
@@ -82,13 +82,13 @@ describe('tensor-core GEMM plan', () => {
     }
   });
 
-  it('takes staggered-64x128 for staggered-64x256 where its four staged blocks do not fit, saying why', () => {
+  it('takes staggered-64x128 for grouped-64x256 where its four staged blocks do not fit, saying why', () => {
     // WebGPU's default limit, 16 KiB: four 4 KiB blocks and wgTile, wgN0, w2's 64 pairs and weights do not fit.
-    const minimal = tensorCoreChoice({...ON, maxComputeWorkgroupStorageSize: 16384}, 4096, 14336, {}, 'staggered-64x256');
+    const minimal = tensorCoreChoice({...ON, maxComputeWorkgroupStorageSize: 16384}, 4096, 14336, {}, 'grouped-64x256');
     expect(minimal).to.include({kernel: 'tensor-core-f16', variant: 'staggered-64x128'});
-    expect(minimal.reason).to.match(/'staggered-64x256': it needs 16916 bytes of workgroup memory .* allows 16384/);
-    expect(tensorCoreChoice({...ON, maxComputeWorkgroupStorageSize: 16916}, 4096, 14336, {}, 'staggered-64x256'))
-        .to.include({variant: 'staggered-64x256'});
+    expect(minimal.reason).to.match(/'grouped-64x256': it needs 16916 bytes of workgroup memory .* allows 16384/);
+    expect(tensorCoreChoice({...ON, maxComputeWorkgroupStorageSize: 16916}, 4096, 14336, {}, 'grouped-64x256'))
+        .to.include({variant: 'grouped-64x256'});
     expect(tensorCoreChoice({...ON, maxComputeWorkgroupStorageSize: 16384}, 4096, 14336, {}, 'staggered-64x128'))
         .to.include({variant: 'staggered-64x128'});
     expect(tensorCoreChoice({...ON, maxComputeWorkgroupStorageSize: 16384}, 4096, 14336, {}, 'staggered-32x256'))
@@ -99,7 +99,7 @@ describe('tensor-core GEMM plan', () => {
       const declared = (['w13', 'w2'] as const).map((stage) => {
         const code = new ExpertsTensorCoreStorageGemmProgram({stage, hiddenSize: 1024, intermediateSize: 512,
           numLocalExperts: 4, activation: 'silu', applyRouterWeightOnInput: false, hasBias: false, layout,
-          blockRows: tensorCoreBlockRows(variant), prefetch: prefetchesBlocks(variant), subgroupsN: tensorCoreSubgroupsN(variant),
+          blockRows: tensorCoreBlockRows(variant), subgroupsN: tensorCoreSubgroupsN(variant),
           kStagger: staggersK(variant)}, [512, 1024], 8).getUserCode();
         const words = [...code.matchAll(/var<workgroup> \w+ : array<(?:i32|f32), (\d+)>/g)].reduce((n, m) => n + Number(m[1]), 0);
         expect(code, variant).to.contain('var<workgroup> wgTile : vec4<i32>;').and.to.contain('var<workgroup> wgN0 : i32;');
@@ -201,61 +201,39 @@ describe('tensor-core GEMM plan', () => {
     }
   });
 
-  it('loads each k block right before its multiplies in the plain variants, one 32-k step ahead in the pipelined ones', () => {
-    expect(TENSOR_CORE_VARIANTS.filter(prefetchesBlocks)).to.deep.equal(['pipelined-32', 'pipelined-64', 'pipelined-64x128',
-      'staggered-64x128', 'staggered-64x256', 'staggered-32x256', 'grouped-64x256', 'fitted-64x256']);
-    expect(TENSOR_CORE_VARIANTS.filter(loadsBlockPointers)).to.deep.equal(['pipelined-32', 'pipelined-64', 'pipelined-64x128',
-      'staggered-64x128', 'staggered-64x256', 'staggered-32x256', 'grouped-64x256', 'fitted-64x256']);
+  it('loads each 32-k step\'s blocks one step ahead of their multiplies in the pipelined variants', () => {
     const layout = tensorCoreLayout(FLOAT32_FORMAT, 256, 128, 'silu', PIPELINED_TILE, true, true);
     const c = {hiddenSize: 256, intermediateSize: 128, numLocalExperts: 4, activation: 'silu' as Activation,
       applyRouterWeightOnInput: false, hasBias: false, layout};
-    for (const [variant, blockRows] of [['pipelined-64', 64], ['plain-64', 64], ['plain-32', 32], ['plain-96', 96]] as
-        Array<[TensorCoreVariant, number]>) {
+    for (const [variant, blockRows] of [['pipelined-64', 64], ['pipelined-32', 32]] as Array<[TensorCoreVariant, number]>) {
       expect(tensorCoreBlockRows(variant), variant).to.equal(blockRows);
-      const prefetch = prefetchesBlocks(variant);
       for (const stage of ['w13', 'w2'] as const) {
-        const code = new ExpertsTensorCoreStorageGemmProgram({...c, stage, blockRows, prefetch}, [128, 64], 2).getUserCode();
-        // In the k loop: pipelined, both k blocks of the next step (2 · (TM + 4) loads, the first step's before the
-        // loop); plain, one k block (TM + 4 loads) a 16-k iteration.
+        const code = new ExpertsTensorCoreStorageGemmProgram({...c, stage, blockRows}, [128, 64], 2).getUserCode();
+        // In the k loop both k blocks of the next step (2 · (TM + 4) loads), the first step's before the loop.
         const loads = code.match(/subgroupMatrixLoad</g)!.length;
-        expect(loads, `${variant} ${stage}`).to.equal((prefetch ? 4 : 1) * (blockRows / 16 + 4));
-        expect(/let nk = /.test(code), `${variant} ${stage}`).to.equal(prefetch);
-        // The plain loop's trip count is a constant (w13 256 k, w2 128 k: 16 and 8 blocks), which the int8 loop
-        // ran 1.5× faster with on the H100 (blockedLoop's stepsPerTile).
-        expect(/for \(var j = 0u; j < (16|8)u; j\+\+\)/.test(code), `${variant} ${stage}`).to.equal(!prefetch);
+        expect(loads, `${variant} ${stage}`).to.equal(4 * (blockRows / 16 + 4));
+        expect(code, `${variant} ${stage}`).to.contain('let nk = u32(min(kt + 1, tile.w - 1));');
       }
     }
-    // Split-K parts of unequal length (4 steps in 3 parts: 2, 2, none): the loop takes each part's own bounds.
-    for (const splitK of [2, 3]) {
-      const code = new ExpertsTensorCoreStorageGemmProgram({...c, stage: 'w2', blockRows: 64, prefetch: false, splitK},
-        [128, 256], 2).getUserCode();
-      expect(/for \(var j = 0u; j < 4u; j\+\+\)/.test(code), `split-K ${splitK}`).to.equal(splitK === 2);
-      expect(/kb < u32\(tile\.w\) \* 2u/.test(code), `split-K ${splitK}`).to.equal(splitK === 3);
-    }
-    // 96 rows hold 192 accumulator registers a lane: with the prefetching loop's 2 · 10 blocks in flight they
-    // would spill, so that program is refused, as is a 96-row tile without blocked rows.
-    expect(() => new ExpertsTensorCoreStorageGemmProgram({...c, stage: 'w13', blockRows: 96, prefetch: true}, [128, 64], 2))
-        .to.throw(/blockRows 32 or 64 \(96 with blocked rows and the plain loop\), got 96/);
-    const rowMajor = tensorCoreLayout(FLOAT32_FORMAT, 256, 128, 'silu', STORAGE_TILE, false);
-    expect(() => new ExpertsTensorCoreStorageGemmProgram({...c, layout: rowMajor, stage: 'w13', blockRows: 96, prefetch: false},
-        [128, 64], 2)).to.throw(/got 96/);
+    // 96 rows would hold 192 accumulator registers a lane: with the loop's 2 · 10 blocks in flight they would spill.
+    expect(() => new ExpertsTensorCoreStorageGemmProgram({...c, stage: 'w13', blockRows: 96}, [128, 64], 2))
+        .to.throw(/blockRows 32 or 64, got 96/);
   });
 
   it('puts two subgroups side by side in the 64x128 variants: half the column workgroups, ids from main()\'s arguments', () => {
-    expect(TENSOR_CORE_VARIANTS.filter((v) => tensorCoreSubgroupsN(v) === 2)).to.deep.equal(['pipelined-64x128', 'plain-64x128',
-      'plain-96x128', 'staggered-64x128']);
-    expect(TENSOR_CORE_VARIANTS.filter(staggersK)).to.deep.equal(['staggered-64x128', 'staggered-64x256',
-      'staggered-32x256', 'grouped-64x256', 'fitted-64x256']);
-    expect(TENSOR_CORE_VARIANTS.filter((v) => tensorCoreSubgroupsN(v) === 4)).to.deep.equal(['staggered-64x256',
-      'staggered-32x256', 'grouped-64x256', 'fitted-64x256']);
+    expect(TENSOR_CORE_VARIANTS.filter((v) => tensorCoreSubgroupsN(v) === 2)).to.deep.equal(['staggered-64x128']);
+    expect(TENSOR_CORE_VARIANTS.filter(staggersK)).to.deep.equal(['staggered-64x128', 'staggered-32x256', 'grouped-64x256',
+      'fitted-64x256']);
+    expect(TENSOR_CORE_VARIANTS.filter((v) => tensorCoreSubgroupsN(v) === 4)).to.deep.equal(['staggered-32x256',
+      'grouped-64x256', 'fitted-64x256']);
     expect(TENSOR_CORE_VARIANTS.filter((v) => groupedRowTiles(v) > 0)).to.deep.equal(['grouped-64x256', 'fitted-64x256']);
     expect(TENSOR_CORE_VARIANTS.filter(fitsRowBlocks)).to.deep.equal(['fitted-64x256']);
-    expect(tensorCoreTileShape('staggered-64x256')).to.deep.equal({kStep: 32, w13Columns: 128, w2Columns: 256});
-    expect(tensorCoreTileShape('pipelined-64x128')).to.deep.equal({kStep: 32, w13Columns: 64, w2Columns: 128});
+    expect(tensorCoreTileShape('grouped-64x256')).to.deep.equal({kStep: 32, w13Columns: 128, w2Columns: 256});
+    expect(tensorCoreTileShape('staggered-64x128')).to.deep.equal({kStep: 32, w13Columns: 64, w2Columns: 128});
     // Mixtral: the weights' copy padded to whole 128-column workgroups (14336 and 4096 are already).
-    const layout = tensorCoreLayout(FLOAT32_FORMAT, 4096, 14336, 'silu', tensorCoreTileShape('plain-64x128'), true, true);
+    const layout = tensorCoreLayout(FLOAT32_FORMAT, 4096, 14336, 'silu', tensorCoreTileShape('staggered-64x128'), true, true);
     const c = {hiddenSize: 4096, intermediateSize: 14336, numLocalExperts: 8, activation: 'silu' as Activation,
-      applyRouterWeightOnInput: false, hasBias: false, layout, blockRows: 64, prefetch: false};
+      applyRouterWeightOnInput: false, hasBias: false, layout, blockRows: 64};
     for (const [stage, columns] of [['w13', 14336 / 64], ['w2', 4096 / 128]] as Array<['w13' | 'w2', number]>) {
       const one = new ExpertsTensorCoreStorageGemmProgram({...c, stage}, [8192, 100], 40);
       const two = new ExpertsTensorCoreStorageGemmProgram({...c, stage, subgroupsN: 2}, [8192, 100], 40);
@@ -275,16 +253,16 @@ describe('tensor-core GEMM plan', () => {
     expect(() => new ExpertsTensorCoreStorageGemmProgram({...c, layout: rowMajor, stage: 'w13', subgroupsN: 2}, [8192, 100], 40))
         .to.throw(/got 2/);
     // Four side by side: a quarter of one subgroup's column workgroups, 128 lanes, four staged blocks.
-    const wide4 = tensorCoreLayout(FLOAT32_FORMAT, 4096, 14336, 'silu', tensorCoreTileShape('staggered-64x256'), true, true);
-    const four = new ExpertsTensorCoreStorageGemmProgram({...c, layout: wide4, stage: 'w13', subgroupsN: 4, prefetch: true,
-      blockPointers: true, kStagger: true}, [8192, 100], 40);
+    const wide4 = tensorCoreLayout(FLOAT32_FORMAT, 4096, 14336, 'silu', tensorCoreTileShape('grouped-64x256'), true, true);
+    const four = new ExpertsTensorCoreStorageGemmProgram({...c, layout: wide4, stage: 'w13', subgroupsN: 4, kStagger: true},
+      [8192, 100], 40);
     expect(four.dispatch).to.deep.equal([40, 14336 / 128, 1]);
     expect(four.workgroupSize).to.deep.equal([128, 1, 1]);
     expect(four.getUserCode()).to.contain('var<workgroup> staged : array<f32, 4096>;')
         .and.to.contain('wgN0 = i32(workgroupId.y) * 128;');
     // kStagger: the second subgroup's blocks from sid on, the last step's second wrapped to the tile's first; the
-    // loop of the variants without it keeps the text the H200 timed. Only for two subgroups and the prefetching loop.
-    const staggered = {...c, prefetch: true, blockPointers: true, subgroupsN: 2, stage: 'w13' as const};
+    // loop without it keeps the text the H200 timed. Only for subgroups side by side.
+    const staggered = {...c, subgroupsN: 2, stage: 'w13' as const};
     const withLag = new ExpertsTensorCoreStorageGemmProgram({...staggered, kStagger: true}, [8192, 100], 40);
     const inStep = new ExpertsTensorCoreStorageGemmProgram(staggered, [8192, 100], 40);
     expect(withLag.getUserCode()).to.contain('let nkBlock0 = nk * 2u + sid;')
@@ -296,16 +274,14 @@ describe('tensor-core GEMM plan', () => {
         .and.to.contain('let nkBlock0 = select(nkAhead, nkAhead - kBlocks, nkAhead >= u32(tile.w) * 2u);');
     expect(withLag.getUserCode()).to.not.contain('kLag');
     expect(withLag.shaderKey).to.not.equal(inStep.shaderKey);
-    for (const refused of [{...staggered, subgroupsN: 1}, {...staggered, prefetch: false}]) {
-      expect(() => new ExpertsTensorCoreStorageGemmProgram({...refused, kStagger: true}, [8192, 100], 40))
-          .to.throw(/kStagger needs subgroups side by side and the prefetching loop/);
-    }
+    expect(() => new ExpertsTensorCoreStorageGemmProgram({...staggered, subgroupsN: 1, kStagger: true}, [8192, 100], 40))
+        .to.throw(/kStagger needs subgroups side by side/);
     // y in sorted order: no store hangs on a condition that differs between the two subgroups (H whole workgroups).
     const sorted = new ExpertsTensorCoreStorageGemmProgram({...c, stage: 'w2', subgroupsN: 2, sortedOutput: true}, [8192, 4096],
         40).getUserCode();
     expect(sorted.match(/subgroupMatrixStore<row_major>\(&result, /g)).to.have.length(16);
     expect(sorted).to.not.match(/if \(n0 \+/);
-    const narrow = tensorCoreLayout(FLOAT32_FORMAT, 4160, 14336, 'silu', tensorCoreTileShape('plain-64x128'), true, true);
+    const narrow = tensorCoreLayout(FLOAT32_FORMAT, 4160, 14336, 'silu', tensorCoreTileShape('staggered-64x128'), true, true);
     expect(() => new ExpertsTensorCoreStorageGemmProgram({...c, layout: narrow, hiddenSize: 4160, stage: 'w2', subgroupsN: 2,
       sortedOutput: true}, [8192, 4160], 40)).to.throw(/H a multiple of 16 \(of 128 with 2 subgroups side by side\)/);
   });
@@ -376,14 +352,14 @@ describe('tensor-core GEMM plan', () => {
   it('stores w2\'s y in sorted order for the storage and pipelined variants without biases, where it fits a binding', () => {
     const limit = 2 ** 31 - 4;
     for (const variant of TENSOR_CORE_VARIANTS) {
-      const storageFamily = ['storage', 'pipelined', 'plain', 'staggered', 'grouped', 'fitted'].some((family) => variant.startsWith(family));
+      const storageFamily = ['storage', 'pipelined', 'staggered', 'grouped', 'fitted'].some((family) => variant.startsWith(family));
       expect(w2WritesSorted(variant, false, 2048, 40832, limit), variant).to.equal(storageFamily);
       expect(w2WritesSorted(variant, true, 2048, 40832, limit), `${variant} with biases`).to.equal(false);
     }
     expect(w2WritesSorted('pipelined-64', false, 2056, 100, limit), 'H not a multiple of 16').to.equal(false);
     // Two subgroups side by side store with no column check: H whole 128-column workgroups.
-    expect(w2WritesSorted('pipelined-64x128', false, 2112, 100, limit), 'H not a multiple of 128').to.equal(false);
-    expect(w2WritesSorted('pipelined-64x128', false, 2048, 100, limit)).to.equal(true);
+    expect(w2WritesSorted('staggered-64x128', false, 2112, 100, limit), 'H not a multiple of 128').to.equal(false);
+    expect(w2WritesSorted('staggered-64x128', false, 2048, 100, limit)).to.equal(true);
     // Qwen3 at M = 32000: y by pair (256000 rows · 8 KiB) fits a binding, the padded rows' y (264064 rows) does not.
     const P = 32000 * 8;
     const rows = tensorCorePrefillPlan({hiddenSize: 2048, intermediateSize: 768, topK: 8, numLocalExperts: 128,
@@ -418,24 +394,17 @@ describe('tensor-core GEMM plan', () => {
     }
   });
 
-  it('loads the prefetching pipelined operands through block pointers, the plain loop through element offsets', () => {
-    for (const variant of ['pipelined-64', 'plain-64'] as TensorCoreVariant[]) {
-      const layout = tensorCoreLayout(fmt('f16', 0), 2048, 768, 'silu', PIPELINED_TILE, true, true);
-      const code = new ExpertsTensorCoreStorageGemmProgram({stage: 'w13', hiddenSize: 2048, intermediateSize: 768,
-        numLocalExperts: 128, activation: 'silu', applyRouterWeightOnInput: false, blockRows: 64, hasBias: false,
-        layout, prefetch: prefetchesBlocks(variant), blockPointers: loadsBlockPointers(variant)}, [100, 100], 40).getUserCode();
-      const loads = code.match(/subgroupMatrixLoad<[^;]*;/g) ?? [];
-      expect(loads, variant).to.have.length(prefetchesBlocks(variant) ? 2 * 2 * 8 : 8);
-      if (variant === 'pipelined-64') {
-        expect(code).to.contain('// moe-storage-f16-blocks x16').and.to.contain('// moe-storage-f16-blocks w16');
-        for (const load of loads) expect(load).to.match(/, (row|col)_major>\(&(x16|w16)\[[ab]Block\d \+ \((k0|nk) \* 2u \+ [01]u\)\], 0u, 16u\)/);
-        // Block indices: x16's row blocks of Hp / 16 blocks each.
-        expect(code).to.contain(`let aBlock1 = ((u32(rowStart) / 16u + 1u) * ${2048 / 16 * 256}u) / 256u;`);
-      } else {
-        expect(code).to.contain('// moe-storage-f16 x16').and.to.not.contain('moe-storage-f16-blocks');
-        for (const load of loads) expect(load).to.match(/, (row|col)_major>\(&(x16|w16), [ab]Block\d \+ kb \* 256u, 16u\)/);
-      }
-    }
+  it('loads the pipelined operands through block pointers', () => {
+    const layout = tensorCoreLayout(fmt('f16', 0), 2048, 768, 'silu', PIPELINED_TILE, true, true);
+    const code = new ExpertsTensorCoreStorageGemmProgram({stage: 'w13', hiddenSize: 2048, intermediateSize: 768,
+      numLocalExperts: 128, activation: 'silu', applyRouterWeightOnInput: false, blockRows: 64, hasBias: false,
+      layout}, [100, 100], 40).getUserCode();
+    const loads = code.match(/subgroupMatrixLoad<[^;]*;/g) ?? [];
+    expect(loads).to.have.length(2 * 2 * 8);
+    expect(code).to.contain('// moe-storage-f16-blocks x16').and.to.contain('// moe-storage-f16-blocks w16');
+    for (const load of loads) expect(load).to.match(/, (row|col)_major>\(&(x16|w16)\[[ab]Block\d \+ \((k0|nk) \* 2u \+ [01]u\)\], 0u, 16u\)/);
+    // Block indices: x16's row blocks of Hp / 16 blocks each.
+    expect(code).to.contain(`let aBlock1 = ((u32(rowStart) / 16u + 1u) * ${2048 / 16 * 256}u) / 256u;`);
   });
 
   it('rewrites marked declarations to array<f16>, and throws where tfjs declared nothing by that name', () => {
@@ -681,17 +650,13 @@ describeBackends('tensor-core helper programs on webgpu', (backend) => {
           ...[32, 64].map((blockRows) => ({Program: ExpertsTensorCoreStorageGemmProgram, tile: STORAGE_TILE, blockRows,
             loads: ['x16', 'w16'], blocked: false})),
           // The pipelined variants: the storage program with x16 / act16 and the weights in 16×16 blocks, read
-          // through block pointers (32 rows) or by element (64).
+          // through block pointers; and two subgroups side by side, staggered ('staggered-64x128') or in step.
           ...[32, 64].map((blockRows) => ({Program: ExpertsTensorCoreStorageGemmProgram, tile: PIPELINED_TILE, blockRows,
-            loads: ['x16', 'w16'], blocked: true, blockedRows: true, blockPointers: blockRows === 32})),
-          // 96-row tiles on the plain loop ('plain-96'), and two subgroups side by side ('pipelined-64x128').
-          {Program: ExpertsTensorCoreStorageGemmProgram, tile: PIPELINED_TILE, blockRows: 96, loads: ['x16', 'w16'],
-            blocked: true, blockedRows: true, prefetch: false},
+            loads: ['x16', 'w16'], blocked: true, blockedRows: true})),
           {Program: ExpertsTensorCoreStorageGemmProgram, tile: PIPELINED_WIDE_TILE, blockRows: 64, loads: ['x16', 'w16'],
-            blocked: true, blockedRows: true, blockPointers: true, subgroupsN: 2, kStagger: activation === 'silu'}] : [];
-        for (const {Program, tile, blockRows, loads, blocked, blockedRows, blockPointers, prefetch, subgroupsN, kStagger} of
-            variants as Array<typeof variants[number] & {blockedRows?: boolean; blockPointers?: boolean; prefetch?: boolean;
-              subgroupsN?: number; kStagger?: boolean}>) {
+            blocked: true, blockedRows: true, subgroupsN: 2, kStagger: activation === 'silu'}] : [];
+        for (const {Program, tile, blockRows, loads, blocked, blockedRows, subgroupsN, kStagger} of
+            variants as Array<typeof variants[number] & {blockedRows?: boolean; subgroupsN?: number; kStagger?: boolean}>) {
           const layout = tensorCoreLayout(format, H, I, activation, tile, blocked, blockedRows);
           for (const stage of ['w13', 'w2'] as const) {
             const L = layout[stage];
@@ -705,7 +670,7 @@ describeBackends('tensor-core helper programs on webgpu', (backend) => {
               (subgroupsN ?? 1) === 1 ? [false, true] : [false];
             for (const sortedOutput of outputs) {
               const p = new Program({...common, stage, blockRows, layout, splitK: stage === 'w2' ? 2 : 1, sortedOutput,
-                blockPointers, prefetch, subgroupsN, kStagger},
+                subgroupsN, kStagger},
                   stage === 'w13' ? [2 * blockRows, layout.Ip / 2] : sortedOutput ? [2 * 2 * blockRows, H] : [2 * P, H], 2);
               const code = standIn(p.getUserCode(), loads);
               if (sortedOutput) expect(code, 'stores y from the result matrices').to.match(/smStore_result\(/);
@@ -955,38 +920,21 @@ describeBackends('tensor-core helper programs on webgpu', (backend) => {
     {variant: 'pipelined-32', activation: 'gelu', bias: false, onInput: true, splitK: 2, H: 144, I: 80, sorted: true},
     {variant: 'pipelined-32', activation: 'swigluoai', bias: true, onInput: false, splitK: 2, H: 64, I: 48, sorted: false},
     {variant: 'storage-64', activation: 'silu', bias: false, onInput: false, splitK: 2, H: 144, I: 80, sorted: true},
-    // The pipelined layouts with each k block loaded right before its multiplies (blockedLoop without prefetch).
-    {variant: 'plain-64', activation: 'silu', bias: false, onInput: false, splitK: 2, H: 144, I: 80, sorted: true},
-    {variant: 'plain-32', activation: 'swigluoai', bias: true, onInput: false, splitK: 1, H: 64, I: 48, sorted: false},
-    // 96-row tiles (6 × 4 results): expert 0's 128 pairs fill one tile and part of a second.
-    {variant: 'plain-96', activation: 'silu', bias: false, onInput: false, splitK: 2, H: 144, I: 80, sorted: true, tokens: 80},
-    {variant: 'plain-96', activation: 'gelu', bias: true, onInput: true, splitK: 1, H: 64, I: 48, sorted: false, tokens: 80},
-    // Two subgroups side by side per workgroup (64 × 128): the second's columns past Ip (w13) and, by pair, past H
-    // (w2) are skipped; y sorted needs H a multiple of 128.
-    {variant: 'pipelined-64x128', activation: 'silu', bias: false, onInput: false, splitK: 2, H: 128, I: 80, sorted: true,
-      tokens: 80},
-    {variant: 'pipelined-64x128', activation: 'silu', bias: false, onInput: true, splitK: 1, H: 144, I: 80, sorted: false,
-      tokens: 80},
-    {variant: 'plain-64x128', activation: 'swigluoai', bias: true, onInput: false, splitK: 1, H: 144, I: 80, sorted: false,
-      tokens: 80},
-    {variant: 'pipelined-64x128', activation: 'silu', bias: false, onInput: false, splitK: 1, H: 128, I: 48, sorted: true,
-      shards: [2, 1], expertMap: [0, -1, 1, 2], gemmsPerStage: 1},
-    {variant: 'plain-96x128', activation: 'silu', bias: false, onInput: false, splitK: 2, H: 128, I: 80, sorted: true,
-      tokens: 80},
     // The second subgroup one k block ahead, wrapping at its tile's (or split-K part's) last block: split-K parts of
     // 1 and 2 steps (I = 80: 3 steps in 2 parts), and whole tiles of 2 and 5 steps.
     {variant: 'staggered-64x128', activation: 'silu', bias: false, onInput: false, splitK: 2, H: 128, I: 80, sorted: true,
       tokens: 80},
     {variant: 'staggered-64x128', activation: 'gelu', bias: true, onInput: true, splitK: 1, H: 144, I: 48, sorted: false,
       tokens: 80},
+    // Two shards and an expert map, each stage's copies merged into one tensor: one GEMM dispatch a stage.
+    {variant: 'staggered-64x128', activation: 'silu', bias: false, onInput: false, splitK: 1, H: 128, I: 48, sorted: true,
+      shards: [2, 1], expertMap: [0, -1, 1, 2], gemmsPerStage: 1},
     // Four subgroups, subgroup s s blocks ahead: lags past the tile's end and past a whole tile's blocks (w2's
     // split-K part of one step; H = 32, one step in w13, whose fourth subgroup has act columns 96..111) wrap modulo
     // the tile; columns past Ip and H skipped.
-    {variant: 'staggered-64x256', activation: 'silu', bias: false, onInput: false, splitK: 2, H: 256, I: 80, sorted: true,
+    {variant: 'grouped-64x256', activation: 'silu', bias: false, onInput: false, splitK: 2, H: 256, I: 80, sorted: true,
       tokens: 80},
-    {variant: 'staggered-64x256', activation: 'gelu', bias: true, onInput: true, splitK: 1, H: 144, I: 48, sorted: false,
-      tokens: 80},
-    {variant: 'staggered-64x256', activation: 'swigluoai', bias: false, onInput: false, splitK: 1, H: 32, I: 112, sorted: false},
+    {variant: 'grouped-64x256', activation: 'swigluoai', bias: false, onInput: false, splitK: 1, H: 32, I: 112, sorted: false},
     // Row tiles launched 16 at a time: 600 tokens make 22 row workgroups (19 tiles of pairs), a group of 16 and
     // one of 6, whose column order differs; y sorted (no split-K) and by pair.
     {variant: 'grouped-64x256', activation: 'silu', bias: false, onInput: false, splitK: 1, H: 256, I: 48, sorted: true,

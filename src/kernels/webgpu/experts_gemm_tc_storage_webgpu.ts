@@ -20,15 +20,14 @@
  * workgroupUniformLoad (the tile lookup's wgTile, and wgN0, the first column, from workgroupId.y). With
  * subgroupsN = 2 two subgroups sit side by side, the second 64 columns (w13: 32 act columns) after the first, an
  * offset from the subgroup id that ./device.ts passes to main() (`// moe-main-ids`).
- * Each subgroup computes BM = 32, 64 (or, plain loop only, 96) rows × 64 columns (w13: 32 gate + the 32 matching up
+ * Each subgroup computes BM = 32 or 64 rows × 64 columns (w13: 32 gate + the 32 matching up
  * columns, so act(gate)·up pairs result c with c + 2) as BM/16 × 4 f32 result matrices; per 16 k it loads BM/16 left and 4 right matrices for 4·BM/16 MMAs.
  * The epilogue stages one 16-row block's 4 results in workgroup memory (4 KiB) to apply the activation,
  * bias and routing weight per element.
  *
  * With TensorCoreLayout.blockedRows (the 'pipelined' variants) x16, act16 and the weights are all in 16×16
- * blocks (512 contiguous bytes each) and the k loop is blockedLoop's: 32 k per step, the next step's blocks
- * loaded before the current step's multiplies (the 'plain' variants: each block's right before its own), with
- * x16 and w16 read through block pointers where the variant says so (tensor_core_plan.ts loadsBlockPointers).
+ * blocks (512 contiguous bytes each), read through block pointers, and the k loop is blockedLoop's prefetching
+ * one: 32 k per step, the next step's blocks loaded before the current step's multiplies.
  */
 import type {WebGPUProgram} from '@tensorflow/tfjs-backend-webgpu';
 import type {Activation} from '../../kernel_names';
@@ -43,22 +42,15 @@ export interface ExpertsTensorCoreStorageConfig {
   numLocalExperts: number;
   activation: Activation;
   applyRouterWeightOnInput: boolean;
-  /** 32 or 64 rows per workgroup; 96 with TensorCoreLayout.blockedRows and the plain loop ('plain-96'). */
+  /** 32 or 64 rows per workgroup. */
   blockRows: number;
-  /**
-   * With TensorCoreLayout.blockedRows: false loads each 16-k step's blocks right before their multiplies
-   * (the 'plain' variants) instead of one 32-k step ahead (blockedLoop). Default true.
-   */
-  prefetch?: boolean;
-  /** With TensorCoreLayout.blockedRows: x16 and w16 read through block pointers (blockedLoop). Default false. */
-  blockPointers?: boolean;
   /**
    * With TensorCoreLayout.blockedRows: subgroups side by side along a workgroup's columns, 1, 2 or 4 (each 64
    * columns; w13: 32 act columns; the layout padded to pipelinedTile(subgroupsN)). Default 1.
    */
   subgroupsN?: number;
   /**
-   * With subgroupsN > 1 and the prefetching loop: subgroup s walks the tile's k blocks s blocks ahead of the
+   * With subgroupsN > 1: subgroup s walks the tile's k blocks s blocks ahead of the
    * first (wrapping to the tile's first block at its end), so the row blocks they all load are not asked for by
    * all at once (the 'staggered' variants; blockedLoop's kStagger). Default false.
    */
@@ -205,10 +197,8 @@ export class ExpertsTensorCoreStorageGemmProgram implements WebGPUProgram {
 
   /** Inputs: x16, align, topkWeights? (w2 with the routing weight on the output), w16, bias? */
   constructor(c: ExpertsTensorCoreStorageConfig, outputShape: number[], numTiles: number) {
-    // 96 rows: 192 accumulator registers a lane, which only the plain loop leaves room for.
-    const plain96 = c.blockRows === 96 && (c.layout.blockedRows ?? false) && c.prefetch === false;
-    if (c.blockRows !== 32 && c.blockRows !== 64 && !plain96) {
-      throw new Error(`storage tensor-core GEMM: blockRows 32 or 64 (96 with blocked rows and the plain loop), got ${c.blockRows}`);
+    if (c.blockRows !== 32 && c.blockRows !== 64) {
+      throw new Error(`storage tensor-core GEMM: blockRows 32 or 64, got ${c.blockRows}`);
     }
     this.c = c;
     const w13 = c.stage === 'w13';
@@ -220,8 +210,8 @@ export class ExpertsTensorCoreStorageGemmProgram implements WebGPUProgram {
     if (WN !== 1 && !((WN === 2 || WN === 4) && c.layout.blockedRows)) {
       throw new Error(`storage tensor-core GEMM: subgroupsN 1, or 2 or 4 with blocked rows, got ${WN}`);
     }
-    if (c.kStagger && !(WN > 1 && (c.prefetch ?? true))) {
-      throw new Error('storage tensor-core GEMM: kStagger needs subgroups side by side and the prefetching loop');
+    if (c.kStagger && WN === 1) {
+      throw new Error('storage tensor-core GEMM: kStagger needs subgroups side by side');
     }
     if (c.fitRowBlocks && !c.layout.blockedRows) {
       throw new Error('storage tensor-core GEMM: fitRowBlocks needs blocked rows');
@@ -238,7 +228,7 @@ export class ExpertsTensorCoreStorageGemmProgram implements WebGPUProgram {
     this.shaderKey = `moeExpertsGemmTcStorage_${c.stage}_${c.hiddenSize}_${c.intermediateSize}_${c.numLocalExperts}_` +
         `${w13 ? c.activation : ''}_${c.applyRouterWeightOnInput}_${c.blockRows}_${splitK}_${c.hasBias}_` +
         `${c.layout.Hp}_${c.layout.Ip}_${L.source}_${L.rowsPerExpert}_${L.kStride}_${L.rowStep}_${L.upOffset}_` +
-        `${c.layout.blockedRows ?? false}_${c.prefetch ?? true}_${c.blockPointers ?? false}_${c.sortedOutput ?? false}_${WN}_` +
+        `${c.layout.blockedRows ?? false}_${c.sortedOutput ?? false}_${WN}_` +
         `${c.kStagger ?? false}_${c.groupRows ?? 0}_${c.fitRowBlocks ?? false}`;
   }
 
@@ -251,7 +241,6 @@ export class ExpertsTensorCoreStorageGemmProgram implements WebGPUProgram {
     const Ip = this.c.layout.Ip;
     const TM = BM / 16;
     const pipelined = this.c.layout.blockedRows ?? false;
-    const blockPointers = pipelined && (this.c.blockPointers ?? false);
     if (pipelined && !L.blocked) throw new Error('pipelined tensor-core GEMM: the weights must be in 16×16 blocks');
     const WN = this.c.subgroupsN ?? 1;
     const kTiles = Kp / (pipelined ? pipelinedTile(WN).kStep : 16);
@@ -286,8 +275,7 @@ export class ExpertsTensorCoreStorageGemmProgram implements WebGPUProgram {
     // The accumulators, k loop and epilogue of a tile's first rows.length row blocks.
     const tileBody = (rows: number[]) => `
         ${rows.flatMap((r) => cols.map((c) => `var acc${r}${c} : ${result};`)).join('\n        ')}
-        ${pipelined ? blockedLoop(rows, cols, this.c.prefetch ?? true, {x: 'x16', w: 'w16', left, right, block: 256, stride: 16, blockPointers,
-          stepsPerTile: kTiles === splitK * kTilesPerPart ? kTilesPerPart : undefined,   // no part short or empty
+        ${pipelined ? blockedLoop(rows, cols, true, {x: 'x16', w: 'w16', left, right, block: 256, stride: 16,
           kStagger: this.c.kStagger ? 'sid' : undefined, kStaggerMax: WN - 1,
           aBlock: (r) => `(u32(rowStart) / 16u + ${r}u) * ${Kp / 16 * 256}u`,
           // w13: 32 gate rows then their 32 up rows per 32 act columns, so right matrix 0 starts at row 2·n0.
@@ -316,8 +304,8 @@ export class ExpertsTensorCoreStorageGemmProgram implements WebGPUProgram {
       enable f16;
       ${WN > 1 ? 'enable subgroups;' : ''}
       enable chromium_experimental_subgroup_matrix;
-      ${storageElements('x16', blockPointers ? 'f16-blocks' : 'f16')}
-      ${storageElements('w16', blockPointers ? 'f16-blocks' : 'f16')}
+      ${storageElements('x16', pipelined ? 'f16-blocks' : 'f16')}
+      ${storageElements('w16', pipelined ? 'f16-blocks' : 'f16')}
       ${w13 ? activationSnippet(this.c.activation) : ''}
       var<workgroup> wgTile : vec4<i32>;   // row start, expert, first and end 16-k step
       var<workgroup> wgN0 : i32;           // first column (w13: of gate and of up), workgroup-uniform through it
@@ -377,14 +365,6 @@ export interface PipelinedOperands {
    */
   perElement?: number;
   /**
-   * x and w are arrays of whole blocks (storageElements' '-blocks'), loaded as `&x[block]` at offset 0: with the
-   * prefetching loop, 220 against 195 TFLOP/s on the H200's 4096 × 14336 × 4096 f16 GEMM in one run; the
-   * plain loop lost 3 % that way, int8's pipelined loop was unchanged (tc_probe --round12,
-   * bench/results/2026-12-05-h200-tc-probe-round12.log). A pointer to one 512-byte element, where robustness
-   * clamps the block index, in place of selects on a runtime offset and stride (docs/tensor-cores.md).
-   */
-  blockPointers?: boolean;
-  /**
    * Every tile's k range is exactly this many steps from tile.z (no split-K part shorter than the others): the
    * plain loop then runs a trip count the compiler knows. On an H100's 4096 × 14336 × 4096 GEMM that form of the
    * plain int8 loop reached 297 TOPS against 200 with the bounds known at run time only, f16 200 against 168; the
@@ -394,8 +374,7 @@ export interface PipelinedOperands {
   stepsPerTile?: number;
   /**
    * A u32 expression, the subgroup's index among those side by side, by which this subgroup's walk over the
-   * tile's k blocks runs ahead of the tile's order, wrapping to the tile's first block (the plain loop: only with
-   * stepsPerTile, its block index then carried from one iteration to the next).
+   * tile's k blocks runs ahead of the tile's order, wrapping to the tile's first block (the prefetching loop only).
    * Subgroups loading the same row blocks then ask for each one block apart: on an H100's plain-GEMM probe 224
    * against 214 TFLOP/s for one subgroup (tc_probe --round15, 1 × 2, lag 1).
    */
@@ -409,22 +388,26 @@ export interface PipelinedOperands {
 }
 
 /**
- * The k loop over operands in blocks (TensorCoreLayout.blockedRows; the int8 pipelined GEMM too), 32-k steps over
- * [tile.z, tile.w), two k blocks a step.
+ * The k loop over operands in blocks (TensorCoreLayout.blockedRows; the int8 blocked GEMM too), 32-k steps over
+ * [tile.z, tile.w), two k blocks a step. x and w are arrays of whole blocks (storageElements' '-blocks'), each
+ * loaded as `&x[block]` at offset 0: a pointer to one 512-byte element, where robustness clamps the block index, in
+ * place of selects on a runtime offset and stride: the f16 prefetching loop 195 → 220 TFLOP/s and the int8 plain
+ * loop 258 → 299 TOPS on the H200's 4096 × 14336 × 4096 GEMM (tc_probe --round12,
+ * bench/results/2026-12-05-h200-tc-probe-round12.log).
  *
  * prefetch: each step's TM + 4 matrices of both k blocks are loaded one step ahead of their multiplies. On the
  * H200's plain 4096 × 14336 × 4096 f16 GEMM: 198 TFLOP/s, against 98 with the weights row-major, 85 with x
  * row-major, 152 for workgroup-memory x tiles (bench/tc_probe.ts --round5, -tc-probe-round5.log).
- * Without: each k block's matrices are loaded right before its multiplies, fewer live registers: 210-212 against
- * 193-198 on the same GEMM in the same runs (-tc-probe-round8.log, -round9-10.log).
+ * Without (the int8 GEMM's loop, which needs stepsPerTile): each k block's matrices are loaded right before its
+ * multiplies, fewer live registers: 210-212 against 193-198 on the same GEMM in the same runs (-tc-probe-round8.log,
+ * -round9-10.log).
  */
 export function blockedLoop(rows: number[], cols: number[], prefetch: boolean, o: PipelinedOperands): string {
   const halves = [0, 1];
   const per = o.perElement ?? 1;
-  // aBlock / bBlock: an array-element offset, or with block pointers the block's index.
-  const at = (arr: string, first: string, kBlock: string) => o.blockPointers ? `&${arr}[${first} + ${kBlock}], 0u` :
-    `&${arr}, ${first} + ${kBlock} * ${o.block / per}u`;
-  const firstBlock = (expr: string) => o.blockPointers ? `(${expr}) / ${o.block}u` : per > 1 ? `(${expr}) / ${per}u` : expr;
+  // aBlock / bBlock: the operand's first block index (from a matrix-element offset).
+  const at = (arr: string, first: string, kBlock: string) => `&${arr}[${first} + ${kBlock}], 0u`;
+  const firstBlock = (expr: string) => `(${expr}) / ${o.block}u`;
   const stride = `${o.stride / per}u`;
   const mmas = (r: number, mma: (c: number) => string) =>
     cols.map((c) => `acc${r}${c} = subgroupMatrixMultiplyAccumulate(${mma(c)}, acc${r}${c});`).join('\n          ');
@@ -432,18 +415,11 @@ export function blockedLoop(rows: number[], cols: number[], prefetch: boolean, o
         ${rows.map((r) => `let aBlock${r} = ${firstBlock(o.aBlock(r))};`).join('\n        ')}
         ${cols.map((c) => `let bBlock${c} = ${firstBlock(o.bBlock(c))};`).join('\n        ')}`;
   if (!prefetch) {
-    if (o.kStagger != null && o.stepsPerTile == null) throw new Error('blockedLoop: a staggered plain loop needs stepsPerTile');
-    const loop = o.stepsPerTile == null ? 'for (var kb = u32(tile.z) * 2u; kb < u32(tile.w) * 2u; kb++) {' :
-      o.kStagger == null ? `let kbFirst = u32(tile.z) * 2u;
-        for (var j = 0u; j < ${2 * o.stepsPerTile}u; j++) {
-          let kb = kbFirst + j;` : `let kbFirst = u32(tile.z) * 2u;
-        let kbEnd = kbFirst + ${2 * o.stepsPerTile}u;
-        var kbNext = kbFirst + (${o.kStagger}) % ${2 * o.stepsPerTile}u;
-        for (var j = 0u; j < ${2 * o.stepsPerTile}u; j++) {
-          let kb = kbNext;
-          kbNext = select(kb + 1u, kbFirst, kb + 1u == kbEnd);`;
+    if (o.kStagger != null || o.stepsPerTile == null) throw new Error('blockedLoop: the plain loop needs stepsPerTile, unstaggered');
     return `${firstBlocks}
-        ${loop}
+        let kbFirst = u32(tile.z) * 2u;
+        for (var j = 0u; j < ${2 * o.stepsPerTile}u; j++) {
+          let kb = kbFirst + j;
           ${rows.map((r) => `let a${r} = subgroupMatrixLoad<${o.left}, row_major>(${at(o.x, `aBlock${r}`, 'kb')}, ${stride});`).join('\n          ')}
           ${cols.map((c) => `let b${c} = subgroupMatrixLoad<${o.right}, col_major>(${at(o.w, `bBlock${c}`, 'kb')}, ${stride});`).join('\n          ')}
           ${rows.map((r) => mmas(r, (c) => `a${r}, b${c}`)).join('\n          ')}

@@ -271,7 +271,7 @@ export class ExpertsInt8PipelinedGemmProgram implements WebGPUProgram {
         ${epilogue.columns}
         ${rows.flatMap((r) => cols.map((cc) => `var acc${r}${cc} : ${result};`)).join('\n        ')}
         ${blockedLoop(rows, cols, false, {x: 'xb', w: 'wb', left, right, block: 512, stride: 32, perElement: 4,
-          blockPointers: true, stepsPerTile: steps,
+          stepsPerTile: steps,
           aBlock: (r) => `(u32(rowStart) / 16u + ${r}u) * ${blockedRowBlockWords(Kp) * 4}u`,
           bBlock: (cc) => `((u32(e) * ${rowsPerExpert}u + u32(${w13 ? '2 * n0' : 'n0'})) / 16u + ${cc}u) * ${KB * 512}u`})}
 

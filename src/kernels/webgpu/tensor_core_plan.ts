@@ -33,45 +33,33 @@
  *                      on the plain-GEMM probe (warm clocks) against 161 for the best workgroup-memory kernel;
  *                      in the expert prefill Mixtral M = 4096 16.8 ms against shared-128's 31.7.
  *
- *   'plain-32', 'plain-64'
- *                      the pipelined variants' layouts and program, but each 16-k step's blocks are loaded right
- *                      before their multiplies (no loads in flight across steps, fewer live registers): 210-212
- *                      against 193-198 TFLOP/s on the plain-GEMM probe (bench/results/2026-12-04-h200-tc-probe-
- *                      round8.log, -round9-10.log).
- *   'plain-96'         'plain-64' with 96 rows per subgroup (6 × 4 results, 192 accumulator registers a lane):
- *                      10 blocks loaded per 24 multiplies against 8 per 16, for loads that are bound by the bytes
- *                      they move (tc_probe --round12). Selectable only: it loses (an H100, Mixtral M = 4096: 170
- *                      against 210 TFLOP/s; bench/results/2026-12-05-h100-tensor-core-check-variants.log), most
- *                      likely as its accumulators crowd out the operands' registers (round 14's 96 × 64: 47 TFLOP/s).
- *   'pipelined-64x128', 'plain-64x128'
- *                      'pipelined-64' / 'plain-64' with two subgroups per workgroup side by side along the columns
- *                      (64 rows × 128 columns, PIPELINED_WIDE_TILE), each loading its blocks straight from storage:
- *                      the rows' blocks the two load alike can be L1 hits for the second (tc_probe --round12: a
- *                      seventh of a load from L2). Subgroup-dependent offsets come from @builtin(subgroup_id)
- *                      (./device.ts `// moe-main-ids`). Selectable only: the shared blocks are not cheaper for the
- *                      second subgroup (round 14's 1 × 2 ties 1 × 1; pipelined-64x128 209.0 against pipelined-64's
- *                      209.8 TFLOP/s at Mixtral M = 4096 on an H100).
- *   'plain-96x128'     both: two 96 × 64 subgroups side by side (round 14's 96 × 128 workgroup); loses as plain-96.
- *   'staggered-64x128' 'pipelined-64x128' with the second subgroup's k walk one block ahead of the first's, wrapping
- *                      (ExpertsTensorCoreStorageConfig.kStagger): round 15's 1 × 2 with lag 1 reached 224 against
- *                      214 TFLOP/s for one subgroup on an H100's plain-GEMM probe, where in step (round 14) the
- *                      two tie. The default where 'staggered-64x256' is not (DEFAULT_STAGGERED).
- *   'staggered-64x256' four such subgroups side by side (64 rows × 256 columns), subgroup s one block ahead of
- *                      subgroup s - 1: x's row blocks shared four ways (round 15's 1 × 4 with a lag of 2 blocks:
- *                      227 against 224 TFLOP/s for 1 × 2 with lag 1 on an H100's plain-GEMM probe; in the
- *                      product 4-22% faster than 'staggered-64x128', see DEFAULT_TENSOR_CORE_VARIANT). Its four
- *                      staged epilogue blocks need 16 KiB and more of workgroup memory (storageWorkgroupBytes).
- *   'staggered-32x256' four of 'pipelined-32''s 32 × 64 subgroups side by side, staggered as 'staggered-64x256', for
- *                      experts of fewer than 64 rows, where it is the default (SMALL_ROWS_STAGGERED).
- *   'grouped-64x256'   'staggered-64x256' launched 16 row tiles at a time before the next columns (groupedGridSnippet:
- *                      x-major order reads all of x from memory again for each column tile, 112 times in Mixtral
- *                      M = 4096's w13). The default where the shapes and the workgroup memory allow (see
- *                      DEFAULT_TENSOR_CORE_VARIANT).
+ *   'staggered-64x128' 'pipelined-64' with two subgroups per workgroup side by side along the columns (64 rows ×
+ *                      128 columns, PIPELINED_WIDE_TILE), the second's k walk one block ahead of the first's,
+ *                      wrapping (ExpertsTensorCoreStorageConfig.kStagger): round 15's 1 × 2 with lag 1 reached 224
+ *                      against 214 TFLOP/s for one subgroup on an H100's plain-GEMM probe, where in step (round
+ *                      14) the two tie. Subgroup-dependent offsets come from @builtin(subgroup_id) (./device.ts
+ *                      `// moe-main-ids`). The default where the four-subgroup variants are not (DEFAULT_STAGGERED).
+ *   'staggered-32x256' four of 'pipelined-32''s 32 × 64 subgroups side by side (32 rows × 256 columns), subgroup s
+ *                      one k block ahead of subgroup s − 1, so x's row blocks serve four subgroups (round 15's 1 × 4
+ *                      with a lag of 2 blocks: 227 against 224 TFLOP/s for 1 × 2 on an H100's probe), for experts of
+ *                      fewer than 64 rows, where it is the default (SMALL_ROWS_STAGGERED). Its four staged epilogue
+ *                      blocks need 16 KiB and more of workgroup memory (storageWorkgroupBytes).
+ *   'grouped-64x256'   four 64-row subgroups staggered alike (64 rows × 256 columns), launched 16 row tiles at a
+ *                      time before the next columns (groupedGridSnippet: x-major order reads all of x from memory
+ *                      again for each column tile, 112 times in Mixtral M = 4096's w13). The default where the
+ *                      shapes and the workgroup memory allow (see DEFAULT_TENSOR_CORE_VARIANT).
  *   'fitted-64x256'    'grouped-64x256' where a tile whose last 16-row blocks are padding (an expert's tail) runs a
  *                      copy of the loop and epilogue over its live row blocks (1, 2 or 3 of 4), chosen by one
  *                      uniform branch per tile, outside the loop: Mixtral M = 256's 11 row tiles hold 8 experts'
  *                      56-74 rows, three of them tails of 6-10 rows that multiply and load a whole 64-row tile's x
  *                      blocks. The default from FITTED_MIN_ROWS rows an expert.
+ * Removed after measuring (2026-12-05/07; the code in git history, the logs in bench/results/): each 16-k step's
+ * blocks loaded right before their multiplies ('plain-32', 'plain-64': 210 against 198 TFLOP/s on the H200's
+ * plain-GEMM probe, but behind the prefetching loop in the layer: Mixtral M = 256 2.22 against 1.71 ms on the H200,
+ * -h200-tensor-core-check-merged-copy.log), 96-row tiles ('plain-96', 'plain-96x128': 170 against 210 TFLOP/s,
+ * -h100-tensor-core-check-variants.log), two subgroups side by side in step ('pipelined-64x128', 'plain-64x128':
+ * ties one subgroup, 209.0 against 209.8), and four staggered launched in x-major order ('staggered-64x256',
+ * replaced by 'grouped-64x256': Mixtral M = 4096 12.15 against 11.75 ms, -h100-grouped-trimmed-ab.log).
  * Tiles that skipped the multiplies, staging and stores of their row blocks of padding only, behind uniform
  * branches ('trimmed-64x256', 2026-12-06), were removed: slower everywhere on an H100, also where no block is
  * padding (Mixtral M = 4096 16.1 against 12.1 ms, M = 256 1.71 against 1.46;
@@ -90,55 +78,40 @@ import type {Activation} from '../../kernel_names';
 import type {WeightFormat} from '../../quant/format';
 import type {ExpertsStage} from './experts_gemv_webgpu';
 
-export type TensorCoreVariant = 'workgroup-tiles' | 'storage-32' | 'storage-64' |
-  'pipelined-32' | 'pipelined-64' | 'plain-32' | 'plain-64' | 'plain-96' |
-  'pipelined-64x128' | 'plain-64x128' | 'plain-96x128' | 'staggered-64x128' | 'staggered-64x256' |
-  'staggered-32x256' | 'grouped-64x256' | 'fitted-64x256';
+export type TensorCoreVariant = 'workgroup-tiles' | 'storage-32' | 'storage-64' | 'pipelined-32' | 'pipelined-64' |
+  'staggered-64x128' | 'staggered-32x256' | 'grouped-64x256' | 'fitted-64x256';
 
 /**
  * What each variant is: its program family (experts_gemm_tc_webgpu.ts 'tiles', _storage_ 'storage' and
- * 'pipelined'), rows per tile (the align program pads every expert to a multiple of it), and whether the weights'
- * f16 copy is in 16×16 blocks (TensorCoreWeightLayout.blocked); of the pipelined layouts, whether the k loop
- * prefetches and reads through block pointers (see prefetchesBlocks, loadsBlockPointers), how many subgroups
- * a workgroup puts side by side along the columns (tensorCoreSubgroupsN; default 1), and whether they walk k
- * staggered (staggersK).
+ * 'pipelined': x16, act16 and the weights' copy in 16×16 blocks read through block pointers, each step's blocks
+ * loaded one step ahead), rows per tile (the align program pads every expert to a multiple of it), and of the
+ * pipelined ones how many subgroups a workgroup puts side by side along the columns (tensorCoreSubgroupsN; default
+ * 1, and above 1 they walk k staggered: staggersK), the row tiles launched at a time (groupedRowTiles) and whether
+ * tails run on their live row blocks (fitsRowBlocks).
  */
 const VARIANTS: Record<TensorCoreVariant, {family: 'tiles' | 'storage' | 'pipelined'; blockRows: number;
-    blocked: boolean; prefetch?: boolean; blockPointers?: boolean; subgroupsN?: number; kStagger?: boolean;
-    groupRows?: number; fitRowBlocks?: boolean}> = {
-  'workgroup-tiles': {family: 'tiles', blockRows: 32, blocked: false},
-  'storage-32': {family: 'storage', blockRows: 32, blocked: false},
-  'storage-64': {family: 'storage', blockRows: 64, blocked: false},
-  'pipelined-32': {family: 'pipelined', blockRows: 32, blocked: true, prefetch: true, blockPointers: true},
-  'pipelined-64': {family: 'pipelined', blockRows: 64, blocked: true, prefetch: true, blockPointers: true},
-  'plain-32': {family: 'pipelined', blockRows: 32, blocked: true, prefetch: false},
-  'plain-64': {family: 'pipelined', blockRows: 64, blocked: true, prefetch: false},
-  'plain-96': {family: 'pipelined', blockRows: 96, blocked: true, prefetch: false},
-  'pipelined-64x128': {family: 'pipelined', blockRows: 64, blocked: true, prefetch: true, blockPointers: true, subgroupsN: 2},
-  'plain-64x128': {family: 'pipelined', blockRows: 64, blocked: true, prefetch: false, subgroupsN: 2},
-  'plain-96x128': {family: 'pipelined', blockRows: 96, blocked: true, prefetch: false, subgroupsN: 2},
-  'staggered-64x128': {family: 'pipelined', blockRows: 64, blocked: true, prefetch: true, blockPointers: true, subgroupsN: 2,
-    kStagger: true},
-  'staggered-64x256': {family: 'pipelined', blockRows: 64, blocked: true, prefetch: true, blockPointers: true, subgroupsN: 4,
-    kStagger: true},
-  'staggered-32x256': {family: 'pipelined', blockRows: 32, blocked: true, prefetch: true, blockPointers: true, subgroupsN: 4,
-    kStagger: true},
-  'grouped-64x256': {family: 'pipelined', blockRows: 64, blocked: true, prefetch: true, blockPointers: true, subgroupsN: 4,
-    kStagger: true, groupRows: 16},
-  'fitted-64x256': {family: 'pipelined', blockRows: 64, blocked: true, prefetch: true, blockPointers: true, subgroupsN: 4,
-    kStagger: true, groupRows: 16, fitRowBlocks: true},
+    subgroupsN?: number; groupRows?: number; fitRowBlocks?: boolean}> = {
+  'workgroup-tiles': {family: 'tiles', blockRows: 32},
+  'storage-32': {family: 'storage', blockRows: 32},
+  'storage-64': {family: 'storage', blockRows: 64},
+  'pipelined-32': {family: 'pipelined', blockRows: 32},
+  'pipelined-64': {family: 'pipelined', blockRows: 64},
+  'staggered-64x128': {family: 'pipelined', blockRows: 64, subgroupsN: 2},
+  'staggered-32x256': {family: 'pipelined', blockRows: 32, subgroupsN: 4},
+  'grouped-64x256': {family: 'pipelined', blockRows: 64, subgroupsN: 4, groupRows: 16},
+  'fitted-64x256': {family: 'pipelined', blockRows: 64, subgroupsN: 4, groupRows: 16, fitRowBlocks: true},
 };
 export const TENSOR_CORE_VARIANTS = Object.keys(VARIANTS) as TensorCoreVariant[];
 
 /** The staggered variants with half the subgroups side by side (less workgroup memory), for tensorCoreChoice. */
 const NARROWER: Partial<Record<TensorCoreVariant, TensorCoreVariant>> = {
-  'staggered-64x256': 'staggered-64x128', 'staggered-32x256': 'pipelined-32', 'grouped-64x256': 'staggered-64x128',
+  'staggered-32x256': 'pipelined-32', 'grouped-64x256': 'staggered-64x128',
   'fitted-64x256': 'staggered-64x128',
 };
 
-/** The variants that read the weights from storage in 16×16 blocks (TensorCoreWeightLayout.blocked). */
+/** The variants that read the weights from storage in 16×16 blocks (TensorCoreWeightLayout.blocked): the pipelined ones. */
 export function isBlockedVariant(v: TensorCoreVariant): boolean {
-  return VARIANTS[v].blocked;
+  return isPipelinedVariant(v);
 }
 
 /** The variants that run experts_gemm_tc_storage_webgpu.ts (one subgroup, both operands from storage). */
@@ -152,23 +125,6 @@ export function isStorageProgramVariant(v: TensorCoreVariant): boolean {
  */
 export function isPipelinedVariant(v: TensorCoreVariant): boolean {
   return VARIANTS[v].family === 'pipelined';
-}
-
-/**
- * Of the pipelined variants' layouts, whether the k loop loads each step's blocks one step ahead ('pipelined-*')
- * or right before their multiplies ('plain-*', experts_gemm_tc_storage_webgpu.ts blockedLoop).
- */
-export function prefetchesBlocks(v: TensorCoreVariant): boolean {
-  return VARIANTS[v].prefetch ?? false;
-}
-
-/**
- * Of the pipelined variants, whether x16 and w16 are read through block pointers (blockedLoop): the prefetching
- * loop gained 13% that way on the H200's plain-GEMM probe, the plain loop lost 3.5%
- * (bench/results/2026-12-05-h200-tc-probe-round12.log).
- */
-export function loadsBlockPointers(v: TensorCoreVariant): boolean {
-  return VARIANTS[v].blockPointers ?? false;
 }
 
 /** Of the pipelined variants, the subgroups side by side along a workgroup's columns (64 columns each). */
@@ -189,9 +145,12 @@ export function fitsRowBlocks(v: TensorCoreVariant): boolean {
   return VARIANTS[v].fitRowBlocks ?? false;
 }
 
-/** Whether the variant's subgroup s walks k s blocks ahead of the first (ExpertsTensorCoreStorageConfig.kStagger). */
+/**
+ * Whether the variant's subgroup s walks k s blocks ahead of the first (ExpertsTensorCoreStorageConfig.kStagger):
+ * every variant with subgroups side by side.
+ */
 export function staggersK(v: TensorCoreVariant): boolean {
-  return VARIANTS[v].kStagger ?? false;
+  return tensorCoreSubgroupsN(v) > 1;
 }
 
 /**

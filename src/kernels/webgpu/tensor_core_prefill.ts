@@ -25,7 +25,7 @@ import {ExpertsW13TensorCoreStorageGemmProgram, ExpertsW2TensorCoreStorageGemmPr
 import type {ExpertsStage} from './experts_gemv_webgpu';
 import {ExpertsWeightsF16Program} from './experts_weights_f16_webgpu';
 import {TensorCoreLayout, TensorCoreVariant, fitsRowBlocks, groupedRowTiles, isBlockedVariant, isPipelinedVariant,
-  isStorageProgramVariant, loadsBlockPointers, prefetchesBlocks, roundUp, staggersK, tensorCoreBlockRows, tensorCoreLayout,
+  isStorageProgramVariant, roundUp, staggersK, tensorCoreBlockRows, tensorCoreLayout,
   tensorCoreSubgroupsN, tensorCoreTileShape} from './tensor_core_plan';
 import {tensorCoreWeightCopy} from './tensor_core_weights';
 
@@ -177,9 +177,8 @@ export function tensorCoreStoragePrefill(call: TensorCorePrefillCall): TensorCor
 
   const [W13, W2] = [ExpertsW13TensorCoreStorageGemmProgram, ExpertsW2TensorCoreStorageGemmProgram];
   const act16 = temp([rows, layout.Ip / 2], 'int32');
-  const prefetch = prefetchesBlocks(call.variant), blockPointers = loadsBlockPointers(call.variant);
   const subgroupsN = tensorCoreSubgroupsN(call.variant), kStagger = staggersK(call.variant);
-  const loop = {prefetch, blockPointers, subgroupsN, kStagger, groupRows: groupedRowTiles(call.variant),
+  const loop = {subgroupsN, kStagger, groupRows: groupedRowTiles(call.variant),
     fitRowBlocks: fitsRowBlocks(call.variant)};
   perShard('w13', act16, (n) => [new W13({...common, stage: 'w13', blockRows, layout, ...loop}, act16.shape, tiles(n)),
     [x16, align]]);
