@@ -262,7 +262,9 @@ export function runInt8Experts(c: Int8ExpertsCall): TensorInfo {
   const T = hiddenStates.shape[0];
   const {topK, hiddenSize: H, intermediateSize: I, numLocalExperts: E, applyRouterWeightOnInput: onInput} = config;
   const P = T * topK;
-  const parts = (s: ExpertProjectionShard) => [s.data, s.scales!, ...(s.bias ? [s.bias] : [])];
+  // A shard's per-channel scales and biases, and with its own data the bindings the dot4 / one-subgroup GEMMs read.
+  const scalesOf = (s: ExpertProjectionShard) => [s.scales!, ...(s.bias ? [s.bias] : [])];
+  const parts = (s: ExpertProjectionShard) => [s.data, ...scalesOf(s)];
   const quantize = (x: TensorInfo, weighted: boolean) => c.temp(issuer.runWebGPUProgram(
       new ExpertsInt8QuantProgram(x.shape[0], x.shape[1], weighted), weighted ? [x, topkWeights] : [x], 'int32'));
   const weightsFor = (stage: ExpertsStage) => stage === 'w2' && !onInput ? [topkWeights] : [];
@@ -301,7 +303,7 @@ export function runInt8Experts(c: Int8ExpertsCall): TensorInfo {
       const {copy, kept} = tensorCoreWeightCopy(backend, [s.data], program.shaderKey, program.outputShape,
           (out) => backend.runWebGPUProgram(program, [s.data], 'int32', undefined, out));
       if (!kept) c.temp(copy);
-      return [copy, s.scales!, ...(s.bias ? [s.bias] : [])];
+      return [copy, ...scalesOf(s)];
     };
     const tiles = (n: number) => Math.ceil(P / blockRows) + n;
     const xb = blockedRows(xq, 'w13');
@@ -317,7 +319,6 @@ export function runInt8Experts(c: Int8ExpertsCall): TensorInfo {
           [input, align]], (s, st) => blockedWeights(s, st).slice(0, 1));
         return results;
       };
-      const scalesOf = (s: ExpertProjectionShard) => [s.scales!, ...(s.bias ? [s.bias] : [])];
       const results13 = straightResults('w13', xb);
       const aq = c.temp(issuer.makeTensorInfo([rows, int8RowWords(I)], 'int32'));
       perShard('w13', aq, () => [new ExpertsInt8StagedActQuantProgram(w13, rows, layout), [results13, xb, align]],

@@ -109,11 +109,6 @@ const NARROWER: Partial<Record<TensorCoreVariant, TensorCoreVariant>> = {
   'fitted-64x256': 'staggered-64x128',
 };
 
-/** The variants that read the weights from storage in 16×16 blocks (TensorCoreWeightLayout.blocked): the pipelined ones. */
-export function isBlockedVariant(v: TensorCoreVariant): boolean {
-  return isPipelinedVariant(v);
-}
-
 /** The variants that run experts_gemm_tc_storage_webgpu.ts (one subgroup, both operands from storage). */
 export function isStorageProgramVariant(v: TensorCoreVariant): boolean {
   return VARIANTS[v].family === 'storage' || VARIANTS[v].family === 'pipelined';

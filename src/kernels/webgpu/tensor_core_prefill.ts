@@ -24,7 +24,7 @@ import {ExpertsW13TensorCoreStorageGemmProgram, ExpertsW2TensorCoreStorageGemmPr
   from './experts_gemm_tc_storage_webgpu';
 import type {ExpertsStage} from './experts_gemv_webgpu';
 import {ExpertsWeightsF16Program} from './experts_weights_f16_webgpu';
-import {TensorCoreLayout, TensorCoreVariant, fitsRowBlocks, groupedRowTiles, isBlockedVariant, isPipelinedVariant,
+import {TensorCoreLayout, TensorCoreVariant, fitsRowBlocks, groupedRowTiles, isPipelinedVariant,
   isStorageProgramVariant, roundUp, staggersK, tensorCoreBlockRows, tensorCoreLayout,
   tensorCoreSubgroupsN, tensorCoreTileShape} from './tensor_core_plan';
 import {tensorCoreWeightCopy} from './tensor_core_weights';
@@ -61,9 +61,11 @@ export interface TensorCorePrefillCall {
 export function tensorCorePrefillPlan(c: TensorCorePrefillCall['common'], variant: TensorCoreVariant, numPairs: number):
     {blockRows: number; rows: number; layout: TensorCoreLayout} {
   const blockRows = tensorCoreBlockRows(variant);
+  // The pipelined variants block both the weights' copy and the rows; the others neither.
+  const blocked = isPipelinedVariant(variant);
   return {blockRows, rows: roundUp(maxPaddedRows(numPairs, c.numLocalExperts, blockRows), 16),
     layout: tensorCoreLayout(c.format, c.hiddenSize, c.intermediateSize, c.activation, tensorCoreTileShape(variant),
-      isBlockedVariant(variant), isPipelinedVariant(variant))};
+      blocked, blocked)};
 }
 
 /**
@@ -175,19 +177,18 @@ export function tensorCoreStoragePrefill(call: TensorCorePrefillCall): TensorCor
     });
   };
 
-  const [W13, W2] = [ExpertsW13TensorCoreStorageGemmProgram, ExpertsW2TensorCoreStorageGemmProgram];
   const act16 = temp([rows, layout.Ip / 2], 'int32');
   const subgroupsN = tensorCoreSubgroupsN(call.variant), kStagger = staggersK(call.variant);
   const loop = {subgroupsN, kStagger, groupRows: groupedRowTiles(call.variant),
     fitRowBlocks: fitsRowBlocks(call.variant)};
-  perShard('w13', act16, (n) => [new W13({...common, stage: 'w13', blockRows, layout, ...loop}, act16.shape, tiles(n)),
-    [x16, align]]);
+  perShard('w13', act16, (n) => [new ExpertsW13TensorCoreStorageGemmProgram({...common, stage: 'w13', blockRows, layout,
+    ...loop}, act16.shape, tiles(n)), [x16, align]]);
   const yRows = sortedOutput ? rows : P;
   call.checkBinding([splitK * yRows, H], `the w2 partial sums (${splitK} K parts)`);
   const y = temp([splitK * yRows, H]);
   const routed = common.applyRouterWeightOnInput || sortedOutput ? [] : [call.topkWeights];
-  perShard('w2', y, (n) => [new W2({...common, stage: 'w2', blockRows, layout, ...loop, splitK, sortedOutput}, y.shape,
-    tiles(n)), [act16, align, ...routed]]);
+  perShard('w2', y, (n) => [new ExpertsW2TensorCoreStorageGemmProgram({...common, stage: 'w2', blockRows, layout, ...loop,
+    splitK, sortedOutput}, y.shape, tiles(n)), [act16, align, ...routed]]);
   return {y, splitK, sorted: sortedOutput,
     combineInputs: sortedOutput ? [align, ...(common.applyRouterWeightOnInput ? [] : [call.topkWeights])] : []};
 }
