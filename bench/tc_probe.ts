@@ -22,7 +22,7 @@
  * --round22 the 128 × 32 tiles with row tiles fastest (the expert GEMMs' launch order); --round23 those with their
  * results through workgroup memory, as the layer's epilogue takes them; --round24 those with fewer barriers
  * (two buffers in turn, or four blocks a round); --round25 those stored straight in workgroups of 2, 4 and 8
- * subgroups, and 64 × 32 subgroup tiles.
+ * subgroups, and 64 × 32 subgroup tiles. --pick i,j,… times only the round's kernels of those indices.
  */
 import * as fs from 'fs';
 import {tensorCoreDawnToggles} from './dawn_toggles';
@@ -1564,6 +1564,12 @@ fn main(@builtin(local_invocation_index) li: u32${sidDecl}) {
     } catch (e) {
       console.log(JSON.stringify({shape: s, skipped: String(e)}));
     }
+  }
+  // --pick i,j,…: only those of the round's kernels (by index), to finish a round a call's limit cut short.
+  const pick = args.indexOf('--pick');
+  if (pick >= 0) {
+    const keep = new Set(args[pick + 1].split(',').map(Number));
+    for (let i = kernels.length - 1; i >= 0; i--) if (!keep.has(i)) kernels.splice(i, 1);
   }
   if (args.includes('--print')) {
     for (const k of kernels) console.log(`// ${k.name}\n${k.code}`);
