@@ -22,7 +22,7 @@
  * --round22 the 128 × 32 tiles with row tiles fastest (the expert GEMMs' launch order); --round23 those with their
  * results through workgroup memory, as the layer's epilogue takes them; --round24 those with fewer barriers
  * (two buffers in turn, or four blocks a round); --round25 those stored straight in workgroups of 2, 4 and 8
- * subgroups, and 64 × 32 subgroup tiles. --pick i,j,… times only the round's kernels of those indices.
+ * subgroups, and 64 × 32 subgroup tiles; --round26 taller and wider subgroup tiles (96-192 × 32-48). --pick i,j,… times only the round's kernels of those indices.
  */
 import * as fs from 'fs';
 import {tensorCoreDawnToggles} from './dawn_toggles';
@@ -1093,7 +1093,9 @@ fn main(@builtin(local_invocation_index) li: u32${sidDecl}) {
 
   // 2. Timing on one GEMM.
   // Round 14's tiles of 96 and 128 rows both divide 4608.
-  const M = arg('m', args.includes('--round14') ? 4608 : 4096), N = arg('n', 14336), K = arg('k', 4096);
+  const round26 = args.includes('--round26');   // its tiles of 96 rows and 48 columns need 3072 × 12288
+  const M = arg('m', args.includes('--round14') ? 4608 : round26 ? 3072 : 4096), N = arg('n', round26 ? 12288 : 14336),
+    K = arg('k', 4096);
   const rnd = (() => {
     let s = 12345;
     return () => ((s = (s * 1103515245 + 12345) >>> 0) / 2 ** 32) * 2 - 1;
@@ -1467,6 +1469,22 @@ fn main(@builtin(local_invocation_index) li: u32${sidDecl}) {
     for (const int8 of [true, false]) {
       for (const [WM, WN, TM] of [[1, 4, 8], [1, 2, 8], [2, 4, 8], [2, 4, 4], [2, 2, 4]]) {
         kernels.push(aStaged(M, N, K, {WM, WN, SK: 2, TM, TN: 2, ahead: 2, int8, rowsFastest: true}));
+      }
+    }
+    mustTile(kernels, M, N);
+  }
+  if (round26) {
+    // Round 25: smaller subgroup tiles lose (64 × 32: 1.95 against 1.30 ms), however many more warps their fewer
+    // accumulators allow, so a tile's loads per multiply look like the bound (128 × 32: 8 x blocks from workgroup
+    // memory and 2 weight blocks from storage for 16 multiplies). Taller and wider tiles load fewer per multiply:
+    // 128 × 48 (11 for 24), 192 × 32 (14 for 24), 96 × 48 (9 for 18), against 96 × 32 (8 for 12); 24
+    // accumulators are 192 registers a lane, so the weights go 1 block ahead as well as 2 (fewer live registers).
+    kernels.length = 0;
+    for (const int8 of [true, false]) {
+      const shapes = int8 ? [[8, 2, 2], [8, 3, 1], [8, 3, 2], [12, 2, 2], [12, 2, 1], [6, 3, 2], [6, 2, 2]] :
+        [[8, 2, 2], [8, 3, 1], [12, 2, 1]];
+      for (const [TM, TN, ahead] of shapes) {
+        kernels.push(aStaged(M, N, K, {WM: 1, WN: 4, SK: 2, TM, TN, ahead, int8, rowsFastest: true}));
       }
     }
     mustTile(kernels, M, N);
