@@ -22,7 +22,8 @@
  * --round22 the 128 × 32 tiles with row tiles fastest (the expert GEMMs' launch order); --round23 those with their
  * results through workgroup memory, as the layer's epilogue takes them; --round24 those with fewer barriers
  * (two buffers in turn, or four blocks a round); --round25 those stored straight in workgroups of 2, 4 and 8
- * subgroups, and 64 × 32 subgroup tiles; --round26 taller and wider subgroup tiles (96-192 × 32-48). --pick i,j,… times only the round's kernels of those indices.
+ * subgroups, and 64 × 32 subgroup tiles; --round26 taller and wider subgroup tiles (96-192 × 32-48). --pick i,j,…
+ * times only the round's kernels of those indices.
  */
 import * as fs from 'fs';
 import {tensorCoreDawnToggles} from './dawn_toggles';
@@ -1479,6 +1480,7 @@ fn main(@builtin(local_invocation_index) li: u32${sidDecl}) {
     // memory and 2 weight blocks from storage for 16 multiplies). Taller and wider tiles load fewer per multiply:
     // 128 × 48 (11 for 24), 192 × 32 (14 for 24), 96 × 48 (9 for 18), against 96 × 32 (8 for 12); 24
     // accumulators are 192 registers a lane, so the weights go 1 block ahead as well as 2 (fewer live registers).
+    // Measured (H100, docs/tensor-cores.md, an eighteenth session): every one of them loses to 128 × 32.
     kernels.length = 0;
     for (const int8 of [true, false]) {
       const shapes = int8 ? [[8, 2, 2], [8, 3, 1], [8, 3, 2], [12, 2, 2], [12, 2, 1], [6, 3, 2], [6, 2, 2]] :
