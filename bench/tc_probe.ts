@@ -1588,7 +1588,10 @@ fn main(@builtin(local_invocation_index) li: u32${sidDecl}) {
   // --pick i,j,…: only those of the round's kernels (by index), to finish a round a call's limit cut short.
   const pick = args.indexOf('--pick');
   if (pick >= 0) {
-    const keep = new Set(args[pick + 1].split(',').map(Number));
+    const raw = args[pick + 1] ?? '';
+    const keep = new Set(raw.split(',').map((t) => (t.trim() === '' ? NaN : Number(t))));
+    const bad = [...keep].filter((i) => !Number.isInteger(i) || i < 0 || i >= kernels.length);
+    if (bad.length) throw new Error(`--pick: expected indices of the round's ${kernels.length} kernels, got '${raw}'`);
     for (let i = kernels.length - 1; i >= 0; i--) if (!keep.has(i)) kernels.splice(i, 1);
   }
   if (args.includes('--print')) {
