@@ -25,7 +25,7 @@
 import type {WebGPUProgram} from '@tensorflow/tfjs-backend-webgpu';
 import {ChunkShape, chunkShape, dequantSnippets, weightBindingComponents, weightBindings, weightFormatKey,
   wload8Snippet} from './dequant_wgsl';
-import {activationSnippet, gateUpRows, gemmTileSnippet} from './experts_wgsl';
+import {activationSnippet, gateUpRows, gemmTileSnippet, weightRowSnippet} from './experts_wgsl';
 import type {ExpertsGemmConfig} from './experts_gemm_webgpu';
 
 /** Rows per tile of the tensor-core GEMM (the align program pads every expert to a multiple of it). */
@@ -85,20 +85,8 @@ export class ExpertsTensorCoreGemmProgram implements WebGPUProgram {
     const result = 'subgroup_matrix_result<f32, 16, 16>';
     const HALF = BN / 2;
 
-    // Weight row r of the tile (r in [0, 64)): its row in the shard (gate/up as the activation lays them
-    // out: gateUpRows), or -1 past N.
     const gu = gateUpRows(this.c.activation, I);
-    const bRow = w13 ?
-      `fn weightRow(e : i32, r : i32) -> i32 {
-        let i = n0 + (r % ${HALF});
-        if (i >= ${I}) { return -1; }
-        return e * ${2 * I} + select(0, ${gu.upOffset}, r >= ${HALF}) + ${gu.gate('i')};
-      }` :
-      `fn weightRow(e : i32, r : i32) -> i32 {
-        let h = n0 + r;
-        if (h >= ${H}) { return -1; }
-        return e * ${H} + h;
-      }`;
+    const bRow = weightRowSnippet(w13 ? 'w13' : 'w2', this.c.activation, H, I, HALF);
     // 8 consecutive k (from k, K % 8 == 0) of a row as f16 into a tile; zero past K or for base -1.
     // x rows are f32 vec4s (base in vec4 units, times the row's scale); weight rows any format (wload8_0).
     const load8 = (tile: string, at: string, buf: string, base: string, scale: string) => `{

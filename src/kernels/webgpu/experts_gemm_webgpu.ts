@@ -23,7 +23,7 @@ import type {Activation} from '../../kernel_names';
 import type {WeightFormat} from '../../quant/format';
 import {ChunkShape, chunkShape, dequantSnippets, weightBindingComponents, weightBindings, weightFormatKey}
   from './dequant_wgsl';
-import {EXPERTS_WORKGROUP, activationSnippet, gateUpRows, gemmTileSnippet} from './experts_wgsl';
+import {EXPERTS_WORKGROUP, activationSnippet, gateUpRows, gemmTileSnippet, weightRowSnippet} from './experts_wgsl';
 import type {ExpertsStage} from './experts_gemv_webgpu';
 
 export interface ExpertsGemmConfig {
@@ -129,17 +129,7 @@ export class ExpertsGemmProgram implements WebGPUProgram {
 
     // B (weight) row r of the tile, r in [0, 128): its row in the shard, or -1 past N.
     const gu = gateUpRows(this.c.activation, I);
-    const bRow = w13 ?
-        `fn weightRow(e : i32, r : i32) -> i32 {
-          let i = n0 + (r % 64);
-          if (i >= ${I}) { return -1; }
-          return e * ${2 * I} + select(0, ${gu.upOffset}, r >= 64) + ${gu.gate('i')};
-        }` :
-        `fn weightRow(e : i32, r : i32) -> i32 {
-          let h = n0 + r;
-          if (h >= ${H}) { return -1; }
-          return e * ${H} + h;
-        }`;
+    const bRow = weightRowSnippet(w13 ? 'w13' : 'w2', this.c.activation, H, I, 64);
 
     const aRows = Array.from({length: aLoads}, (_, q) => q);
     const bRowsList = Array.from({length: bLoads}, (_, j) => j);

@@ -20,7 +20,7 @@
  * 'uint8' codes to int8 (`^ 0x80808080`) as they are stored.
  */
 import type {WebGPUProgram} from '@tensorflow/tfjs-backend-webgpu';
-import {activationSnippet, gateUpRows, gemmTileSnippet} from './experts_wgsl';
+import {activationSnippet, gateUpRows, gemmTileSnippet, weightRowSnippet} from './experts_wgsl';
 import {ExpertsInt8Config, I8_FROM_U8} from './experts_int8_webgpu';
 import {int8RowWords} from './experts_int8_quant_webgpu';
 import type {SubgroupMatrixConfig} from './capabilities';
@@ -157,22 +157,11 @@ export class ExpertsInt8TensorCoreGemmProgram implements WebGPUProgram {
     const kTiles = Math.ceil(K / (4 * BKW));
     const sorted = `align[${c.numLocalExperts + 1} + `;
     const usesWeights = !w13 && !c.applyRouterWeightOnInput;
-    const gu = gateUpRows(c.activation, I);
     const HALF = BN / 2;
     const left = 'subgroup_matrix_left<i8, 32, 16>';
     const right = 'subgroup_matrix_right<i8, 16, 32>';
     const result = 'subgroup_matrix_result<i32, 16, 16>';
-    const bRow = w13 ?
-      `fn weightRow(e : i32, r : i32) -> i32 {
-        let i = n0 + (r % ${HALF});
-        if (i >= ${I}) { return -1; }
-        return e * ${2 * I} + select(0, ${gu.upOffset}, r >= ${HALF}) + ${gu.gate('i')};
-      }` :
-      `fn weightRow(e : i32, r : i32) -> i32 {
-        let h = n0 + r;
-        if (h >= ${H}) { return -1; }
-        return e * ${H} + h;
-      }`;
+    const bRow = weightRowSnippet(w13 ? 'w13' : 'w2', c.activation, H, I, HALF);
     // One vec4 (16 k) of row `row` of a tile into `tile` (words [row % 16][half·4 .. +3]), zero past K or base -1.
     const store = (tile: string, row: string, half: string, v: string) =>
       [0, 1, 2, 3].map((d) => `${tile}[(${row} % 16u) * ${BKW}u + ${half} * 4u + ${d}u] = i32(${v}[${d}]);`).join(' ');

@@ -20,7 +20,8 @@
  */
 import type {WebGPUProgram} from '@tensorflow/tfjs-backend-webgpu';
 import type {Activation} from '../../kernel_names';
-import {EXPERTS_WORKGROUP, activationSnippet, gateUpRows, gemmTileSnippet, localExpertSnippet} from './experts_wgsl';
+import {EXPERTS_WORKGROUP, activationSnippet, gateUpRows, gemmTileSnippet, localExpertSnippet, weightRowSnippet}
+  from './experts_wgsl';
 import type {ExpertsStage} from './experts_gemv_webgpu';
 import {int8RowWords} from './experts_int8_quant_webgpu';
 
@@ -241,17 +242,7 @@ export class ExpertsInt8GemmProgram implements WebGPUProgram {
     const kTiles = Math.ceil(K / (4 * BKW));
     const sorted = `align[${c.numLocalExperts + 1} + `;
     const gu = gateUpRows(c.activation, I);
-    const bRow = w13 ?
-      `fn weightRow(e : i32, r : i32) -> i32 {
-          let i = n0 + (r % 64);
-          if (i >= ${I}) { return -1; }
-          return e * ${2 * I} + select(0, ${gu.upOffset}, r >= 64) + ${gu.gate('i')};
-        }` :
-      `fn weightRow(e : i32, r : i32) -> i32 {
-          let h = n0 + r;
-          if (h >= ${H}) { return -1; }
-          return e * ${H} + h;
-        }`;
+    const bRow = weightRowSnippet(w13 ? 'w13' : 'w2', c.activation, H, I, 64);
     const R = [0, 1, 2, 3];
     const epilogue = w13 ? R.map((r) => `
         {

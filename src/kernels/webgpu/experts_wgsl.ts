@@ -31,6 +31,27 @@ export function gateUpRows(activation: Activation, I: number): {gate: (i: string
   return activation === 'swigluoai' ? {gate: (i) => `2 * (${i})`, upOffset: '1'} : {gate: (i) => `${i}`, upOffset: `${I}`};
 }
 
+/**
+ * `fn weightRow(e, r) -> i32`: the shard row of a GEMM tile's weight row r (columns from n0): w13's first `half`
+ * rows are gate rows and the next `half` their up rows (gateUpRows' layout), w2's are h rows; -1 past N.
+ */
+export function weightRowSnippet(stage: 'w13' | 'w2', activation: Activation, H: number, I: number, half: number):
+    string {
+  if (stage === 'w2') {
+    return `fn weightRow(e : i32, r : i32) -> i32 {
+      let h = n0 + r;
+      if (h >= ${H}) { return -1; }
+      return e * ${H} + h;
+    }`;
+  }
+  const gu = gateUpRows(activation, I);
+  return `fn weightRow(e : i32, r : i32) -> i32 {
+      let i = n0 + (r % ${half});
+      if (i >= ${I}) { return -1; }
+      return e * ${2 * I} + select(0, ${gu.upOffset}, r >= ${half}) + ${gu.gate('i')};
+    }`;
+}
+
 function actSnippet(activation: Activation): string {
   if (activation === 'silu') {
     return `fn expertAct(g : f32) -> f32 { return g / (1.0 + exp(-g)); }`;
