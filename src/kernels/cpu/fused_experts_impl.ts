@@ -27,12 +27,13 @@ export interface ExpertShard {
   w2Bias?: ArrayLike<number>;
 }
 
-export interface FusedExpertsProblem {
+/** The routed tokens and the layer's sizes, whatever the shards' format (`S`: their layout). */
+export interface ExpertsProblem<S> {
   hidden: ArrayLike<number>;       // [T, H]
   topkWeights: ArrayLike<number>;  // [T, k]
   topkIds: ArrayLike<number>;      // [T, k]
   expertMap: ArrayLike<number> | null;  // [E] global → local, -1 = not on this rank
-  shards: ExpertShard[];
+  shards: S[];
   numTokens: number;
   topK: number;
   hiddenSize: number;
@@ -40,6 +41,9 @@ export interface FusedExpertsProblem {
   globalNumExperts: number;
   activation: Activation;
   applyRouterWeightOnInput: boolean;
+}
+
+export interface FusedExpertsProblem extends ExpertsProblem<ExpertShard> {
   /** 0, or the group size of dynamic per-token fp8 activation quantization. */
   activationQuantGroup?: number;
 }

@@ -27,8 +27,7 @@
  * f32(acc) rounds to nearest even (exact below 2^24).
  */
 import {gelu, silu, swigluoai} from '../../math';
-import type {Activation} from '../../kernel_names';
-import {locateExpert} from './fused_experts_impl';
+import {ExpertsProblem, locateExpert} from './fused_experts_impl';
 
 /** One weight tensor's experts in the int8 channel format: words of 4 codes (code − 128 = the int8 weight). */
 export interface Int8ExpertShard {
@@ -43,20 +42,7 @@ export interface Int8ExpertShard {
   w2Bias?: ArrayLike<number>;
 }
 
-export interface Int8ExpertsProblem {
-  hidden: ArrayLike<number>;       // [T, H]
-  topkWeights: ArrayLike<number>;  // [T, k]
-  topkIds: ArrayLike<number>;      // [T, k]
-  expertMap: ArrayLike<number> | null;
-  shards: Int8ExpertShard[];
-  numTokens: number;
-  topK: number;
-  hiddenSize: number;
-  intermediateSize: number;
-  globalNumExperts: number;
-  activation: Activation;
-  applyRouterWeightOnInput: boolean;
-}
+export type Int8ExpertsProblem = ExpertsProblem<Int8ExpertShard>;
 
 const f32 = Math.fround;
 

@@ -24,7 +24,8 @@ import {EXPERTS_WORKGROUP, activationSnippet, gateUpRows, localExpertSnippet} fr
 
 export type ExpertsStage = 'w13' | 'w2';
 
-export interface ExpertsGemvConfig {
+/** One stage of the expert programs over a shard: the layer's sizes and routing, whatever the weights' format. */
+export interface ExpertsStageConfig {
   stage: ExpertsStage;
   hiddenSize: number;
   intermediateSize: number;
@@ -34,9 +35,13 @@ export interface ExpertsGemvConfig {
   hasExpertMap: boolean;
   activation: Activation;
   applyRouterWeightOnInput: boolean;
-  /** The weights' format (dequant_wgsl.ts reads every one), and whether each projection adds a bias. */
-  format: WeightFormat;
+  /** Whether each projection adds a bias. */
   hasBias: boolean;
+}
+
+export interface ExpertsGemvConfig extends ExpertsStageConfig {
+  /** The weights' format (dequant_wgsl.ts reads every one). */
+  format: WeightFormat;
   /** Packed formats: 16-byte chunks per lane (dequant_wgsl.ts chunkShape `wide`); per-pair GEMVs only. */
   wideChunks?: boolean;
 }

@@ -19,24 +19,13 @@
  * layer has one; K (H for w13, I for w2) must be a multiple of 16 (unsupportedInt8).
  */
 import type {WebGPUProgram} from '@tensorflow/tfjs-backend-webgpu';
-import type {Activation} from '../../kernel_names';
 import {EXPERTS_WORKGROUP, activationSnippet, gateUpRows, gemmTileSnippet, localExpertSnippet, weightRowSnippet}
   from './experts_wgsl';
-import type {ExpertsStage} from './experts_gemv_webgpu';
+import type {ExpertsStageConfig} from './experts_gemv_webgpu';
 import {int8RowWords} from './experts_int8_quant_webgpu';
 
-export interface ExpertsInt8Config {
-  stage: ExpertsStage;
-  hiddenSize: number;
-  intermediateSize: number;
-  topK: number;
-  numLocalExperts: number;
-  globalNumExperts: number;
-  hasExpertMap: boolean;
-  activation: Activation;
-  applyRouterWeightOnInput: boolean;
-  hasBias: boolean;
-}
+/** The int8 channel format's programs need no format descriptor: their weights are always 'uint8' words. */
+export type ExpertsInt8Config = ExpertsStageConfig;
 
 /** The 4 codes of a 'uint8' word as 4 int8 (code − 128): flipping each byte's top bit. */
 export const I8_FROM_U8 = '0x80808080u';
