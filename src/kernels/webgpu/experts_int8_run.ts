@@ -36,10 +36,11 @@ import {tensorCoreWeightCopy} from './tensor_core_weights';
  *                    blocked operands of the plain kernels), i32 results stored straight into an int32 tensor;
  *                    w13's epilogue fused into the activation quantizer (ExpertsInt8StagedActQuantProgram: the f32
  *                    act rows, 0.53 GB at Mixtral M = 4096, neither written nor read back), w2's as a pass
- *                    (ExpertsInt8StagedEpilogueProgram). The default where INT8_QUANT_PASS_MIN_INTERMEDIATE says
- *                    (an H100, 2026-12-07, GPU time, bit-equal to the cpu reference;
- *                    bench/results/2026-12-07-h100-int8-check-epilogue-pass.log: Mixtral M = 4096 9.54 ms, 302 TOPS,
- *                    against plain-64's 11.06; M = 256 1.36 against 1.56);
+ *                    (ExpertsInt8StagedEpilogueProgram); its tiles launched 8 row tiles at a time (INT8_STAGED_TILE).
+ *                    The default where INT8_QUANT_PASS_MIN_INTERMEDIATE says (an H100, 2026-12-07, GPU time,
+ *                    bit-equal to the cpu reference; bench/results/2026-12-07-h100-int8-check-epilogue-pass.log:
+ *                    Mixtral M = 4096 9.54 ms, 302 TOPS, against plain-64's 11.06; M = 256 1.36 against 1.56; in
+ *                    grouped order 9.13, 316 TOPS, -h100-int8-staged-order-pad.log);
  *   'tensor-core-i8-plain-64', 'tensor-core-i8-plain-32'
  *                    experts_int8_tc_pipelined_webgpu.ts: both operands in 16×32 blocks read from storage through
  *                    block pointers right before their multiplies (the int8 plain loop: 299 TOPS on the plain-GEMM

@@ -32,8 +32,15 @@ import {ExpertsInt8QuantProgram} from './experts_int8_quant_webgpu';
 import {blockedRowBlockWords, Int8PipelinedLayout, INT8_PIPELINED_TILE} from './experts_int8_tc_pipelined_webgpu';
 import {storageElements} from './experts_gemm_tc_storage_webgpu';
 
-/** Rows per workgroup tile, subgroups, k blocks (of 32) a stage, weight blocks loaded ahead of their multiplies. */
-export const INT8_STAGED_TILE = {rows: 128, subgroups: 4, kBlocksPerStage: 2, ahead: 2};
+/**
+ * Rows per workgroup tile, subgroups, k blocks (of 32) a stage, weight blocks loaded ahead of their multiplies, and
+ * row tiles launched at a time before the next columns (groupedGridSnippet). In x-major order each column tile
+ * reads all of x again (33.5 MB of int8 rows at Mixtral M = 4096, beside 0.9 GB of i32 results streaming out, so
+ * not from L2). On an H100, one call (bench/results/2026-12-07-h100-int8-staged-order-pad.log, -order-depth.log),
+ * M = 4096, 8 at a time against x-major: Mixtral 9.13 against 9.52 ms, Qwen3 2.13 against 2.30, DeepSeek-V3 TP8
+ * 3.93 against 4.10; 16 at a time 9.18, 2.15, 3.95.
+ */
+export const INT8_STAGED_TILE = {rows: 128, subgroups: 4, kBlocksPerStage: 2, ahead: 2, groupRows: 8};
 
 /** The layout's padding: two 64-column subgroups' (w13 64 act columns, w2 128 h columns a workgroup). */
 export const INT8_STAGED_LAYOUT_SUBGROUPS = 2;
@@ -144,7 +151,7 @@ export class ExpertsInt8StagedGemmProgram extends Int8StagedTileProgram {
   getUserCode(): string {
     const c = this.c;
     const w13 = c.stage === 'w13';
-    const {rows: BM, subgroups: WN, kBlocksPerStage: SK, ahead: D} = INT8_STAGED_TILE;
+    const {rows: BM, subgroups: WN, kBlocksPerStage: SK, ahead: D, groupRows} = INT8_STAGED_TILE;
     const Kp = w13 ? this.layout.Hp : this.layout.Ip;
     const rowsPerExpert = w13 ? this.layout.w13Rows : this.layout.w2Rows;
     const KB = Kp / 32;              // k blocks a block row
@@ -193,7 +200,7 @@ export class ExpertsInt8StagedGemmProgram extends Int8StagedTileProgram {
       // xb: ${w13 ? 'gathered x' : 'act'} in blocked rows (${RV} vec4 words a block row); align: [E+1] offsets then the sorted
       // pairs; wb: blocked weights [experts, ${rowsPerExpert}/16, ${KB}] blocks; result: i32 [rows, ${columns}].
       fn main(wid : vec3<u32>, sid : u32, lane : u32) {
-        ${gemmGridSnippet('wb', BM, stages, stages, (w13 ? 64 : 128), 0)}
+        ${gemmGridSnippet('wb', BM, stages, stages, (w13 ? 64 : 128), groupRows)}
         let aFirst = u32(rowStart) / 16u * ${RV}u;   // the tile's first block row, in vec4 words
         let wgN = workgroupUniformLoad(&wgN0);   // the workgroup's first column
         let bFirst = (${bRow}) * ${KB}u;
