@@ -22,7 +22,9 @@
  * --round22 the 128 × 32 tiles with row tiles fastest (the expert GEMMs' launch order); --round23 those with their
  * results through workgroup memory, as the layer's epilogue takes them; --round24 those with fewer barriers
  * (two buffers in turn, or four blocks a round); --round25 those stored straight in workgroups of 2, 4 and 8
- * subgroups, and 64 × 32 subgroup tiles; --round26 taller and wider subgroup tiles (96-192 × 32-48). --pick i,j,…
+ * subgroups, and 64 × 32 subgroup tiles; --round26 taller and wider subgroup tiles (96-192 × 32-48); --round27 the
+ * weights staged in workgroup memory too on 128 × 32 subgroup tiles (1 × 4, 2 × 4 and 2 × 2 subgroups); --round28
+ * which part of round 27's padded, both-staged kernel pays. --pick i,j,…
  * times only the round's kernels of those indices.
  */
 import * as fs from 'fs';
@@ -1487,6 +1489,42 @@ fn main(@builtin(local_invocation_index) li: u32${sidDecl}) {
         [[8, 2, 2], [8, 3, 1], [12, 2, 1]];
       for (const [TM, TN, ahead] of shapes) {
         kernels.push(aStaged(M, N, K, {WM: 1, WN: 4, SK: 2, TM, TN, ahead, int8, rowsFastest: true}));
+      }
+    }
+    mustTile(kernels, M, N);
+  }
+  if (args.includes('--round27')) {
+    // Rounds 25-26 left 128 × 32 subgroup tiles over staged x, the weights streamed by subgroup-matrix loads from
+    // storage (2 a 16-k step a subgroup, 2 ahead), as the best loop. Round 8 found a matrix load from storage
+    // dearer per byte in int8 than in f16 (its cost follows elements, not bytes), a load from workgroup memory a
+    // sixth of one from storage; round 20 staged both operands only on 64 × 64 tiles. So here the weights are
+    // staged too, copied as x is (16-byte loads, one barrier a stage), on the tall tiles: 1 × 4 subgroups (each
+    // subgroup's weights its own; 2 k blocks a stage, 32 KiB, or 1, 16 KiB, rows padded or not), 2 × 4 (256 ×
+    // 128: each weight block read by two subgroups from workgroup memory, x by four; 1 k block, 24 KiB) and 2 × 2
+    // (256 × 64; 1 and 2 k blocks), beside the streamed-weights kernel in the same call.
+    kernels.length = 0;
+    for (const int8 of [true, false]) {
+      kernels.push(aStaged(M, N, K, {WM: 1, WN: 4, SK: 2, TM: 8, TN: 2, ahead: 2, int8, rowsFastest: true}));
+      for (const [WM, WN, SK, pad] of [[1, 4, 2, 0], [1, 4, 1, 0], [1, 4, 1, 1], [2, 4, 1, 0], [2, 4, 1, 1], [2, 2, 1, 0],
+        [2, 2, 2, 0]]) {
+        kernels.push(aStaged(M, N, K, {WM, WN, SK, TM: 8, TN: 2, stageB: true, pad: pad === 1, int8, rowsFastest: true}));
+      }
+    }
+    mustTile(kernels, M, N);
+  }
+  if (args.includes('--round28')) {
+    // Round 27 (H100): both operands staged one k block a stage with rows padded to 48 bytes won, int8 1.046 ms
+    // (460 TOPS) against the streamed weights' 1.295; unpadded 1.218, so most of it is bank conflicts. Which part
+    // pays: x padded alone (weights still streamed), one or two k blocks a stage, and 2, 4 or 8 subgroups of
+    // 128 × 32 sharing x (1 × 2, 1 × 4, 1 × 8) or 2 × 2.
+    kernels.length = 0;
+    for (const int8 of [true, false]) {
+      kernels.push(aStaged(M, N, K, {WM: 1, WN: 4, SK: 2, TM: 8, TN: 2, ahead: 2, int8, rowsFastest: true}));
+      for (const SK of [2, 1]) {
+        kernels.push(aStaged(M, N, K, {WM: 1, WN: 4, SK, TM: 8, TN: 2, ahead: 2, pad: true, int8, rowsFastest: true}));
+      }
+      for (const [WM, WN, SK] of [[1, 4, 1], [1, 4, 2], [1, 8, 1], [1, 2, 1], [2, 2, 1]]) {
+        kernels.push(aStaged(M, N, K, {WM, WN, SK, TM: 8, TN: 2, stageB: true, pad: true, int8, rowsFastest: true}));
       }
     }
     mustTile(kernels, M, N);
