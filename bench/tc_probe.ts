@@ -24,8 +24,8 @@
  * (two buffers in turn, or four blocks a round); --round25 those stored straight in workgroups of 2, 4 and 8
  * subgroups, and 64 × 32 subgroup tiles; --round26 taller and wider subgroup tiles (96-192 × 32-48); --round27 the
  * weights staged in workgroup memory too on 128 × 32 subgroup tiles (1 × 4, 2 × 4 and 2 × 2 subgroups); --round28
- * which part of round 27's padded, both-staged kernel pays. --pick i,j,…
- * times only the round's kernels of those indices.
+ * which part of round 27's padded, both-staged kernel pays. --pick i,j,… times only the round's kernels of those
+ * indices.
  */
 import * as fs from 'fs';
 import {tensorCoreDawnToggles} from './dawn_toggles';

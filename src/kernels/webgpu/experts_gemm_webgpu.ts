@@ -129,7 +129,7 @@ export class ExpertsGemmProgram implements WebGPUProgram {
 
     // B (weight) row r of the tile, r in [0, 128): its row in the shard, or -1 past N.
     const gu = gateUpRows(this.c.activation, I);
-    const bRow = weightRowSnippet(w13 ? 'w13' : 'w2', this.c.activation, H, I, 64);
+    const bRow = weightRowSnippet(w13 ? 'w13' : 'w2', this.c.activation, H, I, BN / 2);
 
     const aRows = Array.from({length: aLoads}, (_, q) => q);
     const bRowsList = Array.from({length: bLoads}, (_, j) => j);

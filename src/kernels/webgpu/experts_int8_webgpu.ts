@@ -231,7 +231,7 @@ export class ExpertsInt8GemmProgram implements WebGPUProgram {
     const kTiles = Math.ceil(K / (4 * BKW));
     const sorted = `align[${c.numLocalExperts + 1} + `;
     const gu = gateUpRows(c.activation, I);
-    const bRow = weightRowSnippet(w13 ? 'w13' : 'w2', c.activation, H, I, 64);
+    const bRow = weightRowSnippet(w13 ? 'w13' : 'w2', c.activation, H, I, BN / 2);
     const R = [0, 1, 2, 3];
     const epilogue = w13 ? R.map((r) => `
         {
