@@ -24,7 +24,8 @@
  * (two buffers in turn, or four blocks a round); --round25 those stored straight in workgroups of 2, 4 and 8
  * subgroups, and 64 × 32 subgroup tiles; --round26 taller and wider subgroup tiles (96-192 × 32-48); --round27 the
  * weights staged in workgroup memory too on 128 × 32 subgroup tiles (1 × 4, 2 × 4 and 2 × 2 subgroups); --round28
- * which part of round 27's padded, both-staged kernel pays. --pick i,j,… times only the round's kernels of those
+ * which part of round 27's padded, both-staged kernel pays; --round29 x padded, weights streamed, under the layer's
+ * conditions (--experts 8 at w13's and w2's shapes, x-major and 8 row tiles at a time). --pick i,j,… times only the round's kernels of those
  * indices.
  */
 import * as fs from 'fs';
@@ -810,10 +811,22 @@ function stagedEpilogue(how: true | 'double' | 'batch4', rows: number[], TM: num
  */
 function aStaged(M: number, N: number, K: number, s: {WM: number; WN: number; SK: number; int8?: boolean; pad?: boolean;
     stageB?: boolean; TM?: number; TN?: number; ahead?: number; rowsFastest?: boolean;
-    stagedStores?: boolean | 'double' | 'batch4'}): Kernel {
+    stagedStores?: boolean | 'double' | 'batch4'; groupRows?: number}): Kernel {
   const {WM, WN, SK} = s, int8 = s.int8 ?? false, stageB = s.stageB ?? false;
-  // rowsFastest: consecutive workgroups take consecutive row tiles (the expert GEMMs' x-major launch order).
-  const rowsFastest = s.rowsFastest ?? false, gx = rowsFastest ? 'wg.y' : 'wg.x', gy = rowsFastest ? 'wg.x' : 'wg.y';
+  // rowsFastest: consecutive workgroups take consecutive row tiles (the expert GEMMs' x-major launch order);
+  // groupRows G (with rowsFastest): G row tiles at a time over every column tile, then the next G (the layer's
+  // groupedGridSnippet order).
+  const rowsFastest = s.rowsFastest ?? false, G = s.groupRows ?? 0;
+  if (G > 0 && !rowsFastest) throw new Error('aStaged: groupRows needs rowsFastest');
+  const gx = G > 0 ? 'gCol' : rowsFastest ? 'wg.y' : 'wg.x', gy = G > 0 ? 'gRow' : rowsFastest ? 'wg.x' : 'wg.y';
+  const rowTiles = M / (16 * (s.TM ?? 4) * WM), colTiles = N / (16 * (s.TN ?? 4) * WN);
+  const grouped = G === 0 ? '' : `
+  let gLin = wg.x + wg.y * ${rowTiles}u;
+  let gFirst = gLin / ${G * colTiles}u * ${G}u;
+  let gIn = gLin % ${G * colTiles}u;
+  let gRows = min(${G}u, ${rowTiles}u - gFirst);
+  let gRow = gFirst + gIn % gRows;
+  let gCol = gIn / gRows;`;
   // stagedStores: the results leave as the expert GEMMs' epilogue takes them, per 16-row block through workgroup
   // memory between two barriers, each lane then writing its elements (the int8 'staged-128' kernel's epilogue);
   // 'double': two such buffers taken in turn, one barrier a block (a block's reads end before the next block's
@@ -865,7 +878,8 @@ function aStaged(M: number, N: number, K: number, s: {WM: number; WN: number; SK
   return {name: `round20 ${stageB ? 'A and B' : 'A'} staged ${SK} k blocks a stage${stageB ? '' : `, B streamed ${D === 1 ? 'one block' : `${D} blocks`} ahead`}, ` +
       `${int8 ? 'int8' : 'f16'}, ${16 * TM * WM}×${16 * TN * WN} per workgroup, ${WM}×${WN} subgroups of ${16 * TM}×${16 * TN}` +
       `${pad ? ', rows padded' : ''}${EXPERTS > 1 ? `, ${EXPERTS} experts' B` : ''}${rowsFastest ? ', row tiles fastest' : ''}` +
-      `${stagedStores ? `, results through workgroup memory${stagedStores === true ? '' : ` (${stagedStores})`}` : ''}`,
+      `${stagedStores ? `, results through workgroup memory${stagedStores === true ? '' : ` (${stagedStores})`}` : ''}` +
+      `${G > 0 ? `, ${G} row tiles at a time` : ''}`,
   workgroups: rowsFastest ? [M / (16 * RB), N / (16 * CB), 1] : [N / (16 * CB), M / (16 * RB), 1], blocked: true, int8, code: `
 enable f16;
 enable subgroups;
@@ -876,7 +890,7 @@ enable chromium_experimental_subgroup_matrix;
 ${staged.map((o) => `var<workgroup> ${o.X}s: array<array<vec4<u32>, ${RV}>, ${2 * o.NB * SK}>;   // [buffer][16-row block][k block]`).join('\n')}
 ${stagedStores ? `var<workgroup> St: array<${int8 ? 'i32' : 'f32'}, ${stBlocks * WM * WN * TN * 256}>;   // ${stBlocks} of a subgroup's 16-row blocks of results` : ''}
 @compute @workgroup_size(${threads})
-fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(subgroup_id) sid: u32, @builtin(local_invocation_index) li: u32) {
+fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(subgroup_id) sid: u32, @builtin(local_invocation_index) li: u32) {${grouped}
   let wm = sid % ${WM}u;
   let wn = sid / ${WM}u;
   let tm = ${gy} * ${WM}u + wm;   // this subgroup's tile of ${16 * TM} rows and of ${16 * TN} columns
@@ -1525,6 +1539,20 @@ fn main(@builtin(local_invocation_index) li: u32${sidDecl}) {
       }
       for (const [WM, WN, SK] of [[1, 4, 1], [1, 4, 2], [1, 8, 1], [1, 2, 1], [2, 2, 1]]) {
         kernels.push(aStaged(M, N, K, {WM, WN, SK, TM: 8, TN: 2, stageB: true, pad: true, int8, rowsFastest: true}));
+      }
+    }
+    mustTile(kernels, M, N);
+  }
+  if (args.includes('--round29')) {
+    // Round 28 (H100): x's rows padded, weights streamed, f16 1.790 ms against 1.950 on 4096 × 14336 × 4096; in the
+    // int8 layer kernel the same padding lost 44%. The layer's conditions here: run at w13's and w2's shapes with
+    // --experts 8 (each expert's row tiles multiply its own weights), x-major and 8 row tiles at a time.
+    kernels.length = 0;
+    for (const int8 of [true, false]) {
+      for (const [pad, SK] of [[false, 2], [true, 2], [true, 1]] as const) {
+        for (const groupRows of [0, 8]) {
+          kernels.push(aStaged(M, N, K, {WM: 1, WN: 4, SK, TM: 8, TN: 2, ahead: 2, pad, int8, rowsFastest: true, groupRows}));
+        }
       }
     }
     mustTile(kernels, M, N);
