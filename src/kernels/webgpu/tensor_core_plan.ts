@@ -53,6 +53,11 @@
  *                      uniform branch per tile, outside the loop: Mixtral M = 256's 11 row tiles hold 8 experts'
  *                      56-74 rows, three of them tails of 6-10 rows that multiply and load a whole 64-row tile's x
  *                      blocks. The default from FITTED_MIN_ROWS rows an expert.
+ *   'staged-128x128'   experts_gemm_tc_staged_webgpu.ts: the int8 default's loop in f16, four 128 × 32 subgroups sharing
+ *                      128 rows staged in workgroup memory (rows padded against bank conflicts), the weights streamed
+ *                      from storage, results stored straight (w13's f32 gate and up, its activation in a pass; w2's y
+ *                      sorted). No biases, H whole 128-column workgroups, the results within a binding: else
+ *                      stagedFallback's variant runs. Selectable, not chosen (not yet measured in the layer).
  * Removed after measuring (2026-12-05/07; the code in git history, the logs in bench/results/): each 16-k step's
  * blocks loaded right before their multiplies ('plain-32', 'plain-64': 210 against 198 TFLOP/s on the H200's
  * plain-GEMM probe, but behind the prefetching loop in the layer: Mixtral M = 256 2.22 against 1.71 ms on the H200,
