@@ -28,7 +28,7 @@ import type {Activation} from '../../kernel_names';
 import {EXPERTS_WORKGROUP, activationSnippet, gemmGridSnippet} from './experts_wgsl';
 import type {ExpertsStage} from './experts_gemv_webgpu';
 import {storageElements} from './experts_gemm_tc_storage_webgpu';
-import {F16_STAGED_TILE, TensorCoreLayout, blockedRowsIndex, f16StagedBlockVec4s, foldedDispatch, tensorCoreTileShape}
+import {F16_STAGED_TILE, TensorCoreLayout, f16StagedBlockVec4s, foldedDispatch, tensorCoreTileShape}
   from './tensor_core_plan';
 
 export interface ExpertsTensorCoreStagedConfig {
@@ -181,10 +181,11 @@ export class ExpertsW2TensorCoreStagedGemmProgram extends ExpertsTensorCoreStage
 /**
  * The staged w13 GEMM's epilogue as a pass: act16 (blocked f16 rows, [rows, Ip / 2] words) from its f32 gate and up
  * results, with the storage variants' expressions (stagedEpilogue: expertGlu in f32, zero for I ≤ i < Ip, two
- * halves a word by pack2x16float), so act16 is what their in-kernel epilogue would write. One invocation per
- * word, in act16's blocked order (each subgroup writes one block's 512 contiguous bytes; 8 invocations read one
- * row's 16 gate and 16 up values). Rows from align[E] on (no GEMM tile wrote them, no w2 tile reads them) are left
- * unwritten. Inputs: results, align.
+ * halves a word by pack2x16float), so act16 is what their in-kernel epilogue would write. One invocation per 8 act
+ * columns of a row (two vec4s of gate and two of up in, one 16-byte store out, as the f16 gather's, whose 16-byte
+ * stores beat 4-byte ones by 25%), in act16's blocked order: each subgroup writes one block's 512 contiguous bytes.
+ * Rows from align[E] on (no GEMM tile wrote them, no w2 tile reads them) are left unwritten.
+ * Inputs: results (read as vec4), align.
  */
 export class ExpertsTensorCoreActPassProgram implements WebGPUProgram {
   outputShape: number[];
@@ -192,6 +193,8 @@ export class ExpertsTensorCoreActPassProgram implements WebGPUProgram {
   dispatchLayout = {x: [0], y: [1]};
   dispatch: [number, number, number];
   variableNames = ['results', 'align'];
+  variableComponents = [4, 1];
+  outputComponent = 4;
   workgroupSize: [number, number, number] = [EXPERTS_WORKGROUP, 1, 1];
   private readonly E: number;
   private readonly I: number;
@@ -206,7 +209,7 @@ export class ExpertsTensorCoreActPassProgram implements WebGPUProgram {
     this.activation = c.activation;
     this.layout = c.layout;
     this.outputShape = [rows, c.layout.Ip / 2];
-    this.dispatch = foldedDispatch(rows * c.layout.Ip / 2, EXPERTS_WORKGROUP);
+    this.dispatch = foldedDispatch(rows * c.layout.Ip / 8, EXPERTS_WORKGROUP);
     this.shaderKey = `moeExpertsTcActPass_${c.intermediateSize}_${c.numLocalExperts}_${c.activation}_${c.layout.Ip}_` +
       `${stagedResultColumns(c.layout)}`;
   }
@@ -215,24 +218,29 @@ export class ExpertsTensorCoreActPassProgram implements WebGPUProgram {
     const I = this.I, Ip = this.layout.Ip, C = stagedResultColumns(this.layout);
     return `
       ${activationSnippet(this.activation)}
-      // results: f32 [rows, ${C}] (act column i: gate at 32·(i / 16) + i % 16, up 16 after it); align: [E+1] offsets
-      // then the sorted pairs; result: act16 [rows, ${Ip / 2}] i32 words of two halves, in 16×16 blocks.
+      fn glu4(g : vec4<f32>, u : vec4<f32>, i : u32) -> vec4<f32> {
+        var v : vec4<f32>;
+        for (var d = 0u; d < 4u; d++) { v[d] = select(0.0, expertGlu(g[d], u[d]), i + d < ${I}u); }
+        return v;
+      }
+
+      // results: f32 [rows, ${C}] as vec4s (act column i: gate at 32·(i / 16) + i % 16, up 16 after it); align: [E+1]
+      // offsets then the sorted pairs; result: act16 [rows, ${Ip / 2}] i32 words of two halves, in 16×16 blocks, as vec4s.
       fn main() {
         let index = getGlobalIndex();
-        if (index >= uniforms.outShape.x * ${Ip / 2}) { return; }
-        // Word w of act16's blocks: block w / 128 (block row b / ${Ip / 16}, k block b % ${Ip / 16}), its row w % 128 / 8,
-        // act columns 2·(w % 8) and the next.
-        let w = u32(index);
-        let b = w / 128u;
-        let row = b / ${Ip / 16}u * 16u + w % 128u / 8u;
-        let i = b % ${Ip / 16}u * 16u + 2u * (w % 8u);
+        if (index >= uniforms.outShape.x * ${Ip / 8}) { return; }
+        // 16 bytes v of act16's blocks: block v / 32 (block row b / ${Ip / 16}, k block b % ${Ip / 16}), its row v % 32 / 2,
+        // act columns 8·(v % 2) .. + 7 of the block.
+        let v = u32(index);
+        let b = v / 32u;
+        let row = b / ${Ip / 16}u * 16u + v % 32u / 2u;
+        let i = b % ${Ip / 16}u * 16u + 8u * (v % 2u);
         if (i32(row) >= align[${this.E}]) { return; }
-        let at = row * ${C}u + 32u * (i / 16u) + i % 16u;
-        var v = vec2<f32>(0.0);
-        for (var d = 0u; d < 2u; d++) {
-          v[d] = select(0.0, expertGlu(results[at + d], results[at + d + 16u]), i + d < ${I}u);
-        }
-        result[${blockedRowsIndex('row', 'i', Ip)} / 2u] = bitcast<i32>(pack2x16float(v));
+        let at = (row * ${C}u + 32u * (i / 16u) + i % 16u) / 4u;
+        let lo = glu4(results[at], results[at + 4u], i);
+        let hi = glu4(results[at + 1u], results[at + 5u], i + 4u);
+        result[v] = bitcast<vec4<i32>>(vec4<u32>(pack2x16float(lo.xy), pack2x16float(lo.zw), pack2x16float(hi.xy),
+          pack2x16float(hi.zw)));
       }
     `;
   }
