@@ -74,11 +74,7 @@ describe('tensor-core GEMM plan', () => {
   it('takes biases, swigluoai and every variant; fp8 activations go to the workgroup-tiles variant, with the reason', () => {
     for (const variant of TENSOR_CORE_VARIANTS) {
       for (const call of [{}, {hasBias: true, activation: 'swigluoai' as Activation}, {activation: 'gelu' as Activation}]) {
-        // The staged variant's GEMMs have no epilogue for biases: stagedFallback's variant runs, saying so.
-        const runs = variant === 'staged-128x128' && call.hasBias ? 'fitted-64x256' : variant;
-        const choice = tensorCoreChoice(ON, 2048, 768, call, variant);
-        expect(choice, `${variant} ${JSON.stringify(call)}`).to.include({kernel: 'tensor-core-f16', variant: runs});
-        if (runs !== variant) expect(choice.reason).to.match(/; not 'staged-128x128': .* the experts have biases$/);
+        expect(tensorCoreChoice(ON, 2048, 768, call, variant)).to.include({kernel: 'tensor-core-f16', variant});
       }
       const fp8 = tensorCoreChoice(ON, 2048, 768, {activationQuantGroup: 128}, variant);
       expect(fp8).to.include({kernel: 'tensor-core-f16', variant: 'workgroup-tiles'});
@@ -356,7 +352,7 @@ describe('tensor-core GEMM plan', () => {
   it('stores w2\'s y in sorted order for the storage and pipelined variants without biases, where it fits a binding', () => {
     const limit = 2 ** 31 - 4;
     for (const variant of TENSOR_CORE_VARIANTS) {
-      const storageFamily = ['storage', 'pipelined', 'staggered', 'grouped', 'fitted', 'staged'].some((family) => variant.startsWith(family));
+      const storageFamily = ['storage', 'pipelined', 'staggered', 'grouped', 'fitted'].some((family) => variant.startsWith(family));
       expect(w2WritesSorted(variant, false, 2048, 40832, limit), variant).to.equal(storageFamily);
       expect(w2WritesSorted(variant, true, 2048, 40832, limit), `${variant} with biases`).to.equal(false);
     }
@@ -955,16 +951,6 @@ describeBackends('tensor-core helper programs on webgpu', (backend) => {
       tokens: 110},
     {variant: 'fitted-64x256', activation: 'gelu', bias: false, onInput: true, splitK: 1, H: 256, I: 48, sorted: true,
       tokens: 110},
-    // Rows staged in workgroup memory (128-row tiles, 8 launched at a time), w13's f32 results and the act pass: I
-    // not a multiple of the 64 act columns of a workgroup (act16 zero past I), 600 tokens making two groups of row
-    // tiles; the weight on the input; gate and up interleaved, two shards merged, an expert map.
-    {variant: 'staged-128x128', activation: 'silu', bias: false, onInput: false, splitK: 1, H: 128, I: 80, sorted: true,
-      tokens: 600},
-    {variant: 'staged-128x128', activation: 'gelu', bias: false, onInput: true, splitK: 1, H: 256, I: 48, sorted: true},
-    {variant: 'staged-128x128', activation: 'swigluoai', bias: false, onInput: false, splitK: 1, H: 128, I: 112,
-      sorted: true, shards: [2, 1], expertMap: [0, -1, 1, 2], gemmsPerStage: 1, tokens: 300},
-    // Biases: stagedFallback's variant runs (staggered-64x128 here, by pair, split along K).
-    {variant: 'staged-128x128', activation: 'silu', bias: true, onInput: false, splitK: 2, H: 128, I: 48, sorted: false},
     // Four 32-row subgroups.
     {variant: 'staggered-32x256', activation: 'gelu', bias: true, onInput: false, splitK: 2, H: 144, I: 112, sorted: false},
     // Two weight shards copied into one f16 tensor (each copy program at its first expert), one GEMM per stage,
@@ -1035,9 +1021,6 @@ describeBackends('tensor-core helper programs on webgpu', (backend) => {
         expect(splitK).to.equal(tc.splitK);
         expect(sorted, 'y in sorted order').to.equal(tc.sorted);
         expect(emulatedCodes.length, 'the w13 and w2 GEMMs ran emulated').to.equal(2 * (tc.gemmsPerStage ?? 1));
-        if (tc.variant === 'staged-128x128') {
-          expect(emulatedCodes.every((code) => code.includes('var<workgroup> As')), 'staged rows').to.equal(!tc.bias);
-        }
         const combine = new ExpertsCombineProgram(common, T, {splits: splitK, sorted});
         const outInfo = wb().runWebGPUProgram(combine, [y, ...ids2, ...combineInputs], 'float32');
         const out = tf.engine().makeTensorFromTensorInfo(outInfo);

@@ -1,4 +1,4 @@
-import {emulatedLanesInMain, subgroupMatrixLanesWgsl, toMatrixElementOffsets, wordTiles} from './subgroup_matrix_lanes';
+import {emulatedLanesInMain, subgroupMatrixLanesWgsl, toMatrixElementOffsets} from './subgroup_matrix_lanes';
 
 /**
  * Runs the f16 tensor-core GEMMs' WGSL (experts_gemm_tc_storage_webgpu.ts: the storage and pipelined variants)
@@ -14,8 +14,6 @@ import {emulatedLanesInMain, subgroupMatrixLanesWgsl, toMatrixElementOffsets, wo
  *   halves.
  *   load(&blocks[b], off, ..) from an array<array<f16, 256>> (device.ts's block declarations): off + 256·b in
  *   the same halves (a block past the array reads zeros here; robustness clamps its index on a GPU).
- *   load(&tile[b], off, stride) from a workgroup array<array<vec4<u32>, n>> (the staged kernel's rows): offset
- *   and stride in vec4s of 8 halves, off + 8·n·b; the tile becomes an array<i32> of words (wordTiles).
  *   store of an f32 result into array<f32> (workgroup or storage): the same addressing and check.
  * The products of two halves are exact in f32; the k sum is in k order, one f32 rounding per step, where the
  * hardware's order is its own: within the reference's f32-accumulation bound either way.
@@ -25,29 +23,22 @@ import {emulatedLanesInMain, subgroupMatrixLanesWgsl, toMatrixElementOffsets, wo
  * operands are lazy (read at the multiply), sound here since both operands come from read-only storage.
  */
 export function emulateF16SubgroupMatrices(source: string): string {
-  const {code: tiled, vec4s, blockBytes} = wordTiles(source);
-  const code = toMatrixElementOffsets(tiled, (arr) => vec4s.has(arr) ? 8 : 1, 'emulateF16SubgroupMatrices');
+  const code = toMatrixElementOffsets(source, () => 1, 'emulateF16SubgroupMatrices');
   const f16Bindings = [...code.matchAll(/^[ \t]*\/\/ moe-storage-f16(?:-blocks)? (\w+)[ \t]*$/gm)].map((m) => m[1]);
-  const words = new Map([...code.matchAll(/var<workgroup>\s+(\w+)\s*:\s*array<i32,\s*(\d+)>/g)]
-    .filter((m) => vec4s.has(m[1])).map((m) => [m[1], Number(m[2])] as [string, number]));
   let out = code.replace(/^\s*enable (f16|chromium_experimental_subgroup_matrix);\s*$/gm, '')
       .replace(/^[ \t]*\/\/ moe-storage-f16(?:-blocks)? \w+[ \t]*$/gm, '');
   out = emulatedLanesInMain(out, 'emulateF16SubgroupMatrices');
   const loaded: string[] = [];
   const id = (arr: string) => {
-    if (!f16Bindings.includes(arr) && !vec4s.has(arr)) {
-      throw new Error(`emulateF16SubgroupMatrices: a load from ${arr}, neither an f16 binding nor a workgroup vec4 tile`);
-    }
+    if (!f16Bindings.includes(arr)) throw new Error(`emulateF16SubgroupMatrices: a load from ${arr}, not an f16 binding`);
     if (!loaded.includes(arr)) loaded.push(arr);
     return loaded.indexOf(arr);
   };
   // Block pointers (&arr[block], offset) into arrays of 16 × 16 blocks: the same halves at block · 256 + offset.
-  // Halves in an operand array: a workgroup tile's words, or a binding's (i32 words of two halves).
-  const halves = (arr: string) => words.has(arr) ? `${2 * words.get(arr)!}u` : `2u * arrayLength(&${arr})`;
   out = out.replace(/subgroupMatrixLoad<subgroup_matrix_(?:left|right)<f16, 16, 16>>\(&(\w+)\[([^\]]+)\], /g,
-      (_, arr, block) => `smLoad(${id(arr)}u, ${halves(arr)}, (${block}) * ${(blockBytes.get(arr) ?? 512) / 2}u + `);
+      (_, arr, block) => `smLoad(${id(arr)}u, 2u * arrayLength(&${arr}), (${block}) * 256u + `);
   out = out.replace(/subgroupMatrixLoad<subgroup_matrix_(?:left|right)<f16, 16, 16>>\(&(\w+), /g,
-      (_, arr) => `smLoad(${id(arr)}u, ${halves(arr)}, `);
+      (_, arr) => `smLoad(${id(arr)}u, 2u * arrayLength(&${arr}), `);
   const stored = new Set<string>();
   out = out.replace(/subgroupMatrixStore\(&(\w+), /g, (_, arr) => {
     stored.add(arr);

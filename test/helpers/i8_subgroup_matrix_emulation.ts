@@ -1,4 +1,4 @@
-import {emulatedLanesInMain, subgroupMatrixLanesWgsl, toMatrixElementOffsets, wordTiles} from './subgroup_matrix_lanes';
+import {emulatedLanesInMain, subgroupMatrixLanesWgsl, toMatrixElementOffsets} from './subgroup_matrix_lanes';
 
 /**
  * Runs the int8 tensor-core GEMMs' WGSL where no GPU here has subgroup matrices (SwiftShader): the
@@ -101,4 +101,31 @@ export function emulateI8SubgroupMatrices(source: string, maxWorkgroupBytes = In
       ${subgroupMatrixLanesWgsl('i32', 32, [...stored].map((arr) =>
         ({name: arr, element: (i: string) => at(arr, i), length: lengthOf(arr)})))}
 `;
+}
+
+/**
+ * Workgroup tiles declared array<vec4<u32>> or array<array<vec4<u32>, n>> (the staged
+ * kernel's): each becomes an array<i32> of 4 words a vec4, and each 16-byte store `T[i] = v;` (`T[i][j] = v;`) four
+ * word stores. Its loads keep counting vec4s (toMatrixElementOffsets is told which arrays these are).
+ */
+function wordTiles(source: string): {code: string; vec4s: Set<string>; blockBytes: Map<string, number>} {
+  const vec4s = new Set<string>();
+  // Arrays of blocks of vec4s (the staged kernel's array<array<vec4<u32>, 32>, N>): vec4 j of block i is word
+  // 4·(i·inner + j), and a load through &T[i] starts at byte 16·inner·i (blockBytes).
+  const inner = new Map<string, number>();
+  let code = source.replace(/var<workgroup>\s+(\w+)\s*:\s*array<(?:array<vec4<u32>,\s*(\d+)>|vec4<u32>),\s*(\d+)>;/g,
+    (_, name, blockVec4s, n) => {
+      vec4s.add(name);
+      if (blockVec4s) inner.set(name, Number(blockVec4s));
+      return `var<workgroup> ${name} : array<i32, ${4 * (blockVec4s ? Number(blockVec4s) : 1) * Number(n)}>;`;
+    });
+  for (const name of vec4s) {
+    const store = inner.has(name) ? `\\b${name}\\[([^\\]]+)\\]\\[([^\\]]+)\\] = ([^;]+);` : `\\b${name}\\[([^\\]]+)\\] = ([^;]+);`;
+    code = code.replace(new RegExp(store, 'g'), (...m: string[]) => {
+      const [i, v] = inner.has(name) ? [`(${m[1]}) * ${inner.get(name)}u + (${m[2]})`, m[3]] : [m[1], m[2]];
+      return `{ let smV = bitcast<vec4<i32>>(${v}); let smI = 4u * (${i}); ${name}[smI] = smV.x; ${name}[smI + 1u] = smV.y; ` +
+        `${name}[smI + 2u] = smV.z; ${name}[smI + 3u] = smV.w; }`;
+    });
+  }
+  return {code, vec4s, blockBytes: new Map([...inner].map(([name, n]) => [name, 16 * n]))};
 }

@@ -96,30 +96,3 @@ export function toMatrixElementOffsets(code: string, perElement: (array: string)
   }
   return out;
 }
-
-/**
- * Workgroup tiles declared array<vec4<u32>> or array<array<vec4<u32>, n>> (the staged
- * kernels', int8 and f16): each becomes an array<i32> of 4 words a vec4, and each 16-byte store `T[i] = v;` (`T[i][j] = v;`) four
- * word stores. Its loads keep counting vec4s (toMatrixElementOffsets is told which arrays these are).
- */
-export function wordTiles(source: string): {code: string; vec4s: Set<string>; blockBytes: Map<string, number>} {
-  const vec4s = new Set<string>();
-  // Arrays of blocks of vec4s (the staged kernel's array<array<vec4<u32>, 32>, N>): vec4 j of block i is word
-  // 4·(i·inner + j), and a load through &T[i] starts at byte 16·inner·i (blockBytes).
-  const inner = new Map<string, number>();
-  let code = source.replace(/var<workgroup>\s+(\w+)\s*:\s*array<(?:array<vec4<u32>,\s*(\d+)>|vec4<u32>),\s*(\d+)>;/g,
-    (_, name, blockVec4s, n) => {
-      vec4s.add(name);
-      if (blockVec4s) inner.set(name, Number(blockVec4s));
-      return `var<workgroup> ${name} : array<i32, ${4 * (blockVec4s ? Number(blockVec4s) : 1) * Number(n)}>;`;
-    });
-  for (const name of vec4s) {
-    const store = inner.has(name) ? `\\b${name}\\[([^\\]]+)\\]\\[([^\\]]+)\\] = ([^;]+);` : `\\b${name}\\[([^\\]]+)\\] = ([^;]+);`;
-    code = code.replace(new RegExp(store, 'g'), (...m: string[]) => {
-      const [i, v] = inner.has(name) ? [`(${m[1]}) * ${inner.get(name)}u + (${m[2]})`, m[3]] : [m[1], m[2]];
-      return `{ let smV = bitcast<vec4<i32>>(${v}); let smI = 4u * (${i}); ${name}[smI] = smV.x; ${name}[smI + 1u] = smV.y; ` +
-        `${name}[smI + 2u] = smV.z; ${name}[smI + 3u] = smV.w; }`;
-    });
-  }
-  return {code, vec4s, blockBytes: new Map([...inner].map(([name, n]) => [name, 16 * n]))};
-}

@@ -53,11 +53,6 @@
  *                      uniform branch per tile, outside the loop: Mixtral M = 256's 11 row tiles hold 8 experts'
  *                      56-74 rows, three of them tails of 6-10 rows that multiply and load a whole 64-row tile's x
  *                      blocks. The default from FITTED_MIN_ROWS rows an expert.
- *   'staged-128x128'   experts_gemm_tc_staged_webgpu.ts: the int8 default's loop in f16, four 128 × 32 subgroups sharing
- *                      128 rows staged in workgroup memory (rows padded against bank conflicts), the weights streamed
- *                      from storage, results stored straight (w13's f32 gate and up, its activation in a pass; w2's y
- *                      sorted). No biases, H whole 128-column workgroups, the results within a binding: else
- *                      stagedFallback's variant runs. Selectable, not chosen (not yet measured in the layer).
  * Removed after measuring (2026-12-05/07; the code in git history, the logs in bench/results/): each 16-k step's
  * blocks loaded right before their multiplies ('plain-32', 'plain-64': 210 against 198 TFLOP/s on the H200's
  * plain-GEMM probe, but behind the prefetching loop in the layer: Mixtral M = 256 2.22 against 1.71 ms on the H200,
@@ -84,7 +79,7 @@ import type {WeightFormat} from '../../quant/format';
 import type {ExpertsStage} from './experts_gemv_webgpu';
 
 export type TensorCoreVariant = 'workgroup-tiles' | 'storage-32' | 'storage-64' | 'pipelined-32' | 'pipelined-64' |
-  'staggered-64x128' | 'staggered-32x256' | 'grouped-64x256' | 'fitted-64x256' | 'staged-128x128';
+  'staggered-64x128' | 'staggered-32x256' | 'grouped-64x256' | 'fitted-64x256';
 
 /**
  * What each variant is: its program family (experts_gemm_tc_webgpu.ts 'tiles', _storage_ 'storage' and
@@ -94,7 +89,7 @@ export type TensorCoreVariant = 'workgroup-tiles' | 'storage-32' | 'storage-64' 
  * 1, and above 1 they walk k staggered: staggersK), the row tiles launched at a time (groupedRowTiles) and whether
  * tails run on their live row blocks (fitsRowBlocks).
  */
-const VARIANTS: Record<TensorCoreVariant, {family: 'tiles' | 'storage' | 'pipelined' | 'staged'; blockRows: number;
+const VARIANTS: Record<TensorCoreVariant, {family: 'tiles' | 'storage' | 'pipelined'; blockRows: number;
     subgroupsN?: number; groupRows?: number; fitRowBlocks?: boolean}> = {
   'workgroup-tiles': {family: 'tiles', blockRows: 32},
   'storage-32': {family: 'storage', blockRows: 32},
@@ -105,7 +100,6 @@ const VARIANTS: Record<TensorCoreVariant, {family: 'tiles' | 'storage' | 'pipeli
   'staggered-32x256': {family: 'pipelined', blockRows: 32, subgroupsN: 4},
   'grouped-64x256': {family: 'pipelined', blockRows: 64, subgroupsN: 4, groupRows: 16},
   'fitted-64x256': {family: 'pipelined', blockRows: 64, subgroupsN: 4, groupRows: 16, fitRowBlocks: true},
-  'staged-128x128': {family: 'staged', blockRows: 128},
 };
 export const TENSOR_CORE_VARIANTS = Object.keys(VARIANTS) as TensorCoreVariant[];
 
@@ -115,40 +109,9 @@ const NARROWER: Partial<Record<TensorCoreVariant, TensorCoreVariant>> = {
   'fitted-64x256': 'staggered-64x128',
 };
 
-/**
- * The variants that run tensor_core_prefill.ts's programs (experts_gemm_tc_storage_webgpu.ts, both operands from
- * storage; or experts_gemm_tc_staged_webgpu.ts): every one but 'workgroup-tiles'.
- */
+/** The variants that run experts_gemm_tc_storage_webgpu.ts (one subgroup, both operands from storage). */
 export function isStorageProgramVariant(v: TensorCoreVariant): boolean {
-  return VARIANTS[v].family !== 'tiles';
-}
-
-/** The variant whose rows are staged in workgroup memory (experts_gemm_tc_staged_webgpu.ts). */
-export function isStagedVariant(v: TensorCoreVariant): boolean {
-  return VARIANTS[v].family === 'staged';
-}
-
-/**
- * The staged variant's tile (experts_gemm_tc_staged_webgpu.ts): rows per workgroup, subgroups, 16-k blocks a stage,
- * weight blocks loaded ahead of their multiplies, row tiles launched at a time before the next columns
- * (groupedGridSnippet), and whether each staged block's 32-byte rows are padded to 48 bytes (bank conflicts).
- */
-export const F16_STAGED_TILE = {rows: 128, subgroups: 4, kBlocksPerStage: 2, ahead: 2, groupRows: 8, padRows: true};
-
-/** vec4 words a staged 16 × 16 f16 block takes in workgroup memory (16 rows of 2, or of 3 padded). */
-export function f16StagedBlockVec4s(): number {
-  return F16_STAGED_TILE.padRows ? 48 : 32;
-}
-
-/** The staged GEMM's workgroup memory: the tile lookup and first column, two buffers of the rows' k blocks. */
-export function f16StagedWorkgroupBytes(): number {
-  const t = F16_STAGED_TILE;
-  return 16 + 4 + 2 * (t.rows / 16) * t.kBlocksPerStage * 16 * f16StagedBlockVec4s();
-}
-
-/** Whether the variant's rows and weights' copy are in 16×16 blocks (TensorCoreLayout.blockedRows). */
-export function blocksOperands(v: TensorCoreVariant): boolean {
-  return VARIANTS[v].family === 'pipelined' || VARIANTS[v].family === 'staged';
+  return VARIANTS[v].family === 'storage' || VARIANTS[v].family === 'pipelined';
 }
 
 /**
@@ -253,15 +216,6 @@ export function tensorCoreVariant(rowsPerExpert: number | undefined, H: number, 
   return DEFAULT_STAGGERED.find(whole) ?? 'pipelined-64';
 }
 
-/**
- * What runs where the staged variant cannot (biases, too little workgroup memory, results past a binding):
- * 'fitted-64x256' where its columns divide H and I, else 'staggered-64x128' (the staged variant's own tile).
- */
-export function stagedFallback(H: number, I: number): TensorCoreVariant {
-  const t = tensorCoreTileShape('fitted-64x256');
-  return H % t.w2Columns === 0 && I % t.w13Columns === 0 ? 'fitted-64x256' : 'staggered-64x128';
-}
-
 /** Rows per tile of each variant (the align program pads every expert to a multiple of it). */
 export function tensorCoreBlockRows(variant: TensorCoreVariant): number {
   return VARIANTS[variant].blockRows;
@@ -300,9 +254,7 @@ export function storageWorkgroupBytes(variant: TensorCoreVariant): number {
 }
 
 export function tensorCoreTileShape(variant: TensorCoreVariant): TensorCoreTileShape {
-  // The staged variant's copy is in two pipelined subgroups' tiles (w13 64 act columns, w2 128 h columns).
-  return isStagedVariant(variant) ? pipelinedTile(2) :
-    isPipelinedVariant(variant) ? pipelinedTile(tensorCoreSubgroupsN(variant)) : STORAGE_TILE;
+  return isPipelinedVariant(variant) ? pipelinedTile(tensorCoreSubgroupsN(variant)) : STORAGE_TILE;
 }
 
 export const roundUp = (n: number, m: number) => Math.ceil(n / m) * m;
@@ -447,12 +399,6 @@ export function tensorCoreChoice(device: TensorCoreDevice, H: number, I: number,
       `and the storage variants keep them as f16`};
   }
   const limit = device.maxComputeWorkgroupStorageSize ?? Infinity;
-  if (isStagedVariant(variant) && (call.hasBias || f16StagedWorkgroupBytes() > limit)) {
-    const fallback = tensorCoreChoice(device, H, I, call, stagedFallback(H, I));
-    return {...fallback, reason: `${fallback.reason}; not '${variant}': ${call.hasBias ? 'its GEMMs store results ' +
-      'without an epilogue, and the experts have biases' : `it needs ${f16StagedWorkgroupBytes()} bytes of workgroup ` +
-      `memory and the device allows ${limit}`}`};
-  }
   if (isPipelinedVariant(variant) && storageWorkgroupBytes(variant) > limit) {
     // Half the subgroups side by side, until their staged blocks fit (2 of them always do: 8.5 KiB of WebGPU's
     // guaranteed 16 KiB).

@@ -24,10 +24,8 @@ import {ExpertsW13TensorCoreStorageGemmProgram, ExpertsW2TensorCoreStorageGemmPr
   from './experts_gemm_tc_storage_webgpu';
 import type {ExpertsStage} from './experts_gemv_webgpu';
 import {ExpertsWeightsF16Program} from './experts_weights_f16_webgpu';
-import {ExpertsTensorCoreActPassProgram, ExpertsW13TensorCoreStagedGemmProgram, ExpertsW2TensorCoreStagedGemmProgram,
-  stagedResultColumns} from './experts_gemm_tc_staged_webgpu';
-import {TensorCoreLayout, TensorCoreVariant, blocksOperands, fitsRowBlocks, groupedRowTiles, isStagedVariant,
-  isStorageProgramVariant, roundUp, staggersK, stagedFallback, tensorCoreBlockRows, tensorCoreLayout,
+import {TensorCoreLayout, TensorCoreVariant, fitsRowBlocks, groupedRowTiles, isPipelinedVariant,
+  isStorageProgramVariant, roundUp, staggersK, tensorCoreBlockRows, tensorCoreLayout,
   tensorCoreSubgroupsN, tensorCoreTileShape} from './tensor_core_plan';
 import {tensorCoreWeightCopy} from './tensor_core_weights';
 
@@ -63,22 +61,11 @@ export interface TensorCorePrefillCall {
 export function tensorCorePrefillPlan(c: TensorCorePrefillCall['common'], variant: TensorCoreVariant, numPairs: number):
     {blockRows: number; rows: number; layout: TensorCoreLayout} {
   const blockRows = tensorCoreBlockRows(variant);
-  // The pipelined and staged variants block both the weights' copy and the rows; the others neither.
-  const blocked = blocksOperands(variant);
+  // The pipelined variants block both the weights' copy and the rows; the others neither.
+  const blocked = isPipelinedVariant(variant);
   return {blockRows, rows: roundUp(maxPaddedRows(numPairs, c.numLocalExperts, blockRows), 16),
     layout: tensorCoreLayout(c.format, c.hiddenSize, c.intermediateSize, c.activation, tensorCoreTileShape(variant),
       blocked, blocked)};
-}
-
-/**
- * Whether the staged variant can run this call: no biases (its GEMMs store results without an epilogue), H whole
- * 128-column workgroups (w2 stores y in sorted order with no column check), and w13's f32 results and the sorted y
- * each within one binding. Else tensorCoreStoragePrefill runs stagedFallback's variant.
- */
-export function stagedFits(c: TensorCorePrefillCall['common'], numPairs: number, maxBindingBytes: number): boolean {
-  const {rows, layout} = tensorCorePrefillPlan(c, 'staged-128x128', numPairs);
-  return !c.hasBias && c.hiddenSize % tensorCoreTileShape('staged-128x128').w2Columns === 0 &&
-    rows * stagedResultColumns(layout) * 4 <= maxBindingBytes && rows * c.hiddenSize * 4 <= maxBindingBytes;
 }
 
 /**
@@ -101,7 +88,7 @@ export interface TensorCorePrefillResult {
  */
 export function w2WritesSorted(variant: TensorCoreVariant, hasBias: boolean, H: number, yRows: number,
     maxBindingBytes: number): boolean {
-  const columns = tensorCoreSubgroupsN(variant) > 1 || isStagedVariant(variant) ? tensorCoreTileShape(variant).w2Columns : 16;
+  const columns = tensorCoreSubgroupsN(variant) > 1 ? tensorCoreTileShape(variant).w2Columns : 16;
   return isStorageProgramVariant(variant) && !hasBias && H % columns === 0 && yRows * H * 4 <= maxBindingBytes;
 }
 
@@ -112,15 +99,12 @@ export function w2WritesSorted(variant: TensorCoreVariant, hasBias: boolean, H: 
 export function tensorCoreStoragePrefill(call: TensorCorePrefillCall): TensorCorePrefillResult {
   const {backend, run, temp, temps, common, shards, numPairs: P} = call;
   const {hiddenSize: H, intermediateSize: I, numLocalExperts: E} = common;
-  const maxBinding = backend.device.limits.maxStorageBufferBindingSize;
-  const variant = isStagedVariant(call.variant) && !stagedFits(common, P, maxBinding) ? stagedFallback(H, I) : call.variant;
-  const staged = isStagedVariant(variant);
-  const {blockRows, rows, layout} = tensorCorePrefillPlan(common, variant, P);
-  const tile = tensorCoreTileShape(variant);
+  const {blockRows, rows, layout} = tensorCorePrefillPlan(common, call.variant, P);
+  const tile = tensorCoreTileShape(call.variant);
   const tiles = (n: number) => Math.ceil(P / blockRows) + n;
-  // The staged GEMMs run whole k ranges (their tiles keep the columns' workgroups busy where M is large).
-  const splitK = staged ? 1 : call.splitK(tiles(E) * Math.ceil(H / tile.w2Columns), layout.Ip / tile.kStep);
-  const sortedOutput = w2WritesSorted(variant, common.hasBias, H, splitK * rows, maxBinding);
+  const splitK = call.splitK(tiles(E) * Math.ceil(H / tile.w2Columns), layout.Ip / tile.kStep);
+  const sortedOutput = w2WritesSorted(call.variant, common.hasBias, H, splitK * rows,
+      backend.device.limits.maxStorageBufferBindingSize);
   call.checkBinding([rows, layout.Hp / 2], 'the f16 expert-sorted x');
   const align = call.issuer.runWebGPUProgram(
       new ExpertsAlignProgram({...common, blockRows, positions: sortedOutput, lanes: alignLanes(backend)}, P), call.ids, 'int32');
@@ -194,21 +178,9 @@ export function tensorCoreStoragePrefill(call: TensorCorePrefillCall): TensorCor
   };
 
   const act16 = temp([rows, layout.Ip / 2], 'int32');
-  if (staged) {
-    // w13's f32 gate and up results, act16 from them in a pass, then w2 storing y in sorted order.
-    const stagedConfig = {...common, layout};
-    const results = temp([rows, stagedResultColumns(layout)]);
-    perShard('w13', results, (n) => [new ExpertsW13TensorCoreStagedGemmProgram({...stagedConfig, stage: 'w13'},
-      results.shape, tiles(n)), [x16, align]]);
-    run(new ExpertsTensorCoreActPassProgram(stagedConfig, rows), [results, align], undefined, act16);
-    const y = temp([rows, H]);
-    perShard('w2', y, (n) => [new ExpertsW2TensorCoreStagedGemmProgram({...stagedConfig, stage: 'w2'}, y.shape, tiles(n)),
-      [act16, align]]);
-    return {y, splitK, sorted: true, combineInputs: [align, ...(common.applyRouterWeightOnInput ? [] : [call.topkWeights])]};
-  }
-  const subgroupsN = tensorCoreSubgroupsN(variant), kStagger = staggersK(variant);
-  const loop = {subgroupsN, kStagger, groupRows: groupedRowTiles(variant),
-    fitRowBlocks: fitsRowBlocks(variant)};
+  const subgroupsN = tensorCoreSubgroupsN(call.variant), kStagger = staggersK(call.variant);
+  const loop = {subgroupsN, kStagger, groupRows: groupedRowTiles(call.variant),
+    fitRowBlocks: fitsRowBlocks(call.variant)};
   perShard('w13', act16, (n) => [new ExpertsW13TensorCoreStorageGemmProgram({...common, stage: 'w13', blockRows, layout,
     ...loop}, act16.shape, tiles(n)), [x16, align]]);
   const yRows = sortedOutput ? rows : P;
