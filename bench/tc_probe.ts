@@ -51,9 +51,11 @@ const arg = (name: string, def: number) => {
 const EXPERTS = arg('experts', 1);
 
 /** float32 → IEEE half bits (round to nearest even; inputs here are small and finite). */
+const halfScratch = new Float32Array(1), halfBits = new Uint32Array(halfScratch.buffer);
 function toHalf(x: number): number {
-  const f = new Float32Array([x]);
-  const u = new Uint32Array(f.buffer)[0];
+  // One scratch word, not an array a call: 150M calls (--round29's operands) took minutes with the allocations.
+  halfScratch[0] = x;
+  const u = halfBits[0];
   const sign = (u >>> 16) & 0x8000;
   const exp = ((u >>> 23) & 0xff) - 127 + 15;
   let mant = u & 0x7fffff;
