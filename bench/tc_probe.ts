@@ -824,8 +824,8 @@ function aStaged(M: number, N: number, K: number, s: {WM: number; WN: number; SK
   const gx = G > 0 ? 'gCol' : rowsFastest ? 'wg.y' : 'wg.x', gy = G > 0 ? 'gRow' : rowsFastest ? 'wg.x' : 'wg.y';
   const rowTiles = M / (16 * (s.TM ?? 4) * WM), colTiles = N / (16 * (s.TN ?? 4) * WN);
   // live L (round 30): L vec4<u32> loaded before the k loop and used at every stage in a chain the compiler cannot
-  // fold (hv = hv · lv0 + lv1 …), so 4·L + 4 more registers (with hv's) stay live through the loop, as the layer kernel's tile
-  // lookup, bases and uniforms do; the chain's end decides a store that never happens on these operands.
+  // fold (hv = hv · lv0 + lv1 …), so 4·L + 4 more registers (with hv's) stay live through the loop, as the layer
+  // kernel's tile lookup, bases and uniforms do; the chain's end decides a store that never happens on these operands.
   const live = Array.from({length: s.live ?? 0}, (_, j) => j);
   const liveDecl = live.map((j) => `let lv${j} = A[li + ${j * 32 * WM * WN}u];`).join('\n  ') +
     (live.length ? '\n  var hv = vec4<u32>(li);' : '');
