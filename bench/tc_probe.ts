@@ -1579,7 +1579,8 @@ fn main(@builtin(local_invocation_index) li: u32${sidDecl}) {
     for (const int8 of [true, false]) {
       for (const pad of [false, true]) {
         for (const live of [0, 2, 4]) {
-          kernels.push(aStaged(M, N, K, {WM: 1, WN: 4, SK: 2, TM: 8, TN: 2, ahead: 2, pad, int8, rowsFastest: true, live}));
+          kernels.push(aStaged(M, N, K, {WM: 1, WN: 4, SK: 2, TM: 8, TN: 2, ahead: 2, pad, int8, rowsFastest: true,
+            live}));
         }
       }
     }
