@@ -37,8 +37,8 @@ import {storageElements} from './experts_gemm_tc_storage_webgpu';
  * row tiles launched at a time before the next columns (groupedGridSnippet). In x-major order each column tile
  * reads all of x again (33.5 MB of int8 rows at Mixtral M = 4096, beside 0.9 GB of i32 results streaming out: most
  * likely not from L2). On an H100, two calls (bench/results/2026-12-07-h100-int8-staged-order-pad.log,
- * -order-depth.log), M = 4096, 8 at a time against x-major: Mixtral 9.13 against 9.52 ms, Qwen3 2.13 against 2.30, DeepSeek-V3 TP8
- * 3.92 against 4.10; 16 at a time 9.18, 2.15, 3.95.
+ * -order-depth.log), M = 4096, 8 at a time against x-major: Mixtral 9.13 against 9.52 ms, Qwen3 2.13 against 2.30,
+ * DeepSeek-V3 TP8 3.92 against 4.10; 16 at a time 9.18, 2.15, 3.95.
  */
 export const INT8_STAGED_TILE = {rows: 128, subgroups: 4, kBlocksPerStage: 2, ahead: 2, groupRows: 8};
 
