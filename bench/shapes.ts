@@ -46,6 +46,9 @@ export const SHAPES: {[name: string]: BenchShape} = {
   // gpt-oss-20b's experts (H = I = 2880; its 'swigluoai' activation is benchmarked as silu: the same work).
   // Not in the `real` set: the shape of the MXFP4 rows (bench/torch_anchor.py's torch-dequant-mxfp4).
   'gptoss20b': {kind: 'moe', name: 'gptoss20b', E: 32, k: 4, H: 2880, I: 2880, routing: softmaxTopK},
+  // One expert, top-1, I = 7168: w13 is tc_probe's plain 4096 × 14336 × 4096 GEMM at M = 4096, so that a layer
+  // kernel's time there reads against the probe's loop directly (the layer's conditions minus the experts).
+  'plain-gemm': {kind: 'moe', name: 'plain-gemm', E: 1, k: 1, H: 4096, I: 7168, routing: softmaxTopK},
   'topk-e256': {kind: 'routing', name: 'topk-e256', E: 256, k: 8, routing: softmaxTopK},
   'grouped-dsv3': {kind: 'routing', name: 'grouped-dsv3', E: 256, k: 8, routing: deepseekV3},
   // The tiny set: same routing and k/E structure, sizes that are no tile's multiple, split weights.
