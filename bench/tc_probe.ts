@@ -824,15 +824,25 @@ function aStaged(M: number, N: number, K: number, s: {WM: number; WN: number; SK
   const rowsFastest = s.rowsFastest ?? false, G = s.groupRows ?? 0;
   if (G > 0 && !rowsFastest) throw new Error('aStaged: groupRows needs rowsFastest');
   const gx0 = G > 0 ? 'gCol' : rowsFastest ? 'wg.y' : 'wg.x', gy0 = G > 0 ? 'gRow' : rowsFastest ? 'wg.x' : 'wg.y';
-  // Round 31, the layer kernel's code around the same loop: tileThroughWorkgroup, the row and column tile through
-  // workgroup variables declared before the staged tiles (wgTile, wgN0: invocation 0 writes them, all read them by
-  // workgroupUniformLoad, an empty tile returns), as gemmTileSnippet's lookup; tfjsEntry, tfjs's entry point (the
-  // body a function called from it, local_invocation_index read from a private variable at every use).
+  // Round 31, the layer kernel's code around the same loop: tileThroughWorkgroup, gemmTileSnippet's lookup (the row
+  // and column tile through workgroup variables declared before the staged tiles: invocation 0 writes them, finding
+  // the expert by a binary search whose trip count the compiler cannot know, everyone reads them by
+  // workgroupUniformLoad, an empty tile returns); tfjsEntry, tfjs's entry point (the body a function called from
+  // it, local_invocation_index read from a private variable at every use).
   const tileWg = s.tileThroughWorkgroup ?? false, tfjsEntry = s.tfjsEntry ?? false;
   const gx = tileWg ? 'tileC' : gx0, gy = tileWg ? 'tileR' : gy0;
   const tileLookup = !tileWg ? '' : `
   if (li == 0u) { wgN0 = i32(${gx0}); }
-  if (li == 0u) { wgTile = vec4<i32>(i32(${gy0}), 0, 0, 0); }
+  if (li == 0u) {
+    let rowTile = i32(${gy0});
+    var lo = 0;
+    var hi = i32(arrayLength(&C) / ${M * N}u) * ${EXPERTS} - 1;   // ${EXPERTS} - 1: C holds M × N
+    while (lo < hi) {
+      let mid = (lo + hi + 1) / 2;
+      if (mid * ${M / (16 * (s.TM ?? 4) * WM) / EXPERTS} <= rowTile) { lo = mid; } else { hi = mid - 1; }
+    }
+    wgTile = vec4<i32>(rowTile, lo, 0, 0);
+  }
   let tile = workgroupUniformLoad(&wgTile);
   if (tile.x < 0) { return; }
   let tileR = u32(tile.x);
@@ -925,7 +935,7 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(subgroup_id) sid: u32, @b
   let tm = ${gy} * ${WM}u + wm;   // this subgroup's tile of ${16 * TM} rows and of ${16 * TN} columns
   let tn = ${gx} * ${WN}u + wn;
   let aFirst = ${gy} * ${RB * KB * 32}u;   // the workgroup's first A block, in vec4s
-  ${stageB ? `let bFirst = ${gx} * ${CB * KB * 32}u;` : `let bn = ${EXPERTS > 1 ? `(tm / ${M / (16 * RB) / EXPERTS}u) * ${N / 16 * KB}u + ` : ''}tn * ${TN * KB}u;`}
+  ${stageB ? `let bFirst = ${gx} * ${CB * KB * 32}u;` : `let bn = ${tileWg ? `u32(tile.y) * ${N / 16 * KB}u + ` : EXPERTS > 1 ? `(tm / ${M / (16 * RB) / EXPERTS}u) * ${N / 16 * KB}u + ` : ''}tn * ${TN * KB}u;`}
   ${rows.flatMap((r) => cols.map((c) => `var acc${r}${c}: ${result};`)).join('\n  ')}
   ${staged.flatMap((o) => o.ps.map((p) => `var r${o.X}${p} = ${gAt(o.X, o.first, p, '0u')};`)).join('\n  ')}
   ${copy('0u')}
