@@ -132,6 +132,11 @@ export function passMainIds(code: string): string {
     .replace(call, 'main(WorkgroupId, SubgroupId, SubgroupInvocationId);');
 }
 
+/** Every rewrite above, in the order the device made here applies them to each shader it compiles. */
+export function rewriteShader(code: string): string {
+  return hoistDirectives(passMainIds(declareWritableStorage(declareStorageElements(code))));
+}
+
 /** Creates a WebGPUBackend as tfjs's own factory does, adding the 'subgroups' feature when offered. */
 export async function createWebGPUBackend(): Promise<WebGPUBackend> {
   if (typeof navigator === 'undefined' || navigator.gpu == null) {
@@ -162,7 +167,7 @@ export async function createWebGPUBackend(): Promise<WebGPUBackend> {
   const info = adapter.info;
   const createShaderModule = device.createShaderModule.bind(device);
   device.createShaderModule = (descriptor: GPUShaderModuleDescriptor) => createShaderModule(
-      {...descriptor, code: hoistDirectives(passMainIds(declareWritableStorage(declareStorageElements(descriptor.code))))});
+      {...descriptor, code: rewriteShader(descriptor.code)});
   markShaderRewritingDevice(device);
   if (device.features.has(SUBGROUPS)) {
     const sizes = info as GPUAdapterInfo & SubgroupSizes;
