@@ -7,6 +7,7 @@
 #   padfirst  pad, with the staged tiles declared before the tile lookup's workgroup variables
 #   padnoret  pad, without the empty tile's early return (its loop runs, its stores are skipped)
 #   padli     pad, with local_invocation_index passed to main() instead of read from tfjs's private variable
+# Each build also bundles tc_probe (its --round32 runs the build's GEMM verbatim in the probe's harness).
 # Run from the project root after ../shared/gpu/pack.sh (it needs .gpu/); bench/gpu_leads.sh runs them.
 set -euo pipefail
 root=$(git rev-parse --show-toplevel)
@@ -63,9 +64,11 @@ if variant == 'padli':
          '  code(): string {\n    const c = this.c;\n    const w13 = c.stage === \'w13\';\n'
          '    const {rows: BM, subgroups: WN, kBlocksPerStage: SK, ahead: D, groupRows} = INT8_STAGED_TILE;')])
 EOF
-  node_modules/.bin/esbuild "$work/$v/bench/gpu_check_int8.ts" --bundle --platform=node --format=esm --target=node20 \
-    --log-level=warning --outfile=".gpu/gpu_check_int8_$v.mjs" --external:webgpu \
-    --banner:js="import { createRequire as __cr } from 'module'; const require = __cr(import.meta.url);"
-  xz -T2 -6 -f ".gpu/gpu_check_int8_$v.mjs"
-  echo "built .gpu/gpu_check_int8_$v.mjs.xz"
+  for entry in gpu_check_int8 tc_probe; do
+    node_modules/.bin/esbuild "$work/$v/bench/$entry.ts" --bundle --platform=node --format=esm --target=node20 \
+      --log-level=warning --outfile=".gpu/${entry}_$v.mjs" --external:webgpu \
+      --banner:js="import { createRequire as __cr } from 'module'; const require = __cr(import.meta.url);"
+    xz -T2 -6 -f ".gpu/${entry}_$v.mjs"
+    echo "built .gpu/${entry}_$v.mjs.xz"
+  done
 done

@@ -32,6 +32,8 @@
  */
 import * as fs from 'fs';
 import {tensorCoreDawnToggles} from './dawn_toggles';
+import {int8W13Gemm} from './layer_kernel';
+import {MoEShape, SHAPES} from './shapes';
 
 process.env.XDG_RUNTIME_DIR ??= '/tmp';
 // eslint-disable-next-line @typescript-eslint/no-var-requires
@@ -83,6 +85,11 @@ interface Kernel {
   int8?: boolean;
   /** Round 8: not a GEMM (its outputs are not checked); `flops` counts its multiply-accumulates. */
   synthetic?: {flops: number};
+  /**
+   * Round 32, a kernel with bindings of its own (the layer's, verbatim): its entry point, its buffers in binding
+   * order, the one holding C (row-major, N columns, rows from 0), and the B row behind each column of C.
+   */
+  own?: {entry: string; buffers: GPUBuffer[]; out: GPUBuffer; bRow: (j: number) => number};
 }
 
 const SG = 'subgroup_matrix';
@@ -987,6 +994,39 @@ fn main(@builtin(local_invocation_id) LocalId: vec3<u32>, @builtin(global_invoca
 `;
 }
 
+/**
+ * Round 32: the layer's int8 w13 GEMM for 'plain-gemm' (one expert, H = K, 2I = N), verbatim, on the probe's int8
+ * operands: x's 16-row blocks (a8Blocks) laid out as the layer's blocked rows (each block row followed by the rest of
+ * its words: the row scales' block), align holding the one segment [0, M), the weights B8 as they are (the layer's
+ * blocked weights have the same [column block][k block] layout; its w13 columns come from blocks
+ * gridCol·8 + (sid / 2)·4 + sid % 2 and 2 more, hence bRow).
+ */
+function layerVerbatim(device: GPUDevice, M: number, N: number, K: number, a8Blocks: Int8Array, B8: GPUBuffer,
+    buf: (data: ArrayBufferView | number, usage: number) => GPUBuffer): Kernel {
+  const s = SHAPES['plain-gemm'] as MoEShape;
+  if (s.E !== 1 || s.k !== 1 || s.H !== K || 2 * s.I !== N) {
+    throw new Error(`--round32: 'plain-gemm' (H ${s.H}, 2I ${2 * s.I}) is not this GEMM (K ${K}, N ${N})`);
+  }
+  const g = int8W13Gemm(s, M);
+  const words = g.shapes.xb[1], xb = new Int8Array(g.shapes.xb[0] * words * 4);
+  for (let r = 0; r < M / 16; r++) xb.set(a8Blocks.subarray(r * 16 * K, (r + 1) * 16 * K), r * words * 4);
+  const align = new Int32Array(g.shapes.align[0]).fill(-1);
+  align[0] = 0;
+  align[1] = M;
+  for (let i = 0; i < M; i++) align[2 + i] = i;
+  const out = buf(g.shapes.result[0] * g.shapes.result[1] * 4, GPUBufferUsage.STORAGE | GPUBufferUsage.COPY_SRC);
+  const uniforms = device.createBuffer({size: g.uniforms.byteLength, usage: GPUBufferUsage.UNIFORM | GPUBufferUsage.COPY_DST});
+  device.queue.writeBuffer(uniforms, 0, g.uniforms);
+  const padded = /As : array<array<vec4<u32>, 48>/.test(g.code);
+  return {name: `layer int8 w13 GEMM verbatim (tfjs's shader, bindings, uniforms, dispatch ${g.dispatch.join('×')})` +
+      `${padded ? ', rows padded' : ''}`, code: g.code, workgroups: g.dispatch, int8: true,
+  own: {entry: '_start', buffers: [out, buf(xb, GPUBufferUsage.STORAGE), buf(align, GPUBufferUsage.STORAGE), B8, uniforms],
+    out, bRow: (j) => {
+      const w = j % 128, sid = w >> 5;
+      return ((Math.floor(j / 128) * 8 + (sid >> 1) * 4 + (sid & 1) + 2 * ((w & 31) >> 4)) * 16) + j % 16;
+    }}};
+}
+
 /** Round 18's plain loads ahead of the subgroup-matrix loads: which operands' blocks, and how many 32-k steps ahead. */
 interface Touch {
   which: 'a' | 'b' | 'ab';
@@ -1118,14 +1158,14 @@ function toBlocks<T extends Uint16Array | Int8Array>(x: T, R: number, K: number,
   return y;
 }
 
-async function compileErrors(device: GPUDevice, code: string): Promise<string> {
+async function compileErrors(device: GPUDevice, code: string, entryPoint = 'main'): Promise<string> {
   device.pushErrorScope('validation');
   const module = device.createShaderModule({code});
   const info = await module.getCompilationInfo();
   const msgs = info.messages.filter((m) => m.type === 'error').map((m) => `${m.lineNum}:${m.linePos} ${m.message}`);
   let pipelineError = '';
   try {
-    await device.createComputePipelineAsync({layout: 'auto', compute: {module, entryPoint: 'main'}});
+    await device.createComputePipelineAsync({layout: 'auto', compute: {module, entryPoint}});
   } catch (e) {
     pipelineError = String((e as Error).message ?? e);
   }
@@ -1237,7 +1277,8 @@ fn main(@builtin(local_invocation_index) li: u32${sidDecl}) {
   const a8 = new Int8Array(round7 ? M * K : 0), b8 = new Int8Array(round7 ? N * K : 0);
   for (let i = 0; i < a8.length; i++) a8[i] = Math.round(rnd() * 127);
   for (let i = 0; i < b8.length; i++) b8[i] = Math.round(rnd() * 127);
-  const A8 = round7 ? buf(toBlocks(a8, M, K, 32), GPUBufferUsage.STORAGE) : A;
+  const a8Blocks = round7 ? toBlocks(a8, M, K, 32) : new Int8Array(0);
+  const A8 = round7 ? buf(a8Blocks, GPUBufferUsage.STORAGE) : A;
   // --experts: EXPERTS copies, as Bb.
   const B8 = !round7 ? B : (() => {
     const blocks = toBlocks(b8, N, K, 32);
@@ -1661,6 +1702,20 @@ fn main(@builtin(local_invocation_index) li: u32${sidDecl}) {
     }
     mustTile(kernels, M, N);
   }
+  if (args.includes('--round32')) {
+    // Twenty-second session: the int8 default's w13 GEMM as the layer compiles it (bench/layer_kernel.ts: tfjs's
+    // shader, this package's rewrites, its bindings, uniforms and dispatch), run verbatim by this harness on this
+    // GEMM's operands beside round 31's first loops. Its time here against the layer's at 'plain-gemm' (1.429 ms;
+    // 2.075 padded, from a gpu_layer_variants.sh build of this probe) says whether the loss is in the shader or in
+    // how the layer runs it; against the probe's loop, which part of the shader.
+    if (EXPERTS !== 1) throw new Error('--round32: one expert (no --experts)');
+    kernels.length = 0;
+    for (const pad of [false, true]) {
+      kernels.push(aStaged(M, N, K, {WM: 1, WN: 4, SK: 2, TM: 8, TN: 2, ahead: 2, pad, int8: true, rowsFastest: true,
+        groupRows: 8}));
+    }
+    kernels.push(layerVerbatim(device, M, N, K, a8Blocks, B8, buf));
+  }
   if (args.includes('--round10')) {
     // Round 9's staging with more, smaller subgroups per workgroup tile (more warps to hide the copies).
     stagedRound([
@@ -1769,14 +1824,15 @@ fn main(@builtin(local_invocation_index) li: u32${sidDecl}) {
     return;
   }
   for (const k of kernels) {
-    const err = await compileErrors(device, k.code);
+    const err = await compileErrors(device, k.code, k.own?.entry);
     if (err) {
       console.log(JSON.stringify({kernel: k.name, compiled: false, error: err}));
       continue;
     }
     const module = device.createShaderModule({code: k.code});
-    const pipeline = await device.createComputePipelineAsync({layout: 'auto', compute: {module, entryPoint: 'main'}});
-    const group = device.createBindGroup({layout: pipeline.getBindGroupLayout(0), entries: (k.int8 ? [A8, B8, C] : k.blocked === 'B' ? [A, Bb, C] : k.blocked === 'A' ? [Ab, B, C] : k.blocked ? [Ab, Bb, C] : [A, B, C]).map((b, i) =>
+    const pipeline = await device.createComputePipelineAsync({layout: 'auto',
+      compute: {module, entryPoint: k.own?.entry ?? 'main'}});
+    const group = device.createBindGroup({layout: pipeline.getBindGroupLayout(0), entries: (k.own ? k.own.buffers : k.int8 ? [A8, B8, C] : k.blocked === 'B' ? [A, Bb, C] : k.blocked === 'A' ? [Ab, B, C] : k.blocked ? [Ab, Bb, C] : [A, B, C]).map((b, i) =>
       ({binding: i, resource: {buffer: b}}))});
     const pass = (enc: GPUCommandEncoder, q?: number) => {
       const p = enc.beginComputePass(q == null ? {} : {timestampWrites: {querySet, beginningOfPassWriteIndex: 2 * q,
@@ -1805,7 +1861,7 @@ fn main(@builtin(local_invocation_index) li: u32${sidDecl}) {
     for (let q = 0; q < RUNS; q++) pass(enc, q);
     enc.resolveQuerySet(querySet, 0, 2 * RUNS, resolve, 0);
     enc.copyBufferToBuffer(resolve, 0, readTs, 0, 16 * RUNS);
-    enc.copyBufferToBuffer(C, 0, readC, 0, M * N * 4);
+    enc.copyBufferToBuffer(k.own?.out ?? C, 0, readC, 0, M * N * 4);
     device.queue.submit([enc.finish()]);
     await readTs.mapAsync(GPUMapMode.READ);
     const ts = new BigInt64Array(readTs.getMappedRange().slice(0));
@@ -1822,7 +1878,8 @@ fn main(@builtin(local_invocation_index) li: u32${sidDecl}) {
       const c = new Int32Array(mapped);
       for (const [i, j] of samples) {
         let sum = 0;
-        for (let kk = 0; kk < K; kk++) sum += a8[i * K + kk] * b8[j * K + kk];
+        const bj = k.own ? k.own.bRow(j) : j;
+        for (let kk = 0; kk < K; kk++) sum += a8[i * K + kk] * b8[bj * K + kk];
         worst = Math.max(worst, Math.abs(c[i * N + j] - sum) / 0.5);
       }
     } else {

@@ -1,0 +1,84 @@
+/**
+ * The int8 default's w13 GEMM (ExpertsW13Int8StagedGemmProgram) as the device compiles it, outside tfjs: its WGSL
+ * (tfjs-backend-webgpu's compileProgram through a device that only records the code, then this package's rewrites,
+ * device.ts rewriteShader, as createWebGPUBackend's device applies them), its dispatch, its inputs' shapes and the
+ * bytes of its uniform block. bench/layer_wgsl.ts prints the code; tc_probe --round32 runs it verbatim in the
+ * probe's harness beside the probe's own loop (docs/tensor-cores.md, "a twenty-second session"). No GPU needed.
+ */
+import {compileProgram} from '@tensorflow/tfjs-backend-webgpu/dist/webgpu_program';
+import {rewriteShader} from '../src/kernels/webgpu/device';
+import {ExpertsAlignProgram, maxPaddedRows} from '../src/kernels/webgpu/experts_align_webgpu';
+import {ExpertsInt8BlockedRowsProgram, ExpertsInt8WeightsBlockedProgram, int8PipelinedLayout, Int8PipelinedLayout}
+  from '../src/kernels/webgpu/experts_int8_tc_pipelined_webgpu';
+import {ExpertsW13Int8StagedGemmProgram, INT8_STAGED_LAYOUT_SUBGROUPS, INT8_STAGED_TILE, int8StagedResultColumns}
+  from '../src/kernels/webgpu/experts_int8_tc_staged_webgpu';
+import {MoEShape} from './shapes';
+
+export interface LayerGemm {
+  code: string;
+  dispatch: [number, number, number];
+  /** Bindings in order: result (int32 [rows, columns]), xb, align, wb, then the uniform block. */
+  shapes: {result: number[]; xb: number[]; align: number[]; wb: number[]};
+  /** The uniform block's bytes (tfjs's layout: NAN, INFINITY, each input's shape and strides, the output's, firstExpert 0). */
+  uniforms: ArrayBuffer;
+  layout: Int8PipelinedLayout;
+  rows: number;
+}
+
+/** The w13 GEMM of one shard holding all `s.E` experts, for M tokens (P = M·k pairs). */
+export function int8W13Gemm(s: MoEShape, M: number): LayerGemm {
+  const {E, H, I} = s, P = M * s.k, BM = INT8_STAGED_TILE.rows;
+  const layout = int8PipelinedLayout(H, I, INT8_STAGED_LAYOUT_SUBGROUPS);
+  const rows = maxPaddedRows(P, E, BM);
+  const config = {stage: 'w13' as const, hiddenSize: H, intermediateSize: I, topK: s.k, numLocalExperts: E,
+    globalNumExperts: E, hasExpertMap: false, activation: 'silu' as const, applyRouterWeightOnInput: false,
+    hasBias: false};
+  const result = [rows, int8StagedResultColumns('w13', layout)];
+  const program = new ExpertsW13Int8StagedGemmProgram(config, result, Math.ceil(P / BM) + E, layout);
+  const shapes = {result,
+    xb: new ExpertsInt8BlockedRowsProgram({source: 'gather', K: H, Kp: layout.Hp, topK: s.k, numLocalExperts: E},
+      Math.ceil(rows / 16)).outputShape,
+    align: new ExpertsAlignProgram({...config, blockRows: BM}, P).outputShape,
+    wb: new ExpertsInt8WeightsBlockedProgram({stage: 'w13', hiddenSize: H, intermediateSize: I, activation: 'silu',
+      layout}, E).outputShape};
+  let code = '';
+  const recorder = {createShaderModule: (d: {code: string}) => { code = d.code; return {}; },
+    createComputePipeline: () => ({})};
+  const inputs = (['xb', 'align', 'wb'] as const).map((name) => ({name, dtype: 'int32', shape: shapes[name]}));
+  compileProgram(recorder as unknown as GPUDevice, program, inputs as never,
+      {dtype: 'int32', shape: result} as never, false);
+  code = rewriteShader(code);
+  return {code, dispatch: program.dispatch, shapes, uniforms: uniformBlock(code, shapes), layout, rows};
+}
+
+/**
+ * The bytes of `struct Uniforms` (WGSL's uniform layout: i32/f32 4 bytes, vec2 8 aligned 8, vec3 12 and vec4 16
+ * aligned 16, the size rounded to 16): NAN and INFINITY, `<name>Shape` and `<name>ShapeStrides` from the shapes
+ * (`out` is the result), every other field 0 (firstExpert: the one shard).
+ */
+function uniformBlock(code: string, shapes: {[name: string]: number[]}): ArrayBuffer {
+  const m = /struct Uniforms \{([^}]*)\}/.exec(code);
+  if (m == null) throw new Error('layer_kernel: no struct Uniforms in the compiled code');
+  const fields = [...m[1].matchAll(/(\w+)\s*:\s*(f32|i32|vec[234]<i32>)/g)].map((f) => ({name: f[1], type: f[2]}));
+  const strides = (shape: number[]) => shape.slice(1).map((_, i) => shape.slice(i + 1).reduce((a, b) => a * b, 1));
+  const value = (name: string): number[] => {
+    if (name === 'NAN') return [NaN];
+    if (name === 'INFINITY') return [Infinity];
+    const s = /^(\w+?)Shape(Strides)?$/.exec(name);
+    if (s == null) return [0];
+    const shape = shapes[s[1] === 'out' ? 'result' : s[1]];
+    if (shape == null) throw new Error(`layer_kernel: uniform ${name} names no binding`);
+    return s[2] ? (shape.length > 1 ? strides(shape) : [0]) : shape;   // tfjs declares a rank-1 input's strides too
+  };
+  const data = new DataView(new ArrayBuffer(256));
+  let at = 0;
+  for (const {name, type} of fields) {
+    const n = type.startsWith('vec') ? Number(type[3]) : 1, align = n === 1 ? 4 : n === 2 ? 8 : 16;
+    at = Math.ceil(at / align) * align;
+    const v = value(name);
+    if (v.length !== n) throw new Error(`layer_kernel: uniform ${name} has ${n} components, its value ${v.length}`);
+    v.forEach((x, i) => type === 'f32' ? data.setFloat32(at + 4 * i, x, true) : data.setInt32(at + 4 * i, x, true));
+    at += 4 * n;
+  }
+  return data.buffer.slice(0, Math.ceil(at / 16) * 16);
+}
