@@ -2,10 +2,12 @@
 # Issue 11's open leads in one device call of about 7 minutes, on any card (docs/tensor-cores.md, "a
 # twenty-second session"); on an H200 run the table (bench/gpu_ab_tc.sh, about 8 minutes) in a call of its own.
 #   1. Probe round 32: the int8 default's w13 GEMM as the layer compiles it, run verbatim by tc_probe's harness
-#      beside the probe's own loop (unpadded and padded), for the product's build and each of
-#      bench/gpu_layer_variants.sh's (padded; padded with the staged tiles declared first; without the empty
-#      tile's early return; with local_invocation_index an argument of main). Verbatim at the layer's time: the
-#      shader loses; verbatim at the probe's: how the layer runs it.
+#      beside the probe's own loop (unpadded and padded), with bench/layer_kernel.ts's edits of its text (launch
+#      grid and uniforms as literals; builtins as main's arguments; both; the staged tiles declared first; no
+#      early return; no tile lookup), for the product's build and each of bench/gpu_layer_variants.sh's (padded;
+#      padded with the staged tiles declared first; without the empty tile's early return; with
+#      local_invocation_index an argument of main). Verbatim at the layer's time: the shader loses, and the edit
+#      that recovers the probe's time says where; verbatim at the probe's: how the layer runs it.
 #   2. The layer's own run of the default and the padded build at 'plain-gemm' M = 4096, in the same call.
 #   3. Probe round 31 (the probe's loop with the layer's tile lookup, tfjs's entry point, both).
 #   4. The int8 quant-pass against plain-64 at Qwen3's M = 1024 and 2048 (INT8_QUANT_PASS_MIN_INTERMEDIATE).

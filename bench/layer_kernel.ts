@@ -23,6 +23,8 @@ export interface LayerGemm {
   uniforms: ArrayBuffer;
   layout: Int8PipelinedLayout;
   rows: number;
+  /** Row tiles holding rows (the launch grid has one more an expert, for the padding). */
+  rowTiles: number;
 }
 
 /** The w13 GEMM of one shard holding all `s.E` experts, for M tokens (P = M·k pairs). */
@@ -48,7 +50,57 @@ export function int8W13Gemm(s: MoEShape, M: number): LayerGemm {
   compileProgram(recorder as unknown as GPUDevice, program, inputs as never,
       {dtype: 'int32', shape: result} as never, false);
   code = rewriteShader(code);
-  return {code, dispatch: program.dispatch, shapes, uniforms: uniformBlock(code, shapes), layout, rows};
+  return {code, dispatch: program.dispatch, shapes, uniforms: uniformBlock(code, shapes), layout, rows,
+    rowTiles: Math.ceil(P / BM)};
+}
+
+/**
+ * The GEMM's code as compiled, and edits of it, each alone and both, to split a shader's share of its time in one
+ * call: 'constants' (the launch grid and the uniforms its main reads, as the literals they are for `g`; the uniform
+ * block stays bound, read once so that the 'auto' layout keeps it), 'builtins as arguments' (main reads
+ * local_invocation_index, workgroup_id and num_workgroups from its parameters, not from tfjs's private copies).
+ */
+export function layerGemmForms(g: LayerGemm): Array<{what: string; code: string}> {
+  const edit = (code: string, pairs: Array<[string | RegExp, string]>) => pairs.reduce((c, [a, b]) => {
+    if (!(typeof a === 'string' ? c.includes(a) : a.test(c))) throw new Error(`layer_kernel: no '${a}' in the code`);
+    return c.replace(a, b);
+  }, code);
+  const constants = (code: string) => edit(code, [[/numWorkgroups\.x/g, `${g.dispatch[0]}u`],
+    [/numWorkgroups\.y/g, `${g.dispatch[1]}u`], [/uniforms\.firstExpert/g, '0'],
+    [/uniforms\.wbShape\.x/g, `${g.shapes.wb[0]}`], ['localId = LocalId;', 'localId = LocalId;\n        _ = uniforms.NAN;']]);
+  // The three appended to main's parameters and to the call in tfjs's entry point, whatever comes before them.
+  const builtinArguments = (code: string) => {
+    const at = code.indexOf('fn main('), end = code.indexOf('fn _start(');
+    if (at < 0 || end < at) throw new Error('layer_kernel: no main() before _start() in the code');
+    const body = edit(code.slice(at, end), [[/^fn main\(([^)]*)\)/,
+      'fn main($1, liArg : u32, widArg : vec3<u32>, nwgArg : vec3<u32>)']])
+      .replace(/\blocalIndex\b/g, 'liArg').replace(/\bworkgroupId\b/g, 'widArg').replace(/\bnumWorkgroups\b/g, 'nwgArg');
+    return code.slice(0, at) + body + edit(code.slice(end), [[/\bmain\(([^;]*)\);/, 'main($1, LocalIndex, WorkgroupId, NumWorkgroups);']]);
+  };
+  // The staged tiles declared before the tile lookup's workgroup variables.
+  const tilesFirst = (code: string) => edit(code,
+    [[/([ \t]*var<workgroup> wgTile[^\n]*\n[ \t]*var<workgroup> wgN0[^\n]*\n)([ \t]*var<workgroup> As[^\n]*\n)/, '$2$1']]);
+  // An empty tile runs the loop and skips its stores, instead of returning before the loop's barriers.
+  const noEarlyReturn = (code: string) => edit(code, [['if (tile.x < 0) { return; }', ''],
+    ['let rowStart = tile.x;', 'let rowStart = max(tile.x, 0);'],
+    // (smStore_result: the stores as test/helpers' emulation writes them, for checking this form on SwiftShader.)
+    [/((?:[ \t]*(?:subgroupMatrixStore<row_major>\(&result|smStore_result\()[^\n]*\n)+)/, 'if (tile.x >= 0) {\n$1}\n']]);
+  // No lookup (one expert, its rows from 0): the tile from the launch grid alone, as the probe's, no workgroup
+  // variables, no binary search, and the spare row tile returning on a launch-grid condition (uniform where the
+  // builtins come as arguments: the form is taken with builtinArguments); align and the uniform block stay bound,
+  // read once.
+  const noLookup = (code: string) => edit(code, [[/if \(localIndex == 0u\) \{ wgN0 = [\s\S]*?let e = tile\.y;/,
+    `if (gridRow >= ${g.rowTiles}u) { return; }
+        let rowStart = i32(gridRow) * ${INT8_STAGED_TILE.rows};
+        let e = 0;`], ['workgroupUniformLoad(&wgN0)', 'i32(gridCol) * 64'],
+    ['localId = LocalId;', 'localId = LocalId;\n        _ = uniforms.NAN;\n        _ = align[0];']]);
+  return [{what: '', code: g.code}, {what: ', constants', code: constants(g.code)},
+    {what: ', builtins as arguments', code: builtinArguments(g.code)},
+    {what: ', constants, builtins as arguments', code: builtinArguments(constants(g.code))},
+    {what: ', staged tiles declared first', code: tilesFirst(g.code)},
+    {what: ', no early return', code: noEarlyReturn(g.code)},
+    ...(g.shapes.wb[0] === 1 ? [{what: ', no tile lookup (the launch grid\'s tile), builtins as arguments',
+      code: builtinArguments(noLookup(g.code))}] : [])];
 }
 
 /**

@@ -32,7 +32,7 @@
  */
 import * as fs from 'fs';
 import {tensorCoreDawnToggles} from './dawn_toggles';
-import {int8W13Gemm} from './layer_kernel';
+import {int8W13Gemm, layerGemmForms} from './layer_kernel';
 import {MoEShape, SHAPES} from './shapes';
 
 process.env.XDG_RUNTIME_DIR ??= '/tmp';
@@ -999,10 +999,7 @@ fn main(@builtin(local_invocation_id) LocalId: vec3<u32>, @builtin(global_invoca
  * operands: x's 16-row blocks (a8Blocks) laid out as the layer's blocked rows (each block row followed by the rest of
  * its words: the row scales' block), align holding the one segment [0, M), the weights B8 as they are (the layer's
  * blocked weights have the same [column block][k block] layout; its w13 columns come from blocks
- * gridCol·8 + (sid / 2)·4 + sid % 2 and 2 more, hence bRow). Beside it, two edits of its text, each alone and
- * both, to split the shader's share in one call: 'constants' (the launch grid and the uniforms it reads as the
- * literals they are here), 'builtins as arguments' (main reads local_invocation_index, workgroup_id and
- * num_workgroups from its parameters, not from tfjs's private copies).
+ * gridCol·8 + (sid / 2)·4 + sid % 2 and 2 more, hence bRow); beside it, layerGemmForms' edits of its text.
  */
 function layerVerbatim(device: GPUDevice, M: number, N: number, K: number, a8Blocks: Int8Array, B8: GPUBuffer,
     buf: (data: ArrayBufferView | number, usage: number) => GPUBuffer): Kernel[] {
@@ -1026,24 +1023,9 @@ function layerVerbatim(device: GPUDevice, M: number, N: number, K: number, a8Blo
     const w = j % 128, sid = w >> 5;
     return ((Math.floor(j / 128) * 8 + (sid >> 1) * 4 + (sid & 1) + 2 * ((w & 31) >> 4)) * 16) + j % 16;
   }};
-  const edit = (code: string, pairs: Array<[string | RegExp, string]>) => pairs.reduce((c, [a, b]) => {
-    if (!(typeof a === 'string' ? c.includes(a) : a.test(c))) throw new Error(`--round32: no '${a}' in the layer's code`);
-    return c.replace(a, b);
-  }, code);
-  const constants = (code: string) => edit(code, [[/numWorkgroups\.x/g, `${g.dispatch[0]}u`],
-    [/numWorkgroups\.y/g, `${g.dispatch[1]}u`], [/uniforms\.firstExpert/g, '0'], [/uniforms\.wbShape\.x/g, '1']]);
-  const builtinArguments = (code: string) => {
-    const at = code.indexOf('fn main(wid : vec3<u32>, sid : u32, lane : u32'), end = code.indexOf('fn _start(');
-    if (at < 0 || end < at) throw new Error('--round32: no main() before _start() in the layer\'s code');
-    const body = code.slice(at, end).replace('lane : u32', 'lane : u32, liArg : u32, widArg : vec3<u32>, nwgArg : vec3<u32>')
-      .replace(/\blocalIndex\b/g, 'liArg').replace(/\bworkgroupId\b/g, 'widArg').replace(/\bnumWorkgroups\b/g, 'nwgArg');
-    return edit(code.slice(0, at) + body + code.slice(end),
-      [['main(WorkgroupId, SubgroupId, SubgroupInvocationId', 'main(WorkgroupId, SubgroupId, SubgroupInvocationId, LocalIndex, WorkgroupId, NumWorkgroups']]);
-  };
-  const forms: Array<[string, (c: string) => string]> = [['', (c) => c], [', constants', constants],
-    [', builtins as arguments', builtinArguments], [', constants, builtins as arguments', (c) => builtinArguments(constants(c))]];
-  return forms.map(([what, f]) => ({name: `layer int8 w13 GEMM verbatim (tfjs's shader, bindings, uniforms, dispatch ` +
-      `${g.dispatch.join('×')})${padded ? ', rows padded' : ''}${what}`, code: f(g.code), workgroups: g.dispatch, int8: true, own}));
+  return layerGemmForms(g).map(({what, code}) => ({name: `layer int8 w13 GEMM verbatim (tfjs's shader, bindings, ` +
+      `uniforms, dispatch ${g.dispatch.join('×')})${padded ? ', rows padded' : ''}${what}`, code, workgroups: g.dispatch,
+  int8: true, own}));
 }
 
 /** Round 18's plain loads ahead of the subgroup-matrix loads: which operands' blocks, and how many 32-k steps ahead. */
