@@ -27,8 +27,11 @@ export interface LayerGemm {
   rowTiles: number;
 }
 
-/** The w13 GEMM of one shard holding all `s.E` experts, for M tokens (P = M·k pairs). */
-export function int8W13Gemm(s: MoEShape, M: number): LayerGemm {
+/**
+ * The w13 GEMM of one shard holding all `s.E` experts, for M tokens (P = M·k pairs). `userCode` rewrites the
+ * program's own WGSL before tfjs wraps it (test/bench.test.ts passes the i8 subgroup-matrix emulation).
+ */
+export function int8W13Gemm(s: MoEShape, M: number, userCode?: (code: string) => string): LayerGemm {
   const {E, H, I} = s, P = M * s.k, BM = INT8_STAGED_TILE.rows;
   const layout = int8PipelinedLayout(H, I, INT8_STAGED_LAYOUT_SUBGROUPS);
   const rows = maxPaddedRows(P, E, BM);
@@ -47,11 +50,39 @@ export function int8W13Gemm(s: MoEShape, M: number): LayerGemm {
   const recorder = {createShaderModule: (d: {code: string}) => { code = d.code; return {}; },
     createComputePipeline: () => ({})};
   const inputs = (['xb', 'align', 'wb'] as const).map((name) => ({name, dtype: 'int32', shape: shapes[name]}));
-  compileProgram(recorder as unknown as GPUDevice, program, inputs as never,
+  const compiled = userCode == null ? program : Object.assign(Object.create(Object.getPrototypeOf(program)), program,
+    {getUserCode: () => userCode(program.getUserCode())});
+  compileProgram(recorder as unknown as GPUDevice, compiled, inputs as never,
       {dtype: 'int32', shape: result} as never, false);
   code = rewriteShader(code);
   return {code, dispatch: program.dispatch, shapes, uniforms: uniformBlock(code, shapes), layout, rows,
     rowTiles: Math.ceil(P / BM)};
+}
+
+/**
+ * One expert's inputs for `g` (E = 1, k = 1) from x's M int8 rows of K in 16-row × 32-k blocks of 512 bytes (the
+ * probe's layout): the layer's blocked rows (each 16-row block row followed by the rest of its words, the row
+ * scales' block, left zero here) and align holding the one segment [0, M) and the pairs in order.
+ */
+export function oneExpertInputs(g: LayerGemm, M: number, K: number, xBlocks: Int8Array): {xb: Int8Array; align: Int32Array} {
+  if (M % 16 !== 0 || g.shapes.wb[0] !== 1) throw new Error('oneExpertInputs: one expert and M a multiple of 16');
+  const words = g.shapes.xb[1], xb = new Int8Array(g.shapes.xb[0] * words * 4);
+  for (let r = 0; r < M / 16; r++) xb.set(xBlocks.subarray(r * 16 * K, (r + 1) * 16 * K), r * words * 4);
+  const align = new Int32Array(g.shapes.align[0]).fill(-1);
+  align[0] = 0;
+  align[1] = M;
+  for (let i = 0; i < M; i++) align[2 + i] = i;
+  return {xb, align};
+}
+
+/**
+ * The row of the weights' blocked copy (16-row blocks) that result column j of the w13 GEMM multiplies: a
+ * workgroup's 128 result columns (64 act columns' gate and up) come from 8 blocks, subgroup s's two 16-column
+ * results from blocks (s / 2)·4 + s % 2 and 2 after it (ExpertsW13Int8StagedGemmProgram's bFirst and bBlock1).
+ */
+export function w13WeightRow(j: number): number {
+  const w = j % 128, sid = w >> 5;
+  return (Math.floor(j / 128) * 8 + (sid >> 1) * 4 + (sid & 1) + 2 * ((w & 31) >> 4)) * 16 + j % 16;
 }
 
 /**

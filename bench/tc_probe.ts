@@ -32,7 +32,7 @@
  */
 import * as fs from 'fs';
 import {tensorCoreDawnToggles} from './dawn_toggles';
-import {int8W13Gemm, layerGemmForms} from './layer_kernel';
+import {int8W13Gemm, layerGemmForms, oneExpertInputs, w13WeightRow} from './layer_kernel';
 import {MoEShape, SHAPES} from './shapes';
 
 process.env.XDG_RUNTIME_DIR ??= '/tmp';
@@ -996,10 +996,8 @@ fn main(@builtin(local_invocation_id) LocalId: vec3<u32>, @builtin(global_invoca
 
 /**
  * Round 32: the layer's int8 w13 GEMM for 'plain-gemm' (one expert, H = K, 2I = N), verbatim, on the probe's int8
- * operands: x's 16-row blocks (a8Blocks) laid out as the layer's blocked rows (each block row followed by the rest of
- * its words: the row scales' block), align holding the one segment [0, M), the weights B8 as they are (the layer's
- * blocked weights have the same [column block][k block] layout; its w13 columns come from blocks
- * gridCol·8 + (sid / 2)·4 + sid % 2 and 2 more, hence bRow); beside it, layerGemmForms' edits of its text.
+ * operands (oneExpertInputs; the weights B8 as they are: the layer's blocked weights have the same [column block]
+ * [k block] layout, its result columns checked against w13WeightRow's rows); beside it, layerGemmForms' edits.
  */
 function layerVerbatim(device: GPUDevice, M: number, N: number, K: number, a8Blocks: Int8Array, B8: GPUBuffer,
     buf: (data: ArrayBufferView | number, usage: number) => GPUBuffer): Kernel[] {
@@ -1008,21 +1006,13 @@ function layerVerbatim(device: GPUDevice, M: number, N: number, K: number, a8Blo
     throw new Error(`--round32: 'plain-gemm' (H ${s.H}, 2I ${2 * s.I}) is not this GEMM (K ${K}, N ${N})`);
   }
   const g = int8W13Gemm(s, M);
-  const words = g.shapes.xb[1], xb = new Int8Array(g.shapes.xb[0] * words * 4);
-  for (let r = 0; r < M / 16; r++) xb.set(a8Blocks.subarray(r * 16 * K, (r + 1) * 16 * K), r * words * 4);
-  const align = new Int32Array(g.shapes.align[0]).fill(-1);
-  align[0] = 0;
-  align[1] = M;
-  for (let i = 0; i < M; i++) align[2 + i] = i;
+  const {xb, align} = oneExpertInputs(g, M, K, a8Blocks);
   const out = buf(g.shapes.result[0] * g.shapes.result[1] * 4, GPUBufferUsage.STORAGE | GPUBufferUsage.COPY_SRC);
   const uniforms = device.createBuffer({size: g.uniforms.byteLength, usage: GPUBufferUsage.UNIFORM | GPUBufferUsage.COPY_DST});
   device.queue.writeBuffer(uniforms, 0, g.uniforms);
   const padded = /As : array<array<vec4<u32>, 48>/.test(g.code);
   const own = {entry: '_start', buffers: [out, buf(xb, GPUBufferUsage.STORAGE), buf(align, GPUBufferUsage.STORAGE), B8,
-    uniforms], out, bRow: (j: number) => {
-    const w = j % 128, sid = w >> 5;
-    return ((Math.floor(j / 128) * 8 + (sid >> 1) * 4 + (sid & 1) + 2 * ((w & 31) >> 4)) * 16) + j % 16;
-  }};
+    uniforms], out, bRow: w13WeightRow};
   return layerGemmForms(g).map(({what, code}) => ({name: `layer int8 w13 GEMM verbatim (tfjs's shader, bindings, ` +
       `uniforms, dispatch ${g.dispatch.join('×')})${padded ? ', rows padded' : ''}${what}`, code, workgroups: g.dispatch,
   int8: true, own}));

@@ -10,6 +10,8 @@ import {Row, markdown, readmeTable, svgChart, verdicts} from '../bench/report_li
 import {expertBytes, moeFlops, parseShapes, shardExpertCounts, SHAPES} from '../bench/shapes';
 import type {MoEShape} from '../bench/shapes';
 import {describeBackends} from './helpers/env';
+import {int8W13Gemm, layerGemmForms, oneExpertInputs, w13WeightRow} from '../bench/layer_kernel';
+import {emulateI8SubgroupMatrices} from './helpers/i8_subgroup_matrix_emulation';
 
 describeBackends('bench: parity checks before timing', () => {
   it('passes the fill, ours and naive tfjs against the cpu reference at the tiny shapes, without leaks', async () => {
@@ -98,5 +100,90 @@ describe('bench: report', () => {
     expect(svg.startsWith('<svg')).to.equal(true);
     // 9 rows with a wall time → 9 bars, plus the background and the legend's 5 swatches.
     expect(svg.match(/<rect /g)).to.have.length(9 + 1 + 5);
+  });
+});
+
+/**
+ * tc_probe --round32 times the layer's int8 w13 GEMM verbatim and six edits of it on a GPU with i8 subgroup
+ * matrices; a form that computes something else would time nothing useful, and one that no longer matches the
+ * kernel's text throws on the device. Here each form runs with the matrices emulated (test/helpers), bound as the
+ * probe binds it (one expert: oneExpertInputs, the weights' blocked copy, tfjs's uniform block) on a device of its
+ * own, as the probe's (the backend's device would rewrite the already rewritten code), and every output must equal
+ * the exact integer product of x's row and the weight row w13WeightRow names.
+ */
+describeBackends('bench: the layer GEMM forms of tc_probe round 32', (backend) => {
+  // The probe runs in Node (Dawn); the browser run would check the same WGSL again.
+  if (backend !== 'webgpu' || typeof window !== 'undefined') return;
+  it('compute the exact product in every form, with the i8 subgroup matrices emulated', async () => {
+    const adapter = await navigator.gpu.requestAdapter();
+    if (adapter == null) throw new Error('no WebGPU adapter');
+    const device = await adapter.requestDevice({requiredFeatures: ['subgroups' as GPUFeatureName],
+      requiredLimits: {maxComputeWorkgroupStorageSize: adapter.limits.maxComputeWorkgroupStorageSize}});
+    const M = 256, K = 64, I = 256, N = 2 * I;
+    const g = int8W13Gemm({kind: 'moe', name: 'round32-test', E: 1, k: 1, H: K, I, routing: SHAPES['plain-gemm'].routing} as MoEShape, M,
+        (code) => emulateI8SubgroupMatrices(code, device.limits.maxComputeWorkgroupStorageSize));
+    let seed = 7;
+    const int8 = (n: number) => Int8Array.from({length: n}, () => ((seed = (seed * 1103515245 + 12345) >>> 0) >>> 16) % 255 - 127);
+    const a8 = int8(M * K), b8 = int8(N * K);
+    // 16 rows × 32 k blocks of 512 bytes, block rows of K / 32 blocks.
+    const blocks = (x: Int8Array, rows: number) => {
+      const y = new Int8Array(x.length);
+      for (let r = 0; r < rows; r++) {
+        for (let k = 0; k < K; k++) y[((r >> 4) * (K / 32) + (k >> 5)) * 512 + (r & 15) * 32 + (k & 31)] = x[r * K + k];
+      }
+      return y;
+    };
+    const {xb, align} = oneExpertInputs(g, M, K, blocks(a8, M));
+    const storage = (data: ArrayBufferView) => {
+      const b = device.createBuffer({size: data.byteLength, usage: GPUBufferUsage.STORAGE | GPUBufferUsage.COPY_DST});
+      device.queue.writeBuffer(b, 0, data as unknown as ArrayBuffer);
+      return b;
+    };
+    const uniforms = device.createBuffer({size: g.uniforms.byteLength, usage: GPUBufferUsage.UNIFORM | GPUBufferUsage.COPY_DST});
+    device.queue.writeBuffer(uniforms, 0, g.uniforms);
+    const inputs = [storage(xb), storage(align), storage(blocks(b8, N)), uniforms];
+    const expected = new Int32Array(M * N);
+    for (let i = 0; i < M; i++) {
+      for (let j = 0; j < N; j++) {
+        let sum = 0;
+        for (let k = 0, w = w13WeightRow(j); k < K; k++) sum += a8[i * K + k] * b8[w * K + k];
+        expected[i * N + j] = sum;
+      }
+    }
+    const forms = layerGemmForms(g);
+    expect(forms.map((f) => f.what)).to.have.length(7);
+    const made: GPUBuffer[] = [...inputs];
+    try {
+      for (const {what, code} of forms) {
+        const out = device.createBuffer({size: g.shapes.result[0] * g.shapes.result[1] * 4,
+          usage: GPUBufferUsage.STORAGE | GPUBufferUsage.COPY_SRC});
+        const read = device.createBuffer({size: M * N * 4, usage: GPUBufferUsage.MAP_READ | GPUBufferUsage.COPY_DST});
+        made.push(out, read);
+        device.pushErrorScope('validation');
+        const pipeline = await device.createComputePipelineAsync({layout: 'auto',
+          compute: {module: device.createShaderModule({code}), entryPoint: '_start'}});
+        const group = device.createBindGroup({layout: pipeline.getBindGroupLayout(0),
+          entries: [out, ...inputs].map((buffer, binding) => ({binding, resource: {buffer}}))});
+        const encoder = device.createCommandEncoder();
+        const pass = encoder.beginComputePass();
+        pass.setPipeline(pipeline);
+        pass.setBindGroup(0, group);
+        pass.dispatchWorkgroups(...g.dispatch);
+        pass.end();
+        encoder.copyBufferToBuffer(out, 0, read, 0, M * N * 4);
+        device.queue.submit([encoder.finish()]);
+        const error = await device.popErrorScope();
+        expect(error?.message, `form '${what || 'verbatim'}'`).to.equal(undefined);
+        await read.mapAsync(GPUMapMode.READ);
+        const got = new Int32Array(read.getMappedRange().slice(0));
+        read.unmap();
+        let differing = 0;
+        for (let i = 0; i < got.length; i++) if (got[i] !== expected[i]) differing++;
+        expect(differing, `form '${what || 'verbatim'}': outputs differing from the exact product`).to.equal(0);
+      }
+    } finally {
+      for (const b of made) b.destroy();
+      device.destroy();
+    }
   });
 });
