@@ -37,12 +37,13 @@ export function subgroupMatrixLanesWgsl(scalar: 'i32' | 'f32', k: number,
 /**
  * Sets `smLane` at the top of main(): lanes are localIndex % 32 and subgroups localIndex / 32, as on the H200.
  * SwiftShader's own subgroups are 4 wide, so in a program that takes its ids as arguments (`// moe-main-ids`:
- * `fn main(wid : vec3<u32>, sid : u32, lane : u32)`) the subgroup id and lane passed in are replaced.
+ * `fn main(wid : vec3<u32>, sid : u32, lane : u32)`, maybe with more builtins after them) the subgroup id and lane
+ * passed in are replaced.
  */
 export function emulatedLanesInMain(code: string, emulation: string): string {
-  const withIds = /fn main\(wid : vec3<u32>, sid : u32, lane : u32\) \{/;
+  const withIds = /fn main\(wid : vec3<u32>, sid : u32, lane : u32((?:, [^)]*)?)\) \{/;
   if (withIds.test(code)) {
-    return code.replace(withIds, 'fn main(wid : vec3<u32>, sidIn : u32, laneIn : u32) {\n' +
+    return code.replace(withIds, 'fn main(wid : vec3<u32>, sidIn : u32, laneIn : u32$1) {\n' +
       '        let sid = localIndex / 32u;\n        let lane = localIndex % 32u;\n        smLane = lane;');
   }
   if (/fn main\(\) \{/.test(code)) return code.replace(/fn main\(\) \{/, 'fn main() {\n        smLane = localIndex % 32u;');
