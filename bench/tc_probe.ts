@@ -27,8 +27,9 @@
  * which part of round 27's padded, both-staged kernel pays; --round29 x padded, weights streamed, under the layer's
  * conditions (--experts 8 at w13's and w2's shapes, x-major and 8 row tiles at a time); --round30 those loops with
  * 12 or 20 more registers kept live through the k loop; --round31 those loops with the layer kernel's tile lookup
- * through workgroup variables and tfjs's entry point. --pick i,j,… times only the round's kernels of those
- * indices.
+ * through workgroup variables and tfjs's entry point; --round32 the layer's int8 w13 GEMM verbatim
+ * (bench/layer_kernel.ts) and six edits of it beside round 31's first loops. --pick i,j,… times only the round's
+ * kernels of those indices.
  */
 import * as fs from 'fs';
 import {tensorCoreDawnToggles} from './dawn_toggles';
