@@ -60,6 +60,19 @@ export function int8W13Gemm(s: MoEShape, M: number, userCode?: (code: string) =>
 }
 
 /**
+ * Row-major [R, K] → block-major blocks of 16 rows × `kb` elements (512 bytes: 16 halves, or 32 int8), block
+ * (i, b) at ((i · K/kb) + b) · 16 · kb elements, row-major inside (tc_probe's operands, its blocked() kernels).
+ */
+export function toBlocks<T extends Uint16Array | Int8Array>(x: T, R: number, K: number, kb = 16): T {
+  const y = x.slice() as T;
+  const KB = K / kb;
+  for (let r = 0; r < R; r++) {
+    for (let k = 0; k < K; k++) y[((r >> 4) * KB + Math.floor(k / kb)) * 16 * kb + (r & 15) * kb + k % kb] = x[r * K + k];
+  }
+  return y;
+}
+
+/**
  * One expert's inputs for `g` (E = 1, k = 1) from x's M int8 rows of K in 16-row × 32-k blocks of 512 bytes (the
  * probe's layout): the layer's blocked rows (each 16-row block row followed by the rest of its words, the row
  * scales' block, left zero here) and align holding the one segment [0, M) and the pairs in order.

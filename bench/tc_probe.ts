@@ -33,7 +33,7 @@
  */
 import * as fs from 'fs';
 import {tensorCoreDawnToggles} from './dawn_toggles';
-import {int8W13Gemm, layerGemmForms, oneExpertInputs, w13WeightRow} from './layer_kernel';
+import {int8W13Gemm, layerGemmForms, oneExpertInputs, toBlocks, w13WeightRow} from './layer_kernel';
 import {MoEShape, SHAPES} from './shapes';
 
 process.env.XDG_RUNTIME_DIR ??= '/tmp';
@@ -1137,18 +1137,6 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) l
 }`};
 }
 
-/**
- * Row-major [R, K] → block-major blocks of 16 rows × `kb` elements (512 bytes: 16 halves, or 32 int8), block
- * (i, b) at ((i · K/kb) + b) · 16 · kb elements, row-major inside (see blocked()).
- */
-function toBlocks<T extends Uint16Array | Int8Array>(x: T, R: number, K: number, kb = 16): T {
-  const y = x.slice() as T;
-  const KB = K / kb;
-  for (let r = 0; r < R; r++) {
-    for (let k = 0; k < K; k++) y[((r >> 4) * KB + Math.floor(k / kb)) * 16 * kb + (r & 15) * kb + k % kb] = x[r * K + k];
-  }
-  return y;
-}
 
 async function compileErrors(device: GPUDevice, code: string, entryPoint = 'main'): Promise<string> {
   device.pushErrorScope('validation');

@@ -10,7 +10,7 @@ import {Row, markdown, readmeTable, svgChart, verdicts} from '../bench/report_li
 import {expertBytes, moeFlops, parseShapes, shardExpertCounts, SHAPES} from '../bench/shapes';
 import type {MoEShape} from '../bench/shapes';
 import {describeBackends} from './helpers/env';
-import {int8W13Gemm, layerGemmForms, oneExpertInputs, w13WeightRow} from '../bench/layer_kernel';
+import {int8W13Gemm, layerGemmForms, oneExpertInputs, toBlocks, w13WeightRow} from '../bench/layer_kernel';
 import {emulateI8SubgroupMatrices} from './helpers/i8_subgroup_matrix_emulation';
 
 describeBackends('bench: parity checks before timing', () => {
@@ -125,15 +125,7 @@ describeBackends('bench: the layer GEMM forms of tc_probe round 32', (backend) =
     let seed = 7;
     const int8 = (n: number) => Int8Array.from({length: n}, () => ((seed = (seed * 1103515245 + 12345) >>> 0) >>> 16) % 255 - 127);
     const a8 = int8(M * K), b8 = int8(N * K);
-    // 16 rows × 32 k blocks of 512 bytes, block rows of K / 32 blocks.
-    const blocks = (x: Int8Array, rows: number) => {
-      const y = new Int8Array(x.length);
-      for (let r = 0; r < rows; r++) {
-        for (let k = 0; k < K; k++) y[((r >> 4) * (K / 32) + (k >> 5)) * 512 + (r & 15) * 32 + (k & 31)] = x[r * K + k];
-      }
-      return y;
-    };
-    const {xb, align} = oneExpertInputs(g, M, K, blocks(a8, M));
+    const {xb, align} = oneExpertInputs(g, M, K, toBlocks(a8, M, K, 32));
     const storage = (data: ArrayBufferView) => {
       const b = device.createBuffer({size: data.byteLength, usage: GPUBufferUsage.STORAGE | GPUBufferUsage.COPY_DST});
       device.queue.writeBuffer(b, 0, data as unknown as ArrayBuffer);
@@ -141,7 +133,7 @@ describeBackends('bench: the layer GEMM forms of tc_probe round 32', (backend) =
     };
     const uniforms = device.createBuffer({size: g.uniforms.byteLength, usage: GPUBufferUsage.UNIFORM | GPUBufferUsage.COPY_DST});
     device.queue.writeBuffer(uniforms, 0, g.uniforms);
-    const inputs = [storage(xb), storage(align), storage(blocks(b8, N)), uniforms];
+    const inputs = [storage(xb), storage(align), storage(toBlocks(b8, N, K, 32)), uniforms];
     const expected = new Int32Array(M * N);
     for (let i = 0; i < M; i++) {
       for (let j = 0; j < N; j++) {
