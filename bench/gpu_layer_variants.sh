@@ -13,6 +13,10 @@
 #             parameters (device.ts passes them), none from tfjs's private copies
 # The pad builds also bundle tc_probe (its --round32 runs the build's GEMM verbatim in the probe's harness); first,
 # noret and args are the candidate fixes, timed in the layer at Mixtral as well.
+# The f16 builds are gpu_check_tc over a copy with the f16 'staged-128x128' variant restored (the src/ half of
+# `git revert 6934417`: x staged with rows padded to 48 bytes, the loop that ran at 269 TFLOP/s on the probe and
+# 142 in the layer), as it was and with the same three candidate fixes:
+#   f16pad f16padfirst f16padnoret f16padargs   (and f16, its rows unpadded)
 # Run from the project root after ../shared/gpu/pack.sh (it needs .gpu/); bench/gpu_leads.sh runs them.
 set -euo pipefail
 root=$(git rev-parse --show-toplevel)
@@ -21,8 +25,10 @@ cd "$root"
 work=$(mktemp -d "$root/.gpu-variants.XXXXXX")
 trap 'rm -rf "$work"' EXIT
 grep -qxF "/.gpu-variants.*/" .git/info/exclude 2>/dev/null || echo "/.gpu-variants.*/" >> .git/info/exclude
-for v in pad padfirst padnoret padli first noret args; do
-  mkdir -p "$work/$v" && cp -r src bench package.json tsconfig.json "$work/$v/"
+# Arguments: the builds to make (default all).
+for v in ${*:-pad padfirst padnoret padli first noret args f16pad f16padfirst f16padnoret f16padargs f16}; do
+  mkdir -p "$work/$v/test" && cp -r src bench package.json tsconfig.json "$work/$v/" && cp -r test/helpers "$work/$v/test/"
+  case $v in f16*) git diff 6934417 6934417^ -- src | (cd "$work/$v" && patch -s -p1) ;; esac
   python3 - "$work/$v" "$v" <<'PY'
 import sys
 root, variant = sys.argv[1], sys.argv[2]
@@ -34,11 +40,30 @@ def patch(path, pairs):
             sys.exit(f'gpu_layer_variants: {variant}: expected one match in {path} of: {a[:80]!r}')
         s = s.replace(a, b)
     open(p, 'w').write(s)
-staged = 'src/kernels/webgpu/experts_int8_tc_staged_webgpu.ts'
-pad = variant.startswith('pad')
-decl = ('      var<workgroup> wgTile : vec4<i32>;   // row start, expert, first and end 64-k step\n'
-        '      var<workgroup> wgN0 : i32;           // first column, workgroup-uniform through it\n')
-tiles = '      var<workgroup> As : array<array<vec4<u32>, 32>, ${2 * RB * SK}>;   // [buffer][row block][k block]: 16 rows × 32 i8\n'
+f16 = variant.startswith('f16')
+if f16:
+    variant = variant[3:]
+    staged = 'src/kernels/webgpu/experts_gemm_tc_staged_webgpu.ts'
+    decl = ('      var<workgroup> wgTile : vec4<i32>;   // row start, expert, first and end k stage\n'
+            '      var<workgroup> wgN0 : i32;           // first column, workgroup-uniform through it\n')
+    tiles = '      var<workgroup> As : array<array<vec4<u32>, ${BV}>, ${2 * RB * SK}>;   // [buffer][row block][k block]: 16 × 16 f16\n'
+    grid = "${gemmGridSnippet('w16', BM, stages, stages, w13 ? tile.w13Columns : tile.w2Columns, groupRows)}"
+    program = 'export class ExpertsTensorCoreStagedGemmProgram implements WebGPUProgram {\n'
+    body = ("  getUserCode(): string {\n    const c = this.c;\n    const w13 = c.stage === 'w13';\n"
+            "    const L = w13 ? c.layout.w13 : c.layout.w2;\n"
+            "    const {rows: BM, subgroups: WN, kBlocksPerStage: SK, ahead: D, groupRows} = F16_STAGED_TILE;")
+    if not variant.startswith('pad'):
+        patch('src/kernels/webgpu/tensor_core_plan.ts', [('groupRows: 8, padRows: true};', 'groupRows: 8, padRows: false};')])
+else:
+    staged = 'src/kernels/webgpu/experts_int8_tc_staged_webgpu.ts'
+    decl = ('      var<workgroup> wgTile : vec4<i32>;   // row start, expert, first and end 64-k step\n'
+            '      var<workgroup> wgN0 : i32;           // first column, workgroup-uniform through it\n')
+    tiles = '      var<workgroup> As : array<array<vec4<u32>, 32>, ${2 * RB * SK}>;   // [buffer][row block][k block]: 16 rows × 32 i8\n'
+    grid = "${gemmGridSnippet('wb', BM, stages, stages, (w13 ? 64 : 128), groupRows)}"
+    program = 'export class ExpertsInt8StagedGemmProgram extends Int8StagedTileProgram {\n'
+    body = ("  getUserCode(): string {\n    const c = this.c;\n    const w13 = c.stage === 'w13';\n"
+            "    const {rows: BM, subgroups: WN, kBlocksPerStage: SK, ahead: D, groupRows} = INT8_STAGED_TILE;")
+pad = variant.startswith('pad') and not f16
 if pad:
     patch(staged, [
         (tiles, tiles.replace('32>', '48>')),
@@ -51,13 +76,14 @@ if variant.endswith('first'):
     patch(staged, [(decl + tiles, tiles + decl)])
 if variant.endswith('noret'):
     patch(staged, [
-        ("${gemmGridSnippet('wb', BM, stages, stages, (w13 ? 64 : 128), groupRows)}",
-         "${gemmGridSnippet('wb', BM, stages, stages, (w13 ? 64 : 128), groupRows).replace('if (tile.x < 0) { return; }', '')"
+        (grid, grid[:-1] + ".replace('if (tile.x < 0) { return; }', '')"
          ".replace('let rowStart = tile.x;', 'let rowStart = max(tile.x, 0);')}"),
         ('        ${stores}\n      }\n    `;', '        if (tile.x >= 0) {\n        ${stores}\n        }\n      }\n    `;')])
 # padli passes local_invocation_index alone; args passes it and num_workgroups (workgroup_id is main's wid already).
 params = {'padli': ('li : u32', 'LocalIndex', [('localIndex', 'li')]),
           'args': ('li : u32, nwg : vec3<u32>', 'LocalIndex, NumWorkgroups',
+                   [('localIndex', 'li'), ('workgroupId', 'wid'), ('numWorkgroups', 'nwg')]),
+          'padargs': ('li : u32, nwg : vec3<u32>', 'LocalIndex, NumWorkgroups',
                    [('localIndex', 'li'), ('workgroupId', 'wid'), ('numWorkgroups', 'nwg')])}.get(variant)
 if params:
     extra, passed, names = params
@@ -67,19 +93,16 @@ if params:
          f"{passed});' : 'main(WorkgroupId, SubgroupId, SubgroupInvocationId);');")])
     renames = ''.join(f".replace(/\\b{a}\\b/g, '{b}')" for a, b in names)
     patch(staged, [
-        ('export class ExpertsInt8StagedGemmProgram extends Int8StagedTileProgram {\n',
-         'export class ExpertsInt8StagedGemmProgram extends Int8StagedTileProgram {\n'
+        (program,
+         program +
          '  getUserCode(): string {\n'
          f"    return this.code(){renames}\n"
          f"      .replace('fn main(wid : vec3<u32>, sid : u32, lane : u32)', 'fn main(wid : vec3<u32>, sid : u32, lane : u32, {extra})');\n"
          '  }\n\n'),
-        ('  getUserCode(): string {\n    const c = this.c;\n    const w13 = c.stage === \'w13\';\n'
-         '    const {rows: BM, subgroups: WN, kBlocksPerStage: SK, ahead: D, groupRows} = INT8_STAGED_TILE;',
-         '  code(): string {\n    const c = this.c;\n    const w13 = c.stage === \'w13\';\n'
-         '    const {rows: BM, subgroups: WN, kBlocksPerStage: SK, ahead: D, groupRows} = INT8_STAGED_TILE;')])
+        (body, body.replace('  getUserCode(): string {', '  code(): string {', 1))])
 PY
   entries=gpu_check_int8
-  case $v in pad*) entries="gpu_check_int8 tc_probe" ;; esac
+  case $v in pad*) entries="gpu_check_int8 tc_probe" ;; f16*) entries=gpu_check_tc ;; esac
   for entry in $entries; do
     node_modules/.bin/esbuild "$work/$v/bench/$entry.ts" --bundle --platform=node --format=esm --target=node20 \
       --log-level=warning --outfile=".gpu/${entry}_$v.mjs" --external:webgpu \
