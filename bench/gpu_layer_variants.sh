@@ -66,12 +66,12 @@ else:
 pad = variant.startswith('pad') and not f16
 if pad:
     patch(staged, [
-        (tiles, tiles.replace('32>', '48>')),
+        (tiles, tiles.replace('u32>, 32>', 'u32>, 48>')),
         ('${q(p)} % ${32 * SK}u / 32u][${q(p)} % 32u] = rA${p};',
          '${q(p)} % ${32 * SK}u / 32u][${q(p)} % 32u / 2u * 3u + ${q(p)} % 2u] = rA${p};'),
         ('${j}u], 0u, 2u);`', '${j}u], 0u, 3u);`'),
         ('t.kBlocksPerStage * 512;', 't.kBlocksPerStage * 768;')])
-    tiles = tiles.replace('32>', '48>')
+    tiles = tiles.replace('u32>, 32>', 'u32>, 48>')
 if variant.endswith('first'):
     patch(staged, [(decl + tiles, tiles + decl)])
 if variant.endswith('noret'):

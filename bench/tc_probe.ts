@@ -28,7 +28,8 @@
  * conditions (--experts 8 at w13's and w2's shapes, x-major and 8 row tiles at a time); --round30 those loops with
  * 12 or 20 more registers kept live through the k loop; --round31 those loops with the layer kernel's tile lookup
  * through workgroup variables and tfjs's entry point; --round32 the layer's int8 w13 GEMM verbatim
- * (bench/layer_kernel.ts) and six edits of it beside round 31's first loops. --pick i,j,… times only the round's
+ * (bench/layer_kernel.ts) and six edits of it beside round 31's first loops; --round33 round 31's padded loops with
+ * its tile lookup taken apart. --pick i,j,… times only the round's
  * kernels of those indices.
  */
 import * as fs from 'fs';
@@ -824,7 +825,7 @@ function stagedEpilogue(how: true | 'double' | 'batch4', rows: number[], TM: num
 function aStaged(M: number, N: number, K: number, s: {WM: number; WN: number; SK: number; int8?: boolean; pad?: boolean;
     stageB?: boolean; TM?: number; TN?: number; ahead?: number; rowsFastest?: boolean;
     stagedStores?: boolean | 'double' | 'batch4'; groupRows?: number; live?: number; tfjsEntry?: boolean;
-    tileThroughWorkgroup?: boolean}): Kernel {
+    tileThroughWorkgroup?: boolean | TileLookupPart}): Kernel {
   const {WM, WN, SK} = s, int8 = s.int8 ?? false, stageB = s.stageB ?? false;
   // rowsFastest: consecutive workgroups take consecutive row tiles (the expert GEMMs' x-major launch order);
   // groupRows G (with rowsFastest): G row tiles at a time over every column tile, then the next G (the layer's
@@ -837,24 +838,30 @@ function aStaged(M: number, N: number, K: number, s: {WM: number; WN: number; SK
   // the expert by a binary search whose trip count the compiler cannot know, everyone reads them by
   // workgroupUniformLoad, an empty tile returns); tfjsEntry, tfjs's entry point (the body a function called from
   // it, local_invocation_index read from a private variable at every use).
+  // Round 33 takes the lookup apart (TileLookupPart): 'after', its variables declared after the staged tiles;
+  // 'noSearch', invocation 0 writing the expert without the binary search; 'noReturn', without the empty tile's
+  // return; 'unused', all of it run but the launch grid's tile used for the addresses.
   const tileWg = s.tileThroughWorkgroup ?? false, tfjsEntry = s.tfjsEntry ?? false;
-  const gx = tileWg ? 'tileC' : gx0, gy = tileWg ? 'tileR' : gy0;
-  const tileLookup = !tileWg ? '' : `
-  if (li == 0u) { wgN0 = i32(${gx0}); }
-  if (li == 0u) {
-    let rowTile = i32(${gy0});
-    var lo = 0;
+  const tileUsed = tileWg !== false && tileWg !== 'unused';
+  const gx = tileUsed ? 'tileC' : gx0, gy = tileUsed ? 'tileR' : gy0;
+  const search = `var lo = 0;
     var hi = i32(arrayLength(&C) / ${M * N}u) * ${EXPERTS} - 1;   // ${EXPERTS} - 1: C holds M × N
     while (lo < hi) {
       let mid = (lo + hi + 1) / 2;
       if (mid * ${M / (16 * (s.TM ?? 4) * WM) / EXPERTS} <= rowTile) { lo = mid; } else { hi = mid - 1; }
-    }
+    }`;
+  const tileLookup = !tileWg ? '' : `
+  if (li == 0u) { wgN0 = i32(${gx0}); }
+  if (li == 0u) {
+    let rowTile = i32(${gy0});
+    ${tileWg === 'noSearch' ? 'let lo = 0;' : search}
     wgTile = vec4<i32>(rowTile, lo, 0, 0);
   }
   let tile = workgroupUniformLoad(&wgTile);
-  if (tile.x < 0) { return; }
+  ${tileWg === 'noReturn' ? '' : 'if (tile.x < 0) { return; }'}
   let tileR = u32(tile.x);
   let tileC = u32(workgroupUniformLoad(&wgN0));`;
+  const tileDecl = tileWg ? 'var<workgroup> wgTile: vec4<i32>;\nvar<workgroup> wgN0: i32;' : '';
   const rowTiles = M / (16 * (s.TM ?? 4) * WM), colTiles = N / (16 * (s.TN ?? 4) * WN);
   // live L (round 30): L vec4<u32> loaded before the k loop and used at every stage in a chain the compiler cannot
   // fold (hv = hv · lv0 + lv1 …), so 4·L + 4 more registers (with hv's) stay live through the loop, as the layer
@@ -924,7 +931,8 @@ function aStaged(M: number, N: number, K: number, s: {WM: number; WN: number; SK
       `${pad ? ', rows padded' : ''}${EXPERTS > 1 ? `, ${EXPERTS} experts' B` : ''}${rowsFastest ? ', row tiles fastest' : ''}` +
       `${stagedStores ? `, results through workgroup memory${stagedStores === true ? '' : ` (${stagedStores})`}` : ''}` +
       `${G > 0 ? `, ${G} row tiles at a time` : ''}${live.length ? `, ${4 * live.length + 4} more registers live` : ''}` +
-      `${tileWg ? ', tile through workgroup memory' : ''}${tfjsEntry ? ', tfjs entry point' : ''}`,
+      `${tileWg ? `, tile through workgroup memory${tileWg === true ? '' : ` (${tileWg})`}` : ''}` +
+      `${tfjsEntry ? ', tfjs entry point' : ''}`,
   workgroups: rowsFastest ? [M / (16 * RB), N / (16 * CB), 1] : [N / (16 * CB), M / (16 * RB), 1], blocked: true, int8,
   code: (tfjsEntry ? asTfjsEntry : (c: string) => c)(`
 enable f16;
@@ -933,8 +941,9 @@ enable chromium_experimental_subgroup_matrix;
 @group(0) @binding(0) var<storage, read> A: array<vec4<u32>>;
 @group(0) @binding(1) var<storage, read> B: ${bDecl};
 @group(0) @binding(2) var<storage, read_write> C: array<${int8 ? 'i32' : 'f32'}>;
-${tileWg ? 'var<workgroup> wgTile: vec4<i32>;\nvar<workgroup> wgN0: i32;' : ''}
+${tileWg === 'after' ? '' : tileDecl}
 ${staged.map((o) => `var<workgroup> ${o.X}s: array<array<vec4<u32>, ${RV}>, ${2 * o.NB * SK}>;   // [buffer][16-row block][k block]`).join('\n')}
+${tileWg === 'after' ? tileDecl : ''}
 ${stagedStores ? `var<workgroup> St: array<${int8 ? 'i32' : 'f32'}, ${stBlocks * WM * WN * TN * 256}>;   // ${stBlocks} of a subgroup's 16-row blocks of results` : ''}
 @compute @workgroup_size(${threads})
 fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(subgroup_id) sid: u32, @builtin(local_invocation_index) li: u32) {${grouped}${tileLookup}
@@ -943,7 +952,7 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(subgroup_id) sid: u32, @b
   let tm = ${gy} * ${WM}u + wm;   // this subgroup's tile of ${16 * TM} rows and of ${16 * TN} columns
   let tn = ${gx} * ${WN}u + wn;
   let aFirst = ${gy} * ${RB * KB * 32}u;   // the workgroup's first A block, in vec4s
-  ${stageB ? `let bFirst = ${gx} * ${CB * KB * 32}u;` : `let bn = ${tileWg ? `u32(tile.y) * ${N / 16 * KB}u + ` : EXPERTS > 1 ? `(tm / ${M / (16 * RB) / EXPERTS}u) * ${N / 16 * KB}u + ` : ''}tn * ${TN * KB}u;`}
+  ${stageB ? `let bFirst = ${gx} * ${CB * KB * 32}u;` : `let bn = ${tileUsed ? `u32(tile.y) * ${N / 16 * KB}u + ` : EXPERTS > 1 ? `(tm / ${M / (16 * RB) / EXPERTS}u) * ${N / 16 * KB}u + ` : ''}tn * ${TN * KB}u;`}
   ${rows.flatMap((r) => cols.map((c) => `var acc${r}${c}: ${result};`)).join('\n  ')}
   ${staged.flatMap((o) => o.ps.map((p) => `var r${o.X}${p} = ${gAt(o.X, o.first, p, '0u')};`)).join('\n  ')}
   ${copy('0u')}
@@ -963,6 +972,9 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(subgroup_id) sid: u32, @b
   ${stagedStores ? stagedEpilogue(stagedStores, rows, TM, TN, N) : rows.flatMap((r) => cols.map((c) => `subgroupMatrixStore<row_major>(&C, (tm * ${16 * TM}u + ${16 * r}u) * ${N}u + tn * ${16 * TN}u + ${16 * c}u, acc${r}${c}, ${N}u);`)).join('\n  ')}
 }`)};
 }
+
+/** Round 33's parts of round 31's tile lookup (aStaged's tileThroughWorkgroup). */
+type TileLookupPart = 'after' | 'noSearch' | 'noReturn' | 'unused';
 
 /**
  * Round 31: a kernel's entry point as tfjs-backend-webgpu writes it (webgpu_program.ts makeShader, with this
@@ -1678,6 +1690,19 @@ fn main(@builtin(local_invocation_index) li: u32${sidDecl}) {
           kernels.push(aStaged(M, N, K, {WM: 1, WN: 4, SK: 2, TM: 8, TN: 2, ahead: 2, pad, int8, rowsFastest: true,
             groupRows: 8, tileThroughWorkgroup, tfjsEntry}));
         }
+      }
+    }
+    mustTile(kernels, M, N);
+  }
+  if (args.includes('--round33')) {
+    // Twenty-third session: round 31 on an H100 put the loss in the tile lookup, and only with x's rows padded (int8
+    // 1.178 → 1.791 ms, f16 1.744 → 2.913; unpadded and tfjs's entry cost nothing). Which part of the lookup: the
+    // padded loops without it, with all of it, and with it taken apart (TileLookupPart).
+    kernels.length = 0;
+    for (const int8 of [true, false]) {
+      for (const tileThroughWorkgroup of [false, true, 'after', 'noSearch', 'noReturn', 'unused'] as const) {
+        kernels.push(aStaged(M, N, K, {WM: 1, WN: 4, SK: 2, TM: 8, TN: 2, ahead: 2, pad: true, int8, rowsFastest: true,
+          groupRows: 8, tileThroughWorkgroup}));
       }
     }
     mustTile(kernels, M, N);
