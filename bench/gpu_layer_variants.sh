@@ -82,9 +82,8 @@ if variant.endswith('noret'):
 # padli passes local_invocation_index alone; args passes it and num_workgroups (workgroup_id is main's wid already).
 params = {'padli': ('li : u32', 'LocalIndex', [('localIndex', 'li')]),
           'args': ('li : u32, nwg : vec3<u32>', 'LocalIndex, NumWorkgroups',
-                   [('localIndex', 'li'), ('workgroupId', 'wid'), ('numWorkgroups', 'nwg')]),
-          'padargs': ('li : u32, nwg : vec3<u32>', 'LocalIndex, NumWorkgroups',
-                   [('localIndex', 'li'), ('workgroupId', 'wid'), ('numWorkgroups', 'nwg')])}.get(variant)
+                   [('localIndex', 'li'), ('workgroupId', 'wid'), ('numWorkgroups', 'nwg')])}.get(
+    'args' if variant.endswith('args') else variant)
 if params:
     extra, passed, names = params
     patch('src/kernels/webgpu/device.ts', [
