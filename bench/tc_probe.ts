@@ -1149,7 +1149,6 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) l
 }`};
 }
 
-
 async function compileErrors(device: GPUDevice, code: string, entryPoint = 'main'): Promise<string> {
   device.pushErrorScope('validation');
   const module = device.createShaderModule({code});
