@@ -63,7 +63,7 @@ else:
     program = 'export class ExpertsInt8StagedGemmProgram extends Int8StagedTileProgram {\n'
     body = ("  getUserCode(): string {\n    const c = this.c;\n    const w13 = c.stage === 'w13';\n"
             "    const {rows: BM, subgroups: WN, kBlocksPerStage: SK, ahead: D, groupRows} = INT8_STAGED_TILE;")
-pad = variant.startswith('pad') and not f16
+pad = variant.startswith('pad') and not f16   # the restored f16 variant pads its rows itself (F16_STAGED_TILE.padRows)
 if pad:
     patch(staged, [
         (tiles, tiles.replace('u32>, 32>', 'u32>, 48>')),
