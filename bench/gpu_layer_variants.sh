@@ -11,12 +11,17 @@
 #   first, noret  the product's GEMM (unpadded) with padfirst's and padnoret's change alone
 #   args      the product's GEMMs reading local_invocation_index, workgroup_id and num_workgroups from main()'s
 #             parameters (device.ts passes them), none from tfjs's private copies
-# The pad builds also bundle tc_probe (its --round32 runs the build's GEMM verbatim in the probe's harness); first,
+#   padreg    pad, with the tile lookup run by every invocation in registers (args' parameters, so that the grid,
+#             the uniforms and align, read-only storage, are uniform to Tint): no workgroup variables, no barrier
+#   padbcast  pad, with the looked-up row start, expert and first column through subgroupBroadcastFirst
+#             (probe round 33's 'registers' and 'broadcast', in the layer)
+# pad, padfirst, padnoret and padli also bundle tc_probe (its --round32 runs the build's GEMM verbatim in the probe's
+# harness, whose text edits expect the lookup through workgroup memory); first,
 # noret and args are the candidate fixes, timed in the layer at Mixtral as well.
 # The f16 builds are gpu_check_tc over a copy with the f16 'staged-128x128' variant restored (the src/ half of
 # `git revert 6934417`: x staged with rows padded to 48 bytes, the loop that ran at 269 TFLOP/s on the probe and
-# 142 in the layer), as it was and with the same three candidate fixes:
-#   f16pad f16padfirst f16padnoret f16padargs   (and f16, its rows unpadded)
+# 142 in the layer), as it was and with the same candidate fixes:
+#   f16pad f16padfirst f16padnoret f16padargs f16padreg f16padbcast   (and f16, its rows unpadded)
 # Run from the project root after ../shared/gpu/pack.sh (it needs .gpu/); bench/gpu_leads.sh runs them.
 set -euo pipefail
 root=$(git rev-parse --show-toplevel)
@@ -26,7 +31,8 @@ work=$(mktemp -d "$root/.gpu-variants.XXXXXX")
 trap 'rm -rf "$work"' EXIT
 grep -qxF "/.gpu-variants.*/" .git/info/exclude 2>/dev/null || echo "/.gpu-variants.*/" >> .git/info/exclude
 # Arguments: the builds to make (default all).
-for v in ${*:-pad padfirst padnoret padli first noret args f16pad f16padfirst f16padnoret f16padargs f16}; do
+for v in ${*:-pad padfirst padnoret padli padreg padbcast first noret args f16pad f16padfirst f16padnoret f16padargs \
+    f16padreg f16padbcast f16}; do
   mkdir -p "$work/$v/test" && cp -r src bench package.json tsconfig.json "$work/$v/" && cp -r test/helpers "$work/$v/test/"
   case $v in f16*) git diff 6934417 6934417^ -- src | (cd "$work/$v" && patch -s -p1) ;; esac
   python3 - "$work/$v" "$v" <<'PY'
@@ -79,11 +85,38 @@ if variant.endswith('noret'):
         (grid, grid[:-1] + ".replace('if (tile.x < 0) { return; }', '')"
          ".replace('let rowStart = tile.x;', 'let rowStart = max(tile.x, 0);')}"),
         ('        ${stores}\n      }\n    `;', '        if (tile.x >= 0) {\n        ${stores}\n        }\n      }\n    `;')])
-# padli passes local_invocation_index alone; args passes it and num_workgroups (workgroup_id is main's wid already).
+wgn = "        let wgN = workgroupUniformLoad(&wgN0);   // the workgroup's first column\n"
+if variant.endswith('reg'):
+    patch('src/kernels/webgpu/experts_wgsl.ts', [('export function segmentOwnerSnippet(', '''/** gemmGridSnippet with the tile found by every invocation (main's wid and nwg, uniforms, align: uniform to Tint). */
+export function gemmGridRegistersSnippet(weights: string, blockRows: number, kTilesPerPart: number, kTiles: number,
+    workgroupColumns: number, groupRows: number): string {
+  return `${groupRows ? groupedGridSnippet(groupRows) : ''}
+        let wgN = i32(${groupRows ? 'gridCol' : 'workgroupId.y'}) * ${workgroupColumns};
+        let first = uniforms.firstExpert;
+        let segEnd = align[first + uniforms.${weights}Shape.x];
+        let rowStart = align[first] + i32(${groupRows ? 'gridRow' : 'workgroupId.x'}) * ${blockRows};
+        if (rowStart >= segEnd) { return; }
+        ${segmentOwnerSnippet(`uniforms.${weights}Shape.x`, 'rowStart')}
+        let kt0 = i32(workgroupId.z) * ${kTilesPerPart};
+        let tile = vec4<i32>(rowStart, lo - first, kt0, min(kt0 + ${kTilesPerPart}, ${kTiles}));
+        let e = tile.y;`;
+}
+
+export function segmentOwnerSnippet(''')])
+    s = open(f'{root}/{staged}').read()
+    open(f'{root}/{staged}', 'w').write("import {gemmGridRegistersSnippet} from './experts_wgsl';\n" + s)
+    patch(staged, [(decl, ''), (wgn, ''), (grid, grid.replace('gemmGridSnippet', 'gemmGridRegistersSnippet'))])
+if variant.endswith('bcast'):
+    patch(staged, [
+        (grid, grid[:-1] + ".replace('let rowStart = tile.x;', 'let rowStart = subgroupBroadcastFirst(tile.x);')"
+         ".replace('let e = tile.y;', 'let e = subgroupBroadcastFirst(tile.y);')}"),
+        (wgn, wgn.replace('workgroupUniformLoad(&wgN0)', 'subgroupBroadcastFirst(workgroupUniformLoad(&wgN0))'))])
+# padli passes local_invocation_index alone; args (and reg) pass it and num_workgroups (workgroup_id is main's wid
+# already).
 params = {'padli': ('li : u32', 'LocalIndex', [('localIndex', 'li')]),
           'args': ('li : u32, nwg : vec3<u32>', 'LocalIndex, NumWorkgroups',
                    [('localIndex', 'li'), ('workgroupId', 'wid'), ('numWorkgroups', 'nwg')])}.get(
-    'args' if variant.endswith('args') else variant)
+    'args' if variant.endswith('args') or variant.endswith('reg') else variant)
 if params:
     extra, passed, names = params
     patch('src/kernels/webgpu/device.ts', [
@@ -101,7 +134,7 @@ if params:
         (body, body.replace('  getUserCode(): string {', '  code(): string {', 1))])
 PY
   entries=gpu_check_int8
-  case $v in pad*) entries="gpu_check_int8 tc_probe" ;; f16*) entries=gpu_check_tc ;; esac
+  case $v in pad|padfirst|padnoret|padli) entries="gpu_check_int8 tc_probe" ;; f16*) entries=gpu_check_tc ;; esac
   for entry in $entries; do
     node_modules/.bin/esbuild "$work/$v/bench/$entry.ts" --bundle --platform=node --format=esm --target=node20 \
       --log-level=warning --outfile=".gpu/${entry}_$v.mjs" --external:webgpu \

@@ -3,15 +3,16 @@
 # twenty-third session"); on an H200 run the table (bench/gpu_ab_tc.sh, about 8 minutes) in a call of its own.
 # Round 31 put the layer's loss in its tile lookup, and only with x's rows padded; in the order of what each tells,
 # so that a call cut short keeps the most:
-#   1. Probe round 33: the padded int8 and f16 loops without the lookup, with it, and with it taken apart (its
-#      variables declared after the staged tiles; no binary search; no early return; run but unused).
-#   2. Probe round 32 for the padded build: the layer's padded GEMM verbatim and with each edit of its text.
-#   3. The int8 default in the layer at 'plain-gemm' and Mixtral, M = 4096, as it is and padded, padded with the
-#      staged tiles declared first, without the early return, with local_invocation_index main's argument.
-#   4. The f16 'staged-128x128' variant restored (gpu_layer_variants.sh: padded as removed, and with each of
-#      the three candidate fixes) beside the f16 default, at Mixtral and 'plain-gemm', M = 4096.
-#   5. Round 32 for the padded builds with each fix built in, and the int8 quant-pass against plain-64 at Qwen3's
-#      M = 1024 and 2048 (INT8_QUANT_PASS_MIN_INTERMEDIATE).
+#   1. Probe round 33: the padded int8 and f16 loops without the lookup, with it, with it taken apart (its
+#      variables declared after the staged tiles; no binary search; no early return; run but unused), and kept
+#      two ways (run by every invocation in registers; its results through subgroupBroadcastFirst).
+#   2. The int8 default in the layer at 'plain-gemm' and Mixtral, M = 4096, as it is and padded, padded with the
+#      lookup in registers or broadcast, with the staged tiles declared first, without the early return, with
+#      local_invocation_index main's argument.
+#   3. The f16 'staged-128x128' variant restored (gpu_layer_variants.sh: padded as removed, and with each of
+#      the candidate fixes) beside the f16 default, at Mixtral and 'plain-gemm', M = 4096.
+#   4. Probe round 32 for the padded builds (the layer's padded GEMM verbatim and with each edit of its text), and
+#      the int8 quant-pass against plain-64 at Qwen3's M = 1024 and 2048 (INT8_QUANT_PASS_MIN_INTERMEDIATE).
 # Every step's whole log is appended to $OUT/logs.txt: the device tool brings back only a few files a call.
 # Pack first, from the project root:
 #   ../shared/gpu/pack.sh bench/gpu_check_tc.ts bench/gpu_check_int8.ts bench/tc_probe.ts && bash bench/gpu_layer_variants.sh
@@ -41,14 +42,16 @@ f16_layer() {
   keep "$1"
 }
 for f in .gpu/*.mjs.xz; do xz -dkf "$f"; done
-probe round33 90 bash .gpu/run.sh .gpu/tc_probe.mjs --round33
-probe round32-pad 90 bash .gpu/run.sh .gpu/tc_probe_pad.mjs --round32
-for v in gpu_check_int8 gpu_check_int8_pad gpu_check_int8_padfirst gpu_check_int8_padnoret gpu_check_int8_padli; do
+probe round33 120 bash .gpu/run.sh .gpu/tc_probe.mjs --round33
+for v in gpu_check_int8 gpu_check_int8_pad gpu_check_int8_padreg gpu_check_int8_padbcast gpu_check_int8_padfirst \
+    gpu_check_int8_padnoret gpu_check_int8_padli; do
   int8_layer $v
 done
 f16_layer gpu_check_tc fitted-64x256
-for v in f16pad f16padfirst f16padnoret f16padargs; do f16_layer "gpu_check_tc_$v" staged-128x128; done
-for v in padfirst padnoret padli; do
+for v in f16pad f16padreg f16padbcast f16padfirst f16padnoret f16padargs; do
+  f16_layer "gpu_check_tc_$v" staged-128x128
+done
+for v in pad padfirst padnoret padli; do
   probe "round32-$v" 90 bash .gpu/run.sh ".gpu/tc_probe_$v.mjs" --round32
 done
 echo "## int8 quant-pass against plain-64, Qwen3 M=1024,2048 $(date -u +%FT%TZ)"

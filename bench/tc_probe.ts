@@ -29,8 +29,8 @@
  * 12 or 20 more registers kept live through the k loop; --round31 those loops with the layer kernel's tile lookup
  * through workgroup variables and tfjs's entry point; --round32 the layer's int8 w13 GEMM verbatim
  * (bench/layer_kernel.ts) and six edits of it beside round 31's first loops; --round33 round 31's padded loops with
- * its tile lookup taken apart. --pick i,j,… times only the round's
- * kernels of those indices.
+ * its tile lookup taken apart, and kept in registers or broadcast. --pick i,j,… times only the round's kernels of
+ * those indices.
  */
 import * as fs from 'fs';
 import {tensorCoreDawnToggles} from './dawn_toggles';
@@ -840,7 +840,10 @@ function aStaged(M: number, N: number, K: number, s: {WM: number; WN: number; SK
   // it, local_invocation_index read from a private variable at every use).
   // Round 33 takes the lookup apart (TileLookupPart): 'after', its variables declared after the staged tiles;
   // 'noSearch', invocation 0 writing the expert without the binary search; 'noReturn', without the empty tile's
-  // return; 'unused', all of it run but the launch grid's tile used for the addresses.
+  // return; 'unused', all of it run but the launch grid's tile used for the addresses. And two ways to keep it:
+  // 'registers', every invocation running the lookup itself (uniform to Tint: the launch grid is main's argument),
+  // no workgroup variables or barrier; 'broadcast', the lookup as it is, the tile then through
+  // subgroupBroadcastFirst (so that the driver knows it uniform, as it knows the launch grid).
   const tileWg = s.tileThroughWorkgroup ?? false, tfjsEntry = s.tfjsEntry ?? false;
   const tileUsed = tileWg !== false && tileWg !== 'unused';
   const gx = tileUsed ? 'tileC' : gx0, gy = tileUsed ? 'tileR' : gy0;
@@ -850,18 +853,25 @@ function aStaged(M: number, N: number, K: number, s: {WM: number; WN: number; SK
       let mid = (lo + hi + 1) / 2;
       if (mid * ${M / (16 * (s.TM ?? 4) * WM) / EXPERTS} <= rowTile) { lo = mid; } else { hi = mid - 1; }
     }`;
-  const tileLookup = !tileWg ? '' : `
+  const tileLookup = !tileWg ? '' : tileWg === 'registers' ? `
+  let rowTile = i32(${gy0}) + i32(arrayLength(&C) / ${M * N}u) - 1;   // the grid's, through a value not known here
+  ${search}
+  let tile = vec4<i32>(rowTile, lo, 0, 0);
+  if (tile.x < 0) { return; }
+  let tileR = u32(tile.x);
+  let tileC = u32(${gx0});` : `
   if (li == 0u) { wgN0 = i32(${gx0}); }
   if (li == 0u) {
     let rowTile = i32(${gy0});
     ${tileWg === 'noSearch' ? 'let lo = 0;' : search}
     wgTile = vec4<i32>(rowTile, lo, 0, 0);
   }
-  let tile = workgroupUniformLoad(&wgTile);
-  ${tileWg === 'noReturn' ? '' : 'if (tile.x < 0) { return; }'}
+  let tileU = workgroupUniformLoad(&wgTile);
+  ${tileWg === 'noReturn' ? '' : 'if (tileU.x < 0) { return; }'}
+  let tile = ${tileWg === 'broadcast' ? 'subgroupBroadcastFirst(tileU)' : 'tileU'};
   let tileR = u32(tile.x);
-  let tileC = u32(workgroupUniformLoad(&wgN0));`;
-  const tileDecl = tileWg ? 'var<workgroup> wgTile: vec4<i32>;\nvar<workgroup> wgN0: i32;' : '';
+  let tileC = u32(${tileWg === 'broadcast' ? 'subgroupBroadcastFirst(workgroupUniformLoad(&wgN0))' : 'workgroupUniformLoad(&wgN0)'});`;
+  const tileDecl = tileWg && tileWg !== 'registers' ? 'var<workgroup> wgTile: vec4<i32>;\nvar<workgroup> wgN0: i32;' : '';
   const rowTiles = M / (16 * (s.TM ?? 4) * WM), colTiles = N / (16 * (s.TN ?? 4) * WN);
   // live L (round 30): L vec4<u32> loaded before the k loop and used at every stage in a chain the compiler cannot
   // fold (hv = hv · lv0 + lv1 …), so 4·L + 4 more registers (with hv's) stay live through the loop, as the layer
@@ -931,7 +941,7 @@ function aStaged(M: number, N: number, K: number, s: {WM: number; WN: number; SK
       `${pad ? ', rows padded' : ''}${EXPERTS > 1 ? `, ${EXPERTS} experts' B` : ''}${rowsFastest ? ', row tiles fastest' : ''}` +
       `${stagedStores ? `, results through workgroup memory${stagedStores === true ? '' : ` (${stagedStores})`}` : ''}` +
       `${G > 0 ? `, ${G} row tiles at a time` : ''}${live.length ? `, ${4 * live.length + 4} more registers live` : ''}` +
-      `${tileWg ? `, tile through workgroup memory${tileWg === true ? '' : ` (${tileWg})`}` : ''}` +
+      `${tileWg === 'registers' ? ', tile lookup in registers' : tileWg ? `, tile through workgroup memory${tileWg === true ? '' : ` (${tileWg})`}` : ''}` +
       `${tfjsEntry ? ', tfjs entry point' : ''}`,
   workgroups: rowsFastest ? [M / (16 * RB), N / (16 * CB), 1] : [N / (16 * CB), M / (16 * RB), 1], blocked: true, int8,
   code: (tfjsEntry ? asTfjsEntry : (c: string) => c)(`
@@ -974,7 +984,7 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(subgroup_id) sid: u32, @b
 }
 
 /** Round 33's parts of round 31's tile lookup (aStaged's tileThroughWorkgroup). */
-type TileLookupPart = 'after' | 'noSearch' | 'noReturn' | 'unused';
+type TileLookupPart = 'after' | 'noSearch' | 'noReturn' | 'unused' | 'registers' | 'broadcast';
 
 /**
  * Round 31: a kernel's entry point as tfjs-backend-webgpu writes it (webgpu_program.ts makeShader, with this
@@ -1696,10 +1706,12 @@ fn main(@builtin(local_invocation_index) li: u32${sidDecl}) {
   if (args.includes('--round33')) {
     // Twenty-third session: round 31 on an H100 put the loss in the tile lookup, and only with x's rows padded (int8
     // 1.178 → 1.791 ms, f16 1.744 → 2.913; unpadded and tfjs's entry cost nothing). Which part of the lookup: the
-    // padded loops without it, with all of it, and with it taken apart (TileLookupPart).
+    // padded loops without it, with all of it, with it taken apart, and kept in registers or broadcast
+    // (TileLookupPart; the layer builds padreg and padbcast of gpu_layer_variants.sh are the last two).
     kernels.length = 0;
     for (const int8 of [true, false]) {
-      for (const tileThroughWorkgroup of [false, true, 'after', 'noSearch', 'noReturn', 'unused'] as const) {
+      for (const tileThroughWorkgroup of [false, true, 'after', 'noSearch', 'noReturn', 'unused', 'registers',
+        'broadcast'] as const) {
         kernels.push(aStaged(M, N, K, {WM: 1, WN: 4, SK: 2, TM: 8, TN: 2, ahead: 2, pad: true, int8, rowsFastest: true,
           groupRows: 8, tileThroughWorkgroup}));
       }
