@@ -15,6 +15,8 @@
 #             the uniforms and align, read-only storage, are uniform to Tint): no workgroup variables, no barrier
 #   padbcast  pad, with the looked-up row start, expert and first column through subgroupBroadcastFirst
 #             (probe round 33's 'registers' and 'broadcast', in the layer)
+#   both      the weights staged too (bench/layer_variants.ts int8BothStagedGemmCode: probe round 27's loop, 460
+#             TOPS on the probe), x and weight rows padded, copies two blocks ahead; bothreg the same, lookup as padreg
 # pad, padfirst, padnoret and padli also bundle tc_probe (its --round32 runs the build's GEMM verbatim in the probe's
 # harness, whose text edits expect the lookup through workgroup memory); first,
 # noret and args are the candidate fixes, timed in the layer at Mixtral as well.
@@ -31,8 +33,8 @@ work=$(mktemp -d "$root/.gpu-variants.XXXXXX")
 trap 'rm -rf "$work"' EXIT
 grep -qxF "/.gpu-variants.*/" .git/info/exclude 2>/dev/null || echo "/.gpu-variants.*/" >> .git/info/exclude
 # Arguments: the builds to make (default all).
-for v in ${*:-pad padfirst padnoret padli padreg padbcast first noret args f16pad f16padfirst f16padnoret f16padargs \
-    f16padreg f16padbcast f16}; do
+for v in ${*:-pad padfirst padnoret padli padreg padbcast both bothreg first noret args f16pad f16padfirst f16padnoret \
+    f16padargs f16padreg f16padbcast f16}; do
   mkdir -p "$work/$v/test" && cp -r src bench package.json tsconfig.json "$work/$v/" && cp -r test/helpers "$work/$v/test/"
   case $v in f16*) git diff 6934417 6934417^ -- src | (cd "$work/$v" && patch -s -p1) ;; esac
   python3 - "$work/$v" "$v" <<'PY'
@@ -86,26 +88,20 @@ if variant.endswith('noret'):
          ".replace('let rowStart = tile.x;', 'let rowStart = max(tile.x, 0);')}"),
         ('        ${stores}\n      }\n    `;', '        if (tile.x >= 0) {\n        ${stores}\n        }\n      }\n    `;')])
 wgn = "        let wgN = workgroupUniformLoad(&wgN0);   // the workgroup's first column\n"
-if variant.endswith('reg'):
-    patch('src/kernels/webgpu/experts_wgsl.ts', [('export function segmentOwnerSnippet(', '''/** gemmGridSnippet with the tile found by every invocation (main's wid and nwg, uniforms, align: uniform to Tint). */
-export function gemmGridRegistersSnippet(weights: string, blockRows: number, kTilesPerPart: number, kTiles: number,
-    workgroupColumns: number, groupRows: number): string {
-  return `${groupRows ? groupedGridSnippet(groupRows) : ''}
-        let wgN = i32(${groupRows ? 'gridCol' : 'workgroupId.y'}) * ${workgroupColumns};
-        let first = uniforms.firstExpert;
-        let segEnd = align[first + uniforms.${weights}Shape.x];
-        let rowStart = align[first] + i32(${groupRows ? 'gridRow' : 'workgroupId.x'}) * ${blockRows};
-        if (rowStart >= segEnd) { return; }
-        ${segmentOwnerSnippet(`uniforms.${weights}Shape.x`, 'rowStart')}
-        let kt0 = i32(workgroupId.z) * ${kTilesPerPart};
-        let tile = vec4<i32>(rowStart, lo - first, kt0, min(kt0 + ${kTilesPerPart}, ${kTiles}));
-        let e = tile.y;`;
-}
-
-export function segmentOwnerSnippet(''')])
-    s = open(f'{root}/{staged}').read()
-    open(f'{root}/{staged}', 'w').write("import {gemmGridRegistersSnippet} from './experts_wgsl';\n" + s)
+def imports(name):
+    t = open(f'{root}/{staged}').read()
+    open(f'{root}/{staged}', 'w').write(f"import {{{name}}} from '../../../bench/layer_variants';\n" + t)
+if variant.endswith('reg') and not variant.startswith('both'):
+    imports('gemmGridRegistersSnippet')
     patch(staged, [(decl, ''), (wgn, ''), (grid, grid.replace('gemmGridSnippet', 'gemmGridRegistersSnippet'))])
+if variant.startswith('both'):
+    imports('int8BothStagedGemmCode')
+    both = body.replace('  getUserCode(): string {', '  getUserCode(): string {\n'
+        f"    return int8BothStagedGemmCode(this.c, this.layout, {'true' if variant.endswith('reg') else 'false'});\n"
+        '  }\n\n  productCode(): string {', 1)
+    patch(staged, [(body, both), ('  variableComponents = [4, 1, 1];\n', '  variableComponents = [4, 1, 4];\n'),
+                   ('t.kBlocksPerStage * 512;', '2 * 768;')])
+    body = both   # args' wrapper (bothreg) renames its getUserCode
 if variant.endswith('bcast'):
     patch(staged, [
         (grid, grid[:-1] + ".replace('let rowStart = tile.x;', 'let rowStart = subgroupBroadcastFirst(tile.x);')"

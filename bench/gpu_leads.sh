@@ -7,8 +7,9 @@
 #      variables declared after the staged tiles; no binary search; no early return; run but unused), and kept
 #      two ways (run by every invocation in registers; its results through subgroupBroadcastFirst).
 #   2. The int8 default in the layer at 'plain-gemm' and Mixtral, M = 4096, as it is and padded, padded with the
-#      lookup in registers or broadcast, with the staged tiles declared first, without the early return, with
-#      local_invocation_index main's argument.
+#      lookup in registers, with the weights staged too (probe round 27's loop, 460 TOPS on the probe) with the
+#      lookup in registers and as it is, padded with the lookup broadcast, with the staged tiles declared first,
+#      without the early return, with local_invocation_index main's argument.
 #   3. The f16 'staged-128x128' variant restored (gpu_layer_variants.sh: padded as removed, and with each of
 #      the candidate fixes) beside the f16 default, at Mixtral and 'plain-gemm', M = 4096.
 #   4. Probe round 32 for the padded builds (the layer's padded GEMM verbatim and with each edit of its text), and
@@ -43,8 +44,8 @@ f16_layer() {
 }
 for f in .gpu/*.mjs.xz; do xz -dkf "$f"; done
 probe round33 120 bash .gpu/run.sh .gpu/tc_probe.mjs --round33
-for v in gpu_check_int8 gpu_check_int8_pad gpu_check_int8_padreg gpu_check_int8_padbcast gpu_check_int8_padfirst \
-    gpu_check_int8_padnoret gpu_check_int8_padli; do
+for v in gpu_check_int8 gpu_check_int8_pad gpu_check_int8_padreg gpu_check_int8_bothreg gpu_check_int8_both \
+    gpu_check_int8_padbcast gpu_check_int8_padfirst gpu_check_int8_padnoret gpu_check_int8_padli; do
   int8_layer $v
 done
 f16_layer gpu_check_tc fitted-64x256
