@@ -12,6 +12,7 @@ import {ExpertsInt8BlockedRowsProgram, ExpertsInt8WeightsBlockedProgram, int8Pip
   from '../src/kernels/webgpu/experts_int8_tc_pipelined_webgpu';
 import {ExpertsW13Int8StagedGemmProgram, INT8_STAGED_LAYOUT_SUBGROUPS, INT8_STAGED_TILE, int8StagedResultColumns}
   from '../src/kernels/webgpu/experts_int8_tc_staged_webgpu';
+import {int8BothStagedGemmCode} from './layer_variants';
 import {MoEShape} from './shapes';
 
 export interface LayerGemm {
@@ -28,10 +29,18 @@ export interface LayerGemm {
 }
 
 /**
+ * Which code int8W13Gemm compiles: the program's own, or bench/layer_variants.ts's both-staged GEMM in its place
+ * (its wb read as vec4 words), with the tile lookup through workgroup memory or in registers (the latter valid with
+ * builtinArguments only: its lookup is uniform where workgroup_id and num_workgroups are main's arguments).
+ */
+export type LayerGemmCode = 'program' | 'bothStaged' | 'bothStagedRegisters';
+
+/**
  * The w13 GEMM of one shard holding all `s.E` experts, for M tokens (P = M·k pairs). `userCode` rewrites the
  * program's own WGSL before tfjs wraps it (test/bench.test.ts passes the i8 subgroup-matrix emulation).
  */
-export function int8W13Gemm(s: MoEShape, M: number, userCode?: (code: string) => string): LayerGemm {
+export function int8W13Gemm(s: MoEShape, M: number, userCode?: (code: string) => string,
+    which: LayerGemmCode = 'program'): LayerGemm {
   const {E, H, I} = s, P = M * s.k, BM = INT8_STAGED_TILE.rows;
   const layout = int8PipelinedLayout(H, I, INT8_STAGED_LAYOUT_SUBGROUPS);
   const rows = maxPaddedRows(P, E, BM);
@@ -50,8 +59,11 @@ export function int8W13Gemm(s: MoEShape, M: number, userCode?: (code: string) =>
   const recorder = {createShaderModule: (d: {code: string}) => { code = d.code; return {}; },
     createComputePipeline: () => ({})};
   const inputs = (['xb', 'align', 'wb'] as const).map((name) => ({name, dtype: 'int32', shape: shapes[name]}));
-  const compiled = userCode == null ? program : Object.assign(Object.create(Object.getPrototypeOf(program)), program,
-    {getUserCode: () => userCode(program.getUserCode())});
+  const own = which === 'program' ? () => program.getUserCode() :
+    () => int8BothStagedGemmCode(config, layout, which === 'bothStagedRegisters');
+  const compiled = Object.assign(Object.create(Object.getPrototypeOf(program)), program,
+    {getUserCode: () => (userCode ?? ((c: string) => c))(own())},
+    which === 'program' ? {} : {variableComponents: [4, 1, 4]});
   compileProgram(recorder as unknown as GPUDevice, compiled, inputs as never,
       {dtype: 'int32', shape: result} as never, false);
   code = rewriteShader(code);
@@ -105,22 +117,9 @@ export function w13WeightRow(j: number): number {
  * local_invocation_index, workgroup_id and num_workgroups from its parameters, not from tfjs's private copies).
  */
 export function layerGemmForms(g: LayerGemm): Array<{what: string; code: string}> {
-  const edit = (code: string, pairs: Array<[string | RegExp, string]>) => pairs.reduce((c, [a, b]) => {
-    if (!(typeof a === 'string' ? c.includes(a) : a.test(c))) throw new Error(`layer_kernel: no '${a}' in the code`);
-    return c.replace(a, b);
-  }, code);
   const constants = (code: string) => edit(code, [[/numWorkgroups\.x/g, `${g.dispatch[0]}u`],
     [/numWorkgroups\.y/g, `${g.dispatch[1]}u`], [/uniforms\.firstExpert/g, '0'],
     [/uniforms\.wbShape\.x/g, `${g.shapes.wb[0]}`], ['localId = LocalId;', 'localId = LocalId;\n        _ = uniforms.NAN;']]);
-  // The three appended to main's parameters and to the call in tfjs's entry point, whatever comes before them.
-  const builtinArguments = (code: string) => {
-    const at = code.indexOf('fn main('), end = code.indexOf('fn _start(');
-    if (at < 0 || end < at) throw new Error('layer_kernel: no main() before _start() in the code');
-    const body = edit(code.slice(at, end), [[/^fn main\(([^)]*)\)/,
-      'fn main($1, liArg : u32, widArg : vec3<u32>, nwgArg : vec3<u32>)']])
-      .replace(/\blocalIndex\b/g, 'liArg').replace(/\bworkgroupId\b/g, 'widArg').replace(/\bnumWorkgroups\b/g, 'nwgArg');
-    return code.slice(0, at) + body + edit(code.slice(end), [[/\bmain\(([^;]*)\);/, 'main($1, LocalIndex, WorkgroupId, NumWorkgroups);']]);
-  };
   // The staged tiles declared before the tile lookup's workgroup variables.
   const tilesFirst = (code: string) => edit(code,
     [[/([ \t]*var<workgroup> wgTile[^\n]*\n[ \t]*var<workgroup> wgN0[^\n]*\n)([ \t]*var<workgroup> As[^\n]*\n)/, '$2$1']]);
@@ -145,6 +144,46 @@ export function layerGemmForms(g: LayerGemm): Array<{what: string; code: string}
     {what: ', no early return', code: noEarlyReturn(g.code)},
     ...(g.shapes.wb[0] === 1 ? [{what: ', no tile lookup (the launch grid\'s tile), builtins as arguments',
       code: builtinArguments(noLookup(g.code))}] : [])];
+}
+
+/**
+ * The both-staged GEMM (bench/layer_variants.ts, probe round 27's loop in the layer's kernel) in `g`'s place, its
+ * tile lookup through workgroup memory and in registers (with the builtins as arguments); the same bindings and
+ * uniform block as `g`'s (checked).
+ */
+export function bothStagedForms(s: MoEShape, M: number, g: LayerGemm, userCode?: (code: string) => string):
+    Array<{what: string; code: string}> {
+  return ([['bothStaged', ', x and weights staged (rows padded), copies two k blocks ahead'],
+    ['bothStagedRegisters', ', x and weights staged, tile lookup in registers, builtins as arguments']] as const)
+    .map(([which, what]) => {
+      const b = int8W13Gemm(s, M, userCode, which);
+      const same = new Uint8Array(b.uniforms).every((v, i) => v === new Uint8Array(g.uniforms)[i]);
+      if (!same || b.uniforms.byteLength !== g.uniforms.byteLength || b.dispatch.join() !== g.dispatch.join()) {
+        throw new Error('layer_kernel: the both-staged GEMM\'s uniform block or dispatch differs from the layer GEMM\'s');
+      }
+      return {what, code: which === 'bothStaged' ? b.code : builtinArguments(b.code)};
+    });
+}
+
+/** `code` with each pair's first part replaced by its second; a part not found throws. */
+function edit(code: string, pairs: Array<[string | RegExp, string]>): string {
+  return pairs.reduce((c, [a, b]) => {
+    if (!(typeof a === 'string' ? c.includes(a) : a.test(c))) throw new Error(`layer_kernel: no '${a}' in the code`);
+    return c.replace(a, b);
+  }, code);
+}
+
+/**
+ * local_invocation_index, workgroup_id and num_workgroups appended to main's parameters and to the call in tfjs's
+ * entry point, whatever comes before them; main reads them instead of tfjs's private copies.
+ */
+function builtinArguments(code: string): string {
+  const at = code.indexOf('fn main('), end = code.indexOf('fn _start(');
+  if (at < 0 || end < at) throw new Error('layer_kernel: no main() before _start() in the code');
+  const body = edit(code.slice(at, end), [[/^fn main\(([^)]*)\)/,
+    'fn main($1, liArg : u32, widArg : vec3<u32>, nwgArg : vec3<u32>)']])
+    .replace(/\blocalIndex\b/g, 'liArg').replace(/\bworkgroupId\b/g, 'widArg').replace(/\bnumWorkgroups\b/g, 'nwgArg');
+  return code.slice(0, at) + body + edit(code.slice(end), [[/\bmain\(([^;]*)\);/, 'main($1, LocalIndex, WorkgroupId, NumWorkgroups);']]);
 }
 
 /**

@@ -28,13 +28,13 @@
  * conditions (--experts 8 at w13's and w2's shapes, x-major and 8 row tiles at a time); --round30 those loops with
  * 12 or 20 more registers kept live through the k loop; --round31 those loops with the layer kernel's tile lookup
  * through workgroup variables and tfjs's entry point; --round32 the layer's int8 w13 GEMM verbatim
- * (bench/layer_kernel.ts) and six edits of it beside round 31's first loops; --round33 round 31's padded loops with
- * its tile lookup taken apart, and kept in registers or broadcast. --pick i,j,… times only the round's kernels of
- * those indices.
+ * (bench/layer_kernel.ts), six edits of it and the both-staged GEMM in its place (bench/layer_variants.ts) beside
+ * round 31's first loops; --round33 round 31's padded loops with its tile lookup taken apart, and kept in registers
+ * or broadcast. --pick i,j,… times only the round's kernels of those indices.
  */
 import * as fs from 'fs';
 import {tensorCoreDawnToggles} from './dawn_toggles';
-import {int8W13Gemm, layerGemmForms, oneExpertInputs, toBlocks, w13WeightRow} from './layer_kernel';
+import {bothStagedForms, int8W13Gemm, layerGemmForms, oneExpertInputs, toBlocks, w13WeightRow} from './layer_kernel';
 import {MoEShape, SHAPES} from './shapes';
 
 process.env.XDG_RUNTIME_DIR ??= '/tmp';
@@ -1036,7 +1036,8 @@ function layerVerbatim(device: GPUDevice, M: number, N: number, K: number, a8Blo
   const padded = /As : array<array<vec4<u32>, 48>/.test(g.code);
   const own = {entry: '_start', buffers: [out, buf(xb, GPUBufferUsage.STORAGE), buf(align, GPUBufferUsage.STORAGE), B8,
     uniforms], out, bRow: w13WeightRow};
-  return layerGemmForms(g).map(({what, code}) => ({name: `layer int8 w13 GEMM verbatim (tfjs's shader, bindings, ` +
+  return [...layerGemmForms(g), ...bothStagedForms(s, M, g)].map(({what, code}) => ({name: `layer int8 w13 GEMM ` +
+      `${what.startsWith(', x and weights staged') ? 'replaced by bench/layer_variants.ts\'s' : 'verbatim'} (tfjs's shader, bindings, ` +
       `uniforms, dispatch ${g.dispatch.join('×')})${padded ? ', rows padded' : ''}${what}`, code, workgroups: g.dispatch,
   int8: true, own}));
 }
