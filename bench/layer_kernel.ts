@@ -86,12 +86,14 @@ export function toBlocks<T extends Uint16Array | Int8Array>(x: T, R: number, K: 
 
 /**
  * One expert's inputs for `g` (E = 1, k = 1) from x's M int8 rows of K in 16-row × 32-k blocks of 512 bytes (the
- * probe's layout): the layer's blocked rows (each 16-row block row followed by the rest of its words, the row
- * scales' block, left zero here) and align holding the one segment [0, M) and the pairs in order.
+ * probe's layout): the layer's blocked rows (each 16-row block row followed by the rest of its `words`, the row
+ * scales' block, left zero here; a form's xbWords drops it) and align holding the one segment [0, M) and the pairs
+ * in order.
  */
-export function oneExpertInputs(g: LayerGemm, M: number, K: number, xBlocks: Int8Array): {xb: Int8Array; align: Int32Array} {
+export function oneExpertInputs(g: LayerGemm, M: number, K: number, xBlocks: Int8Array, words = g.shapes.xb[1]):
+    {xb: Int8Array; align: Int32Array} {
   if (M % 16 !== 0 || g.shapes.wb[0] !== 1) throw new Error('oneExpertInputs: one expert and M a multiple of 16');
-  const words = g.shapes.xb[1], xb = new Int8Array(g.shapes.xb[0] * words * 4);
+  const xb = new Int8Array(g.shapes.xb[0] * words * 4);
   for (let r = 0; r < M / 16; r++) xb.set(xBlocks.subarray(r * 16 * K, (r + 1) * 16 * K), r * words * 4);
   const align = new Int32Array(g.shapes.align[0]).fill(-1);
   align[0] = 0;
@@ -116,7 +118,16 @@ export function w13WeightRow(j: number): number {
  * block stays bound, read once so that the 'auto' layout keeps it), 'builtins as arguments' (main reads
  * local_invocation_index, workgroup_id and num_workgroups from its parameters, not from tfjs's private copies).
  */
-export function layerGemmForms(g: LayerGemm): Array<{what: string; code: string}> {
+export interface LayerGemmForm {
+  what: string;
+  code: string;
+  /** The launch grid, where the form's is not g.dispatch. */
+  dispatch?: [number, number, number];
+  /** x's block rows' i32 words, where the form reads them closer than g's (oneExpertInputs' words). */
+  xbWords?: number;
+}
+
+export function layerGemmForms(g: LayerGemm): LayerGemmForm[] {
   const constants = (code: string) => edit(code, [[/numWorkgroups\.x/g, `${g.dispatch[0]}u`],
     [/numWorkgroups\.y/g, `${g.dispatch[1]}u`], [/uniforms\.firstExpert/g, '0'],
     [/uniforms\.wbShape\.x/g, `${g.shapes.wb[0]}`], ['localId = LocalId;', 'localId = LocalId;\n        _ = uniforms.NAN;']]);
@@ -143,7 +154,20 @@ export function layerGemmForms(g: LayerGemm): Array<{what: string; code: string}
     {what: ', staged tiles declared first', code: tilesFirst(g.code)},
     {what: ', no early return', code: noEarlyReturn(g.code)},
     ...(g.shapes.wb[0] === 1 ? [{what: ', no tile lookup (the launch grid\'s tile), builtins as arguments',
-      code: builtinArguments(noLookup(g.code))}] : [])];
+      code: builtinArguments(noLookup(g.code))}, ...layoutForms(g)] : [])];
+}
+
+/**
+ * What round 32 left between the layer's unpadded GEMM and the probe's loop beside its code, for one expert: x's
+ * block rows read K/16 vec4 words apart (the probe's), not K/16 + 32 (the layer's, each followed by its scales'
+ * block, which the GEMM does not read); the launch grid without the spare row tile (the layer launches one more an
+ * expert for the padding, empty here).
+ */
+function layoutForms(g: LayerGemm): LayerGemmForm[] {
+  const RV = g.shapes.xb[1] / 4, Kp = g.layout.Hp;
+  return [{what: `, x's block rows ${Kp} vec4 words apart (no scales block)`, xbWords: 4 * Kp,
+    code: edit(g.code, [[new RegExp(`\\* ${RV}u\\b`, 'g'), `* ${Kp}u`]])},
+  {what: ', no spare row tile', code: g.code, dispatch: [g.dispatch[0] - 1, g.dispatch[1], g.dispatch[2]]}];
 }
 
 /**
@@ -152,7 +176,7 @@ export function layerGemmForms(g: LayerGemm): Array<{what: string; code: string}
  * uniform block as `g`'s (checked).
  */
 export function bothStagedForms(s: MoEShape, M: number, g: LayerGemm, userCode?: (code: string) => string):
-    Array<{what: string; code: string}> {
+    LayerGemmForm[] {
   return ([['bothStaged', ', x and weights staged (rows padded), copies two k blocks ahead'],
     ['bothStagedRegisters', ', x and weights staged, tile lookup in registers, builtins as arguments']] as const)
     .map(([which, what]) => {

@@ -1034,12 +1034,12 @@ function layerVerbatim(device: GPUDevice, M: number, N: number, K: number, a8Blo
   const uniforms = device.createBuffer({size: g.uniforms.byteLength, usage: GPUBufferUsage.UNIFORM | GPUBufferUsage.COPY_DST});
   device.queue.writeBuffer(uniforms, 0, g.uniforms);
   const padded = /As : array<array<vec4<u32>, 48>/.test(g.code);
-  const own = {entry: '_start', buffers: [out, buf(xb, GPUBufferUsage.STORAGE), buf(align, GPUBufferUsage.STORAGE), B8,
-    uniforms], out, bRow: w13WeightRow};
-  return [...layerGemmForms(g), ...bothStagedForms(s, M, g)].map(({what, code}) => ({name: `layer int8 w13 GEMM ` +
+  const xbBuffer = buf(xb, GPUBufferUsage.STORAGE), alignBuffer = buf(align, GPUBufferUsage.STORAGE);
+  return [...layerGemmForms(g), ...bothStagedForms(s, M, g)].map(({what, code, dispatch, xbWords}) => ({name: `layer int8 w13 GEMM ` +
       `${what.startsWith(', x and weights staged') ? 'replaced by bench/layer_variants.ts\'s' : 'verbatim'} (tfjs's shader, bindings, ` +
-      `uniforms, dispatch ${g.dispatch.join('×')})${padded ? ', rows padded' : ''}${what}`, code, workgroups: g.dispatch,
-  int8: true, own}));
+      `uniforms, dispatch ${(dispatch ?? g.dispatch).join('×')})${padded ? ', rows padded' : ''}${what}`, code, workgroups: dispatch ?? g.dispatch,
+  int8: true, own: {entry: '_start', out, bRow: w13WeightRow, buffers: [out, xbWords == null ? xbBuffer :
+    buf(oneExpertInputs(g, M, K, a8Blocks, xbWords).xb, GPUBufferUsage.STORAGE), alignBuffer, B8, uniforms]}}));
 }
 
 /** Round 18's plain loads ahead of the subgroup-matrix loads: which operands' blocks, and how many 32-k steps ahead. */
