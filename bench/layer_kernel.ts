@@ -112,12 +112,7 @@ export function w13WeightRow(j: number): number {
   return (Math.floor(j / 128) * 8 + (sid >> 1) * 4 + (sid & 1) + 2 * ((w & 31) >> 4)) * 16 + j % 16;
 }
 
-/**
- * The GEMM's code as compiled, and edits of it, each alone and both, to split a shader's share of its time in one
- * call: 'constants' (the launch grid and the uniforms its main reads, as the literals they are for `g`; the uniform
- * block stays bound, read once so that the 'auto' layout keeps it), 'builtins as arguments' (main reads
- * local_invocation_index, workgroup_id and num_workgroups from its parameters, not from tfjs's private copies).
- */
+/** A form of the layer's GEMM for tc_probe round 32 (layerGemmForms, bothStagedForms). */
 export interface LayerGemmForm {
   what: string;
   code: string;
@@ -127,7 +122,13 @@ export interface LayerGemmForm {
   xbWords?: number;
 }
 
-export function layerGemmForms(g: LayerGemm): LayerGemmForm[] {
+/**
+ * The GEMM's code as compiled, and edits of it, each alone and both, to split a shader's share of its time in one
+ * call: 'constants' (the launch grid and the uniforms its main reads, as the literals they are for `g`; the uniform
+ * block stays bound, read once so that the 'auto' layout keeps it), 'builtins as arguments' (main reads
+ * local_invocation_index, workgroup_id and num_workgroups from its parameters, not from tfjs's private copies).
+ */
+export function layerGemmForms(g: LayerGemm, skipped?: string[]): LayerGemmForm[] {
   const constants = (code: string) => edit(code, [[/numWorkgroups\.x/g, `${g.dispatch[0]}u`],
     [/numWorkgroups\.y/g, `${g.dispatch[1]}u`], [/uniforms\.firstExpert/g, '0'],
     [/uniforms\.wbShape\.x/g, `${g.shapes.wb[0]}`], ['localId = LocalId;', 'localId = LocalId;\n        _ = uniforms.NAN;']]);
@@ -148,13 +149,27 @@ export function layerGemmForms(g: LayerGemm): LayerGemmForm[] {
         let rowStart = i32(gridRow) * ${INT8_STAGED_TILE.rows};
         let e = 0;`], ['workgroupUniformLoad(&wgN0)', 'i32(gridCol) * 64'],
     ['localId = LocalId;', 'localId = LocalId;\n        _ = uniforms.NAN;\n        _ = align[0];']]);
-  return [{what: '', code: g.code}, {what: ', constants', code: constants(g.code)},
-    {what: ', builtins as arguments', code: builtinArguments(g.code)},
-    {what: ', constants, builtins as arguments', code: builtinArguments(constants(g.code))},
-    {what: ', staged tiles declared first', code: tilesFirst(g.code)},
-    {what: ', no early return', code: noEarlyReturn(g.code)},
-    ...(g.shapes.wb[0] === 1 ? [{what: ', no tile lookup (the launch grid\'s tile), builtins as arguments',
-      code: builtinArguments(noLookup(g.code))}, ...layoutForms(g)] : [])];
+  const forms: Array<[string, () => LayerGemmForm[]]> = [['', () => [{what: '', code: g.code}]],
+    [', constants', () => [{what: ', constants', code: constants(g.code)}]],
+    [', builtins as arguments', () => [{what: ', builtins as arguments', code: builtinArguments(g.code)}]],
+    [', constants, builtins as arguments',
+      () => [{what: ', constants, builtins as arguments', code: builtinArguments(constants(g.code))}]],
+    [', staged tiles declared first', () => [{what: ', staged tiles declared first', code: tilesFirst(g.code)}]],
+    [', no early return', () => [{what: ', no early return', code: noEarlyReturn(g.code)}]],
+    ...(g.shapes.wb[0] === 1 ? [[', no tile lookup', () => [{what: ', no tile lookup (the launch grid\'s tile), ' +
+      'builtins as arguments', code: builtinArguments(noLookup(g.code))}]] as [string, () => LayerGemmForm[]],
+    ['layout forms', () => layoutForms(g)] as [string, () => LayerGemmForm[]]] : [])];
+  // A diagnostic build's GEMM (bench/gpu_layer_variants.sh) may already have an edit's change, or not the text it
+  // edits: with `skipped`, such a form is left out and named there; without, it throws.
+  return forms.flatMap(([what, make]) => {
+    if (skipped == null) return make();
+    try {
+      return make();
+    } catch (e) {
+      skipped.push(`${what}: ${(e as Error).message}`);
+      return [];
+    }
+  });
 }
 
 /**

@@ -1035,7 +1035,10 @@ function layerVerbatim(device: GPUDevice, M: number, N: number, K: number, a8Blo
   device.queue.writeBuffer(uniforms, 0, g.uniforms);
   const padded = /As : array<array<vec4<u32>, 48>/.test(g.code);
   const xbBuffer = buf(xb, GPUBufferUsage.STORAGE), alignBuffer = buf(align, GPUBufferUsage.STORAGE);
-  return [...layerGemmForms(g), ...bothStagedForms(s, M, g)].map(({what, code, dispatch, xbWords}) => ({name: `layer int8 w13 GEMM ` +
+  const skipped: string[] = [];
+  const forms = [...layerGemmForms(g, skipped), ...bothStagedForms(s, M, g)];
+  for (const why of skipped) console.log(JSON.stringify({round32_skipped: why}));
+  return forms.map(({what, code, dispatch, xbWords}) => ({name: `layer int8 w13 GEMM ` +
       `${what.startsWith(', x and weights staged') ? 'replaced by bench/layer_variants.ts\'s' : 'verbatim'} (tfjs's shader, bindings, ` +
       `uniforms, dispatch ${(dispatch ?? g.dispatch).join('×')})${padded ? ', rows padded' : ''}${what}`, code, workgroups: dispatch ?? g.dispatch,
   int8: true, own: {entry: '_start', out, bRow: w13WeightRow, buffers: [out, xbWords == null ? xbBuffer :
