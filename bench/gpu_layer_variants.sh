@@ -11,12 +11,10 @@
 #   first, noret  the product's GEMM (unpadded) with padfirst's and padnoret's change alone
 #   args      the product's GEMMs reading local_invocation_index, workgroup_id and num_workgroups from main()'s
 #             parameters (device.ts passes them), none from tfjs's private copies
-#   padreg    pad, with the tile lookup run by every invocation in registers (args' parameters, so that the grid,
-#             the uniforms and align, read-only storage, are uniform to Tint): no workgroup variables, no barrier
+#   padreg    pad, with the tile found by every invocation in registers (the product's gemmTileInRegistersSnippet,
+#             as 'tensor-core-i8-both-staged-128-quant-pass' finds it): no workgroup variables, no barrier
 #   padbcast  pad, with the looked-up row start, expert and first column through subgroupBroadcastFirst
 #             (probe round 33's 'registers' and 'broadcast', in the layer)
-#   both      the weights staged too (bench/layer_variants.ts int8BothStagedGemmCode: probe round 27's loop, 460
-#             TOPS on the probe), x and weight rows padded, copies two blocks ahead; bothreg the same, lookup as padreg
 # pad, padfirst, padnoret and padli also bundle tc_probe (its --round32 runs the build's GEMM verbatim in the probe's
 # harness, whose text edits expect the lookup through workgroup memory); first,
 # noret and args are the candidate fixes, timed in the layer at Mixtral as well.
@@ -33,8 +31,8 @@ work=$(mktemp -d "$root/.gpu-variants.XXXXXX")
 trap 'rm -rf "$work"' EXIT
 grep -qxF "/.gpu-variants.*/" .git/info/exclude 2>/dev/null || echo "/.gpu-variants.*/" >> .git/info/exclude
 # Arguments: the builds to make (default all).
-for v in ${*:-pad padfirst padnoret padli padreg padbcast both bothreg first noret args f16pad f16padfirst f16padnoret \
-    f16padargs f16padreg f16padbcast f16}; do
+for v in ${*:-pad padfirst padnoret padli padreg padbcast first noret args f16pad f16padfirst f16padnoret f16padargs \
+    f16padreg f16padbcast f16}; do
   mkdir -p "$work/$v/test" && cp -r src bench package.json tsconfig.json "$work/$v/" && cp -r test/helpers "$work/$v/test/"
   case $v in f16*) git diff 6934417 6934417^ -- src | (cd "$work/$v" && patch -s -p1) ;; esac
   python3 - "$work/$v" "$v" <<'PY'
@@ -88,31 +86,27 @@ if variant.endswith('noret'):
          ".replace('let rowStart = tile.x;', 'let rowStart = max(tile.x, 0);')}"),
         ('        ${stores}\n      }\n    `;', '        if (tile.x >= 0) {\n        ${stores}\n        }\n      }\n    `;')])
 wgn = "        let wgN = workgroupUniformLoad(&wgN0);   // the workgroup's first column\n"
-def imports(name):
+if variant.endswith('reg'):
+    # The product's gemmTileInRegistersSnippet (experts_wgsl.ts), main taking every id (device.ts passMainIds).
     t = open(f'{root}/{staged}').read()
-    open(f'{root}/{staged}', 'w').write(f"import {{{name}}} from '../../../bench/layer_variants';\n" + t)
-if variant.endswith('reg') and not variant.startswith('both'):
-    imports('gemmGridRegistersSnippet')
-    patch(staged, [(decl, ''), (wgn, ''), (grid, grid.replace('gemmGridSnippet', 'gemmGridRegistersSnippet'))])
-if variant.startswith('both'):
-    imports('int8BothStagedGemmCode')
-    both = body.replace('  getUserCode(): string {', '  getUserCode(): string {\n'
-        f"    return int8BothStagedGemmCode(this.c, this.layout, {'true' if variant.endswith('reg') else 'false'});\n"
-        '  }\n\n  productCode(): string {', 1)
-    patch(staged, [(body, both), ('  variableComponents = [4, 1, 1];\n', '  variableComponents = [4, 1, 4];\n'),
-                   ('t.kBlocksPerStage * 512;', '2 * 768;')])
-    body = both   # args' wrapper (bothreg) renames its getUserCode
+    if 'gemmTileInRegistersSnippet' not in t:
+        open(f'{root}/{staged}', 'w').write("import {gemmTileInRegistersSnippet} from './experts_wgsl';\n" + t)
+    columns = grid[grid.index('stages, stages, ') + len('stages, stages, '):grid.rindex(', groupRows)}')]
+    weights = grid[grid.index("('") + 2:grid.index("',")]
+    patch(staged, [(decl, ''), (wgn, ''),
+        (grid, f"${{gemmTileInRegistersSnippet('{weights}', BM, {columns}, groupRows)}}"),
+        ('fn main(wid : vec3<u32>, sid : u32, lane : u32) {\n        ${gemm',
+         'fn main(wid : vec3<u32>, sid : u32, lane : u32, li : u32, nwg : vec3<u32>) {\n        ${gemm')])
 if variant.endswith('bcast'):
     patch(staged, [
         (grid, grid[:-1] + ".replace('let rowStart = tile.x;', 'let rowStart = subgroupBroadcastFirst(tile.x);')"
          ".replace('let e = tile.y;', 'let e = subgroupBroadcastFirst(tile.y);')}"),
         (wgn, wgn.replace('workgroupUniformLoad(&wgN0)', 'subgroupBroadcastFirst(workgroupUniformLoad(&wgN0))'))])
-# padli passes local_invocation_index alone; args (and reg) pass it and num_workgroups (workgroup_id is main's wid
-# already).
+# padli passes local_invocation_index alone; args passes it and num_workgroups (workgroup_id is main's wid already).
 params = {'padli': ('li : u32', 'LocalIndex', [('localIndex', 'li')]),
           'args': ('li : u32, nwg : vec3<u32>', 'LocalIndex, NumWorkgroups',
                    [('localIndex', 'li'), ('workgroupId', 'wid'), ('numWorkgroups', 'nwg')])}.get(
-    'args' if variant.endswith('args') or variant.endswith('reg') else variant)
+    'args' if variant.endswith('args') else variant)
 if params:
     extra, passed, names = params
     patch('src/kernels/webgpu/device.ts', [

@@ -10,9 +10,8 @@ import {rewriteShader} from '../src/kernels/webgpu/device';
 import {ExpertsAlignProgram, maxPaddedRows} from '../src/kernels/webgpu/experts_align_webgpu';
 import {ExpertsInt8BlockedRowsProgram, ExpertsInt8WeightsBlockedProgram, int8PipelinedLayout, Int8PipelinedLayout}
   from '../src/kernels/webgpu/experts_int8_tc_pipelined_webgpu';
-import {ExpertsW13Int8StagedGemmProgram, INT8_STAGED_LAYOUT_SUBGROUPS, INT8_STAGED_TILE, int8StagedResultColumns}
-  from '../src/kernels/webgpu/experts_int8_tc_staged_webgpu';
-import {int8BothStagedGemmCode} from './layer_variants';
+import {ExpertsW13Int8BothStagedGemmProgram, ExpertsW13Int8StagedGemmProgram, INT8_STAGED_LAYOUT_SUBGROUPS,
+  INT8_STAGED_TILE, int8StagedResultColumns} from '../src/kernels/webgpu/experts_int8_tc_staged_webgpu';
 import {MoEShape} from './shapes';
 
 export interface LayerGemm {
@@ -29,18 +28,13 @@ export interface LayerGemm {
 }
 
 /**
- * Which code int8W13Gemm compiles: the program's own, or bench/layer_variants.ts's both-staged GEMM in its place
- * (its wb read as vec4 words), with the tile lookup through workgroup memory or in registers (the latter valid with
- * builtinArguments only: its lookup is uniform where workgroup_id and num_workgroups are main's arguments).
- */
-export type LayerGemmCode = 'program' | 'bothStaged' | 'bothStagedRegisters';
-
-/**
- * The w13 GEMM of one shard holding all `s.E` experts, for M tokens (P = M·k pairs). `userCode` rewrites the
- * program's own WGSL before tfjs wraps it (test/bench.test.ts passes the i8 subgroup-matrix emulation).
+ * The w13 GEMM of one shard holding all `s.E` experts, for M tokens (P = M·k pairs): the int8 default's, or with
+ * `Program` the both-staged one ('tensor-core-i8-both-staged-128-quant-pass'). `userCode` rewrites the program's own
+ * WGSL before tfjs wraps it (test/bench.test.ts passes the i8 subgroup-matrix emulation).
  */
 export function int8W13Gemm(s: MoEShape, M: number, userCode?: (code: string) => string,
-    which: LayerGemmCode = 'program'): LayerGemm {
+    Program: typeof ExpertsW13Int8StagedGemmProgram | typeof ExpertsW13Int8BothStagedGemmProgram =
+    ExpertsW13Int8StagedGemmProgram): LayerGemm {
   const {E, H, I} = s, P = M * s.k, BM = INT8_STAGED_TILE.rows;
   const layout = int8PipelinedLayout(H, I, INT8_STAGED_LAYOUT_SUBGROUPS);
   const rows = maxPaddedRows(P, E, BM);
@@ -48,7 +42,7 @@ export function int8W13Gemm(s: MoEShape, M: number, userCode?: (code: string) =>
     globalNumExperts: E, hasExpertMap: false, activation: 'silu' as const, applyRouterWeightOnInput: false,
     hasBias: false};
   const result = [rows, int8StagedResultColumns('w13', layout)];
-  const program = new ExpertsW13Int8StagedGemmProgram(config, result, Math.ceil(P / BM) + E, layout);
+  const program = new Program(config, result, Math.ceil(P / BM) + E, layout);
   const shapes = {result,
     xb: new ExpertsInt8BlockedRowsProgram({source: 'gather', K: H, Kp: layout.Hp, topK: s.k, numLocalExperts: E},
       Math.ceil(rows / 16)).outputShape,
@@ -59,11 +53,8 @@ export function int8W13Gemm(s: MoEShape, M: number, userCode?: (code: string) =>
   const recorder = {createShaderModule: (d: {code: string}) => { code = d.code; return {}; },
     createComputePipeline: () => ({})};
   const inputs = (['xb', 'align', 'wb'] as const).map((name) => ({name, dtype: 'int32', shape: shapes[name]}));
-  const own = which === 'program' ? () => program.getUserCode() :
-    () => int8BothStagedGemmCode(config, layout, which === 'bothStagedRegisters');
-  const compiled = Object.assign(Object.create(Object.getPrototypeOf(program)), program,
-    {getUserCode: () => (userCode ?? ((c: string) => c))(own())},
-    which === 'program' ? {} : {variableComponents: [4, 1, 4]});
+  const compiled = userCode == null ? program : Object.assign(Object.create(Object.getPrototypeOf(program)), program,
+    {getUserCode: () => userCode(program.getUserCode())});
   compileProgram(recorder as unknown as GPUDevice, compiled, inputs as never,
       {dtype: 'int32', shape: result} as never, false);
   code = rewriteShader(code);
@@ -112,7 +103,7 @@ export function w13WeightRow(j: number): number {
   return (Math.floor(j / 128) * 8 + (sid >> 1) * 4 + (sid & 1) + 2 * ((w & 31) >> 4)) * 16 + j % 16;
 }
 
-/** A form of the layer's GEMM for tc_probe round 32 (layerGemmForms, bothStagedForms). */
+/** A form of the layer's GEMM for tc_probe round 32 (layerGemmForms, bothStagedForm). */
 export interface LayerGemmForm {
   what: string;
   code: string;
@@ -186,22 +177,18 @@ function layoutForms(g: LayerGemm): LayerGemmForm[] {
 }
 
 /**
- * The both-staged GEMM (bench/layer_variants.ts, probe round 27's loop in the layer's kernel) in `g`'s place, its
- * tile lookup through workgroup memory and in registers (with the builtins as arguments); the same bindings and
- * uniform block as `g`'s (checked).
+ * The both-staged GEMM ('tensor-core-i8-both-staged-128-quant-pass': probe round 27's loop, its tile found in
+ * registers) in `g`'s place, with the same bindings, uniform block and dispatch (checked).
  */
-export function bothStagedForms(s: MoEShape, M: number, g: LayerGemm, userCode?: (code: string) => string):
-    LayerGemmForm[] {
-  return ([['bothStaged', ', x and weights staged (rows padded), copies two k blocks ahead'],
-    ['bothStagedRegisters', ', x and weights staged, tile lookup in registers, builtins as arguments']] as const)
-    .map(([which, what]) => {
-      const b = int8W13Gemm(s, M, userCode, which);
-      const same = new Uint8Array(b.uniforms).every((v, i) => v === new Uint8Array(g.uniforms)[i]);
-      if (!same || b.uniforms.byteLength !== g.uniforms.byteLength || b.dispatch.join() !== g.dispatch.join()) {
-        throw new Error('layer_kernel: the both-staged GEMM\'s uniform block or dispatch differs from the layer GEMM\'s');
-      }
-      return {what, code: which === 'bothStaged' ? b.code : builtinArguments(b.code)};
-    });
+export function bothStagedForm(s: MoEShape, M: number, g: LayerGemm, userCode?: (code: string) => string):
+    LayerGemmForm {
+  const b = int8W13Gemm(s, M, userCode, ExpertsW13Int8BothStagedGemmProgram);
+  const same = new Uint8Array(b.uniforms).every((v, i) => v === new Uint8Array(g.uniforms)[i]);
+  if (!same || b.uniforms.byteLength !== g.uniforms.byteLength || b.dispatch.join() !== g.dispatch.join()) {
+    throw new Error('layer_kernel: the both-staged GEMM\'s uniform block or dispatch differs from the layer GEMM\'s');
+  }
+  return {what: ', x and weights staged (rows padded, copies two k blocks ahead), tile found in registers',
+    code: b.code};
 }
 
 /** `code` with each pair's first part replaced by its second; a part not found throws. */

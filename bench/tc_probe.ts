@@ -28,13 +28,13 @@
  * conditions (--experts 8 at w13's and w2's shapes, x-major and 8 row tiles at a time); --round30 those loops with
  * 12 or 20 more registers kept live through the k loop; --round31 those loops with the layer kernel's tile lookup
  * through workgroup variables and tfjs's entry point; --round32 the layer's int8 w13 GEMM verbatim
- * (bench/layer_kernel.ts), six edits of it and the both-staged GEMM in its place (bench/layer_variants.ts) beside
+ * (bench/layer_kernel.ts), edits of it and the both-staged GEMM ('tensor-core-i8-both-staged-128-quant-pass') beside
  * round 31's first loops; --round33 round 31's padded loops with its tile lookup taken apart, and kept in registers
  * or broadcast. --pick i,j,… times only the round's kernels of those indices.
  */
 import * as fs from 'fs';
 import {tensorCoreDawnToggles} from './dawn_toggles';
-import {bothStagedForms, int8W13Gemm, layerGemmForms, oneExpertInputs, toBlocks, w13WeightRow} from './layer_kernel';
+import {bothStagedForm, int8W13Gemm, layerGemmForms, oneExpertInputs, toBlocks, w13WeightRow} from './layer_kernel';
 import {MoEShape, SHAPES} from './shapes';
 
 process.env.XDG_RUNTIME_DIR ??= '/tmp';
@@ -1036,10 +1036,10 @@ function layerVerbatim(device: GPUDevice, M: number, N: number, K: number, a8Blo
   const padded = /As : array<array<vec4<u32>, 48>/.test(g.code);
   const xbBuffer = buf(xb, GPUBufferUsage.STORAGE), alignBuffer = buf(align, GPUBufferUsage.STORAGE);
   const skipped: string[] = [];
-  const forms = [...layerGemmForms(g, skipped), ...bothStagedForms(s, M, g)];
+  const forms = [...layerGemmForms(g, skipped), bothStagedForm(s, M, g)];
   for (const why of skipped) console.log(JSON.stringify({round32_skipped: why}));
   return forms.map(({what, code, dispatch, xbWords}) => ({name: `layer int8 w13 GEMM ` +
-      `${what.startsWith(', x and weights staged') ? 'replaced by bench/layer_variants.ts\'s' : 'verbatim'} (tfjs's shader, bindings, ` +
+      `${what.startsWith(', x and weights staged') ? 'replaced by the both-staged one' : 'verbatim'} (tfjs's shader, bindings, ` +
       `uniforms, dispatch ${(dispatch ?? g.dispatch).join('×')})${padded ? ', rows padded' : ''}${what}`, code, workgroups: dispatch ?? g.dispatch,
   int8: true, own: {entry: '_start', out, bRow: w13WeightRow, buffers: [out, xbWords == null ? xbBuffer :
     buf(oneExpertInputs(g, M, K, a8Blocks, xbWords).xb, GPUBufferUsage.STORAGE), alignBuffer, B8, uniforms]}}));

@@ -10,7 +10,7 @@ import {Row, markdown, readmeTable, svgChart, verdicts} from '../bench/report_li
 import {expertBytes, moeFlops, parseShapes, shardExpertCounts, SHAPES} from '../bench/shapes';
 import type {MoEShape} from '../bench/shapes';
 import {describeBackends} from './helpers/env';
-import {bothStagedForms, int8W13Gemm, layerGemmForms, oneExpertInputs, toBlocks, w13WeightRow} from '../bench/layer_kernel';
+import {bothStagedForm, int8W13Gemm, layerGemmForms, oneExpertInputs, toBlocks, w13WeightRow} from '../bench/layer_kernel';
 import {emulateI8SubgroupMatrices} from './helpers/i8_subgroup_matrix_emulation';
 
 describeBackends('bench: parity checks before timing', () => {
@@ -104,8 +104,8 @@ describe('bench: report', () => {
 });
 
 /**
- * tc_probe --round32 times the layer's int8 w13 GEMM verbatim, six edits of it and bench/layer_variants.ts's
- * both-staged GEMM in its place on a GPU with i8 subgroup matrices; a form that computes something else would time nothing useful, and one that no longer matches the
+ * tc_probe --round32 times the layer's int8 w13 GEMM verbatim, edits of it and the both-staged GEMM
+ * ('tensor-core-i8-both-staged-128-quant-pass') in its place on a GPU with i8 subgroup matrices; a form that computes something else would time nothing useful, and one that no longer matches the
  * kernel's text throws on the device. Here each form runs with the matrices emulated (test/helpers), bound as the
  * probe binds it (one expert: oneExpertInputs, the weights' blocked copy, tfjs's uniform block) on a device of its
  * own, as the probe's (the backend's device would rewrite the already rewritten code), and every output must equal
@@ -143,10 +143,9 @@ describeBackends('bench: the layer GEMM forms of tc_probe round 32', (backend) =
         expected[i * N + j] = sum;
       }
     }
-    // The layer's forms, then bench/layer_variants.ts's both-staged GEMM in its place (the gpu_layer_variants.sh
-    // 'both' builds' code), its lookup through workgroup memory and in registers.
-    const forms = [...layerGemmForms(g), ...bothStagedForms(shape, M, g, emulate)];
-    expect(forms.map((f) => f.what)).to.have.length(11);
+    // The layer's forms, then the both-staged GEMM in its place.
+    const forms = [...layerGemmForms(g), bothStagedForm(shape, M, g, emulate)];
+    expect(forms.map((f) => f.what)).to.have.length(10);
     const made: GPUBuffer[] = [...inputs];
     try {
       for (const {what, code, dispatch, xbWords} of forms) {

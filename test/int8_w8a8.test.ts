@@ -28,9 +28,9 @@ import {ExpertsInt8Config, ExpertsW13Int8GemmProgram, ExpertsW2Int8GemmProgram, 
 import {ExpertsAlignProgram, maxPaddedRows} from '../src/kernels/webgpu/experts_align_webgpu';
 import {ExpertsInt8BlockedRowsProgram, ExpertsInt8PipelinedGemmProgram, ExpertsInt8WeightsBlockedProgram,
   blockedRowBlockWords, int8PipelinedLayout, int8PipelinedWorkgroupBytes} from '../src/kernels/webgpu/experts_int8_tc_pipelined_webgpu';
-import {ExpertsInt8StagedActQuantProgram, ExpertsInt8StagedEpilogueProgram, ExpertsInt8StagedGemmProgram,
-  INT8_STAGED_LAYOUT_SUBGROUPS,
-  int8StagedResultColumns, int8StagedWorkgroupBytes} from '../src/kernels/webgpu/experts_int8_tc_staged_webgpu';
+import {ExpertsInt8BothStagedGemmProgram, ExpertsInt8StagedActQuantProgram, ExpertsInt8StagedEpilogueProgram,
+  ExpertsInt8StagedGemmProgram, INT8_STAGED_LAYOUT_SUBGROUPS, int8BothStagedWorkgroupBytes, int8StagedResultColumns,
+  int8StagedWorkgroupBytes} from '../src/kernels/webgpu/experts_int8_tc_staged_webgpu';
 import {emulateI8SubgroupMatrices} from './helpers/i8_subgroup_matrix_emulation';
 import {webgpuCapabilities} from '../src/kernels/webgpu/capabilities';
 import type {WebGPUBackend, WebGPUProgram} from '@tensorflow/tfjs-backend-webgpu';
@@ -393,24 +393,29 @@ describe('int8 prefill GEMM choice', () => {
       .to.throw(/cannot force the int8 GEMM 'tensor-core-i8-staged-128-quant-pass': its i32 results need 2147876864 bytes in one binding and the device allows 2147483644/);
     expect(int8GemmChoice({...H200, subgroupSize: 0}, qwen3(512), 'dot4-i8').kernel).to.equal('dot4-i8');
     expect(() => setInt8GemmKernel('tensor-core-i8-plain-96' as Int8GemmKernel)).to.throw(new RegExp(
-      'must be one of tensor-core-i8-staged-128-quant-pass, tensor-core-i8-plain-64, tensor-core-i8-plain-32, ' +
-      'tensor-core-i8, dot4-i8, got tensor-core-i8-plain-96'));
+      'must be one of tensor-core-i8-staged-128-quant-pass, tensor-core-i8-both-staged-128-quant-pass, ' +
+      'tensor-core-i8-plain-64, tensor-core-i8-plain-32, tensor-core-i8, dot4-i8, got tensor-core-i8-plain-96'));
   });
 
   it('pads experts to each kernel\'s rows per tile, and declares the workgroup memory it is chosen by', () => {
-    expect(INT8_GEMM_KERNELS.map(int8GemmBlockRows)).to.deep.equal([128, 64, 32, 32, 64]);
+    expect(INT8_GEMM_KERNELS.map(int8GemmBlockRows)).to.deep.equal([128, 128, 64, 32, 32, 64]);
     const cfg: ExpertsInt8Config = {stage: 'w2', hiddenSize: 4096, intermediateSize: 14336, topK: 2, numLocalExperts: 8,
       globalNumExperts: 8, hasExpertMap: false, activation: 'silu', applyRouterWeightOnInput: false, hasBias: true};
-    expect(INT8_GEMM_KERNELS.map(int8GemmWorkgroupBytes)).to.deep.equal([16404, 4884, 4500, INT8_TC_WORKGROUP_BYTES, 0]);
-    // The staged GEMM: the tile lookup, first column and two buffers of 8 row blocks × 2 k blocks (vec4<u32>).
+    expect(INT8_GEMM_KERNELS.map(int8GemmWorkgroupBytes)).to.deep.equal([16404, 24576, 4884, 4500,
+      INT8_TC_WORKGROUP_BYTES, 0]);
+    // The staged GEMM: the tile lookup, first column and two buffers of 8 row blocks × 2 k blocks (vec4<u32>); the
+    // both-staged one two buffers of x's 8 row blocks and of 8 weight block rows, one k block, rows padded to 48 bytes.
     expect(int8StagedWorkgroupBytes()).to.equal(16404);
+    expect(int8BothStagedWorkgroupBytes()).to.equal(2 * 2 * 8 * 48 * 16);
     for (const stage of ['w13', 'w2'] as const) {
       const layout = int8PipelinedLayout(4096, 14336, INT8_STAGED_LAYOUT_SUBGROUPS);
-      const code = new ExpertsInt8StagedGemmProgram({...cfg, stage}, [8192, int8StagedResultColumns(stage, layout)], 10,
-        layout).getUserCode();
-      const bytes = [...code.matchAll(/var<workgroup> \w+ : (?:vec4<i32>|i32|array<array<vec4<u32>, (\d+)>, (\d+)>)/g)]
-        .reduce((n, m) => n + (m[1] ? 16 * Number(m[1]) * Number(m[2]) : m[0].endsWith('vec4<i32>') ? 16 : 4), 0);
-      expect(bytes, stage).to.equal(int8StagedWorkgroupBytes());
+      for (const [Program, expected] of [[ExpertsInt8StagedGemmProgram, int8StagedWorkgroupBytes()],
+        [ExpertsInt8BothStagedGemmProgram, int8BothStagedWorkgroupBytes()]] as const) {
+        const code = new Program({...cfg, stage}, [8192, int8StagedResultColumns(stage, layout)], 10, layout).getUserCode();
+        const bytes = [...code.matchAll(/var<workgroup> \w+ : (?:vec4<i32>|i32|array<array<vec4<u32>, (\d+)>, (\d+)>)/g)]
+          .reduce((n, m) => n + (m[1] ? 16 * Number(m[1]) * Number(m[2]) : m[0].endsWith('vec4<i32>') ? 16 : 4), 0);
+        expect(bytes, `${Program.name} ${stage}`).to.equal(expected);
+      }
     }
     expect(() => new ExpertsInt8StagedGemmProgram(cfg, [8192, 100], 10,
       int8PipelinedLayout(4096, 14336, INT8_STAGED_LAYOUT_SUBGROUPS)))
@@ -606,6 +611,13 @@ describeBackends('fusedExperts int8 w8a8 against the cpu reference, bit for bit'
         kernel: 'tensor-core-i8-staged-128-quant-pass', activation: 'swigluoai', bias: true, onInput: false, tokens: 300},
       {name: 'x staged, w13\'s epilogue in the quantizer, silu, router weight on the input',
         kernel: 'tensor-core-i8-staged-128-quant-pass', activation: 'silu', bias: false, onInput: true, tokens: 400},
+      // The same tiles with the weights staged too (rows padded to 48 bytes, one k block a stage, copies two blocks
+      // ahead: w13's 6 blocks, w2's 4) and the tile found by every invocation from main's ids.
+      {name: 'x and weights staged, gelu, biases', kernel: 'tensor-core-i8-both-staged-128-quant-pass',
+        activation: 'gelu', bias: true, onInput: false, tokens: 300},
+      {name: 'x and weights staged, swigluoai, router weight on the input',
+        kernel: 'tensor-core-i8-both-staged-128-quant-pass', activation: 'swigluoai', bias: false, onInput: true,
+        tokens: 400},
     ];
     for (const tc of pipelinedCases) {
       it(`runs the pipelined GEMM's WGSL with emulated subgroup matrices, bit-equal to dot4: ${tc.name}`, async () => {
@@ -615,7 +627,8 @@ describeBackends('fusedExperts int8 w8a8 against the cpu reference, bit for bit'
         const BM = int8GemmBlockRows(tc.kernel);
         const rows = maxPaddedRows(P, E, BM);
         const rowBlocks = Math.ceil(rows / 16);
-        const staged = tc.kernel === 'tensor-core-i8-staged-128-quant-pass';
+        const both = tc.kernel === 'tensor-core-i8-both-staged-128-quant-pass';
+        const staged = both || tc.kernel === 'tensor-core-i8-staged-128-quant-pass';
         const layout = int8PipelinedLayout(H, I, staged ? INT8_STAGED_LAYOUT_SUBGROUPS : 1);
         // The staged kernel's two 64-column subgroups' padding: weight rows padded to 64 act columns (w13) and 128 h
         // columns (w2).
@@ -647,7 +660,8 @@ describeBackends('fusedExperts int8 w8a8 against the cpu reference, bit for bit'
               [xb, align, ...head, ...w], shape, 'float32');
           }
           const columns = int8StagedResultColumns(c.stage, layout);
-          const results = run(emulated(new ExpertsInt8StagedGemmProgram(c, [rows, columns], tiles, layout)),
+          const Gemm = both ? ExpertsInt8BothStagedGemmProgram : ExpertsInt8StagedGemmProgram;
+          const results = run(emulated(new Gemm(c, [rows, columns], tiles, layout)),
               [xb, align, w[0]], [rows, columns], 'int32');
           if (c.stage === 'w13') {
             aqFused = wb.makeTensorInfo([rows, I / 4 + 4], 'int32');

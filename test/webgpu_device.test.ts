@@ -8,7 +8,7 @@ import * as tf from '@tensorflow/tfjs-core';
 import {WebGPUBackend} from '@tensorflow/tfjs-backend-webgpu';
 import type {WebGPUProgram} from '@tensorflow/tfjs-backend-webgpu';
 import {expect} from 'chai';
-import {declareWritableStorage, hoistDirectives} from '../src/kernels/webgpu/device';
+import {declareWritableStorage, hoistDirectives, passMainIds} from '../src/kernels/webgpu/device';
 import {FusedTopK} from '../src/kernel_names';
 import {SUBGROUPS_FLAG, webgpuCapabilities} from '../src/webgpu';
 import {routingImpl} from '../src';
@@ -42,6 +42,26 @@ if (backendsUnderTest().includes('webgpu')) {
       expect(out).to.contain('var<storage, read> logits: array<f32>;');
       expect(declareWritableStorage('fn main() {}')).to.equal('fn main() {}');
       expect(() => declareWritableStorage('// moe-storage-rw ids\nfn main() {}')).to.throw(/no 'var<storage, read> ids/);
+    });
+  });
+
+  describe('passMainIds', () => {
+    // tfjs's entry point, as webgpu_program.ts makeShader writes it (its parameters' tail and the call).
+    const entry = '@compute @workgroup_size(128, 1, 1)\nfn _start(@builtin(local_invocation_index) LocalIndex : u32, ' +
+        '@builtin(workgroup_id) WorkgroupId : vec3<u32>, @builtin(num_workgroups) NumWorkgroups : vec3<u32>) {\n' +
+        '  main();\n}';
+    it('passes the subgroup ids, and local_invocation_index and num_workgroups where main declares them', () => {
+      const three = passMainIds(`// moe-main-ids\nfn main(wid : vec3<u32>, sid : u32, lane : u32) {}\n${entry}`);
+      expect(three).to.contain('@builtin(subgroup_id) SubgroupId : u32, @builtin(subgroup_invocation_id) ' +
+        'SubgroupInvocationId : u32) {');
+      expect(three).to.contain('  main(WorkgroupId, SubgroupId, SubgroupInvocationId);');
+      const five = passMainIds('// moe-main-ids\nfn main(wid : vec3<u32>, sid : u32, lane : u32, li : u32, ' +
+        `nwg : vec3<u32>) {}\n${entry}`);
+      expect(five).to.contain('  main(WorkgroupId, SubgroupId, SubgroupInvocationId, LocalIndex, NumWorkgroups);');
+      const unmarked = `fn main() {}\n${entry}`;
+      expect(passMainIds(unmarked)).to.equal(unmarked);
+      expect(() => passMainIds('// moe-main-ids\nfn main(wid : vec3<u32>, sid : u32, lane : u32) {}'))
+        .to.throw(/tfjs's entry point/);
     });
   });
 

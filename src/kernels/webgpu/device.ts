@@ -29,6 +29,9 @@
  * analysis takes as non-uniform, and passes no subgroup ids. A program marked `// moe-main-ids` declares
  * `fn main(wid: vec3<u32>, sid: u32, lane: u32)` and gets workgroup_id, subgroup_id and
  * subgroup_invocation_id as arguments: uniform where they are, so subgroup-matrix offsets may derive from them.
+ * One that declares `fn main(wid: vec3<u32>, sid: u32, lane: u32, li: u32, nwg: vec3<u32>)` also gets
+ * local_invocation_index and num_workgroups, so that a tile found from the launch grid by every invocation is
+ * uniform too (no workgroup variable and barrier to share it).
  */
 import {engine, env, registerBackend, removeBackend} from '@tensorflow/tfjs-core';
 import {WebGPUBackend} from '@tensorflow/tfjs-backend-webgpu';
@@ -121,6 +124,8 @@ export function declareWritableStorage(code: string): string {
 /** Passes workgroup and subgroup ids to main() in programs marked `// moe-main-ids` (see above). */
 export function passMainIds(code: string): string {
   if (!/^[ \t]*\/\/ moe-main-ids[ \t]*$/m.test(code)) return code;
+  // Five parameters, by their types (an emulation may rename them): the ids, local_invocation_index, num_workgroups.
+  const allIds = /\bfn main\(\s*\w+\s*:\s*vec3<u32>\s*,(?:\s*\w+\s*:\s*u32\s*,){3}\s*\w+\s*:\s*vec3<u32>\s*\)/.test(code);
   const params = /(@builtin\(num_workgroups\)\s*NumWorkgroups\s*:\s*vec3<u32>)\s*\)\s*\{/;
   const call = /\bmain\(\);/;
   if (!params.test(code) || !call.test(code)) {
@@ -129,7 +134,7 @@ export function passMainIds(code: string): string {
   }
   return code.replace(params, '$1, @builtin(subgroup_id) SubgroupId : u32, ' +
       '@builtin(subgroup_invocation_id) SubgroupInvocationId : u32) {')
-    .replace(call, 'main(WorkgroupId, SubgroupId, SubgroupInvocationId);');
+    .replace(call, `main(WorkgroupId, SubgroupId, SubgroupInvocationId${allIds ? ', LocalIndex, NumWorkgroups' : ''});`);
 }
 
 /** Every rewrite above, in the order the device made here applies them to each shader it compiles. */

@@ -22,8 +22,9 @@ import {ExpertsW13Int8TensorCoreGemmProgram, ExpertsW2Int8TensorCoreGemmProgram,
   INT8_TC_WORKGROUP_BYTES, int8TensorCoreConfig} from './experts_int8_tc_webgpu';
 import {ExpertsInt8BlockedRowsProgram, ExpertsInt8WeightsBlockedProgram, ExpertsW13Int8PipelinedGemmProgram,
   ExpertsW2Int8PipelinedGemmProgram, int8PipelinedLayout, int8PipelinedWorkgroupBytes} from './experts_int8_tc_pipelined_webgpu';
-import {ExpertsInt8StagedActQuantProgram, ExpertsW13Int8StagedGemmProgram, ExpertsW2Int8StagedEpilogueProgram,
-  ExpertsW2Int8StagedGemmProgram, INT8_STAGED_LAYOUT_SUBGROUPS, INT8_STAGED_TILE, int8StagedResultColumns,
+import {ExpertsInt8StagedActQuantProgram, ExpertsW13Int8BothStagedGemmProgram, ExpertsW13Int8StagedGemmProgram,
+  ExpertsW2Int8BothStagedGemmProgram, ExpertsW2Int8StagedEpilogueProgram, ExpertsW2Int8StagedGemmProgram,
+  INT8_STAGED_LAYOUT_SUBGROUPS, INT8_STAGED_TILE, int8BothStagedWorkgroupBytes, int8StagedResultColumns,
   int8StagedWorkgroupBytes} from './experts_int8_tc_staged_webgpu';
 import {WebGPUCapabilities, webgpuCapabilities} from './capabilities';
 import {tensorCoreWeightCopy} from './tensor_core_weights';
@@ -41,6 +42,10 @@ import {tensorCoreWeightCopy} from './tensor_core_weights';
  *                    bit-equal to the cpu reference; bench/results/2026-12-07-h100-int8-check-epilogue-pass.log:
  *                    Mixtral M = 4096 9.54 ms, 302 TOPS, against plain-64's 11.06; M = 256 1.36 against 1.56; in
  *                    grouped order 9.13, 316 TOPS, -h100-int8-staged-order-pad.log);
+ *   'tensor-core-i8-both-staged-128-quant-pass'
+ *                    the same with the weights staged in workgroup memory too, every row padded to 48 bytes, the
+ *                    tile found in registers (ExpertsInt8BothStagedGemmProgram: the probe's fastest int8 loop, 460
+ *                    TOPS on an H100's plain GEMM); selectable only until it is timed in the layer;
  *   'tensor-core-i8-plain-64', 'tensor-core-i8-plain-32'
  *                    experts_int8_tc_pipelined_webgpu.ts: both operands in 16×32 blocks read from storage through
  *                    block pointers right before their multiplies (the int8 plain loop: 299 TOPS on the plain-GEMM
@@ -67,15 +72,18 @@ import {tensorCoreWeightCopy} from './tensor_core_weights';
  *   quantizer ('-staged-128-epilogue-pass': 9.87 against 9.54, -h100-int8-check-epilogue-pass.log), or its row
  *   tiles in other orders (12.48 and 13.22 against 13.16, -h100-int8-check-staged-orders.log).
  */
-export type Int8GemmKernel = 'tensor-core-i8-staged-128-quant-pass' | 'tensor-core-i8-plain-64' |
-  'tensor-core-i8-plain-32' | 'tensor-core-i8' | 'dot4-i8';
-export const INT8_GEMM_KERNELS: Int8GemmKernel[] = ['tensor-core-i8-staged-128-quant-pass', 'tensor-core-i8-plain-64',
-  'tensor-core-i8-plain-32', 'tensor-core-i8', 'dot4-i8'];
+export type Int8GemmKernel = 'tensor-core-i8-staged-128-quant-pass' | 'tensor-core-i8-both-staged-128-quant-pass' |
+  'tensor-core-i8-plain-64' | 'tensor-core-i8-plain-32' | 'tensor-core-i8' | 'dot4-i8';
+export const INT8_GEMM_KERNELS: Int8GemmKernel[] = ['tensor-core-i8-staged-128-quant-pass',
+  'tensor-core-i8-both-staged-128-quant-pass', 'tensor-core-i8-plain-64', 'tensor-core-i8-plain-32', 'tensor-core-i8',
+  'dot4-i8'];
 
 /** The plain kernels' rows per tile (experts_int8_tc_pipelined_webgpu.ts). */
 const PLAIN_ROWS: Partial<Record<Int8GemmKernel, number>> = {'tensor-core-i8-plain-64': 64, 'tensor-core-i8-plain-32': 32};
 const isPlain = (k: Int8GemmKernel) => PLAIN_ROWS[k] != null;
-const isStaged = (k: Int8GemmKernel) => k === 'tensor-core-i8-staged-128-quant-pass';
+/** The staged GEMMs (their i32 results stored straight, the epilogues as passes); bothStaged: the weights staged too. */
+const bothStaged = (k: Int8GemmKernel) => k === 'tensor-core-i8-both-staged-128-quant-pass';
+const isStaged = (k: Int8GemmKernel) => k === 'tensor-core-i8-staged-128-quant-pass' || bothStaged(k);
 /** The kernels that read blocked rows and the weights' blocked copy (experts_int8_tc_pipelined_webgpu.ts's). */
 const readsBlocked = (k: Int8GemmKernel) => isPlain(k) || isStaged(k);
 
@@ -110,7 +118,7 @@ export function int8GemmBlockRows(kernel: Int8GemmKernel): number {
 /** Workgroup memory each subgroup-matrix kernel declares (0 for dot4: it is not limited by it here). */
 export function int8GemmWorkgroupBytes(kernel: Int8GemmKernel): number {
   return isPlain(kernel) ? int8PipelinedWorkgroupBytes(int8GemmBlockRows(kernel)) :
-    isStaged(kernel) ? int8StagedWorkgroupBytes() :
+    bothStaged(kernel) ? int8BothStagedWorkgroupBytes() : isStaged(kernel) ? int8StagedWorkgroupBytes() :
     kernel === 'tensor-core-i8' ? INT8_TC_WORKGROUP_BYTES : 0;
 }
 
@@ -315,7 +323,9 @@ export function runInt8Experts(c: Int8ExpertsCall): TensorInfo {
       // and biases): the act rows never stored in f32.
       const straightResults = (stage: ExpertsStage, input: TensorInfo) => {
         const results = c.temp(issuer.makeTensorInfo([rows, int8StagedResultColumns(stage, layout)], 'int32'));
-        const Gemm = stage === 'w13' ? ExpertsW13Int8StagedGemmProgram : ExpertsW2Int8StagedGemmProgram;
+        const Gemm = bothStaged(gemm) ?
+          (stage === 'w13' ? ExpertsW13Int8BothStagedGemmProgram : ExpertsW2Int8BothStagedGemmProgram) :
+          (stage === 'w13' ? ExpertsW13Int8StagedGemmProgram : ExpertsW2Int8StagedGemmProgram);
         perShard(stage, results, (s, n) => [new Gemm(stage === 'w13' ? w13 : w2, results.shape, tiles(n), layout),
           [input, align]], (s, st) => blockedWeights(s, st).slice(0, 1));
         return results;

@@ -25,7 +25,8 @@
  * expressions (narrow), so the outputs equal the dot4 path's and the cpu reference's bit for bit.
  */
 import type {WebGPUProgram} from '@tensorflow/tfjs-backend-webgpu';
-import {activationSnippet, gateUpRows, gemmGridSnippet, segmentOwnerSnippet} from './experts_wgsl';
+import {activationSnippet, gateUpRows, gemmGridSnippet, gemmTileInRegistersSnippet, segmentOwnerSnippet}
+  from './experts_wgsl';
 import type {ExpertsInt8Config} from './experts_int8_webgpu';
 import {int8Dequantized, int8Epilogue} from './experts_int8_tc_webgpu';
 import {ExpertsInt8QuantProgram} from './experts_int8_quant_webgpu';
@@ -52,6 +53,15 @@ export const INT8_STAGED_LAYOUT_SUBGROUPS = 2;
 export function int8StagedWorkgroupBytes(): number {
   const t = INT8_STAGED_TILE;
   return 16 + 4 + 2 * (t.rows / 16) * t.kBlocksPerStage * 512;
+}
+
+/**
+ * The both-staged GEMM's workgroup memory: two buffers each of the tile's 8 row blocks of x and of the workgroup's 8
+ * weight block rows, one 32-k block each, every 32-byte row padded to 48 bytes (no tile lookup variables).
+ */
+export function int8BothStagedWorkgroupBytes(): number {
+  const t = INT8_STAGED_TILE;
+  return 2 * 2 * (t.rows / 16) * 768;
 }
 
 /**
@@ -225,6 +235,102 @@ export class ExpertsInt8StagedGemmProgram extends Int8StagedTileProgram {
 }
 
 /**
+ * 'tensor-core-i8-both-staged-128-quant-pass' (selectable; experts_int8_run.ts): ExpertsInt8StagedGemmProgram's
+ * tiles, results and epilogues with the weights staged in workgroup memory too. Per 32-k block the tile's 8 row
+ * blocks of x and the workgroup's 8 weight block rows (its four subgroups' two each) are copied in with 16-byte
+ * copies, each 32-byte row padded to 48 bytes so that the rows a matrix load reads at once meet distinct banks; two
+ * buffers, one barrier a block, the copies fetched two blocks ahead; the tile found in registers
+ * (gemmTileInRegistersSnippet: main takes every id). On an H100's plain 4096 × 14336 × 4096 int8 GEMM this loop
+ * took 1.046 ms (460 TOPS) against the x-staged loop's 1.295 (tc_probe rounds 27-28); in the layer, with the tile
+ * through workgroup memory, Mixtral M = 4096 9.32 ms against 9.13 (docs/tensor-cores.md, "a nineteenth session"),
+ * and round 31 then found that lookup costing the padded loops 52%. wb is read as vec4 words.
+ */
+export class ExpertsInt8BothStagedGemmProgram extends Int8StagedTileProgram {
+  variableNames = ['xb', 'align', 'wb'];
+  variableComponents = [4, 1, 4];
+
+  /** Inputs and output as ExpertsInt8StagedGemmProgram's. */
+  constructor(c: ExpertsInt8Config, outputShape: number[], numTiles: number, layout: Int8PipelinedLayout) {
+    super('moeExpertsInt8GemmTcBothStaged', c, outputShape, numTiles, layout);
+    if (outputShape[1] !== int8StagedResultColumns(c.stage, layout)) {
+      throw new Error(`int8 both-staged GEMM: its results need ${int8StagedResultColumns(c.stage, layout)} columns, ` +
+        `got ${outputShape[1]}`);
+    }
+  }
+
+  getUserCode(): string {
+    const c = this.c;
+    const w13 = c.stage === 'w13';
+    const {rows: BM, subgroups: WN, groupRows} = INT8_STAGED_TILE;
+    const Kp = w13 ? this.layout.Hp : this.layout.Ip;
+    const rowsPerExpert = w13 ? this.layout.w13Rows : this.layout.w2Rows;
+    const KB = Kp / 32;                          // k blocks, one a stage
+    const RV = blockedRowBlockWords(Kp) / 4;     // vec4 words a block row of xb
+    const RB = BM / 16, CB = 2 * WN;             // row blocks of x and weight block rows a workgroup
+    const threads = 32 * WN;
+    const aCopies = Array.from({length: RB * 32 / threads}, (_, p) => p);
+    const bCopies = Array.from({length: CB * 32 / threads}, (_, p) => p);
+    const rowsT = Array.from({length: RB}, (_, r) => r);
+    const cols = [0, 1];
+    const columns = int8StagedResultColumns(c.stage, this.layout);
+    // Copy p of a lane: vec4 q = li + p·threads of the stage, block q / 32, vec4 q % 32 of that block (16 rows of
+    // 32 bytes, 2 vec4 a row: in workgroup memory 3 a row).
+    const q = (p: number) => `(li + ${p * threads}u)`;
+    const fetchA = (p: number, kb: string) =>
+      `bitcast<vec4<u32>>(xb[aFirst + ${q(p)} / 32u * ${RV}u + (${kb}) * 32u + ${q(p)} % 32u])`;
+    const fetchB = (p: number, kb: string) =>
+      `bitcast<vec4<u32>>(wb[(wBase + ${q(p)} / 32u) * ${KB * 32}u + (${kb}) * 32u + ${q(p)} % 32u])`;
+    const put = (X: 'A' | 'B', n: number, p: number, buf: string, v: string) =>
+      `${X}s[${buf} * ${n}u + ${q(p)} / 32u][${q(p)} % 32u / 2u * 3u + ${q(p)} % 2u] = ${v};`;
+    const puts = (buf: string, prefix: string) => [...aCopies.map((p) => put('A', RB, p, buf, `${prefix}A${p}`)),
+      ...bCopies.map((p) => put('B', CB, p, buf, `${prefix}B${p}`))].join('\n          ');
+    const fetches = (decl: string, prefix: string, kb: string) => [
+      ...aCopies.map((p) => `${decl}${prefix}A${p} = ${fetchA(p, kb)};`),
+      ...bCopies.map((p) => `${decl}${prefix}B${p} = ${fetchB(p, kb)};`)].join('\n          ');
+    // Subgroup sid's column block cc among the workgroup's weight block rows (the x-staged kernel's bRow, bBlock).
+    const slot = (cc: number) => w13 ? `(sid / 2u) * 4u + sid % 2u + ${2 * cc}u` : `sid * 2u + ${cc}u`;
+    const left = 'subgroup_matrix_left<i8, 32, 16>';
+    const right = 'subgroup_matrix_right<i8, 16, 32>';
+    const result = 'subgroup_matrix_result<i32, 16, 16>';
+    return `
+      enable subgroups;
+      enable chromium_experimental_subgroup_matrix;
+      // moe-main-ids
+      var<workgroup> As : array<array<vec4<u32>, 48>, ${2 * RB}>;   // [buffer][row block]: 16 rows × 32 i8, padded
+      var<workgroup> Bs : array<array<vec4<u32>, 48>, ${2 * CB}>;   // [buffer][weight block row]: the same
+
+      // xb: ${w13 ? 'gathered x' : 'act'} in blocked rows (${RV} vec4 words a block row); align: [E+1] offsets then the
+      // sorted pairs; wb: blocked weights [experts, ${rowsPerExpert}/16, ${KB}] blocks of 32 vec4; result: i32 [rows, ${columns}].
+      fn main(wid : vec3<u32>, sid : u32, lane : u32, li : u32, nwg : vec3<u32>) {
+        ${gemmTileInRegistersSnippet('wb', BM, w13 ? 64 : 128, groupRows)}
+        let aFirst = u32(rowStart) / 16u * ${RV}u;   // the tile's first block row, in vec4 words
+        let wBase = (u32(e) * ${rowsPerExpert}u + ${w13 ? '2u * u32(wgN)' : 'u32(wgN)'}) / 16u;   // its first weight block row
+        ${rowsT.flatMap((r) => cols.map((cc) => `var acc${r}${cc} : ${result};`)).join('\n        ')}
+        {
+          ${fetches('let ', 'r', '0u')}
+          ${puts('0u', 'r')}
+        }
+        ${fetches('var ', 'n', `${Math.min(1, KB - 1)}u`)}
+        workgroupBarrier();
+        for (var st = 0u; st < ${KB}u; st++) {
+          let buf = st % 2u;
+          ${fetches('let ', 'f', `min(st + 2u, ${KB - 1}u)`)}
+          ${rowsT.map((r) => `let a${r} = subgroupMatrixLoad<${left}, row_major>(&As[buf * ${RB}u + ${r}u], 0u, 3u);`).join('\n          ')}
+          ${cols.map((cc) => `let b${cc} = subgroupMatrixLoad<${right}, col_major>(&Bs[buf * ${CB}u + ${slot(cc)}], 0u, 3u);`).join('\n          ')}
+          ${rowsT.flatMap((r) => cols.map((cc) => `acc${r}${cc} = subgroupMatrixMultiplyAccumulate(a${r}, b${cc}, acc${r}${cc});`)).join('\n          ')}
+          // Block st + 1 into the idle buffer (past the end, a repeat that no one reads).
+          ${puts('(1u - buf)', 'n')}
+          ${[...aCopies.map((p) => `nA${p} = fA${p};`), ...bCopies.map((p) => `nB${p} = fB${p};`)].join(' ')}
+          workgroupBarrier();
+        }
+        ${rowsT.flatMap((r) => cols.map((cc) => `subgroupMatrixStore<row_major>(&result, (u32(rowStart) + ${16 * r}u) * ` +
+          `${columns}u + ${resultColumn(w13)} + ${16 * cc}u, acc${r}${cc}, ${columns}u);`)).join('\n        ')}
+      }
+    `;
+  }
+}
+
+/**
  * The staged GEMM's epilogue as its own pass over the i32 results it stored straight (int8StagedResultColumns'
  * layout): the same grid of 128-row tiles and output columns, four groups of 32 invocations each taking the columns
  * that subgroup of the GEMM computed, and int8Epilogue's narrow f32 expressions read from storage instead of
@@ -285,6 +391,8 @@ export class ExpertsInt8StagedEpilogueProgram extends Int8StagedTileProgram {
 export class ExpertsW13Int8StagedGemmProgram extends ExpertsInt8StagedGemmProgram {}
 export class ExpertsW2Int8StagedGemmProgram extends ExpertsInt8StagedGemmProgram {}
 export class ExpertsW2Int8StagedEpilogueProgram extends ExpertsInt8StagedEpilogueProgram {}
+export class ExpertsW13Int8BothStagedGemmProgram extends ExpertsInt8BothStagedGemmProgram {}
+export class ExpertsW2Int8BothStagedGemmProgram extends ExpertsInt8BothStagedGemmProgram {}
 
 /**
  * The staged w13 GEMM's epilogue (its straight i32 results, int8StagedResultColumns' layout) fused into the

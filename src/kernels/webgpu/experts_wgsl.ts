@@ -87,14 +87,15 @@ export function localExpertSnippet(hasExpertMap: boolean, globalNumExperts: numb
  * A GEMM's (row tile, column tile) from its workgroup's place in the launch order, x fastest, row tiles taken
  * `groupRows` at a time (Triton's GROUP_SIZE_M, as vLLM's fused_moe kernel orders its tiles): the workgroups in
  * flight then share a few row tiles' x and their experts' weight columns in L2, where x-major order sweeps every
- * row tile for each column and reads x again from memory for each. Declares `gridRow` and `gridCol` (u32, from
- * private copies of the ids: only for the tile lookup that localIndex 0 writes to workgroup memory).
+ * row tile for each column and reads x again from memory for each. Declares `gridRow` and `gridCol` (u32). From
+ * tfjs's private copies of the ids (`wid`, `nwg` left out) they are only for the tile lookup that localIndex 0
+ * writes to workgroup memory; from main's arguments (device.ts passMainIds) they are uniform.
  */
-export function groupedGridSnippet(groupRows: number): string {
-  return `let gridLinear = workgroupId.y * numWorkgroups.x + workgroupId.x;
-        let gridGroup = gridLinear / (${groupRows}u * numWorkgroups.y);
-        let gridInGroup = gridLinear % (${groupRows}u * numWorkgroups.y);
-        let gridRows = min(${groupRows}u, numWorkgroups.x - gridGroup * ${groupRows}u);
+export function groupedGridSnippet(groupRows: number, wid = 'workgroupId', nwg = 'numWorkgroups'): string {
+  return `let gridLinear = ${wid}.y * ${nwg}.x + ${wid}.x;
+        let gridGroup = gridLinear / (${groupRows}u * ${nwg}.y);
+        let gridInGroup = gridLinear % (${groupRows}u * ${nwg}.y);
+        let gridRows = min(${groupRows}u, ${nwg}.x - gridGroup * ${groupRows}u);
         let gridRow = gridGroup * ${groupRows}u + gridInGroup % gridRows;
         let gridCol = gridInGroup / gridRows;`;
 }
@@ -108,6 +109,25 @@ export function gemmGridSnippet(weights: string, blockRows: number, kTilesPerPar
   return `${groupRows ? groupedGridSnippet(groupRows) : ''}
         if (localIndex == 0u) { wgN0 = i32(${groupRows ? 'gridCol' : 'workgroupId.y'}) * ${workgroupColumns}; }
         ${gemmTileSnippet(weights, blockRows, kTilesPerPart, kTiles, groupRows ? 'gridRow' : undefined)}`;
+}
+
+/**
+ * The staged GEMMs' tile without workgroup memory, for a program whose main takes every id as an argument
+ * (`fn main(wid, sid, lane, li, nwg)`, device.ts passMainIds): each invocation finds the workgroup's first column
+ * `wgN`, its `rowStart` and the expert `e` in the shard from the launch grid (groupedGridSnippet's order with
+ * `groupRows` > 0), the uniforms and align (read-only storage): all uniform to Tint, so an empty tile returns before
+ * the barriers with no workgroup variable and barrier to share the tile. On an H100 the padded staged loops lost
+ * 52% (int8) and 67% (f16) with the tile through workgroup memory (bench/tc_probe.ts round 31).
+ */
+export function gemmTileInRegistersSnippet(weights: string, blockRows: number, workgroupColumns: number,
+    groupRows: number): string {
+  return `${groupRows ? groupedGridSnippet(groupRows, 'wid', 'nwg') : ''}
+        let wgN = i32(${groupRows ? 'gridCol' : 'wid.y'}) * ${workgroupColumns};
+        let first = uniforms.firstExpert;
+        let rowStart = align[first] + i32(${groupRows ? 'gridRow' : 'wid.x'}) * ${blockRows};
+        if (rowStart >= align[first + uniforms.${weights}Shape.x]) { return; }
+        ${segmentOwnerSnippet(`uniforms.${weights}Shape.x`, 'rowStart')}
+        let e = lo - first;`;
 }
 
 /**
