@@ -102,17 +102,13 @@ if variant.endswith('bcast'):
         (grid, grid[:-1] + ".replace('let rowStart = tile.x;', 'let rowStart = subgroupBroadcastFirst(tile.x);')"
          ".replace('let e = tile.y;', 'let e = subgroupBroadcastFirst(tile.y);')}"),
         (wgn, wgn.replace('workgroupUniformLoad(&wgN0)', 'subgroupBroadcastFirst(workgroupUniformLoad(&wgN0))'))])
-# padli passes local_invocation_index alone; args passes it and num_workgroups (workgroup_id is main's wid already).
-params = {'padli': ('li : u32', 'LocalIndex', [('localIndex', 'li')]),
-          'args': ('li : u32, nwg : vec3<u32>', 'LocalIndex, NumWorkgroups',
-                   [('localIndex', 'li'), ('workgroupId', 'wid'), ('numWorkgroups', 'nwg')])}.get(
+# padli reads local_invocation_index from main's parameters, args it, workgroup_id and num_workgroups (device.ts
+# passMainIds passes both to a main that declares them).
+names = {'padli': [('localIndex', 'li')],
+         'args': [('localIndex', 'li'), ('workgroupId', 'wid'), ('numWorkgroups', 'nwg')]}.get(
     'args' if variant.endswith('args') else variant)
-if params:
-    extra, passed, names = params
-    patch('src/kernels/webgpu/device.ts', [
-        (".replace(call, 'main(WorkgroupId, SubgroupId, SubgroupInvocationId);');",
-         f".replace(call, code.includes(', {extra}) {{') ? 'main(WorkgroupId, SubgroupId, SubgroupInvocationId, "
-         f"{passed});' : 'main(WorkgroupId, SubgroupId, SubgroupInvocationId);');")])
+if names:
+    extra = 'li : u32, nwg : vec3<u32>'
     renames = ''.join(f".replace(/\\b{a}\\b/g, '{b}')" for a, b in names)
     patch(staged, [
         (program,

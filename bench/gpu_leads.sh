@@ -6,12 +6,12 @@
 #   1. Probe round 33: the padded int8 and f16 loops without the lookup, with it, with it taken apart (its
 #      variables declared after the staged tiles; no binary search; no early return; run but unused), and kept
 #      two ways (run by every invocation in registers; its results through subgroupBroadcastFirst).
-#   2. Probe round 32: the layer's w13 GEMM verbatim, edited, and replaced by the both-staged GEMM of the 'both'
-#      builds (lookup through workgroup memory and in registers), in the probe's harness.
-#   3. The int8 default in the layer at 'plain-gemm' and Mixtral, M = 4096, as it is and padded, padded with the
-#      lookup in registers, with the weights staged too (probe round 27's loop, 460 TOPS on the probe) with the
-#      lookup in registers and as it is, padded with the lookup broadcast, with the staged tiles declared first,
-#      without the early return, with local_invocation_index main's argument.
+#   2. Probe round 32: the layer's w13 GEMM verbatim, edited, in the probe's layout, and replaced by the
+#      both-staged one ('tensor-core-i8-both-staged-128-quant-pass'), in the probe's harness.
+#   3. In the layer at 'plain-gemm' and Mixtral, M = 4096: the int8 default beside the both-staged kernel (the
+#      weights staged too, probe round 27's loop, 460 TOPS on the probe, its tile found in registers), then the
+#      default padded, padded with the lookup in registers or broadcast, with the staged tiles declared first,
+#      without the early return, with local_invocation_index main's argument (gpu_layer_variants.sh builds).
 #   4. The f16 'staged-128x128' variant restored (gpu_layer_variants.sh: padded as removed, and with each of
 #      the candidate fixes) beside the f16 default, at Mixtral and 'plain-gemm', M = 4096.
 #   5. Probe round 32 for the padded builds (the layer's padded GEMM verbatim and with each edit of its text), and
@@ -19,8 +19,8 @@
 # Every step's whole log is appended to $OUT/logs.txt: the device tool brings back only a few files a call.
 # Pack first, from the project root (the builds below only: all of them pass the 64 MiB carry limit):
 #   rm -rf .gpu && ../shared/gpu/pack.sh bench/gpu_check_tc.ts bench/gpu_check_int8.ts bench/tc_probe.ts
-#   bash bench/gpu_layer_variants.sh pad padfirst padnoret padli padreg padbcast both bothreg f16pad f16padfirst \
-#     f16padnoret f16padargs f16padreg f16padbcast
+#   bash bench/gpu_layer_variants.sh pad padfirst padnoret padli padreg padbcast f16pad f16padfirst f16padnoret \
+#     f16padargs f16padreg f16padbcast
 #   cp bench/gpu_leads.sh bench/gpu_ab_tc.sh .gpu/
 # then, with the device tool (carry [".gpu"]): bash .gpu/gpu_leads.sh
 exec > >(tee -a "$OUT/all.stdout") 2>&1
@@ -34,10 +34,11 @@ probe() {
   grep '"kernel"' "$logs/$name.log" | sed -E 's/.*"kernel":"([^"]*)".*"ms":([0-9.]+).*"worst_err_over_bound":([0-9.]+).*/\2 ms  err \3  \1/'
   keep "$name"
 }
-int8_layer() {
-  echo "## int8 default ($1) in the layer at plain-gemm and Mixtral M=4096 $(date -u +%FT%TZ)"
-  timeout 90 bash .gpu/run.sh ".gpu/$1.mjs" --skip-tiny --shapes plain-gemm,mixtral --tokens 4096 \
-    --kernels tensor-core-i8-staged-128-quant-pass --out "$logs/$1.log" 2>&1 | grep -v '^{' | tail -2
+int8_layer() {   # a build, and its kernels (default: the int8 default's)
+  local kernels=${2:-tensor-core-i8-staged-128-quant-pass}
+  echo "## int8 $kernels ($1) in the layer at plain-gemm and Mixtral M=4096 $(date -u +%FT%TZ)"
+  timeout 150 bash .gpu/run.sh ".gpu/$1.mjs" --skip-tiny --shapes plain-gemm,mixtral --tokens 4096 \
+    --kernels "$kernels" --out "$logs/$1.log" 2>&1 | grep -v '^{' | tail -2
   keep "$1"
 }
 f16_layer() {
@@ -49,10 +50,8 @@ f16_layer() {
 for f in .gpu/*.mjs.xz; do xz -dkf "$f"; done
 probe round33 120 bash .gpu/run.sh .gpu/tc_probe.mjs --round33
 probe round32 90 bash .gpu/run.sh .gpu/tc_probe.mjs --round32
-for v in gpu_check_int8 gpu_check_int8_pad gpu_check_int8_padreg gpu_check_int8_bothreg gpu_check_int8_both \
-    gpu_check_int8_padbcast gpu_check_int8_padfirst gpu_check_int8_padnoret gpu_check_int8_padli; do
-  int8_layer $v
-done
+int8_layer gpu_check_int8 tensor-core-i8-staged-128-quant-pass,tensor-core-i8-both-staged-128-quant-pass
+for v in pad padreg padbcast padfirst padnoret padli; do int8_layer "gpu_check_int8_$v"; done
 f16_layer gpu_check_tc fitted-64x256
 for v in f16pad f16padreg f16padbcast f16padfirst f16padnoret f16padargs; do
   f16_layer "gpu_check_tc_$v" staged-128x128
