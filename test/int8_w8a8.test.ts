@@ -605,8 +605,8 @@ describeBackends('fusedExperts int8 w8a8 against the cpu reference, bit for bit'
         activation: 'gelu', bias: true, onInput: true, tokens: 300},
       // x staged in workgroup memory, 128-row tiles of four 128 × 32 subgroups (w13: two per 32 act columns, w2 past
       // H's 176 in the second workgroup), weights two k blocks ahead: w13's 3 steps, w2's 2; 600 and 400 pairs. The
-      // i32 results stored straight; w13's epilogue in the activation quantizer (run as two shards, of 1 and 2
-      // experts), checked against the epilogue pass's act quantized; w2's as a pass.
+      // GEMMs and w13's epilogue in the activation quantizer run as two shards, of 1 and 2 experts; the i32 results
+      // stored straight; the fused act checked against the epilogue pass's act quantized; w2's epilogue a pass.
       {name: 'x staged, w13\'s epilogue in the quantizer, swigluoai, biases',
         kernel: 'tensor-core-i8-staged-128-quant-pass', activation: 'swigluoai', bias: true, onInput: false, tokens: 300},
       {name: 'x staged, w13\'s epilogue in the quantizer, silu, router weight on the input',
@@ -654,15 +654,26 @@ describeBackends('fusedExperts int8 w8a8 against the cpu reference, bit for bit'
         // them; w13's results also to ExpertsInt8StagedActQuantProgram, per shard (experts [0, 1) and [1, 3): their
         // scales and biases sliced, the shard's first expert as the uniform) into one output.
         let aqFused: tf.TensorInfo | null = null;
-        const stage = (c: ExpertsInt8Config, shape: number[], xb: tf.TensorInfo, head: tf.TensorInfo[], w: tf.TensorInfo[]) => {
+        const stage = async (c: ExpertsInt8Config, shape: number[], xb: tf.TensorInfo, head: tf.TensorInfo[],
+            w: tf.TensorInfo[]) => {
           if (!staged) {
             return run(emulated(new ExpertsInt8PipelinedGemmProgram(c, shape, tiles, BM, layout)),
               [xb, align, ...head, ...w], shape, 'float32');
           }
           const columns = int8StagedResultColumns(c.stage, layout);
           const Gemm = both ? ExpertsInt8BothStagedGemmProgram : ExpertsInt8StagedGemmProgram;
-          const results = run(emulated(new Gemm(c, [rows, columns], tiles, layout)),
-              [xb, align, w[0]], [rows, columns], 'int32');
+          // Two weight shards (experts [0, 1) and [1, 3)), each GEMM dispatch finding its tiles from the shard's
+          // first expert, as FusedExperts runs them. The shards' blocked words are cut on the host: tf.slice of
+          // int32 on webgpu goes through float32 (see the README's dependency notes).
+          const results = wb.makeTensorInfo([rows, columns], 'int32');
+          temps.push(results);
+          const words = w[0].shape[1], blocked = await read(w[0]);
+          for (const [first, n] of [[0, 1], [1, E - 1]]) {
+            const part = tf.tensor2d(blocked.subarray(first * words, (first + n) * words) as Int32Array, [n, words], 'int32');
+            wb.runWebGPUProgram(emulated(new Gemm(c, [rows, columns], Math.ceil(P / BM) + n, layout)),
+              [xb, align, part], 'int32', [{type: 'int32', data: [first]}], results);
+            tf.dispose(part);
+          }
           if (c.stage === 'w13') {
             aqFused = wb.makeTensorInfo([rows, I / 4 + 4], 'int32');
             temps.push(aqFused);
@@ -676,10 +687,10 @@ describeBackends('fusedExperts int8 w8a8 against the cpu reference, bit for bit'
           return run(new ExpertsInt8StagedEpilogueProgram(c, shape, tiles, layout), [results, xb, align, ...head, ...w.slice(1)],
               shape, 'float32');
         };
-        const actTc = stage(c13, [rows, I], blocked(xq, 'gather', H, layout.Hp), [], blockedWeights(w13, 'w13'));
+        const actTc = await stage(c13, [rows, I], blocked(xq, 'gather', H, layout.Hp), [], blockedWeights(w13, 'w13'));
         const aqSeparate = run(new ExpertsInt8QuantProgram(rows, I, false), [actTc], [rows, I / 4 + 4], 'int32');
         const aq = aqFused ?? aqSeparate;
-        const yTc = stage(c2, [P, H], blocked(aq, 'rows', I, layout.Ip), tc.onInput ? [] : [tw], blockedWeights(w2, 'w2'));
+        const yTc = await stage(c2, [P, H], blocked(aq, 'rows', I, layout.Ip), tc.onInput ? [] : [tw], blockedWeights(w2, 'w2'));
         const [alignHost, align4, a4, aT, y4, yT, aqS, aqF] = await Promise.all([align, dot4.align, dot4.act, actTc,
           dot4.y, yTc, aqSeparate, ...(aqFused ? [aqFused] : [])].map(read));
         expect((await device.popErrorScope())?.message ?? '').to.equal('');
