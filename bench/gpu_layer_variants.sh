@@ -66,7 +66,7 @@ else:
             '      var<workgroup> wgN0 : i32;           // first column, workgroup-uniform through it\n')
     tiles = '      var<workgroup> As : array<array<vec4<u32>, 32>, ${2 * RB * SK}>;   // [buffer][row block][k block]: 16 rows × 32 i8\n'
     grid = "${gemmGridSnippet('wb', BM, stages, stages, (w13 ? 64 : 128), groupRows)}"
-    program = 'export class ExpertsInt8StagedGemmProgram extends Int8StagedTileProgram {\n'
+    program = 'export class ExpertsInt8StagedGemmProgram extends Int8StagedGemmBase {\n'
     body = ("  getUserCode(): string {\n    const c = this.c;\n    const w13 = c.stage === 'w13';\n"
             "    const {rows: BM, subgroups: WN, kBlocksPerStage: SK, ahead: D, groupRows} = INT8_STAGED_TILE;")
 pad = variant.startswith('pad') and not f16   # the restored f16 variant pads its rows itself (F16_STAGED_TILE.padRows)

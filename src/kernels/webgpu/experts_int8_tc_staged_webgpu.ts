@@ -141,21 +141,30 @@ abstract class Int8StagedTileProgram implements WebGPUProgram {
   abstract getUserCode(): string;
 }
 
-export class ExpertsInt8StagedGemmProgram extends Int8StagedTileProgram {
+/**
+ * The staged GEMMs' inputs and output. Inputs: xb (blocked rows, read as vec4 words for the copies), align (built
+ * with blockRows 128), wb (the shard's blocked weights, int8PipelinedLayout(H, I, INT8_STAGED_LAYOUT_SUBGROUPS)).
+ * Output: the i32 results, int32 [rows, int8StagedResultColumns], for ExpertsInt8StagedActQuantProgram (w13) or
+ * ExpertsInt8StagedEpilogueProgram.
+ */
+abstract class Int8StagedGemmBase extends Int8StagedTileProgram {
   variableNames = ['xb', 'align', 'wb'];
-  variableComponents = [4, 1, 1];
 
-  /**
-   * Inputs: xb (blocked rows, read as vec4 words for the copies), align (built with blockRows 128), wb (the shard's
-   * blocked weights, int8PipelinedLayout(H, I, INT8_STAGED_LAYOUT_SUBGROUPS)). Output: the i32 results, int32
-   * [rows, int8StagedResultColumns], for ExpertsInt8StagedActQuantProgram (w13) or ExpertsInt8StagedEpilogueProgram.
-   */
-  constructor(c: ExpertsInt8Config, outputShape: number[], numTiles: number, layout: Int8PipelinedLayout) {
-    super('moeExpertsInt8GemmTcStaged', c, outputShape, numTiles, layout);
+  constructor(name: string, what: string, c: ExpertsInt8Config, outputShape: number[], numTiles: number,
+      layout: Int8PipelinedLayout) {
+    super(name, c, outputShape, numTiles, layout);
     if (outputShape[1] !== int8StagedResultColumns(c.stage, layout)) {
-      throw new Error(`int8 staged GEMM: its results need ${int8StagedResultColumns(c.stage, layout)} columns, ` +
+      throw new Error(`int8 ${what} GEMM: its results need ${int8StagedResultColumns(c.stage, layout)} columns, ` +
         `got ${outputShape[1]}`);
     }
+  }
+}
+
+export class ExpertsInt8StagedGemmProgram extends Int8StagedGemmBase {
+  variableComponents = [4, 1, 1];
+
+  constructor(c: ExpertsInt8Config, outputShape: number[], numTiles: number, layout: Int8PipelinedLayout) {
+    super('moeExpertsInt8GemmTcStaged', 'staged', c, outputShape, numTiles, layout);
   }
 
   getUserCode(): string {
@@ -245,17 +254,11 @@ export class ExpertsInt8StagedGemmProgram extends Int8StagedTileProgram {
  * through workgroup memory, Mixtral M = 4096 9.32 ms against 9.13 (docs/tensor-cores.md, "a nineteenth session"),
  * and round 31 then found that lookup costing the padded loops 52%. wb is read as vec4 words.
  */
-export class ExpertsInt8BothStagedGemmProgram extends Int8StagedTileProgram {
-  variableNames = ['xb', 'align', 'wb'];
+export class ExpertsInt8BothStagedGemmProgram extends Int8StagedGemmBase {
   variableComponents = [4, 1, 4];
 
-  /** Inputs and output as ExpertsInt8StagedGemmProgram's. */
   constructor(c: ExpertsInt8Config, outputShape: number[], numTiles: number, layout: Int8PipelinedLayout) {
-    super('moeExpertsInt8GemmTcBothStaged', c, outputShape, numTiles, layout);
-    if (outputShape[1] !== int8StagedResultColumns(c.stage, layout)) {
-      throw new Error(`int8 both-staged GEMM: its results need ${int8StagedResultColumns(c.stage, layout)} columns, ` +
-        `got ${outputShape[1]}`);
-    }
+    super('moeExpertsInt8GemmTcBothStaged', 'both-staged', c, outputShape, numTiles, layout);
   }
 
   getUserCode(): string {
