@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Issue 11's open leads in one device call of up to 10 minutes, on any card (docs/tensor-cores.md, "a
-# twenty-third session"); on an H200 run the table (bench/gpu_ab_tc.sh, about 8 minutes) in a call of its own.
+# twenty-fourth session"); on an H200 run the table (bench/gpu_ab_tc.sh, about 8 minutes) in a call of its own.
 # Round 31 put the layer's loss in its tile lookup, and only with x's rows padded; in the order of what each tells,
 # so that a call cut short keeps the most:
 #   1. Probe round 33: the padded int8 and f16 loops without the lookup, with it, with it taken apart (its
