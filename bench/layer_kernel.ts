@@ -111,6 +111,8 @@ export interface LayerGemmForm {
   dispatch?: [number, number, number];
   /** x's block rows' i32 words, where the form reads them closer than g's (oneExpertInputs' words). */
   xbWords?: number;
+  /** The kernel whose GEMM the form runs in the layer GEMM's place (bothStagedForm). */
+  kernel?: string;
 }
 
 /**
@@ -140,16 +142,15 @@ export function layerGemmForms(g: LayerGemm, skipped?: string[]): LayerGemmForm[
         let rowStart = i32(gridRow) * ${INT8_STAGED_TILE.rows};
         let e = 0;`], ['workgroupUniformLoad(&wgN0)', 'i32(gridCol) * 64'],
     ['localId = LocalId;', 'localId = LocalId;\n        _ = uniforms.NAN;\n        _ = align[0];']]);
-  const forms: Array<[string, () => LayerGemmForm[]]> = [['', () => [{what: '', code: g.code}]],
-    [', constants', () => [{what: ', constants', code: constants(g.code)}]],
-    [', builtins as arguments', () => [{what: ', builtins as arguments', code: builtinArguments(g.code)}]],
-    [', constants, builtins as arguments',
-      () => [{what: ', constants, builtins as arguments', code: builtinArguments(constants(g.code))}]],
-    [', staged tiles declared first', () => [{what: ', staged tiles declared first', code: tilesFirst(g.code)}]],
-    [', no early return', () => [{what: ', no early return', code: noEarlyReturn(g.code)}]],
-    ...(g.shapes.wb[0] === 1 ? [[', no tile lookup', () => [{what: ', no tile lookup (the launch grid\'s tile), ' +
-      'builtins as arguments', code: builtinArguments(noLookup(g.code))}]] as [string, () => LayerGemmForm[]],
-    ['layout forms', () => layoutForms(g)] as [string, () => LayerGemmForm[]]] : [])];
+  type Maker = [string, () => LayerGemmForm[]];
+  const one = (what: string, code: () => string): Maker => [what, () => [{what, code: code()}]];
+  const forms: Maker[] = [one('', () => g.code), one(', constants', () => constants(g.code)),
+    one(', builtins as arguments', () => builtinArguments(g.code)),
+    one(', constants, builtins as arguments', () => builtinArguments(constants(g.code))),
+    one(', staged tiles declared first', () => tilesFirst(g.code)),
+    one(', no early return', () => noEarlyReturn(g.code)),
+    ...(g.shapes.wb[0] === 1 ? [one(', no tile lookup (the launch grid\'s tile), builtins as arguments',
+      () => builtinArguments(noLookup(g.code))), [', layout forms', () => layoutForms(g)] as Maker] : [])];
   // A diagnostic build's GEMM (bench/gpu_layer_variants.sh) may already have an edit's change, or not the text it
   // edits: with `skipped`, such a form is left out and named there; without, it throws.
   return forms.flatMap(([what, make]) => {
@@ -188,7 +189,7 @@ export function bothStagedForm(s: MoEShape, M: number, g: LayerGemm, userCode?: 
     throw new Error('layer_kernel: the both-staged GEMM\'s uniform block or dispatch differs from the layer GEMM\'s');
   }
   return {what: ', x and weights staged (rows padded, copies two k blocks ahead), tile found in registers',
-    code: b.code};
+    code: b.code, kernel: 'tensor-core-i8-both-staged-128-quant-pass'};
 }
 
 /** `code` with each pair's first part replaced by its second; a part not found throws. */

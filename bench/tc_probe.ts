@@ -1038,8 +1038,8 @@ function layerVerbatim(device: GPUDevice, M: number, N: number, K: number, a8Blo
   const skipped: string[] = [];
   const forms = [...layerGemmForms(g, skipped), bothStagedForm(s, M, g)];
   for (const why of skipped) console.log(JSON.stringify({round32_skipped: why}));
-  return forms.map(({what, code, dispatch, xbWords}) => ({name: `layer int8 w13 GEMM ` +
-      `${what.startsWith(', x and weights staged') ? 'replaced by the both-staged one' : 'verbatim'} (tfjs's shader, bindings, ` +
+  return forms.map(({what, code, dispatch, xbWords, kernel}) => ({name: `layer int8 w13 GEMM ` +
+      `${kernel ? `replaced by ${kernel}'s` : 'verbatim'} (tfjs's shader, bindings, ` +
       `uniforms, dispatch ${(dispatch ?? g.dispatch).join('×')})${padded ? ', rows padded' : ''}${what}`, code, workgroups: dispatch ?? g.dispatch,
   int8: true, own: {entry: '_start', out, bRow: w13WeightRow, buffers: [out, xbWords == null ? xbBuffer :
     buf(oneExpertInputs(g, M, K, a8Blocks, xbWords).xb, GPUBufferUsage.STORAGE), alignBuffer, B8, uniforms]}}));

@@ -152,7 +152,7 @@ describeBackends('bench: the layer GEMM forms of tc_probe round 32', (backend) =
         // A form reading x's block rows closer (xbWords) gets them laid out so.
         const bound = xbWords == null ? inputs :
           [storage(oneExpertInputs(g, M, K, toBlocks(a8, M, K, 32), xbWords).xb), ...inputs.slice(1)];
-        made.push(...bound.slice(0, bound === inputs ? 0 : 1));
+        if (bound !== inputs) made.push(bound[0]);
         const out = device.createBuffer({size: g.shapes.result[0] * g.shapes.result[1] * 4,
           usage: GPUBufferUsage.STORAGE | GPUBufferUsage.COPY_SRC});
         const read = device.createBuffer({size: M * N * 4, usage: GPUBufferUsage.MAP_READ | GPUBufferUsage.COPY_DST});
